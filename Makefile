@@ -1,0 +1,39 @@
+# stackline — build, generate, test, bench, lint.
+GO      ?= go
+CLANG   ?= clang-16
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/stackline
+
+.PHONY: all build run generate check-generated test bench lint clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/stackline
+
+# Profile this machine to ./stackline-profiles (needs root).
+run: build
+	./$(BIN) $(ARGS)
+
+# Rebuild the eBPF objects and their Go bindings with the pinned clang.
+generate:
+	cd support/ebpf && $(GO) generate ./...
+
+# Fail when the committed eBPF objects differ from what the sources build.
+check-generated: generate
+	@git diff --exit-code --stat -- support/ebpf || \
+		(echo "support/ebpf: committed objects are stale; run 'make generate' and commit" >&2; exit 1)
+
+# The whole test suite; eBPF tests need root.
+test:
+	$(GO) test -count=1 -timeout 15m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:" $$out >&2; exit 1; fi
+
+clean:
+	rm -rf bin stackline-profiles

@@ -1,0 +1,231 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/stackline-dev/stackline/kallsyms"
+	"github.com/stackline-dev/stackline/reporter"
+	"github.com/stackline-dev/stackline/reporter/localfile"
+	"github.com/stackline-dev/stackline/reporter/otlpgrpc"
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/tracer"
+)
+
+// Agent is a configured stackline. Create it with New, run it with Run.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	kernel   *kallsyms.Table
+	symbols  *symbolizer.Symbolizer
+	grpc     *otlpgrpc.Exporter // nil with local output
+	files    *localfile.Writer  // nil with an endpoint
+	reporter *reporter.Reporter
+	tracer   *tracer.Tracer
+	metrics  *prometheus.Registry
+	started  time.Time
+}
+
+// New validates cfg, loads kernel symbols and the eBPF programs, and starts
+// sampling. Samples queue until Run reads them. Errors say what to change:
+// a flag, a privilege or a kernel feature.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.HostName == "" {
+		cfg.HostName, _ = os.Hostname()
+	}
+	a := &Agent{cfg: cfg, log: log, started: time.Now()}
+
+	var err error
+	a.kernel, err = kallsyms.Load(kallsyms.Options{ProcRoot: cfg.ProcRoot, SysRoot: cfg.SysRoot})
+	if err != nil {
+		return nil, fmt.Errorf("kernel symbols: %w", err)
+	}
+	mode, _ := symbolizer.ParseDemangleMode(cfg.Demangle)
+	a.symbols, err = symbolizer.New(symbolizer.Options{CacheSize: cfg.SymbolCacheSize, Demangle: mode})
+	if err != nil {
+		return nil, err
+	}
+
+	var exp reporter.Exporter
+	if cfg.CollectionAgent != "" {
+		a.grpc, err = otlpgrpc.New(otlpgrpc.Config{
+			Endpoint:   cfg.CollectionAgent,
+			Insecure:   cfg.DisableTLS,
+			QueueSize:  cfg.SendQueueSize,
+			Timeout:    cfg.ExportTimeout,
+			MaxBackoff: 30 * time.Second,
+			Logger:     log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("OTLP exporter: %w", err)
+		}
+		exp = a.grpc
+	} else {
+		a.files, err = localfile.New(cfg.OutputDir, log)
+		if err != nil {
+			return nil, fmt.Errorf("local output: %w", err)
+		}
+		exp = a.files
+	}
+
+	a.reporter, err = reporter.New(reporter.Config{
+		Interval:            cfg.ReporterInterval,
+		FrameCacheSize:      cfg.FrameCacheSize,
+		ExecutableCacheSize: cfg.ExecutableCacheSize,
+		SamplesPerSecond:    cfg.SamplesPerSecond,
+		HostName:            cfg.HostName,
+		ServiceName:         cfg.ServiceName,
+		Version:             cfg.Version,
+		Logger:              log,
+	}, exp)
+	if err != nil {
+		a.closeExporter()
+		return nil, err
+	}
+
+	a.tracer, err = tracer.New(tracer.Config{
+		SamplesPerSecond: cfg.SamplesPerSecond,
+		MaxStackDepth:    cfg.MaxStackDepth,
+		RingBufferSize:   cfg.RingBufferSize,
+		FileCacheSize:    cfg.ExecutableCacheSize,
+		ProcRoot:         cfg.ProcRoot,
+		Reporter:         a.reporter,
+		Symbolizer:       a.symbols,
+		Kernel:           a.kernel,
+		Logger:           log,
+	})
+	if err != nil {
+		a.closeExporter()
+		return nil, err
+	}
+	a.metrics = a.newMetrics()
+	return a, nil
+}
+
+func (a *Agent) closeExporter() {
+	if a.grpc != nil {
+		a.grpc.Close()
+	}
+}
+
+// Run profiles until ctx is done, then stops in order: sampling stops and
+// the ring buffer is drained, the last interval is exported, the send queue
+// is flushed within the shutdown timeout. It returns the first error that
+// stopped a component early.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.closeExporter()
+	defer a.tracer.Close()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+
+	// The exporter outlives the reporter, which outlives the tracer.
+	expCtx, stopExporter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopExporter()
+	if a.grpc != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.grpc.Run(expCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("exporter: %w", err)
+			}
+		}()
+	}
+	repCtx, stopReporter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReporter()
+	repDone := make(chan struct{})
+	go func() {
+		defer close(repDone)
+		a.reporter.Run(repCtx)
+	}()
+
+	if a.cfg.MetricsAddress != "" {
+		srv, err := a.serveMetrics()
+		if err != nil {
+			cancelRun()
+			errc <- err
+		} else {
+			defer srv.Shutdown(context.Background())
+		}
+	}
+
+	tracerErr := a.tracer.Run(runCtx)
+	if tracerErr != nil {
+		errc <- tracerErr
+	}
+	// Sampling has stopped and the ring buffer is drained: export the
+	// last interval, then flush what the backend has not taken yet.
+	stopReporter()
+	<-repDone
+	stopExporter()
+	wg.Wait()
+	if a.grpc != nil {
+		flushCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+		if err := a.grpc.Flush(flushCtx); err != nil {
+			a.log.Warn("final flush incomplete", "error", err)
+		}
+		cancel()
+	}
+	a.logSummary()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Agent) serveMetrics() (*http.Server, error) {
+	ln, err := net.Listen("tcp", a.cfg.MetricsAddress)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln) // stopped by Shutdown in Run
+	a.log.Info("serving metrics", "address", ln.Addr().String())
+	return srv, nil
+}
+
+func (a *Agent) logSummary() {
+	ts := a.tracer.Stats()
+	rs := a.reporter.Stats()
+	a.log.Info("stopped",
+		"uptime", time.Since(a.started).Round(time.Millisecond),
+		"samples", ts.Samples, "traces", ts.Traces, "lost", ts.LostTraces+ts.LostEvents,
+		"exports", rs.Exports, "export_errors", rs.ExportErrors)
+}
+
+// TracerStats and ReporterStats expose the components' counters (for tests
+// and the whole-agent benchmark).
+func (a *Agent) TracerStats() tracer.Stats { return a.tracer.Stats() }
+
+// ReporterStats returns the reporter's counters.
+func (a *Agent) ReporterStats() reporter.Stats { return a.reporter.Stats() }
+
+// Metrics returns the agent's Prometheus registry.
+func (a *Agent) Metrics() *prometheus.Registry { return a.metrics }

@@ -1,0 +1,138 @@
+// Package agent wires stackline together: it validates the configuration,
+// starts the tracer, the reporter and an exporter in order, stops them in
+// reverse order so the last interval is exported, and serves self-metrics.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/tracer"
+)
+
+// Config is the agent's configuration; cmd/stackline fills it from flags.
+type Config struct {
+	// SamplesPerSecond is the sampling frequency per CPU (1..1000).
+	SamplesPerSecond int
+	// ReporterInterval is how often a profile is exported.
+	ReporterInterval time.Duration
+	// FrameCacheSize and ExecutableCacheSize bound the reporter's caches.
+	FrameCacheSize, ExecutableCacheSize int
+	// SymbolCacheSize bounds the number of files whose symbol tables are
+	// held.
+	SymbolCacheSize int
+	// MaxStackDepth bounds the user frames of a trace (1..128).
+	MaxStackDepth int
+	// RingBufferSize is the eBPF ring buffer's size in bytes.
+	RingBufferSize int
+	// CollectionAgent is the OTLP/gRPC endpoint (host:port); empty means
+	// local output to OutputDir.
+	CollectionAgent string
+	// DisableTLS sends to CollectionAgent without TLS.
+	DisableTLS bool
+	// SendQueueSize is how many exports are held while the backend is
+	// unreachable.
+	SendQueueSize int
+	// ExportTimeout bounds one export RPC.
+	ExportTimeout time.Duration
+	// ShutdownTimeout bounds the final flush on SIGTERM/SIGINT.
+	ShutdownTimeout time.Duration
+	// OutputDir receives pprof and folded files when no endpoint is set.
+	OutputDir string
+	// HostName and ServiceName are resource attributes.
+	HostName, ServiceName string
+	// Demangle is the C++/Rust demangling style: none, simple or full.
+	Demangle string
+	// MetricsAddress serves Prometheus self-metrics at /metrics; empty
+	// turns the server off.
+	MetricsAddress string
+	// ProcRoot and SysRoot are where proc and sysfs are mounted.
+	ProcRoot, SysRoot string
+	// Version is the agent's version string.
+	Version string
+	// Logger receives the agent's logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults the flags start from.
+func DefaultConfig() Config {
+	return Config{
+		SamplesPerSecond:    19,
+		ReporterInterval:    5 * time.Second,
+		FrameCacheSize:      65536,
+		ExecutableCacheSize: 4096,
+		SymbolCacheSize:     256,
+		MaxStackDepth:       tracer.MaxStackDepth,
+		RingBufferSize:      4 << 20,
+		SendQueueSize:       60,
+		ExportTimeout:       10 * time.Second,
+		ShutdownTimeout:     10 * time.Second,
+		OutputDir:           "./stackline-profiles",
+		Demangle:            "simple",
+		ProcRoot:            "/proc",
+		SysRoot:             "/sys",
+	}
+}
+
+// Validate checks every field and reports all problems at once, each in
+// terms of its command-line flag.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(flag string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	if c.SamplesPerSecond < tracer.MinSamplesPerSecond || c.SamplesPerSecond > tracer.MaxSamplesPerSecond {
+		bad("samples-per-second", "%d is out of range %d..%d", c.SamplesPerSecond, tracer.MinSamplesPerSecond, tracer.MaxSamplesPerSecond)
+	}
+	if c.ReporterInterval < time.Second || c.ReporterInterval > time.Hour {
+		bad("reporter-interval", "%v is out of range 1s..1h", c.ReporterInterval)
+	}
+	if c.FrameCacheSize < 1 || c.FrameCacheSize > 1<<24 {
+		bad("frame-cache-size", "%d is out of range 1..%d", c.FrameCacheSize, 1<<24)
+	}
+	if c.ExecutableCacheSize < 1 || c.ExecutableCacheSize > 1<<20 {
+		bad("executable-cache-size", "%d is out of range 1..%d", c.ExecutableCacheSize, 1<<20)
+	}
+	if c.SymbolCacheSize < 1 || c.SymbolCacheSize > 1<<16 {
+		bad("symbol-cache-size", "%d is out of range 1..%d", c.SymbolCacheSize, 1<<16)
+	}
+	if c.MaxStackDepth < 1 || c.MaxStackDepth > tracer.MaxStackDepth {
+		bad("max-stack-depth", "%d is out of range 1..%d", c.MaxStackDepth, tracer.MaxStackDepth)
+	}
+	if c.RingBufferSize < 1<<16 || c.RingBufferSize > 1<<30 || c.RingBufferSize&(c.RingBufferSize-1) != 0 {
+		bad("ring-buffer-size", "%d must be a power of two within 64KiB..1GiB", c.RingBufferSize)
+	}
+	if c.SendQueueSize < 1 || c.SendQueueSize > 100000 {
+		bad("send-queue-size", "%d is out of range 1..100000", c.SendQueueSize)
+	}
+	if c.ExportTimeout <= 0 {
+		bad("export-timeout", "%v must be positive", c.ExportTimeout)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout", "%v must be positive", c.ShutdownTimeout)
+	}
+	if c.CollectionAgent != "" {
+		if _, port, err := net.SplitHostPort(c.CollectionAgent); err != nil || port == "" {
+			bad("collection-agent", "%q is not host:port", c.CollectionAgent)
+		}
+	} else if strings.TrimSpace(c.OutputDir) == "" {
+		bad("output-dir", "must be set when --collection-agent is not")
+	}
+	if c.DisableTLS && c.CollectionAgent == "" {
+		bad("disable-tls", "only applies with --collection-agent")
+	}
+	if _, err := symbolizer.ParseDemangleMode(c.Demangle); err != nil {
+		bad("demangle", "%v", err)
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			bad("metrics-address", "%q is not host:port", c.MetricsAddress)
+		}
+	}
+	return errors.Join(errs...)
+}

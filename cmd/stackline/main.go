@@ -1,0 +1,118 @@
+// Command stackline is a whole-system CPU profiler for Linux: it samples
+// every CPU with eBPF and sends OTLP profiles, or writes pprof and folded
+// files when no backend is set.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/stackline-dev/stackline/agent"
+	"github.com/stackline-dev/stackline/tracer"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg := agent.DefaultConfig()
+	cfg.Version = version
+	fs := flag.NewFlagSet("stackline", flag.ContinueOnError)
+	fs.IntVar(&cfg.SamplesPerSecond, "samples-per-second", cfg.SamplesPerSecond, "samples per second per CPU (1..1000)")
+	fs.DurationVar(&cfg.ReporterInterval, "reporter-interval", cfg.ReporterInterval, "how often a profile is exported (1s..1h)")
+	fs.IntVar(&cfg.FrameCacheSize, "frame-cache-size", cfg.FrameCacheSize, "frames whose names are cached")
+	fs.IntVar(&cfg.ExecutableCacheSize, "executable-cache-size", cfg.ExecutableCacheSize, "executables whose metadata is cached")
+	fs.IntVar(&cfg.SymbolCacheSize, "symbol-cache-size", cfg.SymbolCacheSize, "files whose symbol tables are held")
+	fs.IntVar(&cfg.MaxStackDepth, "max-stack-depth", cfg.MaxStackDepth, "user frames per stack (1..128)")
+	fs.IntVar(&cfg.RingBufferSize, "ring-buffer-size", cfg.RingBufferSize, "eBPF ring buffer bytes (power of two, 64KiB..1GiB)")
+	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP/gRPC endpoint host:port; empty writes local files to --output-dir")
+	fs.BoolVar(&cfg.DisableTLS, "disable-tls", cfg.DisableTLS, "send to --collection-agent without TLS")
+	fs.IntVar(&cfg.SendQueueSize, "send-queue-size", cfg.SendQueueSize, "exports held while the backend is unreachable")
+	fs.DurationVar(&cfg.ExportTimeout, "export-timeout", cfg.ExportTimeout, "timeout of one export RPC")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "time allowed for the final flush on SIGTERM/SIGINT")
+	fs.StringVar(&cfg.OutputDir, "output-dir", cfg.OutputDir, "directory for pprof and folded files when no endpoint is set")
+	fs.StringVar(&cfg.HostName, "host-name", cfg.HostName, "host.name resource attribute (default: the hostname)")
+	fs.StringVar(&cfg.ServiceName, "service-name", cfg.ServiceName, "service.name resource attribute (default: unknown_service:<executable>)")
+	fs.StringVar(&cfg.Demangle, "demangle", cfg.Demangle, "C++/Rust demangling: none, simple or full")
+	fs.StringVar(&cfg.MetricsAddress, "metrics-address", cfg.MetricsAddress, "serve Prometheus self-metrics at http://ADDRESS/metrics (e.g. 127.0.0.1:9464)")
+	fs.StringVar(&cfg.ProcRoot, "proc-root", cfg.ProcRoot, "where proc is mounted")
+	fs.StringVar(&cfg.SysRoot, "sys-root", cfg.SysRoot, "where sysfs is mounted")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: stackline [flags]\n\nEvery flag can also be set by an environment variable: STACKLINE_ and the\nflag's name in upper case with - as _ (e.g. STACKLINE_COLLECTION_AGENT).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := applyEnv(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "stackline:", err)
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "stackline: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Println("stackline", version)
+		return 0
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "stackline: --log-level: %v\n", err)
+		return 2
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	a, err := agent.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stackline:", err)
+		if errors.Is(err, tracer.ErrPrivileges) {
+			return 77
+		}
+		return 1
+	}
+	if cfg.CollectionAgent != "" {
+		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "tls", !cfg.DisableTLS)
+	} else {
+		cfg.Logger.Info("profiling", "output_dir", cfg.OutputDir)
+	}
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "stackline:", err)
+		return 1
+	}
+	return 0
+}
+
+// applyEnv sets each flag from STACKLINE_<NAME> when that variable is set;
+// flags on the command line still win.
+func applyEnv(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "STACKLINE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && err == nil {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+			}
+		}
+	})
+	return err
+}

@@ -1,0 +1,270 @@
+// Package e2e runs the built agent as root against real workloads and
+// checks what reaches an OTLP receiver and the local output.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
+	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // the receiver accepts gzip
+	"google.golang.org/grpc/metadata"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/reporter/otlpcheck"
+)
+
+// receiver is an OTLP profiles receiver that keeps every request.
+type receiver struct {
+	collectorpb.UnimplementedProfilesServiceServer
+	mu        sync.Mutex
+	requests  []*collectorpb.ExportProfilesServiceRequest
+	encodings []string
+}
+
+func (r *receiver) Export(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests = append(r.requests, req)
+	r.encodings = append(r.encodings, strings.Join(md.Get("grpc-encoding"), ","))
+	return &collectorpb.ExportProfilesServiceResponse{}, nil
+}
+
+func startReceiver(t *testing.T) (*receiver, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	r := &receiver{}
+	collectorpb.RegisterProfilesServiceServer(srv, r)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return r, ln.Addr().String()
+}
+
+// workloads builds and starts the C and Go workloads; they are killed when
+// the test ends.
+type workloads struct {
+	chainC, syscallC, goChain *exec.Cmd
+}
+
+func startWorkloads(t *testing.T, dir string) *workloads {
+	root := testenv.RepoRoot(t)
+	cBin := filepath.Join(dir, "workload")
+	testenv.Run(t, root, "gcc", "-O0", "-fno-omit-frame-pointer", "-fno-inline", "-g", "-o", cBin, "e2e/testdata/workload.c")
+	goBin := filepath.Join(dir, "goworkload")
+	testenv.Run(t, root, "go", "build", "-o", goBin, "./e2e/testdata/goworkload")
+	start := func(name string, args ...string) *exec.Cmd {
+		cmd := exec.Command(name, args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	return &workloads{
+		chainC:   start(cBin, "chain"),
+		syscallC: start(cBin, "syscall"),
+		goChain:  start(goBin),
+	}
+}
+
+// runAgent runs the agent with args for d, then stops it with SIGTERM.
+func runAgent(t *testing.T, bin string, d time.Duration, args ...string) {
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("agent did not stop within 30s of SIGTERM\n%s", stderr.String())
+	}
+	t.Logf("agent output:\n%s", stderr.String())
+}
+
+// chainShare returns how many samples of pid there are and the share of them
+// whose user frames, leaf first, start with chain.
+func chainShare(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, chain []string) (int, float64) {
+	total, full := 0, 0
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			if otlpcheck.ResourceAttr(rp, "process.pid") != itoa(pid) {
+				continue
+			}
+			for _, sp := range rp.ScopeProfiles {
+				for _, p := range sp.Profiles {
+					for _, s := range p.Samples {
+						n := sampleCount(s)
+						total += n
+						var user []string
+						for _, f := range otlpcheck.Frames(req.Dictionary, s) {
+							if f.Type != "kernel" {
+								user = append(user, f.Name)
+							}
+						}
+						if len(user) >= len(chain) && slices.Equal(user[:len(chain)], chain) {
+							full += n
+						}
+					}
+				}
+			}
+		}
+	}
+	if total == 0 {
+		return 0, 0
+	}
+	return total, float64(full) / float64(total)
+}
+
+func sampleCount(s *profilespb.Sample) int {
+	if len(s.Values) == 0 {
+		return len(s.TimestampsUnixNano)
+	}
+	n := 0
+	for _, v := range s.Values {
+		n += int(v)
+	}
+	return n
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestEndToEndOTLP(t *testing.T) {
+	testenv.RequireBPF(t)
+	dir := t.TempDir()
+	bin := testenv.BuildAgent(t, dir)
+	w := startWorkloads(t, dir)
+	rcv, addr := startReceiver(t)
+
+	runAgent(t, bin, 10*time.Second,
+		"--collection-agent", addr, "--disable-tls",
+		"--samples-per-second", "49", "--reporter-interval", "2s")
+
+	rcv.mu.Lock()
+	reqs := rcv.requests
+	encs := rcv.encodings
+	rcv.mu.Unlock()
+	if len(reqs) < 3 {
+		t.Fatalf("received %d requests in 10s at a 2s interval", len(reqs))
+	}
+	for i, req := range reqs {
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Errorf("request %d is not self-contained: %v", i, err)
+		}
+		if encs[i] != "gzip" {
+			t.Errorf("request %d: grpc-encoding %q, want gzip", i, encs[i])
+		}
+	}
+
+	for _, c := range []struct {
+		name  string
+		pid   int
+		chain []string
+	}{
+		{"C with frame pointers", w.chainC.Process.Pid, []string{"fp_gamma", "fp_beta", "fp_alpha", "main"}},
+		{"Go", w.goChain.Process.Pid, []string{"main.gamma", "main.beta", "main.alpha", "main.main"}},
+	} {
+		n, share := chainShare(reqs, c.pid, c.chain)
+		t.Logf("%s workload: %d samples, %.1f%% with the full chain %v", c.name, n, 100*share, c.chain)
+		if n < 100 {
+			t.Errorf("%s workload: only %d samples in 10s at 49 Hz", c.name, n)
+		}
+		if share < 0.90 {
+			t.Errorf("%s workload: %.1f%% of samples carry the full chain, want >= 90%%", c.name, 100*share)
+		}
+	}
+
+	// Kernel frames are named: the syscall workload spends its time there.
+	kernel, named := 0, 0
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			for _, sp := range rp.ScopeProfiles {
+				for _, p := range sp.Profiles {
+					for _, s := range p.Samples {
+						for _, f := range otlpcheck.Frames(req.Dictionary, s) {
+							if f.Type == "kernel" {
+								kernel++
+								if f.Name != "" {
+									named++
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("kernel frames: %d, named: %d", kernel, named)
+	if kernel < 100 {
+		t.Errorf("only %d kernel frames exported", kernel)
+	} else if float64(named) < 0.99*float64(kernel) {
+		t.Errorf("%d of %d kernel frames named, want >= 99%%", named, kernel)
+	}
+}
+
+func TestEndToEndLocalPprof(t *testing.T) {
+	testenv.RequireBPF(t)
+	dir := t.TempDir()
+	bin := testenv.BuildAgent(t, dir)
+	startWorkloads(t, dir)
+	out := filepath.Join(dir, "profiles")
+
+	runAgent(t, bin, 5*time.Second, "--output-dir", out, "--samples-per-second", "49", "--reporter-interval", "2s")
+
+	pprofs, _ := filepath.Glob(filepath.Join(out, "*.pb.gz"))
+	folded, _ := filepath.Glob(filepath.Join(out, "*.folded"))
+	if len(pprofs) == 0 || len(folded) == 0 {
+		t.Fatalf("local output: %d pprof and %d folded files in %s", len(pprofs), len(folded), out)
+	}
+	// Every function of both chains shows in `go tool pprof -top` over all
+	// files (a single interval may miss the Go workload's start-up).
+	args := append([]string{"tool", "pprof", "-top", "-nodecount=1000"}, pprofs...)
+	cmd := exec.Command("go", args...)
+	top, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go tool pprof: %v\n%s", err, top)
+	}
+	for _, fn := range []string{"fp_gamma", "fp_beta", "fp_alpha", "main.gamma", "main.beta", "main.alpha"} {
+		if !bytes.Contains(top, []byte(fn)) {
+			t.Errorf("go tool pprof -top does not list %s:\n%s", fn, top)
+		}
+	}
+	var foldedText []byte
+	for _, f := range folded {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		foldedText = append(foldedText, b...)
+	}
+	if !bytes.Contains(foldedText, []byte("main;fp_alpha;fp_beta;fp_gamma")) {
+		t.Errorf("folded stacks lack main;fp_alpha;fp_beta;fp_gamma")
+	}
+}

@@ -1,0 +1,286 @@
+package reporter
+
+import (
+	"cmp"
+	"crypto/rand"
+	"path/filepath"
+	"slices"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// Attribute keys (OpenTelemetry semantic conventions).
+const (
+	attrFrameType     = "profile.frame.type"
+	attrThreadName    = "thread.name"
+	attrThreadID      = "thread.id"
+	attrBuildIDGNU    = "process.executable.build_id.gnu"
+	attrBuildIDGo     = "process.executable.build_id.go"
+	attrBuildIDHTL    = "process.executable.build_id.htlhash"
+	attrPID           = "process.pid"
+	attrExeName       = "process.executable.name"
+	attrExePath       = "process.executable.path"
+	attrHostName      = "host.name"
+	attrServiceName   = "service.name"
+	scopeName         = "github.com/stackline-dev/stackline"
+	unknownFrameName  = "[unknown]"
+	unknownServiceFmt = "unknown_service:"
+)
+
+// dictionary builds a ProfilesDictionary whose every table starts with the
+// zero value, deduplicating entries as they are added.
+type dictionary struct {
+	d *profilespb.ProfilesDictionary
+
+	strings   map[string]int32
+	attrs     map[attrKey]int32
+	functions map[functionKey]int32
+	mappings  map[trace.FileID]int32
+	locations map[trace.FrameID]int32
+}
+
+type attrKey struct {
+	key   string
+	str   string
+	num   int64
+	isNum bool
+}
+
+type functionKey struct {
+	name, systemName, file string
+}
+
+func newDictionary() *dictionary {
+	return &dictionary{
+		d: &profilespb.ProfilesDictionary{
+			MappingTable:   []*profilespb.Mapping{{}},
+			LocationTable:  []*profilespb.Location{{}},
+			FunctionTable:  []*profilespb.Function{{}},
+			LinkTable:      []*profilespb.Link{{}},
+			StringTable:    []string{""},
+			AttributeTable: []*profilespb.KeyValueAndUnit{{}},
+			StackTable:     []*profilespb.Stack{{}},
+		},
+		strings:   map[string]int32{"": 0},
+		attrs:     make(map[attrKey]int32),
+		functions: make(map[functionKey]int32),
+		mappings:  make(map[trace.FileID]int32),
+		locations: make(map[trace.FrameID]int32),
+	}
+}
+
+func (d *dictionary) str(s string) int32 {
+	if i, ok := d.strings[s]; ok {
+		return i
+	}
+	i := int32(len(d.d.StringTable))
+	d.d.StringTable = append(d.d.StringTable, s)
+	d.strings[s] = i
+	return i
+}
+
+func (d *dictionary) attr(k attrKey) int32 {
+	if i, ok := d.attrs[k]; ok {
+		return i
+	}
+	kv := &profilespb.KeyValueAndUnit{KeyStrindex: d.str(k.key)}
+	if k.isNum {
+		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: k.num}}
+	} else {
+		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: k.str}}
+	}
+	i := int32(len(d.d.AttributeTable))
+	d.d.AttributeTable = append(d.d.AttributeTable, kv)
+	d.attrs[k] = i
+	return i
+}
+
+func (d *dictionary) strAttr(key, value string) int32 {
+	return d.attr(attrKey{key: key, str: value})
+}
+
+func (d *dictionary) numAttr(key string, value int64) int32 {
+	return d.attr(attrKey{key: key, num: value, isNum: true})
+}
+
+func (d *dictionary) function(l *trace.Line) int32 {
+	k := functionKey{name: l.Function, systemName: l.SystemName, file: l.File}
+	if i, ok := d.functions[k]; ok {
+		return i
+	}
+	fn := &profilespb.Function{
+		NameStrindex:       d.str(l.Function),
+		SystemNameStrindex: d.str(cmp.Or(l.SystemName, l.Function)),
+		FilenameStrindex:   d.str(l.File),
+	}
+	i := int32(len(d.d.FunctionTable))
+	d.d.FunctionTable = append(d.d.FunctionTable, fn)
+	d.functions[k] = i
+	return i
+}
+
+// mapping returns the mapping of a file, described by info when the
+// reporter holds it; the htlhash is always known (it is the file ID).
+func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, kernel bool) int32 {
+	if i, ok := d.mappings[id]; ok {
+		return i
+	}
+	m := &profilespb.Mapping{FilenameStrindex: d.str(cmp.Or(info.FileName, unknownFrameName))}
+	if info.GNUBuildID != "" {
+		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(attrBuildIDGNU, info.GNUBuildID))
+	}
+	if info.GoBuildID != "" {
+		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(attrBuildIDGo, info.GoBuildID))
+	}
+	if !kernel {
+		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(attrBuildIDHTL, id.String()))
+	}
+	i := int32(len(d.d.MappingTable))
+	d.d.MappingTable = append(d.d.MappingTable, m)
+	d.mappings[id] = i
+	return i
+}
+
+// build turns a finished interval into one self-contained request. It
+// returns the request and the number of frames exported without names.
+func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfilesServiceRequest, int) {
+	d := newDictionary()
+	unnamed := 0
+
+	location := func(f trace.FrameID) int32 {
+		if i, ok := d.locations[f]; ok {
+			return i
+		}
+		loc := &profilespb.Location{
+			Address:          f.Addr,
+			AttributeIndices: []int32{d.strAttr(attrFrameType, f.Type.String())},
+		}
+		if f.Type != trace.FrameError && !f.File.IsZero() {
+			loc.MappingIndex = d.mapping(f.File, iv.execs[f.File], f.Type == trace.FrameKernel)
+		}
+		info, ok := iv.frames[f]
+		if !ok && f.Type == trace.FrameError {
+			info, ok = trace.FrameInfo{Lines: []trace.Line{{Function: trace.ErrorName(f.Addr)}}}, true
+		}
+		if !ok || len(info.Lines) == 0 {
+			unnamed++
+		}
+		for j := range info.Lines {
+			loc.Lines = append(loc.Lines, &profilespb.Line{
+				FunctionIndex: d.function(&info.Lines[j]),
+				Line:          info.Lines[j].Line,
+			})
+		}
+		i := int32(len(d.d.LocationTable))
+		d.d.LocationTable = append(d.d.LocationTable, loc)
+		d.locations[f] = i
+		return i
+	}
+
+	// Stacks: index in the interval + 1 (entry 0 is the empty stack).
+	stackIdx := make([]int32, len(iv.stacks))
+	for i, s := range iv.stacks {
+		st := &profilespb.Stack{LocationIndices: make([]int32, len(s.frames))}
+		for j, f := range s.frames {
+			st.LocationIndices[j] = location(f)
+		}
+		stackIdx[i] = int32(len(d.d.StackTable))
+		d.d.StackTable = append(d.d.StackTable, st)
+	}
+
+	// Group samples by process, in a stable order.
+	keys := make([]sampleKey, 0, len(iv.samples))
+	for k := range iv.samples {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b sampleKey) int {
+		return cmp.Or(cmp.Compare(a.pid, b.pid), cmp.Compare(a.tid, b.tid),
+			cmp.Compare(a.stack, b.stack), cmp.Compare(a.comm, b.comm))
+	})
+
+	req := &collectorpb.ExportProfilesServiceRequest{Dictionary: d.d}
+	sampleType := &profilespb.ValueType{TypeStrindex: d.str("samples"), UnitStrindex: d.str("count")}
+	periodType := &profilespb.ValueType{TypeStrindex: d.str("cpu"), UnitStrindex: d.str("nanoseconds")}
+	period := int64(time.Second) / int64(r.cfg.SamplesPerSecond)
+
+	var prof *profilespb.Profile
+	curPID := ^uint32(0)
+	for _, k := range keys {
+		if k.pid != curPID || prof == nil {
+			curPID = k.pid
+			prof = &profilespb.Profile{
+				SampleType:   sampleType,
+				PeriodType:   periodType,
+				Period:       period,
+				TimeUnixNano: uint64(iv.start.UnixNano()),
+				DurationNano: uint64(end.Sub(iv.start)),
+				ProfileId:    newProfileID(),
+			}
+			req.ResourceProfiles = append(req.ResourceProfiles, &profilespb.ResourceProfiles{
+				Resource: r.resource(k.pid, iv.processes[k.pid]),
+				ScopeProfiles: []*profilespb.ScopeProfiles{{
+					Scope:    &commonpb.InstrumentationScope{Name: scopeName, Version: r.cfg.Version},
+					Profiles: []*profilespb.Profile{prof},
+				}},
+			})
+		}
+		s := iv.samples[k]
+		slices.Sort(s.timestamps)
+		prof.Samples = append(prof.Samples, &profilespb.Sample{
+			StackIndex: stackIdx[k.stack],
+			AttributeIndices: []int32{
+				d.strAttr(attrThreadName, k.comm),
+				d.numAttr(attrThreadID, int64(k.tid)),
+			},
+			// Timestamps only: each stands for one sample (the OTLP
+			// "timestamps only" shape), so values stays empty.
+			TimestampsUnixNano: s.timestamps,
+		})
+	}
+	return req, unnamed
+}
+
+func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
+	var path, name string
+	if p != nil {
+		path, name = p.executablePath, p.name
+	}
+	exeName := name
+	if path != "" {
+		exeName = filepath.Base(path)
+	}
+	service := r.cfg.ServiceName
+	if service == "" {
+		service = unknownServiceFmt + exeName
+	}
+	attrs := []*commonpb.KeyValue{
+		{Key: attrPID, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(pid)}}},
+		strKV(attrExeName, exeName),
+	}
+	if path != "" {
+		attrs = append(attrs, strKV(attrExePath, path))
+	}
+	attrs = append(attrs, strKV(attrHostName, r.cfg.HostName), strKV(attrServiceName, service))
+	return &resourcepb.Resource{Attributes: attrs}
+}
+
+func strKV(k, v string) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+}
+
+func newProfileID() []byte {
+	id := make([]byte, 16)
+	rand.Read(id)
+	return id
+}
+
+func protoSize(req *collectorpb.ExportProfilesServiceRequest) int {
+	return proto.Size(req)
+}

@@ -1,0 +1,118 @@
+package reporter
+
+import (
+	"hash/maphash"
+	"slices"
+	"time"
+
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// interval is what the reporter gathers between two exports: the folded
+// samples and the metadata pinned for them.
+type interval struct {
+	start time.Time
+
+	frames map[trace.FrameID]trace.FrameInfo
+	execs  map[trace.FileID]trace.ExecutableInfo
+
+	seed   maphash.Seed
+	stacks []stack
+	// stackIndex maps a stack's hash to its index in stacks; collisions
+	// are resolved by probing the next hash value.
+	stackIndex map[uint64]int32
+
+	samples   map[sampleKey]*sample
+	processes map[uint32]*processInfo
+	numTraces int
+}
+
+type stack struct {
+	frames []trace.FrameID
+}
+
+// sampleKey is a sample's identity: identical (stack, pid, tid, thread
+// name) fold into one sample.
+type sampleKey struct {
+	stack    int32
+	pid, tid uint32
+	comm     string
+}
+
+type sample struct {
+	timestamps []uint64
+}
+
+type processInfo struct {
+	executablePath string
+	name           string
+}
+
+func newInterval(start time.Time) *interval {
+	return &interval{
+		start:      start,
+		frames:     make(map[trace.FrameID]trace.FrameInfo),
+		execs:      make(map[trace.FileID]trace.ExecutableInfo),
+		seed:       maphash.MakeSeed(),
+		stackIndex: make(map[uint64]int32),
+		samples:    make(map[sampleKey]*sample),
+		processes:  make(map[uint32]*processInfo),
+	}
+}
+
+func (iv *interval) hashStack(frames []trace.FrameID) uint64 {
+	var h maphash.Hash
+	h.SetSeed(iv.seed)
+	var buf [25]byte
+	for _, f := range frames {
+		copy(buf[:16], f.File[:])
+		putUint64(buf[16:24], f.Addr)
+		buf[24] = byte(f.Type)
+		h.Write(buf[:])
+	}
+	return h.Sum64()
+}
+
+func putUint64(b []byte, v uint64) {
+	for i := range 8 {
+		b[i] = byte(v >> (8 * i))
+	}
+}
+
+// internStack returns the index of frames in iv.stacks, adding a copy when
+// it is new.
+func (iv *interval) internStack(frames []trace.FrameID) int32 {
+	h := iv.hashStack(frames)
+	for {
+		idx, ok := iv.stackIndex[h]
+		if !ok {
+			idx = int32(len(iv.stacks))
+			iv.stacks = append(iv.stacks, stack{frames: slices.Clone(frames)})
+			iv.stackIndex[h] = idx
+			return idx
+		}
+		if slices.Equal(iv.stacks[idx].frames, frames) {
+			return idx
+		}
+		h++
+	}
+}
+
+func (iv *interval) add(frames []trace.FrameID, meta *trace.TraceMeta) {
+	key := sampleKey{
+		stack: iv.internStack(frames),
+		pid:   meta.PID,
+		tid:   meta.TID,
+		comm:  meta.Comm,
+	}
+	s, ok := iv.samples[key]
+	if !ok {
+		s = &sample{}
+		iv.samples[key] = s
+	}
+	s.timestamps = append(s.timestamps, meta.TimestampNS)
+	if _, ok := iv.processes[meta.PID]; !ok {
+		iv.processes[meta.PID] = &processInfo{executablePath: meta.ExecutablePath, name: meta.ProcessName}
+	}
+	iv.numTraces++
+}

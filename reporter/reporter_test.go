@@ -1,0 +1,208 @@
+package reporter
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+
+	"github.com/stackline-dev/stackline/reporter/otlpcheck"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// captureExporter keeps every request.
+type captureExporter struct {
+	mu   sync.Mutex
+	reqs []*collectorpb.ExportProfilesServiceRequest
+}
+
+func (c *captureExporter) Export(_ context.Context, req *collectorpb.ExportProfilesServiceRequest) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reqs = append(c.reqs, req)
+	return nil
+}
+
+func testConfig() Config {
+	return Config{
+		Interval:            time.Hour,
+		FrameCacheSize:      1,
+		ExecutableCacheSize: 1,
+		SamplesPerSecond:    19,
+		HostName:            "testhost",
+	}
+}
+
+func fileID(i int) trace.FileID {
+	return trace.KernelFileID(fmt.Sprintf("file%d", i), "")
+}
+
+func frameName(id trace.FrameID) string {
+	return fmt.Sprintf("fn_%s_%x", id.File.String()[:6], id.Addr)
+}
+
+// resolve does what the tracer does for each frame: ask, and resolve only
+// when the reporter does not know it.
+func resolve(r *Reporter, id trace.FrameID) {
+	if !r.FrameKnown(id) {
+		r.FrameMetadata(id, trace.FrameInfo{Lines: []trace.Line{{Function: frameName(id)}}})
+	}
+	if !r.ExecutableKnown(id.File) {
+		r.ExecutableMetadata(id.File, trace.ExecutableInfo{FileName: "file-" + id.File.String()[:6]})
+	}
+}
+
+// TestCachesOfSizeOne: with every cache of size 1 and a stream of distinct
+// frames, every export still names every frame and every mapping, also when
+// the interval switches between the tracer's questions and its report.
+func TestCachesOfSizeOne(t *testing.T) {
+	exp := &captureExporter{}
+	r, err := New(testConfig(), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const traces = 3000
+	for i := range traces {
+		tr := &trace.Trace{}
+		for j := range 12 {
+			id := trace.FrameID{File: fileID(j % 4), Type: trace.FrameNative}
+			if j%3 == 0 {
+				id.Addr = uint64(rng.IntN(50)) // shared, recurring frames
+			} else {
+				id.Addr = uint64(1000 + i*100 + j) // never seen before
+			}
+			resolve(r, id)
+			if rng.IntN(200) == 0 {
+				// The interval ends while the tracer is mid-trace.
+				r.Flush(context.Background())
+			}
+			tr.Frames = append(tr.Frames, id)
+		}
+		r.ReportTrace(tr, trace.TraceMeta{PID: uint32(1 + i%3), TID: uint32(10 + i%5), Comm: "worker", TimestampNS: uint64(i)})
+		if rng.IntN(100) == 0 {
+			r.Flush(context.Background())
+		}
+	}
+	r.Flush(context.Background())
+
+	total := 0
+	for i, req := range exp.reqs {
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		d := req.Dictionary
+		for _, rp := range req.ResourceProfiles {
+			for _, s := range rp.ScopeProfiles[0].Profiles[0].Samples {
+				total += len(s.TimestampsUnixNano)
+				for _, li := range d.StackTable[s.StackIndex].LocationIndices {
+					loc := d.LocationTable[li]
+					if len(loc.Lines) == 0 {
+						t.Fatalf("request %d: location at %#x is unnamed", i, loc.Address)
+					}
+					m := d.MappingTable[loc.MappingIndex]
+					if loc.MappingIndex == 0 || d.StringTable[m.FilenameStrindex] == "" || d.StringTable[m.FilenameStrindex] == unknownFrameName {
+						t.Fatalf("request %d: location at %#x has no named mapping", i, loc.Address)
+					}
+				}
+			}
+		}
+	}
+	if total != traces {
+		t.Fatalf("exported %d samples, reported %d", total, traces)
+	}
+	if s := r.Stats(); s.UnnamedFrames != 0 || s.SamplesExported != traces {
+		t.Fatalf("stats: %+v", s)
+	}
+}
+
+func TestFoldAndAttributes(t *testing.T) {
+	exp := &captureExporter{}
+	cfg := testConfig()
+	cfg.FrameCacheSize = 100
+	r, err := New(cfg, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel := trace.FrameID{File: fileID(9), Addr: 0xffffffff81000000, Type: trace.FrameKernel}
+	user := trace.FrameID{File: fileID(1), Addr: 0x1234, Type: trace.FrameNative}
+	for _, id := range []trace.FrameID{kernel, user} {
+		resolve(r, id)
+	}
+	tr := &trace.Trace{Frames: []trace.FrameID{kernel, user}}
+	meta := trace.TraceMeta{PID: 42, TID: 43, Comm: "w", ExecutablePath: "/usr/bin/w", ProcessName: "w"}
+	for ts := range uint64(5) {
+		meta.TimestampNS = 100 + ts
+		r.ReportTrace(tr, meta)
+	}
+	meta.TID = 44 // another thread: another sample
+	r.ReportTrace(tr, meta)
+	r.Flush(context.Background())
+
+	if len(exp.reqs) != 1 {
+		t.Fatalf("%d requests", len(exp.reqs))
+	}
+	req := exp.reqs[0]
+	if err := otlpcheck.Validate(req); err != nil {
+		t.Fatal(err)
+	}
+	rp := req.ResourceProfiles[0]
+	for k, want := range map[string]string{
+		"process.pid": "42", "process.executable.name": "w", "process.executable.path": "/usr/bin/w",
+		"host.name": "testhost", "service.name": "unknown_service:w",
+	} {
+		if got := otlpcheck.ResourceAttr(rp, k); got != want {
+			t.Errorf("resource %s = %q, want %q", k, got, want)
+		}
+	}
+	p := rp.ScopeProfiles[0].Profiles[0]
+	d := req.Dictionary
+	if d.StringTable[p.SampleType.TypeStrindex] != "samples" || d.StringTable[p.SampleType.UnitStrindex] != "count" ||
+		d.StringTable[p.PeriodType.TypeStrindex] != "cpu" || d.StringTable[p.PeriodType.UnitStrindex] != "nanoseconds" ||
+		p.Period != int64(time.Second)/19 {
+		t.Errorf("sample/period type: %v %v %d", p.SampleType, p.PeriodType, p.Period)
+	}
+	if len(p.Samples) != 2 || len(p.Samples[0].TimestampsUnixNano) != 5 || len(p.Samples[1].TimestampsUnixNano) != 1 {
+		t.Fatalf("samples not folded by (stack, pid, tid, comm): %v", p.Samples)
+	}
+	frames := otlpcheck.Frames(d, p.Samples[0])
+	if len(frames) != 2 || frames[0].Type != "kernel" || frames[1].Type != "native" || frames[1].Name != frameName(user) {
+		t.Errorf("frames: %+v", frames)
+	}
+	attrs := map[string]bool{}
+	for _, ai := range p.Samples[0].AttributeIndices {
+		attrs[d.StringTable[d.AttributeTable[ai].KeyStrindex]] = true
+	}
+	if !attrs["thread.name"] || !attrs["thread.id"] {
+		t.Errorf("sample attributes: %v", attrs)
+	}
+	// The kernel mapping carries no htlhash; the native one does.
+	for _, m := range d.MappingTable[1:] {
+		keys := map[string]string{}
+		for _, ai := range m.AttributeIndices {
+			kv := d.AttributeTable[ai]
+			keys[d.StringTable[kv.KeyStrindex]] = kv.Value.GetStringValue()
+		}
+		name := d.StringTable[m.FilenameStrindex]
+		if _, ok := keys["process.executable.build_id.htlhash"]; ok != (name == "file-"+fileID(1).String()[:6]) {
+			t.Errorf("mapping %s: attributes %v", name, keys)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{
+		{Interval: 0, FrameCacheSize: 1, ExecutableCacheSize: 1, SamplesPerSecond: 1},
+		{Interval: time.Second, FrameCacheSize: 0, ExecutableCacheSize: 1, SamplesPerSecond: 1},
+		{Interval: time.Second, FrameCacheSize: 1, ExecutableCacheSize: 0, SamplesPerSecond: 1},
+		{Interval: time.Second, FrameCacheSize: 1, ExecutableCacheSize: 1, SamplesPerSecond: 0},
+	} {
+		if _, err := New(cfg, &captureExporter{}); err == nil {
+			t.Errorf("%+v: no error", cfg)
+		}
+	}
+}

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Maps shared by the programs.
+#ifndef STACKLINE_MAPS_H
+#define STACKLINE_MAPS_H
+
+#include "types.h"
+#include "trace.h"
+
+// Everything sent to user space goes through one ring buffer, so records keep
+// their order (an exit is never seen before the process's last samples).
+// Its size is set by the loader (--ring-buffer-size).
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} records SEC(".maps");
+
+// Per-CPU scratch space for the trace being built: too large for the
+// 512-byte BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct trace);
+} trace_scratch SEC(".maps");
+
+// Counters read by user space (self-metrics). Index = enum counter.
+enum counter {
+	COUNTER_SAMPLES = 0,     // perf events handled
+	COUNTER_IDLE,            // samples of the idle task, not sent
+	COUNTER_LOST_TRACES,     // ring buffer full: trace dropped
+	COUNTER_LOST_EVENTS,     // ring buffer full: process event dropped
+	COUNTER_KERNEL_STACK_ERR,// bpf_get_stack failed
+	COUNTER_USER_READ_ERR,   // user stack read failed mid-walk
+	COUNTER_MAX_DEPTH,       // user stack deeper than the limit
+	COUNTER_NUM,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_NUM);
+	__type(key, u32);
+	__type(value, u64);
+} counters SEC(".maps");
+
+static __always_inline void count(u32 which)
+{
+	u64 *v = bpf_map_lookup_elem(&counters, &which);
+	if (v)
+		*v += 1;
+}
+
+#endif

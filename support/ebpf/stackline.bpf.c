@@ -1,0 +1,126 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0-only
+// stackline's eBPF programs: the sampling entry point and the process
+// lifecycle hooks. Each concern lives in its own header.
+
+#include "types.h"
+#include "trace.h"
+#include "maps.h"
+#include "native_fp.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+// Set by the loader before the programs are loaded.
+// max_user_frames is --max-stack-depth (at most MAX_USER_FRAMES).
+volatile const u32 max_user_frames = MAX_USER_FRAMES;
+
+static __always_inline void fill_header(struct record_header *h, u32 kind)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	h->kind = kind;
+	h->pid = id >> 32;
+	h->tid = (u32)id;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ktime_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+// Copies the kernel stack into the trace. bpf_get_stack writes addresses
+// only, so they go into the frames array's tail first and are spread into
+// frames afterwards.
+static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx, struct trace *t)
+{
+	// Reuse the user part of the frames array as a u64 buffer: it is
+	// filled only after the kernel frames have been spread out.
+	u64 *buf = (u64 *)&t->frames[MAX_KERNEL_FRAMES];
+	long n = bpf_get_stack(ctx, buf, MAX_KERNEL_FRAMES * sizeof(u64), 0);
+	if (n < 0) {
+		count(COUNTER_KERNEL_STACK_ERR);
+		return;
+	}
+	n /= sizeof(u64);
+	// buf holds n <= 127 u64s = at most 64 frames' worth of bytes, so
+	// frames[i] for i < n never overlaps buf[j] for j >= i: copying in
+	// ascending order is safe.
+	for (u32 i = 0; i < MAX_KERNEL_FRAMES; i++) {
+		if (i >= n)
+			break;
+		u64 addr = buf[i];
+		t->frames[i].addr = addr;
+		t->frames[i].aux = 0;
+		t->frames[i].type = FRAME_KERNEL;
+		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
+		t->frames[i].pad = 0;
+		t->num_frames = i + 1;
+	}
+	t->num_kernel_frames = t->num_frames;
+}
+
+SEC("perf_event")
+int sample(struct bpf_perf_event_data *ctx)
+{
+	count(COUNTER_SAMPLES);
+
+	u64 id = bpf_get_current_pid_tgid();
+	if ((u32)id == 0) {
+		// The idle task: nothing ran.
+		count(COUNTER_IDLE);
+		return 0;
+	}
+
+	u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
+	if (!t)
+		return 0;
+	fill_header(&t->hdr, RECORD_TRACE);
+	t->num_frames = 0;
+	t->num_kernel_frames = 0;
+	t->pad = 0;
+
+	if ((ctx->regs.cs & 3) != 3)
+		collect_kernel_stack(ctx, t);
+
+	struct pt_regs regs;
+	if (user_regs(ctx, &regs) == 0)
+		unwind_frame_pointers(t, &regs, max_user_frames);
+
+	u32 n = t->num_frames;
+	if (n > MAX_FRAMES)
+		n = MAX_FRAMES;
+	u64 size = offsetof(struct trace, frames) + (u64)n * sizeof(struct frame);
+	if (bpf_ringbuf_output(&records, t, size, 0))
+		count(COUNTER_LOST_TRACES);
+	return 0;
+}
+
+static __always_inline void send_process_event(u32 kind, u32 tgid)
+{
+	struct process_event ev = {};
+	fill_header(&ev.hdr, kind);
+	ev.hdr.pid = tgid;
+	if (bpf_ringbuf_output(&records, &ev, sizeof(ev), 0))
+		count(COUNTER_LOST_EVENTS);
+}
+
+// sched_process_exit fires for every exiting thread; only the exit of the
+// last thread of a group ends the process. signal->live has already been
+// decremented when the tracepoint fires.
+SEC("raw_tracepoint/sched_process_exit")
+int process_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	send_process_event(RECORD_PROCESS_EXIT, BPF_CORE_READ(task, tgid));
+	return 0;
+}
+
+// After exec a process has new mappings.
+SEC("raw_tracepoint/sched_process_exec")
+int process_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	send_process_event(RECORD_PROCESS_EXEC, BPF_CORE_READ(task, tgid));
+	return 0;
+}

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// The records the eBPF side sends to user space through the ring buffer.
+// The Go decoder (tracer/record.go) mirrors these layouts; keep them in step.
+#ifndef STACKLINE_TRACE_H
+#define STACKLINE_TRACE_H
+
+#include "types.h"
+
+// Kinds of record, the first field of every record.
+enum record_kind {
+	RECORD_TRACE = 1,
+	RECORD_PROCESS_EXIT = 2,
+	RECORD_PROCESS_EXEC = 3,
+};
+
+// Frame types; the values match trace.FrameType in Go.
+enum frame_type {
+	FRAME_NATIVE = 1,
+	FRAME_KERNEL = 2,
+	// The unwinder stopped early; addr holds an error code below.
+	FRAME_ERROR = 3,
+};
+
+// Error codes carried by FRAME_ERROR frames (trace.Error* in Go).
+enum unwind_error {
+	UNWIND_ERR_MAX_DEPTH = 1,
+	UNWIND_ERR_READ_FAILED = 2,
+};
+
+// Frame flags.
+enum frame_flags {
+	// addr is a return address: the call instruction lies just before it.
+	FRAME_FLAG_RETURN_ADDRESS = 1,
+};
+
+// Bounds of one trace. Kernel stacks are limited by the kernel itself
+// (PERF_MAX_STACK_DEPTH, 127 by default); user stacks by --max-stack-depth,
+// which may not exceed MAX_USER_FRAMES.
+#define MAX_KERNEL_FRAMES 127
+#define MAX_USER_FRAMES 128
+#define MAX_FRAMES (MAX_KERNEL_FRAMES + MAX_USER_FRAMES + 1)
+
+// One frame. Every unwinder emits the same shape, told apart by type, so
+// interpreter unwinders (Python, JVM, ...) can add frames whose addr names a
+// code object and whose aux holds an instruction offset.
+struct frame {
+	u64 addr;
+	u32 aux;
+	u8 type;
+	u8 flags;
+	u16 pad;
+};
+
+struct record_header {
+	u32 kind;
+	u32 pid; // thread group id
+	u32 tid;
+	u32 cpu;
+	u64 ktime_ns; // CLOCK_MONOTONIC
+	char comm[16];
+};
+
+// A sampled stack. Only header + num_frames frames are sent: the record is
+// variable-length on the ring buffer. Kernel frames come first, leaf first,
+// then user frames, leaf first.
+struct trace {
+	struct record_header hdr;
+	u16 num_frames;
+	u16 num_kernel_frames;
+	u32 pad;
+	struct frame frames[MAX_FRAMES];
+};
+
+// Process lifecycle events (exit of the last thread, exec).
+struct process_event {
+	struct record_header hdr;
+};
+
+#endif

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Common includes and the few kernel structures stackline reads.
+//
+// Instead of a multi-megabyte generated vmlinux.h, the structures below list
+// only the fields we read. preserve_access_index makes clang emit CO-RE
+// relocations for them, so libbpf-style loaders (cilium/ebpf) fix the offsets
+// against the running kernel's BTF at load time.
+#ifndef STACKLINE_TYPES_H
+#define STACKLINE_TYPES_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/bpf_perf_event.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s32 s32;
+
+struct mm_struct;
+
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	// Threads of the group still alive; 0 once the last one has exited.
+	atomic_t live;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct mm_struct *mm;
+	int pid;
+	int tgid;
+	struct signal_struct *signal;
+} __attribute__((preserve_access_index));
+
+#endif

@@ -1,0 +1,158 @@
+// Package trace holds the types that the tracer, the symbolizer and the
+// reporter share: file and frame identities, the metadata that names a frame,
+// and a sampled trace with its metadata.
+//
+// It owns no behaviour beyond computing identities, so every other package
+// can depend on it without depending on each other.
+package trace
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// FileID identifies the contents of an executable or shared object: the
+// OpenTelemetry process.executable.build_id.htlhash, computed by
+// FileIDFromReader. The kernel and each kernel module get a FileID too,
+// derived from their build IDs by KernelFileID.
+type FileID [16]byte
+
+// String returns the FileID in lower-case hex, as exported in OTLP.
+func (id FileID) String() string { return hex.EncodeToString(id[:]) }
+
+// IsZero reports whether id is the zero FileID, which names no file.
+func (id FileID) IsZero() bool { return id == FileID{} }
+
+// FrameType says which unwinder produced a frame and how its address is to
+// be read. It is exported as the profile.frame.type attribute.
+type FrameType uint8
+
+// Frame types. The numeric values of the first ones are shared with the eBPF
+// trace record (support/ebpf/trace.h); keep them in step.
+const (
+	FrameUnknown FrameType = 0
+	// FrameNative is a user-space machine-code frame; its address is a file
+	// offset inside the mapped file.
+	FrameNative FrameType = 1
+	// FrameKernel is a kernel frame; its address is a kernel virtual address.
+	FrameKernel FrameType = 2
+	// FrameError marks where an unwinder stopped for lack of data; its
+	// address carries the error code.
+	FrameError FrameType = 3
+	// FrameGo is a native frame in a Go binary. The eBPF side never emits it:
+	// the tracer sets it when the mapped file is known to be Go.
+	FrameGo FrameType = 64
+)
+
+// String returns the profile.frame.type value of t.
+func (t FrameType) String() string {
+	switch t {
+	case FrameNative:
+		return "native"
+	case FrameKernel:
+		return "kernel"
+	case FrameError:
+		return "abort"
+	case FrameGo:
+		return "go"
+	}
+	return "unknown"
+}
+
+// FrameID identifies one frame across processes: the file it lies in and
+// the address inside it. Two processes that map the same libc share the
+// FrameIDs of their libc frames.
+type FrameID struct {
+	// File is the mapped file's FileID, or the kernel's/module's.
+	File FileID
+	// Addr is the file offset of the instruction for native frames (the
+	// return address minus one for frames other than the leaf) and the
+	// kernel virtual address for kernel frames.
+	Addr uint64
+	// Type is the kind of frame.
+	Type FrameType
+}
+
+// Line is one source position of a frame. A frame has several when calls
+// were inlined; the first is the innermost.
+type Line struct {
+	// Function is the function's name as a person reads it (demangled).
+	Function string
+	// SystemName is the name as the binary spells it, when it differs.
+	SystemName string
+	// File is the source file name, when known.
+	File string
+	// Line is the line number inside File, 0 when unknown.
+	Line int64
+}
+
+// FrameInfo names a frame. An empty Lines means the frame could not be
+// named; the export then still carries its mapping and address.
+type FrameInfo struct {
+	Lines []Line
+}
+
+// ExecutableInfo describes a mapped file (or the kernel or a module) for the
+// OTLP mapping table.
+type ExecutableInfo struct {
+	// FileName is the base name shown for the mapping (e.g. "libc.so.6",
+	// "vmlinux", a module name).
+	FileName string
+	// GNUBuildID is the hex .note.gnu.build-id, when present.
+	GNUBuildID string
+	// GoBuildID is the Go build ID, when present.
+	GoBuildID string
+}
+
+// Trace is one sampled stack, leaf first.
+type Trace struct {
+	Frames []FrameID
+}
+
+// TraceMeta says where and when a trace was sampled.
+type TraceMeta struct {
+	// TimestampNS is the sample time in nanoseconds since the Unix epoch.
+	TimestampNS uint64
+	// PID is the process (thread group) ID, TID the thread ID.
+	PID, TID uint32
+	// CPU is the CPU the sample was taken on.
+	CPU uint32
+	// Comm is the thread name.
+	Comm string
+	// ExecutablePath is the process's executable path as the process sees
+	// it, "" for kernel threads.
+	ExecutablePath string
+	// ProcessName is the process's name (the main thread's comm).
+	ProcessName string
+}
+
+// KernelFileID derives a FileID for the kernel or a kernel module from its
+// name and GNU build ID (hex), since neither is a file the agent can hash.
+func KernelFileID(name, buildID string) FileID {
+	return fileIDOfString("kernel\x00" + strings.ToLower(name) + "\x00" + buildID)
+}
+
+// Error codes carried in the address of FrameError frames.
+const (
+	ErrorNone uint64 = iota
+	// ErrorMaxDepth: the stack was deeper than the configured maximum.
+	ErrorMaxDepth
+	// ErrorReadFailed: reading the user stack failed.
+	ErrorReadFailed
+	// ErrorNoMapping: an address fell outside every mapping of the process.
+	ErrorNoMapping
+)
+
+// ErrorName returns the frame name shown for an error frame's code.
+func ErrorName(code uint64) string {
+	switch code {
+	case ErrorMaxDepth:
+		return "[truncated: max stack depth]"
+	case ErrorReadFailed:
+		return "[unwind stopped: stack unreadable]"
+	case ErrorNoMapping:
+		return "[unwind stopped: address not mapped]"
+	}
+	return fmt.Sprintf("[unwind error %d]", code)
+}

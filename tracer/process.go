@@ -1,0 +1,132 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stackline-dev/stackline/tracer/procmaps"
+)
+
+// mapping is an executable mapping of a process.
+type mapping struct {
+	start, end, offset uint64
+	// key identifies the mapped file; zero for anonymous and special
+	// mappings.
+	key fileKey
+	// path is the mapped path as the process sees it, or a special name.
+	path string
+}
+
+// fileKey identifies a file on this host by device and inode, as
+// /proc/PID/maps shows them.
+type fileKey struct {
+	dev   uint64
+	inode uint64
+}
+
+// process is what the tracer knows of one process.
+type process struct {
+	pid            uint32
+	mappings       []mapping // executable ones, sorted by start
+	executablePath string
+	name           string
+	// lastRead is when the mappings were last read; rereads on unknown
+	// addresses are rate-limited from it.
+	lastRead time.Time
+	// gone is set when /proc/PID could not be read: the process exited
+	// before the tracer saw its first trace.
+	gone bool
+}
+
+// procFS reads the parts of /proc the tracer needs, under a configurable
+// root so tests can point it at fixtures.
+type procFS struct {
+	root string
+}
+
+func (p procFS) path(pid uint32, rest ...string) string {
+	return filepath.Join(append([]string{p.root, strconv.FormatUint(uint64(pid), 10)}, rest...)...)
+}
+
+// readProcess reads a process's executable mappings, executable path and
+// name. A process that has exited yields an error wrapping fs.ErrNotExist.
+func (p procFS) readProcess(proc *process) error {
+	f, err := os.Open(p.path(proc.pid, "maps"))
+	if err != nil {
+		return fmt.Errorf("read maps of %d: %w", proc.pid, err)
+	}
+	defer f.Close()
+	proc.mappings = proc.mappings[:0]
+	err = procmaps.Parse(f, func(perms [4]byte) bool { return perms[2] == 'x' }, func(m procmaps.Mapping) {
+		mm := mapping{start: m.Start, end: m.End, offset: m.Offset, path: m.Path}
+		if m.IsFile() {
+			mm.key = fileKey{dev: uint64(m.Major)<<32 | uint64(m.Minor), inode: m.Inode}
+		}
+		proc.mappings = append(proc.mappings, mm)
+	})
+	if err != nil {
+		return fmt.Errorf("process %d: %w", proc.pid, err)
+	}
+	slices.SortFunc(proc.mappings, func(a, b mapping) int {
+		if a.start < b.start {
+			return -1
+		}
+		if a.start > b.start {
+			return 1
+		}
+		return 0
+	})
+	// Kernel threads have no executable; readlink fails with ENOENT.
+	if exe, err := os.Readlink(p.path(proc.pid, "exe")); err == nil {
+		proc.executablePath = strings.TrimSuffix(exe, " (deleted)")
+	}
+	if comm, err := os.ReadFile(p.path(proc.pid, "comm")); err == nil {
+		proc.name = strings.TrimSpace(string(comm))
+	}
+	return nil
+}
+
+// openMapped opens the file behind a mapping of pid the way the process
+// sees it: through /proc/PID/map_files (the exact mapped file, even when
+// deleted or in another mount namespace), else through /proc/PID/root.
+func (p procFS) openMapped(pid uint32, m *mapping) (*os.File, error) {
+	f, err := os.Open(p.path(pid, "map_files", fmt.Sprintf("%x-%x", m.start, m.end)))
+	if err == nil {
+		return f, nil
+	}
+	path := strings.TrimSuffix(m.path, " (deleted)")
+	f, err2 := os.Open(p.path(pid, "root", path))
+	if err2 != nil {
+		return nil, fmt.Errorf("open %s of process %d: %w", m.path, pid, errors.Join(err, err2))
+	}
+	return f, nil
+}
+
+// find returns the mapping containing addr, or nil.
+func (proc *process) find(addr uint64) *mapping {
+	i, _ := slices.BinarySearchFunc(proc.mappings, addr, func(m mapping, a uint64) int {
+		if m.end <= a {
+			return -1
+		}
+		if m.start > a {
+			return 1
+		}
+		return 0
+	})
+	if i < len(proc.mappings) && proc.mappings[i].start <= addr && addr < proc.mappings[i].end {
+		return &proc.mappings[i]
+	}
+	return nil
+}
+
+// isNotExist reports whether err means the process is gone.
+func isNotExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, os.ErrNotExist)
+}

@@ -1,0 +1,192 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// handleTrace turns a decoded record into frames, makes sure the reporter
+// holds the metadata of each, and reports the trace.
+func (t *Tracer) handleTrace(rec *record) {
+	out := &t.out
+	out.Frames = out.Frames[:0]
+	var proc *process
+	for i := range rec.frames {
+		f := &rec.frames[i]
+		switch f.typ {
+		case trace.FrameKernel:
+			out.Frames = append(out.Frames, t.kernelFrame(f.addr))
+		case trace.FrameNative:
+			if proc == nil {
+				proc = t.process(rec.pid)
+			}
+			addr := f.addr
+			if f.flags&frameFlagReturnAddress != 0 && addr > 0 {
+				// The call instruction lies before the return address;
+				// naming the return address itself can name the next
+				// function when the call was the last instruction.
+				addr--
+			}
+			out.Frames = append(out.Frames, t.nativeFrame(proc, addr))
+		case trace.FrameError:
+			out.Frames = append(out.Frames, trace.FrameID{Addr: f.addr, Type: trace.FrameError})
+		default:
+			t.stats.decodeErrors.Add(1)
+		}
+	}
+	meta := trace.TraceMeta{
+		TimestampNS: uint64(int64(rec.ktimeNS) + t.monoToWall),
+		PID:         rec.pid,
+		TID:         rec.tid,
+		CPU:         rec.cpu,
+		Comm:        rec.comm,
+	}
+	if proc == nil {
+		proc = t.process(rec.pid)
+	}
+	meta.ExecutablePath = proc.executablePath
+	meta.ProcessName = proc.name
+	if meta.ProcessName == "" {
+		meta.ProcessName = rec.comm
+	}
+	t.cfg.Reporter.ReportTrace(out, meta)
+}
+
+func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
+	sym, ok := t.cfg.Kernel.Lookup(addr)
+	fileID := t.kernelID
+	if ok && sym.Module != "" {
+		fileID = t.moduleID(sym.Module)
+	}
+	id := trace.FrameID{File: fileID, Addr: addr, Type: trace.FrameKernel}
+	r := t.cfg.Reporter
+	if !r.FrameKnown(id) {
+		var info trace.FrameInfo
+		if ok {
+			info.Lines = []trace.Line{{Function: sym.Name}}
+		}
+		r.FrameMetadata(id, info)
+	}
+	if !r.ExecutableKnown(fileID) {
+		info := trace.ExecutableInfo{FileName: "vmlinux", GNUBuildID: t.cfg.Kernel.BuildID()}
+		if fileID != t.kernelID {
+			info = trace.ExecutableInfo{FileName: sym.Module}
+		}
+		r.ExecutableMetadata(fileID, info)
+	}
+	return id
+}
+
+func (t *Tracer) moduleID(name string) trace.FileID {
+	id, ok := t.modIDs[name]
+	if !ok {
+		id = trace.KernelFileID(name, "")
+		t.modIDs[name] = id
+	}
+	return id
+}
+
+func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
+	m := proc.find(addr)
+	if m == nil && !proc.gone && time.Since(proc.lastRead) > rereadInterval {
+		// New code was mapped since the last read (dlopen, a JIT).
+		t.readMappings(proc)
+		m = proc.find(addr)
+	}
+	if m == nil {
+		t.stats.unknownMappings.Add(1)
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
+	}
+	if m.key == (fileKey{}) {
+		return t.specialFrame(m, addr)
+	}
+	fi := t.file(proc, m)
+	if fi == nil {
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
+	}
+	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}
+	if fi.isGo {
+		id.Type = trace.FrameGo
+	}
+	r := t.cfg.Reporter
+	if !r.FrameKnown(id) {
+		var info trace.FrameInfo
+		sf, err := t.cfg.Symbolizer.File(fi.id, func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) })
+		if err == nil {
+			if line, ok := sf.Lookup(id.Addr); ok {
+				info.Lines = []trace.Line{line}
+			}
+		}
+		r.FrameMetadata(id, info)
+	}
+	if !r.ExecutableKnown(fi.id) {
+		r.ExecutableMetadata(fi.id, fi.exec)
+	}
+	return id
+}
+
+// specialFrame handles executable memory without a file: the vdso, JIT code,
+// anonymous memory. The frame is tied to a pseudo-file named after the
+// mapping, its address is the offset inside it.
+func (t *Tracer) specialFrame(m *mapping, addr uint64) trace.FrameID {
+	name := m.path
+	if name == "" {
+		name = "[anon]"
+	}
+	fileID := trace.KernelFileID("special:"+name, "")
+	id := trace.FrameID{File: fileID, Addr: addr - m.start, Type: trace.FrameNative}
+	r := t.cfg.Reporter
+	if !r.FrameKnown(id) {
+		r.FrameMetadata(id, trace.FrameInfo{})
+	}
+	if !r.ExecutableKnown(fileID) {
+		r.ExecutableMetadata(fileID, trace.ExecutableInfo{FileName: name})
+	}
+	return id
+}
+
+// file returns the identity of the file behind m, computing it on first
+// sight of the file.
+func (t *Tracer) file(proc *process, m *mapping) *fileInfo {
+	if fi, ok := t.files.Get(m.key); ok {
+		return fi
+	}
+	fi, err := t.identify(proc, m)
+	if err != nil {
+		t.stats.fileErrors.Add(1)
+		t.log.Debug("identify mapped file", "pid", proc.pid, "path", m.path, "error", err)
+		return nil
+	}
+	t.files.Add(m.key, fi)
+	return fi
+}
+
+func (t *Tracer) identify(proc *process, m *mapping) (*fileInfo, error) {
+	f, err := t.proc.openMapped(proc.pid, m)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", m.path, err)
+	}
+	id, err := trace.FileIDFromReader(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.path, err)
+	}
+	fi := &fileInfo{id: id, exec: trace.ExecutableInfo{FileName: filepath.Base(strings.TrimSuffix(m.path, " (deleted)"))}}
+	sf, err := t.cfg.Symbolizer.File(id, func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) })
+	if err == nil {
+		info := sf.Info()
+		fi.isGo = info.IsGo
+		fi.exec.GNUBuildID = info.GNUBuildID
+		fi.exec.GoBuildID = info.GoBuildID
+	}
+	return fi, nil
+}
