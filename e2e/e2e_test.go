@@ -18,7 +18,6 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
-	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the receiver accepts gzip
 	"google.golang.org/grpc/metadata"
@@ -121,10 +120,11 @@ func chainShare(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, chain
 			for _, sp := range rp.ScopeProfiles {
 				for _, p := range sp.Profiles {
 					for _, s := range p.Samples {
-						n := sampleCount(s)
+						n := int(otlpcheck.SampleCount(s))
 						total += n
 						var user []string
-						for _, f := range otlpcheck.Frames(req.Dictionary, s) {
+						frames, _ := otlpcheck.Frames(req, s)
+						for _, f := range frames {
 							if f.Type != "kernel" {
 								user = append(user, f.Name)
 							}
@@ -143,16 +143,6 @@ func chainShare(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, chain
 	return total, float64(full) / float64(total)
 }
 
-func sampleCount(s *profilespb.Sample) int {
-	if len(s.Values) == 0 {
-		return len(s.TimestampsUnixNano)
-	}
-	n := 0
-	for _, v := range s.Values {
-		n += int(v)
-	}
-	return n
-}
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
@@ -208,7 +198,8 @@ func TestEndToEndOTLP(t *testing.T) {
 			for _, sp := range rp.ScopeProfiles {
 				for _, p := range sp.Profiles {
 					for _, s := range p.Samples {
-						for _, f := range otlpcheck.Frames(req.Dictionary, s) {
+						frames, _ := otlpcheck.Frames(req, s)
+						for _, f := range frames {
 							if f.Type == "kernel" {
 								kernel++
 								if f.Name != "" {

@@ -84,10 +84,14 @@ type Reporter struct {
 	frames *freelru.LRU[trace.FrameID, trace.FrameInfo]
 	execs  *expirable.LRU[trace.FileID, trace.ExecutableInfo]
 	cur    *interval
-	// prev is the interval handed to the exporter last. Its pins stay
-	// readable so a trace whose frames were promised just before the
-	// switch still finds them.
-	prev *interval
+	// pendingFrames and pendingExecs are what was promised (FrameKnown
+	// true, or FrameMetadata) since the last ReportTrace. A trace is
+	// resolved frame by frame and then reported; when intervals switch in
+	// between, these are pinned again in the new interval, so the promise
+	// holds across any number of switches. The tracer reports from one
+	// goroutine, which makes "since the last ReportTrace" exact.
+	pendingFrames []trace.FrameID
+	pendingExecs  []trace.FileID
 
 	stats stats
 }
@@ -153,22 +157,36 @@ func New(cfg Config, exporter Exporter) (*Reporter, error) {
 func (r *Reporter) FrameKnown(id trace.FrameID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.cur.frames[id]; ok {
-		r.stats.frameHits.Add(1)
-		return true
-	}
-	info, ok := r.frames.Get(id)
-	if !ok && r.prev != nil {
-		info, ok = r.prev.frames[id]
-	}
-	if !ok {
-		r.stats.frameMisses.Add(1)
-		return false
+	if _, ok := r.cur.frames[id]; !ok {
+		info, ok := r.frames.Get(id)
+		if !ok {
+			r.stats.frameMisses.Add(1)
+			return false
+		}
+		r.cur.frames[id] = info
 	}
 	r.stats.frameHits.Add(1)
-	r.cur.frames[id] = info
+	r.promiseFrame(id)
 	return true
 }
+
+// promiseFrame and promiseExec record a promise until the next ReportTrace.
+// The lists are bounded: a caller that never reports cannot grow them.
+func (r *Reporter) promiseFrame(id trace.FrameID) {
+	if len(r.pendingFrames) < maxPending {
+		r.pendingFrames = append(r.pendingFrames, id)
+	}
+}
+
+func (r *Reporter) promiseExec(id trace.FileID) {
+	if len(r.pendingExecs) < maxPending {
+		r.pendingExecs = append(r.pendingExecs, id)
+	}
+}
+
+// maxPending bounds the promises held between two ReportTrace calls; a
+// trace has at most a few hundred frames.
+const maxPending = 4096
 
 // FrameMetadata stores the metadata of id, in the cache and pinned in the
 // current interval.
@@ -177,6 +195,7 @@ func (r *Reporter) FrameMetadata(id trace.FrameID, info trace.FrameInfo) {
 	defer r.mu.Unlock()
 	r.frames.Add(id, info)
 	r.cur.frames[id] = info
+	r.promiseFrame(id)
 }
 
 // ExecutableKnown reports whether the reporter holds metadata for the file
@@ -184,17 +203,14 @@ func (r *Reporter) FrameMetadata(id trace.FrameID, info trace.FrameInfo) {
 func (r *Reporter) ExecutableKnown(id trace.FileID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.cur.execs[id]; ok {
-		return true
+	if _, ok := r.cur.execs[id]; !ok {
+		info, ok := r.execs.Get(id)
+		if !ok {
+			return false
+		}
+		r.cur.execs[id] = info
 	}
-	info, ok := r.execs.Get(id)
-	if !ok && r.prev != nil {
-		info, ok = r.prev.execs[id]
-	}
-	if !ok {
-		return false
-	}
-	r.cur.execs[id] = info
+	r.promiseExec(id)
 	return true
 }
 
@@ -204,33 +220,18 @@ func (r *Reporter) ExecutableMetadata(id trace.FileID, info trace.ExecutableInfo
 	defer r.mu.Unlock()
 	r.execs.Add(id, info)
 	r.cur.execs[id] = info
+	r.promiseExec(id)
 }
 
-// ReportTrace adds one sampled trace to the current interval. The reporter
-// copies what it keeps; t may be reused by the caller.
+// ReportTrace adds one sampled trace to the current interval and ends the
+// promises made for it. The reporter copies what it keeps; t may be reused
+// by the caller.
 func (r *Reporter) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
 	r.stats.traces.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// Frames promised just before the interval switched are pinned in
-	// prev; carry them over so this interval's export is complete.
-	if r.prev != nil {
-		for _, f := range t.Frames {
-			if _, ok := r.cur.frames[f]; !ok {
-				if info, ok := r.prev.frames[f]; ok {
-					r.cur.frames[f] = info
-				}
-			}
-			if f.Type == trace.FrameError || f.File.IsZero() {
-				continue
-			}
-			if _, ok := r.cur.execs[f.File]; !ok {
-				if info, ok := r.prev.execs[f.File]; ok {
-					r.cur.execs[f.File] = info
-				}
-			}
-		}
-	}
+	r.pendingFrames = r.pendingFrames[:0]
+	r.pendingExecs = r.pendingExecs[:0]
 	r.cur.add(t.Frames, &meta)
 }
 
@@ -258,7 +259,18 @@ func (r *Reporter) Flush(ctx context.Context) {
 	r.mu.Lock()
 	done := r.cur
 	r.cur = newInterval(now)
-	r.prev = done
+	// Promises made for a trace not yet reported move to the new
+	// interval, which that trace will land in.
+	for _, id := range r.pendingFrames {
+		if info, ok := done.frames[id]; ok {
+			r.cur.frames[id] = info
+		}
+	}
+	for _, id := range r.pendingExecs {
+		if info, ok := done.execs[id]; ok {
+			r.cur.execs[id] = info
+		}
+	}
 	r.mu.Unlock()
 
 	if len(done.samples) == 0 {

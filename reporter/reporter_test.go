@@ -169,7 +169,10 @@ func TestFoldAndAttributes(t *testing.T) {
 	if len(p.Samples) != 2 || len(p.Samples[0].TimestampsUnixNano) != 5 || len(p.Samples[1].TimestampsUnixNano) != 1 {
 		t.Fatalf("samples not folded by (stack, pid, tid, comm): %v", p.Samples)
 	}
-	frames := otlpcheck.Frames(d, p.Samples[0])
+	frames, err := otlpcheck.Frames(req, p.Samples[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(frames) != 2 || frames[0].Type != "kernel" || frames[1].Type != "native" || frames[1].Name != frameName(user) {
 		t.Errorf("frames: %+v", frames)
 	}
@@ -204,5 +207,38 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := New(cfg, &captureExporter{}); err == nil {
 			t.Errorf("%+v: no error", cfg)
 		}
+	}
+}
+
+// TestPromiseAcrossSwitches: a frame the reporter said it knew stays named
+// in the export of the trace that uses it, however many intervals end
+// between the question and the report.
+func TestPromiseAcrossSwitches(t *testing.T) {
+	exp := &captureExporter{}
+	r, err := New(testConfig(), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := trace.FrameID{File: fileID(1), Addr: 1, Type: trace.FrameNative}
+	b := trace.FrameID{File: fileID(2), Addr: 2, Type: trace.FrameNative}
+	resolve(r, a)
+	r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{a}}, trace.TraceMeta{PID: 1})
+	r.Flush(context.Background())
+	if !r.FrameKnown(a) || !r.ExecutableKnown(a.File) {
+		t.Fatal("a is not known right after its metadata was stored")
+	}
+	resolve(r, b) // evicts a from the size-1 caches
+	for range 3 {
+		r.Flush(context.Background())
+	}
+	r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{a, b}}, trace.TraceMeta{PID: 1})
+	r.Flush(context.Background())
+	req := exp.reqs[len(exp.reqs)-1]
+	frames, err := otlpcheck.Frames(req, req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].Samples[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frames[0].Name != frameName(a) || frames[1].Name != frameName(b) || frames[0].MappingFile == "" {
+		t.Fatalf("frames after three switches: %+v", frames)
 	}
 }
