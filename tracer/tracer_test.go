@@ -1,0 +1,184 @@
+package tracer
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/kallsyms"
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+func TestParseCPUList(t *testing.T) {
+	for in, want := range map[string][]int{
+		"0":         {0},
+		"0-3":       {0, 1, 2, 3},
+		"0-1,4,6-7": {0, 1, 4, 6, 7},
+	} {
+		got, err := parseCPUList(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "a", "3-1", "1-x", "-1"} {
+		if _, err := parseCPUList(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := Config{SamplesPerSecond: 19, MaxStackDepth: 128, RingBufferSize: 1 << 20, FileCacheSize: 1,
+		Reporter: &recorder{}, Symbolizer: &symbolizer.Symbolizer{}, Kernel: &kallsyms.Table{}}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"rate 0":     func(c *Config) { c.SamplesPerSecond = 0 },
+		"rate 1001":  func(c *Config) { c.SamplesPerSecond = 1001 },
+		"depth 0":    func(c *Config) { c.MaxStackDepth = 0 },
+		"depth 129":  func(c *Config) { c.MaxStackDepth = 129 },
+		"ring 3 MiB": func(c *Config) { c.RingBufferSize = 3 << 20 },
+		"no cache":   func(c *Config) { c.FileCacheSize = 0 },
+		"no sink":    func(c *Config) { c.Reporter = nil },
+	} {
+		c := good
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// recorder is a Reporter that keeps every trace and resolves nothing
+// twice.
+type recorder struct {
+	mu     sync.Mutex
+	frames map[trace.FrameID]trace.FrameInfo
+	execs  map[trace.FileID]trace.ExecutableInfo
+	traces []recorded
+}
+
+type recorded struct {
+	frames []trace.FrameID
+	meta   trace.TraceMeta
+}
+
+func (r *recorder) FrameKnown(id trace.FrameID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.frames[id]
+	return ok
+}
+
+func (r *recorder) FrameMetadata(id trace.FrameID, info trace.FrameInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.frames[id] = info
+}
+
+func (r *recorder) ExecutableKnown(id trace.FileID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.execs[id]
+	return ok
+}
+
+func (r *recorder) ExecutableMetadata(id trace.FileID, info trace.ExecutableInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.execs[id] = info
+}
+
+func (r *recorder) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.traces = append(r.traces, recorded{frames: slices.Clone(t.Frames), meta: meta})
+}
+
+// TestSampleProcess samples a short-lived busy process and checks that its
+// traces arrive with named native frames, its executable metadata and a
+// timestamp near now, and that its exit is seen.
+func TestSampleProcess(t *testing.T) {
+	testenv.RequireBPF(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "workload")
+	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O0", "-fno-omit-frame-pointer", "-o", bin, "e2e/testdata/workload.c")
+
+	kern, err := kallsyms.Load(kallsyms.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 1 << 20, FileCacheSize: 64,
+		Reporter: rec, Symbolizer: syms, Kernel: kern})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+
+	cmd := exec.Command(bin, "chain")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	cmd.Process.Kill()
+	cmd.Wait()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	pid := uint32(cmd.Process.Pid)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	n, named := 0, 0
+	now := uint64(time.Now().UnixNano())
+	for _, r := range rec.traces {
+		if r.meta.PID != pid {
+			continue
+		}
+		n++
+		if d := int64(now - r.meta.TimestampNS); d < 0 || d > int64(time.Minute) {
+			t.Fatalf("timestamp %d is %v from now", r.meta.TimestampNS, time.Duration(d))
+		}
+		if r.meta.ExecutablePath != bin {
+			t.Fatalf("executable path %q, want %q", r.meta.ExecutablePath, bin)
+		}
+		for _, f := range r.frames {
+			if f.Type == trace.FrameNative && len(rec.frames[f].Lines) > 0 && rec.frames[f].Lines[0].Function == "fp_gamma" {
+				named++
+				if rec.execs[f.File].FileName != "workload" {
+					t.Fatalf("executable of fp_gamma: %+v", rec.execs[f.File])
+				}
+				break
+			}
+		}
+	}
+	t.Logf("%d traces of the workload, %d with fp_gamma named", n, named)
+	if n < 200 {
+		t.Fatalf("only %d traces of a busy process in 2s at 199 Hz", n)
+	}
+	if float64(named) < 0.9*float64(n) {
+		t.Fatalf("fp_gamma named in %d of %d traces", named, n)
+	}
+	st := tr.Stats()
+	if st.Events == 0 || st.Samples == 0 || st.FirstSample == 0 {
+		t.Fatalf("stats: %+v", st)
+	}
+	t.Logf("stats: %+v", st)
+}
