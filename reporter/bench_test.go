@@ -1,0 +1,96 @@
+package reporter
+
+import (
+	"context"
+	"testing"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stackline-dev/stackline/trace"
+)
+
+type discardExporter struct{ bytes int }
+
+func (d *discardExporter) Export(_ context.Context, req *collectorpb.ExportProfilesServiceRequest) error {
+	d.bytes = proto.Size(req)
+	return nil
+}
+
+// benchTraces makes n distinct 20-frame stacks over a shared pool of frames,
+// as a host running a few programs produces.
+func benchTraces(n int) []*trace.Trace {
+	traces := make([]*trace.Trace, n)
+	for i := range traces {
+		tr := &trace.Trace{}
+		for j := range 20 {
+			addr := uint64(j*1000 + (i*7+j)%50)
+			if j == 0 {
+				addr = uint64(1<<20 + i) // distinct leaf: distinct stack
+			}
+			tr.Frames = append(tr.Frames, trace.FrameID{File: fileID(j % 5), Addr: addr, Type: trace.FrameNative})
+		}
+		traces[i] = tr
+	}
+	return traces
+}
+
+// BenchmarkReportTrace is the tracer's per-sample path: ask for each frame
+// and executable, then report.
+func BenchmarkReportTrace(b *testing.B) {
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 65536, 4096
+	r, err := New(cfg, &discardExporter{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	traces := benchTraces(1000)
+	for _, tr := range traces {
+		for _, f := range tr.Frames {
+			resolve(r, f)
+		}
+	}
+	meta := trace.TraceMeta{PID: 1, TID: 1, Comm: "w"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		tr := traces[i%len(traces)]
+		for _, f := range tr.Frames {
+			r.FrameKnown(f)
+			r.ExecutableKnown(f.File)
+		}
+		meta.TimestampNS = uint64(i)
+		r.ReportTrace(tr, meta)
+		if i%100000 == 99999 {
+			r.Flush(context.Background())
+		}
+	}
+}
+
+func benchmarkBuild(b *testing.B, stacks int) {
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 1<<20, 4096
+	exp := &discardExporter{}
+	r, err := New(cfg, exp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	traces := benchTraces(stacks)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		for i, tr := range traces {
+			for _, f := range tr.Frames {
+				resolve(r, f)
+			}
+			r.ReportTrace(tr, trace.TraceMeta{PID: uint32(1 + i%10), TID: uint32(i % 40), Comm: "w", TimestampNS: uint64(i)})
+		}
+		b.StartTimer()
+		r.Flush(context.Background())
+	}
+	b.ReportMetric(float64(exp.bytes)/float64(stacks), "bytes/sample")
+}
+
+func BenchmarkBuild1k(b *testing.B)   { benchmarkBuild(b, 1000) }
+func BenchmarkBuild100k(b *testing.B) { benchmarkBuild(b, 100000) }
