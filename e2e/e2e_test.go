@@ -4,57 +4,21 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
-	"google.golang.org/grpc"
-	_ "google.golang.org/grpc/encoding/gzip" // the receiver accepts gzip
-	"google.golang.org/grpc/metadata"
 
+	"github.com/stackline-dev/stackline/internal/otlptest"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/reporter/otlpcheck"
 )
-
-// receiver is an OTLP profiles receiver that keeps every request.
-type receiver struct {
-	collectorpb.UnimplementedProfilesServiceServer
-	mu        sync.Mutex
-	requests  []*collectorpb.ExportProfilesServiceRequest
-	encodings []string
-}
-
-func (r *receiver) Export(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.requests = append(r.requests, req)
-	r.encodings = append(r.encodings, strings.Join(md.Get("grpc-encoding"), ","))
-	return &collectorpb.ExportProfilesServiceResponse{}, nil
-}
-
-func startReceiver(t *testing.T) (*receiver, string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	r := &receiver{}
-	collectorpb.RegisterProfilesServiceServer(srv, r)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	return r, ln.Addr().String()
-}
 
 // workloads builds and starts the C and Go workloads; they are killed when
 // the test ends.
@@ -143,7 +107,6 @@ func chainShare(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, chain
 	return total, float64(full) / float64(total)
 }
 
-
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func TestEndToEndOTLP(t *testing.T) {
@@ -151,16 +114,23 @@ func TestEndToEndOTLP(t *testing.T) {
 	dir := t.TempDir()
 	bin := testenv.BuildAgent(t, dir)
 	w := startWorkloads(t, dir)
-	rcv, addr := startReceiver(t)
+	rcv, err := otlptest.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Stop()
+	addr := rcv.Addr()
 
 	runAgent(t, bin, 10*time.Second,
 		"--collection-agent", addr, "--disable-tls",
 		"--samples-per-second", "49", "--reporter-interval", "2s")
 
-	rcv.mu.Lock()
-	reqs := rcv.requests
-	encs := rcv.encodings
-	rcv.mu.Unlock()
+	reqs := rcv.Requests()
+	encs := rcv.Compression()
+	wire := 0
+	for _, n := range rcv.WireBytes() {
+		wire += n
+	}
 	if len(reqs) < 3 {
 		t.Fatalf("received %d requests in 10s at a 2s interval", len(reqs))
 	}
@@ -168,10 +138,20 @@ func TestEndToEndOTLP(t *testing.T) {
 		if err := otlpcheck.Validate(req); err != nil {
 			t.Errorf("request %d is not self-contained: %v", i, err)
 		}
-		if encs[i] != "gzip" {
-			t.Errorf("request %d: grpc-encoding %q, want gzip", i, encs[i])
+		if i >= len(encs) || encs[i] != "gzip" {
+			t.Errorf("request %d: not gzip-compressed (%q)", i, encs)
 		}
 	}
+
+	samples := 0
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			for _, s := range rp.ScopeProfiles[0].Profiles[0].Samples {
+				samples += int(otlpcheck.SampleCount(s))
+			}
+		}
+	}
+	t.Logf("%d requests, %d samples, %d bytes on the wire (%.1f per sample)", len(reqs), samples, wire, float64(wire)/float64(samples))
 
 	for _, c := range []struct {
 		name  string
