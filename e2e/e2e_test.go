@@ -172,7 +172,7 @@ func TestEndToEndOTLP(t *testing.T) {
 	}
 
 	// Kernel frames are named: the syscall workload spends its time there.
-	kernel, named := 0, 0
+	kernel, named, untyped := 0, 0, 0
 	for _, req := range reqs {
 		for _, rp := range req.ResourceProfiles {
 			for _, sp := range rp.ScopeProfiles {
@@ -180,6 +180,9 @@ func TestEndToEndOTLP(t *testing.T) {
 					for _, s := range p.Samples {
 						frames, _ := otlpcheck.Frames(req, s)
 						for _, f := range frames {
+							if f.Type == "" {
+								untyped++
+							}
 							if f.Type == "kernel" {
 								kernel++
 								if f.Name != "" {
@@ -193,6 +196,9 @@ func TestEndToEndOTLP(t *testing.T) {
 		}
 	}
 	t.Logf("kernel frames: %d, named: %d", kernel, named)
+	if untyped > 0 {
+		t.Errorf("%d frames lack profile.frame.type", untyped)
+	}
 	if kernel < 100 {
 		t.Errorf("only %d kernel frames exported", kernel)
 	} else if float64(named) < 0.99*float64(kernel) {

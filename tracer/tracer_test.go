@@ -1,10 +1,15 @@
 package tracer
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,6 +140,7 @@ func TestSampleProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)
+	cpu := cpuTime(t, cmd.Process.Pid)
 	cmd.Process.Kill()
 	cmd.Wait()
 	time.Sleep(200 * time.Millisecond)
@@ -169,9 +175,15 @@ func TestSampleProcess(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d traces of the workload, %d with fp_gamma named", n, named)
-	if n < 200 {
-		t.Fatalf("only %d traces of a busy process in 2s at 199 Hz", n)
+	// cpu-clock fires per CPU-time consumed: the process should get about
+	// 199 samples per CPU second it used.
+	want := cpu.Seconds() * 199
+	t.Logf("%d traces of the workload for %v of CPU time (%.0f expected), %d with fp_gamma named", n, cpu, want, named)
+	if want < 50 {
+		t.Fatalf("the workload got only %v of CPU time", cpu)
+	}
+	if float64(n) < 0.8*want {
+		t.Fatalf("%d traces for %v of CPU time at 199 Hz, want >= %.0f", n, cpu, 0.8*want)
 	}
 	if float64(named) < 0.9*float64(n) {
 		t.Fatalf("fp_gamma named in %d of %d traces", named, n)
@@ -181,4 +193,18 @@ func TestSampleProcess(t *testing.T) {
 		t.Fatalf("stats: %+v", st)
 	}
 	t.Logf("stats: %+v", st)
+}
+
+// cpuTime returns the user+system CPU time pid has used.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
