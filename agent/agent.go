@@ -52,6 +52,9 @@ func New(cfg Config) (*Agent, error) {
 		cfg.HostName, _ = os.Hostname()
 	}
 	a := &Agent{cfg: cfg, log: log, started: time.Now()}
+	if err := tracer.CheckEnvironment(cfg.ProcRoot); err != nil {
+		return nil, err
+	}
 
 	var err error
 	a.kernel, err = kallsyms.Load(kallsyms.Options{ProcRoot: cfg.ProcRoot, SysRoot: cfg.SysRoot})

@@ -220,7 +220,9 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 				PeriodType:   periodType,
 				Period:       period,
 				TimeUnixNano: uint64(iv.start.UnixNano()),
-				DurationNano: uint64(end.Sub(iv.start)),
+				// Wall-clock difference, so that one interval ends exactly
+				// where the next starts.
+				DurationNano: uint64(end.UnixNano() - iv.start.UnixNano()),
 				ProfileId:    newProfileID(),
 			}
 			req.ResourceProfiles = append(req.ResourceProfiles, &profilespb.ResourceProfiles{

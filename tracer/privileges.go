@@ -23,8 +23,18 @@ const (
 // privilege it needs.
 var ErrPrivileges = errors.New("insufficient privileges")
 
-// checkPrivileges says, before anything is loaded, which capability is
-// missing, rather than letting a bare EPERM surface from a syscall.
+// CheckEnvironment says, before anything is loaded, which capability or
+// kernel feature is missing, rather than letting a bare EPERM or a verifier
+// message surface later. The error wraps ErrPrivileges when a capability is
+// missing. New calls it; callers that prepare other parts first (kernel
+// symbols) call it earlier.
+func CheckEnvironment(procRoot string) error {
+	if err := checkPrivileges(procRoot); err != nil {
+		return err
+	}
+	return checkKernel()
+}
+
 func checkPrivileges(procRoot string) error {
 	caps, err := effectiveCaps(procRoot + "/self/status")
 	if err != nil {

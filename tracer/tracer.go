@@ -149,10 +149,7 @@ func New(cfg Config) (*Tracer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := checkPrivileges(cfg.ProcRoot); err != nil {
-		return nil, err
-	}
-	if err := checkKernel(); err != nil {
+	if err := CheckEnvironment(cfg.ProcRoot); err != nil {
 		return nil, err
 	}
 	// The memlock limit only matters on kernels before 5.11; later ones

@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfigValid(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestValidateNamesTheFlag: each value out of range is refused with the
+// flag's name, and all problems are reported at once.
+func TestValidateNamesTheFlag(t *testing.T) {
+	for flag, mut := range map[string]func(*Config){
+		"--samples-per-second":    func(c *Config) { c.SamplesPerSecond = 0 },
+		"--reporter-interval":     func(c *Config) { c.ReporterInterval = time.Millisecond },
+		"--frame-cache-size":      func(c *Config) { c.FrameCacheSize = 0 },
+		"--executable-cache-size": func(c *Config) { c.ExecutableCacheSize = -1 },
+		"--symbol-cache-size":     func(c *Config) { c.SymbolCacheSize = 0 },
+		"--max-stack-depth":       func(c *Config) { c.MaxStackDepth = 129 },
+		"--ring-buffer-size":      func(c *Config) { c.RingBufferSize = 100000 },
+		"--send-queue-size":       func(c *Config) { c.SendQueueSize = 0 },
+		"--collection-agent":      func(c *Config) { c.CollectionAgent = "no-port" },
+		"--disable-tls":           func(c *Config) { c.DisableTLS = true },
+		"--demangle":              func(c *Config) { c.Demangle = "fancy" },
+		"--metrics-address":       func(c *Config) { c.MetricsAddress = "9464" },
+		"--output-dir":            func(c *Config) { c.OutputDir = " " },
+	} {
+		cfg := DefaultConfig()
+		mut(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s: error %v does not name the flag", flag, err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.SamplesPerSecond = 1001
+	cfg.MaxStackDepth = 0
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "--samples-per-second") || !strings.Contains(err.Error(), "--max-stack-depth") {
+		t.Errorf("not every problem reported: %v", err)
+	}
+	if !strings.Contains(err.Error(), "1..1000") {
+		t.Errorf("range not shown: %v", err)
+	}
+}
