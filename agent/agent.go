@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -120,7 +121,19 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.metrics = a.newMetrics()
+	// Building the kernel and symbol tables leaves tens of MB of garbage
+	// behind, once. Hand it back now rather than carry it in the RSS until
+	// the scavenger gets to it.
+	debug.FreeOSMemory()
 	return a, nil
+}
+
+// firstSample is the time from the agent's start to its first trace.
+func (a *Agent) firstSample(ts tracer.Stats) time.Duration {
+	if ts.FirstSample.IsZero() {
+		return 0
+	}
+	return ts.FirstSample.Sub(a.started)
 }
 
 func (a *Agent) closeExporter() {
@@ -219,6 +232,7 @@ func (a *Agent) logSummary() {
 	rs := a.reporter.Stats()
 	a.log.Info("stopped",
 		"uptime", time.Since(a.started).Round(time.Millisecond),
+		"first_sample", a.firstSample(ts).Round(time.Millisecond),
 		"samples", ts.Samples, "traces", ts.Traces, "lost", ts.LostTraces+ts.LostEvents,
 		"exports", rs.Exports, "export_errors", rs.ExportErrors)
 }

@@ -117,6 +117,7 @@ type Tracer struct {
 	modIDs    map[string]trace.FileID
 	rec       record
 	out       trace.Trace
+	lastSweep time.Time
 
 	// monoToWall converts CLOCK_MONOTONIC nanoseconds to Unix time.
 	monoToWall int64
@@ -128,7 +129,7 @@ type Tracer struct {
 type tracerStats struct {
 	traces, events, decodeErrors, mapsReads, mapsErrors atomic.Uint64
 	unknownMappings, fileErrors, processes              atomic.Uint64
-	firstSampleNS                                       atomic.Int64
+	firstSampleUnixNS                                   atomic.Int64
 }
 
 // rereadInterval rate-limits rereading a process's mappings when an address
@@ -232,12 +233,17 @@ func (t *Tracer) load() error {
 	return nil
 }
 
-// Close stops sampling and releases the eBPF objects.
-func (t *Tracer) Close() error {
-	var errs []error
+// stopSampling disables the perf events; the programs stay loaded.
+func (t *Tracer) stopSampling() {
 	for _, fd := range t.events {
 		unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_DISABLE, 0)
 	}
+}
+
+// Close stops sampling and releases the eBPF objects.
+func (t *Tracer) Close() error {
+	var errs []error
+	t.stopSampling()
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
 	}
@@ -283,6 +289,7 @@ func (t *Tracer) Run(ctx context.Context) error {
 // drain handles what is already in the ring buffer, so the last samples
 // before shutdown reach the final export.
 func (t *Tracer) drain(rec *ringbuf.Record) {
+	t.stopSampling()
 	t.reader.SetDeadline(time.Now())
 	for t.reader.AvailableBytes() > 0 {
 		if err := t.reader.ReadInto(rec); err != nil {
@@ -301,7 +308,7 @@ func (t *Tracer) handle(raw []byte) {
 	switch t.rec.kind {
 	case recordTrace:
 		t.stats.traces.Add(1)
-		t.stats.firstSampleNS.CompareAndSwap(0, int64(time.Since(t.started)))
+		t.stats.firstSampleUnixNS.CompareAndSwap(0, time.Now().UnixNano())
 		t.handleTrace(&t.rec)
 	case recordProcessExit:
 		t.stats.events.Add(1)
@@ -313,7 +320,25 @@ func (t *Tracer) handle(raw []byte) {
 	default:
 		t.stats.decodeErrors.Add(1)
 	}
+	if now := time.Now(); now.Sub(t.lastSweep) > sweepInterval {
+		t.lastSweep = now
+		t.sweep()
+	}
 	t.stats.processes.Store(uint64(len(t.processes)))
+}
+
+// sweepInterval is how often the tracer looks for processes that exited
+// without it seeing the exit (its record was lost to a full ring buffer).
+const sweepInterval = 30 * time.Second
+
+// sweep forgets processes that no longer exist, so the process table stays
+// bounded by the live processes even when exit records are lost.
+func (t *Tracer) sweep() {
+	for pid := range t.processes {
+		if _, err := os.Stat(t.proc.path(pid)); isNotExist(err) {
+			delete(t.processes, pid)
+		}
+	}
 }
 
 // process returns the tracer's view of pid, reading it on first sight.
@@ -363,9 +388,9 @@ type Stats struct {
 	FileErrors uint64
 	// Processes is the number of processes tracked now.
 	Processes uint64
-	// FirstSample is the time from the start of sampling to the first
-	// trace received; 0 until then.
-	FirstSample time.Duration
+	// SamplingStarted is when the perf events were enabled; FirstSample
+	// when the first trace was received (zero until then).
+	SamplingStarted, FirstSample time.Time
 }
 
 // Counter indexes of support/ebpf/maps.h (enum counter).
@@ -407,7 +432,8 @@ func (t *Tracer) Stats() Stats {
 		UnknownMappings:   t.stats.unknownMappings.Load(),
 		FileErrors:        t.stats.fileErrors.Load(),
 		Processes:         t.stats.processes.Load(),
-		FirstSample:       time.Duration(t.stats.firstSampleNS.Load()),
+		SamplingStarted:   t.started,
+		FirstSample:       unixNano(t.stats.firstSampleUnixNS.Load()),
 	}
 }
 
@@ -422,4 +448,11 @@ func (t *Tracer) MapMemory() uint64 {
 		total += fdinfoMemlock(filepath.Join("/proc/self/fdinfo", fmt.Sprint(m.FD())))
 	}
 	return total
+}
+
+func unixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

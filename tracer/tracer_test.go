@@ -189,7 +189,7 @@ func TestSampleProcess(t *testing.T) {
 		t.Fatalf("fp_gamma named in %d of %d traces", named, n)
 	}
 	st := tr.Stats()
-	if st.Events == 0 || st.Samples == 0 || st.FirstSample == 0 {
+	if st.Events == 0 || st.Samples == 0 || st.FirstSample.IsZero() {
 		t.Fatalf("stats: %+v", st)
 	}
 	t.Logf("stats: %+v", st)
@@ -207,4 +207,19 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	utime, _ := strconv.Atoi(f[11])
 	stime, _ := strconv.Atoi(f[12])
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// TestSweep: processes whose exit was never seen are forgotten once their
+// /proc entry is gone.
+func TestSweep(t *testing.T) {
+	root := t.TempDir()
+	os.Mkdir(filepath.Join(root, "10"), 0o755)
+	tr := &Tracer{proc: procFS{root: root}, processes: map[uint32]*process{10: {pid: 10}, 11: {pid: 11}}}
+	tr.sweep()
+	if _, ok := tr.processes[10]; !ok {
+		t.Error("live process 10 forgotten")
+	}
+	if _, ok := tr.processes[11]; ok {
+		t.Error("exited process 11 kept")
+	}
 }
