@@ -1,7 +1,6 @@
 # stackline — build, generate, test, bench, lint.
 # sudo often resets PATH (secure_path): fall back to the standard Go install.
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-CLANG   ?= clang-16
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/stackline
 
