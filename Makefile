@@ -4,7 +4,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/stackline
 
-.PHONY: all build run generate check-generated test bench lint clean
+.PHONY: all build run generate check-generated test bench bench-agent lint clean
 
 all: build
 
@@ -37,3 +37,8 @@ lint:
 
 clean:
 	rm -rf bin stackline-profiles
+
+# The whole-agent benchmark (root): 60 s under a fixed workload mix; writes
+# bench/results.json and fails when a figure is over bench/budgets.json.
+bench-agent:
+	$(GO) run ./bench/agentbench -duration $(or $(BENCH_DURATION),60s)

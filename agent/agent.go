@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -105,10 +107,14 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 
+	ringSize := cfg.RingBufferSize
+	if ringSize == 0 {
+		ringSize = AutoRingBufferSize(cfg.SamplesPerSecond, runtime.NumCPU())
+	}
 	a.tracer, err = tracer.New(tracer.Config{
 		SamplesPerSecond: cfg.SamplesPerSecond,
 		MaxStackDepth:    cfg.MaxStackDepth,
-		RingBufferSize:   cfg.RingBufferSize,
+		RingBufferSize:   ringSize,
 		FileCacheSize:    cfg.ExecutableCacheSize,
 		ProcRoot:         cfg.ProcRoot,
 		Reporter:         a.reporter,
@@ -218,6 +224,9 @@ func (a *Agent) serveMetrics() (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	// The agent's own profiles, for finding where its memory and CPU go.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

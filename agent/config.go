@@ -28,7 +28,8 @@ type Config struct {
 	SymbolCacheSize int
 	// MaxStackDepth bounds the user frames of a trace (1..128).
 	MaxStackDepth int
-	// RingBufferSize is the eBPF ring buffer's size in bytes.
+	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
+	// from the sampling rate and the number of CPUs (AutoRingBufferSize).
 	RingBufferSize int
 	// CollectionAgent is the OTLP/gRPC endpoint (host:port); empty means
 	// local output to OutputDir.
@@ -64,11 +65,10 @@ func DefaultConfig() Config {
 	return Config{
 		SamplesPerSecond:    19,
 		ReporterInterval:    5 * time.Second,
-		FrameCacheSize:      65536,
+		FrameCacheSize:      16384,
 		ExecutableCacheSize: 4096,
 		SymbolCacheSize:     256,
 		MaxStackDepth:       tracer.MaxStackDepth,
-		RingBufferSize:      4 << 20,
 		SendQueueSize:       60,
 		ExportTimeout:       10 * time.Second,
 		ShutdownTimeout:     10 * time.Second,
@@ -104,8 +104,8 @@ func (c *Config) Validate() error {
 	if c.MaxStackDepth < 1 || c.MaxStackDepth > tracer.MaxStackDepth {
 		bad("max-stack-depth", "%d is out of range 1..%d", c.MaxStackDepth, tracer.MaxStackDepth)
 	}
-	if c.RingBufferSize < 1<<16 || c.RingBufferSize > 1<<30 || c.RingBufferSize&(c.RingBufferSize-1) != 0 {
-		bad("ring-buffer-size", "%d must be a power of two within 64KiB..1GiB", c.RingBufferSize)
+	if c.RingBufferSize != 0 && (c.RingBufferSize < 1<<16 || c.RingBufferSize > 1<<30 || c.RingBufferSize&(c.RingBufferSize-1) != 0) {
+		bad("ring-buffer-size", "%d must be 0 (auto) or a power of two within 64KiB..1GiB", c.RingBufferSize)
 	}
 	if c.SendQueueSize < 1 || c.SendQueueSize > 100000 {
 		bad("send-queue-size", "%d is out of range 1..100000", c.SendQueueSize)
@@ -135,4 +135,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// AutoRingBufferSize returns the ring buffer size used when none is set:
+// room for about two seconds of the largest traces from every CPU, so a
+// tracer that stalls briefly (parsing a large binary's symbols) loses
+// nothing, as a power of two within 256 KiB..256 MiB. A larger buffer
+// only costs memory: its pages are mapped twice into the agent.
+func AutoRingBufferSize(samplesPerSecond, cpus int) int {
+	const perTrace = 1024 // bytes; a 60-frame trace, most are smaller
+	want := samplesPerSecond * cpus * perTrace * 2
+	size := 256 << 10
+	for size < want && size < 256<<20 {
+		size <<= 1
+	}
+	return size
 }

@@ -49,3 +49,15 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		t.Errorf("range not shown: %v", err)
 	}
 }
+
+func TestAutoRingBufferSize(t *testing.T) {
+	for _, c := range []struct{ rate, cpus, want int }{
+		{19, 2, 256 << 10},
+		{1000, 2, 4 << 20},
+		{1000, 256, 512 << 20 >> 1},
+	} {
+		if got := AutoRingBufferSize(c.rate, c.cpus); got != c.want {
+			t.Errorf("rate %d, %d CPUs: %d, want %d", c.rate, c.cpus, got, c.want)
+		}
+	}
+}
