@@ -29,7 +29,7 @@ test:
 	$(GO) test -count=1 -p 1 -timeout 15m ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),1s) ./...
 
 lint:
 	$(GO) vet ./...
@@ -41,4 +41,4 @@ clean:
 # The whole-agent benchmark (root): 60 s under a fixed workload mix; writes
 # bench/results.json and fails when a figure is over bench/budgets.json.
 bench-agent:
-	$(GO) run ./bench/agentbench -duration $(or $(BENCH_DURATION),60s)
+	$(GO) run ./bench/agentbench -duration $(or $(BENCH_DURATION),60s) -out $(or $(BENCH_OUT),bench/results.json)

@@ -1,0 +1,91 @@
+package tracer
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+
+	"github.com/stackline-dev/stackline/kallsyms"
+	"github.com/stackline-dev/stackline/reporter"
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+type discard struct{}
+
+func (discard) Export(context.Context, *collectorpb.ExportProfilesServiceRequest) error { return nil }
+
+// BenchmarkHandleTrace measures the tracer's per-sample path with warm
+// caches: decode a raw record of kernel and 24 user frames, map the user
+// addresses to files, ask the reporter about every frame, report the trace.
+// The addresses are real: kernel text symbols and this test binary's code.
+func BenchmarkHandleTrace(b *testing.B) {
+	kern, err := kallsyms.Load(kallsyms.Options{})
+	if err != nil {
+		b.Skip(err)
+	}
+	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rep, err := reporter.New(reporter.Config{Interval: 1 << 62, FrameCacheSize: 16384, ExecutableCacheSize: 1024, SamplesPerSecond: 19}, discard{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	files, _ := lru.New[fileKey, *fileInfo](64)
+	t := &Tracer{
+		cfg:       Config{Reporter: rep, Symbolizer: syms, Kernel: kern},
+		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		proc:      procFS{root: "/proc"},
+		processes: make(map[uint32]*process),
+		files:     files,
+		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
+		modIDs:    make(map[string]trace.FileID),
+	}
+
+	frames := kernelFrames(b, 8)
+	nk := len(frames)
+	code := []any{BenchmarkHandleTrace, parseCPUList, (*record).decode, (*Tracer).handleTrace,
+		(*Tracer).nativeFrame, (*process).find, fdinfoMemlock, onlineCPUs, (*Tracer).sweep, isNotExist}
+	for i := range 24 {
+		pc := reflect.ValueOf(code[i%len(code)]).Pointer() + uintptr(8+i/len(code))
+		frames = append(frames, rawFrame{addr: uint64(pc), typ: trace.FrameNative, flags: frameFlagReturnAddress})
+	}
+	raw := encodeTrace(uint32(os.Getpid()), uint32(os.Getpid()), "bench", frames, nk)
+	t.handle(raw) // warm the caches
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		t.handle(raw)
+	}
+}
+
+// kernelFrames returns up to n kernel frames at real text symbols.
+func kernelFrames(b *testing.B, n int) []rawFrame {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		b.Skip(err)
+	}
+	defer f.Close()
+	var out []rawFrame
+	sc := bufio.NewScanner(f)
+	for sc.Scan() && len(out) < n {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 3 && fields[1] == "T" && len(fields) == 3 {
+			addr, err := strconv.ParseUint(fields[0], 16, 64)
+			if err == nil && addr != 0 && len(out) < n {
+				out = append(out, rawFrame{addr: addr + 4, typ: trace.FrameKernel})
+			}
+		}
+	}
+	return out
+}
