@@ -185,7 +185,7 @@ func TestEndToEndOTLP(t *testing.T) {
 							}
 							if f.Type == "kernel" {
 								kernel++
-								if f.Name != "" {
+								if f.Name != "" && f.Name != "[unknown]" {
 									named++
 								}
 							}

@@ -1,25 +1,32 @@
-// Package kallsyms names kernel addresses from the kernel's symbol list,
-// /proc/kallsyms, and reads the kernel's build ID from sysfs.
+// Package kallsyms names kernel addresses: functions of the kernel image
+// (vmlinux), of loaded modules and of JIT'ed BPF programs.
 //
-// A Table keeps only text symbols (types t and T), in two parts: the
-// symbols of the kernel image (vmlinux) and those of loaded modules
-// (including pseudo-modules such as [bpf] and [__builtin__ftrace]). The
-// parts are held separately so that the module part can be replaced when
-// modules come and go, without reloading the kernel image's symbols.
+// A Table keeps only text symbols, in separate parts. The kernel image's
+// symbols are read once from /proc/kallsyms by Load, into a compact sorted
+// table. Modules and BPF programs come and go, so their part is replaced
+// lazily: when Lookup meets an address that no symbol names, the Table
+// re-reads the module list (/proc/modules), the loaded BPF programs (with
+// the bpf syscall) and, when that is not enough, the module symbols of
+// /proc/kallsyms, at most once per Options.MinRereadInterval. A module
+// loaded after start is thus named from its first samples, and one that
+// was unloaded or reloaded elsewhere is dropped or moved.
 //
+// The kernel's build ID comes from /sys/kernel/notes and modules' from
+// /sys/module/NAME/notes/.note.gnu.build-id, read once per module load.
 // All paths hang off the proc and sys roots given in Options, so tests can
 // point them at fixture trees.
 package kallsyms
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -30,16 +37,43 @@ import (
 // precedes it. No kernel function comes close to this size.
 const MaxSymbolSize = 64 << 10
 
-// maxModules is the number of distinct module names a table can hold, the
-// range of its uint16 module index.
-const maxModules = 1 << 16
+// DefaultMinRereadInterval is the MinRereadInterval used when Options
+// leaves it zero.
+const DefaultMinRereadInterval = time.Second
 
-// Options says where Load finds the kernel's files.
+// DefaultMaxModuleAge is the MaxModuleAge used when Options leaves it
+// zero.
+const DefaultMaxModuleAge = 10 * time.Second
+
+// kallsymsBackoff is how many re-read intervals must pass before
+// /proc/kallsyms is read again after a read that did not name the address
+// that prompted it. Reading all of /proc/kallsyms costs tens of
+// milliseconds; an address that is in no list should not cost that every
+// interval.
+const kallsymsBackoff = 10
+
+// Options says where Load finds the kernel's files and how often a Table
+// may re-read them.
 type Options struct {
 	// ProcRoot is the proc file system's mount point; "" means "/proc".
 	ProcRoot string
 	// SysRoot is the sys file system's mount point; "" means "/sys".
 	SysRoot string
+	// MinRereadInterval is the least time between two re-reads of the
+	// module list and the BPF programs; zero means
+	// DefaultMinRereadInterval.
+	MinRereadInterval time.Duration
+	// MaxModuleAge bounds how long module and BPF symbols are trusted: a
+	// lookup that they answer re-reads first (within the same rate limit)
+	// when the last re-read is older, so that code loaded where unloaded
+	// code was is not named after the old. Zero means
+	// DefaultMaxModuleAge; a negative value turns this off. It is never
+	// less than MinRereadInterval.
+	MaxModuleAge time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// Programs lists the loaded BPF programs; nil means SyscallPrograms.
+	Programs ProgramLister
 }
 
 func (o Options) procRoot() string {
@@ -56,25 +90,114 @@ func (o Options) sysRoot() string {
 	return o.SysRoot
 }
 
-// Symbol is the kernel symbol that contains an address.
+// Symbol is the kernel symbol that contains an address, and the code unit
+// (the kernel image, a module load, a BPF function) that holds it.
 type Symbol struct {
-	// Name is the symbol's name.
+	// Name is the symbol's name. Functions of BPF programs are named
+	// bpf_prog_TAG_NAME, as in /proc/kallsyms.
 	Name string
 	// Offset is the address minus the symbol's start.
 	Offset uint64
-	// Module is the name of the module that holds the symbol, "" for the
-	// kernel image.
+	// Module is "" for the kernel image, the module's name for a module,
+	// and the pseudo-module's name for code that /proc/kallsyms lists
+	// under one: "bpf" for BPF programs and trampolines,
+	// "__builtin__ftrace" for ftrace trampolines, and so on.
 	Module string
+	// ModuleBuildID is the module's GNU build ID in lower-case hex, or ""
+	// when unknown (always for the kernel image, whose build ID is
+	// Table.BuildID, and for pseudo-modules).
+	ModuleBuildID string
+	// ModuleKey identifies the code unit, "" for the kernel image. Two
+	// symbols have the same key only if their units hold the same code at
+	// the same offsets from ModuleBase, so a key can be turned into a file
+	// identity with addresses relative to ModuleBase:
+	//
+	//   - a module with a build ID: NAME/BUILDID, the same for every load
+	//     of that build;
+	//   - a module without one: NAME@BASE (BASE in hex), one per load;
+	//   - a pseudo-module's symbol, such as a BPF function: MODULE:SYMBOL,
+	//     for example bpf:bpf_prog_6deef7357e7b4530_handler, each symbol a
+	//     unit of its own.
+	ModuleKey string
+	// ModuleBase is the start of the code unit: the module's text (as
+	// /proc/modules gives it), or the pseudo-module symbol's start. It is
+	// 0 for the kernel image.
+	ModuleBase uint64
 }
 
-// Table is an immutable, compact table of kernel text symbols. It is safe
-// for concurrent use.
+// Module describes one loaded kernel module.
+type Module struct {
+	// Name is the module's name.
+	Name string
+	// Base is the address of the module's text.
+	Base uint64
+	// Size is the module's size in bytes as /proc/modules gives it (all
+	// its memory, not only text), or 0 when unknown.
+	Size uint64
+	// BuildID is the module's GNU build ID in lower-case hex, or "".
+	BuildID string
+	// Key is the module's ModuleKey (see Symbol).
+	Key string
+}
+
+// Stats counts a Table's work. The counters only grow; Modules and
+// BPFPrograms are current sizes.
+type Stats struct {
+	// Lookups counts calls of Lookup.
+	Lookups uint64
+	// Unknown counts lookups that found no symbol, after the re-read they
+	// were allowed.
+	Unknown uint64
+	// ModuleRereads counts re-reads of the module list.
+	ModuleRereads uint64
+	// KallsymsRereads counts re-reads of the module symbols in
+	// /proc/kallsyms.
+	KallsymsRereads uint64
+	// BPFRereads counts listings of the loaded BPF programs.
+	BPFRereads uint64
+	// RereadErrors counts files or programs that a re-read failed to read.
+	RereadErrors uint64
+	// Skipped counts malformed lines in all reads of /proc/kallsyms and
+	// /proc/modules so far.
+	Skipped uint64
+	// Modules is the number of loaded modules known.
+	Modules int
+	// BPFPrograms is the number of BPF programs known.
+	BPFPrograms int
+}
+
+// Table names kernel addresses. It is safe for concurrent use and must not
+// be copied once used. The zero Table holds no symbols and never re-reads;
+// tables are made by Load, or by Parse for fixed symbol lists.
 type Table struct {
-	vmlinux *symtab
-	modules *symtab
-	buildID string
-	skipped int
-	sysRoot string
+	vmlinux  *symtab
+	buildID  string
+	live     bool // made by Load: re-reads are possible
+	procRoot string
+	sysRoot  string
+	interval time.Duration
+	maxAge   time.Duration // <= 0: module and BPF symbols never age
+	now      func() time.Time
+	programs ProgramLister
+
+	// dyn holds the parts that re-reads replace.
+	dyn atomic.Pointer[dynamic]
+	// nextReread is when the next re-read may happen, and staleAt when
+	// module and BPF symbols become stale, in Unix nanoseconds.
+	nextReread, staleAt atomic.Int64
+
+	// mu serializes re-reads and guards nextKallsyms.
+	mu           sync.Mutex
+	nextKallsyms time.Time
+
+	lookups, unknown, moduleRereads, kallsymsRereads, bpfRereads, rereadErrors, skipped atomic.Uint64
+}
+
+// dynamic is the replaceable part of a Table. It is never modified once
+// published.
+type dynamic struct {
+	mods *modPart
+	bpf  *bpfPart
 }
 
 // ErrAddressesHidden is returned (wrapped) by Load and Parse when every
@@ -82,25 +205,74 @@ type Table struct {
 // reader because of kernel.kptr_restrict or missing privileges.
 var ErrAddressesHidden = errors.New("all kernel symbol addresses are zero: kernel.kptr_restrict hides them (run as root with CAP_SYSLOG, or lower kernel.kptr_restrict)")
 
-// Load reads the kernel's text symbols from ProcRoot/kallsyms and the
-// kernel's GNU build ID from SysRoot/kernel/notes. A missing or unreadable
-// notes file is not an error: BuildID then returns "".
+// Load reads the kernel's text symbols from ProcRoot/kallsyms, the loaded
+// modules from ProcRoot/modules and their build IDs from SysRoot, and the
+// kernel's GNU build ID from SysRoot/kernel/notes. Missing module and notes
+// files are not errors: a kernel without module support has no
+// /proc/modules, and BuildID returns "" without notes. BPF programs are
+// listed lazily, on the first address that nothing else names.
 func Load(opts Options) (*Table, error) {
-	path := filepath.Join(opts.procRoot(), "kallsyms")
+	t := &Table{
+		live:     true,
+		procRoot: opts.procRoot(),
+		sysRoot:  opts.sysRoot(),
+		interval: opts.MinRereadInterval,
+		now:      opts.Now,
+		programs: opts.Programs,
+	}
+	if t.interval <= 0 {
+		t.interval = DefaultMinRereadInterval
+	}
+	switch t.maxAge = opts.MaxModuleAge; {
+	case t.maxAge == 0:
+		t.maxAge = max(DefaultMaxModuleAge, t.interval)
+	case t.maxAge > 0:
+		t.maxAge = max(t.maxAge, t.interval)
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	if t.programs == nil {
+		t.programs = SyscallPrograms{}
+	}
+	path := filepath.Join(t.procRoot, "kallsyms")
+	b, err := readKallsyms(path, false)
+	if err != nil {
+		return nil, err
+	}
+	t.vmlinux = b.vmlinux.finish(false)
+	t.skipped.Add(uint64(b.skipped))
+	procMods, skipped, err := readProcModules(t.procRoot)
+	t.skipped.Add(uint64(skipped))
+	if err != nil {
+		// Modules are named from their kallsyms symbols alone until a
+		// re-read succeeds.
+		t.rereadErrors.Add(1)
+	}
+	src := modSource{sysRoot: t.sysRoot}
+	t.dyn.Store(&dynamic{mods: src.buildModPart(b, procMods)})
+	t.staleAt.Store(t.now().Add(t.maxAge).UnixNano())
+	if notes, err := os.ReadFile(filepath.Join(t.sysRoot, "kernel", "notes")); err == nil {
+		t.buildID = BuildIDFromNotes(notes)
+	}
+	return t, nil
+}
+
+// readKallsyms reads a kallsyms file into a builder.
+func readKallsyms(path string, modulesOnly bool) (*builder, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("kallsyms: %w", err)
 	}
 	defer f.Close()
-	t, err := parse(f)
-	if err != nil {
+	b := &builder{modulesOnly: modulesOnly}
+	if err := b.read(f); err != nil {
 		return nil, fmt.Errorf("kallsyms: %s: %w", path, err)
 	}
-	t.sysRoot = opts.sysRoot()
-	if notes, err := os.ReadFile(filepath.Join(t.sysRoot, "kernel", "notes")); err == nil {
-		t.buildID = BuildIDFromNotes(notes)
+	if err := b.check(); err != nil {
+		return nil, fmt.Errorf("kallsyms: %s: %w", path, err)
 	}
-	return t, nil
+	return b, nil
 }
 
 // Parse reads a symbol list in the format of /proc/kallsyms:
@@ -111,45 +283,190 @@ func Load(opts Options) (*Table, error) {
 // Only text symbols (types t and T) at nonzero addresses are kept.
 // Malformed lines are skipped and counted (see Table.Skipped). Parse fails
 // only when reading fails, when no line at all is well formed, or when all
-// addresses are zero (ErrAddressesHidden).
+// addresses are zero (ErrAddressesHidden). The table never re-reads: its
+// modules are those of the list, based at their lowest symbol and without
+// build IDs.
 func Parse(r io.Reader) (*Table, error) {
-	t, err := parse(r)
-	if err != nil {
+	var b builder
+	if err := b.read(r); err != nil {
 		return nil, fmt.Errorf("kallsyms: %w", err)
 	}
+	if err := b.check(); err != nil {
+		return nil, fmt.Errorf("kallsyms: %w", err)
+	}
+	t := &Table{vmlinux: b.vmlinux.finish(false)}
+	t.skipped.Add(uint64(b.skipped))
+	var src modSource
+	t.dyn.Store(&dynamic{mods: src.buildModPart(&b, nil)})
 	return t, nil
 }
 
-func parse(r io.Reader) (*Table, error) {
-	var b builder
-	if err := b.read(r); err != nil {
-		return nil, err
+// Lookup returns the symbol that contains addr. When no symbol does, and
+// the last re-read is at least MinRereadInterval ago, it first re-reads the
+// modules and BPF programs (see the package documentation); a burst of
+// unknown addresses thus causes one re-read. A module or BPF symbol older
+// than MaxModuleAge is checked by a re-read in the same way. It reports false when addr
+// still lies before the first symbol, at least MaxSymbolSize past the
+// start of the symbol before it, past the end of a module, or in no known
+// part of the kernel. Known addresses cost no allocation.
+func (t *Table) Lookup(addr uint64) (Symbol, bool) {
+	t.lookups.Add(1)
+	sym, ok := t.lookup(t.dyn.Load(), addr)
+	if ok && (sym.Module == "" || !t.live || t.maxAge <= 0) {
+		return sym, true
 	}
-	if b.parsed == 0 {
-		return nil, fmt.Errorf("no well-formed symbol line (%d malformed)", b.skipped)
+	if ok {
+		now := t.now().UnixNano()
+		if now < t.staleAt.Load() || now < t.nextReread.Load() {
+			return sym, true
+		}
 	}
-	if b.nonzero == 0 {
-		return nil, ErrAddressesHidden
+	if t.live {
+		if now := t.now(); now.UnixNano() >= t.nextReread.Load() {
+			if sym, ok := t.reread(addr, now); ok {
+				return sym, true
+			}
+		}
 	}
-	return &Table{
-		vmlinux: b.vmlinux.finish(nil),
-		modules: b.modules.finish(b.modNames),
-		skipped: b.skipped,
-	}, nil
+	t.unknown.Add(1)
+	return Symbol{}, false
 }
 
-// Lookup returns the symbol that contains addr. It reports false when addr
-// lies before the first symbol, at least MaxSymbolSize past the start of
-// the symbol before it, or in no known part of the kernel.
-func (t *Table) Lookup(addr uint64) (Symbol, bool) {
-	k, kok := t.vmlinux.lookup(addr)
-	m, mok := t.modules.lookup(addr)
+func (t *Table) lookup(d *dynamic, addr uint64) (Symbol, bool) {
+	var m Symbol
+	mok := false
+	if d != nil {
+		m, mok = d.mods.lookup(addr)
+		// BPF functions have exact extents; they go first, but with the
+		// exact name when /proc/kallsyms lists them too.
+		if sym, ok := d.bpf.lookup(addr); ok {
+			if mok && m.Module == bpfModule && m.Offset == sym.Offset {
+				return m, true
+			}
+			return sym, true
+		}
+	}
+	i, off, kok := t.vmlinux.find(addr)
 	// The kernel image and modules occupy separate address ranges; should
 	// both parts claim addr, the symbol that starts closer to it wins.
-	if mok && (!kok || m.Offset < k.Offset) {
+	if mok && (!kok || m.Offset < off) {
 		return m, true
 	}
-	return k, kok
+	if kok {
+		return Symbol{Name: t.vmlinux.name(i), Offset: off}, true
+	}
+	return Symbol{}, false
+}
+
+// reread refreshes the replaceable parts, unless another caller did since
+// now, and looks addr up again.
+func (t *Table) reread(addr uint64, now time.Time) (Symbol, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.UnixNano() < t.nextReread.Load() {
+		// Another caller re-read while this one waited.
+		return t.lookup(t.dyn.Load(), addr)
+	}
+	t.nextReread.Store(now.Add(t.interval).UnixNano())
+	t.staleAt.Store(now.Add(t.maxAge).UnixNano())
+	var d dynamic
+	if old := t.dyn.Load(); old != nil {
+		d = *old
+	}
+
+	t.moduleRereads.Add(1)
+	procMods, skipped, err := readProcModules(t.procRoot)
+	t.skipped.Add(uint64(skipped))
+	modsChanged := false
+	if err != nil {
+		t.rereadErrors.Add(1)
+	} else {
+		modsChanged = d.mods == nil || !sameModules(procMods, d.mods.procMods)
+	}
+	if !modsChanged && d.mods != nil {
+		procMods = d.mods.procMods
+	}
+
+	t.bpfRereads.Add(1)
+	d.bpf = t.rereadBPF(d.bpf)
+
+	// Module symbols change with the module list; pseudo-module symbols
+	// (BPF trampolines, ftrace trampolines) without it, so a still
+	// unknown address re-reads them too, with a backoff.
+	_, known := t.lookup(&d, addr)
+	if modsChanged || (!known && !now.Before(t.nextKallsyms)) {
+		if mods, err := t.rereadModuleSymbols(procMods, d.mods); err != nil {
+			t.rereadErrors.Add(1)
+		} else {
+			d.mods = mods
+		}
+		if _, known := t.lookup(&d, addr); !known {
+			t.nextKallsyms = now.Add(kallsymsBackoff * t.interval)
+		}
+	}
+	t.dyn.Store(&d)
+	return t.lookup(&d, addr)
+}
+
+// rereadModuleSymbols reads the module symbols of ProcRoot/kallsyms into a
+// new module part, keeping the build IDs old knew.
+func (t *Table) rereadModuleSymbols(procMods []procModule, old *modPart) (*modPart, error) {
+	t.kallsymsRereads.Add(1)
+	b, err := readKallsyms(filepath.Join(t.procRoot, "kallsyms"), true)
+	if b != nil {
+		t.skipped.Add(uint64(b.skipped))
+	}
+	if err != nil {
+		return nil, err
+	}
+	src := modSource{sysRoot: t.sysRoot, buildIDs: make(map[loadKey]string)}
+	if old != nil {
+		for _, m := range old.infos {
+			if !m.pseudo {
+				src.buildIDs[loadKey{m.name, m.base}] = m.buildID
+			}
+		}
+	}
+	return src.buildModPart(b, procMods), nil
+}
+
+// rereadBPF lists the loaded BPF programs, describing only those that old
+// does not know.
+func (t *Table) rereadBPF(old *bpfPart) *bpfPart {
+	ids, err := t.programs.ProgramIDs()
+	if err != nil {
+		t.rereadErrors.Add(1)
+		return old
+	}
+	var known map[uint32]BPFProgram
+	if old != nil {
+		known = old.progs
+	}
+	progs := make(map[uint32]BPFProgram, len(ids))
+	changed := false
+	failed := false
+	for _, id := range ids {
+		if p, ok := known[id]; ok {
+			progs[id] = p
+			continue
+		}
+		p, err := t.programs.Program(id)
+		if err != nil {
+			// A program that is gone is no error; others are retried at
+			// the next re-read.
+			failed = failed || !errors.Is(err, os.ErrNotExist)
+			continue
+		}
+		progs[id] = p
+		changed = true
+	}
+	if failed {
+		t.rereadErrors.Add(1)
+	}
+	if !changed && len(progs) == len(known) && old != nil {
+		return old
+	}
+	return newBPFPart(progs)
 }
 
 // BuildID returns the kernel's GNU build ID in lower-case hex, or "" when
@@ -157,347 +474,69 @@ func (t *Table) Lookup(addr uint64) (Symbol, bool) {
 func (t *Table) BuildID() string { return t.buildID }
 
 // Len returns the number of symbols in the table.
-func (t *Table) Len() int { return t.vmlinux.len() + t.modules.len() }
-
-// Skipped returns the number of malformed lines that were skipped while
-// parsing.
-func (t *Table) Skipped() int { return t.skipped }
-
-// Bytes returns approximately how many heap bytes the table holds.
-func (t *Table) Bytes() int {
-	return int(unsafe.Sizeof(*t)) + len(t.buildID) + t.vmlinux.bytes() + t.modules.bytes()
-}
-
-// Modules returns the names of the modules that have symbols in the table,
-// in the order they first appear.
-func (t *Table) Modules() []string { return slices.Clone(t.modules.modNames) }
-
-// ModuleBuildID returns the GNU build ID of a loaded module in lower-case
-// hex, read from SysRoot/module/NAME/notes/.note.gnu.build-id. It returns
-// "" and no error when the module has no build ID note (or is a
-// pseudo-module such as bpf), and an error for tables not made by Load.
-func (t *Table) ModuleBuildID(module string) (string, error) {
-	if t.sysRoot == "" {
-		return "", errors.New("kallsyms: module build IDs need a table made by Load")
-	}
-	if module == "" || module == "." || module == ".." || strings.ContainsAny(module, "/\x00") {
-		return "", fmt.Errorf("kallsyms: invalid module name %q", module)
-	}
-	path := filepath.Join(t.sysRoot, "module", module, "notes", ".note.gnu.build-id")
-	notes, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("kallsyms: module %s build ID: %w", module, err)
-	}
-	return BuildIDFromNotes(notes), nil
-}
-
-// symtab is one sorted part of a Table. Symbol i starts at addrs[i]; its
-// name is names[nameOffs[i]:nameOffs[i+1]] (or up to the end of names for
-// the last); it belongs to module modNames[mods[i]] when mods is not nil.
-type symtab struct {
-	addrs    []uint64
-	nameOffs []uint32
-	names    string
-	mods     []uint16
-	modNames []string
-}
-
-func (s *symtab) len() int {
-	if s == nil {
-		return 0
-	}
-	return len(s.addrs)
-}
-
-func (s *symtab) bytes() int {
-	if s == nil {
-		return 0
-	}
-	n := int(unsafe.Sizeof(*s)) + cap(s.addrs)*8 + cap(s.nameOffs)*4 + len(s.names) + cap(s.mods)*2
-	for _, m := range s.modNames {
-		n += int(unsafe.Sizeof(m)) + len(m)
+func (t *Table) Len() int {
+	n := t.vmlinux.len()
+	if d := t.dyn.Load(); d != nil {
+		n += d.bpf.len()
+		if d.mods != nil {
+			n += d.mods.syms.len()
+		}
 	}
 	return n
 }
 
-func (s *symtab) name(i int) string {
-	end := uint32(len(s.names))
-	if i+1 < len(s.nameOffs) {
-		end = s.nameOffs[i+1]
+// Skipped returns the number of malformed lines skipped in all reads so
+// far.
+func (t *Table) Skipped() int { return int(t.skipped.Load()) }
+
+// Bytes returns approximately how many heap bytes the table holds.
+func (t *Table) Bytes() int {
+	n := int(unsafe.Sizeof(*t)) + len(t.buildID) + t.vmlinux.bytes()
+	if d := t.dyn.Load(); d != nil {
+		n += int(unsafe.Sizeof(*d)) + d.mods.bytes() + d.bpf.bytes()
 	}
-	return s.names[s.nameOffs[i]:end]
+	return n
 }
 
-func (s *symtab) lookup(addr uint64) (Symbol, bool) {
-	if s == nil || len(s.addrs) == 0 || addr < s.addrs[0] || addr-s.addrs[len(s.addrs)-1] >= MaxSymbolSize && addr > s.addrs[len(s.addrs)-1] {
-		return Symbol{}, false
+// Modules returns the loaded modules the table knows, by address.
+func (t *Table) Modules() []Module {
+	d := t.dyn.Load()
+	if d == nil || d.mods == nil {
+		return nil
 	}
-	// Find the last symbol starting at or before addr.
-	lo, hi := 0, len(s.addrs)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if s.addrs[m] <= addr {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	i := lo - 1
-	if i < 0 {
-		return Symbol{}, false
-	}
-	off := addr - s.addrs[i]
-	if off >= MaxSymbolSize {
-		return Symbol{}, false
-	}
-	sym := Symbol{Name: s.name(i), Offset: off}
-	if s.mods != nil {
-		sym.Module = s.modNames[s.mods[i]]
-	}
-	return sym, true
-}
-
-// builder collects the symbols of one kallsyms text.
-type builder struct {
-	vmlinux, modules part
-	modNames         []string
-	modIndex         map[string]uint16
-	parsed           int // well-formed lines, of any symbol type
-	nonzero          int // well-formed lines with a nonzero address
-	skipped          int // malformed lines
-}
-
-// part accumulates the symbols of a symtab before sorting.
-type part struct {
-	entries []entry
-	names   []byte
-}
-
-type entry struct {
-	addr    uint64
-	nameOff uint32
-	nameLen uint32
-	mod     uint16
-	global  bool // type T rather than t
-}
-
-// maxLine bounds the length of a line; longer ones are skipped as
-// malformed. The kernel limits symbol names to a few hundred bytes.
-const maxLine = 4096
-
-func (b *builder) read(r io.Reader) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// Skip the rest of an overlong line.
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
-			}
-			b.skipped++
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("read symbols: %w", err)
-			}
+	var mods []Module
+	for _, m := range d.mods.infos {
+		if m.pseudo {
 			continue
 		}
-		if len(line) > 0 {
-			if len(line) > maxLine {
-				b.skipped++
-			} else {
-				b.line(line)
-			}
+		mod := Module{Name: m.name, Base: m.base, BuildID: m.buildID, Key: m.key}
+		if m.end != 0 {
+			mod.Size = m.end - m.base
 		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read symbols: %w", err)
-		}
+		mods = append(mods, mod)
 	}
+	slices.SortStableFunc(mods, compareModules)
+	return mods
 }
 
-// line parses one line. Blank lines are ignored; other lines that do not
-// have the form "ADDR TYPE NAME" or "ADDR TYPE NAME [MODULE]" are counted
-// as skipped.
-func (b *builder) line(line []byte) {
-	var fields [5][]byte
-	n := 0
-	for i := 0; i < len(line); {
-		for i < len(line) && isSpace(line[i]) {
-			i++
+// Stats returns the table's counters.
+func (t *Table) Stats() Stats {
+	s := Stats{
+		Lookups:         t.lookups.Load(),
+		Unknown:         t.unknown.Load(),
+		ModuleRereads:   t.moduleRereads.Load(),
+		KallsymsRereads: t.kallsymsRereads.Load(),
+		BPFRereads:      t.bpfRereads.Load(),
+		RereadErrors:    t.rereadErrors.Load(),
+		Skipped:         t.skipped.Load(),
+	}
+	if d := t.dyn.Load(); d != nil {
+		if d.mods != nil {
+			s.Modules = d.mods.modules
 		}
-		j := i
-		for j < len(line) && !isSpace(line[j]) {
-			j++
-		}
-		if j > i {
-			if n == len(fields) {
-				b.skipped++
-				return
-			}
-			fields[n] = line[i:j]
-			n++
-		}
-		i = j
-	}
-	if n == 0 {
-		return
-	}
-	if n < 3 || n > 4 || len(fields[1]) != 1 {
-		b.skipped++
-		return
-	}
-	addr, ok := parseHex(fields[0])
-	if !ok {
-		b.skipped++
-		return
-	}
-	var mod []byte
-	if n == 4 {
-		m := fields[3]
-		if len(m) < 3 || m[0] != '[' || m[len(m)-1] != ']' {
-			b.skipped++
-			return
-		}
-		mod = m[1 : len(m)-1]
-	}
-	b.parsed++
-	if addr != 0 {
-		b.nonzero++
-	}
-	typ := fields[1][0]
-	if (typ != 't' && typ != 'T') || addr == 0 {
-		return
-	}
-	name := fields[2]
-	p := &b.vmlinux
-	var mi uint16
-	if mod != nil {
-		p = &b.modules
-		idx, ok := b.modIndex[string(mod)]
-		if !ok {
-			if len(b.modNames) >= maxModules {
-				b.skipped++
-				return
-			}
-			if b.modIndex == nil {
-				b.modIndex = make(map[string]uint16)
-			}
-			idx = uint16(len(b.modNames))
-			b.modNames = append(b.modNames, string(mod))
-			b.modIndex[string(mod)] = idx
-		}
-		mi = idx
-	}
-	if uint64(len(p.names))+uint64(len(name)) > 1<<32-1 {
-		b.skipped++
-		return
-	}
-	p.entries = append(p.entries, entry{
-		addr:    addr,
-		nameOff: uint32(len(p.names)),
-		nameLen: uint32(len(name)),
-		mod:     mi,
-		global:  typ == 'T',
-	})
-	p.names = append(p.names, name...)
-}
-
-// finish sorts the part's symbols by address, keeps one symbol per address
-// (the first listed, unless a later one is global and it is not) and packs
-// them into a symtab. modNames is nil for the kernel image's part.
-func (p *part) finish(modNames []string) *symtab {
-	// kallsyms lists most symbols in address order already; a stable sort
-	// keeps the listed order among equal addresses.
-	slices.SortStableFunc(p.entries, func(a, b entry) int {
-		switch {
-		case a.addr < b.addr:
-			return -1
-		case a.addr > b.addr:
-			return 1
-		}
-		return 0
-	})
-	kept := p.entries[:0]
-	for _, e := range p.entries {
-		if n := len(kept); n > 0 && kept[n-1].addr == e.addr {
-			if e.global && !kept[n-1].global {
-				kept[n-1] = e
-			}
-			continue
-		}
-		kept = append(kept, e)
-	}
-	s := &symtab{
-		addrs:    make([]uint64, len(kept)),
-		nameOffs: make([]uint32, len(kept)),
-	}
-	size := 0
-	for _, e := range kept {
-		size += int(e.nameLen)
-	}
-	var names strings.Builder
-	names.Grow(size)
-	for i, e := range kept {
-		s.addrs[i] = e.addr
-		s.nameOffs[i] = uint32(names.Len())
-		names.Write(p.names[e.nameOff : e.nameOff+e.nameLen])
-	}
-	s.names = names.String()
-	if modNames != nil {
-		s.mods = make([]uint16, len(kept))
-		for i, e := range kept {
-			s.mods[i] = e.mod
-		}
-		// Keep only the names of modules that still have symbols.
-		used := make([]bool, len(modNames))
-		for _, m := range s.mods {
-			used[m] = true
-		}
-		remap := make([]uint16, len(modNames))
-		for i, name := range modNames {
-			if used[i] {
-				remap[i] = uint16(len(s.modNames))
-				s.modNames = append(s.modNames, name)
-			}
-		}
-		for i, m := range s.mods {
-			s.mods[i] = remap[m]
+		if d.bpf != nil {
+			s.BPFPrograms = len(d.bpf.progs)
 		}
 	}
-	*p = part{}
 	return s
-}
-
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r'
-}
-
-// parseHex parses 1 to 16 hex digits.
-func parseHex(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 16 {
-		return 0, false
-	}
-	var v uint64
-	for _, c := range b {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		v = v<<4 | uint64(d)
-	}
-	return v, true
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -63,12 +64,13 @@ func TestParseFixture(t *testing.T) {
 		{0xffffffff81000650, Symbol{Name: "func_b", Offset: 0x350}, true},
 		{0xffffffff81000710, Symbol{Name: "_etext", Offset: 0x10}, true},
 		{0xffffffff81000700 + MaxSymbolSize, Symbol{}, false},
-		{0xffffffffc0a00004, Symbol{Name: "first_in_mod", Offset: 4, Module: "mod_one"}, true},
-		{0xffffffffc0a01000, Symbol{Name: "foo", Module: "mod_one"}, true},
-		{0xffffffffc0a01090, Symbol{Name: "bar", Offset: 0x10, Module: "mod_one"}, true},
-		{0xffffffffc0b00044, Symbol{Name: "baz", Offset: 0x44, Module: "mod_two"}, true},
+		{0xffffffffc0a00004, modSym("first_in_mod", 4, "mod_one", 0xffffffffc0a00000), true},
+		{0xffffffffc0a01000, modSym("foo", 0, "mod_one", 0xffffffffc0a00000), true},
+		{0xffffffffc0a01090, modSym("bar", 0x10, "mod_one", 0xffffffffc0a00000), true},
+		{0xffffffffc0b00044, modSym("baz", 0x44, "mod_two", 0xffffffffc0b00000), true},
 		{0xffffffffc0c00000, Symbol{}, false},
-		{0xffffffffc0d00010, Symbol{Name: "bpf_prog_1234_handler", Offset: 0x10, Module: "bpf"}, true},
+		{0xffffffffc0d00010, Symbol{Name: "bpf_prog_1234_handler", Offset: 0x10, Module: "bpf",
+			ModuleKey: "bpf:bpf_prog_1234_handler", ModuleBase: 0xffffffffc0d00000}, true},
 		{0xffffffffffffffff, Symbol{}, false},
 		{0, Symbol{}, false},
 	}
@@ -78,7 +80,11 @@ func TestParseFixture(t *testing.T) {
 			t.Errorf("Lookup(%#x) = %+v, %v; want %+v, %v", tt.addr, got, ok, tt.want, tt.ok)
 		}
 	}
-	if got, want := strings.Join(tab.Modules(), ","), "mod_one,mod_two,bpf"; got != want {
+	var names []string
+	for _, m := range tab.Modules() {
+		names = append(names, m.Name)
+	}
+	if got, want := strings.Join(names, ","), "mod_one,mod_two"; got != want {
 		t.Errorf("Modules() = %s, want %s", got, want)
 	}
 	if tab.BuildID() != "" {
@@ -87,6 +93,11 @@ func TestParseFixture(t *testing.T) {
 	if tab.Bytes() <= 0 {
 		t.Errorf("Bytes() = %d", tab.Bytes())
 	}
+}
+
+// modSym is a symbol in a module without a build ID.
+func modSym(name string, off uint64, mod string, base uint64) Symbol {
+	return Symbol{Name: name, Offset: off, Module: mod, ModuleKey: mod + "@" + strconv.FormatUint(base, 16), ModuleBase: base}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -205,25 +216,22 @@ func TestBuildIDFromNotes(t *testing.T) {
 	mustWrite(t, filepath.Join(sysRoot, "kernel", "notes"), data)
 	mustWrite(t, filepath.Join(sysRoot, "module", "mod_one", "notes", ".note.gnu.build-id"),
 		notes(note{"GNU\x00", ntGNUBuildID, []byte{0xab, 0xcd}}))
-	tab, err := Load(Options{ProcRoot: procRoot, SysRoot: sysRoot})
+	tab, err := Load(Options{ProcRoot: procRoot, SysRoot: sysRoot, Programs: noPrograms{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := tab.BuildID(); got != want {
 		t.Errorf("Load: BuildID() = %q, want %q", got, want)
 	}
-	if got, err := tab.ModuleBuildID("mod_one"); err != nil || got != "abcd" {
-		t.Errorf("ModuleBuildID(mod_one) = %q, %v; want abcd", got, err)
+	if sym, ok := tab.Lookup(0xffffffffc0a01000); !ok || sym.ModuleBuildID != "abcd" || sym.ModuleKey != "mod_one/abcd" {
+		t.Errorf("Lookup(foo) = %+v, %v; want mod_one's build ID abcd", sym, ok)
 	}
-	if got, err := tab.ModuleBuildID("bpf"); err != nil || got != "" {
-		t.Errorf("ModuleBuildID(bpf) = %q, %v; want empty", got, err)
-	}
-	if _, err := tab.ModuleBuildID("../kernel"); err == nil {
-		t.Error("ModuleBuildID(../kernel) succeeded")
+	if sym, ok := tab.Lookup(0xffffffffc0d00000); !ok || sym.ModuleBuildID != "" {
+		t.Errorf("Lookup(bpf_prog_1234_handler) = %+v, %v; want no build ID", sym, ok)
 	}
 
 	// A missing notes file leaves the build ID empty.
-	tab, err = Load(Options{ProcRoot: procRoot, SysRoot: filepath.Join(root, "nosys")})
+	tab, err = Load(Options{ProcRoot: procRoot, SysRoot: filepath.Join(root, "nosys"), Programs: noPrograms{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +243,7 @@ func TestBuildIDFromNotes(t *testing.T) {
 	}
 }
 
-func mustWrite(t *testing.T, path string, data []byte) {
+func mustWrite(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -327,7 +335,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Every symbol must be found at its own address.
-		for _, p := range []*symtab{tab.vmlinux, tab.modules} {
+		for _, p := range []*symtab{tab.vmlinux, tab.dyn.Load().mods.syms} {
 			for i, a := range p.addrs {
 				if i > 0 && p.addrs[i-1] >= a {
 					t.Fatalf("addresses not strictly increasing at %d", i)
@@ -377,4 +385,66 @@ func BenchmarkLoad(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// syntheticModules returns a kallsyms text and /proc/modules list of n
+// modules with perMod symbols each, 0x100 bytes apart.
+func syntheticModules(n, perMod int) (kallsyms, modules string) {
+	var ks, ms strings.Builder
+	ks.WriteString(vmlinuxText)
+	for m := range n {
+		base := uint64(0xffffffffc0000000) + uint64(m)<<20
+		name := "mod_" + strconv.Itoa(m)
+		fmt.Fprintf(&ms, "%s %d 0 - Live 0x%x\n", name, perMod*0x100, base)
+		for s := range perMod {
+			fmt.Fprintf(&ks, "%x t %s_function_%d\t[%s]\n", base+uint64(s)*0x100, name, s, name)
+		}
+	}
+	return ks.String(), ms.String()
+}
+
+func BenchmarkLookupModule(b *testing.B) {
+	ks, ms := syntheticModules(100, 500)
+	root := b.TempDir()
+	mustWrite(b, filepath.Join(root, "proc", "kallsyms"), []byte(ks))
+	mustWrite(b, filepath.Join(root, "proc", "modules"), []byte(ms))
+	tab, err := Load(Options{ProcRoot: filepath.Join(root, "proc"), SysRoot: filepath.Join(root, "sys"), Programs: noPrograms{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	syms := tab.dyn.Load().mods.syms.addrs
+	rng := rand.New(rand.NewPCG(1, 2))
+	addrs := make([]uint64, 1<<16)
+	for i := range addrs {
+		addrs[i] = syms[rng.IntN(len(syms))] + rng.Uint64N(0x100)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, ok := tab.Lookup(addrs[i&(len(addrs)-1)]); !ok {
+			b.Fatalf("Lookup(%#x) failed", addrs[i&(len(addrs)-1)])
+		}
+		i++
+	}
+	d := tab.dyn.Load()
+	b.ReportMetric(float64(d.mods.bytes())/float64(d.mods.syms.len()), "bytes/symbol")
+}
+
+func BenchmarkLookupUnknown(b *testing.B) {
+	loadReal(b)
+	tab, err := Load(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.ReportAllocs()
+	for b.Loop() {
+		// Above every module and BPF program: never named.
+		if sym, ok := tab.Lookup(0xfffffffff0000000 + rng.Uint64N(1<<24)); ok {
+			b.Fatalf("unknown address named %+v", sym)
+		}
+	}
+	s := tab.Stats()
+	b.ReportMetric(float64(s.ModuleRereads), "rereads")
+	b.ReportMetric(float64(s.KallsymsRereads), "kallsyms-rereads")
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"unsafe"
@@ -16,7 +17,8 @@ import (
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// FileInfo identifies an ELF file beyond its FileID.
+// FileInfo identifies an ELF file beyond its FileID and says where its
+// names came from.
 type FileInfo struct {
 	// GNUBuildID is the .note.gnu.build-id in lower-case hex, "" if absent.
 	GNUBuildID string
@@ -24,10 +26,18 @@ type FileInfo struct {
 	GoBuildID string
 	// IsGo reports whether the file was built by the Go toolchain.
 	IsGo bool
+	// DebugFile is the path, relative to Source.Root, of the separate
+	// debug file whose symbols or lines were used, "" if none.
+	DebugFile string
+	// MiniDebugInfo reports whether symbols came from .gnu_debugdata.
+	MiniDebugInfo bool
+	// LineInfo reports whether the table holds DWARF line information.
+	LineInfo bool
 }
 
-// File is the immutable, compact symbol table of one ELF file. It is safe
-// for concurrent use.
+// File is the immutable, compact symbol table of one ELF file, with the
+// symbols of its debug files, its Go function table and, optionally, its
+// DWARF line table. It is safe for concurrent use.
 type File struct {
 	info  FileInfo
 	mode  DemangleMode
@@ -40,6 +50,9 @@ type File struct {
 	extents  []uint32
 	nameOffs []uint32
 	names    string
+
+	goTab *goTable   // Go functions, nil for other files
+	lines *lineTable // DWARF line table, nil without one
 }
 
 // segment is a PT_LOAD program header: the file bytes [off, off+filesz)
@@ -52,33 +65,91 @@ type segment struct {
 // Limits that keep a hostile file from making Parse allocate without
 // bound. Real symbol and string tables are far smaller.
 const (
-	maxTableSize = 1 << 30
-	maxNoteSize  = 1 << 16
-	maxNameLen   = 1 << 16
+	maxNoteSize      = 1 << 16
+	maxNameLen       = 1 << 16
+	maxDebuglinkSize = 1 << 12
 )
 
-// Parse reads the symbol table of the ELF file r. Symbols come from
-// .symtab and .dynsym: functions, and untyped or indirect-function symbols
-// with a nonzero value, in executable sections. An ELF file without
-// symbols is not an error; its table is empty. mode says how Lookup
-// demangles names.
-func Parse(r io.ReaderAt, mode DemangleMode) (*File, error) {
-	f, err := parse(r, mode)
+// errSectionTooLarge says a section exceeds Options.MaxSectionBytes.
+var errSectionTooLarge = errors.New("section too large")
+
+// Parse reads the tables of the ELF file r alone, without looking for
+// separate debug files: symbols from .symtab, .dynsym and MiniDebugInfo
+// (functions, and untyped or indirect-function symbols with a nonzero
+// value, in executable sections), Go functions from .gopclntab and, when
+// opts.LineInfo is set, DWARF line tables. An ELF file without symbols is
+// not an error; its table is empty. The cache fields of opts are ignored.
+func Parse(r io.ReaderAt, opts Options) (*File, error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
+	}
+	l := &loader{opts: opts, ctr: new(counters)}
+	f, err := l.parse(r)
 	if err != nil {
 		return nil, fmt.Errorf("symbolizer: %w", err)
 	}
 	return f, nil
 }
 
-func parse(r io.ReaderAt, mode DemangleMode) (*File, error) {
-	if !mode.valid() {
-		return nil, fmt.Errorf("invalid demangle mode %d", int(mode))
+// Load opens the file src describes and reads its tables as Parse does,
+// adding those of its separate debug file, found under src.Root by GNU
+// build ID (usr/lib/debug/.build-id/xx/rest.debug) or by .gnu_debuglink
+// (next to src.Path, in .debug/ there, or under usr/lib/debug; the debug
+// file's CRC must match). The cache fields of opts are ignored.
+func Load(src Source, opts Options) (*File, error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
 	}
+	l := &loader{opts: opts, ctr: new(counters)}
+	return l.load(src)
+}
+
+// loader reads one file and its debug files.
+type loader struct {
+	opts Options
+	ctr  *counters
+	root *os.Root // where debug files are looked up; nil: nowhere
+	path string   // the file's path as its process sees it
+
+	opened bool // the file itself was opened
+}
+
+// load opens src and parses it.
+func (l *loader) load(src Source) (*File, error) {
+	if src.Open == nil {
+		return nil, errors.New("symbolizer: no way to open the file")
+	}
+	fh, err := src.Open()
+	if err != nil {
+		return nil, fmt.Errorf("symbolizer: open: %w", err)
+	}
+	if fh == nil {
+		return nil, errors.New("symbolizer: open returned no file")
+	}
+	defer fh.Close()
+	l.opened = true
+	rootDir := src.Root
+	if rootDir == "" {
+		rootDir = "/"
+	}
+	if root, err := os.OpenRoot(rootDir); err == nil {
+		defer root.Close()
+		l.root = root
+	}
+	l.path = src.Path
+	f, err := l.parse(fh)
+	if err != nil {
+		return nil, fmt.Errorf("symbolizer: %s: %w", fh.Name(), err)
+	}
+	return f, nil
+}
+
+func (l *loader) parse(r io.ReaderAt) (*File, error) {
 	ef, err := elf.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable ELF file: %w", err)
 	}
-	f := &File{mode: mode}
+	f := &File{mode: l.opts.Demangle}
 	for _, p := range ef.Progs {
 		if p.Type != elf.PT_LOAD || p.Filesz == 0 {
 			continue
@@ -87,17 +158,69 @@ func parse(r io.ReaderAt, mode DemangleMode) (*File, error) {
 	}
 	f.info = fileInfo(ef)
 
-	// The ELF specification allows one table of each type; reading only
-	// the first also bounds the work a hostile file can ask for.
-	var b tableBuilder
-	for _, typ := range []elf.SectionType{elf.SHT_SYMTAB, elf.SHT_DYNSYM} {
-		i := slices.IndexFunc(ef.Sections, func(s *elf.Section) bool { return s.Type == typ })
-		if i < 0 {
-			continue
+	b := tableBuilder{limit: uint64(l.opts.MaxSectionBytes)}
+	hasSymtab, err := l.addTables(&b, ef)
+	if err != nil {
+		return nil, err
+	}
+
+	if sec := ef.Section(".gopclntab"); sec != nil {
+		gt, err := l.goTable(ef, sec)
+		if err == nil {
+			f.goTab = gt
+			f.info.IsGo = true
+		} else if errors.Is(err, errSectionTooLarge) {
+			l.ctr.sectionsSkipped.Add(1)
 		}
-		if err := b.addSymbols(ef, ef.Sections[i]); err != nil {
-			return nil, fmt.Errorf("%s: %w", ef.Sections[i].Name, err)
+	}
+
+	_, mainLines := dwarfSize(ef)
+	wantLines := l.opts.LineInfo && f.goTab == nil
+	var dbg *elf.File
+	if l.root != nil && (!hasSymtab || wantLines && !mainLines) {
+		var dfh *os.File
+		dfh, dbg, f.info.DebugFile = l.openDebugFile(ef, f.info)
+		if dfh != nil {
+			defer dfh.Close()
+			l.ctr.debugFiles.Add(1)
+			if ok, err := l.addTables(&b, dbg); err == nil && ok {
+				hasSymtab = true
+			}
 		}
+	}
+	if !hasSymtab {
+		if sec := ef.Section(".gnu_debugdata"); sec != nil {
+			if mini, err := miniDebugInfo(sec); err == nil {
+				if ok, err := l.addTables(&b, mini); err == nil && ok {
+					hasSymtab = true
+					f.info.MiniDebugInfo = true
+					l.ctr.miniDebugInfo.Add(1)
+				}
+			}
+		}
+	}
+
+	if wantLines {
+		src := ef
+		if dbg != nil {
+			if _, ok := dwarfSize(dbg); ok {
+				src = dbg
+			}
+		}
+		lt, err := loadLineTable(src, uint64(l.opts.MaxDWARFBytes))
+		switch {
+		case errors.Is(err, errDWARFTooLarge):
+			l.ctr.dwarfSkipped.Add(1)
+		case err != nil:
+			l.ctr.dwarfErrors.Add(1)
+		}
+		f.lines = lt
+		f.info.LineInfo = lt != nil
+	}
+
+	if f.goTab != nil {
+		// The Go table names these; the symbols would repeat it.
+		b.excludeLo, b.excludeHi = f.goTab.textRange()
 	}
 	if err := b.build(f); err != nil {
 		return nil, err
@@ -105,20 +228,122 @@ func parse(r io.ReaderAt, mode DemangleMode) (*File, error) {
 	return f, nil
 }
 
-// Info returns the file's build IDs and whether it is a Go binary.
+// addTables adds the symbols of ef's .symtab and .dynsym to b and reports
+// whether it had a .symtab. A table over the size limit is skipped.
+func (l *loader) addTables(b *tableBuilder, ef *elf.File) (hasSymtab bool, err error) {
+	// The ELF specification allows one table of each type; reading only
+	// the first also bounds the work a hostile file can ask for.
+	for _, typ := range []elf.SectionType{elf.SHT_SYMTAB, elf.SHT_DYNSYM} {
+		i := slices.IndexFunc(ef.Sections, func(s *elf.Section) bool { return s.Type == typ })
+		if i < 0 {
+			continue
+		}
+		err := b.addSymbols(ef, ef.Sections[i])
+		switch {
+		case errors.Is(err, errSectionTooLarge):
+			l.ctr.sectionsSkipped.Add(1)
+			continue
+		case err != nil:
+			return false, fmt.Errorf("%s: %w", ef.Sections[i].Name, err)
+		}
+		if typ == elf.SHT_SYMTAB {
+			hasSymtab = true
+		}
+	}
+	return hasSymtab, nil
+}
+
+// goTable reads the .gopclntab section and the inline trees.
+func (l *loader) goTable(ef *elf.File, sec *elf.Section) (*goTable, error) {
+	if sec.Type == elf.SHT_NOBITS || compressed(sec) {
+		return nil, errors.New("gopclntab: no data")
+	}
+	if sec.Size > uint64(l.opts.MaxSectionBytes) {
+		return nil, errSectionTooLarge
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, fmt.Errorf("gopclntab: %w", err)
+	}
+	gt, err := parseGoTable(data, ef.ByteOrder)
+	if err != nil {
+		return nil, err
+	}
+	// Without the moduledata, function entries may be misplaced when the
+	// header's text address is unrelocated, and frames are named by their
+	// outermost function only.
+	md, _ := gt.findModuledata(ef, sec.Addr)
+	gt.setText(ef, md)
+	gt.loadInlineTrees(ef, md)
+	return gt, nil
+}
+
+// openDebugFile finds the separate debug file of ef under the root, by
+// build ID first, then by debuglink. It returns the open file, its ELF
+// view and its path, or nils when there is none.
+func (l *loader) openDebugFile(ef *elf.File, info FileInfo) (*os.File, *elf.File, string) {
+	if p, ok := buildIDPath(info.GNUBuildID); ok {
+		if fh, err := l.root.Open(p); err == nil {
+			if def, err := elf.NewFile(fh); err == nil && fileInfo(def).GNUBuildID == info.GNUBuildID {
+				return fh, def, p
+			}
+			fh.Close()
+		}
+	}
+	sec := ef.Section(".gnu_debuglink")
+	if sec == nil || sec.Type == elf.SHT_NOBITS || compressed(sec) || sec.Size > maxDebuglinkSize {
+		return nil, nil, ""
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, nil, ""
+	}
+	name, crc, err := parseDebuglink(data, ef.ByteOrder)
+	if err != nil {
+		return nil, nil, ""
+	}
+	for _, p := range debuglinkPaths(l.path, name) {
+		fh, err := l.root.Open(p)
+		if err != nil {
+			continue
+		}
+		if got, err := fileCRC(fh); err != nil || got != crc {
+			l.ctr.debuglinkMismatches.Add(1)
+			fh.Close()
+			continue
+		}
+		if def, err := elf.NewFile(fh); err == nil {
+			return fh, def, p
+		}
+		fh.Close()
+	}
+	return nil, nil, ""
+}
+
+// Info returns the file's build IDs and where its names came from.
 func (f *File) Info() FileInfo { return f.info }
 
-// Len returns the number of symbols in the table.
+// Len returns the number of symbols in the table, not counting the
+// functions of the Go table.
 func (f *File) Len() int { return len(f.addrs) }
 
-// Lookup names the function that contains the instruction at fileOffset.
+// Lookup appends to buf the source positions of the instruction at
+// fileOffset and returns the extended slice: one trace.Line per function,
+// innermost inlined call first. It returns buf unchanged when no loadable
+// segment maps fileOffset or nothing names its address.
+//
 // Function is the name demangled as the table's DemangleMode says;
-// SystemName is the raw name when it differs. Lookup reports false when no
-// loadable segment maps fileOffset or no symbol covers its address.
-func (f *File) Lookup(fileOffset uint64) (trace.Line, bool) {
+// SystemName is the raw name when it differs. File and Line come from the
+// Go table or the DWARF line table, when present.
+func (f *File) Lookup(fileOffset uint64, buf []trace.Line) []trace.Line {
 	vaddr, ok := f.vaddr(fileOffset)
 	if !ok {
-		return trace.Line{}, false
+		return buf
+	}
+	if f.goTab != nil {
+		if out := f.goTab.lookup(vaddr, buf); len(out) > len(buf) {
+			return out
+		}
 	}
 	// Find the last symbol starting at or before vaddr.
 	lo, hi := 0, len(f.addrs)
@@ -132,22 +357,29 @@ func (f *File) Lookup(fileOffset uint64) (trace.Line, bool) {
 	}
 	i := lo - 1
 	if i < 0 || vaddr-f.addrs[i] >= uint64(f.extents[i]) {
-		return trace.Line{}, false
+		return buf
 	}
 	raw := f.name(i)
 	line := trace.Line{Function: demangleName(raw, f.mode)}
 	if line.Function != raw {
 		line.SystemName = raw
 	}
-	return line, true
+	if file, n, ok := f.lines.lookup(vaddr); ok {
+		line.File, line.Line = file, n
+	}
+	return append(buf, line)
 }
 
 // Bytes returns approximately how many heap bytes the table holds.
 func (f *File) Bytes() int {
-	return int(unsafe.Sizeof(*f)) +
-		len(f.info.GNUBuildID) + len(f.info.GoBuildID) +
+	n := int(unsafe.Sizeof(*f)) +
+		len(f.info.GNUBuildID) + len(f.info.GoBuildID) + len(f.info.DebugFile) +
 		cap(f.loads)*int(unsafe.Sizeof(segment{})) +
 		cap(f.addrs)*8 + cap(f.extents)*4 + cap(f.nameOffs)*4 + len(f.names)
+	if f.goTab != nil {
+		n += f.goTab.bytes()
+	}
+	return n + f.lines.bytes()
 }
 
 func (f *File) name(i int) string {
@@ -201,12 +433,19 @@ const (
 type tableBuilder struct {
 	cands   []candidate
 	strtabs [][]byte
+	limit   uint64 // largest table read
+
+	// Symbols in [excludeLo, excludeHi) are left out.
+	excludeLo, excludeHi uint64
 }
 
 // addSymbols reads the symbols of one SHT_SYMTAB or SHT_DYNSYM section.
 func (b *tableBuilder) addSymbols(ef *elf.File, sec *elf.Section) error {
-	if sec.Size > maxTableSize {
-		return fmt.Errorf("symbol table of %d bytes is too large", sec.Size)
+	if sec.Type == elf.SHT_NOBITS {
+		return nil
+	}
+	if sec.Size > b.limit {
+		return fmt.Errorf("%w: symbol table of %d bytes", errSectionTooLarge, sec.Size)
 	}
 	if int(sec.Link) >= len(ef.Sections) || sec.Link == 0 {
 		return fmt.Errorf("invalid string table index %d", sec.Link)
@@ -215,8 +454,8 @@ func (b *tableBuilder) addSymbols(ef *elf.File, sec *elf.Section) error {
 	if strSec.Type != elf.SHT_STRTAB {
 		return fmt.Errorf("linked section %d is not a string table", sec.Link)
 	}
-	if strSec.Size > maxTableSize {
-		return fmt.Errorf("string table of %d bytes is too large", strSec.Size)
+	if strSec.Size > b.limit {
+		return fmt.Errorf("%w: string table of %d bytes", errSectionTooLarge, strSec.Size)
 	}
 	// Symbol and string tables are never compressed in practice, and
 	// decompressing lets a small file claim a huge table.
@@ -366,6 +605,9 @@ func (b *tableBuilder) build(f *File) error {
 	})
 	kept := b.cands[:0]
 	for _, c := range b.cands {
+		if c.value >= b.excludeLo && c.value < b.excludeHi {
+			continue
+		}
 		if n := len(kept); n > 0 && kept[n-1].value == c.value {
 			// An alias: keep the preferred name, but the largest size,
 			// since an untyped label may alias a sized function.

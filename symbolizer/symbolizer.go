@@ -1,31 +1,106 @@
 // Package symbolizer names native frames: given a file's identity and a
-// file offset inside it, it finds the function from the file's ELF symbol
-// tables (.symtab and .dynsym) and demangles C++ and Rust names.
+// file offset inside it, it returns the functions at that address, inlined
+// calls first, with file and line where the binary says.
 //
-// A File is the compact symbol table of one ELF file. A Symbolizer keeps
-// the tables of recently used files in a bounded cache keyed by FileID and
-// parses files on a miss. It knows nothing about processes: the caller
-// opens the file (through /proc/PID/map_files or /proc/PID/root) when asked.
+// Names come from, in order of preference: Go's .gopclntab (with inlined
+// calls), .symtab, .dynsym, a separate debug file found by GNU build ID or
+// .gnu_debuglink, and MiniDebugInfo (.gnu_debugdata). Files and lines of
+// other code come from DWARF line tables, of the file or its debug file.
+// C++ and Rust names are demangled.
+//
+// A File is the compact table of one ELF file. A Symbolizer keeps the
+// tables of recently used files in a cache keyed by FileID and bounded by
+// a byte budget, and loads files on a miss. It knows nothing about
+// processes: the caller says, with a Source, how to open the file (through
+// /proc/PID/map_files or /proc/PID/root) and under which root its debug
+// files are found.
 package symbolizer
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
 
-	lru "github.com/hashicorp/golang-lru/v2"
-
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// Options configure a Symbolizer.
+// Defaults for the zero fields of Options.
+const (
+	// DefaultMaxBytes is the default budget of cached tables.
+	DefaultMaxBytes = 256 << 20
+	// DefaultMaxDWARFBytes is the default limit on a file's DWARF sections.
+	DefaultMaxDWARFBytes = 256 << 20
+	// DefaultMaxSectionBytes is the default limit on one symbol table,
+	// string table or .gopclntab.
+	DefaultMaxSectionBytes = 512 << 20
+)
+
+// Options configure a Symbolizer, or one Parse or Load.
 type Options struct {
-	// CacheSize is the number of files whose tables are kept; at least 1.
+	// CacheSize bounds the number of files whose tables are kept; 0 means
+	// only MaxBytes bounds the cache.
 	CacheSize int
+	// MaxBytes is the total budget, in heap bytes, of the cached tables;
+	// the least recently used are evicted to stay under it, and a file
+	// whose table alone exceeds it is not kept (Stats.TooLarge). 0 means
+	// DefaultMaxBytes.
+	MaxBytes int64
 	// Demangle says how C++ and Rust names are demangled.
 	Demangle DemangleMode
+	// LineInfo says to read DWARF line tables, from the file or its debug
+	// file, so that frames of C, C++ and Rust code carry file and line.
+	// Go binaries always carry them, from .gopclntab.
+	LineInfo bool
+	// MaxDWARFBytes bounds the uncompressed size of the DWARF sections
+	// read for line tables; a file with more is named without lines
+	// (Stats.DWARFSkipped). 0 means DefaultMaxDWARFBytes.
+	MaxDWARFBytes int64
+	// MaxSectionBytes bounds one symbol table, string table or .gopclntab;
+	// a larger one is skipped (Stats.SectionsSkipped). 0 means
+	// DefaultMaxSectionBytes.
+	MaxSectionBytes int64
+}
+
+// normalize checks o and fills in its defaults.
+func (o *Options) normalize() error {
+	if o.CacheSize < 0 {
+		return fmt.Errorf("symbolizer: cache size %d, want at least 0", o.CacheSize)
+	}
+	if o.MaxBytes < 0 || o.MaxDWARFBytes < 0 || o.MaxSectionBytes < 0 {
+		return errors.New("symbolizer: negative byte limit")
+	}
+	if !o.Demangle.valid() {
+		return fmt.Errorf("symbolizer: invalid demangle mode %d", int(o.Demangle))
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxDWARFBytes == 0 {
+		o.MaxDWARFBytes = DefaultMaxDWARFBytes
+	}
+	if o.MaxSectionBytes == 0 {
+		o.MaxSectionBytes = DefaultMaxSectionBytes
+	}
+	return nil
+}
+
+// Source says how to read a mapped file and where to look for its debug
+// files. For a file of a containerised process, Open goes through
+// /proc/PID/map_files or /proc/PID/root and Root is /proc/PID/root, so
+// that debug files come from the process's file system, not the host's.
+type Source struct {
+	// Open opens the mapped file itself.
+	Open func() (*os.File, error)
+	// Root is the directory debug file paths are resolved under, e.g.
+	// "/proc/1234/root"; "" means "/". Paths cannot escape it, even by
+	// symbolic links.
+	Root string
+	// Path is the mapped file's absolute path as the process sees it; the
+	// .gnu_debuglink rules look in its directory. "" skips them.
+	Path string
 }
 
 // Stats are a Symbolizer's counters since New.
@@ -41,19 +116,56 @@ type Stats struct {
 	Misses uint64
 	// BytesHeld approximates the heap bytes of the cached tables.
 	BytesHeld uint64
+	// Files is the number of cached tables.
+	Files uint64
+	// Evictions counts tables evicted to stay within the budget.
+	Evictions uint64
+	// TooLarge counts files whose table alone exceeded Options.MaxBytes
+	// and was dropped; their frames stay unnamed.
+	TooLarge uint64
+	// SectionsSkipped counts symbol tables and .gopclntab sections skipped
+	// for exceeding Options.MaxSectionBytes.
+	SectionsSkipped uint64
+	// DWARFSkipped counts files whose DWARF exceeded Options.MaxDWARFBytes.
+	DWARFSkipped uint64
+	// DWARFErrors counts files whose DWARF could not be read.
+	DWARFErrors uint64
+	// DebugFiles counts loads that used a separate debug file.
+	DebugFiles uint64
+	// DebuglinkMismatches counts debuglink candidates rejected for a
+	// wrong CRC.
+	DebuglinkMismatches uint64
+	// MiniDebugInfo counts loads that used .gnu_debugdata symbols.
+	MiniDebugInfo uint64
 }
 
-// Symbolizer keeps the symbol tables of recently used files. It is safe for
-// concurrent use.
+// counters are the load counters that Parse and Load share with a
+// Symbolizer.
+type counters struct {
+	sectionsSkipped, dwarfSkipped, dwarfErrors     atomic.Uint64
+	debugFiles, debuglinkMismatches, miniDebugInfo atomic.Uint64
+}
+
+// Symbolizer keeps the symbol tables of recently used files within a byte
+// budget. It is safe for concurrent use.
 type Symbolizer struct {
-	mode  DemangleMode
-	cache *lru.Cache[trace.FileID, *File]
+	opts Options
+	ctr  counters
 
 	mu       sync.Mutex
 	inflight map[trace.FileID]*load
+	entries  map[trace.FileID]*list.Element // of *entry
+	lru      list.List                      // most recently used first
+	held     int64
 
-	loads, loadErrors, hits, misses atomic.Uint64
-	bytesHeld                       atomic.Int64
+	loads, loadErrors, hits, misses, evictions, tooLarge atomic.Uint64
+}
+
+// entry is one cached table.
+type entry struct {
+	id   trace.FileID
+	file *File
+	size int64
 }
 
 // load is one file being opened and parsed; others asking for the same
@@ -66,111 +178,129 @@ type load struct {
 
 // New returns a Symbolizer with an empty cache.
 func New(opts Options) (*Symbolizer, error) {
-	if opts.CacheSize < 1 {
-		return nil, fmt.Errorf("symbolizer: cache size %d, want at least 1", opts.CacheSize)
+	if err := opts.normalize(); err != nil {
+		return nil, err
 	}
-	if !opts.Demangle.valid() {
-		return nil, fmt.Errorf("symbolizer: invalid demangle mode %d", int(opts.Demangle))
-	}
-	s := &Symbolizer{
-		mode:     opts.Demangle,
+	return &Symbolizer{
+		opts:     opts,
 		inflight: make(map[trace.FileID]*load),
-	}
-	cache, err := lru.NewWithEvict(opts.CacheSize, func(_ trace.FileID, f *File) {
-		s.bytesHeld.Add(-int64(f.Bytes()))
-	})
-	if err != nil {
-		return nil, fmt.Errorf("symbolizer: create cache: %w", err)
-	}
-	s.cache = cache
-	return s, nil
+		entries:  make(map[trace.FileID]*list.Element),
+	}, nil
 }
 
-// File returns the symbol table of the file id, parsing it on a miss from
-// the file that open returns. File closes that file after parsing it.
-// Concurrent misses for the same id open and parse it once.
+// get returns the cached table of id and marks it most recently used.
+// The caller holds s.mu.
+func (s *Symbolizer) get(id trace.FileID) (*File, bool) {
+	e, ok := s.entries[id]
+	if !ok {
+		return nil, false
+	}
+	s.lru.MoveToFront(e)
+	return e.Value.(*entry).file, true
+}
+
+// add caches f as the table of id and evicts the least recently used
+// tables until the cache is within its bounds. The caller holds s.mu.
+func (s *Symbolizer) add(id trace.FileID, f *File) {
+	if _, ok := s.entries[id]; ok {
+		return
+	}
+	e := &entry{id: id, file: f, size: int64(f.Bytes())}
+	s.entries[id] = s.lru.PushFront(e)
+	s.held += e.size
+	for s.held > s.opts.MaxBytes || s.opts.CacheSize > 0 && s.lru.Len() > s.opts.CacheSize {
+		back := s.lru.Back()
+		if back == nil || back.Value.(*entry) == e && s.lru.Len() == 1 {
+			break
+		}
+		old := back.Value.(*entry)
+		s.lru.Remove(back)
+		delete(s.entries, old.id)
+		s.held -= old.size
+		s.evictions.Add(1)
+	}
+}
+
+// File returns the symbol table of the file id, loading it on a miss from
+// the file src opens and the debug files under src.Root (see Load). File
+// closes every file it opens. Concurrent misses for the same id load it
+// once.
 //
 // When the file cannot be opened, File returns the error and caches
 // nothing, since another process may still be able to open it. When it
 // cannot be parsed, File caches an empty table, so a bad file is not read
 // again for every sample, and returns that table with the error; later
-// calls return the empty table without error.
-func (s *Symbolizer) File(id trace.FileID, open func() (*os.File, error)) (*File, error) {
-	if f, ok := s.cache.Get(id); ok {
+// calls return the empty table without error. A table larger than
+// Options.MaxBytes is replaced by an empty one the same way.
+func (s *Symbolizer) File(id trace.FileID, src Source) (*File, error) {
+	s.mu.Lock()
+	if f, ok := s.get(id); ok {
+		s.mu.Unlock()
 		s.hits.Add(1)
 		return f, nil
 	}
-	s.mu.Lock()
 	if l, ok := s.inflight[id]; ok {
 		s.mu.Unlock()
 		s.misses.Add(1)
 		<-l.done
 		return l.file, l.err
 	}
-	// A load may have finished between the cache lookup and taking the
-	// lock: loads add to the cache before leaving inflight.
-	if f, ok := s.cache.Get(id); ok {
-		s.mu.Unlock()
-		s.hits.Add(1)
-		return f, nil
-	}
 	l := &load{done: make(chan struct{})}
 	s.inflight[id] = l
 	s.mu.Unlock()
 	s.misses.Add(1)
 
-	defer func() {
-		s.mu.Lock()
-		delete(s.inflight, id)
-		s.mu.Unlock()
-		close(l.done)
-	}()
-	l.file, l.err = s.load(open)
+	l.file, l.err = s.load(src)
+	s.mu.Lock()
 	if l.file != nil {
-		if ok, _ := s.cache.ContainsOrAdd(id, l.file); !ok {
-			s.bytesHeld.Add(int64(l.file.Bytes()))
-		}
+		s.add(id, l.file)
 	}
+	delete(s.inflight, id)
+	s.mu.Unlock()
+	close(l.done)
 	return l.file, l.err
 }
 
 // load opens and parses one file. It returns a nil File when the file
-// cannot be opened, and an empty one when it cannot be parsed.
-func (s *Symbolizer) load(open func() (*os.File, error)) (*File, error) {
+// cannot be opened, and an empty one when it cannot be parsed or its
+// table is over the budget.
+func (s *Symbolizer) load(src Source) (*File, error) {
 	s.loads.Add(1)
-	if open == nil {
-		s.loadErrors.Add(1)
-		return nil, errors.New("symbolizer: no way to open the file")
-	}
-	fh, err := open()
+	ld := &loader{opts: s.opts, ctr: &s.ctr}
+	f, err := ld.load(src)
 	if err != nil {
 		s.loadErrors.Add(1)
-		return nil, fmt.Errorf("symbolizer: open: %w", err)
+		if ld.opened {
+			return &File{mode: s.opts.Demangle}, err
+		}
+		return nil, err
 	}
-	if fh == nil {
-		s.loadErrors.Add(1)
-		return nil, errors.New("symbolizer: open returned no file")
-	}
-	defer fh.Close()
-	f, err := parse(fh, s.mode)
-	if err != nil {
-		s.loadErrors.Add(1)
-		return &File{mode: s.mode}, fmt.Errorf("symbolizer: %s: %w", fh.Name(), err)
+	if int64(f.Bytes()) > s.opts.MaxBytes {
+		s.tooLarge.Add(1)
+		return &File{mode: s.opts.Demangle, info: f.info}, nil
 	}
 	return f, nil
 }
 
 // Stats returns the Symbolizer's counters.
 func (s *Symbolizer) Stats() Stats {
-	held := s.bytesHeld.Load()
-	if held < 0 {
-		held = 0
-	}
+	s.mu.Lock()
+	held, files := s.held, s.lru.Len()
+	s.mu.Unlock()
 	return Stats{
-		Loads:      s.loads.Load(),
-		LoadErrors: s.loadErrors.Load(),
-		Hits:       s.hits.Load(),
-		Misses:     s.misses.Load(),
-		BytesHeld:  uint64(held),
+		Loads:               s.loads.Load(),
+		LoadErrors:          s.loadErrors.Load(),
+		Hits:                s.hits.Load(),
+		Misses:              s.misses.Load(),
+		BytesHeld:           uint64(max(held, 0)),
+		Files:               uint64(files),
+		Evictions:           s.evictions.Load(),
+		TooLarge:            s.tooLarge.Load(),
+		SectionsSkipped:     s.ctr.sectionsSkipped.Load(),
+		DWARFSkipped:        s.ctr.dwarfSkipped.Load(),
+		DWARFErrors:         s.ctr.dwarfErrors.Load(),
+		DebugFiles:          s.ctr.debugFiles.Load(),
+		DebuglinkMismatches: s.ctr.debuglinkMismatches.Load(),
+		MiniDebugInfo:       s.ctr.miniDebugInfo.Load(),
 	}
 }

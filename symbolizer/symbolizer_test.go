@@ -114,25 +114,40 @@ func symbolOffset(tb testing.TB, path, name string, dynamic bool) (off, size uin
 
 func parseFile(tb testing.TB, path string, mode DemangleMode) *File {
 	tb.Helper()
+	return parseOpts(tb, path, Options{Demangle: mode})
+}
+
+func parseOpts(tb testing.TB, path string, opts Options) *File {
+	tb.Helper()
 	fh, err := os.Open(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer fh.Close()
-	f, err := Parse(fh, mode)
+	f, err := Parse(fh, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return f
 }
 
-// checkNamed checks that the first and last byte of a function are named.
+// lookup1 returns the innermost line at off, and whether there is one.
+func lookup1(f *File, off uint64) (trace.Line, bool) {
+	lines := f.Lookup(off, nil)
+	if len(lines) == 0 {
+		return trace.Line{}, false
+	}
+	return lines[0], true
+}
+
+// checkNamed checks that the first and last byte of a function are named
+// with one line.
 func checkNamed(t *testing.T, f *File, off, size uint64, want trace.Line) {
 	t.Helper()
 	for _, o := range []uint64{off, off + size/2, off + max(size, 1) - 1} {
-		got, ok := f.Lookup(o)
-		if !ok || got != want {
-			t.Errorf("Lookup(%#x) = %+v, %v; want %+v", o, got, ok, want)
+		got := f.Lookup(o, nil)
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("Lookup(%#x) = %+v; want %+v", o, got, want)
 		}
 	}
 }
@@ -144,10 +159,10 @@ func TestParseC(t *testing.T) {
 		off, size := symbolOffset(t, bin, name, false)
 		checkNamed(t, f, off, size, trace.Line{Function: name})
 	}
-	if _, ok := f.Lookup(0); ok {
+	if _, ok := lookup1(f, 0); ok {
 		t.Error("Lookup(0) (the ELF header) found a symbol")
 	}
-	if _, ok := f.Lookup(1 << 40); ok {
+	if _, ok := lookup1(f, 1<<40); ok {
 		t.Error("Lookup beyond the file found a symbol")
 	}
 	info := f.Info()
@@ -162,7 +177,7 @@ func TestParseC(t *testing.T) {
 	run(t, "", "strip", "-o", stripped, bin)
 	sf := parseFile(t, stripped, DemangleSimple)
 	off, _ := symbolOffset(t, bin, "alpha", false)
-	if l, ok := sf.Lookup(off); ok {
+	if l, ok := lookup1(sf, off); ok {
 		t.Errorf("stripped: Lookup(alpha) = %+v", l)
 	}
 	if sf.Info().GNUBuildID != info.GNUBuildID {
@@ -180,7 +195,7 @@ func TestParseC(t *testing.T) {
 		checkNamed(t, df, off, size, trace.Line{Function: name})
 	}
 	off, _ = symbolOffset(t, dyn, "gamma", false)
-	if l, ok := df.Lookup(off); ok && l.Function == "gamma" {
+	if l, ok := lookup1(df, off); ok && l.Function == "gamma" {
 		t.Errorf("dynsym only: Lookup(gamma) = %+v", l)
 	}
 }
@@ -264,7 +279,7 @@ func TestParseDemangleMode(t *testing.T) {
 	if opts.Demangle != DemangleSimple {
 		t.Error("the zero DemangleMode is not DemangleSimple")
 	}
-	if _, err := Parse(bytes.NewReader(nil), DemangleMode(42)); err == nil {
+	if _, err := Parse(bytes.NewReader(nil), Options{Demangle: 42}); err == nil {
 		t.Error("Parse with an invalid mode succeeded")
 	}
 }
@@ -278,7 +293,7 @@ func TestParseLibc(t *testing.T) {
 		off, size := symbolOffset(t, libcPath, name, true)
 		if name == "memcpy" {
 			// An IFUNC resolver; it must at least be named.
-			if _, ok := f.Lookup(off); !ok {
+			if _, ok := lookup1(f, off); !ok {
 				t.Errorf("Lookup(memcpy) failed")
 			}
 			continue
@@ -324,12 +339,22 @@ func TestParseGo(t *testing.T) {
 		t.Errorf("GoBuildID = %q, want %q", info.GoBuildID, want)
 	}
 	off, size := symbolOffset(t, bin, "main.main", false)
-	checkNamed(t, f, off, size, trace.Line{Function: "main.main"})
+	for _, o := range []uint64{off, off + size/2, off + size - 1} {
+		// An inlined call may come first; main.main is outermost.
+		got := f.Lookup(o, nil)
+		if len(got) == 0 {
+			t.Errorf("Lookup(%#x) found nothing", o)
+			continue
+		}
+		if l := got[len(got)-1]; l.Function != "main.main" || filepath.Base(l.File) != "main.go" || l.Line != 5 {
+			t.Errorf("Lookup(%#x) = %+v, want main.main at main.go:5 outermost", o, got)
+		}
+	}
 }
 
 func TestParseBad(t *testing.T) {
 	for _, data := range [][]byte{nil, []byte("not an ELF file at all"), []byte("\x7fELF\x02\x01\x01")} {
-		_, err := Parse(bytes.NewReader(data), DemangleSimple)
+		_, err := Parse(bytes.NewReader(data), Options{})
 		if err == nil || !strings.Contains(err.Error(), "not a readable ELF file") {
 			t.Errorf("Parse(%q) error = %v, want a clear error", data, err)
 		}
@@ -343,7 +368,7 @@ func TestParseBad(t *testing.T) {
 	}
 	// Truncated: the section headers are at the end, so every cut fails.
 	for _, n := range []int{64, 4096, len(data) / 2, len(data) - 1} {
-		if _, err := Parse(bytes.NewReader(data[:n]), DemangleSimple); err == nil {
+		if _, err := Parse(bytes.NewReader(data[:n]), Options{}); err == nil {
 			t.Errorf("Parse(libc truncated to %d bytes) succeeded", n)
 		}
 	}
@@ -354,25 +379,25 @@ func TestParseBad(t *testing.T) {
 		for range 200 {
 			d[rng.IntN(len(d))] = byte(rng.Uint32())
 		}
-		if f, err := Parse(bytes.NewReader(d), DemangleFull); err == nil {
-			f.Lookup(rng.Uint64N(uint64(len(d))))
+		if f, err := Parse(bytes.NewReader(d), Options{Demangle: DemangleFull, LineInfo: true}); err == nil {
+			f.Lookup(rng.Uint64N(uint64(len(d))), nil)
 		}
 	}
 }
 
-// countingOpen returns an open function for path that counts its calls.
-func countingOpen(path string, calls *int, mu *sync.Mutex) func() (*os.File, error) {
-	return func() (*os.File, error) {
+// countingOpen returns a Source for path whose Open counts its calls.
+func countingOpen(path string, calls *int, mu *sync.Mutex) Source {
+	return Source{Open: func() (*os.File, error) {
 		mu.Lock()
 		*calls++
 		mu.Unlock()
 		return os.Open(path)
-	}
+	}}
 }
 
 func TestSymbolizer(t *testing.T) {
-	if _, err := New(Options{}); err == nil {
-		t.Error("New with CacheSize 0 succeeded")
+	if _, err := New(Options{CacheSize: -1}); err == nil {
+		t.Error("New with CacheSize -1 succeeded")
 	}
 	if _, err := New(Options{CacheSize: 1, Demangle: -1}); err == nil {
 		t.Error("New with an invalid demangle mode succeeded")
@@ -394,7 +419,7 @@ func TestSymbolizer(t *testing.T) {
 		t.Fatal(err)
 	}
 	off, _ := symbolOffset(t, bin, "beta", false)
-	if l, ok := fa.Lookup(off); !ok || l.Function != "beta" {
+	if l, ok := lookup1(fa, off); !ok || l.Function != "beta" {
 		t.Errorf("Lookup(beta) = %+v, %v", l, ok)
 	}
 	if again, err := s.File(idA, countingOpen(bin, &calls, &mu)); err != nil || again != fa {
@@ -415,7 +440,7 @@ func TestSymbolizer(t *testing.T) {
 	}
 
 	// A file that cannot be opened is not cached.
-	failOpen := func() (*os.File, error) { return nil, os.ErrPermission }
+	failOpen := Source{Open: func() (*os.File, error) { return nil, os.ErrPermission }}
 	for range 2 {
 		if f, err := s.File(idB, failOpen); f != nil || !errors.Is(err, os.ErrPermission) {
 			t.Errorf("File(unopenable) = %v, %v", f, err)
@@ -479,7 +504,7 @@ __attribute__((noinline)) int alpha(int x) { return x + 1; }
 static int beta(int x) { return alpha(x) * 2; }
 void _start(void) { for (;;) beta(1); }
 `
-	bin := build(tb, "gcc", src, ".c", "tiny", "-Os", "-nostdlib", "-static", "-fno-asynchronous-unwind-tables",
+	bin := build(tb, "gcc", src, ".c", "tiny", "-Os", "-g", "-nostdlib", "-static", "-fno-asynchronous-unwind-tables",
 		"-Wl,--build-id", "-Wl,-z,noseparate-code", "-Wl,-z,max-page-size=64")
 	data, err := os.ReadFile(bin)
 	if err != nil {
@@ -496,13 +521,17 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("\x7fELF\x02\x01\x01\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := Parse(bytes.NewReader(data), DemangleFull)
+		file, err := Parse(bytes.NewReader(data), Options{Demangle: DemangleFull, LineInfo: true})
 		if err != nil {
 			return
 		}
+		var buf []trace.Line
 		for off := uint64(0); off < uint64(len(data)); off += 7 {
-			if l, ok := file.Lookup(off); ok && l.Function == "" {
-				t.Fatalf("Lookup(%#x) named an empty function", off)
+			buf = file.Lookup(off, buf[:0])
+			for _, l := range buf {
+				if l.Function == "" {
+					t.Fatalf("Lookup(%#x) named an empty function", off)
+				}
 			}
 		}
 		_ = file.Bytes()
@@ -510,34 +539,23 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func BenchmarkLookupLibc(b *testing.B) {
-	if _, err := os.Stat(libcPath); err != nil {
-		b.Skip(err)
+
+// offsetOf translates a virtual address of the ELF file at path to a file
+// offset through its PT_LOAD segments, independently of the package.
+func offsetOf(tb testing.TB, path string, vaddr uint64) uint64 {
+	tb.Helper()
+	ef, err := elf.Open(path)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	f := parseFile(b, libcPath, DemangleSimple)
-	// 1M random offsets in the executable segment.
-	var text segment
-	for _, s := range f.loads {
-		if s.exec {
-			text = s
+	defer ef.Close()
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_LOAD && vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Filesz {
+			return vaddr - p.Vaddr + p.Off
 		}
 	}
-	rng := rand.New(rand.NewPCG(5, 6))
-	offs := make([]uint64, 1<<20)
-	for i := range offs {
-		offs[i] = text.off + rng.Uint64N(text.filesz)
-	}
-	b.ReportAllocs()
-	found, i := 0, 0
-	for b.Loop() {
-		if _, ok := f.Lookup(offs[i&(len(offs)-1)]); ok {
-			found++
-		}
-		i++
-	}
-	b.ReportMetric(float64(found)/float64(i), "found/op")
-	b.ReportMetric(float64(f.Bytes()), "bytes")
-	b.ReportMetric(float64(f.Len()), "symbols")
+	tb.Fatalf("%s: %#x is in no PT_LOAD segment", path, vaddr)
+	return 0
 }
 
 func BenchmarkParseLibc(b *testing.B) {

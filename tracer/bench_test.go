@@ -49,7 +49,6 @@ func BenchmarkHandleTrace(b *testing.B) {
 		processes: make(map[uint32]*process),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
-		modIDs:    make(map[string]trace.FileID),
 	}
 
 	frames := kernelFrames(b, 8)

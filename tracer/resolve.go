@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -57,36 +58,35 @@ func (t *Tracer) handleTrace(rec *record) {
 	t.cfg.Reporter.ReportTrace(out, meta)
 }
 
+// unknownKernelName names kernel addresses outside every known symbol, after
+// kallsyms has had its (rate-limited) chance to re-read modules and BPF
+// programs. They stay in the stack, on the kernel mapping.
+const unknownKernelName = "[unknown]"
+
 func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 	sym, ok := t.cfg.Kernel.Lookup(addr)
-	fileID := t.kernelID
+	id := trace.FrameID{File: t.kernelID, Addr: addr, Type: trace.FrameKernel}
+	exec := trace.ExecutableInfo{FileName: "vmlinux", GNUBuildID: t.cfg.Kernel.BuildID()}
 	if ok && sym.Module != "" {
-		fileID = t.moduleID(sym.Module)
+		// Each module load (or BPF function) is a mapping of its own;
+		// addresses are relative to its base so that one build of a
+		// module shares frames across loads and hosts.
+		id.File = trace.KernelFileID(sym.ModuleKey, sym.ModuleBuildID)
+		id.Addr = addr - sym.ModuleBase
+		exec = trace.ExecutableInfo{FileName: sym.Module, GNUBuildID: sym.ModuleBuildID}
 	}
-	id := trace.FrameID{File: fileID, Addr: addr, Type: trace.FrameKernel}
 	r := t.cfg.Reporter
 	if !r.FrameKnown(id) {
-		var info trace.FrameInfo
+		name := unknownKernelName
 		if ok {
-			info.Lines = []trace.Line{{Function: sym.Name}}
+			name = sym.Name
+		} else {
+			t.stats.unknownKernel.Add(1)
 		}
-		r.FrameMetadata(id, info)
+		r.FrameMetadata(id, trace.FrameInfo{Lines: []trace.Line{{Function: name}}})
 	}
-	if !r.ExecutableKnown(fileID) {
-		info := trace.ExecutableInfo{FileName: "vmlinux", GNUBuildID: t.cfg.Kernel.BuildID()}
-		if fileID != t.kernelID {
-			info = trace.ExecutableInfo{FileName: sym.Module}
-		}
-		r.ExecutableMetadata(fileID, info)
-	}
-	return id
-}
-
-func (t *Tracer) moduleID(name string) trace.FileID {
-	id, ok := t.modIDs[name]
-	if !ok {
-		id = trace.KernelFileID(name, "")
-		t.modIDs[name] = id
+	if !r.ExecutableKnown(id.File) {
+		r.ExecutableMetadata(id.File, exec)
 	}
 	return id
 }
@@ -116,11 +116,8 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	r := t.cfg.Reporter
 	if !r.FrameKnown(id) {
 		var info trace.FrameInfo
-		sf, err := t.cfg.Symbolizer.File(fi.id, func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) })
-		if err == nil {
-			if line, ok := sf.Lookup(id.Addr); ok {
-				info.Lines = []trace.Line{line}
-			}
+		if sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m)); err == nil {
+			info.Lines = sf.Lookup(id.Addr, nil)
 		}
 		r.FrameMetadata(id, info)
 	}
@@ -181,7 +178,7 @@ func (t *Tracer) identify(proc *process, m *mapping) (*fileInfo, error) {
 		return nil, fmt.Errorf("%s: %w", m.path, err)
 	}
 	fi := &fileInfo{id: id, exec: trace.ExecutableInfo{FileName: filepath.Base(strings.TrimSuffix(m.path, " (deleted)"))}}
-	sf, err := t.cfg.Symbolizer.File(id, func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) })
+	sf, err := t.cfg.Symbolizer.File(id, t.source(proc, m))
 	if err == nil {
 		info := sf.Info()
 		fi.isGo = info.IsGo
@@ -189,4 +186,15 @@ func (t *Tracer) identify(proc *process, m *mapping) (*fileInfo, error) {
 		fi.exec.GoBuildID = info.GoBuildID
 	}
 	return fi, nil
+}
+
+// source tells the symbolizer how to reach a mapped file and its debug
+// files the way the process sees them: the file through map_files, debug
+// files under the process's root, so containers get their own.
+func (t *Tracer) source(proc *process, m *mapping) symbolizer.Source {
+	return symbolizer.Source{
+		Open: func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) },
+		Root: t.proc.path(proc.pid, "root"),
+		Path: strings.TrimSuffix(m.path, " (deleted)"),
+	}
 }

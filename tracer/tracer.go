@@ -114,7 +114,6 @@ type Tracer struct {
 	processes map[uint32]*process
 	files     *lru.Cache[fileKey, *fileInfo]
 	kernelID  trace.FileID
-	modIDs    map[string]trace.FileID
 	rec       record
 	out       trace.Trace
 	lastSweep time.Time
@@ -127,9 +126,9 @@ type Tracer struct {
 }
 
 type tracerStats struct {
-	traces, events, decodeErrors, mapsReads, mapsErrors atomic.Uint64
-	unknownMappings, fileErrors, processes              atomic.Uint64
-	firstSampleUnixNS                                   atomic.Int64
+	traces, events, decodeErrors, mapsReads, mapsErrors   atomic.Uint64
+	unknownMappings, unknownKernel, fileErrors, processes atomic.Uint64
+	firstSampleUnixNS                                     atomic.Int64
 }
 
 // rereadInterval rate-limits rereading a process's mappings when an address
@@ -170,7 +169,6 @@ func New(cfg Config) (*Tracer, error) {
 		processes: make(map[uint32]*process),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
-		modIDs:    make(map[string]trace.FileID),
 	}
 	if err := t.load(); err != nil {
 		t.Close()
@@ -384,6 +382,9 @@ type Stats struct {
 	MapsReads, MapsErrors uint64
 	// UnknownMappings counts user addresses outside every mapping.
 	UnknownMappings uint64
+	// UnknownKernel counts kernel frames at addresses no symbol covers,
+	// exported as [unknown] frames on the kernel mapping.
+	UnknownKernel uint64
 	// FileErrors counts mapped files that could not be opened or hashed.
 	FileErrors uint64
 	// Processes is the number of processes tracked now.
@@ -430,6 +431,7 @@ func (t *Tracer) Stats() Stats {
 		MapsReads:         t.stats.mapsReads.Load(),
 		MapsErrors:        t.stats.mapsErrors.Load(),
 		UnknownMappings:   t.stats.unknownMappings.Load(),
+		UnknownKernel:     t.stats.unknownKernel.Load(),
 		FileErrors:        t.stats.fileErrors.Load(),
 		Processes:         t.stats.processes.Load(),
 		SamplingStarted:   t.started,
