@@ -65,7 +65,12 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("kernel symbols: %w", err)
 	}
 	mode, _ := symbolizer.ParseDemangleMode(cfg.Demangle)
-	a.symbols, err = symbolizer.New(symbolizer.Options{CacheSize: cfg.SymbolCacheSize, Demangle: mode})
+	a.symbols, err = symbolizer.New(symbolizer.Options{
+		CacheSize: cfg.SymbolCacheSize,
+		MaxBytes:  cfg.SymbolCacheBytes,
+		Demangle:  mode,
+		LineInfo:  !cfg.NoLineInfo,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,12 @@ type Config struct {
 	// FrameCacheSize and ExecutableCacheSize bound the reporter's caches.
 	FrameCacheSize, ExecutableCacheSize int
 	// SymbolCacheSize bounds the number of files whose symbol tables are
-	// held.
-	SymbolCacheSize int
+	// held; SymbolCacheBytes bounds their total heap bytes.
+	SymbolCacheSize  int
+	SymbolCacheBytes int64
+	// NoLineInfo turns off reading DWARF line tables (file:line of C, C++
+	// and Rust frames); Go frames keep theirs from .gopclntab.
+	NoLineInfo bool
 	// MaxStackDepth bounds the user frames of a trace (1..128).
 	MaxStackDepth int
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		FrameCacheSize:      16384,
 		ExecutableCacheSize: 4096,
 		SymbolCacheSize:     256,
+		SymbolCacheBytes:    16 << 20,
 		MaxStackDepth:       tracer.MaxStackDepth,
 		SendQueueSize:       60,
 		ExportTimeout:       10 * time.Second,
@@ -100,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SymbolCacheSize < 1 || c.SymbolCacheSize > 1<<16 {
 		bad("symbol-cache-size", "%d is out of range 1..%d", c.SymbolCacheSize, 1<<16)
+	}
+	if c.SymbolCacheBytes < 1<<20 || c.SymbolCacheBytes > 1<<34 {
+		bad("symbol-cache-bytes", "%d is out of range 1MiB..16GiB", c.SymbolCacheBytes)
 	}
 	if c.MaxStackDepth < 1 || c.MaxStackDepth > tracer.MaxStackDepth {
 		bad("max-stack-depth", "%d is out of range 1..%d", c.MaxStackDepth, tracer.MaxStackDepth)

@@ -23,6 +23,7 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		"--executable-cache-size": func(c *Config) { c.ExecutableCacheSize = -1 },
 		"--symbol-cache-size":     func(c *Config) { c.SymbolCacheSize = 0 },
 		"--max-stack-depth":       func(c *Config) { c.MaxStackDepth = 129 },
+		"--symbol-cache-bytes":    func(c *Config) { c.SymbolCacheBytes = 10 },
 		"--ring-buffer-size":      func(c *Config) { c.RingBufferSize = 100000 },
 		"--send-queue-size":       func(c *Config) { c.SendQueueSize = 0 },
 		"--collection-agent":      func(c *Config) { c.CollectionAgent = "no-port" },
