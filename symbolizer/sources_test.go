@@ -508,6 +508,23 @@ func TestDWARFTooLarge(t *testing.T) {
 	if st := s.Stats(); st.DWARFSkipped != 1 {
 		t.Errorf("Stats() = %+v, want one DWARF skip", st)
 	}
+
+	// Symbol tables over the section limit are skipped, not read.
+	s, err = New(Options{MaxSectionBytes: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err = s.File(trace.FileID{2}, Source{Open: openPath(bin)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, _ := symbolOffset(t, bin, "alpha", false)
+	if got := f.Lookup(off, nil); len(got) != 0 {
+		t.Errorf("named from a skipped table: %+v", got)
+	}
+	if st := s.Stats(); st.SectionsSkipped < 2 {
+		t.Errorf("Stats() = %+v, want .symtab and .dynsym skipped", st)
+	}
 }
 
 func FuzzGoTable(f *testing.F) {

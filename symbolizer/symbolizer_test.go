@@ -539,7 +539,6 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-
 // offsetOf translates a virtual address of the ELF file at path to a file
 // offset through its PT_LOAD segments, independently of the package.
 func offsetOf(tb testing.TB, path string, vaddr uint64) uint64 {
