@@ -1,12 +1,15 @@
 package symbolizer
 
 import (
+	"runtime"
+
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"math"
 	"os"
@@ -112,6 +115,9 @@ type loader struct {
 	path string   // the file's path as its process sees it
 
 	opened bool // the file itself was opened
+	// file is the mapped file being parsed, when it is a real file: large
+	// read-only sections are mapped from it instead of read into the heap.
+	file *os.File
 }
 
 // load opens src and parses it.
@@ -137,6 +143,7 @@ func (l *loader) load(src Source) (*File, error) {
 		l.root = root
 	}
 	l.path = src.Path
+	l.file = fh
 	f, err := l.parse(fh)
 	if err != nil {
 		return nil, fmt.Errorf("symbolizer: %s: %w", fh.Name(), err)
@@ -261,13 +268,27 @@ func (l *loader) goTable(ef *elf.File, sec *elf.Section) (*goTable, error) {
 	if sec.Size > uint64(l.opts.MaxSectionBytes) {
 		return nil, errSectionTooLarge
 	}
-	data, err := sec.Data()
+	// The table is large (megabytes for big Go binaries) and read sparsely:
+	// map it from the file when possible, so it costs reclaimable page
+	// cache touched on demand rather than heap.
+	data, mapping, err := mapSection(l.file, sec)
 	if err != nil {
-		return nil, fmt.Errorf("gopclntab: %w", err)
+		if data, err = sec.Data(); err != nil {
+			return nil, fmt.Errorf("gopclntab: %w", err)
+		}
 	}
 	gt, err := parseGoTable(data, ef.ByteOrder)
 	if err != nil {
+		if mapping != nil {
+			unix.Munmap(mapping)
+		}
 		return nil, err
+	}
+	if mapping != nil {
+		gt.mapped = true
+		// Unmapped once the table is unreachable: no lookup can be under
+		// way then, and lookups return copies of the names.
+		runtime.AddCleanup(gt, func(m []byte) { unix.Munmap(m) }, mapping)
 	}
 	// Without the moduledata, function entries may be misplaced when the
 	// header's text address is unrelocated, and frames are named by their
@@ -359,13 +380,15 @@ func (f *File) Lookup(fileOffset uint64, buf []trace.Line) []trace.Line {
 	if i < 0 || vaddr-f.addrs[i] >= uint64(f.extents[i]) {
 		return buf
 	}
-	raw := f.name(i)
+	// Names are copied out: callers keep them long after the table is
+	// evicted, and a substring would keep the whole table alive.
+	raw := strings.Clone(f.name(i))
 	line := trace.Line{Function: demangleName(raw, f.mode)}
 	if line.Function != raw {
 		line.SystemName = raw
 	}
 	if file, n, ok := f.lines.lookup(vaddr); ok {
-		line.File, line.Line = file, n
+		line.File, line.Line = strings.Clone(file), n
 	}
 	return append(buf, line)
 }
@@ -730,4 +753,24 @@ func eachNote(data []byte, bo binary.ByteOrder, align uint64, fn func(name strin
 		}
 		data = data[end:]
 	}
+}
+
+// mapSection maps a section of f read-only. It returns the section's bytes
+// and the whole mapping (to unmap), or an error when f is nil, the section
+// is not stored in the file, or mmap fails; the caller then reads it.
+func mapSection(f *os.File, sec *elf.Section) (data, mapping []byte, err error) {
+	if f == nil || sec.Type == elf.SHT_NOBITS || sec.Size == 0 {
+		return nil, nil, errors.New("section cannot be mapped")
+	}
+	page := uint64(os.Getpagesize())
+	off := sec.Offset &^ (page - 1)
+	delta := sec.Offset - off
+	if sec.Size > 1<<40 || off > 1<<62 {
+		return nil, nil, errors.New("section out of range")
+	}
+	mapping, err = unix.Mmap(int(f.Fd()), int64(off), int(delta+sec.Size), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mmap section: %w", err)
+	}
+	return mapping[delta : delta+sec.Size], mapping, nil
 }

@@ -42,6 +42,8 @@ type goTable struct {
 	quantum uint64
 	nfunc   int
 	text    uint64 // address that 1.18+ function entries are relative to
+	// mapped says data is mapped from the file, not held in the heap.
+	mapped bool
 
 	funcnames, cutab, filetab, pctab, pcln string
 
@@ -362,8 +364,10 @@ func (t *goTable) lookup(pc uint64, buf []trace.Line) []trace.Line {
 		if len(tree) > 0 {
 			ix := t.pcvalue(f.entry, t.pcdata(&f, goPCDataInlTreeIndex), pc)
 			if ix >= 0 && 2*int(ix)+1 < len(tree) {
-				name := cstring(t.funcnames, int(tree[2*ix]))
-				buf = append(buf, trace.Line{Function: name, File: file, Line: line})
+				// Copies: a name must not keep the table alive (or
+				// point into a mapping that is gone).
+				name := strings.Clone(cstring(t.funcnames, int(tree[2*ix])))
+				buf = append(buf, trace.Line{Function: name, File: strings.Clone(file), Line: line})
 				next := f.entry + uint64(int64(tree[2*ix+1]))
 				if next == pc {
 					break
@@ -376,7 +380,7 @@ func (t *goTable) lookup(pc uint64, buf []trace.Line) []trace.Line {
 		if name == "" {
 			break
 		}
-		return append(buf, trace.Line{Function: name, File: file, Line: line})
+		return append(buf, trace.Line{Function: strings.Clone(name), File: strings.Clone(file), Line: line})
 	}
 	return buf
 }
@@ -549,5 +553,9 @@ func (r *vaddrReader) readAt(p []byte, addr uint64) error {
 
 // bytes returns the heap bytes the table holds.
 func (t *goTable) bytes() int {
-	return int(unsafe.Sizeof(*t)) + len(t.data) + 4*cap(t.inlFuncs) + 4*cap(t.inlStart) + 4*cap(t.inl)
+	n := int(unsafe.Sizeof(*t)) + 4*cap(t.inlFuncs) + 4*cap(t.inlStart) + 4*cap(t.inl)
+	if !t.mapped {
+		n += len(t.data)
+	}
+	return n
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +46,9 @@ type options struct {
 	shortLived int
 	out        string
 	budgets    string
+	agentArgs  string
+	// heapProfile, when set, receives the agent's heap profile.
+	heapProfile string
 }
 
 func run() error {
@@ -54,6 +58,8 @@ func run() error {
 	flag.IntVar(&o.shortLived, "short-lived", 100, "short-lived processes started per second")
 	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results")
 	flag.StringVar(&o.budgets, "budgets", "bench/budgets.json", "budgets to check; empty checks none")
+	flag.StringVar(&o.agentArgs, "agent-args", "", "extra flags for the agent, space-separated")
+	flag.StringVar(&o.heapProfile, "heap-profile", "", "save the agent's Go heap profile at the end of the run to this file")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root to load eBPF programs")
@@ -94,10 +100,12 @@ func run() error {
 		return err
 	}
 
-	agent := exec.Command(agentBin,
+	args := append([]string{
 		"--collection-agent", rcv.Addr(), "--disable-tls",
 		"--samples-per-second", strconv.Itoa(o.rate),
-		"--metrics-address", metricsAddr, "--log-level", "warn")
+		"--metrics-address", metricsAddr, "--log-level", "warn"},
+		strings.Fields(o.agentArgs)...)
+	agent := exec.Command(agentBin, args...)
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
 	if err := agent.Start(); err != nil {
@@ -129,6 +137,11 @@ func run() error {
 	metrics, err := scrape(metricsAddr)
 	if err != nil {
 		return err
+	}
+	if o.heapProfile != "" {
+		if err := saveHeapProfile(metricsAddr, o.heapProfile); err != nil {
+			return err
+		}
 	}
 	agent.Process.Signal(syscall.SIGTERM)
 	if err := agent.Wait(); err != nil {
@@ -343,4 +356,21 @@ func scrape(addr string) (map[string]float64, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+func saveHeapProfile(addr, path string) error {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return f.Close()
 }
