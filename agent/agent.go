@@ -69,7 +69,11 @@ func New(cfg Config) (*Agent, error) {
 		CacheSize: cfg.SymbolCacheSize,
 		MaxBytes:  cfg.SymbolCacheBytes,
 		Demangle:  mode,
-		LineInfo:  !cfg.NoLineInfo,
+		LineInfo:  !cfg.NoLineInfo && cfg.MaxDWARFBytes > 0,
+		// A bound of its own: the DWARF of one large library parses into
+		// tens of MB of short-lived garbage, paid again whenever the
+		// table is evicted and needed back.
+		MaxDWARFBytes: cfg.MaxDWARFBytes,
 	})
 	if err != nil {
 		return nil, err

@@ -30,6 +30,9 @@ type Config struct {
 	// NoLineInfo turns off reading DWARF line tables (file:line of C, C++
 	// and Rust frames); Go frames keep theirs from .gopclntab.
 	NoLineInfo bool
+	// MaxDWARFBytes bounds the DWARF read for one file's line table; a
+	// file with more is named without file:line (counted).
+	MaxDWARFBytes int64
 	// MaxStackDepth bounds the user frames of a trace (1..128).
 	MaxStackDepth int
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
@@ -73,6 +76,7 @@ func DefaultConfig() Config {
 		ExecutableCacheSize: 4096,
 		SymbolCacheSize:     256,
 		SymbolCacheBytes:    16 << 20,
+		MaxDWARFBytes:       4 << 20,
 		MaxStackDepth:       tracer.MaxStackDepth,
 		SendQueueSize:       60,
 		ExportTimeout:       10 * time.Second,
@@ -108,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SymbolCacheBytes < 1<<20 || c.SymbolCacheBytes > 1<<34 {
 		bad("symbol-cache-bytes", "%d is out of range 1MiB..16GiB", c.SymbolCacheBytes)
+	}
+	if c.MaxDWARFBytes < 0 || c.MaxDWARFBytes > 1<<34 {
+		bad("max-dwarf-bytes", "%d is out of range 0..16GiB", c.MaxDWARFBytes)
 	}
 	if c.MaxStackDepth < 1 || c.MaxStackDepth > tracer.MaxStackDepth {
 		bad("max-stack-depth", "%d is out of range 1..%d", c.MaxStackDepth, tracer.MaxStackDepth)

@@ -24,6 +24,7 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		"--symbol-cache-size":     func(c *Config) { c.SymbolCacheSize = 0 },
 		"--max-stack-depth":       func(c *Config) { c.MaxStackDepth = 129 },
 		"--symbol-cache-bytes":    func(c *Config) { c.SymbolCacheBytes = 10 },
+		"--max-dwarf-bytes":       func(c *Config) { c.MaxDWARFBytes = -1 },
 		"--ring-buffer-size":      func(c *Config) { c.RingBufferSize = 100000 },
 		"--send-queue-size":       func(c *Config) { c.SendQueueSize = 0 },
 		"--collection-agent":      func(c *Config) { c.CollectionAgent = "no-port" },

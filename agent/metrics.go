@@ -45,6 +45,8 @@ var metricDefs = []metricDef{
 	{"last_export_bytes", "Uncompressed size of the last export.", false},
 	{"symbol_files_loaded_total", "Symbol tables parsed.", true},
 	{"symbol_bytes", "Bytes held by symbol tables.", false},
+	{"symbol_evictions_total", "Symbol tables evicted to stay within --symbol-cache-bytes.", true},
+	{"symbol_dwarf_skipped_total", "Files named without file:line because their DWARF is over --max-dwarf-bytes.", true},
 	{"send_queue_length", "Exports waiting for the backend.", false},
 	{"sent_total", "Exports the backend accepted.", true},
 	{"send_dropped_total", "Exports dropped because the send queue was full or the backend rejected them.", true},
@@ -102,6 +104,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		"last_export_bytes":           float64(rs.LastRequestBytes),
 		"symbol_files_loaded_total":   float64(ss.Loads),
 		"symbol_bytes":                float64(ss.BytesHeld),
+		"symbol_evictions_total":      float64(ss.Evictions),
+		"symbol_dwarf_skipped_total":  float64(ss.DWARFSkipped),
 	}
 	if c.a.grpc != nil {
 		gs := c.a.grpc.Stats()

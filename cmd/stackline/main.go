@@ -36,6 +36,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.SymbolCacheSize, "symbol-cache-size", cfg.SymbolCacheSize, "files whose symbol tables are held")
 	fs.Int64Var(&cfg.SymbolCacheBytes, "symbol-cache-bytes", cfg.SymbolCacheBytes, "total bytes of symbol tables held (1MiB..16GiB)")
 	fs.BoolVar(&cfg.NoLineInfo, "no-line-info", cfg.NoLineInfo, "do not read DWARF line tables (file:line of C, C++ and Rust frames)")
+	fs.Int64Var(&cfg.MaxDWARFBytes, "max-dwarf-bytes", cfg.MaxDWARFBytes, "largest DWARF read for one file's line table; larger files are named without file:line (0: none)")
 	fs.IntVar(&cfg.MaxStackDepth, "max-stack-depth", cfg.MaxStackDepth, "user frames per stack (1..128)")
 	fs.IntVar(&cfg.RingBufferSize, "ring-buffer-size", cfg.RingBufferSize, "eBPF ring buffer bytes (power of two, 64KiB..1GiB); 0 sizes it from the rate and CPU count")
 	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP/gRPC endpoint host:port; empty writes local files to --output-dir")
