@@ -171,6 +171,39 @@ func TestEndToEndOTLP(t *testing.T) {
 		}
 	}
 
+	// Native frames of the workloads are named: every file they map has
+	// symbols (their own binaries, libc with libc6-dbg, the vdso aside).
+	native, nativeNamed := 0, 0
+	unnamed := map[string]int{}
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			pid := otlpcheck.ResourceAttr(rp, "process.pid")
+			if pid != itoa(w.chainC.Process.Pid) && pid != itoa(w.syscallC.Process.Pid) && pid != itoa(w.goChain.Process.Pid) {
+				continue
+			}
+			for _, s := range rp.ScopeProfiles[0].Profiles[0].Samples {
+				frames, _ := otlpcheck.Frames(req, s)
+				n := int(otlpcheck.SampleCount(s))
+				for _, f := range frames {
+					if f.Type != "native" && f.Type != "go" {
+						continue
+					}
+					native += n
+					if f.Name != "" {
+						nativeNamed += n
+					} else {
+						unnamed[f.MappingFile] += n
+					}
+				}
+			}
+		}
+	}
+	t.Logf("native frames of the workloads: %d, named: %d (%.2f%%); unnamed by file: %v",
+		native, nativeNamed, 100*float64(nativeNamed)/float64(max(native, 1)), unnamed)
+	if float64(nativeNamed) < 0.99*float64(native) {
+		t.Errorf("%d of %d native frames named, want >= 99%%", nativeNamed, native)
+	}
+
 	// Kernel frames are named: the syscall workload spends its time there.
 	kernel, named, untyped := 0, 0, 0
 	for _, req := range reqs {
