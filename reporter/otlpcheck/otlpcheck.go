@@ -397,35 +397,6 @@ func Frames(req *collectorpb.ExportProfilesServiceRequest, s *profilespb.Sample)
 	return frames, nil
 }
 
-// FrameNames resolves sample s of req to the names of its frames, leaf
-// first: for each location the name of its first line's function, or "" for
-// an unnamed frame.
-func FrameNames(req *collectorpb.ExportProfilesServiceRequest, s *profilespb.Sample) ([]string, error) {
-	frames, err := Frames(req, s)
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, len(frames))
-	for i, f := range frames {
-		names[i] = f.Name
-	}
-	return names, nil
-}
-
-// FrameTypes resolves sample s of req to the profile.frame.type of its
-// frames, leaf first.
-func FrameTypes(req *collectorpb.ExportProfilesServiceRequest, s *profilespb.Sample) ([]string, error) {
-	frames, err := Frames(req, s)
-	if err != nil {
-		return nil, err
-	}
-	types := make([]string, len(frames))
-	for i, f := range frames {
-		types[i] = f.Type
-	}
-	return types, nil
-}
-
 // Attr returns the value, formatted as by [FormatValue], of the attribute
 // with the given key among the dictionary attributes idx refers to, or ""
 // when there is none. It returns an error when an index is out of range.

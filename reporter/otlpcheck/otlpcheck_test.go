@@ -259,21 +259,22 @@ func TestFrames(t *testing.T) {
 	req := validRequest()
 	s := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].Samples[0]
 
-	names, err := FrameNames(req, s)
+	frames, err := Frames(req, s)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var names, types []string
+	for _, f := range frames {
+		names = append(names, f.Name)
+		types = append(types, f.Type)
 	}
 	if want := []string{"do_syscall_64", "", "helper", "main"}; !slices.Equal(names, want) {
-		t.Errorf("FrameNames = %q, want %q", names, want)
-	}
-	types, err := FrameTypes(req, s)
-	if err != nil {
-		t.Fatal(err)
+		t.Errorf("frame names = %q, want %q", names, want)
 	}
 	if want := []string{"kernel", "native", "native", "native"}; !slices.Equal(types, want) {
-		t.Errorf("FrameTypes = %q, want %q", types, want)
+		t.Errorf("frame types = %q, want %q", types, want)
 	}
-	frames, err := Frames(req, s)
+	frames, err = Frames(req, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,8 +331,8 @@ func TestFramesBrokenIndex(t *testing.T) {
 		req := validRequest()
 		breakReq(req)
 		s := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].Samples[0]
-		if _, err := FrameNames(req, s); err == nil || !strings.Contains(err.Error(), "out of range") {
-			t.Errorf("%s: FrameNames error = %v, want out of range", name, err)
+		if _, err := Frames(req, s); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%s: Frames error = %v, want out of range", name, err)
 		}
 	}
 }
