@@ -13,22 +13,12 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// Attribute keys (OpenTelemetry semantic conventions).
+// Names the exports use beyond the attribute keys (package semconv).
 const (
-	attrFrameType     = "profile.frame.type"
-	attrThreadName    = "thread.name"
-	attrThreadID      = "thread.id"
-	attrBuildIDGNU    = "process.executable.build_id.gnu"
-	attrBuildIDGo     = "process.executable.build_id.go"
-	attrBuildIDHTL    = "process.executable.build_id.htlhash"
-	attrPID           = "process.pid"
-	attrExeName       = "process.executable.name"
-	attrExePath       = "process.executable.path"
-	attrHostName      = "host.name"
-	attrServiceName   = "service.name"
 	scopeName         = "github.com/stackline-dev/stackline"
 	unknownFrameName  = "[unknown]"
 	unknownServiceFmt = "unknown_service:"
@@ -134,13 +124,13 @@ func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, kernel 
 	}
 	m := &profilespb.Mapping{FilenameStrindex: d.str(cmp.Or(info.FileName, unknownFrameName))}
 	if info.GNUBuildID != "" {
-		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(attrBuildIDGNU, info.GNUBuildID))
+		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(semconv.BuildIDGNU, info.GNUBuildID))
 	}
 	if info.GoBuildID != "" {
-		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(attrBuildIDGo, info.GoBuildID))
+		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(semconv.BuildIDGo, info.GoBuildID))
 	}
 	if !kernel {
-		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(attrBuildIDHTL, id.String()))
+		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(semconv.BuildIDHTL, id.String()))
 	}
 	i := int32(len(d.d.MappingTable))
 	d.d.MappingTable = append(d.d.MappingTable, m)
@@ -160,7 +150,7 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 		}
 		loc := &profilespb.Location{
 			Address:          f.Addr,
-			AttributeIndices: []int32{d.strAttr(attrFrameType, f.Type.String())},
+			AttributeIndices: []int32{d.strAttr(semconv.FrameType, f.Type.String())},
 		}
 		if f.Type != trace.FrameError && !f.File.IsZero() {
 			loc.MappingIndex = d.mapping(f.File, iv.execs[f.File], f.Type == trace.FrameKernel)
@@ -238,8 +228,8 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 		prof.Samples = append(prof.Samples, &profilespb.Sample{
 			StackIndex: stackIdx[k.stack],
 			AttributeIndices: []int32{
-				d.strAttr(attrThreadName, k.comm),
-				d.numAttr(attrThreadID, int64(k.tid)),
+				d.strAttr(semconv.ThreadName, k.comm),
+				d.numAttr(semconv.ThreadID, int64(k.tid)),
 			},
 			// Timestamps only: each stands for one sample (the OTLP
 			// "timestamps only" shape), so values stays empty.
@@ -263,13 +253,13 @@ func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 		service = unknownServiceFmt + exeName
 	}
 	attrs := []*commonpb.KeyValue{
-		{Key: attrPID, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(pid)}}},
-		strKV(attrExeName, exeName),
+		{Key: semconv.PID, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(pid)}}},
+		strKV(semconv.ExeName, exeName),
 	}
 	if path != "" {
-		attrs = append(attrs, strKV(attrExePath, path))
+		attrs = append(attrs, strKV(semconv.ExePath, path))
 	}
-	attrs = append(attrs, strKV(attrHostName, r.cfg.HostName), strKV(attrServiceName, service))
+	attrs = append(attrs, strKV(semconv.HostName, r.cfg.HostName), strKV(semconv.ServiceName, service))
 	return &resourcepb.Resource{Attributes: attrs}
 }
 

@@ -36,18 +36,11 @@ import (
 	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
 
 	"github.com/stackline-dev/stackline/reporter/otlpcheck"
+	"github.com/stackline-dev/stackline/reporter/semconv"
 )
 
-// Attribute keys read from requests (OpenTelemetry semantic conventions).
+// Names and limits of the written files.
 const (
-	attrPID         = "process.pid"
-	attrExeName     = "process.executable.name"
-	attrExePath     = "process.executable.path"
-	attrThreadName  = "thread.name"
-	attrThreadID    = "thread.id"
-	attrBuildIDGNU  = "process.executable.build_id.gnu"
-	attrBuildIDGo   = "process.executable.build_id.go"
-	attrBuildIDHTL  = "process.executable.build_id.htlhash"
 	unknownName     = "[unknown]"
 	fileTimeLayout  = "20060102T150405Z"
 	filePrefix      = "stackline-"
@@ -274,7 +267,7 @@ func (c *converter) str(i int32) string { return c.d.StringTable[i] }
 func (c *converter) convert() error {
 	var start, end int64
 	for _, rp := range c.req.GetResourceProfiles() {
-		pid, _ := strconv.ParseInt(otlpcheck.ResourceAttr(rp, attrPID), 10, 64)
+		pid, _ := strconv.ParseInt(otlpcheck.ResourceAttr(rp, semconv.PID), 10, 64)
 		proc := processName(rp)
 		for _, sp := range rp.GetScopeProfiles() {
 			for _, prof := range sp.GetProfiles() {
@@ -328,10 +321,10 @@ func (c *converter) orderMappings() {
 }
 
 func processName(rp *profilespb.ResourceProfiles) string {
-	if name := otlpcheck.ResourceAttr(rp, attrExeName); name != "" {
+	if name := otlpcheck.ResourceAttr(rp, semconv.ExeName); name != "" {
 		return name
 	}
-	if path := otlpcheck.ResourceAttr(rp, attrExePath); path != "" {
+	if path := otlpcheck.ResourceAttr(rp, semconv.ExePath); path != "" {
 		return filepath.Base(path)
 	}
 	return unknownName
@@ -342,11 +335,11 @@ func (c *converter) sample(s *profilespb.Sample, pid int64, proc string, period 
 	if count == 0 {
 		return nil
 	}
-	threadName, err := otlpcheck.SampleAttr(c.req, s, attrThreadName)
+	threadName, err := otlpcheck.SampleAttr(c.req, s, semconv.ThreadName)
 	if err != nil {
 		return fmt.Errorf("localfile: %w", err)
 	}
-	tidText, err := otlpcheck.SampleAttr(c.req, s, attrThreadID)
+	tidText, err := otlpcheck.SampleAttr(c.req, s, semconv.ThreadID)
 	if err != nil {
 		return fmt.Errorf("localfile: %w", err)
 	}
@@ -394,12 +387,12 @@ func (c *converter) mapping(mi int32) *profile.Mapping {
 		HasFunctions: true,
 	}
 	// The mapping's attributes were validated, so Attr cannot fail.
-	m.BuildID, _ = otlpcheck.Attr(c.req, om.GetAttributeIndices(), attrBuildIDGNU)
+	m.BuildID, _ = otlpcheck.Attr(c.req, om.GetAttributeIndices(), semconv.BuildIDGNU)
 	if m.BuildID == "" {
-		m.BuildID, _ = otlpcheck.Attr(c.req, om.GetAttributeIndices(), attrBuildIDGo)
+		m.BuildID, _ = otlpcheck.Attr(c.req, om.GetAttributeIndices(), semconv.BuildIDGo)
 	}
 	if m.BuildID == "" {
-		m.BuildID, _ = otlpcheck.Attr(c.req, om.GetAttributeIndices(), attrBuildIDHTL)
+		m.BuildID, _ = otlpcheck.Attr(c.req, om.GetAttributeIndices(), semconv.BuildIDHTL)
 	}
 	c.p.Mapping = append(c.p.Mapping, m)
 	c.mappings[mi] = m
@@ -444,7 +437,7 @@ func (c *converter) location(li int32) *profile.Location {
 	if mi := ol.GetMappingIndex(); mi != 0 {
 		l.Mapping = c.mapping(mi)
 		// The location's attributes were validated, so Attr cannot fail.
-		if typ, _ := otlpcheck.Attr(c.req, ol.GetAttributeIndices(), otlpcheck.FrameTypeKey); typ == "kernel" {
+		if typ, _ := otlpcheck.Attr(c.req, ol.GetAttributeIndices(), semconv.FrameType); typ == "kernel" {
 			c.kernel[l.Mapping] = true
 		}
 	}

@@ -20,15 +20,13 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stackline-dev/stackline/reporter/semconv"
 )
 
 // MaxProblems is the number of problems an [Error] lists in full; further
 // problems are only counted.
 const MaxProblems = 50
-
-// FrameTypeKey is the location attribute that names the kind of a frame
-// ("kernel", "native", "go", ...).
-const FrameTypeKey = "profile.frame.type"
 
 // Error is the error [Validate] returns. It lists the problems found, each
 // prefixed with the path of the offending field.
@@ -387,7 +385,7 @@ func Frames(req *collectorpb.ExportProfilesServiceRequest, s *profilespb.Sample)
 			}
 			f.MappingFile = file
 		}
-		typ, err := attr(d, loc.GetAttributeIndices(), FrameTypeKey)
+		typ, err := attr(d, loc.GetAttributeIndices(), semconv.FrameType)
 		if err != nil {
 			return nil, fmt.Errorf("otlpcheck: location_table[%d]: %w", li, err)
 		}
