@@ -1,6 +1,7 @@
 package reporter
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"slices"
 	"time"
@@ -66,17 +67,11 @@ func (iv *interval) hashStack(frames []trace.FrameID) uint64 {
 	var buf [25]byte
 	for _, f := range frames {
 		copy(buf[:16], f.File[:])
-		putUint64(buf[16:24], f.Addr)
+		binary.LittleEndian.PutUint64(buf[16:24], f.Addr)
 		buf[24] = byte(f.Type)
 		h.Write(buf[:])
 	}
 	return h.Sum64()
-}
-
-func putUint64(b []byte, v uint64) {
-	for i := range 8 {
-		b[i] = byte(v >> (8 * i))
-	}
 }
 
 // internStack returns the index of frames in iv.stacks, adding a copy when

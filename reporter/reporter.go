@@ -236,7 +236,8 @@ func (r *Reporter) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
 }
 
 // Run exports an interval every cfg.Interval until ctx is done, then exports
-// the last (partial) interval with flushCtx-less best effort and returns.
+// the last (partial) interval, with a context that is not cancelled, and
+// returns.
 func (r *Reporter) Run(ctx context.Context) error {
 	tick := time.NewTicker(r.cfg.Interval)
 	defer tick.Stop()
