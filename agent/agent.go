@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -121,15 +122,16 @@ func New(cfg Config) (*Agent, error) {
 		ringSize = AutoRingBufferSize(cfg.SamplesPerSecond, runtime.NumCPU())
 	}
 	a.tracer, err = tracer.New(tracer.Config{
-		SamplesPerSecond: cfg.SamplesPerSecond,
-		MaxStackDepth:    cfg.MaxStackDepth,
-		RingBufferSize:   ringSize,
-		FileCacheSize:    cfg.ExecutableCacheSize,
-		ProcRoot:         cfg.ProcRoot,
-		Reporter:         a.reporter,
-		Symbolizer:       a.symbols,
-		Kernel:           a.kernel,
-		Logger:           log,
+		SamplesPerSecond:    cfg.SamplesPerSecond,
+		MaxStackDepth:       cfg.MaxStackDepth,
+		MaxUnwindTableBytes: uint64(cfg.MaxUnwindTableBytes),
+		RingBufferSize:      ringSize,
+		FileCacheSize:       cfg.ExecutableCacheSize,
+		ProcRoot:            cfg.ProcRoot,
+		Reporter:            a.reporter,
+		Symbolizer:          a.symbols,
+		Kernel:              a.kernel,
+		Logger:              log,
 	})
 	if err != nil {
 		a.closeExporter()
@@ -236,6 +238,14 @@ func (a *Agent) serveMetrics() (*http.Server, error) {
 	// The agent's own profiles, for finding where its memory and CPU go.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	// Which files have unwind tables in eBPF, their sizes, and why the
+	// others have none.
+	mux.HandleFunc("/debug/unwind-tables", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(a.tracer.Tables())
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

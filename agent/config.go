@@ -35,6 +35,10 @@ type Config struct {
 	MaxDWARFBytes int64
 	// MaxStackDepth bounds the user frames of a trace (1..128).
 	MaxStackDepth int
+	// MaxUnwindTableBytes bounds the kernel memory of the unwind tables
+	// of all mapped files together (0..16GiB; 0 unwinds by frame pointer
+	// only).
+	MaxUnwindTableBytes int64
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
 	// from the sampling rate and the number of CPUs (AutoRingBufferSize).
 	RingBufferSize int
@@ -78,6 +82,7 @@ func DefaultConfig() Config {
 		SymbolCacheBytes:    16 << 20,
 		MaxDWARFBytes:       4 << 20,
 		MaxStackDepth:       tracer.MaxStackDepth,
+		MaxUnwindTableBytes: 64 << 20,
 		SendQueueSize:       60,
 		ExportTimeout:       10 * time.Second,
 		ShutdownTimeout:     10 * time.Second,
@@ -118,6 +123,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStackDepth < 1 || c.MaxStackDepth > tracer.MaxStackDepth {
 		bad("max-stack-depth", "%d is out of range 1..%d", c.MaxStackDepth, tracer.MaxStackDepth)
+	}
+	if c.MaxUnwindTableBytes < 0 || c.MaxUnwindTableBytes > 1<<34 {
+		bad("max-unwind-table-bytes", "%d is out of range 0..16GiB", c.MaxUnwindTableBytes)
 	}
 	if c.RingBufferSize != 0 && (c.RingBufferSize < 1<<16 || c.RingBufferSize > 1<<30 || c.RingBufferSize&(c.RingBufferSize-1) != 0) {
 		bad("ring-buffer-size", "%d must be 0 (auto) or a power of two within 64KiB..1GiB", c.RingBufferSize)

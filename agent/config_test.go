@@ -17,21 +17,22 @@ func TestDefaultConfigValid(t *testing.T) {
 // flag's name, and all problems are reported at once.
 func TestValidateNamesTheFlag(t *testing.T) {
 	for flag, mut := range map[string]func(*Config){
-		"--samples-per-second":    func(c *Config) { c.SamplesPerSecond = 0 },
-		"--reporter-interval":     func(c *Config) { c.ReporterInterval = time.Millisecond },
-		"--frame-cache-size":      func(c *Config) { c.FrameCacheSize = 0 },
-		"--executable-cache-size": func(c *Config) { c.ExecutableCacheSize = -1 },
-		"--symbol-cache-size":     func(c *Config) { c.SymbolCacheSize = 0 },
-		"--max-stack-depth":       func(c *Config) { c.MaxStackDepth = 129 },
-		"--symbol-cache-bytes":    func(c *Config) { c.SymbolCacheBytes = 10 },
-		"--max-dwarf-bytes":       func(c *Config) { c.MaxDWARFBytes = -1 },
-		"--ring-buffer-size":      func(c *Config) { c.RingBufferSize = 100000 },
-		"--send-queue-size":       func(c *Config) { c.SendQueueSize = 0 },
-		"--collection-agent":      func(c *Config) { c.CollectionAgent = "no-port" },
-		"--disable-tls":           func(c *Config) { c.DisableTLS = true },
-		"--demangle":              func(c *Config) { c.Demangle = "fancy" },
-		"--metrics-address":       func(c *Config) { c.MetricsAddress = "9464" },
-		"--output-dir":            func(c *Config) { c.OutputDir = " " },
+		"--samples-per-second":     func(c *Config) { c.SamplesPerSecond = 0 },
+		"--reporter-interval":      func(c *Config) { c.ReporterInterval = time.Millisecond },
+		"--frame-cache-size":       func(c *Config) { c.FrameCacheSize = 0 },
+		"--executable-cache-size":  func(c *Config) { c.ExecutableCacheSize = -1 },
+		"--symbol-cache-size":      func(c *Config) { c.SymbolCacheSize = 0 },
+		"--max-stack-depth":        func(c *Config) { c.MaxStackDepth = 129 },
+		"--max-unwind-table-bytes": func(c *Config) { c.MaxUnwindTableBytes = -1 },
+		"--symbol-cache-bytes":     func(c *Config) { c.SymbolCacheBytes = 10 },
+		"--max-dwarf-bytes":        func(c *Config) { c.MaxDWARFBytes = -1 },
+		"--ring-buffer-size":       func(c *Config) { c.RingBufferSize = 100000 },
+		"--send-queue-size":        func(c *Config) { c.SendQueueSize = 0 },
+		"--collection-agent":       func(c *Config) { c.CollectionAgent = "no-port" },
+		"--disable-tls":            func(c *Config) { c.DisableTLS = true },
+		"--demangle":               func(c *Config) { c.Demangle = "fancy" },
+		"--metrics-address":        func(c *Config) { c.MetricsAddress = "9464" },
+		"--output-dir":             func(c *Config) { c.OutputDir = " " },
 	} {
 		cfg := DefaultConfig()
 		mut(&cfg)

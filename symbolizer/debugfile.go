@@ -2,11 +2,13 @@ package symbolizer
 
 import (
 	"bytes"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -18,6 +20,77 @@ const debugDir = "usr/lib/debug"
 // maxDebuglinkCRCBytes bounds the size of a debug file whose CRC is
 // computed; checking a debuglink reads the whole file.
 const maxDebuglinkCRCBytes = 2 << 30
+
+// OpenDebugFile finds the separate debug file of ef, the ELF file src
+// describes, the way Load does: under src.Root, by GNU build ID
+// (usr/lib/debug/.build-id/xx/rest.debug, whose own build ID must match),
+// then by .gnu_debuglink (next to src.Path, in .debug/ there, or under
+// usr/lib/debug; the debug file's CRC must match). src.Open is not called.
+// The caller closes the file. The error wraps fs.ErrNotExist when there is
+// no debug file.
+func OpenDebugFile(src Source, ef *elf.File) (*os.File, error) {
+	root, err := src.openRoot()
+	if err != nil {
+		return nil, fmt.Errorf("symbolizer: debug file: %w", err)
+	}
+	defer root.Close()
+	fh, _, _ := findDebugFile(root, src.Path, ef, fileInfo(ef).GNUBuildID, new(counters))
+	if fh == nil {
+		return nil, fmt.Errorf("symbolizer: no debug file: %w", fs.ErrNotExist)
+	}
+	return fh, nil
+}
+
+// openRoot opens the directory debug files are looked up under.
+func (src Source) openRoot() (*os.Root, error) {
+	if src.Root == "" {
+		return os.OpenRoot("/")
+	}
+	return os.OpenRoot(src.Root)
+}
+
+// findDebugFile finds the separate debug file of ef under root, by GNU
+// build ID (buildID, in hex) first, then by the debuglink rules for the
+// file at filePath. It returns the open file, its ELF view and its path
+// relative to root, or nils when there is none.
+func findDebugFile(root *os.Root, filePath string, ef *elf.File, buildID string, ctr *counters) (*os.File, *elf.File, string) {
+	if p, ok := buildIDPath(buildID); ok {
+		if fh, err := root.Open(p); err == nil {
+			if def, err := elf.NewFile(fh); err == nil && fileInfo(def).GNUBuildID == buildID {
+				return fh, def, p
+			}
+			fh.Close()
+		}
+	}
+	sec := ef.Section(".gnu_debuglink")
+	if sec == nil || sec.Type == elf.SHT_NOBITS || compressed(sec) || sec.Size > maxDebuglinkSize {
+		return nil, nil, ""
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, nil, ""
+	}
+	name, crc, err := parseDebuglink(data, ef.ByteOrder)
+	if err != nil {
+		return nil, nil, ""
+	}
+	for _, p := range debuglinkPaths(filePath, name) {
+		fh, err := root.Open(p)
+		if err != nil {
+			continue
+		}
+		if got, err := fileCRC(fh); err != nil || got != crc {
+			ctr.debuglinkMismatches.Add(1)
+			fh.Close()
+			continue
+		}
+		if def, err := elf.NewFile(fh); err == nil {
+			return fh, def, p
+		}
+		fh.Close()
+	}
+	return nil, nil, ""
+}
 
 // buildIDPath returns the path, relative to the root, of the debug file
 // for a GNU build ID in hex: usr/lib/debug/.build-id/xx/rest.debug.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/stackline-dev/stackline/internal/gopclntab"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -134,11 +135,7 @@ func (l *loader) load(src Source) (*File, error) {
 	}
 	defer fh.Close()
 	l.opened = true
-	rootDir := src.Root
-	if rootDir == "" {
-		rootDir = "/"
-	}
-	if root, err := os.OpenRoot(rootDir); err == nil {
+	if root, err := src.openRoot(); err == nil {
 		defer root.Close()
 		l.root = root
 	}
@@ -186,7 +183,7 @@ func (l *loader) parse(r io.ReaderAt) (*File, error) {
 	var dbg *elf.File
 	if l.root != nil && (!hasSymtab || wantLines && !mainLines) {
 		var dfh *os.File
-		dfh, dbg, f.info.DebugFile = l.openDebugFile(ef, f.info)
+		dfh, dbg, f.info.DebugFile = findDebugFile(l.root, l.path, ef, f.info.GNUBuildID, l.ctr)
 		if dfh != nil {
 			defer dfh.Close()
 			l.ctr.debugFiles.Add(1)
@@ -271,7 +268,7 @@ func (l *loader) goTable(ef *elf.File, sec *elf.Section) (*goTable, error) {
 	// The table is large (megabytes for big Go binaries) and read sparsely:
 	// map it from the file when possible, so it costs reclaimable page
 	// cache touched on demand rather than heap.
-	data, mapping, err := mapSection(l.file, sec)
+	data, mapping, err := gopclntab.MapSection(l.file, sec)
 	if err != nil {
 		if data, err = sec.Data(); err != nil {
 			return nil, fmt.Errorf("gopclntab: %w", err)
@@ -293,8 +290,8 @@ func (l *loader) goTable(ef *elf.File, sec *elf.Section) (*goTable, error) {
 	// Without the moduledata, function entries may be misplaced when the
 	// header's text address is unrelocated, and frames are named by their
 	// outermost function only.
-	md, _ := gt.findModuledata(ef, sec.Addr)
-	gt.setText(ef, md)
+	md, _ := gt.tab.FindModuledata(ef, sec.Addr)
+	gt.tab.ResolveText(ef, md)
 	gt.loadInlineTrees(ef, md)
 	if mapping != nil {
 		// Loading touched every function record. Those are clean file
@@ -305,48 +302,6 @@ func (l *loader) goTable(ef *elf.File, sec *elf.Section) (*goTable, error) {
 		unix.Madvise(mapping, unix.MADV_RANDOM)
 	}
 	return gt, nil
-}
-
-// openDebugFile finds the separate debug file of ef under the root, by
-// build ID first, then by debuglink. It returns the open file, its ELF
-// view and its path, or nils when there is none.
-func (l *loader) openDebugFile(ef *elf.File, info FileInfo) (*os.File, *elf.File, string) {
-	if p, ok := buildIDPath(info.GNUBuildID); ok {
-		if fh, err := l.root.Open(p); err == nil {
-			if def, err := elf.NewFile(fh); err == nil && fileInfo(def).GNUBuildID == info.GNUBuildID {
-				return fh, def, p
-			}
-			fh.Close()
-		}
-	}
-	sec := ef.Section(".gnu_debuglink")
-	if sec == nil || sec.Type == elf.SHT_NOBITS || compressed(sec) || sec.Size > maxDebuglinkSize {
-		return nil, nil, ""
-	}
-	data, err := sec.Data()
-	if err != nil {
-		return nil, nil, ""
-	}
-	name, crc, err := parseDebuglink(data, ef.ByteOrder)
-	if err != nil {
-		return nil, nil, ""
-	}
-	for _, p := range debuglinkPaths(l.path, name) {
-		fh, err := l.root.Open(p)
-		if err != nil {
-			continue
-		}
-		if got, err := fileCRC(fh); err != nil || got != crc {
-			l.ctr.debuglinkMismatches.Add(1)
-			fh.Close()
-			continue
-		}
-		if def, err := elf.NewFile(fh); err == nil {
-			return fh, def, p
-		}
-		fh.Close()
-	}
-	return nil, nil, ""
 }
 
 // Info returns the file's build IDs and where its names came from.
@@ -600,9 +555,7 @@ func (b *tableBuilder) addSymbols(ef *elf.File, sec *elf.Section) error {
 }
 
 // compressed reports whether debug/elf would decompress the section.
-func compressed(s *elf.Section) bool {
-	return s.Flags&elf.SHF_COMPRESSED != 0 || strings.HasPrefix(s.Name, ".zdebug")
-}
+func compressed(s *elf.Section) bool { return gopclntab.Compressed(s) }
 
 // cstringLen returns the length of the NUL-terminated string at off.
 func cstringLen(strs []byte, off uint32) (uint32, bool) {
@@ -761,24 +714,4 @@ func eachNote(data []byte, bo binary.ByteOrder, align uint64, fn func(name strin
 		}
 		data = data[end:]
 	}
-}
-
-// mapSection maps a section of f read-only. It returns the section's bytes
-// and the whole mapping (to unmap), or an error when f is nil, the section
-// is not stored in the file, or mmap fails; the caller then reads it.
-func mapSection(f *os.File, sec *elf.Section) (data, mapping []byte, err error) {
-	if f == nil || sec.Type == elf.SHT_NOBITS || sec.Size == 0 {
-		return nil, nil, errors.New("section cannot be mapped")
-	}
-	page := uint64(os.Getpagesize())
-	off := sec.Offset &^ (page - 1)
-	delta := sec.Offset - off
-	if sec.Size > 1<<40 || off > 1<<62 {
-		return nil, nil, errors.New("section out of range")
-	}
-	mapping, err = unix.Mmap(int(f.Fd()), int64(off), int(delta+sec.Size), unix.PROT_READ, unix.MAP_PRIVATE)
-	if err != nil {
-		return nil, nil, fmt.Errorf("mmap section: %w", err)
-	}
-	return mapping[delta : delta+sec.Size], mapping, nil
 }

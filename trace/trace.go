@@ -142,6 +142,13 @@ const (
 	ErrorReadFailed
 	// ErrorNoMapping: an address fell outside every mapping of the process.
 	ErrorNoMapping
+	// ErrorNoCFI: no unwind information covers an address.
+	ErrorNoCFI
+	// ErrorNotReady: the process's mappings were not loaded into the
+	// unwinder yet (its first milliseconds).
+	ErrorNotReady
+	// ErrorBadFrame: a caller's frame did not lie above its callee's.
+	ErrorBadFrame
 )
 
 // ErrorName returns the frame name shown for an error frame's code.
@@ -153,6 +160,12 @@ func ErrorName(code uint64) string {
 		return "[unwind stopped: stack unreadable]"
 	case ErrorNoMapping:
 		return "[unwind stopped: address not mapped]"
+	case ErrorNoCFI:
+		return "[unwind stopped: no unwind information]"
+	case ErrorNotReady:
+		return "[unwind stopped: process not loaded yet]"
+	case ErrorBadFrame:
+		return "[unwind stopped: corrupt frame]"
 	}
 	return fmt.Sprintf("[unwind error %d]", code)
 }

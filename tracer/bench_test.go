@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 
+	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
 	"github.com/stackline-dev/stackline/symbolizer"
@@ -49,6 +51,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 		processes: make(map[uint32]*process),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
+		tables:    newTableStore(nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
 	}
 
 	frames := kernelFrames(b, 8)
@@ -87,4 +90,45 @@ func kernelFrames(b *testing.B, n int) []rawFrame {
 		}
 	}
 	return out
+}
+
+// BenchmarkSyncAllProcesses gives the eBPF unwinder every process running
+// on this machine, with the unwind tables of every file they map, as the
+// tracer does when it starts, and reports the kernel memory that takes
+// under the default bound (--max-unwind-table-bytes).
+func BenchmarkSyncAllProcesses(b *testing.B) {
+	testenv.RequireBPF(b)
+	kern, err := kallsyms.Load(kallsyms.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const bound = 64 << 20
+	b.ReportAllocs()
+	for range b.N {
+		tr, err := New(Config{SamplesPerSecond: 19, MaxStackDepth: 128, RingBufferSize: 1 << 20, FileCacheSize: 4096,
+			Reporter: &recorder{}, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: bound,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr.stopSampling()
+		tr.scheduleAll()
+		for len(tr.backlog) > 0 {
+			tr.runDue(time.Now())
+		}
+		tr.publishTableStats()
+		st := tr.Stats()
+		b.ReportMetric(float64(len(tr.processes)), "processes")
+		b.ReportMetric(float64(st.TablesLoaded), "tables")
+		b.ReportMetric(float64(st.TableBytes), "table-bytes")
+		b.ReportMetric(float64(st.ProcessMapBytes), "process-map-bytes")
+		b.ReportMetric(float64(tr.MapMemory()), "map-bytes")
+		b.ReportMetric(bound, "bound-bytes")
+		b.ReportMetric(float64(st.TablesSkipped), "skipped")
+		tr.Close()
+	}
 }

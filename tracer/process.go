@@ -43,6 +43,12 @@ type process struct {
 	// gone is set when /proc/PID could not be read: the process exited
 	// before the tracer saw its first trace.
 	gone bool
+	// synced is when the mappings were last given to eBPF, with the
+	// unwind tables in tables (one reference each); mapBytes is what the
+	// kernel charges for the process's mapping array.
+	synced   time.Time
+	tables   []*unwindTable
+	mapBytes uint64
 }
 
 // procFS reads the parts of /proc the tracer needs, under a configurable

@@ -14,6 +14,7 @@ const (
 	recordTrace       = 1
 	recordProcessExit = 2
 	recordProcessExec = 3
+	recordProcessSync = 4
 
 	headerSize     = 40 // struct record_header
 	traceFramesOff = 48 // offsetof(struct trace, frames)

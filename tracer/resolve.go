@@ -109,6 +109,9 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	if fi == nil {
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
 	}
+	if !fi.described {
+		t.describe(fi, proc, m)
+	}
 	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}
 	if fi.isGo {
 		id.Type = trace.FrameGo
@@ -177,15 +180,22 @@ func (t *Tracer) identify(proc *process, m *mapping) (*fileInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.path, err)
 	}
-	fi := &fileInfo{id: id, exec: trace.ExecutableInfo{FileName: filepath.Base(strings.TrimSuffix(m.path, " (deleted)"))}}
-	sf, err := t.cfg.Symbolizer.File(id, t.source(proc, m))
-	if err == nil {
-		info := sf.Info()
-		fi.isGo = info.IsGo
-		fi.exec.GNUBuildID = info.GNUBuildID
-		fi.exec.GoBuildID = info.GoBuildID
+	return &fileInfo{id: id, exec: trace.ExecutableInfo{FileName: filepath.Base(strings.TrimSuffix(m.path, " (deleted)"))}}, nil
+}
+
+// describe completes fi with what the symbolizer reads of the file (build
+// IDs, whether it is Go). It waits for the file's first frame: most mapped
+// files are identified for their unwind tables only, and never sampled.
+func (t *Tracer) describe(fi *fileInfo, proc *process, m *mapping) {
+	fi.described = true
+	sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m))
+	if err != nil {
+		return
 	}
-	return fi, nil
+	info := sf.Info()
+	fi.isGo = info.IsGo
+	fi.exec.GNUBuildID = info.GNUBuildID
+	fi.exec.GoBuildID = info.GoBuildID
 }
 
 // source tells the symbolizer how to reach a mapped file and its debug

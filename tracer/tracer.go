@@ -63,6 +63,10 @@ type Config struct {
 	Symbolizer *symbolizer.Symbolizer
 	// Kernel names kernel frames.
 	Kernel *kallsyms.Table
+	// MaxUnwindTableBytes bounds the eBPF memory of all files' unwind
+	// tables together. A file whose table does not fit is unwound by
+	// frame pointer. 0 loads no tables.
+	MaxUnwindTableBytes uint64
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -96,6 +100,8 @@ type fileInfo struct {
 	id   trace.FileID
 	isGo bool
 	exec trace.ExecutableInfo
+	// described says isGo and the build IDs of exec have been read.
+	described bool
 }
 
 // Tracer samples the system. Create it with New, run it with Run, release
@@ -117,6 +123,13 @@ type Tracer struct {
 	rec       record
 	out       trace.Trace
 	lastSweep time.Time
+	tables    *tableStore
+	vdso      *unwindTable // nil when the vdso has no table
+	due       []dueSync
+	backlog   []uint32 // processes running at start, not synced yet
+	// processBytes is what the kernel charges for the processes'
+	// mapping arrays.
+	processBytes uint64
 
 	// monoToWall converts CLOCK_MONOTONIC nanoseconds to Unix time.
 	monoToWall int64
@@ -128,7 +141,13 @@ type Tracer struct {
 type tracerStats struct {
 	traces, events, decodeErrors, mapsReads, mapsErrors   atomic.Uint64
 	unknownMappings, unknownKernel, fileErrors, processes atomic.Uint64
+	syncs, syncErrors                                     atomic.Uint64
 	firstSampleUnixNS                                     atomic.Int64
+	// Published by the Run goroutine from the table store.
+	tablesLoaded, tableBytes, processBytes   atomic.Uint64
+	tablesSkipped, tablesFailed, invalidRows atomic.Uint64
+	tableBuildNS                             atomic.Int64
+	pendingSyncs                             atomic.Uint64
 }
 
 // rereadInterval rate-limits rereading a process's mappings when an address
@@ -174,6 +193,8 @@ func New(cfg Config) (*Tracer, error) {
 		t.Close()
 		return nil, err
 	}
+	t.scheduleAll()
+	t.publishTableStats()
 	return t, nil
 }
 
@@ -193,6 +214,11 @@ func (t *Tracer) load() error {
 		}
 		return fmt.Errorf("tracer: load eBPF programs: %w", err)
 	}
+	if err := t.objs.Unwinders.Put(uint32(unwinderNative), t.objs.UnwindNative); err != nil {
+		return fmt.Errorf("tracer: register the native unwinder: %w", err)
+	}
+	t.tables = newTableStore(t.objs.UnwindTables, t.cfg.MaxUnwindTableBytes, t.log)
+	t.loadVDSO()
 	for name, prog := range map[string]*ebpf.Program{
 		"sched_process_exit": t.objs.ProcessExit,
 		"sched_process_exec": t.objs.ProcessExec,
@@ -256,31 +282,51 @@ func (t *Tracer) Close() error {
 	return errors.Join(errs...)
 }
 
+// unwinderNative is UNWINDER_NATIVE of support/ebpf/unwind_maps.h.
+const unwinderNative = 0
+
 // Run reads and handles records until ctx is done. It must be called once.
+// Between records it gives processes to the eBPF unwinder: those that
+// asked or exec'd first, then those running when New returned.
 func (t *Tracer) Run(ctx context.Context) error {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-ctx.Done():
-			// Wake the blocked Read; it then returns os.ErrDeadlineExceeded.
-			t.reader.SetDeadline(time.Now())
-		case <-stop:
-		}
-	}()
 	var rec ringbuf.Record
 	for {
-		if err := t.reader.ReadInto(&rec); err != nil {
-			if ctx.Err() != nil {
-				t.drain(&rec)
-				return nil
+		if ctx.Err() != nil {
+			t.drain(&rec)
+			return nil
+		}
+		// Reads wake at least every maxWait, for queued syncs and
+		// cancellation.
+		now := time.Now()
+		wake := now.Add(maxWait)
+		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
+			// The poller waits in whole milliseconds, rounded
+			// down: a deadline less than 2 ms away may not wait
+			// at all.
+			wake = next
+			if soonest := now.Add(2 * time.Millisecond); wake.Before(soonest) {
+				wake = soonest
 			}
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return nil
+		}
+		t.reader.SetDeadline(wake)
+		err := t.reader.ReadInto(&rec)
+		for err == nil {
+			t.handle(rec.RawSample)
+			// Empty the ring buffer before the next batch of syncs.
+			if t.reader.AvailableBytes() == 0 {
+				break
 			}
+			err = t.reader.ReadInto(&rec)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			t.housekeeping(time.Now())
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
 			return fmt.Errorf("tracer: read ring buffer: %w", err)
 		}
-		t.handle(rec.RawSample)
 	}
 }
 
@@ -303,26 +349,41 @@ func (t *Tracer) handle(raw []byte) {
 		t.log.Debug("bad record", "error", err)
 		return
 	}
+	now := time.Now()
 	switch t.rec.kind {
 	case recordTrace:
 		t.stats.traces.Add(1)
-		t.stats.firstSampleUnixNS.CompareAndSwap(0, time.Now().UnixNano())
+		t.stats.firstSampleUnixNS.CompareAndSwap(0, now.UnixNano())
 		t.handleTrace(&t.rec)
 	case recordProcessExit:
 		t.stats.events.Add(1)
-		delete(t.processes, t.rec.pid)
+		t.forget(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
-		// New image, new mappings: read them again on the next trace.
-		delete(t.processes, t.rec.pid)
+		// New image, new mappings. Give them to eBPF once the dynamic
+		// loader has mapped the libraries; a process that exits before
+		// costs nothing, one sampled before asks for them itself.
+		t.forget(t.rec.pid)
+		t.schedule(t.rec.pid, now.Add(execSyncDelay))
+	case recordProcessSync:
+		t.stats.events.Add(1)
+		t.requestSync(t.rec.pid, now)
 	default:
 		t.stats.decodeErrors.Add(1)
 	}
-	if now := time.Now(); now.Sub(t.lastSweep) > sweepInterval {
+	t.housekeeping(now)
+}
+
+// housekeeping runs the periodic work of the Run goroutine and publishes
+// its state for Stats.
+func (t *Tracer) housekeeping(now time.Time) {
+	if now.Sub(t.lastSweep) > sweepInterval {
 		t.lastSweep = now
 		t.sweep()
+		t.tables.expire(now)
 	}
 	t.stats.processes.Store(uint64(len(t.processes)))
+	t.publishTableStats()
 }
 
 // sweepInterval is how often the tracer looks for processes that exited
@@ -334,7 +395,7 @@ const sweepInterval = 30 * time.Second
 func (t *Tracer) sweep() {
 	for pid := range t.processes {
 		if _, err := os.Stat(t.proc.path(pid)); isNotExist(err) {
-			delete(t.processes, pid)
+			t.forget(pid)
 		}
 	}
 }
@@ -389,6 +450,30 @@ type Stats struct {
 	FileErrors uint64
 	// Processes is the number of processes tracked now.
 	Processes uint64
+	// NoMapping, NoCFI, NotReady and BadFrame count user stacks the eBPF
+	// unwinder ended early with an error frame: an address outside the
+	// process's mappings, an address without unwind information, a
+	// process whose mappings were not loaded yet, a corrupt frame.
+	NoMapping, NoCFI, NotReady, BadFrame uint64
+	// CFIFrames and FPFrames count frames unwound by stack-delta table
+	// and by frame pointer.
+	CFIFrames, FPFrames uint64
+	// SyncRequests counts the eBPF side's requests for a process's
+	// mappings; Syncs the mappings given to it; SyncErrors the failures.
+	SyncRequests, Syncs, SyncErrors uint64
+	// TablesLoaded and TableBytes are the unwind tables in eBPF and the
+	// kernel memory they use; ProcessMapBytes that of the processes'
+	// mapping arrays.
+	TablesLoaded, TableBytes, ProcessMapBytes uint64
+	// TablesSkipped counts files whose table did not fit in
+	// MaxUnwindTableBytes; TablesFailed files whose CFI could not be
+	// read; InvalidRows rules the eBPF unwinder cannot express.
+	TablesSkipped, TablesFailed, InvalidRows uint64
+	// TableBuildTime is the time spent building tables.
+	TableBuildTime time.Duration
+	// PendingSyncs is the number of processes waiting to be given to
+	// the eBPF unwinder (those running at start, at first).
+	PendingSyncs uint64
 	// SamplingStarted is when the perf events were enabled; FirstSample
 	// when the first trace was received (zero until then).
 	SamplingStarted, FirstSample time.Time
@@ -403,6 +488,13 @@ const (
 	counterKernelStackErr
 	counterUserReadErr
 	counterMaxDepth
+	counterNoMapping
+	counterNoCFI
+	counterNotReady
+	counterBadFrame
+	counterSyncRequests
+	counterCFIFrames
+	counterFPFrames
 	numCounters
 )
 
@@ -425,6 +517,23 @@ func (t *Tracer) Stats() Stats {
 		KernelStackErrors: bpf[counterKernelStackErr],
 		UserReadErrors:    bpf[counterUserReadErr],
 		MaxDepth:          bpf[counterMaxDepth],
+		NoMapping:         bpf[counterNoMapping],
+		NoCFI:             bpf[counterNoCFI],
+		NotReady:          bpf[counterNotReady],
+		BadFrame:          bpf[counterBadFrame],
+		CFIFrames:         bpf[counterCFIFrames],
+		FPFrames:          bpf[counterFPFrames],
+		SyncRequests:      bpf[counterSyncRequests],
+		Syncs:             t.stats.syncs.Load(),
+		SyncErrors:        t.stats.syncErrors.Load(),
+		TablesLoaded:      t.stats.tablesLoaded.Load(),
+		TableBytes:        t.stats.tableBytes.Load(),
+		ProcessMapBytes:   t.stats.processBytes.Load(),
+		TablesSkipped:     t.stats.tablesSkipped.Load(),
+		TablesFailed:      t.stats.tablesFailed.Load(),
+		InvalidRows:       t.stats.invalidRows.Load(),
+		TableBuildTime:    time.Duration(t.stats.tableBuildNS.Load()),
+		PendingSyncs:      t.stats.pendingSyncs.Load(),
 		Traces:            t.stats.traces.Load(),
 		Events:            t.stats.events.Load(),
 		DecodeErrors:      t.stats.decodeErrors.Load(),
@@ -440,16 +549,38 @@ func (t *Tracer) Stats() Stats {
 }
 
 // MapMemory returns the memory the eBPF maps use, in bytes, as the kernel
-// reports it (memlock in /proc/self/fdinfo).
+// reports it (memlock in /proc/self/fdinfo): the fixed maps, the unwind
+// tables and the processes' mapping arrays.
 func (t *Tracer) MapMemory() uint64 {
-	var total uint64
-	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters} {
+	total := t.stats.tableBytes.Load() + t.stats.processBytes.Load()
+	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
+		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
+		t.objs.UnwindStates, t.objs.Unwinders} {
 		if m == nil {
 			continue
 		}
 		total += fdinfoMemlock(filepath.Join("/proc/self/fdinfo", fmt.Sprint(m.FD())))
 	}
 	return total
+}
+
+// publishTableStats makes the table store's state visible to Stats.
+func (t *Tracer) publishTableStats() {
+	s := &t.tables.stats
+	t.stats.tablesLoaded.Store(uint64(len(t.tables.keys)))
+	t.stats.tableBytes.Store(t.tables.used)
+	t.stats.processBytes.Store(t.processBytes)
+	t.stats.tablesSkipped.Store(s.skipped)
+	t.stats.tablesFailed.Store(s.failed)
+	t.stats.invalidRows.Store(s.invalidRows)
+	t.stats.tableBuildNS.Store(int64(s.buildTime))
+	t.stats.pendingSyncs.Store(uint64(len(t.due) + len(t.backlog)))
+}
+
+// Tables lists the files whose unwind tables the tracer knows, largest
+// first. It is safe to call while Run runs.
+func (t *Tracer) Tables() []TableInfo {
+	return t.tables.list()
 }
 
 func unixNano(ns int64) time.Time {

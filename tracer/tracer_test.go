@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,7 +215,8 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 func TestSweep(t *testing.T) {
 	root := t.TempDir()
 	os.Mkdir(filepath.Join(root, "10"), 0o755)
-	tr := &Tracer{proc: procFS{root: root}, processes: map[uint32]*process{10: {pid: 10}, 11: {pid: 11}}}
+	tr := &Tracer{proc: procFS{root: root}, processes: map[uint32]*process{10: {pid: 10}, 11: {pid: 11}},
+		tables: newTableStore(nil, 0, slog.Default())}
 	tr.sweep()
 	if _, ok := tr.processes[10]; !ok {
 		t.Error("live process 10 forgotten")

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -21,7 +22,17 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// gcPercent is the garbage collector's target unless GOGC says otherwise.
+// The agent's live heap is small and its garbage comes in bursts (symbol
+// and unwind tables built at start and for new files): collecting at +50%
+// rather than Go's default +100% keeps its RSS about a third lower for about
+// half a percent of one core.
+const gcPercent = 50
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -38,6 +49,7 @@ func run(args []string) int {
 	fs.BoolVar(&cfg.NoLineInfo, "no-line-info", cfg.NoLineInfo, "do not read DWARF line tables (file:line of C, C++ and Rust frames)")
 	fs.Int64Var(&cfg.MaxDWARFBytes, "max-dwarf-bytes", cfg.MaxDWARFBytes, "largest DWARF read for one file's line table; larger files are named without file:line (0: none)")
 	fs.IntVar(&cfg.MaxStackDepth, "max-stack-depth", cfg.MaxStackDepth, "user frames per stack (1..128)")
+	fs.Int64Var(&cfg.MaxUnwindTableBytes, "max-unwind-table-bytes", cfg.MaxUnwindTableBytes, "kernel memory for the unwind tables of all mapped files (0..16GiB; 0: frame pointers only)")
 	fs.IntVar(&cfg.RingBufferSize, "ring-buffer-size", cfg.RingBufferSize, "eBPF ring buffer bytes (power of two, 64KiB..1GiB); 0 sizes it from the rate and CPU count")
 	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP/gRPC endpoint host:port; empty writes local files to --output-dir")
 	fs.BoolVar(&cfg.DisableTLS, "disable-tls", cfg.DisableTLS, "send to --collection-agent without TLS")

@@ -26,11 +26,13 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer objs.Close()
-	info, err := objs.Sample.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, ok := info.VerifiedInstructions(); ok {
-		t.Logf("sample program: %d instructions verified", n)
+	for name, prog := range map[string]*ebpf.Program{"sample": objs.Sample, "unwind_native": objs.UnwindNative} {
+		info, err := prog.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, ok := info.VerifiedInstructions(); ok {
+			t.Logf("%s: %d instructions verified", name, n)
+		}
 	}
 }

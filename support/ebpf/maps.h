@@ -32,6 +32,13 @@ enum counter {
 	COUNTER_KERNEL_STACK_ERR,// bpf_get_stack failed
 	COUNTER_USER_READ_ERR,   // user stack read failed mid-walk
 	COUNTER_MAX_DEPTH,       // user stack deeper than the limit
+	COUNTER_NO_MAPPING,      // address outside the process's mappings
+	COUNTER_NO_CFI,          // address without unwind information
+	COUNTER_NOT_READY,       // sample of a process whose mappings were not loaded
+	COUNTER_BAD_FRAME,       // caller frame below its callee: corrupt stack
+	COUNTER_SYNC_REQUESTS,   // process sync requests sent
+	COUNTER_CFI_FRAMES,      // frames unwound with a stack-delta table
+	COUNTER_FP_FRAMES,       // frames unwound by frame pointer
 	COUNTER_NUM,
 };
 

@@ -1,19 +1,24 @@
 //go:build ignore
 
 // SPDX-License-Identifier: GPL-2.0-only
-// stackline's eBPF programs: the sampling entry point and the process
-// lifecycle hooks. Each concern lives in its own header.
+// stackline's eBPF programs: the sampling entry point, the unwinders it
+// tail-calls, and the process lifecycle hooks. Each concern lives in its own
+// header.
 
 #include "types.h"
 #include "trace.h"
 #include "maps.h"
-#include "native_fp.h"
-
-char LICENSE[] SEC("license") = "GPL";
 
 // Set by the loader before the programs are loaded.
 // max_user_frames is --max-stack-depth (at most MAX_USER_FRAMES).
 volatile const u32 max_user_frames = MAX_USER_FRAMES;
+
+#include "frames.h"
+#include "regs.h"
+#include "unwind_maps.h"
+#include "native.h"
+
+char LICENSE[] SEC("license") = "GPL";
 
 static __always_inline void fill_header(struct record_header *h, u32 kind)
 {
@@ -57,6 +62,17 @@ static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx
 	t->num_kernel_frames = t->num_frames;
 }
 
+// Sends the finished trace: only its used frames go on the ring buffer.
+static __always_inline void send_trace(struct trace *t)
+{
+	u32 n = t->num_frames;
+	if (n > MAX_FRAMES)
+		n = MAX_FRAMES;
+	u64 size = offsetof(struct trace, frames) + (u64)n * sizeof(struct frame);
+	if (bpf_ringbuf_output(&records, t, size, 0))
+		count(COUNTER_LOST_TRACES);
+}
+
 SEC("perf_event")
 int sample(struct bpf_perf_event_data *ctx)
 {
@@ -71,7 +87,8 @@ int sample(struct bpf_perf_event_data *ctx)
 
 	u32 zero = 0;
 	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
-	if (!t)
+	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
+	if (!t || !st)
 		return 0;
 	fill_header(&t->hdr, RECORD_TRACE);
 	t->num_frames = 0;
@@ -82,15 +99,35 @@ int sample(struct bpf_perf_event_data *ctx)
 		collect_kernel_stack(ctx, t);
 
 	struct pt_regs regs;
-	if (user_regs(ctx, &regs) == 0)
-		unwind_frame_pointers(t, &regs, max_user_frames);
+	if (user_regs(ctx, &regs) == 0) {
+		st->pc = regs.rip;
+		st->sp = regs.rsp;
+		st->fp = regs.rbp;
+		st->pid = id >> 32;
+		st->depth = 0;
+		st->return_address = 0;
+		st->has_mapping = 0;
+		bpf_tail_call(ctx, &unwinders, UNWINDER_NATIVE);
+		// Only reached when the unwinder is missing.
+		push_frame(t, st->pc, FRAME_NATIVE, 0);
+	}
+	send_trace(t);
+	return 0;
+}
 
-	u32 n = t->num_frames;
-	if (n > MAX_FRAMES)
-		n = MAX_FRAMES;
-	u64 size = offsetof(struct trace, frames) + (u64)n * sizeof(struct frame);
-	if (bpf_ringbuf_output(&records, t, size, 0))
-		count(COUNTER_LOST_TRACES);
+// The native unwinder, entered by tail call with the user registers in
+// unwind_state. It ends the trace and sends it.
+SEC("perf_event")
+int unwind_native(struct bpf_perf_event_data *ctx)
+{
+	u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
+	if (!t)
+		return 0;
+	// One step per frame, plus one to notice a stack deeper than the
+	// limit.
+	bpf_loop(MAX_USER_FRAMES + 1, native_loop_step, NULL, 0);
+	send_trace(t);
 	return 0;
 }
 
@@ -112,15 +149,22 @@ int process_exit(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *task = (struct task_struct *)ctx->args[0];
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
-	send_process_event(RECORD_PROCESS_EXIT, BPF_CORE_READ(task, tgid));
+	u32 tgid = BPF_CORE_READ(task, tgid);
+	// The process's mappings are of no more use; user space drops them
+	// too, but a pid reused before it does must not inherit them.
+	bpf_map_delete_elem(&processes, &tgid);
+	send_process_event(RECORD_PROCESS_EXIT, tgid);
 	return 0;
 }
 
-// After exec a process has new mappings.
+// After exec a process has new mappings: forget the old ones at once, and
+// have user space load the new ones.
 SEC("raw_tracepoint/sched_process_exec")
 int process_exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct task_struct *task = (struct task_struct *)ctx->args[0];
-	send_process_event(RECORD_PROCESS_EXEC, BPF_CORE_READ(task, tgid));
+	u32 tgid = BPF_CORE_READ(task, tgid);
+	bpf_map_delete_elem(&processes, &tgid);
+	send_process_event(RECORD_PROCESS_EXEC, tgid);
 	return 0;
 }

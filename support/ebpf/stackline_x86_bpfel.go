@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type StacklineExecMapping struct {
+	_       structs.HostLayout
+	Start   uint64
+	End     uint64
+	Bias    uint64
+	Table   uint64
+	NumRows uint32
+	Flags   uint32
+}
+
 type StacklineFrame struct {
 	_     structs.HostLayout
 	Addr  uint64
@@ -20,6 +30,12 @@ type StacklineFrame struct {
 	Type  uint8
 	Flags uint8
 	Pad   uint16
+}
+
+type StacklineProcessInfo struct {
+	_           structs.HostLayout
+	NumMappings uint32
+	Flags       uint32
 }
 
 type StacklineRecordHeader struct {
@@ -41,17 +57,37 @@ type StacklineTrace struct {
 	Frames          [256]StacklineFrame
 }
 
+type StacklineUnwindState struct {
+	_             structs.HostLayout
+	Pc            uint64
+	Sp            uint64
+	Fp            uint64
+	Pid           uint32
+	Depth         uint32
+	ReturnAddress uint8
+	HasMapping    uint8
+	Pad           [6]uint8
+	Mapping       StacklineExecMapping
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	StacklineMapCounters      = "counters"
-	StacklineMapRecords       = "records"
-	StacklineMapTraceScratch  = "trace_scratch"
-	StacklineProgProcessExec  = "process_exec"
-	StacklineProgProcessExit  = "process_exit"
-	StacklineProgSample       = "sample"
-	StacklineVarMaxUserFrames = "max_user_frames"
+	StacklineMapCounters        = "counters"
+	StacklineMapProcessMappings = "process_mappings"
+	StacklineMapProcesses       = "processes"
+	StacklineMapRecords         = "records"
+	StacklineMapSyncRequests    = "sync_requests"
+	StacklineMapTraceScratch    = "trace_scratch"
+	StacklineMapUnwindStates    = "unwind_states"
+	StacklineMapUnwindTables    = "unwind_tables"
+	StacklineMapUnwinders       = "unwinders"
+	StacklineProgProcessExec    = "process_exec"
+	StacklineProgProcessExit    = "process_exit"
+	StacklineProgSample         = "sample"
+	StacklineProgUnwindNative   = "unwind_native"
+	StacklineVarMaxUserFrames   = "max_user_frames"
 )
 
 // LoadStackline returns the embedded CollectionSpec for Stackline.
@@ -96,18 +132,25 @@ type StacklineSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type StacklineProgramSpecs struct {
-	ProcessExec *ebpf.ProgramSpec `ebpf:"process_exec"`
-	ProcessExit *ebpf.ProgramSpec `ebpf:"process_exit"`
-	Sample      *ebpf.ProgramSpec `ebpf:"sample"`
+	ProcessExec  *ebpf.ProgramSpec `ebpf:"process_exec"`
+	ProcessExit  *ebpf.ProgramSpec `ebpf:"process_exit"`
+	Sample       *ebpf.ProgramSpec `ebpf:"sample"`
+	UnwindNative *ebpf.ProgramSpec `ebpf:"unwind_native"`
 }
 
 // StacklineMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type StacklineMapSpecs struct {
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Records      *ebpf.MapSpec `ebpf:"records"`
-	TraceScratch *ebpf.MapSpec `ebpf:"trace_scratch"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
+	Processes       *ebpf.MapSpec `ebpf:"processes"`
+	Records         *ebpf.MapSpec `ebpf:"records"`
+	SyncRequests    *ebpf.MapSpec `ebpf:"sync_requests"`
+	TraceScratch    *ebpf.MapSpec `ebpf:"trace_scratch"`
+	UnwindStates    *ebpf.MapSpec `ebpf:"unwind_states"`
+	UnwindTables    *ebpf.MapSpec `ebpf:"unwind_tables"`
+	Unwinders       *ebpf.MapSpec `ebpf:"unwinders"`
 }
 
 // StacklineVariableSpecs contains global variables before they are loaded into the kernel.
@@ -137,16 +180,28 @@ func (o *StacklineObjects) Close() error {
 //
 // It can be passed to LoadStacklineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StacklineMaps struct {
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Records      *ebpf.Map `ebpf:"records"`
-	TraceScratch *ebpf.Map `ebpf:"trace_scratch"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
+	Processes       *ebpf.Map `ebpf:"processes"`
+	Records         *ebpf.Map `ebpf:"records"`
+	SyncRequests    *ebpf.Map `ebpf:"sync_requests"`
+	TraceScratch    *ebpf.Map `ebpf:"trace_scratch"`
+	UnwindStates    *ebpf.Map `ebpf:"unwind_states"`
+	UnwindTables    *ebpf.Map `ebpf:"unwind_tables"`
+	Unwinders       *ebpf.Map `ebpf:"unwinders"`
 }
 
 func (m *StacklineMaps) Close() error {
 	return _StacklineClose(
 		m.Counters,
+		m.ProcessMappings,
+		m.Processes,
 		m.Records,
+		m.SyncRequests,
 		m.TraceScratch,
+		m.UnwindStates,
+		m.UnwindTables,
+		m.Unwinders,
 	)
 }
 
@@ -161,9 +216,10 @@ type StacklineVariables struct {
 //
 // It can be passed to LoadStacklineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StacklinePrograms struct {
-	ProcessExec *ebpf.Program `ebpf:"process_exec"`
-	ProcessExit *ebpf.Program `ebpf:"process_exit"`
-	Sample      *ebpf.Program `ebpf:"sample"`
+	ProcessExec  *ebpf.Program `ebpf:"process_exec"`
+	ProcessExit  *ebpf.Program `ebpf:"process_exit"`
+	Sample       *ebpf.Program `ebpf:"sample"`
+	UnwindNative *ebpf.Program `ebpf:"unwind_native"`
 }
 
 func (p *StacklinePrograms) Close() error {
@@ -171,6 +227,7 @@ func (p *StacklinePrograms) Close() error {
 		p.ProcessExec,
 		p.ProcessExit,
 		p.Sample,
+		p.UnwindNative,
 	)
 }
 

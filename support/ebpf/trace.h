@@ -11,6 +11,10 @@ enum record_kind {
 	RECORD_TRACE = 1,
 	RECORD_PROCESS_EXIT = 2,
 	RECORD_PROCESS_EXEC = 3,
+	// The eBPF side lacks a process's mappings (a new process, or an
+	// address outside the mappings it was given): user space should
+	// (re)load them.
+	RECORD_PROCESS_SYNC = 4,
 };
 
 // Frame types; the values match trace.FrameType in Go.
@@ -25,6 +29,14 @@ enum frame_type {
 enum unwind_error {
 	UNWIND_ERR_MAX_DEPTH = 1,
 	UNWIND_ERR_READ_FAILED = 2,
+	// An address outside every executable mapping the process was given.
+	UNWIND_ERR_NO_MAPPING = 3,
+	// No unwind information covers the address.
+	UNWIND_ERR_NO_CFI = 4,
+	// The process's mappings were not loaded yet (its first samples).
+	UNWIND_ERR_NOT_READY = 5,
+	// The caller's frame did not lie above its callee's: corrupt data.
+	UNWIND_ERR_BAD_FRAME = 6,
 };
 
 // Frame flags.

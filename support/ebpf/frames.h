@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Appending frames to the trace being built, shared by every unwinder.
+#ifndef STACKLINE_FRAMES_H
+#define STACKLINE_FRAMES_H
+
+#include "types.h"
+#include "trace.h"
+#include "maps.h"
+
+static __always_inline void push_frame(struct trace *t, u64 addr, u8 type, u8 flags)
+{
+	u32 n = t->num_frames;
+	if (n >= MAX_FRAMES)
+		return;
+	t->frames[n].addr = addr;
+	t->frames[n].aux = 0;
+	t->frames[n].type = type;
+	t->frames[n].flags = flags;
+	t->frames[n].pad = 0;
+	t->num_frames = n + 1;
+}
+
+// Ends a user stack early with an error frame saying why, so a truncated
+// stack never looks complete, and counts the reason.
+static __always_inline void push_error(struct trace *t, u64 code, u32 counter)
+{
+	count(counter);
+	push_frame(t, code, FRAME_ERROR, 0);
+}
+
+#endif

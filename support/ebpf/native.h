@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// The native unwinder: one step per frame, run by bpf_loop so its cost in
+// verified instructions does not grow with the stack depth.
+//
+// Each step finds the mapping of the current pc, then the row of the file's
+// stack-delta table that covers it, computes the canonical frame address
+// (CFA) from the row and reads the caller's return address and frame
+// pointer. Mappings without a table (no CFI, anonymous or JIT code) are
+// stepped by frame pointer.
+#ifndef STACKLINE_NATIVE_H
+#define STACKLINE_NATIVE_H
+
+#include "types.h"
+#include "trace.h"
+#include "maps.h"
+#include "frames.h"
+#include "unwind_maps.h"
+
+// Offsets in the kernel's x86-64 signal frame, from the stack pointer the
+// signal trampoline (__restore_rt) runs with: it points at the ucontext,
+// whose uc_mcontext (struct sigcontext) starts 40 bytes in.
+#define SIGCONTEXT_OFF 40
+#define SIGCONTEXT_RBP (SIGCONTEXT_OFF + 80)
+#define SIGCONTEXT_RSP (SIGCONTEXT_OFF + 120)
+#define SIGCONTEXT_RIP (SIGCONTEXT_OFF + 128)
+
+enum step_result {
+	STEP_CONTINUE = 0,
+	STEP_DONE = 1,
+};
+
+// Finds the mapping holding pc among a process's n mappings (sorted by
+// start), or NULL.
+static __always_inline struct exec_mapping *find_mapping(void *mappings, u32 n, u64 pc)
+{
+	u32 lo = 0, hi = n;
+	// Invariant: the mapping, if any, has an index in [lo, hi).
+	for (int i = 0; i < MAX_MAPPINGS_LOG2 + 1; i++) {
+		if (hi - lo <= 1)
+			break;
+		u32 mid = lo + (hi - lo) / 2;
+		struct exec_mapping *m = bpf_map_lookup_elem(mappings, &mid);
+		if (!m)
+			return NULL;
+		if (m->start <= pc)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	struct exec_mapping *m = bpf_map_lookup_elem(mappings, &lo);
+	if (!m || pc < m->start || pc >= m->end)
+		return NULL;
+	return m;
+}
+
+// Returns the rule of the last row at or before off among a table's n rows,
+// or RULE_INVALID when off precedes them all.
+static __always_inline u32 find_rule(void *rows, u32 n, u64 off)
+{
+	if (off > 0xffffffffULL)
+		return RULE_INVALID;
+	u32 lo = 0, hi = n;
+	for (int i = 0; i < MAX_ROWS_LOG2 + 1; i++) {
+		if (hi - lo <= 1)
+			break;
+		u32 mid = lo + (hi - lo) / 2;
+		u64 *r = bpf_map_lookup_elem(rows, &mid);
+		if (!r)
+			return RULE_INVALID;
+		if (ROW_ADDR(*r) <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	u64 *r = bpf_map_lookup_elem(rows, &lo);
+	if (!r || ROW_ADDR(*r) > off)
+		return RULE_INVALID;
+	return ROW_RULE(*r);
+}
+
+// Asks user space, at most once per SYNC_INTERVAL_NS per process, to load
+// the process's mappings.
+static __always_inline void request_sync(u32 pid)
+{
+	u64 now = bpf_ktime_get_ns();
+	u64 *last = bpf_map_lookup_elem(&sync_requests, &pid);
+	if (last && now - *last < SYNC_INTERVAL_NS)
+		return;
+	bpf_map_update_elem(&sync_requests, &pid, &now, BPF_ANY);
+	struct process_event ev = {};
+	ev.hdr.kind = RECORD_PROCESS_SYNC;
+	ev.hdr.pid = pid;
+	ev.hdr.ktime_ns = now;
+	if (bpf_ringbuf_output(&records, &ev, sizeof(ev), 0))
+		count(COUNTER_LOST_EVENTS);
+	else
+		count(COUNTER_SYNC_REQUESTS);
+}
+
+// Steps from a frame without unwind information by its frame pointer: the
+// saved rbp and the return address lie at rbp.
+static __always_inline int step_frame_pointer(struct trace *t, struct unwind_state *st)
+{
+	// A zero frame pointer ends the chain; a misaligned one is data in a
+	// function that uses rbp as a general register.
+	if (st->fp == 0)
+		return STEP_DONE;
+	if ((st->fp & 7) || st->fp < st->sp) {
+		push_error(t, UNWIND_ERR_BAD_FRAME, COUNTER_BAD_FRAME);
+		return STEP_DONE;
+	}
+	u64 pair[2]; // saved rbp, return address
+	if (bpf_probe_read_user(pair, sizeof(pair), (void *)st->fp)) {
+		push_error(t, UNWIND_ERR_READ_FAILED, COUNTER_USER_READ_ERR);
+		return STEP_DONE;
+	}
+	count(COUNTER_FP_FRAMES);
+	st->sp = st->fp + 16;
+	st->pc = pair[1];
+	st->fp = pair[0];
+	st->return_address = 1;
+	return STEP_CONTINUE;
+}
+
+// Steps from a frame by its stack-delta rule.
+static __always_inline int step_rule(struct trace *t, struct unwind_state *st, u32 rule)
+{
+	u64 cfa;
+	switch (RULE_KIND(rule)) {
+	case RULE_END:
+		return STEP_DONE;
+	case RULE_SP:
+		cfa = st->sp + RULE_CFA_OFFSET(rule);
+		break;
+	case RULE_FP:
+		cfa = st->fp + RULE_CFA_OFFSET(rule);
+		break;
+	case RULE_PLT:
+		cfa = st->sp + RULE_CFA_OFFSET(rule) + ((st->pc & 15) >= 11 ? 8 : 0);
+		break;
+	case RULE_SIGNAL: {
+		// The interrupted registers, saved by the kernel. The pc they
+		// hold is exact, not a return address.
+		u64 sp = st->sp;
+		u64 regs[3];
+		if (bpf_probe_read_user(&regs[0], 8, (void *)(sp + SIGCONTEXT_RBP)) ||
+		    bpf_probe_read_user(&regs[1], 16, (void *)(sp + SIGCONTEXT_RSP))) {
+			push_error(t, UNWIND_ERR_READ_FAILED, COUNTER_USER_READ_ERR);
+			return STEP_DONE;
+		}
+		count(COUNTER_CFI_FRAMES);
+		st->fp = regs[0];
+		st->sp = regs[1];
+		st->pc = regs[2];
+		st->return_address = 0;
+		return STEP_CONTINUE;
+	}
+	default:
+		push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
+		return STEP_DONE;
+	}
+	// The stack grows down: the caller's frame lies above.
+	if (cfa <= st->sp) {
+		push_error(t, UNWIND_ERR_BAD_FRAME, COUNTER_BAD_FRAME);
+		return STEP_DONE;
+	}
+	u64 ra;
+	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
+		push_error(t, UNWIND_ERR_READ_FAILED, COUNTER_USER_READ_ERR);
+		return STEP_DONE;
+	}
+	u32 slot = RULE_FP_SLOT(rule);
+	if (slot) {
+		u64 fp;
+		if (bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa - 8 * (u64)slot))) {
+			push_error(t, UNWIND_ERR_READ_FAILED, COUNTER_USER_READ_ERR);
+			return STEP_DONE;
+		}
+		st->fp = fp;
+	}
+	count(COUNTER_CFI_FRAMES);
+	st->sp = cfa;
+	st->pc = ra;
+	st->return_address = 1;
+	return STEP_CONTINUE;
+}
+
+// One native frame: record st->pc, then step to its caller.
+static __always_inline int native_step(struct trace *t, struct unwind_state *st)
+{
+	if (st->depth >= max_user_frames) {
+		push_error(t, UNWIND_ERR_MAX_DEPTH, COUNTER_MAX_DEPTH);
+		return STEP_DONE;
+	}
+	push_frame(t, st->pc, FRAME_NATIVE, st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0);
+	st->depth++;
+
+	// A return address points after the call, which may be the last
+	// instruction of a function: look up the call itself.
+	u64 pc = st->return_address ? st->pc - 1 : st->pc;
+	struct exec_mapping *m = &st->mapping;
+	if (!st->has_mapping || pc < m->start || pc >= m->end) {
+		u32 pid = st->pid;
+		struct process_info *info = bpf_map_lookup_elem(&processes, &pid);
+		void *mappings = bpf_map_lookup_elem(&process_mappings, &pid);
+		if (!info || !mappings) {
+			request_sync(pid);
+			push_error(t, UNWIND_ERR_NOT_READY, COUNTER_NOT_READY);
+			return STEP_DONE;
+		}
+		struct exec_mapping *found = find_mapping(mappings, info->num_mappings, pc);
+		if (!found) {
+			request_sync(pid);
+			push_error(t, UNWIND_ERR_NO_MAPPING, COUNTER_NO_MAPPING);
+			return STEP_DONE;
+		}
+		st->mapping = *found;
+		st->has_mapping = 1;
+	}
+	int r;
+	if (m->num_rows == 0) {
+		r = step_frame_pointer(t, st);
+	} else {
+		u64 table = m->table;
+		void *rows = bpf_map_lookup_elem(&unwind_tables, &table);
+		if (!rows) {
+			// The table was unloaded under us: the process's
+			// mappings are stale.
+			request_sync(st->pid);
+			push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
+			return STEP_DONE;
+		}
+		r = step_rule(t, st, find_rule(rows, m->num_rows, pc - m->bias));
+	}
+	// A zero return address is how some runtimes end their stacks.
+	if (r == STEP_CONTINUE && st->pc == 0)
+		return STEP_DONE;
+	return r;
+}
+
+static long native_loop_step(u64 index, void *arg)
+{
+	u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
+	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
+	if (!t || !st)
+		return 1;
+	return native_step(t, st);
+}
+
+#endif

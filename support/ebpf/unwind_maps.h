@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// What the native unwinder reads: each process's executable mappings and
+// each file's stack-delta table, both written by user space
+// (tracer/unwindmaps.go mirrors these layouts; keep them in step).
+//
+// Both are hash-of-maps with exactly-sized inner arrays (BPF_F_INNER_MAP
+// lets inner arrays differ in length): a file's table is loaded once and
+// shared by every process that maps the file, and replacing a process's
+// mappings is one atomic update of the outer map.
+#ifndef STACKLINE_UNWIND_MAPS_H
+#define STACKLINE_UNWIND_MAPS_H
+
+#include "types.h"
+
+// One executable mapping of a process. A process's mappings are sorted by
+// start and do not overlap.
+struct exec_mapping {
+	u64 start;
+	u64 end;
+	// File offset of an address = address - bias.
+	u64 bias;
+	// Key of the file's table in unwind_tables.
+	u64 table;
+	// Rows in that table; 0 when the file has none (no CFI, too large,
+	// anonymous or JIT code): frame pointers are followed there.
+	u32 num_rows;
+	u32 flags;
+};
+
+// A row of a stack-delta table is a u64: the low 32 bits are the first
+// file offset the row covers (it holds up to the next row's), the high 32
+// bits its rule, packed as RULE_* below.
+#define ROW_ADDR(row) ((u32)(row))
+#define ROW_RULE(row) ((u32)((row) >> 32))
+
+// Rule kinds (tracer/nativeunwind.CFAKind, translated by the tracer).
+enum rule_kind {
+	RULE_INVALID = 0, // no unwind information
+	RULE_END = 1,     // outermost frame: the stack is complete
+	RULE_SP = 2,      // CFA = rsp + offset
+	RULE_FP = 3,      // CFA = rbp + offset
+	RULE_PLT = 4,     // CFA = rsp + offset (+8 when (rip & 15) >= 11)
+	RULE_SIGNAL = 5,  // signal trampoline: registers in the signal frame
+};
+
+// rule = kind | fp_slot << 4 | cfa_offset << 15. The caller's rbp is saved
+// at CFA - 8 * fp_slot; fp_slot 0 means rbp still holds it.
+#define RULE_KIND(r) ((r) & 0xf)
+#define RULE_FP_SLOT(r) (((r) >> 4) & 0x7ff)
+#define RULE_CFA_OFFSET(r) ((r) >> 15)
+
+// Bounds of the searches: 2^13 mappings per process, 2^24 rows per table.
+#define MAX_MAPPINGS_LOG2 13
+#define MAX_ROWS_LOG2 24
+
+struct process_info {
+	u32 num_mappings;
+	u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, u32); // pid
+	__type(value, struct process_info);
+} processes SEC(".maps");
+
+// The inner map templates. BPF_F_INNER_MAP lets the real inner maps have
+// any length.
+struct process_mappings_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct exec_mapping);
+};
+
+struct unwind_table_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 32768);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, u32); // pid
+	__array(values, struct process_mappings_inner);
+} process_mappings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, u64); // table key, from the file ID
+	__array(values, struct unwind_table_inner);
+} unwind_tables SEC(".maps");
+
+// When each process last asked user space for its mappings, so a busy
+// process without them asks once per SYNC_INTERVAL_NS, not per sample.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32); // pid
+	__type(value, u64); // ktime_ns
+} sync_requests SEC(".maps");
+
+#define SYNC_INTERVAL_NS (100 * 1000 * 1000ULL)
+
+// The registers of the frame being unwound, carried across tail calls.
+struct unwind_state {
+	u64 pc;
+	u64 sp;
+	u64 fp;
+	u32 pid;
+	// Number of user frames pushed so far.
+	u32 depth;
+	// pc is a return address (the call lies before it), not the exact
+	// address of the interrupted instruction.
+	u8 return_address;
+	// mapping holds the last mapping found, when has_mapping is set:
+	// callers often lie in the same file as their callee.
+	u8 has_mapping;
+	u8 pad[6];
+	struct exec_mapping mapping;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct unwind_state);
+} unwind_states SEC(".maps");
+
+// Unwinders reached by tail call, by index.
+enum unwinder {
+	UNWINDER_NATIVE = 0,
+	UNWINDER_NUM,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, UNWINDER_NUM);
+	__type(key, u32);
+	__type(value, u32);
+} unwinders SEC(".maps");
+
+#endif

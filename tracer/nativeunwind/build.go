@@ -1,0 +1,293 @@
+package nativeunwind
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	rtdebug "runtime/debug"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stackline-dev/stackline/internal/gopclntab"
+)
+
+// Defaults for the zero fields of Options.
+const (
+	// DefaultMaxRows is the default bound on a table's rows: 16 MiB in the
+	// 8-byte eBPF encoding. The largest libraries need a few hundred
+	// thousand.
+	DefaultMaxRows = 1 << 21
+	// DefaultMaxCIEs is the default bound on the CIEs of one section.
+	// Linkers merge identical CIEs; real files have a handful to a few
+	// hundred.
+	DefaultMaxCIEs = 1 << 14
+	// DefaultMaxSectionBytes is the default bound on one section read.
+	DefaultMaxSectionBytes = 512 << 20
+)
+
+// Options bound what Build may spend on one file. The work is linear in
+// the size of the sections read: every instruction of a call frame
+// program is run once, CIEs once each, and remember_state nests at most
+// 64 deep.
+type Options struct {
+	// MaxRows bounds the rows of the table and of each source of rows
+	// while it is built; past it Build fails with ErrTooLarge. 0 means
+	// DefaultMaxRows.
+	MaxRows int
+	// MaxCIEs bounds the CIEs of one section; past it Build fails with
+	// ErrTooLarge. 0 means DefaultMaxCIEs.
+	MaxCIEs int
+	// MaxSectionBytes bounds the (uncompressed) size of each section
+	// read: .eh_frame, .debug_frame, .gopclntab; a larger one makes Build
+	// fail with ErrTooLarge. 0 means DefaultMaxSectionBytes; more than 4
+	// GiB means 4 GiB.
+	MaxSectionBytes int64
+}
+
+// normalize checks o and fills in its defaults.
+func (o *Options) normalize() error {
+	if o.MaxRows < 0 || o.MaxCIEs < 0 || o.MaxSectionBytes < 0 {
+		return errors.New("nativeunwind: negative limit")
+	}
+	if o.MaxRows == 0 {
+		o.MaxRows = DefaultMaxRows
+	}
+	if o.MaxCIEs == 0 {
+		o.MaxCIEs = DefaultMaxCIEs
+	}
+	if o.MaxSectionBytes == 0 {
+		o.MaxSectionBytes = DefaultMaxSectionBytes
+	}
+	// Offsets in a section are kept in 32 bits.
+	o.MaxSectionBytes = min(o.MaxSectionBytes, math.MaxUint32)
+	return nil
+}
+
+// Errors of Build, wrapped with details.
+var (
+	// ErrUnsupportedArch says the file is for a machine whose unwinding
+	// rules this package does not know (all but x86-64 for now).
+	ErrUnsupportedArch = errors.New("unsupported machine")
+	// ErrNoCFI says the file has no .eh_frame, .debug_frame or .gopclntab
+	// with contents, nor has its debug file a .debug_frame.
+	ErrNoCFI = errors.New("no call frame information")
+	// ErrTooLarge says a limit of Options was exceeded.
+	ErrTooLarge = errors.New("call frame information too large")
+	// ErrMalformed says a section could not be parsed (or the file
+	// changed while it was read).
+	ErrMalformed = errors.New("malformed call frame information")
+)
+
+// Build returns the stack-delta table of the ELF file f. debug, when not
+// nil, is its separate debug file (see symbolizer.OpenDebugFile).
+//
+// Rows come from, in order of preference where several cover an address:
+// f's .gopclntab (Go functions, from their stack pointer deltas), f's
+// .eh_frame, f's .debug_frame and debug's .debug_frame; an FDE whose range
+// a preferred source covers all of is not even run. Table.Sources tells
+// which gave rows. Addresses in no executable PT_LOAD segment of f are
+// dropped; the others become file offsets. .eh_frame_hdr is not used, so
+// a file without section headers has no table.
+//
+// A row translates the DWARF rules at its addresses as follows (x86-64):
+//
+//   - the return address undefined (DW_CFA_undefined): CFAEndOfStack;
+//   - the return address anywhere but at CFA-8: CFAInvalid;
+//   - CFA = rsp+N: CFASP N; CFA = rbp+N: CFAFP N; the lazy PLT expression
+//     with threshold 11: CFAPLT N (other thresholds, as with IBT, are
+//     spelled out as CFASP rows per 16-byte stub); another register or
+//     expression: CFAInvalid;
+//   - an FDE whose CIE has the 'S' augmentation: CFASignal for its range;
+//   - rbp saved at CFA+N: FPOffset N; rbp unchanged: FPOffset 0. rbp saved
+//     where a row cannot say (in another register, by an expression, or
+//     undefined) leaves the caller's frame pointer unknown: the row is
+//     CFAInvalid if its CFA is computed from rbp, and keeps FPOffset 0
+//     otherwise, since unwinding this frame does not need it.
+//
+// Where an FDE's program uses an instruction this package cannot run, the
+// rest of its range is CFAInvalid; an FDE whose address only the running
+// process knows (an indirect, text- or function-relative pointer) is left
+// out. Malformed framing (lengths, CIE
+// pointers, CIEs) fails the whole build with ErrMalformed; a file with no
+// call frame sections fails with ErrNoCFI.
+func Build(f io.ReaderAt, debug io.ReaderAt, opts Options) (t *Table, err error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
+	}
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("nativeunwind: not a readable ELF file: %w", err)
+	}
+	a, err := archFor(ef.Machine)
+	if err != nil {
+		return nil, fmt.Errorf("nativeunwind: %w", err)
+	}
+	var dbg *elf.File
+	if debug != nil {
+		if dbg, err = elf.NewFile(debug); err != nil {
+			return nil, fmt.Errorf("nativeunwind: debug file: not a readable ELF file: %w", err)
+		}
+		if dbg.Machine != ef.Machine || dbg.Class != ef.Class || dbg.ByteOrder != ef.ByteOrder {
+			return nil, fmt.Errorf("nativeunwind: debug file is for %v %v, not %v %v", dbg.Class, dbg.Machine, ef.Class, ef.Machine)
+		}
+	}
+	bs := &buildState{arch: &a, opts: &opts, segs: execSegments(ef)}
+	defer rtdebug.SetPanicOnFault(rtdebug.SetPanicOnFault(true))
+	defer catchFault(&err)
+	t, err = bs.build(ef, f, dbg, debug)
+	if err != nil {
+		return nil, fmt.Errorf("nativeunwind: %w", err)
+	}
+	return t, nil
+}
+
+// catchFault turns a fault reading a mapped section, as when the file is
+// truncated while it is read, into an error.
+func catchFault(err *error) {
+	if r := recover(); r != nil {
+		if _, ok := r.(interface{ Addr() uintptr }); !ok {
+			panic(r)
+		}
+		*err = fmt.Errorf("nativeunwind: %w: fault reading the file: %v", ErrMalformed, r)
+	}
+}
+
+// buildState is what building one table needs.
+type buildState struct {
+	arch *arch
+	opts *Options
+	segs segments // of the file the table is for
+}
+
+// build collects the rows of every source and lays them under those of
+// the sources before.
+func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR io.ReaderAt) (*Table, error) {
+	t := &Table{}
+	var rows []Row
+	found := false
+	add := func(layer []Row, src Source) error {
+		found = true
+		if len(layer) == 0 {
+			return nil
+		}
+		t.Sources |= src
+		var err error
+		rows, err = overlay(rows, layer, bs.opts.MaxRows)
+		return err
+	}
+	if sec := withData(ef, ".gopclntab"); sec != nil {
+		layer, err := bs.goSection(ef, f, sec)
+		switch {
+		case errors.Is(err, gopclntab.ErrUnsupportedVersion):
+			// Go 1.15 or earlier: other sections may do.
+		case err != nil:
+			return nil, fmt.Errorf(".gopclntab: %w", err)
+		default:
+			if err := add(layer, SourceGoPCLNTab); err != nil {
+				return nil, err
+			}
+		}
+	}
+	frames := []struct {
+		ef   *elf.File
+		r    io.ReaderAt
+		name string
+		src  Source
+	}{
+		{ef, f, ".eh_frame", SourceEHFrame},
+		{ef, f, ".debug_frame", SourceDebugFrame},
+		{dbg, debugR, ".debug_frame", SourceDebugFrame},
+	}
+	for i, fr := range frames {
+		if fr.ef == nil {
+			continue
+		}
+		sec := withData(fr.ef, fr.name)
+		if sec == nil {
+			continue
+		}
+		layer, err := bs.frameSection(fr.ef, fr.r, sec, newCoverage(rows))
+		if err == nil {
+			err = add(layer, fr.src)
+		}
+		if err != nil {
+			if i == len(frames)-1 {
+				err = fmt.Errorf("debug file: %w", err)
+			}
+			return nil, err
+		}
+	}
+	if !found {
+		return nil, ErrNoCFI
+	}
+	rows = finalize(rows)
+	if cap(rows)-len(rows) > len(rows)/4 {
+		rows = append([]Row(nil), rows...)
+	}
+	t.Rows = rows
+	return t, nil
+}
+
+// withData returns the section name of ef when it has contents in the
+// file.
+func withData(ef *elf.File, name string) *elf.Section {
+	sec := ef.Section(name)
+	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size == 0 {
+		return nil
+	}
+	return sec
+}
+
+// goSection returns the rows of a .gopclntab section.
+func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section) ([]Row, error) {
+	tab, release, err := bs.loadGoTable(ef, f, sec)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return bs.goRows(tab, f)
+}
+
+// frameSection returns the rows of an .eh_frame or .debug_frame section
+// of ef, read from r, for the FDEs whose ranges are not all covered
+// already.
+func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage) ([]Row, error) {
+	data, release, err := bs.sectionData(r, sec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sec.Name, err)
+	}
+	defer release()
+	fs := &frameSection{
+		name:    sec.Name,
+		data:    data,
+		addr:    sec.Addr,
+		debug:   sec.Name == ".debug_frame",
+		order:   ef.ByteOrder,
+		ptrSize: 8,
+	}
+	if ef.Class == elf.ELFCLASS32 {
+		fs.ptrSize = 4
+	}
+	return sectionRows(fs, bs.arch, bs.segs, bs.opts, covered)
+}
+
+// sectionData returns the contents of sec, read from r, and a function
+// that frees them. Sections of files are mapped rather than read, so they
+// cost page cache rather than heap, and only while the table is built.
+func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data []byte, release func(), err error) {
+	if sec.Size > uint64(bs.opts.MaxSectionBytes) {
+		return nil, nil, fmt.Errorf("%w: section of %d bytes", ErrTooLarge, sec.Size)
+	}
+	if file, ok := r.(*os.File); ok {
+		if data, mapping, err := gopclntab.MapSection(file, sec); err == nil {
+			return data, func() { unix.Munmap(mapping) }, nil
+		}
+	}
+	if data, err = sec.Data(); err != nil {
+		return nil, nil, fmt.Errorf("read: %w", err)
+	}
+	return data, func() {}, nil
+}

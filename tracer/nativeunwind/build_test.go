@@ -1,0 +1,484 @@
+package nativeunwind
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// libcDebugPath returns the path of libc's separate debug file (from
+// libc6-dbg), skipping the test without it.
+func libcDebugPath(t *testing.T, ef *elf.File) string {
+	t.Helper()
+	sec := ef.Section(".note.gnu.build-id")
+	if sec == nil {
+		t.Skip("libc has no build ID")
+	}
+	data, err := sec.Data()
+	if err != nil || len(data) < 16+2 {
+		t.Skip("libc has no build ID")
+	}
+	id := hex.EncodeToString(data[16:])
+	p := filepath.Join("/usr/lib/debug/.build-id", id[:2], id[2:]+".debug")
+	if _, err := os.Stat(p); err != nil {
+		t.Skip("no libc debug file (libc6-dbg):", err)
+	}
+	return p
+}
+
+func TestLibc(t *testing.T) {
+	_, ef := openELF(t, libcPath)
+	tab := build(t, libcPath, "")
+	if tab.Sources != SourceEHFrame {
+		t.Errorf("Sources = %b, want .eh_frame only", tab.Sources)
+	}
+
+	// qsort: rsp+8 at entry, usable rules all along, and none past it.
+	addr, size := symbol(t, ef, "qsort")
+	entry := fileOffset(t, ef, addr)
+	if got := rule(lookup(tab.Rows, entry)); got != (Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}) {
+		t.Errorf("qsort entry: %+v", got)
+	}
+	for off := entry; off < entry+size; off++ {
+		if got := lookup(tab.Rows, off); got.CFA != CFASP && got.CFA != CFAFP {
+			t.Fatalf("qsort+%#x: %+v", off-entry, got)
+		}
+	}
+	if got := lookup(tab.Rows, entry+size); got.Addr < entry+size-1 && got.CFA != CFAInvalid {
+		t.Errorf("qsort's last rule goes on past its end: %+v", got)
+	}
+
+	// __restore_rt, named in the debug file only, is a signal trampoline.
+	dbgPath := libcDebugPath(t, ef)
+	_, dbg := openELF(t, dbgPath)
+	addr, _ = symbol(t, dbg, "__restore_rt")
+	if got := rule(lookup(tab.Rows, fileOffset(t, ef, addr))); got != (Row{CFA: CFASignal}) {
+		t.Errorf("__restore_rt: %+v, want CFASignal", got)
+	}
+
+	// The debug file (without .debug_frame) changes nothing.
+	withDebug := build(t, libcPath, dbgPath)
+	if len(withDebug.Rows) != len(tab.Rows) || withDebug.Sources != tab.Sources {
+		t.Errorf("with the debug file: %d rows from %b, want %d from %b", len(withDebug.Rows), withDebug.Sources, len(tab.Rows), tab.Sources)
+	}
+}
+
+const cSource = `#include <stdio.h>
+__attribute__((noipa)) void sink(char *p) { p[0] = 1; }
+__attribute__((noipa)) int work(int n) { char buf[256]; sink(buf); return buf[0] + n; }
+int main(int argc, char **argv) { printf("%d\n", work(argc)); return 0; }
+`
+
+// simulate follows the stack pointer through the instructions of a
+// function and checks the row after each against it, until the function
+// returns or changes the stack pointer in a way it does not follow. It
+// returns how many rows it checked.
+// In Go code (goCode), the CFA stays computed from the stack pointer.
+func simulate(t *testing.T, tab *Table, ef *elf.File, fn string, insns []insn, goCode bool) int {
+	t.Helper()
+	want := Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
+	checkFP := true
+	if got := rule(lookup(tab.Rows, fileOffset(t, ef, insns[0].addr))); got != want {
+		t.Fatalf("%s entry: %+v, want %+v", fn, got, want)
+	}
+	imm := func(s string) int32 {
+		v, err := strconv.ParseInt(strings.TrimPrefix(s[1:strings.Index(s, ",")], "0x"), 16, 32)
+		if err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		return int32(v)
+	}
+	checked := 0
+	for _, in := range insns {
+		op, args, _ := strings.Cut(in.text, " ")
+		switch {
+		case op == "ret":
+			return checked
+		case op == "push" && want.CFA == CFASP:
+			want.CFAOffset += 8
+			if args == "%rbp" {
+				want.FPOffset = -want.CFAOffset
+			}
+		case op == "pop" && want.CFA == CFASP:
+			want.CFAOffset -= 8
+			if args == "%rbp" {
+				checkFP = false
+			}
+		case op == "sub" && strings.HasSuffix(args, ",%rsp") && args[0] == '$':
+			if want.CFA == CFASP {
+				want.CFAOffset += imm(args)
+			}
+		case op == "add" && strings.HasSuffix(args, ",%rsp") && args[0] == '$':
+			if want.CFA == CFASP {
+				want.CFAOffset -= imm(args)
+			}
+		case op == "mov" && args == "%rsp,%rbp":
+			if !goCode {
+				want.CFA = CFAFP
+			}
+		case op == "leave":
+			want = Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
+			checkFP = false
+		case strings.HasSuffix(args, "%rsp") || strings.HasSuffix(args, "%rbp") && want.CFA == CFAFP:
+			t.Logf("%s: stops following at %q", fn, in.text)
+			return checked
+		}
+		got := rule(lookup(tab.Rows, fileOffset(t, ef, in.next)))
+		if !checkFP {
+			got.FPOffset = want.FPOffset
+		}
+		if got != want {
+			t.Fatalf("%s at %#x, after %q: %+v, want %+v", fn, in.next, in.text, got, want)
+		}
+		checked++
+	}
+	return checked
+}
+
+func TestCFrames(t *testing.T) {
+	for _, flags := range [][]string{
+		{"-O2", "-fomit-frame-pointer"},
+		{"-O2", "-fno-omit-frame-pointer"},
+		{"-O0"},
+	} {
+		t.Run(strings.Join(flags, " "), func(t *testing.T) {
+			bin := buildC(t, cSource, flags...)
+			_, ef := openELF(t, bin)
+			tab := build(t, bin, "")
+			insns := disassemble(t, bin, "work")
+			n := simulate(t, tab, ef, "work", insns, false)
+			if n < 2 {
+				t.Errorf("checked %d rows of work", n)
+			}
+			fp := flags[len(flags)-1] != "-fomit-frame-pointer"
+			sawFP := false
+			for _, in := range insns {
+				if got := lookup(tab.Rows, fileOffset(t, ef, in.addr)); got.CFA == CFAFP {
+					sawFP = true
+					if rule(got) != (Row{CFA: CFAFP, CFAOffset: 16, FPOffset: -16, RAOffset: -8}) {
+						t.Errorf("work at %#x: %+v", in.addr, got)
+					}
+				}
+			}
+			if sawFP != fp {
+				t.Errorf("CFAFP rows in work: %v, want %v", sawFP, fp)
+			}
+
+			// _start (Scrt1.o) marks the end of the stack.
+			addr, _ := symbol(t, ef, "_start")
+			if got := lookup(tab.Rows, fileOffset(t, ef, addr)); got.CFA != CFAEndOfStack {
+				t.Errorf("_start: %+v, want CFAEndOfStack", got)
+			}
+		})
+	}
+}
+
+// pltRows checks the rows of the lazy-binding .plt of bin: the first stub
+// pushes twice, the others by the PLT expression, whose threshold readelf
+// shows.
+func pltRows(t *testing.T, bin string) {
+	t.Helper()
+	m := regexp.MustCompile(`DW_OP_lit(\d+); DW_OP_ge`).FindStringSubmatch(run(t, "", "readelf", "-wf", bin))
+	if m == nil {
+		t.Fatalf("%s has no PLT expression", bin)
+	}
+	thr, _ := strconv.ParseUint(m[1], 10, 8)
+	t.Logf("threshold %d", thr)
+	_, ef := openELF(t, bin)
+	tab := build(t, bin, "")
+	plt := ef.Section(".plt")
+	if plt == nil || plt.Size < 32 {
+		t.Fatalf("%s has no PLT stubs", bin)
+	}
+	start := fileOffset(t, ef, plt.Addr)
+	if got := rule(lookup(tab.Rows, start)); got != (Row{CFA: CFASP, CFAOffset: 16, RAOffset: -8}) {
+		t.Errorf(".plt+0: %+v", got)
+	}
+	if got := rule(lookup(tab.Rows, start+6)); got != (Row{CFA: CFASP, CFAOffset: 24, RAOffset: -8}) {
+		t.Errorf(".plt+6: %+v", got)
+	}
+	for pc := plt.Addr + 16; pc < plt.Addr+plt.Size; pc++ {
+		got := rule(lookup(tab.Rows, fileOffset(t, ef, pc)))
+		want := Row{CFA: CFAPLT, CFAOffset: 8, RAOffset: -8}
+		if thr != 11 {
+			want = Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
+			if pc&15 >= thr {
+				want.CFAOffset = 16
+			}
+		}
+		if got != want {
+			t.Fatalf(".plt+%#x: %+v, want %+v", pc-plt.Addr, got, want)
+		}
+	}
+}
+
+func TestPLT(t *testing.T) {
+	t.Run("lazy", func(t *testing.T) {
+		pltRows(t, buildC(t, cSource, "-O2", "-Wl,-z,lazy"))
+	})
+	t.Run("ibt", func(t *testing.T) {
+		// GNU ld's IBT PLT has another threshold.
+		pltRows(t, buildC(t, cSource, "-O2", "-fcf-protection=full", "-Wl,-z,lazy,-z,ibtplt"))
+	})
+}
+
+// TestDebugFrame checks that rows come from .debug_frame, of the file and
+// of its separate debug file, where .eh_frame has none.
+func TestDebugFrame(t *testing.T) {
+	full := buildC(t, cSource, "-O2", "-g", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fomit-frame-pointer")
+	dir := filepath.Dir(full)
+	dbg := filepath.Join(dir, "prog.debug")
+	stripped := filepath.Join(dir, "prog.stripped")
+	run(t, dir, "objcopy", "--only-keep-debug", full, dbg)
+	run(t, dir, "objcopy", "--strip-debug", full, stripped)
+
+	_, ef := openELF(t, full)
+	if ef.Section(".debug_frame") == nil {
+		t.Skip("gcc made no .debug_frame")
+	}
+	addr, _ := symbol(t, ef, "work")
+	off := fileOffset(t, ef, addr)
+	want := Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
+	for _, c := range []struct {
+		name, bin, dbg string
+		ok             bool
+	}{
+		{"own .debug_frame", full, "", true},
+		{"stripped", stripped, "", false},
+		{"debug file", stripped, dbg, true},
+	} {
+		tab := build(t, c.bin, c.dbg)
+		got := rule(lookup(tab.Rows, off))
+		if c.ok != (got == want) || c.ok != (tab.Sources&SourceDebugFrame != 0) {
+			t.Errorf("%s: work: %+v from %b", c.name, got, tab.Sources)
+		}
+		if tab.Sources&SourceEHFrame == 0 {
+			t.Errorf("%s: no rows from .eh_frame (crt files)", c.name)
+		}
+	}
+	insns := disassemble(t, full, "work")
+	if n := simulate(t, build(t, stripped, dbg), ef, "work", insns, false); n < 2 {
+		t.Errorf("checked %d rows", n)
+	}
+}
+
+// goFuncs are the functions of the Go test programs.
+const goFuncs = `
+//go:noinline
+func leaf(x int) int { return x*3 + 1 }
+
+//go:noinline
+func framed(n int) int {
+	var buf [64]int
+	for i := range buf {
+		buf[i] = leaf(i + n)
+	}
+	s := 0
+	for _, v := range buf {
+		s += v
+	}
+	return s
+}
+`
+
+const goSource = `package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+func main() { fmt.Println(framed(len(os.Args)), time.Now()) }
+` + goFuncs
+
+// checkGo checks the rows of the Go functions of bin.
+func checkGo(t *testing.T, bin string) *Table {
+	t.Helper()
+	_, ef := openELF(t, bin)
+	tab := build(t, bin, "")
+	if tab.Sources&SourceGoPCLNTab == 0 {
+		t.Errorf("Sources = %b, want .gopclntab", tab.Sources)
+	}
+	at := func(name string, delta uint64) Row {
+		addr, _ := symbol(t, ef, name)
+		return rule(lookup(tab.Rows, fileOffset(t, ef, addr+delta)))
+	}
+	entry := Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
+	addr, size := symbol(t, ef, "main.leaf")
+	for off := uint64(0); off < size; off++ {
+		if got := at("main.leaf", off); got != entry {
+			t.Fatalf("main.leaf+%#x: %+v, want %+v", off, got, entry)
+		}
+	}
+	if got := lookup(tab.Rows, fileOffset(t, ef, addr+size)); got.Addr < fileOffset(t, ef, addr) {
+		t.Errorf("main.leaf's rule goes on past its end: %+v", got)
+	}
+	if got := at("main.framed", 0); got != entry {
+		t.Errorf("main.framed entry: %+v", got)
+	}
+	insns := disassemble(t, bin, "main.framed")
+	if n := simulate(t, tab, ef, "main.framed", insns, true); n < 3 {
+		t.Errorf("checked %d rows of main.framed", n)
+	}
+	if got := at("runtime.goexit.abi0", 1); got.CFA != CFAEndOfStack {
+		t.Errorf("runtime.goexit: %+v, want CFAEndOfStack", got)
+	}
+	// runtime.morestack switches stacks without a frame pointer.
+	if got := at("runtime.morestack.abi0", 0); got.CFA != CFAInvalid {
+		t.Errorf("runtime.morestack: %+v, want CFAInvalid", got)
+	}
+	// runtime.nanotime1 switches to the system stack with a frame pointer,
+	// which then finds its frame.
+	addr, size = symbol(t, ef, "runtime.nanotime1.abi0")
+	byFP := 0
+	for off := range size {
+		if got := at("runtime.nanotime1.abi0", off); got.CFA == CFAFP {
+			if got != (Row{CFA: CFAFP, CFAOffset: 16, FPOffset: -16, RAOffset: -8}) {
+				t.Fatalf("runtime.nanotime1+%#x: %+v", off, got)
+			}
+			byFP++
+		}
+	}
+	if byFP == 0 || at("runtime.nanotime1.abi0", 0) != entry {
+		t.Errorf("runtime.nanotime1: %d bytes by frame pointer; entry %+v", byFP, at("runtime.nanotime1.abi0", 0))
+	}
+	return tab
+}
+
+func TestGo(t *testing.T) {
+	bin := buildGo(t, goSource, false)
+	pcsp := checkGo(t, bin)
+
+	// A Go 1.15 .gopclntab, which Build does not read, leaves the
+	// (compressed) .debug_frame of the Go linker, which agrees on the CFA
+	// but does not say where the frame pointer is saved.
+	_, ef := openELF(t, bin)
+	old := patch(t, bin, int(ef.Section(".gopclntab").Offset), u32(0xfffffffb))
+	tab, err := Build(bytes.NewReader(old), nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTable(t, tab.Rows)
+	if tab.Sources != SourceDebugFrame {
+		t.Errorf("Sources = %b, want .debug_frame", tab.Sources)
+	}
+	for _, name := range []string{"main.leaf", "main.framed", "main.main", "fmt.Fprintln", "runtime.mallocgc"} {
+		addr, size := symbol(t, ef, name)
+		for off := fileOffset(t, ef, addr); off < fileOffset(t, ef, addr+size); off++ {
+			got, want := rule(lookup(tab.Rows, off)), rule(lookup(pcsp.Rows, off))
+			want.FPOffset = 0
+			if got != want {
+				t.Fatalf("%s+%#x: .debug_frame says %+v, .gopclntab %+v", name, off-fileOffset(t, ef, addr), got, want)
+			}
+		}
+	}
+}
+
+const cgoSource = `package main
+
+/*
+__attribute__((noinline)) static int cwork(int n) { volatile char b[100]; for (int i = 0; i < n; i++) b[i % 100] = i; return b[n % 100]; }
+int cfunc(int n) { return cwork(n) + 1; }
+*/
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+func main() { fmt.Println(framed(len(os.Args)), C.cfunc(3), time.Now()) }
+` + goFuncs
+
+func TestCgo(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/gcc"); err != nil {
+		t.Skip("no gcc for cgo")
+	}
+	bin := buildGo(t, cgoSource, true)
+	tab := checkGo(t, bin)
+	if tab.Sources&SourceEHFrame == 0 {
+		t.Errorf("Sources = %b, want .eh_frame too", tab.Sources)
+	}
+	_, ef := openELF(t, bin)
+	addr, _ := symbol(t, ef, "cfunc")
+	if got := rule(lookup(tab.Rows, fileOffset(t, ef, addr))); got != (Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}) {
+		t.Errorf("cfunc: %+v", got)
+	}
+	insns := disassemble(t, bin, "cwork")
+	if n := simulate(t, tab, ef, "cwork", insns, false); n < 1 {
+		t.Errorf("checked %d rows of cwork", n)
+	}
+}
+
+// patch returns a copy of the file at path with data written at off.
+func patch(t *testing.T, path string, off int, data []byte) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(b[off:], data)
+	return b
+}
+
+func TestErrors(t *testing.T) {
+	bin := buildC(t, cSource, "-O2")
+	noCFI := filepath.Join(filepath.Dir(bin), "nocfi")
+	run(t, "", "objcopy", "-R", ".eh_frame", "-R", ".eh_frame_hdr", bin, noCFI)
+	arm := patch(t, bin, 18, binary.LittleEndian.AppendUint16(nil, uint16(elf.EM_AARCH64)))
+	// A file whose .eh_frame runs past its end.
+	_, ef := openELF(t, bin)
+	size, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shoff := binary.LittleEndian.Uint64(patch(t, bin, 0, nil)[0x28:])
+	idx := slices.Index(ef.Sections, ef.Section(".eh_frame"))
+	short := filepath.Join(filepath.Dir(bin), "short")
+	data := patch(t, bin, int(shoff)+64*idx+24, u64(uint64(size.Size())-16)) // sh_offset
+	if err := os.WriteFile(short, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := func(path string) *os.File {
+		f, _ := openELF(t, path)
+		return f
+	}
+	for _, c := range []struct {
+		name  string
+		f     func() (*Table, error)
+		want  error
+		wants string
+	}{
+		{"not ELF", func() (*Table, error) { return Build(bytes.NewReader([]byte("#!/bin/sh\n")), nil, Options{}) }, nil, "not a readable ELF"},
+		{"arm64", func() (*Table, error) { return Build(bytes.NewReader(arm), nil, Options{}) }, ErrUnsupportedArch, "EM_AARCH64"},
+		{"no CFI", func() (*Table, error) { return Build(open(noCFI), nil, Options{}) }, ErrNoCFI, ""},
+		{"rows", func() (*Table, error) { return Build(open(bin), nil, Options{MaxRows: 10}) }, ErrTooLarge, "more than 10 rows"},
+		{"section", func() (*Table, error) { return Build(open(bin), nil, Options{MaxSectionBytes: 100}) }, ErrTooLarge, ".eh_frame"},
+		{"CIEs", func() (*Table, error) { return Build(open(libcPath), nil, Options{MaxCIEs: 1}) }, ErrTooLarge, "CIEs"},
+		{"negative", func() (*Table, error) { return Build(open(bin), nil, Options{MaxRows: -1}) }, nil, "negative"},
+		{"debug file for arm64", func() (*Table, error) { return Build(open(bin), bytes.NewReader(arm), Options{}) }, nil, "debug file"},
+		{"debug file not ELF", func() (*Table, error) { return Build(open(bin), bytes.NewReader(nil), Options{}) }, nil, "debug file"},
+		{"section past the end", func() (*Table, error) { return Build(open(short), nil, Options{}) }, nil, ".eh_frame"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tab, err := c.f()
+			if err == nil || tab != nil {
+				t.Fatalf("got %v rows, err %v", tab, err)
+			}
+			if c.want != nil && !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.wants) || !strings.HasPrefix(err.Error(), "nativeunwind: ") {
+				t.Errorf("err = %v, want %v and %q", err, c.want, c.wants)
+			}
+		})
+	}
+}

@@ -1,0 +1,107 @@
+package nativeunwind
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/stackline-dev/stackline/internal/gopclntab"
+	"github.com/stackline-dev/stackline/internal/gopclntab/gopclntabtest"
+)
+
+// seedSections returns small .eh_frame and .debug_frame sections covering
+// most of what the parser knows.
+func seedSections() []frames {
+	var out []frames
+	f := frames{addr: 0x200000}
+	cie := f.cie(stdCIE())
+	f.stdFDE(cie, 0x1000, 0x40, cfaAdvanceLoc|1, cfaDefCFAOffset, 16, cfaOffset|6, 2, cfaAdvanceLoc|3, cfaDefCFARegister, 6,
+		cfaRememberState, cfaAdvanceLoc1, 0x20, cfaDefCFA, 7, 8, cfaRestoreState, cfaAdvanceLoc|1, cfaUndefined, 16)
+	e := []byte{opBreg0 + 7, 8, opBreg0 + 16, 0, opLit0 + 15, opAnd, opLit0 + 9, opGe, opLit0 + 3, opShl, opPlus}
+	f.stdFDE(cie, 0x1040, 0x40, cat([]byte{cfaAdvanceLoc | 16, cfaDefCFAExpression, byte(len(e))}, e)...)
+	sig := f.cie(cat([]byte{1, 'z', 'P', 'L', 'R', 'S', 0}, uleb(1), sleb(-8), []byte{16}, uleb(7), []byte{0x9b}, u32(0), []byte{0x1b, 0x1b}))
+	f.fde(sig, cat(f.pcrel(0x1080), u32(0x10), uleb(4), u32(0)))
+	out = append(out, f)
+
+	d := frames{debug: true}
+	v4 := d.cie(cat([]byte{4, 0, 8, 0}, uleb(1), sleb(-8), uleb(16), []byte{cfaDefCFA, 7, 8, cfaOffset | 16, 1}))
+	d.fde(v4, cat(u64(0x1000), u64(0x10), []byte{cfaAdvanceLoc | 1, cfaDefCFAOffsetSF, 0x7e, cfaSetLoc}, u64(0x1008), []byte{cfaValExpression, 6, 1, 0x30}))
+	out = append(out, d)
+	return out
+}
+
+// FuzzEHFrame parses arbitrary .eh_frame and .debug_frame sections.
+func FuzzEHFrame(f *testing.F) {
+	for _, s := range seedSections() {
+		if rows, err := s.parse(f, Options{}); err != nil || len(rows) < 3 {
+			f.Fatalf("seed: %v, %+v", err, rows)
+		}
+		f.Add(s.b, s.debug)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, debug bool) {
+		fr := frames{b: data, debug: debug, addr: 0x200000}
+		rows, err := fr.parse(t, Options{MaxRows: 1 << 16, MaxCIEs: 64})
+		if err != nil {
+			return
+		}
+		if len(rows) > 1<<16 {
+			t.Fatalf("%d rows", len(rows))
+		}
+		checkTable(t, rows)
+	})
+}
+
+// tinyELF returns a small static executable with an .eh_frame, or nil
+// without gcc.
+func tinyELF(tb testing.TB) []byte {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		return nil
+	}
+	dir := tb.TempDir()
+	src := filepath.Join(dir, "tiny.c")
+	if err := os.WriteFile(src, []byte("int f(int x) { return x * 3; }\nvoid _start(void) { for (;;) f(1); }\n"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tiny")
+	cmd := exec.Command("gcc", "-O1", "-nostdlib", "-static", "-s", "-fno-pic", "-no-pie", "-Wl,--build-id=none",
+		"-Wl,-z,max-page-size=16", "-Wl,-z,noseparate-code", "-o", bin, src)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("gcc: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+// FuzzBuild builds tables of arbitrary ELF files.
+func FuzzBuild(f *testing.F) {
+	if tiny := tinyELF(f); tiny != nil {
+		f.Add(tiny)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tab, err := Build(bytes.NewReader(data), nil, Options{MaxRows: 1 << 16, MaxCIEs: 64, MaxSectionBytes: 1 << 20})
+		if err != nil {
+			return
+		}
+		checkTable(t, tab.Rows)
+	})
+}
+
+// FuzzGoRows derives rows from arbitrary .gopclntab sections.
+func FuzzGoRows(f *testing.F) {
+	for _, magic := range []uint32{gopclntab.Magic116, gopclntab.Magic118, gopclntab.Magic120} {
+		f.Add(gopclntabtest.Build(magic, 0x1000, goTestFuncs))
+	}
+	code := goTestCode()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rows, err := goRowsOf(t, data, code)
+		if err != nil {
+			return
+		}
+		checkTable(t, rows)
+	})
+}

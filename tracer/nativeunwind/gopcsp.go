@@ -1,0 +1,196 @@
+package nativeunwind
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/stackline-dev/stackline/internal/gopclntab"
+)
+
+// goRows returns the rows of the Go functions of a binary from its
+// .gopclntab, tab, read from f. For each function:
+//
+//   - one with FlagTopFrame (runtime.goexit, runtime.mstart,
+//     runtime.rt0_go…) is CFAEndOfStack;
+//   - any other follows its pcsp table: CFA = SP + delta + 8, the return
+//     address at CFA-8, and the caller's frame pointer at CFA-16 wherever
+//     delta ≥ 8 in a function that saves it;
+//   - except one with FlagSPWrite, which moves the stack pointer to another
+//     stack (runtime.systemstack, runtime.asmcgocall, runtime.nanotime1,
+//     time.now…), so that its pcsp table does not hold after the move. If
+//     its prologue sets up the frame pointer (PUSHQ BP; MOVQ SP, BP), its
+//     rows use that instead once it is set (CFA = BP + 16): unwinding then
+//     crosses from the system stack back to the goroutine's, as the
+//     runtime's frame pointer unwinder does. Otherwise it is CFAInvalid,
+//     where the runtime's traceback stops too.
+//
+// The compiler saves the frame pointer in every function whose stack
+// pointer moves at all (the first thing its prologue pushes, Go 1.21 on,
+// or stores right below the return address, before), so those functions
+// all do. An assembly function (FlagAsm, Go 1.19 on) may move the stack
+// pointer without saving it (NOFRAME); for those, the instruction bytes
+// around the first stack pointer adjustment decide (see goRules.prologue).
+// Before Go 1.19 assembly functions cannot be told apart and are treated
+// like compiled ones. Before Go 1.21, between the SUBQ of the prologue and
+// the store of BP, one instruction's row places a frame pointer that is
+// not yet saved.
+func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt) ([]Row, error) {
+	g := bs.arch.goRules
+	if g == nil || tab.PtrSize() != 8 {
+		return nil, fmt.Errorf("%w: Go functions with %d-byte pointers", ErrUnsupportedArch, tab.PtrSize())
+	}
+	// Go binaries have about eight rows per function.
+	b := newBuilder(bs.opts.MaxRows, 9*tab.NumFuncs())
+	code := make([]byte, g.window)
+	for i := range tab.NumFuncs() {
+		fn, ok := tab.Func(i)
+		if !ok {
+			continue
+		}
+		lo, hi := fn.Entry, tab.Entry(i+1)
+		seg, ok := bs.segs.find(lo)
+		if !ok || hi <= lo {
+			continue
+		}
+		hi = min(hi, seg.vaddr+seg.size)
+		delta := seg.offset(lo) - lo
+		if !b.begin(lo+delta, hi+delta) {
+			continue
+		}
+		goFuncRows(&b, tab, &fn, hi, delta, f, code, g)
+		b.finish()
+		if b.err != nil {
+			return nil, b.err
+		}
+	}
+	return b.rows, nil
+}
+
+// goFuncRows gives b the rows of the Go function fn, which ends at hi and
+// whose file offsets are delta above its addresses; see goRows.
+func goFuncRows(b *builder, tab *gopclntab.Table, fn *gopclntab.Func, hi, delta uint64, f io.ReaderAt, code []byte, g *goRules) {
+	switch {
+	case isTopFrame(tab, fn):
+		b.span(fn.Entry+delta, hi+delta, Row{CFA: CFAEndOfStack})
+	case fn.Flag&gopclntab.FlagSPWrite != 0:
+		_, fpSet := goPrologue(tab, fn, hi, f, delta, code, g)
+		if fpSet == 0 {
+			b.span(fn.Entry+delta, hi+delta, Row{CFA: CFAInvalid})
+			break
+		}
+		for r := newPCSPRuns(tab, fn, hi); r.next(); {
+			start, end, v := r.it.Start(), r.it.End(), r.it.Value()
+			if v == 0 {
+				b.span(start+delta, end+delta, g.bySP(0, true))
+				continue
+			}
+			if start < fpSet {
+				b.span(start+delta, min(end, fpSet)+delta, g.bySP(v, true))
+			}
+			b.span(max(start, fpSet)+delta, end+delta, g.byFP)
+		}
+	default:
+		saves := true
+		if fn.Flag&gopclntab.FlagAsm != 0 {
+			saves, _ = goPrologue(tab, fn, hi, f, delta, code, g)
+		}
+		for r := newPCSPRuns(tab, fn, hi); r.next(); {
+			b.span(r.it.Start()+delta, r.it.End()+delta, g.bySP(r.it.Value(), saves))
+		}
+	}
+}
+
+// pcspRuns iterates over the runs of a function's pcsp table that start
+// below hi, the end of the function: at most one per byte, so that a
+// malformed table cannot make the work grow with anything but the size of
+// the code.
+type pcspRuns struct {
+	it   gopclntab.Values
+	hi   uint64
+	left uint64
+}
+
+func newPCSPRuns(tab *gopclntab.Table, fn *gopclntab.Func, hi uint64) pcspRuns {
+	return pcspRuns{it: tab.Values(fn.Entry, fn.PCSP), hi: hi, left: hi - fn.Entry}
+}
+
+// next moves to the next run.
+func (r *pcspRuns) next() bool {
+	if r.left == 0 || !r.it.Next() || r.it.Start() >= r.hi {
+		return false
+	}
+	r.left--
+	return true
+}
+
+// isTopFrame reports whether fn is the outermost function of its stacks.
+func isTopFrame(tab *gopclntab.Table, fn *gopclntab.Func) bool {
+	if fn.Flag&gopclntab.FlagTopFrame != 0 {
+		return true
+	}
+	if tab.Magic() != gopclntab.Magic116 {
+		return false
+	}
+	// Go 1.16 has no flags; Go 1.17, with the same magic, sets them.
+	switch tab.Name(fn.NameOff) {
+	case "runtime.goexit", "runtime.mstart", "runtime.rt0_go":
+		return true
+	}
+	return false
+}
+
+// goPrologue reads, into code, the instructions around the first stack
+// pointer adjustment of the function fn, which ends at hi and whose file
+// offsets are delta above its addresses, and recognises its prologue. It
+// reports whether the function saves the caller's frame pointer and the
+// address from which the frame pointer holds the function's frame (0 if
+// unknown).
+func goPrologue(tab *gopclntab.Table, fn *gopclntab.Func, hi uint64, f io.ReaderAt, delta uint64, code []byte, g *goRules) (saves bool, fpSet uint64) {
+	for r := newPCSPRuns(tab, fn, hi); r.next(); {
+		it := &r.it
+		if it.Value() == 0 {
+			continue
+		}
+		if it.Start() == fn.Entry {
+			return false, 0 // no instruction moved it
+		}
+		off := it.Start() - 1 + delta
+		if off > 1<<62 {
+			return false, 0
+		}
+		if _, err := f.ReadAt(code, int64(off)); err != nil {
+			return false, 0
+		}
+		saves, n := g.prologue(code, it.Value())
+		if !saves || n < 0 {
+			return saves, 0
+		}
+		return true, it.Start() + uint64(n)
+	}
+	return false, 0
+}
+
+// loadGoTable reads and parses the .gopclntab section of ef and finds the
+// address its function entries are relative to. release frees the
+// section's bytes; the table must not be used after.
+func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, release func(), err error) {
+	data, release, err := bs.sectionData(f, sec)
+	if err != nil {
+		return nil, nil, err
+	}
+	tab, err = gopclntab.Parse(data, ef.ByteOrder)
+	if err != nil {
+		release()
+		if !errors.Is(err, gopclntab.ErrUnsupportedVersion) {
+			err = fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		return nil, nil, err
+	}
+	// Without the moduledata, the header's text address is used, which
+	// the linker may have left unrelocated.
+	md, _ := tab.FindModuledata(ef, sec.Addr)
+	tab.ResolveText(ef, md)
+	return tab, release, nil
+}

@@ -1,0 +1,213 @@
+package nativeunwind
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const (
+	libcPath   = "/lib/x86_64-linux-gnu/libc.so.6"
+	pythonPath = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+	goCmdPath  = "/usr/local/go/bin/go"
+)
+
+// openELF opens path as an ELF file, skipping the test when it is absent.
+func openELF(tb testing.TB, path string) (*os.File, *elf.File) {
+	tb.Helper()
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		tb.Skip(err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f, ef
+}
+
+// build returns the table of the file at path, with its debug file when
+// debugPath is not "".
+func build(tb testing.TB, path, debugPath string) *Table {
+	tb.Helper()
+	f, _ := openELF(tb, path)
+	var dbg *os.File
+	if debugPath != "" {
+		dbg, _ = openELF(tb, debugPath)
+	}
+	var t *Table
+	var err error
+	if dbg != nil {
+		t, err = Build(f, dbg, Options{})
+	} else {
+		t, err = Build(f, nil, Options{})
+	}
+	if err != nil {
+		tb.Fatalf("Build(%s): %v", path, err)
+	}
+	checkTable(tb, t.Rows)
+	return t
+}
+
+// checkTable checks the invariants of a table's rows.
+func checkTable(tb testing.TB, rows []Row) {
+	tb.Helper()
+	for i, r := range rows {
+		if r.CFA > CFASignal {
+			tb.Fatalf("row %d: kind %d", i, r.CFA)
+		}
+		if i > 0 && rows[i-1].Addr >= r.Addr {
+			tb.Fatalf("rows %d and %d out of order: %+v, %+v", i-1, i, rows[i-1], r)
+		}
+		if i > 0 && sameRule(rows[i-1], r) {
+			tb.Fatalf("rows %d and %d not merged: %+v, %+v", i-1, i, rows[i-1], r)
+		}
+	}
+	if n := len(rows); n > 0 && rows[n-1].CFA != CFAInvalid {
+		tb.Fatalf("last row %+v is not CFAInvalid", rows[n-1])
+	}
+}
+
+// lookup returns the rule for the file offset off, CFAInvalid before the
+// first row.
+func lookup(rows []Row, off uint64) Row {
+	i := sort.Search(len(rows), func(i int) bool { return rows[i].Addr > off })
+	if i == 0 {
+		return Row{Addr: off, CFA: CFAInvalid}
+	}
+	return rows[i-1]
+}
+
+// rule is a row without its address, for comparisons.
+func rule(r Row) Row {
+	r.Addr = 0
+	return r
+}
+
+// fileOffset converts an address of ef to a file offset through its
+// executable PT_LOAD segments.
+func fileOffset(tb testing.TB, ef *elf.File, vaddr uint64) uint64 {
+	tb.Helper()
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Filesz {
+			return vaddr - p.Vaddr + p.Off
+		}
+	}
+	tb.Fatalf("address %#x is in no executable segment", vaddr)
+	return 0
+}
+
+// symbol returns the address and size of the function name in ef's
+// .symtab or .dynsym.
+func symbol(tb testing.TB, ef *elf.File, name string) (addr, size uint64) {
+	tb.Helper()
+	for _, get := range []func() ([]elf.Symbol, error){ef.Symbols, ef.DynamicSymbols} {
+		syms, _ := get()
+		for _, s := range syms {
+			if s.Name == name && s.Value != 0 {
+				return s.Value, s.Size
+			}
+		}
+	}
+	tb.Fatalf("no symbol %s", name)
+	return 0, 0
+}
+
+// buildC compiles the C source src with gcc and flags into a temporary
+// directory and returns the binary's path.
+func buildC(tb testing.TB, src string, flags ...string) string {
+	tb.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		tb.Skip("gcc not found")
+	}
+	dir := tb.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "prog.c"), []byte(src), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	bin := filepath.Join(dir, "prog")
+	run(tb, dir, "gcc", append(flags, "-o", bin, "prog.c")...)
+	return bin
+}
+
+// buildGo builds the Go program src and returns the binary's path.
+func buildGo(tb testing.TB, src string, cgo bool) string {
+	tb.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	dir := tb.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module prog\n\ngo 1.22\n"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	bin := filepath.Join(dir, "prog")
+	cmd := exec.Command(goTool, "build", "-o", bin, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=", fmt.Sprintf("CGO_ENABLED=%d", map[bool]int{false: 0, true: 1}[cgo]))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// run runs a command in dir and fails the test when it fails.
+func run(tb testing.TB, dir, name string, args ...string) string {
+	tb.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// insn is one disassembled instruction.
+type insn struct {
+	addr, next uint64
+	text       string // mnemonic and operands, AT&T syntax
+}
+
+// disassemble returns the instructions of the function fn in bin, by GNU
+// objdump.
+func disassemble(tb testing.TB, bin, fn string) []insn {
+	tb.Helper()
+	if _, err := exec.LookPath("objdump"); err != nil {
+		tb.Skip("objdump not found")
+	}
+	out := run(tb, "", "objdump", "-d", "--no-show-raw-insn", "--disassemble="+fn, bin)
+	var insns []insn
+	for _, line := range strings.Split(out, "\n") {
+		addr, text, ok := strings.Cut(strings.TrimSpace(line), ":\t")
+		if !ok {
+			continue
+		}
+		var a uint64
+		if _, err := fmt.Sscanf(addr, "%x", &a); err != nil {
+			continue
+		}
+		if n := len(insns); n > 0 {
+			insns[n-1].next = a
+		}
+		insns = append(insns, insn{addr: a, text: strings.Join(strings.Fields(text), " ")})
+	}
+	if len(insns) == 0 {
+		tb.Fatalf("objdump found no function %s in %s", fn, bin)
+	}
+	insns = insns[:len(insns)-1] // its next is unknown
+	return insns
+}

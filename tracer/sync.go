@@ -1,0 +1,219 @@
+package tracer
+
+import (
+	"debug/elf"
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	progs "github.com/stackline-dev/stackline/support/ebpf"
+	"github.com/stackline-dev/stackline/symbolizer"
+)
+
+// Timing of process syncs (giving the eBPF unwinder a process's mappings
+// and tables).
+const (
+	// execSyncDelay: after an exec the dynamic loader maps the
+	// libraries within milliseconds; the process is synced this much
+	// later, before most of its first samples.
+	execSyncDelay = 10 * time.Millisecond
+	// minSyncInterval rate-limits syncs the eBPF side asks for.
+	minSyncInterval = 200 * time.Millisecond
+	// syncBudget bounds the time spent on queued syncs before going back
+	// to the ring buffer.
+	syncBudget = 20 * time.Millisecond
+	// maxWait bounds how long a ring buffer read blocks, so timers and
+	// cancellation are noticed.
+	maxWait = 100 * time.Millisecond
+)
+
+// dueSync is a queued sync of a process.
+type dueSync struct {
+	pid uint32
+	at  time.Time
+}
+
+// syncProcess reads pid's executable mappings and gives them, with the
+// unwind tables of the files behind them, to the eBPF unwinder.
+func (t *Tracer) syncProcess(pid uint32, now time.Time) {
+	p := t.processes[pid]
+	if p == nil {
+		p = &process{pid: pid}
+		t.processes[pid] = p
+	}
+	t.readMappings(p)
+	if p.gone || len(p.mappings) == 0 {
+		// Exited, or a kernel thread: nothing to unwind.
+		t.forget(pid)
+		return
+	}
+	t.stats.syncs.Add(1)
+	p.synced = now
+	old := p.tables
+	p.tables = make([]*unwindTable, 0, len(p.mappings))
+	entries := make([]progs.StacklineExecMapping, 0, len(p.mappings))
+	for i := range p.mappings {
+		m := &p.mappings[i]
+		e := progs.StacklineExecMapping{Start: m.start, End: m.end, Bias: m.start - m.offset}
+		if tb := t.mappingTable(p, m, now); tb != nil {
+			p.tables = append(p.tables, tb)
+			e.Table, e.NumRows = tb.key, tb.rows
+		}
+		entries = append(entries, e)
+	}
+	// Release after acquiring, so tables the old and new mappings share
+	// are never unloaded in between.
+	for _, tb := range old {
+		t.tables.release(tb, now)
+	}
+	inner, err := newInnerArray("pid_"+strconv.FormatUint(uint64(pid), 10), 40, entries)
+	if err == nil {
+		err = t.objs.ProcessMappings.Put(pid, inner)
+		if err == nil {
+			t.processBytes -= p.mapBytes
+			p.mapBytes = mapMemlock(inner, uint64(len(entries))*40)
+			t.processBytes += p.mapBytes
+		}
+		inner.Close()
+	}
+	if err == nil {
+		err = t.objs.Processes.Put(pid, progs.StacklineProcessInfo{NumMappings: uint32(len(entries))})
+	}
+	if err != nil {
+		t.stats.syncErrors.Add(1)
+		t.log.Debug("give process mappings to eBPF", "pid", pid, "error", err)
+	}
+	t.log.Debug("process synced", "pid", pid, "mappings", len(entries), "tables", len(p.tables), "took", time.Since(now))
+}
+
+// mappingTable returns the unwind table for m, acquired for p, or nil when
+// m has none (anonymous or JIT code).
+func (t *Tracer) mappingTable(p *process, m *mapping, now time.Time) *unwindTable {
+	if m.key == (fileKey{}) {
+		if m.path == "[vdso]" && t.vdso != nil {
+			t.vdso.refs++
+			return t.vdso
+		}
+		return nil
+	}
+	fi := t.file(p, m)
+	if fi == nil {
+		return nil
+	}
+	src := tableSource{
+		open: func() (io.ReaderAt, io.Closer, error) {
+			f, err := t.proc.openMapped(p.pid, m)
+			return f, f, err
+		},
+		openDebug: func(r io.ReaderAt) (io.ReaderAt, io.Closer) {
+			ef, err := elf.NewFile(r)
+			if err != nil {
+				return nil, nil
+			}
+			f, err := symbolizer.OpenDebugFile(t.source(p, m), ef)
+			if err != nil || f == nil {
+				return nil, nil
+			}
+			return f, f
+		},
+	}
+	return t.tables.acquire(fi.id, fi.exec.FileName, src, now)
+}
+
+// forget drops everything known of pid, in eBPF too.
+func (t *Tracer) forget(pid uint32) {
+	p := t.processes[pid]
+	if p == nil {
+		return
+	}
+	now := time.Now()
+	for _, tb := range p.tables {
+		t.tables.release(tb, now)
+	}
+	t.processBytes -= p.mapBytes
+	delete(t.processes, pid)
+	for _, m := range []*ebpf.Map{t.objs.Processes, t.objs.ProcessMappings} {
+		if m == nil {
+			continue // not loaded (tests of the bookkeeping alone)
+		}
+		if err := m.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.log.Debug("forget process", "pid", pid, "error", err)
+		}
+	}
+}
+
+// requestSync handles the eBPF side's request for pid's mappings.
+func (t *Tracer) requestSync(pid uint32, now time.Time) {
+	if p := t.processes[pid]; p != nil && now.Sub(p.synced) < minSyncInterval {
+		// Synced just now: the request raced the sync, or the address
+		// is outside every mapping indeed. Look again a bit later.
+		t.schedule(pid, p.synced.Add(minSyncInterval))
+		return
+	}
+	t.syncProcess(pid, now)
+}
+
+func (t *Tracer) schedule(pid uint32, at time.Time) {
+	for _, d := range t.due {
+		if d.pid == pid && !d.at.After(at) {
+			return
+		}
+	}
+	t.due = append(t.due, dueSync{pid: pid, at: at})
+}
+
+// runDue runs the queued syncs that are due, then syncs from the backlog,
+// within syncBudget, and returns when the next one is due (zero when none
+// is queued).
+func (t *Tracer) runDue(now time.Time) time.Time {
+	deadline := now.Add(syncBudget)
+	var next time.Time
+	keep := t.due[:0]
+	for _, d := range t.due {
+		if !d.at.After(now) && time.Now().Before(deadline) {
+			if p := t.processes[d.pid]; p == nil || p.synced.Before(d.at) {
+				t.syncProcess(d.pid, time.Now())
+			}
+			continue
+		}
+		keep = append(keep, d)
+		if next.IsZero() || d.at.Before(next) {
+			next = d.at
+		}
+	}
+	clear(t.due[len(keep):])
+	t.due = keep
+	for len(t.backlog) > 0 && time.Now().Before(deadline) {
+		pid := t.backlog[len(t.backlog)-1]
+		t.backlog = t.backlog[:len(t.backlog)-1]
+		if _, ok := t.processes[pid]; !ok {
+			t.syncProcess(pid, time.Now())
+		}
+	}
+	if len(t.backlog) > 0 {
+		return now
+	}
+	return next
+}
+
+// scheduleAll puts every process running now in the backlog, synced after
+// the processes that ask (exec, samples) so their tables are loaded
+// before their samples ask for them.
+func (t *Tracer) scheduleAll() {
+	dir, err := os.ReadDir(t.cfg.ProcRoot)
+	if err != nil {
+		t.log.Warn("list processes", "error", err)
+		return
+	}
+	for _, e := range dir {
+		pid, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil || pid == 0 {
+			continue
+		}
+		t.backlog = append(t.backlog, uint32(pid))
+	}
+}

@@ -1,0 +1,404 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/stackline-dev/stackline/trace"
+	"github.com/stackline-dev/stackline/tracer/nativeunwind"
+)
+
+// The packed row and rule of support/ebpf/unwind_maps.h.
+const (
+	ruleInvalid = 0
+	ruleEnd     = 1
+	ruleSP      = 2
+	ruleFP      = 3
+	rulePLT     = 4
+	ruleSignal  = 5
+
+	ruleFPSlotShift = 4
+	ruleFPSlotMax   = 0x7ff
+	ruleCFAShift    = 15
+	ruleCFAMax      = 1<<17 - 1
+
+	// rowBytes is the size of one row in the eBPF array.
+	rowBytes = 8
+	// maxTableRows is the most rows the eBPF search covers (MAX_ROWS_LOG2).
+	maxTableRows = 1 << 24
+)
+
+// encodeRow packs a row for the eBPF unwinder. A rule it cannot express
+// becomes an invalid rule (unwinding stops there with an error) and ok is
+// false.
+func encodeRow(r nativeunwind.Row) (packed uint64, ok bool) {
+	rule, ok := encodeRule(r)
+	return uint64(rule)<<32 | r.Addr, ok
+}
+
+func encodeRule(r nativeunwind.Row) (uint32, bool) {
+	var kind uint32
+	switch r.CFA {
+	case nativeunwind.CFAInvalid:
+		return ruleInvalid, true
+	case nativeunwind.CFAEndOfStack:
+		return ruleEnd, true
+	case nativeunwind.CFASignal:
+		return ruleSignal, true
+	case nativeunwind.CFASP:
+		kind = ruleSP
+	case nativeunwind.CFAFP:
+		kind = ruleFP
+	case nativeunwind.CFAPLT:
+		kind = rulePLT
+	default:
+		return ruleInvalid, false
+	}
+	// On x86-64 the call pushes the return address just below the CFA.
+	if r.RAOffset != -8 || r.CFAOffset < 0 || r.CFAOffset > ruleCFAMax {
+		return ruleInvalid, false
+	}
+	var slot uint32
+	switch {
+	case r.FPOffset == 0:
+	case r.FPOffset < 0 && r.FPOffset%8 == 0 && -r.FPOffset/8 <= ruleFPSlotMax:
+		slot = uint32(-r.FPOffset / 8)
+	default:
+		return ruleInvalid, false
+	}
+	return kind | slot<<ruleFPSlotShift | uint32(r.CFAOffset)<<ruleCFAShift, true
+}
+
+// tableKey is a file's key in the eBPF unwind_tables map.
+func tableKey(id trace.FileID) uint64 {
+	return binary.LittleEndian.Uint64(id[:8])
+}
+
+// unwindTable is one file's stack-delta table as loaded into eBPF, or the
+// reason it is not.
+type unwindTable struct {
+	id   trace.FileID
+	key  uint64
+	name string
+	// rows is the number of rows loaded; 0 when the file has none (err
+	// says why): the unwinder follows frame pointers there.
+	rows uint32
+	// bytes is what the kernel charges for the table's map.
+	bytes   uint64
+	sources nativeunwind.Source
+	err     error
+	// refs counts the processes that map the file; idle is when it
+	// dropped to zero. Idle tables stay loaded (the next process running
+	// the same file finds them) until space is needed or idleTTL passes.
+	refs  int
+	idle  time.Time
+	built time.Time
+	// permanent tables (the vdso) are never unloaded.
+	permanent bool
+}
+
+// errTableBudget says a table did not fit in --max-unwind-table-bytes.
+var errTableBudget = errors.New("unwind table exceeds the remaining budget")
+
+// Tables idle longer than this are unloaded; a file whose table did not fit
+// is retried after it.
+const idleTTL = time.Minute
+
+// tableStore loads files' stack-delta tables into the eBPF unwind_tables
+// map, shares each among the processes that map the file, and keeps their
+// total size under a bound. It is owned by the tracer's Run goroutine.
+type tableStore struct {
+	outer    *ebpf.Map
+	maxBytes uint64
+	log      *slog.Logger
+
+	// mu guards the fields below against list, the one method other
+	// goroutines call.
+	mu     sync.Mutex
+	tables map[trace.FileID]*unwindTable
+	keys   map[uint64]trace.FileID
+	used   uint64
+
+	stats tableStats
+}
+
+type tableStats struct {
+	built, failed, skipped, evicted, invalidRows uint64
+	buildTime                                    time.Duration
+}
+
+func newTableStore(outer *ebpf.Map, maxBytes uint64, log *slog.Logger) *tableStore {
+	return &tableStore{
+		outer:    outer,
+		maxBytes: maxBytes,
+		log:      log,
+		tables:   make(map[trace.FileID]*unwindTable),
+		keys:     make(map[uint64]trace.FileID),
+	}
+}
+
+// tableSource opens a mapped file and, when it has one, its separate debug
+// file (whose .debug_frame may cover what .eh_frame does not).
+type tableSource struct {
+	open      func() (io.ReaderAt, io.Closer, error)
+	openDebug func(r io.ReaderAt) (io.ReaderAt, io.Closer)
+}
+
+// acquire returns the table of file id, building and loading it on first
+// use, and counts one more reference to it.
+func (s *tableStore) acquire(id trace.FileID, name string, src tableSource, now time.Time) *unwindTable {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tb, ok := s.tables[id]
+	if ok && errors.Is(tb.err, errTableBudget) && tb.refs == 0 && now.Sub(tb.built) > idleTTL {
+		// Retry: space may have been freed since.
+		s.remove(tb)
+		ok = false
+	}
+	if !ok {
+		tb = s.load(id, name, src, now)
+	}
+	tb.refs++
+	return tb
+}
+
+// release drops one reference to tb.
+func (s *tableStore) release(tb *unwindTable, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tb.refs--
+	if tb.refs <= 0 {
+		tb.refs = 0
+		tb.idle = now
+	}
+}
+
+// load builds id's table and puts it into the eBPF map. Failures are kept
+// as tables without rows, so a file is not parsed again for each process
+// that maps it.
+func (s *tableStore) load(id trace.FileID, name string, src tableSource, now time.Time) *unwindTable {
+	tb := &unwindTable{id: id, key: tableKey(id), name: name, built: now}
+	s.tables[id] = tb
+	if other, ok := s.keys[tb.key]; ok && other != id {
+		tb.err = fmt.Errorf("table key %#x already used by another file", tb.key)
+		s.stats.failed++
+		return tb
+	}
+	start := time.Now()
+	rows, sources, err := s.build(src)
+	s.stats.buildTime += time.Since(start)
+	if err == nil {
+		err = s.insert(tb, rows, now)
+	}
+	if err != nil {
+		tb.err = err
+		if errors.Is(err, errTableBudget) || errors.Is(err, nativeunwind.ErrTooLarge) {
+			s.stats.skipped++
+			s.log.Warn("unwind table skipped: frames in this file are unwound by frame pointer",
+				"file", name, "rows", len(rows), "error", err)
+		} else if !errors.Is(err, nativeunwind.ErrNoCFI) {
+			s.stats.failed++
+			s.log.Debug("no unwind table", "file", name, "error", err)
+		}
+		return tb
+	}
+	tb.sources = sources
+	s.stats.built++
+	s.log.Debug("unwind table loaded", "file", name, "rows", tb.rows, "bytes", tb.bytes,
+		"build_time", time.Since(start))
+	return tb
+}
+
+func (s *tableStore) build(src tableSource) ([]uint64, nativeunwind.Source, error) {
+	f, closer, err := src.open()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer closer.Close()
+	var debug io.ReaderAt
+	if src.openDebug != nil {
+		var c io.Closer
+		if debug, c = src.openDebug(f); c != nil {
+			defer c.Close()
+		}
+	}
+	maxRows := min(s.maxBytes/rowBytes, maxTableRows)
+	tab, err := nativeunwind.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
+	if err != nil {
+		return nil, 0, err
+	}
+	rows := make([]uint64, len(tab.Rows))
+	for i, r := range tab.Rows {
+		if r.Addr > 0xffffffff {
+			return nil, 0, fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)
+		}
+		var ok bool
+		if rows[i], ok = encodeRow(r); !ok {
+			s.stats.invalidRows++
+		}
+	}
+	return rows, tab.Sources, nil
+}
+
+// insert loads rows into a new inner map under tb's key, making room by
+// unloading idle tables when the budget requires it.
+func (s *tableStore) insert(tb *unwindTable, rows []uint64, now time.Time) error {
+	if len(rows) == 0 {
+		return nativeunwind.ErrNoCFI
+	}
+	need := uint64(len(rows)) * rowBytes
+	if s.used+need > s.maxBytes {
+		s.evictIdle(need)
+	}
+	if s.used+need > s.maxBytes {
+		return fmt.Errorf("%w: %d bytes needed, %d of %d used", errTableBudget, need, s.used, s.maxBytes)
+	}
+	inner, err := newInnerArray(fmt.Sprintf("unwind_%x", tb.key>>40), rowBytes, rows)
+	if err != nil {
+		return err
+	}
+	defer inner.Close()
+	if err := s.outer.Put(tb.key, inner); err != nil {
+		return fmt.Errorf("insert unwind table: %w", err)
+	}
+	tb.rows = uint32(len(rows))
+	tb.bytes = mapMemlock(inner, need)
+	s.keys[tb.key] = tb.id
+	s.used += tb.bytes
+	return nil
+}
+
+// evictIdle unloads idle tables, oldest first, until need bytes fit.
+func (s *tableStore) evictIdle(need uint64) {
+	var idle []*unwindTable
+	for _, tb := range s.tables {
+		if tb.refs == 0 && !tb.permanent {
+			idle = append(idle, tb)
+		}
+	}
+	slices.SortFunc(idle, func(a, b *unwindTable) int { return a.idle.Compare(b.idle) })
+	for _, tb := range idle {
+		if s.used+need <= s.maxBytes {
+			return
+		}
+		if tb.rows > 0 {
+			s.stats.evicted++
+		}
+		s.remove(tb)
+	}
+}
+
+// expire unloads tables idle for longer than idleTTL.
+func (s *tableStore) expire(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tb := range s.tables {
+		if tb.refs == 0 && !tb.permanent && now.Sub(tb.idle) > idleTTL {
+			s.remove(tb)
+		}
+	}
+}
+
+func (s *tableStore) remove(tb *unwindTable) {
+	delete(s.tables, tb.id)
+	if tb.rows == 0 {
+		return
+	}
+	if err := s.outer.Delete(tb.key); err != nil {
+		s.log.Debug("unload unwind table", "file", tb.name, "error", err)
+	}
+	delete(s.keys, tb.key)
+	s.used -= tb.bytes
+}
+
+// TableInfo describes one file's unwind table.
+type TableInfo struct {
+	// File is the file's base name; ID its file ID in hex.
+	File string `json:"file"`
+	ID   string `json:"id"`
+	// Rows and Bytes are what is loaded into eBPF (0 when nothing is).
+	Rows  uint32 `json:"rows"`
+	Bytes uint64 `json:"bytes"`
+	// Processes is the number of processes mapping the file now.
+	Processes int `json:"processes"`
+	// Error says why no table is loaded, when none is.
+	Error string `json:"error,omitempty"`
+}
+
+func (s *tableStore) list() []TableInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]TableInfo, 0, len(s.tables))
+	for _, tb := range s.tables {
+		ti := TableInfo{File: tb.name, ID: tb.id.String(), Rows: tb.rows, Bytes: tb.bytes, Processes: tb.refs}
+		if tb.err != nil {
+			ti.Error = tb.err.Error()
+		}
+		out = append(out, ti)
+	}
+	slices.SortFunc(out, func(a, b TableInfo) int {
+		if a.Bytes != b.Bytes {
+			return int(int64(b.Bytes) - int64(a.Bytes))
+		}
+		return compareStrings(a.File, b.File)
+	})
+	return out
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// newInnerArray creates an array map of exactly len(values) entries (at
+// least one) to be put into a hash-of-maps, and fills it in one batch.
+// BPF_F_INNER_MAP lets inner maps of any length share one outer map.
+func newInnerArray[V any](name string, valueSize uint32, values []V) (*ebpf.Map, error) {
+	n := max(len(values), 1)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       name,
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  valueSize,
+		MaxEntries: uint32(n),
+		Flags:      unix.BPF_F_INNER_MAP,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create inner map of %d entries: %w", n, err)
+	}
+	if len(values) == 0 {
+		return m, nil
+	}
+	keys := make([]uint32, len(values))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := m.BatchUpdate(keys, values, nil); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("fill inner map of %d entries: %w", n, err)
+	}
+	return m, nil
+}
+
+// mapMemlock returns the bytes the kernel charges for m, or fallback when
+// it does not say.
+func mapMemlock(m *ebpf.Map, fallback uint64) uint64 {
+	if n := fdinfoMemlock(fmt.Sprintf("/proc/self/fdinfo/%d", m.FD())); n > 0 {
+		return n
+	}
+	return fallback
+}

@@ -1,0 +1,270 @@
+package tracer
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/kallsyms"
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// userFrame is a user frame of a sampled stack, named.
+type userFrame struct {
+	name string // outermost function at the address; "" when unnamed
+	file string // the mapped file's base name
+	err  uint64 // error code of an error frame, else 0
+}
+
+func (f userFrame) String() string {
+	if f.err != 0 {
+		return trace.ErrorName(f.err)
+	}
+	if f.name == "" {
+		return "?@" + f.file
+	}
+	return f.name
+}
+
+// sampleCommand runs cmd for d under a tracer sampling at 199 Hz and
+// returns the user frames (leaf first) of each trace of cmd's process.
+func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration) ([][]userFrame, Stats) {
+	t.Helper()
+	kern, err := kallsyms.Load(kallsyms.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	// The processes running at start are synced first; the workload is a
+	// process started on a running tracer.
+	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the processes running at start were not synced within a minute")
+		}
+	}
+
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	cmd.Process.Kill()
+	cmd.Wait()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := tr.Stats()
+
+	pid := uint32(cmd.Process.Pid)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out [][]userFrame
+	for _, r := range rec.traces {
+		if r.meta.PID != pid {
+			continue
+		}
+		var frames []userFrame
+		for _, f := range r.frames {
+			switch f.Type {
+			case trace.FrameKernel:
+				continue
+			case trace.FrameError:
+				frames = append(frames, userFrame{err: f.Addr})
+				continue
+			}
+			uf := userFrame{file: rec.execs[f.File].FileName}
+			if lines := rec.frames[f].Lines; len(lines) > 0 {
+				uf.name = lines[len(lines)-1].Function
+			}
+			frames = append(frames, uf)
+		}
+		out = append(out, frames)
+	}
+	return out, st
+}
+
+// hasChain reports whether frames holds chain as consecutive frames whose
+// names contain the chain's names, and returns the index of its first.
+func hasChain(frames []userFrame, chain ...string) (int, bool) {
+	for i := range frames {
+		if i+len(chain) > len(frames) {
+			return 0, false
+		}
+		ok := true
+		for j, c := range chain {
+			if !strings.Contains(frames[i+j].name, c) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// complete reports whether a stack has no error frame.
+func complete(frames []userFrame) bool {
+	return !slices.ContainsFunc(frames, func(f userFrame) bool { return f.err != 0 })
+}
+
+func describe(frames []userFrame) string {
+	s := make([]string, len(frames))
+	for i, f := range frames {
+		s[i] = f.String()
+	}
+	return strings.Join(s, " <- ")
+}
+
+// checkNativeChain checks a native workload (main -> alpha -> beta ->
+// gamma, gamma sorting with libc's qsort and a comparator of its own): at
+// least 95% of the samples carry the whole chain down to the process entry
+// (_start), and comparator samples show comparator <- libc <- gamma.
+func checkNativeChain(t *testing.T, traces [][]userFrame, comparator string, chain ...string) {
+	t.Helper()
+	if len(traces) < 200 {
+		t.Fatalf("only %d traces", len(traces))
+	}
+	full, cmp, cmpFull := 0, 0, 0
+	var bad []string
+	for _, frames := range traces {
+		i, ok := hasChain(frames, chain...)
+		ok = ok && complete(frames) && frames[len(frames)-1].name == "_start"
+		// Above the chain: only the comparator and libc (qsort's
+		// internals).
+		for _, f := range frames[:i] {
+			if !strings.Contains(f.name, comparator) && !strings.HasPrefix(f.file, "libc.so") {
+				ok = false
+			}
+		}
+		if ok {
+			full++
+		} else if len(bad) < 5 {
+			bad = append(bad, describe(frames))
+		}
+		if len(frames) > 0 && strings.Contains(frames[0].name, comparator) {
+			cmp++
+			if ok && i >= 2 && strings.HasPrefix(frames[1].file, "libc.so") && strings.HasPrefix(frames[i-1].file, "libc.so") {
+				cmpFull++
+			}
+		}
+	}
+	t.Logf("%d traces: %d (%.1f%%) with the full chain to _start; %d in the comparator, %d of them comparator <- libc <- %s",
+		len(traces), full, 100*float64(full)/float64(len(traces)), cmp, cmpFull, chain[0])
+	for _, b := range bad {
+		t.Logf("incomplete: %s", b)
+	}
+	if float64(full) < 0.95*float64(len(traces)) {
+		t.Errorf("full chain in %d of %d traces, want >= 95%%", full, len(traces))
+	}
+	if cmp < 10 || float64(cmpFull) < 0.95*float64(cmp) {
+		t.Errorf("comparator <- libc <- %s in %d of %d comparator traces, want >= 95%% of at least 10", chain[0], cmpFull, cmp)
+	}
+}
+
+// TestUnwindC: a C program built -O2 -fomit-frame-pointer, whose hot
+// function uses rbp as a general register, unwinds fully through its own
+// .eh_frame and libc's.
+func TestUnwindC(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := filepath.Join(t.TempDir(), "chain")
+	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/unwind/chain.c")
+	traces, st := sampleCommand(t, exec.Command(bin), 3*time.Second)
+	t.Logf("stats: CFI frames %d, FP frames %d, no CFI %d, no mapping %d, not ready %d, bad frame %d, tables %d (%d bytes)",
+		st.CFIFrames, st.FPFrames, st.NoCFI, st.NoMapping, st.NotReady, st.BadFrame, st.TablesLoaded, st.TableBytes)
+	checkNativeChain(t, traces, "compare_ints", "chain_gamma", "chain_beta", "chain_alpha", "main")
+}
+
+// TestUnwindCPlusPlus: the same for C++.
+func TestUnwindCPlusPlus(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := filepath.Join(t.TempDir(), "chaincc")
+	testenv.Run(t, testenv.RepoRoot(t), "g++", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/unwind/chain.cc")
+	traces, _ := sampleCommand(t, exec.Command(bin), 3*time.Second)
+	checkNativeChain(t, traces, "Pipeline::compare", "Pipeline::gamma", "Pipeline::beta", "Pipeline::alpha", "main")
+}
+
+// TestUnwindGoLeaf: a Go program whose hot function has no frame of its
+// own keeps every caller (a frame-pointer walk loses main.b).
+func TestUnwindGoLeaf(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := filepath.Join(t.TempDir(), "goleaf")
+	testenv.Run(t, filepath.Join(testenv.RepoRoot(t), "tracer/testdata/unwind/goleaf"), "go", "build", "-o", bin, ".")
+	traces, _ := sampleCommand(t, exec.Command(bin), 3*time.Second)
+	if len(traces) < 200 {
+		t.Fatalf("only %d traces", len(traces))
+	}
+	full := 0
+	var bad []string
+	for _, frames := range traces {
+		_, ok := hasChain(frames, "main.leaf", "main.b", "main.a", "main.main", "runtime.main", "runtime.goexit")
+		if ok && complete(frames) && len(frames) == 6 {
+			full++
+		} else if len(bad) < 5 {
+			bad = append(bad, describe(frames))
+		}
+	}
+	t.Logf("%d traces, %d (%.1f%%) leaf <- b <- a <- main.main <- runtime.main <- runtime.goexit", len(traces), full,
+		100*float64(full)/float64(len(traces)))
+	for _, b := range bad {
+		t.Logf("incomplete: %s", b)
+	}
+	if float64(full) < 0.95*float64(len(traces)) {
+		t.Errorf("full chain in %d of %d traces, want >= 95%%", full, len(traces))
+	}
+}
+
+// TestUnwindPython: python3 (no frame pointers anywhere) unwinds through
+// libpython down to the process entry.
+func TestUnwindPython(t *testing.T) {
+	testenv.RequireBPF(t)
+	py := "/usr/bin/python3.11"
+	if _, err := os.Stat(py); err != nil {
+		t.Fatalf("%s: %v", py, err)
+	}
+	script := "x = 0\nwhile True:\n    x = (x * 31 + 7) % 1000003\n    d = {i: str(i) for i in range(50)}\n"
+	traces, _ := sampleCommand(t, exec.Command(py, "-c", script), 3*time.Second)
+	if len(traces) < 200 {
+		t.Fatalf("only %d traces", len(traces))
+	}
+	full := 0
+	var bad []string
+	for _, frames := range traces {
+		if complete(frames) && len(frames) > 3 && frames[len(frames)-1].name == "_start" &&
+			slices.ContainsFunc(frames, func(f userFrame) bool { return f.name == "_PyEval_EvalFrameDefault" }) {
+			full++
+		} else if len(bad) < 5 {
+			bad = append(bad, describe(frames))
+		}
+	}
+	t.Logf("%d traces, %d (%.1f%%) through _PyEval_EvalFrameDefault to _start", len(traces), full, 100*float64(full)/float64(len(traces)))
+	for _, b := range bad {
+		t.Logf("incomplete: %s", b)
+	}
+	if float64(full) < 0.95*float64(len(traces)) {
+		t.Errorf("complete stacks in %d of %d traces, want >= 95%%", full, len(traces))
+	}
+}
