@@ -51,7 +51,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 		processes: make(map[uint32]*process),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
-		tables:    newTableStore(nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+		tables:    newTableStore(nil, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
 	}
 
 	frames := kernelFrames(b, 8)

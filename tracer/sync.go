@@ -121,7 +121,7 @@ func (t *Tracer) mappingTable(p *process, m *mapping, now time.Time) *unwindTabl
 			return f, f
 		},
 	}
-	return t.tables.acquire(fi.id, fi.exec.FileName, src, now)
+	return t.tables.acquire(fi.id, m.key, fi.exec.FileName, src, now)
 }
 
 // forget drops everything known of pid, in eBPF too.

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/nativeunwind"
 )
@@ -104,6 +105,9 @@ type unwindTable struct {
 	built time.Time
 	// permanent tables (the vdso) are never unloaded.
 	permanent bool
+	// files are the mapped files (device, inode) with this content,
+	// entered in the eBPF file_tables map for processes not synced yet.
+	files []fileKey
 }
 
 // errTableBudget says a table did not fit in --max-unwind-table-bytes.
@@ -118,6 +122,7 @@ const idleTTL = time.Minute
 // total size under a bound. It is owned by the tracer's Run goroutine.
 type tableStore struct {
 	outer    *ebpf.Map
+	byFile   *ebpf.Map // file_tables
 	maxBytes uint64
 	log      *slog.Logger
 
@@ -136,9 +141,10 @@ type tableStats struct {
 	buildTime                                    time.Duration
 }
 
-func newTableStore(outer *ebpf.Map, maxBytes uint64, log *slog.Logger) *tableStore {
+func newTableStore(outer, byFile *ebpf.Map, maxBytes uint64, log *slog.Logger) *tableStore {
 	return &tableStore{
 		outer:    outer,
+		byFile:   byFile,
 		maxBytes: maxBytes,
 		log:      log,
 		tables:   make(map[trace.FileID]*unwindTable),
@@ -153,9 +159,9 @@ type tableSource struct {
 	openDebug func(r io.ReaderAt) (io.ReaderAt, io.Closer)
 }
 
-// acquire returns the table of file id, building and loading it on first
-// use, and counts one more reference to it.
-func (s *tableStore) acquire(id trace.FileID, name string, src tableSource, now time.Time) *unwindTable {
+// acquire returns the table of file id, mapped as file, building and
+// loading it on first use, and counts one more reference to it.
+func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, src tableSource, now time.Time) *unwindTable {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tb, ok := s.tables[id]
@@ -167,8 +173,25 @@ func (s *tableStore) acquire(id trace.FileID, name string, src tableSource, now 
 	if !ok {
 		tb = s.load(id, name, src, now)
 	}
+	if file != (fileKey{}) && !slices.Contains(tb.files, file) {
+		s.enterFile(tb, file)
+	}
 	tb.refs++
 	return tb
+}
+
+// enterFile tells the eBPF unwinder that file has tb's table (or none).
+func (s *tableStore) enterFile(tb *unwindTable, file fileKey) {
+	if s.byFile == nil {
+		return
+	}
+	key := progs.StacklineFileKey{Dev: file.dev, Inode: file.inode}
+	val := progs.StacklineFileTable{Table: tb.key, NumRows: tb.rows}
+	if err := s.byFile.Put(key, val); err != nil {
+		s.log.Debug("enter file table", "file", tb.name, "error", err)
+		return
+	}
+	tb.files = append(tb.files, file)
 }
 
 // release drops one reference to tb.
@@ -310,6 +333,11 @@ func (s *tableStore) expire(now time.Time) {
 
 func (s *tableStore) remove(tb *unwindTable) {
 	delete(s.tables, tb.id)
+	for _, f := range tb.files {
+		if err := s.byFile.Delete(progs.StacklineFileKey{Dev: f.dev, Inode: f.inode}); err != nil {
+			s.log.Debug("remove file table", "file", tb.name, "error", err)
+		}
+	}
 	if tb.rows == 0 {
 		return
 	}

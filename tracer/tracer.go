@@ -217,7 +217,7 @@ func (t *Tracer) load() error {
 	if err := t.objs.Unwinders.Put(uint32(unwinderNative), t.objs.UnwindNative); err != nil {
 		return fmt.Errorf("tracer: register the native unwinder: %w", err)
 	}
-	t.tables = newTableStore(t.objs.UnwindTables, t.cfg.MaxUnwindTableBytes, t.log)
+	t.tables = newTableStore(t.objs.UnwindTables, t.objs.FileTables, t.cfg.MaxUnwindTableBytes, t.log)
 	t.loadVDSO()
 	for name, prog := range map[string]*ebpf.Program{
 		"sched_process_exit": t.objs.ProcessExit,
@@ -458,6 +458,9 @@ type Stats struct {
 	// CFIFrames and FPFrames count frames unwound by stack-delta table
 	// and by frame pointer.
 	CFIFrames, FPFrames uint64
+	// VMALookups counts mappings the eBPF unwinder found in the kernel
+	// for processes not synced yet (new, short-lived, after dlopen).
+	VMALookups uint64
 	// SyncRequests counts the eBPF side's requests for a process's
 	// mappings; Syncs the mappings given to it; SyncErrors the failures.
 	SyncRequests, Syncs, SyncErrors uint64
@@ -495,6 +498,7 @@ const (
 	counterSyncRequests
 	counterCFIFrames
 	counterFPFrames
+	counterVMALookups
 	numCounters
 )
 
@@ -523,6 +527,7 @@ func (t *Tracer) Stats() Stats {
 		BadFrame:          bpf[counterBadFrame],
 		CFIFrames:         bpf[counterCFIFrames],
 		FPFrames:          bpf[counterFPFrames],
+		VMALookups:        bpf[counterVMALookups],
 		SyncRequests:      bpf[counterSyncRequests],
 		Syncs:             t.stats.syncs.Load(),
 		SyncErrors:        t.stats.syncErrors.Load(),
@@ -555,7 +560,7 @@ func (t *Tracer) MapMemory() uint64 {
 	total := t.stats.tableBytes.Load() + t.stats.processBytes.Load()
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
-		t.objs.UnwindStates, t.objs.Unwinders} {
+		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables} {
 		if m == nil {
 			continue
 		}

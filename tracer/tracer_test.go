@@ -216,7 +216,7 @@ func TestSweep(t *testing.T) {
 	root := t.TempDir()
 	os.Mkdir(filepath.Join(root, "10"), 0o755)
 	tr := &Tracer{proc: procFS{root: root}, processes: map[uint32]*process{10: {pid: 10}, 11: {pid: 11}},
-		tables: newTableStore(nil, 0, slog.Default())}
+		tables: newTableStore(nil, nil, 0, slog.Default())}
 	tr.sweep()
 	if _, ok := tr.processes[10]; !ok {
 		t.Error("live process 10 forgotten")

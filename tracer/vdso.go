@@ -63,7 +63,7 @@ func (t *Tracer) loadVDSO() {
 	src := tableSource{open: func() (io.ReaderAt, io.Closer, error) {
 		return bytes.NewReader(img), io.NopCloser(nil), nil
 	}}
-	tb := t.tables.acquire(id, "[vdso]", src, time.Now())
+	tb := t.tables.acquire(id, fileKey{}, "[vdso]", src, time.Now())
 	tb.permanent = true
 	if tb.rows == 0 {
 		t.log.Warn("no vdso unwind table", "error", tb.err)

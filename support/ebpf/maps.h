@@ -39,6 +39,7 @@ enum counter {
 	COUNTER_SYNC_REQUESTS,   // process sync requests sent
 	COUNTER_CFI_FRAMES,      // frames unwound with a stack-delta table
 	COUNTER_FP_FRAMES,       // frames unwound by frame pointer
+	COUNTER_VMA_LOOKUPS,     // mappings found in the kernel (process not synced)
 	COUNTER_NUM,
 };
 

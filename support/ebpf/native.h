@@ -24,6 +24,8 @@
 #define SIGCONTEXT_RSP (SIGCONTEXT_OFF + 120)
 #define SIGCONTEXT_RIP (SIGCONTEXT_OFF + 128)
 
+#define ENOENT 2
+
 enum step_result {
 	STEP_CONTINUE = 0,
 	STEP_DONE = 1,
@@ -95,6 +97,62 @@ static __always_inline void request_sync(u32 pid)
 		count(COUNTER_LOST_EVENTS);
 	else
 		count(COUNTER_SYNC_REQUESTS);
+}
+
+// find_vma_mapping's result.
+struct vma_lookup {
+	struct exec_mapping *out;
+	int found;      // the address is in a mapping
+	int table_known; // user space said whether the file has a table
+};
+
+static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void *arg)
+{
+	struct vma_lookup *l = arg;
+	struct exec_mapping *m = l->out;
+	m->start = vma->vm_start;
+	m->end = vma->vm_end;
+	m->bias = vma->vm_start - (vma->vm_pgoff << 12);
+	m->table = 0;
+	m->num_rows = 0;
+	m->flags = 0;
+	l->found = 1;
+	struct file *f = vma->vm_file;
+	if (!f) {
+		// Anonymous executable memory (JIT code): frame pointers.
+		l->table_known = 1;
+		return 0;
+	}
+	struct file_key key = {};
+	u32 dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	key.dev = (u64)(dev >> 20) << 32 | (dev & 0xfffff);
+	key.inode = BPF_CORE_READ(f, f_inode, i_ino);
+	struct file_table *ft = bpf_map_lookup_elem(&file_tables, &key);
+	if (ft) {
+		m->table = ft->table;
+		m->num_rows = ft->num_rows;
+		l->table_known = 1;
+	}
+	return 0;
+}
+
+// Finds the mapping of pc in the current task's address space and the
+// file's table, for a process user space has not synced (yet). It returns
+// 0 when the mapping and whether its file has a table are known.
+//
+// In the sampling interrupt bpf_find_vma defers releasing the mmap lock to
+// a per-CPU irq_work, so only the first call of a sample succeeds; later
+// ones fail with EBUSY and the process counts as not loaded yet.
+static __always_inline int find_vma_mapping(u64 pc, struct exec_mapping *out)
+{
+	struct vma_lookup l = {.out = out};
+	struct task_struct *task = bpf_get_current_task_btf();
+	long err = bpf_find_vma(task, pc, vma_found, &l, 0);
+	if (err == -ENOENT || (!err && !l.found))
+		return UNWIND_ERR_NO_MAPPING;
+	if (err || !l.table_known)
+		return UNWIND_ERR_NOT_READY;
+	return 0;
 }
 
 // Steps from a frame without unwind information by its frame pointer: the
@@ -203,18 +261,26 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		u32 pid = st->pid;
 		struct process_info *info = bpf_map_lookup_elem(&processes, &pid);
 		void *mappings = bpf_map_lookup_elem(&process_mappings, &pid);
-		if (!info || !mappings) {
+		struct exec_mapping *found = NULL;
+		if (info && mappings)
+			found = find_mapping(mappings, info->num_mappings, pc);
+		if (found) {
+			st->mapping = *found;
+		} else {
+			// Not synced yet, or mapped since: ask user space,
+			// and meanwhile look the mapping up in the kernel.
 			request_sync(pid);
-			push_error(t, UNWIND_ERR_NOT_READY, COUNTER_NOT_READY);
-			return STEP_DONE;
+			int err = find_vma_mapping(pc, &st->mapping);
+			if (err == UNWIND_ERR_NO_MAPPING) {
+				push_error(t, err, COUNTER_NO_MAPPING);
+				return STEP_DONE;
+			}
+			if (err) {
+				push_error(t, err, COUNTER_NOT_READY);
+				return STEP_DONE;
+			}
+			count(COUNTER_VMA_LOOKUPS);
 		}
-		struct exec_mapping *found = find_mapping(mappings, info->num_mappings, pc);
-		if (!found) {
-			request_sync(pid);
-			push_error(t, UNWIND_ERR_NO_MAPPING, COUNTER_NO_MAPPING);
-			return STEP_DONE;
-		}
-		st->mapping = *found;
 		st->has_mapping = 1;
 	}
 	int r;

@@ -23,6 +23,19 @@ type StacklineExecMapping struct {
 	Flags   uint32
 }
 
+type StacklineFileKey struct {
+	_     structs.HostLayout
+	Dev   uint64
+	Inode uint64
+}
+
+type StacklineFileTable struct {
+	_       structs.HostLayout
+	Table   uint64
+	NumRows uint32
+	Pad     uint32
+}
+
 type StacklineFrame struct {
 	_     structs.HostLayout
 	Addr  uint64
@@ -75,6 +88,7 @@ type StacklineUnwindState struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	StacklineMapCounters        = "counters"
+	StacklineMapFileTables      = "file_tables"
 	StacklineMapProcessMappings = "process_mappings"
 	StacklineMapProcesses       = "processes"
 	StacklineMapRecords         = "records"
@@ -143,6 +157,7 @@ type StacklineProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type StacklineMapSpecs struct {
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	FileTables      *ebpf.MapSpec `ebpf:"file_tables"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
 	Records         *ebpf.MapSpec `ebpf:"records"`
@@ -181,6 +196,7 @@ func (o *StacklineObjects) Close() error {
 // It can be passed to LoadStacklineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StacklineMaps struct {
 	Counters        *ebpf.Map `ebpf:"counters"`
+	FileTables      *ebpf.Map `ebpf:"file_tables"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
 	Records         *ebpf.Map `ebpf:"records"`
@@ -194,6 +210,7 @@ type StacklineMaps struct {
 func (m *StacklineMaps) Close() error {
 	return _StacklineClose(
 		m.Counters,
+		m.FileTables,
 		m.ProcessMappings,
 		m.Processes,
 		m.Records,

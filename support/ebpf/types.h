@@ -22,6 +22,26 @@ typedef __s32 s32;
 
 struct mm_struct;
 
+struct super_block {
+	u32 s_dev; // dev_t: major << 20 | minor
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	unsigned long vm_pgoff;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
 typedef struct {
 	int counter;
 } atomic_t;

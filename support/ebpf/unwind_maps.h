@@ -100,6 +100,31 @@ struct {
 	__array(values, struct unwind_table_inner);
 } unwind_tables SEC(".maps");
 
+// A mapped file as /proc/PID/maps names it: device (major << 32 | minor)
+// and inode.
+struct file_key {
+	u64 dev;
+	u64 inode;
+};
+
+// The table of a file, for processes whose mappings user space has not
+// given yet (new, short-lived, or just after dlopen): the unwinder finds
+// the mapping itself (bpf_find_vma) and the table here. num_rows 0 says the
+// file has no table: frame pointers are followed there.
+struct file_table {
+	u64 table;
+	u32 num_rows;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct file_key);
+	__type(value, struct file_table);
+} file_tables SEC(".maps");
+
 // When each process last asked user space for its mappings, so a busy
 // process without them asks once per SYNC_INTERVAL_NS, not per sample.
 struct {

@@ -223,7 +223,7 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 	if !found {
 		return nil, ErrNoCFI
 	}
-	rows = finalize(rows)
+	rows = markEntry(finalize(rows), ef, bs.segs)
 	if cap(rows)-len(rows) > len(rows)/4 {
 		rows = append([]Row(nil), rows...)
 	}

@@ -482,3 +482,22 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestEntryPointEndsStack: the dynamic loader's _start has no call frame
+// information; as the ELF entry point it ends the stack instead of
+// reporting missing information.
+func TestEntryPointEndsStack(t *testing.T) {
+	const ldso = "/lib64/ld-linux-x86-64.so.2"
+	f, ef := openELF(t, ldso)
+	defer f.Close()
+	tab := build(t, ldso, "")
+	off := fileOffset(t, ef, ef.Entry)
+	if r := lookup(tab.Rows, off); r.CFA != CFAEndOfStack {
+		t.Errorf("entry point %#x (file offset %#x): %+v, want CFAEndOfStack", ef.Entry, off, r)
+	}
+	// A return address into _start (after its call of _dl_start) is
+	// looked up one byte before it, still inside the entry code.
+	if r := lookup(tab.Rows, off+4); r.CFA != CFAEndOfStack {
+		t.Errorf("entry point + 4: %+v, want CFAEndOfStack", r)
+	}
+}

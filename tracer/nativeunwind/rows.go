@@ -180,6 +180,33 @@ func finalize(rows []Row) []Row {
 	return out
 }
 
+// markEntry makes the ELF entry point the end of the stack when no call
+// frame information covers it. The entry point is the outermost frame of
+// a process by definition, but hand-written entry code often says nothing
+// (the dynamic loader's _start, static musl binaries): without this mark an
+// unwinder reaching it would report missing information instead of a
+// complete stack.
+func markEntry(rows []Row, ef *elf.File, segs segments) []Row {
+	seg, ok := segs.find(ef.Entry)
+	if !ok || ef.Entry == 0 {
+		return rows
+	}
+	off := seg.offset(ef.Entry)
+	i, found := slices.BinarySearchFunc(rows, off, func(r Row, a uint64) int { return cmp.Compare(r.Addr, a) })
+	switch {
+	case found && rows[i].CFA == CFAInvalid:
+		rows[i] = Row{Addr: off, CFA: CFAEndOfStack}
+	case !found && (i == 0 || rows[i-1].CFA == CFAInvalid):
+		rows = slices.Insert(rows, i, Row{Addr: off, CFA: CFAEndOfStack})
+		if i == len(rows)-1 {
+			// Nothing after the entry point: end its rule at the
+			// end of its segment.
+			rows = append(rows, Row{Addr: seg.off + seg.size, CFA: CFAInvalid})
+		}
+	}
+	return rows
+}
+
 // segment is the file part of an executable PT_LOAD segment: addresses
 // [vaddr, vaddr+size) are file offsets [off, off+size).
 type segment struct {

@@ -21,7 +21,7 @@ __attribute__((noipa)) void chain_gamma(void)
 {
 	for (;;) {
 		unsigned long x = sink;
-		for (int i = 0; i < 2000000; i++)
+		for (int i = 0; i < 300000; i++)
 			x = x * 31 + i;
 		sink = x;
 		for (int i = 0; i < N; i++)

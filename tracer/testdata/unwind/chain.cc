@@ -29,7 +29,7 @@ public:
 	{
 		for (;;) {
 			unsigned long x = sink;
-			for (int i = 0; i < 2000000; i++)
+			for (int i = 0; i < 300000; i++)
 				x = x * 31 + i;
 			sink = x;
 			for (std::size_t i = 0; i < data_.size(); i++)
