@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -26,9 +27,10 @@ const (
 	// syncBudget bounds the time spent on queued syncs before going back
 	// to the ring buffer.
 	syncBudget = 20 * time.Millisecond
-	// maxWait bounds how long a ring buffer read blocks, so timers and
-	// cancellation are noticed.
-	maxWait = 100 * time.Millisecond
+	// readInterval is how often the ring buffer is read when no record
+	// asks to be read earlier. It bounds the delay of exec events and of
+	// cancellation.
+	readInterval = 100 * time.Millisecond
 )
 
 // dueSync is a queued sync of a process.
@@ -155,6 +157,23 @@ func (t *Tracer) requestSync(pid uint32, now time.Time) {
 		return
 	}
 	t.syncProcess(pid, now)
+}
+
+// execSyncTime returns when to sync a process that exec'd at ktime
+// (CLOCK_MONOTONIC ns): execSyncDelay after the exec, not after the event
+// was read, which may be up to readInterval later.
+func (t *Tracer) execSyncTime(ktime uint64, now time.Time) time.Time {
+	at := time.Unix(0, int64(ktime)+t.monoToWall).Add(execSyncDelay)
+	if latest := now.Add(execSyncDelay); at.After(latest) {
+		// The clocks disagree (the wall clock was set back).
+		return latest
+	}
+	return at
+}
+
+// unschedule drops the queued syncs of pid, which exited.
+func (t *Tracer) unschedule(pid uint32) {
+	t.due = slices.DeleteFunc(t.due, func(d dueSync) bool { return d.pid == pid })
 }
 
 func (t *Tracer) schedule(pid uint32, at time.Time) {

@@ -207,6 +207,12 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("tracer: set max stack depth: %w", err)
 	}
 	spec.Maps["records"].MaxEntries = uint32(t.cfg.RingBufferSize)
+	// Records wake the reader early once a quarter of the buffer waits:
+	// well before it fills up at any sampling rate the buffer was sized
+	// for, while a quiet host costs one wake-up per readInterval.
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(t.cfg.RingBufferSize / 4)); err != nil {
+		return fmt.Errorf("tracer: set ring buffer wake-up threshold: %w", err)
+	}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -295,10 +301,11 @@ func (t *Tracer) Run(ctx context.Context) error {
 			t.drain(&rec)
 			return nil
 		}
-		// Reads wake at least every maxWait, for queued syncs and
-		// cancellation.
+		// Records do not wake the reader one by one (see wakeup_bytes in
+		// the eBPF maps): it reads what arrived every readInterval,
+		// earlier for queued syncs, urgent records and a filling buffer.
 		now := time.Now()
-		wake := now.Add(maxWait)
+		wake := now.Add(readInterval)
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
 			// The poller waits in whole milliseconds, rounded
 			// down: a deadline less than 2 ms away may not wait
@@ -358,13 +365,15 @@ func (t *Tracer) handle(raw []byte) {
 	case recordProcessExit:
 		t.stats.events.Add(1)
 		t.forget(t.rec.pid)
+		t.unschedule(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
 		// New image, new mappings. Give them to eBPF once the dynamic
 		// loader has mapped the libraries; a process that exits before
-		// costs nothing, one sampled before asks for them itself.
+		// costs nothing (its exit, read in the same batch, unschedules
+		// it), one sampled before asks for them itself.
 		t.forget(t.rec.pid)
-		t.schedule(t.rec.pid, now.Add(execSyncDelay))
+		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now))
 	case recordProcessSync:
 		t.stats.events.Add(1)
 		t.requestSync(t.rec.pid, now)

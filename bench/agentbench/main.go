@@ -49,6 +49,8 @@ type options struct {
 	agentArgs  string
 	// heapProfile, when set, receives the agent's heap profile.
 	heapProfile string
+	// cpuProfile, when set, receives the agent's CPU profile.
+	cpuProfile string
 }
 
 func run() error {
@@ -60,6 +62,7 @@ func run() error {
 	flag.StringVar(&o.budgets, "budgets", "bench/budgets.json", "budgets to check; empty checks none")
 	flag.StringVar(&o.agentArgs, "agent-args", "", "extra flags for the agent, space-separated")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "save the agent's Go heap profile at the end of the run to this file")
+	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "save the agent's Go CPU profile, taken from 5 s after start to the end of the run, to this file")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root to load eBPF programs")
@@ -114,6 +117,15 @@ func run() error {
 	defer agent.Process.Kill()
 	pid := agent.Process.Pid
 
+	cpuProfileDone := make(chan error, 1)
+	if o.cpuProfile != "" {
+		go func() {
+			time.Sleep(5 * time.Second)
+			secs := int((o.duration - 6*time.Second).Seconds())
+			cpuProfileDone <- saveProfile(metricsAddr, "profile?seconds="+strconv.Itoa(max(secs, 1)), o.cpuProfile)
+		}()
+	}
+
 	var rss []float64
 	tick := time.NewTicker(time.Second)
 	for time.Since(start) < o.duration {
@@ -139,7 +151,12 @@ func run() error {
 		return err
 	}
 	if o.heapProfile != "" {
-		if err := saveHeapProfile(metricsAddr, o.heapProfile); err != nil {
+		if err := saveProfile(metricsAddr, "heap", o.heapProfile); err != nil {
+			return err
+		}
+	}
+	if o.cpuProfile != "" {
+		if err := <-cpuProfileDone; err != nil {
 			return err
 		}
 	}
@@ -358,10 +375,11 @@ func scrape(addr string) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-func saveHeapProfile(addr, path string) error {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/heap")
+// saveProfile saves the agent's /debug/pprof/<which> to path.
+func saveProfile(addr, which, path string) error {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + which)
 	if err != nil {
-		return fmt.Errorf("heap profile: %w", err)
+		return fmt.Errorf("%s profile: %w", which, err)
 	}
 	defer resp.Body.Close()
 	f, err := os.Create(path)
@@ -370,7 +388,7 @@ func saveHeapProfile(addr, path string) error {
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		f.Close()
-		return fmt.Errorf("heap profile: %w", err)
+		return fmt.Errorf("%s profile: %w", which, err)
 	}
 	return f.Close()
 }

@@ -93,7 +93,7 @@ static __always_inline void request_sync(u32 pid)
 	ev.hdr.kind = RECORD_PROCESS_SYNC;
 	ev.hdr.pid = pid;
 	ev.hdr.ktime_ns = now;
-	if (bpf_ringbuf_output(&records, &ev, sizeof(ev), 0))
+	if (submit_record(&ev, sizeof(ev), 1))
 		count(COUNTER_LOST_EVENTS);
 	else
 		count(COUNTER_SYNC_REQUESTS);

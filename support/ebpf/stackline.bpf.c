@@ -69,7 +69,7 @@ static __always_inline void send_trace(struct trace *t)
 	if (n > MAX_FRAMES)
 		n = MAX_FRAMES;
 	u64 size = offsetof(struct trace, frames) + (u64)n * sizeof(struct frame);
-	if (bpf_ringbuf_output(&records, t, size, 0))
+	if (submit_record(t, size, 0))
 		count(COUNTER_LOST_TRACES);
 }
 
@@ -136,7 +136,7 @@ static __always_inline void send_process_event(u32 kind, u32 tgid)
 	struct process_event ev = {};
 	fill_header(&ev.hdr, kind);
 	ev.hdr.pid = tgid;
-	if (bpf_ringbuf_output(&records, &ev, sizeof(ev), 0))
+	if (submit_record(&ev, sizeof(ev), 0))
 		count(COUNTER_LOST_EVENTS);
 }
 

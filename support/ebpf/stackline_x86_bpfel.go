@@ -102,6 +102,7 @@ const (
 	StacklineProgSample         = "sample"
 	StacklineProgUnwindNative   = "unwind_native"
 	StacklineVarMaxUserFrames   = "max_user_frames"
+	StacklineVarWakeupBytes     = "wakeup_bytes"
 )
 
 // LoadStackline returns the embedded CollectionSpec for Stackline.
@@ -173,6 +174,7 @@ type StacklineMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type StacklineVariableSpecs struct {
 	MaxUserFrames *ebpf.VariableSpec `ebpf:"max_user_frames"`
+	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // StacklineObjects contains all objects after they have been loaded into the kernel.
@@ -227,6 +229,7 @@ func (m *StacklineMaps) Close() error {
 // It can be passed to LoadStacklineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StacklineVariables struct {
 	MaxUserFrames *ebpf.Variable `ebpf:"max_user_frames"`
+	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // StacklinePrograms contains all programs after they have been loaded into the kernel.
