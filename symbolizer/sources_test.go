@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -291,30 +292,6 @@ func main() {
 }
 `
 
-// buildGo builds a Go program from one main.go.
-func buildGo(tb testing.TB, src string, flags ...string) string {
-	tb.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		tb.Skip(err)
-	}
-	dir := tb.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module prog\n\ngo 1.22\n"), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	bin := filepath.Join(dir, "prog")
-	cmd := exec.Command(goTool, append(append([]string{"build"}, flags...), "-o", bin, ".")...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=", "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // objdumpLine returns the address of an instruction of function fn that
 // go tool objdump attributes to main.go:line.
 func objdumpLine(t *testing.T, bin, fn string, line int64) uint64 {
@@ -341,10 +318,10 @@ func objdumpLine(t *testing.T, bin, fn string, line int64) uint64 {
 func TestGoInline(t *testing.T) {
 	innerLine := lineOf(t, goInlineSource, "return x*x")
 	callLine := lineOf(t, goInlineSource, "s += inner(i)")
-	bin := buildGo(t, goInlineSource)
+	bin := testenv.BuildGo(t, goInlineSource, false)
 	addr := objdumpLine(t, bin, "main.outer", innerLine)
 	off := offsetOf(t, bin, addr)
-	stripped := buildGo(t, goInlineSource, "-ldflags=-s -w")
+	stripped := testenv.BuildGo(t, goInlineSource, false, "-ldflags=-s -w")
 	for _, path := range []string{bin, stripped} {
 		f := parseFile(t, path, DemangleSimple)
 		got := f.Lookup(off, nil)
@@ -529,7 +506,7 @@ func TestDWARFTooLarge(t *testing.T) {
 
 func FuzzGoTable(f *testing.F) {
 	if _, err := exec.LookPath("go"); err == nil {
-		bin := buildGo(f, goInlineSource, "-ldflags=-s -w")
+		bin := testenv.BuildGo(f, goInlineSource, false, "-ldflags=-s -w")
 		ef, err := elf.Open(bin)
 		if err != nil {
 			f.Fatal(err)

@@ -52,3 +52,38 @@ func BuildAgent(t testing.TB, dir string) string {
 	Run(t, RepoRoot(t), "go", "build", "-o", bin, "./cmd/stackline")
 	return bin
 }
+
+// BuildGo builds a Go program made of the one file main.go with source src
+// (a module of its own, cgo enabled only when cgo is true) and returns the
+// binary's path. flags go to go build.
+func BuildGo(t testing.TB, src string, cgo bool, flags ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module prog\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "prog")
+	cmd := exec.Command(goTool(), append(append([]string{"build"}, flags...), "-o", bin, ".")...)
+	cmd.Dir = dir
+	cgoEnabled := "CGO_ENABLED=0"
+	if cgo {
+		cgoEnabled = "CGO_ENABLED=1"
+	}
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=", cgoEnabled)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// goTool returns the go command: from PATH, else the one of the Go
+// installation that built the test (sudo often resets PATH).
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}

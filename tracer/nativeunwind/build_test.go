@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 // libcDebugPath returns the path of libc's separate debug file (from
@@ -356,7 +358,7 @@ func checkGo(t *testing.T, bin string) *Table {
 }
 
 func TestGo(t *testing.T) {
-	bin := buildGo(t, goSource, false)
+	bin := testenv.BuildGo(t, goSource, false)
 	pcsp := checkGo(t, bin)
 
 	// A Go 1.15 .gopclntab, which Build does not read, leaves the
@@ -405,7 +407,7 @@ func TestCgo(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/gcc"); err != nil {
 		t.Skip("no gcc for cgo")
 	}
-	bin := buildGo(t, cgoSource, true)
+	bin := testenv.BuildGo(t, cgoSource, true)
 	tab := checkGo(t, bin)
 	if tab.Sources&SourceEHFrame == 0 {
 		t.Errorf("Sources = %b, want .eh_frame too", tab.Sources)

@@ -140,30 +140,6 @@ func buildC(tb testing.TB, src string, flags ...string) string {
 	return bin
 }
 
-// buildGo builds the Go program src and returns the binary's path.
-func buildGo(tb testing.TB, src string, cgo bool) string {
-	tb.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	dir := tb.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module prog\n\ngo 1.22\n"), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	bin := filepath.Join(dir, "prog")
-	cmd := exec.Command(goTool, "build", "-o", bin, ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=", fmt.Sprintf("CGO_ENABLED=%d", map[bool]int{false: 0, true: 1}[cgo]))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // run runs a command in dir and fails the test when it fails.
 func run(tb testing.TB, dir, name string, args ...string) string {
 	tb.Helper()
