@@ -7,6 +7,13 @@
 #include "trace.h"
 #include "maps.h"
 
+// What an unwinder step returns to bpf_loop: go on with the next step, or
+// end the stack.
+enum step_result {
+	STEP_CONTINUE = 0,
+	STEP_DONE = 1,
+};
+
 static __always_inline void push_frame(struct trace *t, u64 addr, u8 type, u8 flags)
 {
 	u32 n = t->num_frames;
@@ -16,7 +23,7 @@ static __always_inline void push_frame(struct trace *t, u64 addr, u8 type, u8 fl
 	t->frames[n].aux = 0;
 	t->frames[n].type = type;
 	t->frames[n].flags = flags;
-	t->frames[n].pad = 0;
+	t->frames[n].extra = 0;
 	t->num_frames = n + 1;
 }
 

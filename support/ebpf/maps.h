@@ -58,6 +58,8 @@ enum counter {
 	COUNTER_CFI_FRAMES,      // frames unwound with a stack-delta table
 	COUNTER_FP_FRAMES,       // frames unwound by frame pointer
 	COUNTER_VMA_LOOKUPS,     // mappings found in the kernel (process not synced)
+	COUNTER_PYTHON_FRAMES,   // Python frames emitted
+	COUNTER_INTERP_ERRORS,   // interpreter frames unreadable
 	COUNTER_NUM,
 };
 

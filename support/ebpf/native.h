@@ -15,6 +15,8 @@
 #include "maps.h"
 #include "frames.h"
 #include "unwind_maps.h"
+#include "interp.h"
+#include "python.h"
 
 // Offsets in the kernel's x86-64 signal frame, from the stack pointer the
 // signal trampoline (__restore_rt) runs with: it points at the ucontext,
@@ -25,11 +27,6 @@
 #define SIGCONTEXT_RIP (SIGCONTEXT_OFF + 128)
 
 #define ENOENT 2
-
-enum step_result {
-	STEP_CONTINUE = 0,
-	STEP_DONE = 1,
-};
 
 // Finds the mapping holding pc among a process's n mappings (sorted by
 // start), or NULL.
@@ -155,6 +152,15 @@ static __always_inline int find_vma_mapping(u64 pc, struct exec_mapping *out)
 	return 0;
 }
 
+// Reports whether pc lies in one of the interpreter's eval loop ranges.
+static __always_inline int in_handoff(struct unwind_state *st, u64 pc)
+{
+	for (int i = 0; i < INTERP_HANDOFFS; i++)
+		if (pc >= st->handoff_start[i] && pc < st->handoff_end[i])
+			return 1;
+	return 0;
+}
+
 // Steps from a frame without unwind information by its frame pointer: the
 // saved rbp and the return address lie at rbp.
 static __always_inline int step_frame_pointer(struct trace *t, struct unwind_state *st)
@@ -250,12 +256,19 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		push_error(t, UNWIND_ERR_MAX_DEPTH, COUNTER_MAX_DEPTH);
 		return STEP_DONE;
 	}
-	push_frame(t, st->pc, FRAME_NATIVE, st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0);
-	st->depth++;
-
 	// A return address points after the call, which may be the last
 	// instruction of a function: look up the call itself.
 	u64 pc = st->return_address ? st->pc - 1 : st->pc;
+	if (st->interp_kind && !st->interp_done && in_handoff(st, pc)) {
+		// An activation of the interpreter's eval loop: its
+		// interpreted frames go first, then this native frame.
+		st->interp_pending = 1;
+		st->interp_done = 1;
+		return STEP_CONTINUE;
+	}
+	st->interp_done = 0;
+	push_frame(t, st->pc, FRAME_NATIVE, st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0);
+	st->depth++;
 	struct exec_mapping *m = &st->mapping;
 	if (!st->has_mapping || pc < m->start || pc >= m->end) {
 		u32 pid = st->pid;
@@ -304,6 +317,18 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 	return r;
 }
 
+// Emits the next interpreted frame of the eval loop activation at pc, or
+// ends the activation.
+static __always_inline int interp_step(struct trace *t, struct unwind_state *st)
+{
+	u32 pid = st->pid;
+	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &pid);
+	if (ip && ip->kind == INTERP_PYTHON)
+		return python_step(t, st, ip);
+	st->interp_pending = 0;
+	return STEP_CONTINUE;
+}
+
 static long native_loop_step(u64 index, void *arg)
 {
 	u32 zero = 0;
@@ -311,6 +336,8 @@ static long native_loop_step(u64 index, void *arg)
 	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
 	if (!t || !st)
 		return 1;
+	if (st->interp_pending)
+		return interp_step(t, st);
 	return native_step(t, st);
 }
 

@@ -56,7 +56,7 @@ static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx
 		t->frames[i].aux = 0;
 		t->frames[i].type = FRAME_KERNEL;
 		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
-		t->frames[i].pad = 0;
+		t->frames[i].extra = 0;
 		t->num_frames = i + 1;
 	}
 	t->num_kernel_frames = t->num_frames;
@@ -107,6 +107,20 @@ int sample(struct bpf_perf_event_data *ctx)
 		st->depth = 0;
 		st->return_address = 0;
 		st->has_mapping = 0;
+		st->interp_pending = 0;
+		st->interp_done = 0;
+		st->interp_init = 0;
+		st->interp_frame = 0;
+		struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
+		if (ip) {
+			st->interp_kind = ip->kind;
+			for (int i = 0; i < INTERP_HANDOFFS; i++) {
+				st->handoff_start[i] = ip->handoff_start[i];
+				st->handoff_end[i] = ip->handoff_end[i];
+			}
+		} else {
+			st->interp_kind = INTERP_NONE;
+		}
 		bpf_tail_call(ctx, &unwinders, UNWINDER_NATIVE);
 		// Only reached when the unwinder is missing.
 		push_frame(t, st->pc, FRAME_NATIVE, 0);
@@ -125,8 +139,9 @@ int unwind_native(struct bpf_perf_event_data *ctx)
 	if (!t)
 		return 0;
 	// One step per frame, plus one to notice a stack deeper than the
-	// limit.
-	bpf_loop(MAX_USER_FRAMES + 1, native_loop_step, NULL, 0);
+	// limit, plus up to two per interpreter activation (its hand-off,
+	// and the 3.12+ Python shim frame it skips).
+	bpf_loop(3 * MAX_USER_FRAMES + 1, native_loop_step, NULL, 0);
 	send_trace(t);
 	return 0;
 }
@@ -153,6 +168,7 @@ int process_exit(struct bpf_raw_tracepoint_args *ctx)
 	// The process's mappings are of no more use; user space drops them
 	// too, but a pid reused before it does must not inherit them.
 	bpf_map_delete_elem(&processes, &tgid);
+	bpf_map_delete_elem(&interp_procs, &tgid);
 	send_process_event(RECORD_PROCESS_EXIT, tgid);
 	return 0;
 }
@@ -165,6 +181,7 @@ int process_exec(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *task = (struct task_struct *)ctx->args[0];
 	u32 tgid = BPF_CORE_READ(task, tgid);
 	bpf_map_delete_elem(&processes, &tgid);
+	bpf_map_delete_elem(&interp_procs, &tgid);
 	send_process_event(RECORD_PROCESS_EXEC, tgid);
 	return 0;
 }

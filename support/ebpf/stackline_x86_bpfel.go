@@ -42,7 +42,17 @@ type StacklineFrame struct {
 	Aux   uint32
 	Type  uint8
 	Flags uint8
-	Pad   uint16
+	Extra uint16
+}
+
+type StacklineInterpProc struct {
+	_            structs.HostLayout
+	Kind         uint32
+	Pad          uint32
+	HandoffStart [2]uint64
+	HandoffEnd   [2]uint64
+	Data         [2]uint64
+	Config       [128]uint8
 }
 
 type StacklineProcessInfo struct {
@@ -79,8 +89,15 @@ type StacklineUnwindState struct {
 	Depth         uint32
 	ReturnAddress uint8
 	HasMapping    uint8
-	Pad           [6]uint8
+	InterpKind    uint8
+	InterpPending uint8
+	InterpDone    uint8
+	InterpInit    uint8
+	Pad           [2]uint8
 	Mapping       StacklineExecMapping
+	HandoffStart  [2]uint64
+	HandoffEnd    [2]uint64
+	InterpFrame   uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -89,6 +106,7 @@ type StacklineUnwindState struct {
 const (
 	StacklineMapCounters        = "counters"
 	StacklineMapFileTables      = "file_tables"
+	StacklineMapInterpProcs     = "interp_procs"
 	StacklineMapProcessMappings = "process_mappings"
 	StacklineMapProcesses       = "processes"
 	StacklineMapRecords         = "records"
@@ -159,6 +177,7 @@ type StacklineProgramSpecs struct {
 type StacklineMapSpecs struct {
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	FileTables      *ebpf.MapSpec `ebpf:"file_tables"`
+	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
 	Records         *ebpf.MapSpec `ebpf:"records"`
@@ -199,6 +218,7 @@ func (o *StacklineObjects) Close() error {
 type StacklineMaps struct {
 	Counters        *ebpf.Map `ebpf:"counters"`
 	FileTables      *ebpf.Map `ebpf:"file_tables"`
+	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
 	Records         *ebpf.Map `ebpf:"records"`
@@ -213,6 +233,7 @@ func (m *StacklineMaps) Close() error {
 	return _StacklineClose(
 		m.Counters,
 		m.FileTables,
+		m.InterpProcs,
 		m.ProcessMappings,
 		m.Processes,
 		m.Records,

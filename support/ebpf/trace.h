@@ -23,6 +23,10 @@ enum frame_type {
 	FRAME_KERNEL = 2,
 	// The unwinder stopped early; addr holds an error code below.
 	FRAME_ERROR = 3,
+	// A Python frame: addr is the code object's address, aux the
+	// instruction (f_lasti, or the instruction pointer's offset from the
+	// code object), extra a fingerprint of the code object.
+	FRAME_CPYTHON = 4,
 };
 
 // Error codes carried by FRAME_ERROR frames (trace.Error* in Go).
@@ -37,6 +41,9 @@ enum unwind_error {
 	UNWIND_ERR_NOT_READY = 5,
 	// The caller's frame did not lie above its callee's: corrupt data.
 	UNWIND_ERR_BAD_FRAME = 6,
+	// An interpreter's frames could not be read (its thread state not
+	// found, or memory unreadable); native unwinding goes on.
+	UNWIND_ERR_INTERP = 7,
 };
 
 // Frame flags.
@@ -60,7 +67,9 @@ struct frame {
 	u32 aux;
 	u8 type;
 	u8 flags;
-	u16 pad;
+	// Runtime-specific (Python: a fingerprint of the code object, so a
+	// code object freed and replaced at the same address is told apart).
+	u16 extra;
 };
 
 struct record_header {

@@ -51,7 +51,13 @@ struct signal_struct {
 	atomic_t live;
 } __attribute__((preserve_access_index));
 
+struct thread_struct {
+	// The thread pointer (FS base): what pthread_self() returns.
+	unsigned long fsbase;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
+	struct thread_struct thread;
 	struct mm_struct *mm;
 	int pid;
 	int tgid;

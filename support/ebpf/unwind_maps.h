@@ -11,6 +11,7 @@
 #define STACKLINE_UNWIND_MAPS_H
 
 #include "types.h"
+#include "interp.h"
 
 // One executable mapping of a process. A process's mappings are sorted by
 // start and do not overlap.
@@ -150,8 +151,22 @@ struct unwind_state {
 	// mapping holds the last mapping found, when has_mapping is set:
 	// callers often lie in the same file as their callee.
 	u8 has_mapping;
-	u8 pad[6];
+	// The process's interpreter (enum interp_kind), 0 for none.
+	u8 interp_kind;
+	// The interpreter's unwinder is emitting the frames of the eval loop
+	// activation at pc; native unwinding resumes when it is done.
+	u8 interp_pending;
+	// The activation at pc was handled: record pc as a native frame.
+	u8 interp_done;
+	// The interpreter's thread state was looked up for this sample.
+	u8 interp_init;
+	u8 pad[2];
 	struct exec_mapping mapping;
+	// The interpreter's hand-off ranges (struct interp_proc).
+	u64 handoff_start[INTERP_HANDOFFS];
+	u64 handoff_end[INTERP_HANDOFFS];
+	// The next interpreted frame to emit (Python: a frame's address).
+	u64 interp_frame;
 };
 
 struct {

@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Interpreters: where the native unwinder hands over to a runtime's own
+// unwinder. User space (tracer, interpreter/<runtime>) fills interp_procs
+// for each process running a known interpreter; tracer/interp.go mirrors
+// these layouts.
+//
+// The native unwinder walks the machine stack as usual. When a frame's pc
+// lies in one of the process's hand-off ranges (the interpreter's eval
+// loop), the runtime's unwinder first emits the interpreted frames that
+// this activation of the eval loop runs, then the native frame itself is
+// recorded and native unwinding goes on below it. Interpreted frames thus
+// sit exactly where they ran among native ones.
+#ifndef STACKLINE_INTERP_H
+#define STACKLINE_INTERP_H
+
+#include "types.h"
+
+// Interpreter kinds (interpreter.Kind in Go).
+enum interp_kind {
+	INTERP_NONE = 0,
+	INTERP_PYTHON = 1,
+};
+
+#define INTERP_HANDOFFS 2
+#define INTERP_CONFIG_BYTES 128
+
+// One process's interpreter, as user space describes it.
+struct interp_proc {
+	u32 kind;
+	u32 pad;
+	// Address ranges [start, end) of the eval loop (e.g. a function and
+	// its compiler-split .cold part); unused ones are empty.
+	u64 handoff_start[INTERP_HANDOFFS];
+	u64 handoff_end[INTERP_HANDOFFS];
+	// Runtime-specific addresses in the process (Python: _PyRuntime).
+	u64 data[2];
+	// Runtime-specific constants (Python: struct py_offsets).
+	u8 config[INTERP_CONFIG_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, u32); // pid
+	__type(value, struct interp_proc);
+} interp_procs SEC(".maps");
+
+#endif
