@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/python"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
 	"github.com/stackline-dev/stackline/reporter/localfile"
@@ -131,6 +133,7 @@ func New(cfg Config) (*Agent, error) {
 		Reporter:            a.reporter,
 		Symbolizer:          a.symbols,
 		Kernel:              a.kernel,
+		Interpreters:        interpreters(cfg),
 		Logger:              log,
 	})
 	if err != nil {
@@ -274,3 +277,11 @@ func (a *Agent) ReporterStats() reporter.Stats { return a.reporter.Stats() }
 
 // Metrics returns the agent's Prometheus registry.
 func (a *Agent) Metrics() *prometheus.Registry { return a.metrics }
+
+// interpreters returns the runtimes whose frames the tracer unwinds.
+func interpreters(cfg Config) []interpreter.Runtime {
+	if cfg.NoPython {
+		return nil
+	}
+	return []interpreter.Runtime{python.Runtime{}}
+}

@@ -39,6 +39,9 @@ type Config struct {
 	// of all mapped files together (0..16GiB; 0 unwinds by frame pointer
 	// only).
 	MaxUnwindTableBytes int64
+	// NoPython turns off unwinding and naming Python frames (CPython
+	// processes then show native frames only).
+	NoPython bool
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
 	// from the sampling rate and the number of CPUs (AutoRingBufferSize).
 	RingBufferSize int

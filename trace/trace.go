@@ -40,6 +40,9 @@ const (
 	// FrameError marks where an unwinder stopped for lack of data; its
 	// address carries the error code.
 	FrameError FrameType = 3
+	// FrameCPython is a Python function run by CPython. The FrameID's File
+	// stands for the source file, its Addr for the function and line.
+	FrameCPython FrameType = 4
 	// FrameGo is a native frame in a Go binary. The eBPF side never emits it:
 	// the tracer sets it when the mapped file is known to be Go.
 	FrameGo FrameType = 64
@@ -56,6 +59,8 @@ func (t FrameType) String() string {
 		return "abort"
 	case FrameGo:
 		return "go"
+	case FrameCPython:
+		return "cpython"
 	}
 	return "unknown"
 }
@@ -127,6 +132,13 @@ type TraceMeta struct {
 	ProcessName string
 }
 
+// SourceFileID derives a FileID for a source file of an interpreted
+// runtime (e.g. "cpython" and a .py path), which stands for the file in
+// the frames of its functions.
+func SourceFileID(runtime, path string) FileID {
+	return fileIDOfString("source\x00" + runtime + "\x00" + path)
+}
+
 // KernelFileID derives a FileID for the kernel or a kernel module from its
 // name and GNU build ID (hex), since neither is a file the agent can hash.
 func KernelFileID(name, buildID string) FileID {
@@ -149,6 +161,10 @@ const (
 	ErrorNotReady
 	// ErrorBadFrame: a caller's frame did not lie above its callee's.
 	ErrorBadFrame
+	// ErrorInterpreter: an interpreter's frames could not be read (its
+	// thread state not found, or its memory unreadable). Unlike the
+	// others it does not end the stack: native frames follow.
+	ErrorInterpreter
 )
 
 // ErrorName returns the frame name shown for an error frame's code.
@@ -166,6 +182,8 @@ func ErrorName(code uint64) string {
 		return "[unwind stopped: process not loaded yet]"
 	case ErrorBadFrame:
 		return "[unwind stopped: corrupt frame]"
+	case ErrorInterpreter:
+		return "[interpreter frames unreadable]"
 	}
 	return fmt.Sprintf("[unwind error %d]", code)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
 
@@ -49,6 +50,8 @@ type process struct {
 	synced   time.Time
 	tables   []*unwindTable
 	mapBytes uint64
+	// interp is the interpreter the process runs, once found.
+	interp interpreter.Instance
 }
 
 // procFS reads the parts of /proc the tracer needs, under a configurable

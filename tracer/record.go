@@ -27,8 +27,10 @@ const (
 // rawFrame is one decoded struct frame.
 type rawFrame struct {
 	addr  uint64
+	aux   uint32
 	typ   trace.FrameType
 	flags uint8
+	extra uint16
 }
 
 // record is one decoded ring-buffer record. Frames is reused between
@@ -84,8 +86,10 @@ func (r *record) decode(raw []byte) error {
 		f := raw[traceFramesOff+i*frameSize:]
 		r.frames = append(r.frames, rawFrame{
 			addr:  le.Uint64(f[0:]),
+			aux:   le.Uint32(f[8:]),
 			typ:   trace.FrameType(f[12]),
 			flags: f[13],
+			extra: le.Uint16(f[14:]),
 		})
 	}
 	return nil

@@ -72,6 +72,7 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 	for _, tb := range old {
 		t.tables.release(tb, now)
 	}
+	t.attachInterpreter(p)
 	inner, err := newInnerArray("pid_"+strconv.FormatUint(uint64(pid), 10), 40, entries)
 	if err == nil {
 		err = t.objs.ProcessMappings.Put(pid, inner)
@@ -137,6 +138,7 @@ func (t *Tracer) forget(pid uint32) {
 		t.tables.release(tb, now)
 	}
 	t.processBytes -= p.mapBytes
+	t.detachInterpreter(p)
 	delete(t.processes, pid)
 	for _, m := range []*ebpf.Map{t.objs.Processes, t.objs.ProcessMappings} {
 		if m == nil {

@@ -21,6 +21,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/kallsyms"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
@@ -67,6 +68,9 @@ type Config struct {
 	// tables together. A file whose table does not fit is unwound by
 	// frame pointer. 0 loads no tables.
 	MaxUnwindTableBytes uint64
+	// Interpreters are the runtimes whose frames are unwound and named
+	// (CPython); none means native frames only.
+	Interpreters []interpreter.Runtime
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -102,6 +106,10 @@ type fileInfo struct {
 	exec trace.ExecutableInfo
 	// described says isGo and the build IDs of exec have been read.
 	described bool
+	// interp is the runtime whose interpreter the file is, once
+	// interpChecked; nil for most files.
+	interp        interpreter.Loader
+	interpChecked bool
 }
 
 // Tracer samples the system. Create it with New, run it with Run, release
@@ -148,6 +156,9 @@ type tracerStats struct {
 	tablesSkipped, tablesFailed, invalidRows atomic.Uint64
 	tableBuildNS                             atomic.Int64
 	pendingSyncs                             atomic.Uint64
+	// Interpreters.
+	interpProcesses             atomic.Int64
+	interpErrors, interpUnnamed atomic.Uint64
 }
 
 // rereadInterval rate-limits rereading a process's mappings when an address
@@ -486,6 +497,16 @@ type Stats struct {
 	// PendingSyncs is the number of processes waiting to be given to
 	// the eBPF unwinder (those running at start, at first).
 	PendingSyncs uint64
+	// PythonFrames counts Python frames the eBPF unwinder emitted;
+	// InterpreterReadErrors the stacks whose interpreter frames it could
+	// not read.
+	PythonFrames, InterpreterReadErrors uint64
+	// InterpreterProcesses is the number of processes running a known
+	// interpreter now; InterpreterErrors counts interpreter files that
+	// could not be used and processes that could not be attached;
+	// InterpreterUnnamed interpreted frames that could not be named.
+	InterpreterProcesses                  uint64
+	InterpreterErrors, InterpreterUnnamed uint64
 	// SamplingStarted is when the perf events were enabled; FirstSample
 	// when the first trace was received (zero until then).
 	SamplingStarted, FirstSample time.Time
@@ -508,6 +529,8 @@ const (
 	counterCFIFrames
 	counterFPFrames
 	counterVMALookups
+	counterPythonFrames
+	counterInterpErrors
 	numCounters
 )
 
@@ -523,42 +546,47 @@ func (t *Tracer) Stats() Stats {
 		}
 	}
 	return Stats{
-		Samples:           bpf[counterSamples],
-		Idle:              bpf[counterIdle],
-		LostTraces:        bpf[counterLostTraces],
-		LostEvents:        bpf[counterLostEvents],
-		KernelStackErrors: bpf[counterKernelStackErr],
-		UserReadErrors:    bpf[counterUserReadErr],
-		MaxDepth:          bpf[counterMaxDepth],
-		NoMapping:         bpf[counterNoMapping],
-		NoCFI:             bpf[counterNoCFI],
-		NotReady:          bpf[counterNotReady],
-		BadFrame:          bpf[counterBadFrame],
-		CFIFrames:         bpf[counterCFIFrames],
-		FPFrames:          bpf[counterFPFrames],
-		VMALookups:        bpf[counterVMALookups],
-		SyncRequests:      bpf[counterSyncRequests],
-		Syncs:             t.stats.syncs.Load(),
-		SyncErrors:        t.stats.syncErrors.Load(),
-		TablesLoaded:      t.stats.tablesLoaded.Load(),
-		TableBytes:        t.stats.tableBytes.Load(),
-		ProcessMapBytes:   t.stats.processBytes.Load(),
-		TablesSkipped:     t.stats.tablesSkipped.Load(),
-		TablesFailed:      t.stats.tablesFailed.Load(),
-		InvalidRows:       t.stats.invalidRows.Load(),
-		TableBuildTime:    time.Duration(t.stats.tableBuildNS.Load()),
-		PendingSyncs:      t.stats.pendingSyncs.Load(),
-		Traces:            t.stats.traces.Load(),
-		Events:            t.stats.events.Load(),
-		DecodeErrors:      t.stats.decodeErrors.Load(),
-		MapsReads:         t.stats.mapsReads.Load(),
-		MapsErrors:        t.stats.mapsErrors.Load(),
-		UnknownMappings:   t.stats.unknownMappings.Load(),
-		UnknownKernel:     t.stats.unknownKernel.Load(),
-		FileErrors:        t.stats.fileErrors.Load(),
-		Processes:         t.stats.processes.Load(),
-		SamplingStarted:   t.started,
-		FirstSample:       unixNano(t.stats.firstSampleUnixNS.Load()),
+		Samples:               bpf[counterSamples],
+		Idle:                  bpf[counterIdle],
+		LostTraces:            bpf[counterLostTraces],
+		LostEvents:            bpf[counterLostEvents],
+		KernelStackErrors:     bpf[counterKernelStackErr],
+		UserReadErrors:        bpf[counterUserReadErr],
+		MaxDepth:              bpf[counterMaxDepth],
+		NoMapping:             bpf[counterNoMapping],
+		NoCFI:                 bpf[counterNoCFI],
+		NotReady:              bpf[counterNotReady],
+		BadFrame:              bpf[counterBadFrame],
+		CFIFrames:             bpf[counterCFIFrames],
+		FPFrames:              bpf[counterFPFrames],
+		VMALookups:            bpf[counterVMALookups],
+		PythonFrames:          bpf[counterPythonFrames],
+		InterpreterReadErrors: bpf[counterInterpErrors],
+		InterpreterProcesses:  uint64(max(t.stats.interpProcesses.Load(), 0)),
+		InterpreterErrors:     t.stats.interpErrors.Load(),
+		InterpreterUnnamed:    t.stats.interpUnnamed.Load(),
+		SyncRequests:          bpf[counterSyncRequests],
+		Syncs:                 t.stats.syncs.Load(),
+		SyncErrors:            t.stats.syncErrors.Load(),
+		TablesLoaded:          t.stats.tablesLoaded.Load(),
+		TableBytes:            t.stats.tableBytes.Load(),
+		ProcessMapBytes:       t.stats.processBytes.Load(),
+		TablesSkipped:         t.stats.tablesSkipped.Load(),
+		TablesFailed:          t.stats.tablesFailed.Load(),
+		InvalidRows:           t.stats.invalidRows.Load(),
+		TableBuildTime:        time.Duration(t.stats.tableBuildNS.Load()),
+		PendingSyncs:          t.stats.pendingSyncs.Load(),
+		Traces:                t.stats.traces.Load(),
+		Events:                t.stats.events.Load(),
+		DecodeErrors:          t.stats.decodeErrors.Load(),
+		MapsReads:             t.stats.mapsReads.Load(),
+		MapsErrors:            t.stats.mapsErrors.Load(),
+		UnknownMappings:       t.stats.unknownMappings.Load(),
+		UnknownKernel:         t.stats.unknownKernel.Load(),
+		FileErrors:            t.stats.fileErrors.Load(),
+		Processes:             t.stats.processes.Load(),
+		SamplingStarted:       t.started,
+		FirstSample:           unixNano(t.stats.firstSampleUnixNS.Load()),
 	}
 }
 
@@ -569,7 +597,7 @@ func (t *Tracer) MapMemory() uint64 {
 	total := t.stats.tableBytes.Load() + t.stats.processBytes.Load()
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
-		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables} {
+		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs} {
 		if m == nil {
 			continue
 		}

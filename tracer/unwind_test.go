@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
@@ -19,8 +20,11 @@ import (
 // userFrame is a user frame of a sampled stack, named.
 type userFrame struct {
 	name string // outermost function at the address; "" when unnamed
-	file string // the mapped file's base name
+	file string // the mapped file's base name (the source file's path for interpreted frames)
 	err  uint64 // error code of an error frame, else 0
+	typ  trace.FrameType
+	src  string // source file of the outermost function, when known
+	line int64  // its line, when known
 }
 
 func (f userFrame) String() string {
@@ -35,7 +39,7 @@ func (f userFrame) String() string {
 
 // sampleCommand runs cmd for d under a tracer sampling at 199 Hz and
 // returns the user frames (leaf first) of each trace of cmd's process.
-func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration) ([][]userFrame, Stats) {
+func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
 	t.Helper()
 	kern, err := kallsyms.Load(kallsyms.Options{})
 	if err != nil {
@@ -47,7 +51,7 @@ func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration) ([][]userFrame,
 	}
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
 	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20})
+		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20, Interpreters: interps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,9 +98,10 @@ func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration) ([][]userFrame,
 				frames = append(frames, userFrame{err: f.Addr})
 				continue
 			}
-			uf := userFrame{file: rec.execs[f.File].FileName}
+			uf := userFrame{file: rec.execs[f.File].FileName, typ: f.Type}
 			if lines := rec.frames[f].Lines; len(lines) > 0 {
-				uf.name = lines[len(lines)-1].Function
+				l := lines[len(lines)-1]
+				uf.name, uf.src, uf.line = l.Function, l.File, l.Line
 			}
 			frames = append(frames, uf)
 		}

@@ -50,6 +50,7 @@ func run(args []string) int {
 	fs.Int64Var(&cfg.MaxDWARFBytes, "max-dwarf-bytes", cfg.MaxDWARFBytes, "largest DWARF read for one file's line table; larger files are named without file:line (0: none)")
 	fs.IntVar(&cfg.MaxStackDepth, "max-stack-depth", cfg.MaxStackDepth, "user frames per stack (1..128)")
 	fs.Int64Var(&cfg.MaxUnwindTableBytes, "max-unwind-table-bytes", cfg.MaxUnwindTableBytes, "kernel memory for the unwind tables of all mapped files (0..16GiB; 0: frame pointers only)")
+	fs.BoolVar(&cfg.NoPython, "no-python", cfg.NoPython, "do not unwind and name Python frames (CPython 3.8-3.13)")
 	fs.IntVar(&cfg.RingBufferSize, "ring-buffer-size", cfg.RingBufferSize, "eBPF ring buffer bytes (power of two, 64KiB..1GiB); 0 sizes it from the rate and CPU count")
 	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP/gRPC endpoint host:port; empty writes local files to --output-dir")
 	fs.BoolVar(&cfg.DisableTLS, "disable-tls", cfg.DisableTLS, "send to --collection-agent without TLS")

@@ -1,0 +1,118 @@
+package tracer
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/stackline-dev/stackline/interpreter"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// attachInterpreter looks for an interpreter among p's mappings and, when
+// one is found, gives the eBPF side what its unwinder needs. A process
+// keeps the interpreter it was attached to until it execs or exits.
+func (t *Tracer) attachInterpreter(p *process) {
+	if p.interp != nil || len(t.cfg.Interpreters) == 0 {
+		return
+	}
+	for i := range p.mappings {
+		m := &p.mappings[i]
+		if m.key == (fileKey{}) {
+			continue
+		}
+		fi := t.file(p, m)
+		if fi == nil {
+			continue
+		}
+		if !fi.interpChecked {
+			fi.interp, fi.interpChecked = t.detectInterpreter(p, m)
+		}
+		if fi.interp == nil {
+			continue
+		}
+		inst, err := fi.interp.Attach(p.pid, interpreter.Mapping{Start: m.start, End: m.end, Offset: m.offset}, interpreter.ProcessMemory(p.pid))
+		if err != nil {
+			t.stats.interpErrors.Add(1)
+			t.log.Debug("attach interpreter", "pid", p.pid, "path", m.path, "error", err)
+			continue
+		}
+		u := inst.Unwind()
+		v := progs.StacklineInterpProc{Kind: uint32(u.Kind), Data: u.Data, Config: u.Config}
+		for j, r := range u.Handoff {
+			v.HandoffStart[j], v.HandoffEnd[j] = r.Start, r.End
+		}
+		if err := t.objs.InterpProcs.Put(p.pid, &v); err != nil {
+			t.stats.interpErrors.Add(1)
+			t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
+			return
+		}
+		p.interp = inst
+		t.stats.interpProcesses.Add(1)
+		return
+	}
+}
+
+// detectInterpreter asks each runtime whether m's file is its interpreter.
+// It reports whether the answer holds for the file: not when the file could
+// not be opened (the process exited or exec'd meanwhile), so the next
+// process mapping it asks again.
+func (t *Tracer) detectInterpreter(p *process, m *mapping) (interpreter.Loader, bool) {
+	f := interpreter.File{Path: m.path, Open: func() (*os.File, error) { return t.proc.openMapped(p.pid, m) }}
+	for _, rt := range t.cfg.Interpreters {
+		l, err := rt.Detect(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, false
+		}
+		if err != nil {
+			t.stats.interpErrors.Add(1)
+			t.log.Warn("interpreter found but not usable: its frames stay native", "runtime", rt.Name(), "path", m.path, "error", err)
+			continue
+		}
+		if l != nil {
+			return l, true
+		}
+	}
+	return nil, true
+}
+
+// detachInterpreter forgets p's interpreter, in eBPF too.
+func (t *Tracer) detachInterpreter(p *process) {
+	if p.interp == nil {
+		return
+	}
+	p.interp = nil
+	t.stats.interpProcesses.Add(-1)
+	if t.objs.InterpProcs == nil {
+		return
+	}
+	if err := t.objs.InterpProcs.Delete(p.pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.log.Debug("forget interpreter", "pid", p.pid, "error", err)
+	}
+}
+
+// interpFrame names a frame an interpreter's unwinder emitted.
+func (t *Tracer) interpFrame(proc *process, f *rawFrame) trace.FrameID {
+	if proc.interp == nil {
+		// Detached since the sample (exec, exit).
+		t.stats.interpUnnamed.Add(1)
+		return trace.FrameID{Addr: f.addr, Type: f.typ}
+	}
+	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, Extra: f.extra})
+	if err != nil {
+		t.stats.interpUnnamed.Add(1)
+		t.log.Debug("name interpreter frame", "pid", proc.pid, "error", err)
+		return trace.FrameID{Addr: f.addr, Type: f.typ}
+	}
+	r := t.cfg.Reporter
+	if !r.FrameKnown(sym.ID) {
+		r.FrameMetadata(sym.ID, sym.Info())
+	}
+	if !r.ExecutableKnown(sym.ID.File) {
+		r.ExecutableMetadata(sym.ID.File, trace.ExecutableInfo{FileName: sym.File})
+	}
+	return sym.ID
+}

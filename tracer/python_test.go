@@ -1,0 +1,198 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter/python"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// pythonChain is a workload whose hot function is inner, called by middle,
+// called by outer. The lines checked are marked.
+const pythonChain = `import sys
+
+def inner(n):
+    s = 0
+    for i in range(n):
+        s += i * i  # line 6
+    return s
+
+def middle():
+    return inner(20000)  # line 10
+
+def outer():
+    while True:
+        middle()  # line 14
+
+outer()  # line 16
+`
+
+// pythonCCall spends its time in C (hashing in OpenSSL or _sha256), called
+// from Python.
+const pythonCCall = `import hashlib
+
+def digest(data):
+    return hashlib.sha256(data).digest()  # line 4
+
+def loop():
+    data = b"x" * (1 << 20)
+    while True:
+        digest(data)  # line 9
+
+loop()  # line 11
+`
+
+// pyFrame is an expected Python frame: function, and the lines it may be
+// sampled at.
+type pyFrame struct {
+	name  string
+	lines []int64
+}
+
+// pythonFrames returns the Python frames of a stack, leaf first, and the
+// index of the first.
+func pythonFrames(frames []userFrame) ([]userFrame, int) {
+	var out []userFrame
+	first := -1
+	for i, f := range frames {
+		if f.typ == trace.FrameCPython {
+			if first < 0 {
+				first = i
+			}
+			out = append(out, f)
+		}
+	}
+	return out, first
+}
+
+// matchPython reports whether py is exactly want, with every frame in
+// script at one of its lines.
+func matchPython(py []userFrame, script string, want []pyFrame) bool {
+	if len(py) != len(want) {
+		return false
+	}
+	for i, w := range want {
+		if py[i].name != w.name || py[i].src != script || !slices.Contains(w.lines, py[i].line) {
+			return false
+		}
+	}
+	return true
+}
+
+func describePython(frames []userFrame) string {
+	s := make([]string, len(frames))
+	for i, f := range frames {
+		if f.typ == trace.FrameCPython {
+			s[i] = fmt.Sprintf("%s (%s:%d)", f.name, filepath.Base(f.src), f.line)
+		} else {
+			s[i] = f.String()
+		}
+	}
+	return strings.Join(s, " <- ")
+}
+
+// pythons are the interpreters the tests run: the python3 on PATH, the
+// system's, and each pyenv version here.
+func pythons(t *testing.T) map[string]string {
+	out := map[string]string{"python3 on PATH": "python3", "/usr/bin/python3.11": "/usr/bin/python3.11"}
+	home, _ := os.UserHomeDir()
+	for _, v := range []string{"3.8", "3.9", "3.10", "3.12", "3.13"} {
+		m, _ := filepath.Glob(filepath.Join(home, ".pyenv/versions", v+".*", "bin", "python"+v))
+		if len(m) == 0 {
+			t.Errorf("pyenv python%s not found under %s/.pyenv/versions", v, home)
+			continue
+		}
+		out["pyenv "+v] = m[0]
+	}
+	return out
+}
+
+// TestPythonFrames: every Python version here shows outer -> middle ->
+// inner, with file and line, below the native frames that enter the
+// interpreter, in at least 95% of the samples.
+func TestPythonFrames(t *testing.T) {
+	testenv.RequireBPF(t)
+	script := filepath.Join(t.TempDir(), "chain.py")
+	if err := os.WriteFile(script, []byte(pythonChain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := []pyFrame{{"inner", []int64{5, 6}}, {"middle", []int64{10}}, {"outer", []int64{14}}, {"<module>", []int64{16}}}
+	for name, py := range pythons(t) {
+		t.Run(name, func(t *testing.T) {
+			traces, st := sampleCommand(t, exec.Command(py, script), 3*time.Second, python.Runtime{})
+			if len(traces) < 200 {
+				t.Fatalf("only %d traces", len(traces))
+			}
+			full := 0
+			var bad []string
+			for _, frames := range traces {
+				pf, first := pythonFrames(frames)
+				// The Python chain, then native frames down to the
+				// process entry.
+				ok := matchPython(pf, script, want) && complete(frames) &&
+					frames[len(frames)-1].name == "_start" && first >= 0 && frames[len(frames)-2].typ != trace.FrameCPython
+				if ok {
+					full++
+				} else if len(bad) < 5 {
+					bad = append(bad, describePython(frames))
+				}
+			}
+			t.Logf("%s: %d traces, %d (%.1f%%) with inner <- middle <- outer <- <module> (file:line) above native frames to _start; %d Python frames emitted, %d unnamed, %d read errors",
+				py, len(traces), full, 100*float64(full)/float64(len(traces)), st.PythonFrames, st.InterpreterUnnamed, st.InterpreterReadErrors)
+			for _, b := range bad {
+				t.Logf("incomplete: %s", b)
+			}
+			if float64(full) < 0.95*float64(len(traces)) {
+				t.Errorf("full Python chain in %d of %d traces, want >= 95%%", full, len(traces))
+			}
+		})
+	}
+}
+
+// TestPythonCallsC: samples in C code called from Python show the C frames
+// first, then the Python frames that called it.
+func TestPythonCallsC(t *testing.T) {
+	testenv.RequireBPF(t)
+	script := filepath.Join(t.TempDir(), "ccall.py")
+	if err := os.WriteFile(script, []byte(pythonCCall), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := []pyFrame{{"digest", []int64{4}}, {"loop", []int64{9}}, {"<module>", []int64{11}}}
+	traces, _ := sampleCommand(t, exec.Command("/usr/bin/python3.11", script), 3*time.Second, python.Runtime{})
+	if len(traces) < 200 {
+		t.Fatalf("only %d traces", len(traces))
+	}
+	inC, inCFull := 0, 0
+	var bad []string
+	for _, frames := range traces {
+		pf, first := pythonFrames(frames)
+		if first <= 0 || frames[0].err != 0 || strings.HasPrefix(frames[0].file, "python3") {
+			continue // not in C code outside the interpreter
+		}
+		inC++
+		if matchPython(pf, script, want) && complete(frames) && frames[len(frames)-1].name == "_start" {
+			inCFull++
+		} else if len(bad) < 5 {
+			bad = append(bad, describePython(frames))
+		}
+	}
+	t.Logf("%d traces, %d in C code outside the interpreter, %d (%.1f%%) of them with digest <- loop <- <module> above",
+		len(traces), inC, inCFull, 100*float64(inCFull)/float64(max(inC, 1)))
+	for _, b := range bad {
+		t.Logf("incomplete: %s", b)
+	}
+	if inC < len(traces)/2 {
+		t.Errorf("only %d of %d traces in C code", inC, len(traces))
+	}
+	if float64(inCFull) < 0.95*float64(inC) {
+		t.Errorf("Python frames above the C frames in %d of %d traces, want >= 95%%", inCFull, inC)
+	}
+}
