@@ -597,7 +597,7 @@ func (t *Tracer) MapMemory() uint64 {
 	total := t.stats.tableBytes.Load() + t.stats.processBytes.Load()
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
-		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs} {
+		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen} {
 		if m == nil {
 			continue
 		}

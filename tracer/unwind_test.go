@@ -41,6 +41,12 @@ func (f userFrame) String() string {
 // returns the user frames (leaf first) of each trace of cmd's process.
 func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
 	t.Helper()
+	return sampleTraces(t, cmd, d, func(m trace.TraceMeta) bool { return m.PID == uint32(cmd.Process.Pid) }, interps...)
+}
+
+// sampleTraces is sampleCommand for the traces keep selects.
+func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.TraceMeta) bool, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
+	t.Helper()
 	kern, err := kallsyms.Load(kallsyms.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -81,12 +87,11 @@ func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration, interps ...inte
 	}
 	st := tr.Stats()
 
-	pid := uint32(cmd.Process.Pid)
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	var out [][]userFrame
 	for _, r := range rec.traces {
-		if r.meta.PID != pid {
+		if !keep(r.meta) {
 			continue
 		}
 		var frames []userFrame

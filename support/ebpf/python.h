@@ -37,6 +37,24 @@ enum py_frame_model {
 // Threads of one interpreter searched for the sampled one.
 #define PY_MAX_THREADS 64
 
+// Code objects recently seen in each process. User space names a Python
+// frame by reading its code object from the process, which must still be
+// alive then; a trace with a code object not in here wakes the reader at
+// once instead of waiting for its timer (100 ms), so short-lived processes
+// and new code get named too. Known code costs no wake-up.
+struct py_code_key {
+	u32 pid;
+	u32 pad;
+	u64 code;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct py_code_key);
+	__type(value, u8);
+} py_code_seen SEC(".maps");
+
 // A version's offsets, written by interpreter/python (the same order, all
 // little-endian u32) into interp_proc.config. data[0] is _PyRuntime's
 // address.
@@ -168,6 +186,12 @@ static __always_inline int python_step(struct trace *t, struct unwind_state *st,
 		t->num_frames = n + 1;
 	}
 	count(COUNTER_PYTHON_FRAMES);
+	struct py_code_key key = {.pid = st->pid, .code = code};
+	if (!bpf_map_lookup_elem(&py_code_seen, &key)) {
+		u8 one = 1;
+		bpf_map_update_elem(&py_code_seen, &key, &one, BPF_ANY);
+		st->urgent = 1;
+	}
 	st->depth++;
 	st->interp_frame = back;
 	if (o->frame_model == PY_FRAMES_PER_CALL || (o->frame_model == PY_FRAMES_IS_ENTRY && flag))

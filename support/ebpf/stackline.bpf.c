@@ -63,13 +63,13 @@ static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx
 }
 
 // Sends the finished trace: only its used frames go on the ring buffer.
-static __always_inline void send_trace(struct trace *t)
+static __always_inline void send_trace(struct trace *t, int urgent)
 {
 	u32 n = t->num_frames;
 	if (n > MAX_FRAMES)
 		n = MAX_FRAMES;
 	u64 size = offsetof(struct trace, frames) + (u64)n * sizeof(struct frame);
-	if (submit_record(t, size, 0))
+	if (submit_record(t, size, urgent))
 		count(COUNTER_LOST_TRACES);
 }
 
@@ -111,6 +111,7 @@ int sample(struct bpf_perf_event_data *ctx)
 		st->interp_done = 0;
 		st->interp_init = 0;
 		st->interp_frame = 0;
+		st->urgent = 0;
 		struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
 		if (ip) {
 			st->interp_kind = ip->kind;
@@ -125,7 +126,7 @@ int sample(struct bpf_perf_event_data *ctx)
 		// Only reached when the unwinder is missing.
 		push_frame(t, st->pc, FRAME_NATIVE, 0);
 	}
-	send_trace(t);
+	send_trace(t, 0);
 	return 0;
 }
 
@@ -136,13 +137,14 @@ int unwind_native(struct bpf_perf_event_data *ctx)
 {
 	u32 zero = 0;
 	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
-	if (!t)
+	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
+	if (!t || !st)
 		return 0;
 	// One step per frame, plus one to notice a stack deeper than the
 	// limit, plus up to two per interpreter activation (its hand-off,
 	// and the 3.12+ Python shim frame it skips).
 	bpf_loop(3 * MAX_USER_FRAMES + 1, native_loop_step, NULL, 0);
-	send_trace(t);
+	send_trace(t, st->urgent);
 	return 0;
 }
 

@@ -61,6 +61,13 @@ type StacklineProcessInfo struct {
 	Flags       uint32
 }
 
+type StacklinePyCodeKey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Pad  uint32
+	Code uint64
+}
+
 type StacklineRecordHeader struct {
 	_       structs.HostLayout
 	Kind    uint32
@@ -93,7 +100,8 @@ type StacklineUnwindState struct {
 	InterpPending uint8
 	InterpDone    uint8
 	InterpInit    uint8
-	Pad           [2]uint8
+	Urgent        uint8
+	Pad           uint8
 	Mapping       StacklineExecMapping
 	HandoffStart  [2]uint64
 	HandoffEnd    [2]uint64
@@ -109,6 +117,7 @@ const (
 	StacklineMapInterpProcs     = "interp_procs"
 	StacklineMapProcessMappings = "process_mappings"
 	StacklineMapProcesses       = "processes"
+	StacklineMapPyCodeSeen      = "py_code_seen"
 	StacklineMapRecords         = "records"
 	StacklineMapSyncRequests    = "sync_requests"
 	StacklineMapTraceScratch    = "trace_scratch"
@@ -180,6 +189,7 @@ type StacklineMapSpecs struct {
 	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
+	PyCodeSeen      *ebpf.MapSpec `ebpf:"py_code_seen"`
 	Records         *ebpf.MapSpec `ebpf:"records"`
 	SyncRequests    *ebpf.MapSpec `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.MapSpec `ebpf:"trace_scratch"`
@@ -221,6 +231,7 @@ type StacklineMaps struct {
 	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
+	PyCodeSeen      *ebpf.Map `ebpf:"py_code_seen"`
 	Records         *ebpf.Map `ebpf:"records"`
 	SyncRequests    *ebpf.Map `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.Map `ebpf:"trace_scratch"`
@@ -236,6 +247,7 @@ func (m *StacklineMaps) Close() error {
 		m.InterpProcs,
 		m.ProcessMappings,
 		m.Processes,
+		m.PyCodeSeen,
 		m.Records,
 		m.SyncRequests,
 		m.TraceScratch,

@@ -160,7 +160,9 @@ struct unwind_state {
 	u8 interp_done;
 	// The interpreter's thread state was looked up for this sample.
 	u8 interp_init;
-	u8 pad[2];
+	// User space should read the trace at once (see py_code_seen).
+	u8 urgent;
+	u8 pad;
 	struct exec_mapping mapping;
 	// The interpreter's hand-off ranges (struct interp_proc).
 	u64 handoff_start[INTERP_HANDOFFS];
