@@ -1,0 +1,199 @@
+package python
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/trace"
+	"github.com/stackline-dev/stackline/tracer/procmaps"
+)
+
+// codeDump makes a Python process define n functions (one with a non-ASCII
+// name, one method), print what identifies each code object, and wait for
+// stdin to close.
+const codeDump = `
+import json, sys
+n = int(sys.argv[1])
+src = "".join("def f%d(x):\n    return x + %d\n" % (i, i) for i in range(n))
+src += "class Klass:\n    def méthode(self):\n        return 1\n"
+ns = {}
+exec(compile(src, "/generated/módule.py", "exec"), ns)
+codes = [ns["f%d" % i].__code__ for i in range(n)] + [ns["Klass"].méthode.__code__]
+out = []
+for c in codes:
+    out.append({"addr": id(c), "name": id(c.co_name), "first": c.co_firstlineno,
+                "qualname": getattr(c, "co_qualname", c.co_name), "file": c.co_filename})
+print(json.dumps(out), flush=True)
+sys.stdin.read()
+`
+
+// dumpedCode is one code object as codeDump prints it.
+type dumpedCode struct {
+	Addr     uint64 `json:"addr"`
+	Name     uint64 `json:"name"`
+	First    int32  `json:"first"`
+	Qualname string `json:"qualname"`
+	File     string `json:"file"`
+}
+
+// interpreters returns the Pythons to test, by minor version.
+func interpreters(t *testing.T) map[string]string {
+	out := map[string]string{"debian-3.11": "/usr/bin/python3.11"}
+	home, _ := os.UserHomeDir()
+	for _, v := range []string{"3.8", "3.9", "3.10", "3.11", "3.12", "3.13"} {
+		m, _ := filepath.Glob(filepath.Join(home, ".pyenv/versions", v+".*", "bin", "python"+v))
+		if len(m) == 0 {
+			t.Logf("pyenv python%s not installed", v)
+			continue
+		}
+		out["pyenv-"+v] = m[0]
+	}
+	return out
+}
+
+// attach starts codeDump under py and attaches to it the way the tracer
+// does: Detect on the interpreter file among its mappings, Attach with the
+// mapping.
+func attach(t *testing.T, py string, n int) (*instance, []dumpedCode) {
+	t.Helper()
+	cmd := exec.Command(py, "-c", codeDump, fmt.Sprint(n))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	line, err := bufio.NewReaderSize(stdout, 1<<20).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []dumpedCode
+	if err := json.Unmarshal([]byte(line), &codes); err != nil {
+		t.Fatal(err)
+	}
+
+	pid := cmd.Process.Pid
+	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer maps.Close()
+	var inst interpreter.Instance
+	err = procmaps.Parse(maps, func(p [4]byte) bool { return p[2] == 'x' }, func(m procmaps.Mapping) {
+		if inst != nil || !m.IsFile() {
+			return
+		}
+		l, err := Runtime{}.Detect(interpreter.File{Path: m.Path, Open: func() (*os.File, error) { return os.Open(m.Path) }})
+		if err != nil {
+			t.Fatalf("detect %s: %v", m.Path, err)
+		}
+		if l == nil {
+			return
+		}
+		if inst, err = l.Attach(uint32(pid), interpreter.Mapping{Start: m.Start, End: m.End, Offset: m.Offset}, interpreter.ProcessMemory(pid)); err != nil {
+			t.Fatalf("attach: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst == nil {
+		t.Fatalf("%s: no CPython interpreter found among the mappings", py)
+	}
+	return inst.(*instance), codes
+}
+
+// TestFrameNames reads code objects from live processes of every Python
+// here and names them: qualified name, file and line, non-ASCII included.
+func TestFrameNames(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("reading another process's memory needs root (CAP_SYS_PTRACE)")
+	}
+	for name, py := range interpreters(t) {
+		t.Run(name, func(t *testing.T) {
+			inst, codes := attach(t, py, 200)
+			u := inst.Unwind()
+			if u.Kind != interpreter.KindPython || u.Handoff[0].End <= u.Handoff[0].Start || u.Data[0] == 0 {
+				t.Fatalf("unwind data incomplete: %+v", u)
+			}
+			for _, c := range codes {
+				// The first instruction: offset 0 of the bytecode.
+				var aux uint32
+				if inst.minor >= 11 {
+					aux = inst.offsets.CodeCodeAdaptive
+				}
+				f := interpreter.Frame{Type: trace.FrameCPython, Addr: c.Addr, Aux: aux, Extra: fingerprint(c.Name, c.First)}
+				sym, err := inst.Frame(f)
+				if err != nil {
+					t.Fatalf("%s: %v", c.Qualname, err)
+				}
+				if sym.Function != c.Qualname || sym.File != c.File || sym.Line < int64(c.First) || sym.Line > int64(c.First)+1 {
+					t.Fatalf("named %q %s:%d, want %q %s:%d", sym.Function, sym.File, sym.Line, c.Qualname, c.File, c.First)
+				}
+				if sym.ID.File != trace.SourceFileID("cpython", c.File) || sym.ID.Type != trace.FrameCPython {
+					t.Fatalf("frame ID %+v", sym.ID)
+				}
+				// Another fingerprint: not the code object sampled.
+				f.Extra ^= 1
+				if _, err := inst.Frame(f); !errors.Is(err, ErrStaleCode) {
+					t.Fatalf("wrong fingerprint: err = %v, want ErrStaleCode", err)
+				}
+			}
+			last := codes[len(codes)-1]
+			if !strings.Contains(last.Qualname, "méthode") {
+				t.Fatalf("the method came out as %q", last.Qualname)
+			}
+		})
+	}
+}
+
+// TestFrameMemory measures the heap held per code object cached, the
+// bound of a process's state being maxCodesPerProcess of them.
+func TestFrameMemory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("reading another process's memory needs root (CAP_SYS_PTRACE)")
+	}
+	inst, codes := attach(t, "/usr/bin/python3.11", maxCodesPerProcess)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, c := range codes[:maxCodesPerProcess] {
+		if _, err := inst.Frame(interpreter.Frame{Addr: c.Addr, Aux: inst.offsets.CodeCodeAdaptive, Extra: fingerprint(c.Name, c.First)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / maxCodesPerProcess
+	t.Logf("%.0f heap bytes per cached code object; at most %d per process: %.0f KiB", per, maxCodesPerProcess, per*maxCodesPerProcess/1024)
+	if inst.codes.Len() != maxCodesPerProcess {
+		t.Fatalf("%d code objects cached, want %d", inst.codes.Len(), maxCodesPerProcess)
+	}
+	// One more evicts one: the cache never grows past its bound.
+	extra := codes[maxCodesPerProcess]
+	if _, err := inst.Frame(interpreter.Frame{Addr: extra.Addr, Aux: inst.offsets.CodeCodeAdaptive, Extra: fingerprint(extra.Name, extra.First)}); err != nil {
+		t.Fatal(err)
+	}
+	if inst.codes.Len() != maxCodesPerProcess {
+		t.Fatalf("%d code objects cached after one more, want %d", inst.codes.Len(), maxCodesPerProcess)
+	}
+	if per > 1024 {
+		t.Errorf("%.0f bytes per code object, want at most 1 KiB", per)
+	}
+}
