@@ -50,7 +50,7 @@ struct py_code_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192);
 	__type(key, struct py_code_key);
 	__type(value, u8);
 } py_code_seen SEC(".maps");
