@@ -23,8 +23,27 @@ import (
 // workloads builds and starts the C and Go workloads; they are killed when
 // the test ends.
 type workloads struct {
-	chainC, syscallC, goChain *exec.Cmd
+	chainC, syscallC, goChain, python *exec.Cmd
+	// pythonScript is the Python workload's source file.
+	pythonScript string
 }
+
+// pythonWorkload runs inner, called by middle, called by outer.
+const pythonWorkload = `def inner(n):
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+def middle():
+    return inner(20000)
+
+def outer():
+    while True:
+        middle()
+
+outer()
+`
 
 func startWorkloads(t *testing.T, dir string) *workloads {
 	root := testenv.RepoRoot(t)
@@ -40,10 +59,16 @@ func startWorkloads(t *testing.T, dir string) *workloads {
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		return cmd
 	}
+	script := filepath.Join(dir, "workload.py")
+	if err := os.WriteFile(script, []byte(pythonWorkload), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return &workloads{
-		chainC:   start(cBin, "chain"),
-		syscallC: start(cBin, "syscall"),
-		goChain:  start(goBin),
+		chainC:       start(cBin, "chain"),
+		syscallC:     start(cBin, "syscall"),
+		goChain:      start(goBin),
+		python:       start("/usr/bin/python3.11", script),
+		pythonScript: script,
 	}
 }
 
@@ -169,6 +194,37 @@ func TestEndToEndOTLP(t *testing.T) {
 		if share < 0.90 {
 			t.Errorf("%s workload: %.1f%% of samples carry the full chain, want >= 90%%", c.name, 100*share)
 		}
+	}
+
+	// The Python workload's Python frames reach the backend named, typed
+	// cpython, on their source file's mapping.
+	pyTotal, pyFull := 0, 0
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			if otlpcheck.ResourceAttr(rp, "process.pid") != itoa(w.python.Process.Pid) {
+				continue
+			}
+			for _, s := range rp.ScopeProfiles[0].Profiles[0].Samples {
+				frames, _ := otlpcheck.Frames(req, s)
+				n := int(otlpcheck.SampleCount(s))
+				pyTotal += n
+				var chain []string
+				onScript := true
+				for _, f := range frames {
+					if f.Type == "cpython" {
+						chain = append(chain, f.Name)
+						onScript = onScript && f.MappingFile == w.pythonScript
+					}
+				}
+				if onScript && slices.Equal(chain, []string{"inner", "middle", "outer", "<module>"}) {
+					pyFull += n
+				}
+			}
+		}
+	}
+	t.Logf("Python workload: %d samples, %d (%.1f%%) with inner <- middle <- outer <- <module>", pyTotal, pyFull, 100*float64(pyFull)/float64(max(pyTotal, 1)))
+	if pyTotal < 100 || float64(pyFull) < 0.90*float64(pyTotal) {
+		t.Errorf("Python workload: %d of %d samples with the Python chain, want >= 90%% of at least 100", pyFull, pyTotal)
 	}
 
 	// Native frames of the workloads are named: every file they map has
