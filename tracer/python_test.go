@@ -147,12 +147,7 @@ func TestPythonFrames(t *testing.T) {
 			}
 			t.Logf("%s: %d traces, %d (%.1f%%) with inner <- middle <- outer <- <module> (file:line) above native frames to _start; %d Python frames emitted, %d unnamed, %d read errors",
 				py, len(traces), full, 100*float64(full)/float64(len(traces)), st.PythonFrames, st.InterpreterUnnamed, st.InterpreterReadErrors)
-			for _, b := range bad {
-				t.Logf("incomplete: %s", b)
-			}
-			if float64(full) < 0.95*float64(len(traces)) {
-				t.Errorf("full Python chain in %d of %d traces, want >= 95%%", full, len(traces))
-			}
+			checkShare(t, "full Python chain", full, len(traces), bad, 0.95)
 		})
 	}
 }

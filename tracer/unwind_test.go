@@ -136,6 +136,18 @@ func hasChain(frames []userFrame, chain ...string) (int, bool) {
 	return 0, false
 }
 
+// checkShare logs the first incomplete stacks and fails t when fewer than
+// want of total stacks are full.
+func checkShare(t *testing.T, what string, full, total int, bad []string, want float64) {
+	t.Helper()
+	for _, b := range bad {
+		t.Logf("incomplete: %s", b)
+	}
+	if float64(full) < want*float64(total) {
+		t.Errorf("%s in %d of %d traces, want >= %.0f%%", what, full, total, 100*want)
+	}
+}
+
 // complete reports whether a stack has no error frame.
 func complete(frames []userFrame) bool {
 	return !slices.ContainsFunc(frames, func(f userFrame) bool { return f.err != 0 })
@@ -184,12 +196,7 @@ func checkNativeChain(t *testing.T, traces [][]userFrame, comparator string, cha
 	}
 	t.Logf("%d traces: %d (%.1f%%) with the full chain to _start; %d in the comparator, %d of them comparator <- libc <- %s",
 		len(traces), full, 100*float64(full)/float64(len(traces)), cmp, cmpFull, chain[0])
-	for _, b := range bad {
-		t.Logf("incomplete: %s", b)
-	}
-	if float64(full) < 0.95*float64(len(traces)) {
-		t.Errorf("full chain in %d of %d traces, want >= 95%%", full, len(traces))
-	}
+	checkShare(t, "full chain", full, len(traces), bad, 0.95)
 	if cmp < 10 || float64(cmpFull) < 0.95*float64(cmp) {
 		t.Errorf("comparator <- libc <- %s in %d of %d comparator traces, want >= 95%% of at least 10", chain[0], cmpFull, cmp)
 	}
@@ -239,12 +246,7 @@ func TestUnwindGoLeaf(t *testing.T) {
 	}
 	t.Logf("%d traces, %d (%.1f%%) leaf <- b <- a <- main.main <- runtime.main <- runtime.goexit", len(traces), full,
 		100*float64(full)/float64(len(traces)))
-	for _, b := range bad {
-		t.Logf("incomplete: %s", b)
-	}
-	if float64(full) < 0.95*float64(len(traces)) {
-		t.Errorf("full chain in %d of %d traces, want >= 95%%", full, len(traces))
-	}
+	checkShare(t, "full chain", full, len(traces), bad, 0.95)
 }
 
 // TestUnwindPython: python3 (no frame pointers anywhere) unwinds through
@@ -271,10 +273,5 @@ func TestUnwindPython(t *testing.T) {
 		}
 	}
 	t.Logf("%d traces, %d (%.1f%%) through _PyEval_EvalFrameDefault to _start", len(traces), full, 100*float64(full)/float64(len(traces)))
-	for _, b := range bad {
-		t.Logf("incomplete: %s", b)
-	}
-	if float64(full) < 0.95*float64(len(traces)) {
-		t.Errorf("complete stacks in %d of %d traces, want >= 95%%", full, len(traces))
-	}
+	checkShare(t, "complete stacks", full, len(traces), bad, 0.95)
 }
