@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -99,6 +100,9 @@ func describePython(frames []userFrame) string {
 	return strings.Join(s, " <- ")
 }
 
+// interpreterExe matches the executable of a CPython interpreter.
+var interpreterExe = regexp.MustCompile(`^python3\.[0-9]+$`)
+
 // pythons are the interpreters the tests run: the python3 on PATH, the
 // system's, and each pyenv version here.
 func pythons(t *testing.T) map[string]string {
@@ -127,7 +131,14 @@ func TestPythonFrames(t *testing.T) {
 	want := []pyFrame{{"inner", []int64{5, 6}}, {"middle", []int64{10}}, {"outer", []int64{14}}, {"<module>", []int64{16}}}
 	for name, py := range pythons(t) {
 		t.Run(name, func(t *testing.T) {
-			traces, st := sampleCommand(t, exec.Command(py, script), 3*time.Second, python.Runtime{})
+			// Only the samples of the interpreter: python3 on PATH is
+			// pyenv's shim, shell scripts that exec python3.X in the
+			// end (the same process, running bash before).
+			cmd := exec.Command(py, script)
+			keep := func(m trace.TraceMeta) bool {
+				return m.PID == uint32(cmd.Process.Pid) && interpreterExe.MatchString(filepath.Base(m.ExecutablePath))
+			}
+			traces, st := sampleTraces(t, cmd, 3*time.Second, keep, python.Runtime{})
 			if len(traces) < 200 {
 				t.Fatalf("only %d traces", len(traces))
 			}

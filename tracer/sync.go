@@ -20,10 +20,14 @@ import (
 const (
 	// execSyncDelay: after an exec the dynamic loader maps the
 	// libraries within milliseconds; the process is synced this much
-	// later, before most of its first samples.
-	execSyncDelay = 10 * time.Millisecond
-	// minSyncInterval rate-limits syncs the eBPF side asks for.
-	minSyncInterval = 200 * time.Millisecond
+	// later, before most of its first samples, and again execResyncDelay
+	// after the exec, for a loader slowed down by a busy host (a process
+	// sampled before asks for itself too).
+	execSyncDelay   = 10 * time.Millisecond
+	execResyncDelay = 60 * time.Millisecond
+	// minSyncInterval rate-limits syncs the eBPF side asks for (it asks
+	// at most every 50 ms itself).
+	minSyncInterval = 50 * time.Millisecond
 	// syncBudget bounds the time spent on queued syncs before going back
 	// to the ring buffer.
 	syncBudget = 20 * time.Millisecond
@@ -162,11 +166,11 @@ func (t *Tracer) requestSync(pid uint32, now time.Time) {
 }
 
 // execSyncTime returns when to sync a process that exec'd at ktime
-// (CLOCK_MONOTONIC ns): execSyncDelay after the exec, not after the event
-// was read, which may be up to readInterval later.
-func (t *Tracer) execSyncTime(ktime uint64, now time.Time) time.Time {
-	at := time.Unix(0, int64(ktime)+t.monoToWall).Add(execSyncDelay)
-	if latest := now.Add(execSyncDelay); at.After(latest) {
+// (CLOCK_MONOTONIC ns): delay after the exec, not after the event was
+// read, which may be up to readInterval later.
+func (t *Tracer) execSyncTime(ktime uint64, now time.Time, delay time.Duration) time.Time {
+	at := time.Unix(0, int64(ktime)+t.monoToWall).Add(delay)
+	if latest := now.Add(delay); at.After(latest) {
 		// The clocks disagree (the wall clock was set back).
 		return latest
 	}
@@ -178,9 +182,12 @@ func (t *Tracer) unschedule(pid uint32) {
 	t.due = slices.DeleteFunc(t.due, func(d dueSync) bool { return d.pid == pid })
 }
 
+// schedule queues a sync of pid at at, unless one is queued already
+// within a few milliseconds of it.
 func (t *Tracer) schedule(pid uint32, at time.Time) {
+	const near = 5 * time.Millisecond
 	for _, d := range t.due {
-		if d.pid == pid && !d.at.After(at) {
+		if d.pid == pid && d.at.Sub(at) < near && at.Sub(d.at) < near {
 			return
 		}
 	}

@@ -384,7 +384,8 @@ func (t *Tracer) handle(raw []byte) {
 		// costs nothing (its exit, read in the same batch, unschedules
 		// it), one sampled before asks for them itself.
 		t.forget(t.rec.pid)
-		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now))
+		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execSyncDelay))
+		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execResyncDelay))
 	case recordProcessSync:
 		t.stats.events.Add(1)
 		t.requestSync(t.rec.pid, now)

@@ -209,7 +209,7 @@ func TestUnwindC(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := filepath.Join(t.TempDir(), "chain")
 	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/unwind/chain.c")
-	traces, st := sampleCommand(t, exec.Command(bin), 3*time.Second)
+	traces, st := sampleCommand(t, exec.Command(bin), 5*time.Second)
 	t.Logf("stats: CFI frames %d, FP frames %d, no CFI %d, no mapping %d, not ready %d, bad frame %d, tables %d (%d bytes)",
 		st.CFIFrames, st.FPFrames, st.NoCFI, st.NoMapping, st.NotReady, st.BadFrame, st.TablesLoaded, st.TableBytes)
 	checkNativeChain(t, traces, "compare_ints", "chain_gamma", "chain_beta", "chain_alpha", "main")
@@ -220,7 +220,7 @@ func TestUnwindCPlusPlus(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := filepath.Join(t.TempDir(), "chaincc")
 	testenv.Run(t, testenv.RepoRoot(t), "g++", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/unwind/chain.cc")
-	traces, _ := sampleCommand(t, exec.Command(bin), 3*time.Second)
+	traces, _ := sampleCommand(t, exec.Command(bin), 5*time.Second)
 	checkNativeChain(t, traces, "Pipeline::compare", "Pipeline::gamma", "Pipeline::beta", "Pipeline::alpha", "main")
 }
 

@@ -184,6 +184,10 @@ int process_exec(struct bpf_raw_tracepoint_args *ctx)
 	u32 tgid = BPF_CORE_READ(task, tgid);
 	bpf_map_delete_elem(&processes, &tgid);
 	bpf_map_delete_elem(&interp_procs, &tgid);
+	// A sample before exec may have asked for the old image's mappings
+	// just now: the new image's first sample must be able to ask again
+	// (and wake user space) at once, not after SYNC_INTERVAL_NS.
+	bpf_map_delete_elem(&sync_requests, &tgid);
 	send_process_event(RECORD_PROCESS_EXEC, tgid);
 	return 0;
 }

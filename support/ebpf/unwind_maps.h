@@ -135,7 +135,7 @@ struct {
 	__type(value, u64); // ktime_ns
 } sync_requests SEC(".maps");
 
-#define SYNC_INTERVAL_NS (100 * 1000 * 1000ULL)
+#define SYNC_INTERVAL_NS (50 * 1000 * 1000ULL)
 
 // The registers of the frame being unwound, carried across tail calls.
 struct unwind_state {
