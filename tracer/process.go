@@ -65,24 +65,31 @@ func (p procFS) path(pid uint32, rest ...string) string {
 }
 
 // readProcess reads a process's executable mappings, executable path and
-// name. A process that has exited yields an error wrapping fs.ErrNotExist.
+// name. A process that has exited yields an error wrapping fs.ErrNotExist
+// and leaves proc as it was: its records still in the ring buffer are
+// named with what was read while it lived.
 func (p procFS) readProcess(proc *process) error {
 	f, err := os.Open(p.path(proc.pid, "maps"))
 	if err != nil {
 		return fmt.Errorf("read maps of %d: %w", proc.pid, err)
 	}
 	defer f.Close()
-	proc.mappings = proc.mappings[:0]
+	var mappings []mapping
 	err = procmaps.Parse(f, func(perms [4]byte) bool { return perms[2] == 'x' }, func(m procmaps.Mapping) {
 		mm := mapping{start: m.Start, end: m.End, offset: m.Offset, path: m.Path}
 		if m.IsFile() {
 			mm.key = fileKey{dev: uint64(m.Major)<<32 | uint64(m.Minor), inode: m.Inode}
 		}
-		proc.mappings = append(proc.mappings, mm)
+		mappings = append(mappings, mm)
 	})
 	if err != nil {
 		return fmt.Errorf("process %d: %w", proc.pid, err)
 	}
+	if len(mappings) == 0 && len(proc.mappings) > 0 {
+		// A zombie: it has exited, its maps are empty.
+		return fmt.Errorf("process %d has exited: %w", proc.pid, fs.ErrNotExist)
+	}
+	proc.mappings = mappings
 	slices.SortFunc(proc.mappings, func(a, b mapping) int {
 		if a.start < b.start {
 			return -1

@@ -52,8 +52,14 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 		t.processes[pid] = p
 	}
 	t.readMappings(p)
+	if p.gone && !p.synced.IsZero() {
+		// Exited since it was synced: keep what eBPF and the records
+		// still queued need until its exit record (or the sweep).
+		return
+	}
 	if p.gone || len(p.mappings) == 0 {
-		// Exited, or a kernel thread: nothing to unwind.
+		// Exited before its first sync, or a kernel thread: nothing
+		// to unwind.
 		t.forget(pid)
 		return
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/interpreter"
@@ -126,6 +127,9 @@ type Tracer struct {
 
 	// Owned by the Run goroutine.
 	processes map[uint32]*process
+	// exited keeps the last processes that exited, for the records
+	// the kernel sends after the exit (samples of the exit path itself).
+	exited    *simplelru.LRU[uint32, *process]
 	files     *lru.Cache[fileKey, *fileInfo]
 	kernelID  trace.FileID
 	rec       record
@@ -161,6 +165,10 @@ type tracerStats struct {
 	interpErrors, interpUnnamed atomic.Uint64
 }
 
+// maxExited bounds the exited processes remembered for records that
+// follow their exit.
+const maxExited = 256
+
 // rereadInterval rate-limits rereading a process's mappings when an address
 // falls outside all of them.
 const rereadInterval = 200 * time.Millisecond
@@ -192,7 +200,12 @@ func New(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracer: file cache: %w", err)
 	}
+	exited, err := simplelru.NewLRU[uint32, *process](maxExited, nil)
+	if err != nil {
+		return nil, fmt.Errorf("tracer: exited processes: %w", err)
+	}
 	t := &Tracer{
+		exited:    exited,
 		cfg:       cfg,
 		log:       log,
 		proc:      procFS{root: cfg.ProcRoot},
@@ -375,10 +388,14 @@ func (t *Tracer) handle(raw []byte) {
 		t.handleTrace(&t.rec)
 	case recordProcessExit:
 		t.stats.events.Add(1)
+		if p := t.processes[t.rec.pid]; p != nil {
+			t.exited.Add(p.pid, &process{pid: p.pid, executablePath: p.executablePath, name: p.name, gone: true})
+		}
 		t.forget(t.rec.pid)
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
+		t.exited.Remove(t.rec.pid)
 		// New image, new mappings. Give them to eBPF once the dynamic
 		// loader has mapped the libraries; a process that exits before
 		// costs nothing (its exit, read in the same batch, unschedules
@@ -424,6 +441,10 @@ func (t *Tracer) sweep() {
 // process returns the tracer's view of pid, reading it on first sight.
 func (t *Tracer) process(pid uint32) *process {
 	if p, ok := t.processes[pid]; ok {
+		return p
+	}
+	if p, ok := t.exited.Get(pid); ok {
+		// A sample of the exit path, after the exit record.
 		return p
 	}
 	p := &process{pid: pid}

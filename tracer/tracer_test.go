@@ -164,7 +164,7 @@ func TestSampleProcess(t *testing.T) {
 			t.Fatalf("timestamp %d is %v from now", r.meta.TimestampNS, time.Duration(d))
 		}
 		if r.meta.ExecutablePath != bin {
-			t.Fatalf("executable path %q, want %q", r.meta.ExecutablePath, bin)
+			t.Fatalf("executable path %q, want %q (trace at %v, comm %q, %d frames)", r.meta.ExecutablePath, bin, time.Duration(now-r.meta.TimestampNS), r.meta.Comm, len(r.frames))
 		}
 		for _, f := range r.frames {
 			if f.Type == trace.FrameNative && len(rec.frames[f].Lines) > 0 && rec.frames[f].Lines[0].Function == "fp_gamma" {
