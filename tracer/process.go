@@ -45,11 +45,12 @@ type process struct {
 	// before the tracer saw its first trace.
 	gone bool
 	// synced is when the mappings were last given to eBPF, with the
-	// unwind tables in tables (one reference each); mapBytes is what the
-	// kernel charges for the process's mapping array.
-	synced   time.Time
-	tables   []*unwindTable
-	mapBytes uint64
+	// unwind tables in tables (one reference each); numMappings of them
+	// are in eBPF under generation gen (see putMappings).
+	synced      time.Time
+	tables      []*unwindTable
+	gen         uint32
+	numMappings int
 	// interp is the interpreter the process runs, once found.
 	interp interpreter.Instance
 }

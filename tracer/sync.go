@@ -3,6 +3,7 @@ package tracer
 import (
 	"debug/elf"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -83,20 +84,13 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 		t.tables.release(tb, now)
 	}
 	t.attachInterpreter(p)
-	inner, err := newInnerArray("pid_"+strconv.FormatUint(uint64(pid), 10), 40, entries)
-	if err == nil {
-		err = t.objs.ProcessMappings.Put(pid, inner)
-		if err == nil {
-			t.processBytes -= p.mapBytes
-			p.mapBytes = mapMemlock(inner, uint64(len(entries))*40)
-			t.processBytes += p.mapBytes
-		}
-		inner.Close()
+	if len(entries) > maxMappings {
+		// The eBPF binary search covers this many; the rest (the
+		// highest addresses) are unwound as if unmapped.
+		t.stats.syncErrors.Add(1)
+		entries = entries[:maxMappings]
 	}
-	if err == nil {
-		err = t.objs.Processes.Put(pid, progs.StacklineProcessInfo{NumMappings: uint32(len(entries))})
-	}
-	if err != nil {
+	if err := t.putMappings(p, entries); err != nil {
 		t.stats.syncErrors.Add(1)
 		t.log.Debug("give process mappings to eBPF", "pid", pid, "error", err)
 	}
@@ -147,18 +141,76 @@ func (t *Tracer) forget(pid uint32) {
 	for _, tb := range p.tables {
 		t.tables.release(tb, now)
 	}
-	t.processBytes -= p.mapBytes
 	t.detachInterpreter(p)
 	delete(t.processes, pid)
-	for _, m := range []*ebpf.Map{t.objs.Processes, t.objs.ProcessMappings} {
-		if m == nil {
-			continue // not loaded (tests of the bookkeeping alone)
-		}
-		if err := m.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			t.log.Debug("forget process", "pid", pid, "error", err)
+	if t.objs.Processes == nil {
+		return // not loaded (tests of the bookkeeping alone)
+	}
+	if err := t.objs.Processes.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.log.Debug("forget process", "pid", pid, "error", err)
+	}
+	t.deleteMappings(p, p.gen, p.numMappings)
+	p.numMappings = 0
+}
+
+// maxMappings is the most mappings of one process the eBPF unwinder
+// searches (MAX_MAPPINGS_LOG2).
+const maxMappings = 1 << 13
+
+// mappingEntryBytes estimates the kernel memory of one process_mappings
+// entry: key, value and the hash table's element header.
+const mappingEntryBytes = 8 + 40 + 56
+
+// putMappings gives p's mappings to eBPF: the new set is written under the
+// other generation, the process switched to it, then the old set deleted,
+// so a sample never sees half of each. None of it waits for an RCU grace
+// period, unlike replacing an inner map.
+func (t *Tracer) putMappings(p *process, entries []progs.StacklineExecMapping) error {
+	gen := p.gen ^ 1
+	if len(entries) > 0 {
+		keys := mappingKeys(p.pid, gen, len(entries))
+		if _, err := t.objs.ProcessMappings.BatchUpdate(keys, entries, nil); err != nil {
+			t.deleteMappings(p, gen, len(entries))
+			return fmt.Errorf("put %d mappings: %w", len(entries), err)
 		}
 	}
+	info := progs.StacklineProcessInfo{NumMappings: uint32(len(entries)), Gen: gen}
+	if err := t.objs.Processes.Put(p.pid, info); err != nil {
+		t.deleteMappings(p, gen, len(entries))
+		return fmt.Errorf("put process: %w", err)
+	}
+	t.deleteMappings(p, p.gen, p.numMappings)
+	p.gen = gen
+	p.numMappings = len(entries)
+	t.processBytes += uint64(len(entries)) * mappingEntryBytes
+	return nil
 }
+
+// deleteMappings deletes p's n mappings of generation gen from eBPF.
+func (t *Tracer) deleteMappings(p *process, gen uint32, n int) {
+	if n == 0 || t.objs.ProcessMappings == nil {
+		return
+	}
+	if gen == p.gen && n == p.numMappings {
+		t.processBytes -= uint64(n) * mappingEntryBytes
+	}
+	if _, err := t.objs.ProcessMappings.BatchDelete(mappingKeys(p.pid, gen, n), nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.log.Debug("delete process mappings", "pid", p.pid, "error", err)
+	}
+}
+
+// mappingKeys returns the process_mappings keys of pid's n mappings of
+// generation gen.
+func mappingKeys(pid, gen uint32, n int) []progs.StacklineMappingKey {
+	keys := make([]progs.StacklineMappingKey, n)
+	for i := range keys {
+		keys[i] = progs.StacklineMappingKey{Pid: pid, Slot: gen<<mappingGenShift | uint32(i)}
+	}
+	return keys
+}
+
+// mappingGenShift is MAPPING_GEN_SHIFT.
+const mappingGenShift = 16
 
 // requestSync handles the eBPF side's request for pid's mappings.
 func (t *Tracer) requestSync(pid uint32, now time.Time) {

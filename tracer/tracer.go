@@ -139,8 +139,8 @@ type Tracer struct {
 	vdso      *unwindTable // nil when the vdso has no table
 	due       []dueSync
 	backlog   []uint32 // processes running at start, not synced yet
-	// processBytes is what the kernel charges for the processes'
-	// mapping arrays.
+	// processBytes estimates the kernel memory of the processes'
+	// mappings in eBPF (the map's own memlock counts them too).
 	processBytes uint64
 
 	// monoToWall converts CLOCK_MONOTONIC nanoseconds to Unix time.
@@ -613,10 +613,11 @@ func (t *Tracer) Stats() Stats {
 }
 
 // MapMemory returns the memory the eBPF maps use, in bytes, as the kernel
-// reports it (memlock in /proc/self/fdinfo): the fixed maps, the unwind
-// tables and the processes' mapping arrays.
+// reports it (memlock in /proc/self/fdinfo): the maps, with the entries of
+// the hashes allocated as used (the processes' mappings), and the unwind
+// tables.
 func (t *Tracer) MapMemory() uint64 {
-	total := t.stats.tableBytes.Load() + t.stats.processBytes.Load()
+	total := t.stats.tableBytes.Load()
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
 		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen} {

@@ -28,17 +28,20 @@
 
 #define ENOENT 2
 
-// Finds the mapping holding pc among a process's n mappings (sorted by
+// Finds the mapping holding pc among a process's mappings (sorted by
 // start), or NULL.
-static __always_inline struct exec_mapping *find_mapping(void *mappings, u32 n, u64 pc)
+static __always_inline struct exec_mapping *find_mapping(u32 pid, struct process_info *info, u64 pc)
 {
-	u32 lo = 0, hi = n;
+	struct mapping_key key = {.pid = pid};
+	u32 gen = (info->gen & 1) << MAPPING_GEN_SHIFT;
+	u32 lo = 0, hi = info->num_mappings;
 	// Invariant: the mapping, if any, has an index in [lo, hi).
 	for (int i = 0; i < MAX_MAPPINGS_LOG2 + 1; i++) {
 		if (hi - lo <= 1)
 			break;
 		u32 mid = lo + (hi - lo) / 2;
-		struct exec_mapping *m = bpf_map_lookup_elem(mappings, &mid);
+		key.slot = gen | mid;
+		struct exec_mapping *m = bpf_map_lookup_elem(&process_mappings, &key);
 		if (!m)
 			return NULL;
 		if (m->start <= pc)
@@ -46,7 +49,8 @@ static __always_inline struct exec_mapping *find_mapping(void *mappings, u32 n, 
 		else
 			hi = mid;
 	}
-	struct exec_mapping *m = bpf_map_lookup_elem(mappings, &lo);
+	key.slot = gen | lo;
+	struct exec_mapping *m = bpf_map_lookup_elem(&process_mappings, &key);
 	if (!m || pc < m->start || pc >= m->end)
 		return NULL;
 	return m;
@@ -273,10 +277,9 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 	if (!st->has_mapping || pc < m->start || pc >= m->end) {
 		u32 pid = st->pid;
 		struct process_info *info = bpf_map_lookup_elem(&processes, &pid);
-		void *mappings = bpf_map_lookup_elem(&process_mappings, &pid);
 		struct exec_mapping *found = NULL;
-		if (info && mappings)
-			found = find_mapping(mappings, info->num_mappings, pc);
+		if (info)
+			found = find_mapping(pid, info, pc);
 		if (found) {
 			st->mapping = *found;
 		} else {

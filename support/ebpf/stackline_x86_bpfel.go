@@ -55,10 +55,16 @@ type StacklineInterpProc struct {
 	Config       [128]uint8
 }
 
+type StacklineMappingKey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Slot uint32
+}
+
 type StacklineProcessInfo struct {
 	_           structs.HostLayout
 	NumMappings uint32
-	Flags       uint32
+	Gen         uint32
 }
 
 type StacklinePyCodeKey struct {

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // What the native unwinder reads: each process's executable mappings and
 // each file's stack-delta table, both written by user space
-// (tracer/unwindmaps.go mirrors these layouts; keep them in step).
+// (tracer/sync.go and tracer/tables.go mirror these layouts; keep them in
+// step).
 //
-// Both are hash-of-maps with exactly-sized inner arrays (BPF_F_INNER_MAP
-// lets inner arrays differ in length): a file's table is loaded once and
-// shared by every process that maps the file, and replacing a process's
-// mappings is one atomic update of the outer map.
+// Tables are a hash-of-maps with exactly-sized inner arrays
+// (BPF_F_INNER_MAP lets inner arrays differ in length): a file's table is
+// loaded once and shared by every process that maps the file. Mappings
+// are a flat hash (below).
 #ifndef STACKLINE_UNWIND_MAPS_H
 #define STACKLINE_UNWIND_MAPS_H
 
@@ -54,9 +55,16 @@ enum rule_kind {
 #define MAX_MAPPINGS_LOG2 13
 #define MAX_ROWS_LOG2 24
 
+// A process's mappings are entries of one flat hash, keyed by pid and
+// index. User space replaces them by writing the new set under the other
+// generation, then switching the process's generation, then deleting the
+// old set: a sample sees either set whole. (A hash-of-maps with an array
+// per process would be simpler, but each update or delete of an inner map
+// waits for an RCU grace period, 6-20 ms here, in the syscall.)
 struct process_info {
 	u32 num_mappings;
-	u32 flags;
+	// The generation (0 or 1) the mappings are stored under.
+	u32 gen;
 };
 
 struct {
@@ -67,16 +75,26 @@ struct {
 	__type(value, struct process_info);
 } processes SEC(".maps");
 
-// The inner map templates. BPF_F_INNER_MAP lets the real inner maps have
-// any length.
-struct process_mappings_inner {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_INNER_MAP);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct exec_mapping);
+struct mapping_key {
+	u32 pid;
+	// gen << MAPPING_GEN_SHIFT | index of the mapping, sorted by start.
+	u32 slot;
 };
 
+#define MAPPING_GEN_SHIFT 16
+
+// 2^20 mappings of all processes together: a few thousand processes.
+// Entries are allocated as used.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mapping_key);
+	__type(value, struct exec_mapping);
+} process_mappings SEC(".maps");
+
+// The inner map template of unwind_tables. BPF_F_INNER_MAP lets the real
+// inner maps have any length.
 struct unwind_table_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
@@ -84,14 +102,6 @@ struct unwind_table_inner {
 	__type(key, u32);
 	__type(value, u64);
 };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-	__uint(max_entries, 32768);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, u32); // pid
-	__array(values, struct process_mappings_inner);
-} process_mappings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);

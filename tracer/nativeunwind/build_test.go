@@ -335,9 +335,13 @@ func checkGo(t *testing.T, bin string) *Table {
 	if got := at("runtime.goexit.abi0", 1); got.CFA != CFAEndOfStack {
 		t.Errorf("runtime.goexit: %+v, want CFAEndOfStack", got)
 	}
-	// runtime.morestack switches stacks without a frame pointer.
-	if got := at("runtime.morestack.abi0", 0); got.CFA != CFAInvalid {
-		t.Errorf("runtime.morestack: %+v, want CFAInvalid", got)
+	// runtime.morestack and runtime.mcall switch to the system stack
+	// without a frame pointer: they end the stack there.
+	if got := at("runtime.morestack.abi0", 0); got.CFA != CFAEndOfStack {
+		t.Errorf("runtime.morestack: %+v, want CFAEndOfStack", got)
+	}
+	if got := at("runtime.mcall", 0); got.CFA != CFAEndOfStack {
+		t.Errorf("runtime.mcall: %+v, want CFAEndOfStack", got)
 	}
 	// runtime.nanotime1 switches to the system stack with a frame pointer,
 	// which then finds its frame.

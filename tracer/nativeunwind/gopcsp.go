@@ -13,7 +13,8 @@ import (
 // .gopclntab, tab, read from f. For each function:
 //
 //   - one with FlagTopFrame (runtime.goexit, runtime.mstart,
-//     runtime.rt0_go…) is CFAEndOfStack;
+//     runtime.rt0_go…), and runtime.mcall and runtime.morestack, the
+//     outermost frames on the system stack, are CFAEndOfStack;
 //   - any other follows its pcsp table: CFA = SP + delta + 8, the return
 //     address at CFA-8, and the caller's frame pointer at CFA-16 wherever
 //     delta ≥ 8 in a function that saves it;
@@ -126,8 +127,15 @@ func (r *pcspRuns) next() bool {
 }
 
 // isTopFrame reports whether fn is the outermost function of its stacks.
+// runtime.mcall and runtime.morestack switch to the thread's system stack
+// (g0) and call a function there: on that stack they are the outermost
+// frame, as the runtime's own traceback has it.
 func isTopFrame(tab *gopclntab.Table, fn *gopclntab.Func) bool {
 	if fn.Flag&gopclntab.FlagTopFrame != 0 {
+		return true
+	}
+	switch tab.Name(fn.NameOff) {
+	case "runtime.mcall", "runtime.morestack":
 		return true
 	}
 	if tab.Magic() != gopclntab.Magic116 {

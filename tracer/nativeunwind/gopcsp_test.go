@@ -61,7 +61,7 @@ func TestGoLayouts(t *testing.T) {
 		at(0x1032, sp(16, 0)), at(0x1036, sp(8, 0)),
 		at(0x1039, sp(16, -16)), at(0x103c, sp(32, -16)), at(0x1040, sp(8, 0)),
 		at(0x1042, sp(16, -16)), at(0x1045, byFP), at(0x104e, sp(8, 0)),
-		at(0x104f, invalid), at(0x1057, eos), at(0x105f, sp(8, 0)), at(0x1063, invalid),
+		at(0x104f, eos), at(0x105f, sp(8, 0)), at(0x1063, invalid),
 	}
 	// Go 1.16 has no flags: assembly functions are taken for compiled
 	// ones, the outermost are known by name.
@@ -71,7 +71,7 @@ func TestGoLayouts(t *testing.T) {
 		at(0x1032, sp(16, -16)), at(0x1036, sp(8, 0)),
 		at(0x1039, sp(16, -16)), at(0x103c, sp(32, -16)), at(0x1040, sp(8, 0)),
 		at(0x1042, sp(16, -16)), at(0x1045, sp(32, -16)), at(0x104d, sp(16, -16)), at(0x104e, sp(8, 0)),
-		at(0x1057, eos), at(0x105f, sp(8, 0)), at(0x1063, invalid),
+		at(0x104f, eos), at(0x105f, sp(8, 0)), at(0x1063, invalid),
 	}
 	funcs116 := slices.Clone(goTestFuncs)
 	for i := range funcs116 {
