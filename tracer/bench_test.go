@@ -49,6 +49,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		proc:      procFS{root: "/proc"},
 		processes: make(map[uint32]*process),
+		exited:    newExited(),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
 		tables:    newTableStore(nil, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),

@@ -169,6 +169,15 @@ type tracerStats struct {
 // follow their exit.
 const maxExited = 256
 
+// newExited returns an empty cache of exited processes.
+func newExited() *simplelru.LRU[uint32, *process] {
+	c, err := simplelru.NewLRU[uint32, *process](maxExited, nil)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return c
+}
+
 // rereadInterval rate-limits rereading a process's mappings when an address
 // falls outside all of them.
 const rereadInterval = 200 * time.Millisecond
@@ -200,12 +209,8 @@ func New(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracer: file cache: %w", err)
 	}
-	exited, err := simplelru.NewLRU[uint32, *process](maxExited, nil)
-	if err != nil {
-		return nil, fmt.Errorf("tracer: exited processes: %w", err)
-	}
 	t := &Tracer{
-		exited:    exited,
+		exited:    newExited(),
 		cfg:       cfg,
 		log:       log,
 		proc:      procFS{root: cfg.ProcRoot},

@@ -83,11 +83,12 @@ struct mapping_key {
 
 #define MAPPING_GEN_SHIFT 16
 
-// 2^20 mappings of all processes together: a few thousand processes.
-// Entries are allocated as used.
+// 2^16 executable mappings of all processes together: over a thousand
+// processes of 50 libraries. Entries are allocated as used; the buckets
+// (16 bytes each) are not, so the bound is also 1 MiB of kernel memory.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 1 << 16);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct mapping_key);
 	__type(value, struct exec_mapping);
