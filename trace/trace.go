@@ -48,6 +48,11 @@ const (
 	FrameGo FrameType = 64
 )
 
+// Interpreted reports whether t is the frame type of an interpreter's
+// unwinder: the values 4 to 63 are theirs (FrameCPython and those to come),
+// named by the process's interpreter.Instance.
+func (t FrameType) Interpreted() bool { return t >= FrameCPython && t < FrameGo }
+
 // String returns the profile.frame.type value of t.
 func (t FrameType) String() string {
 	switch t {

@@ -36,13 +36,15 @@ func (t *Tracer) handleTrace(rec *record) {
 			out.Frames = append(out.Frames, t.nativeFrame(proc, addr))
 		case trace.FrameError:
 			out.Frames = append(out.Frames, trace.FrameID{Addr: f.addr, Type: trace.FrameError})
-		case trace.FrameCPython:
+		default:
+			if !f.typ.Interpreted() {
+				t.stats.decodeErrors.Add(1)
+				continue
+			}
 			if proc == nil {
 				proc = t.process(rec.pid)
 			}
 			out.Frames = append(out.Frames, t.interpFrame(proc, f))
-		default:
-			t.stats.decodeErrors.Add(1)
 		}
 	}
 	meta := trace.TraceMeta{
