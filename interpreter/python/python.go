@@ -20,8 +20,9 @@ type Runtime struct{}
 func (Runtime) Name() string { return "cpython" }
 
 // fileName matches the interpreter files: python3.11, libpython3.11.so.1.0,
-// python3.12d, ...
-var fileName = regexp.MustCompile(`^(?:lib)?python3\.(\d+)`)
+// and the debug (python3.11d) and free-threaded (python3.13t) builds, whose
+// layouts differ.
+var fileName = regexp.MustCompile(`^(?:lib)?python3\.(\d+)([dt]*)(?:$|\.so)`)
 
 // Errors of Detect.
 var (
@@ -51,6 +52,9 @@ func (Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
 	minor, err := strconv.Atoi(m[1])
 	if err != nil {
 		return nil, nil
+	}
+	if m[2] != "" {
+		return nil, fmt.Errorf("cpython: %s: %w: debug and free-threaded builds (ABI flags %q)", f.Path, ErrUnsupportedVersion, m[2])
 	}
 	file, err := f.Open()
 	if err != nil {

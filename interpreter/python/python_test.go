@@ -197,3 +197,32 @@ func TestFrameMemory(t *testing.T) {
 		t.Errorf("%.0f bytes per code object, want at most 1 KiB", per)
 	}
 }
+
+// TestDetectNames: which file names are taken for an interpreter, which
+// are refused, and which are not looked at.
+func TestDetectNames(t *testing.T) {
+	noOpen := func() (*os.File, error) { return nil, os.ErrNotExist }
+	for name, want := range map[string]string{
+		"/usr/lib/libpython3.13t.so.1.0": "unsupported",
+		"/usr/bin/python3.11d":           "unsupported",
+		"/usr/bin/python3.11":            "opened",
+		"/usr/lib/libpython3.8.so.1.0":   "opened",
+		"/usr/bin/python3":               "ignored",
+		"/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so": "ignored",
+		"/usr/bin/python3.11-config": "ignored",
+	} {
+		l, err := Runtime{}.Detect(interpreter.File{Path: name, Open: noOpen})
+		got := "ignored"
+		switch {
+		case errors.Is(err, ErrUnsupportedVersion):
+			got = "unsupported"
+		case errors.Is(err, os.ErrNotExist):
+			got = "opened"
+		case err != nil || l != nil:
+			got = fmt.Sprint(l, err)
+		}
+		if got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+}
