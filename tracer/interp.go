@@ -16,7 +16,13 @@ import (
 // one is found, gives the eBPF side what its unwinder needs. A process
 // keeps the interpreter it was attached to until it execs or exits.
 func (t *Tracer) attachInterpreter(p *process) {
-	if p.interp != nil || len(t.cfg.Interpreters) == 0 {
+	if p.interp != nil {
+		// Given again on every sync: the eBPF side drops it on exec
+		// and exit, whose records can be lost to a full ring buffer.
+		t.putInterpreter(p, p.interp)
+		return
+	}
+	if len(t.cfg.Interpreters) == 0 {
 		return
 	}
 	for i := range p.mappings {
@@ -40,20 +46,29 @@ func (t *Tracer) attachInterpreter(p *process) {
 			t.log.Debug("attach interpreter", "pid", p.pid, "path", m.path, "error", err)
 			continue
 		}
-		u := inst.Unwind()
-		v := progs.StacklineInterpProc{Kind: uint32(u.Kind), Data: u.Data, Config: u.Config}
-		for j, r := range u.Handoff {
-			v.HandoffStart[j], v.HandoffEnd[j] = r.Start, r.End
-		}
-		if err := t.objs.InterpProcs.Put(p.pid, &v); err != nil {
-			t.stats.interpErrors.Add(1)
-			t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
+		if !t.putInterpreter(p, inst) {
 			return
 		}
 		p.interp = inst
 		t.stats.interpProcesses.Add(1)
 		return
 	}
+}
+
+// putInterpreter gives the eBPF side what its unwinder needs for p's
+// interpreter, and reports whether it could.
+func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
+	u := inst.Unwind()
+	v := progs.StacklineInterpProc{Kind: uint32(u.Kind), Data: u.Data, Config: u.Config}
+	for j, r := range u.Handoff {
+		v.HandoffStart[j], v.HandoffEnd[j] = r.Start, r.End
+	}
+	if err := t.objs.InterpProcs.Put(p.pid, &v); err != nil {
+		t.stats.interpErrors.Add(1)
+		t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
+		return false
+	}
+	return true
 }
 
 // detectInterpreter asks each runtime whether m's file is its interpreter.

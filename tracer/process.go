@@ -53,6 +53,8 @@ type process struct {
 	numMappings int
 	// interp is the interpreter the process runs, once found.
 	interp interpreter.Instance
+	// exited is when its exit record was read.
+	exited time.Time
 }
 
 // procFS reads the parts of /proc the tracer needs, under a configurable

@@ -163,8 +163,10 @@ const mappingEntryBytes = 8 + 40 + 56
 
 // putMappings gives p's mappings to eBPF: the new set is written under the
 // other generation, the process switched to it, then the old set deleted,
-// so a sample never sees half of each. None of it waits for an RCU grace
-// period, unlike replacing an inner map.
+// so a sample never mixes the two sets. (One that read the old generation
+// just before the switch may find its entries gone mid-search: it then
+// finds the mapping in the kernel, as for a process not synced yet.) None
+// of it waits for an RCU grace period, unlike replacing an inner map.
 func (t *Tracer) putMappings(p *process, entries []progs.StacklineExecMapping) error {
 	gen := p.gen ^ 1
 	if len(entries) > 0 {

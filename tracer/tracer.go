@@ -127,8 +127,9 @@ type Tracer struct {
 
 	// Owned by the Run goroutine.
 	processes map[uint32]*process
-	// exited keeps the last processes that exited, for the records
-	// the kernel sends after the exit (samples of the exit path itself).
+	// exited keeps the last processes that exited, for the records the
+	// kernel sends after the exit (samples of the exit path itself, and
+	// of threads still exiting).
 	exited    *simplelru.LRU[uint32, *process]
 	files     *lru.Cache[fileKey, *fileInfo]
 	kernelID  trace.FileID
@@ -168,6 +169,12 @@ type tracerStats struct {
 // maxExited bounds the exited processes remembered for records that
 // follow their exit.
 const maxExited = 256
+
+// exitedTTL is how long after its exit record a process's name and
+// executable are kept for records that follow it: long enough for the
+// rest of the exit path, short enough that a reused pid is not mistaken
+// for it.
+const exitedTTL = time.Second
 
 // newExited returns an empty cache of exited processes.
 func newExited() *simplelru.LRU[uint32, *process] {
@@ -393,10 +400,12 @@ func (t *Tracer) handle(raw []byte) {
 		t.handleTrace(&t.rec)
 	case recordProcessExit:
 		t.stats.events.Add(1)
-		if p := t.processes[t.rec.pid]; p != nil {
-			t.exited.Add(p.pid, &process{pid: p.pid, executablePath: p.executablePath, name: p.name, gone: true})
-		}
+		p := t.processes[t.rec.pid]
 		t.forget(t.rec.pid)
+		if p != nil {
+			p.gone, p.exited = true, now
+			t.exited.Add(p.pid, p)
+		}
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
@@ -449,8 +458,12 @@ func (t *Tracer) process(pid uint32) *process {
 		return p
 	}
 	if p, ok := t.exited.Get(pid); ok {
-		// A sample of the exit path, after the exit record.
-		return p
+		if time.Since(p.exited) < exitedTTL {
+			// A sample of the exit path, after the exit record.
+			return p
+		}
+		// The pid may be another process's by now.
+		t.exited.Remove(pid)
 	}
 	p := &process{pid: pid}
 	t.readMappings(p)
@@ -512,8 +525,8 @@ type Stats struct {
 	// mappings; Syncs the mappings given to it; SyncErrors the failures.
 	SyncRequests, Syncs, SyncErrors uint64
 	// TablesLoaded and TableBytes are the unwind tables in eBPF and the
-	// kernel memory they use; ProcessMapBytes that of the processes'
-	// mapping arrays.
+	// kernel memory they use; ProcessMapBytes estimates that of the
+	// processes' mappings.
 	TablesLoaded, TableBytes, ProcessMapBytes uint64
 	// TablesSkipped counts files whose table did not fit in
 	// MaxUnwindTableBytes; TablesFailed files whose CFI could not be
@@ -625,7 +638,8 @@ func (t *Tracer) MapMemory() uint64 {
 	total := t.stats.tableBytes.Load()
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
-		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen} {
+		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen,
+		t.objs.LastWakeup} {
 		if m == nil {
 			continue
 		}

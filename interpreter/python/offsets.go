@@ -31,9 +31,10 @@ const FrameOwnedByCStack = 3
 // so kind = state>>2 & 7, compact = state>>5 & 1 and ascii = state>>6 & 1
 // in every supported version.
 type Offsets struct {
-	// RuntimeInterpretersHead is offsetof(_PyRuntimeState,
-	// interpreters.head): the first PyInterpreterState.
-	RuntimeInterpretersHead uint32
+	// RuntimeInterpretersMain is offsetof(_PyRuntimeState,
+	// interpreters.main): the main PyInterpreterState (interpreters.head
+	// is the newest one, a subinterpreter when there are any).
+	RuntimeInterpretersMain uint32
 	// InterpThreadsHead is the first PyThreadState of an interpreter:
 	// tstate_head (3.8–3.10) or threads.head (3.11+).
 	InterpThreadsHead uint32
@@ -94,7 +95,7 @@ type Offsets struct {
 
 // offsets38 holds 3.8 and 3.9, which agree on every field.
 var offsets38 = Offsets{
-	RuntimeInterpretersHead: 32,
+	RuntimeInterpretersMain: 40,
 	InterpThreadsHead:       8,
 	TStateNext:              8,
 	TStateThreadID:          176,
@@ -133,7 +134,7 @@ var offsetsByMinor = map[int]Offsets{
 		return o
 	}(),
 	11: {
-		RuntimeInterpretersHead: 40,
+		RuntimeInterpretersMain: 48,
 		InterpThreadsHead:       16,
 		TStateNext:              8,
 		TStateThreadID:          152,
@@ -158,7 +159,7 @@ var offsetsByMinor = map[int]Offsets{
 		BytesData:               32,
 	},
 	12: {
-		RuntimeInterpretersHead: 40,
+		RuntimeInterpretersMain: 48,
 		InterpThreadsHead:       72,
 		TStateNext:              8,
 		TStateThreadID:          136,
@@ -183,7 +184,7 @@ var offsetsByMinor = map[int]Offsets{
 		BytesData:               32,
 	},
 	13: {
-		RuntimeInterpretersHead: 632,
+		RuntimeInterpretersMain: 640,
 		InterpThreadsHead:       7344,
 		TStateNext:              8,
 		TStateThreadID:          152,

@@ -72,8 +72,8 @@ func offsetsLoc(field string, minor int) fieldLoc {
 		frame = "PyFrameObject"
 	}
 	switch field {
-	case "RuntimeInterpretersHead":
-		return at("_PyRuntimeState", "interpreters.head")
+	case "RuntimeInterpretersMain":
+		return at("_PyRuntimeState", "interpreters.main")
 	case "InterpThreadsHead":
 		if minor <= 10 {
 			return at("PyInterpreterState", "tstate_head")

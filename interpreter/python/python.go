@@ -180,7 +180,7 @@ func (l *loader) encodeConfig(b []byte) {
 	}
 	fields := []uint32{
 		model, instrIsPointer, viaCFrame,
-		o.RuntimeInterpretersHead, o.InterpThreadsHead,
+		o.RuntimeInterpretersMain, o.InterpThreadsHead,
 		o.TStateNext, o.TStateThreadID, o.TStateFrame, o.CFrameCurrentFrame,
 		o.FrameBack, o.FrameCode, o.FrameInstr, o.FrameIsEntry, o.FrameOwner,
 		o.CodeFirstLineno, o.CodeName,

@@ -21,14 +21,38 @@ struct {
 // when they are urgent.
 volatile const u64 wakeup_bytes = 1 << 18;
 
+// When each CPU last woke the reader for an urgent record.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} last_wakeup SEC(".maps");
+
+// Urgent records wake the reader at most once a millisecond per CPU: a
+// burst of them costs a bounded number of wake-ups. (Two samples of one
+// CPU are at least a millisecond apart at the highest rate, so this never
+// delays one sample's urgent trace behind the previous sample's.)
+#define URGENT_WAKEUP_NS (1000 * 1000ULL)
+
 // Sends a record to user space. Urgent records (a process asking for its
-// mappings) wake the reader at once; the others wait for its timer unless
+// mappings, a trace with code user space must read while the process
+// lives) wake the reader at once; the others wait for its timer unless
 // the buffer is filling up.
 static __always_inline long submit_record(void *data, u64 size, int urgent)
 {
-	u64 flags = BPF_RB_FORCE_WAKEUP;
-	if (!urgent && bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) < wakeup_bytes)
-		flags = BPF_RB_NO_WAKEUP;
+	u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+		flags = BPF_RB_FORCE_WAKEUP;
+	} else if (urgent) {
+		u32 zero = 0;
+		u64 now = bpf_ktime_get_ns();
+		u64 *last = bpf_map_lookup_elem(&last_wakeup, &zero);
+		if (last && now - *last >= URGENT_WAKEUP_NS) {
+			*last = now;
+			flags = BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	return bpf_ringbuf_output(&records, data, size, flags);
 }
 

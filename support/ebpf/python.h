@@ -12,8 +12,9 @@
 //   3.12+     each call pushes a shim frame owned by the C stack below
 //             its first frame.
 // The thread's current frame comes from its PyThreadState, found by
-// walking the interpreter's thread list for the thread whose thread_id
-// (pthread_self(), the FS base on x86-64) is the sampled thread's.
+// walking the main interpreter's thread list for the thread whose
+// thread_id (pthread_self(), the FS base on x86-64) is the sampled
+// thread's.
 #ifndef STACKLINE_PYTHON_H
 #define STACKLINE_PYTHON_H
 
@@ -34,8 +35,9 @@ enum py_frame_model {
 // _PyInterpreterFrame.owner of the 3.12+ shim frames.
 #define PY_FRAME_OWNED_BY_CSTACK 3
 
-// Threads of one interpreter searched for the sampled one.
-#define PY_MAX_THREADS 64
+// Threads of the main interpreter searched for the sampled one. The list
+// holds the newest first, the main thread last.
+#define PY_MAX_THREADS 256
 
 // Code objects recently seen in each process. User space names a Python
 // frame by reading its code object from the process, which must still be
@@ -50,7 +52,7 @@ struct py_code_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 16384);
 	__type(key, struct py_code_key);
 	__type(value, u8);
 } py_code_seen SEC(".maps");
@@ -65,7 +67,7 @@ struct py_offsets {
 	u32 instr_is_pointer;
 	// PyThreadState's frame field points to a _PyCFrame (3.11, 3.12).
 	u32 frame_via_cframe;
-	u32 runtime_interpreters_head;
+	u32 runtime_interpreters_main;
 	u32 interp_threads_head;
 	u32 tstate_next;
 	u32 tstate_thread_id;
@@ -89,7 +91,7 @@ static __always_inline int read_ptr(u64 *out, u64 addr)
 static __always_inline int py_current_frame(struct interp_proc *ip, struct py_offsets *o, u64 *frame)
 {
 	u64 interp, ts;
-	if (read_ptr(&interp, ip->data[0] + o->runtime_interpreters_head) || !interp)
+	if (read_ptr(&interp, ip->data[0] + o->runtime_interpreters_main) || !interp)
 		return -1;
 	if (read_ptr(&ts, interp + o->interp_threads_head))
 		return -1;
@@ -117,10 +119,12 @@ static __always_inline int py_current_frame(struct interp_proc *ip, struct py_of
 	return 0;
 }
 
-// Ends the current activation's Python frames with an error frame.
+// Ends the current activation's Python frames with an error frame, which
+// counts against the depth like any frame.
 static __always_inline int py_fail(struct trace *t, struct unwind_state *st)
 {
 	push_error(t, UNWIND_ERR_INTERP, COUNTER_INTERP_ERRORS);
+	st->depth++;
 	st->interp_frame = 0;
 	st->interp_pending = 0;
 	return STEP_CONTINUE;

@@ -121,6 +121,7 @@ const (
 	StacklineMapCounters        = "counters"
 	StacklineMapFileTables      = "file_tables"
 	StacklineMapInterpProcs     = "interp_procs"
+	StacklineMapLastWakeup      = "last_wakeup"
 	StacklineMapProcessMappings = "process_mappings"
 	StacklineMapProcesses       = "processes"
 	StacklineMapPyCodeSeen      = "py_code_seen"
@@ -193,6 +194,7 @@ type StacklineMapSpecs struct {
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	FileTables      *ebpf.MapSpec `ebpf:"file_tables"`
 	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
+	LastWakeup      *ebpf.MapSpec `ebpf:"last_wakeup"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
 	PyCodeSeen      *ebpf.MapSpec `ebpf:"py_code_seen"`
@@ -235,6 +237,7 @@ type StacklineMaps struct {
 	Counters        *ebpf.Map `ebpf:"counters"`
 	FileTables      *ebpf.Map `ebpf:"file_tables"`
 	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
+	LastWakeup      *ebpf.Map `ebpf:"last_wakeup"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
 	PyCodeSeen      *ebpf.Map `ebpf:"py_code_seen"`
@@ -251,6 +254,7 @@ func (m *StacklineMaps) Close() error {
 		m.Counters,
 		m.FileTables,
 		m.InterpProcs,
+		m.LastWakeup,
 		m.ProcessMappings,
 		m.Processes,
 		m.PyCodeSeen,
