@@ -72,21 +72,15 @@ func (p procFS) path(pid uint32, rest ...string) string {
 // and leaves proc as it was: its records still in the ring buffer are
 // named with what was read while it lived.
 func (p procFS) readProcess(proc *process) error {
-	f, err := os.Open(p.path(proc.pid, "maps"))
-	if err != nil {
-		return fmt.Errorf("read maps of %d: %w", proc.pid, err)
-	}
-	defer f.Close()
-	var mappings []mapping
-	err = procmaps.Parse(f, func(perms [4]byte) bool { return perms[2] == 'x' }, func(m procmaps.Mapping) {
-		mm := mapping{start: m.Start, end: m.End, offset: m.Offset, path: m.Path}
-		if m.IsFile() {
-			mm.key = fileKey{dev: uint64(m.Major)<<32 | uint64(m.Minor), inode: m.Inode}
-		}
-		mappings = append(mappings, mm)
-	})
+	mappings, err := p.readMaps(p.path(proc.pid, "maps"))
 	if err != nil {
 		return fmt.Errorf("process %d: %w", proc.pid, err)
+	}
+	if len(mappings) == 0 {
+		// A main thread that called pthread_exit leaves a zombie
+		// leader whose maps are empty while the other threads run:
+		// theirs are the process's.
+		mappings = p.liveThreadMaps(proc.pid)
 	}
 	if len(mappings) == 0 && len(proc.mappings) > 0 {
 		// A zombie: it has exited, its maps are empty.
@@ -108,6 +102,42 @@ func (p procFS) readProcess(proc *process) error {
 	}
 	if comm, err := os.ReadFile(p.path(proc.pid, "comm")); err == nil {
 		proc.name = strings.TrimSpace(string(comm))
+	}
+	return nil
+}
+
+// readMaps reads the executable mappings of a maps file.
+func (p procFS) readMaps(path string) ([]mapping, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read maps: %w", err)
+	}
+	defer f.Close()
+	var mappings []mapping
+	err = procmaps.Parse(f, func(perms [4]byte) bool { return perms[2] == 'x' }, func(m procmaps.Mapping) {
+		mm := mapping{start: m.Start, end: m.End, offset: m.Offset, path: m.Path}
+		if m.IsFile() {
+			mm.key = fileKey{dev: uint64(m.Major)<<32 | uint64(m.Minor), inode: m.Inode}
+		}
+		mappings = append(mappings, mm)
+	})
+	return mappings, err
+}
+
+// liveThreadMaps returns the executable mappings of pid read through one of
+// its threads other than the leader, or none.
+func (p procFS) liveThreadMaps(pid uint32) []mapping {
+	tasks, err := os.ReadDir(p.path(pid, "task"))
+	if err != nil || len(tasks) < 2 {
+		return nil
+	}
+	for _, task := range tasks {
+		if task.Name() == strconv.FormatUint(uint64(pid), 10) {
+			continue
+		}
+		if m, err := p.readMaps(p.path(pid, "task", task.Name(), "maps")); err == nil && len(m) > 0 {
+			return m
+		}
 	}
 	return nil
 }
