@@ -107,14 +107,13 @@ var interpreterExe = regexp.MustCompile(`^python3\.[0-9]+$`)
 // system's, and each pyenv version here.
 func pythons(t *testing.T) map[string]string {
 	out := map[string]string{"python3 on PATH": "python3", "/usr/bin/python3.11": "/usr/bin/python3.11"}
-	home, _ := os.UserHomeDir()
-	for _, v := range []string{"3.8", "3.9", "3.10", "3.12", "3.13"} {
-		m, _ := filepath.Glob(filepath.Join(home, ".pyenv/versions", v+".*", "bin", "python"+v))
-		if len(m) == 0 {
-			t.Errorf("pyenv python%s not found under %s/.pyenv/versions", v, home)
+	for _, minor := range []int{8, 9, 10, 12, 13} {
+		py := testenv.PyenvPython(minor)
+		if py == "" {
+			t.Errorf("pyenv python3.%d not found", minor)
 			continue
 		}
-		out["pyenv "+v] = m[0]
+		out[fmt.Sprintf("pyenv 3.%d", minor)] = py
 	}
 	return out
 }

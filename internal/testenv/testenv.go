@@ -3,6 +3,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,4 +87,38 @@ func goTool() string {
 		return p
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// PyenvPython returns the python3.minor executable of the pyenv install of
+// that version (under $PYENV_ROOT, else ~/.pyenv), or "" when there is
+// none.
+func PyenvPython(minor int) string {
+	return pyenvFile(minor, "bin", fmt.Sprintf("python3.%d", minor))
+}
+
+// PyenvLibpython returns the libpython3.minor.so.1.0 of the pyenv install
+// of that version, or "" when there is none.
+func PyenvLibpython(minor int) string {
+	return pyenvFile(minor, "lib", fmt.Sprintf("libpython3.%d.so.1.0", minor))
+}
+
+// pyenvFile returns dir/name inside the first pyenv install of Python
+// 3.minor that has it, or "".
+func pyenvFile(minor int, dir, name string) string {
+	root := os.Getenv("PYENV_ROOT")
+	if root == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return ""
+		}
+		root = filepath.Join(home, ".pyenv")
+	}
+	installs, _ := filepath.Glob(filepath.Join(root, "versions", fmt.Sprintf("3.%d.*", minor)))
+	for _, v := range installs {
+		p := filepath.Join(v, dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }

@@ -11,20 +11,26 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
-// lineTablePythons are the interpreters whose code objects the tests decode.
-var lineTablePythons = []struct {
+// linePython is an interpreter whose code objects the tests decode; path
+// is "" when it is not installed.
+type linePython struct {
+	name  string
 	path  string
 	minor int
-}{
-	{"/root/.pyenv/versions/3.8.18/bin/python3.8", 8},
-	{"/root/.pyenv/versions/3.9.18/bin/python3.9", 9},
-	{"/root/.pyenv/versions/3.10.13/bin/python3.10", 10},
-	{"/root/.pyenv/versions/3.11.7/bin/python3.11", 11},
-	{"/root/.pyenv/versions/3.12.1/bin/python3.12", 12},
-	{"/root/.pyenv/versions/3.13.0/bin/python3.13", 13},
-	{"/usr/bin/python3.11", 11},
+}
+
+// lineTablePythons returns the pyenv Pythons 3.8 to 3.13 and the system's
+// 3.11.
+func lineTablePythons() []linePython {
+	var out []linePython
+	for minor := 8; minor <= 13; minor++ {
+		out = append(out, linePython{fmt.Sprintf("pyenv-3.%d", minor), testenv.PyenvPython(minor), minor})
+	}
+	return append(out, linePython{"usr/bin/python3.11", "/usr/bin/python3.11", 11})
 }
 
 // lineTableDumpScript compiles a source made to exercise the line tables
@@ -173,8 +179,11 @@ func dumpLineTables(path string) (*pyLineDump, error) {
 }
 
 func TestLineTableRealPython(t *testing.T) {
-	for _, py := range lineTablePythons {
-		t.Run(strings.TrimPrefix(py.path, "/"), func(t *testing.T) {
+	for _, py := range lineTablePythons() {
+		t.Run(py.name, func(t *testing.T) {
+			if py.path == "" {
+				t.Skipf("%s not installed", py.name)
+			}
 			if _, err := os.Stat(py.path); err != nil {
 				t.Skipf("%s not available: %v", py.path, err)
 			}
@@ -605,7 +614,10 @@ func FuzzParseLineTable(f *testing.F) {
 			f.Add(m, s.table, s.first)
 		}
 	}
-	for _, py := range lineTablePythons {
+	for _, py := range lineTablePythons() {
+		if py.path == "" {
+			continue
+		}
 		if _, err := os.Stat(py.path); err != nil {
 			continue
 		}

@@ -5,23 +5,13 @@ import (
 	"debug/elf"
 	"fmt"
 	"maps"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
-)
 
-// offsetsLibs are the pyenv builds, with full DWARF, the table is checked
-// against.
-var offsetsLibs = map[int]string{
-	8:  "/root/.pyenv/versions/3.8.18/lib/libpython3.8.so.1.0",
-	9:  "/root/.pyenv/versions/3.9.18/lib/libpython3.9.so.1.0",
-	10: "/root/.pyenv/versions/3.10.13/lib/libpython3.10.so.1.0",
-	11: "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0",
-	12: "/root/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0",
-	13: "/root/.pyenv/versions/3.13.0/lib/libpython3.13.so.1.0",
-}
+	"github.com/stackline-dev/stackline/internal/testenv"
+)
 
 // dwarfTypeNames are the typedefs looked up, each with the tag of the struct
 // it names (empty for an anonymous struct), tried when the typedef is not
@@ -169,12 +159,11 @@ func TestOffsetsDWARF(t *testing.T) {
 		t.Run(fmt.Sprintf("3.%d", minor), func(t *testing.T) {
 			t.Parallel()
 			off, _ := OffsetsFor(minor)
-			path, ok := offsetsLibs[minor]
-			if !ok {
-				t.Fatalf("no pyenv build to check 3.%d against", minor)
-			}
-			if _, err := os.Stat(path); err != nil {
-				t.Skipf("%s not installed: %v", path, err)
+			// The pyenv build, with full DWARF, the table is
+			// checked against.
+			path := testenv.PyenvLibpython(minor)
+			if path == "" {
+				t.Skipf("pyenv libpython3.%d not installed", minor)
 			}
 			types, err := loadDWARFTypes(path)
 			if err != nil {

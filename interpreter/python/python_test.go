@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
@@ -48,14 +48,13 @@ type dumpedCode struct {
 // interpreters returns the Pythons to test, by minor version.
 func interpreters(t *testing.T) map[string]string {
 	out := map[string]string{"debian-3.11": "/usr/bin/python3.11"}
-	home, _ := os.UserHomeDir()
-	for _, v := range []string{"3.8", "3.9", "3.10", "3.11", "3.12", "3.13"} {
-		m, _ := filepath.Glob(filepath.Join(home, ".pyenv/versions", v+".*", "bin", "python"+v))
-		if len(m) == 0 {
-			t.Logf("pyenv python%s not installed", v)
+	for minor := 8; minor <= 13; minor++ {
+		py := testenv.PyenvPython(minor)
+		if py == "" {
+			t.Logf("pyenv python3.%d not installed", minor)
 			continue
 		}
-		out["pyenv-"+v] = m[0]
+		out[fmt.Sprintf("pyenv-3.%d", minor)] = py
 	}
 	return out
 }
