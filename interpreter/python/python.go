@@ -170,16 +170,17 @@ const (
 // its field order.
 func (l *loader) encodeConfig(b []byte) {
 	o := &l.offsets
-	model, viaCFrame, instrIsPointer := uint32(framesPerCall), uint32(0), uint32(0)
+	// The frame model and the two layout switches follow from which
+	// fields the version has.
+	model := uint32(framesShim)
 	switch {
-	case l.minor >= 12:
-		model, instrIsPointer = framesShim, 1
-		viaCFrame = b2u(o.CFrameCurrentFrame != NoField)
-	case l.minor == 11:
-		model, viaCFrame, instrIsPointer = framesIsEntry, 1, 1
+	case o.FrameOwner == NoField:
+		model = framesPerCall
+	case o.FrameIsEntry != NoField:
+		model = framesIsEntry
 	}
 	fields := []uint32{
-		model, instrIsPointer, viaCFrame,
+		model, b2u(o.CodeCodeAdaptive != NoField), b2u(o.CFrameCurrentFrame != NoField),
 		o.RuntimeInterpretersMain, o.InterpThreadsHead,
 		o.TStateNext, o.TStateThreadID, o.TStateFrame, o.CFrameCurrentFrame,
 		o.FrameBack, o.FrameCode, o.FrameInstr, o.FrameIsEntry, o.FrameOwner,
