@@ -117,8 +117,11 @@ func (d *dictionary) function(l *trace.Line) int32 {
 }
 
 // mapping returns the mapping of a file, described by info when the
-// reporter holds it; the htlhash is always known (it is the file ID).
-func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, kernel bool) int32 {
+// reporter holds it. Only files hashed from their contents carry the
+// htlhash build ID (it is the file ID); the kernel, modules, source files
+// of interpreted code and memory without a file ([vdso], [anon]) have IDs
+// derived from names, which a backend must not take for a file's hash.
+func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, t trace.FrameType) int32 {
 	if i, ok := d.mappings[id]; ok {
 		return i
 	}
@@ -129,13 +132,39 @@ func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, kernel 
 	if info.GoBuildID != "" {
 		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(semconv.BuildIDGo, info.GoBuildID))
 	}
-	if !kernel {
+	if t != trace.FrameKernel && !t.Interpreted() && !info.Pseudo {
 		m.AttributeIndices = append(m.AttributeIndices, d.strAttr(semconv.BuildIDHTL, id.String()))
 	}
 	i := int32(len(d.d.MappingTable))
 	d.d.MappingTable = append(d.d.MappingTable, m)
 	d.mappings[id] = i
 	return i
+}
+
+// setMappingRanges gives every mapping the address range of its
+// locations, page-aligned, with a file offset equal to its start: an
+// address is then its own file offset (native frames) or kernel address
+// (kernel frames), which is what locations carry. Interpreted frames have
+// no machine address (0): their source-file mappings keep an empty range.
+func (d *dictionary) setMappingRanges() {
+	const page = 4096
+	for _, loc := range d.d.LocationTable[1:] {
+		if loc.MappingIndex == 0 || loc.Address == 0 {
+			continue
+		}
+		m := d.d.MappingTable[loc.MappingIndex]
+		lo := loc.Address &^ (page - 1)
+		hi := (loc.Address | (page - 1)) + 1
+		if hi == 0 { // the last page of the address space
+			hi = ^uint64(0)
+		}
+		if m.MemoryLimit == 0 {
+			m.MemoryStart, m.MemoryLimit = lo, hi
+		} else {
+			m.MemoryStart, m.MemoryLimit = min(m.MemoryStart, lo), max(m.MemoryLimit, hi)
+		}
+		m.FileOffset = m.MemoryStart
+	}
 }
 
 // build turns a finished interval into one self-contained request. It
@@ -152,8 +181,13 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 			Address:          f.Addr,
 			AttributeIndices: []int32{d.strAttr(semconv.FrameType, f.Type.String())},
 		}
+		if f.Type.Interpreted() {
+			// The ID's address of an interpreted frame is a key derived
+			// from its function and line, not an address in memory.
+			loc.Address = 0
+		}
 		if f.Type != trace.FrameError && !f.File.IsZero() {
-			loc.MappingIndex = d.mapping(f.File, iv.execs[f.File], f.Type == trace.FrameKernel)
+			loc.MappingIndex = d.mapping(f.File, iv.execs[f.File], f.Type)
 		}
 		info, ok := iv.frames[f]
 		if !ok && f.Type == trace.FrameError {
@@ -235,8 +269,21 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 			// "timestamps only" shape), so values stays empty.
 			TimestampsUnixNano: s.timestamps,
 		})
+		cover(prof, s.timestamps[0], s.timestamps[len(s.timestamps)-1])
 	}
+	d.setMappingRanges()
 	return req, unnamed
+}
+
+// cover widens p's time range, [time, time+duration), to hold the sample
+// timestamps first..last. Samples are stamped when taken but read from the
+// ring buffer up to a few hundred milliseconds later, so a sample taken
+// just before an interval ended can be folded into the next one.
+func cover(p *profilespb.Profile, first, last uint64) {
+	end := p.TimeUnixNano + p.DurationNano
+	p.TimeUnixNano = min(p.TimeUnixNano, first)
+	end = max(end, last+1)
+	p.DurationNano = end - p.TimeUnixNano
 }
 
 func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {

@@ -197,6 +197,82 @@ func TestFoldAndAttributes(t *testing.T) {
 	}
 }
 
+// TestSpecInvariants: sample timestamps lie inside their profile's
+// [time, time+duration) even for samples taken before the interval began
+// (read late from the ring buffer); mapping ranges hold their locations'
+// addresses, with addresses equal to file offsets; only files hashed from
+// their contents carry an htlhash; interpreted frames carry no address.
+func TestSpecInvariants(t *testing.T) {
+	exp := &captureExporter{}
+	cfg := testConfig()
+	cfg.FrameCacheSize = 100
+	cfg.ExecutableCacheSize = 100
+	r, err := New(cfg, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := trace.FrameID{File: fileID(1), Addr: 0x1234, Type: trace.FrameNative}
+	lib2 := trace.FrameID{File: fileID(1), Addr: 0x9fff, Type: trace.FrameNative}
+	kernel := trace.FrameID{File: fileID(2), Addr: 0xffffffff81000010, Type: trace.FrameKernel}
+	anon := trace.FrameID{File: fileID(3), Addr: 0x10, Type: trace.FrameNative}
+	py := trace.FrameID{File: trace.SourceFileID("cpython", "/app/x.py"), Addr: 0xdeadbeef, Type: trace.FrameCPython}
+	for _, id := range []trace.FrameID{lib, lib2, kernel} {
+		resolve(r, id)
+	}
+	r.FrameMetadata(py, trace.FrameInfo{Lines: []trace.Line{{Function: "f", File: "/app/x.py", Line: 3}}})
+	r.ExecutableMetadata(py.File, trace.ExecutableInfo{FileName: "x.py"})
+	r.FrameMetadata(anon, trace.FrameInfo{})
+	r.ExecutableMetadata(anon.File, trace.ExecutableInfo{FileName: "[anon]", Pseudo: true})
+
+	start := uint64(time.Now().UnixNano())
+	meta := trace.TraceMeta{PID: 7, TID: 7, Comm: "x", ProcessName: "x"}
+	for i, ts := range []uint64{start - uint64(66*time.Millisecond), start + uint64(time.Hour)} {
+		meta.TimestampNS = ts
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{kernel, anon, []trace.FrameID{lib, lib2}[i], py}}, meta)
+	}
+	r.Flush(context.Background())
+	if len(exp.reqs) != 1 {
+		t.Fatalf("%d requests", len(exp.reqs))
+	}
+	req := exp.reqs[0]
+	if err := otlpcheck.Validate(req); err != nil {
+		t.Fatal(err) // checks timestamps and address ranges
+	}
+	p := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0]
+	if p.TimeUnixNano != start-uint64(66*time.Millisecond) || p.TimeUnixNano+p.DurationNano != start+uint64(time.Hour)+1 {
+		t.Errorf("profile [%d, +%d) does not fit its samples tightly", p.TimeUnixNano, p.DurationNano)
+	}
+	d := req.Dictionary
+	seen := map[string]bool{}
+	for _, l := range d.LocationTable[1:] {
+		m := d.MappingTable[l.MappingIndex]
+		name := d.StringTable[m.FilenameStrindex]
+		hasHTL := false
+		for _, ai := range m.AttributeIndices {
+			hasHTL = hasHTL || d.StringTable[d.AttributeTable[ai].KeyStrindex] == "process.executable.build_id.htlhash"
+		}
+		seen[name] = true
+		switch name {
+		case "file-" + fileID(1).String()[:6]:
+			if m.MemoryStart != 0x1000 || m.MemoryLimit != 0xa000 || m.FileOffset != m.MemoryStart || !hasHTL {
+				t.Errorf("library mapping [%#x, %#x) offset %#x, htlhash %v; want [0x1000, 0xa000) offset 0x1000 with htlhash",
+					m.MemoryStart, m.MemoryLimit, m.FileOffset, hasHTL)
+			}
+		case "x.py":
+			if l.Address != 0 || m.MemoryLimit != 0 || hasHTL {
+				t.Errorf("Python location address %#x, mapping limit %#x, htlhash %v; want none", l.Address, m.MemoryLimit, hasHTL)
+			}
+		default: // the kernel and [anon]: IDs derived from names
+			if hasHTL {
+				t.Errorf("mapping %s carries an htlhash derived from a name", name)
+			}
+		}
+	}
+	if len(seen) != 4 || !seen["x.py"] || !seen["[anon]"] {
+		t.Errorf("mappings %v, want the library, the kernel, [anon] and x.py", seen)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []Config{
 		{Interval: 0, FrameCacheSize: 1, ExecutableCacheSize: 1, SamplesPerSecond: 1},

@@ -113,6 +113,10 @@ type ExecutableInfo struct {
 	GNUBuildID string
 	// GoBuildID is the Go build ID, when present.
 	GoBuildID string
+	// Pseudo marks memory that is no file ([vdso], [anon], JIT code): its
+	// FileID is derived from a name, not hashed from contents, so it is
+	// not exported as a build ID.
+	Pseudo bool
 }
 
 // Trace is one sampled stack, leaf first.

@@ -152,7 +152,7 @@ func (t *Tracer) specialFrame(m *mapping, addr uint64) trace.FrameID {
 		r.FrameMetadata(id, trace.FrameInfo{})
 	}
 	if !r.ExecutableKnown(fileID) {
-		r.ExecutableMetadata(fileID, trace.ExecutableInfo{FileName: name})
+		r.ExecutableMetadata(fileID, trace.ExecutableInfo{FileName: name, Pseudo: true})
 	}
 	return id
 }

@@ -133,6 +133,14 @@ func (b *builder) location(f frame) int32 {
 	for k, fn := range f.funcs {
 		l.Lines = append(l.Lines, &profilespb.Line{FunctionIndex: b.function(fn, "src.c"), Line: int64(10 + k)})
 	}
+	if m := b.d.MappingTable[f.mapping]; f.mapping != 0 && f.addr != 0 {
+		// Mapping ranges hold their locations' addresses, as the
+		// reporter's do.
+		if m.MemoryLimit == 0 {
+			m.MemoryStart = f.addr
+		}
+		m.MemoryStart, m.MemoryLimit = min(m.MemoryStart, f.addr), max(m.MemoryLimit, f.addr+1)
+	}
 	b.d.LocationTable = append(b.d.LocationTable, l)
 	b.locs[id] = int32(len(b.d.LocationTable) - 1)
 	return b.locs[id]

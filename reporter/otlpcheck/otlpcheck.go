@@ -136,7 +136,10 @@ func (c *checker) valueType(path string, vt *profilespb.ValueType) {
 // attributes and value types) is in range; that lists of indices do not
 // refer to the zero entry and attribute lists do not repeat a key; that
 // each profile has a sample type; and that each sample has either exactly
-// one value, timestamps only, or one value per timestamp.
+// one value, timestamps only, or one value per timestamp; that every sample
+// timestamp lies in its profile's [time, time+duration); and that every
+// mapping's range is ordered and holds the nonzero addresses of the
+// locations on it.
 func Validate(req *collectorpb.ExportProfilesServiceRequest) error {
 	if req == nil {
 		return &Error{Problems: []string{"request is nil"}}
@@ -194,6 +197,9 @@ func (c *checker) dictionary() {
 		}
 		c.str(p+".filename_strindex", m.GetFilenameStrindex())
 		c.attrs(p, m.GetAttributeIndices())
+		if m.GetMemoryStart() > m.GetMemoryLimit() {
+			c.addf("%s: memory_start %#x above memory_limit %#x", p, m.GetMemoryStart(), m.GetMemoryLimit())
+		}
 	}
 	for i, l := range d.LocationTable[min(1, len(d.LocationTable)):] {
 		p := fmt.Sprintf("%s.location_table[%d]", path, i+1)
@@ -201,7 +207,13 @@ func (c *checker) dictionary() {
 			c.addf("%s: nil", p)
 			continue
 		}
-		c.index(p+".mapping_index", "mapping_table", l.GetMappingIndex(), len(d.MappingTable), false)
+		if c.index(p+".mapping_index", "mapping_table", l.GetMappingIndex(), len(d.MappingTable), false) &&
+			l.GetMappingIndex() != 0 && l.GetAddress() != 0 {
+			if m := d.MappingTable[l.GetMappingIndex()]; m != nil &&
+				(l.GetAddress() < m.GetMemoryStart() || l.GetAddress() >= m.GetMemoryLimit()) {
+				c.addf("%s.address: %#x outside its mapping's [%#x, %#x)", p, l.GetAddress(), m.GetMemoryStart(), m.GetMemoryLimit())
+			}
+		}
 		for j, ln := range l.GetLines() {
 			lp := fmt.Sprintf("%s.lines[%d]", p, j)
 			if ln == nil {
@@ -308,6 +320,12 @@ func (c *checker) profile(path string, p *profilespb.Profile) {
 		c.index(sp+".stack_index", "stack_table", s.GetStackIndex(), len(d.GetStackTable()), false)
 		c.index(sp+".link_index", "link_table", s.GetLinkIndex(), len(d.GetLinkTable()), false)
 		c.attrs(sp, s.GetAttributeIndices())
+		start, end := p.GetTimeUnixNano(), p.GetTimeUnixNano()+p.GetDurationNano()
+		for j, ts := range s.GetTimestampsUnixNano() {
+			if ts < start || ts >= end {
+				c.addf("%s.timestamps_unix_nano[%d]: %d outside the profile's [%d, %d)", sp, j, ts, start, end)
+			}
+		}
 		nv, nt := len(s.GetValues()), len(s.GetTimestampsUnixNano())
 		switch {
 		case nv == 1 && nt == 0, nv == 0 && nt > 0, nv == nt && nv > 0:

@@ -44,8 +44,8 @@ func validRequest() *collectorpb.ExportProfilesServiceRequest {
 		},
 		MappingTable: []*profilespb.Mapping{
 			{},
-			{FilenameStrindex: 11, AttributeIndices: []int32{5}}, // 1
-			{FilenameStrindex: 12},                               // 2
+			{MemoryStart: 0x1000, MemoryLimit: 0x4000, FileOffset: 0x1000, FilenameStrindex: 11, AttributeIndices: []int32{5}}, // 1
+			{MemoryStart: 0xffffffff81000000, MemoryLimit: 0xffffffff82000000, FilenameStrindex: 12},                           // 2
 		},
 		FunctionTable: []*profilespb.Function{
 			{},
@@ -65,9 +65,11 @@ func validRequest() *collectorpb.ExportProfilesServiceRequest {
 		StackTable: []*profilespb.Stack{{}, {LocationIndices: []int32{1, 2, 3, 4}}},
 	}
 	prof := &profilespb.Profile{
-		SampleType: &profilespb.ValueType{TypeStrindex: 1, UnitStrindex: 2},
-		PeriodType: &profilespb.ValueType{TypeStrindex: 3, UnitStrindex: 4},
-		Period:     10_000_000,
+		SampleType:   &profilespb.ValueType{TypeStrindex: 1, UnitStrindex: 2},
+		PeriodType:   &profilespb.ValueType{TypeStrindex: 3, UnitStrindex: 4},
+		Period:       10_000_000,
+		TimeUnixNano: 1,
+		DurationNano: 10,
 		Samples: []*profilespb.Sample{
 			{StackIndex: 1, AttributeIndices: []int32{3, 4}, TimestampsUnixNano: []uint64{1, 2, 3}},
 			{StackIndex: 1, AttributeIndices: []int32{3, 4}, Values: []int64{5}},
@@ -207,6 +209,16 @@ func TestValidateBroken(t *testing.T) {
 			"dictionary.attribute_table[4].unit_strindex: index 25 out of range"},
 		{"nil function", func(r *collectorpb.ExportProfilesServiceRequest) { r.Dictionary.FunctionTable[4] = nil },
 			"dictionary.function_table[4]: nil"},
+		{"timestamp before the profile", func(r *collectorpb.ExportProfilesServiceRequest) {
+			r.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].TimeUnixNano = 2
+		}, "samples[0].timestamps_unix_nano[0]: 1 outside the profile's [2, 12)"},
+		{"timestamp at the profile's end", func(r *collectorpb.ExportProfilesServiceRequest) {
+			r.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].DurationNano = 2
+		}, "samples[0].timestamps_unix_nano[2]: 3 outside the profile's [1, 3)"},
+		{"address outside mapping", func(r *collectorpb.ExportProfilesServiceRequest) { r.Dictionary.MappingTable[1].MemoryLimit = 0x3000 },
+			"dictionary.location_table[4].address: 0x3000 outside its mapping's [0x1000, 0x3000)"},
+		{"mapping range reversed", func(r *collectorpb.ExportProfilesServiceRequest) { r.Dictionary.MappingTable[1].MemoryStart = 0x5000 },
+			"dictionary.mapping_table[1]: memory_start 0x5000 above memory_limit 0x4000"},
 		{"nil profile", func(r *collectorpb.ExportProfilesServiceRequest) {
 			r.ResourceProfiles[0].ScopeProfiles[0].Profiles = append(r.ResourceProfiles[0].ScopeProfiles[0].Profiles, nil)
 		}, "resource_profiles[0].scope_profiles[0].profiles[1]: nil"},
