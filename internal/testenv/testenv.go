@@ -80,13 +80,14 @@ func BuildGo(t testing.TB, src string, cgo bool, flags ...string) string {
 	return bin
 }
 
-// goTool returns the go command: from PATH, else the one of the Go
-// installation that built the test (sudo often resets PATH).
+// goTool returns the go command. go test puts its own GOROOT/bin first on
+// the test's PATH, so this is the Go that runs the test even when sudo
+// reset PATH.
 func goTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "go"
 }
 
 // PyenvPython returns the python3.minor executable of the pyenv install of

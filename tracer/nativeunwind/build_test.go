@@ -345,7 +345,7 @@ func checkGo(t *testing.T, bin string) *Table {
 	}
 	// runtime.nanotime1 switches to the system stack with a frame pointer,
 	// which then finds its frame.
-	addr, size = symbol(t, ef, "runtime.nanotime1.abi0")
+	_, size = symbol(t, ef, "runtime.nanotime1.abi0")
 	byFP := 0
 	for off := range size {
 		if got := at("runtime.nanotime1.abi0", off); got.CFA == CFAFP {
