@@ -74,14 +74,35 @@ func startWorkloads(t *testing.T, dir string) *workloads {
 
 // runAgent runs the agent with args for d, then stops it with SIGTERM.
 func runAgent(t *testing.T, bin string, d time.Duration, args ...string) {
+	runAgentWith(t, bin, agentRun{d: d, args: args})
+}
+
+// agentRun describes one run of the agent for runAgentWith.
+type agentRun struct {
+	// d is how long the agent runs before SIGTERM.
+	d    time.Duration
+	args []string
+	// env is added to the test's environment.
+	env []string
+	// beforeStop, when set, is called just before SIGTERM.
+	beforeStop func()
+}
+
+// runAgentWith runs the agent as r describes, then stops it with SIGTERM
+// and returns its output.
+func runAgentWith(t *testing.T, bin string, r agentRun) string {
 	var stderr bytes.Buffer
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin, r.args...)
+	cmd.Env = append(os.Environ(), r.env...)
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(d)
+	time.Sleep(r.d)
+	if r.beforeStop != nil {
+		r.beforeStop()
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -95,6 +116,7 @@ func runAgent(t *testing.T, bin string, d time.Duration, args ...string) {
 		t.Fatalf("agent did not stop within 30s of SIGTERM\n%s", stderr.String())
 	}
 	t.Logf("agent output:\n%s", stderr.String())
+	return stderr.String()
 }
 
 // chainShare returns how many samples of pid there are and the share of them

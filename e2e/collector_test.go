@@ -1,0 +1,321 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+
+	"github.com/stackline-dev/stackline/e2e/collector"
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/reporter/otlpcheck"
+)
+
+// The resource attributes the Collector tests set and expect back.
+const (
+	collectorHostName    = "collector-e2e.stackline.test"
+	collectorServiceName = "stackline-collector-e2e"
+)
+
+// TestCollectorGRPC sends to a real OpenTelemetry Collector over OTLP/gRPC
+// and checks what its file exporter wrote.
+func TestCollectorGRPC(t *testing.T) {
+	testCollector(t, func(c *collector.Collector) ([]string, []string) {
+		return []string{"--collection-agent", c.GRPCAddr, "--disable-tls"}, nil
+	})
+}
+
+// TestCollectorHTTP sends to the Collector's OTLP/HTTP receiver, the
+// endpoint given by --collection-agent as an http:// URL.
+func TestCollectorHTTP(t *testing.T) {
+	testCollector(t, func(c *collector.Collector) ([]string, []string) {
+		return []string{"--collection-agent", "http://" + c.HTTPAddr}, nil
+	})
+}
+
+// TestCollectorHTTPEnv sends to the Collector's OTLP/HTTP receiver, the
+// endpoint and protocol given by the OTEL_EXPORTER_OTLP_* variables.
+func TestCollectorHTTPEnv(t *testing.T) {
+	testCollector(t, func(c *collector.Collector) ([]string, []string) {
+		return nil, []string{
+			"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + c.HTTPAddr,
+			"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		}
+	})
+}
+
+// testCollector runs the agent against the workloads for 10 s, sending to a
+// Collector at the endpoint target gives (flags and environment), and
+// checks what reached the Collector's file exporter: every request
+// self-contained, the samples the agent exported, the workloads' call
+// chains and frame types, and the resource attributes.
+func testCollector(t *testing.T, target func(*collector.Collector) (args, env []string)) {
+	testenv.RequireBPF(t)
+	otelcol := collector.Binary(t)
+	dir := t.TempDir()
+	bin := testenv.BuildAgent(t, dir)
+	w := startWorkloads(t, dir)
+	col := collector.Start(t, otelcol, dir)
+	metricsAddr := freeAddr(t)
+
+	args, env := target(col)
+	var before agentCounters
+	out := runAgentWith(t, bin, agentRun{
+		d: 10 * time.Second,
+		args: append(args,
+			"--samples-per-second", "49", "--reporter-interval", "2s",
+			"--host-name", collectorHostName, "--service-name", collectorServiceName,
+			"--metrics-address", metricsAddr),
+		env: env,
+		beforeStop: func() {
+			var err error
+			if before, err = scrapeCounters(metricsAddr); err != nil {
+				t.Errorf("agent metrics: %v", err)
+			}
+		},
+	})
+	after, err := parseStopped(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs, log := col.Stop(t)
+	if len(reqs) < 3 {
+		t.Fatalf("the Collector wrote %d requests in 10s at a 2s interval\nCollector log:\n%s", len(reqs), log)
+	}
+
+	// Every reference resolves: stack -> location -> mapping and function
+	// -> string, attributes -> string.
+	for i, req := range reqs {
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Errorf("request %d as the Collector wrote it: %v", i, err)
+		}
+	}
+
+	// The samples: the file holds the sample records the debug exporter
+	// counted on the same pipeline, and the samples the agent exported.
+	records, samples := 0, 0
+	types := map[string]int{}
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			for _, sp := range rp.ScopeProfiles {
+				for _, p := range sp.Profiles {
+					for _, s := range p.Samples {
+						records++
+						samples += int(otlpcheck.SampleCount(s))
+						frames, err := otlpcheck.Frames(req, s)
+						if err != nil {
+							t.Fatalf("sample of pid %s: %v", otlpcheck.ResourceAttr(rp, "process.pid"), err)
+						}
+						for _, f := range frames {
+							types[f.Type]++
+						}
+					}
+				}
+			}
+		}
+	}
+	debugRecords, batches := collector.DebugSampleRecords(log)
+	t.Logf("Collector: %d requests, %d sample records (debug exporter: %d in %d batches), %d samples; agent before SIGTERM: %d samples (%d idle), %d exported; at exit: %d samples",
+		len(reqs), records, debugRecords, batches, samples, before.samples, before.idle, before.exported, after.samples)
+	if batches != len(reqs) || debugRecords != records {
+		t.Errorf("the file exporter wrote %d requests with %d sample records; the debug exporter logged %d batches with %d",
+			len(reqs), records, batches, debugRecords)
+	}
+	if after.exportErrors != 0 {
+		t.Errorf("the agent counted %d export errors", after.exportErrors)
+	}
+	// All samples exported before SIGTERM reached the Collector, and at
+	// least 90% of those handled by then (the final flush exports the
+	// rest); none were invented.
+	if samples < before.exported {
+		t.Errorf("the Collector got %d samples; the agent had exported %d before SIGTERM", samples, before.exported)
+	}
+	if handled := before.samples - before.idle; float64(samples) < 0.9*float64(handled) {
+		t.Errorf("the Collector got %d samples, want >= 90%% of the %d non-idle samples the agent had before SIGTERM", samples, handled)
+	}
+	if samples > after.samples {
+		t.Errorf("the Collector got %d samples; the agent took only %d", samples, after.samples)
+	}
+
+	// Frame types: all four kinds of frame the workloads produce, and no
+	// frame without one.
+	t.Logf("frames by profile.frame.type: %v", types)
+	for _, typ := range []string{"kernel", "native", "go", "cpython"} {
+		if types[typ] < 10 {
+			t.Errorf("%d frames of type %s, want >= 10", types[typ], typ)
+		}
+	}
+	if types[""] > 0 {
+		t.Errorf("%d frames lack profile.frame.type", types[""])
+	}
+
+	// The workloads' call chains, named.
+	for _, c := range []struct {
+		name  string
+		pid   int
+		chain []string
+	}{
+		{"C with frame pointers", w.chainC.Process.Pid, []string{"fp_gamma", "fp_beta", "fp_alpha", "main"}},
+		{"Go", w.goChain.Process.Pid, []string{"main.gamma", "main.beta", "main.alpha", "main.main"}},
+	} {
+		n, share := chainShare(reqs, c.pid, c.chain)
+		t.Logf("%s workload: %d samples, %.1f%% with the full chain %v", c.name, n, 100*share, c.chain)
+		if n < 100 {
+			t.Errorf("%s workload: only %d samples in 10s at 49 Hz", c.name, n)
+		}
+		if share < 0.90 {
+			t.Errorf("%s workload: %.1f%% of samples carry the full chain, want >= 90%%", c.name, 100*share)
+		}
+	}
+	pyChain := []string{"inner", "middle", "outer", "<module>"}
+	pyTotal, pyFull := typedChainCount(reqs, w.python.Process.Pid, "cpython", pyChain)
+	t.Logf("Python workload: %d samples, %d with %v", pyTotal, pyFull, pyChain)
+	if pyTotal < 100 || float64(pyFull) < 0.9*float64(pyTotal) {
+		t.Errorf("Python workload: %d of %d samples with the Python chain %v, want >= 90%% of at least 100", pyFull, pyTotal, pyChain)
+	}
+
+	// Resource attributes: every resource names its process, host and
+	// service; the workloads' resources are there.
+	pids := map[string]bool{}
+	for i, req := range reqs {
+		for j, rp := range req.ResourceProfiles {
+			pid := otlpcheck.ResourceAttr(rp, "process.pid")
+			if _, err := strconv.Atoi(pid); err != nil {
+				t.Errorf("request %d resource %d: process.pid %q is not an integer", i, j, pid)
+			}
+			pids[pid] = true
+			if got := otlpcheck.ResourceAttr(rp, "host.name"); got != collectorHostName {
+				t.Errorf("request %d resource %d (pid %s): host.name %q, want %q", i, j, pid, got, collectorHostName)
+			}
+			if got := otlpcheck.ResourceAttr(rp, "service.name"); got != collectorServiceName {
+				t.Errorf("request %d resource %d (pid %s): service.name %q, want %q", i, j, pid, got, collectorServiceName)
+			}
+			for _, sp := range rp.ScopeProfiles {
+				if sp.GetScope().GetName() == "" {
+					t.Errorf("request %d resource %d (pid %s): scope without a name", i, j, pid)
+				}
+			}
+		}
+	}
+	for name, pid := range map[string]int{"C chain": w.chainC.Process.Pid, "C syscall": w.syscallC.Process.Pid, "Go": w.goChain.Process.Pid, "Python": w.python.Process.Pid} {
+		if !pids[itoa(pid)] {
+			t.Errorf("no resource with the %s workload's process.pid %d", name, pid)
+		}
+	}
+}
+
+// typedChainCount returns how many samples of pid there are and how many of
+// them have, among their frames of type typ, exactly chain, leaf first.
+func typedChainCount(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, typ string, chain []string) (total, full int) {
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			if otlpcheck.ResourceAttr(rp, "process.pid") != itoa(pid) {
+				continue
+			}
+			for _, sp := range rp.ScopeProfiles {
+				for _, p := range sp.Profiles {
+					for _, s := range p.Samples {
+						n := int(otlpcheck.SampleCount(s))
+						total += n
+						frames, _ := otlpcheck.Frames(req, s)
+						var got []string
+						for _, f := range frames {
+							if f.Type == typ {
+								got = append(got, f.Name)
+							}
+						}
+						if slices.Equal(got, chain) {
+							full += n
+						}
+					}
+				}
+			}
+		}
+	}
+	return total, full
+}
+
+// freeAddr returns a loopback host:port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// agentCounters are counters the agent reports about its samples.
+type agentCounters struct {
+	samples, idle, exported int
+	exportErrors            int
+}
+
+// scrapeCounters reads the agent's sample counters from its metrics.
+func scrapeCounters(addr string) (agentCounters, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return agentCounters{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return agentCounters{}, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return parseCounters(resp.Body)
+}
+
+// parseCounters reads the sample counters from Prometheus text.
+func parseCounters(r io.Reader) (agentCounters, error) {
+	want := map[string]*int{}
+	var c agentCounters
+	want["stackline_samples_total"] = &c.samples
+	want["stackline_idle_samples_total"] = &c.idle
+	want["stackline_samples_exported_total"] = &c.exported
+	want["stackline_export_errors_total"] = &c.exportErrors
+	found := 0
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		p := want[name]
+		if !ok || p == nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return c, fmt.Errorf("metric %s: %w", name, err)
+		}
+		*p = int(v)
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return c, err
+	}
+	if found != len(want) {
+		return c, fmt.Errorf("%d of the %d sample counters in the metrics", found, len(want))
+	}
+	return c, nil
+}
+
+// stoppedLine matches the agent's last log line.
+var stoppedLine = regexp.MustCompile(`msg=stopped .*\bsamples=(\d+) .*\bexport_errors=(\d+)`)
+
+// parseStopped reads the counters of the agent's "stopped" log line.
+func parseStopped(out string) (agentCounters, error) {
+	m := stoppedLine.FindStringSubmatch(out)
+	if m == nil {
+		return agentCounters{}, fmt.Errorf("no \"stopped\" line with samples and export_errors in the agent's output")
+	}
+	var c agentCounters
+	c.samples, _ = strconv.Atoi(m[1])
+	c.exportErrors, _ = strconv.Atoi(m[2])
+	return c, nil
+}
