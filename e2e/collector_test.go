@@ -104,16 +104,31 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 	// counted on the same pipeline, and the samples the agent exported.
 	records, samples := 0, 0
 	types := map[string]int{}
-	for _, req := range reqs {
+	// A sample delivered twice shows as a repeated (pid, timestamp).
+	type stamp struct {
+		pid string
+		ns  uint64
+	}
+	seen, repeated := map[stamp]bool{}, 0
+	for i, req := range reqs {
+		reqSamples := 0
 		for _, rp := range req.ResourceProfiles {
+			pid := otlpcheck.ResourceAttr(rp, "process.pid")
 			for _, sp := range rp.ScopeProfiles {
 				for _, p := range sp.Profiles {
 					for _, s := range p.Samples {
+						for _, ns := range s.TimestampsUnixNano {
+							if seen[stamp{pid, ns}] {
+								repeated++
+							}
+							seen[stamp{pid, ns}] = true
+						}
 						records++
+						reqSamples += int(otlpcheck.SampleCount(s))
 						samples += int(otlpcheck.SampleCount(s))
 						frames, err := otlpcheck.Frames(req, s)
 						if err != nil {
-							t.Fatalf("sample of pid %s: %v", otlpcheck.ResourceAttr(rp, "process.pid"), err)
+							t.Fatalf("sample of pid %s: %v", pid, err)
 						}
 						for _, f := range frames {
 							types[f.Type]++
@@ -122,6 +137,11 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 				}
 			}
 		}
+		p := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0]
+		t.Logf("request %d: %d samples, time %d duration %d", i, reqSamples, p.TimeUnixNano, p.DurationNano)
+	}
+	if repeated > 0 {
+		t.Errorf("%d sample timestamps arrived more than once", repeated)
 	}
 	debugRecords, batches := collector.DebugSampleRecords(log)
 	t.Logf("Collector: %d requests, %d sample records (debug exporter: %d in %d batches), %d samples; agent before SIGTERM: %d samples (%d idle), %d exported; at exit: %d samples",
