@@ -104,10 +104,10 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 	// counted on the same pipeline, and the samples the agent exported.
 	records, samples := 0, 0
 	types := map[string]int{}
-	// A sample delivered twice shows as a repeated (pid, timestamp).
+	// A sample delivered twice shows as a repeated (pid, tid, timestamp).
 	type stamp struct {
-		pid string
-		ns  uint64
+		pid, tid string
+		ns       uint64
 	}
 	seen, repeated := map[stamp]bool{}, 0
 	for i, req := range reqs {
@@ -117,11 +117,15 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 			for _, sp := range rp.ScopeProfiles {
 				for _, p := range sp.Profiles {
 					for _, s := range p.Samples {
+						tid, err := otlpcheck.SampleAttr(req, s, "thread.id")
+						if err != nil {
+							t.Fatalf("sample of pid %s: %v", pid, err)
+						}
 						for _, ns := range s.TimestampsUnixNano {
-							if seen[stamp{pid, ns}] {
+							if seen[stamp{pid, tid, ns}] {
 								repeated++
 							}
-							seen[stamp{pid, ns}] = true
+							seen[stamp{pid, tid, ns}] = true
 						}
 						records++
 						reqSamples += int(otlpcheck.SampleCount(s))
