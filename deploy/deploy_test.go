@@ -721,3 +721,26 @@ func workloadSamples(rcv *otlptest.Receiver, pid int) (samples, named int, hostN
 	}
 	return samples, named, hostNames
 }
+
+// TestReadme: README's "Least privileges" names every capability the tracer
+// checks for, and its requirements the minimum kernel.
+func TestReadme(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	_, section, ok := strings.Cut(readme, "### Least privileges")
+	if !ok {
+		t.Fatal(`README has no "### Least privileges"`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	for _, c := range tracer.Capabilities() {
+		if !strings.Contains(section, "`"+c.Name+"`") {
+			t.Errorf("README's Least privileges does not name %s", c.Name)
+		}
+	}
+	if want := "Linux " + tracer.MinimumKernel + " or later"; !strings.Contains(readme, want) {
+		t.Errorf("README does not say %q", want)
+	}
+}
