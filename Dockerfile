@@ -4,10 +4,10 @@
 # From source (needs a registry for the Go image):
 #   docker build -t stackline .
 # From a static binary built on the host (no registry; what `make image` and
-# CI do): lay out bin/image/ as the build stage would, then
+# CI do): `make image-files` lays out bin/image/ as the build stage does, then
 #   podman build --target from-host -t stackline .
 # Both targets end in the same runtime stage, so they differ only in where
-# the files of /out come from.
+# the files of bin/image/ were built.
 #
 # The eBPF objects are committed, so no clang is needed. Running the image
 # needs the host PID namespace and eBPF capabilities: see README.md
@@ -21,9 +21,9 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=${VERSION}" \
-		-o /out/usr/local/bin/stackline ./cmd/stackline \
-	&& install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ca-certificates.crt
+# The same recipe as `make image`: bin/image/ gets the static binary and
+# the CA bundle, laid out as in the final image.
+RUN make image-files VERSION="${VERSION}"
 
 FROM scratch AS runtime
 ARG VERSION=dev
@@ -35,10 +35,10 @@ LABEL org.opencontainers.image.title="stackline" \
 ENTRYPOINT ["/usr/local/bin/stackline"]
 
 # The static binary and CA bundle from the host, laid out in bin/image/ by
-# `make image`.
+# `make image-files`.
 FROM runtime AS from-host
 COPY bin/image/ /
 
 # The default target: built from source in the build stage.
 FROM runtime AS from-source
-COPY --from=build /out/ /
+COPY --from=build /src/bin/image/ /

@@ -53,7 +53,8 @@ bench-agent:
 image: image-files
 	$(CONTAINER_TOOL) build --target from-host --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
-# bin/image/ laid out as the Dockerfile's build stage lays out /out.
+# bin/image/: the static binary and the CA bundle, laid out as in the image
+# (the Dockerfile's build stage runs this too).
 image-files:
 	rm -rf bin/image
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/image/usr/local/bin/stackline ./cmd/stackline
