@@ -50,8 +50,10 @@ bench-agent:
 # The container image from a static binary built here (Dockerfile target
 # from-host: no registry needed). `docker build .` builds the same image from
 # source instead.
+# --no-cache: podman 4.3 (buildah 1.28) reuses a cached LABEL layer whose
+# ${VERSION} differs; the build is one COPY, so caching saves nothing.
 image: image-files
-	$(CONTAINER_TOOL) build --target from-host --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	$(CONTAINER_TOOL) build --no-cache --target from-host --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 # bin/image/: the static binary and the CA bundle, laid out as in the image
 # (the Dockerfile's build stage runs this too).
