@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -386,8 +387,8 @@ func TestParseBad(t *testing.T) {
 }
 
 // countingOpen returns a Source for path whose Open counts its calls.
-func countingOpen(path string, calls *int, mu *sync.Mutex) Source {
-	return Source{Open: func() (*os.File, error) {
+func countingOpen(path string, calls *int, mu *sync.Mutex) elffile.Source {
+	return elffile.Source{Open: func() (*os.File, error) {
 		mu.Lock()
 		*calls++
 		mu.Unlock()
@@ -440,7 +441,7 @@ func TestSymbolizer(t *testing.T) {
 	}
 
 	// A file that cannot be opened is not cached.
-	failOpen := Source{Open: func() (*os.File, error) { return nil, os.ErrPermission }}
+	failOpen := elffile.Source{Open: func() (*os.File, error) { return nil, os.ErrPermission }}
 	for range 2 {
 		if f, err := s.File(idB, failOpen); f != nil || !errors.Is(err, os.ErrPermission) {
 			t.Errorf("File(unopenable) = %v, %v", f, err)
