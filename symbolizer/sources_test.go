@@ -168,14 +168,12 @@ func TestDebuglink(t *testing.T) {
 }
 
 func TestLibcDebugFile(t *testing.T) {
-	if _, err := os.Stat(libcPath); err != nil {
-		t.Skip(err)
-	}
+	libcPath := testenv.Libc(t)
 	id := parseFile(t, libcPath, DemangleSimple).Info().GNUBuildID
 	p, _ := elffile.BuildIDPath(id)
 	dbgPath := "/" + p
 	if _, err := os.Stat(dbgPath); err != nil {
-		t.Skipf("libc6-dbg not installed: %v", err)
+		testenv.Missing(t, "libc6-dbg not installed: %v", err)
 	}
 	s, err := New(Options{LineInfo: true})
 	if err != nil {
@@ -580,9 +578,7 @@ func benchmarkLookup(b *testing.B, f *File) {
 }
 
 func BenchmarkLookupLibc(b *testing.B) {
-	if _, err := os.Stat(libcPath); err != nil {
-		b.Skip(err)
-	}
+	libcPath := testenv.Libc(b)
 	f, err := Load(elffile.Source{Open: openPath(libcPath), Path: libcPath}, Options{LineInfo: true})
 	if err != nil {
 		b.Fatal(err)
@@ -603,9 +599,7 @@ func BenchmarkLookupGo(b *testing.B) {
 }
 
 func BenchmarkLoadLibcDebug(b *testing.B) {
-	if _, err := os.Stat(libcPath); err != nil {
-		b.Skip(err)
-	}
+	libcPath := testenv.Libc(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Load(elffile.Source{Open: openPath(libcPath), Path: libcPath}, Options{LineInfo: true}); err != nil {

@@ -13,10 +13,10 @@ import (
 	"testing"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/trace"
 )
 
-const libcPath = "/lib/x86_64-linux-gnu/libc.so.6"
 
 const cSource = `
 #include <stdio.h>
@@ -286,9 +286,7 @@ func TestParseDemangleMode(t *testing.T) {
 }
 
 func TestParseLibc(t *testing.T) {
-	if _, err := os.Stat(libcPath); err != nil {
-		t.Skip(err)
-	}
+	libcPath := testenv.Libc(t)
 	f := parseFile(t, libcPath, DemangleSimple)
 	for _, name := range []string{"qsort", "malloc", "free", "memcpy"} {
 		off, size := symbolOffset(t, libcPath, name, true)
@@ -360,9 +358,7 @@ func TestParseBad(t *testing.T) {
 			t.Errorf("Parse(%q) error = %v, want a clear error", data, err)
 		}
 	}
-	if _, err := os.Stat(libcPath); err != nil {
-		t.Skip(err)
-	}
+	libcPath := testenv.Libc(t)
 	data, err := os.ReadFile(libcPath)
 	if err != nil {
 		t.Fatal(err)
@@ -559,9 +555,7 @@ func offsetOf(tb testing.TB, path string, vaddr uint64) uint64 {
 }
 
 func BenchmarkParseLibc(b *testing.B) {
-	if _, err := os.Stat(libcPath); err != nil {
-		b.Skip(err)
-	}
+	libcPath := testenv.Libc(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		parseFile(b, libcPath, DemangleSimple)

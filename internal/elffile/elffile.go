@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 
 	"github.com/stackline-dev/stackline/trace"
@@ -165,14 +164,4 @@ func IDOf(fh *os.File) (trace.FileID, error) {
 		return trace.FileID{}, fmt.Errorf("stat: %w", err)
 	}
 	return trace.FileIDFromReader(fh, st.Size())
-}
-
-// deletedSuffix is what the kernel appends to the path of a mapped file
-// that was deleted (/proc/PID/maps, /proc/PID/exe).
-const deletedSuffix = " (deleted)"
-
-// TrimDeleted returns a path from /proc/PID/maps or /proc/PID/exe without
-// the " (deleted)" the kernel appends to the path of a deleted file.
-func TrimDeleted(path string) string {
-	return strings.TrimSuffix(path, deletedSuffix)
 }

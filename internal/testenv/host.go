@@ -144,10 +144,10 @@ func SystemLibpython(t testing.TB) string {
 	return p
 }
 
-// Pythons returns the system python3 and the pyenv installs of 3.lo to
-// 3.hi. A pyenv version not installed is left out with a log line, or
-// fails the test under STACKLINE_REQUIRE_BPF=1 (CI); a missing system
-// python3 is Missing.
+// Pythons returns the Pythons the tests run: the system python3 and the
+// pyenv installs of 3.lo to 3.hi. A pyenv version not installed is left
+// out with a log line, or fails the test under STACKLINE_REQUIRE_BPF=1
+// (CI); a missing system python3 is Missing.
 func Pythons(t testing.TB, lo, hi int) []Python {
 	t.Helper()
 	out := []Python{SystemPython(t)}
@@ -162,6 +162,21 @@ func Pythons(t testing.TB, lo, hi int) []Python {
 			continue
 		}
 		out = append(out, Python{Name: fmt.Sprintf("pyenv-3.%d", minor), Path: p, Minor: minor})
+	}
+	return out
+}
+
+// InstalledPythons returns those of the Pythons of Pythons that are
+// installed, without reporting the others (for fuzz seeds).
+func InstalledPythons(lo, hi int) []Python {
+	var out []Python
+	if py, err := systemPython(); err == nil {
+		out = append(out, py)
+	}
+	for minor := lo; minor <= hi; minor++ {
+		if p := PyenvPython(minor); p != "" {
+			out = append(out, Python{Name: fmt.Sprintf("pyenv-3.%d", minor), Path: p, Minor: minor})
+		}
 	}
 	return out
 }
