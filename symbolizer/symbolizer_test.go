@@ -17,7 +17,6 @@ import (
 	"github.com/stackline-dev/stackline/trace"
 )
 
-
 const cSource = `
 #include <stdio.h>
 
