@@ -46,7 +46,6 @@ type dumpedCode struct {
 	File     string `json:"file"`
 }
 
-
 // attach starts codeDump under py and attaches to it the way the tracer
 // does: Detect on the interpreter file among its mappings, Attach with the
 // mapping.
