@@ -122,8 +122,9 @@ type debugSearch struct {
 	root     *os.Root
 	rejected []error // why candidates that exist were not used
 
-	link    string // the .gnu_debuglink name, "" if none
-	linkCRC uint32
+	linkRead bool
+	link     string // the .gnu_debuglink name, "" if none or invalid
+	linkCRC  uint32
 }
 
 // try opens the candidate at p and returns it when ok accepts it, or nil.
@@ -184,9 +185,10 @@ func (s *debugSearch) matchesAny(fh *os.File, d *File) error {
 // readDebuglink reads the file's .gnu_debuglink section, once, and reports
 // whether it has a valid one.
 func (s *debugSearch) readDebuglink() bool {
-	if s.link != "" {
-		return true
+	if s.linkRead {
+		return s.link != ""
 	}
+	s.linkRead = true
 	ef := s.f.ELF
 	sec := ef.Section(".gnu_debuglink")
 	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Flags&elf.SHF_COMPRESSED != 0 {
