@@ -42,8 +42,10 @@ func Parse(r io.ReaderAt, opts Options) (*File, error) {
 	return f, nil
 }
 
-// Load opens the file src describes and reads its tables as Read does.
-// The cache fields of opts are ignored.
+// Load opens the file src describes and reads its tables as Read does,
+// with its debug file found under src.Root by elffile.File.Debug (build ID,
+// then .gnu_debuglink with its CRC checked). The cache fields of opts are
+// ignored.
 func Load(src elffile.Source, opts Options) (*File, error) {
 	if err := opts.normalize(); err != nil {
 		return nil, err

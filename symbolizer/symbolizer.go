@@ -11,9 +11,10 @@
 // A File is the compact table of one ELF file. A Symbolizer keeps the
 // tables of recently used files in a cache keyed by FileID and bounded by
 // a byte budget, and loads files on a miss. It knows nothing about
-// processes: the caller says, with a Source, how to open the file (through
-// /proc/PID/map_files or /proc/PID/root) and under which root its debug
-// files are found.
+// processes: the caller says, with an elffile.Source, how to open the file
+// (through /proc/PID/map_files or /proc/PID/root) and under which root its
+// debug files are found. Files are read through elffile, which owns the
+// build IDs, the note parser and the debug file search.
 package symbolizer
 
 import (
