@@ -65,7 +65,7 @@ func (f *File) Debug() (*File, error) {
 }
 
 // DebugPath returns the path, relative to the Source's Root, of the debug
-// file Debug found, or "".
+// file Debug finds (looking for it if Debug was not called), or "".
 func (f *File) DebugPath() string {
 	f.Debug()
 	return f.debugPath

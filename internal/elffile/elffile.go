@@ -40,8 +40,9 @@ type Source struct {
 	DebugPath string
 }
 
-// File is an ELF file opened once. Its methods are not safe for concurrent
-// use, except Debug.
+// File is an ELF file opened once. Its methods may be called concurrently,
+// except Close. The debug/elf headers it exposes are read-only; reading
+// section contents through them is safe concurrently too.
 type File struct {
 	// ELF is the file's parsed headers.
 	ELF *elf.File
