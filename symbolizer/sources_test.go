@@ -228,7 +228,7 @@ func TestLibcDebugFile(t *testing.T) {
 func TestMiniDebugInfo(t *testing.T) {
 	for _, tool := range []string{"objcopy", "xz", "strip"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skip(err)
+			testenv.Missing(t, "%v", err)
 		}
 	}
 	bin := build(t, "gcc", cSource, ".c", "prog", "-O0", "-fno-builtin")

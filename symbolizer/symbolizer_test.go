@@ -64,12 +64,12 @@ func run(tb testing.TB, dir, name string, args ...string) {
 	}
 }
 
-// build compiles source with compiler (gcc or g++) into dir/out, skipping
-// the test when the compiler is missing.
+// build compiles source with compiler (gcc or g++) into dir/out
+// (testenv.Missing without the compiler).
 func build(tb testing.TB, compiler, source, ext, out string, flags ...string) string {
 	tb.Helper()
 	if _, err := exec.LookPath(compiler); err != nil {
-		tb.Skipf("%s not found", compiler)
+		testenv.Missing(tb, "%s not found", compiler)
 	}
 	dir := tb.TempDir()
 	src := filepath.Join(dir, "prog"+ext)
@@ -305,10 +305,7 @@ func TestParseLibc(t *testing.T) {
 }
 
 func TestParseGo(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip(err)
-	}
+	goTool := testenv.GoTool()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.22\n"), 0o644); err != nil {
 		t.Fatal(err)
