@@ -67,7 +67,7 @@ func startWorkloads(t *testing.T, dir string) *workloads {
 		chainC:       start(cBin, "chain"),
 		syscallC:     start(cBin, "syscall"),
 		goChain:      start(goBin),
-		python:       start("/usr/bin/python3.11", script),
+		python:       start(testenv.SystemPython(t).Path, script),
 		pythonScript: script,
 	}
 }

@@ -3,7 +3,6 @@ package tracer
 import (
 	"errors"
 	"io/fs"
-	"os"
 
 	"github.com/cilium/ebpf"
 
@@ -30,12 +29,14 @@ func (t *Tracer) attachInterpreter(p *process) {
 		if m.key == (fileKey{}) {
 			continue
 		}
-		fi := t.file(p, m)
+		fi := t.file(p, m, nil)
 		if fi == nil {
 			continue
 		}
 		if !fi.interpChecked {
-			fi.interp, fi.interpChecked = t.detectInterpreter(p, m)
+			mf := t.mappedFile(p, m)
+			fi.interp, fi.interpChecked = t.detectInterpreter(p, m, mf)
+			mf.close()
 		}
 		if fi.interp == nil {
 			continue
@@ -71,12 +72,23 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	return true
 }
 
-// detectInterpreter asks each runtime whether m's file is its interpreter.
-// It reports whether the answer holds for the file: not when the file could
-// not be opened (the process exited or exec'd meanwhile), so the next
-// process mapping it asks again.
-func (t *Tracer) detectInterpreter(p *process, m *mapping) (interpreter.Loader, bool) {
-	f := interpreter.File{Path: m.path, Open: func() (*os.File, error) { return t.proc.openMapped(p.pid, m) }}
+// checkInterpreter finds out, once per file, whether m's file is an
+// interpreter, reading it through mf.
+func (t *Tracer) checkInterpreter(p *process, m *mapping, mf *mappedFile) {
+	if len(t.cfg.Interpreters) == 0 || m.key == (fileKey{}) {
+		return
+	}
+	if fi := t.file(p, m, mf); fi != nil && !fi.interpChecked {
+		fi.interp, fi.interpChecked = t.detectInterpreter(p, m, mf)
+	}
+}
+
+// detectInterpreter asks each runtime whether m's file, read through mf, is
+// its interpreter. It reports whether the answer holds for the file: not
+// when the file could not be opened (the process exited or exec'd
+// meanwhile), so the next process mapping it asks again.
+func (t *Tracer) detectInterpreter(p *process, m *mapping, mf *mappedFile) (interpreter.Loader, bool) {
+	f := interpreter.File{Path: m.path, ELF: mf.elf}
 	for _, rt := range t.cfg.Interpreters {
 		l, err := rt.Detect(f)
 		if errors.Is(err, fs.ErrNotExist) {

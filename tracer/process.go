@@ -98,7 +98,7 @@ func (p procFS) readProcess(proc *process) error {
 	})
 	// Kernel threads have no executable; readlink fails with ENOENT.
 	if exe, err := os.Readlink(p.path(proc.pid, "exe")); err == nil {
-		proc.executablePath = strings.TrimSuffix(exe, " (deleted)")
+		proc.executablePath = procmaps.TrimDeleted(exe)
 	}
 	if comm, err := os.ReadFile(p.path(proc.pid, "comm")); err == nil {
 		proc.name = strings.TrimSpace(string(comm))
@@ -150,7 +150,7 @@ func (p procFS) openMapped(pid uint32, m *mapping) (*os.File, error) {
 	if err == nil {
 		return f, nil
 	}
-	path := strings.TrimSuffix(m.path, " (deleted)")
+	path := procmaps.TrimDeleted(m.path)
 	f, err2 := os.Open(p.path(pid, "root", path))
 	if err2 != nil {
 		return nil, fmt.Errorf("open %s of process %d: %w", m.path, pid, errors.Join(err, err2))

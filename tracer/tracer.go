@@ -105,8 +105,9 @@ type fileInfo struct {
 	id   trace.FileID
 	isGo bool
 	exec trace.ExecutableInfo
-	// described says isGo and the build IDs of exec have been read.
-	described bool
+	// debugPath is where, under the root of the process it was built
+	// for, the debug file of the file's unwind table was found, or "".
+	debugPath string
 	// interp is the runtime whose interpreter the file is, once
 	// interpChecked; nil for most files.
 	interp        interpreter.Loader
@@ -154,7 +155,7 @@ type Tracer struct {
 type tracerStats struct {
 	traces, events, decodeErrors, mapsReads, mapsErrors   atomic.Uint64
 	unknownMappings, unknownKernel, fileErrors, processes atomic.Uint64
-	syncs, syncErrors                                     atomic.Uint64
+	syncs, syncErrors, debugFileErrors                    atomic.Uint64
 	firstSampleUnixNS                                     atomic.Int64
 	// Published by the Run goroutine from the table store.
 	tablesLoaded, tableBytes, processBytes   atomic.Uint64
@@ -508,6 +509,9 @@ type Stats struct {
 	UnknownKernel uint64
 	// FileErrors counts mapped files that could not be opened or hashed.
 	FileErrors uint64
+	// DebugFileErrors counts files whose debug file exists but could not
+	// be used (a wrong build ID or CRC, unreadable), logged once each.
+	DebugFileErrors uint64
 	// Processes is the number of processes tracked now.
 	Processes uint64
 	// NoMapping, NoCFI, NotReady and BadFrame count user stacks the eBPF
@@ -624,6 +628,7 @@ func (t *Tracer) Stats() Stats {
 		UnknownMappings:       t.stats.unknownMappings.Load(),
 		UnknownKernel:         t.stats.unknownKernel.Load(),
 		FileErrors:            t.stats.fileErrors.Load(),
+		DebugFileErrors:       t.stats.debugFileErrors.Load(),
 		Processes:             t.stats.processes.Load(),
 		SamplingStarted:       t.started,
 		FirstSample:           unixNano(t.stats.firstSampleUnixNS.Load()),
