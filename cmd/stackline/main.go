@@ -52,8 +52,14 @@ func run(args []string) int {
 	fs.Int64Var(&cfg.MaxUnwindTableBytes, "max-unwind-table-bytes", cfg.MaxUnwindTableBytes, "kernel memory for the unwind tables of all mapped files (0..16GiB; 0: frame pointers only)")
 	fs.BoolVar(&cfg.NoPython, "no-python", cfg.NoPython, "do not unwind and name Python frames (CPython 3.8-3.13)")
 	fs.IntVar(&cfg.RingBufferSize, "ring-buffer-size", cfg.RingBufferSize, "eBPF ring buffer bytes (power of two, 64KiB..1GiB); 0 sizes it from the rate and CPU count")
-	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP/gRPC endpoint host:port; empty writes local files to --output-dir")
-	fs.BoolVar(&cfg.DisableTLS, "disable-tls", cfg.DisableTLS, "send to --collection-agent without TLS")
+	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP endpoint: host:port for OTLP/gRPC, http(s)://host:port[/path] for OTLP/HTTP; empty writes local files to --output-dir")
+	fs.StringVar(&cfg.OTLPProtocol, "otlp-protocol", cfg.OTLPProtocol, "grpc or http/protobuf (default: from the form of --collection-agent)")
+	fs.BoolVar(&cfg.DisableTLS, "disable-tls", cfg.DisableTLS, "send to a host:port --collection-agent over gRPC without TLS")
+	fs.Var(headerFlag{&cfg.OTLPHeaders}, "otlp-header", "header key=value sent with every export (repeatable; the value is taken literally)")
+	fs.StringVar(&cfg.OTLPCompression, "otlp-compression", cfg.OTLPCompression, "compression of exports: gzip or none")
+	fs.StringVar(&cfg.TLSCAFile, "tls-ca-file", cfg.TLSCAFile, "PEM certificates that verify the backend (default: the system's roots)")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", cfg.TLSCertFile, "PEM client certificate for mutual TLS (with --tls-key-file)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", cfg.TLSKeyFile, "PEM private key of --tls-cert-file")
 	fs.IntVar(&cfg.SendQueueSize, "send-queue-size", cfg.SendQueueSize, "exports held while the backend is unreachable")
 	fs.DurationVar(&cfg.ExportTimeout, "export-timeout", cfg.ExportTimeout, "timeout of one export RPC")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "time allowed for the final flush on SIGTERM/SIGINT")
@@ -67,7 +73,7 @@ func run(args []string) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: stackline [flags]\n\nEvery flag can also be set by an environment variable: STACKLINE_ and the\nflag's name in upper case with - as _ (e.g. STACKLINE_COLLECTION_AGENT).\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: stackline [flags]\n\nEvery flag can also be set by an environment variable: STACKLINE_ and the\nflag's name in upper case with - as _ (e.g. STACKLINE_COLLECTION_AGENT).\nThe standard OTEL_EXPORTER_OTLP_* variables, OTEL_SERVICE_NAME and\nOTEL_RESOURCE_ATTRIBUTES are read too; flags and STACKLINE_* win over them.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := applyEnv(fs); err != nil {
@@ -82,6 +88,12 @@ func run(args []string) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "stackline: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if err := agent.ApplyOTELEnv(&cfg, os.LookupEnv, func(name string) bool { return explicit[name] }); err != nil {
+		fmt.Fprintln(os.Stderr, "stackline:", err)
 		return 2
 	}
 	if *showVersion {
@@ -107,7 +119,8 @@ func run(args []string) int {
 		return 1
 	}
 	if cfg.CollectionAgent != "" {
-		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "tls", !cfg.DisableTLS)
+		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "protocol", cfg.OTLPProtocol,
+			"disable_tls", cfg.DisableTLS, "headers", len(cfg.OTLPHeaders))
 	} else {
 		cfg.Logger.Info("profiling", "output_dir", cfg.OutputDir)
 	}
@@ -119,16 +132,44 @@ func run(args []string) int {
 }
 
 // applyEnv sets each flag from STACKLINE_<NAME> when that variable is set;
-// flags on the command line still win.
+// flags on the command line still win. A flag set this way counts as set
+// (fs.Visit lists it), so that it wins over the OTEL_* variables.
 func applyEnv(fs *flag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "STACKLINE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok && err == nil {
-			if e := f.Value.Set(v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", name, v, e)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	for _, flagName := range names {
+		name := "STACKLINE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fs.Set(flagName, v); err != nil {
+				return fmt.Errorf("%s=%q: %w", name, v, err)
 			}
 		}
-	})
-	return err
+	}
+	return nil
+}
+
+// headerFlag is the repeatable --otlp-header key=value.
+type headerFlag struct{ h *map[string]string }
+
+func (f headerFlag) String() string {
+	if f.h == nil || *f.h == nil {
+		return ""
+	}
+	keys := make([]string, 0, len(*f.h))
+	for k := range *f.h {
+		keys = append(keys, k+"=...")
+	}
+	return strings.Join(keys, ",")
+}
+
+func (f headerFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("%q: want key=value", s)
+	}
+	if *f.h == nil {
+		*f.h = map[string]string{}
+	}
+	(*f.h)[strings.TrimSpace(k)] = v
+	return nil
 }
