@@ -174,7 +174,7 @@ func (c *Config) applyEndpoint(endpoint string, signal bool, protocol string, lo
 			}
 			return nil
 		}
-		if _, _, err := net.SplitHostPort(endpoint); err != nil {
+		if _, _, err := net.SplitHostPort(endpoint); err != nil || strings.Contains(endpoint, "://") {
 			return fmt.Errorf("%q is neither host:port nor an http(s):// URL", endpoint)
 		}
 		c.CollectionAgent = endpoint
