@@ -231,6 +231,8 @@ func ProfilesURL(base string) (string, error) {
 		return "", err
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + ProfilesPath
-	u.RawPath = ""
+	if u.RawPath != "" {
+		u.RawPath = strings.TrimSuffix(u.RawPath, "/") + ProfilesPath
+	}
 	return u.String(), nil
 }
