@@ -38,7 +38,7 @@ type Agent struct {
 	kernel   *kallsyms.Table
 	symbols  *symbolizer.Symbolizer
 	otlp     *otlpexport.Exporter // nil with local output
-	files    *localfile.Writer  // nil with an endpoint
+	files    *localfile.Writer    // nil with an endpoint
 	reporter *reporter.Reporter
 	tracer   *tracer.Tracer
 	metrics  *prometheus.Registry
