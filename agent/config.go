@@ -189,9 +189,7 @@ func (c *Config) Validate() error {
 	if c.OTLPCompression != "gzip" && c.OTLPCompression != "none" {
 		bad("otlp-compression", "%q: want gzip or none", c.OTLPCompression)
 	}
-	if _, err := otlpexport.LoadTLS(c.tlsFiles()); err != nil {
-		bad("tls-ca-file, --tls-cert-file, --tls-key-file", "%v", err)
-	}
+	errs = append(errs, checkTLSFiles(c.tlsFiles(), "--tls-ca-file", "--tls-cert-file", "--tls-key-file")...)
 	if _, err := symbolizer.ParseDemangleMode(c.Demangle); err != nil {
 		bad("demangle", "%v", err)
 	}

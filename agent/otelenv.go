@@ -45,8 +45,11 @@ func ApplyOTELEnv(c *Config, lookup func(string) (string, bool), explicit func(f
 		return "", "", false
 	}
 
+	// The protocol variables apply to the endpoint variables only: an
+	// endpoint given as a flag keeps its own meaning (host:port is gRPC,
+	// a URL is HTTP) unless --otlp-protocol says otherwise.
 	protocol := c.OTLPProtocol
-	if v, name, ok := get("PROTOCOL"); ok && !explicit("otlp-protocol") {
+	if v, name, ok := get("PROTOCOL"); ok && !explicit("otlp-protocol") && !explicit("collection-agent") {
 		switch v {
 		case ProtocolGRPC, ProtocolHTTP:
 			protocol = v
@@ -71,8 +74,6 @@ func ApplyOTELEnv(c *Config, lookup func(string) (string, bool), explicit func(f
 				bad(name, "%v", err)
 			}
 		}
-	} else if protocol != "" {
-		c.OTLPProtocol = protocol
 	}
 
 	if v, name, ok := get("HEADERS"); ok && !explicit("otlp-header") {
@@ -101,9 +102,7 @@ func ApplyOTELEnv(c *Config, lookup func(string) (string, bool), explicit func(f
 		}
 	}
 	if set {
-		if _, err := otlpexport.LoadTLS(otlpexport.TLSFiles{CA: c.TLSCAFile, Cert: c.TLSCertFile, Key: c.TLSKeyFile}); err != nil {
-			bad("OTEL_EXPORTER_OTLP_CERTIFICATE/CLIENT_CERTIFICATE/CLIENT_KEY", "%v", err)
-		}
+		errs = append(errs, checkTLSFiles(c.tlsFiles(), "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_KEY")...)
 	}
 	if v, name, ok := get("TIMEOUT"); ok && !explicit("export-timeout") {
 		ms, err := strconv.ParseUint(v, 10, 32)
@@ -194,6 +193,28 @@ func (c *Config) applyEndpoint(endpoint string, signal bool, protocol string, lo
 		}
 	}
 	return nil
+}
+
+// checkTLSFiles loads the TLS files f names, and names the setting (flag or
+// variable) of each one at fault.
+func checkTLSFiles(f otlpexport.TLSFiles, caName, certName, keyName string) []error {
+	var errs []error
+	if f.CA != "" {
+		if _, err := otlpexport.LoadTLS(otlpexport.TLSFiles{CA: f.CA}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v", caName, err))
+		}
+	}
+	switch {
+	case f.Cert != "" && f.Key == "":
+		errs = append(errs, fmt.Errorf("%s: must be set with %s", keyName, certName))
+	case f.Key != "" && f.Cert == "":
+		errs = append(errs, fmt.Errorf("%s: must be set with %s", certName, keyName))
+	case f.Cert != "":
+		if _, err := otlpexport.LoadTLS(otlpexport.TLSFiles{Cert: f.Cert, Key: f.Key}); err != nil {
+			errs = append(errs, fmt.Errorf("%s, %s: %v", certName, keyName, err))
+		}
+	}
+	return errs
 }
 
 // ParseKeyValues parses the value of OTEL_EXPORTER_OTLP_HEADERS or

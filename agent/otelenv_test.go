@@ -111,6 +111,16 @@ func TestApplyOTELEnv(t *testing.T) {
 			},
 		},
 		{
+			name:     "the protocol variable does not change a flag's host:port into HTTP",
+			env:      map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+			explicit: []string{"collection-agent"},
+			before:   func(c *Config) { c.CollectionAgent = "flag:4317" },
+			check: func(t *testing.T, c Config) {
+				want(t, c.CollectionAgent, "flag:4317")
+				want(t, c.OTLPProtocol, "")
+			},
+		},
+		{
 			name: "headers percent-decoded, profiles variant replaces the generic one",
 			env: map[string]string{
 				"OTEL_EXPORTER_OTLP_HEADERS":          "authorization=Bearer%20generic",
@@ -228,6 +238,7 @@ func TestApplyOTELEnvErrors(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_COMPRESSION":       {"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"},
 		"OTEL_RESOURCE_ATTRIBUTES":             {"OTEL_RESOURCE_ATTRIBUTES": "a=%zz"},
 		"OTEL_EXPORTER_OTLP_CERTIFICATE":       {"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"},
+		"OTEL_EXPORTER_OTLP_CLIENT_KEY":        {"OTEL_EXPORTER_OTLP_PROFILES_CLIENT_CERTIFICATE": "/etc/hostname"},
 	} {
 		cfg := DefaultConfig()
 		err := ApplyOTELEnv(&cfg, envOf(env), flagsSet())

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -37,9 +38,71 @@ func main() {
 }
 
 func run(args []string) int {
+	opts, err := parse(args, os.LookupEnv, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errReported):
+		return 2
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "stackline:", err)
+		return 2
+	}
+	cfg := opts.cfg
+	if opts.showVersion {
+		fmt.Println("stackline", version)
+		return 0
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(opts.logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "stackline: --log-level: %v\n", err)
+		return 2
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	a, err := agent.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stackline:", err)
+		if errors.Is(err, tracer.ErrPrivileges) {
+			return 77
+		}
+		return 1
+	}
+	if cfg.CollectionAgent != "" {
+		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "protocol", cfg.OTLPProtocol,
+			"disable_tls", cfg.DisableTLS, "headers", len(cfg.OTLPHeaders))
+	} else {
+		cfg.Logger.Info("profiling", "output_dir", cfg.OutputDir)
+	}
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "stackline:", err)
+		return 1
+	}
+	return 0
+}
+
+// options is what the command line and the environment ask for.
+type options struct {
+	cfg         agent.Config
+	logLevel    string
+	showVersion bool
+}
+
+// errReported is returned by parse for an error the flag package has
+// already printed with the usage.
+var errReported = errors.New("invalid command line")
+
+// parse reads the configuration from args and from the environment through
+// lookup: flags win over STACKLINE_* variables, which win over the OTEL_*
+// ones. It returns flag.ErrHelp for -h.
+func parse(args []string, lookup func(string) (string, bool), output io.Writer) (options, error) {
 	cfg := agent.DefaultConfig()
 	cfg.Version = version
 	fs := flag.NewFlagSet("stackline", flag.ContinueOnError)
+	fs.SetOutput(output)
 	fs.IntVar(&cfg.SamplesPerSecond, "samples-per-second", cfg.SamplesPerSecond, "samples per second per CPU (1..1000)")
 	fs.DurationVar(&cfg.ReporterInterval, "reporter-interval", cfg.ReporterInterval, "how often a profile is exported (1s..1h)")
 	fs.IntVar(&cfg.FrameCacheSize, "frame-cache-size", cfg.FrameCacheSize, "frames whose names are cached")
@@ -76,70 +139,35 @@ func run(args []string) int {
 		fmt.Fprintf(fs.Output(), "Usage: stackline [flags]\n\nEvery flag can also be set by an environment variable: STACKLINE_ and the\nflag's name in upper case with - as _ (e.g. STACKLINE_COLLECTION_AGENT).\nThe standard OTEL_EXPORTER_OTLP_* variables, OTEL_SERVICE_NAME and\nOTEL_RESOURCE_ATTRIBUTES are read too; flags and STACKLINE_* win over them.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := applyEnv(fs); err != nil {
-		fmt.Fprintln(os.Stderr, "stackline:", err)
-		return 2
+	if err := applyEnv(fs, lookup); err != nil {
+		return options{}, err
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return options{}, err
 		}
-		return 2
+		return options{}, errReported
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "stackline: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
-	if err := agent.ApplyOTELEnv(&cfg, os.LookupEnv, func(name string) bool { return explicit[name] }); err != nil {
-		fmt.Fprintln(os.Stderr, "stackline:", err)
-		return 2
+	if err := agent.ApplyOTELEnv(&cfg, lookup, func(name string) bool { return explicit[name] }); err != nil {
+		return options{}, err
 	}
-	if *showVersion {
-		fmt.Println("stackline", version)
-		return 0
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "stackline: --log-level: %v\n", err)
-		return 2
-	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	a, err := agent.New(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "stackline:", err)
-		if errors.Is(err, tracer.ErrPrivileges) {
-			return 77
-		}
-		return 1
-	}
-	if cfg.CollectionAgent != "" {
-		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "protocol", cfg.OTLPProtocol,
-			"disable_tls", cfg.DisableTLS, "headers", len(cfg.OTLPHeaders))
-	} else {
-		cfg.Logger.Info("profiling", "output_dir", cfg.OutputDir)
-	}
-	if err := a.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "stackline:", err)
-		return 1
-	}
-	return 0
+	return options{cfg: cfg, logLevel: *logLevel, showVersion: *showVersion}, nil
 }
 
 // applyEnv sets each flag from STACKLINE_<NAME> when that variable is set;
 // flags on the command line still win. A flag set this way counts as set
 // (fs.Visit lists it), so that it wins over the OTEL_* variables.
-func applyEnv(fs *flag.FlagSet) error {
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	for _, flagName := range names {
 		name := "STACKLINE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
+		if v, ok := lookup(name); ok {
 			if err := fs.Set(flagName, v); err != nil {
 				return fmt.Errorf("%s=%q: %w", name, v, err)
 			}
