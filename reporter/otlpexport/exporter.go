@@ -36,6 +36,11 @@ const (
 // InitialBackoff is the first wait before a retry, when MaxBackoff allows.
 const InitialBackoff = time.Second
 
+// MaxRetryAfter bounds the wait a backend may ask for before a retry
+// (Retry-After, RetryInfo), so that a wrong answer cannot stall exports
+// for hours.
+const MaxRetryAfter = 5 * time.Minute
+
 // ErrClosed is returned by the methods of an [Exporter] that has been
 // closed.
 var ErrClosed = errors.New("otlpexport: exporter closed")
@@ -191,7 +196,9 @@ func (e *Exporter) queuedLocked() int {
 }
 
 // Export enqueues req to be sent by Run or Flush and returns at once. When
-// the queue is full, the oldest request is dropped and counted. The
+// the queue is full, the oldest request is dropped and counted; if that is
+// the one being sent, it is abandoned after the attempt under way, and
+// counted then, unless that attempt succeeds. The
 // exporter keeps req: the caller must not modify it afterwards.
 func (e *Exporter) Export(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) error {
 	if req == nil {
@@ -476,7 +483,7 @@ func (e *Exporter) send(ctx context.Context, it *item) error {
 		retry := errors.As(err, &re)
 		var delay time.Duration
 		if retry {
-			delay = re.After
+			delay = min(re.After, MaxRetryAfter)
 		}
 		e.mu.Lock()
 		e.stats.Failed++

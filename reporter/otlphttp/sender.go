@@ -90,7 +90,6 @@ func New(cfg Config) (*Sender, error) {
 	}
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = http.ProxyFromEnvironment
 	if cfg.TLS != nil {
 		tr.TLSClientConfig = cfg.TLS.Clone()
 	} else {
