@@ -72,7 +72,14 @@ func run(args []string) int {
 		return 1
 	}
 	if cfg.CollectionAgent != "" {
-		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "protocol", cfg.OTLPProtocol,
+		protocol := cfg.OTLPProtocol
+		if protocol == "" {
+			protocol = agent.ProtocolGRPC
+			if strings.Contains(cfg.CollectionAgent, "://") {
+				protocol = agent.ProtocolHTTP
+			}
+		}
+		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "protocol", protocol,
 			"disable_tls", cfg.DisableTLS, "headers", len(cfg.OTLPHeaders))
 	} else {
 		cfg.Logger.Info("profiling", "output_dir", cfg.OutputDir)
