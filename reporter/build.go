@@ -307,6 +307,7 @@ func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 		attrs = append(attrs, strKV(semconv.ExePath, path))
 	}
 	attrs = append(attrs, strKV(semconv.HostName, r.cfg.HostName), strKV(semconv.ServiceName, service))
+	attrs = appendConfigured(attrs, r.cfg.ResourceAttributes)
 	return &resourcepb.Resource{Attributes: attrs}
 }
 
