@@ -35,7 +35,11 @@ func (t *Tracer) attachInterpreter(p *process) {
 			continue
 		}
 		if !fi.interpChecked {
-			fi.interp, fi.interpChecked = t.detectInterpreter(p, m)
+			var runtime string
+			fi.interp, runtime, fi.interpChecked = t.detectInterpreter(p, m)
+			if fi.interp != nil {
+				fi.runtime = runtime
+			}
 		}
 		if fi.interp == nil {
 			continue
@@ -49,7 +53,7 @@ func (t *Tracer) attachInterpreter(p *process) {
 		if !t.putInterpreter(p, inst) {
 			return
 		}
-		p.interp = inst
+		p.interp, p.interpRuntime = inst, fi.runtime
 		t.stats.interpProcesses.Add(1)
 		return
 	}
@@ -71,16 +75,17 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	return true
 }
 
-// detectInterpreter asks each runtime whether m's file is its interpreter.
-// It reports whether the answer holds for the file: not when the file could
-// not be opened (the process exited or exec'd meanwhile), so the next
-// process mapping it asks again.
-func (t *Tracer) detectInterpreter(p *process, m *mapping) (interpreter.Loader, bool) {
+// detectInterpreter asks each runtime whether m's file is its interpreter,
+// and returns the runtime's name with its loader. It reports whether the
+// answer holds for the file: not when the file could not be opened (the
+// process exited or exec'd meanwhile), so the next process mapping it asks
+// again.
+func (t *Tracer) detectInterpreter(p *process, m *mapping) (interpreter.Loader, string, bool) {
 	f := interpreter.File{Path: m.path, Open: func() (*os.File, error) { return t.proc.openMapped(p.pid, m) }}
 	for _, rt := range t.cfg.Interpreters {
 		l, err := rt.Detect(f)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, false
+			return nil, "", false
 		}
 		if err != nil {
 			t.stats.interpErrors.Add(1)
@@ -88,10 +93,10 @@ func (t *Tracer) detectInterpreter(p *process, m *mapping) (interpreter.Loader, 
 			continue
 		}
 		if l != nil {
-			return l, true
+			return l, rt.Name(), true
 		}
 	}
-	return nil, true
+	return nil, "", true
 }
 
 // detachInterpreter forgets p's interpreter, in eBPF too.
@@ -99,7 +104,7 @@ func (t *Tracer) detachInterpreter(p *process) {
 	if p.interp == nil {
 		return
 	}
-	p.interp = nil
+	p.interp, p.interpRuntime = nil, ""
 	t.stats.interpProcesses.Add(-1)
 	if t.objs.InterpProcs == nil {
 		return

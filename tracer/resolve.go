@@ -1,12 +1,15 @@
 package tracer
 
 import (
+	"debug/elf"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -59,6 +62,7 @@ func (t *Tracer) handleTrace(rec *record) {
 	}
 	meta.ExecutablePath = proc.executablePath
 	meta.ProcessName = proc.name
+	meta.Process = proc.meta
 	if meta.ProcessName == "" {
 		meta.ProcessName = rec.comm
 	}
@@ -187,7 +191,46 @@ func (t *Tracer) identify(proc *process, m *mapping) (*fileInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.path, err)
 	}
-	return &fileInfo{id: id, exec: trace.ExecutableInfo{FileName: filepath.Base(strings.TrimSuffix(m.path, " (deleted)"))}}, nil
+	fi := &fileInfo{id: id, exec: trace.ExecutableInfo{FileName: filepath.Base(strings.TrimSuffix(m.path, " (deleted)"))}}
+	if proc.isExecutable(m) && isGoELF(f) {
+		fi.runtime = semconv.RuntimeGo
+	}
+	return fi, nil
+}
+
+// isGoELF reports whether the Go toolchain built the ELF file r: it has a
+// section only the Go linker writes. Only the section headers are read.
+func isGoELF(r io.ReaderAt) bool {
+	ef, err := elf.NewFile(r)
+	if err != nil {
+		return false
+	}
+	for _, s := range ef.Sections {
+		switch s.Name {
+		case ".go.buildinfo", ".gopclntab", ".note.go.buildid":
+			return true
+		}
+	}
+	return false
+}
+
+// processRuntime returns p's process.runtime.name: its interpreter's
+// runtime, else its executable's (go), else "".
+func (t *Tracer) processRuntime(p *process) string {
+	if p.interp != nil {
+		return p.interpRuntime
+	}
+	for i := range p.mappings {
+		m := &p.mappings[i]
+		if m.key == (fileKey{}) || !p.isExecutable(m) {
+			continue
+		}
+		if fi, ok := t.files.Peek(m.key); ok {
+			return fi.runtime
+		}
+		break
+	}
+	return ""
 }
 
 // describe completes fi with what the symbolizer reads of the file (build

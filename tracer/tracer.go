@@ -111,6 +111,9 @@ type fileInfo struct {
 	// interpChecked; nil for most files.
 	interp        interpreter.Loader
 	interpChecked bool
+	// runtime is the process.runtime.name of the processes whose
+	// interpreter (interp) or executable (a Go one) the file is.
+	runtime string
 }
 
 // Tracer samples the system. Create it with New, run it with Run, release
@@ -220,7 +223,7 @@ func New(cfg Config) (*Tracer, error) {
 		exited:    newExited(),
 		cfg:       cfg,
 		log:       log,
-		proc:      procFS{root: cfg.ProcRoot},
+		proc:      newProcFS(cfg.ProcRoot, log),
 		processes: make(map[uint32]*process),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
