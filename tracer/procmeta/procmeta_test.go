@@ -203,3 +203,16 @@ func TestReaderBounds(t *testing.T) {
 		t.Fatalf("cgroup past the bound: %+v, %v", m, err)
 	}
 }
+
+// BenchmarkRead reads this process's cgroup and environment, as the tracer
+// does once for each process it sees.
+func BenchmarkRead(b *testing.B) {
+	r := NewReader("/proc")
+	pid := uint32(os.Getpid())
+	b.ReportAllocs()
+	for range b.N {
+		if _, err := r.Read(pid); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
