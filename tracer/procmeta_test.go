@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,5 +189,66 @@ func TestProcessMetaOfRealProcesses(t *testing.T) {
 		} else if float64(ok) < c.share*float64(n) {
 			t.Errorf("%s: %d of %d traces carry %+v, want %.0f%%; one carries %+v", c.name, ok, n, c.want, 100*c.share, *other)
 		}
+	}
+}
+
+// TestReadProcessMeta reads a process from a fixture proc tree: its
+// metadata is read with its mappings once, kept on rereads, replaced (never
+// changed) when its runtime is learnt, and left out, with the process read
+// all the same, when its cgroup and environment are gone (it exited
+// meanwhile).
+func TestReadProcessMeta(t *testing.T) {
+	root := t.TempDir()
+	const id = "3f4c2b1d9e8a7f6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a4938271605f4e"
+	write := func(pid, name, data string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, pid, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, pid := range []string{"10", "11"} {
+		write(pid, "maps", "55d0c0a00000-55d0c0a20000 r-xp 00002000 08:01 1234 /usr/bin/app\n")
+		write(pid, "comm", "app\n")
+		if err := os.Symlink("/usr/bin/app", filepath.Join(root, pid, "exe")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("10", "cgroup", "0::/system.slice/docker-"+id+".scope\n")
+	write("10", "environ", "PATH=/bin\x00OTEL_SERVICE_NAME=checkout\x00")
+
+	fs := newProcFS(root, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := &process{pid: 10}
+	if err := fs.readProcess(p); err != nil {
+		t.Fatal(err)
+	}
+	want := trace.ProcessMeta{ContainerID: id, ServiceName: "checkout"}
+	if p.meta == nil || *p.meta != want || p.executablePath != "/usr/bin/app" {
+		t.Fatalf("meta %+v, executable %q; want %+v", p.meta, p.executablePath, want)
+	}
+	first := p.meta
+	// A reread of the mappings does not read the metadata again.
+	write("10", "environ", "OTEL_SERVICE_NAME=changed\x00")
+	if err := fs.readProcess(p); err != nil || p.meta != first {
+		t.Fatalf("reread: meta %+v (was %+v), %v", p.meta, first, err)
+	}
+	p.setRuntime(semconv.RuntimeGo)
+	if p.meta == first || *first != want || p.meta.RuntimeName != "go" || p.meta.ServiceName != "checkout" {
+		t.Fatalf("runtime set: meta %+v, the first %+v", p.meta, first)
+	}
+	second := p.meta
+	if p.setRuntime(semconv.RuntimeGo); p.meta != second {
+		t.Fatal("the same runtime again made a new meta")
+	}
+
+	// Process 11 has no cgroup and environ left: read without them.
+	p = &process{pid: 11}
+	if err := fs.readProcess(p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.mappings) != 1 || p.meta == nil || *p.meta != (trace.ProcessMeta{}) {
+		t.Fatalf("mappings %v, meta %+v", p.mappings, p.meta)
 	}
 }
