@@ -35,10 +35,10 @@ func (t *Tracer) attachInterpreter(p *process) {
 			continue
 		}
 		if !fi.interpChecked {
-			var runtime string
-			fi.interp, runtime, fi.interpChecked = t.detectInterpreter(p, m)
+			var name string
+			fi.interp, name, fi.interpChecked = t.detectInterpreter(p, m)
 			if fi.interp != nil {
-				fi.runtime = runtime
+				fi.runtime = name
 			}
 		}
 		if fi.interp == nil {
