@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/rand"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"time"
 
@@ -286,19 +287,25 @@ func cover(p *profilespb.Profile, first, last uint64) {
 	p.DurationNano = end - p.TimeUnixNano
 }
 
+// resource returns the resource of process pid: its identity, the host's,
+// and what the tracer read of the process (container, pod, runtime, its
+// own service name).
 func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 	var path, name string
+	var meta trace.ProcessMeta
 	if p != nil {
 		path, name = p.executablePath, p.name
+		if p.meta != nil {
+			meta = *p.meta
+		}
 	}
 	exeName := name
 	if path != "" {
 		exeName = filepath.Base(path)
 	}
-	service := r.cfg.ServiceName
-	if service == "" {
-		service = unknownServiceFmt + exeName
-	}
+	// The process's own service name, then the agent's, then the
+	// SDKs' default.
+	service := cmp.Or(meta.ServiceName, r.cfg.ServiceName, unknownServiceFmt+exeName)
 	attrs := []*commonpb.KeyValue{
 		{Key: semconv.PID, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(pid)}}},
 		strKV(semconv.ExeName, exeName),
@@ -306,7 +313,17 @@ func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 	if path != "" {
 		attrs = append(attrs, strKV(semconv.ExePath, path))
 	}
-	attrs = append(attrs, strKV(semconv.HostName, r.cfg.HostName), strKV(semconv.ServiceName, service))
+	attrs = append(attrs, strKV(semconv.HostName, r.cfg.HostName), strKV(semconv.ServiceName, service),
+		strKV(semconv.HostArch, semconv.HostArchOf(runtime.GOARCH)), strKV(semconv.OSType, semconv.OSLinux))
+	for _, kv := range [...]struct{ key, value string }{
+		{semconv.RuntimeName, meta.RuntimeName},
+		{semconv.ContainerID, meta.ContainerID},
+		{semconv.PodUID, meta.PodUID},
+	} {
+		if kv.value != "" {
+			attrs = append(attrs, strKV(kv.key, kv.value))
+		}
+	}
 	attrs = appendConfigured(attrs, r.cfg.ResourceAttributes)
 	return &resourcepb.Resource{Attributes: attrs}
 }

@@ -35,7 +35,7 @@ func (t *Tracer) attachInterpreter(p *process) {
 		}
 		if !fi.interpChecked {
 			mf := t.mappedFile(p, m)
-			fi.interp, fi.interpChecked = t.detectInterpreter(p, m, mf)
+			t.setInterpreter(fi, p, m, mf)
 			mf.close()
 		}
 		if fi.interp == nil {
@@ -50,7 +50,7 @@ func (t *Tracer) attachInterpreter(p *process) {
 		if !t.putInterpreter(p, inst) {
 			return
 		}
-		p.interp = inst
+		p.interp, p.interpRuntime = inst, fi.runtime
 		t.stats.interpProcesses.Add(1)
 		return
 	}
@@ -79,20 +79,30 @@ func (t *Tracer) checkInterpreter(p *process, m *mapping, mf *mappedFile) {
 		return
 	}
 	if fi := t.file(p, m, mf); fi != nil && !fi.interpChecked {
-		fi.interp, fi.interpChecked = t.detectInterpreter(p, m, mf)
+		t.setInterpreter(fi, p, m, mf)
+	}
+}
+
+// setInterpreter records in fi whether m's file is an interpreter, and
+// the runtime's name when it is.
+func (t *Tracer) setInterpreter(fi *fileInfo, p *process, m *mapping, mf *mappedFile) {
+	var name string
+	fi.interp, name, fi.interpChecked = t.detectInterpreter(p, m, mf)
+	if fi.interp != nil {
+		fi.runtime = name
 	}
 }
 
 // detectInterpreter asks each runtime whether m's file, read through mf, is
-// its interpreter. It reports whether the answer holds for the file: not
+// its interpreter, and returns the runtime's name with its loader. It reports whether the answer holds for the file: not
 // when the file could not be opened (the process exited or exec'd
 // meanwhile), so the next process mapping it asks again.
-func (t *Tracer) detectInterpreter(p *process, m *mapping, mf *mappedFile) (interpreter.Loader, bool) {
+func (t *Tracer) detectInterpreter(p *process, m *mapping, mf *mappedFile) (interpreter.Loader, string, bool) {
 	f := interpreter.File{Path: m.path, ELF: mf.elf}
 	for _, rt := range t.cfg.Interpreters {
 		l, err := rt.Detect(f)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, false
+			return nil, "", false
 		}
 		if err != nil {
 			t.stats.interpErrors.Add(1)
@@ -100,10 +110,10 @@ func (t *Tracer) detectInterpreter(p *process, m *mapping, mf *mappedFile) (inte
 			continue
 		}
 		if l != nil {
-			return l, true
+			return l, rt.Name(), true
 		}
 	}
-	return nil, true
+	return nil, "", true
 }
 
 // detachInterpreter forgets p's interpreter, in eBPF too.
@@ -111,7 +121,7 @@ func (t *Tracer) detachInterpreter(p *process) {
 	if p.interp == nil {
 		return
 	}
-	p.interp = nil
+	p.interp, p.interpRuntime = nil, ""
 	t.stats.interpProcesses.Add(-1)
 	if t.objs.InterpProcs == nil {
 		return

@@ -3,6 +3,7 @@ package tracer
 import (
 	"time"
 
+	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -54,6 +55,7 @@ func (t *Tracer) handleTrace(rec *record) {
 	}
 	meta.ExecutablePath = proc.executablePath
 	meta.ProcessName = proc.name
+	meta.Process = proc.meta
 	if meta.ProcessName == "" {
 		meta.ProcessName = rec.comm
 	}
@@ -152,4 +154,23 @@ func (t *Tracer) specialFrame(m *mapping, addr uint64) trace.FrameID {
 		r.ExecutableMetadata(fileID, trace.ExecutableInfo{FileName: name, Pseudo: true})
 	}
 	return id
+}
+
+// processRuntime returns p's process.runtime.name: its interpreter's
+// runtime, else go for a Go executable, else "".
+func (t *Tracer) processRuntime(p *process) string {
+	if p.interp != nil {
+		return p.interpRuntime
+	}
+	for i := range p.mappings {
+		m := &p.mappings[i]
+		if m.key == (fileKey{}) || !p.isExecutable(m) {
+			continue
+		}
+		if fi, ok := t.files.Peek(m.key); ok && fi.isGo {
+			return semconv.RuntimeGo
+		}
+		break
+	}
+	return ""
 }

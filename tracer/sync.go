@@ -87,6 +87,7 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 		t.tables.release(tb, now)
 	}
 	t.attachInterpreter(p)
+	p.setRuntime(t.processRuntime(p))
 	if len(entries) > maxMappings {
 		// The eBPF binary search covers this many; the rest (the
 		// highest addresses) are unwound as if unmapped.

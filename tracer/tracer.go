@@ -112,6 +112,9 @@ type fileInfo struct {
 	// interpChecked; nil for most files.
 	interp        interpreter.Loader
 	interpChecked bool
+	// runtime is the process.runtime.name of the processes whose
+	// interpreter (interp) the file is.
+	runtime string
 }
 
 // Tracer samples the system. Create it with New, run it with Run, release
@@ -221,7 +224,7 @@ func New(cfg Config) (*Tracer, error) {
 		exited:    newExited(),
 		cfg:       cfg,
 		log:       log,
-		proc:      procFS{root: cfg.ProcRoot},
+		proc:      newProcFS(cfg.ProcRoot, log),
 		processes: make(map[uint32]*process),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
