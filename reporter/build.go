@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -72,7 +74,7 @@ func (d *dictionary) str(s string) int32 {
 		return i
 	}
 	i := int32(len(d.d.StringTable))
-	d.d.StringTable = append(d.d.StringTable, s)
+	d.d.StringTable = append(d.d.StringTable, validUTF8(s))
 	d.strings[s] = i
 	return i
 }
@@ -85,7 +87,7 @@ func (d *dictionary) attr(k attrKey) int32 {
 	if k.isNum {
 		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: k.num}}
 	} else {
-		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: k.str}}
+		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: validUTF8(k.str)}}
 	}
 	i := int32(len(d.d.AttributeTable))
 	d.d.AttributeTable = append(d.d.AttributeTable, kv)
@@ -329,7 +331,17 @@ func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 }
 
 func strKV(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	return &commonpb.KeyValue{Key: validUTF8(k), Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: validUTF8(v)}}}
+}
+
+// validUTF8 returns s with invalid UTF-8 replaced: protobuf strings must
+// be UTF-8, and one file name, thread name or symbol that is not (a Linux
+// path is any bytes) would make the whole export fail to marshal.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 func newProfileID() []byte {
