@@ -3,8 +3,12 @@
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/stackline
+# Container images: podman where installed, else docker.
+CONTAINER_TOOL ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE   ?= stackline:$(VERSION)
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run generate check-generated test bench bench-agent lint clean
+.PHONY: all build run generate check-generated test bench bench-agent lint clean image image-files check-image
 
 all: build
 
@@ -44,3 +48,23 @@ clean:
 # bench/results.json and fails when a figure is over bench/budgets.json.
 bench-agent:
 	$(GO) run ./bench/agentbench -duration $(or $(BENCH_DURATION),60s) -out $(or $(BENCH_OUT),bench/results.json)
+
+# The container image from a static binary built here (Dockerfile target
+# from-host: no registry needed). `docker build .` builds the same image from
+# source instead.
+# --no-cache: podman 4.3 (buildah 1.28) reuses a cached LABEL layer whose
+# ${VERSION} differs; the build is one COPY, so caching saves nothing.
+image: image-files
+	$(CONTAINER_TOOL) build --no-cache --target from-host --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# bin/image/: the static binary and the CA bundle, laid out as in the image
+# (the Dockerfile's build stage runs this too).
+image-files:
+	rm -rf bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/image/usr/local/bin/stackline ./cmd/stackline
+	install -D -m 0644 $(CA_BUNDLE) bin/image/etc/ssl/certs/ca-certificates.crt
+
+# Check the image without running it: entrypoint, labels, and that its binary
+# is static and runs here.
+check-image:
+	deploy/check-image.sh $(CONTAINER_TOOL) $(IMAGE) $(VERSION)

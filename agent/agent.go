@@ -23,7 +23,9 @@ import (
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
 	"github.com/stackline-dev/stackline/reporter/localfile"
+	"github.com/stackline-dev/stackline/reporter/otlpexport"
 	"github.com/stackline-dev/stackline/reporter/otlpgrpc"
+	"github.com/stackline-dev/stackline/reporter/otlphttp"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/tracer"
 )
@@ -35,8 +37,8 @@ type Agent struct {
 
 	kernel   *kallsyms.Table
 	symbols  *symbolizer.Symbolizer
-	grpc     *otlpgrpc.Exporter // nil with local output
-	files    *localfile.Writer  // nil with an endpoint
+	otlp     *otlpexport.Exporter // nil with local output
+	files    *localfile.Writer    // nil with an endpoint
 	reporter *reporter.Reporter
 	tracer   *tracer.Tracer
 	metrics  *prometheus.Registry
@@ -84,18 +86,11 @@ func New(cfg Config) (*Agent, error) {
 
 	var exp reporter.Exporter
 	if cfg.CollectionAgent != "" {
-		a.grpc, err = otlpgrpc.New(otlpgrpc.Config{
-			Endpoint:   cfg.CollectionAgent,
-			Insecure:   cfg.DisableTLS,
-			QueueSize:  cfg.SendQueueSize,
-			Timeout:    cfg.ExportTimeout,
-			MaxBackoff: 30 * time.Second,
-			Logger:     log,
-		})
+		a.otlp, err = newOTLPExporter(cfg, log)
 		if err != nil {
 			return nil, fmt.Errorf("OTLP exporter: %w", err)
 		}
-		exp = a.grpc
+		exp = a.otlp
 	} else {
 		a.files, err = localfile.New(cfg.OutputDir, log)
 		if err != nil {
@@ -112,6 +107,7 @@ func New(cfg Config) (*Agent, error) {
 		HostName:            cfg.HostName,
 		ServiceName:         cfg.ServiceName,
 		Version:             cfg.Version,
+		ResourceAttributes:  cfg.ResourceAttributes,
 		Logger:              log,
 	}, exp)
 	if err != nil {
@@ -157,9 +153,58 @@ func (a *Agent) firstSample(ts tracer.Stats) time.Duration {
 }
 
 func (a *Agent) closeExporter() {
-	if a.grpc != nil {
-		a.grpc.Close()
+	if a.otlp != nil {
+		a.otlp.Close()
 	}
+}
+
+// newOTLPExporter returns the send queue with the transport cfg asks for.
+func newOTLPExporter(cfg Config, log *slog.Logger) (*otlpexport.Exporter, error) {
+	target, err := cfg.exportTarget()
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := otlpexport.LoadTLS(cfg.tlsFiles())
+	if err != nil {
+		return nil, err
+	}
+	ua := "stackline/" + cfg.Version
+	var s otlpexport.Sender
+	switch target.protocol {
+	case ProtocolHTTP:
+		s, err = otlphttp.New(otlphttp.Config{
+			URL:           target.address,
+			TLS:           tlsCfg,
+			Headers:       cfg.OTLPHeaders,
+			NoCompression: cfg.OTLPCompression == "none",
+			UserAgent:     ua,
+		})
+	default:
+		s, err = otlpgrpc.New(otlpgrpc.Config{
+			Endpoint:      target.address,
+			Insecure:      target.insecure,
+			TLS:           tlsCfg,
+			Headers:       cfg.OTLPHeaders,
+			NoCompression: cfg.OTLPCompression == "none",
+			MaxBackoff:    30 * time.Second,
+			UserAgent:     ua,
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	e, err := otlpexport.New(s, otlpexport.Config{
+		Endpoint:   target.address,
+		QueueSize:  cfg.SendQueueSize,
+		Timeout:    cfg.ExportTimeout,
+		MaxBackoff: 30 * time.Second,
+		Logger:     log.With("protocol", target.protocol),
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return e, nil
 }
 
 // Run profiles until ctx is done, then stops in order: sampling stops and
@@ -178,11 +223,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The exporter outlives the reporter, which outlives the tracer.
 	expCtx, stopExporter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopExporter()
-	if a.grpc != nil {
+	if a.otlp != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.grpc.Run(expCtx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := a.otlp.Run(expCtx); err != nil && !errors.Is(err, context.Canceled) {
 				errc <- fmt.Errorf("exporter: %w", err)
 			}
 		}()
@@ -215,9 +260,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-repDone
 	stopExporter()
 	wg.Wait()
-	if a.grpc != nil {
+	if a.otlp != nil {
 		flushCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
-		if err := a.grpc.Flush(flushCtx); err != nil {
+		if err := a.otlp.Flush(flushCtx); err != nil {
 			a.log.Warn("final flush incomplete", "error", err)
 		}
 		cancel()

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
+	"github.com/stackline-dev/stackline/reporter/otlpexport"
+	"github.com/stackline-dev/stackline/reporter/otlphttp"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/tracer"
 )
@@ -45,11 +48,31 @@ type Config struct {
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
 	// from the sampling rate and the number of CPUs (AutoRingBufferSize).
 	RingBufferSize int
-	// CollectionAgent is the OTLP/gRPC endpoint (host:port); empty means
-	// local output to OutputDir.
+	// CollectionAgent is the OTLP endpoint: host:port for OTLP/gRPC, or
+	// an http:// or https:// URL for OTLP/HTTP (a URL without a path gets
+	// the profiles path, /v1development/profiles). Empty means local
+	// output to OutputDir.
 	CollectionAgent string
-	// DisableTLS sends to CollectionAgent without TLS.
+	// OTLPProtocol is grpc or http/protobuf; empty chooses from the form
+	// of CollectionAgent. With grpc, a URL's scheme says whether TLS is
+	// used (http: plaintext).
+	OTLPProtocol string
+	// DisableTLS sends to a host:port CollectionAgent over gRPC without
+	// TLS.
 	DisableTLS bool
+	// OTLPHeaders are sent with every export (HTTP headers or gRPC
+	// metadata).
+	OTLPHeaders map[string]string
+	// OTLPCompression is gzip or none.
+	OTLPCompression string
+	// TLSCAFile holds the PEM certificates that verify the backend,
+	// instead of the system's roots; TLSCertFile and TLSKeyFile are the
+	// client's certificate and key for mutual TLS.
+	TLSCAFile, TLSCertFile, TLSKeyFile string
+	// ResourceAttributes are added to every resource
+	// (OTEL_RESOURCE_ATTRIBUTES); the attributes stackline sets itself
+	// win on a clash.
+	ResourceAttributes map[string]string
 	// SendQueueSize is how many exports are held while the backend is
 	// unreachable.
 	SendQueueSize int
@@ -87,6 +110,7 @@ func DefaultConfig() Config {
 		MaxStackDepth:       tracer.MaxStackDepth,
 		MaxUnwindTableBytes: 64 << 20,
 		SendQueueSize:       60,
+		OTLPCompression:     "gzip",
 		ExportTimeout:       10 * time.Second,
 		ShutdownTimeout:     10 * time.Second,
 		OutputDir:           "./stackline-profiles",
@@ -143,15 +167,29 @@ func (c *Config) Validate() error {
 		bad("shutdown-timeout", "%v must be positive", c.ShutdownTimeout)
 	}
 	if c.CollectionAgent != "" {
-		if _, port, err := net.SplitHostPort(c.CollectionAgent); err != nil || port == "" {
-			bad("collection-agent", "%q is not host:port", c.CollectionAgent)
+		if _, err := c.exportTarget(); err != nil {
+			bad("collection-agent", "%v", err)
 		}
 	} else if strings.TrimSpace(c.OutputDir) == "" {
 		bad("output-dir", "must be set when --collection-agent is not")
 	}
+	switch c.OTLPProtocol {
+	case "", ProtocolGRPC, ProtocolHTTP:
+	case "http/json":
+		bad("otlp-protocol", "%q is not supported: stackline sends binary protobuf; use %s or %s", c.OTLPProtocol, ProtocolHTTP, ProtocolGRPC)
+	default:
+		bad("otlp-protocol", "%q: want %s or %s", c.OTLPProtocol, ProtocolGRPC, ProtocolHTTP)
+	}
 	if c.DisableTLS && c.CollectionAgent == "" {
 		bad("disable-tls", "only applies with --collection-agent")
 	}
+	if err := checkHeaders(c.OTLPHeaders); err != nil {
+		bad("otlp-header", "%v", err)
+	}
+	if c.OTLPCompression != "gzip" && c.OTLPCompression != "none" {
+		bad("otlp-compression", "%q: want gzip or none", c.OTLPCompression)
+	}
+	errs = append(errs, checkTLSFiles(c.tlsFiles(), "--tls-ca-file", "--tls-cert-file", "--tls-key-file")...)
 	if _, err := symbolizer.ParseDemangleMode(c.Demangle); err != nil {
 		bad("demangle", "%v", err)
 	}
@@ -161,6 +199,57 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// exportTarget is where and how exports are sent.
+type exportTarget struct {
+	protocol string // ProtocolGRPC or ProtocolHTTP
+	// address is host:port for gRPC, the full URL for HTTP.
+	address  string
+	insecure bool // plaintext
+}
+
+// exportTarget resolves CollectionAgent and OTLPProtocol.
+func (c *Config) exportTarget() (exportTarget, error) {
+	ep := c.CollectionAgent
+	if !strings.Contains(ep, "://") {
+		if _, port, err := net.SplitHostPort(ep); err != nil || port == "" {
+			return exportTarget{}, fmt.Errorf("%q is neither host:port (OTLP/gRPC) nor an http:// or https:// URL (OTLP/HTTP)", ep)
+		}
+		if c.OTLPProtocol == ProtocolHTTP {
+			return exportTarget{}, fmt.Errorf("%q: OTLP/HTTP needs an http:// or https:// URL", ep)
+		}
+		return exportTarget{protocol: ProtocolGRPC, address: ep, insecure: c.DisableTLS}, nil
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return exportTarget{}, err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return exportTarget{}, fmt.Errorf("%q: scheme must be http or https", ep)
+	}
+	if u.Host == "" {
+		return exportTarget{}, fmt.Errorf("%q: no host", ep)
+	}
+	if c.DisableTLS && u.Scheme == "https" {
+		return exportTarget{}, fmt.Errorf("%q is https but --disable-tls is set; use http:// for plaintext", ep)
+	}
+	insecure := u.Scheme == "http"
+	if c.OTLPProtocol == ProtocolGRPC {
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+		}
+		return exportTarget{protocol: ProtocolGRPC, address: host, insecure: insecure}, nil
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = otlphttp.ProfilesPath
+	}
+	return exportTarget{protocol: ProtocolHTTP, address: u.String(), insecure: insecure}, nil
+}
+
+func (c *Config) tlsFiles() otlpexport.TLSFiles {
+	return otlpexport.TLSFiles{CA: c.TLSCAFile, Cert: c.TLSCertFile, Key: c.TLSKeyFile}
 }
 
 // AutoRingBufferSize returns the ring buffer size used when none is set:

@@ -71,7 +71,11 @@ var metricDefs = []metricDef{
 	{"symbol_dwarf_skipped_total", "Files named without file:line because their DWARF is over --max-dwarf-bytes.", true},
 	{"send_queue_length", "Exports waiting for the backend.", false},
 	{"sent_total", "Exports the backend accepted.", true},
-	{"send_dropped_total", "Exports dropped because the send queue was full or the backend rejected them.", true},
+	{"sent_bytes_total", "Uncompressed bytes of the exports the backend accepted.", true},
+	{"send_dropped_total", "Exports dropped unsent (send queue full, or still queued at exit) or rejected by the backend.", true},
+	{"send_rejected_total", "Exports the backend refused as not retryable (also counted in send_dropped_total).", true},
+	{"send_rejected_profiles_total", "Profiles the backend reported as rejected in partially successful exports.", true},
+	{"send_failures_total", "Export attempts that failed (each retry counts).", true},
 	{"send_retries_total", "Export attempts retried.", true},
 }
 
@@ -151,11 +155,15 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		"symbol_evictions_total":           float64(ss.Evictions),
 		"symbol_dwarf_skipped_total":       float64(ss.DWARFSkipped),
 	}
-	if c.a.grpc != nil {
-		gs := c.a.grpc.Stats()
+	if c.a.otlp != nil {
+		gs := c.a.otlp.Stats()
 		v["send_queue_length"] = float64(gs.Queued)
 		v["sent_total"] = float64(gs.Sent)
+		v["sent_bytes_total"] = float64(gs.SentBytes)
 		v["send_dropped_total"] = float64(gs.Dropped + gs.Rejected)
+		v["send_rejected_total"] = float64(gs.Rejected)
+		v["send_rejected_profiles_total"] = float64(gs.RejectedProfiles)
+		v["send_failures_total"] = float64(gs.Failed)
 		v["send_retries_total"] = float64(gs.Retries)
 	}
 	for _, d := range metricDefs {

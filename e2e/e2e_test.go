@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/stackline-dev/stackline/internal/otlptest"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/reporter/otlpcheck"
+	"github.com/stackline-dev/stackline/reporter/semconv"
 )
 
 // workloads builds and starts the C and Go workloads; they are killed when
@@ -45,14 +48,21 @@ def outer():
 outer()
 `
 
+// pythonService is the service name the Python workload's environment
+// sets.
+const pythonService = "e2e-python-workload"
+
 func startWorkloads(t *testing.T, dir string) *workloads {
 	root := testenv.RepoRoot(t)
 	cBin := filepath.Join(dir, "workload")
 	testenv.Run(t, root, "gcc", "-O0", "-fno-omit-frame-pointer", "-fno-inline", "-g", "-o", cBin, "e2e/testdata/workload.c")
 	goBin := filepath.Join(dir, "goworkload")
 	testenv.Run(t, root, "go", "build", "-o", goBin, "./e2e/testdata/goworkload")
-	start := func(name string, args ...string) *exec.Cmd {
+	start := func(env []string, name string, args ...string) *exec.Cmd {
 		cmd := exec.Command(name, args...)
+		if env != nil {
+			cmd.Env = append(os.Environ(), env...)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -64,10 +74,12 @@ func startWorkloads(t *testing.T, dir string) *workloads {
 		t.Fatal(err)
 	}
 	return &workloads{
-		chainC:       start(cBin, "chain"),
-		syscallC:     start(cBin, "syscall"),
-		goChain:      start(goBin),
-		python:       start("/usr/bin/python3.11", script),
+		chainC:   start(nil, cBin, "chain"),
+		syscallC: start(nil, cBin, "syscall"),
+		goChain:  start(nil, goBin),
+		// The Python workload names its service as an OpenTelemetry
+		// SDK in it would read it.
+		python:       start([]string{"OTEL_SERVICE_NAME=" + pythonService}, testenv.SystemPython(t).Path, script),
 		pythonScript: script,
 	}
 }
@@ -249,6 +261,8 @@ func TestEndToEndOTLP(t *testing.T) {
 		t.Errorf("Python workload: %d of %d samples with the Python chain, want >= 90%% of at least 100", pyFull, pyTotal)
 	}
 
+	checkResources(t, reqs, w)
+
 	// Native frames of the workloads are named: every file they map has
 	// symbols (their own binaries, libc with libc6-dbg, the vdso aside).
 	native, nativeNamed := 0, 0
@@ -314,6 +328,59 @@ func TestEndToEndOTLP(t *testing.T) {
 		t.Errorf("only %d kernel frames exported", kernel)
 	} else if float64(named) < 0.99*float64(kernel) {
 		t.Errorf("%d of %d kernel frames named, want >= 99%%", named, kernel)
+	}
+}
+
+// checkResources checks the resource attributes: the host's on every
+// resource, the workloads' runtimes on (nearly) all their samples' (a
+// process's runtime is known from its first sync on), and the Python
+// workload's own service name on all of its.
+func checkResources(t *testing.T, reqs []*collectorpb.ExportProfilesServiceRequest, w *workloads) {
+	t.Helper()
+	type tally struct{ n, runtime, service int }
+	byPID := map[string]*tally{itoa(w.goChain.Process.Pid): {}, itoa(w.python.Process.Pid): {}, itoa(w.chainC.Process.Pid): {}}
+	wantRuntime := map[string]string{itoa(w.goChain.Process.Pid): "go", itoa(w.python.Process.Pid): "cpython", itoa(w.chainC.Process.Pid): ""}
+	wantArch := semconv.HostArchOf(runtime.GOARCH)
+	badHost := 0
+	for _, req := range reqs {
+		for _, rp := range req.ResourceProfiles {
+			attrs := otlpcheck.ResourceAttrs(rp)
+			if attrs[semconv.HostArch] != wantArch || attrs[semconv.OSType] != "linux" {
+				if badHost == 0 {
+					t.Errorf("resource %v: want host.arch %q and os.type linux", attrs, wantArch)
+				}
+				badHost++
+			}
+			pid := attrs[semconv.PID]
+			c := byPID[pid]
+			if c == nil {
+				continue
+			}
+			n := 0
+			for _, s := range rp.ScopeProfiles[0].Profiles[0].Samples {
+				n += int(otlpcheck.SampleCount(s))
+			}
+			c.n += n
+			if attrs[semconv.RuntimeName] == wantRuntime[pid] {
+				c.runtime += n
+			}
+			if pid == itoa(w.python.Process.Pid) && attrs[semconv.ServiceName] == pythonService ||
+				pid != itoa(w.python.Process.Pid) && strings.HasPrefix(attrs[semconv.ServiceName], "unknown_service:") {
+				c.service += n
+			}
+		}
+	}
+	if badHost > 0 {
+		t.Errorf("%d resources without host.arch %q and os.type linux", badHost, wantArch)
+	}
+	for pid, c := range byPID {
+		t.Logf("pid %s: %d samples, %d with process.runtime.name %q, %d with its service.name", pid, c.n, c.runtime, wantRuntime[pid], c.service)
+		if c.n == 0 || float64(c.runtime) < 0.9*float64(c.n) {
+			t.Errorf("pid %s: %d of %d samples with process.runtime.name %q, want >= 90%%", pid, c.runtime, c.n, wantRuntime[pid])
+		}
+		if c.service != c.n {
+			t.Errorf("pid %s: %d of %d samples with the service.name expected", pid, c.service, c.n)
+		}
 	}
 }
 

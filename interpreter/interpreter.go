@@ -12,10 +12,10 @@ package interpreter
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -37,8 +37,10 @@ const ConfigBytes = 128
 type File struct {
 	// Path is the file's path as /proc/PID/maps shows it.
 	Path string
-	// Open opens the file the way the process sees it.
-	Open func() (*os.File, error)
+	// ELF returns the file, opened the way the process sees it and parsed
+	// once for all that read it. The caller of Detect owns it: Detect
+	// must not close it nor keep it.
+	ELF func() (*elffile.File, error)
 }
 
 // Mapping is where a process maps a file's code.

@@ -12,15 +12,15 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
-// loadTestProgram loads a socket filter that returns 0, skipping the test
-// when this process may not load BPF programs.
+// loadTestProgram loads a socket filter that returns 0 (testenv.RequireBPF:
+// skipped when not root, unless STACKLINE_REQUIRE_BPF=1).
 func loadTestProgram(t *testing.T) *ebpf.Program {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loading BPF programs needs root")
-	}
+	testenv.RequireBPF(t)
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:    "stackline_ksym",
 		Type:    ebpf.SocketFilter,
@@ -30,9 +30,6 @@ func loadTestProgram(t *testing.T) *ebpf.Program {
 			asm.Return(),
 		},
 	})
-	if errors.Is(err, os.ErrPermission) {
-		t.Skipf("loading a BPF program: %v", err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +46,7 @@ func TestSyscallPrograms(t *testing.T) {
 	id, _ := info.ID()
 	addrs, ok := info.JitedKsymAddrs()
 	if !ok || len(addrs) == 0 {
-		t.Skip("the program is not JIT'ed, or its address is hidden")
+		testenv.Missing(t, "the program is not JIT'ed, or its address is hidden")
 	}
 	start := uint64(addrs[0])
 

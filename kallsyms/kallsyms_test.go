@@ -157,6 +157,9 @@ func TestParseLongLine(t *testing.T) {
 	}
 }
 
+// ntGNUBuildID is the ELF note type of a GNU build ID (NT_GNU_BUILD_ID).
+const ntGNUBuildID = 3
+
 // notes builds an ELF note section holding the given notes.
 func notes(entries ...note) []byte {
 	var buf bytes.Buffer

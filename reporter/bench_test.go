@@ -50,7 +50,7 @@ func BenchmarkReportTrace(b *testing.B) {
 			resolve(r, f)
 		}
 	}
-	meta := trace.TraceMeta{PID: 1, TID: 1, Comm: "w"}
+	meta := trace.TraceMeta{PID: 1, TID: 1, Comm: "w", Process: &trace.ProcessMeta{ContainerID: "c0ffee", RuntimeName: "go"}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {

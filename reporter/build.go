@@ -4,8 +4,11 @@ import (
 	"cmp"
 	"crypto/rand"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -71,7 +74,7 @@ func (d *dictionary) str(s string) int32 {
 		return i
 	}
 	i := int32(len(d.d.StringTable))
-	d.d.StringTable = append(d.d.StringTable, s)
+	d.d.StringTable = append(d.d.StringTable, validUTF8(s))
 	d.strings[s] = i
 	return i
 }
@@ -84,7 +87,7 @@ func (d *dictionary) attr(k attrKey) int32 {
 	if k.isNum {
 		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: k.num}}
 	} else {
-		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: k.str}}
+		kv.Value = &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: validUTF8(k.str)}}
 	}
 	i := int32(len(d.d.AttributeTable))
 	d.d.AttributeTable = append(d.d.AttributeTable, kv)
@@ -286,19 +289,25 @@ func cover(p *profilespb.Profile, first, last uint64) {
 	p.DurationNano = end - p.TimeUnixNano
 }
 
+// resource returns the resource of process pid: its identity, the host's,
+// and what the tracer read of the process (container, pod, runtime, its
+// own service name).
 func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 	var path, name string
+	var meta trace.ProcessMeta
 	if p != nil {
 		path, name = p.executablePath, p.name
+		if p.meta != nil {
+			meta = *p.meta
+		}
 	}
 	exeName := name
 	if path != "" {
 		exeName = filepath.Base(path)
 	}
-	service := r.cfg.ServiceName
-	if service == "" {
-		service = unknownServiceFmt + exeName
-	}
+	// The process's own service name, then the agent's, then the
+	// SDKs' default.
+	service := cmp.Or(meta.ServiceName, r.cfg.ServiceName, unknownServiceFmt+exeName)
 	attrs := []*commonpb.KeyValue{
 		{Key: semconv.PID, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(pid)}}},
 		strKV(semconv.ExeName, exeName),
@@ -306,12 +315,33 @@ func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 	if path != "" {
 		attrs = append(attrs, strKV(semconv.ExePath, path))
 	}
-	attrs = append(attrs, strKV(semconv.HostName, r.cfg.HostName), strKV(semconv.ServiceName, service))
+	attrs = append(attrs, strKV(semconv.HostName, r.cfg.HostName), strKV(semconv.ServiceName, service),
+		strKV(semconv.HostArch, semconv.HostArchOf(runtime.GOARCH)), strKV(semconv.OSType, semconv.OSLinux))
+	for _, kv := range [...]struct{ key, value string }{
+		{semconv.RuntimeName, meta.RuntimeName},
+		{semconv.ContainerID, meta.ContainerID},
+		{semconv.PodUID, meta.PodUID},
+	} {
+		if kv.value != "" {
+			attrs = append(attrs, strKV(kv.key, kv.value))
+		}
+	}
+	attrs = appendConfigured(attrs, r.cfg.ResourceAttributes)
 	return &resourcepb.Resource{Attributes: attrs}
 }
 
 func strKV(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	return &commonpb.KeyValue{Key: validUTF8(k), Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: validUTF8(v)}}}
+}
+
+// validUTF8 returns s with invalid UTF-8 replaced: protobuf strings must
+// be UTF-8, and one file name, thread name or symbol that is not (a Linux
+// path is any bytes) would make the whole export fail to marshal.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 func newProfileID() []byte {

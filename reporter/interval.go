@@ -44,9 +44,12 @@ type sample struct {
 	timestamps []uint64
 }
 
+// processInfo is what a process's resource is built from: the latest
+// process metadata the tracer gave for it in the interval.
 type processInfo struct {
 	executablePath string
 	name           string
+	meta           *trace.ProcessMeta
 }
 
 func newInterval(start time.Time) *interval {
@@ -106,8 +109,11 @@ func (iv *interval) add(frames []trace.FrameID, meta *trace.TraceMeta) {
 		iv.samples[key] = s
 	}
 	s.timestamps = append(s.timestamps, meta.TimestampNS)
-	if _, ok := iv.processes[meta.PID]; !ok {
-		iv.processes[meta.PID] = &processInfo{executablePath: meta.ExecutablePath, name: meta.ProcessName}
+	// The tracer gives a new ProcessMeta when it learns more of the
+	// process (its runtime, once attached): a pointer comparison per
+	// trace tells.
+	if p, ok := iv.processes[meta.PID]; !ok || meta.Process != nil && p.meta != meta.Process {
+		iv.processes[meta.PID] = &processInfo{executablePath: meta.ExecutablePath, name: meta.ProcessName, meta: meta.Process}
 	}
 	iv.numTraces++
 }

@@ -49,6 +49,10 @@ type Config struct {
 	ServiceName string
 	// Version is the agent version, sent as the instrumentation scope's.
 	Version string
+	// ResourceAttributes are added to every resource
+	// (OTEL_RESOURCE_ATTRIBUTES); on a key clash, the attributes the
+	// reporter sets itself win.
+	ResourceAttributes map[string]string
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stackline-dev/stackline/reporter/otlpcheck"
 	"github.com/stackline-dev/stackline/trace"
@@ -316,5 +317,39 @@ func TestPromiseAcrossSwitches(t *testing.T) {
 	}
 	if frames[0].Name != frameName(a) || frames[1].Name != frameName(b) || frames[0].MappingFile == "" {
 		t.Fatalf("frames after three switches: %+v", frames)
+	}
+}
+
+// TestInvalidUTF8: names that are not UTF-8 (a Linux path or thread name is
+// any bytes) are exported with replacement characters instead of making the
+// whole export fail to marshal.
+func TestInvalidUTF8(t *testing.T) {
+	exp := &captureExporter{}
+	r, err := New(testConfig(), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bad = "caf\xe9"
+	id := trace.FrameID{File: fileID(1), Addr: 0x1000, Type: trace.FrameNative}
+	r.FrameMetadata(id, trace.FrameInfo{Lines: []trace.Line{{Function: "f" + bad, File: bad + ".c"}}})
+	r.ExecutableMetadata(id.File, trace.ExecutableInfo{FileName: "lib" + bad + ".so"})
+	r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{id}}, trace.TraceMeta{
+		TimestampNS: uint64(time.Now().UnixNano()), PID: 9, TID: 9,
+		Comm: bad, ExecutablePath: "/opt/" + bad, ProcessName: bad,
+	})
+	r.Flush(context.Background())
+	if len(exp.reqs) != 1 {
+		t.Fatalf("%d requests", len(exp.reqs))
+	}
+	b, err := proto.Marshal(exp.reqs[0])
+	if err != nil {
+		t.Fatalf("export does not marshal: %v", err)
+	}
+	var back collectorpb.ExportProfilesServiceRequest
+	if err := proto.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got := otlpcheck.ResourceAttr(back.ResourceProfiles[0], "process.executable.name"); got != "caf\uFFFD" {
+		t.Errorf("process.executable.name = %q, want %q", got, "caf\uFFFD")
 	}
 }

@@ -1,15 +1,19 @@
 package symbolizer
 
 import (
-	"debug/elf"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
 )
 
-func TestOpenDebugFile(t *testing.T) {
+// TestDebugFileSearch checks elffile.File.Debug on real split debug files:
+// found by build ID and by debuglink, not found elsewhere, and a rejected
+// candidate reported as an error rather than as "not found".
+func TestDebugFileSearch(t *testing.T) {
 	_, stripped, debug := splitDebug(t)
 	linked := filepath.Join(filepath.Dir(stripped), "prog.linked")
 	run(t, filepath.Dir(stripped), "objcopy", "--remove-section=.note.gnu.build-id", "--add-gnu-debuglink=prog.debug", stripped, linked)
@@ -19,43 +23,61 @@ func TestOpenDebugFile(t *testing.T) {
 	}
 	byID := t.TempDir()
 	id := parseFile(t, stripped, DemangleSimple).Info().GNUBuildID
-	p, _ := buildIDPath(id)
+	p, _ := elffile.BuildIDPath(id)
 	copyFile(t, debug, filepath.Join(byID, p))
 	byLink := t.TempDir()
 	copyFile(t, debug, filepath.Join(byLink, "opt/app/.debug/prog.debug"))
+	badCRC := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(badCRC, "opt/app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(badCRC, "opt/app/prog.debug"), append(want, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badID := t.TempDir()
+	copyFile(t, linked, filepath.Join(badID, p)) // an ELF file with another (no) build ID
 
 	for _, c := range []struct {
-		name, bin, root string
-		found           bool
+		name, bin, root, hint string
+		want                  error // nil: found
 	}{
-		{"build ID", stripped, byID, true},
-		{"debuglink", linked, byLink, true},
-		{"build ID elsewhere", stripped, byLink, false},
-		{"debuglink elsewhere", linked, byID, false},
+		{"build ID", stripped, byID, "", nil},
+		{"debuglink", linked, byLink, "", nil},
+		{"hint", stripped, byID, p, nil},
+		{"hint gone", linked, byLink, "opt/app/prog.linked", nil},
+		{"build ID elsewhere", stripped, byLink, "", fs.ErrNotExist},
+		{"debuglink elsewhere", linked, byID, "", fs.ErrNotExist},
+		{"wrong CRC", linked, badCRC, "", elffile.ErrCRCMismatch},
+		{"wrong build ID", stripped, badID, "", elffile.ErrDebugRejected},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ef, err := elf.Open(c.bin)
+			f, err := elffile.Open(elffile.Source{Open: openPath(c.bin), Root: c.root, Path: "/opt/app/prog", DebugPath: c.hint})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer ef.Close()
-			fh, err := OpenDebugFile(Source{Root: c.root, Path: "/opt/app/prog"}, ef)
-			if !c.found {
-				if !errors.Is(err, fs.ErrNotExist) || fh != nil {
-					t.Errorf("got %v, %v; want fs.ErrNotExist", fh, err)
+			defer f.Close()
+			d, err := f.Debug()
+			if c.want != nil {
+				if !errors.Is(err, c.want) || d != nil {
+					t.Errorf("got %v, %v; want %v", d, err, c.want)
+				}
+				if c.want != fs.ErrNotExist && errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("rejected candidate reported as not found: %v", err)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer fh.Close()
-			fi, err := fh.Stat()
+			fi, err := d.OSFile().Stat()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if fi.Size() != int64(len(want)) {
 				t.Errorf("opened a file of %d bytes, want the debug file", fi.Size())
+			}
+			if f.DebugPath() == "" {
+				t.Error("DebugPath() is empty")
 			}
 		})
 	}

@@ -70,60 +70,121 @@ func loadLineTable(ef *elf.File, limit uint64) (lt *lineTable, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
-	fileIdx := map[string]uint32{}
-	var names strings.Builder
-	var nameOffs []uint32
-	var rows []lineRow
+	var c lineCollector
+	if err := c.collect(d); err != nil {
+		return nil, err
+	}
+	return c.table()
+}
+
+// lineCollector gathers the rows of a file's line programs and the names
+// of their source files.
+type lineCollector struct {
+	rows     []lineRow
+	fileIdx  map[string]uint32 // name -> index in nameOffs
+	nameOffs []uint32
+	names    strings.Builder
+}
+
+// collect adds the rows of every compilation unit of d.
+func (c *lineCollector) collect(d *dwarf.Data) error {
+	c.fileIdx = map[string]uint32{}
 	r := d.Reader()
 	for {
 		e, err := r.Next()
 		if err != nil {
-			return nil, fmt.Errorf("read DWARF: %w", err)
+			return fmt.Errorf("read DWARF: %w", err)
 		}
 		if e == nil {
-			break
-		}
-		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
-			r.SkipChildren()
-			continue
+			return nil
 		}
 		r.SkipChildren()
+		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
+			continue
+		}
 		lr, err := d.LineReader(e)
 		if err != nil || lr == nil {
 			continue // a unit without lines, or a malformed one
 		}
-		var le dwarf.LineEntry
-		for {
-			if err := lr.Next(&le); err != nil {
-				if err != io.EOF {
-					rows = append(rows, lineRow{addr: le.Address, file: noFile})
-				}
-				break
-			}
-			row := lineRow{addr: le.Address, file: noFile}
-			if !le.EndSequence && le.File != nil {
-				name := le.File.Name
-				k, ok := fileIdx[name]
-				if !ok {
-					if names.Len() > math.MaxUint32-len(name) {
-						return nil, errors.New("DWARF file names too large")
-					}
-					k = uint32(len(nameOffs))
-					fileIdx[name] = k
-					nameOffs = append(nameOffs, uint32(names.Len()))
-					names.WriteString(path.Clean(name))
-				}
-				row.file = k
-				row.line = uint32(min(max(le.Line, 0), math.MaxUint32))
-			}
-			rows = append(rows, row)
+		if err := c.addUnit(lr); err != nil {
+			return err
 		}
 	}
+}
+
+// addUnit adds the rows of one unit's line program. A malformed program
+// ends its unit's rows.
+func (c *lineCollector) addUnit(lr *dwarf.LineReader) error {
+	var le dwarf.LineEntry
+	for {
+		if err := lr.Next(&le); err != nil {
+			if err != io.EOF {
+				c.rows = append(c.rows, lineRow{addr: le.Address, file: noFile})
+			}
+			return nil
+		}
+		row := lineRow{addr: le.Address, file: noFile}
+		if !le.EndSequence && le.File != nil {
+			k, err := c.file(le.File.Name)
+			if err != nil {
+				return err
+			}
+			row.file = k
+			row.line = uint32(min(max(le.Line, 0), math.MaxUint32))
+		}
+		c.rows = append(c.rows, row)
+	}
+}
+
+// file returns the index of the source file name, adding it on first
+// sight.
+func (c *lineCollector) file(name string) (uint32, error) {
+	if k, ok := c.fileIdx[name]; ok {
+		return k, nil
+	}
+	if c.names.Len() > math.MaxUint32-len(name) {
+		return 0, errors.New("DWARF file names too large")
+	}
+	k := uint32(len(c.nameOffs))
+	c.fileIdx[name] = k
+	c.nameOffs = append(c.nameOffs, uint32(c.names.Len()))
+	c.names.WriteString(path.Clean(name))
+	return k, nil
+}
+
+// table sorts and merges the rows into a compact table, nil when there are
+// none.
+func (c *lineCollector) table() (*lineTable, error) {
+	rows := c.rows
 	if len(rows) == 0 {
 		return nil, nil
 	}
-	// By address; at one address an end of sequence first, so that a
-	// sequence starting where another ends wins, then the later row.
+	sortLineRows(rows)
+	base := rows[0].addr
+	if rows[len(rows)-1].addr-base > math.MaxUint32 {
+		return nil, errors.New("DWARF line table spans more than 4 GiB")
+	}
+	kept := mergeLineRows(rows)
+	lt := &lineTable{
+		base:     base,
+		addrs:    make([]uint32, len(kept)),
+		files:    make([]uint32, len(kept)),
+		lines:    make([]uint32, len(kept)),
+		nameOffs: slices.Clip(c.nameOffs),
+		names:    c.names.String(),
+	}
+	for i, row := range kept {
+		lt.addrs[i] = uint32(row.addr - base)
+		lt.files[i] = row.file
+		lt.lines[i] = row.line
+	}
+	return lt, nil
+}
+
+// sortLineRows sorts rows by address; at one address an end of sequence
+// first, so that a sequence starting where another ends wins, then the
+// later row.
+func sortLineRows(rows []lineRow) {
 	slices.SortStableFunc(rows, func(a, b lineRow) int {
 		if a.addr != b.addr {
 			if a.addr < b.addr {
@@ -140,10 +201,11 @@ func loadLineTable(ef *elf.File, limit uint64) (lt *lineTable, err error) {
 		}
 		return 0
 	})
-	base := rows[0].addr
-	if rows[len(rows)-1].addr-base > math.MaxUint32 {
-		return nil, errors.New("DWARF line table spans more than 4 GiB")
-	}
+}
+
+// mergeLineRows keeps, of sorted rows, the last at each address, and drops
+// rows that repeat the position of the row before. It reuses rows.
+func mergeLineRows(rows []lineRow) []lineRow {
 	kept := rows[:0]
 	for _, row := range rows {
 		if n := len(kept); n > 0 {
@@ -160,20 +222,7 @@ func loadLineTable(ef *elf.File, limit uint64) (lt *lineTable, err error) {
 		}
 		kept = append(kept, row)
 	}
-	lt = &lineTable{
-		base:     base,
-		addrs:    make([]uint32, len(kept)),
-		files:    make([]uint32, len(kept)),
-		lines:    make([]uint32, len(kept)),
-		nameOffs: slices.Clip(nameOffs),
-		names:    names.String(),
-	}
-	for i, row := range kept {
-		lt.addrs[i] = uint32(row.addr - base)
-		lt.files[i] = row.file
-		lt.lines[i] = row.line
-	}
-	return lt, nil
+	return kept
 }
 
 // lookup returns the source position of addr.

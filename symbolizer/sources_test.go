@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -84,7 +85,7 @@ func checkC(t *testing.T, f *File, bin string, lines bool) {
 func TestDebugFileBuildID(t *testing.T) {
 	bin, stripped, debug := splitDebug(t)
 	id := parseFile(t, stripped, DemangleSimple).Info().GNUBuildID
-	p, ok := buildIDPath(id)
+	p, ok := elffile.BuildIDPath(id)
 	if !ok {
 		t.Fatalf("build ID %q", id)
 	}
@@ -96,7 +97,7 @@ func TestDebugFileBuildID(t *testing.T) {
 	if got := parseFile(t, stripped, DemangleSimple).Lookup(off, nil); len(got) != 0 {
 		t.Fatalf("stripped binary named alpha: %+v", got)
 	}
-	f, err := Load(Source{Open: openPath(stripped), Root: root, Path: "/usr/bin/prog"}, Options{LineInfo: true})
+	f, err := Load(elffile.Source{Open: openPath(stripped), Root: root, Path: "/usr/bin/prog"}, Options{LineInfo: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +106,13 @@ func TestDebugFileBuildID(t *testing.T) {
 		t.Errorf("Info() = %+v, want debug file %s with lines", info, p)
 	}
 	// Without line info, names only.
-	f, err = Load(Source{Open: openPath(stripped), Root: root}, Options{})
+	f, err = Load(elffile.Source{Open: openPath(stripped), Root: root}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkC(t, f, bin, false)
 	// Another root has no debug file.
-	f, err = Load(Source{Open: openPath(stripped), Root: t.TempDir()}, Options{LineInfo: true})
+	f, err = Load(elffile.Source{Open: openPath(stripped), Root: t.TempDir()}, Options{LineInfo: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestDebuglink(t *testing.T) {
 	for _, loc := range []string{"opt/app/prog.debug", "opt/app/.debug/prog.debug", "usr/lib/debug/opt/app/prog.debug"} {
 		root := t.TempDir()
 		copyFile(t, debug, filepath.Join(root, loc))
-		f, err := Load(Source{Open: openPath(stripped), Root: root, Path: "/opt/app/prog"}, Options{LineInfo: true})
+		f, err := Load(elffile.Source{Open: openPath(stripped), Root: root, Path: "/opt/app/prog"}, Options{LineInfo: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +154,7 @@ func TestDebuglink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := s.File(trace.FileID{1}, Source{Open: openPath(stripped), Root: root, Path: "/opt/app/prog"})
+	f, err := s.File(trace.FileID{1}, elffile.Source{Open: openPath(stripped), Root: root, Path: "/opt/app/prog"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,20 +168,18 @@ func TestDebuglink(t *testing.T) {
 }
 
 func TestLibcDebugFile(t *testing.T) {
-	if _, err := os.Stat(libcPath); err != nil {
-		t.Skip(err)
-	}
+	libcPath := testenv.Libc(t)
 	id := parseFile(t, libcPath, DemangleSimple).Info().GNUBuildID
-	p, _ := buildIDPath(id)
+	p, _ := elffile.BuildIDPath(id)
 	dbgPath := "/" + p
 	if _, err := os.Stat(dbgPath); err != nil {
-		t.Skipf("libc6-dbg not installed: %v", err)
+		testenv.Missing(t, "libc6-dbg not installed: %v", err)
 	}
 	s, err := New(Options{LineInfo: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := s.File(trace.FileID{7}, Source{Open: openPath(libcPath), Path: libcPath})
+	f, err := s.File(trace.FileID{7}, elffile.Source{Open: openPath(libcPath), Path: libcPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +228,7 @@ func TestLibcDebugFile(t *testing.T) {
 func TestMiniDebugInfo(t *testing.T) {
 	for _, tool := range []string{"objcopy", "xz", "strip"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skip(err)
+			testenv.Missing(t, "%v", err)
 		}
 	}
 	bin := build(t, "gcc", cSource, ".c", "prog", "-O0", "-fno-builtin")
@@ -429,7 +428,7 @@ func TestByteBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := Source{Open: openPath(bin)}
+	src := elffile.Source{Open: openPath(bin)}
 	for i := range 3 {
 		if _, err := s.File(trace.FileID{byte(i + 1)}, src); err != nil {
 			t.Fatal(err)
@@ -477,7 +476,7 @@ func TestDWARFTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := s.File(trace.FileID{1}, Source{Open: openPath(bin)})
+	f, err := s.File(trace.FileID{1}, elffile.Source{Open: openPath(bin)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,7 +490,7 @@ func TestDWARFTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err = s.File(trace.FileID{2}, Source{Open: openPath(bin)})
+	f, err = s.File(trace.FileID{2}, elffile.Source{Open: openPath(bin)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,23 +542,6 @@ func FuzzGoTable(f *testing.F) {
 	})
 }
 
-func FuzzDebuglink(f *testing.F) {
-	f.Add([]byte("prog.debug\x00\x00\x12\x34\x56\x78"))
-	f.Add([]byte("../etc/passwd\x00\x00\x00\x00\x00\x00\x00"))
-	f.Add([]byte("x\x00"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		name, _, err := parseDebuglink(data, binary.LittleEndian)
-		if err != nil {
-			return
-		}
-		for _, p := range debuglinkPaths("/usr/bin/prog", name) {
-			if !filepath.IsLocal(p) {
-				t.Fatalf("debuglink %q gives path %q outside the root", name, p)
-			}
-		}
-	})
-}
-
 // lookupOffsets returns n random offsets in the executable segment of f.
 func lookupOffsets(f *File, n int) []uint64 {
 	var text segment
@@ -596,10 +578,8 @@ func benchmarkLookup(b *testing.B, f *File) {
 }
 
 func BenchmarkLookupLibc(b *testing.B) {
-	if _, err := os.Stat(libcPath); err != nil {
-		b.Skip(err)
-	}
-	f, err := Load(Source{Open: openPath(libcPath), Path: libcPath}, Options{LineInfo: true})
+	libcPath := testenv.Libc(b)
+	f, err := Load(elffile.Source{Open: openPath(libcPath), Path: libcPath}, Options{LineInfo: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -619,12 +599,10 @@ func BenchmarkLookupGo(b *testing.B) {
 }
 
 func BenchmarkLoadLibcDebug(b *testing.B) {
-	if _, err := os.Stat(libcPath); err != nil {
-		b.Skip(err)
-	}
+	libcPath := testenv.Libc(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Load(Source{Open: openPath(libcPath), Path: libcPath}, Options{LineInfo: true}); err != nil {
+		if _, err := Load(elffile.Source{Open: openPath(libcPath), Path: libcPath}, Options{LineInfo: true}); err != nil {
 			b.Fatal(err)
 		}
 	}

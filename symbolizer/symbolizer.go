@@ -11,19 +11,20 @@
 // A File is the compact table of one ELF file. A Symbolizer keeps the
 // tables of recently used files in a cache keyed by FileID and bounded by
 // a byte budget, and loads files on a miss. It knows nothing about
-// processes: the caller says, with a Source, how to open the file (through
-// /proc/PID/map_files or /proc/PID/root) and under which root its debug
-// files are found.
+// processes: the caller says, with an elffile.Source, how to open the file
+// (through /proc/PID/map_files or /proc/PID/root) and under which root its
+// debug files are found. Files are read through elffile, which owns the
+// build IDs, the note parser and the debug file search.
 package symbolizer
 
 import (
 	"container/list"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -87,22 +88,6 @@ func (o *Options) normalize() error {
 	return nil
 }
 
-// Source says how to read a mapped file and where to look for its debug
-// files. For a file of a containerised process, Open goes through
-// /proc/PID/map_files or /proc/PID/root and Root is /proc/PID/root, so
-// that debug files come from the process's file system, not the host's.
-type Source struct {
-	// Open opens the mapped file itself.
-	Open func() (*os.File, error)
-	// Root is the directory debug file paths are resolved under, e.g.
-	// "/proc/1234/root"; "" means "/". Paths cannot escape it, even by
-	// symbolic links.
-	Root string
-	// Path is the mapped file's absolute path as the process sees it; the
-	// .gnu_debuglink rules look in its directory. "" skips them.
-	Path string
-}
-
 // Stats are a Symbolizer's counters since New.
 type Stats struct {
 	// Loads counts attempts to open and parse a file.
@@ -132,9 +117,14 @@ type Stats struct {
 	DWARFErrors uint64
 	// DebugFiles counts loads that used a separate debug file.
 	DebugFiles uint64
-	// DebuglinkMismatches counts debuglink candidates rejected for a
-	// wrong CRC.
+	// DebuglinkMismatches counts loads whose debuglink candidate was
+	// rejected for a wrong CRC.
 	DebuglinkMismatches uint64
+	// DebugFileErrors counts loads that found debug file candidates but
+	// could use none (a wrong build ID or CRC, a file that cannot be
+	// read), DebuglinkMismatches included. The frames of such a file may
+	// lack names or lines a debug file would have given.
+	DebugFileErrors uint64
 	// MiniDebugInfo counts loads that used .gnu_debugdata symbols.
 	MiniDebugInfo uint64
 }
@@ -144,6 +134,7 @@ type Stats struct {
 type counters struct {
 	sectionsSkipped, dwarfSkipped, dwarfErrors     atomic.Uint64
 	debugFiles, debuglinkMismatches, miniDebugInfo atomic.Uint64
+	debugFileErrors                                atomic.Uint64
 }
 
 // Symbolizer keeps the symbol tables of recently used files within a byte
@@ -232,7 +223,7 @@ func (s *Symbolizer) add(id trace.FileID, f *File) {
 // again for every sample, and returns that table with the error; later
 // calls return the empty table without error. A table larger than
 // Options.MaxBytes is replaced by an empty one the same way.
-func (s *Symbolizer) File(id trace.FileID, src Source) (*File, error) {
+func (s *Symbolizer) File(id trace.FileID, src elffile.Source) (*File, error) {
 	s.mu.Lock()
 	if f, ok := s.get(id); ok {
 		s.mu.Unlock()
@@ -264,13 +255,13 @@ func (s *Symbolizer) File(id trace.FileID, src Source) (*File, error) {
 // load opens and parses one file. It returns a nil File when the file
 // cannot be opened, and an empty one when it cannot be parsed or its
 // table is over the budget.
-func (s *Symbolizer) load(src Source) (*File, error) {
+func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 	s.loads.Add(1)
 	ld := &loader{opts: s.opts, ctr: &s.ctr}
-	f, err := ld.load(src)
+	f, opened, err := ld.load(src)
 	if err != nil {
 		s.loadErrors.Add(1)
-		if ld.opened {
+		if opened {
 			return &File{mode: s.opts.Demangle}, err
 		}
 		return nil, err
@@ -302,5 +293,6 @@ func (s *Symbolizer) Stats() Stats {
 		DebugFiles:          s.ctr.debugFiles.Load(),
 		DebuglinkMismatches: s.ctr.debuglinkMismatches.Load(),
 		MiniDebugInfo:       s.ctr.miniDebugInfo.Load(),
+		DebugFileErrors:     s.ctr.debugFileErrors.Load(),
 	}
 }

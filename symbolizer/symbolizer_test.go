@@ -12,10 +12,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/trace"
 )
-
-const libcPath = "/lib/x86_64-linux-gnu/libc.so.6"
 
 const cSource = `
 #include <stdio.h>
@@ -64,12 +64,12 @@ func run(tb testing.TB, dir, name string, args ...string) {
 	}
 }
 
-// build compiles source with compiler (gcc or g++) into dir/out, skipping
-// the test when the compiler is missing.
+// build compiles source with compiler (gcc or g++) into dir/out
+// (testenv.Missing without the compiler).
 func build(tb testing.TB, compiler, source, ext, out string, flags ...string) string {
 	tb.Helper()
 	if _, err := exec.LookPath(compiler); err != nil {
-		tb.Skipf("%s not found", compiler)
+		testenv.Missing(tb, "%s not found", compiler)
 	}
 	dir := tb.TempDir()
 	src := filepath.Join(dir, "prog"+ext)
@@ -285,9 +285,7 @@ func TestParseDemangleMode(t *testing.T) {
 }
 
 func TestParseLibc(t *testing.T) {
-	if _, err := os.Stat(libcPath); err != nil {
-		t.Skip(err)
-	}
+	libcPath := testenv.Libc(t)
 	f := parseFile(t, libcPath, DemangleSimple)
 	for _, name := range []string{"qsort", "malloc", "free", "memcpy"} {
 		off, size := symbolOffset(t, libcPath, name, true)
@@ -307,10 +305,7 @@ func TestParseLibc(t *testing.T) {
 }
 
 func TestParseGo(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip(err)
-	}
+	goTool := testenv.GoTool()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.22\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -359,9 +354,7 @@ func TestParseBad(t *testing.T) {
 			t.Errorf("Parse(%q) error = %v, want a clear error", data, err)
 		}
 	}
-	if _, err := os.Stat(libcPath); err != nil {
-		t.Skip(err)
-	}
+	libcPath := testenv.Libc(t)
 	data, err := os.ReadFile(libcPath)
 	if err != nil {
 		t.Fatal(err)
@@ -386,8 +379,8 @@ func TestParseBad(t *testing.T) {
 }
 
 // countingOpen returns a Source for path whose Open counts its calls.
-func countingOpen(path string, calls *int, mu *sync.Mutex) Source {
-	return Source{Open: func() (*os.File, error) {
+func countingOpen(path string, calls *int, mu *sync.Mutex) elffile.Source {
+	return elffile.Source{Open: func() (*os.File, error) {
 		mu.Lock()
 		*calls++
 		mu.Unlock()
@@ -440,7 +433,7 @@ func TestSymbolizer(t *testing.T) {
 	}
 
 	// A file that cannot be opened is not cached.
-	failOpen := Source{Open: func() (*os.File, error) { return nil, os.ErrPermission }}
+	failOpen := elffile.Source{Open: func() (*os.File, error) { return nil, os.ErrPermission }}
 	for range 2 {
 		if f, err := s.File(idB, failOpen); f != nil || !errors.Is(err, os.ErrPermission) {
 			t.Errorf("File(unopenable) = %v, %v", f, err)
@@ -558,9 +551,7 @@ func offsetOf(tb testing.TB, path string, vaddr uint64) uint64 {
 }
 
 func BenchmarkParseLibc(b *testing.B) {
-	if _, err := os.Stat(libcPath); err != nil {
-		b.Skip(err)
-	}
+	libcPath := testenv.Libc(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		parseFile(b, libcPath, DemangleSimple)

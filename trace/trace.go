@@ -139,6 +139,28 @@ type TraceMeta struct {
 	ExecutablePath string
 	// ProcessName is the process's name (the main thread's comm).
 	ProcessName string
+	// Process is what else is known of the process, read once per
+	// process (and again after an exec), or nil when nothing is. The
+	// tracer shares one ProcessMeta between the traces of a process and
+	// never changes it: a change is a new ProcessMeta.
+	Process *ProcessMeta
+}
+
+// ProcessMeta describes a process for the resource its samples are
+// exported under. Empty fields are unknown.
+type ProcessMeta struct {
+	// ContainerID is the ID of the container the process runs in, from
+	// its cgroup (container.id).
+	ContainerID string
+	// PodUID is the UID of the Kubernetes pod the process runs in, from
+	// its cgroup (k8s.pod.uid).
+	PodUID string
+	// ServiceName is the service name the process's own environment sets
+	// (OTEL_SERVICE_NAME, or service.name in OTEL_RESOURCE_ATTRIBUTES).
+	ServiceName string
+	// RuntimeName is the process's runtime (process.runtime.name):
+	// "cpython" for a Python interpreter, "go" for a Go executable.
+	RuntimeName string
 }
 
 // SourceFileID derives a FileID for a source file of an interpreted

@@ -47,7 +47,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 	t := &Tracer{
 		cfg:       Config{Reporter: rep, Symbolizer: syms, Kernel: kern},
 		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		proc:      procFS{root: "/proc"},
+		proc:      newProcFS("/proc", slog.New(slog.NewTextHandler(io.Discard, nil))),
 		processes: make(map[uint32]*process),
 		exited:    newExited(),
 		files:     files,

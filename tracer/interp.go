@@ -3,7 +3,6 @@ package tracer
 import (
 	"errors"
 	"io/fs"
-	"os"
 
 	"github.com/cilium/ebpf"
 
@@ -30,12 +29,14 @@ func (t *Tracer) attachInterpreter(p *process) {
 		if m.key == (fileKey{}) {
 			continue
 		}
-		fi := t.file(p, m)
+		fi := t.file(p, m, nil)
 		if fi == nil {
 			continue
 		}
 		if !fi.interpChecked {
-			fi.interp, fi.interpChecked = t.detectInterpreter(p, m)
+			mf := t.mappedFile(p, m)
+			t.setInterpreter(fi, p, m, mf)
+			mf.close()
 		}
 		if fi.interp == nil {
 			continue
@@ -49,7 +50,7 @@ func (t *Tracer) attachInterpreter(p *process) {
 		if !t.putInterpreter(p, inst) {
 			return
 		}
-		p.interp = inst
+		p.interp, p.interpRuntime = inst, fi.runtime
 		t.stats.interpProcesses.Add(1)
 		return
 	}
@@ -71,16 +72,37 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	return true
 }
 
-// detectInterpreter asks each runtime whether m's file is its interpreter.
-// It reports whether the answer holds for the file: not when the file could
-// not be opened (the process exited or exec'd meanwhile), so the next
-// process mapping it asks again.
-func (t *Tracer) detectInterpreter(p *process, m *mapping) (interpreter.Loader, bool) {
-	f := interpreter.File{Path: m.path, Open: func() (*os.File, error) { return t.proc.openMapped(p.pid, m) }}
+// checkInterpreter finds out, once per file, whether m's file is an
+// interpreter, reading it through mf.
+func (t *Tracer) checkInterpreter(p *process, m *mapping, mf *mappedFile) {
+	if len(t.cfg.Interpreters) == 0 || m.key == (fileKey{}) {
+		return
+	}
+	if fi := t.file(p, m, mf); fi != nil && !fi.interpChecked {
+		t.setInterpreter(fi, p, m, mf)
+	}
+}
+
+// setInterpreter records in fi whether m's file is an interpreter, and
+// the runtime's name when it is.
+func (t *Tracer) setInterpreter(fi *fileInfo, p *process, m *mapping, mf *mappedFile) {
+	var name string
+	fi.interp, name, fi.interpChecked = t.detectInterpreter(p, m, mf)
+	if fi.interp != nil {
+		fi.runtime = name
+	}
+}
+
+// detectInterpreter asks each runtime whether m's file, read through mf, is
+// its interpreter, and returns the runtime's name with its loader. It reports whether the answer holds for the file: not
+// when the file could not be opened (the process exited or exec'd
+// meanwhile), so the next process mapping it asks again.
+func (t *Tracer) detectInterpreter(p *process, m *mapping, mf *mappedFile) (interpreter.Loader, string, bool) {
+	f := interpreter.File{Path: m.path, ELF: mf.elf}
 	for _, rt := range t.cfg.Interpreters {
 		l, err := rt.Detect(f)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, false
+			return nil, "", false
 		}
 		if err != nil {
 			t.stats.interpErrors.Add(1)
@@ -88,10 +110,10 @@ func (t *Tracer) detectInterpreter(p *process, m *mapping) (interpreter.Loader, 
 			continue
 		}
 		if l != nil {
-			return l, true
+			return l, rt.Name(), true
 		}
 	}
-	return nil, true
+	return nil, "", true
 }
 
 // detachInterpreter forgets p's interpreter, in eBPF too.
@@ -99,7 +121,7 @@ func (t *Tracer) detachInterpreter(p *process) {
 	if p.interp == nil {
 		return
 	}
-	p.interp = nil
+	p.interp, p.interpRuntime = nil, ""
 	t.stats.interpProcesses.Add(-1)
 	if t.objs.InterpProcs == nil {
 		return

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
+	"github.com/stackline-dev/stackline/tracer/procmeta"
 )
 
 // mapping is an executable mapping of a process.
@@ -55,12 +58,31 @@ type process struct {
 	interp interpreter.Instance
 	// exited is when its exit record was read.
 	exited time.Time
+	// meta is what the traces of the process carry besides its
+	// executable and name: read from /proc once (metaRead) after the
+	// first read of its mappings, completed with its runtime at each
+	// sync. It is shared with the reporter, so it is replaced, never
+	// changed.
+	meta     *trace.ProcessMeta
+	metaRead bool
+	// interpRuntime is the process.runtime.name of interp.
+	interpRuntime string
 }
 
 // procFS reads the parts of /proc the tracer needs, under a configurable
 // root so tests can point it at fixtures.
 type procFS struct {
 	root string
+	// meta reads the processes' cgroup and environment; it is owned by
+	// the Run goroutine, as procFS is.
+	meta *procmeta.Reader
+	log  *slog.Logger
+}
+
+// newProcFS returns a procFS of the proc file system mounted at root, which
+// logs what it could not read of a process to log at debug level.
+func newProcFS(root string, log *slog.Logger) procFS {
+	return procFS{root: root, meta: procmeta.NewReader(root), log: log}
 }
 
 func (p procFS) path(pid uint32, rest ...string) string {
@@ -98,12 +120,44 @@ func (p procFS) readProcess(proc *process) error {
 	})
 	// Kernel threads have no executable; readlink fails with ENOENT.
 	if exe, err := os.Readlink(p.path(proc.pid, "exe")); err == nil {
-		proc.executablePath = strings.TrimSuffix(exe, " (deleted)")
+		proc.executablePath = procmaps.TrimDeleted(exe)
 	}
 	if comm, err := os.ReadFile(p.path(proc.pid, "comm")); err == nil {
 		proc.name = strings.TrimSpace(string(comm))
 	}
+	if !proc.metaRead && proc.executablePath != "" {
+		p.readMeta(proc)
+	}
 	return nil
+}
+
+// readMeta reads what proc's cgroup and environment say of it, once (and
+// again after an exec, which makes proc anew). What cannot be read, as of
+// a process that exits meanwhile, is left out of its metadata and logged;
+// its samples are reported all the same. Kernel threads have neither.
+func (p procFS) readMeta(proc *process) {
+	proc.metaRead = true
+	found, err := p.meta.Read(proc.pid)
+	if err != nil {
+		p.log.Debug("read process metadata", "pid", proc.pid, "error", err)
+	}
+	m := trace.ProcessMeta{ContainerID: found.ID, PodUID: found.PodUID, ServiceName: found.ServiceName}
+	if proc.meta != nil {
+		m.RuntimeName = proc.meta.RuntimeName
+	}
+	proc.meta = &m
+}
+
+// setRuntime records proc's process.runtime.name.
+func (proc *process) setRuntime(name string) {
+	switch {
+	case proc.meta == nil && name != "":
+		proc.meta = &trace.ProcessMeta{RuntimeName: name}
+	case proc.meta != nil && proc.meta.RuntimeName != name:
+		m := *proc.meta
+		m.RuntimeName = name
+		proc.meta = &m
+	}
 }
 
 // readMaps reads the executable mappings of a maps file.
@@ -150,12 +204,17 @@ func (p procFS) openMapped(pid uint32, m *mapping) (*os.File, error) {
 	if err == nil {
 		return f, nil
 	}
-	path := strings.TrimSuffix(m.path, " (deleted)")
+	path := procmaps.TrimDeleted(m.path)
 	f, err2 := os.Open(p.path(pid, "root", path))
 	if err2 != nil {
 		return nil, fmt.Errorf("open %s of process %d: %w", m.path, pid, errors.Join(err, err2))
 	}
 	return f, nil
+}
+
+// isExecutable reports whether m maps proc's executable.
+func (proc *process) isExecutable(m *mapping) bool {
+	return proc.executablePath != "" && strings.TrimSuffix(m.path, " (deleted)") == proc.executablePath
 }
 
 // find returns the mapping containing addr, or nil.

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bufio"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -29,7 +30,7 @@ func TestReadProcessLeaderExited(t *testing.T) {
 	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
-	fs := procFS{root: "/proc"}
+	fs := newProcFS("/proc", slog.Default())
 	pid := uint32(cmd.Process.Pid)
 	// Wait for the leader to become a zombie: its own maps empty.
 	for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {

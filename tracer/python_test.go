@@ -103,17 +103,13 @@ func describePython(frames []userFrame) string {
 // interpreterExe matches the executable of a CPython interpreter.
 var interpreterExe = regexp.MustCompile(`^python3\.[0-9]+$`)
 
-// pythons are the interpreters the tests run: the python3 on PATH, the
-// system's, and each pyenv version here.
+// pythons are the interpreters the tests run: the python3 on PATH (which
+// may be a pyenv shim, a script that execs python3.X), the system's, and
+// each pyenv version here (testenv.Pythons).
 func pythons(t *testing.T) map[string]string {
-	out := map[string]string{"python3 on PATH": "python3", "/usr/bin/python3.11": "/usr/bin/python3.11"}
-	for _, minor := range []int{8, 9, 10, 12, 13} {
-		py := testenv.PyenvPython(minor)
-		if py == "" {
-			t.Errorf("pyenv python3.%d not found", minor)
-			continue
-		}
-		out[fmt.Sprintf("pyenv 3.%d", minor)] = py
+	out := map[string]string{"python3 on PATH": "python3"}
+	for _, py := range testenv.Pythons(t, 8, 13) {
+		out[py.Name] = py.Path
 	}
 	return out
 }
@@ -181,7 +177,7 @@ func TestPythonCallsC(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []pyFrame{{"digest", []int64{4}}, {"loop", []int64{9}}, {"<module>", []int64{11}}}
-	traces, _ := sampleCommand(t, exec.Command("/usr/bin/python3.11", script), 3*time.Second, python.Runtime{})
+	traces, _ := sampleCommand(t, exec.Command(testenv.SystemPython(t).Path, script), 3*time.Second, python.Runtime{})
 	if len(traces) < 200 {
 		t.Fatalf("only %d traces", len(traces))
 	}
@@ -223,9 +219,10 @@ func TestPythonShortLived(t *testing.T) {
 	if err := os.WriteFile(script, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	loop := "for i in $(seq 30); do /usr/bin/python3.11 " + script + "; done"
+	py := testenv.SystemPython(t).Path
+	loop := "for i in $(seq 30); do " + py + " " + script + "; done"
 	cmd := exec.Command("/bin/sh", "-c", loop)
-	traces, _ := sampleTraces(t, cmd, 4*time.Second, func(m trace.TraceMeta) bool { return m.Comm == "python3.11" }, python.Runtime{})
+	traces, _ := sampleTraces(t, cmd, 4*time.Second, func(m trace.TraceMeta) bool { return m.Comm == filepath.Base(py) }, python.Runtime{})
 	var named, total int
 	for _, frames := range traces {
 		for _, f := range frames {

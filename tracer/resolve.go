@@ -1,13 +1,9 @@
 package tracer
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -59,6 +55,7 @@ func (t *Tracer) handleTrace(rec *record) {
 	}
 	meta.ExecutablePath = proc.executablePath
 	meta.ProcessName = proc.name
+	meta.Process = proc.meta
 	if meta.ProcessName == "" {
 		meta.ProcessName = rec.comm
 	}
@@ -112,12 +109,9 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	if m.key == (fileKey{}) {
 		return t.specialFrame(m, addr)
 	}
-	fi := t.file(proc, m)
+	fi := t.file(proc, m, nil)
 	if fi == nil {
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
-	}
-	if !fi.described {
-		t.describe(fi, proc, m)
 	}
 	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}
 	if fi.isGo {
@@ -126,7 +120,12 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	r := t.cfg.Reporter
 	if !r.FrameKnown(id) {
 		var info trace.FrameInfo
-		if sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m)); err == nil {
+		sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m, fi))
+		if err != nil {
+			// Only the load that failed returns the error: once per file.
+			t.log.Debug("no symbols", "pid", proc.pid, "path", m.path, "error", err)
+		}
+		if sf != nil {
 			info.Lines = sf.Lookup(id.Addr, nil)
 		}
 		r.FrameMetadata(id, info)
@@ -157,61 +156,21 @@ func (t *Tracer) specialFrame(m *mapping, addr uint64) trace.FrameID {
 	return id
 }
 
-// file returns the identity of the file behind m, computing it on first
-// sight of the file.
-func (t *Tracer) file(proc *process, m *mapping) *fileInfo {
-	if fi, ok := t.files.Get(m.key); ok {
-		return fi
+// processRuntime returns p's process.runtime.name: its interpreter's
+// runtime, else go for a Go executable, else "".
+func (t *Tracer) processRuntime(p *process) string {
+	if p.interp != nil {
+		return p.interpRuntime
 	}
-	fi, err := t.identify(proc, m)
-	if err != nil {
-		t.stats.fileErrors.Add(1)
-		t.log.Debug("identify mapped file", "pid", proc.pid, "path", m.path, "error", err)
-		return nil
+	for i := range p.mappings {
+		m := &p.mappings[i]
+		if m.key == (fileKey{}) || !p.isExecutable(m) {
+			continue
+		}
+		if fi, ok := t.files.Peek(m.key); ok && fi.isGo {
+			return semconv.RuntimeGo
+		}
+		break
 	}
-	t.files.Add(m.key, fi)
-	return fi
-}
-
-func (t *Tracer) identify(proc *process, m *mapping) (*fileInfo, error) {
-	f, err := t.proc.openMapped(proc.pid, m)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", m.path, err)
-	}
-	id, err := trace.FileIDFromReader(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", m.path, err)
-	}
-	return &fileInfo{id: id, exec: trace.ExecutableInfo{FileName: filepath.Base(strings.TrimSuffix(m.path, " (deleted)"))}}, nil
-}
-
-// describe completes fi with what the symbolizer reads of the file (build
-// IDs, whether it is Go). It waits for the file's first frame: most mapped
-// files are identified for their unwind tables only, and never sampled.
-func (t *Tracer) describe(fi *fileInfo, proc *process, m *mapping) {
-	fi.described = true
-	sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m))
-	if err != nil {
-		return
-	}
-	info := sf.Info()
-	fi.isGo = info.IsGo
-	fi.exec.GNUBuildID = info.GNUBuildID
-	fi.exec.GoBuildID = info.GoBuildID
-}
-
-// source tells the symbolizer how to reach a mapped file and its debug
-// files the way the process sees them: the file through map_files, debug
-// files under the process's root, so containers get their own.
-func (t *Tracer) source(proc *process, m *mapping) symbolizer.Source {
-	return symbolizer.Source{
-		Open: func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) },
-		Root: t.proc.path(proc.pid, "root"),
-		Path: strings.TrimSuffix(m.path, " (deleted)"),
-	}
+	return ""
 }

@@ -1,10 +1,8 @@
 package tracer
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -12,8 +10,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
-	"github.com/stackline-dev/stackline/symbolizer"
 )
 
 // Timing of process syncs (giving the eBPF unwinder a process's mappings
@@ -72,10 +70,15 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 	for i := range p.mappings {
 		m := &p.mappings[i]
 		e := progs.StacklineExecMapping{Start: m.start, End: m.end, Bias: m.start - m.offset}
-		if tb := t.mappingTable(p, m, now); tb != nil {
+		// The file is opened and parsed once, if at all, for its
+		// identity, its table and whether it is an interpreter.
+		mf := t.mappedFile(p, m)
+		if tb := t.mappingTable(p, m, mf, now); tb != nil {
 			p.tables = append(p.tables, tb)
 			e.Table, e.NumRows = tb.key, tb.rows
 		}
+		t.checkInterpreter(p, m, mf)
+		mf.close()
 		entries = append(entries, e)
 	}
 	// Release after acquiring, so tables the old and new mappings share
@@ -84,6 +87,7 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 		t.tables.release(tb, now)
 	}
 	t.attachInterpreter(p)
+	p.setRuntime(t.processRuntime(p))
 	if len(entries) > maxMappings {
 		// The eBPF binary search covers this many; the rest (the
 		// highest addresses) are unwound as if unmapped.
@@ -98,8 +102,9 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 }
 
 // mappingTable returns the unwind table for m, acquired for p, or nil when
-// m has none (anonymous or JIT code).
-func (t *Tracer) mappingTable(p *process, m *mapping, now time.Time) *unwindTable {
+// m has none (anonymous or JIT code). A table not loaded yet is built from
+// mf.
+func (t *Tracer) mappingTable(p *process, m *mapping, mf *mappedFile, now time.Time) *unwindTable {
 	if m.key == (fileKey{}) {
 		if m.path == "[vdso]" && t.vdso != nil {
 			t.vdso.refs++
@@ -107,25 +112,19 @@ func (t *Tracer) mappingTable(p *process, m *mapping, now time.Time) *unwindTabl
 		}
 		return nil
 	}
-	fi := t.file(p, m)
+	fi := t.file(p, m, mf)
 	if fi == nil {
 		return nil
 	}
 	src := tableSource{
-		open: func() (io.ReaderAt, io.Closer, error) {
-			f, err := t.proc.openMapped(p.pid, m)
-			return f, f, err
-		},
-		openDebug: func(r io.ReaderAt) (io.ReaderAt, io.Closer) {
-			ef, err := elf.NewFile(r)
-			if err != nil {
-				return nil, nil
+		open: func() (f, debug *elffile.File, err error) {
+			if f, err = mf.elf(); err != nil {
+				return nil, nil, err
 			}
-			f, err := symbolizer.OpenDebugFile(t.source(p, m), ef)
-			if err != nil || f == nil {
-				return nil, nil
-			}
-			return f, f
+			debug = mf.debug()
+			// The symbolizer looks there first when it loads the file.
+			fi.debugPath = f.DebugPath()
+			return f, debug, nil
 		},
 	}
 	return t.tables.acquire(fi.id, m.key, fi.exec.FileName, src, now)

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/nativeunwind"
@@ -152,11 +152,11 @@ func newTableStore(outer, byFile *ebpf.Map, maxBytes uint64, log *slog.Logger) *
 	}
 }
 
-// tableSource opens a mapped file and, when it has one, its separate debug
-// file (whose .debug_frame may cover what .eh_frame does not).
+// tableSource gives a mapped file and, when it has one, its separate debug
+// file (whose .debug_frame may cover what .eh_frame does not), opened by
+// the caller of acquire, who closes them.
 type tableSource struct {
-	open      func() (io.ReaderAt, io.Closer, error)
-	openDebug func(r io.ReaderAt) (io.ReaderAt, io.Closer)
+	open func() (f, debug *elffile.File, err error)
 }
 
 // acquire returns the table of file id, mapped as file, building and
@@ -242,17 +242,9 @@ func (s *tableStore) load(id trace.FileID, name string, src tableSource, now tim
 }
 
 func (s *tableStore) build(src tableSource) ([]uint64, nativeunwind.Source, error) {
-	f, closer, err := src.open()
+	f, debug, err := src.open()
 	if err != nil {
 		return nil, 0, err
-	}
-	defer closer.Close()
-	var debug io.ReaderAt
-	if src.openDebug != nil {
-		var c io.Closer
-		if debug, c = src.openDebug(f); c != nil {
-			defer c.Close()
-		}
 	}
 	maxRows := min(s.maxBytes/rowBytes, maxTableRows)
 	tab, err := nativeunwind.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})

@@ -105,12 +105,16 @@ type fileInfo struct {
 	id   trace.FileID
 	isGo bool
 	exec trace.ExecutableInfo
-	// described says isGo and the build IDs of exec have been read.
-	described bool
+	// debugPath is where, under the root of the process it was built
+	// for, the debug file of the file's unwind table was found, or "".
+	debugPath string
 	// interp is the runtime whose interpreter the file is, once
 	// interpChecked; nil for most files.
 	interp        interpreter.Loader
 	interpChecked bool
+	// runtime is the process.runtime.name of the processes whose
+	// interpreter (interp) the file is.
+	runtime string
 }
 
 // Tracer samples the system. Create it with New, run it with Run, release
@@ -154,7 +158,7 @@ type Tracer struct {
 type tracerStats struct {
 	traces, events, decodeErrors, mapsReads, mapsErrors   atomic.Uint64
 	unknownMappings, unknownKernel, fileErrors, processes atomic.Uint64
-	syncs, syncErrors                                     atomic.Uint64
+	syncs, syncErrors, debugFileErrors                    atomic.Uint64
 	firstSampleUnixNS                                     atomic.Int64
 	// Published by the Run goroutine from the table store.
 	tablesLoaded, tableBytes, processBytes   atomic.Uint64
@@ -220,7 +224,7 @@ func New(cfg Config) (*Tracer, error) {
 		exited:    newExited(),
 		cfg:       cfg,
 		log:       log,
-		proc:      procFS{root: cfg.ProcRoot},
+		proc:      newProcFS(cfg.ProcRoot, log),
 		processes: make(map[uint32]*process),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
@@ -508,6 +512,9 @@ type Stats struct {
 	UnknownKernel uint64
 	// FileErrors counts mapped files that could not be opened or hashed.
 	FileErrors uint64
+	// DebugFileErrors counts files whose debug file exists but could not
+	// be used (a wrong build ID or CRC, unreadable), logged once each.
+	DebugFileErrors uint64
 	// Processes is the number of processes tracked now.
 	Processes uint64
 	// NoMapping, NoCFI, NotReady and BadFrame count user stacks the eBPF
@@ -624,6 +631,7 @@ func (t *Tracer) Stats() Stats {
 		UnknownMappings:       t.stats.unknownMappings.Load(),
 		UnknownKernel:         t.stats.unknownKernel.Load(),
 		FileErrors:            t.stats.fileErrors.Load(),
+		DebugFileErrors:       t.stats.debugFileErrors.Load(),
 		Processes:             t.stats.processes.Load(),
 		SamplingStarted:       t.started,
 		FirstSample:           unixNano(t.stats.firstSampleUnixNS.Load()),

@@ -267,10 +267,7 @@ func TestUnwindGoLeaf(t *testing.T) {
 // libpython down to the process entry.
 func TestUnwindPython(t *testing.T) {
 	testenv.RequireBPF(t)
-	py := "/usr/bin/python3.11"
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("%s: %v", py, err)
-	}
+	py := testenv.SystemPython(t).Path
 	script := "x = 0\nwhile True:\n    x = (x * 31 + 7) % 1000003\n    d = {i: str(i) for i in range(50)}\n"
 	traces, _ := sampleCommand(t, exec.Command(py, "-c", script), 5*time.Second)
 	if len(traces) < 200 {

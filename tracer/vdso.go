@@ -3,10 +3,10 @@ package tracer
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
@@ -60,8 +60,9 @@ func (t *Tracer) loadVDSO() {
 		t.log.Warn("no vdso unwind table", "error", err)
 		return
 	}
-	src := tableSource{open: func() (io.ReaderAt, io.Closer, error) {
-		return bytes.NewReader(img), io.NopCloser(nil), nil
+	src := tableSource{open: func() (*elffile.File, *elffile.File, error) {
+		f, err := elffile.NewReader(bytes.NewReader(img))
+		return f, nil, err
 	}}
 	tb := t.tables.acquire(id, fileKey{}, "[vdso]", src, time.Now())
 	tb.permanent = true

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -37,59 +38,23 @@ func main() {
 }
 
 func run(args []string) int {
-	cfg := agent.DefaultConfig()
-	cfg.Version = version
-	fs := flag.NewFlagSet("stackline", flag.ContinueOnError)
-	fs.IntVar(&cfg.SamplesPerSecond, "samples-per-second", cfg.SamplesPerSecond, "samples per second per CPU (1..1000)")
-	fs.DurationVar(&cfg.ReporterInterval, "reporter-interval", cfg.ReporterInterval, "how often a profile is exported (1s..1h)")
-	fs.IntVar(&cfg.FrameCacheSize, "frame-cache-size", cfg.FrameCacheSize, "frames whose names are cached")
-	fs.IntVar(&cfg.ExecutableCacheSize, "executable-cache-size", cfg.ExecutableCacheSize, "executables whose metadata is cached")
-	fs.IntVar(&cfg.SymbolCacheSize, "symbol-cache-size", cfg.SymbolCacheSize, "files whose symbol tables are held")
-	fs.Int64Var(&cfg.SymbolCacheBytes, "symbol-cache-bytes", cfg.SymbolCacheBytes, "total bytes of symbol tables held (1MiB..16GiB)")
-	fs.BoolVar(&cfg.NoLineInfo, "no-line-info", cfg.NoLineInfo, "do not read DWARF line tables (file:line of C, C++ and Rust frames)")
-	fs.Int64Var(&cfg.MaxDWARFBytes, "max-dwarf-bytes", cfg.MaxDWARFBytes, "largest DWARF read for one file's line table; larger files are named without file:line (0: none)")
-	fs.IntVar(&cfg.MaxStackDepth, "max-stack-depth", cfg.MaxStackDepth, "user frames per stack (1..128)")
-	fs.Int64Var(&cfg.MaxUnwindTableBytes, "max-unwind-table-bytes", cfg.MaxUnwindTableBytes, "kernel memory for the unwind tables of all mapped files (0..16GiB; 0: frame pointers only)")
-	fs.BoolVar(&cfg.NoPython, "no-python", cfg.NoPython, "do not unwind and name Python frames (CPython 3.8-3.13)")
-	fs.IntVar(&cfg.RingBufferSize, "ring-buffer-size", cfg.RingBufferSize, "eBPF ring buffer bytes (power of two, 64KiB..1GiB); 0 sizes it from the rate and CPU count")
-	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP/gRPC endpoint host:port; empty writes local files to --output-dir")
-	fs.BoolVar(&cfg.DisableTLS, "disable-tls", cfg.DisableTLS, "send to --collection-agent without TLS")
-	fs.IntVar(&cfg.SendQueueSize, "send-queue-size", cfg.SendQueueSize, "exports held while the backend is unreachable")
-	fs.DurationVar(&cfg.ExportTimeout, "export-timeout", cfg.ExportTimeout, "timeout of one export RPC")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "time allowed for the final flush on SIGTERM/SIGINT")
-	fs.StringVar(&cfg.OutputDir, "output-dir", cfg.OutputDir, "directory for pprof and folded files when no endpoint is set")
-	fs.StringVar(&cfg.HostName, "host-name", cfg.HostName, "host.name resource attribute (default: the hostname)")
-	fs.StringVar(&cfg.ServiceName, "service-name", cfg.ServiceName, "service.name resource attribute (default: unknown_service:<executable>)")
-	fs.StringVar(&cfg.Demangle, "demangle", cfg.Demangle, "C++/Rust demangling: none, simple or full")
-	fs.StringVar(&cfg.MetricsAddress, "metrics-address", cfg.MetricsAddress, "serve Prometheus self-metrics at http://ADDRESS/metrics (e.g. 127.0.0.1:9464)")
-	fs.StringVar(&cfg.ProcRoot, "proc-root", cfg.ProcRoot, "where proc is mounted")
-	fs.StringVar(&cfg.SysRoot, "sys-root", cfg.SysRoot, "where sysfs is mounted")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: stackline [flags]\n\nEvery flag can also be set by an environment variable: STACKLINE_ and the\nflag's name in upper case with - as _ (e.g. STACKLINE_COLLECTION_AGENT).\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := applyEnv(fs); err != nil {
+	opts, err := parse(args, os.LookupEnv, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errReported):
+		return 2
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "stackline:", err)
 		return 2
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "stackline: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *showVersion {
+	cfg := opts.cfg
+	if opts.showVersion {
 		fmt.Println("stackline", version)
 		return 0
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(opts.logLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "stackline: --log-level: %v\n", err)
 		return 2
 	}
@@ -107,7 +72,15 @@ func run(args []string) int {
 		return 1
 	}
 	if cfg.CollectionAgent != "" {
-		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "tls", !cfg.DisableTLS)
+		protocol := cfg.OTLPProtocol
+		if protocol == "" {
+			protocol = agent.ProtocolGRPC
+			if strings.Contains(cfg.CollectionAgent, "://") {
+				protocol = agent.ProtocolHTTP
+			}
+		}
+		cfg.Logger.Info("profiling", "collection_agent", cfg.CollectionAgent, "protocol", protocol,
+			"disable_tls", cfg.DisableTLS, "headers", len(cfg.OTLPHeaders))
 	} else {
 		cfg.Logger.Info("profiling", "output_dir", cfg.OutputDir)
 	}
@@ -118,17 +91,120 @@ func run(args []string) int {
 	return 0
 }
 
+// options is what the command line and the environment ask for.
+type options struct {
+	cfg         agent.Config
+	logLevel    string
+	showVersion bool
+}
+
+// errReported is returned by parse for an error the flag package has
+// already printed with the usage.
+var errReported = errors.New("invalid command line")
+
+// parse reads the configuration from args and from the environment through
+// lookup: flags win over STACKLINE_* variables, which win over the OTEL_*
+// ones. It returns flag.ErrHelp for -h.
+func parse(args []string, lookup func(string) (string, bool), output io.Writer) (options, error) {
+	cfg := agent.DefaultConfig()
+	cfg.Version = version
+	fs := flag.NewFlagSet("stackline", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.IntVar(&cfg.SamplesPerSecond, "samples-per-second", cfg.SamplesPerSecond, "samples per second per CPU (1..1000)")
+	fs.DurationVar(&cfg.ReporterInterval, "reporter-interval", cfg.ReporterInterval, "how often a profile is exported (1s..1h)")
+	fs.IntVar(&cfg.FrameCacheSize, "frame-cache-size", cfg.FrameCacheSize, "frames whose names are cached")
+	fs.IntVar(&cfg.ExecutableCacheSize, "executable-cache-size", cfg.ExecutableCacheSize, "executables whose metadata is cached")
+	fs.IntVar(&cfg.SymbolCacheSize, "symbol-cache-size", cfg.SymbolCacheSize, "files whose symbol tables are held")
+	fs.Int64Var(&cfg.SymbolCacheBytes, "symbol-cache-bytes", cfg.SymbolCacheBytes, "total bytes of symbol tables held (1MiB..16GiB)")
+	fs.BoolVar(&cfg.NoLineInfo, "no-line-info", cfg.NoLineInfo, "do not read DWARF line tables (file:line of C, C++ and Rust frames)")
+	fs.Int64Var(&cfg.MaxDWARFBytes, "max-dwarf-bytes", cfg.MaxDWARFBytes, "largest DWARF read for one file's line table; larger files are named without file:line (0: none)")
+	fs.IntVar(&cfg.MaxStackDepth, "max-stack-depth", cfg.MaxStackDepth, "user frames per stack (1..128)")
+	fs.Int64Var(&cfg.MaxUnwindTableBytes, "max-unwind-table-bytes", cfg.MaxUnwindTableBytes, "kernel memory for the unwind tables of all mapped files (0..16GiB; 0: frame pointers only)")
+	fs.BoolVar(&cfg.NoPython, "no-python", cfg.NoPython, "do not unwind and name Python frames (CPython 3.8-3.13)")
+	fs.IntVar(&cfg.RingBufferSize, "ring-buffer-size", cfg.RingBufferSize, "eBPF ring buffer bytes (power of two, 64KiB..1GiB); 0 sizes it from the rate and CPU count")
+	fs.StringVar(&cfg.CollectionAgent, "collection-agent", cfg.CollectionAgent, "OTLP endpoint: host:port for OTLP/gRPC, http(s)://host:port[/path] for OTLP/HTTP; empty writes local files to --output-dir")
+	fs.StringVar(&cfg.OTLPProtocol, "otlp-protocol", cfg.OTLPProtocol, "grpc or http/protobuf (default: from the form of --collection-agent)")
+	fs.BoolVar(&cfg.DisableTLS, "disable-tls", cfg.DisableTLS, "send to a host:port --collection-agent over gRPC without TLS")
+	fs.Var(headerFlag{&cfg.OTLPHeaders}, "otlp-header", "header key=value sent with every export (repeatable; the value is taken literally)")
+	fs.StringVar(&cfg.OTLPCompression, "otlp-compression", cfg.OTLPCompression, "compression of exports: gzip or none")
+	fs.StringVar(&cfg.TLSCAFile, "tls-ca-file", cfg.TLSCAFile, "PEM certificates that verify the backend (default: the system's roots)")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", cfg.TLSCertFile, "PEM client certificate for mutual TLS (with --tls-key-file)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", cfg.TLSKeyFile, "PEM private key of --tls-cert-file")
+	fs.IntVar(&cfg.SendQueueSize, "send-queue-size", cfg.SendQueueSize, "exports held while the backend is unreachable")
+	fs.DurationVar(&cfg.ExportTimeout, "export-timeout", cfg.ExportTimeout, "timeout of one export RPC")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "time allowed for the final flush on SIGTERM/SIGINT")
+	fs.StringVar(&cfg.OutputDir, "output-dir", cfg.OutputDir, "directory for pprof and folded files when no endpoint is set")
+	fs.StringVar(&cfg.HostName, "host-name", cfg.HostName, "host.name resource attribute (default: the hostname)")
+	fs.StringVar(&cfg.ServiceName, "service-name", cfg.ServiceName, "service.name resource attribute (default: unknown_service:<executable>)")
+	fs.StringVar(&cfg.Demangle, "demangle", cfg.Demangle, "C++/Rust demangling: none, simple or full")
+	fs.StringVar(&cfg.MetricsAddress, "metrics-address", cfg.MetricsAddress, "serve Prometheus self-metrics at http://ADDRESS/metrics (e.g. 127.0.0.1:9464)")
+	fs.StringVar(&cfg.ProcRoot, "proc-root", cfg.ProcRoot, "where proc is mounted")
+	fs.StringVar(&cfg.SysRoot, "sys-root", cfg.SysRoot, "where sysfs is mounted")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: stackline [flags]\n\nEvery flag can also be set by an environment variable: STACKLINE_ and the\nflag's name in upper case with - as _ (e.g. STACKLINE_COLLECTION_AGENT).\nThe standard OTEL_EXPORTER_OTLP_* variables, OTEL_SERVICE_NAME and\nOTEL_RESOURCE_ATTRIBUTES are read too; flags and STACKLINE_* win over them.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := applyEnv(fs, lookup); err != nil {
+		return options{}, err
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return options{}, err
+		}
+		return options{}, errReported
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if err := agent.ApplyOTELEnv(&cfg, lookup, func(name string) bool { return explicit[name] }); err != nil {
+		return options{}, err
+	}
+	return options{cfg: cfg, logLevel: *logLevel, showVersion: *showVersion}, nil
+}
+
 // applyEnv sets each flag from STACKLINE_<NAME> when that variable is set;
-// flags on the command line still win.
-func applyEnv(fs *flag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "STACKLINE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok && err == nil {
-			if e := f.Value.Set(v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", name, v, e)
+// flags on the command line still win. A flag set this way counts as set
+// (fs.Visit lists it), so that it wins over the OTEL_* variables.
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	for _, flagName := range names {
+		name := "STACKLINE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+		if v, ok := lookup(name); ok {
+			if err := fs.Set(flagName, v); err != nil {
+				return fmt.Errorf("%s=%q: %w", name, v, err)
 			}
 		}
-	})
-	return err
+	}
+	return nil
+}
+
+// headerFlag is the repeatable --otlp-header key=value.
+type headerFlag struct{ h *map[string]string }
+
+func (f headerFlag) String() string {
+	if f.h == nil || *f.h == nil {
+		return ""
+	}
+	keys := make([]string, 0, len(*f.h))
+	for k := range *f.h {
+		keys = append(keys, k+"=...")
+	}
+	return strings.Join(keys, ",")
+}
+
+func (f headerFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("%q: want key=value", s)
+	}
+	if *f.h == nil {
+		*f.h = map[string]string{}
+	}
+	(*f.h)[strings.TrimSpace(k)] = v
+	return nil
 }

@@ -1,16 +1,22 @@
-// Package otlptest is an in-process OTLP profiles receiver for tests and
-// benchmarks: it keeps every request and the compression it arrived with.
+// Package otlptest holds in-process OTLP profiles receivers for tests and
+// benchmarks, over gRPC ([Receiver]) and HTTP ([HTTPReceiver]): they keep
+// every request with the headers and compression it arrived with, and can
+// be told how to answer.
 package otlptest
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
 	"sync"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	_ "google.golang.org/grpc/encoding/gzip" // accept gzip-compressed requests
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
@@ -25,20 +31,31 @@ type Receiver struct {
 
 	mu          sync.Mutex
 	requests    []*collectorpb.ExportProfilesServiceRequest
+	headers     []http.Header
 	compression []string
 	wireBytes   []int
 	failWith    codes.Code
+	reply       func(*collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error)
 }
 
-// Start listens on addr ("127.0.0.1:0" for any free port) and serves until
-// Stop.
+// Start listens on addr ("127.0.0.1:0" for any free port) and serves
+// plaintext gRPC until Stop.
 func Start(addr string) (*Receiver, error) {
+	return StartTLS(addr, nil)
+}
+
+// StartTLS is Start serving TLS with cfg; nil cfg serves plaintext.
+func StartTLS(addr string, cfg *tls.Config) (*Receiver, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	r := &Receiver{addr: ln.Addr().String()}
-	r.srv = grpc.NewServer(grpc.StatsHandler(r))
+	opts := []grpc.ServerOption{grpc.StatsHandler(r)}
+	if cfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	r.srv = grpc.NewServer(opts...)
 	collectorpb.RegisterProfilesServiceServer(r.srv, r)
 	go r.srv.Serve(ln) // ends with Stop
 	return r, nil
@@ -57,15 +74,49 @@ func (r *Receiver) FailWith(code codes.Code) {
 	r.failWith = code
 }
 
-// Export implements the profiles service.
-func (r *Receiver) Export(_ context.Context, req *collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error) {
+// SetReply makes Export answer each request with f's result instead:
+// a request f fails is not recorded. Nil f accepts every request again.
+func (r *Receiver) SetReply(f func(*collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.failWith != codes.OK {
-		return nil, status.Error(r.failWith, "test receiver told to fail")
+	r.reply = f
+}
+
+// Export implements the profiles service.
+func (r *Receiver) Export(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error) {
+	r.mu.Lock()
+	failWith, reply := r.failWith, r.reply
+	r.mu.Unlock()
+	if failWith != codes.OK {
+		return nil, status.Error(failWith, "test receiver told to fail")
 	}
+	resp := &collectorpb.ExportProfilesServiceResponse{}
+	if reply != nil {
+		var err error
+		if resp, err = reply(req); err != nil {
+			return nil, err
+		}
+	}
+	h := http.Header{}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for k, vs := range md {
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.requests = append(r.requests, req)
-	return &collectorpb.ExportProfilesServiceResponse{}, nil
+	r.headers = append(r.headers, h)
+	return resp, nil
+}
+
+// Headers returns the metadata of each request accepted, in order, as
+// HTTP headers.
+func (r *Receiver) Headers() []http.Header {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]http.Header(nil), r.headers...)
 }
 
 // Requests returns the requests received so far.

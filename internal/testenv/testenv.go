@@ -106,13 +106,9 @@ func PyenvLibpython(minor int) string {
 // pyenvFile returns dir/name inside the first pyenv install of Python
 // 3.minor that has it, or "".
 func pyenvFile(minor int, dir, name string) string {
-	root := os.Getenv("PYENV_ROOT")
+	root := pyenvRoot()
 	if root == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		root = filepath.Join(home, ".pyenv")
+		return ""
 	}
 	installs, _ := filepath.Glob(filepath.Join(root, "versions", fmt.Sprintf("3.%d.*", minor)))
 	for _, v := range installs {
@@ -122,4 +118,17 @@ func pyenvFile(minor int, dir, name string) string {
 		}
 	}
 	return ""
+}
+
+// pyenvRoot returns where pyenv installs Pythons: $PYENV_ROOT, else
+// ~/.pyenv; "" when neither can be told.
+func pyenvRoot() string {
+	if root := os.Getenv("PYENV_ROOT"); root != "" {
+		return root
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".pyenv")
 }

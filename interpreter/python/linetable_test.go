@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,24 +13,6 @@ import (
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 )
-
-// linePython is an interpreter whose code objects the tests decode; path
-// is "" when it is not installed.
-type linePython struct {
-	name  string
-	path  string
-	minor int
-}
-
-// lineTablePythons returns the pyenv Pythons 3.8 to 3.13 and the system's
-// 3.11.
-func lineTablePythons() []linePython {
-	var out []linePython
-	for minor := 8; minor <= 13; minor++ {
-		out = append(out, linePython{fmt.Sprintf("pyenv-3.%d", minor), testenv.PyenvPython(minor), minor})
-	}
-	return append(out, linePython{"usr/bin/python3.11", "/usr/bin/python3.11", 11})
-}
 
 // lineTableDumpScript compiles a source made to exercise the line tables
 // (nested functions, loops, multi-line expressions, comprehensions,
@@ -179,20 +160,14 @@ func dumpLineTables(path string) (*pyLineDump, error) {
 }
 
 func TestLineTableRealPython(t *testing.T) {
-	for _, py := range lineTablePythons() {
-		t.Run(py.name, func(t *testing.T) {
-			if py.path == "" {
-				t.Skipf("%s not installed", py.name)
-			}
-			if _, err := os.Stat(py.path); err != nil {
-				t.Skipf("%s not available: %v", py.path, err)
-			}
-			d, err := dumpLineTables(py.path)
+	for _, py := range testenv.Pythons(t, 8, 13) {
+		t.Run(py.Name, func(t *testing.T) {
+			d, err := dumpLineTables(py.Path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.Minor != py.minor {
-				t.Fatalf("%s is 3.%d, want 3.%d", py.path, d.Minor, py.minor)
+			if d.Minor != py.Minor {
+				t.Fatalf("%s is 3.%d, want 3.%d", py.Path, d.Minor, py.Minor)
 			}
 			checked, mismatches, noLines := 0, 0, 0
 			for _, c := range d.Codes {
@@ -251,7 +226,7 @@ func TestLineTableRealPython(t *testing.T) {
 				t.Errorf("%d mismatching offsets", mismatches)
 			}
 			t.Logf("%s (3.%d): %d code objects, %d instruction offsets checked (%d with no line)",
-				py.path, d.Minor, len(d.Codes), checked, noLines/2)
+				py.Path, d.Minor, len(d.Codes), checked, noLines/2)
 		})
 	}
 }
@@ -614,14 +589,8 @@ func FuzzParseLineTable(f *testing.F) {
 			f.Add(m, s.table, s.first)
 		}
 	}
-	for _, py := range lineTablePythons() {
-		if py.path == "" {
-			continue
-		}
-		if _, err := os.Stat(py.path); err != nil {
-			continue
-		}
-		d, err := dumpLineTables(py.path)
+	for _, py := range testenv.InstalledPythons(8, 13) {
+		d, err := dumpLineTables(py.Path)
 		if err != nil {
 			f.Fatal(err)
 		}

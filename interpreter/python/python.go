@@ -56,16 +56,11 @@ func (Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
 	if m[2] != "" {
 		return nil, fmt.Errorf("cpython: %s: %w: debug and free-threaded builds (ABI flags %q)", f.Path, ErrUnsupportedVersion, m[2])
 	}
-	file, err := f.Open()
-	if err != nil {
-		return nil, fmt.Errorf("cpython: %w", err)
-	}
-	defer file.Close()
-	ef, err := elf.NewFile(file)
+	file, err := f.ELF()
 	if err != nil {
 		return nil, fmt.Errorf("cpython: %s: %w", f.Path, err)
 	}
-	l, err := newLoader(ef, minor)
+	l, err := newLoader(file.ELF, minor)
 	if err != nil {
 		if errors.Is(err, ErrNoSymbols) && minor >= 8 {
 			// An executable linked against libpython: not the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/trace"
@@ -43,20 +44,6 @@ type dumpedCode struct {
 	First    int32  `json:"first"`
 	Qualname string `json:"qualname"`
 	File     string `json:"file"`
-}
-
-// interpreters returns the Pythons to test, by minor version.
-func interpreters(t *testing.T) map[string]string {
-	out := map[string]string{"debian-3.11": "/usr/bin/python3.11"}
-	for minor := 8; minor <= 13; minor++ {
-		py := testenv.PyenvPython(minor)
-		if py == "" {
-			t.Logf("pyenv python3.%d not installed", minor)
-			continue
-		}
-		out[fmt.Sprintf("pyenv-3.%d", minor)] = py
-	}
-	return out
 }
 
 // attach starts codeDump under py and attaches to it the way the tracer
@@ -98,7 +85,12 @@ func attach(t *testing.T, py string, n int) (*instance, []dumpedCode) {
 		if inst != nil || !m.IsFile() {
 			return
 		}
-		l, err := Runtime{}.Detect(interpreter.File{Path: m.Path, Open: func() (*os.File, error) { return os.Open(m.Path) }})
+		ef, err := elffile.Open(elffile.Source{Open: func() (*os.File, error) { return os.Open(m.Path) }, Path: m.Path})
+		if err != nil {
+			return // not an ELF file: not a Python either
+		}
+		defer ef.Close()
+		l, err := Runtime{}.Detect(interpreter.File{Path: m.Path, ELF: func() (*elffile.File, error) { return ef, nil }})
 		if err != nil {
 			t.Fatalf("detect %s: %v", m.Path, err)
 		}
@@ -124,9 +116,9 @@ func TestFrameNames(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("reading another process's memory needs root (CAP_SYS_PTRACE)")
 	}
-	for name, py := range interpreters(t) {
-		t.Run(name, func(t *testing.T) {
-			inst, codes := attach(t, py, 200)
+	for _, py := range testenv.Pythons(t, 8, 13) {
+		t.Run(py.Name, func(t *testing.T) {
+			inst, codes := attach(t, py.Path, 200)
 			u := inst.Unwind()
 			if u.Kind != interpreter.KindPython || u.Handoff[0].End <= u.Handoff[0].Start || u.Data[0] == 0 {
 				t.Fatalf("unwind data incomplete: %+v", u)
@@ -168,7 +160,7 @@ func TestFrameMemory(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("reading another process's memory needs root (CAP_SYS_PTRACE)")
 	}
-	inst, codes := attach(t, "/usr/bin/python3.11", maxCodesPerProcess)
+	inst, codes := attach(t, testenv.SystemPython(t).Path, maxCodesPerProcess)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -200,7 +192,7 @@ func TestFrameMemory(t *testing.T) {
 // TestDetectNames: which file names are taken for an interpreter, which
 // are refused, and which are not looked at.
 func TestDetectNames(t *testing.T) {
-	noOpen := func() (*os.File, error) { return nil, os.ErrNotExist }
+	noOpen := func() (*elffile.File, error) { return nil, os.ErrNotExist }
 	for name, want := range map[string]string{
 		"/usr/lib/libpython3.13t.so.1.0": "unsupported",
 		"/usr/bin/python3.11d":           "unsupported",
@@ -210,7 +202,7 @@ func TestDetectNames(t *testing.T) {
 		"/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so": "ignored",
 		"/usr/bin/python3.11-config": "ignored",
 	} {
-		l, err := Runtime{}.Detect(interpreter.File{Path: name, Open: noOpen})
+		l, err := Runtime{}.Detect(interpreter.File{Path: name, ELF: noOpen})
 		got := "ignored"
 		switch {
 		case errors.Is(err, ErrUnsupportedVersion):

@@ -478,6 +478,17 @@ func ResourceAttr(rp *profilespb.ResourceProfiles, key string) string {
 	return ""
 }
 
+// ResourceAttrs returns the resource attributes of rp, each value formatted
+// as by [FormatValue], so tests can tell an absent attribute from an empty
+// one.
+func ResourceAttrs(rp *profilespb.ResourceProfiles) map[string]string {
+	attrs := make(map[string]string, len(rp.GetResource().GetAttributes()))
+	for _, kv := range rp.GetResource().GetAttributes() {
+		attrs[kv.GetKey()] = FormatValue(kv.GetValue())
+	}
+	return attrs
+}
+
 // FormatValue formats a scalar attribute value as text: strings as they
 // are, integers in decimal, booleans as "true" or "false", doubles in the
 // shortest exact form. It returns "" for nil, arrays, maps and bytes.

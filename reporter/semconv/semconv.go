@@ -21,4 +21,35 @@ const (
 	ExePath     = "process.executable.path"
 	HostName    = "host.name"
 	ServiceName = "service.name"
+	HostArch    = "host.arch"
+	OSType      = "os.type"
+	RuntimeName = "process.runtime.name"
+	ContainerID = "container.id"
+	PodUID      = "k8s.pod.uid"
 )
+
+// Values of resource attributes.
+const (
+	// OSLinux is the os.type of every export.
+	OSLinux = "linux"
+	// RuntimeGo and RuntimeCPython are the process.runtime.name of Go
+	// executables and of CPython interpreters, as the OpenTelemetry SDKs
+	// of those languages set it.
+	RuntimeGo      = "go"
+	RuntimeCPython = "cpython"
+)
+
+// HostArchOf returns the host.arch value of a Go GOARCH: the semantic
+// conventions' name where it has one (amd64, arm64, arm32, x86, ppc64,
+// s390x), else GOARCH itself.
+func HostArchOf(goarch string) string {
+	switch goarch {
+	case "arm":
+		return "arm32"
+	case "386":
+		return "x86"
+	case "ppc64le":
+		return "ppc64"
+	}
+	return goarch
+}

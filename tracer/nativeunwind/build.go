@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/gopclntab"
 )
 
@@ -82,7 +83,8 @@ var (
 )
 
 // Build returns the stack-delta table of the ELF file f. debug, when not
-// nil, is its separate debug file (see symbolizer.OpenDebugFile).
+// nil, is its separate debug file (see elffile.File.Debug). Sections of a
+// real file are mapped, not read into the heap, while the table is built.
 //
 // Rows come from, in order of preference where several cover an address:
 // f's .gopclntab (Go functions, from their stack pointer deltas), f's
@@ -113,23 +115,19 @@ var (
 // out. Malformed framing (lengths, CIE
 // pointers, CIEs) fails the whole build with ErrMalformed; a file with no
 // call frame sections fails with ErrNoCFI.
-func Build(f io.ReaderAt, debug io.ReaderAt, opts Options) (t *Table, err error) {
+func Build(f, debug *elffile.File, opts Options) (t *Table, err error) {
 	if err := opts.normalize(); err != nil {
 		return nil, err
 	}
-	ef, err := elf.NewFile(f)
-	if err != nil {
-		return nil, fmt.Errorf("nativeunwind: not a readable ELF file: %w", err)
-	}
+	ef := f.ELF
 	a, err := archFor(ef.Machine)
 	if err != nil {
 		return nil, fmt.Errorf("nativeunwind: %w", err)
 	}
 	var dbg *elf.File
+	var debugR io.ReaderAt
 	if debug != nil {
-		if dbg, err = elf.NewFile(debug); err != nil {
-			return nil, fmt.Errorf("nativeunwind: debug file: not a readable ELF file: %w", err)
-		}
+		dbg, debugR = debug.ELF, debug.ReaderAt()
 		if dbg.Machine != ef.Machine || dbg.Class != ef.Class || dbg.ByteOrder != ef.ByteOrder {
 			return nil, fmt.Errorf("nativeunwind: debug file is for %v %v, not %v %v", dbg.Class, dbg.Machine, ef.Class, ef.Machine)
 		}
@@ -137,7 +135,7 @@ func Build(f io.ReaderAt, debug io.ReaderAt, opts Options) (t *Table, err error)
 	bs := &buildState{arch: &a, opts: &opts, segs: execSegments(ef)}
 	defer rtdebug.SetPanicOnFault(rtdebug.SetPanicOnFault(true))
 	defer catchFault(&err)
-	t, err = bs.build(ef, f, dbg, debug)
+	t, err = bs.build(ef, f.ReaderAt(), dbg, debugR)
 	if err != nil {
 		return nil, fmt.Errorf("nativeunwind: %w", err)
 	}

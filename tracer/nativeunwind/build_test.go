@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,30 +13,28 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 // libcDebugPath returns the path of libc's separate debug file (from
-// libc6-dbg), skipping the test without it.
-func libcDebugPath(t *testing.T, ef *elf.File) string {
+// libc6-dbg); testenv.Missing without it.
+func libcDebugPath(t *testing.T, libc string) string {
 	t.Helper()
-	sec := ef.Section(".note.gnu.build-id")
-	if sec == nil {
-		t.Skip("libc has no build ID")
+	f, _ := openELF(t, libc)
+	p, ok := elffile.BuildIDPath(f.BuildIDs().GNU)
+	if !ok {
+		t.Fatalf("%s has no build ID", libc)
 	}
-	data, err := sec.Data()
-	if err != nil || len(data) < 16+2 {
-		t.Skip("libc has no build ID")
-	}
-	id := hex.EncodeToString(data[16:])
-	p := filepath.Join("/usr/lib/debug/.build-id", id[:2], id[2:]+".debug")
+	p = "/" + p
 	if _, err := os.Stat(p); err != nil {
-		t.Skip("no libc debug file (libc6-dbg):", err)
+		testenv.Missing(t, "no libc debug file (libc6-dbg): %v", err)
 	}
 	return p
 }
 
 func TestLibc(t *testing.T) {
+	libcPath := testenv.Libc(t)
 	_, ef := openELF(t, libcPath)
 	tab := build(t, libcPath, "")
 	if tab.Sources != SourceEHFrame {
@@ -60,7 +57,7 @@ func TestLibc(t *testing.T) {
 	}
 
 	// __restore_rt, named in the debug file only, is a signal trampoline.
-	dbgPath := libcDebugPath(t, ef)
+	dbgPath := libcDebugPath(t, libcPath)
 	_, dbg := openELF(t, dbgPath)
 	addr, _ = symbol(t, dbg, "__restore_rt")
 	if got := rule(lookup(tab.Rows, fileOffset(t, ef, addr))); got != (Row{CFA: CFASignal}) {
@@ -370,7 +367,7 @@ func TestGo(t *testing.T) {
 	// but does not say where the frame pointer is saved.
 	_, ef := openELF(t, bin)
 	old := patch(t, bin, int(ef.Section(".gopclntab").Offset), u32(0xfffffffb))
-	tab, err := Build(bytes.NewReader(old), nil, Options{})
+	tab, err := Build(fromBytes(t, old), nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +406,7 @@ func main() { fmt.Println(framed(len(os.Args)), C.cfunc(3), time.Now()) }
 
 func TestCgo(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/gcc"); err != nil {
-		t.Skip("no gcc for cgo")
+		testenv.Missing(t, "no gcc for cgo")
 	}
 	bin := testenv.BuildGo(t, cgoSource, true)
 	tab := checkGo(t, bin)
@@ -456,25 +453,27 @@ func TestErrors(t *testing.T) {
 	if err := os.WriteFile(short, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	open := func(path string) *os.File {
+	open := func(path string) *elffile.File {
 		f, _ := openELF(t, path)
 		return f
 	}
+	if _, err := elffile.NewReader(bytes.NewReader([]byte("#!/bin/sh\n"))); err == nil || !strings.Contains(err.Error(), "not a readable ELF") {
+		t.Errorf("a shell script parsed as ELF: %v", err)
+	}
+	libcPath := testenv.Libc(t)
 	for _, c := range []struct {
 		name  string
 		f     func() (*Table, error)
 		want  error
 		wants string
 	}{
-		{"not ELF", func() (*Table, error) { return Build(bytes.NewReader([]byte("#!/bin/sh\n")), nil, Options{}) }, nil, "not a readable ELF"},
-		{"arm64", func() (*Table, error) { return Build(bytes.NewReader(arm), nil, Options{}) }, ErrUnsupportedArch, "EM_AARCH64"},
+		{"arm64", func() (*Table, error) { return Build(fromBytes(t, arm), nil, Options{}) }, ErrUnsupportedArch, "EM_AARCH64"},
 		{"no CFI", func() (*Table, error) { return Build(open(noCFI), nil, Options{}) }, ErrNoCFI, ""},
 		{"rows", func() (*Table, error) { return Build(open(bin), nil, Options{MaxRows: 10}) }, ErrTooLarge, "more than 10 rows"},
 		{"section", func() (*Table, error) { return Build(open(bin), nil, Options{MaxSectionBytes: 100}) }, ErrTooLarge, ".eh_frame"},
 		{"CIEs", func() (*Table, error) { return Build(open(libcPath), nil, Options{MaxCIEs: 1}) }, ErrTooLarge, "CIEs"},
 		{"negative", func() (*Table, error) { return Build(open(bin), nil, Options{MaxRows: -1}) }, nil, "negative"},
-		{"debug file for arm64", func() (*Table, error) { return Build(open(bin), bytes.NewReader(arm), Options{}) }, nil, "debug file"},
-		{"debug file not ELF", func() (*Table, error) { return Build(open(bin), bytes.NewReader(nil), Options{}) }, nil, "debug file"},
+		{"debug file for arm64", func() (*Table, error) { return Build(open(bin), fromBytes(t, arm), Options{}) }, nil, "debug file"},
 		{"section past the end", func() (*Table, error) { return Build(open(short), nil, Options{}) }, nil, ".eh_frame"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -493,9 +492,8 @@ func TestErrors(t *testing.T) {
 // information; as the ELF entry point it ends the stack instead of
 // reporting missing information.
 func TestEntryPointEndsStack(t *testing.T) {
-	const ldso = "/lib64/ld-linux-x86-64.so.2"
-	f, ef := openELF(t, ldso)
-	defer f.Close()
+	ldso := testenv.DynamicLoader(t)
+	_, ef := openELF(t, ldso)
 	tab := build(t, ldso, "")
 	off := fileOffset(t, ef, ef.Entry)
 	if r := lookup(tab.Rows, off); r.CFA != CFAEndOfStack {

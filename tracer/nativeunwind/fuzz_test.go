@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/gopclntab"
 	"github.com/stackline-dev/stackline/internal/gopclntab/gopclntabtest"
 )
@@ -83,7 +84,11 @@ func FuzzBuild(f *testing.F) {
 		f.Add(tiny)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		tab, err := Build(bytes.NewReader(data), nil, Options{MaxRows: 1 << 16, MaxCIEs: 64, MaxSectionBytes: 1 << 20})
+		ef, err := elffile.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		tab, err := Build(ef, nil, Options{MaxRows: 1 << 16, MaxCIEs: 64, MaxSectionBytes: 1 << 20})
 		if err != nil {
 			return
 		}

@@ -1,40 +1,61 @@
 package nativeunwind
 
 import (
+	"bytes"
 	"debug/elf"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
-const (
-	libcPath   = "/lib/x86_64-linux-gnu/libc.so.6"
-	pythonPath = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
-	goCmdPath  = "/usr/local/go/bin/go"
-)
+// hostFiles are large files of the host the tests build tables for, found
+// where they are installed (testenv.Missing when they are not).
+var hostFiles = []struct {
+	name string
+	path func(testing.TB) string
+}{
+	{"libc", testenv.Libc},
+	{"libpython", testenv.SystemLibpython},
+	{"go", goBinary},
+}
 
-// openELF opens path as an ELF file, skipping the test when it is absent.
-func openELF(tb testing.TB, path string) (*os.File, *elf.File) {
+// goBinary returns the go command of the toolchain that built the test, a
+// large Go binary.
+func goBinary(tb testing.TB) string {
 	tb.Helper()
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		tb.Skip(err)
+	p, err := filepath.EvalSymlinks(testenv.GoTool())
+	if err != nil {
+		testenv.Missing(tb, "no go command: %v", err)
 	}
+	return p
+}
+
+// openELF opens path as an ELF file, closed when the test ends.
+func openELF(tb testing.TB, path string) (*elffile.File, *elf.File) {
+	tb.Helper()
+	f, err := elffile.Open(elffile.Source{Open: func() (*os.File, error) { return os.Open(path) }, Path: path})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { f.Close() })
-	ef, err := elf.NewFile(f)
+	return f, f.ELF
+}
+
+// fromBytes parses data as an ELF file.
+func fromBytes(tb testing.TB, data []byte) *elffile.File {
+	tb.Helper()
+	f, err := elffile.NewReader(bytes.NewReader(data))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return f, ef
+	return f
 }
 
 // build returns the table of the file at path, with its debug file when
@@ -42,17 +63,11 @@ func openELF(tb testing.TB, path string) (*os.File, *elf.File) {
 func build(tb testing.TB, path, debugPath string) *Table {
 	tb.Helper()
 	f, _ := openELF(tb, path)
-	var dbg *os.File
+	var dbg *elffile.File
 	if debugPath != "" {
 		dbg, _ = openELF(tb, debugPath)
 	}
-	var t *Table
-	var err error
-	if dbg != nil {
-		t, err = Build(f, dbg, Options{})
-	} else {
-		t, err = Build(f, nil, Options{})
-	}
+	t, err := Build(f, dbg, Options{})
 	if err != nil {
 		tb.Fatalf("Build(%s): %v", path, err)
 	}
@@ -129,7 +144,7 @@ func symbol(tb testing.TB, ef *elf.File, name string) (addr, size uint64) {
 func buildC(tb testing.TB, src string, flags ...string) string {
 	tb.Helper()
 	if _, err := exec.LookPath("gcc"); err != nil {
-		tb.Skip("gcc not found")
+		testenv.Missing(tb, "gcc not found")
 	}
 	dir := tb.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "prog.c"), []byte(src), 0o644); err != nil {
@@ -163,7 +178,7 @@ type insn struct {
 func disassemble(tb testing.TB, bin, fn string) []insn {
 	tb.Helper()
 	if _, err := exec.LookPath("objdump"); err != nil {
-		tb.Skip("objdump not found")
+		testenv.Missing(tb, "objdump not found")
 	}
 	out := run(tb, "", "objdump", "-d", "--no-show-raw-insn", "--disassemble="+fn, bin)
 	var insns []insn

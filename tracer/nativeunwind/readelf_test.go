@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 // readelfFDE is one FDE as readelf --debug-dump=frames-interp shows it.
@@ -21,7 +23,7 @@ type readelfFDE struct {
 func readelfFrames(t *testing.T, path string) []readelfFDE {
 	t.Helper()
 	if _, err := exec.LookPath("readelf"); err != nil {
-		t.Skip("readelf not found")
+		testenv.Missing(t, "readelf not found")
 	}
 	// -wN: not the separate debug file, whose .eh_frame is empty.
 	out := run(t, "", "readelf", "-wN", "--debug-dump=frames-interp", path)
@@ -150,7 +152,12 @@ func expectRow(cols, row []string, signal bool) (want Row, exp bool) {
 // TestReadelf checks every row of libc's and libpython's tables against
 // readelf's interpretation of their .eh_frame.
 func TestReadelf(t *testing.T) {
-	for _, path := range []string{libcPath, pythonPath, "/usr/bin/ls"} {
+	ls, err := exec.LookPath("ls")
+	if err != nil {
+		testenv.Missing(t, "no ls: %v", err)
+	}
+	for _, path := range []func(testing.TB) string{testenv.Libc, testenv.SystemLibpython, func(testing.TB) string { return ls }} {
+		path := path(t)
 		t.Run(path, func(t *testing.T) {
 			_, ef := openELF(t, path)
 			tab := build(t, path, "")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 )
 
 // Mapping is one line of /proc/PID/maps.
@@ -25,6 +26,14 @@ type Mapping struct {
 	// or "" for anonymous memory. A deleted file ends in " (deleted)".
 	Path string
 }
+
+// deletedSuffix is what the kernel appends to the path of a mapped file
+// that was deleted.
+const deletedSuffix = " (deleted)"
+
+// TrimDeleted returns a path from /proc/PID/maps or /proc/PID/exe without
+// the " (deleted)" the kernel appends to the path of a deleted file.
+func TrimDeleted(path string) string { return strings.TrimSuffix(path, deletedSuffix) }
 
 // Executable reports whether the mapping's memory may be executed.
 func (m *Mapping) Executable() bool { return m.Perms[2] == 'x' }

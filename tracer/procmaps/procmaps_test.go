@@ -79,3 +79,16 @@ func FuzzParse(f *testing.F) {
 		})
 	})
 }
+
+func TestTrimDeleted(t *testing.T) {
+	for in, want := range map[string]string{
+		"/usr/bin/prog (deleted)": "/usr/bin/prog",
+		"/usr/bin/prog":           "/usr/bin/prog",
+		"/tmp/a (deleted) b":      "/tmp/a (deleted) b",
+		"":                        "",
+	} {
+		if got := TrimDeleted(in); got != want {
+			t.Errorf("TrimDeleted(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,16 +1,20 @@
-// Package otlpgrpc sends OTLP profiles to a backend over gRPC.
+// Package otlpexport queues OTLP profile requests and sends them through a
+// transport (OTLP/gRPC, OTLP/HTTP), independent of which one.
 //
 // An [Exporter] decouples the reporter from the backend: [Exporter.Export]
 // only enqueues a request and never blocks, while [Exporter.Run] sends the
-// queue in order, gzip-compressed, retrying failures the backend marks as
-// transient. When the backend stays down and the queue fills up, the oldest
-// request is dropped, so that a recovered backend receives the newest data.
-// On shutdown, [Exporter.Flush] sends what is left within a deadline.
-package otlpgrpc
+// queue in order through its [Sender], retrying failures the transport marks
+// as transient with [Retryable]. When the backend stays down and the queue
+// fills up, the oldest request is dropped, so that a recovered backend
+// receives the newest data. On shutdown, [Exporter.Flush] sends what is left
+// within a deadline.
+//
+// Every request is counted once in [Stats], when its fate is known: sent,
+// rejected by the backend, or dropped unsent. The counters only grow.
+package otlpexport
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,15 +24,6 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding/gzip"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -38,52 +33,82 @@ const (
 	DefaultMaxBackoff = 30 * time.Second
 )
 
-// initialBackoff is the first wait before a retry, when MaxBackoff allows.
-const initialBackoff = time.Second
+// InitialBackoff is the first wait before a retry, when MaxBackoff allows.
+const InitialBackoff = time.Second
 
-// minConnectTimeout bounds how long one connection attempt may take.
-const minConnectTimeout = 20 * time.Second
+// MaxRetryAfter bounds the wait a backend may ask for before a retry
+// (Retry-After, RetryInfo), so that a wrong answer cannot stall exports
+// for hours.
+const MaxRetryAfter = 5 * time.Minute
 
 // ErrClosed is returned by the methods of an [Exporter] that has been
 // closed.
-var ErrClosed = errors.New("otlpgrpc: exporter closed")
+var ErrClosed = errors.New("otlpexport: exporter closed")
+
+// Sender makes one attempt at sending a request to a backend. Its methods
+// may be called from several goroutines.
+type Sender interface {
+	// Send sends req once and returns the backend's response. An error
+	// that may go away when the request is repeated is wrapped with
+	// [Retryable]; any other error means the backend refused the request
+	// for good.
+	Send(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error)
+	// Close releases the sender's connections.
+	Close() error
+}
+
+// RetryableError is an attempt's error that may not recur when the request
+// is repeated.
+type RetryableError struct {
+	Err error
+	// After is how long the backend asked to wait before the next
+	// attempt; zero if it did not say.
+	After time.Duration
+}
+
+func (e *RetryableError) Error() string { return e.Err.Error() }
+
+func (e *RetryableError) Unwrap() error { return e.Err }
+
+// Retryable marks err as transient: the request is tried again, not before
+// after (zero: the exporter's own backoff).
+func Retryable(err error, after time.Duration) error {
+	return &RetryableError{Err: err, After: after}
+}
 
 // Config configures an [Exporter].
 type Config struct {
-	// Endpoint is the backend's address as host:port.
+	// Endpoint names the backend in logs and errors.
 	Endpoint string
-	// Insecure disables TLS (--disable-tls). By default the connection
-	// uses TLS, verified against the system's root certificates.
-	Insecure bool
 	// QueueSize is the number of requests held while the backend is
 	// unreachable, counting the one being sent. It must be at least 1.
 	QueueSize int
-	// Timeout bounds each RPC. Zero means DefaultTimeout.
+	// Timeout bounds each attempt. Zero means DefaultTimeout.
 	Timeout time.Duration
-	// MaxBackoff bounds the wait between retries of a request, and between
-	// connection attempts. Zero means DefaultMaxBackoff.
+	// MaxBackoff bounds the wait between retries of a request. Zero means
+	// DefaultMaxBackoff.
 	MaxBackoff time.Duration
-	// Headers are sent as gRPC metadata with every request, for example
-	// for authentication.
-	Headers map[string]string
 	// Logger receives the exporter's logs. Nil discards them.
 	Logger *slog.Logger
 }
 
-// Stats counts what an [Exporter] has done since it was created.
+// Stats counts what an [Exporter] has done since it was created. Every
+// field but Queued only grows.
 type Stats struct {
 	// Sent is the number of requests the backend accepted.
 	Sent uint64
 	// SentBytes is the encoded size of those requests, before compression.
 	SentBytes uint64
-	// Failed is the number of RPC attempts that failed.
+	// Failed is the number of attempts that failed.
 	Failed uint64
 	// Retries is the number of attempts that repeated an earlier failed
 	// attempt of the same request.
 	Retries uint64
-	// Dropped is the number of requests dropped without being sent: the
+	// Dropped is the number of requests abandoned without being sent: the
 	// oldest ones when the queue overflowed, and those still queued at
-	// Close.
+	// Close. A request being sent when the queue overflows is counted
+	// only once it is abandoned: if its attempt succeeds, it counts as
+	// sent.
 	Dropped uint64
 	// Rejected is the number of requests dropped because the backend
 	// answered with a non-retryable error.
@@ -99,23 +124,21 @@ type Stats struct {
 type item struct {
 	req  *collectorpb.ExportProfilesServiceRequest
 	size int
-	// dropped is set, under Exporter.mu, when the queue overflowed while
-	// the item was being sent: the sender abandons it after the current
-	// attempt unless that attempt succeeds.
-	dropped bool
+	// superseded is set, under Exporter.mu, when the queue overflowed
+	// while the item was being sent: the sender abandons it after the
+	// current attempt unless that attempt succeeds.
+	superseded bool
 }
 
-// Exporter sends OTLP profile requests to one backend over gRPC. Its
-// methods may be called from several goroutines.
+// Exporter queues OTLP profile requests and sends them to one backend
+// through a [Sender]. Its methods may be called from several goroutines.
 type Exporter struct {
-	cfg     Config
-	log     *slog.Logger
-	conn    *grpc.ClientConn
-	client  collectorpb.ProfilesServiceClient
-	md      metadata.MD
-	sender  chan struct{} // holds a token while Run or Flush sends
-	wake    chan struct{} // signals Run that the queue is not empty
-	closing chan struct{} // closed by Close
+	cfg       Config
+	log       *slog.Logger
+	transport Sender
+	sender    chan struct{} // holds a token while Run or Flush sends
+	wake      chan struct{} // signals Run that the queue is not empty
+	closing   chan struct{} // closed by Close
 
 	mu       sync.Mutex
 	queue    []*item // waiting requests, oldest first
@@ -126,20 +149,18 @@ type Exporter struct {
 	stats    Stats // Queued is computed by Stats
 }
 
-// New returns an Exporter for cfg. It does not connect: the connection is
-// made when the first request is sent, and remade as needed.
-func New(cfg Config) (*Exporter, error) {
+// New returns an Exporter that sends through s, which it owns from then
+// on: Close closes it.
+func New(s Sender, cfg Config) (*Exporter, error) {
 	switch {
-	case cfg.Endpoint == "":
-		return nil, errors.New("otlpgrpc: no endpoint")
-	case strings.Contains(cfg.Endpoint, "://"):
-		return nil, fmt.Errorf("otlpgrpc: endpoint %q: want host:port, without a scheme", cfg.Endpoint)
+	case s == nil:
+		return nil, errors.New("otlpexport: no sender")
 	case cfg.QueueSize < 1:
-		return nil, fmt.Errorf("otlpgrpc: queue size %d: must be at least 1", cfg.QueueSize)
+		return nil, fmt.Errorf("otlpexport: queue size %d: must be at least 1", cfg.QueueSize)
 	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("otlpgrpc: negative timeout %v", cfg.Timeout)
+		return nil, fmt.Errorf("otlpexport: negative timeout %v", cfg.Timeout)
 	case cfg.MaxBackoff < 0:
-		return nil, fmt.Errorf("otlpgrpc: negative maximum backoff %v", cfg.MaxBackoff)
+		return nil, fmt.Errorf("otlpexport: negative maximum backoff %v", cfg.MaxBackoff)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
@@ -151,41 +172,16 @@ func New(cfg Config) (*Exporter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("endpoint", cfg.Endpoint)
-
-	creds := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
-	if cfg.Insecure {
-		creds = insecure.NewCredentials()
-	}
-	conn, err := grpc.NewClient(cfg.Endpoint,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithUserAgent("stackline"),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  min(initialBackoff, cfg.MaxBackoff),
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   cfg.MaxBackoff,
-			},
-			MinConnectTimeout: minConnectTimeout,
-		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("otlpgrpc: client for %s: %w", cfg.Endpoint, err)
-	}
-	md := metadata.MD{}
-	for k, v := range cfg.Headers {
-		md.Append(k, v)
+	if cfg.Endpoint != "" {
+		log = log.With("endpoint", cfg.Endpoint)
 	}
 	return &Exporter{
-		cfg:     cfg,
-		log:     log,
-		conn:    conn,
-		client:  collectorpb.NewProfilesServiceClient(conn),
-		md:      md,
-		sender:  make(chan struct{}, 1),
-		wake:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		transport: s,
+		sender:    make(chan struct{}, 1),
+		wake:      make(chan struct{}, 1),
+		closing:   make(chan struct{}),
 	}, nil
 }
 
@@ -193,21 +189,23 @@ func New(cfg Config) (*Exporter, error) {
 // queue size. e.mu must be held.
 func (e *Exporter) queuedLocked() int {
 	n := len(e.queue)
-	if e.inflight != nil && !e.inflight.dropped {
+	if e.inflight != nil && !e.inflight.superseded {
 		n++
 	}
 	return n
 }
 
 // Export enqueues req to be sent by Run or Flush and returns at once. When
-// the queue is full, the oldest request is dropped and counted. The
+// the queue is full, the oldest request is dropped and counted; if that is
+// the one being sent, it is abandoned after the attempt under way, and
+// counted then, unless that attempt succeeds. The
 // exporter keeps req: the caller must not modify it afterwards.
 func (e *Exporter) Export(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) error {
 	if req == nil {
-		return errors.New("otlpgrpc: export: nil request")
+		return errors.New("otlpexport: export: nil request")
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("otlpgrpc: export: %w", err)
+		return fmt.Errorf("otlpexport: export: %w", err)
 	}
 	it := &item{req: req, size: proto.Size(req)}
 
@@ -218,13 +216,15 @@ func (e *Exporter) Export(ctx context.Context, req *collectorpb.ExportProfilesSe
 	}
 	dropped := 0
 	for e.queuedLocked() >= e.cfg.QueueSize {
-		if e.inflight != nil && !e.inflight.dropped {
-			e.inflight.dropped = true
+		if e.inflight != nil && !e.inflight.superseded {
+			// Counted when the sender abandons it, unless its
+			// attempt under way succeeds.
+			e.inflight.superseded = true
 		} else {
 			e.queue[0] = nil
 			e.queue = e.queue[1:]
+			e.stats.Dropped++
 		}
-		e.stats.Dropped++
 		dropped++
 	}
 	e.queue = append(e.queue, it)
@@ -281,7 +281,7 @@ func (e *Exporter) Flush(ctx context.Context) error {
 		if errors.Is(err, ErrClosed) {
 			return err
 		}
-		return fmt.Errorf("otlpgrpc: flush: waiting for Run to return: %w", err)
+		return fmt.Errorf("otlpexport: flush: waiting for Run to return: %w", err)
 	}
 	defer e.release()
 	for {
@@ -320,13 +320,13 @@ func (e *Exporter) unsent(err error) error {
 		what = "1 request"
 	}
 	if last == nil {
-		return fmt.Errorf("otlpgrpc: flush to %s: %s unsent: %w", e.cfg.Endpoint, what, err)
+		return fmt.Errorf("otlpexport: flush to %s: %s unsent: %w", e.cfg.Endpoint, what, err)
 	}
-	return fmt.Errorf("otlpgrpc: flush to %s: %s unsent: %w; last error: %w", e.cfg.Endpoint, what, err, last)
+	return fmt.Errorf("otlpexport: flush to %s: %s unsent: %w; last error: %w", e.cfg.Endpoint, what, err, last)
 }
 
 // Close drops the requests still queued, counting them, and closes the
-// connection. Run and Flush return ErrClosed afterwards, and so does
+// sender. Run and Flush return ErrClosed afterwards, and so does
 // Export. Closing twice is harmless.
 func (e *Exporter) Close() error {
 	e.mu.Lock()
@@ -344,8 +344,8 @@ func (e *Exporter) Close() error {
 	if n > 0 {
 		e.log.Warn("closing exporter, dropped unsent requests", "requests", n)
 	}
-	if err := e.conn.Close(); err != nil {
-		return fmt.Errorf("otlpgrpc: close connection to %s: %w", e.cfg.Endpoint, err)
+	if err := e.transport.Close(); err != nil {
+		return fmt.Errorf("otlpexport: close connection to %s: %w", e.cfg.Endpoint, err)
 	}
 	return nil
 }
@@ -421,7 +421,8 @@ const (
 	outcomeRequeued  // ctx ended: back to the front of the queue
 )
 
-// finish records what became of the request in flight.
+// finish records what became of the request in flight. Each request is
+// counted here once, under exactly one of Sent, Rejected and Dropped.
 func (e *Exporter) finish(it *item, o outcome) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -430,22 +431,12 @@ func (e *Exporter) finish(it *item, o outcome) {
 	case outcomeSent:
 		e.stats.Sent++
 		e.stats.SentBytes += uint64(it.size)
-		if it.dropped {
-			e.stats.Dropped-- // Counted when it overflowed, but delivered.
-		}
 	case outcomeRejected:
-		if !it.dropped {
-			e.stats.Rejected++
-		}
+		e.stats.Rejected++
 	case outcomeAbandoned:
-		if !it.dropped {
-			e.stats.Dropped++
-		}
+		e.stats.Dropped++
 	case outcomeRequeued:
-		if it.dropped {
-			break
-		}
-		if e.closed {
+		if it.superseded || e.closed {
 			e.stats.Dropped++
 			break
 		}
@@ -458,17 +449,17 @@ func (e *Exporter) finish(it *item, o outcome) {
 // when ctx ended first, ErrClosed when the exporter was closed, and nil
 // otherwise.
 func (e *Exporter) send(ctx context.Context, it *item) error {
-	wait := min(initialBackoff, e.cfg.MaxBackoff)
+	wait := min(InitialBackoff, e.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			e.mu.Lock()
-			dropped, closed := it.dropped, e.closed
+			superseded, closed := it.superseded, e.closed
 			e.mu.Unlock()
 			if closed {
 				e.finish(it, outcomeAbandoned)
 				return ErrClosed
 			}
-			if dropped {
+			if superseded {
 				e.finish(it, outcomeAbandoned)
 				return nil
 			}
@@ -488,7 +479,12 @@ func (e *Exporter) send(ctx context.Context, it *item) error {
 			return ctx.Err()
 		}
 
-		retry, delay := retryable(err)
+		var re *RetryableError
+		retry := errors.As(err, &re)
+		var delay time.Duration
+		if retry {
+			delay = min(re.After, MaxRetryAfter)
+		}
 		e.mu.Lock()
 		e.stats.Failed++
 		e.lastErr = err
@@ -506,8 +502,9 @@ func (e *Exporter) send(ctx context.Context, it *item) error {
 			return nil
 		}
 		if !wasFailing {
-			if strings.Contains(err.Error(), "first record does not look like a TLS handshake") {
-				e.log.Warn("export failed, retrying: the endpoint does not seem to speak TLS; set Insecure (--disable-tls) if it is plaintext", "error", err)
+			if msg := err.Error(); strings.Contains(msg, "first record does not look like a TLS handshake") ||
+				strings.Contains(msg, "server gave HTTP response to HTTPS client") {
+				e.log.Warn("export failed, retrying: the endpoint does not seem to speak TLS; if it is plaintext, use --disable-tls (gRPC) or an http:// URL", "error", err)
 			} else {
 				e.log.Warn("export failed, retrying", "error", err)
 			}
@@ -530,14 +527,11 @@ func (e *Exporter) send(ctx context.Context, it *item) error {
 	}
 }
 
-// attempt makes one RPC.
+// attempt makes one attempt at sending the request in flight.
 func (e *Exporter) attempt(ctx context.Context, it *item) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
-	if len(e.md) > 0 {
-		ctx = metadata.NewOutgoingContext(ctx, e.md)
-	}
-	resp, err := e.client.Export(ctx, it.req, grpc.UseCompressor(gzip.Name))
+	resp, err := e.transport.Send(ctx, it.req)
 	if err != nil {
 		return err
 	}
@@ -557,24 +551,6 @@ func (e *Exporter) attempt(ctx context.Context, it *item) error {
 			"rejected_profiles", ps.GetRejectedProfiles(), "message", ps.GetErrorMessage())
 	}
 	return nil
-}
-
-// retryable reports whether an RPC that failed with err may succeed when
-// repeated, and how long the backend asked to wait first, if it did.
-func retryable(err error) (bool, time.Duration) {
-	st := status.Convert(err)
-	switch st.Code() {
-	case codes.Canceled, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted,
-		codes.OutOfRange, codes.Unavailable, codes.DataLoss:
-	default:
-		return false, 0
-	}
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			return true, ri.GetRetryDelay().AsDuration()
-		}
-	}
-	return true, 0
 }
 
 // jitter returns a random duration in [d/2, d].

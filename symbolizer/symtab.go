@@ -1,0 +1,285 @@
+package symbolizer
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+// candidate is a symbol read from a symbol table, before deduplication.
+type candidate struct {
+	value, size uint64
+	secEnd      uint64 // end address of the symbol's section
+	nameOff     uint32 // into the tableBuilder's strtabs[strtab]
+	nameLen     uint32
+	strtab      uint8
+	rank        uint8 // higher is preferred among symbols at one address
+	underscores uint8 // leading underscores, fewer is preferred
+}
+
+// Ranking bits of candidate.rank.
+const (
+	rankFunc   = 1 << 0
+	rankSymtab = 1 << 1
+	rankGlobal = 1 << 2
+)
+
+// tableBuilder collects the symbols of a file's symbol tables and packs
+// them into a File's sorted table.
+type tableBuilder struct {
+	cands   []candidate
+	strtabs [][]byte
+	limit   uint64 // largest table read
+
+	// Symbols in [excludeLo, excludeHi) are left out.
+	excludeLo, excludeHi uint64
+}
+
+// elfSym is a symbol table entry, decoded.
+type elfSym struct {
+	name        uint32
+	info        byte
+	shndx       uint16
+	value, size uint64
+}
+
+// addSymbols reads the symbols of one SHT_SYMTAB or SHT_DYNSYM section.
+func (b *tableBuilder) addSymbols(ef *elf.File, sec *elf.Section) error {
+	if sec.Type == elf.SHT_NOBITS {
+		return nil
+	}
+	data, strs, err := b.readTables(ef, sec)
+	if err != nil {
+		return err
+	}
+	strtab := uint8(len(b.strtabs))
+	b.strtabs = append(b.strtabs, strs)
+	entSize, err := symSize(ef.Class)
+	if err != nil {
+		return err
+	}
+	// Entry 0 is the reserved undefined symbol.
+	for off := entSize; off+entSize <= len(data); off += entSize {
+		s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
+		if c, ok := newCandidate(ef, sec.Type, s, strs); ok {
+			c.strtab = strtab
+			b.cands = append(b.cands, c)
+		}
+	}
+	return nil
+}
+
+// readTables checks the symbol table sec and its string table against the
+// builder's limits and reads both.
+func (b *tableBuilder) readTables(ef *elf.File, sec *elf.Section) (syms, strs []byte, err error) {
+	if sec.Size > b.limit {
+		return nil, nil, fmt.Errorf("%w: symbol table of %d bytes", errSectionTooLarge, sec.Size)
+	}
+	if int(sec.Link) >= len(ef.Sections) || sec.Link == 0 {
+		return nil, nil, fmt.Errorf("invalid string table index %d", sec.Link)
+	}
+	strSec := ef.Sections[sec.Link]
+	if strSec.Type != elf.SHT_STRTAB {
+		return nil, nil, fmt.Errorf("linked section %d is not a string table", sec.Link)
+	}
+	if strSec.Size > b.limit {
+		return nil, nil, fmt.Errorf("%w: string table of %d bytes", errSectionTooLarge, strSec.Size)
+	}
+	// Symbol and string tables are never compressed in practice, and
+	// decompressing lets a small file claim a huge table.
+	if compressed(sec) || compressed(strSec) {
+		return nil, nil, errors.New("compressed symbol or string table")
+	}
+	if len(b.strtabs) >= math.MaxUint8 {
+		return nil, nil, errors.New("too many symbol tables")
+	}
+	if syms, err = sec.Data(); err != nil {
+		return nil, nil, fmt.Errorf("read symbols: %w", err)
+	}
+	if strs, err = strSec.Data(); err != nil {
+		return nil, nil, fmt.Errorf("read string table %s: %w", strSec.Name, err)
+	}
+	return syms, strs, nil
+}
+
+// symSize returns the size of a symbol table entry of the ELF class.
+func symSize(class elf.Class) (int, error) {
+	switch class {
+	case elf.ELFCLASS64:
+		return elf.Sym64Size, nil
+	case elf.ELFCLASS32:
+		return elf.Sym32Size, nil
+	}
+	return 0, fmt.Errorf("unsupported ELF class %v", class)
+}
+
+// decodeSym decodes the symbol table entry e.
+func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
+	if class == elf.ELFCLASS64 {
+		return elfSym{
+			name:  bo.Uint32(e[0:4]),
+			info:  e[4],
+			shndx: bo.Uint16(e[6:8]),
+			value: bo.Uint64(e[8:16]),
+			size:  bo.Uint64(e[16:24]),
+		}
+	}
+	return elfSym{
+		name:  bo.Uint32(e[0:4]),
+		value: uint64(bo.Uint32(e[4:8])),
+		size:  uint64(bo.Uint32(e[8:12])),
+		info:  e[12],
+		shndx: bo.Uint16(e[14:16]),
+	}
+}
+
+// newCandidate returns s as a candidate when it can name code: a function,
+// or an untyped or indirect-function symbol with a nonzero value, defined
+// in an executable section of ef, with a name that is not a mapping symbol
+// or local label. tableType is the type of the table s comes from; strs is
+// its string table.
+func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte) (candidate, bool) {
+	var rank uint8
+	switch elf.SymType(s.info & 0xf) {
+	case elf.STT_FUNC:
+		rank |= rankFunc
+	case elf.STT_NOTYPE, elf.STT_GNU_IFUNC:
+		if s.value == 0 {
+			return candidate{}, false
+		}
+	default:
+		return candidate{}, false
+	}
+	// Only symbols defined in ordinary sections (not undefined, absolute
+	// or common) that hold code.
+	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(ef.Sections) {
+		return candidate{}, false
+	}
+	sec := ef.Sections[s.shndx]
+	if sec.Flags&elf.SHF_EXECINSTR == 0 || sec.Flags&elf.SHF_ALLOC == 0 {
+		return candidate{}, false
+	}
+	nameLen, ok := cstringLen(strs, s.name)
+	if !ok || nameLen == 0 || nameLen > maxNameLen {
+		return candidate{}, false
+	}
+	n := strs[s.name : s.name+nameLen]
+	// Skip mapping symbols ($x, $d, $t on ARM) and assembler-local labels,
+	// which name no function.
+	if n[0] == '$' || bytes.HasPrefix(n, []byte(".L")) {
+		return candidate{}, false
+	}
+	if elf.SymBind(s.info>>4) != elf.STB_LOCAL {
+		rank |= rankGlobal
+	}
+	if tableType == elf.SHT_SYMTAB {
+		rank |= rankSymtab
+	}
+	underscores := 0
+	for underscores < len(n) && underscores < math.MaxUint8 && n[underscores] == '_' {
+		underscores++
+	}
+	secEnd := sec.Addr + sec.Size
+	if secEnd < sec.Addr {
+		secEnd = math.MaxUint64
+	}
+	return candidate{
+		value:       s.value,
+		size:        s.size,
+		secEnd:      secEnd,
+		nameOff:     s.name,
+		nameLen:     nameLen,
+		rank:        rank,
+		underscores: uint8(underscores),
+	}, true
+}
+
+// cstringLen returns the length of the NUL-terminated string at off.
+func cstringLen(strs []byte, off uint32) (uint32, bool) {
+	if uint64(off) >= uint64(len(strs)) {
+		return 0, false
+	}
+	n := bytes.IndexByte(strs[off:], 0)
+	if n < 0 {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// build sorts and deduplicates the candidates and packs them into f.
+func (b *tableBuilder) build(f *File) error {
+	kept := b.dedup()
+	size := 0
+	for _, c := range kept {
+		size += int(c.nameLen)
+	}
+	if size > math.MaxUint32 {
+		return fmt.Errorf("symbol names of %d bytes are too large", size)
+	}
+	f.addrs = make([]uint64, len(kept))
+	f.extents = make([]uint32, len(kept))
+	f.nameOffs = make([]uint32, len(kept))
+	var names strings.Builder
+	names.Grow(size)
+	for i, c := range kept {
+		f.addrs[i] = c.value
+		f.nameOffs[i] = uint32(names.Len())
+		names.Write(b.strtabs[c.strtab][c.nameOff : c.nameOff+c.nameLen])
+		// A sized symbol covers its size. One of size zero covers up to
+		// the next symbol but not past the end of its section.
+		extent := c.size
+		if extent == 0 {
+			end := c.secEnd
+			if i+1 < len(kept) {
+				end = min(end, kept[i+1].value)
+			}
+			if end > c.value {
+				extent = end - c.value
+			}
+		}
+		f.extents[i] = uint32(min(extent, math.MaxUint32))
+	}
+	f.names = names.String()
+	*b = tableBuilder{}
+	return nil
+}
+
+// dedup sorts the candidates by address and keeps the preferred one at
+// each address, outside the excluded range.
+func (b *tableBuilder) dedup() []candidate {
+	// At one address the preferred symbol first: global over local,
+	// .symtab over .dynsym, functions over other types, then fewer
+	// leading underscores ("malloc" over "__libc_malloc"), then the order
+	// the tables list them in.
+	slices.SortStableFunc(b.cands, func(x, y candidate) int {
+		switch {
+		case x.value != y.value:
+			if x.value < y.value {
+				return -1
+			}
+			return 1
+		case x.rank != y.rank:
+			return int(y.rank) - int(x.rank)
+		}
+		return int(x.underscores) - int(y.underscores)
+	})
+	kept := b.cands[:0]
+	for _, c := range b.cands {
+		if c.value >= b.excludeLo && c.value < b.excludeHi {
+			continue
+		}
+		if n := len(kept); n > 0 && kept[n-1].value == c.value {
+			// An alias: keep the preferred name, but the largest size,
+			// since an untyped label may alias a sized function.
+			kept[n-1].size = max(kept[n-1].size, c.size)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept
+}

@@ -1,0 +1,146 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/tracer/procmaps"
+)
+
+// mappedFile is the file behind one mapping, opened and parsed at most once
+// for all that read it while the mapping is synced: identification, the
+// unwind table (with the debug file) and interpreter detection. It is
+// opened on first use and closed by close.
+type mappedFile struct {
+	t    *Tracer
+	proc *process
+	m    *mapping
+
+	opened  bool
+	fh      *os.File
+	openErr error
+
+	parsed bool
+	ef     *elffile.File
+	elfErr error
+}
+
+func (t *Tracer) mappedFile(proc *process, m *mapping) *mappedFile {
+	return &mappedFile{t: t, proc: proc, m: m}
+}
+
+// file returns the open file.
+func (mf *mappedFile) file() (*os.File, error) {
+	if !mf.opened {
+		mf.opened = true
+		mf.fh, mf.openErr = mf.t.proc.openMapped(mf.proc.pid, mf.m)
+	}
+	return mf.fh, mf.openErr
+}
+
+// elf returns the file's ELF headers, build IDs and debug file.
+func (mf *mappedFile) elf() (*elffile.File, error) {
+	if mf.parsed {
+		return mf.ef, mf.elfErr
+	}
+	mf.parsed = true
+	fh, err := mf.file()
+	if err != nil {
+		mf.elfErr = err
+		return nil, err
+	}
+	mf.ef, mf.elfErr = elffile.NewFile(fh, mf.t.source(mf.proc, mf.m, nil))
+	if mf.elfErr != nil {
+		mf.elfErr = fmt.Errorf("%s: %w", mf.m.path, mf.elfErr)
+	}
+	return mf.ef, mf.elfErr
+}
+
+// debug returns the file's separate debug file, or nil. A debug file that
+// exists but cannot be used is counted and logged: this is called once per
+// file, when its unwind table is built.
+func (mf *mappedFile) debug() *elffile.File {
+	ef, err := mf.elf()
+	if err != nil {
+		return nil
+	}
+	dbg, err := ef.Debug()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		mf.t.stats.debugFileErrors.Add(1)
+		mf.t.log.Warn("debug file not used: frames in this file may lack names or unwind rules it has",
+			"pid", mf.proc.pid, "path", mf.m.path, "error", err)
+	}
+	return dbg
+}
+
+// close closes the file, and its debug file, when they were opened.
+func (mf *mappedFile) close() {
+	switch {
+	case mf.ef != nil:
+		mf.ef.Close()
+	case mf.fh != nil:
+		mf.fh.Close()
+	}
+}
+
+// file returns the identity of the file behind m, computing it on first
+// sight of the file from mf (opened here when nil).
+func (t *Tracer) file(proc *process, m *mapping, mf *mappedFile) *fileInfo {
+	if fi, ok := t.files.Get(m.key); ok {
+		return fi
+	}
+	if mf == nil {
+		mf = t.mappedFile(proc, m)
+		defer mf.close()
+	}
+	fi, err := t.identify(mf)
+	if err != nil {
+		t.stats.fileErrors.Add(1)
+		t.log.Debug("identify mapped file", "pid", proc.pid, "path", m.path, "error", err)
+		return nil
+	}
+	t.files.Add(m.key, fi)
+	return fi
+}
+
+// identify hashes the file behind a mapping and reads its build IDs.
+func (t *Tracer) identify(mf *mappedFile) (*fileInfo, error) {
+	fh, err := mf.file()
+	if err != nil {
+		return nil, err
+	}
+	id, err := elffile.IDOf(fh)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", mf.m.path, err)
+	}
+	fi := &fileInfo{id: id}
+	fi.exec.FileName = filepath.Base(procmaps.TrimDeleted(mf.m.path))
+	// A file that is not ELF is identified all the same, without build
+	// IDs.
+	if ef, err := mf.elf(); err == nil {
+		ids := ef.BuildIDs()
+		fi.isGo = ef.IsGo()
+		fi.exec.GNUBuildID, fi.exec.GoBuildID = ids.GNU, ids.Go
+	}
+	return fi, nil
+}
+
+// source tells the symbolizer how to reach a mapped file and its debug
+// files the way the process sees them: the file through map_files, debug
+// files under the process's root, so containers get their own. fi, when
+// not nil, gives where the debug file was found before.
+func (t *Tracer) source(proc *process, m *mapping, fi *fileInfo) elffile.Source {
+	src := elffile.Source{
+		Open: func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) },
+		Root: t.proc.path(proc.pid, "root"),
+		Path: procmaps.TrimDeleted(m.path),
+	}
+	if fi != nil {
+		src.DebugPath = fi.debugPath
+	}
+	return src
+}

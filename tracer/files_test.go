@@ -1,0 +1,121 @@
+package tracer
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
+)
+
+// seenRuntime is an interpreter.Runtime that recognises nothing and records
+// the files it was shown.
+type seenRuntime struct{ seen []*elffile.File }
+
+func (*seenRuntime) Name() string { return "seen" }
+
+func (r *seenRuntime) Detect(f interpreter.File) (interpreter.Loader, error) {
+	ef, err := f.ELF()
+	if err != nil {
+		return nil, err
+	}
+	r.seen = append(r.seen, ef)
+	return nil, nil
+}
+
+// TestFirstSight: on first sight of a file during a sync, its identity,
+// build IDs, unwind table, debug file and interpreter detection all come
+// from one opened file; a debug file that is there but does not match is
+// counted and logged, not taken for missing; one that matches is
+// remembered for the symbolizer.
+func TestFirstSight(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "prog.c")
+	if err := os.WriteFile(src, []byte("int main(void) { return 0; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "prog")
+	testenv.Run(t, "", "gcc", "-g", "-Wl,--build-id", "-o", bin, src)
+
+	for _, c := range []struct {
+		name       string
+		debug      []string // objcopy arguments making the debug file from bin
+		wantErrors uint64
+	}{
+		{"matching debug file", []string{"--only-keep-debug"}, 0},
+		{"debug file of another build", []string{"--only-keep-debug", "--remove-section=.note.gnu.build-id"}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			proc := t.TempDir()
+			root := filepath.Join(proc, "10", "root")
+			prog := filepath.Join(root, "opt/app/prog")
+			if err := os.MkdirAll(filepath.Dir(prog), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Run(t, "", "cp", bin, prog)
+			want, err := elffile.Open(elffile.Source{Open: func() (*os.File, error) { return os.Open(bin) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer want.Close()
+			ids := want.BuildIDs()
+			debugPath, ok := elffile.BuildIDPath(ids.GNU)
+			if !ok {
+				t.Fatalf("gcc gave no build ID: %+v", ids)
+			}
+			if err := os.MkdirAll(filepath.Join(root, filepath.Dir(debugPath)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Run(t, "", "objcopy", append(c.debug, bin, filepath.Join(root, debugPath))...)
+
+			rt := &seenRuntime{}
+			files, _ := lru.New[fileKey, *fileInfo](16)
+			tr := &Tracer{
+				cfg:   Config{Interpreters: []interpreter.Runtime{rt}},
+				log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+				proc:  procFS{root: proc},
+				files: files,
+				// No budget: the table is built, then not loaded.
+				tables: newTableStore(nil, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+			}
+			p := &process{pid: 10}
+			m := &mapping{start: 0x1000, end: 0x2000, path: "/opt/app/prog", key: fileKey{dev: 1, inode: 2}}
+			mf := tr.mappedFile(p, m)
+			tr.mappingTable(p, m, mf, time.Now())
+			tr.checkInterpreter(p, m, mf)
+			ef, err := mf.elf()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mf.close()
+
+			fi := tr.file(p, m, nil) // cached: nothing opened
+			wantID, _ := want.ID()
+			if fi == nil || fi.id != wantID || fi.exec.GNUBuildID != ids.GNU || fi.exec.FileName != "prog" || fi.isGo {
+				t.Errorf("file info %+v, want id %v, build ID %s", fi, wantID, ids.GNU)
+			}
+			if len(rt.seen) != 1 || rt.seen[0] != ef {
+				t.Errorf("interpreter detection saw %v, want the one opened file %p", rt.seen, ef)
+			}
+			if st := tr.tables.stats; st.skipped != 1 {
+				t.Errorf("table stats %+v, want one table built and skipped for the budget", st)
+			}
+			if got := tr.stats.debugFileErrors.Load(); got != c.wantErrors {
+				t.Errorf("DebugFileErrors = %d, want %d", got, c.wantErrors)
+			}
+			wantDebug := ""
+			if c.wantErrors == 0 {
+				wantDebug = debugPath
+			}
+			if fi.debugPath != wantDebug || tr.source(p, m, fi).DebugPath != wantDebug {
+				t.Errorf("debug path %q, want %q", fi.debugPath, wantDebug)
+			}
+		})
+	}
+}
