@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -208,7 +209,13 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 	}
 
 	// Resource attributes: every resource names its process, host and
-	// service; the workloads' resources are there.
+	// service; the workloads' resources are there, their service named by
+	// --service-name, the Python workload's by its environment (other
+	// processes may name theirs in their environment too).
+	services := map[string]string{itoa(w.python.Process.Pid): pythonService}
+	for _, c := range []*exec.Cmd{w.chainC, w.syscallC, w.goChain} {
+		services[itoa(c.Process.Pid)] = collectorServiceName
+	}
 	pids := map[string]bool{}
 	for i, req := range reqs {
 		for j, rp := range req.ResourceProfiles {
@@ -220,8 +227,9 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 			if got := otlpcheck.ResourceAttr(rp, "host.name"); got != collectorHostName {
 				t.Errorf("request %d resource %d (pid %s): host.name %q, want %q", i, j, pid, got, collectorHostName)
 			}
-			if got := otlpcheck.ResourceAttr(rp, "service.name"); got != collectorServiceName {
-				t.Errorf("request %d resource %d (pid %s): service.name %q, want %q", i, j, pid, got, collectorServiceName)
+			got, want := otlpcheck.ResourceAttr(rp, "service.name"), services[pid]
+			if got == "" || want != "" && got != want {
+				t.Errorf("request %d resource %d (pid %s): service.name %q, want %q", i, j, pid, got, want)
 			}
 			for _, sp := range rp.ScopeProfiles {
 				if sp.GetScope().GetName() == "" {

@@ -94,7 +94,8 @@ type agentRun struct {
 	// d is how long the agent runs before SIGTERM.
 	d    time.Duration
 	args []string
-	// env is added to the test's environment.
+	// env is added to the test's environment, from which the variables
+	// that configure the agent (STACKLINE_*, OTEL_*) are left out.
 	env []string
 	// beforeStop, when set, is called just before SIGTERM.
 	beforeStop func()
@@ -105,7 +106,12 @@ type agentRun struct {
 func runAgentWith(t *testing.T, bin string, r agentRun) string {
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, r.args...)
-	cmd.Env = append(os.Environ(), r.env...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STACKLINE_") && !strings.HasPrefix(kv, "OTEL_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, r.env...)
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
 	if err := cmd.Start(); err != nil {
