@@ -15,10 +15,12 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 
 	"github.com/stackline-dev/stackline/e2e/collector"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/reporter/otlpcheck"
+	"github.com/stackline-dev/stackline/reporter/semconv"
 )
 
 // The resource attributes the Collector tests set and expect back.
@@ -208,26 +210,38 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 		t.Errorf("Python workload: %d of %d samples with the Python chain %v, want >= 90%% of at least 100", pyFull, pyTotal, pyChain)
 	}
 
-	// Resource attributes: every resource names its process, host and
-	// service; the workloads' resources are there, their service named by
+	// Resource attributes: every resource names its process (an integer
+	// pid), host, OS and service; the workloads' resources are there, with
+	// their executables' names and runtimes, their service named by
 	// --service-name, the Python workload's by its environment (other
 	// processes may name theirs in their environment too).
 	services := map[string]string{itoa(w.python.Process.Pid): pythonService}
 	for _, c := range []*exec.Cmd{w.chainC, w.syscallC, w.goChain} {
 		services[itoa(c.Process.Pid)] = collectorServiceName
 	}
-	pids := map[string]bool{}
+	byPid := map[string]map[string]string{} // pid -> key -> value, merged over requests
 	for i, req := range reqs {
 		for j, rp := range req.ResourceProfiles {
-			pid := otlpcheck.ResourceAttr(rp, "process.pid")
-			if _, err := strconv.Atoi(pid); err != nil {
-				t.Errorf("request %d resource %d: process.pid %q is not an integer", i, j, pid)
+			attrs := map[string]string{}
+			for _, kv := range rp.GetResource().GetAttributes() {
+				attrs[kv.Key] = otlpcheck.FormatValue(kv.Value)
+				if kv.Key == semconv.PID && kv.Value.GetValue() != nil {
+					if _, ok := kv.Value.GetValue().(*commonpb.AnyValue_IntValue); !ok {
+						t.Errorf("request %d resource %d: process.pid %v is not an int value", i, j, kv.Value)
+					}
+				}
 			}
-			pids[pid] = true
-			if got := otlpcheck.ResourceAttr(rp, "host.name"); got != collectorHostName {
+			pid := attrs[semconv.PID]
+			if pid == "" {
+				t.Errorf("request %d resource %d: no process.pid", i, j)
+			}
+			if got := attrs[semconv.HostName]; got != collectorHostName {
 				t.Errorf("request %d resource %d (pid %s): host.name %q, want %q", i, j, pid, got, collectorHostName)
 			}
-			got, want := otlpcheck.ResourceAttr(rp, "service.name"), services[pid]
+			if got := attrs[semconv.OSType]; got != semconv.OSLinux {
+				t.Errorf("request %d resource %d (pid %s): os.type %q, want %q", i, j, pid, got, semconv.OSLinux)
+			}
+			got, want := attrs[semconv.ServiceName], services[pid]
 			if got == "" || want != "" && got != want {
 				t.Errorf("request %d resource %d (pid %s): service.name %q, want %q", i, j, pid, got, want)
 			}
@@ -236,11 +250,33 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 					t.Errorf("request %d resource %d (pid %s): scope without a name", i, j, pid)
 				}
 			}
+			if byPid[pid] == nil {
+				byPid[pid] = map[string]string{}
+			}
+			for k, v := range attrs {
+				byPid[pid][k] = v
+			}
 		}
 	}
-	for name, pid := range map[string]int{"C chain": w.chainC.Process.Pid, "C syscall": w.syscallC.Process.Pid, "Go": w.goChain.Process.Pid, "Python": w.python.Process.Pid} {
-		if !pids[itoa(pid)] {
-			t.Errorf("no resource with the %s workload's process.pid %d", name, pid)
+	for _, c := range []struct {
+		name, exe, runtime string
+		pid                int
+	}{
+		{"C chain", "workload", "", w.chainC.Process.Pid},
+		{"C syscall", "workload", "", w.syscallC.Process.Pid},
+		{"Go", "goworkload", semconv.RuntimeGo, w.goChain.Process.Pid},
+		{"Python", "", semconv.RuntimeCPython, w.python.Process.Pid},
+	} {
+		attrs := byPid[itoa(c.pid)]
+		if attrs == nil {
+			t.Errorf("no resource with the %s workload's process.pid %d", c.name, c.pid)
+			continue
+		}
+		if c.exe != "" && attrs[semconv.ExeName] != c.exe {
+			t.Errorf("%s workload: process.executable.name %q, want %q", c.name, attrs[semconv.ExeName], c.exe)
+		}
+		if c.runtime != "" && attrs[semconv.RuntimeName] != c.runtime {
+			t.Errorf("%s workload: process.runtime.name %q, want %q", c.name, attrs[semconv.RuntimeName], c.runtime)
 		}
 	}
 }
