@@ -16,6 +16,7 @@ import (
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stackline-dev/stackline/e2e/collector"
 	"github.com/stackline-dev/stackline/internal/testenv"
@@ -149,6 +150,13 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 	}
 	if repeated > 0 {
 		t.Errorf("%d sample timestamps arrived more than once", repeated)
+		for i := range reqs {
+			for j := i + 1; j < len(reqs); j++ {
+				if proto.Equal(reqs[i], reqs[j]) {
+					t.Errorf("request %d repeats request %d: the agent sent one export twice", j, i)
+				}
+			}
+		}
 	}
 	debugRecords, batches := collector.DebugSampleRecords(log)
 	t.Logf("Collector: %d requests, %d sample records (debug exporter: %d in %d batches), %d samples; agent before SIGTERM: %d samples (%d idle), %d exported; at exit: %d samples",
