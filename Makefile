@@ -15,9 +15,14 @@ build:
 run: build
 	./$(BIN) $(ARGS)
 
+# Debian and Ubuntu keep the kernel's <asm/...> headers in a multiarch
+# directory, which clang does not search for the BPF target; empty (and not
+# needed) where the C compiler knows no multiarch name.
+MULTIARCH ?= $(shell $(CC) -print-multiarch 2>/dev/null)
+
 # Rebuild the eBPF objects and their Go bindings with the pinned clang.
 generate:
-	cd support/ebpf && $(GO) generate ./...
+	cd support/ebpf && MULTIARCH=$(MULTIARCH) $(GO) generate ./...
 
 # Fail when the committed eBPF objects differ from what the sources build.
 check-generated: generate
