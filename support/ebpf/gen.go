@@ -15,4 +15,4 @@
 // /usr/include).
 package ebpf
 
-//go:generate go tool bpf2go -cc clang-16 -cflags "-O2 -g -Wall -Werror -I/usr/include/$MULTIARCH" -target amd64 -type trace -type record_header -type frame -type process_event -type exec_mapping -type process_info -type mapping_key -type file_key -type file_table -type interp_proc -type py_offsets -type record_kind -type frame_type -type frame_flags -type unwind_error -type trace_bounds -type counter -type rule_kind -type rule_layout -type unwind_bounds -type sync_timing -type unwinder -type interp_kind -type py_frame_model Stackline stackline.bpf.c
+//go:generate go tool bpf2go -cc clang-16 -cflags "-O2 -g -Wall -Werror -I/usr/include/$MULTIARCH" -target amd64 -type trace -type record_header -type frame -type process_event -type exec_mapping -type process_info -type mapping_key -type file_key -type file_table -type interp_proc -type py_offsets -type record_kind -type frame_type -type frame_flags -type unwind_error -type trace_bounds -type counter -type rule_kind -type rule_layout -type unwind_bounds -type sync_timing -type unwinder -type interp_kind -type py_frame_model -type py_constants Stackline stackline.bpf.c

@@ -39,6 +39,7 @@ struct shared_types {
 	enum unwinder unwinder;
 	enum interp_kind interp_kind;
 	enum py_frame_model py_frame_model;
+	enum py_constants py_constants;
 	struct process_event process_event;
 	struct py_offsets py_offsets;
 };

@@ -124,6 +124,12 @@ type StacklinePyCodeKey struct {
 	Code uint64
 }
 
+type StacklinePyConstants uint32
+
+const (
+	StacklinePyConstantsPY_FRAME_OWNED_BY_CSTACK StacklinePyConstants = 3
+)
+
 type StacklinePyFrameModel uint32
 
 const (
