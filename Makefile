@@ -4,7 +4,7 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/stackline
 
-.PHONY: all build run generate check-generated test bench bench-agent lint clean
+.PHONY: all build run generate check-generated test test-race bench bench-agent lint clean
 
 all: build
 
@@ -32,6 +32,13 @@ check-generated: generate
 # The whole test suite; eBPF tests need root.
 test:
 	$(GO) test -count=1 -p 1 -timeout 15m ./...
+
+# The race detector over every package's tests but the end-to-end ones
+# (which run the agent binary, not built with it). As root, the eBPF tests
+# run too: the tracer's, which read its state while Run changes it.
+RACE_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
+test-race:
+	$(GO) test -race -count=1 -p 1 -timeout 20m $(RACE_PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),1s) ./...

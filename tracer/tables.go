@@ -226,6 +226,12 @@ func (s *tableStore) load(id trace.FileID, name string, src tableSource, now tim
 		s.stats.failed++
 		return tb
 	}
+	if s.maxBytes == 0 {
+		// Frame pointers only: no table is built, let alone loaded.
+		tb.err = fmt.Errorf("%w: --max-unwind-table-bytes is 0", errTableBudget)
+		s.stats.skipped++
+		return tb
+	}
 	start := time.Now()
 	rows, sources, err := s.build(src)
 	s.stats.buildTime += time.Since(start)
