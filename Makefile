@@ -16,9 +16,10 @@ run: build
 	./$(BIN) $(ARGS)
 
 # Debian and Ubuntu keep the kernel's <asm/...> headers in a multiarch
-# directory, which clang does not search for the BPF target; empty (and not
-# needed) where the C compiler knows no multiarch name.
-MULTIARCH ?= $(shell $(CC) -print-multiarch 2>/dev/null)
+# directory, which clang does not search for the BPF target. Its name comes
+# from the C compiler (gcc; clang has no -print-multiarch) or dpkg; it is
+# empty, and not needed, where neither knows one.
+MULTIARCH ?= $(shell { $(CC) -print-multiarch || dpkg-architecture -qDEB_HOST_MULTIARCH; } 2>/dev/null)
 
 # Rebuild the eBPF objects and their Go bindings with the pinned clang.
 generate:
