@@ -26,6 +26,7 @@ import (
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
 	"github.com/stackline-dev/stackline/reporter/otlpgrpc"
 	"github.com/stackline-dev/stackline/reporter/otlphttp"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/tracer"
 )
@@ -309,7 +310,8 @@ func (a *Agent) logSummary() {
 	a.log.Info("stopped",
 		"uptime", time.Since(a.started).Round(time.Millisecond),
 		"first_sample", a.firstSample(ts).Round(time.Millisecond),
-		"samples", ts.Samples, "traces", ts.Traces, "lost", ts.LostTraces+ts.LostEvents,
+		"samples", ts.Counters[progs.StacklineCounterCOUNTER_SAMPLES], "traces", ts.Traces,
+		"lost", ts.Counters[progs.StacklineCounterCOUNTER_LOST_TRACES]+ts.Counters[progs.StacklineCounterCOUNTER_LOST_EVENTS],
 		"exports", rs.Exports, "export_errors", rs.ExportErrors)
 }
 
