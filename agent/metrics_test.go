@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -84,5 +85,40 @@ func TestMetricDefinitions(t *testing.T) {
 	}
 	if len(families) != len(metrics) {
 		t.Errorf("gathered %d metrics, want %d", len(families), len(metrics))
+	}
+}
+
+// TestReadmeMetrics: README's table of self-metrics lists exactly the
+// metrics the agent exports, each with its type.
+func TestReadmeMetrics(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`stackline_") {
+			continue
+		}
+		name := strings.TrimPrefix(strings.Trim(strings.TrimSpace(cells[1]), "`"), "stackline_")
+		documented[name] = strings.TrimSpace(cells[2])
+	}
+	for _, m := range metrics {
+		typ := "counter"
+		if m.typ == prometheus.GaugeValue {
+			typ = "gauge"
+		}
+		doc, ok := documented[m.name]
+		switch {
+		case !ok:
+			t.Errorf("stackline_%s is not in README's metrics table", m.name)
+		case doc != typ:
+			t.Errorf("stackline_%s: README says %s, it is a %s", m.name, doc, typ)
+		}
+		delete(documented, m.name)
+	}
+	for name := range documented {
+		t.Errorf("README documents stackline_%s, which the agent does not export", name)
 	}
 }
