@@ -238,7 +238,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	repDone := make(chan struct{})
 	go func() {
 		defer close(repDone)
-		a.reporter.Run(repCtx)
+		if err := a.reporter.Run(repCtx); err != nil {
+			errc <- fmt.Errorf("reporter: %w", err)
+		}
 	}()
 
 	if a.cfg.MetricsAddress != "" {
