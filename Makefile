@@ -8,7 +8,7 @@ CONTAINER_TOOL ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || ec
 IMAGE   ?= stackline:$(VERSION)
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run generate check-generated test bench bench-agent lint clean image image-files check-image
+.PHONY: all build run generate check-generated test test-race bench bench-agent lint clean image image-files check-image
 
 all: build
 
@@ -19,9 +19,15 @@ build:
 run: build
 	./$(BIN) $(ARGS)
 
+# Debian and Ubuntu keep the kernel's <asm/...> headers in a multiarch
+# directory, which clang does not search for the BPF target. Its name comes
+# from the C compiler (gcc; clang has no -print-multiarch) or dpkg; it is
+# empty, and not needed, where neither knows one.
+MULTIARCH ?= $(shell { $(CC) -print-multiarch || dpkg-architecture -qDEB_HOST_MULTIARCH; } 2>/dev/null)
+
 # Rebuild the eBPF objects and their Go bindings with the pinned clang.
 generate:
-	cd support/ebpf && $(GO) generate ./...
+	cd support/ebpf && MULTIARCH=$(MULTIARCH) $(GO) generate ./...
 
 # Fail when the committed eBPF objects differ from what the sources build.
 check-generated: generate
@@ -31,6 +37,13 @@ check-generated: generate
 # The whole test suite; eBPF tests need root.
 test:
 	$(GO) test -count=1 -p 1 -timeout 15m ./...
+
+# The race detector over every package's tests but the end-to-end ones
+# (which run the agent binary, not built with it). As root, the eBPF tests
+# run too: the tracer's, which read its state while Run changes it.
+RACE_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
+test-race:
+	$(GO) test -race -count=1 -p 1 -timeout 20m $(RACE_PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),1s) ./...

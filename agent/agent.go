@@ -26,6 +26,7 @@ import (
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
 	"github.com/stackline-dev/stackline/reporter/otlpgrpc"
 	"github.com/stackline-dev/stackline/reporter/otlphttp"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/tracer"
 )
@@ -237,7 +238,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	repDone := make(chan struct{})
 	go func() {
 		defer close(repDone)
-		a.reporter.Run(repCtx)
+		if err := a.reporter.Run(repCtx); err != nil {
+			errc <- fmt.Errorf("reporter: %w", err)
+		}
 	}()
 
 	if a.cfg.MetricsAddress != "" {
@@ -309,7 +312,8 @@ func (a *Agent) logSummary() {
 	a.log.Info("stopped",
 		"uptime", time.Since(a.started).Round(time.Millisecond),
 		"first_sample", a.firstSample(ts).Round(time.Millisecond),
-		"samples", ts.Samples, "traces", ts.Traces, "lost", ts.LostTraces+ts.LostEvents,
+		"samples", ts.Counters[progs.StacklineCounterCOUNTER_SAMPLES], "traces", ts.Traces,
+		"lost", ts.Counters[progs.StacklineCounterCOUNTER_LOST_TRACES]+ts.Counters[progs.StacklineCounterCOUNTER_LOST_EVENTS],
 		"exports", rs.Exports, "export_errors", rs.ExportErrors)
 }
 

@@ -20,7 +20,7 @@ import (
 )
 
 // Kind numbers a runtime for the eBPF unwinder (enum interp_kind in
-// support/ebpf/interp.h).
+// support/ebpf/interp.h, checked by tracer/layout.go).
 type Kind uint32
 
 // The runtimes the eBPF side can unwind.

@@ -241,7 +241,8 @@ func (r *Reporter) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
 
 // Run exports an interval every cfg.Interval until ctx is done, then exports
 // the last (partial) interval, with a context that is not cancelled, and
-// returns.
+// returns. A failed periodic export is logged and counted and Run goes on;
+// the final export's failure is returned, since nothing comes after it.
 func (r *Reporter) Run(ctx context.Context) error {
 	tick := time.NewTicker(r.cfg.Interval)
 	defer tick.Stop()
@@ -249,17 +250,20 @@ func (r *Reporter) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			// The final flush: the interval in progress is not lost.
-			r.Flush(context.WithoutCancel(ctx))
+			if err := r.Flush(context.WithoutCancel(ctx)); err != nil {
+				return fmt.Errorf("final export: %w", err)
+			}
 			return nil
 		case <-tick.C:
-			r.Flush(ctx)
+			r.Flush(ctx) // logged and counted there
 		}
 	}
 }
 
 // Flush closes the current interval, builds its request and hands it to the
-// exporter. An interval without samples is not exported.
-func (r *Reporter) Flush(ctx context.Context) {
+// exporter. An interval without samples is not exported. The exporter's
+// error is logged, counted and returned.
+func (r *Reporter) Flush(ctx context.Context) error {
 	now := time.Now()
 	r.mu.Lock()
 	done := r.cur
@@ -279,7 +283,7 @@ func (r *Reporter) Flush(ctx context.Context) {
 	r.mu.Unlock()
 
 	if len(done.samples) == 0 {
-		return
+		return nil
 	}
 	req, unnamed := r.build(done, now)
 	r.stats.unnamedFrames.Add(uint64(unnamed))
@@ -289,7 +293,9 @@ func (r *Reporter) Flush(ctx context.Context) {
 	if err := r.exporter.Export(ctx, req); err != nil {
 		r.stats.exportErrors.Add(1)
 		r.log.Warn("export failed", "error", err, "samples", done.numTraces)
+		return fmt.Errorf("export of %d samples: %w", done.numTraces, err)
 	}
+	return nil
 }
 
 // Stats returns the reporter's counters.

@@ -2,6 +2,7 @@ package reporter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -351,5 +352,34 @@ func TestInvalidUTF8(t *testing.T) {
 	}
 	if got := otlpcheck.ResourceAttr(back.ResourceProfiles[0], "process.executable.name"); got != "caf\uFFFD" {
 		t.Errorf("process.executable.name = %q, want %q", got, "caf\uFFFD")
+	}
+}
+
+// failingExporter refuses every request.
+type failingExporter struct{ err error }
+
+func (f failingExporter) Export(context.Context, *collectorpb.ExportProfilesServiceRequest) error {
+	return f.err
+}
+
+// TestRunReturnsFinalExportError: a failed periodic export is counted and
+// Run goes on; the final export's failure, after which nothing is retried,
+// is Run's error.
+func TestRunReturnsFinalExportError(t *testing.T) {
+	disk := errors.New("disk full")
+	r, err := New(testConfig(), failingExporter{disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := trace.FrameID{File: fileID(1), Addr: 0x10, Type: trace.FrameNative}
+	resolve(r, id)
+	r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{id}}, trace.TraceMeta{TimestampNS: uint64(time.Now().UnixNano()), PID: 1, TID: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Run(ctx); !errors.Is(err, disk) {
+		t.Errorf("Run = %v, want the final export's error", err)
+	}
+	if got := r.Stats().ExportErrors; got != 1 {
+		t.Errorf("%d export errors counted, want 1", got)
 	}
 }

@@ -28,8 +28,9 @@ func (id FileID) IsZero() bool { return id == FileID{} }
 // be read. It is exported as the profile.frame.type attribute.
 type FrameType uint8
 
-// Frame types. The numeric values of the first ones are shared with the eBPF
-// trace record (support/ebpf/trace.h); keep them in step.
+// Frame types. The numeric values of the first ones are those of the eBPF
+// trace record (enum frame_type of support/ebpf/trace.h): tracer/layout.go
+// does not compile when they differ.
 const (
 	FrameUnknown FrameType = 0
 	// FrameNative is a user-space machine-code frame; its address is a file
@@ -176,7 +177,8 @@ func KernelFileID(name, buildID string) FileID {
 	return fileIDOfString("kernel\x00" + strings.ToLower(name) + "\x00" + buildID)
 }
 
-// Error codes carried in the address of FrameError frames.
+// Error codes carried in the address of FrameError frames: those of enum
+// unwind_error of support/ebpf/trace.h (checked by tracer/layout.go).
 const (
 	ErrorNone uint64 = iota
 	// ErrorMaxDepth: the stack was deeper than the configured maximum.

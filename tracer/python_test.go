@@ -13,6 +13,7 @@ import (
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter/python"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -159,7 +160,7 @@ func TestPythonFrames(t *testing.T) {
 				}
 			}
 			t.Logf("%s: %d traces, %d running Python code or incomplete, %d (%.1f%%) of them with inner <- middle <- outer <- <module> (file:line) above native frames to _start; %d Python frames emitted, %d unnamed, %d read errors",
-				py, len(traces), running, full, 100*float64(full)/float64(max(running, 1)), st.PythonFrames, st.InterpreterUnnamed, st.InterpreterReadErrors)
+				py, len(traces), running, full, 100*float64(full)/float64(max(running, 1)), st.Counters[progs.StacklineCounterCOUNTER_PYTHON_FRAMES], st.InterpreterUnnamed, st.Counters[progs.StacklineCounterCOUNTER_INTERP_ERRORS])
 			checkShare(t, "full Python chain", full, running, bad, 0.95)
 			if running < len(traces)*8/10 {
 				t.Errorf("only %d of %d traces in the eval loop", running, len(traces))

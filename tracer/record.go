@@ -5,23 +5,46 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// Layout of the records in support/ebpf/trace.h.
+// Layout of the records in support/ebpf/trace.h, from the Go types bpf2go
+// generates. The decoder reads the fields in place, at these offsets, rather
+// than through encoding/binary: it runs for every sample.
 const (
-	recordTrace       = 1
-	recordProcessExit = 2
-	recordProcessExec = 3
-	recordProcessSync = 4
+	recordTrace       = uint32(progs.StacklineRecordKindRECORD_TRACE)
+	recordProcessExit = uint32(progs.StacklineRecordKindRECORD_PROCESS_EXIT)
+	recordProcessExec = uint32(progs.StacklineRecordKindRECORD_PROCESS_EXEC)
+	recordProcessSync = uint32(progs.StacklineRecordKindRECORD_PROCESS_SYNC)
 
-	headerSize     = 40 // struct record_header
-	traceFramesOff = 48 // offsetof(struct trace, frames)
-	frameSize      = 16 // struct frame
-	maxFrames      = 127 + 128 + 1
+	headerSize     = int(unsafe.Sizeof(progs.StacklineRecordHeader{}))
+	traceFramesOff = int(unsafe.Offsetof(progs.StacklineTrace{}.Frames))
+	frameSize      = int(unsafe.Sizeof(progs.StacklineFrame{}))
+	maxFrames      = len(progs.StacklineTrace{}.Frames)
 
-	frameFlagReturnAddress = 1
+	frameFlagReturnAddress = uint8(progs.StacklineFrameFlagsFRAME_FLAG_RETURN_ADDRESS)
+)
+
+// Offsets of the fields read, in struct record_header, struct trace and
+// struct frame.
+const (
+	offKind            = unsafe.Offsetof(progs.StacklineRecordHeader{}.Kind)
+	offPid             = unsafe.Offsetof(progs.StacklineRecordHeader{}.Pid)
+	offTid             = unsafe.Offsetof(progs.StacklineRecordHeader{}.Tid)
+	offCPU             = unsafe.Offsetof(progs.StacklineRecordHeader{}.Cpu)
+	offKtime           = unsafe.Offsetof(progs.StacklineRecordHeader{}.KtimeNs)
+	offComm            = unsafe.Offsetof(progs.StacklineRecordHeader{}.Comm)
+	commLen            = uintptr(len(progs.StacklineRecordHeader{}.Comm))
+	offNumFrames       = unsafe.Offsetof(progs.StacklineTrace{}.NumFrames)
+	offNumKernelFrames = unsafe.Offsetof(progs.StacklineTrace{}.NumKernelFrames)
+	offFrameAddr       = unsafe.Offsetof(progs.StacklineFrame{}.Addr)
+	offFrameAux        = unsafe.Offsetof(progs.StacklineFrame{}.Aux)
+	offFrameType       = unsafe.Offsetof(progs.StacklineFrame{}.Type)
+	offFrameFlags      = unsafe.Offsetof(progs.StacklineFrame{}.Flags)
+	offFrameExtra      = unsafe.Offsetof(progs.StacklineFrame{}.Extra)
 )
 
 // rawFrame is one decoded struct frame.
@@ -52,12 +75,12 @@ func (r *record) decode(raw []byte) error {
 		return fmt.Errorf("%w: %d bytes", errShortRecord, len(raw))
 	}
 	le := binary.LittleEndian
-	r.kind = le.Uint32(raw[0:])
-	r.pid = le.Uint32(raw[4:])
-	r.tid = le.Uint32(raw[8:])
-	r.cpu = le.Uint32(raw[12:])
-	r.ktimeNS = le.Uint64(raw[16:])
-	comm := raw[24:40]
+	r.kind = le.Uint32(raw[offKind:])
+	r.pid = le.Uint32(raw[offPid:])
+	r.tid = le.Uint32(raw[offTid:])
+	r.cpu = le.Uint32(raw[offCPU:])
+	r.ktimeNS = le.Uint64(raw[offKtime:])
+	comm := raw[offComm : offComm+commLen]
 	if i := bytes.IndexByte(comm, 0); i >= 0 {
 		comm = comm[:i]
 	}
@@ -73,8 +96,8 @@ func (r *record) decode(raw []byte) error {
 	if len(raw) < traceFramesOff {
 		return fmt.Errorf("%w: trace of %d bytes", errShortRecord, len(raw))
 	}
-	n := int(le.Uint16(raw[40:]))
-	nk := int(le.Uint16(raw[42:]))
+	n := int(le.Uint16(raw[offNumFrames:]))
+	nk := int(le.Uint16(raw[offNumKernelFrames:]))
 	if n > maxFrames || nk > n {
 		return fmt.Errorf("trace claims %d frames (%d kernel)", n, nk)
 	}
@@ -85,11 +108,11 @@ func (r *record) decode(raw []byte) error {
 	for i := range n {
 		f := raw[traceFramesOff+i*frameSize:]
 		r.frames = append(r.frames, rawFrame{
-			addr:  le.Uint64(f[0:]),
-			aux:   le.Uint32(f[8:]),
-			typ:   trace.FrameType(f[12]),
-			flags: f[13],
-			extra: le.Uint16(f[14:]),
+			addr:  le.Uint64(f[offFrameAddr:]),
+			aux:   le.Uint32(f[offFrameAux:]),
+			typ:   trace.FrameType(f[offFrameType]),
+			flags: f[offFrameFlags],
+			extra: le.Uint16(f[offFrameExtra:]),
 		})
 	}
 	return nil

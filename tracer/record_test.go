@@ -4,27 +4,30 @@ import (
 	"encoding/binary"
 	"testing"
 
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 )
 
+// encodeTrace encodes a trace record as the eBPF side sends it: struct trace
+// (through the Go type bpf2go generates from it, not the decoder's offsets)
+// cut after its used frames.
 func encodeTrace(pid, tid uint32, comm string, frames []rawFrame, nk int) []byte {
-	b := make([]byte, traceFramesOff+len(frames)*frameSize)
-	le := binary.LittleEndian
-	le.PutUint32(b[0:], recordTrace)
-	le.PutUint32(b[4:], pid)
-	le.PutUint32(b[8:], tid)
-	le.PutUint32(b[12:], 1)
-	le.PutUint64(b[16:], 12345)
-	copy(b[24:40], comm)
-	le.PutUint16(b[40:], uint16(len(frames)))
-	le.PutUint16(b[42:], uint16(nk))
-	for i, f := range frames {
-		o := traceFramesOff + i*frameSize
-		le.PutUint64(b[o:], f.addr)
-		b[o+12] = byte(f.typ)
-		b[o+13] = f.flags
+	var t progs.StacklineTrace
+	t.Hdr = progs.StacklineRecordHeader{Kind: uint32(progs.StacklineRecordKindRECORD_TRACE), Pid: pid, Tid: tid, Cpu: 3, KtimeNs: 12345}
+	for i := 0; i < len(comm) && i < len(t.Hdr.Comm)-1; i++ {
+		t.Hdr.Comm[i] = int8(comm[i])
 	}
-	return b
+	t.NumFrames, t.NumKernelFrames = uint16(len(frames)), uint16(nk)
+	for i, f := range frames {
+		t.Frames[i] = progs.StacklineFrame{Addr: f.addr, Aux: f.aux, Type: uint8(f.typ), Flags: f.flags, Extra: f.extra}
+	}
+	b, err := binary.Append(nil, binary.LittleEndian, &t)
+	if err != nil {
+		panic(err)
+	}
+	frameBytes := binary.Size(progs.StacklineFrame{})
+	unused := len(t.Frames) - len(frames)
+	return b[:len(b)-unused*frameBytes]
 }
 
 func TestDecode(t *testing.T) {
@@ -32,16 +35,22 @@ func TestDecode(t *testing.T) {
 		{addr: 0xffffffff81000010, typ: trace.FrameKernel},
 		{addr: 0x401000, typ: trace.FrameNative},
 		{addr: 0x401234, typ: trace.FrameNative, flags: frameFlagReturnAddress},
+		{addr: 0x7f0012345678, aux: 0xabcdef, typ: trace.FrameCPython, extra: 0xbeef},
 	}
 	var r record
 	if err := r.decode(encodeTrace(7, 8, "worker", frames, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if r.kind != recordTrace || r.pid != 7 || r.tid != 8 || r.comm != "worker" || r.ktimeNS != 12345 || r.numKernelFrames != 1 {
+	if r.kind != recordTrace || r.pid != 7 || r.tid != 8 || r.cpu != 3 || r.comm != "worker" || r.ktimeNS != 12345 || r.numKernelFrames != 1 {
 		t.Fatalf("header: %+v", r)
 	}
-	if len(r.frames) != 3 || r.frames[2] != frames[2] {
+	if len(r.frames) != len(frames) {
 		t.Fatalf("frames: %+v", r.frames)
+	}
+	for i := range frames {
+		if r.frames[i] != frames[i] {
+			t.Errorf("frame %d: %+v, want %+v", i, r.frames[i], frames[i])
+		}
 	}
 	// Short and inconsistent records are errors, not panics.
 	raw := encodeTrace(7, 8, "w", frames, 1)
@@ -50,9 +59,33 @@ func TestDecode(t *testing.T) {
 			t.Errorf("%d bytes: no error", len(bad))
 		}
 	}
-	binary.LittleEndian.PutUint16(raw[42:], 9)
+	var tr progs.StacklineTrace
+	tr.NumFrames, tr.NumKernelFrames = 2, 9
+	raw, _ = binary.Append(nil, binary.LittleEndian, &tr)
+	raw[0] = byte(recordTrace)
 	if err := r.decode(raw); err == nil {
 		t.Error("more kernel frames than frames: no error")
+	}
+}
+
+// TestDecodeProcessEvent decodes struct process_event as the eBPF side
+// sends it.
+func TestDecodeProcessEvent(t *testing.T) {
+	for _, kind := range []uint32{recordProcessExit, recordProcessExec, recordProcessSync} {
+		ev := progs.StacklineProcessEvent{Hdr: progs.StacklineRecordHeader{Kind: kind, Pid: 42, Tid: 43, Cpu: 1, KtimeNs: 99}}
+		copy(ev.Hdr.Comm[:], []int8{'s', 'h'})
+		raw, err := binary.Append(nil, binary.LittleEndian, &ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r record
+		r.frames = append(r.frames, rawFrame{addr: 1})
+		if err := r.decode(raw); err != nil {
+			t.Fatal(err)
+		}
+		if r.kind != kind || r.pid != 42 || r.tid != 43 || r.ktimeNS != 99 || r.comm != "sh" || len(r.frames) != 0 {
+			t.Errorf("kind %d: %+v", kind, r)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -24,9 +25,9 @@ const (
 	// sampled before asks for itself too).
 	execSyncDelay   = 10 * time.Millisecond
 	execResyncDelay = 60 * time.Millisecond
-	// minSyncInterval rate-limits syncs the eBPF side asks for (it asks
-	// at most every 50 ms itself).
-	minSyncInterval = 50 * time.Millisecond
+	// minSyncInterval rate-limits syncs the eBPF side asks for: as
+	// often as it asks at most (SYNC_INTERVAL_NS).
+	minSyncInterval = time.Duration(progs.StacklineSyncTimingSYNC_INTERVAL_NS)
 	// syncBudget bounds the time spent on queued syncs before going back
 	// to the ring buffer.
 	syncBudget = 20 * time.Millisecond
@@ -107,7 +108,7 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 func (t *Tracer) mappingTable(p *process, m *mapping, mf *mappedFile, now time.Time) *unwindTable {
 	if m.key == (fileKey{}) {
 		if m.path == "[vdso]" && t.vdso != nil {
-			t.vdso.refs++
+			t.tables.retain(t.vdso)
 			return t.vdso
 		}
 		return nil
@@ -154,11 +155,11 @@ func (t *Tracer) forget(pid uint32) {
 
 // maxMappings is the most mappings of one process the eBPF unwinder
 // searches (MAX_MAPPINGS_LOG2).
-const maxMappings = 1 << 13
+const maxMappings = 1 << progs.StacklineUnwindBoundsMAX_MAPPINGS_LOG2
 
 // mappingEntryBytes estimates the kernel memory of one process_mappings
-// entry: key, value and the hash table's element header.
-const mappingEntryBytes = 8 + 40 + 56
+// entry: key, value and the hash table's element header (56 bytes).
+const mappingEntryBytes = uint64(unsafe.Sizeof(progs.StacklineMappingKey{}) + unsafe.Sizeof(progs.StacklineExecMapping{}) + 56)
 
 // putMappings gives p's mappings to eBPF: the new set is written under the
 // other generation, the process switched to it, then the old set deleted,
@@ -211,7 +212,7 @@ func mappingKeys(pid, gen uint32, n int) []progs.StacklineMappingKey {
 }
 
 // mappingGenShift is MAPPING_GEN_SHIFT.
-const mappingGenShift = 16
+const mappingGenShift = progs.StacklineUnwindBoundsMAPPING_GEN_SHIFT
 
 // requestSync handles the eBPF side's request for pid's mappings.
 func (t *Tracer) requestSync(pid uint32, now time.Time) {

@@ -20,22 +20,24 @@ import (
 
 // The packed row and rule of support/ebpf/unwind_maps.h.
 const (
-	ruleInvalid = 0
-	ruleEnd     = 1
-	ruleSP      = 2
-	ruleFP      = 3
-	rulePLT     = 4
-	ruleSignal  = 5
+	ruleInvalid = uint32(progs.StacklineRuleKindRULE_INVALID)
+	ruleEnd     = uint32(progs.StacklineRuleKindRULE_END)
+	ruleSP      = uint32(progs.StacklineRuleKindRULE_SP)
+	ruleFP      = uint32(progs.StacklineRuleKindRULE_FP)
+	rulePLT     = uint32(progs.StacklineRuleKindRULE_PLT)
+	ruleSignal  = uint32(progs.StacklineRuleKindRULE_SIGNAL)
 
-	ruleFPSlotShift = 4
-	ruleFPSlotMax   = 0x7ff
-	ruleCFAShift    = 15
-	ruleCFAMax      = 1<<17 - 1
+	ruleFPSlotShift = progs.StacklineRuleLayoutRULE_FP_SLOT_SHIFT
+	ruleFPSlotMax   = int32(progs.StacklineRuleLayoutRULE_FP_SLOT_MASK)
+	ruleCFAShift    = progs.StacklineRuleLayoutRULE_CFA_SHIFT
+	// The CFA offset takes the bits above ruleCFAShift.
+	ruleCFAMax   = int32(1<<(32-ruleCFAShift) - 1)
+	rowRuleShift = progs.StacklineRuleLayoutROW_RULE_SHIFT
 
-	// rowBytes is the size of one row in the eBPF array.
+	// rowBytes is the size of one row in the eBPF array (a u64).
 	rowBytes = 8
 	// maxTableRows is the most rows the eBPF search covers (MAX_ROWS_LOG2).
-	maxTableRows = 1 << 24
+	maxTableRows = 1 << progs.StacklineUnwindBoundsMAX_ROWS_LOG2
 )
 
 // encodeRow packs a row for the eBPF unwinder. A rule it cannot express
@@ -43,7 +45,7 @@ const (
 // false.
 func encodeRow(r nativeunwind.Row) (packed uint64, ok bool) {
 	rule, ok := encodeRule(r)
-	return uint64(rule)<<32 | r.Addr, ok
+	return uint64(rule)<<rowRuleShift | r.Addr, ok
 }
 
 func encodeRule(r nativeunwind.Row) (uint32, bool) {
@@ -194,6 +196,14 @@ func (s *tableStore) enterFile(tb *unwindTable, file fileKey) {
 	tb.files = append(tb.files, file)
 }
 
+// retain counts one more reference to tb, acquired before (the vdso's
+// table, which every process maps).
+func (s *tableStore) retain(tb *unwindTable) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tb.refs++
+}
+
 // release drops one reference to tb.
 func (s *tableStore) release(tb *unwindTable, now time.Time) {
 	s.mu.Lock()
@@ -214,6 +224,12 @@ func (s *tableStore) load(id trace.FileID, name string, src tableSource, now tim
 	if other, ok := s.keys[tb.key]; ok && other != id {
 		tb.err = fmt.Errorf("table key %#x already used by another file", tb.key)
 		s.stats.failed++
+		return tb
+	}
+	if s.maxBytes == 0 {
+		// Frame pointers only: no table is built, let alone loaded.
+		tb.err = fmt.Errorf("%w: --max-unwind-table-bytes is 0", errTableBudget)
+		s.stats.skipped++
 		return tb
 	}
 	start := time.Now()

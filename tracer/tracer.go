@@ -43,7 +43,7 @@ type Reporter interface {
 const (
 	MinSamplesPerSecond = 1
 	MaxSamplesPerSecond = 1000
-	MaxStackDepth       = 128
+	MaxStackDepth       = int(progs.StacklineTraceBoundsMAX_USER_FRAMES)
 )
 
 // Config configures a Tracer.
@@ -260,7 +260,7 @@ func (t *Tracer) load() error {
 		}
 		return fmt.Errorf("tracer: load eBPF programs: %w", err)
 	}
-	if err := t.objs.Unwinders.Put(uint32(unwinderNative), t.objs.UnwindNative); err != nil {
+	if err := t.objs.Unwinders.Put(uint32(progs.StacklineUnwinderUNWINDER_NATIVE), t.objs.UnwindNative); err != nil {
 		return fmt.Errorf("tracer: register the native unwinder: %w", err)
 	}
 	t.tables = newTableStore(t.objs.UnwindTables, t.objs.FileTables, t.cfg.MaxUnwindTableBytes, t.log)
@@ -327,9 +327,6 @@ func (t *Tracer) Close() error {
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
 }
-
-// unwinderNative is UNWINDER_NATIVE of support/ebpf/unwind_maps.h.
-const unwinderNative = 0
 
 // Run reads and handles records until ctx is done. It must be called once.
 // Between records it gives processes to the eBPF unwinder: those that
@@ -490,19 +487,14 @@ func (t *Tracer) readMappings(p *process) {
 
 // Stats are the tracer's self-metrics.
 type Stats struct {
-	// Samples counts perf events handled in eBPF; Idle those of the idle
-	// task (not sent).
-	Samples, Idle uint64
-	// LostTraces and LostEvents count records dropped because the ring
-	// buffer was full.
-	LostTraces, LostEvents uint64
+	// Counters are the eBPF programs' counters (samples handled, records
+	// lost to a full ring buffer, unwinding stops, frames unwound...),
+	// indexed by enum counter of support/ebpf/maps.h.
+	Counters [progs.StacklineCounterCOUNTER_NUM]uint64
 	// Traces and Events count records received.
 	Traces, Events uint64
 	// DecodeErrors counts malformed records.
 	DecodeErrors uint64
-	// KernelStackErrors, UserReadErrors and MaxDepth count unwinding
-	// problems in eBPF.
-	KernelStackErrors, UserReadErrors, MaxDepth uint64
 	// MapsReads and MapsErrors count /proc/PID/maps reads.
 	MapsReads, MapsErrors uint64
 	// UnknownMappings counts user addresses outside every mapping.
@@ -517,20 +509,9 @@ type Stats struct {
 	DebugFileErrors uint64
 	// Processes is the number of processes tracked now.
 	Processes uint64
-	// NoMapping, NoCFI, NotReady and BadFrame count user stacks the eBPF
-	// unwinder ended early with an error frame: an address outside the
-	// process's mappings, an address without unwind information, a
-	// process whose mappings were not loaded yet, a corrupt frame.
-	NoMapping, NoCFI, NotReady, BadFrame uint64
-	// CFIFrames and FPFrames count frames unwound by stack-delta table
-	// and by frame pointer.
-	CFIFrames, FPFrames uint64
-	// VMALookups counts mappings the eBPF unwinder found in the kernel
-	// for processes not synced yet (new, short-lived, after dlopen).
-	VMALookups uint64
-	// SyncRequests counts the eBPF side's requests for a process's
-	// mappings; Syncs the mappings given to it; SyncErrors the failures.
-	SyncRequests, Syncs, SyncErrors uint64
+	// Syncs counts the processes' mappings given to the eBPF unwinder;
+	// SyncErrors the failures.
+	Syncs, SyncErrors uint64
 	// TablesLoaded and TableBytes are the unwind tables in eBPF and the
 	// kernel memory they use; ProcessMapBytes estimates that of the
 	// processes' mappings.
@@ -544,10 +525,6 @@ type Stats struct {
 	// PendingSyncs is the number of processes waiting to be given to
 	// the eBPF unwinder (those running at start, at first).
 	PendingSyncs uint64
-	// PythonFrames counts Python frames the eBPF unwinder emitted;
-	// InterpreterReadErrors the stacks whose interpreter frames it could
-	// not read.
-	PythonFrames, InterpreterReadErrors uint64
 	// InterpreterProcesses is the number of processes running a known
 	// interpreter now; InterpreterErrors counts interpreter files that
 	// could not be used and processes that could not be attached;
@@ -559,83 +536,44 @@ type Stats struct {
 	SamplingStarted, FirstSample time.Time
 }
 
-// Counter indexes of support/ebpf/maps.h (enum counter).
-const (
-	counterSamples = iota
-	counterIdle
-	counterLostTraces
-	counterLostEvents
-	counterKernelStackErr
-	counterUserReadErr
-	counterMaxDepth
-	counterNoMapping
-	counterNoCFI
-	counterNotReady
-	counterBadFrame
-	counterSyncRequests
-	counterCFIFrames
-	counterFPFrames
-	counterVMALookups
-	counterPythonFrames
-	counterInterpErrors
-	numCounters
-)
-
 // Stats returns the tracer's counters, including the eBPF side's.
 func (t *Tracer) Stats() Stats {
-	var bpf [numCounters]uint64
-	for i := range uint32(numCounters) {
+	s := Stats{
+		InterpreterProcesses: uint64(max(t.stats.interpProcesses.Load(), 0)),
+		InterpreterErrors:    t.stats.interpErrors.Load(),
+		InterpreterUnnamed:   t.stats.interpUnnamed.Load(),
+		Syncs:                t.stats.syncs.Load(),
+		SyncErrors:           t.stats.syncErrors.Load(),
+		TablesLoaded:         t.stats.tablesLoaded.Load(),
+		TableBytes:           t.stats.tableBytes.Load(),
+		ProcessMapBytes:      t.stats.processBytes.Load(),
+		TablesSkipped:        t.stats.tablesSkipped.Load(),
+		TablesFailed:         t.stats.tablesFailed.Load(),
+		InvalidRows:          t.stats.invalidRows.Load(),
+		TableBuildTime:       time.Duration(t.stats.tableBuildNS.Load()),
+		PendingSyncs:         t.stats.pendingSyncs.Load(),
+		Traces:               t.stats.traces.Load(),
+		Events:               t.stats.events.Load(),
+		DecodeErrors:         t.stats.decodeErrors.Load(),
+		MapsReads:            t.stats.mapsReads.Load(),
+		MapsErrors:           t.stats.mapsErrors.Load(),
+		UnknownMappings:      t.stats.unknownMappings.Load(),
+		UnknownKernel:        t.stats.unknownKernel.Load(),
+		FileErrors:           t.stats.fileErrors.Load(),
+		DebugFileErrors:      t.stats.debugFileErrors.Load(),
+		Processes:            t.stats.processes.Load(),
+		SamplingStarted:      t.started,
+		FirstSample:          unixNano(t.stats.firstSampleUnixNS.Load()),
+	}
+	for i := range s.Counters {
 		var perCPU []uint64
-		if err := t.objs.Counters.Lookup(i, &perCPU); err == nil {
+		if err := t.objs.Counters.Lookup(uint32(i), &perCPU); err == nil {
 			for _, v := range perCPU {
-				bpf[i] += v
+				s.Counters[i] += v
 			}
 		}
 	}
-	return Stats{
-		Samples:               bpf[counterSamples],
-		Idle:                  bpf[counterIdle],
-		LostTraces:            bpf[counterLostTraces],
-		LostEvents:            bpf[counterLostEvents],
-		KernelStackErrors:     bpf[counterKernelStackErr],
-		UserReadErrors:        bpf[counterUserReadErr],
-		MaxDepth:              bpf[counterMaxDepth],
-		NoMapping:             bpf[counterNoMapping],
-		NoCFI:                 bpf[counterNoCFI],
-		NotReady:              bpf[counterNotReady],
-		BadFrame:              bpf[counterBadFrame],
-		CFIFrames:             bpf[counterCFIFrames],
-		FPFrames:              bpf[counterFPFrames],
-		VMALookups:            bpf[counterVMALookups],
-		PythonFrames:          bpf[counterPythonFrames],
-		InterpreterReadErrors: bpf[counterInterpErrors],
-		InterpreterProcesses:  uint64(max(t.stats.interpProcesses.Load(), 0)),
-		InterpreterErrors:     t.stats.interpErrors.Load(),
-		InterpreterUnnamed:    t.stats.interpUnnamed.Load(),
-		SyncRequests:          bpf[counterSyncRequests],
-		Syncs:                 t.stats.syncs.Load(),
-		SyncErrors:            t.stats.syncErrors.Load(),
-		TablesLoaded:          t.stats.tablesLoaded.Load(),
-		TableBytes:            t.stats.tableBytes.Load(),
-		ProcessMapBytes:       t.stats.processBytes.Load(),
-		TablesSkipped:         t.stats.tablesSkipped.Load(),
-		TablesFailed:          t.stats.tablesFailed.Load(),
-		InvalidRows:           t.stats.invalidRows.Load(),
-		TableBuildTime:        time.Duration(t.stats.tableBuildNS.Load()),
-		PendingSyncs:          t.stats.pendingSyncs.Load(),
-		Traces:                t.stats.traces.Load(),
-		Events:                t.stats.events.Load(),
-		DecodeErrors:          t.stats.decodeErrors.Load(),
-		MapsReads:             t.stats.mapsReads.Load(),
-		MapsErrors:            t.stats.mapsErrors.Load(),
-		UnknownMappings:       t.stats.unknownMappings.Load(),
-		UnknownKernel:         t.stats.unknownKernel.Load(),
-		FileErrors:            t.stats.fileErrors.Load(),
-		DebugFileErrors:       t.stats.debugFileErrors.Load(),
-		Processes:             t.stats.processes.Load(),
-		SamplingStarted:       t.started,
-		FirstSample:           unixNano(t.stats.firstSampleUnixNS.Load()),
-	}
+	return s
 }
 
 // MapMemory returns the memory the eBPF maps use, in bytes, as the kernel

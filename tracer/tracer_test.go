@@ -17,6 +17,7 @@ import (
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/kallsyms"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -190,7 +191,7 @@ func TestSampleProcess(t *testing.T) {
 		t.Fatalf("fp_gamma named in %d of %d traces", named, n)
 	}
 	st := tr.Stats()
-	if st.Events == 0 || st.Samples == 0 || st.FirstSample.IsZero() {
+	if st.Events == 0 || st.Counters[progs.StacklineCounterCOUNTER_SAMPLES] == 0 || st.FirstSample.IsZero() {
 		t.Fatalf("stats: %+v", st)
 	}
 	t.Logf("stats: %+v", st)

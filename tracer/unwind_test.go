@@ -13,6 +13,7 @@ import (
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/kallsyms"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -211,7 +212,10 @@ func TestUnwindC(t *testing.T) {
 	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/unwind/chain.c")
 	traces, st := sampleCommand(t, exec.Command(bin), 5*time.Second)
 	t.Logf("stats: CFI frames %d, FP frames %d, no CFI %d, no mapping %d, not ready %d, bad frame %d, tables %d (%d bytes)",
-		st.CFIFrames, st.FPFrames, st.NoCFI, st.NoMapping, st.NotReady, st.BadFrame, st.TablesLoaded, st.TableBytes)
+		st.Counters[progs.StacklineCounterCOUNTER_CFI_FRAMES], st.Counters[progs.StacklineCounterCOUNTER_FP_FRAMES],
+		st.Counters[progs.StacklineCounterCOUNTER_NO_CFI], st.Counters[progs.StacklineCounterCOUNTER_NO_MAPPING],
+		st.Counters[progs.StacklineCounterCOUNTER_NOT_READY], st.Counters[progs.StacklineCounterCOUNTER_BAD_FRAME],
+		st.TablesLoaded, st.TableBytes)
 	checkNativeChain(t, traces, "compare_ints", "chain_gamma", "chain_beta", "chain_alpha", "main")
 }
 

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"unsafe"
 
 	"github.com/stackline-dev/stackline/interpreter"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 )
 
 // Runtime finds CPython 3.8-3.13 interpreters: a python3.X executable that
@@ -139,7 +141,10 @@ func (l *loader) Attach(pid uint32, m interpreter.Mapping, mem interpreter.Memor
 		}
 	}
 	u.Data[0] = l.runtime + bias
-	l.encodeConfig(u.Config[:])
+	cfg := l.config()
+	if _, err := binary.Encode(u.Config[:], binary.LittleEndian, &cfg); err != nil {
+		return nil, fmt.Errorf("cpython: encode offsets: %w", err)
+	}
 	return inst, nil
 }
 
@@ -154,38 +159,49 @@ func (l *loader) bias(m interpreter.Mapping) (uint64, bool) {
 	return 0, false
 }
 
-// Frame models of support/ebpf/python.h.
-const (
-	framesPerCall = 0 // 3.8-3.10
-	framesIsEntry = 1 // 3.11
-	framesShim    = 2 // 3.12+
-)
+// struct py_offsets fits in interp_proc.config.
+var _ [interpreter.ConfigBytes - unsafe.Sizeof(progs.StacklinePyOffsets{})]byte
 
-// encodeConfig writes struct py_offsets (support/ebpf/python.h): u32s in
-// its field order.
-func (l *loader) encodeConfig(b []byte) {
+// The eBPF unwinder's FRAME_OWNED_BY_CSTACK is CPython's (FrameOwnedByCStack,
+// checked against CPython's debug info): this does not compile otherwise.
+var _ = [1]struct{}{}[FrameOwnedByCStack-progs.StacklinePyConstantsPY_FRAME_OWNED_BY_CSTACK]
+
+// config returns struct py_offsets (support/ebpf/python.h), the offsets
+// the eBPF unwinder reads, with 0 for the fields the version lacks.
+func (l *loader) config() progs.StacklinePyOffsets {
 	o := &l.offsets
 	// The frame model and the two layout switches follow from which
 	// fields the version has.
-	model := uint32(framesShim)
+	model := progs.StacklinePyFrameModelPY_FRAMES_SHIM
 	switch {
 	case o.FrameOwner == NoField:
-		model = framesPerCall
+		model = progs.StacklinePyFrameModelPY_FRAMES_PER_CALL
 	case o.FrameIsEntry != NoField:
-		model = framesIsEntry
+		model = progs.StacklinePyFrameModelPY_FRAMES_IS_ENTRY
 	}
-	fields := []uint32{
-		model, b2u(o.CodeCodeAdaptive != NoField), b2u(o.CFrameCurrentFrame != NoField),
-		o.RuntimeInterpretersMain, o.InterpThreadsHead,
-		o.TStateNext, o.TStateThreadID, o.TStateFrame, o.CFrameCurrentFrame,
-		o.FrameBack, o.FrameCode, o.FrameInstr, o.FrameIsEntry, o.FrameOwner,
-		o.CodeFirstLineno, o.CodeName,
-	}
-	for i, v := range fields {
+	field := func(v uint32) uint32 {
 		if v == NoField {
-			v = 0
+			return 0
 		}
-		binary.LittleEndian.PutUint32(b[4*i:], v)
+		return v
+	}
+	return progs.StacklinePyOffsets{
+		FrameModel:              uint32(model),
+		InstrIsPointer:          b2u(o.CodeCodeAdaptive != NoField),
+		FrameViaCframe:          b2u(o.CFrameCurrentFrame != NoField),
+		RuntimeInterpretersMain: field(o.RuntimeInterpretersMain),
+		InterpThreadsHead:       field(o.InterpThreadsHead),
+		TstateNext:              field(o.TStateNext),
+		TstateThreadId:          field(o.TStateThreadID),
+		TstateFrame:             field(o.TStateFrame),
+		CframeCurrentFrame:      field(o.CFrameCurrentFrame),
+		FrameBack:               field(o.FrameBack),
+		FrameCode:               field(o.FrameCode),
+		FrameInstr:              field(o.FrameInstr),
+		FrameIsEntry:            field(o.FrameIsEntry),
+		FrameOwner:              field(o.FrameOwner),
+		CodeFirstlineno:         field(o.CodeFirstLineno),
+		CodeName:                field(o.CodeName),
 	}
 }
 

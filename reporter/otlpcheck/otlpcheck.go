@@ -5,9 +5,10 @@
 // backend that remembers nothing must be able to render any single request.
 // [Validate] checks the structural side of that promise: the dictionary is
 // present, entry 0 of each dictionary table is the zero value, and every
-// index anywhere in the request points into its table. [Frames] and
-// [FrameNames] resolve a sample to its frames, leaf first, so that tests can
-// assert whole call chains.
+// index anywhere in the request points into its table, every sample
+// timestamp lies in its profile's time range and every location's address
+// in its mapping's range. [Frames] resolves a sample to its frames, leaf
+// first, so that tests can assert whole call chains.
 package otlpcheck
 
 import (

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // Interpreters: where the native unwinder hands over to a runtime's own
 // unwinder. User space (tracer, interpreter/<runtime>) fills interp_procs
-// for each process running a known interpreter; tracer/interp.go mirrors
-// these layouts.
+// for each process running a known interpreter, with the Go types bpf2go
+// generates from these declarations.
 //
 // The native unwinder walks the machine stack as usual. When a frame's pc
 // lies in one of the process's hand-off ranges (the interpreter's eval

@@ -65,7 +65,9 @@ struct {
 	__type(value, struct trace);
 } trace_scratch SEC(".maps");
 
-// Counters read by user space (self-metrics). Index = enum counter.
+// Counters read by user space (self-metrics). Index = enum counter; each
+// is exported by a bpfCounter row of agent/metrics.go (its test fails until
+// it is).
 enum counter {
 	COUNTER_SAMPLES = 0,     // perf events handled
 	COUNTER_IDLE,            // samples of the idle task, not sent

@@ -32,8 +32,11 @@ enum py_frame_model {
 	PY_FRAMES_SHIM = 2,     // 3.12+
 };
 
-// _PyInterpreterFrame.owner of the 3.12+ shim frames.
-#define PY_FRAME_OWNED_BY_CSTACK 3
+// CPython's own constants: _PyInterpreterFrame.owner of the 3.12+ shim
+// frames (interpreter/python checks it against CPython's debug info).
+enum py_constants {
+	PY_FRAME_OWNED_BY_CSTACK = 3,
+};
 
 // Threads of the main interpreter searched for the sampled one. The list
 // holds the newest first, the main thread last.

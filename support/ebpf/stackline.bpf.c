@@ -20,6 +20,32 @@ volatile const u32 max_user_frames = MAX_USER_FRAMES;
 
 char LICENSE[] SEC("license") = "GPL";
 
+// The types user space shares with these programs that no map or variable
+// carries. clang emits BTF only for types reachable from a map, a variable
+// or a function, so this pointer (never read, 8 bytes of .rodata) makes them
+// reachable: bpf2go then generates their Go declarations (gen.go lists
+// them with -type), and support/ebpf's tests compare those with this BTF.
+struct shared_types {
+	enum record_kind record_kind;
+	enum frame_type frame_type;
+	enum frame_flags frame_flags;
+	enum unwind_error unwind_error;
+	enum trace_bounds trace_bounds;
+	enum counter counter;
+	enum rule_kind rule_kind;
+	enum rule_layout rule_layout;
+	enum unwind_bounds unwind_bounds;
+	enum sync_timing sync_timing;
+	enum unwinder unwinder;
+	enum interp_kind interp_kind;
+	enum py_frame_model py_frame_model;
+	enum py_constants py_constants;
+	struct process_event process_event;
+	struct py_offsets py_offsets;
+};
+
+const volatile struct shared_types *const shared_types = 0;
+
 static __always_inline void fill_header(struct record_header *h, u32 kind)
 {
 	u64 id = bpf_get_current_pid_tgid();

@@ -13,6 +13,29 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type StacklineCounter uint32
+
+const (
+	StacklineCounterCOUNTER_SAMPLES          StacklineCounter = 0
+	StacklineCounterCOUNTER_IDLE             StacklineCounter = 1
+	StacklineCounterCOUNTER_LOST_TRACES      StacklineCounter = 2
+	StacklineCounterCOUNTER_LOST_EVENTS      StacklineCounter = 3
+	StacklineCounterCOUNTER_KERNEL_STACK_ERR StacklineCounter = 4
+	StacklineCounterCOUNTER_USER_READ_ERR    StacklineCounter = 5
+	StacklineCounterCOUNTER_MAX_DEPTH        StacklineCounter = 6
+	StacklineCounterCOUNTER_NO_MAPPING       StacklineCounter = 7
+	StacklineCounterCOUNTER_NO_CFI           StacklineCounter = 8
+	StacklineCounterCOUNTER_NOT_READY        StacklineCounter = 9
+	StacklineCounterCOUNTER_BAD_FRAME        StacklineCounter = 10
+	StacklineCounterCOUNTER_SYNC_REQUESTS    StacklineCounter = 11
+	StacklineCounterCOUNTER_CFI_FRAMES       StacklineCounter = 12
+	StacklineCounterCOUNTER_FP_FRAMES        StacklineCounter = 13
+	StacklineCounterCOUNTER_VMA_LOOKUPS      StacklineCounter = 14
+	StacklineCounterCOUNTER_PYTHON_FRAMES    StacklineCounter = 15
+	StacklineCounterCOUNTER_INTERP_ERRORS    StacklineCounter = 16
+	StacklineCounterCOUNTER_NUM              StacklineCounter = 17
+)
+
 type StacklineExecMapping struct {
 	_       structs.HostLayout
 	Start   uint64
@@ -45,6 +68,28 @@ type StacklineFrame struct {
 	Extra uint16
 }
 
+type StacklineFrameFlags uint32
+
+const (
+	StacklineFrameFlagsFRAME_FLAG_RETURN_ADDRESS StacklineFrameFlags = 1
+)
+
+type StacklineFrameType uint32
+
+const (
+	StacklineFrameTypeFRAME_NATIVE  StacklineFrameType = 1
+	StacklineFrameTypeFRAME_KERNEL  StacklineFrameType = 2
+	StacklineFrameTypeFRAME_ERROR   StacklineFrameType = 3
+	StacklineFrameTypeFRAME_CPYTHON StacklineFrameType = 4
+)
+
+type StacklineInterpKind uint32
+
+const (
+	StacklineInterpKindINTERP_NONE   StacklineInterpKind = 0
+	StacklineInterpKindINTERP_PYTHON StacklineInterpKind = 1
+)
+
 type StacklineInterpProc struct {
 	_            structs.HostLayout
 	Kind         uint32
@@ -61,6 +106,11 @@ type StacklineMappingKey struct {
 	Slot uint32
 }
 
+type StacklineProcessEvent struct {
+	_   structs.HostLayout
+	Hdr StacklineRecordHeader
+}
+
 type StacklineProcessInfo struct {
 	_           structs.HostLayout
 	NumMappings uint32
@@ -74,6 +124,40 @@ type StacklinePyCodeKey struct {
 	Code uint64
 }
 
+type StacklinePyConstants uint32
+
+const (
+	StacklinePyConstantsPY_FRAME_OWNED_BY_CSTACK StacklinePyConstants = 3
+)
+
+type StacklinePyFrameModel uint32
+
+const (
+	StacklinePyFrameModelPY_FRAMES_PER_CALL StacklinePyFrameModel = 0
+	StacklinePyFrameModelPY_FRAMES_IS_ENTRY StacklinePyFrameModel = 1
+	StacklinePyFrameModelPY_FRAMES_SHIM     StacklinePyFrameModel = 2
+)
+
+type StacklinePyOffsets struct {
+	_                       structs.HostLayout
+	FrameModel              uint32
+	InstrIsPointer          uint32
+	FrameViaCframe          uint32
+	RuntimeInterpretersMain uint32
+	InterpThreadsHead       uint32
+	TstateNext              uint32
+	TstateThreadId          uint32
+	TstateFrame             uint32
+	CframeCurrentFrame      uint32
+	FrameBack               uint32
+	FrameCode               uint32
+	FrameInstr              uint32
+	FrameIsEntry            uint32
+	FrameOwner              uint32
+	CodeFirstlineno         uint32
+	CodeName                uint32
+}
+
 type StacklineRecordHeader struct {
 	_       structs.HostLayout
 	Kind    uint32
@@ -84,6 +168,42 @@ type StacklineRecordHeader struct {
 	Comm    [16]int8
 }
 
+type StacklineRecordKind uint32
+
+const (
+	StacklineRecordKindRECORD_TRACE        StacklineRecordKind = 1
+	StacklineRecordKindRECORD_PROCESS_EXIT StacklineRecordKind = 2
+	StacklineRecordKindRECORD_PROCESS_EXEC StacklineRecordKind = 3
+	StacklineRecordKindRECORD_PROCESS_SYNC StacklineRecordKind = 4
+)
+
+type StacklineRuleKind uint32
+
+const (
+	StacklineRuleKindRULE_INVALID StacklineRuleKind = 0
+	StacklineRuleKindRULE_END     StacklineRuleKind = 1
+	StacklineRuleKindRULE_SP      StacklineRuleKind = 2
+	StacklineRuleKindRULE_FP      StacklineRuleKind = 3
+	StacklineRuleKindRULE_PLT     StacklineRuleKind = 4
+	StacklineRuleKindRULE_SIGNAL  StacklineRuleKind = 5
+)
+
+type StacklineRuleLayout uint32
+
+const (
+	StacklineRuleLayoutRULE_KIND_MASK     StacklineRuleLayout = 15
+	StacklineRuleLayoutRULE_FP_SLOT_SHIFT StacklineRuleLayout = 4
+	StacklineRuleLayoutRULE_FP_SLOT_MASK  StacklineRuleLayout = 2047
+	StacklineRuleLayoutRULE_CFA_SHIFT     StacklineRuleLayout = 15
+	StacklineRuleLayoutROW_RULE_SHIFT     StacklineRuleLayout = 32
+)
+
+type StacklineSyncTiming uint32
+
+const (
+	StacklineSyncTimingSYNC_INTERVAL_NS StacklineSyncTiming = 50000000
+)
+
 type StacklineTrace struct {
 	_               structs.HostLayout
 	Hdr             StacklineRecordHeader
@@ -92,6 +212,34 @@ type StacklineTrace struct {
 	Pad             uint32
 	Frames          [256]StacklineFrame
 }
+
+type StacklineTraceBounds uint32
+
+const (
+	StacklineTraceBoundsMAX_KERNEL_FRAMES StacklineTraceBounds = 127
+	StacklineTraceBoundsMAX_USER_FRAMES   StacklineTraceBounds = 128
+	StacklineTraceBoundsMAX_FRAMES        StacklineTraceBounds = 256
+)
+
+type StacklineUnwindBounds uint32
+
+const (
+	StacklineUnwindBoundsMAX_MAPPINGS_LOG2 StacklineUnwindBounds = 13
+	StacklineUnwindBoundsMAX_ROWS_LOG2     StacklineUnwindBounds = 24
+	StacklineUnwindBoundsMAPPING_GEN_SHIFT StacklineUnwindBounds = 16
+)
+
+type StacklineUnwindError uint32
+
+const (
+	StacklineUnwindErrorUNWIND_ERR_MAX_DEPTH   StacklineUnwindError = 1
+	StacklineUnwindErrorUNWIND_ERR_READ_FAILED StacklineUnwindError = 2
+	StacklineUnwindErrorUNWIND_ERR_NO_MAPPING  StacklineUnwindError = 3
+	StacklineUnwindErrorUNWIND_ERR_NO_CFI      StacklineUnwindError = 4
+	StacklineUnwindErrorUNWIND_ERR_NOT_READY   StacklineUnwindError = 5
+	StacklineUnwindErrorUNWIND_ERR_BAD_FRAME   StacklineUnwindError = 6
+	StacklineUnwindErrorUNWIND_ERR_INTERP      StacklineUnwindError = 7
+)
 
 type StacklineUnwindState struct {
 	_             structs.HostLayout
@@ -113,6 +261,13 @@ type StacklineUnwindState struct {
 	HandoffEnd    [2]uint64
 	InterpFrame   uint64
 }
+
+type StacklineUnwinder uint32
+
+const (
+	StacklineUnwinderUNWINDER_NATIVE StacklineUnwinder = 0
+	StacklineUnwinderUNWINDER_NUM    StacklineUnwinder = 1
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -136,6 +291,7 @@ const (
 	StacklineProgSample         = "sample"
 	StacklineProgUnwindNative   = "unwind_native"
 	StacklineVarMaxUserFrames   = "max_user_frames"
+	StacklineVarSharedTypes     = "shared_types"
 	StacklineVarWakeupBytes     = "wakeup_bytes"
 )
 
@@ -211,6 +367,7 @@ type StacklineMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type StacklineVariableSpecs struct {
 	MaxUserFrames *ebpf.VariableSpec `ebpf:"max_user_frames"`
+	SharedTypes   *ebpf.VariableSpec `ebpf:"shared_types"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -272,6 +429,7 @@ func (m *StacklineMaps) Close() error {
 // It can be passed to LoadStacklineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StacklineVariables struct {
 	MaxUserFrames *ebpf.Variable `ebpf:"max_user_frames"`
+	SharedTypes   *ebpf.Variable `ebpf:"shared_types"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

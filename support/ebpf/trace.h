@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // The records the eBPF side sends to user space through the ring buffer.
-// The Go decoder (tracer/record.go) mirrors these layouts; keep them in step.
+// The Go decoder (tracer/record.go) reads them with the offsets of the Go
+// types bpf2go generates from these declarations.
 #ifndef STACKLINE_TRACE_H
 #define STACKLINE_TRACE_H
 
@@ -17,7 +18,7 @@ enum record_kind {
 	RECORD_PROCESS_SYNC = 4,
 };
 
-// Frame types; the values match trace.FrameType in Go.
+// Frame types; trace.FrameType in Go is checked against them.
 enum frame_type {
 	FRAME_NATIVE = 1,
 	FRAME_KERNEL = 2,
@@ -54,10 +55,13 @@ enum frame_flags {
 
 // Bounds of one trace. Kernel stacks are limited by the kernel itself
 // (PERF_MAX_STACK_DEPTH, 127 by default); user stacks by --max-stack-depth,
-// which may not exceed MAX_USER_FRAMES.
-#define MAX_KERNEL_FRAMES 127
-#define MAX_USER_FRAMES 128
-#define MAX_FRAMES (MAX_KERNEL_FRAMES + MAX_USER_FRAMES + 1)
+// which may not exceed MAX_USER_FRAMES. (Constants shared with Go are enum
+// values, not macros, so that they reach the object's BTF.)
+enum trace_bounds {
+	MAX_KERNEL_FRAMES = 127,
+	MAX_USER_FRAMES = 128,
+	MAX_FRAMES = MAX_KERNEL_FRAMES + MAX_USER_FRAMES + 1,
+};
 
 // One frame. Every unwinder emits the same shape, told apart by type, so
 // interpreter unwinders (Python, JVM, ...) can add frames whose addr names a

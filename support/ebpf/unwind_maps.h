@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // What the native unwinder reads: each process's executable mappings and
 // each file's stack-delta table, both written by user space
-// (tracer/sync.go and tracer/tables.go mirror these layouts; keep them in
-// step).
+// (tracer/sync.go and tracer/tables.go, with the Go types and constants
+// bpf2go generates from these declarations).
 //
 // Tables are a hash-of-maps with exactly-sized inner arrays
 // (BPF_F_INNER_MAP lets inner arrays differ in length): a file's table is
@@ -33,7 +33,7 @@ struct exec_mapping {
 // file offset the row covers (it holds up to the next row's), the high 32
 // bits its rule, packed as RULE_* below.
 #define ROW_ADDR(row) ((u32)(row))
-#define ROW_RULE(row) ((u32)((row) >> 32))
+#define ROW_RULE(row) ((u32)((row) >> ROW_RULE_SHIFT))
 
 // Rule kinds (tracer/nativeunwind.CFAKind, translated by the tracer).
 enum rule_kind {
@@ -45,15 +45,29 @@ enum rule_kind {
 	RULE_SIGNAL = 5,  // signal trampoline: registers in the signal frame
 };
 
-// rule = kind | fp_slot << 4 | cfa_offset << 15. The caller's rbp is saved
-// at CFA - 8 * fp_slot; fp_slot 0 means rbp still holds it.
-#define RULE_KIND(r) ((r) & 0xf)
-#define RULE_FP_SLOT(r) (((r) >> 4) & 0x7ff)
-#define RULE_CFA_OFFSET(r) ((r) >> 15)
+// rule = kind | fp_slot << RULE_FP_SLOT_SHIFT | cfa_offset << RULE_CFA_SHIFT.
+// The caller's rbp is saved at CFA - 8 * fp_slot; fp_slot 0 means rbp still
+// holds it.
+enum rule_layout {
+	RULE_KIND_MASK = 0xf,
+	RULE_FP_SLOT_SHIFT = 4,
+	RULE_FP_SLOT_MASK = 0x7ff,
+	RULE_CFA_SHIFT = 15,
+	ROW_RULE_SHIFT = 32,
+};
+
+#define RULE_KIND(r) ((r) & RULE_KIND_MASK)
+#define RULE_FP_SLOT(r) (((r) >> RULE_FP_SLOT_SHIFT) & RULE_FP_SLOT_MASK)
+#define RULE_CFA_OFFSET(r) ((r) >> RULE_CFA_SHIFT)
 
 // Bounds of the searches: 2^13 mappings per process, 2^24 rows per table.
-#define MAX_MAPPINGS_LOG2 13
-#define MAX_ROWS_LOG2 24
+// A mapping's slot holds its generation above MAPPING_GEN_SHIFT (see
+// mapping_key).
+enum unwind_bounds {
+	MAX_MAPPINGS_LOG2 = 13,
+	MAX_ROWS_LOG2 = 24,
+	MAPPING_GEN_SHIFT = 16,
+};
 
 // A process's mappings are entries of one flat hash, keyed by pid and
 // index. User space replaces them by writing the new set under the other
@@ -80,8 +94,6 @@ struct mapping_key {
 	// gen << MAPPING_GEN_SHIFT | index of the mapping, sorted by start.
 	u32 slot;
 };
-
-#define MAPPING_GEN_SHIFT 16
 
 // 2^16 executable mappings of all processes together: over a thousand
 // processes of 50 libraries. Entries are allocated as used; the buckets
@@ -146,7 +158,9 @@ struct {
 	__type(value, u64); // ktime_ns
 } sync_requests SEC(".maps");
 
-#define SYNC_INTERVAL_NS (50 * 1000 * 1000ULL)
+enum sync_timing {
+	SYNC_INTERVAL_NS = 50 * 1000 * 1000,
+};
 
 // The registers of the frame being unwound, carried across tail calls.
 struct unwind_state {
