@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	rtdebug "runtime/debug"
 
 	"golang.org/x/sys/unix"
@@ -85,6 +86,8 @@ var (
 // Build returns the stack-delta table of the ELF file f. debug, when not
 // nil, is its separate debug file (see elffile.File.Debug). Sections of a
 // real file are mapped, not read into the heap, while the table is built.
+// Build is Builder.Build with a Builder of its own: the table owns its
+// rows.
 //
 // Rows come from, in order of preference where several cover an address:
 // f's .gopclntab (Go functions, from their stack pointer deltas), f's
@@ -115,7 +118,26 @@ var (
 // out. Malformed framing (lengths, CIE
 // pointers, CIEs) fails the whole build with ErrMalformed; a file with no
 // call frame sections fails with ErrNoCFI.
-func Build(f, debug *elffile.File, opts Options) (t *Table, err error) {
+func Build(f, debug *elffile.File, opts Options) (*Table, error) {
+	var b Builder
+	t, err := b.Build(f, debug, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Table{Rows: t.Rows, Sources: t.Sources}, nil
+}
+
+// Build returns the stack-delta table of the ELF file f, as the function
+// Build does, with its rows in b's memory: they are valid until the next
+// call of b.Build or b.Release.
+//
+// Building a table allocates nothing once b's buffers have grown to the
+// sizes the file needs: the call frame sections are read in place (mapped
+// from the file, or read into a buffer of b when they are compressed or f
+// is not an open file), and the rows of each source are merged into the
+// rows of those before in b's buffers.
+func (b *Builder) Build(f, debug *elffile.File, opts Options) (t *Table, err error) {
+	b.Release()
 	if err := opts.normalize(); err != nil {
 		return nil, err
 	}
@@ -132,14 +154,15 @@ func Build(f, debug *elffile.File, opts Options) (t *Table, err error) {
 			return nil, fmt.Errorf("nativeunwind: debug file is for %v %v, not %v %v", dbg.Class, dbg.Machine, ef.Class, ef.Machine)
 		}
 	}
-	bs := &buildState{arch: &a, opts: &opts, segs: execSegments(ef)}
+	bs := &buildState{arch: &a, opts: &opts, segs: execSegments(ef), scratch: b}
+	defer b.trim()
 	defer rtdebug.SetPanicOnFault(rtdebug.SetPanicOnFault(true))
 	defer catchFault(&err)
-	t, err = bs.build(ef, f.ReaderAt(), dbg, debugR)
-	if err != nil {
+	if err = bs.build(ef, f.ReaderAt(), dbg, debugR); err != nil {
+		b.table = Table{}
 		return nil, fmt.Errorf("nativeunwind: %w", err)
 	}
-	return t, nil
+	return &b.table, nil
 }
 
 // catchFault turns a fault reading a mapped section, as when the file is
@@ -155,37 +178,50 @@ func catchFault(err *error) {
 
 // buildState is what building one table needs.
 type buildState struct {
-	arch *arch
-	opts *Options
-	segs segments // of the file the table is for
+	arch    *arch
+	opts    *Options
+	segs    segments // of the file the table is for
+	scratch *Builder // buffers
 }
 
 // build collects the rows of every source and lays them under those of
-// the sources before.
-func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR io.ReaderAt) (*Table, error) {
-	t := &Table{}
-	var rows []Row
+// the sources before, leaving the table in bs.scratch.table. The rows of
+// the sources so far are in the buffer rows, those of the current source
+// in layer, and merging them writes into spare, which then becomes rows:
+// the three buffers are the Builder's and trade places, so each is always
+// in exactly one of its fields.
+func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR io.ReaderAt) error {
+	s := bs.scratch
+	t := &s.table
+	*t = Table{}
+	rows := s.rows[:0]
 	found := false
 	add := func(layer []Row, src Source) error {
 		found = true
+		s.layer = layer[:0]
 		if len(layer) == 0 {
 			return nil
 		}
 		t.Sources |= src
-		var err error
-		rows, err = overlay(rows, layer, bs.opts.MaxRows)
+		if len(rows) == 0 {
+			rows, s.layer = layer, rows[:0]
+			return nil
+		}
+		merged, err := overlay(s.spare[:0], rows, layer, bs.opts.MaxRows)
+		rows, s.spare = merged, rows[:0]
 		return err
 	}
+	defer func() { s.rows = rows }()
 	if sec := withData(ef, ".gopclntab"); sec != nil {
-		layer, err := bs.goSection(ef, f, sec)
+		layer, err := bs.goSection(ef, f, sec, s.layer)
 		switch {
 		case errors.Is(err, gopclntab.ErrUnsupportedVersion):
 			// Go 1.15 or earlier: other sections may do.
 		case err != nil:
-			return nil, fmt.Errorf(".gopclntab: %w", err)
+			return fmt.Errorf(".gopclntab: %w", err)
 		default:
 			if err := add(layer, SourceGoPCLNTab); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -207,26 +243,27 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 		if sec == nil {
 			continue
 		}
-		layer, err := bs.frameSection(fr.ef, fr.r, sec, newCoverage(rows))
+		covered := newCoverage(s.holes, rows)
+		s.holes = covered.holes[:0]
+		layer, err := bs.frameSection(fr.ef, fr.r, sec, covered, s.layer)
 		if err == nil {
 			err = add(layer, fr.src)
+		} else if layer != nil {
+			s.layer = layer[:0]
 		}
 		if err != nil {
 			if i == len(frames)-1 {
 				err = fmt.Errorf("debug file: %w", err)
 			}
-			return nil, err
+			return err
 		}
 	}
 	if !found {
-		return nil, ErrNoCFI
+		return ErrNoCFI
 	}
 	rows = markEntry(finalize(rows), ef, bs.segs)
-	if cap(rows)-len(rows) > len(rows)/4 {
-		rows = append([]Row(nil), rows...)
-	}
 	t.Rows = rows
-	return t, nil
+	return nil
 }
 
 // withData returns the section name of ef when it has contents in the
@@ -239,23 +276,23 @@ func withData(ef *elf.File, name string) *elf.Section {
 	return sec
 }
 
-// goSection returns the rows of a .gopclntab section.
-func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section) ([]Row, error) {
+// goSection returns the rows of a .gopclntab section, in dst[:0].
+func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section, dst []Row) ([]Row, error) {
 	tab, release, err := bs.loadGoTable(ef, f, sec)
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
 	defer release()
-	return bs.goRows(tab, f)
+	return bs.goRows(tab, f, dst)
 }
 
 // frameSection returns the rows of an .eh_frame or .debug_frame section
 // of ef, read from r, for the FDEs whose ranges are not all covered
-// already.
-func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage) ([]Row, error) {
+// already, in dst[:0].
+func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage, dst []Row) ([]Row, error) {
 	data, release, err := bs.sectionData(r, sec)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", sec.Name, err)
+		return dst, fmt.Errorf("%s: %w", sec.Name, err)
 	}
 	defer release()
 	fs := &frameSection{
@@ -269,12 +306,17 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 	if ef.Class == elf.ELFCLASS32 {
 		fs.ptrSize = 4
 	}
-	return sectionRows(fs, bs.arch, bs.segs, bs.opts, covered)
+	return bs.sectionRows(fs, covered, dst)
 }
 
 // sectionData returns the contents of sec, read from r, and a function
 // that frees them. Sections of files are mapped rather than read, so they
 // cost page cache rather than heap, and only while the table is built.
+// Mapping rather than reading through a window lets the decoder go back to
+// a CIE or an FDE's program wherever it is in the section, without a copy.
+// Compressed sections, and those of a file that is not open (a reader),
+// are read into a buffer of the Builder, kept for the next build when it
+// is small.
 func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data []byte, release func(), err error) {
 	if sec.Size > uint64(bs.opts.MaxSectionBytes) {
 		return nil, nil, fmt.Errorf("%w: section of %d bytes", ErrTooLarge, sec.Size)
@@ -284,8 +326,11 @@ func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data []byte,
 			return data, func() { unix.Munmap(mapping) }, nil
 		}
 	}
-	if data, err = sec.Data(); err != nil {
+	s := bs.scratch
+	buf := slices.Grow(s.section[:0], int(sec.Size))[:sec.Size]
+	s.section = buf[:0]
+	if _, err := io.ReadFull(sec.Open(), buf); err != nil {
 		return nil, nil, fmt.Errorf("read: %w", err)
 	}
-	return data, func() {}, nil
+	return buf, func() {}, nil
 }

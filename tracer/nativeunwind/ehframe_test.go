@@ -97,7 +97,8 @@ func (f *frames) parse(t testing.TB, opts Options) ([]Row, error) {
 		t.Fatal(err)
 	}
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, debug: f.debug, order: binary.LittleEndian, ptrSize: 8}
-	rows, err := sectionRows(sec, &a, testSegs, &opts, newCoverage(nil))
+	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: &Builder{}}
+	rows, err := bs.sectionRows(sec, newCoverage(nil, nil), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -390,7 +391,7 @@ func TestOverlay(t *testing.T) {
 	gap := Row{CFA: cfaGap}
 	top := []Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x40, sp(16, 0)), at(0x50, gap)}
 	bottom := []Row{at(0x0, sp(24, 0)), at(0x18, sp(8, 0)), at(0x30, gap), at(0x38, invalid), at(0x60, gap)}
-	got, err := overlay(top, bottom, 100)
+	got, err := overlay(nil, top, bottom, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,14 +402,14 @@ func TestOverlay(t *testing.T) {
 	if got := finalize(got); !slices.Equal(got, []Row{at(0x0, sp(24, 0)), at(0x10, sp(8, 0)), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, invalid)}) {
 		t.Errorf("finalize: %+v", got)
 	}
-	if _, err := overlay(top, bottom, 3); !errors.Is(err, ErrTooLarge) {
+	if _, err := overlay(nil, top, bottom, 3); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("overlay with 3 rows at most: %v", err)
 	}
 }
 
 func TestCoverage(t *testing.T) {
 	gap := Row{CFA: cfaGap}
-	c := newCoverage([]Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, gap)})
+	c := newCoverage(nil, []Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, gap)})
 	for _, r := range []struct {
 		lo, hi uint64
 		want   bool
@@ -421,7 +422,7 @@ func TestCoverage(t *testing.T) {
 			t.Errorf("covers(%#x, %#x) = %v", r.lo, r.hi, got)
 		}
 	}
-	if newCoverage(nil).covers(0, 1) {
+	if newCoverage(nil, nil).covers(0, 1) {
 		t.Error("no rows cover something")
 	}
 
@@ -436,7 +437,8 @@ func TestCoverage(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, order: binary.LittleEndian, ptrSize: 8}
-	rows, err := sectionRows(sec, &a, testSegs, &opts, newCoverage([]Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)}))
+	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: &Builder{}}
+	rows, err := bs.sectionRows(sec, newCoverage(nil, []Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,14 +37,20 @@ import (
 // like compiled ones. Before Go 1.21, between the SUBQ of the prologue and
 // the store of BP, one instruction's row places a frame pointer that is
 // not yet saved.
-func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt) ([]Row, error) {
+//
+// The rows are appended to dst[:0].
+func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []Row) ([]Row, error) {
 	g := bs.arch.goRules
 	if g == nil || tab.PtrSize() != 8 {
-		return nil, fmt.Errorf("%w: Go functions with %d-byte pointers", ErrUnsupportedArch, tab.PtrSize())
+		return dst, fmt.Errorf("%w: Go functions with %d-byte pointers", ErrUnsupportedArch, tab.PtrSize())
 	}
 	// Go binaries have about eight rows per function.
-	b := newBuilder(bs.opts.MaxRows, 9*tab.NumFuncs())
-	code := make([]byte, g.window)
+	b := newBuilder(dst, bs.opts.MaxRows, 9*tab.NumFuncs())
+	s := bs.scratch
+	if len(s.code) != g.window {
+		s.code = make([]byte, g.window)
+	}
+	code := s.code
 	for i := range tab.NumFuncs() {
 		fn, ok := tab.Func(i)
 		if !ok {
@@ -63,7 +69,7 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt) ([]Row, error)
 		goFuncRows(&b, tab, &fn, hi, delta, f, code, g)
 		b.finish()
 		if b.err != nil {
-			return nil, b.err
+			return b.rows, b.err
 		}
 	}
 	return b.rows, nil
@@ -188,6 +194,8 @@ func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section)
 	if err != nil {
 		return nil, nil, err
 	}
+	// The section is read in place (gopclntab.Parse copies nothing), so
+	// the rows are derived from the mapped file.
 	tab, err = gopclntab.Parse(data, ef.ByteOrder)
 	if err != nil {
 		release()

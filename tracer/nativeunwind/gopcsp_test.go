@@ -45,8 +45,8 @@ func goRowsOf(t testing.TB, data, code []byte) ([]Row, error) {
 	if err := opts.normalize(); err != nil {
 		t.Fatal(err)
 	}
-	bs := &buildState{arch: &a, opts: &opts, segs: segments{{vaddr: 0, off: 0, size: 1 << 40}}}
-	rows, err := bs.goRows(tab, bytes.NewReader(code))
+	bs := &buildState{arch: &a, opts: &opts, segs: segments{{vaddr: 0, off: 0, size: 1 << 40}}, scratch: &Builder{}}
+	rows, err := bs.goRows(tab, bytes.NewReader(code), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -32,8 +32,10 @@ type builder struct {
 	end    uint64 // end of the earlier ranges
 }
 
-func newBuilder(maxRows, capHint int) builder {
-	return builder{max: maxRows, rows: make([]Row, 0, max(min(capHint, maxRows), 0)+1)}
+// newBuilder returns a builder of at most maxRows rows that appends them
+// to dst[:0], grown to capHint rows first.
+func newBuilder(dst []Row, maxRows, capHint int) builder {
+	return builder{max: maxRows, rows: slices.Grow(dst[:0], max(min(capHint, maxRows), 0)+1)}
 }
 
 // begin starts the range [lo, hi) of file offsets; false means nothing of
@@ -93,15 +95,16 @@ func (b *builder) add(r Row) {
 }
 
 // overlay returns the rows of top where top has rules and those of bottom
-// in top's gaps.
-func overlay(top, bottom []Row, maxRows int) ([]Row, error) {
+// in top's gaps, in dst[:0] (which must not overlap them) when both have
+// rows, else the one that has.
+func overlay(dst, top, bottom []Row, maxRows int) ([]Row, error) {
 	if len(bottom) == 0 {
 		return top, nil
 	}
 	if len(top) == 0 {
 		return bottom, nil
 	}
-	b := newBuilder(maxRows, len(top)+len(bottom))
+	b := newBuilder(dst, maxRows, len(top)+len(bottom))
 	t, u := Row{CFA: cfaGap}, Row{CFA: cfaGap} // the rules in effect
 	for i, j := 0, 0; i < len(top) || j < len(bottom); {
 		var addr uint64
@@ -138,12 +141,13 @@ type coverage struct {
 // hole is a range [lo, hi) of file offsets without rules.
 type hole struct{ lo, hi uint64 }
 
-// newCoverage returns the coverage of rows (sorted, ending in a gap).
-func newCoverage(rows []Row) coverage {
+// newCoverage returns the coverage of rows (sorted, ending in a gap), its
+// holes in dst[:0].
+func newCoverage(dst []hole, rows []Row) coverage {
 	if len(rows) == 0 {
-		return coverage{holes: []hole{{0, math.MaxUint64}}}
+		return coverage{holes: append(dst[:0], hole{0, math.MaxUint64})}
 	}
-	c := coverage{holes: []hole{{0, rows[0].Addr}}}
+	c := coverage{holes: append(dst[:0], hole{0, rows[0].Addr})}
 	for i, r := range rows {
 		if r.CFA != cfaGap {
 			continue
