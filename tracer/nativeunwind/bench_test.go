@@ -59,6 +59,11 @@ func BenchmarkBuild(b *testing.B) {
 				}
 				b.Run(name, func(b *testing.B) {
 					bld := &Builder{KeepBytes: 1 << 30}
+					if warm {
+						if _, err := bld.Build(f, nil, Options{}); err != nil {
+							b.Fatal(err)
+						}
+					}
 					b.ReportAllocs()
 					var rows int
 					for b.Loop() {

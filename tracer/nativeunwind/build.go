@@ -7,8 +7,8 @@ import (
 	"io"
 	"math"
 	"os"
-	"slices"
 	rtdebug "runtime/debug"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -154,7 +154,10 @@ func (b *Builder) Build(f, debug *elffile.File, opts Options) (t *Table, err err
 			return nil, fmt.Errorf("nativeunwind: debug file is for %v %v, not %v %v", dbg.Class, dbg.Machine, ef.Class, ef.Machine)
 		}
 	}
-	bs := &buildState{arch: &a, opts: &opts, segs: execSegments(ef), scratch: b}
+	b.arch, b.opts = a, opts
+	b.segs = appendExecSegments(b.segs[:0], ef)
+	bs := &b.state
+	*bs = buildState{arch: &b.arch, opts: &b.opts, segs: b.segs, scratch: b}
 	defer b.trim()
 	defer rtdebug.SetPanicOnFault(rtdebug.SetPanicOnFault(true))
 	defer catchFault(&err)
@@ -278,11 +281,11 @@ func withData(ef *elf.File, name string) *elf.Section {
 
 // goSection returns the rows of a .gopclntab section, in dst[:0].
 func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section, dst []Row) ([]Row, error) {
-	tab, release, err := bs.loadGoTable(ef, f, sec)
+	tab, mapping, err := bs.loadGoTable(ef, f, sec)
 	if err != nil {
 		return dst, err
 	}
-	defer release()
+	defer unmap(mapping)
 	return bs.goRows(tab, f, dst)
 }
 
@@ -290,12 +293,13 @@ func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section, d
 // of ef, read from r, for the FDEs whose ranges are not all covered
 // already, in dst[:0].
 func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage, dst []Row) ([]Row, error) {
-	data, release, err := bs.sectionData(r, sec)
+	data, mapping, err := bs.sectionData(r, sec)
 	if err != nil {
 		return dst, fmt.Errorf("%s: %w", sec.Name, err)
 	}
-	defer release()
-	fs := &frameSection{
+	defer unmap(mapping)
+	fs := &bs.scratch.frame
+	*fs = frameSection{
 		name:    sec.Name,
 		data:    data,
 		addr:    sec.Addr,
@@ -309,21 +313,21 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 	return bs.sectionRows(fs, covered, dst)
 }
 
-// sectionData returns the contents of sec, read from r, and a function
-// that frees them. Sections of files are mapped rather than read, so they
+// sectionData returns the contents of sec, read from r, and the mapping
+// to unmap when they are no longer used (nil if they are not mapped). Sections of files are mapped rather than read, so they
 // cost page cache rather than heap, and only while the table is built.
 // Mapping rather than reading through a window lets the decoder go back to
 // a CIE or an FDE's program wherever it is in the section, without a copy.
 // Compressed sections, and those of a file that is not open (a reader),
 // are read into a buffer of the Builder, kept for the next build when it
 // is small.
-func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data []byte, release func(), err error) {
+func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data, mapping []byte, err error) {
 	if sec.Size > uint64(bs.opts.MaxSectionBytes) {
 		return nil, nil, fmt.Errorf("%w: section of %d bytes", ErrTooLarge, sec.Size)
 	}
 	if file, ok := r.(*os.File); ok {
 		if data, mapping, err := gopclntab.MapSection(file, sec); err == nil {
-			return data, func() { unix.Munmap(mapping) }, nil
+			return data, mapping, nil
 		}
 	}
 	s := bs.scratch
@@ -332,5 +336,12 @@ func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data []byte,
 	if _, err := io.ReadFull(sec.Open(), buf); err != nil {
 		return nil, nil, fmt.Errorf("read: %w", err)
 	}
-	return buf, func() {}, nil
+	return buf, nil, nil
+}
+
+// unmap unmaps a section mapped by sectionData.
+func unmap(mapping []byte) {
+	if mapping != nil {
+		unix.Munmap(mapping)
+	}
 }

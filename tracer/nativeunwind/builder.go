@@ -19,6 +19,12 @@ type Builder struct {
 	KeepBytes int
 
 	table Table
+	// The state of a build.
+	state buildState
+	arch  arch
+	opts  Options
+	segs  segments
+	frame frameSection // the section being read
 	// rows holds the table's rows (or, during a build, those of the
 	// sources so far); layer those of the current source; spare is
 	// where the two are merged. The three never share memory.
@@ -84,4 +90,5 @@ func (b *Builder) trim() {
 		b.section = nil
 	}
 	b.interp.sec = nil
+	b.frame = frameSection{}
 }

@@ -92,13 +92,20 @@ var testSegs = segments{{vaddr: 0x1000, off: 0x1000, size: 0x7000}, {vaddr: 0x80
 // parse runs sectionRows on the section and finalizes the rows.
 func (f *frames) parse(t testing.TB, opts Options) ([]Row, error) {
 	t.Helper()
+	return f.parseWith(t, &Builder{}, opts)
+}
+
+// parseWith is parse with the buffers of b.
+func (f *frames) parseWith(t testing.TB, b *Builder, opts Options) ([]Row, error) {
+	t.Helper()
 	a, _ := archFor(elf.EM_X86_64)
 	if err := opts.normalize(); err != nil {
 		t.Fatal(err)
 	}
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, debug: f.debug, order: binary.LittleEndian, ptrSize: 8}
-	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: &Builder{}}
-	rows, err := bs.sectionRows(sec, newCoverage(nil, nil), nil)
+	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: b}
+	rows, err := bs.sectionRows(sec, newCoverage(nil, nil), b.layer)
+	b.layer = rows[:0]
 	if err != nil {
 		return nil, err
 	}

@@ -187,10 +187,10 @@ func goPrologue(tab *gopclntab.Table, fn *gopclntab.Func, hi uint64, f io.Reader
 }
 
 // loadGoTable reads and parses the .gopclntab section of ef and finds the
-// address its function entries are relative to. release frees the
-// section's bytes; the table must not be used after.
-func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, release func(), err error) {
-	data, release, err := bs.sectionData(f, sec)
+// address its function entries are relative to. mapping is the section's
+// mapping, to unmap (with unmap) once the table is no longer used.
+func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, mapping []byte, err error) {
+	data, mapping, err := bs.sectionData(f, sec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -198,7 +198,7 @@ func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section)
 	// the rows are derived from the mapped file.
 	tab, err = gopclntab.Parse(data, ef.ByteOrder)
 	if err != nil {
-		release()
+		unmap(mapping)
 		if !errors.Is(err, gopclntab.ErrUnsupportedVersion) {
 			err = fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
@@ -208,5 +208,5 @@ func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section)
 	// the linker may have left unrelocated.
 	md, _ := tab.FindModuledata(ef, sec.Addr)
 	tab.ResolveText(ef, md)
-	return tab, release, nil
+	return tab, mapping, nil
 }

@@ -223,9 +223,9 @@ func (s segment) offset(vaddr uint64) uint64 { return vaddr - s.vaddr + s.off }
 // segments are a file's executable segments.
 type segments []segment
 
-// execSegments returns the executable PT_LOAD segments of ef.
-func execSegments(ef *elf.File) segments {
-	var segs segments
+// appendExecSegments appends the executable PT_LOAD segments of ef to
+// segs.
+func appendExecSegments(segs segments, ef *elf.File) segments {
 	for _, p := range ef.Progs {
 		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && p.Filesz > 0 && p.Vaddr+p.Filesz > p.Vaddr {
 			segs = append(segs, segment{vaddr: p.Vaddr, off: p.Off, size: p.Filesz})
