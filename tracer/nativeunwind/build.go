@@ -189,10 +189,9 @@ type buildState struct {
 
 // build collects the rows of every source and lays them under those of
 // the sources before, leaving the table in bs.scratch.table. The rows of
-// the sources so far are in the buffer rows, those of the current source
-// in layer, and merging them writes into spare, which then becomes rows:
-// the three buffers are the Builder's and trade places, so each is always
-// in exactly one of its fields.
+// the sources so far are in the Builder's buffer rows, those of the
+// current source in its buffer layer; they are merged in rows' memory.
+// When rows is empty, the two buffers trade places instead.
 func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR io.ReaderAt) error {
 	s := bs.scratch
 	t := &s.table
@@ -210,8 +209,8 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 			rows, s.layer = layer, rows[:0]
 			return nil
 		}
-		merged, err := overlay(s.spare[:0], rows, layer, bs.opts.MaxRows)
-		rows, s.spare = merged, rows[:0]
+		var err error
+		rows, err = overlay(rows, layer, bs.opts.MaxRows)
 		return err
 	}
 	defer func() { s.rows = rows }()

@@ -26,16 +26,16 @@ type Builder struct {
 	segs  segments
 	frame frameSection // the section being read
 	// rows holds the table's rows (or, during a build, those of the
-	// sources so far); layer those of the current source; spare is
-	// where the two are merged. The three never share memory.
-	rows, layer, spare []Row
-	holes              []hole
-	fdes               []fde
-	cies               []cie
-	cieIndex           map[uint64]int32
-	section            []byte // a section that is read, not mapped
-	code               []byte // Go function prologues
-	interp             interp
+	// sources so far); layer those of the current source, which are
+	// merged into rows. The two never share memory.
+	rows, layer []Row
+	holes       []hole
+	fdes        []fde
+	cies        []cie
+	cieIndex    map[uint64]int32
+	section     []byte // a section that is read, not mapped
+	code        []byte // Go function prologues
+	interp      interp
 }
 
 // Release ends the use of the rows of the last table b built: b frees
@@ -70,9 +70,6 @@ func (b *Builder) trim() {
 	keep := b.keep()
 	if cap(b.layer)*rowSize > keep {
 		b.layer = nil
-	}
-	if cap(b.spare)*rowSize > keep {
-		b.spare = nil
 	}
 	if cap(b.holes)*holeSize > keep {
 		b.holes = nil

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/golden-tables.txt from the tables built now")
@@ -26,8 +27,10 @@ var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/golden-ta
 const goldenPath = "testdata/golden-tables.txt"
 
 // goldenFiles are the files TestGoldenTables builds tables of: C, C++,
-// Python, Go and the dynamic loader, two large C++ programs, and libc with
-// its separate debug file.
+// Python, Go and the dynamic loader, two large C++ programs, libc with its
+// separate debug file, and programs built here, reproducibly: a cgo
+// program (rows from .gopclntab and .eh_frame) and a C program with
+// .debug_frame (with and without a separate debug file).
 func goldenFiles(t *testing.T) []struct {
 	name string
 	path func(testing.TB) string
@@ -47,6 +50,7 @@ func goldenFiles(t *testing.T) []struct {
 		{"libstdc++", installed("/usr/lib/x86_64-linux-gnu/libstdc++.so.6"), noDebug},
 		{"libjvm", benchFiles[3].path, noDebug},
 		{"node", benchFiles[4].path, noDebug},
+		{"go-cgo", func(tb testing.TB) string { return testenv.BuildGo(tb, cgoSource, true, "-trimpath") }, noDebug},
 		{"c-debug-frame", func(tb testing.TB) string { return debugFrameProg(tb, "prog") }, noDebug},
 		{"c-debug-file", func(tb testing.TB) string { return debugFrameProg(tb, "prog.stripped") },
 			func(t *testing.T, _ string) string { return debugFrameProg(t, "prog.debug") }},

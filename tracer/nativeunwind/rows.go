@@ -95,16 +95,25 @@ func (b *builder) add(r Row) {
 }
 
 // overlay returns the rows of top where top has rules and those of bottom
-// in top's gaps, in dst[:0] (which must not overlap them) when both have
-// rows, else the one that has.
-func overlay(dst, top, bottom []Row, maxRows int) ([]Row, error) {
+// in top's gaps. When both have rows, they are merged in top's memory
+// (grown if it has no room for len(bottom) more rows), which must not
+// overlap bottom's: top's rows are moved to its end and merged from there
+// into its start, where a row is written only once the rows it overwrites
+// have been read.
+func overlay(top, bottom []Row, maxRows int) ([]Row, error) {
 	if len(bottom) == 0 {
 		return top, nil
 	}
 	if len(top) == 0 {
 		return bottom, nil
 	}
-	b := newBuilder(dst, maxRows, len(top)+len(bottom))
+	n, m := len(top), len(bottom)
+	buf := slices.Grow(top, m)[:n+m]
+	copy(buf[m:], buf[:n])
+	top = buf[m:]
+	// After reading i rows of top and j of bottom, at most i+j rows are
+	// written, all below top[i], which is buf[m+i], since j <= m.
+	b := builder{rows: buf[:0], max: maxRows}
 	t, u := Row{CFA: cfaGap}, Row{CFA: cfaGap} // the rules in effect
 	for i, j := 0, 0; i < len(top) || j < len(bottom); {
 		var addr uint64
