@@ -65,6 +65,7 @@ func BenchmarkBuild(b *testing.B) {
 						}
 					}
 					b.ReportAllocs()
+					b.ResetTimer()
 					var rows int
 					for b.Loop() {
 						if !warm {

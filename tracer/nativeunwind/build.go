@@ -191,35 +191,54 @@ type buildState struct {
 // the sources before, leaving the table in bs.scratch.table. The rows of
 // the sources so far are in the Builder's buffer rows, those of the
 // current source in its buffer layer; they are merged in rows' memory.
-// When rows is empty, the two buffers trade places instead.
+// The first source with rows builds them in rows' buffer.
 func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR io.ReaderAt) error {
 	s := bs.scratch
 	t := &s.table
 	*t = Table{}
 	rows := s.rows[:0]
 	found := false
+	// buffer returns the buffer for the next source's rows: rows' own
+	// while there are none yet, so that a file with one source needs
+	// one buffer. giveBack returns it, with the rows built in it.
+	buffer := func() []Row {
+		if len(rows) == 0 {
+			return rows[:0]
+		}
+		return s.layer[:0]
+	}
+	giveBack := func(layer []Row) {
+		if len(rows) == 0 {
+			rows = layer[:0]
+		} else {
+			s.layer = layer[:0]
+		}
+	}
 	add := func(layer []Row, src Source) error {
 		found = true
-		s.layer = layer[:0]
 		if len(layer) == 0 {
+			giveBack(layer)
 			return nil
 		}
 		t.Sources |= src
 		if len(rows) == 0 {
-			rows, s.layer = layer, rows[:0]
+			rows = layer
 			return nil
 		}
+		s.layer = layer[:0]
 		var err error
 		rows, err = overlay(rows, layer, bs.opts.MaxRows)
 		return err
 	}
 	defer func() { s.rows = rows }()
 	if sec := withData(ef, ".gopclntab"); sec != nil {
-		layer, err := bs.goSection(ef, f, sec, s.layer)
+		layer, err := bs.goSection(ef, f, sec, buffer())
 		switch {
 		case errors.Is(err, gopclntab.ErrUnsupportedVersion):
 			// Go 1.15 or earlier: other sections may do.
+			giveBack(layer)
 		case err != nil:
+			giveBack(layer)
 			return fmt.Errorf(".gopclntab: %w", err)
 		default:
 			if err := add(layer, SourceGoPCLNTab); err != nil {
@@ -247,11 +266,11 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 		}
 		covered := newCoverage(s.holes, rows)
 		s.holes = covered.holes[:0]
-		layer, err := bs.frameSection(fr.ef, fr.r, sec, covered, s.layer)
+		layer, err := bs.frameSection(fr.ef, fr.r, sec, covered, buffer())
 		if err == nil {
 			err = add(layer, fr.src)
-		} else if layer != nil {
-			s.layer = layer[:0]
+		} else {
+			giveBack(layer)
 		}
 		if err != nil {
 			if i == len(frames)-1 {
