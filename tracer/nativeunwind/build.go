@@ -124,7 +124,12 @@ func Build(f, debug *elffile.File, opts Options) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Table{Rows: t.Rows, Sources: t.Sources}, nil
+	rows := t.Rows
+	if cap(rows)-len(rows) > len(rows)/4 {
+		// The table outlives the build: not its buffer's spare room.
+		rows = slices.Clone(rows)
+	}
+	return &Table{Rows: rows, Sources: t.Sources}, nil
 }
 
 // Build returns the stack-delta table of the ELF file f, as the function
