@@ -163,11 +163,10 @@ func (b *Builder) Build(f, debug *elffile.File, opts Options) (t *Table, err err
 	b.segs = appendExecSegments(b.segs[:0], ef)
 	bs := &b.state
 	*bs = buildState{arch: &b.arch, opts: &b.opts, segs: b.segs, scratch: b}
-	defer b.trim()
+	defer func() { b.trim(err != nil) }()
 	defer rtdebug.SetPanicOnFault(rtdebug.SetPanicOnFault(true))
 	defer catchFault(&err)
 	if err = bs.build(ef, f.ReaderAt(), dbg, debugR); err != nil {
-		b.table = Table{}
 		return nil, fmt.Errorf("nativeunwind: %w", err)
 	}
 	return &b.table, nil

@@ -64,9 +64,12 @@ func (b *Builder) keep() int {
 	return DefaultKeepBytes
 }
 
-// trim frees the working buffers of a build that are larger than b keeps
-// (all but the table's rows).
-func (b *Builder) trim() {
+// trim frees the working buffers of a build that are larger than b keeps:
+// all but the table's rows, and those too when the build failed.
+func (b *Builder) trim(failed bool) {
+	if failed {
+		b.Release()
+	}
 	keep := b.keep()
 	if cap(b.layer)*rowSize > keep {
 		b.layer = nil

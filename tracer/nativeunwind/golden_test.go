@@ -46,7 +46,7 @@ func goldenFiles(t *testing.T) []struct {
 		{"libc+debug", hostFiles[0].path, libcDebugPath},
 		{"libpython", hostFiles[1].path, noDebug},
 		{"go", hostFiles[2].path, noDebug},
-		{"ld.so", installedLoader, noDebug},
+		{"ld.so", testenv.DynamicLoader, noDebug},
 		{"libstdc++", installed("/usr/lib/x86_64-linux-gnu/libstdc++.so.6"), noDebug},
 		{"libjvm", benchFiles[3].path, noDebug},
 		{"node", benchFiles[4].path, noDebug},
@@ -74,16 +74,6 @@ func debugFrameProg(tb testing.TB, name string) string {
 		run(tb, dir, "objcopy", "--only-keep-debug", "prog", name)
 	}
 	return filepath.Join(dir, name)
-}
-
-// installedLoader returns the dynamic loader's path.
-func installedLoader(tb testing.TB) string {
-	tb.Helper()
-	p, err := filepath.EvalSymlinks("/lib64/ld-linux-x86-64.so.2")
-	if err != nil {
-		tb.Skipf("no dynamic loader: %v", err)
-	}
-	return p
 }
 
 // fileDigest returns the SHA-256 of the file at path.
@@ -204,5 +194,43 @@ func TestGoldenTables(t *testing.T) {
 	out := "# name file-sha256 debug-file-sha256 rows table-sha256; see TestGoldenTables\n" + strings.Join(lines, "\n") + "\n"
 	if err := os.WriteFile(goldenPath, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBuilderKeeps checks that a Builder keeps no buffer larger than
+// KeepBytes once a table is released, and keeps those it may: after a
+// build of a large file (libpython: 1.8 MB of rows), nothing over the
+// bound; after a small one (the dynamic loader), its rows' buffer.
+func TestBuilderKeeps(t *testing.T) {
+	b := &Builder{KeepBytes: 256 << 10}
+	check := func(path string) {
+		f, _ := openELF(t, path)
+		tab, err := b.Build(f, nil, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tab.Rows) == 0 {
+			t.Fatalf("%s: no rows", path)
+		}
+		b.Release()
+		for name, bytes := range map[string]int{
+			"rows": cap(b.rows) * rowSize, "layer": cap(b.layer) * rowSize, "holes": cap(b.holes) * holeSize,
+			"fdes": cap(b.fdes) * fdeSize, "cies": cap(b.cies) * cieSize, "section": cap(b.section),
+		} {
+			if bytes > b.KeepBytes {
+				t.Errorf("after %s: %s keeps %d bytes, more than %d", path, name, bytes, b.KeepBytes)
+			}
+		}
+		if b.table.Rows != nil {
+			t.Errorf("after %s: the released table still has rows", path)
+		}
+	}
+	check(hostFiles[1].path(t)) // libpython
+	if b.rows != nil {
+		t.Errorf("libpython's rows kept")
+	}
+	check(testenv.DynamicLoader(t))
+	if b.rows == nil {
+		t.Errorf("the dynamic loader's rows not kept")
 	}
 }
