@@ -336,13 +336,14 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 }
 
 // sectionData returns the contents of sec, read from r, and the mapping
-// to unmap when they are no longer used (nil if they are not mapped). Sections of files are mapped rather than read, so they
-// cost page cache rather than heap, and only while the table is built.
-// Mapping rather than reading through a window lets the decoder go back to
-// a CIE or an FDE's program wherever it is in the section, without a copy.
-// Compressed sections, and those of a file that is not open (a reader),
-// are read into a buffer of the Builder, kept for the next build when it
-// is small.
+// to unmap when they are no longer used (nil if they are not mapped).
+// Sections of files are mapped rather than read, so they cost page cache
+// rather than heap, and only while the table is built. Mapping rather than
+// reading through a bounded window lets the decoder go back to a CIE, or
+// to an FDE's program once the FDEs are sorted, wherever it is in the
+// section, without a copy or a read per FDE. Compressed sections, and
+// those of a file that is not open (a reader), are read into a buffer of
+// the Builder, kept for the next build when it is small.
 func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data, mapping []byte, err error) {
 	if sec.Size > uint64(bs.opts.MaxSectionBytes) {
 		return nil, nil, fmt.Errorf("%w: section of %d bytes", ErrTooLarge, sec.Size)
