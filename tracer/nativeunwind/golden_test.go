@@ -3,6 +3,7 @@ package nativeunwind
 import (
 	"bufio"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"flag"
@@ -232,5 +233,40 @@ func TestBuilderKeeps(t *testing.T) {
 	check(testenv.DynamicLoader(t))
 	if b.rows == nil {
 		t.Errorf("the dynamic loader's rows not kept")
+	}
+}
+
+// TestCompressedDebugFrame checks that a compressed .debug_frame, which
+// cannot be mapped and is read into the Builder's buffer, gives the table
+// the uncompressed one does, in the file and in a separate debug file.
+func TestCompressedDebugFrame(t *testing.T) {
+	prog := debugFrameProg(t, "prog")
+	dir := filepath.Dir(prog)
+	run(t, dir, "objcopy", "--strip-debug", "prog", "prog.stripped")
+	run(t, dir, "objcopy", "--only-keep-debug", "prog", "prog.debug")
+	run(t, dir, "objcopy", "--compress-debug-sections=zlib", "prog", "prog.z")
+	run(t, dir, "objcopy", "--compress-debug-sections=zlib", "prog.debug", "prog.debug.z")
+	_, ef := openELF(t, filepath.Join(dir, "prog.z"))
+	if sec := ef.Section(".debug_frame"); sec == nil || sec.Flags&elf.SHF_COMPRESSED == 0 {
+		t.Fatal("objcopy left .debug_frame uncompressed")
+	}
+	want := build(t, prog, "")
+	if want.Sources&SourceDebugFrame == 0 {
+		t.Fatalf("no rows from .debug_frame: %b", want.Sources)
+	}
+	b := &Builder{}
+	for _, c := range [][2]string{{"prog.z", ""}, {"prog.stripped", "prog.debug.z"}} {
+		f, _ := openELF(t, filepath.Join(dir, c[0]))
+		var dbg *elffile.File
+		if c[1] != "" {
+			dbg, _ = openELF(t, filepath.Join(dir, c[1]))
+		}
+		got, err := b.Build(f, dbg, Options{})
+		if err != nil {
+			t.Fatalf("%v: %v", c, err)
+		}
+		if got.Sources != want.Sources || !slices.Equal(got.Rows, want.Rows) {
+			t.Errorf("%v: %d rows from %b, want %d from %b", c, len(got.Rows), got.Sources, len(want.Rows), want.Sources)
+		}
 	}
 }
