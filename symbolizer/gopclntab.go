@@ -126,18 +126,39 @@ func (t *goTable) loadInlineTrees(ef *elf.File, md *gopclntab.Moduledata) {
 	if magic == gopclntab.Magic118 {
 		entSize, nameAt, parentAt = 20, 12, 16
 	}
-	buf := make([]byte, 0, 4096)
-	for i := range t.tab.NumFuncs() {
+	// treeLen returns the length of function i's inline tree, and where
+	// it is in go:func.*.
+	treeLen := func(i int) (n int, off uint32, ok bool) {
 		f, ok := t.tab.Func(i)
 		if !ok {
-			continue
+			return 0, 0, false
 		}
-		off, ok := t.tab.FuncData(&f, gopclntab.FuncDataInlTree)
+		off, ok = t.tab.FuncData(&f, gopclntab.FuncDataInlTree)
 		if !ok {
-			continue
+			return 0, 0, false
 		}
-		n := int(t.tab.MaxValue(t.tab.PCData(&f, gopclntab.PCDataInlTreeIndex))) + 1
+		n = int(t.tab.MaxValue(t.tab.PCData(&f, gopclntab.PCDataInlTreeIndex))) + 1
 		if n <= 0 || n > maxGoInlTreeLen {
+			return 0, 0, false
+		}
+		return n, off, true
+	}
+	// Sized first, so that the trees are allocated once rather than grown
+	// by appending.
+	funcs, entries := 0, 0
+	for i := range t.tab.NumFuncs() {
+		if n, _, ok := treeLen(i); ok {
+			funcs++
+			entries += 2 * n
+		}
+	}
+	t.inlFuncs = make([]uint32, 0, funcs)
+	t.inlStart = make([]uint32, 0, funcs)
+	t.inl = make([]int32, 0, entries)
+	buf := make([]byte, 0, 4096)
+	for i := range t.tab.NumFuncs() {
+		n, off, ok := treeLen(i)
+		if !ok {
 			continue
 		}
 		size := n * entSize
