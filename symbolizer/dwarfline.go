@@ -143,9 +143,9 @@ func lineDWARF(ef *elf.File, fh *os.File) (d *dwarf.Data, mems [][]byte, err err
 // that repeats the position of the row before it in its sequence is not
 // collected, since it adds nothing to the table.
 type lineCollector struct {
-	chunks   [][]lineRow // full chunks
-	cur      []lineRow   // the chunk being filled
-	n        int         // rows in chunks and cur
+	chunks   [][]lineRow       // full chunks
+	cur      []lineRow         // the chunk being filled
+	n        int               // rows in chunks and cur
 	fileIdx  map[string]uint32 // name -> index in nameOffs
 	nameOffs []uint32
 	names    strings.Builder

@@ -98,14 +98,14 @@ func (f *File) Lookup(fileOffset uint64, buf []trace.Line) (out []trace.Line) {
 		return buf
 	}
 	if len(f.maps) > 0 || f.goTab != nil && f.goTab.mapped {
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		var fault error
 		defer func() {
-			var err error
-			catchFault(&err)
-			if err != nil {
+			if fault != nil {
 				out = buf
 			}
 		}()
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer catchFault(&fault)
 	}
 	if f.goTab != nil {
 		if out := f.goTab.lookup(vaddr, buf); len(out) > len(buf) {

@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"slices"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/gopclntab"
 )
@@ -231,38 +229,37 @@ func (l *loader) goTable(ef *elffile.File, sec *elf.Section) (*goTable, error) {
 	// The table is large (megabytes for big Go binaries) and read sparsely:
 	// map it from the file when possible, so it costs reclaimable page
 	// cache touched on demand rather than heap.
-	data, mapping, err := gopclntab.MapSection(l.osFile(ef), sec)
+	data, mapping, err := sectionData(l.osFile(ef), sec)
 	if err != nil {
-		if data, err = sec.Data(); err != nil {
-			return nil, fmt.Errorf("gopclntab: %w", err)
-		}
+		return nil, fmt.Errorf("gopclntab: %w", err)
 	}
-	gt, err := parseGoTable(data, ef.ELF.ByteOrder)
-	if err != nil {
-		if mapping != nil {
-			unix.Munmap(mapping)
+	var gt *goTable
+	fault := withFaults(func() {
+		if gt, err = parseGoTable(data, ef.ELF.ByteOrder); err != nil {
+			return
 		}
+		// Without the moduledata, function entries may be misplaced when
+		// the header's text address is unrelocated, and frames are named
+		// by their outermost function only.
+		md, _ := gt.tab.FindModuledata(ef.ELF, sec.Addr)
+		gt.tab.ResolveText(ef.ELF, md)
+		gt.loadInlineTrees(ef.ELF, md)
+	})
+	if err == nil {
+		err = fault
+	}
+	if err != nil {
+		unmap(mapping)
 		return nil, err
 	}
 	if mapping != nil {
 		gt.mapped = true
 		// Unmapped once the table is unreachable: no lookup can be under
 		// way then, and lookups return copies of the names.
-		runtime.AddCleanup(gt, func(m []byte) { unix.Munmap(m) }, mapping)
-	}
-	// Without the moduledata, function entries may be misplaced when the
-	// header's text address is unrelocated, and frames are named by their
-	// outermost function only.
-	md, _ := gt.tab.FindModuledata(ef.ELF, sec.Addr)
-	gt.tab.ResolveText(ef.ELF, md)
-	gt.loadInlineTrees(ef.ELF, md)
-	if mapping != nil {
-		// Loading touched every function record. Those are clean file
-		// pages: drop them from this process (a later lookup faults in
-		// the one page it reads, from the page cache) and ask for no
-		// read-around, so the table's RSS is the pages lookups use.
-		unix.Madvise(mapping, unix.MADV_DONTNEED)
-		unix.Madvise(mapping, unix.MADV_RANDOM)
+		runtime.AddCleanup(gt, func(m []byte) { unmap(m) }, mapping)
+		// Loading touched every function record: drop those pages, so
+		// that the table's RSS is the pages lookups use.
+		dropPages(mapping)
 	}
 	return gt, nil
 }

@@ -16,13 +16,21 @@ import (
 // command, a large Go binary.
 func benchFiles(b *testing.B) map[string]string {
 	b.Helper()
-	files := map[string]string{"libc": testenv.Libc(b), "libpython": testenv.SystemLibpython(b)}
+	return map[string]string{
+		"libc":      testenv.Libc(b),
+		"libpython": testenv.SystemLibpython(b),
+		"go":        filepath.Join(goroot(b), "bin", "go"),
+	}
+}
+
+// goroot returns the Go installation's root directory.
+func goroot(tb testing.TB) string {
+	tb.Helper()
 	out, err := exec.Command(testenv.GoTool(), "env", "GOROOT").Output()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	files["go"] = filepath.Join(strings.TrimSpace(string(out)), "bin", "go")
-	return files
+	return strings.TrimSpace(string(out))
 }
 
 // liveHeap returns the bytes of live heap objects after a full collection.

@@ -1,0 +1,115 @@
+package symbolizer
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// parseBoth parses the file at path twice: from the open file, whose
+// tables are mapped, and from its bytes in memory, whose names are copied
+// into the heap.
+func parseBoth(tb testing.TB, path string, opts Options) (mapped, heap *File) {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if heap, err = Parse(bytes.NewReader(data), opts); err != nil {
+		tb.Fatal(err)
+	}
+	return parseOpts(tb, path, opts), heap
+}
+
+// sameLookups checks that two tables of one file name every offset in
+// offs alike.
+func sameLookups(tb testing.TB, a, b *File, offs []uint64) (named int) {
+	tb.Helper()
+	var bufA, bufB []trace.Line
+	for _, off := range offs {
+		bufA, bufB = a.Lookup(off, bufA[:0]), b.Lookup(off, bufB[:0])
+		if !slices.Equal(bufA, bufB) {
+			tb.Fatalf("Lookup(%#x) = %+v mapped, %+v from memory", off, bufA, bufB)
+		}
+		if len(bufA) > 0 {
+			named++
+		}
+	}
+	return named
+}
+
+// TestMappedMatchesHeap checks that tables read in place from a mapped
+// file name frames exactly as tables read from memory do, and that they
+// hold less heap.
+func TestMappedMatchesHeap(t *testing.T) {
+	files := map[string]string{
+		"c":    build(t, "gcc", cSource, ".c", "prog", "-O1", "-g", "-fno-builtin"),
+		"c++":  build(t, "g++", cxxSource, ".cc", "prog", "-O1", "-g"),
+		"libc": testenv.Libc(t),
+	}
+	for name, path := range files {
+		t.Run(name, func(t *testing.T) {
+			mapped, heap := parseBoth(t, path, Options{Demangle: DemangleFull, LineInfo: true})
+			if mapped.Len() == 0 || mapped.Len() != heap.Len() {
+				t.Fatalf("%d symbols mapped, %d from memory", mapped.Len(), heap.Len())
+			}
+			if mapped.MappedBytes() == 0 || heap.MappedBytes() != 0 {
+				t.Errorf("MappedBytes() = %d mapped, %d from memory", mapped.MappedBytes(), heap.MappedBytes())
+			}
+			if mapped.Bytes() >= heap.Bytes() {
+				t.Errorf("Bytes() = %d mapped, not less than %d from memory", mapped.Bytes(), heap.Bytes())
+			}
+			named := sameLookups(t, mapped, heap, lookupOffsets(mapped, 1<<14))
+			if named == 0 {
+				t.Error("no offset named")
+			}
+			t.Logf("%d symbols: %d heap bytes + %d mapped, %d heap bytes from memory; %d of %d offsets named",
+				mapped.Len(), mapped.Bytes(), mapped.MappedBytes(), heap.Bytes(), named, 1<<14)
+		})
+	}
+}
+
+// TestTruncatedUnderMapping truncates files whose tables are mapped: a
+// lookup that touches a page past the new end faults, and the fault must
+// leave the frame unnamed rather than crash the process.
+func TestTruncatedUnderMapping(t *testing.T) {
+	c := build(t, "gcc", cSource, ".c", "prog", "-O0", "-fno-builtin")
+	goBin := filepath.Join(t.TempDir(), "go")
+	copyFile(t, filepath.Join(goroot(t), "bin", "go"), goBin)
+	for _, path := range []string{c, goBin} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, filepath.Base(path))
+		copyFile(t, path, p)
+		f, err := Load(elffile.Source{Open: openPath(p), Path: p}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.MappedBytes() == 0 {
+			t.Fatalf("%s: nothing mapped", path)
+		}
+		offs := lookupOffsets(f, 256)
+		named := 0
+		for _, off := range offs {
+			if len(f.Lookup(off, nil)) > 0 {
+				named++
+			}
+		}
+		if named == 0 {
+			t.Fatalf("%s: nothing named before truncation", path)
+		}
+		if err := os.Truncate(p, 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, off := range offs {
+			if got := f.Lookup(off, nil); len(got) > 0 {
+				t.Fatalf("%s: Lookup(%#x) = %+v from a truncated file", path, off, got)
+			}
+		}
+	}
+}
