@@ -97,7 +97,7 @@ func (f *File) Lookup(fileOffset uint64, buf []trace.Line) (out []trace.Line) {
 	if !ok {
 		return buf
 	}
-	if len(f.maps) > 0 || f.goTab != nil && f.goTab.mapped {
+	if len(f.maps) > 0 || f.goTab != nil && f.goTab.mappedBytes() > 0 {
 		var fault error
 		defer func() {
 			if fault != nil {
@@ -164,15 +164,16 @@ func (f *File) Bytes() int {
 }
 
 // MappedBytes returns how many bytes of the file (or its debug file) the
-// table keeps mapped: its string tables and .gopclntab. They are page
+// table keeps mapped: its string tables, .gopclntab and the section of Go
+// inline trees. They are page
 // cache, not heap; only the pages lookups touch are resident.
 func (f *File) MappedBytes() int {
 	n := 0
 	for _, m := range f.maps {
 		n += len(m)
 	}
-	if f.goTab != nil && f.goTab.mapped {
-		n += f.goTab.tab.Size()
+	if f.goTab != nil {
+		n += f.goTab.mappedBytes()
 	}
 	return n
 }

@@ -243,23 +243,28 @@ func (l *loader) goTable(ef *elffile.File, sec *elf.Section) (*goTable, error) {
 		// by their outermost function only.
 		md, _ := gt.tab.FindModuledata(ef.ELF, sec.Addr)
 		gt.tab.ResolveText(ef.ELF, md)
-		gt.loadInlineTrees(ef.ELF, md)
+		gt.loadInlineTrees(ef.ELF, l.osFile(ef), md)
 	})
 	if err == nil {
 		err = fault
 	}
 	if err != nil {
+		if gt != nil {
+			unmap(gt.goFuncMem)
+		}
 		unmap(mapping)
 		return nil, err
 	}
 	if mapping != nil {
 		gt.mapped = true
-		// Unmapped once the table is unreachable: no lookup can be under
-		// way then, and lookups return copies of the names.
-		runtime.AddCleanup(gt, func(m []byte) { unmap(m) }, mapping)
 		// Loading touched every function record: drop those pages, so
 		// that the table's RSS is the pages lookups use.
 		dropPages(mapping)
+	}
+	if mapping != nil || gt.goFuncMem != nil {
+		// Unmapped once the table is unreachable: no lookup can be under
+		// way then, and lookups return copies of the names.
+		runtime.AddCleanup(gt, func(m [2][]byte) { unmap(m[:]...) }, [2][]byte{mapping, gt.goFuncMem})
 	}
 	return gt, nil
 }

@@ -52,6 +52,7 @@ func TestMappedMatchesHeap(t *testing.T) {
 		"c":    build(t, "gcc", cSource, ".c", "prog", "-O1", "-g", "-fno-builtin"),
 		"c++":  build(t, "g++", cxxSource, ".cc", "prog", "-O1", "-g"),
 		"libc": testenv.Libc(t),
+		"go":   filepath.Join(goroot(t), "bin", "go"),
 	}
 	for name, path := range files {
 		t.Run(name, func(t *testing.T) {
