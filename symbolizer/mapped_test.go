@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
@@ -113,4 +115,61 @@ func TestTruncatedUnderMapping(t *testing.T) {
 			}
 		}
 	}
+}
+
+// mappingsOf counts the mappings of path in this process.
+func mappingsOf(tb testing.TB, path string) int {
+	tb.Helper()
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := 0
+	for _, line := range bytes.Split(maps, []byte("\n")) {
+		if bytes.HasSuffix(line, []byte(" "+path)) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestUnmappedWhenEvicted checks that the mappings of a table are
+// released once the cache evicts it and nothing else refers to it.
+func TestUnmappedWhenEvicted(t *testing.T) {
+	dir := t.TempDir()
+	c := filepath.Join(dir, "prog")
+	copyFile(t, build(t, "gcc", cSource, ".c", "prog", "-O0", "-fno-builtin"), c)
+	goBin := filepath.Join(dir, "go")
+	copyFile(t, filepath.Join(goroot(t), "bin", "go"), goBin)
+
+	s, err := New(Options{CacheSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []string{c, goBin} {
+		if _, err := s.File(trace.FileID{byte(i + 1)}, elffile.Source{Open: openPath(p), Path: p}); err != nil {
+			t.Fatal(err)
+		}
+		if mappingsOf(t, p) == 0 {
+			t.Fatalf("%s: not mapped after loading", p)
+		}
+	}
+	st := s.Stats()
+	if st.Files != 1 || st.Evictions != 1 || st.BytesMapped == 0 || st.BytesMapped >= 64<<20 {
+		t.Errorf("Stats() = %+v, want the go binary alone, mapped", st)
+	}
+	// The C program's table was evicted: its mappings go with it once
+	// collected. The go binary's stay while cached.
+	deadline := time.Now().Add(5 * time.Second)
+	for mappingsOf(t, c) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still mapped %d times after eviction", c, mappingsOf(t, c))
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if mappingsOf(t, goBin) == 0 {
+		t.Errorf("%s: unmapped while cached", goBin)
+	}
+	runtime.KeepAlive(s)
 }
