@@ -134,7 +134,8 @@ func mappingsOf(tb testing.TB, path string) int {
 }
 
 // TestUnmappedWhenEvicted checks that the mappings of a table are
-// released once the cache evicts it and nothing else refers to it.
+// released once the cache evicts or forgets it and nothing else refers to
+// it.
 func TestUnmappedWhenEvicted(t *testing.T) {
 	dir := t.TempDir()
 	c := filepath.Join(dir, "prog")
@@ -171,5 +172,19 @@ func TestUnmappedWhenEvicted(t *testing.T) {
 	if mappingsOf(t, goBin) == 0 {
 		t.Errorf("%s: unmapped while cached", goBin)
 	}
+
+	// A forgotten table goes the same way, and its counts with it.
+	s.Forget(trace.FileID{2})
+	if st := s.Stats(); st.Files != 0 || st.BytesHeld != 0 || st.BytesMapped != 0 || st.Evictions != 1 {
+		t.Errorf("after Forget: Stats() = %+v, want nothing cached", st)
+	}
+	for mappingsOf(t, goBin) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still mapped %d times after Forget", goBin, mappingsOf(t, goBin))
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Forget(trace.FileID{2}) // not cached: nothing to do
 	runtime.KeepAlive(s)
 }

@@ -26,6 +26,13 @@ import (
 // new file over the old one, which leaves the mapped inode intact.
 // Rewriting a mapped library in place crashes the processes that run it,
 // so it is rare.
+//
+// A mapping also keeps its file, and the file's mount, in use for as long
+// as the table that holds it lives: a container's root file system cannot
+// be unmounted (without MNT_DETACH) while a cached table maps one of its
+// files. Tables are unmapped when the cache evicts them, or when the caller
+// tells the Symbolizer to forget a file no process maps any more, and the
+// table is then collected.
 
 // mapSection maps the contents of sec from the open file fh. data is the
 // section's bytes and mem the mapping to pass to unix.Munmap.

@@ -286,6 +286,25 @@ func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 	return f, nil
 }
 
+// Forget drops the cached table of the file id, if any, as an eviction
+// would (it is not counted as one). A cached table keeps its file mapped,
+// and so keeps the file's mount busy: a caller that knows no process maps
+// the file any more (the last process that did exited, a container went
+// away) should forget it rather than wait for the cache to evict it.
+func (s *Symbolizer) Forget(id trace.FileID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[id]
+	if !ok {
+		return
+	}
+	old := e.Value.(*entry)
+	s.lru.Remove(e)
+	delete(s.entries, id)
+	s.held -= old.size
+	s.mapped -= old.mapped
+}
+
 // Stats returns the Symbolizer's counters.
 func (s *Symbolizer) Stats() Stats {
 	s.mu.Lock()
