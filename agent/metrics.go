@@ -24,6 +24,8 @@ type stats struct {
 	send        otlpexport.Stats
 	firstSample time.Duration
 	mapBytes    uint64
+	// kernelSymbolBytes is the heap of the kernel symbol table.
+	kernelSymbolBytes int
 }
 
 // metric defines one exported metric: its name (after the stackline_
@@ -104,7 +106,9 @@ var metrics = []metric{
 	counter("unnamed_frames_total", "Frames exported without a name.", func(s *stats) float64 { return float64(s.reporter.UnnamedFrames) }),
 	gauge("last_export_bytes", "Uncompressed size of the last export.", func(s *stats) float64 { return float64(s.reporter.LastRequestBytes) }),
 	counter("symbol_files_loaded_total", "Symbol tables parsed.", func(s *stats) float64 { return float64(s.symbols.Loads) }),
-	gauge("symbol_bytes", "Bytes held by symbol tables.", func(s *stats) float64 { return float64(s.symbols.BytesHeld) }),
+	gauge("symbol_bytes", "Heap bytes of the cached symbol indexes, line tables and Go inline trees (bounded by --symbol-cache-bytes).", func(s *stats) float64 { return float64(s.symbols.BytesHeld) }),
+	gauge("symbol_mapped_bytes", "Bytes of files the cached symbol tables keep mapped read-only (string tables, .gopclntab: page cache, resident only where looked up).", func(s *stats) float64 { return float64(s.symbols.BytesMapped) }),
+	gauge("kernel_symbol_bytes", "Heap bytes of the kernel symbol table (vmlinux, modules, BPF programs).", func(s *stats) float64 { return float64(s.kernelSymbolBytes) }),
 	counter("symbol_evictions_total", "Symbol tables evicted to stay within --symbol-cache-bytes.", func(s *stats) float64 { return float64(s.symbols.Evictions) }),
 	counter("symbol_dwarf_skipped_total", "Files named without file:line because their DWARF is over --max-dwarf-bytes.", func(s *stats) float64 { return float64(s.symbols.DWARFSkipped) }),
 	counter("symbol_debug_file_errors_total", "Files whose separate debug file exists but was rejected for their symbols (other build ID, CRC mismatch, unreadable).", func(s *stats) float64 { return float64(s.symbols.DebugFileErrors) }),
@@ -145,11 +149,12 @@ func (a *Agent) newMetrics() *prometheus.Registry {
 // readStats reads the components' counters for one scrape.
 func (a *Agent) readStats() *stats {
 	s := &stats{
-		tracer:   a.tracer.Stats(),
-		reporter: a.reporter.Stats(),
-		symbols:  a.symbols.Stats(),
-		kernel:   a.kernel.Stats(),
-		mapBytes: a.tracer.MapMemory(),
+		tracer:            a.tracer.Stats(),
+		reporter:          a.reporter.Stats(),
+		symbols:           a.symbols.Stats(),
+		kernel:            a.kernel.Stats(),
+		kernelSymbolBytes: a.kernel.Bytes(),
+		mapBytes:          a.tracer.MapMemory(),
 	}
 	s.firstSample = a.firstSample(s.tracer)
 	if a.otlp != nil {

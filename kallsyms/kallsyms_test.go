@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -380,14 +381,29 @@ func BenchmarkLookup(b *testing.B) {
 	b.ReportMetric(float64(tab.Bytes())/float64(tab.Len()), "bytes/symbol")
 }
 
+// BenchmarkLoad reads the host's /proc/kallsyms. Besides time and
+// allocations per load, it reports the heap the loaded table keeps alive
+// (heldB, measured by the runtime) and its symbols.
 func BenchmarkLoad(b *testing.B) {
 	loadReal(b)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	tab, err := Load(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Load(Options{}); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(after.HeapAlloc)-float64(before.HeapAlloc), "heldB")
+	b.ReportMetric(float64(tab.Len()), "symbols")
+	runtime.KeepAlive(tab)
 }
 
 // syntheticModules returns a kallsyms text and /proc/modules list of n

@@ -80,18 +80,65 @@ type builder struct {
 	skipped          int // malformed lines
 }
 
-// part accumulates the symbols of a symtab before sorting.
+// part accumulates the symbols of a symtab before sorting. Entries and
+// names are kept in chunks of fixed size, so that collecting them
+// allocates about their size once, rather than several times over as
+// slices grown by appending do; finish copies them into the symtab's
+// exactly sized arrays.
 type part struct {
-	entries []entry
-	names   []byte
+	entries  [][]entry // chunks of entryChunk entries; the last is filling
+	nEntries int
+	sorted   bool     // entries were added by increasing address
+	names    [][]byte // chunks of nameChunk bytes; the last is filling
 }
+
+// Chunk sizes of a part. A name fits in a chunk: lines are shorter than
+// maxLine.
+const (
+	entryChunk = 4096
+	nameChunk  = maxLine
+)
 
 type entry struct {
 	addr    uint64
-	nameOff uint32
+	nameOff uint32 // chunk*nameChunk + offset in the chunk
 	nameLen uint32
 	mod     uint32
 	global  bool // type T rather than t
+}
+
+// add appends a symbol named name to the part. It reports false when the
+// part's names would exceed 4 GiB.
+func (p *part) add(e entry, name []byte) bool {
+	last := len(p.names) - 1
+	if last < 0 || len(p.names[last])+len(name) > nameChunk {
+		if uint64(len(p.names)+1)*nameChunk > 1<<32-1 {
+			return false
+		}
+		p.names = append(p.names, make([]byte, 0, nameChunk))
+		last++
+	}
+	e.nameOff = uint32(last*nameChunk + len(p.names[last]))
+	e.nameLen = uint32(len(name))
+	p.names[last] = append(p.names[last], name...)
+	if p.nEntries == 0 {
+		p.sorted = true
+	} else if c := p.entries[len(p.entries)-1]; e.addr < c[len(c)-1].addr {
+		p.sorted = false
+	}
+	if n := len(p.entries); n == 0 || len(p.entries[n-1]) == entryChunk {
+		p.entries = append(p.entries, make([]entry, 0, entryChunk))
+	}
+	p.entries[len(p.entries)-1] = append(p.entries[len(p.entries)-1], e)
+	p.nEntries++
+	return true
+}
+
+// name returns the name of e.
+func (p *part) name(e entry) []byte {
+	c := p.names[e.nameOff/nameChunk]
+	off := e.nameOff % nameChunk
+	return c[off : off+e.nameLen]
 }
 
 // maxLine bounds the length of a line; longer ones are skipped as
@@ -218,18 +265,9 @@ func (b *builder) line(line []byte) {
 		}
 		mi = idx
 	}
-	if uint64(len(p.names))+uint64(len(name)) > 1<<32-1 {
+	if !p.add(entry{addr: addr, mod: mi, global: typ == 'T'}, name) {
 		b.skipped++
-		return
 	}
-	p.entries = append(p.entries, entry{
-		addr:    addr,
-		nameOff: uint32(len(p.names)),
-		nameLen: uint32(len(name)),
-		mod:     mi,
-		global:  typ == 'T',
-	})
-	p.names = append(p.names, name...)
 }
 
 // finish sorts the part's symbols by address, keeps one symbol per address
@@ -237,49 +275,70 @@ func (b *builder) line(line []byte) {
 // them into a symtab. With withMods, the symtab's mods hold each symbol's
 // module name index.
 func (p *part) finish(withMods bool) *symtab {
-	// kallsyms lists most symbols in address order already; a stable sort
-	// keeps the listed order among equal addresses.
-	slices.SortStableFunc(p.entries, func(a, b entry) int {
-		switch {
-		case a.addr < b.addr:
-			return -1
-		case a.addr > b.addr:
-			return 1
+	chunks := p.entries
+	if !p.sorted {
+		entries := make([]entry, 0, p.nEntries)
+		for i, c := range chunks {
+			entries = append(entries, c...)
+			chunks[i] = nil
 		}
-		return 0
-	})
-	kept := p.entries[:0]
-	for _, e := range p.entries {
-		if n := len(kept); n > 0 && kept[n-1].addr == e.addr {
-			if e.global && !kept[n-1].global {
-				kept[n-1] = e
+		// A stable sort keeps the listed order among equal addresses.
+		slices.SortStableFunc(entries, func(a, b entry) int {
+			switch {
+			case a.addr < b.addr:
+				return -1
+			case a.addr > b.addr:
+				return 1
 			}
-			continue
+			return 0
+		})
+		chunks = [][]entry{entries}
+	}
+	// Keep one symbol per address, compacting the chunks in place: the
+	// write position never passes the read position.
+	var last *entry
+	wc, wj, kept, size := 0, 0, 0, 0
+	for _, c := range chunks {
+		for _, e := range c {
+			if last != nil && last.addr == e.addr {
+				if e.global && !last.global {
+					size += int(e.nameLen) - int(last.nameLen)
+					*last = e
+				}
+				continue
+			}
+			if wj == len(chunks[wc]) {
+				wc, wj = wc+1, 0
+			}
+			chunks[wc][wj] = e
+			last = &chunks[wc][wj]
+			wj++
+			kept++
+			size += int(e.nameLen)
 		}
-		kept = append(kept, e)
 	}
 	s := &symtab{
-		addrs:    make([]uint64, len(kept)),
-		nameOffs: make([]uint32, len(kept)),
+		addrs:    make([]uint64, kept),
+		nameOffs: make([]uint32, kept),
 	}
-	size := 0
-	for _, e := range kept {
-		size += int(e.nameLen)
+	if withMods {
+		s.mods = make([]uint32, kept)
 	}
 	var names strings.Builder
 	names.Grow(size)
-	for i, e := range kept {
-		s.addrs[i] = e.addr
-		s.nameOffs[i] = uint32(names.Len())
-		names.Write(p.names[e.nameOff : e.nameOff+e.nameLen])
-	}
-	s.names = names.String()
-	if withMods {
-		s.mods = make([]uint32, len(kept))
-		for i, e := range kept {
-			s.mods[i] = e.mod
+	i := 0
+	for _, c := range chunks {
+		for _, e := range c[:min(len(c), kept-i)] {
+			s.addrs[i] = e.addr
+			s.nameOffs[i] = uint32(names.Len())
+			names.Write(p.name(e))
+			if withMods {
+				s.mods[i] = e.mod
+			}
+			i++
 		}
 	}
+	s.names = names.String()
 	*p = part{}
 	return s
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"unsafe"
@@ -52,13 +54,18 @@ type lineRow struct {
 	line uint32
 }
 
-// loadLineTable reads the DWARF line programs of ef.
-func loadLineTable(ef *elf.File, limit uint64) (lt *lineTable, err error) {
+// loadLineTable reads the DWARF line programs of ef. The DWARF sections
+// are mapped from fh, when it is not nil, for the time of the read.
+func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err error) {
 	if size, ok := dwarfSize(ef); !ok {
 		return nil, nil
 	} else if size > limit {
 		return nil, fmt.Errorf("%w: %d bytes", errDWARFTooLarge, size)
 	}
+	var mems [][]byte
+	defer func() { unmap(mems...) }()
+	// A fault on a mapped section becomes an error too.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	// debug/dwarf reports some malformed input by panicking; the input is
 	// untrusted.
 	defer func() {
@@ -66,7 +73,7 @@ func loadLineTable(ef *elf.File, limit uint64) (lt *lineTable, err error) {
 			lt, err = nil, fmt.Errorf("malformed DWARF: %v", r)
 		}
 	}()
-	d, err := ef.DWARF()
+	d, mems, err := lineDWARF(ef, fh)
 	if err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
@@ -77,10 +84,68 @@ func loadLineTable(ef *elf.File, limit uint64) (lt *lineTable, err error) {
 	return c.table()
 }
 
+// lineSections are the DWARF sections line programs need: the units and
+// their abbreviations, the line programs, and the sections their
+// attributes may point into.
+var lineSections = []string{"abbrev", "info", "line", "str", "ranges", "addr", "line_str", "str_offsets", "rnglists"}
+
+// lineDWARF returns the DWARF data of ef with the sections line programs
+// need, mapped from fh where possible (mems are the mappings), rather than
+// every DWARF section read into the heap as elf.File.DWARF does. Files
+// whose DWARF needs relocating (relocatable objects) or uses .zdebug_
+// sections are read by elf.File.DWARF.
+func lineDWARF(ef *elf.File, fh *os.File) (d *dwarf.Data, mems [][]byte, err error) {
+	if ef.Type == elf.ET_REL {
+		d, err := ef.DWARF()
+		return d, nil, err
+	}
+	dat := make(map[string][]byte, len(lineSections))
+	for _, s := range ef.Sections {
+		if strings.HasPrefix(s.Name, ".zdebug_") {
+			d, err := ef.DWARF()
+			return d, mems, err
+		}
+		name, ok := strings.CutPrefix(s.Name, ".debug_")
+		if !ok || !slices.Contains(lineSections, name) || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		if _, dup := dat[name]; dup {
+			continue
+		}
+		data, mem, err := sectionData(fh, s)
+		if err != nil {
+			return nil, mems, fmt.Errorf("%s: %w", s.Name, err)
+		}
+		if mem != nil {
+			mems = append(mems, mem)
+		}
+		dat[name] = data
+	}
+	d, err = dwarf.New(dat["abbrev"], nil, nil, dat["info"], dat["line"], nil, dat["ranges"], dat["str"])
+	if err != nil {
+		return nil, mems, err
+	}
+	for _, name := range lineSections[5:] {
+		if data, ok := dat[name]; ok {
+			if err := d.AddSection(".debug_"+name, data); err != nil {
+				return nil, mems, err
+			}
+		}
+	}
+	return d, mems, nil
+}
+
 // lineCollector gathers the rows of a file's line programs and the names
 // of their source files.
+//
+// Rows are collected in chunks of fixed size, not one slice grown by
+// appending, which would allocate several times the final size; a row
+// that repeats the position of the row before it in its sequence is not
+// collected, since it adds nothing to the table.
 type lineCollector struct {
-	rows     []lineRow
+	chunks   [][]lineRow       // full chunks
+	cur      []lineRow         // the chunk being filled
+	n        int               // rows in chunks and cur
 	fileIdx  map[string]uint32 // name -> index in nameOffs
 	nameOffs []uint32
 	names    strings.Builder
@@ -112,14 +177,30 @@ func (c *lineCollector) collect(d *dwarf.Data) error {
 	}
 }
 
+// rowChunk is the number of rows in a chunk of a lineCollector.
+const rowChunk = 4096
+
+// add collects row.
+func (c *lineCollector) add(row lineRow) {
+	if len(c.cur) == cap(c.cur) {
+		if c.cur != nil {
+			c.chunks = append(c.chunks, c.cur)
+		}
+		c.cur = make([]lineRow, 0, rowChunk)
+	}
+	c.cur = append(c.cur, row)
+	c.n++
+}
+
 // addUnit adds the rows of one unit's line program. A malformed program
 // ends its unit's rows.
 func (c *lineCollector) addUnit(lr *dwarf.LineReader) error {
 	var le dwarf.LineEntry
+	prev := lineRow{file: noFile} // the last row added of this sequence
 	for {
 		if err := lr.Next(&le); err != nil {
 			if err != io.EOF {
-				c.rows = append(c.rows, lineRow{addr: le.Address, file: noFile})
+				c.add(lineRow{addr: le.Address, file: noFile})
 			}
 			return nil
 		}
@@ -131,9 +212,25 @@ func (c *lineCollector) addUnit(lr *dwarf.LineReader) error {
 			}
 			row.file = k
 			row.line = uint32(min(max(le.Line, 0), math.MaxUint32))
+			if prev.file == row.file && prev.line == row.line && row.addr >= prev.addr {
+				continue
+			}
 		}
-		c.rows = append(c.rows, row)
+		c.add(row)
+		prev = row
 	}
+}
+
+// rows returns the collected rows in one slice, releasing the chunks.
+func (c *lineCollector) rows() []lineRow {
+	rows := make([]lineRow, 0, c.n)
+	for i, ch := range c.chunks {
+		rows = append(rows, ch...)
+		c.chunks[i] = nil
+	}
+	rows = append(rows, c.cur...)
+	c.chunks, c.cur = nil, nil
+	return rows
 }
 
 // file returns the index of the source file name, adding it on first
@@ -155,7 +252,10 @@ func (c *lineCollector) file(name string) (uint32, error) {
 // table sorts and merges the rows into a compact table, nil when there are
 // none.
 func (c *lineCollector) table() (*lineTable, error) {
-	rows := c.rows
+	if c.n == 0 {
+		return nil, nil
+	}
+	rows := c.rows()
 	if len(rows) == 0 {
 		return nil, nil
 	}

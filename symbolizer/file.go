@@ -1,6 +1,8 @@
 package symbolizer
 
 import (
+	"bytes"
+	"runtime/debug"
 	"strings"
 	"unsafe"
 
@@ -28,21 +30,41 @@ type FileInfo struct {
 // File is the immutable, compact symbol table of one ELF file, with the
 // symbols of its debug files, its Go function table and, optionally, its
 // DWARF line table. It is safe for concurrent use.
+//
+// The table is an index into the file's string tables, which stay where
+// they are: mapped read-only from the file (see mapSection), unmapped once
+// the File is unreachable. Names are copied out by Lookup only.
 type File struct {
 	info  FileInfo
 	mode  DemangleMode
 	loads []segment
 
-	// Symbol i covers [addrs[i], addrs[i]+extents[i]); its raw name is
-	// names[nameOffs[i]:nameOffs[i+1]], or up to the end of names for the
-	// last symbol.
-	addrs    []uint64
-	extents  []uint32
-	nameOffs []uint32
-	names    string
+	// syms are the symbols, sorted by address, one per address.
+	syms []symEntry
+	// strtabs hold the names syms refer to, by increasing base.
+	strtabs []strtab
+	// maps are the mappings of the file (its string tables) the table
+	// reads, unmapped by a cleanup when the File is unreachable.
+	maps [][]byte
 
 	goTab *goTable   // Go functions, nil for other files
 	lines *lineTable // DWARF line table, nil without one
+}
+
+// symEntry is one symbol of the index: it covers [addr, addr+extent) and
+// its raw name is the NUL-terminated string at name in the File's name
+// space, the concatenation of its strtabs.
+type symEntry struct {
+	addr   uint64
+	extent uint32
+	name   uint32
+}
+
+// strtab is a string table in the name space of a File: offsets from base
+// on are in data, mapped from the file or in the heap.
+type strtab struct {
+	base uint32
+	data []byte
 }
 
 // segment is a PT_LOAD program header: the file bytes [off, off+filesz)
@@ -57,7 +79,7 @@ func (f *File) Info() FileInfo { return f.info }
 
 // Len returns the number of symbols in the table, not counting the
 // functions of the Go table.
-func (f *File) Len() int { return len(f.addrs) }
+func (f *File) Len() int { return len(f.syms) }
 
 // Lookup appends to buf the source positions of the instruction at
 // fileOffset and returns the extended slice: one trace.Line per function,
@@ -67,10 +89,23 @@ func (f *File) Len() int { return len(f.addrs) }
 // Function is the name demangled as the table's DemangleMode says;
 // SystemName is the raw name when it differs. File and Line come from the
 // Go table or the DWARF line table, when present.
-func (f *File) Lookup(fileOffset uint64, buf []trace.Line) []trace.Line {
+//
+// A fault reading the mapped file (truncated since it was loaded) leaves
+// the frame unnamed: Lookup returns buf unchanged.
+func (f *File) Lookup(fileOffset uint64, buf []trace.Line) (out []trace.Line) {
 	vaddr, ok := f.vaddr(fileOffset)
 	if !ok {
 		return buf
+	}
+	if len(f.maps) > 0 || f.goTab != nil && f.goTab.mappedBytes() > 0 {
+		var fault error
+		defer func() {
+			if fault != nil {
+				out = buf
+			}
+		}()
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer catchFault(&fault)
 	}
 	if f.goTab != nil {
 		if out := f.goTab.lookup(vaddr, buf); len(out) > len(buf) {
@@ -78,22 +113,25 @@ func (f *File) Lookup(fileOffset uint64, buf []trace.Line) []trace.Line {
 		}
 	}
 	// Find the last symbol starting at or before vaddr.
-	lo, hi := 0, len(f.addrs)
+	lo, hi := 0, len(f.syms)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if f.addrs[m] <= vaddr {
+		if f.syms[m].addr <= vaddr {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
 	i := lo - 1
-	if i < 0 || vaddr-f.addrs[i] >= uint64(f.extents[i]) {
+	if i < 0 || vaddr-f.syms[i].addr >= uint64(f.syms[i].extent) {
 		return buf
 	}
 	// Names are copied out: callers keep them long after the table is
-	// evicted, and a substring would keep the whole table alive.
-	raw := strings.Clone(f.name(i))
+	// evicted, and the mapping they come from is unmapped then.
+	raw := string(f.name(f.syms[i].name))
+	if raw == "" {
+		return buf // the file changed under the mapping
+	}
 	line := trace.Line{Function: demangleName(raw, f.mode)}
 	if line.Function != raw {
 		line.SystemName = raw
@@ -105,23 +143,59 @@ func (f *File) Lookup(fileOffset uint64, buf []trace.Line) []trace.Line {
 }
 
 // Bytes returns approximately how many heap bytes the table holds.
+// Mapped string tables and a mapped .gopclntab are not heap: see
+// MappedBytes.
 func (f *File) Bytes() int {
 	n := int(unsafe.Sizeof(*f)) +
 		len(f.info.GNUBuildID) + len(f.info.GoBuildID) + len(f.info.DebugFile) +
 		cap(f.loads)*int(unsafe.Sizeof(segment{})) +
-		cap(f.addrs)*8 + cap(f.extents)*4 + cap(f.nameOffs)*4 + len(f.names)
+		cap(f.syms)*int(unsafe.Sizeof(symEntry{})) +
+		cap(f.strtabs)*int(unsafe.Sizeof(strtab{})) +
+		cap(f.maps)*int(unsafe.Sizeof([]byte(nil)))
+	for i, st := range f.strtabs {
+		if i >= len(f.maps) { // the arena, after the mapped tables
+			n += cap(st.data)
+		}
+	}
 	if f.goTab != nil {
 		n += f.goTab.bytes()
 	}
 	return n + f.lines.bytes()
 }
 
-func (f *File) name(i int) string {
-	end := uint32(len(f.names))
-	if i+1 < len(f.nameOffs) {
-		end = f.nameOffs[i+1]
+// MappedBytes returns how many bytes of the file (or its debug file) the
+// table keeps mapped: its string tables, .gopclntab and the section of Go
+// inline trees. They are page
+// cache, not heap; only the pages lookups touch are resident.
+func (f *File) MappedBytes() int {
+	n := 0
+	for _, m := range f.maps {
+		n += len(m)
 	}
-	return f.names[f.nameOffs[i]:end]
+	if f.goTab != nil {
+		n += f.goTab.mappedBytes()
+	}
+	return n
+}
+
+// name returns the NUL-terminated name at off in the table's name space,
+// without its NUL, at most maxNameLen bytes; nil when off is in no string
+// table. The bytes may be mapped: the caller copies them, under a fault
+// guard.
+func (f *File) name(off uint32) []byte {
+	k := len(f.strtabs) - 1
+	for k >= 0 && f.strtabs[k].base > off {
+		k--
+	}
+	if k < 0 || uint64(off-f.strtabs[k].base) >= uint64(len(f.strtabs[k].data)) {
+		return nil
+	}
+	b := f.strtabs[k].data[off-f.strtabs[k].base:]
+	b = b[:min(len(b), maxNameLen)]
+	if n := bytes.IndexByte(b, 0); n >= 0 {
+		b = b[:n]
+	}
+	return b
 }
 
 // vaddr translates a file offset to a virtual address through the PT_LOAD

@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/gopclntab"
 	"github.com/stackline-dev/stackline/trace"
@@ -19,20 +22,62 @@ const (
 )
 
 // goTable names the functions of a Go binary from its .gopclntab, which it
-// keeps as read (the runtime's own compact format), plus the inline trees
-// it copied out of the binary's read-only data.
+// keeps as read (the runtime's own compact format), and the inline trees
+// of the binary's read-only data (go:func.*), read in place when the file
+// can be mapped and copied out of it otherwise.
 type goTable struct {
 	tab *gopclntab.Table
 	// mapped says the table's data is mapped from the file, not held in
 	// the heap.
 	mapped bool
 
-	// Function inlFuncs[i] has the inline tree inl[inlStart[i]:inlStart[i+1]]
-	// (or up to the end of inl for the last), stored as nameOff, parentPc
-	// pairs.
+	// goFunc, when not nil, is the binary's data from go:func.* to the
+	// end of its section, mapped from the file (goFuncMem is the
+	// mapping): inline tree entries are read there, entSize bytes each,
+	// with the name offset at nameAt and the parent PC at parentAt.
+	goFunc, goFuncMem         []byte
+	order                     binary.ByteOrder
+	entSize, nameAt, parentAt int
+
+	// Otherwise the trees are copied: function inlFuncs[i] has the inline
+	// tree inl[inlStart[i]:inlStart[i+1]] (or up to the end of inl for the
+	// last), stored as nameOff, parentPc pairs.
 	inlFuncs []uint32
 	inlStart []uint32
 	inl      []int32
+}
+
+// inlEntry returns entry ix of the inline tree of function i (f).
+func (t *goTable) inlEntry(i int, f *gopclntab.Func, ix int32) (nameOff, parentPC int32, ok bool) {
+	if ix < 0 {
+		return 0, 0, false
+	}
+	if t.goFunc != nil {
+		off, ok := t.tab.FuncData(f, gopclntab.FuncDataInlTree)
+		if !ok || ix >= maxGoInlTreeLen {
+			return 0, 0, false
+		}
+		at := uint64(off) + uint64(ix)*uint64(t.entSize)
+		if at+uint64(t.entSize) > uint64(len(t.goFunc)) {
+			return 0, 0, false
+		}
+		e := t.goFunc[at : at+uint64(t.entSize)]
+		return int32(t.order.Uint32(e[t.nameAt:])), int32(t.order.Uint32(e[t.parentAt:])), true
+	}
+	tree := t.inlTree(i)
+	if 2*int(ix)+1 >= len(tree) {
+		return 0, 0, false
+	}
+	return tree[2*ix], tree[2*ix+1], true
+}
+
+// hasInlTree reports whether function i (f) has an inline tree.
+func (t *goTable) hasInlTree(i int, f *gopclntab.Func) bool {
+	if t.goFunc != nil {
+		_, ok := t.tab.FuncData(f, gopclntab.FuncDataInlTree)
+		return ok
+	}
+	return len(t.inlTree(i)) > 0
 }
 
 // parseGoTable checks the header of a .gopclntab. It takes ownership of
@@ -87,17 +132,17 @@ func (t *goTable) lookup(pc uint64, buf []trace.Line) []trace.Line {
 	if !ok {
 		return buf
 	}
-	tree := t.inlTree(i)
+	hasTree := t.hasInlTree(i, &f)
 	for range maxGoInlineDepth {
 		file, line := t.fileLine(&f, pc)
-		if len(tree) > 0 {
+		if hasTree {
 			ix := t.tab.PCValue(f.Entry, t.tab.PCData(&f, gopclntab.PCDataInlTreeIndex), pc)
-			if ix >= 0 && 2*int(ix)+1 < len(tree) {
+			if nameOff, parentPC, ok := t.inlEntry(i, &f, ix); ok {
 				// Copies: a name must not keep the table alive (or
 				// point into a mapping that is gone).
-				name := strings.Clone(t.tab.Name(tree[2*ix]))
+				name := strings.Clone(t.tab.Name(nameOff))
 				buf = append(buf, trace.Line{Function: name, File: strings.Clone(file), Line: line})
-				next := f.Entry + uint64(int64(tree[2*ix+1]))
+				next := f.Entry + uint64(int64(parentPC))
 				if next == pc {
 					break
 				}
@@ -114,30 +159,64 @@ func (t *goTable) lookup(pc uint64, buf []trace.Line) []trace.Line {
 	return buf
 }
 
-// loadInlineTrees copies the inline trees of all functions out of the
-// binary's go:func.* data.
-func (t *goTable) loadInlineTrees(ef *elf.File, md *gopclntab.Moduledata) {
+// loadInlineTrees makes the inline trees of the binary's go:func.* data
+// readable: mapped from fh, when it is not nil and the data's section can
+// be mapped, else copied out.
+func (t *goTable) loadInlineTrees(ef *elf.File, fh *os.File, md *gopclntab.Moduledata) {
 	magic := t.tab.Magic()
 	if magic == gopclntab.Magic116 || md == nil || md.GoFunc == 0 {
 		return // 1.16 funcdata are absolute pointers; not supported
 	}
-	r := newVaddrReader(ef)
 	entSize, nameAt, parentAt := 16, 4, 8
 	if magic == gopclntab.Magic118 {
 		entSize, nameAt, parentAt = 20, 12, 16
 	}
-	buf := make([]byte, 0, 4096)
-	for i := range t.tab.NumFuncs() {
+	for _, s := range ef.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Type != elf.SHT_PROGBITS || md.GoFunc < s.Addr || md.GoFunc-s.Addr >= s.Size {
+			continue
+		}
+		if data, mem, err := mapSection(fh, s); err == nil {
+			t.goFunc, t.goFuncMem = data[md.GoFunc-s.Addr:], mem
+			t.order, t.entSize, t.nameAt, t.parentAt = ef.ByteOrder, entSize, nameAt, parentAt
+			unix.Madvise(mem, unix.MADV_RANDOM)
+			return
+		}
+		break
+	}
+	r := newVaddrReader(ef)
+	// treeLen returns the length of function i's inline tree, and where
+	// it is in go:func.*.
+	treeLen := func(i int) (n int, off uint32, ok bool) {
 		f, ok := t.tab.Func(i)
 		if !ok {
-			continue
+			return 0, 0, false
 		}
-		off, ok := t.tab.FuncData(&f, gopclntab.FuncDataInlTree)
+		off, ok = t.tab.FuncData(&f, gopclntab.FuncDataInlTree)
 		if !ok {
-			continue
+			return 0, 0, false
 		}
-		n := int(t.tab.MaxValue(t.tab.PCData(&f, gopclntab.PCDataInlTreeIndex))) + 1
+		n = int(t.tab.MaxValue(t.tab.PCData(&f, gopclntab.PCDataInlTreeIndex))) + 1
 		if n <= 0 || n > maxGoInlTreeLen {
+			return 0, 0, false
+		}
+		return n, off, true
+	}
+	// Sized first, so that the trees are allocated once rather than grown
+	// by appending.
+	funcs, entries := 0, 0
+	for i := range t.tab.NumFuncs() {
+		if n, _, ok := treeLen(i); ok {
+			funcs++
+			entries += 2 * n
+		}
+	}
+	t.inlFuncs = make([]uint32, 0, funcs)
+	t.inlStart = make([]uint32, 0, funcs)
+	t.inl = make([]int32, 0, entries)
+	buf := make([]byte, 0, 4096)
+	for i := range t.tab.NumFuncs() {
+		n, off, ok := treeLen(i)
+		if !ok {
 			continue
 		}
 		size := n * entSize
@@ -213,6 +292,15 @@ func (r *vaddrReader) readAt(p []byte, addr uint64) error {
 func (t *goTable) bytes() int {
 	n := int(unsafe.Sizeof(*t)) + int(unsafe.Sizeof(*t.tab)) + 4*cap(t.inlFuncs) + 4*cap(t.inlStart) + 4*cap(t.inl)
 	if !t.mapped {
+		n += t.tab.Size()
+	}
+	return n
+}
+
+// mappedBytes returns the bytes of the file the table maps.
+func (t *goTable) mappedBytes() int {
+	n := len(t.goFuncMem)
+	if t.mapped {
 		n += t.tab.Size()
 	}
 	return n

@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/gopclntab"
@@ -27,6 +26,10 @@ var errSectionTooLarge = errors.New("section too large")
 // value, in executable sections), Go functions from .gopclntab and, when
 // opts.LineInfo is set, DWARF line tables. An ELF file without symbols is
 // not an error; its table is empty. The cache fields of opts are ignored.
+//
+// When r is an *os.File, the string tables are mapped from it, as Load
+// maps them, and the table stays valid after r is closed; otherwise the
+// names the table keeps are copied into the heap.
 func Parse(r io.ReaderAt, opts Options) (*File, error) {
 	if err := opts.normalize(); err != nil {
 		return nil, err
@@ -35,7 +38,9 @@ func Parse(r io.ReaderAt, opts Options) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("symbolizer: %w", err)
 	}
-	f, err := (&loader{opts: opts, ctr: new(counters)}).parse(ef)
+	l := &loader{opts: opts, ctr: new(counters)}
+	l.fh, _ = r.(*os.File)
+	f, err := l.parse(ef)
 	if err != nil {
 		return nil, fmt.Errorf("symbolizer: %w", err)
 	}
@@ -73,6 +78,17 @@ func Read(ef *elffile.File, opts Options) (*File, error) {
 type loader struct {
 	opts Options
 	ctr  *counters
+	// fh, when not nil, is the open file to map the tables of a File
+	// made by elffile.NewReader from.
+	fh *os.File
+}
+
+// osFile returns the open file to map ef's sections from, or nil.
+func (l *loader) osFile(ef *elffile.File) *os.File {
+	if fh := ef.OSFile(); fh != nil {
+		return fh
+	}
+	return l.fh
 }
 
 // load opens src and parses it. opened reports whether the file itself
@@ -109,18 +125,23 @@ func (l *loader) parse(ef *elffile.File) (*File, error) {
 		info:  FileInfo{GNUBuildID: ids.GNU, GoBuildID: ids.Go, IsGo: ef.IsGo()},
 	}
 	b := tableBuilder{limit: uint64(l.opts.MaxSectionBytes)}
-	hasSymtab, err := l.addTables(&b, ef.ELF)
+	defer b.release()
+	l.addGoTable(f, ef)
+	if f.goTab != nil {
+		// The Go table names these; the symbols would repeat it.
+		b.excludeLo, b.excludeHi = f.goTab.textRange()
+	}
+	hasSymtab, err := l.addTables(&b, ef.ELF, l.osFile(ef))
 	if err != nil {
 		return nil, err
 	}
-	l.addGoTable(f, ef)
 
 	_, mainLines := dwarfSize(ef.ELF)
 	wantLines := l.opts.LineInfo && f.goTab == nil
-	var dbg *elf.File
+	var dbg *elffile.File
 	if !hasSymtab || wantLines && !mainLines {
 		if dbg = l.debugFile(f, ef); dbg != nil {
-			if ok, err := l.addTables(&b, dbg); err == nil && ok {
+			if ok, err := l.addTables(&b, dbg.ELF, dbg.OSFile()); err == nil && ok {
 				hasSymtab = true
 			}
 		}
@@ -129,14 +150,15 @@ func (l *loader) parse(ef *elffile.File) (*File, error) {
 		l.addMiniDebugInfo(&b, f, ef.ELF)
 	}
 	if wantLines {
-		l.addLines(f, ef.ELF, dbg)
-	}
-	if f.goTab != nil {
-		// The Go table names these; the symbols would repeat it.
-		b.excludeLo, b.excludeHi = f.goTab.textRange()
+		l.addLines(f, ef, dbg)
 	}
 	if err := b.build(f); err != nil {
 		return nil, err
+	}
+	if len(f.maps) > 0 {
+		// Unmapped once the table is unreachable: no lookup can be under
+		// way then, and lookups return copies of the names.
+		runtime.AddCleanup(f, func(maps [][]byte) { unmap(maps...) }, f.maps)
 	}
 	return f, nil
 }
@@ -155,7 +177,8 @@ func loadSegments(ef *elf.File) []segment {
 
 // addTables adds the symbols of ef's .symtab and .dynsym to b and reports
 // whether it had a .symtab. A table over the size limit is skipped.
-func (l *loader) addTables(b *tableBuilder, ef *elf.File) (hasSymtab bool, err error) {
+// The tables are mapped from fh when it is not nil.
+func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymtab bool, err error) {
 	// The ELF specification allows one table of each type; reading only
 	// the first also bounds the work a hostile file can ask for.
 	for _, typ := range []elf.SectionType{elf.SHT_SYMTAB, elf.SHT_DYNSYM} {
@@ -163,7 +186,7 @@ func (l *loader) addTables(b *tableBuilder, ef *elf.File) (hasSymtab bool, err e
 		if i < 0 {
 			continue
 		}
-		err := b.addSymbols(ef, ef.Sections[i])
+		err := b.addSymbols(ef, fh, ef.Sections[i])
 		switch {
 		case errors.Is(err, errSectionTooLarge):
 			l.ctr.sectionsSkipped.Add(1)
@@ -206,51 +229,55 @@ func (l *loader) goTable(ef *elffile.File, sec *elf.Section) (*goTable, error) {
 	// The table is large (megabytes for big Go binaries) and read sparsely:
 	// map it from the file when possible, so it costs reclaimable page
 	// cache touched on demand rather than heap.
-	data, mapping, err := gopclntab.MapSection(ef.OSFile(), sec)
+	data, mapping, err := sectionData(l.osFile(ef), sec)
 	if err != nil {
-		if data, err = sec.Data(); err != nil {
-			return nil, fmt.Errorf("gopclntab: %w", err)
-		}
+		return nil, fmt.Errorf("gopclntab: %w", err)
 	}
-	gt, err := parseGoTable(data, ef.ELF.ByteOrder)
-	if err != nil {
-		if mapping != nil {
-			unix.Munmap(mapping)
+	var gt *goTable
+	fault := withFaults(func() {
+		if gt, err = parseGoTable(data, ef.ELF.ByteOrder); err != nil {
+			return
 		}
+		// Without the moduledata, function entries may be misplaced when
+		// the header's text address is unrelocated, and frames are named
+		// by their outermost function only.
+		md, _ := gt.tab.FindModuledata(ef.ELF, sec.Addr)
+		gt.tab.ResolveText(ef.ELF, md)
+		gt.loadInlineTrees(ef.ELF, l.osFile(ef), md)
+	})
+	if err == nil {
+		err = fault
+	}
+	if err != nil {
+		if gt != nil {
+			unmap(gt.goFuncMem)
+		}
+		unmap(mapping)
 		return nil, err
 	}
 	if mapping != nil {
 		gt.mapped = true
+		// Loading touched every function record: drop those pages, so
+		// that the table's RSS is the pages lookups use.
+		dropPages(mapping)
+	}
+	if mapping != nil || gt.goFuncMem != nil {
 		// Unmapped once the table is unreachable: no lookup can be under
 		// way then, and lookups return copies of the names.
-		runtime.AddCleanup(gt, func(m []byte) { unix.Munmap(m) }, mapping)
-	}
-	// Without the moduledata, function entries may be misplaced when the
-	// header's text address is unrelocated, and frames are named by their
-	// outermost function only.
-	md, _ := gt.tab.FindModuledata(ef.ELF, sec.Addr)
-	gt.tab.ResolveText(ef.ELF, md)
-	gt.loadInlineTrees(ef.ELF, md)
-	if mapping != nil {
-		// Loading touched every function record. Those are clean file
-		// pages: drop them from this process (a later lookup faults in
-		// the one page it reads, from the page cache) and ask for no
-		// read-around, so the table's RSS is the pages lookups use.
-		unix.Madvise(mapping, unix.MADV_DONTNEED)
-		unix.Madvise(mapping, unix.MADV_RANDOM)
+		runtime.AddCleanup(gt, func(m [2][]byte) { unmap(m[:]...) }, [2][]byte{mapping, gt.goFuncMem})
 	}
 	return gt, nil
 }
 
-// debugFile returns the headers of ef's separate debug file, or nil, and
-// records in f and the counters what was found.
-func (l *loader) debugFile(f *File, ef *elffile.File) *elf.File {
+// debugFile returns ef's separate debug file, or nil, and records in f and
+// the counters what was found.
+func (l *loader) debugFile(f *File, ef *elffile.File) *elffile.File {
 	dbg, err := ef.Debug()
 	switch {
 	case err == nil:
 		f.info.DebugFile = ef.DebugPath()
 		l.ctr.debugFiles.Add(1)
-		return dbg.ELF
+		return dbg
 	case errors.Is(err, elffile.ErrDebugRejected):
 		l.ctr.debugFileErrors.Add(1)
 		if errors.Is(err, elffile.ErrCRCMismatch) {
@@ -270,7 +297,7 @@ func (l *loader) addMiniDebugInfo(b *tableBuilder, f *File, ef *elf.File) {
 	if err != nil {
 		return
 	}
-	if ok, err := l.addTables(b, mini); err == nil && ok {
+	if ok, err := l.addTables(b, mini, nil); err == nil && ok {
 		f.info.MiniDebugInfo = true
 		l.ctr.miniDebugInfo.Add(1)
 	}
@@ -278,14 +305,18 @@ func (l *loader) addMiniDebugInfo(b *tableBuilder, f *File, ef *elf.File) {
 
 // addLines gives f the DWARF line table of dbg, when it has DWARF, else
 // of ef.
-func (l *loader) addLines(f *File, ef, dbg *elf.File) {
+func (l *loader) addLines(f *File, ef, dbg *elffile.File) {
 	src := ef
 	if dbg != nil {
-		if _, ok := dwarfSize(dbg); ok {
+		if _, ok := dwarfSize(dbg.ELF); ok {
 			src = dbg
 		}
 	}
-	lt, err := loadLineTable(src, uint64(l.opts.MaxDWARFBytes))
+	fh := l.osFile(ef)
+	if src != ef {
+		fh = src.OSFile()
+	}
+	lt, err := loadLineTable(src.ELF, fh, uint64(l.opts.MaxDWARFBytes))
 	switch {
 	case errors.Is(err, errDWARFTooLarge):
 		l.ctr.dwarfSkipped.Add(1)

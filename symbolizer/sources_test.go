@@ -531,14 +531,22 @@ func FuzzGoTable(f *testing.F) {
 		lo, hi := gt.textRange()
 		rng := rand.New(rand.NewPCG(uint64(len(data)), 1))
 		var buf []trace.Line
-		for range 256 {
-			pc := lo + rng.Uint64N(max(hi-lo, 1)+16)
-			buf = gt.lookup(pc, buf[:0])
-			if len(buf) > maxGoInlineDepth {
-				t.Fatalf("%d lines", len(buf))
+		check := func() {
+			for range 256 {
+				pc := lo + rng.Uint64N(max(hi-lo, 1)+16)
+				buf = gt.lookup(pc, buf[:0])
+				if len(buf) > maxGoInlineDepth {
+					t.Fatalf("%d lines", len(buf))
+				}
 			}
 		}
+		check()
+		// The same, with inline trees read in place from made-up
+		// go:func.* data: the input itself.
+		gt.goFunc, gt.order, gt.entSize, gt.nameAt, gt.parentAt = data, binary.LittleEndian, 16, 4, 8
+		check()
 		_ = gt.bytes()
+		_ = gt.mappedBytes()
 	})
 }
 

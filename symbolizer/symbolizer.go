@@ -8,7 +8,10 @@
 // other code come from DWARF line tables, of the file or its debug file.
 // C++ and Rust names are demangled.
 //
-// A File is the compact table of one ELF file. A Symbolizer keeps the
+// A File is the compact table of one ELF file: a sorted index of its
+// function symbols (16 bytes a symbol) into its string tables, which stay
+// in the file, mapped read-only; names are copied out only for the frames
+// looked up. A Symbolizer keeps the
 // tables of recently used files in a cache keyed by FileID and bounded by
 // a byte budget, and loads files on a miss. It knows nothing about
 // processes: the caller says, with an elffile.Source, how to open the file
@@ -99,8 +102,15 @@ type Stats struct {
 	// Misses counts calls to File that did not find the table cached,
 	// including those that waited for another call's load of the same file.
 	Misses uint64
-	// BytesHeld approximates the heap bytes of the cached tables.
+	// BytesHeld approximates the heap bytes of the cached tables: their
+	// symbol indexes, Go inline trees, DWARF line tables and names copied
+	// from tables that could not be mapped. Options.MaxBytes bounds it.
 	BytesHeld uint64
+	// BytesMapped is how many bytes of files the cached tables keep
+	// mapped read-only (string tables, .gopclntab): page cache, resident
+	// only where lookups touched it, and not counted in BytesHeld.
+	// Tables evicted but not yet collected still hold their mappings.
+	BytesMapped uint64
 	// Files is the number of cached tables.
 	Files uint64
 	// Evictions counts tables evicted to stay within the budget.
@@ -148,15 +158,16 @@ type Symbolizer struct {
 	entries  map[trace.FileID]*list.Element // of *entry
 	lru      list.List                      // most recently used first
 	held     int64
+	mapped   int64
 
 	loads, loadErrors, hits, misses, evictions, tooLarge atomic.Uint64
 }
 
 // entry is one cached table.
 type entry struct {
-	id   trace.FileID
-	file *File
-	size int64
+	id           trace.FileID
+	file         *File
+	size, mapped int64
 }
 
 // load is one file being opened and parsed; others asking for the same
@@ -196,9 +207,10 @@ func (s *Symbolizer) add(id trace.FileID, f *File) {
 	if _, ok := s.entries[id]; ok {
 		return
 	}
-	e := &entry{id: id, file: f, size: int64(f.Bytes())}
+	e := &entry{id: id, file: f, size: int64(f.Bytes()), mapped: int64(f.MappedBytes())}
 	s.entries[id] = s.lru.PushFront(e)
 	s.held += e.size
+	s.mapped += e.mapped
 	for s.held > s.opts.MaxBytes || s.opts.CacheSize > 0 && s.lru.Len() > s.opts.CacheSize {
 		back := s.lru.Back()
 		if back == nil || back.Value.(*entry) == e && s.lru.Len() == 1 {
@@ -208,6 +220,7 @@ func (s *Symbolizer) add(id trace.FileID, f *File) {
 		s.lru.Remove(back)
 		delete(s.entries, old.id)
 		s.held -= old.size
+		s.mapped -= old.mapped
 		s.evictions.Add(1)
 	}
 }
@@ -273,10 +286,29 @@ func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 	return f, nil
 }
 
+// Forget drops the cached table of the file id, if any, as an eviction
+// would (it is not counted as one). A cached table keeps its file mapped,
+// and so keeps the file's mount busy: a caller that knows no process maps
+// the file any more (the last process that did exited, a container went
+// away) should forget it rather than wait for the cache to evict it.
+func (s *Symbolizer) Forget(id trace.FileID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[id]
+	if !ok {
+		return
+	}
+	old := e.Value.(*entry)
+	s.lru.Remove(e)
+	delete(s.entries, id)
+	s.held -= old.size
+	s.mapped -= old.mapped
+}
+
 // Stats returns the Symbolizer's counters.
 func (s *Symbolizer) Stats() Stats {
 	s.mu.Lock()
-	held, files := s.held, s.lru.Len()
+	held, mapped, files := s.held, s.mapped, s.lru.Len()
 	s.mu.Unlock()
 	return Stats{
 		Loads:               s.loads.Load(),
@@ -284,6 +316,7 @@ func (s *Symbolizer) Stats() Stats {
 		Hits:                s.hits.Load(),
 		Misses:              s.misses.Load(),
 		BytesHeld:           uint64(max(held, 0)),
+		BytesMapped:         uint64(max(mapped, 0)),
 		Files:               uint64(files),
 		Evictions:           s.evictions.Load(),
 		TooLarge:            s.tooLarge.Load(),

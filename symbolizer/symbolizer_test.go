@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -514,11 +515,27 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("\x7fELF\x02\x01\x01\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := Parse(bytes.NewReader(data), Options{Demangle: DemangleFull, LineInfo: true})
+		opts := Options{Demangle: DemangleFull, LineInfo: true}
+		file, err := Parse(bytes.NewReader(data), opts)
+		// The same bytes in a file are read in place, through mappings,
+		// and must give the same table.
+		path := filepath.Join(t.TempDir(), "elf")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fh, err2 := os.Open(path)
+		if err2 != nil {
+			t.Fatal(err2)
+		}
+		mapped, mapErr := Parse(fh, opts)
+		fh.Close()
+		if (err == nil) != (mapErr == nil) {
+			t.Fatalf("Parse: %v from memory, %v mapped", err, mapErr)
+		}
 		if err != nil {
 			return
 		}
-		var buf []trace.Line
+		var buf, mbuf []trace.Line
 		for off := uint64(0); off < uint64(len(data)); off += 7 {
 			buf = file.Lookup(off, buf[:0])
 			for _, l := range buf {
@@ -526,9 +543,13 @@ func FuzzParse(f *testing.F) {
 					t.Fatalf("Lookup(%#x) named an empty function", off)
 				}
 			}
+			if mbuf = mapped.Lookup(off, mbuf[:0]); !slices.Equal(buf, mbuf) {
+				t.Fatalf("Lookup(%#x) = %+v from memory, %+v mapped", off, buf, mbuf)
+			}
 		}
 		_ = file.Bytes()
 		_ = file.Info()
+		_ = mapped.MappedBytes()
 	})
 }
 

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"slices"
-	"strings"
 )
 
 // candidate is a symbol read from a symbol table, before deduplication.
@@ -30,14 +30,32 @@ const (
 )
 
 // tableBuilder collects the symbols of a file's symbol tables and packs
-// them into a File's sorted table.
+// them into a File's sorted index. The symbol tables are read in place
+// (mapped) and only for as long as the build takes; string tables that
+// can be mapped are kept mapped, as the names of the index, and those read
+// into the heap (MiniDebugInfo, files that are not regular files) are
+// compacted to the names the index keeps.
 type tableBuilder struct {
 	cands   []candidate
-	strtabs [][]byte
+	strtabs []builderStrtab
 	limit   uint64 // largest table read
 
 	// Symbols in [excludeLo, excludeHi) are left out.
 	excludeLo, excludeHi uint64
+}
+
+// builderStrtab is a string table a tableBuilder read: mem is its
+// mapping, or nil when data is in the heap.
+type builderStrtab struct {
+	data, mem []byte
+}
+
+// release unmaps the string tables that build did not hand to a File.
+func (b *tableBuilder) release() {
+	for _, st := range b.strtabs {
+		unmap(st.mem)
+	}
+	b.strtabs = nil
 }
 
 // elfSym is a symbol table entry, decoded.
@@ -48,63 +66,85 @@ type elfSym struct {
 	value, size uint64
 }
 
-// addSymbols reads the symbols of one SHT_SYMTAB or SHT_DYNSYM section.
-func (b *tableBuilder) addSymbols(ef *elf.File, sec *elf.Section) error {
+// addSymbols reads the symbols of one SHT_SYMTAB or SHT_DYNSYM section of
+// ef, mapping it and its string table from fh when fh is not nil.
+func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) error {
 	if sec.Type == elf.SHT_NOBITS {
 		return nil
 	}
-	data, strs, err := b.readTables(ef, sec)
-	if err != nil {
-		return err
-	}
-	strtab := uint8(len(b.strtabs))
-	b.strtabs = append(b.strtabs, strs)
 	entSize, err := symSize(ef.Class)
 	if err != nil {
 		return err
 	}
-	// Entry 0 is the reserved undefined symbol.
-	for off := entSize; off+entSize <= len(data); off += entSize {
-		s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
-		if c, ok := newCandidate(ef, sec.Type, s, strs); ok {
-			c.strtab = strtab
-			b.cands = append(b.cands, c)
+	strSec, err := b.checkTables(ef, sec)
+	if err != nil {
+		return err
+	}
+	data, symMem, err := sectionData(fh, sec)
+	if err != nil {
+		return fmt.Errorf("read symbols: %w", err)
+	}
+	defer unmap(symMem)
+	strs, strMem, err := sectionData(fh, strSec)
+	if err != nil {
+		return fmt.Errorf("read string table %s: %w", strSec.Name, err)
+	}
+	strtab := uint8(len(b.strtabs))
+	b.strtabs = append(b.strtabs, builderStrtab{data: strs, mem: strMem})
+	n := len(b.cands)
+	each := func(fn func(candidate)) {
+		// Entry 0 is the reserved undefined symbol.
+		for off := entSize; off+entSize <= len(data); off += entSize {
+			s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
+			if s.value >= b.excludeLo && s.value < b.excludeHi {
+				continue
+			}
+			if c, ok := newCandidate(ef, sec.Type, s, strs); ok {
+				c.strtab = strtab
+				fn(c)
+			}
 		}
+	}
+	err = withFaults(func() {
+		// Counted first, so that the candidates are allocated once, not
+		// grown by appending.
+		count := 0
+		each(func(candidate) { count++ })
+		b.cands = slices.Grow(b.cands, count)
+		each(func(c candidate) { b.cands = append(b.cands, c) })
+	})
+	if err != nil {
+		b.cands = b.cands[:n]
+		return err
 	}
 	return nil
 }
 
-// readTables checks the symbol table sec and its string table against the
-// builder's limits and reads both.
-func (b *tableBuilder) readTables(ef *elf.File, sec *elf.Section) (syms, strs []byte, err error) {
+// checkTables checks the symbol table sec and its string table against
+// the builder's limits and returns the string table.
+func (b *tableBuilder) checkTables(ef *elf.File, sec *elf.Section) (*elf.Section, error) {
 	if sec.Size > b.limit {
-		return nil, nil, fmt.Errorf("%w: symbol table of %d bytes", errSectionTooLarge, sec.Size)
+		return nil, fmt.Errorf("%w: symbol table of %d bytes", errSectionTooLarge, sec.Size)
 	}
 	if int(sec.Link) >= len(ef.Sections) || sec.Link == 0 {
-		return nil, nil, fmt.Errorf("invalid string table index %d", sec.Link)
+		return nil, fmt.Errorf("invalid string table index %d", sec.Link)
 	}
 	strSec := ef.Sections[sec.Link]
 	if strSec.Type != elf.SHT_STRTAB {
-		return nil, nil, fmt.Errorf("linked section %d is not a string table", sec.Link)
+		return nil, fmt.Errorf("linked section %d is not a string table", sec.Link)
 	}
 	if strSec.Size > b.limit {
-		return nil, nil, fmt.Errorf("%w: string table of %d bytes", errSectionTooLarge, strSec.Size)
+		return nil, fmt.Errorf("%w: string table of %d bytes", errSectionTooLarge, strSec.Size)
 	}
 	// Symbol and string tables are never compressed in practice, and
 	// decompressing lets a small file claim a huge table.
 	if compressed(sec) || compressed(strSec) {
-		return nil, nil, errors.New("compressed symbol or string table")
+		return nil, errors.New("compressed symbol or string table")
 	}
 	if len(b.strtabs) >= math.MaxUint8 {
-		return nil, nil, errors.New("too many symbol tables")
+		return nil, errors.New("too many symbol tables")
 	}
-	if syms, err = sec.Data(); err != nil {
-		return nil, nil, fmt.Errorf("read symbols: %w", err)
-	}
-	if strs, err = strSec.Data(); err != nil {
-		return nil, nil, fmt.Errorf("read string table %s: %w", strSec.Name, err)
-	}
-	return syms, strs, nil
+	return strSec, nil
 }
 
 // symSize returns the size of a symbol table entry of the ELF class.
@@ -211,25 +251,57 @@ func cstringLen(strs []byte, off uint32) (uint32, bool) {
 	return uint32(n), true
 }
 
-// build sorts and deduplicates the candidates and packs them into f.
+// build sorts and deduplicates the candidates and packs them into f's
+// index. It hands f the mappings of the string tables the index refers
+// to, and unmaps the others.
 func (b *tableBuilder) build(f *File) error {
+	defer b.release()
 	kept := b.dedup()
-	size := 0
+	// Names are addressed in one space: the mapped string tables that
+	// kept symbols refer to, one after the other, then an arena holding
+	// copies of the names kept from string tables in the heap.
+	used := make([]bool, len(b.strtabs))
+	arenaSize := uint64(0)
 	for _, c := range kept {
-		size += int(c.nameLen)
+		used[c.strtab] = true
+		if b.strtabs[c.strtab].mem == nil {
+			arenaSize += uint64(c.nameLen) + 1
+		}
 	}
-	if size > math.MaxUint32 {
-		return fmt.Errorf("symbol names of %d bytes are too large", size)
+	// bases[i] is where mapped string table i starts in the name space,
+	// or -1 when its names go to the arena.
+	bases := make([]int64, len(b.strtabs))
+	next := uint64(0)
+	for i, st := range b.strtabs {
+		bases[i] = -1
+		if used[i] && st.mem != nil {
+			bases[i] = int64(next)
+			next += uint64(len(st.data))
+			f.strtabs = append(f.strtabs, strtab{base: uint32(min(bases[i], math.MaxUint32)), data: st.data})
+			f.maps = append(f.maps, st.mem)
+			b.strtabs[i].mem = nil // f owns it now
+		}
 	}
-	f.addrs = make([]uint64, len(kept))
-	f.extents = make([]uint32, len(kept))
-	f.nameOffs = make([]uint32, len(kept))
-	var names strings.Builder
-	names.Grow(size)
+	if next+arenaSize > math.MaxUint32 {
+		unmap(f.maps...)
+		f.strtabs, f.maps = nil, nil
+		return fmt.Errorf("symbol string tables of %d bytes are too large", next+arenaSize)
+	}
+	var arena []byte
+	if arenaSize > 0 {
+		arena = make([]byte, 0, arenaSize)
+	}
+	f.syms = make([]symEntry, len(kept))
 	for i, c := range kept {
-		f.addrs[i] = c.value
-		f.nameOffs[i] = uint32(names.Len())
-		names.Write(b.strtabs[c.strtab][c.nameOff : c.nameOff+c.nameLen])
+		e := &f.syms[i]
+		e.addr = c.value
+		if base := bases[c.strtab]; base >= 0 {
+			e.name = uint32(uint64(base) + uint64(c.nameOff))
+		} else {
+			e.name = uint32(next + uint64(len(arena)))
+			arena = append(arena, b.strtabs[c.strtab].data[c.nameOff:c.nameOff+c.nameLen]...)
+			arena = append(arena, 0)
+		}
 		// A sized symbol covers its size. One of size zero covers up to
 		// the next symbol but not past the end of its section.
 		extent := c.size
@@ -242,10 +314,15 @@ func (b *tableBuilder) build(f *File) error {
 				extent = end - c.value
 			}
 		}
-		f.extents[i] = uint32(min(extent, math.MaxUint32))
+		e.extent = uint32(min(extent, math.MaxUint32))
 	}
-	f.names = names.String()
-	*b = tableBuilder{}
+	if len(arena) > 0 {
+		f.strtabs = append(f.strtabs, strtab{base: uint32(next), data: arena})
+	}
+	for _, m := range f.maps {
+		dropPages(m)
+	}
+	b.cands = nil
 	return nil
 }
 

@@ -136,6 +136,13 @@ type tableStore struct {
 	used   uint64
 
 	stats tableStats
+
+	// builder and packed are the memory of table builds (which run
+	// under mu), reused from one to the next; packed holds a table's
+	// rows in the eBPF encoding until they are in the map. A store that
+	// builds on several goroutines needs a pair per goroutine.
+	builder nativeunwind.Builder
+	packed  []uint64
 }
 
 type tableStats struct {
@@ -238,6 +245,9 @@ func (s *tableStore) load(id trace.FileID, name string, src tableSource, now tim
 	if err == nil {
 		err = s.insert(tb, rows, now)
 	}
+	if cap(s.packed)*rowBytes > nativeunwind.DefaultKeepBytes {
+		s.packed = nil // a large file's: not kept
+	}
 	if err != nil {
 		tb.err = err
 		if errors.Is(err, errTableBudget) || errors.Is(err, nativeunwind.ErrTooLarge) {
@@ -263,11 +273,13 @@ func (s *tableStore) build(src tableSource) ([]uint64, nativeunwind.Source, erro
 		return nil, 0, err
 	}
 	maxRows := min(s.maxBytes/rowBytes, maxTableRows)
-	tab, err := nativeunwind.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
+	tab, err := s.builder.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
 	if err != nil {
 		return nil, 0, err
 	}
-	rows := make([]uint64, len(tab.Rows))
+	defer s.builder.Release()
+	rows := slices.Grow(s.packed[:0], len(tab.Rows))[:len(tab.Rows)]
+	s.packed = rows[:0]
 	for i, r := range tab.Rows {
 		if r.Addr > 0xffffffff {
 			return nil, 0, fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)

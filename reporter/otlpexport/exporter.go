@@ -41,6 +41,17 @@ const InitialBackoff = time.Second
 // for hours.
 const MaxRetryAfter = 5 * time.Minute
 
+// The OTLP profiles development version: while profiles are
+// v1development, every export names the revision of the profiles messages
+// it is encoded in, as request metadata (gRPC) or an HTTP header, so that
+// a receiver built for another revision refuses it before decoding it
+// wrongly. stackline's messages (proto module v0.4.0) are revision 1, which
+// is also what a receiver assumes when the key is missing.
+const (
+	DevelopmentVersionKey = "otlp-profiles-development-version"
+	DevelopmentVersion    = "1"
+)
+
 // ErrClosed is returned by the methods of an [Exporter] that has been
 // closed.
 var ErrClosed = errors.New("otlpexport: exporter closed")

@@ -352,7 +352,10 @@ func TestNewConfig(t *testing.T) {
 func TestSendGzipInOrderWithHeaders(t *testing.T) {
 	forEach(t, func(t *testing.T, tr transport) {
 		b := tr.start(t, "127.0.0.1:0")
-		e := newExporter(t, tr.sender(t, b.addr(), map[string]string{"Authorization": "Bearer x", "x-tenant": "a=b,c"}), otlpexport.Config{})
+		// A header naming the development version too must not make it
+		// repeated: a receiver refuses a repeated key.
+		e := newExporter(t, tr.sender(t, b.addr(), map[string]string{"Authorization": "Bearer x", "x-tenant": "a=b,c",
+			otlpexport.DevelopmentVersionKey: "7"}), otlpexport.Config{})
 		want := names("r", 0, 5)
 		export(t, e, want...)
 		startRun(t, e)
@@ -372,6 +375,9 @@ func TestSendGzipInOrderWithHeaders(t *testing.T) {
 			}
 			if got := h.Values("X-Tenant"); !slices.Equal(got, []string{"a=b,c"}) {
 				t.Errorf("request %d: x-tenant header %q, want [a=b,c]", i, got)
+			}
+			if got := h.Values(otlpexport.DevelopmentVersionKey); !slices.Equal(got, []string{otlpexport.DevelopmentVersion}) {
+				t.Errorf("request %d: %s %q, want exactly [%s]", i, otlpexport.DevelopmentVersionKey, got, otlpexport.DevelopmentVersion)
 			}
 		}
 

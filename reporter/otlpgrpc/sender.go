@@ -90,6 +90,8 @@ func New(cfg Config) (*Sender, error) {
 	for k, v := range cfg.Headers {
 		md.Append(k, v)
 	}
+	// Exactly one value: a receiver refuses a repeated key.
+	md.Set(otlpexport.DevelopmentVersionKey, otlpexport.DevelopmentVersion)
 	conn, err := grpc.NewClient(cfg.Endpoint,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent(cfg.UserAgent),

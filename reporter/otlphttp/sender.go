@@ -85,6 +85,8 @@ func New(cfg Config) (*Sender, error) {
 	}
 	header.Set("Content-Type", contentType)
 	header.Set("User-Agent", cfg.UserAgent)
+	// Exactly one value: a receiver refuses a repeated key.
+	header.Set(otlpexport.DevelopmentVersionKey, otlpexport.DevelopmentVersion)
 	if !cfg.NoCompression {
 		header.Set("Content-Encoding", "gzip")
 	}

@@ -1,22 +1,115 @@
 package nativeunwind
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"testing"
 
+	"golang.org/x/sys/unix"
+)
+
+// benchFiles are the files BenchmarkBuild builds tables of: the host files
+// of the tests and two large C++ programs.
+var benchFiles = append(hostFiles[:len(hostFiles):len(hostFiles)], []struct {
+	name string
+	path func(testing.TB) string
+}{
+	{"libjvm", installed("/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so")},
+	{"node", installed("/usr/bin/node")},
+}...)
+
+// installed returns a path function for a file that may not be installed
+// (the tests and benchmarks that use it are skipped without it, even in
+// CI: they are about files of the host).
+func installed(path string) func(testing.TB) string {
+	return func(tb testing.TB) string {
+		tb.Helper()
+		p, err := filepath.EvalSymlinks(path)
+		if err == nil {
+			_, err = os.Stat(p)
+		}
+		if err != nil {
+			tb.Skipf("%s not installed: %v", path, err)
+		}
+		return p
+	}
+}
+
+// BenchmarkBuild measures building the tables of large files, cold (with
+// a new Builder each time, as Build does) and warm (with one Builder that
+// keeps all its buffers, so that a build allocates nothing). Besides the
+// time and allocations per build, it reports the CPU time per build, the
+// table's rows, their bytes
+// in the eBPF encoding, and peak-heap-B: how far the heap grew above its
+// level before one cold build, measured with the collector off (so it is
+// all the build allocated: an upper bound of its peak live heap).
 func BenchmarkBuild(b *testing.B) {
-	for _, hf := range hostFiles {
+	for _, hf := range benchFiles {
 		b.Run(hf.name, func(b *testing.B) {
 			f, _ := openELF(b, hf.path(b))
-			b.ReportAllocs()
-			var rows int
-			for b.Loop() {
-				t, err := Build(f, nil, Options{})
-				if err != nil {
+			peak := peakHeap(func() {
+				var bld Builder
+				if _, err := bld.Build(f, nil, Options{}); err != nil {
 					b.Fatal(err)
 				}
-				rows = len(t.Rows)
+			})
+			for _, warm := range []bool{false, true} {
+				name := "cold"
+				if warm {
+					name = "warm"
+				}
+				b.Run(name, func(b *testing.B) {
+					bld := &Builder{KeepBytes: 1 << 30}
+					if warm {
+						if _, err := bld.Build(f, nil, Options{}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportAllocs()
+					b.ResetTimer()
+					cpu0 := cpuTime(b)
+					var rows int
+					for b.Loop() {
+						if !warm {
+							bld = &Builder{}
+						}
+						t, err := bld.Build(f, nil, Options{})
+						if err != nil {
+							b.Fatal(err)
+						}
+						rows = len(t.Rows)
+					}
+					b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+					b.ReportMetric(float64(rows), "rows")
+					b.ReportMetric(float64(8*rows), "table-B")
+					b.ReportMetric(float64(peak), "peak-heap-B")
+				})
 			}
-			b.ReportMetric(float64(rows), "rows")
-			b.ReportMetric(float64(8*rows), "bytes")
 		})
 	}
+}
+
+// cpuTime returns the CPU time the process has used, in nanoseconds: on a
+// loaded machine a steadier measure of the work than the elapsed time
+// (it includes the garbage collector's, which allocations cause).
+func cpuTime(b *testing.B) int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// peakHeap returns how many bytes of heap fn allocates, with the collector
+// off.
+func peakHeap(fn func()) uint64 {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

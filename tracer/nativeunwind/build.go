@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	rtdebug "runtime/debug"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -85,6 +86,8 @@ var (
 // Build returns the stack-delta table of the ELF file f. debug, when not
 // nil, is its separate debug file (see elffile.File.Debug). Sections of a
 // real file are mapped, not read into the heap, while the table is built.
+// Build is Builder.Build with a Builder of its own: the table owns its
+// rows.
 //
 // Rows come from, in order of preference where several cover an address:
 // f's .gopclntab (Go functions, from their stack pointer deltas), f's
@@ -115,7 +118,31 @@ var (
 // out. Malformed framing (lengths, CIE
 // pointers, CIEs) fails the whole build with ErrMalformed; a file with no
 // call frame sections fails with ErrNoCFI.
-func Build(f, debug *elffile.File, opts Options) (t *Table, err error) {
+func Build(f, debug *elffile.File, opts Options) (*Table, error) {
+	var b Builder
+	t, err := b.Build(f, debug, opts)
+	if err != nil {
+		return nil, err
+	}
+	rows := t.Rows
+	if cap(rows)-len(rows) > len(rows)/4 {
+		// The table outlives the build: not its buffer's spare room.
+		rows = slices.Clone(rows)
+	}
+	return &Table{Rows: rows, Sources: t.Sources}, nil
+}
+
+// Build returns the stack-delta table of the ELF file f, as the function
+// Build does, with its rows in b's memory: they are valid until the next
+// call of b.Build or b.Release.
+//
+// Building a table allocates nothing once b's buffers have grown to the
+// sizes the file needs: the call frame sections are read in place (mapped
+// from the file, or read into a buffer of b when they are compressed or f
+// is not an open file), and the rows of each source are merged into the
+// rows of those before in b's buffers.
+func (b *Builder) Build(f, debug *elffile.File, opts Options) (t *Table, err error) {
+	b.Release()
 	if err := opts.normalize(); err != nil {
 		return nil, err
 	}
@@ -132,14 +159,17 @@ func Build(f, debug *elffile.File, opts Options) (t *Table, err error) {
 			return nil, fmt.Errorf("nativeunwind: debug file is for %v %v, not %v %v", dbg.Class, dbg.Machine, ef.Class, ef.Machine)
 		}
 	}
-	bs := &buildState{arch: &a, opts: &opts, segs: execSegments(ef)}
+	b.arch, b.opts = a, opts
+	b.segs = appendExecSegments(b.segs[:0], ef)
+	bs := &b.state
+	*bs = buildState{arch: &b.arch, opts: &b.opts, segs: b.segs, scratch: b}
+	defer func() { b.trim(err != nil) }()
 	defer rtdebug.SetPanicOnFault(rtdebug.SetPanicOnFault(true))
 	defer catchFault(&err)
-	t, err = bs.build(ef, f.ReaderAt(), dbg, debugR)
-	if err != nil {
+	if err = bs.build(ef, f.ReaderAt(), dbg, debugR); err != nil {
 		return nil, fmt.Errorf("nativeunwind: %w", err)
 	}
-	return t, nil
+	return &b.table, nil
 }
 
 // catchFault turns a fault reading a mapped section, as when the file is
@@ -155,37 +185,68 @@ func catchFault(err *error) {
 
 // buildState is what building one table needs.
 type buildState struct {
-	arch *arch
-	opts *Options
-	segs segments // of the file the table is for
+	arch    *arch
+	opts    *Options
+	segs    segments // of the file the table is for
+	scratch *Builder // buffers
 }
 
 // build collects the rows of every source and lays them under those of
-// the sources before.
-func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR io.ReaderAt) (*Table, error) {
-	t := &Table{}
-	var rows []Row
+// the sources before, leaving the table in bs.scratch.table. The rows of
+// the sources so far are in the Builder's buffer rows, those of the
+// current source in its buffer layer; they are merged in rows' memory.
+// The first source with rows builds them in rows' buffer.
+func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR io.ReaderAt) error {
+	s := bs.scratch
+	t := &s.table
+	*t = Table{}
+	rows := s.rows[:0]
 	found := false
+	// buffer returns the buffer for the next source's rows: rows' own
+	// while there are none yet, so that a file with one source needs
+	// one buffer. giveBack returns it, with the rows built in it.
+	buffer := func() []Row {
+		if len(rows) == 0 {
+			return rows[:0]
+		}
+		return s.layer[:0]
+	}
+	giveBack := func(layer []Row) {
+		if len(rows) == 0 {
+			rows = layer[:0]
+		} else {
+			s.layer = layer[:0]
+		}
+	}
 	add := func(layer []Row, src Source) error {
 		found = true
 		if len(layer) == 0 {
+			giveBack(layer)
 			return nil
 		}
 		t.Sources |= src
+		if len(rows) == 0 {
+			rows = layer
+			return nil
+		}
+		s.layer = layer[:0]
 		var err error
 		rows, err = overlay(rows, layer, bs.opts.MaxRows)
 		return err
 	}
+	defer func() { s.rows = rows }()
 	if sec := withData(ef, ".gopclntab"); sec != nil {
-		layer, err := bs.goSection(ef, f, sec)
+		layer, err := bs.goSection(ef, f, sec, buffer())
 		switch {
 		case errors.Is(err, gopclntab.ErrUnsupportedVersion):
 			// Go 1.15 or earlier: other sections may do.
+			giveBack(layer)
 		case err != nil:
-			return nil, fmt.Errorf(".gopclntab: %w", err)
+			giveBack(layer)
+			return fmt.Errorf(".gopclntab: %w", err)
 		default:
 			if err := add(layer, SourceGoPCLNTab); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -207,26 +268,27 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 		if sec == nil {
 			continue
 		}
-		layer, err := bs.frameSection(fr.ef, fr.r, sec, newCoverage(rows))
+		covered := newCoverage(s.holes, rows)
+		s.holes = covered.holes[:0]
+		layer, err := bs.frameSection(fr.ef, fr.r, sec, covered, buffer())
 		if err == nil {
 			err = add(layer, fr.src)
+		} else {
+			giveBack(layer)
 		}
 		if err != nil {
 			if i == len(frames)-1 {
 				err = fmt.Errorf("debug file: %w", err)
 			}
-			return nil, err
+			return err
 		}
 	}
 	if !found {
-		return nil, ErrNoCFI
+		return ErrNoCFI
 	}
 	rows = markEntry(finalize(rows), ef, bs.segs)
-	if cap(rows)-len(rows) > len(rows)/4 {
-		rows = append([]Row(nil), rows...)
-	}
 	t.Rows = rows
-	return t, nil
+	return nil
 }
 
 // withData returns the section name of ef when it has contents in the
@@ -239,26 +301,27 @@ func withData(ef *elf.File, name string) *elf.Section {
 	return sec
 }
 
-// goSection returns the rows of a .gopclntab section.
-func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section) ([]Row, error) {
-	tab, release, err := bs.loadGoTable(ef, f, sec)
+// goSection returns the rows of a .gopclntab section, in dst[:0].
+func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section, dst []Row) ([]Row, error) {
+	tab, mapping, err := bs.loadGoTable(ef, f, sec)
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
-	defer release()
-	return bs.goRows(tab, f)
+	defer unmap(mapping)
+	return bs.goRows(tab, f, dst)
 }
 
 // frameSection returns the rows of an .eh_frame or .debug_frame section
 // of ef, read from r, for the FDEs whose ranges are not all covered
-// already.
-func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage) ([]Row, error) {
-	data, release, err := bs.sectionData(r, sec)
+// already, in dst[:0].
+func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage, dst []Row) ([]Row, error) {
+	data, mapping, err := bs.sectionData(r, sec)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", sec.Name, err)
+		return dst, fmt.Errorf("%s: %w", sec.Name, err)
 	}
-	defer release()
-	fs := &frameSection{
+	defer unmap(mapping)
+	fs := &bs.scratch.frame
+	*fs = frameSection{
 		name:    sec.Name,
 		data:    data,
 		addr:    sec.Addr,
@@ -269,23 +332,39 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 	if ef.Class == elf.ELFCLASS32 {
 		fs.ptrSize = 4
 	}
-	return sectionRows(fs, bs.arch, bs.segs, bs.opts, covered)
+	return bs.sectionRows(fs, covered, dst)
 }
 
-// sectionData returns the contents of sec, read from r, and a function
-// that frees them. Sections of files are mapped rather than read, so they
-// cost page cache rather than heap, and only while the table is built.
-func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data []byte, release func(), err error) {
+// sectionData returns the contents of sec, read from r, and the mapping
+// to unmap when they are no longer used (nil if they are not mapped).
+// Sections of files are mapped rather than read, so they cost page cache
+// rather than heap, and only while the table is built. Mapping rather than
+// reading through a bounded window lets the decoder go back to a CIE, or
+// to an FDE's program once the FDEs are sorted, wherever it is in the
+// section, without a copy or a read per FDE. Compressed sections, and
+// those of a file that is not open (a reader), are read into a buffer of
+// the Builder, kept for the next build when it is small.
+func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data, mapping []byte, err error) {
 	if sec.Size > uint64(bs.opts.MaxSectionBytes) {
 		return nil, nil, fmt.Errorf("%w: section of %d bytes", ErrTooLarge, sec.Size)
 	}
 	if file, ok := r.(*os.File); ok {
 		if data, mapping, err := gopclntab.MapSection(file, sec); err == nil {
-			return data, func() { unix.Munmap(mapping) }, nil
+			return data, mapping, nil
 		}
 	}
-	if data, err = sec.Data(); err != nil {
+	s := bs.scratch
+	buf := slices.Grow(s.section[:0], int(sec.Size))[:sec.Size]
+	s.section = buf[:0]
+	if _, err := io.ReadFull(sec.Open(), buf); err != nil {
 		return nil, nil, fmt.Errorf("read: %w", err)
 	}
-	return data, func() {}, nil
+	return buf, nil, nil
+}
+
+// unmap unmaps a section mapped by sectionData.
+func unmap(mapping []byte) {
+	if mapping != nil {
+		unix.Munmap(mapping)
+	}
 }

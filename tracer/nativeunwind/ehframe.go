@@ -72,7 +72,8 @@ const (
 var errUnsupportedPointer = errors.New("unsupported pointer encoding")
 
 // frameParser walks one section, parsing CIEs as FDEs refer to them, and
-// runs the FDEs' programs.
+// runs the FDEs' programs. Its slices, map and interpreter are the
+// Builder's, kept from one section to the next.
 type frameParser struct {
 	sec     *frameSection
 	arch    *arch
@@ -84,23 +85,36 @@ type frameParser struct {
 	cieIndex map[uint64]int32 // section offset → index in cies
 	fdes     []fde
 
-	interp interp
+	interp *interp
 }
 
 // sectionRows returns the rows of one .eh_frame or .debug_frame section,
-// sorted, with cfaGap rows where no FDE covers the addresses. FDEs whose
-// ranges are all covered (by the rows of sources preferred to this one)
-// are left out.
-func sectionRows(sec *frameSection, a *arch, segs segments, opts *Options, covered coverage) ([]Row, error) {
-	p := &frameParser{sec: sec, arch: a, opts: opts, segs: segs, covered: covered, cieIndex: make(map[uint64]int32)}
-	p.interp.arch = a
-	p.interp.sec = sec
-	if err := p.walk(); err != nil {
-		return nil, fmt.Errorf("%s: %w", sec.name, err)
+// sorted, with cfaGap rows where no FDE covers the addresses, in dst[:0].
+// FDEs whose ranges are all covered (by the rows of sources preferred to
+// this one) are left out. The section is read in place: FDE headers are
+// decoded one after the other and only their ranges and where their
+// programs are kept (to run them in address order, which the section's
+// need not be), CIEs are decoded once, when an FDE first refers to them.
+func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []Row) ([]Row, error) {
+	s := bs.scratch
+	if s.cieIndex == nil {
+		s.cieIndex = make(map[uint64]int32)
 	}
-	rows, err := p.run()
+	clear(s.cieIndex)
+	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, covered: covered,
+		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], interp: &s.interp}
+	p.interp.arch = bs.arch
+	p.interp.sec = sec
+	defer func() {
+		s.cies, s.fdes = p.cies[:0], p.fdes[:0]
+		p.interp.sec = nil
+	}()
+	if err := p.walk(); err != nil {
+		return dst, fmt.Errorf("%s: %w", sec.name, err)
+	}
+	rows, err := p.run(dst)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", sec.name, err)
+		return rows, fmt.Errorf("%s: %w", sec.name, err)
 	}
 	return rows, nil
 }
@@ -109,8 +123,7 @@ func sectionRows(sec *frameSection, a *arch, segs segments, opts *Options, cover
 // executable code.
 func (p *frameParser) walk() error {
 	data := p.sec.data
-	// A rough guess: libraries have an FDE per 40 bytes or so.
-	p.fdes = make([]fde, 0, min(len(data)/40+1, p.opts.MaxRows))
+	p.fdes = slices.Grow(p.fdes[:0], min(p.countFDEs(), p.opts.MaxRows))
 	for off := 0; off < len(data); {
 		r := reader{b: data, off: off, order: p.sec.order}
 		length := uint64(r.u32())
@@ -144,6 +157,40 @@ func (p *frameParser) walk() error {
 		off = end
 	}
 	return nil
+}
+
+// countFDEs returns how many FDEs the section has, reading only the
+// entries' lengths and ids, so that the FDE index is allocated once. It
+// stops at the first malformed entry, which walk reports.
+func (p *frameParser) countFDEs() int {
+	data := p.sec.data
+	n := 0
+	for off := 0; off < len(data); {
+		r := reader{b: data, off: off, order: p.sec.order}
+		length := uint64(r.u32())
+		idSize := uint64(4)
+		switch {
+		case r.err != nil || length >= 0xfffffff0 && length != 0xffffffff:
+			return n
+		case length == 0:
+			if !p.sec.debug {
+				return n
+			}
+			off = r.off
+			continue
+		case length == 0xffffffff:
+			length, idSize = r.u64(), 8
+		}
+		if r.err != nil || length > uint64(len(data)-r.off) || length < idSize {
+			return n
+		}
+		end := r.off + int(length)
+		if !p.isCIE(r.u32n(idSize), idSize) {
+			n++
+		}
+		off = end
+	}
+	return n
 }
 
 // u32n reads a 4- or 8-byte unsigned number.
@@ -388,8 +435,9 @@ func (s *frameSection) value(r *reader, format, addrSize uint8) uint64 {
 	return 0
 }
 
-// run executes the FDEs in address order and returns the rows.
-func (p *frameParser) run() ([]Row, error) {
+// run executes the FDEs in address order and returns the rows, in
+// dst[:0].
+func (p *frameParser) run(dst []Row) ([]Row, error) {
 	fdes := p.fdes
 	if !slices.IsSortedFunc(fdes, cmpFDE) {
 		slices.SortFunc(fdes, cmpFDE)
@@ -399,7 +447,7 @@ func (p *frameParser) run() ([]Row, error) {
 	for i := range fdes {
 		estimate += int(fdes[i].insnEnd-fdes[i].insnOff)/3 + 1
 	}
-	b := newBuilder(p.opts.MaxRows, estimate)
+	b := newBuilder(dst, p.opts.MaxRows, estimate)
 	for i := range fdes {
 		f := &fdes[i]
 		if !b.begin(f.lo, f.lo+(f.vhi-f.vlo)) {
@@ -408,10 +456,9 @@ func (p *frameParser) run() ([]Row, error) {
 		p.interp.run(&p.cies[f.cie], f, &b)
 		b.finish()
 		if b.err != nil {
-			return nil, b.err
+			return b.rows, b.err
 		}
 	}
-	p.fdes = nil
 	return b.rows, nil
 }
 

@@ -4,7 +4,9 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"slices"
+	"sort"
 	"testing"
 )
 
@@ -92,12 +94,20 @@ var testSegs = segments{{vaddr: 0x1000, off: 0x1000, size: 0x7000}, {vaddr: 0x80
 // parse runs sectionRows on the section and finalizes the rows.
 func (f *frames) parse(t testing.TB, opts Options) ([]Row, error) {
 	t.Helper()
+	return f.parseWith(t, &Builder{}, opts)
+}
+
+// parseWith is parse with the buffers of b.
+func (f *frames) parseWith(t testing.TB, b *Builder, opts Options) ([]Row, error) {
+	t.Helper()
 	a, _ := archFor(elf.EM_X86_64)
 	if err := opts.normalize(); err != nil {
 		t.Fatal(err)
 	}
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, debug: f.debug, order: binary.LittleEndian, ptrSize: 8}
-	rows, err := sectionRows(sec, &a, testSegs, &opts, newCoverage(nil))
+	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: b}
+	rows, err := bs.sectionRows(sec, newCoverage(nil, nil), b.layer)
+	b.layer = rows[:0]
 	if err != nil {
 		return nil, err
 	}
@@ -390,7 +400,7 @@ func TestOverlay(t *testing.T) {
 	gap := Row{CFA: cfaGap}
 	top := []Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x40, sp(16, 0)), at(0x50, gap)}
 	bottom := []Row{at(0x0, sp(24, 0)), at(0x18, sp(8, 0)), at(0x30, gap), at(0x38, invalid), at(0x60, gap)}
-	got, err := overlay(top, bottom, 100)
+	got, err := overlay(slices.Clone(top), bottom, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,14 +411,14 @@ func TestOverlay(t *testing.T) {
 	if got := finalize(got); !slices.Equal(got, []Row{at(0x0, sp(24, 0)), at(0x10, sp(8, 0)), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, invalid)}) {
 		t.Errorf("finalize: %+v", got)
 	}
-	if _, err := overlay(top, bottom, 3); !errors.Is(err, ErrTooLarge) {
+	if _, err := overlay(slices.Clone(top), bottom, 3); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("overlay with 3 rows at most: %v", err)
 	}
 }
 
 func TestCoverage(t *testing.T) {
 	gap := Row{CFA: cfaGap}
-	c := newCoverage([]Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, gap)})
+	c := newCoverage(nil, []Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, gap)})
 	for _, r := range []struct {
 		lo, hi uint64
 		want   bool
@@ -421,7 +431,7 @@ func TestCoverage(t *testing.T) {
 			t.Errorf("covers(%#x, %#x) = %v", r.lo, r.hi, got)
 		}
 	}
-	if newCoverage(nil).covers(0, 1) {
+	if newCoverage(nil, nil).covers(0, 1) {
 		t.Error("no rows cover something")
 	}
 
@@ -436,11 +446,78 @@ func TestCoverage(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, order: binary.LittleEndian, ptrSize: 8}
-	rows, err := sectionRows(sec, &a, testSegs, &opts, newCoverage([]Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)}))
+	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: &Builder{}}
+	rows, err := bs.sectionRows(sec, newCoverage(nil, []Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []Row{at(0x1030, sp(8, 0)), at(0x1031, sp(16, 0)), at(0x1050, gap)}; !slices.Equal(rows, want) {
 		t.Errorf("got  %+v\nwant %+v", rows, want)
+	}
+}
+
+// TestOverlayInPlace checks overlay, which merges in top's memory, against
+// a plain merge, on random rows, with and without room in top's memory.
+func TestOverlayInPlace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	// randomRows returns n sorted rows of a few rules, gaps among them.
+	randomRows := func(n int) []Row {
+		var rows []Row
+		addr := uint64(rng.IntN(8))
+		for range n {
+			r := sp(int32(8*rng.IntN(3)), 0)
+			if rng.IntN(3) == 0 {
+				r = Row{CFA: cfaGap}
+			}
+			r.Addr = addr
+			if len(rows) == 0 || !sameRule(rows[len(rows)-1], r) {
+				rows = append(rows, r)
+			}
+			addr += 1 + uint64(rng.IntN(8))
+		}
+		return append(rows, Row{Addr: addr, CFA: cfaGap})
+	}
+	// want is the rule of top at each address, or bottom's in top's gaps,
+	// equal neighbours merged.
+	want := func(top, bottom []Row) []Row {
+		var addrs []uint64
+		for _, r := range slices.Concat(top, bottom) {
+			addrs = append(addrs, r.Addr)
+		}
+		slices.Sort(addrs)
+		var out []Row
+		for _, a := range slices.Compact(addrs) {
+			r := Row{CFA: cfaGap}
+			if i := sort.Search(len(top), func(i int) bool { return top[i].Addr > a }); i > 0 {
+				r = top[i-1]
+			}
+			if r.CFA == cfaGap {
+				r = Row{CFA: cfaGap}
+				if i := sort.Search(len(bottom), func(i int) bool { return bottom[i].Addr > a }); i > 0 {
+					r = bottom[i-1]
+				}
+			}
+			r.Addr = a
+			if n := len(out); n > 0 && sameRule(out[n-1], r) {
+				continue
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	for i := range 500 {
+		top, bottom := randomRows(rng.IntN(40)), randomRows(rng.IntN(40))
+		w := want(top, bottom)
+		buf := slices.Clone(top)
+		if i%2 == 0 {
+			buf = slices.Grow(buf, len(bottom)+rng.IntN(4)) // room to merge in place
+		}
+		got, err := overlay(buf, slices.Clone(bottom), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, w) {
+			t.Fatalf("overlay(\n%+v,\n%+v):\ngot  %+v\nwant %+v", top, bottom, got, w)
+		}
 	}
 }

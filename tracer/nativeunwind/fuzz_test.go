@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
@@ -41,9 +42,18 @@ func FuzzEHFrame(f *testing.F) {
 		}
 		f.Add(s.b, s.debug)
 	}
+	// reused keeps its buffers from one input to the next, as a
+	// tracer's Builder does from one file to the next: what it leaves
+	// behind must not change the next section's rows.
+	var reused Builder
 	f.Fuzz(func(t *testing.T, data []byte, debug bool) {
 		fr := frames{b: data, debug: debug, addr: 0x200000}
-		rows, err := fr.parse(t, Options{MaxRows: 1 << 16, MaxCIEs: 64})
+		opts := Options{MaxRows: 1 << 16, MaxCIEs: 64}
+		rows, err := fr.parse(t, opts)
+		again, againErr := fr.parseWith(t, &reused, opts)
+		if (err == nil) != (againErr == nil) || err == nil && !slices.Equal(rows, again) {
+			t.Fatalf("with a reused Builder: %v, %+v\nwith a new one: %v, %+v", againErr, again, err, rows)
+		}
 		if err != nil {
 			return
 		}
@@ -83,12 +93,22 @@ func FuzzBuild(f *testing.F) {
 	if tiny := tinyELF(f); tiny != nil {
 		f.Add(tiny)
 	}
+	// reused builds every input's table after the one before, keeping
+	// all its buffers (KeepBytes) or none (1).
+	reused := []*Builder{{KeepBytes: 1 << 30}, {KeepBytes: 1}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ef, err := elffile.NewReader(bytes.NewReader(data))
 		if err != nil {
 			return
 		}
-		tab, err := Build(ef, nil, Options{MaxRows: 1 << 16, MaxCIEs: 64, MaxSectionBytes: 1 << 20})
+		opts := Options{MaxRows: 1 << 16, MaxCIEs: 64, MaxSectionBytes: 1 << 20}
+		tab, err := Build(ef, nil, opts)
+		for _, b := range reused {
+			again, againErr := b.Build(ef, nil, opts)
+			if (err == nil) != (againErr == nil) || err == nil && (again.Sources != tab.Sources || !slices.Equal(again.Rows, tab.Rows)) {
+				t.Fatalf("with a reused Builder: %v, %+v\nwith a new one: %v, %+v", againErr, again, err, tab)
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -102,8 +122,13 @@ func FuzzGoRows(f *testing.F) {
 		f.Add(gopclntabtest.Build(magic, 0x1000, goTestFuncs))
 	}
 	code := goTestCode()
+	var reused Builder
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rows, err := goRowsOf(t, data, code)
+		again, againErr := goRowsWith(t, &reused, data, code)
+		if (err == nil) != (againErr == nil) || err == nil && !slices.Equal(rows, again) {
+			t.Fatalf("with a reused Builder: %v, %+v\nwith a new one: %v, %+v", againErr, again, err, rows)
+		}
 		if err != nil {
 			return
 		}

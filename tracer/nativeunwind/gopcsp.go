@@ -37,14 +37,20 @@ import (
 // like compiled ones. Before Go 1.21, between the SUBQ of the prologue and
 // the store of BP, one instruction's row places a frame pointer that is
 // not yet saved.
-func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt) ([]Row, error) {
+//
+// The rows are appended to dst[:0].
+func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []Row) ([]Row, error) {
 	g := bs.arch.goRules
 	if g == nil || tab.PtrSize() != 8 {
-		return nil, fmt.Errorf("%w: Go functions with %d-byte pointers", ErrUnsupportedArch, tab.PtrSize())
+		return dst, fmt.Errorf("%w: Go functions with %d-byte pointers", ErrUnsupportedArch, tab.PtrSize())
 	}
 	// Go binaries have about eight rows per function.
-	b := newBuilder(bs.opts.MaxRows, 9*tab.NumFuncs())
-	code := make([]byte, g.window)
+	b := newBuilder(dst, bs.opts.MaxRows, 9*tab.NumFuncs())
+	s := bs.scratch
+	if len(s.code) != g.window {
+		s.code = make([]byte, g.window)
+	}
+	code := s.code
 	for i := range tab.NumFuncs() {
 		fn, ok := tab.Func(i)
 		if !ok {
@@ -63,7 +69,7 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt) ([]Row, error)
 		goFuncRows(&b, tab, &fn, hi, delta, f, code, g)
 		b.finish()
 		if b.err != nil {
-			return nil, b.err
+			return b.rows, b.err
 		}
 	}
 	return b.rows, nil
@@ -181,16 +187,18 @@ func goPrologue(tab *gopclntab.Table, fn *gopclntab.Func, hi uint64, f io.Reader
 }
 
 // loadGoTable reads and parses the .gopclntab section of ef and finds the
-// address its function entries are relative to. release frees the
-// section's bytes; the table must not be used after.
-func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, release func(), err error) {
-	data, release, err := bs.sectionData(f, sec)
+// address its function entries are relative to. mapping is the section's
+// mapping, to unmap (with unmap) once the table is no longer used.
+func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, mapping []byte, err error) {
+	data, mapping, err := bs.sectionData(f, sec)
 	if err != nil {
 		return nil, nil, err
 	}
+	// The section is read in place (gopclntab.Parse copies nothing), so
+	// the rows are derived from the mapped file.
 	tab, err = gopclntab.Parse(data, ef.ByteOrder)
 	if err != nil {
-		release()
+		unmap(mapping)
 		if !errors.Is(err, gopclntab.ErrUnsupportedVersion) {
 			err = fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
@@ -200,5 +208,5 @@ func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section)
 	// the linker may have left unrelocated.
 	md, _ := tab.FindModuledata(ef, sec.Addr)
 	tab.ResolveText(ef, md)
-	return tab, release, nil
+	return tab, mapping, nil
 }

@@ -36,6 +36,12 @@ func goTestCode() []byte {
 // at the same file offsets.
 func goRowsOf(t testing.TB, data, code []byte) ([]Row, error) {
 	t.Helper()
+	return goRowsWith(t, &Builder{}, data, code)
+}
+
+// goRowsWith is goRowsOf with the buffers of b.
+func goRowsWith(t testing.TB, b *Builder, data, code []byte) ([]Row, error) {
+	t.Helper()
 	tab, err := gopclntab.Parse(data, binary.LittleEndian)
 	if err != nil {
 		return nil, err
@@ -45,8 +51,9 @@ func goRowsOf(t testing.TB, data, code []byte) ([]Row, error) {
 	if err := opts.normalize(); err != nil {
 		t.Fatal(err)
 	}
-	bs := &buildState{arch: &a, opts: &opts, segs: segments{{vaddr: 0, off: 0, size: 1 << 40}}}
-	rows, err := bs.goRows(tab, bytes.NewReader(code))
+	bs := &buildState{arch: &a, opts: &opts, segs: segments{{vaddr: 0, off: 0, size: 1 << 40}}, scratch: b}
+	rows, err := bs.goRows(tab, bytes.NewReader(code), b.layer)
+	b.layer = rows[:0]
 	if err != nil {
 		return nil, err
 	}

@@ -32,8 +32,10 @@ type builder struct {
 	end    uint64 // end of the earlier ranges
 }
 
-func newBuilder(maxRows, capHint int) builder {
-	return builder{max: maxRows, rows: make([]Row, 0, max(min(capHint, maxRows), 0)+1)}
+// newBuilder returns a builder of at most maxRows rows that appends them
+// to dst[:0], grown to capHint rows first.
+func newBuilder(dst []Row, maxRows, capHint int) builder {
+	return builder{max: maxRows, rows: slices.Grow(dst[:0], max(min(capHint, maxRows), 0)+1)}
 }
 
 // begin starts the range [lo, hi) of file offsets; false means nothing of
@@ -93,7 +95,11 @@ func (b *builder) add(r Row) {
 }
 
 // overlay returns the rows of top where top has rules and those of bottom
-// in top's gaps.
+// in top's gaps. When both have rows, they are merged in top's memory
+// (grown if it has no room for len(bottom) more rows), which must not
+// overlap bottom's: top's rows are moved to its end and merged from there
+// into its start, where a row is written only once the rows it overwrites
+// have been read.
 func overlay(top, bottom []Row, maxRows int) ([]Row, error) {
 	if len(bottom) == 0 {
 		return top, nil
@@ -101,7 +107,13 @@ func overlay(top, bottom []Row, maxRows int) ([]Row, error) {
 	if len(top) == 0 {
 		return bottom, nil
 	}
-	b := newBuilder(maxRows, len(top)+len(bottom))
+	n, m := len(top), len(bottom)
+	buf := slices.Grow(top, m)[:n+m]
+	copy(buf[m:], buf[:n])
+	top = buf[m:]
+	// After reading i rows of top and j of bottom, at most i+j rows are
+	// written, all below top[i], which is buf[m+i], since j <= m.
+	b := builder{rows: buf[:0], max: maxRows}
 	t, u := Row{CFA: cfaGap}, Row{CFA: cfaGap} // the rules in effect
 	for i, j := 0, 0; i < len(top) || j < len(bottom); {
 		var addr uint64
@@ -138,12 +150,13 @@ type coverage struct {
 // hole is a range [lo, hi) of file offsets without rules.
 type hole struct{ lo, hi uint64 }
 
-// newCoverage returns the coverage of rows (sorted, ending in a gap).
-func newCoverage(rows []Row) coverage {
+// newCoverage returns the coverage of rows (sorted, ending in a gap), its
+// holes in dst[:0].
+func newCoverage(dst []hole, rows []Row) coverage {
 	if len(rows) == 0 {
-		return coverage{holes: []hole{{0, math.MaxUint64}}}
+		return coverage{holes: append(dst[:0], hole{0, math.MaxUint64})}
 	}
-	c := coverage{holes: []hole{{0, rows[0].Addr}}}
+	c := coverage{holes: append(dst[:0], hole{0, rows[0].Addr})}
 	for i, r := range rows {
 		if r.CFA != cfaGap {
 			continue
@@ -219,9 +232,9 @@ func (s segment) offset(vaddr uint64) uint64 { return vaddr - s.vaddr + s.off }
 // segments are a file's executable segments.
 type segments []segment
 
-// execSegments returns the executable PT_LOAD segments of ef.
-func execSegments(ef *elf.File) segments {
-	var segs segments
+// appendExecSegments appends the executable PT_LOAD segments of ef to
+// segs.
+func appendExecSegments(segs segments, ef *elf.File) segments {
 	for _, p := range ef.Progs {
 		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && p.Filesz > 0 && p.Vaddr+p.Filesz > p.Vaddr {
 			segs = append(segs, segment{vaddr: p.Vaddr, off: p.Off, size: p.Filesz})

@@ -1,0 +1,75 @@
+package kallsyms
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// TestManyChunks parses lists of more symbols than one chunk holds, in
+// address order and shuffled, with aliases at shared addresses, and checks
+// every address against the rule: one symbol per address, the first
+// listed unless a later one is global and it is not.
+func TestManyChunks(t *testing.T) {
+	const n = 3*entryChunk + 123
+	type sym struct {
+		addr   uint64
+		typ    byte
+		name   string
+		listed int
+	}
+	var syms []sym
+	for i := range n {
+		addr := 0xffffffff81000000 + uint64(i)*0x40
+		syms = append(syms, sym{addr, 't', fmt.Sprintf("local_%d", i), len(syms)})
+		switch i % 5 {
+		case 0: // a global alias listed after a local: the global wins
+			syms = append(syms, sym{addr, 'T', fmt.Sprintf("global_%d", i), len(syms)})
+		case 1: // a second local alias: the first listed wins
+			syms = append(syms, sym{addr, 't', fmt.Sprintf("other_%d", i), len(syms)})
+		}
+	}
+	want := func(i int) string {
+		if i%5 == 0 {
+			return fmt.Sprintf("global_%d", i)
+		}
+		return fmt.Sprintf("local_%d", i)
+	}
+	text := func(order []sym) string {
+		var b strings.Builder
+		for _, s := range order {
+			fmt.Fprintf(&b, "%x %c %s\n", s.addr, s.typ, s.name)
+		}
+		return b.String()
+	}
+	shuffled := append([]sym(nil), syms...)
+	rand.New(rand.NewPCG(7, 8)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	// Shuffling must keep aliases in their listed order for the rule to
+	// hold; restore it among equal addresses.
+	byAddr := map[uint64][]sym{}
+	for _, s := range syms {
+		byAddr[s.addr] = append(byAddr[s.addr], s)
+	}
+	seen := map[uint64]int{}
+	for i, s := range shuffled {
+		shuffled[i] = byAddr[s.addr][seen[s.addr]]
+		seen[s.addr]++
+	}
+	for name, order := range map[string][]sym{"sorted": syms, "shuffled": shuffled} {
+		tab, err := Parse(strings.NewReader(text(order)))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if tab.Len() != n {
+			t.Errorf("%s: %d symbols, want %d", name, tab.Len(), n)
+		}
+		for i := range n {
+			addr := 0xffffffff81000000 + uint64(i)*0x40
+			got, ok := tab.Lookup(addr + 0x10)
+			if !ok || got.Name != want(i) || got.Offset != 0x10 {
+				t.Fatalf("%s: Lookup(%#x) = %+v, %v; want %s+0x10", name, addr+0x10, got, ok, want(i))
+			}
+		}
+	}
+}
