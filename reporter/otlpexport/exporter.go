@@ -540,8 +540,19 @@ func (e *Exporter) send(ctx context.Context, it *item) error {
 
 // attempt makes one attempt at sending the request in flight.
 func (e *Exporter) attempt(ctx context.Context, it *item) error {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+	// An attempt under way is not cut off when ctx is cancelled (Run
+	// stopping at shutdown): the backend may have the request already,
+	// and one cut off would be sent again by Flush. It still ends at
+	// ctx's deadline (Flush's) and at the export timeout.
+	actx := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		var cancelDL context.CancelFunc
+		actx, cancelDL = context.WithDeadline(actx, dl)
+		defer cancelDL()
+	}
+	actx, cancel := context.WithTimeout(actx, e.cfg.Timeout)
 	defer cancel()
+	ctx = actx
 	resp, err := e.transport.Send(ctx, it.req)
 	if err != nil {
 		return err

@@ -687,3 +687,53 @@ func TestCloseStopsRun(t *testing.T) {
 		}
 	})
 }
+
+// slowAnswer delivers each request through the real transport at once but
+// answers only when released: the window in which a backend has a request
+// and the sender has not heard back yet.
+type slowAnswer struct {
+	otlpexport.Sender
+	delivered chan struct{}
+	release   chan struct{}
+}
+
+func (s *slowAnswer) Send(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) (*collectorpb.ExportProfilesServiceResponse, error) {
+	resp, err := s.Sender.Send(ctx, req)
+	s.delivered <- struct{}{}
+	<-s.release
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return resp, err
+}
+
+// TestStopDuringAttemptSendsOnce: when Run is stopped while an attempt is
+// under way, the attempt finishes (bounded by its timeout) instead of being
+// cut off and the request sent again by Flush: a backend that already has
+// it would get it twice (found by the Collector tests at shutdown).
+func TestStopDuringAttemptSendsOnce(t *testing.T) {
+	forEach(t, func(t *testing.T, tr transport) {
+		b := tr.start(t, "127.0.0.1:0")
+		s := &slowAnswer{Sender: tr.sender(t, b.addr(), nil), delivered: make(chan struct{}, 1), release: make(chan struct{})}
+		e := newExporter(t, s, otlpexport.Config{})
+		export(t, e, "last")
+		stop := startRun(t, e)
+		<-s.delivered
+		stopped := make(chan struct{})
+		go func() { stop(); close(stopped) }()
+		time.Sleep(50 * time.Millisecond) // Run's context is cancelled now
+		close(s.release)
+		<-stopped
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.got(); !slices.Equal(got, []string{"last"}) {
+			t.Errorf("backend received %q, want the request once", got)
+		}
+		if st := e.Stats(); st.Sent != 1 || st.Queued != 0 {
+			t.Errorf("stats %+v, want 1 sent and none queued", st)
+		}
+	})
+}
