@@ -97,6 +97,8 @@ type agentRun struct {
 	// env is added to the test's environment, from which the variables
 	// that configure the agent (STACKLINE_*, OTEL_*) are left out.
 	env []string
+	// dir is the agent's working directory; empty means the test's.
+	dir string
 	// beforeStop, when set, is called just before SIGTERM.
 	beforeStop func()
 }
@@ -112,6 +114,7 @@ func runAgentWith(t *testing.T, bin string, r agentRun) string {
 		}
 	}
 	cmd.Env = append(cmd.Env, r.env...)
+	cmd.Dir = r.dir
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
 	if err := cmd.Start(); err != nil {

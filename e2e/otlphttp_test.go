@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,40 +34,13 @@ func TestEndToEndOTLPHTTPFromEnv(t *testing.T) {
 	}
 	defer rcv.Stop()
 
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "STACKLINE_") && !strings.HasPrefix(kv, "OTEL_") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env,
-		"OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.URL(),
+	// The default 5s interval: 2 exports, and a third at exit.
+	runAgentWith(t, bin, agentRun{d: 12 * time.Second, dir: dir, env: []string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.URL(),
 		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20x",
 		"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=e2e,service.name=from-attributes",
-	)
-	var out bytes.Buffer
-	cmd := exec.Command(bin)
-	cmd.Env = env
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(12 * time.Second) // the default 5s interval: 2 exports, and a third at exit
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("agent: %v\n%s", err, out.String())
-		}
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("agent did not stop within 30s of SIGTERM\n%s", out.String())
-	}
-	t.Logf("agent output:\n%s", out.String())
+	}})
 	if _, err := os.Stat(filepath.Join(dir, "stackline-profiles")); err == nil {
 		t.Error("the agent wrote local files although an endpoint was set")
 	}
