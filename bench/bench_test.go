@@ -95,14 +95,14 @@ func TestCommittedTargets(t *testing.T) {
 }
 
 func soakReport(rss func(i int) float64, end map[string]float64) SoakReport {
-	plan := SoakPlan(200 * time.Second)
+	plan := SoakPlan(400 * time.Second)
 	r := SoakReport{Phases: plan, Baseline: map[string]float64{
 		"stackline_unwind_tables": 20,
 		"stackline_symbol_bytes":  10 << 20,
 		"stackline_frame_cache":   100, // a cache gauge not named in returnGauges
 		"stackline_first_sample":  1,   // not checked
 	}, End: end}
-	for i := range 200 {
+	for i := range 400 {
 		s := float64(i)
 		r.Samples = append(r.Samples, SoakSample{Seconds: s, Phase: PhaseAt(plan, s), RSSMB: rss(i)})
 	}
@@ -133,7 +133,7 @@ func TestSoakChecks(t *testing.T) {
 	}
 	// RSS falling after the churn stops is fine; rising is not.
 	falls := func(i int) float64 {
-		if i >= 150 {
+		if i >= 300 {
 			return 20
 		}
 		return 40
@@ -142,7 +142,7 @@ func TestSoakChecks(t *testing.T) {
 		t.Fatalf("RSS falling in the quiet phase failed: %+v", r.Checks)
 	}
 	rises := func(i int) float64 {
-		if i >= 150 {
+		if i >= 300 {
 			return 46
 		}
 		return 40
@@ -164,7 +164,7 @@ func TestSoakChecks(t *testing.T) {
 		}
 	}
 	md := soakReport(flat, good).Markdown()
-	for _, want := range []string{"| RSS flat after warm-up (±5 MB) | pass |", "| stackline_symbol_bytes | 10.00 MB |", "| churn | 50–150 |"} {
+	for _, want := range []string{"| RSS flat after warm-up (±5 MB) | pass |", "| stackline_symbol_bytes | 10.00 MB |", "| churn | 100–300 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -180,8 +180,8 @@ func TestSoakPlan(t *testing.T) {
 	if PhaseAt(p, 59.9) != PhaseBaseline || PhaseAt(p, 60) != PhaseWarmUp || PhaseAt(p, 700) != PhaseQuiet {
 		t.Fatal("PhaseAt")
 	}
-	// Short runs keep 20 s of baseline.
-	if p := SoakPlan(100 * time.Second); p[0].End != 20 {
+	// Short runs keep 20 s of baseline and 90 s of quiet.
+	if p := SoakPlan(180 * time.Second); p[0].End != 20 || p[3].Start != 90 {
 		t.Fatalf("short plan %v", p)
 	}
 }

@@ -25,13 +25,19 @@ type SoakPhase struct {
 	End   float64 `json:"end_seconds"`
 }
 
+// MinQuiet is the shortest quiet phase: the agent unloads an unwind table a
+// minute after the last process mapping its file exits, and checks for such
+// tables periodically.
+const MinQuiet = 90 * time.Second
+
 // SoakPlan splits a soak run of d into its phases: 10% baseline (at least
-// 20 s, so startup is over), 15% warm-up, then churn, and the last 25% quiet.
+// 20 s, so startup is over), 15% warm-up, then churn, and the last 25% (at
+// least MinQuiet) quiet.
 func SoakPlan(d time.Duration) []SoakPhase {
 	t := d.Seconds()
 	base := max(0.10*t, 20)
 	warm := base + 0.15*t
-	quiet := 0.75 * t
+	quiet := min(0.75*t, t-MinQuiet.Seconds())
 	return []SoakPhase{
 		{PhaseBaseline, 0, base},
 		{PhaseWarmUp, base, warm},
@@ -76,7 +82,11 @@ type SoakReport struct {
 	End      map[string]float64 `json:"end"`
 	// ChurnMax is each gauge's largest value during the churn.
 	ChurnMax map[string]float64 `json:"churn_max"`
-	Checks   []SoakCheck        `json:"checks"`
+	// Unmapped lists the largest unwind tables no process mapped at the end
+	// ("name bytes"): the churn's leftovers, or other processes' on a
+	// shared host.
+	Unmapped []string    `json:"unmapped_tables_at_end,omitempty"`
+	Checks   []SoakCheck `json:"checks"`
 }
 
 // RSSFlatMB is how far RSS may move around its median after warm-up.
@@ -98,7 +108,16 @@ var returnGauges = map[string]tolerance{
 	"stackline_bpf_map_bytes":         {0.10, 1 << 20},
 	"stackline_symbol_bytes":          {0.10, 1 << 20},
 	"stackline_process_syncs_pending": {0, 5},
+	// From /debug/unwind-tables: tables no process maps any more.
+	GaugeIdleTables:     {0.10, 5},
+	GaugeIdleTableBytes: {0.10, 1 << 20},
 }
+
+// Gauges the soak derives from the agent's /debug/unwind-tables.
+const (
+	GaugeIdleTables     = "debug_unwind_tables_unmapped"
+	GaugeIdleTableBytes = "debug_unwind_table_bytes_unmapped"
+)
 
 var defaultTolerance = tolerance{0.10, 1}
 
@@ -219,6 +238,9 @@ func (r SoakReport) Markdown() string {
 	sb.WriteString("\n| gauge | baseline | churn max | end |\n|---|---:|---:|---:|\n")
 	for _, k := range names {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", k, num(r.Baseline[k]), num(r.ChurnMax[k]), num(r.End[k]))
+	}
+	if len(r.Unmapped) > 0 {
+		fmt.Fprintf(&sb, "\nLargest unwind tables no process mapped at the end: %s.\n", strings.Join(r.Unmapped, ", "))
 	}
 	sb.WriteString("\n")
 	sb.WriteString(Table(r.Results, nil))

@@ -78,7 +78,7 @@ func run() error {
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the agent runs (at least 60s for a result to commit)")
 	flag.IntVar(&o.rate, "samples-per-second", 19, "the agent's sampling rate")
 	flag.IntVar(&o.shortLived, "short-lived", 100, "short-lived /bin/true processes started per second")
-	flag.Float64Var(&o.builds, "builds-per-second", 4, "compiler runs the build loop starts per second at most (one at a time)")
+	flag.Float64Var(&o.builds, "builds-per-second", 2, "compiler runs the build loop starts per second at most (one at a time)")
 	flag.StringVar(&o.javaHome, "java-home", "/usr/lib/jvm/java-17-openjdk-amd64", "JDK that compiles and runs the Java burner")
 	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results (with -soak, the report; its Markdown goes beside it)")
 	flag.StringVar(&o.budgets, "budgets", "bench/budgets.json", "budgets to check; empty checks none")
@@ -209,7 +209,9 @@ func run() error {
 			if err != nil {
 				return err
 			}
-			s.Gauges = mt.gauges()
+			if s.Gauges, _, err = soakGauges(metricsAddr, mt); err != nil {
+				return err
+			}
 			lastGauges = time.Now()
 		}
 		// A reading at a phase switch was taken before it: it belongs to
@@ -246,6 +248,15 @@ func run() error {
 	metrics, err := scrape(metricsAddr)
 	if err != nil {
 		return err
+	}
+	var (
+		endGauges map[string]float64
+		unmapped  []string
+	)
+	if o.soak {
+		if endGauges, unmapped, err = soakGauges(metricsAddr, metrics); err != nil {
+			return err
+		}
 	}
 	if o.heapProfile != "" {
 		if err := saveProfile(metricsAddr, "heap", o.heapProfile); err != nil {
@@ -322,7 +333,7 @@ func run() error {
 	if o.soak {
 		rep := bench.SoakReport{
 			Results: r, Phases: plan, Samples: samples,
-			Baseline: baseline, End: metrics.gauges(),
+			Baseline: baseline, End: endGauges, Unmapped: unmapped,
 		}
 		rep.Check()
 		return writeSoak(o.out, rep)
@@ -339,6 +350,38 @@ func run() error {
 		return fmt.Errorf("%d figure(s) over budget", len(v))
 	}
 	return nil
+}
+
+// soakGauges returns the gauges of mt and, from the agent's
+// /debug/unwind-tables, the count and bytes of tables no process maps, and
+// the largest of those.
+func soakGauges(addr string, mt metrics) (map[string]float64, []string, error) {
+	g := mt.gauges()
+	resp, err := http.Get("http://" + addr + "/debug/unwind-tables")
+	if err != nil {
+		return nil, nil, fmt.Errorf("unwind tables: %w", err)
+	}
+	defer resp.Body.Close()
+	var tables []struct {
+		File      string  `json:"file"`
+		Bytes     float64 `json:"bytes"`
+		Processes int     `json:"processes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tables); err != nil {
+		return nil, nil, fmt.Errorf("unwind tables: %w", err)
+	}
+	g[bench.GaugeIdleTables], g[bench.GaugeIdleTableBytes] = 0, 0
+	var unmapped []string
+	for _, t := range tables { // largest first
+		if t.Processes == 0 && t.Bytes > 0 {
+			g[bench.GaugeIdleTables]++
+			g[bench.GaugeIdleTableBytes] += t.Bytes
+			if len(unmapped) < 10 {
+				unmapped = append(unmapped, fmt.Sprintf("%s %.0f kB", t.File, t.Bytes/1024))
+			}
+		}
+	}
+	return g, unmapped, nil
 }
 
 // writeSoak writes the soak report as JSON to path and as Markdown beside
