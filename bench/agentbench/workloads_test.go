@@ -51,7 +51,14 @@ func TestMixStops(t *testing.T) {
 	}
 	defer m.stop()
 	m.startChurn(context.Background())
-	time.Sleep(3 * time.Second)
+	// The churn runs: short-lived processes and at least one compiler run
+	// (slow on a loaded machine).
+	for deadline := time.Now().Add(30 * time.Second); m.execs.Load() < 10 || m.builds.Load() < 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("churn: %d execs, %d compiler runs in 30 s", m.execs.Load(), m.builds.Load())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	groups := make(map[int]bool)
 	for _, c := range m.burners {
@@ -73,11 +80,6 @@ func TestMixStops(t *testing.T) {
 	if running < 5 {
 		t.Fatalf("%d processes in the burners' groups, want ≥ 5", running)
 	}
-	execs, builds := m.rates()
-	if execs < 20 || builds < 0.5 {
-		t.Errorf("churn: %.1f execs/s, %.1f builds/s", execs, builds)
-	}
-
 	m.stop()
 	for pid, pp := range procs(t) {
 		if groups[pp[1]] {
