@@ -55,13 +55,29 @@ func groupAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
-// killGroup kills c's process group and reaps c.
+// killGroup kills c's process group, reaps c, and waits (up to 5 s) until no
+// process of the group is left: the other members (e.g. the helpers a pyenv
+// shim forks before it execs Python) die asynchronously and are reaped by
+// their new parent.
 func killGroup(c *exec.Cmd) {
 	if c.Process == nil {
 		return
 	}
 	syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 	c.Wait()
+	awaitGroupGone(c.Process.Pid)
+}
+
+// awaitGroupGone kills what is left of process group pgid until none of it
+// is left, for at most 5 s.
+func awaitGroupGone(pgid int) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if syscall.Kill(-pgid, syscall.SIGKILL) == syscall.ESRCH {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "agentbench: process group %d still has processes 5 s after SIGKILL\n", pgid)
 }
 
 const pythonBurner = `
@@ -387,6 +403,9 @@ func (m *mix) buildLoop(ctx context.Context) {
 		c.SysProcAttr = groupAttr()
 		c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 		out, err := c.CombinedOutput()
+		if c.Process != nil && ctx.Err() != nil {
+			awaitGroupGone(c.Process.Pid) // killed: its cc1 or vet may be dying still
+		}
 		switch {
 		case err == nil:
 			m.builds.Add(1)

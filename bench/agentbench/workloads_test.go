@@ -36,6 +36,11 @@ func procs(t *testing.T) map[int][2]int {
 	return out
 }
 
+func cmdline(pid int) string {
+	b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
+}
+
 // TestMixStops starts the whole mix with its churn, then stops it: every
 // burner, every compiler and every short-lived process is gone, whole
 // process groups included (gcc's cc1 and as, the JVM's threads).
@@ -43,8 +48,8 @@ func TestMixStops(t *testing.T) {
 	t.Chdir("../..") // the mix builds e2e/testdata from the repository root
 	m, err := startMix(t.TempDir(), mixOptions{
 		javaHome:        "/usr/lib/jvm/java-17-openjdk-amd64",
-		execsPerSecond:  100,
-		buildsPerSecond: 4,
+		execsPerSecond:  20,
+		buildsPerSecond: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,10 +88,10 @@ func TestMixStops(t *testing.T) {
 	m.stop()
 	for pid, pp := range procs(t) {
 		if groups[pp[1]] {
-			t.Errorf("process %d of a burner's group %d still runs", pid, pp[1])
+			t.Errorf("process %d (%s, parent %d) of a burner's group %d still runs", pid, cmdline(pid), pp[0], pp[1])
 		}
 		if pp[0] == os.Getpid() {
-			t.Errorf("child %d still runs", pid)
+			t.Errorf("child %d (%s) still runs", pid, cmdline(pid))
 		}
 	}
 }
