@@ -8,7 +8,7 @@ CONTAINER_TOOL ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || ec
 IMAGE   ?= stackline:$(VERSION)
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run generate check-generated test test-race bench bench-agent lint clean image image-files check-image
+.PHONY: all build run generate check-generated test test-race bench bench-agent soak lint clean image image-files check-image
 
 all: build
 
@@ -61,6 +61,13 @@ clean:
 # bench/results.json and fails when a figure is over bench/budgets.json.
 bench-agent:
 	$(GO) run ./bench/agentbench -duration $(or $(BENCH_DURATION),60s) -out $(or $(BENCH_OUT),bench/results.json)
+
+# The soak (root; not run in CI): 10 min of the benchmark's mix with 200
+# short-lived processes a second, churn stopped for the last quarter; checks
+# RSS is flat after warm-up and tables, maps and caches return to their
+# baseline. Writes bench/soak.json and bench/soak.md.
+soak:
+	$(GO) run ./bench/agentbench -soak -short-lived 200 -duration $(or $(SOAK_DURATION),10m) -out $(or $(SOAK_OUT),bench/soak.json)
 
 # The container image from a static binary built here (Dockerfile target
 # from-host: no registry needed). `docker build .` builds the same image from

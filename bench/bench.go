@@ -18,6 +18,12 @@ type Results struct {
 	SteadyRSSMB float64 `json:"steady_rss_mb"`
 	// PeakRSSMB is the agent's VmHWM at the end of the run.
 	PeakRSSMB float64 `json:"peak_rss_mb"`
+	// StartupPeakRSSMB is the agent's VmHWM 10 s after its start: the peak
+	// of loading every running process's tables and symbols.
+	StartupPeakRSSMB float64 `json:"startup_peak_rss_mb"`
+	// StartupAllocMB is the Go heap the agent allocated in its first 10 s
+	// (go_memstats_alloc_bytes_total at 10 s), garbage included.
+	StartupAllocMB float64 `json:"startup_go_alloc_mb"`
 	// RSSAnonMB and RSSFileMB split the final RSS into anonymous memory
 	// (heap, stacks, runtime) and file pages (mostly the agent's binary).
 	RSSAnonMB float64 `json:"rss_anon_mb"`
@@ -45,11 +51,17 @@ type Results struct {
 	ConfiguredRate   int     `json:"configured_samples_per_second"`
 	CPUs             int     `json:"cpus"`
 	ShortLivedPerSec float64 `json:"short_lived_processes_per_second"`
-	Exports          int     `json:"exports"`
-	Date             string  `json:"date"`
-	Kernel           string  `json:"kernel"`
-	GoVersion        string  `json:"go_version"`
-	Commit           string  `json:"commit"`
+	// Mix names the workload mix's processes.
+	Mix string `json:"mix"`
+	// ExecsPerSec and BuildsPerSec are the short-lived /bin/true processes
+	// and compiler runs started per second of churn, as achieved.
+	ExecsPerSec  float64 `json:"execs_per_second"`
+	BuildsPerSec float64 `json:"builds_per_second"`
+	Exports      int     `json:"exports"`
+	Date         string  `json:"date"`
+	Kernel       string  `json:"kernel"`
+	GoVersion    string  `json:"go_version"`
+	Commit       string  `json:"commit"`
 }
 
 // Figures returns the numeric figures of r by their json names.

@@ -3,12 +3,20 @@
 // memory and CPU from /proc every second, writes the figures to a JSON file
 // and fails when a figure is over its budget.
 //
-// Workload mix: a C CPU burner built without frame pointers, a Go burner, a
-// Python burner, and a loop that starts short-lived processes.
+// Workload mix (workloads.go): CPU burners in C without frame pointers, Go,
+// Python, Java (a JVM) and node, a loop that starts short-lived /bin/true
+// processes, and a build loop of short-lived compilers (gcc -c, go vet).
+//
+// With -soak it runs a soak instead: the burners alone first (the baseline),
+// then the churn loops, then the burners alone again; it reads the agent's
+// gauges every few seconds and checks that RSS stays flat after warm-up and
+// that tables, maps and caches return to their baseline once the churn
+// stops, and writes a JSON report and a Markdown one beside it.
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -18,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -44,6 +53,8 @@ type options struct {
 	duration   time.Duration
 	rate       int
 	shortLived int
+	builds     float64
+	javaHome   string
 	out        string
 	budgets    string
 	agentArgs  string
@@ -51,47 +62,68 @@ type options struct {
 	heapProfile string
 	// cpuProfile, when set, receives the agent's CPU profile.
 	cpuProfile string
+	// soak runs the soak instead of the benchmark; soakInterval is how
+	// often it reads the agent's gauges.
+	soak         bool
+	soakInterval time.Duration
 }
+
+// startupWindow is when the startup figures are read.
+const startupWindow = 10 * time.Second
+
+const mixNames = "c(no frame pointers),go,python,jvm,node,exec-loop,build-loop(gcc -c,go vet)"
 
 func run() error {
 	var o options
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the agent runs (at least 60s for a result to commit)")
 	flag.IntVar(&o.rate, "samples-per-second", 19, "the agent's sampling rate")
-	flag.IntVar(&o.shortLived, "short-lived", 100, "short-lived processes started per second")
-	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results")
+	flag.IntVar(&o.shortLived, "short-lived", 100, "short-lived /bin/true processes started per second")
+	flag.Float64Var(&o.builds, "builds-per-second", 2, "compiler runs the build loop starts per second at most (one at a time)")
+	flag.StringVar(&o.javaHome, "java-home", "/usr/lib/jvm/java-17-openjdk-amd64", "JDK that compiles and runs the Java burner")
+	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results (with -soak, the report; its Markdown goes beside it)")
 	flag.StringVar(&o.budgets, "budgets", "bench/budgets.json", "budgets to check; empty checks none")
 	flag.StringVar(&o.agentArgs, "agent-args", "", "extra flags for the agent, space-separated")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "save the agent's Go heap profile at the end of the run to this file")
 	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "save the agent's Go CPU profile, taken from 5 s after start to the end of the run, to this file")
+	flag.BoolVar(&o.soak, "soak", false, "run the soak (baseline, churn, quiet) and check RSS, tables, maps and caches instead of budgets")
+	flag.DurationVar(&o.soakInterval, "soak-interval", 10*time.Second, "with -soak, how often the agent's gauges are read")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root to load eBPF programs")
 	}
 	var budgets bench.Budgets
-	if o.budgets != "" {
+	if o.budgets != "" && !o.soak {
 		var err error
 		if budgets, err = bench.LoadBudgets(o.budgets); err != nil {
 			return err
 		}
 	}
+	// Interrupted, the run still stops everything it started (the
+	// deferred calls below).
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
 
 	dir, err := os.MkdirTemp("", "agentbench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 
 	agentBin := filepath.Join(dir, "stackline")
 	if err := sh("go", "build", "-o", agentBin, "./cmd/stackline"); err != nil {
 		return err
 	}
-	stopWorkloads, err := startWorkloads(ctx, dir, o.shortLived)
+	m, err := startMix(dir, mixOptions{javaHome: o.javaHome, execsPerSecond: o.shortLived, buildsPerSecond: o.builds})
 	if err != nil {
 		return err
 	}
-	defer stopWorkloads()
+	defer m.stop()
+	var plan []bench.SoakPhase
+	if o.soak {
+		plan = bench.SoakPlan(o.duration)
+	} else {
+		m.startChurn(ctx)
+	}
 
 	rcv, err := otlptest.Start("127.0.0.1:0")
 	if err != nil {
@@ -110,6 +142,7 @@ func run() error {
 		strings.Fields(o.agentArgs)...)
 	agent := exec.Command(agentBin, args...)
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
+	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	if err := agent.Start(); err != nil {
 		return err
@@ -126,17 +159,83 @@ func run() error {
 		}()
 	}
 
-	var rss []float64
+	var (
+		rss          []float64 // VmRSS every second, kB
+		startupHWM   float64   // kB
+		startupAlloc float64   // bytes
+		startupRead  bool
+		samples      []bench.SoakSample
+		baseline     map[string]float64
+		phase        string
+		lastGauges   time.Time
+	)
+	readStartup := func() error {
+		st, err := readStatus(pid)
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		mt, err := scrape(metricsAddr)
+		if err != nil {
+			return err
+		}
+		startupHWM, startupAlloc, startupRead = st["VmHWM"], mt.values["go_memstats_alloc_bytes_total"], true
+		return nil
+	}
 	tick := time.NewTicker(time.Second)
 	for time.Since(start) < o.duration {
-		<-tick.C
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("interrupted: %w", ctx.Err())
+		case <-tick.C:
+		}
+		now := time.Since(start)
 		st, err := readStatus(pid)
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
 		}
 		rss = append(rss, st["VmRSS"])
+		if !startupRead && now >= startupWindow {
+			if err := readStartup(); err != nil {
+				return err
+			}
+		}
+		if !o.soak {
+			continue
+		}
+		s := bench.SoakSample{Seconds: now.Seconds(), RSSMB: st["VmRSS"] / 1024}
+		next := bench.PhaseAt(plan, s.Seconds)
+		if next != phase || time.Since(lastGauges) >= o.soakInterval {
+			mt, err := scrape(metricsAddr)
+			if err != nil {
+				return err
+			}
+			if s.Gauges, _, err = soakGauges(metricsAddr, mt); err != nil {
+				return err
+			}
+			lastGauges = time.Now()
+		}
+		// A reading at a phase switch was taken before it: it belongs to
+		// the phase that ends.
+		s.Phase = cmp.Or(phase, next)
+		if next != phase {
+			switch next {
+			case bench.PhaseWarmUp:
+				baseline = s.Gauges
+				m.startChurn(ctx)
+			case bench.PhaseQuiet:
+				m.stopChurn()
+			}
+			fmt.Fprintf(os.Stderr, "agentbench: %3.0f s: %s (RSS %.1f MB)\n", s.Seconds, next, s.RSSMB)
+			phase = next
+		}
+		samples = append(samples, s)
 	}
 	tick.Stop()
+	if !startupRead {
+		if err := readStartup(); err != nil {
+			return err
+		}
+	}
 	st, err := readStatus(pid)
 	if err != nil {
 		return err
@@ -150,6 +249,15 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	var (
+		endGauges map[string]float64
+		unmapped  []string
+	)
+	if o.soak {
+		if endGauges, unmapped, err = soakGauges(metricsAddr, metrics); err != nil {
+			return err
+		}
+	}
 	if o.heapProfile != "" {
 		if err := saveProfile(metricsAddr, "heap", o.heapProfile); err != nil {
 			return err
@@ -160,13 +268,15 @@ func run() error {
 			return err
 		}
 	}
+	execRate, buildRate := m.rates()
+	m.stop()
 	agent.Process.Signal(syscall.SIGTERM)
 	if err := agent.Wait(); err != nil {
 		return fmt.Errorf("agent exited: %w", err)
 	}
 
 	reqs := rcv.Requests()
-	var samples, raw, wire int
+	var nsamples, raw, wire int
 	for i, req := range reqs {
 		if err := otlpcheck.Validate(req); err != nil {
 			return fmt.Errorf("request %d is not self-contained: %w", i, err)
@@ -176,7 +286,7 @@ func run() error {
 			for _, sp := range rp.ScopeProfiles {
 				for _, p := range sp.Profiles {
 					for _, s := range p.Samples {
-						samples += int(otlpcheck.SampleCount(s))
+						nsamples += int(otlpcheck.SampleCount(s))
 					}
 				}
 			}
@@ -185,7 +295,7 @@ func run() error {
 	for _, n := range rcv.WireBytes() {
 		wire += n
 	}
-	if samples == 0 {
+	if nsamples == 0 {
 		return fmt.Errorf("no samples received")
 	}
 	half := slices.Clone(rss[len(rss)/2:])
@@ -195,25 +305,38 @@ func run() error {
 	r := bench.Results{
 		SteadyRSSMB:        half[len(half)/2] / 1024,
 		PeakRSSMB:          st["VmHWM"] / 1024,
+		StartupPeakRSSMB:   startupHWM / 1024,
+		StartupAllocMB:     startupAlloc / (1 << 20),
 		RSSAnonMB:          st["RssAnon"] / 1024,
 		RSSFileMB:          st["RssFile"] / 1024,
 		CPUPercent:         100 * cpu / elapsed.Seconds(),
-		SamplesPerSecond:   float64(samples) / elapsed.Seconds(),
-		WireBytesPerSample: float64(wire) / float64(samples),
-		BytesPerSample:     float64(raw) / float64(samples),
-		FirstSampleSeconds: metrics["stackline_first_sample_seconds"],
-		GoHeapInUseMB:      metrics["go_memstats_heap_inuse_bytes"] / (1 << 20),
-		BPFMapMB:           metrics["stackline_bpf_map_bytes"] / (1 << 20),
-		LostTraces:         metrics["stackline_lost_traces_total"],
+		SamplesPerSecond:   float64(nsamples) / elapsed.Seconds(),
+		WireBytesPerSample: float64(wire) / float64(nsamples),
+		BytesPerSample:     float64(raw) / float64(nsamples),
+		FirstSampleSeconds: metrics.values["stackline_first_sample_seconds"],
+		GoHeapInUseMB:      metrics.values["go_memstats_heap_inuse_bytes"] / (1 << 20),
+		BPFMapMB:           metrics.values["stackline_bpf_map_bytes"] / (1 << 20),
+		LostTraces:         metrics.values["stackline_lost_traces_total"],
 		DurationSeconds:    elapsed.Seconds(),
 		ConfiguredRate:     o.rate,
 		CPUs:               runtime.NumCPU(),
 		ShortLivedPerSec:   float64(o.shortLived),
+		Mix:                mixNames,
+		ExecsPerSec:        execRate,
+		BuildsPerSec:       buildRate,
 		Exports:            len(reqs),
 		Date:               time.Now().UTC().Format(time.RFC3339),
 		Kernel:             strings.TrimSpace(string(kernel)),
 		GoVersion:          runtime.Version(),
 		Commit:             strings.TrimSpace(string(commit)),
+	}
+	if o.soak {
+		rep := bench.SoakReport{
+			Results: r, Phases: plan, Samples: samples,
+			Baseline: baseline, End: endGauges, Unmapped: unmapped,
+		}
+		rep.Check()
+		return writeSoak(o.out, rep)
 	}
 	b, _ := json.MarshalIndent(r, "", "  ")
 	if err := os.WriteFile(o.out, append(b, '\n'), 0o644); err != nil {
@@ -229,77 +352,62 @@ func run() error {
 	return nil
 }
 
+// soakGauges returns the gauges of mt and, from the agent's
+// /debug/unwind-tables, the count and bytes of tables no process maps, and
+// the largest of those.
+func soakGauges(addr string, mt metrics) (map[string]float64, []string, error) {
+	g := mt.gauges()
+	resp, err := http.Get("http://" + addr + "/debug/unwind-tables")
+	if err != nil {
+		return nil, nil, fmt.Errorf("unwind tables: %w", err)
+	}
+	defer resp.Body.Close()
+	var tables []struct {
+		File      string  `json:"file"`
+		Bytes     float64 `json:"bytes"`
+		Processes int     `json:"processes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tables); err != nil {
+		return nil, nil, fmt.Errorf("unwind tables: %w", err)
+	}
+	g[bench.GaugeIdleTables], g[bench.GaugeIdleTableBytes] = 0, 0
+	var unmapped []string
+	for _, t := range tables { // largest first
+		if t.Processes == 0 && t.Bytes > 0 {
+			g[bench.GaugeIdleTables]++
+			g[bench.GaugeIdleTableBytes] += t.Bytes
+			if len(unmapped) < 10 {
+				unmapped = append(unmapped, fmt.Sprintf("%s %.0f kB", t.File, t.Bytes/1024))
+			}
+		}
+	}
+	return g, unmapped, nil
+}
+
+// writeSoak writes the soak report as JSON to path and as Markdown beside
+// it, prints the Markdown, and fails when a check failed.
+func writeSoak(path string, rep bench.SoakReport) error {
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	md := rep.Markdown()
+	if err := os.WriteFile(strings.TrimSuffix(path, ".json")+".md", []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(md)
+	if !rep.Passed() {
+		return fmt.Errorf("soak checks failed (report: %s)", path)
+	}
+	return nil
+}
+
 func sh(name string, args ...string) error {
 	cmd := exec.Command(name, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s %v: %w\n%s", name, args, err, out)
 	}
 	return nil
-}
-
-const pythonBurner = `
-def leaf(n):
-    s = 0
-    for i in range(n):
-        s += i * i
-    return s
-def middle():
-    return leaf(100000)
-def outer():
-    while True:
-        middle()
-outer()
-`
-
-// startWorkloads starts the burners and the short-lived process loop; the
-// returned function stops them.
-func startWorkloads(ctx context.Context, dir string, perSecond int) (func(), error) {
-	cBin := filepath.Join(dir, "burner")
-	if err := sh("gcc", "-O2", "-fomit-frame-pointer", "-o", cBin, "e2e/testdata/workload.c"); err != nil {
-		return nil, err
-	}
-	goBin := filepath.Join(dir, "goburner")
-	if err := sh("go", "build", "-o", goBin, "./e2e/testdata/goworkload"); err != nil {
-		return nil, err
-	}
-	python, err := exec.LookPath("python3")
-	if err != nil {
-		return nil, err
-	}
-	var cmds []*exec.Cmd
-	stop := func() {
-		for _, c := range cmds {
-			c.Process.Kill()
-			c.Wait()
-		}
-	}
-	for _, args := range [][]string{{cBin, "chain"}, {goBin}, {python, "-c", pythonBurner}} {
-		c := exec.Command(args[0], args[1:]...)
-		if err := c.Start(); err != nil {
-			stop()
-			return nil, err
-		}
-		cmds = append(cmds, c)
-	}
-	loopCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if perSecond <= 0 {
-			return
-		}
-		t := time.NewTicker(time.Second / time.Duration(perSecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-loopCtx.Done():
-				return
-			case <-t.C:
-				exec.Command("/bin/true").Run()
-			}
-		}
-	}()
-	return func() { cancel(); <-done; stop() }, nil
 }
 
 func freeAddr() (string, error) {
@@ -350,17 +458,42 @@ func cpuSeconds(pid int) (float64, error) {
 	return (u + s) / 100, nil // USER_HZ
 }
 
+// metrics are the agent's Prometheus metrics without labels, by name, and
+// the names declared as gauges.
+type metrics struct {
+	values  map[string]float64
+	isGauge map[string]bool
+}
+
+// gauges returns the agent's own gauges (its processes, tables, maps and
+// caches) and the Go heap in use.
+func (m metrics) gauges() map[string]float64 {
+	out := make(map[string]float64)
+	for k, v := range m.values {
+		if (m.isGauge[k] && strings.HasPrefix(k, "stackline_")) || k == "go_memstats_heap_inuse_bytes" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // scrape reads the agent's Prometheus metrics (text format, no labels used).
-func scrape(addr string) (map[string]float64, error) {
+func scrape(addr string) (metrics, error) {
+	m := metrics{values: make(map[string]float64), isGauge: make(map[string]bool)}
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return nil, fmt.Errorf("scrape metrics: %w", err)
+		return m, fmt.Errorf("scrape metrics: %w", err)
 	}
 	defer resp.Body.Close()
-	out := make(map[string]float64)
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			if name, typ, ok := strings.Cut(rest, " "); ok && typ == "gauge" {
+				m.isGauge[name] = true
+			}
+			continue
+		}
 		if strings.HasPrefix(line, "#") {
 			continue
 		}
@@ -369,10 +502,13 @@ func scrape(addr string) (map[string]float64, error) {
 			continue
 		}
 		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] = v
+			m.values[name] = v
 		}
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return m, fmt.Errorf("scrape metrics: %w", err)
+	}
+	return m, nil
 }
 
 // saveProfile saves the agent's /debug/pprof/<which> to path.
