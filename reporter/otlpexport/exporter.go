@@ -14,6 +14,7 @@
 package otlpexport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -484,10 +485,12 @@ func (e *Exporter) send(ctx context.Context, it *item) error {
 			e.finish(it, outcomeSent)
 			return nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || pastDeadline(ctx) {
 			// Our own deadline or cancellation, not the backend's failure.
+			// (The attempt's own copy of ctx's deadline may fire before
+			// ctx's.)
 			e.finish(it, outcomeRequeued)
-			return ctx.Err()
+			return cmp.Or(ctx.Err(), context.DeadlineExceeded)
 		}
 
 		var re *RetryableError
@@ -536,6 +539,12 @@ func (e *Exporter) send(ctx context.Context, it *item) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// pastDeadline reports whether ctx's deadline, if it has one, has come.
+func pastDeadline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // attempt makes one attempt at sending the request in flight.
