@@ -81,8 +81,9 @@ func TestFirstSight(t *testing.T) {
 				log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 				proc:  procFS{root: proc},
 				files: files,
-				// No budget: the table is built, then not loaded.
-				tables: newTableStore(nil, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+				// A budget of one row: the table is built (its debug
+				// file read), then skipped as too large, not loaded.
+				tables: newTableStore(nil, nil, rowBytes, slog.New(slog.NewTextHandler(io.Discard, nil))),
 			}
 			p := &process{pid: 10}
 			m := &mapping{start: 0x1000, end: 0x2000, path: "/opt/app/prog", key: fileKey{dev: 1, inode: 2}}
