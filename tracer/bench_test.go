@@ -49,6 +49,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		proc:      newProcFS("/proc", slog.New(slog.NewTextHandler(io.Discard, nil))),
 		processes: make(map[uint32]*process),
+		inflight:  make(map[uint32]uint64),
 		exited:    newExited(),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
@@ -64,7 +65,13 @@ func BenchmarkHandleTrace(b *testing.B) {
 		frames = append(frames, rawFrame{addr: uint64(pc), typ: trace.FrameNative, flags: frameFlagReturnAddress})
 	}
 	raw := encodeTrace(uint32(os.Getpid()), uint32(os.Getpid()), "bench", frames, nk)
-	t.handle(raw) // warm the caches
+	t.w = t.startWorkers(context.Background())
+	defer t.w.stop()
+	t.handle(raw) // read the process, then warm the caches
+	t.settle()
+	if len(t.parked) > 0 || t.stats.traces.Load() != 1 {
+		b.Fatalf("%d traces parked after the sync", len(t.parked))
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -117,10 +124,13 @@ func BenchmarkSyncAllProcesses(b *testing.B) {
 			b.Fatal(err)
 		}
 		tr.stopSampling()
+		tr.w = tr.startWorkers(context.Background())
 		tr.scheduleAll()
-		for len(tr.backlog) > 0 {
+		for len(tr.backlog) > 0 || len(tr.inflight) > 0 {
 			tr.runDue(time.Now())
+			tr.settle()
 		}
+		tr.w.stop()
 		tr.publishTableStats()
 		st := tr.Stats()
 		b.ReportMetric(float64(len(tr.processes)), "processes")
@@ -131,5 +141,13 @@ func BenchmarkSyncAllProcesses(b *testing.B) {
 		b.ReportMetric(bound, "bound-bytes")
 		b.ReportMetric(float64(st.TablesSkipped), "skipped")
 		tr.Close()
+	}
+}
+
+// settle applies the workers' results until none is due, as Run does
+// between records.
+func (t *Tracer) settle() {
+	for len(t.inflight) > 0 {
+		t.apply(<-t.w.results, time.Now())
 	}
 }

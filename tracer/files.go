@@ -14,11 +14,15 @@ import (
 // mappedFile is the file behind one mapping, opened and parsed at most once
 // for all that read it while the mapping is synced: identification, the
 // unwind table (with the debug file) and interpreter detection. It is
-// opened on first use and closed by close.
+// opened on first use and closed by close. It belongs to one worker at a
+// time.
 type mappedFile struct {
 	t    *Tracer
+	fs   procFS
 	proc *process
 	m    *mapping
+	// fi is the file's identity, once known.
+	fi *fileInfo
 
 	opened  bool
 	fh      *os.File
@@ -29,15 +33,15 @@ type mappedFile struct {
 	elfErr error
 }
 
-func (t *Tracer) mappedFile(proc *process, m *mapping) *mappedFile {
-	return &mappedFile{t: t, proc: proc, m: m}
+func (t *Tracer) mappedFile(fs procFS, proc *process, m *mapping) *mappedFile {
+	return &mappedFile{t: t, fs: fs, proc: proc, m: m}
 }
 
 // file returns the open file.
 func (mf *mappedFile) file() (*os.File, error) {
 	if !mf.opened {
 		mf.opened = true
-		mf.fh, mf.openErr = mf.t.proc.openMapped(mf.proc.pid, mf.m)
+		mf.fh, mf.openErr = mf.fs.openMapped(mf.proc.pid, mf.m)
 	}
 	return mf.fh, mf.openErr
 }
@@ -85,26 +89,6 @@ func (mf *mappedFile) close() {
 	case mf.fh != nil:
 		mf.fh.Close()
 	}
-}
-
-// file returns the identity of the file behind m, computing it on first
-// sight of the file from mf (opened here when nil).
-func (t *Tracer) file(proc *process, m *mapping, mf *mappedFile) *fileInfo {
-	if fi, ok := t.files.Get(m.key); ok {
-		return fi
-	}
-	if mf == nil {
-		mf = t.mappedFile(proc, m)
-		defer mf.close()
-	}
-	fi, err := t.identify(mf)
-	if err != nil {
-		t.stats.fileErrors.Add(1)
-		t.log.Debug("identify mapped file", "pid", proc.pid, "path", m.path, "error", err)
-		return nil
-	}
-	t.files.Add(m.key, fi)
-	return fi
 }
 
 // identify hashes the file behind a mapping and reads its build IDs.

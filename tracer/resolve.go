@@ -1,15 +1,19 @@
 package tracer
 
 import (
-	"time"
-
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
 )
 
 // handleTrace turns a decoded record into frames, makes sure the reporter
-// holds the metadata of each, and reports the trace.
-func (t *Tracer) handleTrace(rec *record) {
+// holds the metadata of each, and reports the trace. A trace with user
+// frames of a process or file the workers have not read yet is parked
+// (raw is its record) until they have, unless final: then it is reported
+// with what is known, its frames unnamed where nothing is.
+func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
+	if !final && t.park(rec, raw) {
+		return
+	}
 	out := &t.out
 	out.Frames = out.Frames[:0]
 	var proc *process
@@ -97,11 +101,6 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 
 func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	m := proc.find(addr)
-	if m == nil && !proc.gone && time.Since(proc.lastRead) > rereadInterval {
-		// New code was mapped since the last read (dlopen, a JIT).
-		t.readMappings(proc)
-		m = proc.find(addr)
-	}
 	if m == nil {
 		t.stats.unknownMappings.Add(1)
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
@@ -109,8 +108,9 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	if m.key == (fileKey{}) {
 		return t.specialFrame(m, addr)
 	}
-	fi := t.file(proc, m, nil)
-	if fi == nil {
+	fi, ok := t.files.Peek(m.key)
+	if !ok {
+		// Not identified (yet): the sync worker could not open it.
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
 	}
 	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}

@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/stackline-dev/stackline/internal/elffile"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/nativeunwind"
@@ -154,26 +153,32 @@ func newTableStore(outer, byFile *ebpf.Map, maxBytes uint64, log *slog.Logger) *
 	}
 }
 
-// tableSource gives a mapped file and, when it has one, its separate debug
-// file (whose .debug_frame may cover what .eh_frame does not), opened by
-// the caller of acquire, who closes them.
-type tableSource struct {
-	open func() (f, debug *elffile.File, err error)
+// has reports whether id's table (or the reason it has none) is known.
+// The build worker asks it before building a table.
+func (s *tableStore) has(id trace.FileID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.tables[id]
+	return ok
 }
 
-// acquire returns the table of file id, mapped as file, building and
-// loading it on first use, and counts one more reference to it.
-func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, src tableSource, now time.Time) *unwindTable {
+// acquire returns the table of file id, mapped as file, loading it from
+// built when it is not loaded yet, and counts one more reference to it. It
+// returns nil when the table is neither loaded nor built.
+func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, built *builtTable, now time.Time) *unwindTable {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tb, ok := s.tables[id]
-	if ok && errors.Is(tb.err, errTableBudget) && tb.refs == 0 && now.Sub(tb.built) > idleTTL {
+	if ok && errors.Is(tb.err, errTableBudget) && tb.refs == 0 && now.Sub(tb.built) > idleTTL && built != nil {
 		// Retry: space may have been freed since.
 		s.remove(tb)
 		ok = false
 	}
 	if !ok {
-		tb = s.load(id, name, src, now)
+		if built == nil && s.maxBytes > 0 {
+			return nil
+		}
+		tb = s.load(id, name, built, now)
 	}
 	if file != (fileKey{}) && !slices.Contains(tb.files, file) {
 		s.enterFile(tb, file)
@@ -215,10 +220,10 @@ func (s *tableStore) release(tb *unwindTable, now time.Time) {
 	}
 }
 
-// load builds id's table and puts it into the eBPF map. Failures are kept
-// as tables without rows, so a file is not parsed again for each process
-// that maps it.
-func (s *tableStore) load(id trace.FileID, name string, src tableSource, now time.Time) *unwindTable {
+// load puts id's built table into the eBPF map. Failures are kept as
+// tables without rows, so a file is not parsed again for each process that
+// maps it.
+func (s *tableStore) load(id trace.FileID, name string, built *builtTable, now time.Time) *unwindTable {
 	tb := &unwindTable{id: id, key: tableKey(id), name: name, built: now}
 	s.tables[id] = tb
 	if other, ok := s.keys[tb.key]; ok && other != id {
@@ -232,52 +237,29 @@ func (s *tableStore) load(id trace.FileID, name string, src tableSource, now tim
 		s.stats.skipped++
 		return tb
 	}
-	start := time.Now()
-	rows, sources, err := s.build(src)
-	s.stats.buildTime += time.Since(start)
+	s.stats.buildTime += built.buildTime
+	s.stats.invalidRows += built.invalidRows
+	err := built.err
 	if err == nil {
-		err = s.insert(tb, rows, now)
+		err = s.insert(tb, built.rows, now)
 	}
 	if err != nil {
 		tb.err = err
 		if errors.Is(err, errTableBudget) || errors.Is(err, nativeunwind.ErrTooLarge) {
 			s.stats.skipped++
 			s.log.Warn("unwind table skipped: frames in this file are unwound by frame pointer",
-				"file", name, "rows", len(rows), "error", err)
+				"file", name, "rows", len(built.rows), "error", err)
 		} else if !errors.Is(err, nativeunwind.ErrNoCFI) {
 			s.stats.failed++
 			s.log.Debug("no unwind table", "file", name, "error", err)
 		}
 		return tb
 	}
-	tb.sources = sources
+	tb.sources = built.sources
 	s.stats.built++
 	s.log.Debug("unwind table loaded", "file", name, "rows", tb.rows, "bytes", tb.bytes,
-		"build_time", time.Since(start))
+		"build_time", built.buildTime)
 	return tb
-}
-
-func (s *tableStore) build(src tableSource) ([]uint64, nativeunwind.Source, error) {
-	f, debug, err := src.open()
-	if err != nil {
-		return nil, 0, err
-	}
-	maxRows := min(s.maxBytes/rowBytes, maxTableRows)
-	tab, err := nativeunwind.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
-	if err != nil {
-		return nil, 0, err
-	}
-	rows := make([]uint64, len(tab.Rows))
-	for i, r := range tab.Rows {
-		if r.Addr > 0xffffffff {
-			return nil, 0, fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)
-		}
-		var ok bool
-		if rows[i], ok = encodeRow(r); !ok {
-			s.stats.invalidRows++
-		}
-	}
-	return rows, tab.Sources, nil
 }
 
 // insert loads rows into a new inner map under tb's key, making room by

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,8 +58,12 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.
 		t.Fatal(err)
 	}
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	var logger *slog.Logger
+	if os.Getenv("DEBUG_TABLES") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20, Interpreters: interps})
+		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20, Interpreters: interps, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +92,12 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.
 		t.Fatal(err)
 	}
 	st := tr.Stats()
+	if os.Getenv("DEBUG_TABLES") != "" {
+		for _, ti := range tr.Tables() {
+			t.Logf("table %+v", ti)
+		}
+		t.Logf("stats %+v", st)
+	}
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
