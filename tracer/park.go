@@ -36,7 +36,7 @@ func (t *Tracer) park(rec *record, raw []byte) bool {
 	if !t.enqueue(rec.pid, time.Now()) {
 		return false
 	}
-	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: t.inflight[rec.pid], at: time.Now()}
+	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: t.inflight[rec.pid].seq, at: time.Now()}
 	t.parked = append(t.parked, p)
 	t.parkedBytes += len(p.raw)
 	for len(t.parked) > maxParkedTraces || t.parkedBytes > maxParkedBytes {
@@ -64,7 +64,7 @@ func (t *Tracer) needsSync(rec *record) bool {
 	if proc == nil {
 		return true
 	}
-	if _, ok := t.inflight[rec.pid]; ok {
+	if s, ok := t.inflight[rec.pid]; ok && !s.read {
 		// Being read now: what comes back is newer than what is
 		// known.
 		return true

@@ -58,7 +58,7 @@ func (t *Tracer) enqueue(pid uint32, at time.Time) bool {
 	}
 	select {
 	case t.w.syncs <- j:
-		t.inflight[pid] = j.seq
+		t.inflight[pid] = inflightSync{seq: j.seq}
 		return true
 	default:
 		return false
@@ -71,9 +71,14 @@ func (t *Tracer) enqueue(pid uint32, at time.Time) bool {
 // processes and the eBPF maps.
 func (t *Tracer) apply(r syncResult, now time.Time) {
 	j := r.job
-	fresh := t.inflight[j.pid] == j.seq
-	if r.final && fresh {
+	s, fresh := t.inflight[j.pid]
+	fresh = fresh && s.seq == j.seq
+	switch {
+	case r.final && fresh:
 		delete(t.inflight, j.pid)
+	case fresh:
+		// Read: its traces need not wait for the tables.
+		t.inflight[j.pid] = inflightSync{seq: j.seq, read: true}
 	}
 	built := make(map[trace.FileID]*builtTable)
 	if r.final {

@@ -135,7 +135,7 @@ type Tracer struct {
 	// Owned by the Run goroutine.
 	w           *workers
 	seq         uint64
-	inflight    map[uint32]uint64 // pid: seq of the sync with the workers
+	inflight    map[uint32]inflightSync // by pid: the sync with the workers
 	parked      []parkedTrace
 	parkedRec   record
 	parkedBytes int
@@ -236,7 +236,7 @@ func New(cfg Config) (*Tracer, error) {
 		log:       log,
 		proc:      newProcFS(cfg.ProcRoot, log),
 		processes: make(map[uint32]*process),
-		inflight:  make(map[uint32]uint64),
+		inflight:  make(map[uint32]inflightSync),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
 	}

@@ -79,6 +79,14 @@ type syncJob struct {
 	built []*builtTable
 }
 
+// inflightSync is a sync with the workers, as the Run goroutine knows it.
+type inflightSync struct {
+	seq uint64
+	// read is set once the process is read and its files identified:
+	// only its tables are missing.
+	read bool
+}
+
 // syncResult is what a worker hands back to the Run goroutine.
 type syncResult struct {
 	job *syncJob
