@@ -53,7 +53,8 @@ func BenchmarkHandleTrace(b *testing.B) {
 		exited:    newExited(),
 		files:     files,
 		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
-		tables:    newTableStore(nil, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+		maps:      newMemMaps(),
+		tables:    newTableStore(newMemMaps(), 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
 	}
 
 	frames := kernelFrames(b, 8)

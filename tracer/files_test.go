@@ -82,7 +82,7 @@ func TestFirstSight(t *testing.T) {
 				proc:  procFS{root: proc},
 				files: files,
 				// No budget: the table is built, then not loaded.
-				tables: newTableStore(nil, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+				tables: newTableStore(newMemMaps(), 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
 			}
 			p := &process{pid: 10}
 			m := &mapping{start: 0x1000, end: 0x2000, path: "/opt/app/prog", key: fileKey{dev: 1, inode: 2}}

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"io/fs"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/stackline-dev/stackline/interpreter"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
@@ -57,7 +55,7 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	for j, r := range u.Handoff {
 		v.HandoffStart[j], v.HandoffEnd[j] = r.Start, r.End
 	}
-	if err := t.objs.InterpProcs.Put(p.pid, &v); err != nil {
+	if err := t.maps.putInterpreter(p.pid, &v); err != nil {
 		t.stats.interpErrors.Add(1)
 		t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
 		return false
@@ -97,10 +95,7 @@ func (t *Tracer) detachInterpreter(p *process) {
 	}
 	p.interp, p.interpRuntime = nil, ""
 	t.stats.interpProcesses.Add(-1)
-	if t.objs.InterpProcs == nil {
-		return
-	}
-	if err := t.objs.InterpProcs.Delete(p.pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.maps.deleteInterpreter(p.pid); err != nil {
 		t.log.Debug("forget interpreter", "pid", p.pid, "error", err)
 	}
 }

@@ -1,15 +1,12 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"time"
 	"unsafe"
-
-	"github.com/cilium/ebpf"
 
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
@@ -229,10 +226,7 @@ func (t *Tracer) forget(pid uint32) {
 	}
 	t.detachInterpreter(p)
 	delete(t.processes, pid)
-	if t.objs.Processes == nil {
-		return // not loaded (tests of the bookkeeping alone)
-	}
-	if err := t.objs.Processes.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.maps.deleteProcess(pid); err != nil {
 		t.log.Debug("forget process", "pid", pid, "error", err)
 	}
 	t.deleteMappings(p, p.gen, p.numMappings)
@@ -257,13 +251,13 @@ func (t *Tracer) putMappings(p *process, entries []progs.StacklineExecMapping) e
 	gen := p.gen ^ 1
 	if len(entries) > 0 {
 		keys := mappingKeys(p.pid, gen, len(entries))
-		if _, err := t.objs.ProcessMappings.BatchUpdate(keys, entries, nil); err != nil {
+		if err := t.maps.putMappings(keys, entries); err != nil {
 			t.deleteMappings(p, gen, len(entries))
 			return fmt.Errorf("put %d mappings: %w", len(entries), err)
 		}
 	}
 	info := progs.StacklineProcessInfo{NumMappings: uint32(len(entries)), Gen: gen}
-	if err := t.objs.Processes.Put(p.pid, info); err != nil {
+	if err := t.maps.putProcess(p.pid, info); err != nil {
 		t.deleteMappings(p, gen, len(entries))
 		return fmt.Errorf("put process: %w", err)
 	}
@@ -276,13 +270,13 @@ func (t *Tracer) putMappings(p *process, entries []progs.StacklineExecMapping) e
 
 // deleteMappings deletes p's n mappings of generation gen from eBPF.
 func (t *Tracer) deleteMappings(p *process, gen uint32, n int) {
-	if n == 0 || t.objs.ProcessMappings == nil {
+	if n == 0 {
 		return
 	}
 	if gen == p.gen && n == p.numMappings {
 		t.processBytes -= uint64(n) * mappingEntryBytes
 	}
-	if _, err := t.objs.ProcessMappings.BatchDelete(mappingKeys(p.pid, gen, n), nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.maps.deleteMappings(mappingKeys(p.pid, gen, n)); err != nil {
 		t.log.Debug("delete process mappings", "pid", p.pid, "error", err)
 	}
 }

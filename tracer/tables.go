@@ -122,8 +122,7 @@ const idleTTL = time.Minute
 // map, shares each among the processes that map the file, and keeps their
 // total size under a bound. It is owned by the tracer's Run goroutine.
 type tableStore struct {
-	outer    *ebpf.Map
-	byFile   *ebpf.Map // file_tables
+	maps     unwinderMaps
 	maxBytes uint64
 	log      *slog.Logger
 
@@ -142,10 +141,9 @@ type tableStats struct {
 	buildTime                                    time.Duration
 }
 
-func newTableStore(outer, byFile *ebpf.Map, maxBytes uint64, log *slog.Logger) *tableStore {
+func newTableStore(maps unwinderMaps, maxBytes uint64, log *slog.Logger) *tableStore {
 	return &tableStore{
-		outer:    outer,
-		byFile:   byFile,
+		maps:     maps,
 		maxBytes: maxBytes,
 		log:      log,
 		tables:   make(map[trace.FileID]*unwindTable),
@@ -189,12 +187,8 @@ func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, built *
 
 // enterFile tells the eBPF unwinder that file has tb's table (or none).
 func (s *tableStore) enterFile(tb *unwindTable, file fileKey) {
-	if s.byFile == nil {
-		return
-	}
-	key := progs.StacklineFileKey{Dev: file.dev, Inode: file.inode}
 	val := progs.StacklineFileTable{Table: tb.key, NumRows: tb.rows}
-	if err := s.byFile.Put(key, val); err != nil {
+	if err := s.maps.putFileTable(file, val); err != nil {
 		s.log.Debug("enter file table", "file", tb.name, "error", err)
 		return
 	}
@@ -275,16 +269,12 @@ func (s *tableStore) insert(tb *unwindTable, rows []uint64, now time.Time) error
 	if s.used+need > s.maxBytes {
 		return fmt.Errorf("%w: %d bytes needed, %d of %d used", errTableBudget, need, s.used, s.maxBytes)
 	}
-	inner, err := newInnerArray(fmt.Sprintf("unwind_%x", tb.key>>40), rowBytes, rows)
+	bytes, err := s.maps.putTable(tb.key, rows)
 	if err != nil {
 		return err
 	}
-	defer inner.Close()
-	if err := s.outer.Put(tb.key, inner); err != nil {
-		return fmt.Errorf("insert unwind table: %w", err)
-	}
 	tb.rows = uint32(len(rows))
-	tb.bytes = mapMemlock(inner, need)
+	tb.bytes = bytes
 	s.keys[tb.key] = tb.id
 	s.used += tb.bytes
 	return nil
@@ -324,14 +314,14 @@ func (s *tableStore) expire(now time.Time) {
 func (s *tableStore) remove(tb *unwindTable) {
 	delete(s.tables, tb.id)
 	for _, f := range tb.files {
-		if err := s.byFile.Delete(progs.StacklineFileKey{Dev: f.dev, Inode: f.inode}); err != nil {
+		if err := s.maps.deleteFileTable(f); err != nil {
 			s.log.Debug("remove file table", "file", tb.name, "error", err)
 		}
 	}
 	if tb.rows == 0 {
 		return
 	}
-	if err := s.outer.Delete(tb.key); err != nil {
+	if err := s.maps.deleteTable(tb.key); err != nil {
 		s.log.Debug("unload unwind table", "file", tb.name, "error", err)
 	}
 	delete(s.keys, tb.key)

@@ -128,6 +128,7 @@ type Tracer struct {
 	proc procFS
 
 	objs   progs.StacklineObjects
+	maps   unwinderMaps // what Run writes of objs
 	links  []link.Link
 	events []int // perf event fds
 	reader *ringbuf.Reader
@@ -274,7 +275,8 @@ func (t *Tracer) load() error {
 	if err := t.objs.Unwinders.Put(uint32(progs.StacklineUnwinderUNWINDER_NATIVE), t.objs.UnwindNative); err != nil {
 		return fmt.Errorf("tracer: register the native unwinder: %w", err)
 	}
-	t.tables = newTableStore(t.objs.UnwindTables, t.objs.FileTables, t.cfg.MaxUnwindTableBytes, t.log)
+	t.maps = bpfMaps{objs: &t.objs}
+	t.tables = newTableStore(t.maps, t.cfg.MaxUnwindTableBytes, t.log)
 	t.loadVDSO()
 	for name, prog := range map[string]*ebpf.Program{
 		"sched_process_exit": t.objs.ProcessExit,
