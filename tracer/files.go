@@ -3,11 +3,13 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
 
@@ -116,15 +118,52 @@ func (t *Tracer) identify(mf *mappedFile) (*fileInfo, error) {
 // source tells the symbolizer how to reach a mapped file and its debug
 // files the way the process sees them: the file through map_files, debug
 // files under the process's root, so containers get their own. fi, when
-// not nil, gives where the debug file was found before.
+// not nil, gives where the debug file was found before, and the identity
+// the file must have when the process is gone (it lived a few
+// milliseconds): then the same path is opened in the initial mount
+// namespace, and used only if it is the same file.
 func (t *Tracer) source(proc *process, m *mapping, fi *fileInfo) elffile.Source {
+	path := procmaps.TrimDeleted(m.path)
 	src := elffile.Source{
-		Open: func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) },
+		Open: func() (*os.File, error) {
+			f, err := t.proc.openMapped(proc.pid, m)
+			if err == nil || fi == nil || !isNotExist(err) {
+				return f, err
+			}
+			f, err2 := t.openSame(fi.id, path)
+			if err2 != nil {
+				return nil, fmt.Errorf("%w; %w", err, err2)
+			}
+			return f, nil
+		},
 		Root: t.proc.path(proc.pid, "root"),
-		Path: procmaps.TrimDeleted(m.path),
+		Path: path,
 	}
 	if fi != nil {
 		src.DebugPath = fi.debugPath
 	}
 	return src
+}
+
+// openSame opens path in the initial mount namespace (through the root of
+// pid 1) and returns it if its identity is id.
+func (t *Tracer) openSame(id trace.FileID, path string) (*os.File, error) {
+	f, err := os.Open(t.proc.path(1, "root", path))
+	if err != nil {
+		return nil, err
+	}
+	got, err := elffile.IDOf(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if got != id {
+		f.Close()
+		return nil, fmt.Errorf("%s is not the file the process mapped: %w", path, fs.ErrNotExist)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
