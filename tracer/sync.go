@@ -115,6 +115,12 @@ func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, fi
 			t.log.Debug("read process", "pid", pid, "error", j.err)
 		}
 		if p == nil {
+			if isNotExist(j.err) {
+				// Gone before it was read: its records that
+				// follow are reported as they are, without
+				// reading again.
+				t.exited.Add(pid, &process{pid: pid, gone: true, exited: now})
+			}
 			return
 		}
 		p.gone = true

@@ -55,11 +55,12 @@ func (r *timedRecorder) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
 	r.metas = append(r.metas, meta)
 }
 
-// TestSlowTableBuildLosesNoTrace: while an unwind table takes over a
-// second to build, the ring buffer (small: a stalled reader would lose
-// traces within the second) keeps being read, no trace is lost, and the
-// traces sampled during the build are reported during it, those of the
-// process whose table is being built with its frames named.
+// TestSlowTableBuildLosesNoTrace: while an unwind table takes 1.5 s to
+// build, the ring buffer (256 KiB: under a second of traces at 499 Hz on
+// two busy CPUs, so a reader stalled for the build would lose some) keeps
+// being read, no trace is lost, and the traces sampled during the build are
+// reported during it, those of the process whose table is being built with
+// its frames named.
 func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := filepath.Join(t.TempDir(), "churn")
@@ -74,7 +75,7 @@ func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 	}
 	rec := &timedRecorder{recorder: &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}}
 	builder := &slowBuilder{delay: 1500 * time.Millisecond}
-	tr, err := New(Config{SamplesPerSecond: 499, MaxStackDepth: 128, RingBufferSize: 64 << 10, FileCacheSize: 256,
+	tr, err := New(Config{SamplesPerSecond: 499, MaxStackDepth: 128, RingBufferSize: 256 << 10, FileCacheSize: 256,
 		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 64 << 20, TableBuilder: builder})
 	if err != nil {
 		t.Fatal(err)
