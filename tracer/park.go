@@ -24,15 +24,10 @@ type parkedTrace struct {
 	at  time.Time
 }
 
-// park parks rec, whose record is raw, when it has user frames the tracer
-// cannot resolve before a worker reads its process (the process is new,
-// an address is outside the mappings read, a file is not identified), and
-// hands the process to the sync worker. It reports whether it did; a
-// trace that cannot wait (the worker's queue is full) is not parked.
+// park parks rec, whose record is raw, until the sync worker has read its
+// process, handing the process to it. It reports whether it did; a trace
+// that cannot wait (the worker's queue is full) is not parked.
 func (t *Tracer) park(rec *record, raw []byte) bool {
-	if !t.needsSync(rec) {
-		return false
-	}
 	if !t.enqueue(rec.pid, time.Now()) {
 		return false
 	}
@@ -47,12 +42,13 @@ func (t *Tracer) park(rec *record, raw []byte) bool {
 	return true
 }
 
-// needsSync reports whether rec has user frames that the next sync of its
-// process may resolve better than what is known now.
-func (t *Tracer) needsSync(rec *record) bool {
+// unread reports whether rec has user frames of a process the workers have
+// not read, or are reading now: what they bring back is newer than what is
+// known.
+func (t *Tracer) unread(rec *record) bool {
 	user := false
 	for i := range rec.frames {
-		if typ := rec.frames[i].typ; typ.Interpreted() || typ == trace.FrameNative {
+		if typ := rec.frames[i].typ; typ == trace.FrameNative || typ.Interpreted() {
 			user = true
 			break
 		}
@@ -60,37 +56,10 @@ func (t *Tracer) needsSync(rec *record) bool {
 	if !user {
 		return false
 	}
-	proc := t.knownProcess(rec.pid)
-	if proc == nil {
-		return true
-	}
 	if s, ok := t.inflight[rec.pid]; ok && !s.read {
-		// Being read now: what comes back is newer than what is
-		// known.
 		return true
 	}
-	if proc.gone || time.Since(proc.lastRead) < rereadInterval {
-		return false
-	}
-	for i := range rec.frames {
-		f := &rec.frames[i]
-		if f.typ != trace.FrameNative {
-			continue
-		}
-		m := proc.find(f.addr)
-		if m == nil {
-			// New code was mapped since the last read (dlopen, a
-			// JIT).
-			return true
-		}
-		if m.key == (fileKey{}) {
-			continue
-		}
-		if _, ok := t.files.Peek(m.key); !ok {
-			return true
-		}
-	}
-	return false
+	return t.knownProcess(rec.pid) == nil
 }
 
 // retryParked reports the parked traces of pid that waited for its sync

@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"time"
+
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -11,12 +13,15 @@ import (
 // (raw is its record) until they have, unless final: then it is reported
 // with what is known, its frames unnamed where nothing is.
 func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
-	if !final && t.park(rec, raw) {
+	if !final && t.unread(rec) && t.park(rec, raw) {
 		return
 	}
 	out := &t.out
 	out.Frames = out.Frames[:0]
 	var proc *process
+	// mayPark says an address the process's mappings (as last read) do
+	// not resolve is worth reading the process again for.
+	mayPark := false
 	for i := range rec.frames {
 		f := &rec.frames[i]
 		switch f.typ {
@@ -25,6 +30,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 		case trace.FrameNative:
 			if proc == nil {
 				proc = t.process(rec.pid)
+				mayPark = !final && !proc.gone && time.Since(proc.lastRead) >= rereadInterval
 			}
 			addr := f.addr
 			if f.flags&frameFlagReturnAddress != 0 && addr > 0 {
@@ -33,7 +39,18 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 				// function when the call was the last instruction.
 				addr--
 			}
-			out.Frames = append(out.Frames, t.nativeFrame(proc, addr))
+			id, ok := t.nativeFrame(proc, addr, mayPark)
+			if !ok {
+				// New code was mapped since the last read (dlopen,
+				// a JIT), or a file was not identified: read the
+				// process again before reporting the trace.
+				if t.park(rec, raw) {
+					return
+				}
+				mayPark = false
+				id, _ = t.nativeFrame(proc, addr, false)
+			}
+			out.Frames = append(out.Frames, id)
 		case trace.FrameError:
 			out.Frames = append(out.Frames, trace.FrameID{Addr: f.addr, Type: trace.FrameError})
 		default:
@@ -99,19 +116,27 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 	return id
 }
 
-func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
+// nativeFrame names the frame at addr of proc. When mayPark is set and
+// proc's mappings as read do not resolve addr, it returns false instead.
+func (t *Tracer) nativeFrame(proc *process, addr uint64, mayPark bool) (trace.FrameID, bool) {
 	m := proc.find(addr)
 	if m == nil {
+		if mayPark {
+			return trace.FrameID{}, false
+		}
 		t.stats.unknownMappings.Add(1)
-		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, true
 	}
 	if m.key == (fileKey{}) {
-		return t.specialFrame(m, addr)
+		return t.specialFrame(m, addr), true
 	}
 	fi, ok := t.files.Peek(m.key)
 	if !ok {
-		// Not identified (yet): the sync worker could not open it.
-		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
+		if mayPark {
+			return trace.FrameID{}, false
+		}
+		// Not identified: the sync worker could not open it.
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, true
 	}
 	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}
 	if fi.isGo {
@@ -133,7 +158,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	if !r.ExecutableKnown(fi.id) {
 		r.ExecutableMetadata(fi.id, fi.exec)
 	}
-	return id
+	return id, true
 }
 
 // specialFrame handles executable memory without a file: the vdso, JIT code,
