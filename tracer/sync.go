@@ -171,7 +171,11 @@ func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.File
 			p.tables = append(p.tables, tb)
 			e.Table, e.NumRows = tb.key, tb.rows
 		} else if fi != nil {
+			// Its table is being built: the unwinder stops there
+			// (no unwind information, and asks for a sync) rather
+			// than follow frame pointers the code may not keep.
 			missing = true
+			e.Table, e.NumRows = pendingTable, 1
 		}
 		entries = append(entries, e)
 	}
@@ -199,6 +203,11 @@ func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.File
 	}
 	t.log.Debug("process synced", "pid", p.pid, "mappings", len(entries), "tables", len(p.tables), "final", final, "after", now.Sub(at))
 }
+
+// pendingTable is the table key of mappings whose table is not loaded yet:
+// no table has it (a file ID starting with 8 zero bytes is as likely as a
+// hash collision).
+const pendingTable = 0
 
 // mappingTable returns the unwind table for m, whose file's identity is
 // fi, acquired for its process, or nil when m has none (anonymous or JIT

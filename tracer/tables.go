@@ -220,7 +220,7 @@ func (s *tableStore) release(tb *unwindTable, now time.Time) {
 func (s *tableStore) load(id trace.FileID, name string, built *builtTable, now time.Time) *unwindTable {
 	tb := &unwindTable{id: id, key: tableKey(id), name: name, built: now}
 	s.tables[id] = tb
-	if other, ok := s.keys[tb.key]; ok && other != id {
+	if other, ok := s.keys[tb.key]; (ok && other != id) || tb.key == pendingTable {
 		tb.err = fmt.Errorf("table key %#x already used by another file", tb.key)
 		s.stats.failed++
 		return tb
