@@ -137,7 +137,7 @@ func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, fi
 	}
 	s := &j.snap
 	p.mappings, p.executablePath, p.name = s.mappings, s.executablePath, s.name
-	p.meta, p.metaRead, p.lastRead, p.gone = s.meta, s.metaRead, s.lastRead, false
+	p.meta, p.metaRead, p.lastRead, p.gone = s.meta, s.metaRead, s.lastRead, !live
 	if !live {
 		return
 	}

@@ -454,10 +454,14 @@ func (t *Tracer) handle(raw []byte) {
 		t.stats.events.Add(1)
 		p := t.processes[t.rec.pid]
 		t.forget(t.rec.pid)
-		if p != nil {
-			p.gone, p.exited = true, now
-			t.exited.Add(p.pid, p)
+		if p == nil {
+			// Not read yet (a sync may be under way): what the
+			// workers bring back names its last records, and is
+			// not given to eBPF.
+			p = &process{pid: t.rec.pid}
 		}
+		p.gone, p.exited = true, now
+		t.exited.Add(p.pid, p)
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
