@@ -45,16 +45,18 @@ func BenchmarkHandleTrace(b *testing.B) {
 	}
 	files, _ := lru.New[fileKey, *fileInfo](64)
 	t := &Tracer{
-		cfg:       Config{Reporter: rep, Symbolizer: syms, Kernel: kern, ProcRoot: "/proc"},
-		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		proc:      newProcFS("/proc", slog.New(slog.NewTextHandler(io.Discard, nil))),
-		processes: make(map[uint32]*process),
-		inflight:  make(map[uint32]inflightSync),
-		exited:    newExited(),
-		files:     files,
-		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
-		maps:      newMemMaps(),
-		tables:    newTableStore(newMemMaps(), 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+		cfg:           Config{Reporter: rep, Symbolizer: syms, Kernel: kern, ProcRoot: "/proc"},
+		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		proc:          newProcFS("/proc", slog.New(slog.NewTextHandler(io.Discard, nil))),
+		processes:     make(map[uint32]*process),
+		inflight:      make(map[uint32]inflightSync),
+		symbolLoads:   make(map[trace.FileID]uint64),
+		symbolsLoaded: newSymbolsLoaded(64),
+		exited:        newExited(),
+		files:         files,
+		kernelID:      trace.KernelFileID("vmlinux", kern.BuildID()),
+		maps:          newMemMaps(),
+		tables:        newTableStore(newMemMaps(), 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
 	}
 
 	frames := kernelFrames(b, 8)
@@ -68,7 +70,9 @@ func BenchmarkHandleTrace(b *testing.B) {
 	raw := encodeTrace(uint32(os.Getpid()), uint32(os.Getpid()), "bench", frames, nk)
 	t.w = t.startWorkers(context.Background())
 	defer t.w.stop()
-	t.handle(raw) // read the process, then warm the caches
+	t.handle(raw) // read the process
+	t.settle()
+	t.handle(raw) // load the symbols
 	t.settle()
 	if len(t.parked) > 0 || t.knownProcess(uint32(os.Getpid())) == nil {
 		b.Fatalf("%d traces parked after the sync of the process", len(t.parked))
@@ -153,7 +157,7 @@ func BenchmarkSyncAllProcesses(b *testing.B) {
 // settle applies the workers' results until none is due, as Run does
 // between records.
 func (t *Tracer) settle() {
-	for len(t.inflight) > 0 {
+	for len(t.inflight) > 0 || len(t.symbolLoads) > 0 {
 		t.apply(<-t.w.results, time.Now())
 	}
 }

@@ -94,15 +94,17 @@ func newTestTracer(t testing.TB, maps unwinderMaps, maxTableBytes uint64) *Trace
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	files, _ := lru.New[fileKey, *fileInfo](256)
 	tr := &Tracer{
-		cfg:       Config{ProcRoot: "/proc", MaxUnwindTableBytes: maxTableBytes, Reporter: &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}},
-		log:       log,
-		proc:      newProcFS("/proc", log),
-		maps:      maps,
-		processes: make(map[uint32]*process),
-		inflight:  make(map[uint32]inflightSync),
-		exited:    newExited(),
-		files:     files,
-		tables:    newTableStore(maps, maxTableBytes, log),
+		cfg:           Config{ProcRoot: "/proc", MaxUnwindTableBytes: maxTableBytes, Reporter: &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}},
+		log:           log,
+		proc:          newProcFS("/proc", log),
+		maps:          maps,
+		processes:     make(map[uint32]*process),
+		inflight:      make(map[uint32]inflightSync),
+		symbolLoads:   make(map[trace.FileID]uint64),
+		symbolsLoaded: newSymbolsLoaded(256),
+		exited:        newExited(),
+		files:         files,
+		tables:        newTableStore(maps, maxTableBytes, log),
 	}
 	tr.w = tr.startWorkers(context.Background())
 	t.Cleanup(tr.w.stop)

@@ -16,7 +16,8 @@ const (
 	maxParkedAge = 5 * time.Second
 )
 
-// parkedTrace is a trace waiting for the sync seq of its process.
+// parkedTrace is a trace waiting for the worker's job seq: the sync of its
+// process, or the symbols of one of its files.
 type parkedTrace struct {
 	raw []byte
 	pid uint32
@@ -31,7 +32,14 @@ func (t *Tracer) park(rec *record, raw []byte) bool {
 	if !t.enqueue(rec.pid, time.Now()) {
 		return false
 	}
-	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: t.inflight[rec.pid].seq, at: time.Now()}
+	t.parkOn(rec, raw, t.inflight[rec.pid].seq)
+	return true
+}
+
+// parkOn parks rec, whose record is raw, until the workers' job seq is
+// done.
+func (t *Tracer) parkOn(rec *record, raw []byte, seq uint64) {
+	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: seq, at: time.Now()}
 	t.parked = append(t.parked, p)
 	t.parkedBytes += len(p.raw)
 	for len(t.parked) > maxParkedTraces || t.parkedBytes > maxParkedBytes {
@@ -39,7 +47,6 @@ func (t *Tracer) park(rec *record, raw []byte) bool {
 		t.reportParked(0)
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
-	return true
 }
 
 // unread reports whether rec has user frames of a process the workers have
@@ -62,11 +69,11 @@ func (t *Tracer) unread(rec *record) bool {
 	return t.knownProcess(rec.pid) == nil
 }
 
-// retryParked reports the parked traces of pid that waited for its sync
-// seq (or an earlier one), with what is known now.
-func (t *Tracer) retryParked(pid uint32, seq uint64) {
+// retryParked reports the parked traces that waited for the workers' job
+// seq, with what is known now.
+func (t *Tracer) retryParked(seq uint64) {
 	for i := 0; i < len(t.parked); {
-		if p := &t.parked[i]; p.pid == pid && p.seq <= seq {
+		if t.parked[i].seq == seq {
 			t.reportParked(i)
 			continue
 		}

@@ -39,16 +39,10 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 				// function when the call was the last instruction.
 				addr--
 			}
-			id, ok := t.nativeFrame(proc, addr, mayPark)
-			if !ok {
-				// New code was mapped since the last read (dlopen,
-				// a JIT), or a file was not identified: read the
-				// process again before reporting the trace.
-				if t.park(rec, raw) {
-					return
-				}
-				mayPark = false
-				id, _ = t.nativeFrame(proc, addr, false)
+			id, wait := t.nativeFrame(proc, addr, final, mayPark)
+			if wait != 0 {
+				t.parkOn(rec, raw, wait)
+				return
 			}
 			out.Frames = append(out.Frames, id)
 		case trace.FrameError:
@@ -116,27 +110,30 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 	return id
 }
 
-// nativeFrame names the frame at addr of proc. When mayPark is set and
-// proc's mappings as read do not resolve addr, it returns false instead.
-func (t *Tracer) nativeFrame(proc *process, addr uint64, mayPark bool) (trace.FrameID, bool) {
+// nativeFrame names the frame at addr of proc. Unless final, instead of
+// naming it without what a worker is about to bring, it returns the
+// worker's job to wait for: the symbols of its file, loading, or (when
+// mayReread) a new read of proc whose mappings as read do not resolve addr
+// (new code mapped since: dlopen, a JIT; a file not identified).
+func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) (trace.FrameID, uint64) {
 	m := proc.find(addr)
 	if m == nil {
-		if mayPark {
-			return trace.FrameID{}, false
+		if mayReread && t.enqueue(proc.pid, time.Now()) {
+			return trace.FrameID{}, t.inflight[proc.pid].seq
 		}
 		t.stats.unknownMappings.Add(1)
-		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, true
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
 	if m.key == (fileKey{}) {
-		return t.specialFrame(m, addr), true
+		return t.specialFrame(m, addr), 0
 	}
 	fi, ok := t.files.Peek(m.key)
 	if !ok {
-		if mayPark {
-			return trace.FrameID{}, false
+		if mayReread && t.enqueue(proc.pid, time.Now()) {
+			return trace.FrameID{}, t.inflight[proc.pid].seq
 		}
 		// Not identified: the sync worker could not open it.
-		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, true
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
 	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}
 	if fi.isGo {
@@ -144,6 +141,11 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, mayPark bool) (trace.Fr
 	}
 	r := t.cfg.Reporter
 	if !r.FrameKnown(id) {
+		if !final && !t.symbolsLoaded.Contains(fi.id) {
+			if seq := t.loadSymbols(fi.id, t.source(proc, m, fi)); seq != 0 {
+				return trace.FrameID{}, seq
+			}
+		}
 		var info trace.FrameInfo
 		sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m, fi))
 		if err != nil {
@@ -158,7 +160,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, mayPark bool) (trace.Fr
 	if !r.ExecutableKnown(fi.id) {
 		r.ExecutableMetadata(fi.id, fi.exec)
 	}
-	return id, true
+	return id, 0
 }
 
 // specialFrame handles executable memory without a file: the vdso, JIT code,

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -62,11 +63,34 @@ func (t *Tracer) enqueue(pid uint32, at time.Time) bool {
 	}
 }
 
+// loadSymbols hands the load of file id's symbols, from src, to the symbol
+// worker, and returns the job to wait for: 0 when the worker's queue is
+// full (the Run goroutine then loads them itself).
+func (t *Tracer) loadSymbols(id trace.FileID, src elffile.Source) uint64 {
+	if seq, ok := t.symbolLoads[id]; ok {
+		return seq
+	}
+	t.seq++
+	select {
+	case t.w.symbols <- &symbolJob{id: id, src: src, seq: t.seq}:
+		t.symbolLoads[id] = t.seq
+		return t.seq
+	default:
+		return 0
+	}
+}
+
 // apply takes in what a worker found of a process: its mappings, names and
 // files' identities, then (final) the tables built for it, and gives them
 // to the eBPF unwinder. It runs on the Run goroutine, which owns the
 // processes and the eBPF maps.
 func (t *Tracer) apply(r syncResult, now time.Time) {
+	if r.symbols != nil {
+		delete(t.symbolLoads, r.symbols.id)
+		t.symbolsLoaded.Add(r.symbols.id, struct{}{})
+		t.retryParked(r.symbols.seq)
+		return
+	}
 	j := r.job
 	s, fresh := t.inflight[j.pid]
 	fresh = fresh && s.seq == j.seq
@@ -96,7 +120,7 @@ func (t *Tracer) apply(r syncResult, now time.Time) {
 			t.tables.release(tb, now)
 		}
 	}
-	t.retryParked(j.pid, j.seq)
+	t.retryParked(j.seq)
 }
 
 // applyProcess updates the process of j, or the exited one, from what the

@@ -134,13 +134,17 @@ type Tracer struct {
 	reader *ringbuf.Reader
 
 	// Owned by the Run goroutine.
-	w           *workers
-	seq         uint64
-	inflight    map[uint32]inflightSync // by pid: the sync with the workers
-	parked      []parkedTrace
-	parkedRec   record
-	parkedBytes int
-	processes   map[uint32]*process
+	w        *workers
+	seq      uint64
+	inflight map[uint32]inflightSync // by pid: the sync with the workers
+	// symbolLoads are the files whose symbols the symbol worker loads
+	// (the job to wait for); symbolsLoaded those it loaded.
+	symbolLoads   map[trace.FileID]uint64
+	symbolsLoaded *simplelru.LRU[trace.FileID, struct{}]
+	parked        []parkedTrace
+	parkedRec     record
+	parkedBytes   int
+	processes     map[uint32]*process
 	// exited keeps the last processes that exited, for the records the
 	// kernel sends after the exit (samples of the exit path itself, and
 	// of threads still exiting).
@@ -200,6 +204,16 @@ func newExited() *simplelru.LRU[uint32, *process] {
 	return c
 }
 
+// newSymbolsLoaded returns an empty set of n files whose symbols were
+// loaded.
+func newSymbolsLoaded(n int) *simplelru.LRU[trace.FileID, struct{}] {
+	c, err := simplelru.NewLRU[trace.FileID, struct{}](max(n, 1), nil)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return c
+}
+
 // rereadInterval rate-limits rereading a process's mappings when an address
 // falls outside all of them.
 const rereadInterval = 200 * time.Millisecond
@@ -232,14 +246,16 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("tracer: file cache: %w", err)
 	}
 	t := &Tracer{
-		exited:    newExited(),
-		cfg:       cfg,
-		log:       log,
-		proc:      newProcFS(cfg.ProcRoot, log),
-		processes: make(map[uint32]*process),
-		inflight:  make(map[uint32]inflightSync),
-		files:     files,
-		kernelID:  trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
+		exited:        newExited(),
+		cfg:           cfg,
+		log:           log,
+		proc:          newProcFS(cfg.ProcRoot, log),
+		processes:     make(map[uint32]*process),
+		inflight:      make(map[uint32]inflightSync),
+		symbolLoads:   make(map[trace.FileID]uint64),
+		symbolsLoaded: newSymbolsLoaded(cfg.FileCacheSize),
+		files:         files,
+		kernelID:      trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
 	}
 	if err := t.load(); err != nil {
 		t.Close()
@@ -366,7 +382,7 @@ func (t *Tracer) Run(ctx context.Context) error {
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
 			wake = next
 		}
-		if len(t.inflight) > 0 {
+		if len(t.inflight) > 0 || len(t.symbolLoads) > 0 {
 			wake = now.Add(workerPoll)
 		}
 		// The poller waits in whole milliseconds, rounded down: a
@@ -426,7 +442,7 @@ func (t *Tracer) drain(rec *ringbuf.Record) {
 	}
 	deadline := time.NewTimer(drainWait)
 	defer deadline.Stop()
-	for len(t.parked) > 0 && len(t.inflight) > 0 {
+	for len(t.parked) > 0 && (len(t.inflight) > 0 || len(t.symbolLoads) > 0) {
 		select {
 		case r := <-t.w.results:
 			t.apply(r, time.Now())

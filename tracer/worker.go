@@ -30,6 +30,8 @@ const (
 	// syncQueueLen bounds the syncs waiting for the sync worker; more
 	// wait in the Run goroutine's schedule.
 	syncQueueLen = 64
+	// symbolQueueLen bounds the files waiting for their symbols.
+	symbolQueueLen = 64
 	// buildQueueLen bounds the processes waiting for their tables.
 	buildQueueLen = 16
 	// resultQueueLen bounds the results waiting for the Run goroutine.
@@ -40,7 +42,8 @@ const (
 )
 
 // The work of a sync is split between three goroutines, each owning its
-// part of the state:
+// part of the state (a fourth, the symbol worker, loads the symbols of
+// files whose frames the Run goroutine is about to name):
 //
 //   - the Run goroutine (the ring-buffer reader) owns the processes, the
 //     table store's contents, the schedule and every eBPF map write; it
@@ -87,9 +90,18 @@ type inflightSync struct {
 	read bool
 }
 
-// syncResult is what a worker hands back to the Run goroutine.
+// symbolJob loads the symbols of a file into the symbolizer's cache.
+type symbolJob struct {
+	id  trace.FileID
+	src elffile.Source
+	seq uint64
+}
+
+// syncResult is what a worker hands back to the Run goroutine: a sync
+// (job) or a symbol load (symbols).
 type syncResult struct {
-	job *syncJob
+	symbols *symbolJob
+	job     *syncJob
 	// final says the job is done: the tables are built. A job whose
 	// tables must be built comes back twice: first with the process
 	// read and its files identified, then with the tables.
@@ -112,6 +124,7 @@ type builtTable struct {
 // workers are the goroutines of the heavy work; Run starts them and stops
 // them when it returns.
 type workers struct {
+	symbols chan *symbolJob
 	syncs   chan *syncJob
 	builds  chan *syncJob
 	results chan syncResult
@@ -123,6 +136,7 @@ type workers struct {
 func (t *Tracer) startWorkers(ctx context.Context) *workers {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &workers{
+		symbols: make(chan *symbolJob, symbolQueueLen),
 		syncs:   make(chan *syncJob, syncQueueLen),
 		builds:  make(chan *syncJob, buildQueueLen),
 		results: make(chan syncResult, resultQueueLen),
@@ -133,7 +147,11 @@ func (t *Tracer) startWorkers(ctx context.Context) *workers {
 		builder = nativeBuilder{}
 	}
 	proc := newProcFS(t.cfg.ProcRoot, t.log)
-	w.wg.Add(2)
+	w.wg.Add(3)
+	go func() {
+		defer w.wg.Done()
+		t.symbolWorker(ctx, w)
+	}()
 	go func() {
 		defer w.wg.Done()
 		t.syncWorker(ctx, w, proc)
@@ -219,6 +237,26 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, builder TableBuild
 			}
 			j.closeFiles()
 			if !send(ctx, w.results, syncResult{job: j, final: true}) {
+				return
+			}
+		}
+	}
+}
+
+// symbolWorker loads files' symbols into the symbolizer's cache, where
+// the Run goroutine finds them when it names their frames.
+func (t *Tracer) symbolWorker(ctx context.Context, w *workers) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-w.symbols:
+			if _, err := t.cfg.Symbolizer.File(j.id, j.src); err != nil {
+				// Only the load that failed returns the error:
+				// once per file.
+				t.log.Debug("no symbols", "path", j.src.Path, "error", err)
+			}
+			if !send(ctx, w.results, syncResult{symbols: j}) {
 				return
 			}
 		}
