@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,12 +57,8 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.
 		t.Fatal(err)
 	}
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
-	var logger *slog.Logger
-	if os.Getenv("DEBUG_TABLES") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
 	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20, Interpreters: interps, Logger: logger})
+		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20, Interpreters: interps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,12 +87,6 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.
 		t.Fatal(err)
 	}
 	st := tr.Stats()
-	if os.Getenv("DEBUG_TABLES") != "" {
-		for _, ti := range tr.Tables() {
-			t.Logf("table %+v", ti)
-		}
-		t.Logf("stats %+v", st)
-	}
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
