@@ -96,6 +96,8 @@ var metrics = []metric{
 	gauge("kernel_modules", "Kernel modules known.", func(s *stats) float64 { return float64(s.kernel.Modules) }),
 	gauge("bpf_programs", "BPF programs known (named on kernel stacks).", func(s *stats) float64 { return float64(s.kernel.BPFPrograms) }),
 	gauge("processes", "Processes tracked.", func(s *stats) float64 { return float64(s.tracer.Processes) }),
+	gauge("parked_traces", "Traces waiting for their process to be read or their files' symbols (bounded: 4096 traces, 4 MiB, 5 s).", func(s *stats) float64 { return float64(s.tracer.ParkedTraces) }),
+	counter("park_overflows_total", "Traces reported with what was known because the parked-trace buffer was full or they waited too long.", func(s *stats) float64 { return float64(s.tracer.ParkOverflows) }),
 	gauge("first_sample_seconds", "Time from the agent's start to the first trace received (0 until then).", func(s *stats) float64 { return s.firstSample.Seconds() }),
 	gauge("bpf_map_bytes", "Memory of the eBPF maps as the kernel charges it.", func(s *stats) float64 { return float64(s.mapBytes) }),
 	counter("exports_total", "Profiles built and handed to the exporter.", func(s *stats) float64 { return float64(s.reporter.Exports) }),

@@ -45,14 +45,18 @@ func BenchmarkHandleTrace(b *testing.B) {
 	}
 	files, _ := lru.New[fileKey, *fileInfo](64)
 	t := &Tracer{
-		cfg:       Config{Reporter: rep, Symbolizer: syms, Kernel: kern},
-		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		proc:      newProcFS("/proc", slog.New(slog.NewTextHandler(io.Discard, nil))),
-		processes: make(map[uint32]*process),
-		exited:    newExited(),
-		files:     files,
-		kernelID:  trace.KernelFileID("vmlinux", kern.BuildID()),
-		tables:    newTableStore(nil, nil, 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+		cfg:           Config{Reporter: rep, Symbolizer: syms, Kernel: kern, ProcRoot: "/proc"},
+		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		proc:          newProcFS("/proc", slog.New(slog.NewTextHandler(io.Discard, nil))),
+		processes:     make(map[uint32]*process),
+		inflight:      make(map[uint32]inflightSync),
+		symbolLoads:   make(map[trace.FileID]uint64),
+		symbolsLoaded: newSymbolsLoaded(64),
+		exited:        newExited(),
+		files:         files,
+		kernelID:      trace.KernelFileID("vmlinux", kern.BuildID()),
+		maps:          newMemMaps(),
+		tables:        newTableStore(newMemMaps(), 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
 	}
 
 	frames := kernelFrames(b, 8)
@@ -64,11 +68,24 @@ func BenchmarkHandleTrace(b *testing.B) {
 		frames = append(frames, rawFrame{addr: uint64(pc), typ: trace.FrameNative, flags: frameFlagReturnAddress})
 	}
 	raw := encodeTrace(uint32(os.Getpid()), uint32(os.Getpid()), "bench", frames, nk)
-	t.handle(raw) // warm the caches
+	t.w = t.startWorkers(context.Background())
+	defer t.w.stop()
+	t.handle(raw) // read the process
+	t.settle()
+	t.handle(raw) // load the symbols
+	t.settle()
+	if len(t.parked) > 0 || t.knownProcess(uint32(os.Getpid())) == nil {
+		b.Fatalf("%d traces parked after the sync of the process", len(t.parked))
+	}
+	time.Sleep(rereadInterval) // past the last read: the per-trace check runs in full
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		t.handle(raw)
+	}
+	b.StopTimer()
+	if len(t.parked) > 0 {
+		b.Fatalf("%d traces parked", len(t.parked))
 	}
 }
 
@@ -117,10 +134,13 @@ func BenchmarkSyncAllProcesses(b *testing.B) {
 			b.Fatal(err)
 		}
 		tr.stopSampling()
+		tr.w = tr.startWorkers(context.Background())
 		tr.scheduleAll()
-		for len(tr.backlog) > 0 {
+		for len(tr.backlog) > 0 || len(tr.inflight) > 0 {
 			tr.runDue(time.Now())
+			tr.settle()
 		}
+		tr.w.stop()
 		tr.publishTableStats()
 		st := tr.Stats()
 		b.ReportMetric(float64(len(tr.processes)), "processes")
@@ -131,5 +151,13 @@ func BenchmarkSyncAllProcesses(b *testing.B) {
 		b.ReportMetric(bound, "bound-bytes")
 		b.ReportMetric(float64(st.TablesSkipped), "skipped")
 		tr.Close()
+	}
+}
+
+// settle applies the workers' results until none is due, as Run does
+// between records.
+func (t *Tracer) settle() {
+	for len(t.inflight) > 0 || len(t.symbolLoads) > 0 {
+		t.apply(<-t.w.results, time.Now())
 	}
 }

@@ -3,22 +3,28 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
 
 // mappedFile is the file behind one mapping, opened and parsed at most once
 // for all that read it while the mapping is synced: identification, the
 // unwind table (with the debug file) and interpreter detection. It is
-// opened on first use and closed by close.
+// opened on first use and closed by close. It belongs to one worker at a
+// time.
 type mappedFile struct {
 	t    *Tracer
+	fs   procFS
 	proc *process
 	m    *mapping
+	// fi is the file's identity, once known.
+	fi *fileInfo
 
 	opened  bool
 	fh      *os.File
@@ -29,15 +35,15 @@ type mappedFile struct {
 	elfErr error
 }
 
-func (t *Tracer) mappedFile(proc *process, m *mapping) *mappedFile {
-	return &mappedFile{t: t, proc: proc, m: m}
+func (t *Tracer) mappedFile(fs procFS, proc *process, m *mapping) *mappedFile {
+	return &mappedFile{t: t, fs: fs, proc: proc, m: m}
 }
 
 // file returns the open file.
 func (mf *mappedFile) file() (*os.File, error) {
 	if !mf.opened {
 		mf.opened = true
-		mf.fh, mf.openErr = mf.t.proc.openMapped(mf.proc.pid, mf.m)
+		mf.fh, mf.openErr = mf.fs.openMapped(mf.proc.pid, mf.m)
 	}
 	return mf.fh, mf.openErr
 }
@@ -87,26 +93,6 @@ func (mf *mappedFile) close() {
 	}
 }
 
-// file returns the identity of the file behind m, computing it on first
-// sight of the file from mf (opened here when nil).
-func (t *Tracer) file(proc *process, m *mapping, mf *mappedFile) *fileInfo {
-	if fi, ok := t.files.Get(m.key); ok {
-		return fi
-	}
-	if mf == nil {
-		mf = t.mappedFile(proc, m)
-		defer mf.close()
-	}
-	fi, err := t.identify(mf)
-	if err != nil {
-		t.stats.fileErrors.Add(1)
-		t.log.Debug("identify mapped file", "pid", proc.pid, "path", m.path, "error", err)
-		return nil
-	}
-	t.files.Add(m.key, fi)
-	return fi
-}
-
 // identify hashes the file behind a mapping and reads its build IDs.
 func (t *Tracer) identify(mf *mappedFile) (*fileInfo, error) {
 	fh, err := mf.file()
@@ -132,15 +118,52 @@ func (t *Tracer) identify(mf *mappedFile) (*fileInfo, error) {
 // source tells the symbolizer how to reach a mapped file and its debug
 // files the way the process sees them: the file through map_files, debug
 // files under the process's root, so containers get their own. fi, when
-// not nil, gives where the debug file was found before.
+// not nil, gives where the debug file was found before, and the identity
+// the file must have when the process is gone (it lived a few
+// milliseconds): then the same path is opened in the initial mount
+// namespace, and used only if it is the same file.
 func (t *Tracer) source(proc *process, m *mapping, fi *fileInfo) elffile.Source {
+	path := procmaps.TrimDeleted(m.path)
 	src := elffile.Source{
-		Open: func() (*os.File, error) { return t.proc.openMapped(proc.pid, m) },
+		Open: func() (*os.File, error) {
+			f, err := t.proc.openMapped(proc.pid, m)
+			if err == nil || fi == nil || !isNotExist(err) {
+				return f, err
+			}
+			f, err2 := t.openSame(fi.id, path)
+			if err2 != nil {
+				return nil, fmt.Errorf("%w; %w", err, err2)
+			}
+			return f, nil
+		},
 		Root: t.proc.path(proc.pid, "root"),
-		Path: procmaps.TrimDeleted(m.path),
+		Path: path,
 	}
 	if fi != nil {
 		src.DebugPath = fi.debugPath
 	}
 	return src
+}
+
+// openSame opens path in the initial mount namespace (through the root of
+// pid 1) and returns it if its identity is id.
+func (t *Tracer) openSame(id trace.FileID, path string) (*os.File, error) {
+	f, err := os.Open(t.proc.path(1, "root", path))
+	if err != nil {
+		return nil, err
+	}
+	got, err := elffile.IDOf(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if got != id {
+		f.Close()
+		return nil, fmt.Errorf("%s is not the file the process mapped: %w", path, fs.ErrNotExist)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/tracer/nativeunwind"
 )
 
 // seenRuntime is an interpreter.Runtime that recognises nothing and records
@@ -83,20 +84,26 @@ func TestFirstSight(t *testing.T) {
 				files: files,
 				// A budget of one row: the table is built (its debug
 				// file read), then skipped as too large, not loaded.
-				tables: newTableStore(nil, nil, rowBytes, slog.New(slog.NewTextHandler(io.Discard, nil))),
+				tables: newTableStore(newMemMaps(), rowBytes, slog.New(slog.NewTextHandler(io.Discard, nil))),
 			}
 			p := &process{pid: 10}
 			m := &mapping{start: 0x1000, end: 0x2000, path: "/opt/app/prog", key: fileKey{dev: 1, inode: 2}}
-			mf := tr.mappedFile(p, m)
-			tr.mappingTable(p, m, mf, time.Now())
-			tr.checkInterpreter(p, m, mf)
+			// What the sync worker does, then the build worker.
+			mf := tr.mappedFile(tr.proc, p, m)
+			fi, _ := tr.fileOf(mf)
+			if fi == nil {
+				t.Fatal("file not identified")
+			}
+			mf.fi = fi
+			built := tr.buildTable(&nativeunwind.Builder{}, mf)
+			tr.tables.acquire(fi.id, m.key, fi.exec.FileName, built, time.Now())
 			ef, err := mf.elf()
 			if err != nil {
 				t.Fatal(err)
 			}
 			mf.close()
 
-			fi := tr.file(p, m, nil) // cached: nothing opened
+			fi, _ = tr.files.Get(m.key) // as published: nothing opened
 			wantID, _ := want.ID()
 			if fi == nil || fi.id != wantID || fi.exec.GNUBuildID != ids.GNU || fi.exec.FileName != "prog" || fi.isGo {
 				t.Errorf("file info %+v, want id %v, build ID %s", fi, wantID, ids.GNU)

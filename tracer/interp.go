@@ -4,17 +4,16 @@ import (
 	"errors"
 	"io/fs"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/stackline-dev/stackline/interpreter"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// attachInterpreter looks for an interpreter among p's mappings and, when
-// one is found, gives the eBPF side what its unwinder needs. A process
-// keeps the interpreter it was attached to until it execs or exits.
-func (t *Tracer) attachInterpreter(p *process) {
+// attachInterpreter looks for an interpreter among p's mappings, whose
+// files' identities are files, and, when one is found, gives the eBPF side
+// what its unwinder needs. A process keeps the interpreter it was attached
+// to until it execs or exits.
+func (t *Tracer) attachInterpreter(p *process, files []*fileInfo) {
 	if p.interp != nil {
 		// Given again on every sync: the eBPF side drops it on exec
 		// and exit, whose records can be lost to a full ring buffer.
@@ -26,19 +25,11 @@ func (t *Tracer) attachInterpreter(p *process) {
 	}
 	for i := range p.mappings {
 		m := &p.mappings[i]
-		if m.key == (fileKey{}) {
-			continue
+		if i >= len(files) {
+			break
 		}
-		fi := t.file(p, m, nil)
-		if fi == nil {
-			continue
-		}
-		if !fi.interpChecked {
-			mf := t.mappedFile(p, m)
-			t.setInterpreter(fi, p, m, mf)
-			mf.close()
-		}
-		if fi.interp == nil {
+		fi := files[i]
+		if fi == nil || fi.interp == nil {
 			continue
 		}
 		inst, err := fi.interp.Attach(p.pid, interpreter.Mapping{Start: m.start, End: m.end, Offset: m.offset}, interpreter.ProcessMemory(p.pid))
@@ -64,7 +55,7 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	for j, r := range u.Handoff {
 		v.HandoffStart[j], v.HandoffEnd[j] = r.Start, r.End
 	}
-	if err := t.objs.InterpProcs.Put(p.pid, &v); err != nil {
+	if err := t.maps.putInterpreter(p.pid, &v); err != nil {
 		t.stats.interpErrors.Add(1)
 		t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
 		return false
@@ -72,32 +63,13 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	return true
 }
 
-// checkInterpreter finds out, once per file, whether m's file is an
-// interpreter, reading it through mf.
-func (t *Tracer) checkInterpreter(p *process, m *mapping, mf *mappedFile) {
-	if len(t.cfg.Interpreters) == 0 || m.key == (fileKey{}) {
-		return
-	}
-	if fi := t.file(p, m, mf); fi != nil && !fi.interpChecked {
-		t.setInterpreter(fi, p, m, mf)
-	}
-}
-
-// setInterpreter records in fi whether m's file is an interpreter, and
-// the runtime's name when it is.
-func (t *Tracer) setInterpreter(fi *fileInfo, p *process, m *mapping, mf *mappedFile) {
-	var name string
-	fi.interp, name, fi.interpChecked = t.detectInterpreter(p, m, mf)
-	if fi.interp != nil {
-		fi.runtime = name
-	}
-}
-
-// detectInterpreter asks each runtime whether m's file, read through mf, is
-// its interpreter, and returns the runtime's name with its loader. It reports whether the answer holds for the file: not
-// when the file could not be opened (the process exited or exec'd
-// meanwhile), so the next process mapping it asks again.
-func (t *Tracer) detectInterpreter(p *process, m *mapping, mf *mappedFile) (interpreter.Loader, string, bool) {
+// detectInterpreter asks each runtime whether mf's file is its
+// interpreter, and returns the runtime's name with its loader. It reports
+// whether the answer holds for the file: not when the file could not be
+// opened (the process exited or exec'd meanwhile), so the next process
+// mapping it asks again. The sync worker calls it.
+func (t *Tracer) detectInterpreter(mf *mappedFile) (interpreter.Loader, string, bool) {
+	m := mf.m
 	f := interpreter.File{Path: m.path, ELF: mf.elf}
 	for _, rt := range t.cfg.Interpreters {
 		l, err := rt.Detect(f)
@@ -123,10 +95,7 @@ func (t *Tracer) detachInterpreter(p *process) {
 	}
 	p.interp, p.interpRuntime = nil, ""
 	t.stats.interpProcesses.Add(-1)
-	if t.objs.InterpProcs == nil {
-		return
-	}
-	if err := t.objs.InterpProcs.Delete(p.pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.maps.deleteInterpreter(p.pid); err != nil {
 		t.log.Debug("forget interpreter", "pid", p.pid, "error", err)
 	}
 }

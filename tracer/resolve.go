@@ -8,11 +8,20 @@ import (
 )
 
 // handleTrace turns a decoded record into frames, makes sure the reporter
-// holds the metadata of each, and reports the trace.
-func (t *Tracer) handleTrace(rec *record) {
+// holds the metadata of each, and reports the trace. A trace with user
+// frames of a process or file the workers have not read yet is parked
+// (raw is its record) until they have, unless final: then it is reported
+// with what is known, its frames unnamed where nothing is.
+func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
+	if !final && t.unread(rec) && t.park(rec, raw) {
+		return
+	}
 	out := &t.out
 	out.Frames = out.Frames[:0]
 	var proc *process
+	// mayPark says an address the process's mappings (as last read) do
+	// not resolve is worth reading the process again for.
+	mayPark := false
 	for i := range rec.frames {
 		f := &rec.frames[i]
 		switch f.typ {
@@ -21,6 +30,7 @@ func (t *Tracer) handleTrace(rec *record) {
 		case trace.FrameNative:
 			if proc == nil {
 				proc = t.process(rec.pid)
+				mayPark = !final && !proc.gone && time.Since(proc.lastRead) >= rereadInterval
 			}
 			addr := f.addr
 			if f.flags&frameFlagReturnAddress != 0 && addr > 0 {
@@ -29,7 +39,12 @@ func (t *Tracer) handleTrace(rec *record) {
 				// function when the call was the last instruction.
 				addr--
 			}
-			out.Frames = append(out.Frames, t.nativeFrame(proc, addr))
+			id, wait := t.nativeFrame(proc, addr, final, mayPark)
+			if wait != 0 {
+				t.parkOn(rec, raw, wait)
+				return
+			}
+			out.Frames = append(out.Frames, id)
 		case trace.FrameError:
 			out.Frames = append(out.Frames, trace.FrameID{Addr: f.addr, Type: trace.FrameError})
 		default:
@@ -95,23 +110,30 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 	return id
 }
 
-func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
+// nativeFrame names the frame at addr of proc. Unless final, instead of
+// naming it without what a worker is about to bring, it returns the
+// worker's job to wait for: the symbols of its file, loading, or (when
+// mayReread) a new read of proc whose mappings as read do not resolve addr
+// (new code mapped since: dlopen, a JIT; a file not identified).
+func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) (trace.FrameID, uint64) {
 	m := proc.find(addr)
-	if m == nil && !proc.gone && time.Since(proc.lastRead) > rereadInterval {
-		// New code was mapped since the last read (dlopen, a JIT).
-		t.readMappings(proc)
-		m = proc.find(addr)
-	}
 	if m == nil {
+		if mayReread && t.enqueue(proc.pid, time.Now()) {
+			return trace.FrameID{}, t.inflight[proc.pid].seq
+		}
 		t.stats.unknownMappings.Add(1)
-		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
 	if m.key == (fileKey{}) {
-		return t.specialFrame(m, addr)
+		return t.specialFrame(m, addr), 0
 	}
-	fi := t.file(proc, m, nil)
-	if fi == nil {
-		return trace.FrameID{Addr: addr, Type: trace.FrameNative}
+	fi, ok := t.files.Peek(m.key)
+	if !ok {
+		if mayReread && t.enqueue(proc.pid, time.Now()) {
+			return trace.FrameID{}, t.inflight[proc.pid].seq
+		}
+		// Not identified: the sync worker could not open it.
+		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
 	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}
 	if fi.isGo {
@@ -119,6 +141,11 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	}
 	r := t.cfg.Reporter
 	if !r.FrameKnown(id) {
+		if !final && !t.symbolsLoaded.Contains(fi.id) {
+			if seq := t.loadSymbols(fi.id, t.source(proc, m, fi)); seq != 0 {
+				return trace.FrameID{}, seq
+			}
+		}
 		var info trace.FrameInfo
 		sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m, fi))
 		if err != nil {
@@ -133,7 +160,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64) trace.FrameID {
 	if !r.ExecutableKnown(fi.id) {
 		r.ExecutableMetadata(fi.id, fi.exec)
 	}
-	return id
+	return id, 0
 }
 
 // specialFrame handles executable memory without a file: the vdso, JIT code,

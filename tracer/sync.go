@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -9,10 +8,9 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/stackline-dev/stackline/internal/elffile"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
+	"github.com/stackline-dev/stackline/trace"
 )
 
 // Timing of process syncs (giving the eBPF unwinder a process's mappings
@@ -28,9 +26,9 @@ const (
 	// minSyncInterval rate-limits syncs the eBPF side asks for: as
 	// often as it asks at most (SYNC_INTERVAL_NS).
 	minSyncInterval = time.Duration(progs.StacklineSyncTimingSYNC_INTERVAL_NS)
-	// syncBudget bounds the time spent on queued syncs before going back
-	// to the ring buffer.
-	syncBudget = 20 * time.Millisecond
+	// workerPoll is how often the Run goroutine looks for the workers'
+	// results while some are due.
+	workerPoll = 2 * time.Millisecond
 	// readInterval is how often the ring buffer is read when no record
 	// asks to be read earlier. It bounds the delay of exec events and of
 	// cancellation.
@@ -43,43 +41,166 @@ type dueSync struct {
 	at  time.Time
 }
 
-// syncProcess reads pid's executable mappings and gives them, with the
-// unwind tables of the files behind them, to the eBPF unwinder.
-func (t *Tracer) syncProcess(pid uint32, now time.Time) {
+// enqueue hands a sync of pid, asked for at at, to the sync worker, and
+// reports whether it could: false when the worker's queue is full. A sync
+// of pid already with the workers stands for this one.
+func (t *Tracer) enqueue(pid uint32, at time.Time) bool {
+	if _, ok := t.inflight[pid]; ok {
+		return true
+	}
+	t.seq++
+	j := &syncJob{pid: pid, seq: t.seq, at: at}
+	if p := t.processes[pid]; p != nil {
+		j.hadMappings = len(p.mappings) > 0
+		j.meta, j.metaRead = p.meta, p.metaRead
+	}
+	select {
+	case t.w.syncs <- j:
+		t.inflight[pid] = inflightSync{seq: j.seq}
+		return true
+	default:
+		return false
+	}
+}
+
+// loadSymbols hands the load of file id's symbols, from src, to the symbol
+// worker, and returns the job to wait for: 0 when the worker's queue is
+// full (the Run goroutine then loads them itself).
+func (t *Tracer) loadSymbols(id trace.FileID, src elffile.Source) uint64 {
+	if seq, ok := t.symbolLoads[id]; ok {
+		return seq
+	}
+	t.seq++
+	select {
+	case t.w.symbols <- &symbolJob{id: id, src: src, seq: t.seq}:
+		t.symbolLoads[id] = t.seq
+		return t.seq
+	default:
+		return 0
+	}
+}
+
+// apply takes in what a worker found of a process: its mappings, names and
+// files' identities, then (final) the tables built for it, and gives them
+// to the eBPF unwinder. It runs on the Run goroutine, which owns the
+// processes and the eBPF maps.
+func (t *Tracer) apply(r syncResult, now time.Time) {
+	if r.symbols != nil {
+		delete(t.symbolLoads, r.symbols.id)
+		t.symbolsLoaded.Add(r.symbols.id, struct{}{})
+		t.retryParked(r.symbols.seq)
+		return
+	}
+	j := r.job
+	s, fresh := t.inflight[j.pid]
+	fresh = fresh && s.seq == j.seq
+	switch {
+	case r.final && fresh:
+		delete(t.inflight, j.pid)
+	case fresh:
+		// Read: its traces need not wait for the tables.
+		t.inflight[j.pid] = inflightSync{seq: j.seq, read: true}
+	}
+	built := make(map[trace.FileID]*builtTable)
+	if r.final {
+		// Only the final result may read what the build worker
+		// wrote.
+		for _, b := range j.built {
+			built[b.id] = b
+		}
+	}
+	if fresh {
+		t.applyProcess(j, built, r.final, now)
+	}
+	// Tables built for a process that exec'd or exited meanwhile serve
+	// the next one mapping the same files (the eBPF unwinder finds them
+	// by device and inode).
+	for id, b := range built {
+		if tb := t.tables.acquire(id, b.file, b.name, b, now); tb != nil {
+			t.tables.release(tb, now)
+		}
+	}
+	t.retryParked(j.seq)
+}
+
+// applyProcess updates the process of j, or the exited one, from what the
+// sync worker read, and gives it to eBPF. Built tables it uses are taken
+// out of built.
+func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, final bool, now time.Time) {
+	pid := j.pid
 	p := t.processes[pid]
+	live := p != nil
+	if !live {
+		// Exited meanwhile: what was read names its last records.
+		p, _ = t.exited.Peek(pid)
+	}
+	if j.err != nil {
+		if !isNotExist(j.err) {
+			t.log.Debug("read process", "pid", pid, "error", j.err)
+		}
+		if p == nil {
+			if isNotExist(j.err) {
+				// Gone before it was read: its records that
+				// follow are reported as they are, without
+				// reading again.
+				t.exited.Add(pid, &process{pid: pid, gone: true, exited: now})
+			}
+			return
+		}
+		p.gone = true
+		if live && p.synced.IsZero() {
+			// Exited before its first sync: nothing to unwind.
+			t.forget(pid)
+		}
+		return
+	}
 	if p == nil {
 		p = &process{pid: pid}
 		t.processes[pid] = p
+		live = true
 	}
-	t.readMappings(p)
-	if p.gone && !p.synced.IsZero() {
-		// Exited since it was synced: keep what eBPF and the records
-		// still queued need until its exit record (or the sweep).
+	s := &j.snap
+	p.mappings, p.executablePath, p.name = s.mappings, s.executablePath, s.name
+	p.meta, p.metaRead, p.lastRead, p.gone = s.meta, s.metaRead, s.lastRead, !live
+	if !live {
 		return
 	}
-	if p.gone || len(p.mappings) == 0 {
-		// Exited before its first sync, or a kernel thread: nothing
-		// to unwind.
+	if len(p.mappings) == 0 {
+		// A kernel thread: nothing to unwind.
 		t.forget(pid)
 		return
 	}
+	t.syncProcess(p, j.files, built, final, j.at, now)
+}
+
+// syncProcess gives p's mappings, whose files' identities are files, to
+// the eBPF unwinder with the unwind tables of the files behind them,
+// loading those in built.
+func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.FileID]*builtTable, final bool, at, now time.Time) {
 	t.stats.syncs.Add(1)
 	p.synced = now
 	old := p.tables
 	p.tables = make([]*unwindTable, 0, len(p.mappings))
 	entries := make([]progs.StacklineExecMapping, 0, len(p.mappings))
+	missing := false
 	for i := range p.mappings {
 		m := &p.mappings[i]
 		e := progs.StacklineExecMapping{Start: m.start, End: m.end, Bias: m.start - m.offset}
-		// The file is opened and parsed once, if at all, for its
-		// identity, its table and whether it is an interpreter.
-		mf := t.mappedFile(p, m)
-		if tb := t.mappingTable(p, m, mf, now); tb != nil {
+		var fi *fileInfo
+		if i < len(files) {
+			fi = files[i]
+		}
+		tb := t.mappingTable(m, fi, built, now)
+		if tb != nil {
 			p.tables = append(p.tables, tb)
 			e.Table, e.NumRows = tb.key, tb.rows
+		} else if fi != nil {
+			// Its table is being built: the unwinder stops there
+			// (no unwind information, and asks for a sync) rather
+			// than follow frame pointers the code may not keep.
+			missing = true
+			e.Table, e.NumRows = pendingTable, 1
 		}
-		t.checkInterpreter(p, m, mf)
-		mf.close()
 		entries = append(entries, e)
 	}
 	// Release after acquiring, so tables the old and new mappings share
@@ -87,7 +208,7 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 	for _, tb := range old {
 		t.tables.release(tb, now)
 	}
-	t.attachInterpreter(p)
+	t.attachInterpreter(p, files)
 	p.setRuntime(t.processRuntime(p))
 	if len(entries) > maxMappings {
 		// The eBPF binary search covers this many; the rest (the
@@ -97,15 +218,26 @@ func (t *Tracer) syncProcess(pid uint32, now time.Time) {
 	}
 	if err := t.putMappings(p, entries); err != nil {
 		t.stats.syncErrors.Add(1)
-		t.log.Debug("give process mappings to eBPF", "pid", pid, "error", err)
+		t.log.Debug("give process mappings to eBPF", "pid", p.pid, "error", err)
 	}
-	t.log.Debug("process synced", "pid", pid, "mappings", len(entries), "tables", len(p.tables), "took", time.Since(now))
+	if missing && final {
+		// A table was unloaded between the worker's look and now, or
+		// the build worker was busy: build it at the next sync.
+		t.schedule(p.pid, now.Add(minSyncInterval))
+	}
+	t.log.Debug("process synced", "pid", p.pid, "mappings", len(entries), "tables", len(p.tables), "final", final, "after", now.Sub(at))
 }
 
-// mappingTable returns the unwind table for m, acquired for p, or nil when
-// m has none (anonymous or JIT code). A table not loaded yet is built from
-// mf.
-func (t *Tracer) mappingTable(p *process, m *mapping, mf *mappedFile, now time.Time) *unwindTable {
+// pendingTable is the table key of mappings whose table is not loaded yet:
+// no table has it (a file ID starting with 8 zero bytes is as likely as a
+// hash collision).
+const pendingTable = 0
+
+// mappingTable returns the unwind table for m, whose file's identity is
+// fi, acquired for its process, or nil when m has none (anonymous or JIT
+// code) or it is not built yet. Tables not loaded yet are loaded from
+// built, and taken out of it.
+func (t *Tracer) mappingTable(m *mapping, fi *fileInfo, built map[trace.FileID]*builtTable, now time.Time) *unwindTable {
 	if m.key == (fileKey{}) {
 		if m.path == "[vdso]" && t.vdso != nil {
 			t.tables.retain(t.vdso)
@@ -113,22 +245,12 @@ func (t *Tracer) mappingTable(p *process, m *mapping, mf *mappedFile, now time.T
 		}
 		return nil
 	}
-	fi := t.file(p, m, mf)
 	if fi == nil {
 		return nil
 	}
-	src := tableSource{
-		open: func() (f, debug *elffile.File, err error) {
-			if f, err = mf.elf(); err != nil {
-				return nil, nil, err
-			}
-			debug = mf.debug()
-			// The symbolizer looks there first when it loads the file.
-			fi.debugPath = f.DebugPath()
-			return f, debug, nil
-		},
-	}
-	return t.tables.acquire(fi.id, m.key, fi.exec.FileName, src, now)
+	b := built[fi.id]
+	delete(built, fi.id)
+	return t.tables.acquire(fi.id, m.key, fi.exec.FileName, b, now)
 }
 
 // forget drops everything known of pid, in eBPF too.
@@ -143,10 +265,7 @@ func (t *Tracer) forget(pid uint32) {
 	}
 	t.detachInterpreter(p)
 	delete(t.processes, pid)
-	if t.objs.Processes == nil {
-		return // not loaded (tests of the bookkeeping alone)
-	}
-	if err := t.objs.Processes.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.maps.deleteProcess(pid); err != nil {
 		t.log.Debug("forget process", "pid", pid, "error", err)
 	}
 	t.deleteMappings(p, p.gen, p.numMappings)
@@ -171,13 +290,13 @@ func (t *Tracer) putMappings(p *process, entries []progs.StacklineExecMapping) e
 	gen := p.gen ^ 1
 	if len(entries) > 0 {
 		keys := mappingKeys(p.pid, gen, len(entries))
-		if _, err := t.objs.ProcessMappings.BatchUpdate(keys, entries, nil); err != nil {
+		if err := t.maps.putMappings(keys, entries); err != nil {
 			t.deleteMappings(p, gen, len(entries))
 			return fmt.Errorf("put %d mappings: %w", len(entries), err)
 		}
 	}
 	info := progs.StacklineProcessInfo{NumMappings: uint32(len(entries)), Gen: gen}
-	if err := t.objs.Processes.Put(p.pid, info); err != nil {
+	if err := t.maps.putProcess(p.pid, info); err != nil {
 		t.deleteMappings(p, gen, len(entries))
 		return fmt.Errorf("put process: %w", err)
 	}
@@ -190,13 +309,13 @@ func (t *Tracer) putMappings(p *process, entries []progs.StacklineExecMapping) e
 
 // deleteMappings deletes p's n mappings of generation gen from eBPF.
 func (t *Tracer) deleteMappings(p *process, gen uint32, n int) {
-	if n == 0 || t.objs.ProcessMappings == nil {
+	if n == 0 {
 		return
 	}
 	if gen == p.gen && n == p.numMappings {
 		t.processBytes -= uint64(n) * mappingEntryBytes
 	}
-	if _, err := t.objs.ProcessMappings.BatchDelete(mappingKeys(p.pid, gen, n), nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.maps.deleteMappings(mappingKeys(p.pid, gen, n)); err != nil {
 		t.log.Debug("delete process mappings", "pid", p.pid, "error", err)
 	}
 }
@@ -222,7 +341,9 @@ func (t *Tracer) requestSync(pid uint32, now time.Time) {
 		t.schedule(pid, p.synced.Add(minSyncInterval))
 		return
 	}
-	t.syncProcess(pid, now)
+	if !t.enqueue(pid, now) {
+		t.schedule(pid, now)
+	}
 }
 
 // execSyncTime returns when to sync a process that exec'd at ktime
@@ -254,19 +375,25 @@ func (t *Tracer) schedule(pid uint32, at time.Time) {
 	t.due = append(t.due, dueSync{pid: pid, at: at})
 }
 
-// runDue runs the queued syncs that are due, then syncs from the backlog,
-// within syncBudget, and returns when the next one is due (zero when none
-// is queued).
+// runDue hands the queued syncs that are due, then syncs from the backlog,
+// to the sync worker while its queue has room, and returns when the next
+// one is due (zero when none is queued).
 func (t *Tracer) runDue(now time.Time) time.Time {
-	deadline := now.Add(syncBudget)
 	var next time.Time
 	keep := t.due[:0]
+	full := false
 	for _, d := range t.due {
-		if !d.at.After(now) && time.Now().Before(deadline) {
-			if p := t.processes[d.pid]; p == nil || p.synced.Before(d.at) {
-				t.syncProcess(d.pid, time.Now())
+		if !d.at.After(now) && !full {
+			p := t.processes[d.pid]
+			if p != nil && !p.synced.Before(d.at) {
+				continue
 			}
-			continue
+			if _, busy := t.inflight[d.pid]; !busy {
+				if t.enqueue(d.pid, now) {
+					continue
+				}
+				full = true
+			}
 		}
 		keep = append(keep, d)
 		if next.IsZero() || d.at.Before(next) {
@@ -275,15 +402,17 @@ func (t *Tracer) runDue(now time.Time) time.Time {
 	}
 	clear(t.due[len(keep):])
 	t.due = keep
-	for len(t.backlog) > 0 && time.Now().Before(deadline) {
+	for len(t.backlog) > 0 && !full {
 		pid := t.backlog[len(t.backlog)-1]
-		t.backlog = t.backlog[:len(t.backlog)-1]
-		if _, ok := t.processes[pid]; !ok {
-			t.syncProcess(pid, time.Now())
+		if _, ok := t.processes[pid]; !ok && !t.enqueue(pid, now) {
+			full = true
+			break
 		}
+		t.backlog = t.backlog[:len(t.backlog)-1]
 	}
-	if len(t.backlog) > 0 {
-		return now
+	if full && (next.IsZero() || next.After(now.Add(workerPoll))) {
+		// Try again once the worker has taken some.
+		next = now.Add(workerPoll)
 	}
 	return next
 }

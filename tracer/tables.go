@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/stackline-dev/stackline/internal/elffile"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/nativeunwind"
@@ -123,8 +122,7 @@ const idleTTL = time.Minute
 // map, shares each among the processes that map the file, and keeps their
 // total size under a bound. It is owned by the tracer's Run goroutine.
 type tableStore struct {
-	outer    *ebpf.Map
-	byFile   *ebpf.Map // file_tables
+	maps     unwinderMaps
 	maxBytes uint64
 	log      *slog.Logger
 
@@ -136,13 +134,6 @@ type tableStore struct {
 	used   uint64
 
 	stats tableStats
-
-	// builder and packed are the memory of table builds (which run
-	// under mu), reused from one to the next; packed holds a table's
-	// rows in the eBPF encoding until they are in the map. A store that
-	// builds on several goroutines needs a pair per goroutine.
-	builder nativeunwind.Builder
-	packed  []uint64
 }
 
 type tableStats struct {
@@ -150,10 +141,9 @@ type tableStats struct {
 	buildTime                                    time.Duration
 }
 
-func newTableStore(outer, byFile *ebpf.Map, maxBytes uint64, log *slog.Logger) *tableStore {
+func newTableStore(maps unwinderMaps, maxBytes uint64, log *slog.Logger) *tableStore {
 	return &tableStore{
-		outer:    outer,
-		byFile:   byFile,
+		maps:     maps,
 		maxBytes: maxBytes,
 		log:      log,
 		tables:   make(map[trace.FileID]*unwindTable),
@@ -161,26 +151,32 @@ func newTableStore(outer, byFile *ebpf.Map, maxBytes uint64, log *slog.Logger) *
 	}
 }
 
-// tableSource gives a mapped file and, when it has one, its separate debug
-// file (whose .debug_frame may cover what .eh_frame does not), opened by
-// the caller of acquire, who closes them.
-type tableSource struct {
-	open func() (f, debug *elffile.File, err error)
+// has reports whether id's table (or the reason it has none) is known.
+// The build worker asks it before building a table.
+func (s *tableStore) has(id trace.FileID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.tables[id]
+	return ok
 }
 
-// acquire returns the table of file id, mapped as file, building and
-// loading it on first use, and counts one more reference to it.
-func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, src tableSource, now time.Time) *unwindTable {
+// acquire returns the table of file id, mapped as file, loading it from
+// built when it is not loaded yet, and counts one more reference to it. It
+// returns nil when the table is neither loaded nor built.
+func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, built *builtTable, now time.Time) *unwindTable {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tb, ok := s.tables[id]
-	if ok && errors.Is(tb.err, errTableBudget) && tb.refs == 0 && now.Sub(tb.built) > idleTTL {
+	if ok && errors.Is(tb.err, errTableBudget) && tb.refs == 0 && now.Sub(tb.built) > idleTTL && built != nil {
 		// Retry: space may have been freed since.
 		s.remove(tb)
 		ok = false
 	}
 	if !ok {
-		tb = s.load(id, name, src, now)
+		if built == nil && s.maxBytes > 0 {
+			return nil
+		}
+		tb = s.load(id, name, built, now)
 	}
 	if file != (fileKey{}) && !slices.Contains(tb.files, file) {
 		s.enterFile(tb, file)
@@ -191,12 +187,8 @@ func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, src tab
 
 // enterFile tells the eBPF unwinder that file has tb's table (or none).
 func (s *tableStore) enterFile(tb *unwindTable, file fileKey) {
-	if s.byFile == nil {
-		return
-	}
-	key := progs.StacklineFileKey{Dev: file.dev, Inode: file.inode}
 	val := progs.StacklineFileTable{Table: tb.key, NumRows: tb.rows}
-	if err := s.byFile.Put(key, val); err != nil {
+	if err := s.maps.putFileTable(file, val); err != nil {
 		s.log.Debug("enter file table", "file", tb.name, "error", err)
 		return
 	}
@@ -222,13 +214,13 @@ func (s *tableStore) release(tb *unwindTable, now time.Time) {
 	}
 }
 
-// load builds id's table and puts it into the eBPF map. Failures are kept
-// as tables without rows, so a file is not parsed again for each process
-// that maps it.
-func (s *tableStore) load(id trace.FileID, name string, src tableSource, now time.Time) *unwindTable {
+// load puts id's built table into the eBPF map. Failures are kept as
+// tables without rows, so a file is not parsed again for each process that
+// maps it.
+func (s *tableStore) load(id trace.FileID, name string, built *builtTable, now time.Time) *unwindTable {
 	tb := &unwindTable{id: id, key: tableKey(id), name: name, built: now}
 	s.tables[id] = tb
-	if other, ok := s.keys[tb.key]; ok && other != id {
+	if other, ok := s.keys[tb.key]; (ok && other != id) || tb.key == pendingTable {
 		tb.err = fmt.Errorf("table key %#x already used by another file", tb.key)
 		s.stats.failed++
 		return tb
@@ -239,57 +231,29 @@ func (s *tableStore) load(id trace.FileID, name string, src tableSource, now tim
 		s.stats.skipped++
 		return tb
 	}
-	start := time.Now()
-	rows, sources, err := s.build(src)
-	s.stats.buildTime += time.Since(start)
+	s.stats.buildTime += built.buildTime
+	s.stats.invalidRows += built.invalidRows
+	err := built.err
 	if err == nil {
-		err = s.insert(tb, rows, now)
-	}
-	if cap(s.packed)*rowBytes > nativeunwind.DefaultKeepBytes {
-		s.packed = nil // a large file's: not kept
+		err = s.insert(tb, built.rows, now)
 	}
 	if err != nil {
 		tb.err = err
 		if errors.Is(err, errTableBudget) || errors.Is(err, nativeunwind.ErrTooLarge) {
 			s.stats.skipped++
 			s.log.Warn("unwind table skipped: frames in this file are unwound by frame pointer",
-				"file", name, "rows", len(rows), "error", err)
+				"file", name, "rows", len(built.rows), "error", err)
 		} else if !errors.Is(err, nativeunwind.ErrNoCFI) {
 			s.stats.failed++
 			s.log.Debug("no unwind table", "file", name, "error", err)
 		}
 		return tb
 	}
-	tb.sources = sources
+	tb.sources = built.sources
 	s.stats.built++
 	s.log.Debug("unwind table loaded", "file", name, "rows", tb.rows, "bytes", tb.bytes,
-		"build_time", time.Since(start))
+		"build_time", built.buildTime)
 	return tb
-}
-
-func (s *tableStore) build(src tableSource) ([]uint64, nativeunwind.Source, error) {
-	f, debug, err := src.open()
-	if err != nil {
-		return nil, 0, err
-	}
-	maxRows := min(s.maxBytes/rowBytes, maxTableRows)
-	tab, err := s.builder.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
-	if err != nil {
-		return nil, 0, err
-	}
-	defer s.builder.Release()
-	rows := slices.Grow(s.packed[:0], len(tab.Rows))[:len(tab.Rows)]
-	s.packed = rows[:0]
-	for i, r := range tab.Rows {
-		if r.Addr > 0xffffffff {
-			return nil, 0, fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)
-		}
-		var ok bool
-		if rows[i], ok = encodeRow(r); !ok {
-			s.stats.invalidRows++
-		}
-	}
-	return rows, tab.Sources, nil
 }
 
 // insert loads rows into a new inner map under tb's key, making room by
@@ -305,16 +269,12 @@ func (s *tableStore) insert(tb *unwindTable, rows []uint64, now time.Time) error
 	if s.used+need > s.maxBytes {
 		return fmt.Errorf("%w: %d bytes needed, %d of %d used", errTableBudget, need, s.used, s.maxBytes)
 	}
-	inner, err := newInnerArray(fmt.Sprintf("unwind_%x", tb.key>>40), rowBytes, rows)
+	bytes, err := s.maps.putTable(tb.key, rows)
 	if err != nil {
 		return err
 	}
-	defer inner.Close()
-	if err := s.outer.Put(tb.key, inner); err != nil {
-		return fmt.Errorf("insert unwind table: %w", err)
-	}
 	tb.rows = uint32(len(rows))
-	tb.bytes = mapMemlock(inner, need)
+	tb.bytes = bytes
 	s.keys[tb.key] = tb.id
 	s.used += tb.bytes
 	return nil
@@ -354,14 +314,14 @@ func (s *tableStore) expire(now time.Time) {
 func (s *tableStore) remove(tb *unwindTable) {
 	delete(s.tables, tb.id)
 	for _, f := range tb.files {
-		if err := s.byFile.Delete(progs.StacklineFileKey{Dev: f.dev, Inode: f.inode}); err != nil {
+		if err := s.maps.deleteFileTable(f); err != nil {
 			s.log.Debug("remove file table", "file", tb.name, "error", err)
 		}
 	}
 	if tb.rows == 0 {
 		return
 	}
-	if err := s.outer.Delete(tb.key); err != nil {
+	if err := s.maps.deleteTable(tb.key); err != nil {
 		s.log.Debug("unload unwind table", "file", tb.name, "error", err)
 	}
 	delete(s.keys, tb.key)

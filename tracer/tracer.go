@@ -74,6 +74,9 @@ type Config struct {
 	Interpreters []interpreter.Runtime
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
+	// TableBuilder builds the unwind tables; nil means the native
+	// unwinder's (tracer/nativeunwind).
+	TableBuilder TableBuilder
 }
 
 // Validate checks the configuration and says what is wrong in terms of the
@@ -125,12 +128,23 @@ type Tracer struct {
 	proc procFS
 
 	objs   progs.StacklineObjects
+	maps   unwinderMaps // what Run writes of objs
 	links  []link.Link
 	events []int // perf event fds
 	reader *ringbuf.Reader
 
 	// Owned by the Run goroutine.
-	processes map[uint32]*process
+	w        *workers
+	seq      uint64
+	inflight map[uint32]inflightSync // by pid: the sync with the workers
+	// symbolLoads are the files whose symbols the symbol worker loads
+	// (the job to wait for); symbolsLoaded those it loaded.
+	symbolLoads   map[trace.FileID]uint64
+	symbolsLoaded *simplelru.LRU[trace.FileID, struct{}]
+	parked        []parkedTrace
+	parkedRec     record
+	parkedBytes   int
+	processes     map[uint32]*process
 	// exited keeps the last processes that exited, for the records the
 	// kernel sends after the exit (samples of the exit path itself, and
 	// of threads still exiting).
@@ -165,6 +179,7 @@ type tracerStats struct {
 	tablesSkipped, tablesFailed, invalidRows atomic.Uint64
 	tableBuildNS                             atomic.Int64
 	pendingSyncs                             atomic.Uint64
+	parkedTraces, parkOverflows              atomic.Uint64
 	// Interpreters.
 	interpProcesses             atomic.Int64
 	interpErrors, interpUnnamed atomic.Uint64
@@ -183,6 +198,16 @@ const exitedTTL = time.Second
 // newExited returns an empty cache of exited processes.
 func newExited() *simplelru.LRU[uint32, *process] {
 	c, err := simplelru.NewLRU[uint32, *process](maxExited, nil)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return c
+}
+
+// newSymbolsLoaded returns an empty set of n files whose symbols were
+// loaded.
+func newSymbolsLoaded(n int) *simplelru.LRU[trace.FileID, struct{}] {
+	c, err := simplelru.NewLRU[trace.FileID, struct{}](max(n, 1), nil)
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
@@ -221,13 +246,16 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("tracer: file cache: %w", err)
 	}
 	t := &Tracer{
-		exited:    newExited(),
-		cfg:       cfg,
-		log:       log,
-		proc:      newProcFS(cfg.ProcRoot, log),
-		processes: make(map[uint32]*process),
-		files:     files,
-		kernelID:  trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
+		exited:        newExited(),
+		cfg:           cfg,
+		log:           log,
+		proc:          newProcFS(cfg.ProcRoot, log),
+		processes:     make(map[uint32]*process),
+		inflight:      make(map[uint32]inflightSync),
+		symbolLoads:   make(map[trace.FileID]uint64),
+		symbolsLoaded: newSymbolsLoaded(cfg.FileCacheSize),
+		files:         files,
+		kernelID:      trace.KernelFileID("vmlinux", cfg.Kernel.BuildID()),
 	}
 	if err := t.load(); err != nil {
 		t.Close()
@@ -263,7 +291,8 @@ func (t *Tracer) load() error {
 	if err := t.objs.Unwinders.Put(uint32(progs.StacklineUnwinderUNWINDER_NATIVE), t.objs.UnwindNative); err != nil {
 		return fmt.Errorf("tracer: register the native unwinder: %w", err)
 	}
-	t.tables = newTableStore(t.objs.UnwindTables, t.objs.FileTables, t.cfg.MaxUnwindTableBytes, t.log)
+	t.maps = bpfMaps{objs: &t.objs}
+	t.tables = newTableStore(t.maps, t.cfg.MaxUnwindTableBytes, t.log)
 	t.loadVDSO()
 	for name, prog := range map[string]*ebpf.Program{
 		"sched_process_exit": t.objs.ProcessExit,
@@ -330,8 +359,13 @@ func (t *Tracer) Close() error {
 
 // Run reads and handles records until ctx is done. It must be called once.
 // Between records it gives processes to the eBPF unwinder: those that
-// asked or exec'd first, then those running when New returned.
+// asked or exec'd first, then those running when New returned. The heavy
+// part of that work (reading /proc, identifying files, building unwind
+// tables) runs on workers Run starts and stops; the records it reads
+// meanwhile wait for it in memory, not in the ring buffer.
 func (t *Tracer) Run(ctx context.Context) error {
+	t.w = t.startWorkers(context.WithoutCancel(ctx))
+	defer t.w.stop()
 	var rec ringbuf.Record
 	for {
 		if ctx.Err() != nil {
@@ -340,17 +374,21 @@ func (t *Tracer) Run(ctx context.Context) error {
 		}
 		// Records do not wake the reader one by one (see wakeup_bytes in
 		// the eBPF maps): it reads what arrived every readInterval,
-		// earlier for queued syncs, urgent records and a filling buffer.
+		// earlier for queued syncs, the workers' results, urgent
+		// records and a filling buffer.
 		now := time.Now()
+		t.collect(now)
 		wake := now.Add(readInterval)
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
-			// The poller waits in whole milliseconds, rounded
-			// down: a deadline less than 2 ms away may not wait
-			// at all.
 			wake = next
-			if soonest := now.Add(2 * time.Millisecond); wake.Before(soonest) {
-				wake = soonest
-			}
+		}
+		if len(t.inflight) > 0 || len(t.symbolLoads) > 0 {
+			wake = now.Add(workerPoll)
+		}
+		// The poller waits in whole milliseconds, rounded down: a
+		// deadline less than 2 ms away may not wait at all.
+		if soonest := now.Add(2 * time.Millisecond); wake.Before(soonest) {
+			wake = soonest
 		}
 		t.reader.SetDeadline(wake)
 		err := t.reader.ReadInto(&rec)
@@ -374,17 +412,46 @@ func (t *Tracer) Run(ctx context.Context) error {
 	}
 }
 
+// collect applies the results the workers have handed back.
+func (t *Tracer) collect(now time.Time) {
+	for {
+		select {
+		case r := <-t.w.results:
+			t.apply(r, now)
+		default:
+			return
+		}
+	}
+}
+
+// drainWait bounds how long Run waits at shutdown for the syncs the last
+// traces wait for.
+const drainWait = time.Second
+
 // drain handles what is already in the ring buffer, so the last samples
-// before shutdown reach the final export.
+// before shutdown reach the final export, and reports the parked traces
+// once the syncs they wait for are done (or after drainWait).
 func (t *Tracer) drain(rec *ringbuf.Record) {
 	t.stopSampling()
 	t.reader.SetDeadline(time.Now())
 	for t.reader.AvailableBytes() > 0 {
 		if err := t.reader.ReadInto(rec); err != nil {
-			return
+			break
 		}
 		t.handle(rec.RawSample)
 	}
+	deadline := time.NewTimer(drainWait)
+	defer deadline.Stop()
+	for len(t.parked) > 0 && (len(t.inflight) > 0 || len(t.symbolLoads) > 0) {
+		select {
+		case r := <-t.w.results:
+			t.apply(r, time.Now())
+		case <-deadline.C:
+			t.expireParked(time.Now(), true)
+			return
+		}
+	}
+	t.expireParked(time.Now(), true)
 }
 
 func (t *Tracer) handle(raw []byte) {
@@ -398,24 +465,35 @@ func (t *Tracer) handle(raw []byte) {
 	case recordTrace:
 		t.stats.traces.Add(1)
 		t.stats.firstSampleUnixNS.CompareAndSwap(0, now.UnixNano())
-		t.handleTrace(&t.rec)
+		t.handleTrace(&t.rec, raw, false)
 	case recordProcessExit:
 		t.stats.events.Add(1)
 		p := t.processes[t.rec.pid]
 		t.forget(t.rec.pid)
-		if p != nil {
-			p.gone, p.exited = true, now
-			t.exited.Add(p.pid, p)
+		if p == nil {
+			// Not read yet (a sync may be under way): what the
+			// workers bring back names its last records, and is
+			// not given to eBPF.
+			p = &process{pid: t.rec.pid}
 		}
+		p.gone, p.exited = true, now
+		t.exited.Add(p.pid, p)
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
 		t.exited.Remove(t.rec.pid)
-		// New image, new mappings. Give them to eBPF once the dynamic
-		// loader has mapped the libraries; a process that exits before
-		// costs nothing (its exit, read in the same batch, unschedules
-		// it), one sampled before asks for them itself.
+		// New image, new mappings. Give them to eBPF at once (the
+		// executable and the dynamic loader: enough to unwind and
+		// name main and what it calls in the executable, for a
+		// process that lives a few milliseconds), and again once the
+		// dynamic loader has mapped the libraries; a process that
+		// exits before costs nothing (its exit, read in the same
+		// batch, unschedules it), one sampled before asks for them
+		// itself.
 		t.forget(t.rec.pid)
+		// A sync under way may have read the old image.
+		delete(t.inflight, t.rec.pid)
+		t.schedule(t.rec.pid, now)
 		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execSyncDelay))
 		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execResyncDelay))
 	case recordProcessSync:
@@ -435,6 +513,7 @@ func (t *Tracer) housekeeping(now time.Time) {
 		t.sweep()
 		t.tables.expire(now)
 	}
+	t.expireParked(now, false)
 	t.stats.processes.Store(uint64(len(t.processes)))
 	t.publishTableStats()
 }
@@ -453,8 +532,9 @@ func (t *Tracer) sweep() {
 	}
 }
 
-// process returns the tracer's view of pid, reading it on first sight.
-func (t *Tracer) process(pid uint32) *process {
+// knownProcess returns what the workers read of pid, or of the process
+// of pid that exited within exitedTTL, or nil.
+func (t *Tracer) knownProcess(pid uint32) *process {
 	if p, ok := t.processes[pid]; ok {
 		return p
 	}
@@ -466,23 +546,16 @@ func (t *Tracer) process(pid uint32) *process {
 		// The pid may be another process's by now.
 		t.exited.Remove(pid)
 	}
-	p := &process{pid: pid}
-	t.readMappings(p)
-	t.processes[pid] = p
-	return p
+	return nil
 }
 
-func (t *Tracer) readMappings(p *process) {
-	t.stats.mapsReads.Add(1)
-	p.lastRead = time.Now()
-	if err := t.proc.readProcess(p); err != nil {
-		t.stats.mapsErrors.Add(1)
-		if isNotExist(err) {
-			p.gone = true
-		} else {
-			t.log.Debug("read process", "pid", p.pid, "error", err)
-		}
+// process returns the tracer's view of pid: what is known, else a process
+// of which nothing is known (not kept: the workers read it).
+func (t *Tracer) process(pid uint32) *process {
+	if p := t.knownProcess(pid); p != nil {
+		return p
 	}
+	return &process{pid: pid}
 }
 
 // Stats are the tracer's self-metrics.
@@ -523,8 +596,13 @@ type Stats struct {
 	// TableBuildTime is the time spent building tables.
 	TableBuildTime time.Duration
 	// PendingSyncs is the number of processes waiting to be given to
-	// the eBPF unwinder (those running at start, at first).
+	// the eBPF unwinder (those running at start, at first), including
+	// those the workers are reading.
 	PendingSyncs uint64
+	// ParkedTraces is the number of traces waiting for the workers to
+	// read their process; ParkOverflows counts those reported before
+	// (unnamed where nothing was known) because too many waited.
+	ParkedTraces, ParkOverflows uint64
 	// InterpreterProcesses is the number of processes running a known
 	// interpreter now; InterpreterErrors counts interpreter files that
 	// could not be used and processes that could not be attached;
@@ -552,6 +630,8 @@ func (t *Tracer) Stats() Stats {
 		InvalidRows:          t.stats.invalidRows.Load(),
 		TableBuildTime:       time.Duration(t.stats.tableBuildNS.Load()),
 		PendingSyncs:         t.stats.pendingSyncs.Load(),
+		ParkedTraces:         t.stats.parkedTraces.Load(),
+		ParkOverflows:        t.stats.parkOverflows.Load(),
 		Traces:               t.stats.traces.Load(),
 		Events:               t.stats.events.Load(),
 		DecodeErrors:         t.stats.decodeErrors.Load(),
@@ -604,7 +684,7 @@ func (t *Tracer) publishTableStats() {
 	t.stats.tablesFailed.Store(s.failed)
 	t.stats.invalidRows.Store(s.invalidRows)
 	t.stats.tableBuildNS.Store(int64(s.buildTime))
-	t.stats.pendingSyncs.Store(uint64(len(t.due) + len(t.backlog)))
+	t.stats.pendingSyncs.Store(uint64(len(t.due) + len(t.backlog) + len(t.inflight)))
 }
 
 // Tables lists the files whose unwind tables the tracer knows, largest

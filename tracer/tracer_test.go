@@ -216,9 +216,14 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 func TestSweep(t *testing.T) {
 	root := t.TempDir()
 	os.Mkdir(filepath.Join(root, "10"), 0o755)
+	maps := newMemMaps()
+	maps.processes[11] = progs.StacklineProcessInfo{}
 	tr := &Tracer{proc: procFS{root: root}, processes: map[uint32]*process{10: {pid: 10}, 11: {pid: 11}},
-		tables: newTableStore(nil, nil, 0, slog.Default())}
+		maps: maps, tables: newTableStore(maps, 0, slog.Default())}
 	tr.sweep()
+	if _, ok := maps.processes[11]; ok {
+		t.Error("exited process 11 kept in eBPF")
+	}
 	if _, ok := tr.processes[10]; !ok {
 		t.Error("live process 10 forgotten")
 	}

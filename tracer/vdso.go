@@ -8,6 +8,7 @@ import (
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/trace"
+	"github.com/stackline-dev/stackline/tracer/nativeunwind"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
 
@@ -60,11 +61,20 @@ func (t *Tracer) loadVDSO() {
 		t.log.Warn("no vdso unwind table", "error", err)
 		return
 	}
-	src := tableSource{open: func() (*elffile.File, *elffile.File, error) {
-		f, err := elffile.NewReader(bytes.NewReader(img))
-		return f, nil, err
-	}}
-	tb := t.tables.acquire(id, fileKey{}, "[vdso]", src, time.Now())
+	built := &builtTable{id: id, name: "[vdso]"}
+	start := time.Now()
+	f, err := elffile.NewReader(bytes.NewReader(img))
+	if err == nil {
+		// A builder of its own: the configured one belongs to the build
+		// worker's goroutine.
+		builder := &nativeunwind.Builder{}
+		built.rows, built.sources, built.invalidRows, built.err = encodeTable(builder, f, nil, t.cfg.MaxUnwindTableBytes)
+		f.Close()
+	} else {
+		built.err = err
+	}
+	built.buildTime = time.Since(start)
+	tb := t.tables.acquire(id, fileKey{}, "[vdso]", built, time.Now())
 	tb.permanent = true
 	if tb.rows == 0 {
 		t.log.Warn("no vdso unwind table", "error", tb.err)

@@ -1,0 +1,67 @@
+package tracer
+
+import (
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// TestShortLivedNamed: a C program main -> f -> g without frame pointers,
+// exec'd 200 times a second and living 20 to 50 ms each, gets at least 90%
+// of its samples fully named: g <- f <- main, or (the dynamic loader's
+// start-up and the exit path) every frame named down to _start.
+func TestShortLivedNamed(t *testing.T) {
+	testenv.RequireBPF(t)
+	dir := t.TempDir()
+	churn := filepath.Join(dir, "churn")
+	launch := filepath.Join(dir, "launch")
+	root := testenv.RepoRoot(t)
+	testenv.Run(t, root, "gcc", "-O2", "-fomit-frame-pointer", "-o", churn, "tracer/testdata/churn/churn.c")
+	testenv.Run(t, root, "gcc", "-O2", "-o", launch, "tracer/testdata/churn/launch.c")
+	traces, st := sampleTraces(t, exec.Command(launch, churn), 6*time.Second,
+		func(m trace.TraceMeta) bool { return m.Comm == "churn" })
+	named, inMain := 0, 0
+	var bad []string
+	for _, frames := range traces {
+		if namedChain(frames, "g", "f", "main") {
+			named++
+			inMain++
+		} else if len(frames) > 0 && frames[len(frames)-1].name == "_start" && !slices.ContainsFunc(frames, func(f userFrame) bool { return f.name == "" }) {
+			named++
+		} else if len(bad) < 8 {
+			bad = append(bad, describe(frames))
+		}
+	}
+	t.Logf("%d traces of churn, %d (%.1f%%) fully named, %d of them g <- f <- main; %d map reads (%d failed), %d syncs, %d traces parked at the end, %d overflows",
+		len(traces), named, 100*float64(named)/float64(max(len(traces), 1)), inMain, st.MapsReads, st.MapsErrors, st.Syncs, st.ParkedTraces, st.ParkOverflows)
+	if len(traces) < 150 {
+		t.Fatalf("only %d traces of churn", len(traces))
+	}
+	checkShare(t, "fully named", named, len(traces), bad, 0.90)
+}
+
+// namedChain reports whether frames (leaf first) hold chain as consecutive
+// frames of exactly these names, with every frame before it named.
+func namedChain(frames []userFrame, chain ...string) bool {
+	for i := 0; i+len(chain) <= len(frames); i++ {
+		ok := true
+		for j, c := range chain {
+			if frames[i+j].name != c {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+		if frames[i].name == "" {
+			return false
+		}
+	}
+	return false
+}

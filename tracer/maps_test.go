@@ -1,0 +1,188 @@
+package tracer
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	progs "github.com/stackline-dev/stackline/support/ebpf"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// memMaps keeps in memory what the tracer writes into the eBPF maps, for
+// tests of its bookkeeping without root.
+type memMaps struct {
+	processes map[uint32]progs.StacklineProcessInfo
+	mappings  map[progs.StacklineMappingKey]progs.StacklineExecMapping
+	interps   map[uint32]progs.StacklineInterpProc
+	tables    map[uint64][]uint64
+	files     map[fileKey]progs.StacklineFileTable
+}
+
+func newMemMaps() *memMaps {
+	return &memMaps{
+		processes: map[uint32]progs.StacklineProcessInfo{},
+		mappings:  map[progs.StacklineMappingKey]progs.StacklineExecMapping{},
+		interps:   map[uint32]progs.StacklineInterpProc{},
+		tables:    map[uint64][]uint64{},
+		files:     map[fileKey]progs.StacklineFileTable{},
+	}
+}
+
+func (m *memMaps) putProcess(pid uint32, info progs.StacklineProcessInfo) error {
+	m.processes[pid] = info
+	return nil
+}
+
+func (m *memMaps) deleteProcess(pid uint32) error {
+	delete(m.processes, pid)
+	return nil
+}
+
+func (m *memMaps) putMappings(keys []progs.StacklineMappingKey, entries []progs.StacklineExecMapping) error {
+	for i, k := range keys {
+		m.mappings[k] = entries[i]
+	}
+	return nil
+}
+
+func (m *memMaps) deleteMappings(keys []progs.StacklineMappingKey) error {
+	for _, k := range keys {
+		delete(m.mappings, k)
+	}
+	return nil
+}
+
+func (m *memMaps) putInterpreter(pid uint32, v *progs.StacklineInterpProc) error {
+	m.interps[pid] = *v
+	return nil
+}
+
+func (m *memMaps) deleteInterpreter(pid uint32) error {
+	delete(m.interps, pid)
+	return nil
+}
+
+func (m *memMaps) putTable(key uint64, rows []uint64) (uint64, error) {
+	m.tables[key] = rows
+	return uint64(len(rows)) * rowBytes, nil
+}
+
+func (m *memMaps) deleteTable(key uint64) error {
+	delete(m.tables, key)
+	return nil
+}
+
+func (m *memMaps) putFileTable(file fileKey, v progs.StacklineFileTable) error {
+	m.files[file] = v
+	return nil
+}
+
+func (m *memMaps) deleteFileTable(file fileKey) error {
+	delete(m.files, file)
+	return nil
+}
+
+// newTestTracer returns a tracer of the processes under /proc whose eBPF
+// maps are maps, with its workers started (stopped at the end of the test).
+func newTestTracer(t testing.TB, maps unwinderMaps, maxTableBytes uint64) *Tracer {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	files, _ := lru.New[fileKey, *fileInfo](256)
+	tr := &Tracer{
+		cfg:           Config{ProcRoot: "/proc", MaxUnwindTableBytes: maxTableBytes, Reporter: &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}},
+		log:           log,
+		proc:          newProcFS("/proc", log),
+		maps:          maps,
+		processes:     make(map[uint32]*process),
+		inflight:      make(map[uint32]inflightSync),
+		symbolLoads:   make(map[trace.FileID]uint64),
+		symbolsLoaded: newSymbolsLoaded(256),
+		exited:        newExited(),
+		files:         files,
+		tables:        newTableStore(maps, maxTableBytes, log),
+	}
+	tr.w = tr.startWorkers(context.Background())
+	t.Cleanup(tr.w.stop)
+	return tr
+}
+
+// TestSyncBookkeeping syncs this process through the workers into maps
+// kept in memory: its mappings under one generation, the tables of its
+// files loaded once and entered by file, a resync switching generations
+// without leaving the old one, and forgetting it leaving nothing but
+// idle tables.
+func TestSyncBookkeeping(t *testing.T) {
+	maps := newMemMaps()
+	tr := newTestTracer(t, maps, 64<<20)
+	pid := uint32(os.Getpid())
+
+	check := func(what string) *process {
+		t.Helper()
+		p := tr.processes[pid]
+		if p == nil {
+			t.Fatalf("%s: process not kept", what)
+		}
+		info, ok := maps.processes[pid]
+		if !ok || int(info.NumMappings) != len(p.mappings) || info.Gen != p.gen {
+			t.Fatalf("%s: process in eBPF %+v (%v), want %d mappings of generation %d", what, info, ok, len(p.mappings), p.gen)
+		}
+		if len(maps.mappings) != len(p.mappings) {
+			t.Errorf("%s: %d mappings in eBPF, want %d (one generation)", what, len(maps.mappings), len(p.mappings))
+		}
+		withTable := 0
+		for i, m := range p.mappings {
+			e, ok := maps.mappings[progs.StacklineMappingKey{Pid: pid, Slot: p.gen<<mappingGenShift | uint32(i)}]
+			if !ok || e.Start != m.start || e.End != m.end || e.Bias != m.start-m.offset {
+				t.Errorf("%s: mapping %d in eBPF %+v (%v), want %+v", what, i, e, ok, m)
+			}
+			if e.NumRows > 0 {
+				withTable++
+				if len(maps.tables[e.Table]) != int(e.NumRows) {
+					t.Errorf("%s: mapping %d has table %#x of %d rows, %d loaded", what, i, e.Table, e.NumRows, len(maps.tables[e.Table]))
+				}
+				if ft, ok := maps.files[m.key]; m.key != (fileKey{}) && (!ok || ft.Table != e.Table) {
+					t.Errorf("%s: file of mapping %d entered as %+v (%v)", what, i, ft, ok)
+				}
+			}
+		}
+		if withTable == 0 {
+			t.Errorf("%s: no mapping of this Go test binary has an unwind table", what)
+		}
+		return p
+	}
+
+	if !tr.enqueue(pid, time.Now()) {
+		t.Fatal("sync not queued")
+	}
+	tr.settle()
+	p := check("first sync")
+	tables := len(maps.tables)
+	gen := p.gen
+
+	if !tr.enqueue(pid, time.Now()) {
+		t.Fatal("resync not queued")
+	}
+	tr.settle()
+	p = check("resync")
+	if p.gen == gen {
+		t.Errorf("resync stayed in generation %d", gen)
+	}
+	if len(maps.tables) != tables {
+		t.Errorf("resync loaded %d tables, want the %d of the first sync", len(maps.tables), tables)
+	}
+
+	tr.forget(pid)
+	if len(maps.processes) != 0 || len(maps.mappings) != 0 {
+		t.Errorf("after forget: %d processes and %d mappings in eBPF", len(maps.processes), len(maps.mappings))
+	}
+	for _, ti := range tr.Tables() {
+		if ti.Processes != 0 {
+			t.Errorf("after forget: table %+v still referenced", ti)
+		}
+	}
+}

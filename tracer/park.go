@@ -1,0 +1,104 @@
+package tracer
+
+import (
+	"slices"
+	"time"
+
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// Bounds of the traces waiting for the workers to read their process.
+const (
+	maxParkedTraces = 4096
+	maxParkedBytes  = 4 << 20
+	// maxParkedAge bounds how long a trace waits: past it, it is
+	// reported with what is known.
+	maxParkedAge = 5 * time.Second
+)
+
+// parkedTrace is a trace waiting for the worker's job seq: the sync of its
+// process, or the symbols of one of its files.
+type parkedTrace struct {
+	raw []byte
+	pid uint32
+	seq uint64
+	at  time.Time
+}
+
+// park parks rec, whose record is raw, until the sync worker has read its
+// process, handing the process to it. It reports whether it did; a trace
+// that cannot wait (the worker's queue is full) is not parked.
+func (t *Tracer) park(rec *record, raw []byte) bool {
+	if !t.enqueue(rec.pid, time.Now()) {
+		return false
+	}
+	t.parkOn(rec, raw, t.inflight[rec.pid].seq)
+	return true
+}
+
+// parkOn parks rec, whose record is raw, until the workers' job seq is
+// done.
+func (t *Tracer) parkOn(rec *record, raw []byte, seq uint64) {
+	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: seq, at: time.Now()}
+	t.parked = append(t.parked, p)
+	t.parkedBytes += len(p.raw)
+	for len(t.parked) > maxParkedTraces || t.parkedBytes > maxParkedBytes {
+		t.stats.parkOverflows.Add(1)
+		t.reportParked(0)
+	}
+	t.stats.parkedTraces.Store(uint64(len(t.parked)))
+}
+
+// unread reports whether rec has user frames of a process the workers have
+// not read, or are reading now: what they bring back is newer than what is
+// known.
+func (t *Tracer) unread(rec *record) bool {
+	user := false
+	for i := range rec.frames {
+		if typ := rec.frames[i].typ; typ == trace.FrameNative || typ.Interpreted() {
+			user = true
+			break
+		}
+	}
+	if !user {
+		return false
+	}
+	if s, ok := t.inflight[rec.pid]; ok && !s.read {
+		return true
+	}
+	return t.knownProcess(rec.pid) == nil
+}
+
+// retryParked reports the parked traces that waited for the workers' job
+// seq, with what is known now.
+func (t *Tracer) retryParked(seq uint64) {
+	for i := 0; i < len(t.parked); {
+		if t.parked[i].seq == seq {
+			t.reportParked(i)
+			continue
+		}
+		i++
+	}
+	t.stats.parkedTraces.Store(uint64(len(t.parked)))
+}
+
+// expireParked reports the traces parked for longer than maxParkedAge, and
+// all when all is set, with what is known.
+func (t *Tracer) expireParked(now time.Time, all bool) {
+	for len(t.parked) > 0 && (all || now.Sub(t.parked[0].at) > maxParkedAge) {
+		t.reportParked(0)
+	}
+	t.stats.parkedTraces.Store(uint64(len(t.parked)))
+}
+
+// reportParked unparks the i-th parked trace and reports it.
+func (t *Tracer) reportParked(i int) {
+	p := t.parked[i]
+	t.parked = slices.Delete(t.parked, i, i+1)
+	t.parkedBytes -= len(p.raw)
+	if err := t.parkedRec.decode(p.raw); err != nil {
+		t.stats.decodeErrors.Add(1)
+		return
+	}
+	t.handleTrace(&t.parkedRec, p.raw, true)
+}

@@ -1,0 +1,394 @@
+package tracer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/trace"
+	"github.com/stackline-dev/stackline/tracer/nativeunwind"
+)
+
+// TableBuilder builds the unwind table of an ELF file and, when it has one,
+// of its separate debug file. The rows of the table Build returns may live
+// in the builder's memory, valid until its next Build or Release; Release
+// says the caller is done with them. Each of the tracer's workers owns one
+// and calls it from one goroutine. *nativeunwind.Builder is the default:
+// it reuses its buffers from one build to the next.
+type TableBuilder interface {
+	Build(f, debug *elffile.File, opts nativeunwind.Options) (*nativeunwind.Table, error)
+	Release()
+}
+
+// Bounds of the work handed to the workers.
+const (
+	// syncQueueLen bounds the syncs waiting for the sync worker; more
+	// wait in the Run goroutine's schedule.
+	syncQueueLen = 64
+	// symbolQueueLen bounds the files waiting for their symbols.
+	symbolQueueLen = 64
+	// buildQueueLen bounds the processes waiting for their tables.
+	buildQueueLen = 16
+	// resultQueueLen bounds the results waiting for the Run goroutine.
+	resultQueueLen = 128
+	// rebuildGuard is how long the build worker trusts that a table it
+	// built reached the table store before building it again.
+	rebuildGuard = 10 * time.Second
+)
+
+// The work of a sync is split between three goroutines, each owning its
+// part of the state (a fourth, the symbol worker, loads the symbols of
+// files whose frames the Run goroutine is about to name):
+//
+//   - the Run goroutine (the ring-buffer reader) owns the processes, the
+//     table store's contents, the schedule and every eBPF map write; it
+//     hands a process to the sync worker and applies what comes back;
+//   - the sync worker reads /proc (maps, exe, comm, cgroup, environment),
+//     opens the mapped files it has not seen, identifies them and
+//     checks whether they are interpreters, and publishes each file's
+//     identity in the file cache before the Run goroutine sees it;
+//   - the build worker builds the unwind tables of files that have none
+//     loaded, which can take seconds for a large binary.
+//
+// File identities (fileInfo) are never changed once in the file cache:
+// a worker that learns more of a file puts a new copy there.
+
+// syncJob is one sync of a process, from the Run goroutine to the sync
+// worker and on to the build worker.
+type syncJob struct {
+	pid uint32
+	seq uint64
+	// at is when the sync was asked for.
+	at time.Time
+	// hadMappings and meta are what the Run goroutine knew of the
+	// process, for readProcess.
+	hadMappings bool
+	meta        *trace.ProcessMeta
+	metaRead    bool
+
+	// Filled in by the sync worker.
+	snap  process
+	err   error
+	files []*fileInfo // per mapping of snap, nil when not a file or not identified
+	// open are the files of mappings whose table must be built, kept
+	// open for the build worker, which closes them.
+	open []*mappedFile
+	// Filled in by the build worker.
+	built []*builtTable
+}
+
+// inflightSync is a sync with the workers, as the Run goroutine knows it.
+type inflightSync struct {
+	seq uint64
+	// read is set once the process is read and its files identified:
+	// only its tables are missing.
+	read bool
+}
+
+// symbolJob loads the symbols of a file into the symbolizer's cache.
+type symbolJob struct {
+	id  trace.FileID
+	src elffile.Source
+	seq uint64
+}
+
+// syncResult is what a worker hands back to the Run goroutine: a sync
+// (job) or a symbol load (symbols).
+type syncResult struct {
+	symbols *symbolJob
+	job     *syncJob
+	// final says the job is done: the tables are built. A job whose
+	// tables must be built comes back twice: first with the process
+	// read and its files identified, then with the tables.
+	final bool
+}
+
+// builtTable is a file's unwind table as the build worker built it.
+type builtTable struct {
+	id trace.FileID
+	// file is the mapped file (device, inode) it was built from.
+	file        fileKey
+	name        string
+	rows        []uint64
+	sources     nativeunwind.Source
+	err         error
+	buildTime   time.Duration
+	invalidRows uint64
+}
+
+// workers are the goroutines of the heavy work; Run starts them and stops
+// them when it returns.
+type workers struct {
+	symbols chan *symbolJob
+	syncs   chan *syncJob
+	builds  chan *syncJob
+	results chan syncResult
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+// startWorkers starts the sync and build workers, which run until stop.
+func (t *Tracer) startWorkers(ctx context.Context) *workers {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &workers{
+		symbols: make(chan *symbolJob, symbolQueueLen),
+		syncs:   make(chan *syncJob, syncQueueLen),
+		builds:  make(chan *syncJob, buildQueueLen),
+		results: make(chan syncResult, resultQueueLen),
+		cancel:  cancel,
+	}
+	builder := t.cfg.TableBuilder
+	if builder == nil {
+		builder = &nativeunwind.Builder{}
+	}
+	proc := newProcFS(t.cfg.ProcRoot, t.log)
+	w.wg.Add(3)
+	go func() {
+		defer w.wg.Done()
+		t.symbolWorker(ctx, w)
+	}()
+	go func() {
+		defer w.wg.Done()
+		t.syncWorker(ctx, w, proc)
+	}()
+	go func() {
+		defer w.wg.Done()
+		t.buildWorker(ctx, w, builder)
+	}()
+	return w
+}
+
+// stop stops the workers and waits for them. Jobs not done are dropped,
+// closing the files they hold.
+func (w *workers) stop() {
+	w.cancel()
+	w.wg.Wait()
+	for {
+		select {
+		case j := <-w.builds:
+			j.closeFiles()
+		default:
+			return
+		}
+	}
+}
+
+func (t *Tracer) syncWorker(ctx context.Context, w *workers, proc procFS) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-w.syncs:
+			t.prepare(j, proc)
+			needBuild := len(j.open) > 0
+			if !send(ctx, w.results, syncResult{job: j, final: !needBuild}) {
+				j.closeFiles()
+				return
+			}
+			if !needBuild {
+				continue
+			}
+			select {
+			case w.builds <- j:
+			default:
+				// The build worker is behind: the process is
+				// synced without the tables; a later sync
+				// builds them.
+				j.closeFiles()
+				if !send(ctx, w.results, syncResult{job: j, final: true}) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (t *Tracer) buildWorker(ctx context.Context, w *workers, builder TableBuilder) {
+	recent := make(map[trace.FileID]time.Time)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-w.builds:
+			now := time.Now()
+			for id, at := range recent {
+				if now.Sub(at) > rebuildGuard {
+					delete(recent, id)
+				}
+			}
+			for _, mf := range j.open {
+				fi := mf.fi
+				if at, ok := recent[fi.id]; ok && now.Sub(at) < rebuildGuard {
+					continue
+				}
+				if t.tables.has(fi.id) {
+					continue
+				}
+				j.built = append(j.built, t.buildTable(builder, mf))
+				recent[fi.id] = time.Now()
+				if ctx.Err() != nil {
+					break
+				}
+			}
+			j.closeFiles()
+			if !send(ctx, w.results, syncResult{job: j, final: true}) {
+				return
+			}
+		}
+	}
+}
+
+// symbolWorker loads files' symbols into the symbolizer's cache, where
+// the Run goroutine finds them when it names their frames.
+func (t *Tracer) symbolWorker(ctx context.Context, w *workers) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-w.symbols:
+			if _, err := t.cfg.Symbolizer.File(j.id, j.src); err != nil {
+				// Only the load that failed returns the error:
+				// once per file.
+				t.log.Debug("no symbols", "path", j.src.Path, "error", err)
+			}
+			if !send(ctx, w.results, syncResult{symbols: j}) {
+				return
+			}
+		}
+	}
+}
+
+// send sends r unless ctx is done first.
+func send(ctx context.Context, ch chan<- syncResult, r syncResult) bool {
+	select {
+	case ch <- r:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// closeFiles closes the files the job holds open.
+func (j *syncJob) closeFiles() {
+	for _, mf := range j.open {
+		mf.close()
+	}
+	j.open = nil
+}
+
+// prepare reads the process of j and identifies the files it maps, on the
+// sync worker.
+func (t *Tracer) prepare(j *syncJob, proc procFS) {
+	t.stats.mapsReads.Add(1)
+	p := &j.snap
+	*p = process{pid: j.pid, meta: j.meta, metaRead: j.metaRead, lastRead: time.Now()}
+	if j.hadMappings {
+		// readProcess tells a zombie from a new process by whether
+		// mappings were read before.
+		p.mappings = []mapping{{}}
+	}
+	if err := proc.readProcess(p); err != nil {
+		t.stats.mapsErrors.Add(1)
+		j.err = err
+		if j.hadMappings {
+			p.mappings = nil
+		}
+		return
+	}
+	j.files = make([]*fileInfo, len(p.mappings))
+	for i := range p.mappings {
+		m := &p.mappings[i]
+		if m.key == (fileKey{}) {
+			continue
+		}
+		mf := t.mappedFile(proc, p, m)
+		fi, built := t.fileOf(mf)
+		j.files[i] = fi
+		if fi != nil && t.cfg.MaxUnwindTableBytes > 0 && !t.tables.has(fi.id) && !built {
+			mf.fi = fi
+			j.open = append(j.open, mf)
+			continue
+		}
+		mf.close()
+	}
+}
+
+// fileOf returns the identity of mf's file, identifying it and checking
+// whether it is an interpreter on first sight, and publishes it in the
+// file cache. It reports whether the file's table is known not to be
+// buildable (no file to build it from).
+func (t *Tracer) fileOf(mf *mappedFile) (*fileInfo, bool) {
+	m := mf.m
+	fi, ok := t.files.Get(m.key)
+	if !ok {
+		var err error
+		fi, err = t.identify(mf)
+		if err != nil {
+			t.stats.fileErrors.Add(1)
+			t.log.Debug("identify mapped file", "pid", mf.proc.pid, "path", m.path, "error", err)
+			return nil, true
+		}
+	} else if fi.interpChecked || len(t.cfg.Interpreters) == 0 {
+		return fi, false
+	} else {
+		c := *fi
+		fi = &c
+	}
+	if len(t.cfg.Interpreters) > 0 {
+		var name string
+		fi.interp, name, fi.interpChecked = t.detectInterpreter(mf)
+		if fi.interp != nil {
+			fi.runtime = name
+		}
+	}
+	t.files.Add(m.key, fi)
+	return fi, false
+}
+
+// buildTable builds the unwind table of mf's file, on the build worker.
+func (t *Tracer) buildTable(builder TableBuilder, mf *mappedFile) *builtTable {
+	fi := mf.fi
+	bt := &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName}
+	start := time.Now()
+	defer func() { bt.buildTime = time.Since(start) }()
+	f, err := mf.elf()
+	if err != nil {
+		bt.err = err
+		return bt
+	}
+	debug := mf.debug()
+	if dp := f.DebugPath(); dp != fi.debugPath {
+		// The symbolizer looks there first when it loads the file.
+		c := *fi
+		c.debugPath = dp
+		t.files.Add(mf.m.key, &c)
+	}
+	bt.rows, bt.sources, bt.invalidRows, bt.err = encodeTable(builder, f, debug, t.cfg.MaxUnwindTableBytes)
+	return bt
+}
+
+// encodeTable builds the table of f (and debug) with builder and packs
+// its rows for the eBPF unwinder, within maxBytes.
+func encodeTable(builder TableBuilder, f, debug *elffile.File, maxBytes uint64) (rows []uint64, src nativeunwind.Source, invalid uint64, err error) {
+	maxRows := min(maxBytes/rowBytes, maxTableRows)
+	tab, err := builder.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	// The packed rows go to the Run goroutine, which loads them into the
+	// map; the builder's own rows are done with once packed.
+	defer builder.Release()
+	rows = make([]uint64, len(tab.Rows))
+	for i, r := range tab.Rows {
+		if r.Addr > 0xffffffff {
+			return nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)
+		}
+		var ok bool
+		if rows[i], ok = encodeRow(r); !ok {
+			invalid++
+		}
+	}
+	return rows, tab.Sources, invalid, nil
+}
