@@ -185,4 +185,11 @@ func TestSyncBookkeeping(t *testing.T) {
 			t.Errorf("after forget: table %+v still referenced", ti)
 		}
 	}
+	// Idle past idleTTL: every table is unloaded and its file named as no
+	// longer mapped (so the symbolizer lets go of it).
+	loaded := len(tr.Tables())
+	gone := tr.tables.expire(time.Now().Add(idleTTL + time.Second))
+	if len(gone) != loaded || len(tr.Tables()) != 0 || len(maps.tables) != 0 {
+		t.Errorf("expire: %d files gone of %d tables; %d tables left, %d in eBPF", len(gone), loaded, len(tr.Tables()), len(maps.tables))
+	}
 }

@@ -300,15 +300,19 @@ func (s *tableStore) evictIdle(need uint64) {
 	}
 }
 
-// expire unloads tables idle for longer than idleTTL.
-func (s *tableStore) expire(now time.Time) {
+// expire unloads tables idle for longer than idleTTL and returns their
+// files, which no process has mapped since.
+func (s *tableStore) expire(now time.Time) []trace.FileID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var gone []trace.FileID
 	for _, tb := range s.tables {
 		if tb.refs == 0 && !tb.permanent && now.Sub(tb.idle) > idleTTL {
 			s.remove(tb)
+			gone = append(gone, tb.id)
 		}
 	}
+	return gone
 }
 
 func (s *tableStore) remove(tb *unwindTable) {

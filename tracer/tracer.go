@@ -511,7 +511,12 @@ func (t *Tracer) housekeeping(now time.Time) {
 	if now.Sub(t.lastSweep) > sweepInterval {
 		t.lastSweep = now
 		t.sweep()
-		t.tables.expire(now)
+		// A cached symbol table keeps its file mapped, and the file's
+		// mount busy (a container's root): forget the files no process
+		// has mapped for a while.
+		for _, id := range t.tables.expire(now) {
+			t.cfg.Symbolizer.Forget(id)
+		}
 	}
 	t.expireParked(now, false)
 	t.stats.processes.Store(uint64(len(t.processes)))
