@@ -194,23 +194,7 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 	}
 
 	// The workloads' call chains, named.
-	for _, c := range []struct {
-		name  string
-		pid   int
-		chain []string
-	}{
-		{"C with frame pointers", w.chainC.Process.Pid, []string{"fp_gamma", "fp_beta", "fp_alpha", "main"}},
-		{"Go", w.goChain.Process.Pid, []string{"main.gamma", "main.beta", "main.alpha", "main.main"}},
-	} {
-		n, share := chainShare(reqs, c.pid, c.chain)
-		t.Logf("%s workload: %d samples, %.1f%% with the full chain %v", c.name, n, 100*share, c.chain)
-		if n < 100 {
-			t.Errorf("%s workload: only %d samples in 10s at 49 Hz", c.name, n)
-		}
-		if share < 0.90 {
-			t.Errorf("%s workload: %.1f%% of samples carry the full chain, want >= 90%%", c.name, 100*share)
-		}
-	}
+	checkNativeChains(t, reqs, w)
 	pyChain := []string{"inner", "middle", "outer", "<module>"}
 	pyTotal, pyFull := typedChainCount(reqs, w.python.Process.Pid, "cpython", pyChain)
 	t.Logf("Python workload: %d samples, %d with %v", pyTotal, pyFull, pyChain)

@@ -221,23 +221,7 @@ func TestEndToEndOTLP(t *testing.T) {
 	}
 	t.Logf("%d requests, %d samples, %d bytes on the wire (%.1f per sample)", len(reqs), samples, wire, float64(wire)/float64(samples))
 
-	for _, c := range []struct {
-		name  string
-		pid   int
-		chain []string
-	}{
-		{"C with frame pointers", w.chainC.Process.Pid, []string{"fp_gamma", "fp_beta", "fp_alpha", "main"}},
-		{"Go", w.goChain.Process.Pid, []string{"main.gamma", "main.beta", "main.alpha", "main.main"}},
-	} {
-		n, share := chainShare(reqs, c.pid, c.chain)
-		t.Logf("%s workload: %d samples, %.1f%% with the full chain %v", c.name, n, 100*share, c.chain)
-		if n < 100 {
-			t.Errorf("%s workload: only %d samples in 10s at 49 Hz", c.name, n)
-		}
-		if share < 0.90 {
-			t.Errorf("%s workload: %.1f%% of samples carry the full chain, want >= 90%%", c.name, 100*share)
-		}
-	}
+	checkNativeChains(t, reqs, w)
 
 	// The Python workload's Python frames reach the backend named, typed
 	// cpython, on their source file's mapping.
@@ -430,5 +414,29 @@ func TestEndToEndLocalPprof(t *testing.T) {
 	}
 	if !bytes.Contains(foldedText, []byte("main;fp_alpha;fp_beta;fp_gamma")) {
 		t.Errorf("folded stacks lack main;fp_alpha;fp_beta;fp_gamma")
+	}
+}
+
+// checkNativeChains checks that at least 100 samples of each of the C and Go
+// workloads arrived in reqs (10 s at 49 Hz) and that 90% of them carry the
+// workload's whole call chain, named.
+func checkNativeChains(t *testing.T, reqs []*collectorpb.ExportProfilesServiceRequest, w *workloads) {
+	t.Helper()
+	for _, c := range []struct {
+		name  string
+		pid   int
+		chain []string
+	}{
+		{"C with frame pointers", w.chainC.Process.Pid, []string{"fp_gamma", "fp_beta", "fp_alpha", "main"}},
+		{"Go", w.goChain.Process.Pid, []string{"main.gamma", "main.beta", "main.alpha", "main.main"}},
+	} {
+		n, share := chainShare(reqs, c.pid, c.chain)
+		t.Logf("%s workload: %d samples, %.1f%% with the full chain %v", c.name, n, 100*share, c.chain)
+		if n < 100 {
+			t.Errorf("%s workload: only %d samples in 10s at 49 Hz", c.name, n)
+		}
+		if share < 0.90 {
+			t.Errorf("%s workload: %.1f%% of samples carry the full chain, want >= 90%%", c.name, 100*share)
+		}
 	}
 }
