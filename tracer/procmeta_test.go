@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/interpreter/python"
-	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
@@ -106,25 +104,10 @@ func TestProcessMetaOfRealProcesses(t *testing.T) {
 		}
 	})
 
-	kern, err := kallsyms.Load(kallsyms.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
-	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20,
-		Interpreters: []interpreter.Runtime{python.Runtime{}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20,
+		Interpreters: []interpreter.Runtime{python.Runtime{}}}, symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
 	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Since(start) > time.Minute {
 			t.Fatal("the processes running at start were not synced within a minute")
@@ -149,10 +132,7 @@ func TestProcessMetaOfRealProcesses(t *testing.T) {
 		cmd.Wait()
 	}
 	time.Sleep(200 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	tr.stop(t)
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()

@@ -1,13 +1,11 @@
 package tracer
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
-	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -19,24 +17,9 @@ import (
 // checks that the vdso's table is listed with the processes that map it.
 func TestReadWhileRunning(t *testing.T) {
 	testenv.RequireBPF(t)
-	kern, err := kallsyms.Load(kallsyms.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
-	tr, err := New(Config{SamplesPerSecond: 99, MaxStackDepth: 128, RingBufferSize: 1 << 20, FileCacheSize: 256,
-		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
+	tr := startTracer(t, Config{SamplesPerSecond: 99, MaxStackDepth: 128, RingBufferSize: 1 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 64 << 20}, symbolizer.Options{CacheSize: 64})
 
 	var (
 		wg        sync.WaitGroup
@@ -63,10 +46,7 @@ func TestReadWhileRunning(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	tr.stop(t)
 	t.Logf("%d reads; the vdso table was mapped by up to %d processes", reads, vdsoProcs-1)
 	if tr.vdso == nil {
 		t.Fatal("no unwind table for the vdso")

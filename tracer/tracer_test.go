@@ -118,24 +118,9 @@ func TestSampleProcess(t *testing.T) {
 	bin := filepath.Join(dir, "workload")
 	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O0", "-fno-omit-frame-pointer", "-o", bin, "e2e/testdata/workload.c")
 
-	kern, err := kallsyms.Load(kallsyms.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
-	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 1 << 20, FileCacheSize: 64,
-		Reporter: rec, Symbolizer: syms, Kernel: kern})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 1 << 20, FileCacheSize: 64,
+		Reporter: rec}, symbolizer.Options{CacheSize: 16})
 
 	cmd := exec.Command(bin, "chain")
 	if err := cmd.Start(); err != nil {
@@ -146,10 +131,7 @@ func TestSampleProcess(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	time.Sleep(200 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	tr.stop(t)
 
 	pid := uint32(cmd.Process.Pid)
 	rec.mu.Lock()
@@ -229,5 +211,54 @@ func TestSweep(t *testing.T) {
 	}
 	if _, ok := tr.processes[11]; ok {
 		t.Error("exited process 11 kept")
+	}
+}
+
+// liveTracer is a tracer a test runs on this host.
+type liveTracer struct {
+	*Tracer
+	cancel  context.CancelFunc
+	stopped chan struct{}
+	err     error // Run's, once stopped is closed
+}
+
+// startTracer loads the kernel's symbols and a symbolizer with symOpts into
+// cfg, creates the tracer and runs it until stop or the end of the test.
+func startTracer(t *testing.T, cfg Config, symOpts symbolizer.Options) *liveTracer {
+	t.Helper()
+	kern, err := kallsyms.Load(kallsyms.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := symbolizer.New(symOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Kernel, cfg.Symbolizer = kern, syms
+	tr, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lt := &liveTracer{Tracer: tr, cancel: cancel, stopped: make(chan struct{})}
+	go func() {
+		defer close(lt.stopped)
+		lt.err = tr.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-lt.stopped
+		tr.Close()
+	})
+	return lt
+}
+
+// stop stops Run and fails the test when it returned an error.
+func (lt *liveTracer) stop(t *testing.T) {
+	t.Helper()
+	lt.cancel()
+	<-lt.stopped
+	if lt.err != nil {
+		t.Fatal(lt.err)
 	}
 }

@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
-	"github.com/stackline-dev/stackline/kallsyms"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
@@ -48,24 +46,9 @@ func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration, interps ...inte
 // sampleTraces is sampleCommand for the traces keep selects.
 func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.TraceMeta) bool, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
 	t.Helper()
-	kern, err := kallsyms.Load(kallsyms.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
-	tr, err := New(Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 256 << 20, Interpreters: interps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20, Interpreters: interps}, symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
 	// The processes running at start are synced first; the workload is a
 	// process started on a running tracer.
 	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
@@ -82,10 +65,7 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.
 	cmd.Process.Kill()
 	cmd.Wait()
 	time.Sleep(200 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	tr.stop(t)
 	st := tr.Stats()
 
 	rec.mu.Lock()

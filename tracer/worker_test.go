@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"context"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
-	"github.com/stackline-dev/stackline/kallsyms"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
@@ -66,25 +64,10 @@ func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := filepath.Join(t.TempDir(), "churn")
 	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/churn/churn.c")
-	kern, err := kallsyms.Load(kallsyms.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &timedRecorder{recorder: &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}}
 	builder := &slowBuilder{delay: 1500 * time.Millisecond}
-	tr, err := New(Config{SamplesPerSecond: 499, MaxStackDepth: 128, RingBufferSize: 256 << 10, FileCacheSize: 256,
-		Reporter: rec, Symbolizer: syms, Kernel: kern, MaxUnwindTableBytes: 64 << 20, TableBuilder: builder})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tr.Run(ctx) }()
+	tr := startTracer(t, Config{SamplesPerSecond: 499, MaxStackDepth: 128, RingBufferSize: 256 << 10, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 64 << 20, TableBuilder: builder}, symbolizer.Options{CacheSize: 64})
 	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Since(start) > time.Minute {
 			t.Fatal("the processes running at start were not synced within a minute")
@@ -99,10 +82,7 @@ func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	tr.stop(t)
 	st := tr.Stats()
 
 	builder.mu.Lock()
