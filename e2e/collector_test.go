@@ -276,32 +276,15 @@ func testCollector(t *testing.T, target func(*collector.Collector) (args, env []
 // typedChainCount returns how many samples of pid there are and how many of
 // them have, among their frames of type typ, exactly chain, leaf first.
 func typedChainCount(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, typ string, chain []string) (total, full int) {
-	for _, req := range reqs {
-		for _, rp := range req.ResourceProfiles {
-			if otlpcheck.ResourceAttr(rp, "process.pid") != itoa(pid) {
-				continue
-			}
-			for _, sp := range rp.ScopeProfiles {
-				for _, p := range sp.Profiles {
-					for _, s := range p.Samples {
-						n := int(otlpcheck.SampleCount(s))
-						total += n
-						frames, _ := otlpcheck.Frames(req, s)
-						var got []string
-						for _, f := range frames {
-							if f.Type == typ {
-								got = append(got, f.Name)
-							}
-						}
-						if slices.Equal(got, chain) {
-							full += n
-						}
-					}
-				}
+	return countSamples(reqs, pid, func(frames []otlpcheck.Frame) bool {
+		var got []string
+		for _, f := range frames {
+			if f.Type == typ {
+				got = append(got, f.Name)
 			}
 		}
-	}
-	return total, full
+		return slices.Equal(got, chain)
+	})
 }
 
 // freeAddr returns a loopback host:port that was free a moment ago.

@@ -140,10 +140,9 @@ func runAgentWith(t *testing.T, bin string, r agentRun) string {
 	return stderr.String()
 }
 
-// chainShare returns how many samples of pid there are and the share of them
-// whose user frames, leaf first, start with chain.
-func chainShare(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, chain []string) (int, float64) {
-	total, full := 0, 0
+// countSamples returns how many samples of pid there are in reqs and how
+// many of them have frames that match.
+func countSamples(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, match func([]otlpcheck.Frame) bool) (total, matched int) {
 	for _, req := range reqs {
 		for _, rp := range req.ResourceProfiles {
 			if otlpcheck.ResourceAttr(rp, "process.pid") != itoa(pid) {
@@ -154,21 +153,29 @@ func chainShare(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, chain
 					for _, s := range p.Samples {
 						n := int(otlpcheck.SampleCount(s))
 						total += n
-						var user []string
-						frames, _ := otlpcheck.Frames(req, s)
-						for _, f := range frames {
-							if f.Type != "kernel" {
-								user = append(user, f.Name)
-							}
-						}
-						if len(user) >= len(chain) && slices.Equal(user[:len(chain)], chain) {
-							full += n
+						if frames, err := otlpcheck.Frames(req, s); err == nil && match(frames) {
+							matched += n
 						}
 					}
 				}
 			}
 		}
 	}
+	return total, matched
+}
+
+// chainShare returns how many samples of pid there are and the share of them
+// whose user frames, leaf first, start with chain.
+func chainShare(reqs []*collectorpb.ExportProfilesServiceRequest, pid int, chain []string) (int, float64) {
+	total, full := countSamples(reqs, pid, func(frames []otlpcheck.Frame) bool {
+		var user []string
+		for _, f := range frames {
+			if f.Type != "kernel" {
+				user = append(user, f.Name)
+			}
+		}
+		return len(user) >= len(chain) && slices.Equal(user[:len(chain)], chain)
+	})
 	if total == 0 {
 		return 0, 0
 	}
@@ -225,30 +232,18 @@ func TestEndToEndOTLP(t *testing.T) {
 
 	// The Python workload's Python frames reach the backend named, typed
 	// cpython, on their source file's mapping.
-	pyTotal, pyFull := 0, 0
-	for _, req := range reqs {
-		for _, rp := range req.ResourceProfiles {
-			if otlpcheck.ResourceAttr(rp, "process.pid") != itoa(w.python.Process.Pid) {
-				continue
-			}
-			for _, s := range rp.ScopeProfiles[0].Profiles[0].Samples {
-				frames, _ := otlpcheck.Frames(req, s)
-				n := int(otlpcheck.SampleCount(s))
-				pyTotal += n
-				var chain []string
-				onScript := true
-				for _, f := range frames {
-					if f.Type == "cpython" {
-						chain = append(chain, f.Name)
-						onScript = onScript && f.MappingFile == w.pythonScript
-					}
+	pyTotal, pyFull := countSamples(reqs, w.python.Process.Pid, func(frames []otlpcheck.Frame) bool {
+		var chain []string
+		for _, f := range frames {
+			if f.Type == "cpython" {
+				if f.MappingFile != w.pythonScript {
+					return false
 				}
-				if onScript && slices.Equal(chain, []string{"inner", "middle", "outer", "<module>"}) {
-					pyFull += n
-				}
+				chain = append(chain, f.Name)
 			}
 		}
-	}
+		return slices.Equal(chain, []string{"inner", "middle", "outer", "<module>"})
+	})
 	t.Logf("Python workload: %d samples, %d (%.1f%%) with inner <- middle <- outer <- <module>", pyTotal, pyFull, 100*float64(pyFull)/float64(max(pyTotal, 1)))
 	if pyTotal < 100 || float64(pyFull) < 0.90*float64(pyTotal) {
 		t.Errorf("Python workload: %d of %d samples with the Python chain, want >= 90%% of at least 100", pyFull, pyTotal)
