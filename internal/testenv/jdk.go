@@ -34,11 +34,11 @@ func (j JDK) LibJVM() string { return filepath.Join(j.Home, "lib", "server", "li
 
 // The JDKs the tests run, where this host has them.
 const (
-	jdk17Home = "/usr/lib/jvm/java-17-openjdk-amd64"     // Debian openjdk-17
-	jdk25Home = "/usr/lib/jvm/temurin-25-jdk-amd64"      // Temurin 25, where present
-	jdk21Dir  = "/var/cache/stackline/jdk21"             // support/runtimes/jdk21.sh
-	jdk21Home = "usr/lib/jvm/java-21-openjdk-amd64"      // in jdk21Dir/root
-	jdk21Lib  = "usr/lib/x86_64-linux-gnu"               // trixie's C library, in jdk21Dir/root
+	jdk17Home = "/usr/lib/jvm/java-17-openjdk-amd64" // Debian openjdk-17
+	jdk25Home = "/usr/lib/jvm/temurin-25-jdk-amd64"  // Temurin 25, where present
+	jdk21Dir  = "/var/cache/stackline/jdk21"         // support/runtimes/jdk21.sh
+	jdk21Home = "usr/lib/jvm/java-21-openjdk-amd64"  // in jdk21Dir/root
+	jdk21Lib  = "usr/lib/x86_64-linux-gnu"           // trixie's C library, in jdk21Dir/root
 	jdk21Ld   = "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 )
 

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
 )
 
 // -update regenerates testdata from live JVMs of each JDK the host has
