@@ -1,7 +1,9 @@
 // Chain is the workload the fixtures of package hotspot are dumped from:
 // Outer.a calls Middle.b calls Inner.c, whose loop is hot, so that C2
-// compiles the chain with c (and b) inlined. The tests find the lines of
-// the marked statements (// @name) in this file.
+// compiles the chain with c (and b) inlined. Leaf.work, which the dump
+// keeps from being inlined (-XX:CompileCommand=dontinline,Leaf::work),
+// gives the compiled chain a call site with debug information. The tests
+// find the lines of the marked statements (// @name) in this file.
 public class Chain {
     static volatile long sink;
 
@@ -45,7 +47,16 @@ class Inner {
         long s = n;
         for (int i = 0; i < 200; i++) {
             s = s * 31 + (i ^ (s >>> 11)); // @c-loop
+            if ((s & 0xff) == 7) {
+                s += Leaf.work(s); // @c-call
+            }
         }
         return s;
+    }
+}
+
+class Leaf {
+    static long work(long s) {
+        return s >>> 3;
     }
 }
