@@ -74,6 +74,7 @@ func (r *vmReader) method(addr uint64) methodFixture {
 	}
 	codeSize := r.u16(cm + r.field("ConstMethod", "_code_size"))
 	table := cm + r.size("ConstMethod") + uint64(codeSize)
+	m.ConstMethod, m.ConstMethodHeader, m.LineTableAddr = cm, r.bytes(cm, int(r.size("ConstMethod"))), table
 	enc := EncodingFor(r.l.Version())
 	for n := 64; ; n *= 2 {
 		if n > 1<<16 {
@@ -89,7 +90,7 @@ func (r *vmReader) method(addr uint64) methodFixture {
 
 // nmethodData returns an nmethod's method, PcDesc table, scope data and
 // metadata array, wherever its JDK keeps them.
-func (r *vmReader) nmethodData(nm uint64) (method uint64, pcs, scopes []byte, metadata []uint64) {
+func (r *vmReader) nmethodData(nm uint64) (method uint64, pcs, scopes []byte, metadata []uint64, sec NMethodSections) {
 	r.t.Helper()
 	method = r.u64(nm + r.field("nmethod", "_method"))
 	i32 := func(name string) uint64 { return uint64(int32(r.u32(nm + r.field("nmethod", name)))) }
@@ -114,17 +115,30 @@ func (r *vmReader) nmethodData(nm uint64) (method uint64, pcs, scopes []byte, me
 	if pcsEnd < pcsBegin || pcsEnd-pcsBegin > 1<<20 || scopesEnd < scopesBegin || scopesEnd-scopesBegin > 1<<20 || metaEnd < metaBegin || metaEnd-metaBegin > 1<<16 {
 		r.t.Fatalf("nmethod %#x: PcDescs %#x-%#x, scopes %#x-%#x, metadata %#x-%#x", nm, pcsBegin, pcsEnd, scopesBegin, scopesEnd, metaBegin, metaEnd)
 	}
+	sec = NMethodSections{
+		Method:    method,
+		CompileID: int32(r.u32(nm + r.field("nmethod", "_compile_id"))),
+		FrameSize: int32(r.u32(nm + r.field("nmethod", "_frame_size"))),
+		PcDescs:   Span{pcsBegin, pcsEnd},
+		Scopes:    Span{scopesBegin, scopesEnd},
+		Metadata:  Span{metaBegin, metaEnd},
+	}
+	if off, ok := r.l.FieldOrSuper("nmethod", "_code_begin"); ok {
+		sec.CodeBegin = r.u64(nm + off)
+	} else {
+		sec.CodeBegin = nm + uint64(int32(r.u32(nm+r.field("nmethod", "_code_offset"))))
+	}
 	pcs = r.bytes(pcsBegin, int(pcsEnd-pcsBegin))
 	scopes = r.bytes(scopesBegin, int(scopesEnd-scopesBegin))
 	for a := metaBegin; a+8 <= metaEnd; a += 8 {
 		metadata = append(metadata, r.u64(a))
 	}
-	return method, pcs, scopes, metadata
+	return method, pcs, scopes, metadata, sec
 }
 
 // codelistLine is a line of jcmd's Compiler.codelist: compile id, level,
 // state, method, [nmethod, code begin - code end].
-var codelistLine = regexp.MustCompile(`^(\d+) (\d) (\d+) (\S+) \[(0x[0-9a-f]+), `)
+var codelistLine = regexp.MustCompile(`^(\d+) (\d) (\d+) (\S+) \[(0x[0-9a-f]+), (0x[0-9a-f]+) - `)
 
 // dumpCode writes testdata/code-<jdk>.json.gz from the JVM's C2
 // compilations of the chain.
@@ -144,10 +158,14 @@ func dumpCode(t *testing.T, j *chainJVM, l *Layout) {
 		}
 		nm, _ := strconv.ParseUint(m[5], 0, 64)
 		id, _ := strconv.Atoi(m[1])
-		method, pcs, scopes, metadata := r.nmethodData(nm)
+		codeBegin, _ := strconv.ParseUint(m[6], 0, 64)
+		method, pcs, scopes, metadata, sec := r.nmethodData(nm)
 		own := r.method(method)
 		f.Methods[own.key()] = own
-		nf := nmethodFixture{Method: own.key(), CompileID: id, PcDescs: pcs, Scopes: scopes, Metadata: make([]string, len(metadata))}
+		nf := nmethodFixture{
+			Method: own.key(), CompileID: id, PcDescs: pcs, Scopes: scopes, Metadata: make([]string, len(metadata)),
+			Addr: nm, Header: r.bytes(nm, int(r.size("nmethod"))), Sections: sec, CodeBegin: codeBegin,
+		}
 		// Name the metadata the scopes use: those are Methods.
 		for i := 0; i+16 <= len(pcs); i += 16 {
 			d := PcDesc{ScopeDecodeOffset: int32(binary.LittleEndian.Uint32(pcs[i+4:]))}

@@ -33,6 +33,14 @@ type nmethodFixture struct {
 	// Metadata names the methods among metadata_begin()[i]: the key of
 	// the method at i, "" for other metadata.
 	Metadata []string `json:"metadata"`
+	// Addr and Header are the nmethod's address and its first
+	// sizeof(nmethod) bytes; Sections where the dump found its data,
+	// reading the fields one by one.
+	Addr     uint64          `json:"addr"`
+	Header   []byte          `json:"header"`
+	Sections NMethodSections `json:"sections"`
+	// CodeBegin is the code's start as jcmd Compiler.codelist states it.
+	CodeBegin uint64 `json:"code_begin"`
 }
 
 type methodFixture struct {
@@ -42,6 +50,12 @@ type methodFixture struct {
 	// LineTable is the compressed line number table after the method's
 	// bytecodes, terminator included.
 	LineTable []byte `json:"line_table"`
+	// ConstMethod and ConstMethodHeader are the address and the first
+	// sizeof(ConstMethod) bytes of its ConstMethod, LineTableAddr where
+	// the dump found the line table.
+	ConstMethod       uint64 `json:"const_method"`
+	ConstMethodHeader []byte `json:"const_method_header"`
+	LineTableAddr     uint64 `json:"line_table_addr"`
 }
 
 func (m methodFixture) key() string { return m.Class + "." + m.Name + m.Signature }
@@ -232,6 +246,86 @@ func TestScopeFixtures(t *testing.T) {
 				t.Errorf("no PcDesc of the call to Leaf.work at line %d (// @c-call)", marks["c-call"])
 			}
 			t.Logf("%d PcDescs with the whole chain inlined, %d at the call of Leaf.work", found, calls)
+		})
+	}
+}
+
+// TestNMethodSectionsFixtures computes where each dumped nmethod keeps its
+// data from its header, and compares with where the dump found it field
+// by field (whose contents TestScopeFixtures checks).
+func TestNMethodSectionsFixtures(t *testing.T) {
+	for _, jdk := range fixtureJDKs {
+		t.Run(jdk, func(t *testing.T) {
+			n, err := NMethodLayoutOf(layoutFixture(t, jdk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.Immutable != (jdk == "jdk25") {
+				t.Errorf("Immutable = %v", n.Immutable)
+			}
+			f := readCodeFixture(t, jdk)
+			for _, nm := range f.NMethods {
+				got, err := n.Sections(nm.Addr, nm.Header)
+				if err != nil {
+					t.Errorf("%s: %v", nm.Method, err)
+					continue
+				}
+				if got != nm.Sections {
+					t.Errorf("%s: Sections = %+v, dumped %+v", nm.Method, got, nm.Sections)
+				}
+				if got.CodeBegin != nm.CodeBegin {
+					t.Errorf("%s: code begins at %#x, jcmd said %#x", nm.Method, got.CodeBegin, nm.CodeBegin)
+				}
+				if got.CompileID != int32(nm.CompileID) {
+					t.Errorf("%s: compile id %d, jcmd said %d", nm.Method, got.CompileID, nm.CompileID)
+				}
+				if got.PcDescs.Len() != uint64(len(nm.PcDescs)) {
+					t.Errorf("%s: %d bytes of PcDescs, dumped %d", nm.Method, got.PcDescs.Len(), len(nm.PcDescs))
+				}
+				if got.FrameSize <= 0 || got.FrameSize > 1000 {
+					t.Errorf("%s: frame size %d words", nm.Method, got.FrameSize)
+				}
+				// A header that is cut short, or whose offsets
+				// run backwards, is refused.
+				if _, err := n.Sections(nm.Addr, nm.Header[:n.Size-1]); err == nil {
+					t.Errorf("%s: a short header gave sections", nm.Method)
+				}
+				bad := append([]byte(nil), nm.Header...)
+				for i := range bad {
+					bad[i] = 0xff
+				}
+				if _, err := n.Sections(nm.Addr, bad); err == nil {
+					t.Errorf("%s: a header of 0xff bytes gave sections", nm.Method)
+				}
+			}
+		})
+	}
+}
+
+// TestConstMethodFixtures finds each dumped method's line table from its
+// ConstMethod header.
+func TestConstMethodFixtures(t *testing.T) {
+	for _, jdk := range fixtureJDKs {
+		t.Run(jdk, func(t *testing.T) {
+			c, err := ConstMethodLayoutOf(layoutFixture(t, jdk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.HasLineTable != 1 {
+				t.Errorf("HasLineTable = %#x, want 1", c.HasLineTable)
+			}
+			f := readCodeFixture(t, jdk)
+			for key, m := range f.Methods {
+				got, ok := c.LineTableAt(m.ConstMethod, m.ConstMethodHeader)
+				if !ok || got != m.LineTableAddr {
+					t.Errorf("%s: LineTableAt = %#x, %v; dumped %#x", key, got, ok, m.LineTableAddr)
+				}
+				noTable := append([]byte(nil), m.ConstMethodHeader...)
+				noTable[c.Flags] &^= byte(c.HasLineTable)
+				if _, ok := c.LineTableAt(m.ConstMethod, noTable); ok {
+					t.Errorf("%s: a line table without the flag", key)
+				}
+			}
 		})
 	}
 }

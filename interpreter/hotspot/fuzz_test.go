@@ -150,3 +150,34 @@ func FuzzJavaName(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNMethodSections computes an nmethod's sections from arbitrary
+// header bytes with each JDK's layout: sections within bounds, or an
+// error.
+func FuzzNMethodSections(f *testing.F) {
+	var layouts []NMethodLayout
+	for _, jdk := range fixtureJDKs {
+		n, err := NMethodLayoutOf(layoutFixture(f, jdk))
+		if err != nil {
+			f.Fatal(err)
+		}
+		layouts = append(layouts, n)
+	}
+	for i, fx := range fixtureSeeds(f) {
+		for _, nm := range fx.NMethods {
+			f.Add(uint8(i), nm.Addr, nm.Header)
+		}
+	}
+	f.Fuzz(func(t *testing.T, which uint8, addr uint64, header []byte) {
+		n := layouts[int(which)%len(layouts)]
+		s, err := n.Sections(addr, header)
+		if err != nil {
+			return
+		}
+		for _, sp := range []Span{s.PcDescs, s.Scopes, s.Metadata} {
+			if sp.End < sp.Start || sp.Len() > maxNMethodData {
+				t.Fatalf("section %#x-%#x", sp.Start, sp.End)
+			}
+		}
+	})
+}
