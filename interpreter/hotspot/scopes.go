@@ -191,7 +191,7 @@ type NMethodLayout struct {
 	// the mutable data, its int size and the int size of the relocations
 	// before the metadata in it.
 	ImmutableData, ScopesPcsOffset, ScopesDataOffset, ImmutableDataSize uint64
-	MutableData, MutableDataSize, RelocationSize                       uint64
+	MutableData, MutableDataSize, RelocationSize                        uint64
 }
 
 // NMethodLayoutOf returns the nmethod layout l states.
