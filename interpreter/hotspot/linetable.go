@@ -98,7 +98,8 @@ type ConstMethodLayout struct {
 	Constants, NameIndex, SignatureIndex, CodeSize uint64
 	// Flags is the offset of the flags: "_flags" (u2) in JDK 17,
 	// "_flags._flags" (u4) from JDK 21. HasLineTable is the flag
-	// saying a line table follows the bytecodes (bit 0 in all three).
+	// saying a line table follows the bytecodes (bit 0 in all three;
+	// JDK 21 moved it to the low 16 bits of a 32-bit field).
 	Flags        uint64
 	HasLineTable uint16
 }
@@ -130,14 +131,19 @@ func ConstMethodLayoutOf(l *Layout) (ConstMethodLayout, error) {
 			return c, fmt.Errorf("hotspot: ConstMethod::%s at %d, outside the %d-byte ConstMethod", f.name, *f.into, c.Size)
 		}
 	}
-	// JDK 17 states the flag's value; later JDKs keep it in
-	// ConstMethodFlags, as bit 0.
+	// JDK 17 states the flag as ConstMethod's, 21 and 25 as
+	// ConstMethodFlags'; both are bit 0, the fallback.
 	c.HasLineTable = 1
-	if v, ok := l.Int("ConstMethod::_has_linenumber_table"); ok {
-		if v <= 0 || v > 0x8000 {
-			return c, fmt.Errorf("hotspot: ConstMethod::_has_linenumber_table is %d", v)
+	for _, name := range []string{"ConstMethod::_has_linenumber_table", "ConstMethodFlags::_misc_has_linenumber_table"} {
+		v, ok := l.Int(name)
+		if !ok {
+			continue
+		}
+		if v <= 0 || v > 0x8000 || v&(v-1) != 0 {
+			return c, fmt.Errorf("hotspot: %s is %d, not one bit of 16", name, v)
 		}
 		c.HasLineTable = uint16(v)
+		break
 	}
 	return c, nil
 }
