@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
@@ -140,22 +141,46 @@ func (r *vmReader) nmethodData(nm uint64) (method uint64, pcs, scopes []byte, me
 // state, method, [nmethod, code begin - code end].
 var codelistLine = regexp.MustCompile(`^(\d+) (\d) (\d+) (\S+) \[(0x[0-9a-f]+), (0x[0-9a-f]+) - `)
 
-// dumpCode writes testdata/code-<jdk>.json.gz from the JVM's C2
-// compilations of the chain.
-func dumpCode(t *testing.T, j *chainJVM, l *Layout) {
+// codelist returns the C2 (level 4) compilations of the chain's methods
+// as jcmd's Compiler.codelist lists them, once Outer.a is among them
+// (waiting up to a minute for C2 on a busy machine).
+func codelist(t *testing.T, pid int) [][]string {
+	t.Helper()
 	_, jcmd := testenv.JavaTools(t)
-	out, err := exec.Command(jcmd, strconv.Itoa(j.pid), "Compiler.codelist").CombinedOutput()
-	if err != nil {
-		t.Fatalf("jcmd Compiler.codelist: %v\n%s", err, out)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := exec.Command(jcmd, strconv.Itoa(pid), "Compiler.codelist").CombinedOutput()
+		if err != nil {
+			t.Fatalf("jcmd Compiler.codelist: %v\n%s", err, out)
+		}
+		var got [][]string
+		outer := false
+		for _, line := range strings.Split(string(out), "\n") {
+			m := codelistLine.FindStringSubmatch(line)
+			if m == nil || m[2] != "4" || !strings.HasPrefix(m[4], "Outer.") && !strings.HasPrefix(m[4], "Middle.") && !strings.HasPrefix(m[4], "Inner.") {
+				continue
+			}
+			got = append(got, m)
+			outer = outer || strings.HasPrefix(m[4], "Outer.a")
+		}
+		if outer {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no C2 compilation of Outer.a after a minute:\n%s", out)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// collectCode reads the JVM's C2 compilations of the chain, field by
+// field with the offsets l states, into a codeFixture.
+func collectCode(t *testing.T, j *chainJVM, l *Layout) codeFixture {
+	t.Helper()
 	r := &vmReader{t: t, mem: interpreter.ProcessMemory(j.pid), l: l}
 	enc := EncodingFor(l.Version())
 	f := codeFixture{JDK: j.jdk.Name, Version: l.Version(), Encoding: enc.String(), Methods: map[string]methodFixture{}}
-	for _, line := range strings.Split(string(out), "\n") {
-		m := codelistLine.FindStringSubmatch(line)
-		if m == nil || m[2] != "4" || !strings.HasPrefix(m[4], "Outer.") && !strings.HasPrefix(m[4], "Middle.") && !strings.HasPrefix(m[4], "Inner.") {
-			continue
-		}
+	for _, m := range codelist(t, j.pid) {
 		nm, _ := strconv.ParseUint(m[5], 0, 64)
 		id, _ := strconv.Atoi(m[1])
 		codeBegin, _ := strconv.ParseUint(m[6], 0, 64)
@@ -168,8 +193,7 @@ func dumpCode(t *testing.T, j *chainJVM, l *Layout) {
 		}
 		// Name the metadata the scopes use: those are Methods.
 		for i := 0; i+16 <= len(pcs); i += 16 {
-			d := PcDesc{ScopeDecodeOffset: int32(binary.LittleEndian.Uint32(pcs[i+4:]))}
-			ss, err := DecodeScopes(scopes, int(d.ScopeDecodeOffset), enc)
+			ss, err := DecodeScopes(scopes, int(int32(binary.LittleEndian.Uint32(pcs[i+4:]))), enc)
 			if err != nil {
 				t.Fatalf("%s: PcDesc %d: %v", own.key(), i/16, err)
 			}
@@ -187,9 +211,13 @@ func dumpCode(t *testing.T, j *chainJVM, l *Layout) {
 		f.NMethods = append(f.NMethods, nf)
 		t.Logf("%s: nmethod %#x (compile %d): %d PcDescs, %d bytes of scopes, %d metadata", own.key(), nm, id, len(pcs)/16, len(scopes), len(metadata))
 	}
-	if len(f.NMethods) == 0 {
-		t.Fatalf("no C2 compilation of the chain in\n%s", out)
-	}
+	return f
+}
+
+// dumpCode writes testdata/code-<jdk>.json.gz from the JVM's C2
+// compilations of the chain.
+func dumpCode(t *testing.T, j *chainJVM, l *Layout) {
+	f := collectCode(t, j, l)
 	if err := writeGzipJSON(filepath.Join("testdata", "code-"+j.jdk.Name+".json.gz"), &f); err != nil {
 		t.Fatal(err)
 	}

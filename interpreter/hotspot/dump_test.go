@@ -19,7 +19,7 @@ import (
 )
 
 // -update regenerates testdata from live JVMs of each JDK the host has
-// (TestDumpFixtures): go test -run TestDumpFixtures -update ./interpreter/hotspot/
+// (TestDumpFixtures): go test ./interpreter/hotspot/ -run TestDumpFixtures -update
 var update = flag.Bool("update", false, "regenerate testdata from live JVMs")
 
 // chainJVM is testdata/java/Chain.java running on one JDK, warmed up so
@@ -151,7 +151,7 @@ func TestDumpFixtures(t *testing.T) {
 	classes := compileChain(t)
 	for _, jdk := range testenv.JDKs(t) {
 		t.Run(jdk.Name, func(t *testing.T) {
-			j := startChain(t, jdk, classes, 4*time.Second, "-XX:CompileCommand=dontinline,Leaf::work")
+			j := startChain(t, jdk, classes, time.Second, "-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,Leaf::work")
 			syms := libjvmSymbols(t, j.pid, jdk.LibJVM())
 			rec := &recordingMemory{mem: interpreter.ProcessMemory(j.pid)}
 			lookup := func(name string) (uint64, bool) { a, ok := syms[name]; return a, ok }

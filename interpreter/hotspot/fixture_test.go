@@ -122,45 +122,46 @@ var fixtureJDKs = []string{"jdk17", "jdk21", "jdk25"}
 // TestLineTableFixtures decodes the line tables of the chain's methods as
 // each JDK stored them and checks them against Chain.java.
 func TestLineTableFixtures(t *testing.T) {
-	marks, bodies := chainLines(t)
 	for _, jdk := range fixtureJDKs {
-		t.Run(jdk, func(t *testing.T) {
-			f := readCodeFixture(t, jdk)
-			enc := f.encoding(t)
-			for key, want := range map[string]struct {
-				body string
-				mark string
-			}{
-				"Outer.a(I)J":  {"a", "a-call"},
-				"Middle.b(I)J": {"b", "b-call"},
-				"Inner.c(I)J":  {"c", "c-loop"},
-			} {
-				m, ok := f.Methods[key]
-				if !ok {
-					t.Errorf("no method %s", key)
-					continue
-				}
-				lt, n, err := DecodeLineTable(m.LineTable, enc)
-				if err != nil || n != len(m.LineTable) {
-					t.Errorf("%s: %v (%d of %d bytes)", key, err, n, len(m.LineTable))
-					continue
-				}
-				r := bodies[want.body]
-				hasMark := false
-				for _, e := range lt {
-					if int(e.Line) <= r[0] || int(e.Line) >= r[1] {
-						t.Errorf("%s: entry %v outside the body, lines %d-%d", key, e, r[0], r[1])
-					}
-					hasMark = hasMark || int(e.Line) == marks[want.mark]
-				}
-				if !hasMark {
-					t.Errorf("%s: %v has no entry for line %d (// @%s)", key, lt, marks[want.mark], want.mark)
-				}
-				if got := lt.Line(0); got != r[0]+1 {
-					t.Errorf("%s: Line(0) = %d, want %d (the first statement)", key, got, r[0]+1)
-				}
+		t.Run(jdk, func(t *testing.T) { checkLineTables(t, layoutFixture(t, jdk), readCodeFixture(t, jdk)) })
+	}
+}
+
+func checkLineTables(t *testing.T, l *Layout, f codeFixture) {
+	marks, bodies := chainLines(t)
+	enc := f.encoding(t)
+	for key, want := range map[string]struct {
+		body string
+		mark string
+	}{
+		"Outer.a(I)J":  {"a", "a-call"},
+		"Middle.b(I)J": {"b", "b-call"},
+		"Inner.c(I)J":  {"c", "c-loop"},
+	} {
+		m, ok := f.Methods[key]
+		if !ok {
+			t.Errorf("no method %s", key)
+			continue
+		}
+		lt, n, err := DecodeLineTable(m.LineTable, enc)
+		if err != nil || n != len(m.LineTable) {
+			t.Errorf("%s: %v (%d of %d bytes)", key, err, n, len(m.LineTable))
+			continue
+		}
+		r := bodies[want.body]
+		hasMark := false
+		for _, e := range lt {
+			if int(e.Line) <= r[0] || int(e.Line) >= r[1] {
+				t.Errorf("%s: entry %v outside the body, lines %d-%d", key, e, r[0], r[1])
 			}
-		})
+			hasMark = hasMark || int(e.Line) == marks[want.mark]
+		}
+		if !hasMark {
+			t.Errorf("%s: %v has no entry for line %d (// @%s)", key, lt, marks[want.mark], want.mark)
+		}
+		if got := lt.Line(0); got != r[0]+1 {
+			t.Errorf("%s: Line(0) = %d, want %d (the first statement)", key, got, r[0]+1)
+		}
 	}
 }
 
@@ -169,85 +170,86 @@ func TestLineTableFixtures(t *testing.T) {
 // tables, and finds Inner.c inlined into Middle.b inlined into Outer.a at
 // the call lines of Chain.java.
 func TestScopeFixtures(t *testing.T) {
-	marks, bodies := chainLines(t)
 	for _, jdk := range fixtureJDKs {
-		t.Run(jdk, func(t *testing.T) {
-			f := readCodeFixture(t, jdk)
-			enc := f.encoding(t)
-			if EncodingFor(f.Version) != enc {
-				t.Errorf("EncodingFor(%d) = %v, the VM's is %v", f.Version, EncodingFor(f.Version), enc)
-			}
-			lines := map[string]LineTable{}
-			for key, m := range f.Methods {
-				lt, _, err := DecodeLineTable(m.LineTable, enc)
-				if err != nil {
-					t.Fatalf("%s: %v", key, err)
-				}
-				lines[key] = lt
-				if key != m.key() {
-					t.Errorf("method %s is keyed %s", m.key(), key)
-				}
-			}
-			found, calls := 0, 0
-			for _, nm := range f.NMethods {
-				if nm.Method != "Outer.a(I)J" {
-					continue
-				}
-				n := len(nm.PcDescs) / 16
-				if n < 3 {
-					t.Fatalf("%s: %d PcDescs", nm.Method, n)
-				}
-				for i := 0; i < n; i++ {
-					pc := int32(uint32(nm.PcDescs[16*i]) | uint32(nm.PcDescs[16*i+1])<<8 | uint32(nm.PcDescs[16*i+2])<<16 | uint32(nm.PcDescs[16*i+3])<<24)
-					if pc < 0 {
-						continue // the sentinel
-					}
-					d, ok := FindPcDesc(nm.PcDescs, pcDesc16, uint32(pc))
-					if !ok || d.PCOffset != pc {
-						t.Fatalf("FindPcDesc(%d) = %+v, %v", pc, d, ok)
-					}
-					scopes, err := DecodeScopes(nm.Scopes, int(d.ScopeDecodeOffset), enc)
-					if err != nil {
-						t.Fatalf("PcDesc %d (%+v): %v", i, d, err)
-					}
-					var chain []string
-					var at []int
-					for _, s := range scopes {
-						if s.MethodIndex > len(nm.Metadata) || nm.Metadata[s.MethodIndex-1] == "" {
-							t.Fatalf("PcDesc %d: scope %+v names no method of %d metadata", i, s, len(nm.Metadata))
-						}
-						key := nm.Metadata[s.MethodIndex-1]
-						m := f.Methods[key]
-						chain = append(chain, JavaName(m.Class, m.Name, m.Signature))
-						at = append(at, lines[key].Line(s.BCI))
-					}
-					if len(scopes) > 0 && chain[len(chain)-1] != "Outer.a(int)" {
-						t.Errorf("PcDesc %d: outermost scope %s, want Outer.a(int)", i, chain[len(chain)-1])
-					}
-					if strings.Join(chain, " < ") != "Inner.c(int) < Middle.b(int) < Outer.a(int)" {
-						continue
-					}
-					found++
-					if at[1] != marks["b-call"] || at[2] != marks["a-call"] {
-						t.Errorf("PcDesc %d: %v at lines %v, want b at %d and a at %d", i, chain, at, marks["b-call"], marks["a-call"])
-					}
-					if c := bodies["c"]; at[0] <= c[0] || at[0] >= c[1] {
-						t.Errorf("PcDesc %d: Inner.c at line %d, outside its body %v", i, at[0], c)
-					}
-					if d.PCOffset == pc && at[0] == marks["c-call"] {
-						calls++
-					}
-				}
-			}
-			if found == 0 {
-				t.Error("no PcDesc of Outer.a has Inner.c inlined into Middle.b inlined into Outer.a")
-			}
-			if calls == 0 {
-				t.Errorf("no PcDesc of the call to Leaf.work at line %d (// @c-call)", marks["c-call"])
-			}
-			t.Logf("%d PcDescs with the whole chain inlined, %d at the call of Leaf.work", found, calls)
-		})
+		t.Run(jdk, func(t *testing.T) { checkScopes(t, layoutFixture(t, jdk), readCodeFixture(t, jdk)) })
 	}
+}
+
+func checkScopes(t *testing.T, l *Layout, f codeFixture) {
+	marks, bodies := chainLines(t)
+	enc := f.encoding(t)
+	if EncodingFor(f.Version) != enc {
+		t.Errorf("EncodingFor(%d) = %v, the VM's is %v", f.Version, EncodingFor(f.Version), enc)
+	}
+	lines := map[string]LineTable{}
+	for key, m := range f.Methods {
+		lt, _, err := DecodeLineTable(m.LineTable, enc)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		lines[key] = lt
+		if key != m.key() {
+			t.Errorf("method %s is keyed %s", m.key(), key)
+		}
+	}
+	found, calls := 0, 0
+	for _, nm := range f.NMethods {
+		if nm.Method != "Outer.a(I)J" {
+			continue
+		}
+		n := len(nm.PcDescs) / 16
+		if n < 3 {
+			t.Fatalf("%s: %d PcDescs", nm.Method, n)
+		}
+		for i := 0; i < n; i++ {
+			pc := int32(uint32(nm.PcDescs[16*i]) | uint32(nm.PcDescs[16*i+1])<<8 | uint32(nm.PcDescs[16*i+2])<<16 | uint32(nm.PcDescs[16*i+3])<<24)
+			if pc < 0 {
+				continue // the sentinel
+			}
+			d, ok := FindPcDesc(nm.PcDescs, pcDesc16, uint32(pc))
+			if !ok || d.PCOffset != pc {
+				t.Fatalf("FindPcDesc(%d) = %+v, %v", pc, d, ok)
+			}
+			scopes, err := DecodeScopes(nm.Scopes, int(d.ScopeDecodeOffset), enc)
+			if err != nil {
+				t.Fatalf("PcDesc %d (%+v): %v", i, d, err)
+			}
+			var chain []string
+			var at []int
+			for _, s := range scopes {
+				if s.MethodIndex > len(nm.Metadata) || nm.Metadata[s.MethodIndex-1] == "" {
+					t.Fatalf("PcDesc %d: scope %+v names no method of %d metadata", i, s, len(nm.Metadata))
+				}
+				key := nm.Metadata[s.MethodIndex-1]
+				m := f.Methods[key]
+				chain = append(chain, JavaName(m.Class, m.Name, m.Signature))
+				at = append(at, lines[key].Line(s.BCI))
+			}
+			if len(scopes) > 0 && chain[len(chain)-1] != "Outer.a(int)" {
+				t.Errorf("PcDesc %d: outermost scope %s, want Outer.a(int)", i, chain[len(chain)-1])
+			}
+			if strings.Join(chain, " < ") != "Inner.c(int) < Middle.b(int) < Outer.a(int)" {
+				continue
+			}
+			found++
+			if at[1] != marks["b-call"] || at[2] != marks["a-call"] {
+				t.Errorf("PcDesc %d: %v at lines %v, want b at %d and a at %d", i, chain, at, marks["b-call"], marks["a-call"])
+			}
+			if c := bodies["c"]; at[0] <= c[0] || at[0] >= c[1] {
+				t.Errorf("PcDesc %d: Inner.c at line %d, outside its body %v", i, at[0], c)
+			}
+			if d.PCOffset == pc && at[0] == marks["c-call"] {
+				calls++
+			}
+		}
+	}
+	if found == 0 {
+		t.Error("no PcDesc of Outer.a has Inner.c inlined into Middle.b inlined into Outer.a")
+	}
+	if calls == 0 {
+		t.Errorf("no PcDesc of the call to Leaf.work at line %d (// @c-call)", marks["c-call"])
+	}
+	t.Logf("%d PcDescs with the whole chain inlined, %d at the call of Leaf.work", found, calls)
 }
 
 // TestNMethodSectionsFixtures computes where each dumped nmethod keeps its
@@ -255,50 +257,51 @@ func TestScopeFixtures(t *testing.T) {
 // by field (whose contents TestScopeFixtures checks).
 func TestNMethodSectionsFixtures(t *testing.T) {
 	for _, jdk := range fixtureJDKs {
-		t.Run(jdk, func(t *testing.T) {
-			n, err := NMethodLayoutOf(layoutFixture(t, jdk))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n.Immutable != (jdk == "jdk25") {
-				t.Errorf("Immutable = %v", n.Immutable)
-			}
-			f := readCodeFixture(t, jdk)
-			for _, nm := range f.NMethods {
-				got, err := n.Sections(nm.Addr, nm.Header)
-				if err != nil {
-					t.Errorf("%s: %v", nm.Method, err)
-					continue
-				}
-				if got != nm.Sections {
-					t.Errorf("%s: Sections = %+v, dumped %+v", nm.Method, got, nm.Sections)
-				}
-				if got.CodeBegin != nm.CodeBegin {
-					t.Errorf("%s: code begins at %#x, jcmd said %#x", nm.Method, got.CodeBegin, nm.CodeBegin)
-				}
-				if got.CompileID != int32(nm.CompileID) {
-					t.Errorf("%s: compile id %d, jcmd said %d", nm.Method, got.CompileID, nm.CompileID)
-				}
-				if got.PcDescs.Len() != uint64(len(nm.PcDescs)) {
-					t.Errorf("%s: %d bytes of PcDescs, dumped %d", nm.Method, got.PcDescs.Len(), len(nm.PcDescs))
-				}
-				if got.FrameSize <= 0 || got.FrameSize > 1000 {
-					t.Errorf("%s: frame size %d words", nm.Method, got.FrameSize)
-				}
-				// A header that is cut short, or whose offsets
-				// run backwards, is refused.
-				if _, err := n.Sections(nm.Addr, nm.Header[:n.Size-1]); err == nil {
-					t.Errorf("%s: a short header gave sections", nm.Method)
-				}
-				bad := append([]byte(nil), nm.Header...)
-				for i := range bad {
-					bad[i] = 0xff
-				}
-				if _, err := n.Sections(nm.Addr, bad); err == nil {
-					t.Errorf("%s: a header of 0xff bytes gave sections", nm.Method)
-				}
-			}
-		})
+		t.Run(jdk, func(t *testing.T) { checkSections(t, layoutFixture(t, jdk), readCodeFixture(t, jdk)) })
+	}
+}
+
+func checkSections(t *testing.T, l *Layout, f codeFixture) {
+	n, err := NMethodLayoutOf(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Immutable != (f.JDK == "jdk25") {
+		t.Errorf("Immutable = %v", n.Immutable)
+	}
+	for _, nm := range f.NMethods {
+		got, err := n.Sections(nm.Addr, nm.Header)
+		if err != nil {
+			t.Errorf("%s: %v", nm.Method, err)
+			continue
+		}
+		if got != nm.Sections {
+			t.Errorf("%s: Sections = %+v, dumped %+v", nm.Method, got, nm.Sections)
+		}
+		if got.CodeBegin != nm.CodeBegin {
+			t.Errorf("%s: code begins at %#x, jcmd said %#x", nm.Method, got.CodeBegin, nm.CodeBegin)
+		}
+		if got.CompileID != int32(nm.CompileID) {
+			t.Errorf("%s: compile id %d, jcmd said %d", nm.Method, got.CompileID, nm.CompileID)
+		}
+		if got.PcDescs.Len() != uint64(len(nm.PcDescs)) {
+			t.Errorf("%s: %d bytes of PcDescs, dumped %d", nm.Method, got.PcDescs.Len(), len(nm.PcDescs))
+		}
+		if got.FrameSize <= 0 || got.FrameSize > 1000 {
+			t.Errorf("%s: frame size %d words", nm.Method, got.FrameSize)
+		}
+		// A header that is cut short, or whose offsets
+		// run backwards, is refused.
+		if _, err := n.Sections(nm.Addr, nm.Header[:n.Size-1]); err == nil {
+			t.Errorf("%s: a short header gave sections", nm.Method)
+		}
+		bad := append([]byte(nil), nm.Header...)
+		for i := range bad {
+			bad[i] = 0xff
+		}
+		if _, err := n.Sections(nm.Addr, bad); err == nil {
+			t.Errorf("%s: a header of 0xff bytes gave sections", nm.Method)
+		}
 	}
 }
 
@@ -306,26 +309,27 @@ func TestNMethodSectionsFixtures(t *testing.T) {
 // ConstMethod header.
 func TestConstMethodFixtures(t *testing.T) {
 	for _, jdk := range fixtureJDKs {
-		t.Run(jdk, func(t *testing.T) {
-			c, err := ConstMethodLayoutOf(layoutFixture(t, jdk))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.HasLineTable != 1 {
-				t.Errorf("HasLineTable = %#x, want 1", c.HasLineTable)
-			}
-			f := readCodeFixture(t, jdk)
-			for key, m := range f.Methods {
-				got, ok := c.LineTableAt(m.ConstMethod, m.ConstMethodHeader)
-				if !ok || got != m.LineTableAddr {
-					t.Errorf("%s: LineTableAt = %#x, %v; dumped %#x", key, got, ok, m.LineTableAddr)
-				}
-				noTable := append([]byte(nil), m.ConstMethodHeader...)
-				noTable[c.Flags] &^= byte(c.HasLineTable)
-				if _, ok := c.LineTableAt(m.ConstMethod, noTable); ok {
-					t.Errorf("%s: a line table without the flag", key)
-				}
-			}
-		})
+		t.Run(jdk, func(t *testing.T) { checkConstMethods(t, layoutFixture(t, jdk), readCodeFixture(t, jdk)) })
+	}
+}
+
+func checkConstMethods(t *testing.T, l *Layout, f codeFixture) {
+	c, err := ConstMethodLayoutOf(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HasLineTable != 1 {
+		t.Errorf("HasLineTable = %#x, want 1", c.HasLineTable)
+	}
+	for key, m := range f.Methods {
+		got, ok := c.LineTableAt(m.ConstMethod, m.ConstMethodHeader)
+		if !ok || got != m.LineTableAddr {
+			t.Errorf("%s: LineTableAt = %#x, %v; dumped %#x", key, got, ok, m.LineTableAddr)
+		}
+		noTable := append([]byte(nil), m.ConstMethodHeader...)
+		noTable[c.Flags] &^= byte(c.HasLineTable)
+		if _, ok := c.LineTableAt(m.ConstMethod, noTable); ok {
+			t.Errorf("%s: a line table without the flag", key)
+		}
 	}
 }
