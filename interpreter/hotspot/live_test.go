@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
 )
 
 // TestLive runs testdata/java/Chain.java on each JDK the host has, reads
