@@ -248,7 +248,8 @@ func ReadLayout(mem interpreter.Memory, sym func(name string) (addr uint64, ok b
 		}
 	}
 	if len(l.fields) == 0 || len(l.types) == 0 {
-		return nil, fmt.Errorf("hotspot: VM tables hold %d fields and %d types", len(l.fields), len(l.types))
+		// The tables are filled by libjvm's static initialisers.
+		return nil, fmt.Errorf("%w: the tables hold %d fields and %d types", ErrNotReady, len(l.fields), len(l.types))
 	}
 	l.version = r.version(l)
 	return l, nil

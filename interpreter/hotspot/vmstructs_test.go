@@ -392,7 +392,7 @@ func TestReadLayoutErrors(t *testing.T) {
 		{"empty tables", func(m *tableImage) {
 			e := m.b2a(m.syms["gHotSpotVMStructs"])
 			m.put64(e, 0)
-		}, "0 fields", nil},
+		}, "0 fields", ErrNotReady},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := smallImage()
