@@ -74,8 +74,24 @@ func (r *vmReader) method(addr uint64) methodFixture {
 		Signature: entry(r.u16(cm + r.field("ConstMethod", "_signature_index"))),
 	}
 	codeSize := r.u16(cm + r.field("ConstMethod", "_code_size"))
+	m.ConstMethod, m.ConstMethodHeader = cm, r.bytes(cm, int(r.size("ConstMethod")))
+	// Generated methods (a lambda's hidden class) have no line table.
+	flags, ok := r.l.Field("ConstMethod", "_flags._flags")
+	if !ok {
+		flags = r.field("ConstMethod", "_flags")
+	}
+	bit, ok := r.l.Int("ConstMethodFlags::_misc_has_linenumber_table")
+	if !ok {
+		bit, ok = r.l.Int("ConstMethod::_has_linenumber_table")
+	}
+	if !ok {
+		r.t.Fatal("the VM states no line number table flag")
+	}
+	if r.u16(cm+flags)&uint16(bit) == 0 {
+		return m
+	}
 	table := cm + r.size("ConstMethod") + uint64(codeSize)
-	m.ConstMethod, m.ConstMethodHeader, m.LineTableAddr = cm, r.bytes(cm, int(r.size("ConstMethod"))), table
+	m.LineTableAddr = table
 	enc := EncodingFor(r.l.Version())
 	for n := 64; ; n *= 2 {
 		if n > 1<<16 {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -48,11 +49,11 @@ type methodFixture struct {
 	Name      string `json:"name"`
 	Signature string `json:"signature"`
 	// LineTable is the compressed line number table after the method's
-	// bytecodes, terminator included.
+	// bytecodes, terminator included; empty for a method without one.
 	LineTable []byte `json:"line_table"`
 	// ConstMethod and ConstMethodHeader are the address and the first
 	// sizeof(ConstMethod) bytes of its ConstMethod, LineTableAddr where
-	// the dump found the line table.
+	// the dump found the line table (0: none).
 	ConstMethod       uint64 `json:"const_method"`
 	ConstMethodHeader []byte `json:"const_method_header"`
 	LineTableAddr     uint64 `json:"line_table_addr"`
@@ -109,7 +110,7 @@ func chainLines(t *testing.T) (marks map[string]int, bodies map[string][2]int) {
 			open = ""
 		}
 	}
-	for _, m := range []string{"a-call", "b-call", "c-loop", "c-call"} {
+	for _, m := range []string{"a-call", "b-call", "c-loop", "c-call", "lambda", "a-lambda"} {
 		if marks[m] == 0 {
 			t.Fatalf("Chain.java has no // @%s", m)
 		}
@@ -118,6 +119,11 @@ func chainLines(t *testing.T) (marks map[string]int, bodies map[string][2]int) {
 }
 
 var fixtureJDKs = []string{"jdk17", "jdk21", "jdk25"}
+
+// hiddenLambda is how JavaName names the method of Outer's lambda: the
+// VM's name of the hidden class (JDK 17 numbers lambdas, "Outer$$Lambda$14";
+// 21 and 25 do not) with its address after a '+' or '/'.
+var hiddenLambda = regexp.MustCompile(`^Outer\$\$Lambda(\$\d+)?[+/]0x[0-9a-f]+\.applyAsLong\(int\)$`)
 
 // TestLineTableFixtures decodes the line tables of the chain's methods as
 // each JDK stored them and checks them against Chain.java.
@@ -183,16 +189,19 @@ func checkScopes(t *testing.T, l *Layout, f codeFixture) {
 	}
 	lines := map[string]LineTable{}
 	for key, m := range f.Methods {
+		if key != m.key() {
+			t.Errorf("method %s is keyed %s", m.key(), key)
+		}
+		if m.LineTableAddr == 0 {
+			continue // no line table: Line answers 0
+		}
 		lt, _, err := DecodeLineTable(m.LineTable, enc)
 		if err != nil {
 			t.Fatalf("%s: %v", key, err)
 		}
 		lines[key] = lt
-		if key != m.key() {
-			t.Errorf("method %s is keyed %s", m.key(), key)
-		}
 	}
-	found, calls := 0, 0
+	found, calls, lambdaCalls := 0, 0, 0
 	for _, nm := range f.NMethods {
 		if nm.Method != "Outer.a(I)J" {
 			continue
@@ -228,6 +237,14 @@ func checkScopes(t *testing.T, l *Layout, f codeFixture) {
 			if len(scopes) > 0 && chain[len(chain)-1] != "Outer.a(int)" {
 				t.Errorf("PcDesc %d: outermost scope %s, want Outer.a(int)", i, chain[len(chain)-1])
 			}
+			if len(chain) == 3 && chain[0] == "Outer.lambda$static$0(int)" && hiddenLambda.MatchString(chain[1]) {
+				// The lambda's call of Leaf.work: the generated
+				// applyAsLong has no line.
+				lambdaCalls++
+				if at[0] != marks["lambda"] || at[1] != 0 || at[2] != marks["a-lambda"] {
+					t.Errorf("PcDesc %d: %v at lines %v, want %d, 0, %d", i, chain, at, marks["lambda"], marks["a-lambda"])
+				}
+			}
 			if strings.Join(chain, " < ") != "Inner.c(int) < Middle.b(int) < Outer.a(int)" {
 				continue
 			}
@@ -249,7 +266,27 @@ func checkScopes(t *testing.T, l *Layout, f codeFixture) {
 	if calls == 0 {
 		t.Errorf("no PcDesc of the call to Leaf.work at line %d (// @c-call)", marks["c-call"])
 	}
-	t.Logf("%d PcDescs with the whole chain inlined, %d at the call of Leaf.work", found, calls)
+	if lambdaCalls == 0 {
+		t.Error("no PcDesc of the lambda's call of Leaf.work inlined into Outer.a")
+	}
+	// The lambda's hidden class is named as the VM names it.
+	lambdas := 0
+	for _, nm := range f.NMethods {
+		for _, key := range nm.Metadata {
+			m := f.Methods[key]
+			if !strings.Contains(m.Class, "$$Lambda") {
+				continue
+			}
+			lambdas++
+			if name := JavaName(m.Class, m.Name, m.Signature); !hiddenLambda.MatchString(name) {
+				t.Errorf("hidden class method %q named %q", key, name)
+			}
+		}
+	}
+	if lambdas == 0 {
+		t.Error("no lambda among the inlined methods")
+	}
+	t.Logf("%d PcDescs with the whole chain inlined, %d at the call of Leaf.work, %d at the lambda's", found, calls, lambdaCalls)
 }
 
 // TestNMethodSectionsFixtures computes where each dumped nmethod keeps its
@@ -321,8 +358,18 @@ func checkConstMethods(t *testing.T, l *Layout, f codeFixture) {
 	if c.HasLineTable != 1 {
 		t.Errorf("HasLineTable = %#x, want 1", c.HasLineTable)
 	}
+	withTables, without := 0, 0
 	for key, m := range f.Methods {
 		got, ok := c.LineTableAt(m.ConstMethod, m.ConstMethodHeader)
+		if m.LineTableAddr == 0 {
+			// The lambda's generated method.
+			without++
+			if ok {
+				t.Errorf("%s: LineTableAt = %#x for a method without a line table", key, got)
+			}
+			continue
+		}
+		withTables++
 		if !ok || got != m.LineTableAddr {
 			t.Errorf("%s: LineTableAt = %#x, %v; dumped %#x", key, got, ok, m.LineTableAddr)
 		}
@@ -331,5 +378,10 @@ func checkConstMethods(t *testing.T, l *Layout, f codeFixture) {
 		if _, ok := c.LineTableAt(m.ConstMethod, noTable); ok {
 			t.Errorf("%s: a line table without the flag", key)
 		}
+	}
+	// Chain's methods and the lambda's implementation have tables, the
+	// lambda's hidden class's applyAsLong has none.
+	if withTables < 4 || without < 1 {
+		t.Errorf("%d methods with line tables, %d without; want at least 4 and 1", withTables, without)
 	}
 }
