@@ -248,10 +248,13 @@ type NMethodSections struct {
 	FrameSize int32
 	// CodeBegin is the address PcDesc offsets count from.
 	CodeBegin uint64
-	// PcDescs is the PcDesc table, Scopes the scope data (for JDK 25 it
-	// may run past the scope data's end, to the end of the immutable
-	// data), Metadata the metadata array (8 bytes an entry;
-	// Scope.MethodIndex i is the entry at Start+8*(i-1)).
+	// PcDescs is the PcDesc table, Scopes the scope data, Metadata the
+	// metadata array (8 bytes an entry; Scope.MethodIndex i is the
+	// entry at Start+8*(i-1)). For JDK 25, Scopes runs on to the end of
+	// the immutable data (JVMCI speculations and a reference counter
+	// follow the scope data) and Metadata to the end of the mutable data
+	// (JVMCI data may follow the metadata): both start right and bound
+	// what may be read.
 	PcDescs, Scopes, Metadata Span
 }
 
