@@ -152,80 +152,105 @@ type tree struct {
 	funcs []function
 }
 
-// node is a tree node while the tree is built.
-type node struct {
-	fn       uint32
-	line     int64
-	total    int64
-	self     int64
-	children map[uint32]*node // by function
+// buildTree merges the selected stacks into a tree: a root, the processes
+// by name, then the frames by function. It sorts the stacks by their
+// functions' names, so that each stack shares with the one before it the
+// path the tree already holds: the nodes come out depth first, with no
+// lookup. s.mu must be held.
+func (s *Store) buildTree(sel *selection) *tree {
+	t := &tree{funcs: []function{{name: "all", kind: "root"}}}
+	procFn := make(map[string]int32)
+	// The tree's function of each of the store's, made on first use.
+	local := make([]int32, len(s.fnList))
+	for i := range local {
+		local[i] = -1
+	}
+	type item struct {
+		st    *stack
+		value int64
+		fns   []int32 // tree functions, process first; then ranks
+	}
+	items := make([]item, 0, len(sel.values))
+	for st, v := range sel.values {
+		fns := make([]int32, 1+len(st.frames))
+		pf, ok := procFn[st.key.process]
+		if !ok {
+			pf = int32(len(t.funcs))
+			t.funcs = append(t.funcs, function{name: st.key.process, kind: "process"})
+			procFn[st.key.process] = pf
+		}
+		fns[0] = pf
+		for i, id := range st.frames {
+			fn := s.frameList[id].fn
+			fi := local[fn]
+			if fi < 0 {
+				fi = int32(len(t.funcs))
+				t.funcs = append(t.funcs, s.fnList[fn])
+				local[fn] = fi
+			}
+			fns[i+1] = fi
+		}
+		items = append(items, item{st, v, fns})
+	}
+	// Rank the functions in name order; sort the stacks by their ranks.
+	order := make([]int32, len(t.funcs))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		fa, fb := t.funcs[a], t.funcs[b]
+		return cmp.Or(strings.Compare(fa.name, fb.name), strings.Compare(fa.file, fb.file), strings.Compare(fa.kind, fb.kind))
+	})
+	rank := make([]int32, len(t.funcs))
+	for r, fi := range order {
+		rank[fi] = int32(r)
+	}
+	for _, it := range items {
+		for i, fi := range it.fns {
+			it.fns[i] = rank[fi]
+		}
+	}
+	slices.SortFunc(items, func(a, b item) int { return slices.Compare(a.fns, b.fns) })
+
+	t.add(0, 0, 0)
+	var open []int32 // the nodes of the previous stack, depth 1 first
+	var prev []int32
+	for _, it := range items {
+		lcp := 0
+		for lcp < len(open) && lcp < len(it.fns) && it.fns[lcp] == prev[lcp] {
+			lcp++
+		}
+		open = open[:lcp]
+		for d := lcp; d < len(it.fns); d++ {
+			var line int64
+			if d > 0 {
+				line = s.frameList[it.st.frames[d-1]].line
+			}
+			open = append(open, t.add(uint32(order[it.fns[d]]), line, int32(d+1)))
+		}
+		for d := 1; d < lcp; d++ {
+			if n := open[d]; t.line[n] != s.frameList[it.st.frames[d-1]].line {
+				t.line[n] = -1
+			}
+		}
+		t.total[0] += it.value
+		for _, n := range open {
+			t.total[n] += it.value
+		}
+		if len(open) > 0 {
+			t.self[open[len(open)-1]] += it.value
+		}
+		prev = it.fns
+	}
+	return t
 }
 
-// buildTree merges the selected stacks into a tree: a root, the processes
-// by name, then the frames by function. s.mu must be held.
-func (s *Store) buildTree(sel *selection) *tree {
-	t := &tree{}
-	fnIndex := make(map[function]uint32)
-	intern := func(f function) uint32 {
-		i, ok := fnIndex[f]
-		if !ok {
-			i = uint32(len(t.funcs))
-			t.funcs = append(t.funcs, f)
-			fnIndex[f] = i
-		}
-		return i
-	}
-	root := &node{fn: intern(function{name: "all", kind: "root"}), children: map[uint32]*node{}}
-	child := func(n *node, fn uint32, line int64) *node {
-		c, ok := n.children[fn]
-		if !ok {
-			c = &node{fn: fn, line: line}
-			if n.children == nil {
-				n.children = make(map[uint32]*node)
-			}
-			n.children[fn] = c
-		} else if c.line != line {
-			c.line = -1
-		}
-		return c
-	}
-	// Store function IDs map to tree function indexes once each.
-	local := make(map[uint32]uint32)
-	for st, v := range sel.values {
-		root.total += v
-		n := child(root, intern(function{name: st.key.process, kind: "process"}), 0)
-		n.total += v
-		for _, id := range st.frames {
-			fr := s.frameList[id]
-			fi, ok := local[fr.fn]
-			if !ok {
-				fi = intern(s.fnList[fr.fn])
-				local[fr.fn] = fi
-			}
-			n = child(n, fi, fr.line)
-			n.total += v
-		}
-		n.self += v
-	}
-	var walk func(n *node, depth int32)
-	walk = func(n *node, depth int32) {
-		t.fn = append(t.fn, n.fn)
-		t.line = append(t.line, n.line)
-		t.depth = append(t.depth, depth)
-		t.total = append(t.total, n.total)
-		t.self = append(t.self, n.self)
-		kids := make([]*node, 0, len(n.children))
-		for _, c := range n.children {
-			kids = append(kids, c)
-		}
-		slices.SortFunc(kids, func(a, b *node) int {
-			fa, fb := t.funcs[a.fn], t.funcs[b.fn]
-			return cmp.Or(strings.Compare(fa.name, fb.name), strings.Compare(fa.file, fb.file), strings.Compare(fa.kind, fb.kind))
-		})
-		for _, c := range kids {
-			walk(c, depth+1)
-		}
-	}
-	walk(root, 0)
-	return t
+// add appends a node and returns its index.
+func (t *tree) add(fn uint32, line int64, depth int32) int32 {
+	t.fn = append(t.fn, fn)
+	t.line = append(t.line, line)
+	t.depth = append(t.depth, depth)
+	t.total = append(t.total, 0)
+	t.self = append(t.self, 0)
+	return int32(len(t.fn) - 1)
 }

@@ -98,8 +98,14 @@ func (s *Server) Export(ctx context.Context, req *collectorpb.ExportProfilesServ
 	if err != nil {
 		return fmt.Errorf("flamegraph: %w", err)
 	}
+	s.add(f)
+	return nil
+}
+
+// add adds f to the store and tells the pages that follow updates.
+func (s *Server) add(f *localfile.Folded) {
 	if len(f.Stacks) == 0 {
-		return nil
+		return
 	}
 	s.store.Add(f)
 	s.mu.Lock()
@@ -110,7 +116,6 @@ func (s *Server) Export(ctx context.Context, req *collectorpb.ExportProfilesServ
 		}
 	}
 	s.mu.Unlock()
-	return nil
 }
 
 // Close ends the update streams of the pages that follow them, so that an

@@ -50,12 +50,15 @@
   async function load() {
     if (loading) { pending = true; return; }
     loading = true;
+    const t0 = performance.now();
     try {
       const res = await fetch('api/flamegraph?' + viewParams(), { cache: 'no-store' });
       if (!res.ok) throw new Error(res.status + ' ' + (await res.text()));
       const data = await res.json();
       lastVersion = data.version;
       g = prepare(data);
+      document.body.dataset.loadMs = (performance.now() - t0).toFixed(1);
+      document.body.dataset.nodes = g.n;
       updateControls(data);
       computeMatches();
       zoom = findPath(zoomPath);
