@@ -42,8 +42,12 @@ func request(start time.Time, count int) *collectorpb.ExportProfilesServiceReque
 		d.AttributeTable = append(d.AttributeTable, &profilespb.KeyValueAndUnit{KeyStrindex: str(key), Value: v})
 		return int32(len(d.AttributeTable) - 1)
 	}
-	sv := func(s string) *commonpb.AnyValue { return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}} }
-	iv := func(n int64) *commonpb.AnyValue { return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: n}} }
+	sv := func(s string) *commonpb.AnyValue {
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
+	}
+	iv := func(n int64) *commonpb.AnyValue {
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: n}}
+	}
 	native, kernel := attr("profile.frame.type", sv("native")), attr("profile.frame.type", sv("kernel"))
 	loc := func(name, file string, line int64, kind int32) int32 {
 		d.FunctionTable = append(d.FunctionTable, &profilespb.Function{NameStrindex: str(name), SystemNameStrindex: str(name), FilenameStrindex: str(file)})
