@@ -126,7 +126,7 @@ func DefaultConfig() Config {
 		ProcRoot:            "/proc",
 		SysRoot:             "/sys",
 		HTTPHistory:         15 * time.Minute,
-		HTTPMaxStacks:       100_000,
+		HTTPMaxStacks:       50_000,
 	}
 }
 

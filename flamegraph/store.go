@@ -84,7 +84,22 @@ type StoreStats struct {
 	Intervals, Stacks, Frames, Functions int
 	// Added is the number of intervals added since the store was made.
 	Added uint64
+	// Bytes estimates the heap the store holds: its stacks, frames,
+	// functions, their names and the intervals' entries, with the
+	// overhead of the maps that index them.
+	Bytes int64
 }
+
+// Estimated heap bytes of the store's parts, beyond their strings and
+// frame lists: a stack (its struct and its map entry), a frame (list,
+// references and map entry), a function (list, references, map entry and
+// string headers), an interval's entry.
+const (
+	stackBytes    = 260
+	frameBytes    = 48
+	functionBytes = 112
+	entryBytes    = 16
+)
 
 // NewStore returns a store that keeps the intervals that ended within
 // history of the newest one, and at most maxStacks distinct stacks: the
@@ -113,13 +128,26 @@ func (s *Store) History() time.Duration { return s.history }
 func (s *Store) Stats() StoreStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return StoreStats{
+	st := StoreStats{
 		Intervals: len(s.intervals),
 		Stacks:    len(s.stacks),
 		Frames:    len(s.frames),
 		Functions: len(s.fns),
 		Added:     s.version,
 	}
+	b := int64(len(s.frames))*frameBytes + int64(len(s.fns))*functionBytes
+	for _, k := range s.stacks {
+		// The frame IDs twice: the list and the key.
+		b += stackBytes + int64(len(k.frames))*8 + int64(len(k.key.process)+len(k.key.thread))
+	}
+	for fn := range s.fns {
+		b += int64(len(fn.name) + len(fn.file) + len(fn.kind))
+	}
+	for _, iv := range s.intervals {
+		b += int64(cap(iv.entries)) * entryBytes
+	}
+	st.Bytes = b
+	return st
 }
 
 // Version is the number of intervals added so far: it changes whenever

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -314,4 +315,28 @@ func BenchmarkAdd50k(b *testing.B) {
 	for b.Loop() {
 		s.Add(f)
 	}
+}
+
+// TestStoreBytes checks the store's estimate of its heap against the heap
+// it takes, with 50,000 distinct stacks.
+func TestStoreBytes(t *testing.T) {
+	f := synthetic(50_000)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s, err := NewStore(time.Hour, 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Add(f)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heap := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	st := s.Stats()
+	t.Logf("%d stacks, %d frames, %d functions: %.1f MB of heap, estimated %.1f MB", st.Stacks, st.Frames, st.Functions, float64(heap)/(1<<20), float64(st.Bytes)/(1<<20))
+	if r := float64(st.Bytes) / float64(heap); r < 0.7 || r > 1.3 {
+		t.Errorf("estimate %d bytes, heap %d: off by more than 30%%", st.Bytes, heap)
+	}
+	runtime.KeepAlive(f)
+	runtime.KeepAlive(s)
 }

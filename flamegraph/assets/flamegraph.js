@@ -243,7 +243,7 @@
         const text = name.length <= fit ? name : name.slice(0, fit - 1) + '\u2026';
         label = '<text x="' + (left + 3).toFixed(1) + '" y="' + (y + ROW / 2) + '">' + esc(text) + '</text>';
       }
-      parts.push('<g class="' + cls + '" data-i="' + i + '" role="treeitem" aria-label="' + esc(name) + '"><rect x="' +
+      parts.push('<g class="' + cls + '" data-i="' + i + '" role="listitem" aria-label="' + esc(name) + '"><rect x="' +
         left.toFixed(1) + '" y="' + y + '" width="' + w.toFixed(1) + '" height="' + ROW + '"/>' + label + '</g>');
     }
     ui.svg.setAttribute('height', height);
