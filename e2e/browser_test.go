@@ -143,6 +143,8 @@ func TestFlameGraphPage(t *testing.T) {
 	b.click(b.find(`#process option[value=""]`))
 	b.waitScript("graph of all processes", `return document.querySelector('#graph g[aria-label="stackline"]') !== null`)
 	if path := os.Getenv(screenshotEnv); path != "" {
+		b.timeout = time.Minute
+		b.waitScript("ten intervals in the view", `return Number(document.body.dataset.intervals) >= 10`)
 		if err := os.WriteFile(path, b.screenshot(), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -254,12 +254,12 @@
     document.body.dataset.renderMs = ms.toFixed(1);
     document.body.dataset.frames = drawn.length;
     document.body.dataset.version = lastVersion;
+    document.body.dataset.intervals = g.d.intervals;
 
     const d = g.d;
     const range = d.start ? new Date(d.start).toLocaleTimeString() + '–' + new Date(d.end).toLocaleTimeString() : '';
     let status = fmtValue(g.total[0], d.unit) + ' in ' + d.stacks.toLocaleString() + ' stacks, ' +
-      d.intervals + (d.intervals === 1 ? ' interval ' : ' intervals ') + range +
-      ' · ' + drawn.length.toLocaleString() + ' frames drawn in ' + ms.toFixed(0) + ' ms';
+      d.intervals + (d.intervals === 1 ? ' interval ' : ' intervals ') + range;
     if (d.dropped > 0) status += ' · ' + fmtValue(d.dropped, d.unit) + ' left out (over --http-max-stacks)';
     ui.status.textContent = status;
     if (matchFn) {
