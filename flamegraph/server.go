@@ -34,6 +34,9 @@ const (
 	maxListed = 500
 	// maxFocus bounds the frames of a focus.
 	maxFocus = 1024
+	// maxViews bounds the views built at once: each takes memory in
+	// proportion to its stacks; more requests wait their turn.
+	maxViews = 2
 )
 
 // Options configures a [Server].
@@ -58,6 +61,7 @@ type Server struct {
 	store    *Store
 	log      *slog.Logger
 	loopback bool
+	views    chan struct{} // a token for each view being built
 
 	mu     sync.Mutex
 	subs   map[chan struct{}]struct{}
@@ -74,7 +78,7 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{store: store, log: log, subs: make(map[chan struct{}]struct{})}
+	s := &Server{store: store, log: log, subs: make(map[chan struct{}]struct{}), views: make(chan struct{}, maxViews)}
 	if opts.Address != "" {
 		host, _, err := net.SplitHostPort(opts.Address)
 		if err != nil {
@@ -349,7 +353,11 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	if !s.acquire(r) {
+		return
+	}
 	b, err := s.Graph(q)
+	s.release()
 	if err != nil {
 		s.log.Warn("flame graph", "error", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -368,6 +376,19 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	out.Write(b)
 }
 
+// acquire waits for a turn to build a view, false when the client went
+// away first.
+func (s *Server) acquire(r *http.Request) bool {
+	select {
+	case s.views <- struct{}{}:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func (s *Server) release() { <-s.views }
+
 func acceptsGzip(r *http.Request) bool {
 	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
 		if enc, _, _ := strings.Cut(strings.TrimSpace(part), ";"); enc == "gzip" {
@@ -383,12 +404,16 @@ func (s *Server) servePprof(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	if !s.acquire(r) {
+		return
+	}
 	var buf bytes.Buffer
 	st := s.store
 	st.mu.Lock()
 	sel := st.selectStacks(q)
 	err = st.writePprof(&buf, sel)
 	st.mu.Unlock()
+	s.release()
 	if err != nil {
 		s.log.Warn("flame graph pprof", "error", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -12,6 +12,11 @@
 // gauges every few seconds and checks that RSS stays flat after warm-up and
 // that tables, maps and caches return to their baseline once the churn
 // stops, and writes a JSON report and a Markdown one beside it.
+//
+// With -page the agent also serves its live flame graph (--http), and a
+// client follows it as an open page does: it holds the update stream open
+// and fetches the last 15 minutes' graph at each interval; what it
+// fetched and what the page's store holds are printed at the end.
 package main
 
 import (
