@@ -442,9 +442,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		if _, ok := s.subs[c]; ok {
-			delete(s.subs, c)
-		}
+		delete(s.subs, c) // gone already after Close
 		s.mu.Unlock()
 	}()
 
