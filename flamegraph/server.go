@@ -369,12 +369,24 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	if acceptsGzip(r) {
 		w.Header().Set("Content-Encoding", "gzip")
 		w.Header().Add("Vary", "Accept-Encoding")
-		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
-		defer gz.Close()
+		gz := gzipWriters.Get().(*gzip.Writer)
+		gz.Reset(w)
+		defer func() {
+			gz.Close()
+			gz.Reset(io.Discard) // let go of w
+			gzipWriters.Put(gz)
+		}()
 		out = gz
 	}
 	out.Write(b)
 }
+
+// gzipWriters are reused: each holds its compressor's tables, several
+// hundred KB.
+var gzipWriters = sync.Pool{New: func() any {
+	gz, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // a valid level cannot fail
+	return gz
+}}
 
 // acquire waits for a turn to build a view, false when the client went
 // away first.

@@ -20,8 +20,11 @@ type pageClient struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
-	fetches  int
+	mu sync.Mutex
+	// connected is set once the stream was opened: failures before it
+	// are the agent not listening yet.
+	connected bool
+	fetches   int
 	errors   int
 	total    time.Duration
 	slowest  time.Duration
@@ -70,6 +73,9 @@ func (p *pageClient) follow(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("events: %s", resp.Status)
 	}
+	p.mu.Lock()
+	p.connected = true
+	p.mu.Unlock()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "data:") {
@@ -117,6 +123,9 @@ func (p *pageClient) fetch(ctx context.Context) error {
 func (p *pageClient) fail(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.connected {
+		return
+	}
 	p.errors++
 	p.lastErr = err
 }
