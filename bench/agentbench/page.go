@@ -25,11 +25,11 @@ type pageClient struct {
 	// are the agent not listening yet.
 	connected bool
 	fetches   int
-	errors   int
-	total    time.Duration
-	slowest  time.Duration
-	maxBytes int
-	lastErr  error
+	errors    int
+	total     time.Duration
+	slowest   time.Duration
+	maxBytes  int
+	lastErr   error
 }
 
 // followPage starts following the page at addr until stop.
