@@ -29,7 +29,9 @@
   let zoom = 0; // index of the zoomed node
   let zoomPath = []; // names from the root's child to the zoomed node
   let matchFn = null; // Uint8Array: function i matches the search
-  let loading = false, pending = false, lastVersion = -1;
+  // A load in flight, a load asked for since (a view changed), the newest
+  // version announced since, and the version shown.
+  let loading = false, pending = false, announced = -1, lastVersion = -1;
 
   // ---- data ----
 
@@ -51,6 +53,7 @@
     if (loading) { pending = true; return; }
     loading = true;
     const t0 = performance.now();
+    let ok = false;
     try {
       const res = await fetch('api/flamegraph?' + viewParams(), { cache: 'no-store' });
       if (!res.ok) throw new Error(res.status + ' ' + (await res.text()));
@@ -63,12 +66,21 @@
       computeMatches();
       zoom = findPath(zoomPath);
       render();
+      ok = true;
     } catch (err) {
       ui.status.textContent = 'Could not load the flame graph: ' + err.message;
     } finally {
       loading = false;
-      if (pending) { pending = false; load(); }
+      // After a failure, only a change of view tries again at once.
+      if (pending || (ok && announced > lastVersion)) { pending = false; load(); }
     }
+  }
+
+  // announce loads the view again for a new version, unless it is shown
+  // already or the load in flight will show it.
+  function announce(version) {
+    announced = Math.max(announced, version);
+    if (!loading && announced > lastVersion) load();
   }
 
   // prepare turns the columns into typed arrays and computes each node's
@@ -354,7 +366,7 @@
   function follow() {
     const es = new EventSource('api/events');
     es.addEventListener('interval', (ev) => {
-      if (ui.live.checked && Number(ev.data) !== lastVersion) load();
+      if (ui.live.checked) announce(Number(ev.data));
     });
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED) setTimeout(follow, 5000);
