@@ -171,8 +171,14 @@ func (s *Store) buildTree(sel *selection) *tree {
 		fns   []int32 // tree functions, process first; then ranks
 	}
 	items := make([]item, 0, len(sel.values))
+	n := 0
+	for st := range sel.values {
+		n += 1 + len(st.frames)
+	}
+	all := make([]int32, n) // the items' fns, one allocation
 	for st, v := range sel.values {
-		fns := make([]int32, 1+len(st.frames))
+		fns := all[: 1+len(st.frames) : 1+len(st.frames)]
+		all = all[len(fns):]
 		pf, ok := procFn[st.key.process]
 		if !ok {
 			pf = int32(len(t.funcs))
@@ -212,9 +218,23 @@ func (s *Store) buildTree(sel *selection) *tree {
 	}
 	slices.SortFunc(items, func(a, b item) int { return slices.Compare(a.fns, b.fns) })
 
+	// Count the nodes first, so that the columns are made once.
+	nodes := 1
+	var prev []int32
+	for _, it := range items {
+		lcp := 0
+		for lcp < len(prev) && lcp < len(it.fns) && it.fns[lcp] == prev[lcp] {
+			lcp++
+		}
+		nodes += len(it.fns) - lcp
+		prev = it.fns
+	}
+	t.fn, t.line, t.depth = make([]uint32, 0, nodes), make([]int64, 0, nodes), make([]int32, 0, nodes)
+	t.total, t.self = make([]int64, 0, nodes), make([]int64, 0, nodes)
+
 	t.add(0, 0, 0)
 	var open []int32 // the nodes of the previous stack, depth 1 first
-	var prev []int32
+	prev = nil
 	for _, it := range items {
 		lcp := 0
 		for lcp < len(open) && lcp < len(it.fns) && it.fns[lcp] == prev[lcp] {

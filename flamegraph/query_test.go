@@ -43,7 +43,7 @@ func FuzzQuery(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var g graphJSON
+		var g decodedGraph
 		if err := json.Unmarshal(b, &g); err != nil {
 			t.Fatalf("graph is not JSON: %v", err)
 		}

@@ -1,6 +1,7 @@
 package flamegraph
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -252,8 +253,10 @@ type graphJSON struct {
 	Kinds []string `json:"kinds"`
 	// Kind indexes Kinds for each function.
 	Kind []int `json:"kind"`
-	// Nodes, in depth-first order, column by column.
-	Nodes nodesJSON `json:"nodes"`
+	// Nodes, in depth-first order, column by column, are written after
+	// the fields above by writeGraph: "nodes": {"fn": [...], "line":
+	// [...], "depth": [...], "total": [...], "self": [...]}.
+	nodes *tree
 	// Processes and Threads list what the filters offer, heaviest first.
 	Processes []processJSON `json:"processes"`
 	Threads   []threadJSON  `json:"threads"`
@@ -262,14 +265,6 @@ type graphJSON struct {
 type typeJSON struct {
 	Type string `json:"type"`
 	Unit string `json:"unit"`
-}
-
-type nodesJSON struct {
-	Fn    []uint32 `json:"fn"`
-	Line  []int64  `json:"line"`
-	Depth []int32  `json:"depth"`
-	Total []int64  `json:"total"`
-	Self  []int64  `json:"self"`
 }
 
 type processJSON struct {
@@ -286,6 +281,15 @@ type threadJSON struct {
 // Graph returns the flame graph of the view q as /api/flamegraph answers
 // it, JSON-encoded.
 func (s *Server) Graph(q Query) ([]byte, error) {
+	var b bytes.Buffer
+	if err := writeGraph(&b, s.view(q)); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// view builds the flame graph of the view q.
+func (s *Server) view(q Query) *graphJSON {
 	st := s.store
 	st.mu.Lock()
 	sel := st.selectStacks(q)
@@ -298,7 +302,7 @@ func (s *Server) Graph(q Query) ([]byte, error) {
 		Version:   st.version,
 		Stacks:    len(sel.values),
 		Dropped:   sel.dropped,
-		Nodes:     nodesJSON{Fn: t.fn, Line: t.line, Depth: t.depth, Total: t.total, Self: t.self},
+		nodes:     t,
 	}
 	st.mu.Unlock()
 
@@ -340,11 +344,45 @@ func (s *Server) Graph(q Query) ([]byte, error) {
 	})
 	g.Processes = g.Processes[:min(len(g.Processes), maxListed)]
 	g.Threads = g.Threads[:min(len(g.Threads), maxListed)]
-	b, err := json.Marshal(g)
+	return &g
+}
+
+// writeGraph writes g as JSON, its nodes column by column without
+// holding the text in memory.
+func writeGraph(w io.Writer, g *graphJSON) error {
+	head, err := json.Marshal(g)
 	if err != nil {
-		return nil, fmt.Errorf("flamegraph: encode: %w", err)
+		return fmt.Errorf("flamegraph: encode: %w", err)
 	}
-	return b, nil
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.Write(head[:len(head)-1]) // without its closing brace
+	t := g.nodes
+	var num []byte
+	sep := ""
+	column := func(name string, n int, value func(int) int64) {
+		bw.WriteString(sep + `"` + name + `":[`)
+		sep = ","
+		for i := range n {
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			num = strconv.AppendInt(num[:0], value(i), 10)
+			bw.Write(num)
+		}
+		bw.WriteByte(']')
+	}
+	bw.WriteString(`,"nodes":{`)
+	n := len(t.fn)
+	column("fn", n, func(i int) int64 { return int64(t.fn[i]) })
+	column("line", n, func(i int) int64 { return t.line[i] })
+	column("depth", n, func(i int) int64 { return int64(t.depth[i]) })
+	column("total", n, func(i int) int64 { return t.total[i] })
+	column("self", n, func(i int) int64 { return t.self[i] })
+	bw.WriteString("}}")
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("flamegraph: write: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
@@ -353,16 +391,12 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	// Held while the answer is written: the view's tree lives until then.
 	if !s.acquire(r) {
 		return
 	}
-	b, err := s.Graph(q)
-	s.release()
-	if err != nil {
-		s.log.Warn("flame graph", "error", err)
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
+	defer s.release()
+	g := s.view(q)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	var out io.Writer = w
@@ -378,7 +412,9 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 		}()
 		out = gz
 	}
-	out.Write(b)
+	if err := writeGraph(out, g); err != nil {
+		s.log.Debug("flame graph", "error", err) // the page went away
+	}
 }
 
 // gzipWriters are reused: each holds its compressor's tables, several
