@@ -17,7 +17,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 
+	"github.com/stackline-dev/stackline/flamegraph"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/interpreter/python"
 	"github.com/stackline-dev/stackline/kallsyms"
@@ -40,6 +42,7 @@ type Agent struct {
 	symbols  *symbolizer.Symbolizer
 	otlp     *otlpexport.Exporter // nil with local output
 	files    *localfile.Writer    // nil with an endpoint
+	page     *flamegraph.Server   // nil without --http
 	reporter *reporter.Reporter
 	tracer   *tracer.Tracer
 	metrics  *prometheus.Registry
@@ -98,6 +101,19 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("local output: %w", err)
 		}
 		exp = a.files
+	}
+	if cfg.HTTPAddress != "" {
+		a.page, err = flamegraph.New(flamegraph.Options{
+			History:   cfg.HTTPHistory,
+			MaxStacks: cfg.HTTPMaxStacks,
+			Address:   cfg.HTTPAddress,
+			Logger:    log,
+		})
+		if err != nil {
+			a.closeExporter()
+			return nil, err
+		}
+		exp = pageExporter{next: exp, page: a.page, log: log}
 	}
 
 	a.reporter, err = reporter.New(reporter.Config{
@@ -252,6 +268,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer srv.Shutdown(context.Background())
 		}
 	}
+	if a.page != nil {
+		if a.cfg.HTTPAddress != a.cfg.MetricsAddress {
+			srv, err := a.servePage()
+			if err != nil {
+				cancelRun()
+				errc <- err
+			} else {
+				defer srv.Shutdown(context.Background())
+			}
+		}
+		// Deferred after the servers' Shutdown, so it runs first: the
+		// pages' update streams end and the servers can stop.
+		defer a.page.Close()
+	}
 
 	tracerErr := a.tracer.Run(runCtx)
 	if tracerErr != nil {
@@ -300,10 +330,45 @@ func (a *Agent) serveMetrics() (*http.Server, error) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	if a.page != nil && a.cfg.HTTPAddress == a.cfg.MetricsAddress {
+		a.page.Register(mux)
+		a.log.Info("serving the flame graph", "url", "http://"+ln.Addr().String()+"/")
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln) // stopped by Shutdown in Run
 	a.log.Info("serving metrics", "address", ln.Addr().String())
 	return srv, nil
+}
+
+// servePage serves the live flame graph on --http when it is not the
+// metrics server's address.
+func (a *Agent) servePage() (*http.Server, error) {
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddress)
+	if err != nil {
+		return nil, fmt.Errorf("flame graph page: %w", err)
+	}
+	mux := http.NewServeMux()
+	a.page.Register(mux)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln) // stopped by Shutdown in Run
+	a.log.Info("serving the flame graph", "url", "http://"+ln.Addr().String()+"/")
+	return srv, nil
+}
+
+// pageExporter hands each export to the flame graph page, then to the
+// exporter. A page that cannot take an export is logged; the export goes
+// on.
+type pageExporter struct {
+	next reporter.Exporter
+	page *flamegraph.Server
+	log  *slog.Logger
+}
+
+func (e pageExporter) Export(ctx context.Context, req *collectorpb.ExportProfilesServiceRequest) error {
+	if err := e.page.Export(ctx, req); err != nil {
+		e.log.Warn("flame graph page", "error", err)
+	}
+	return e.next.Export(ctx, req)
 }
 
 func (a *Agent) logSummary() {

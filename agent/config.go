@@ -89,6 +89,14 @@ type Config struct {
 	// MetricsAddress serves Prometheus self-metrics at /metrics; empty
 	// turns the server off.
 	MetricsAddress string
+	// HTTPAddress serves the live flame graph page (--http); empty turns
+	// it off. It may equal MetricsAddress: one server serves both.
+	HTTPAddress string
+	// HTTPHistory is how long the page keeps intervals (--http-history).
+	HTTPHistory time.Duration
+	// HTTPMaxStacks bounds the distinct stacks the page keeps
+	// (--http-max-stacks).
+	HTTPMaxStacks int
 	// ProcRoot and SysRoot are where proc and sysfs are mounted.
 	ProcRoot, SysRoot string
 	// Version is the agent's version string.
@@ -117,6 +125,8 @@ func DefaultConfig() Config {
 		Demangle:            "simple",
 		ProcRoot:            "/proc",
 		SysRoot:             "/sys",
+		HTTPHistory:         15 * time.Minute,
+		HTTPMaxStacks:       50_000,
 	}
 }
 
@@ -197,6 +207,17 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
 			bad("metrics-address", "%q is not host:port", c.MetricsAddress)
 		}
+	}
+	if c.HTTPAddress != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddress); err != nil {
+			bad("http", "%q is not host:port", c.HTTPAddress)
+		}
+	}
+	if c.HTTPHistory < time.Minute || c.HTTPHistory > 24*time.Hour {
+		bad("http-history", "%v out of range (1m..24h)", c.HTTPHistory)
+	}
+	if c.HTTPMaxStacks < 1000 || c.HTTPMaxStacks > 10_000_000 {
+		bad("http-max-stacks", "%d out of range (1000..10000000)", c.HTTPMaxStacks)
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/stackline-dev/stackline/flamegraph"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
@@ -26,6 +27,8 @@ type stats struct {
 	mapBytes    uint64
 	// kernelSymbolBytes is the heap of the kernel symbol table.
 	kernelSymbolBytes int
+	// page is the flame graph page's store, zero without --http.
+	page flamegraph.StoreStats
 }
 
 // metric defines one exported metric: its name (after the stackline_
@@ -123,6 +126,9 @@ var metrics = []metric{
 	counter("send_rejected_profiles_total", "Profiles the backend reported as rejected in partially successful exports.", func(s *stats) float64 { return float64(s.send.RejectedProfiles) }),
 	counter("send_failures_total", "Export attempts that failed (each retry counts).", func(s *stats) float64 { return float64(s.send.Failed) }),
 	counter("send_retries_total", "Export attempts retried.", func(s *stats) float64 { return float64(s.send.Retries) }),
+	gauge("page_intervals", "Intervals the flame graph page holds (bounded by --http-history).", func(s *stats) float64 { return float64(s.page.Intervals) }),
+	gauge("page_stacks", "Distinct stacks the flame graph page holds (bounded by --http-max-stacks).", func(s *stats) float64 { return float64(s.page.Stacks) }),
+	gauge("page_bytes", "Estimated heap bytes of the flame graph page's stacks, frames and functions.", func(s *stats) float64 { return float64(s.page.Bytes) }),
 }
 
 // statsCollector exports metrics, reading each component's Stats once per
@@ -161,6 +167,9 @@ func (a *Agent) readStats() *stats {
 	s.firstSample = a.firstSample(s.tracer)
 	if a.otlp != nil {
 		s.send = a.otlp.Stats()
+	}
+	if a.page != nil {
+		s.page = a.page.Store().Stats()
 	}
 	return s
 }

@@ -12,6 +12,11 @@
 // gauges every few seconds and checks that RSS stays flat after warm-up and
 // that tables, maps and caches return to their baseline once the churn
 // stops, and writes a JSON report and a Markdown one beside it.
+//
+// With -page the agent also serves its live flame graph (--http), and a
+// client follows it as an open page does: it holds the update stream open
+// and fetches the last 15 minutes' graph at each interval; what it
+// fetched and what the page's store holds are printed at the end.
 package main
 
 import (
@@ -66,6 +71,9 @@ type options struct {
 	// often it reads the agent's gauges.
 	soak         bool
 	soakInterval time.Duration
+	// page runs the agent with --http and follows the flame graph page
+	// as an open page does.
+	page bool
 }
 
 // startupWindow is when the startup figures are read.
@@ -87,6 +95,7 @@ func run() error {
 	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "save the agent's Go CPU profile, taken from 5 s after start to the end of the run, to this file")
 	flag.BoolVar(&o.soak, "soak", false, "run the soak (baseline, churn, quiet) and check RSS, tables, maps and caches instead of budgets")
 	flag.DurationVar(&o.soakInterval, "soak-interval", 10*time.Second, "with -soak, how often the agent's gauges are read")
+	flag.BoolVar(&o.page, "page", false, "run the agent with --http and follow its flame graph page as an open page does (the update stream, the last 15 minutes' graph at each interval)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root to load eBPF programs")
@@ -140,6 +149,16 @@ func run() error {
 		"--samples-per-second", strconv.Itoa(o.rate),
 		"--metrics-address", metricsAddr, "--log-level", "warn"},
 		strings.Fields(o.agentArgs)...)
+	var page *pageClient
+	if o.page {
+		pageAddr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		args = append(args, "--http", pageAddr)
+		page = followPage(pageAddr)
+		defer page.stop()
+	}
 	agent := exec.Command(agentBin, args...)
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
 	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -267,6 +286,11 @@ func run() error {
 		if err := <-cpuProfileDone; err != nil {
 			return err
 		}
+	}
+	if page != nil {
+		page.stop()
+		fmt.Fprintf(os.Stderr, "agentbench: %s; the page holds %.0f intervals, %.0f stacks, %.1f MB (estimated)\n", page.summary(),
+			metrics.values["stackline_page_intervals"], metrics.values["stackline_page_stacks"], metrics.values["stackline_page_bytes"]/(1<<20))
 	}
 	execRate, buildRate := m.rates()
 	m.stop()

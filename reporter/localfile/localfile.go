@@ -234,10 +234,12 @@ type converter struct {
 	functions map[int32]*profile.Function
 	synthetic map[string]*profile.Function // for frames without lines
 	locations map[int32]*profile.Location
-	names     map[int32][]string        // folded names of a location, root first
+	frames    map[int32][]Frame         // folded frames of a location, root first
 	kernel    map[*profile.Mapping]bool // mappings of kernel frames
 
-	stacks map[string]int64 // folded stack -> count
+	folds     map[foldKey]*FoldedStack
+	foldOrder []*FoldedStack
+	foldOnly  bool // fold, build no pprof profile
 }
 
 func newConverter(req *collectorpb.ExportProfilesServiceRequest) *converter {
@@ -255,15 +257,15 @@ func newConverter(req *collectorpb.ExportProfilesServiceRequest) *converter {
 		functions: make(map[int32]*profile.Function),
 		synthetic: make(map[string]*profile.Function),
 		locations: make(map[int32]*profile.Location),
-		names:     make(map[int32][]string),
+		frames:    make(map[int32][]Frame),
 		kernel:    make(map[*profile.Mapping]bool),
-		stacks:    make(map[string]int64),
+		folds:     make(map[foldKey]*FoldedStack),
 	}
 }
 
 func (c *converter) str(i int32) string { return c.d.StringTable[i] }
 
-// convert fills c.p and c.stacks from the request.
+// convert fills c.p (unless c.foldOnly) and c.folds from the request.
 func (c *converter) convert() error {
 	var start, end int64
 	for _, rp := range c.req.GetResourceProfiles() {
@@ -281,8 +283,12 @@ func (c *converter) convert() error {
 				if c.p.Period == 0 {
 					c.p.Period = prof.GetPeriod()
 				}
+				typ := ValueType{
+					Type: c.str(prof.GetSampleType().GetTypeStrindex()),
+					Unit: c.str(prof.GetSampleType().GetUnitStrindex()),
+				}
 				for _, s := range prof.GetSamples() {
-					if err := c.sample(s, pid, proc, prof.GetPeriod()); err != nil {
+					if err := c.sample(s, pid, proc, prof.GetPeriod(), typ); err != nil {
 						return err
 					}
 				}
@@ -330,7 +336,7 @@ func processName(rp *profilespb.ResourceProfiles) string {
 	return unknownName
 }
 
-func (c *converter) sample(s *profilespb.Sample, pid int64, proc string, period int64) error {
+func (c *converter) sample(s *profilespb.Sample, pid int64, proc string, period int64, typ ValueType) error {
 	count := otlpcheck.SampleCount(s)
 	if count == 0 {
 		return nil
@@ -344,6 +350,14 @@ func (c *converter) sample(s *profilespb.Sample, pid int64, proc string, period 
 		return fmt.Errorf("localfile: %w", err)
 	}
 
+	// Stack locations are leaf first, in OTLP as in pprof; folded stacks
+	// are root first.
+	locs := c.d.StackTable[s.GetStackIndex()].GetLocationIndices()
+	c.fold(foldKey{pid: pid, thread: threadName, stack: s.GetStackIndex(), typ: typ}, proc, locs, count)
+	if c.foldOnly {
+		return nil
+	}
+
 	ps := &profile.Sample{
 		Value:    []int64{count, count * period},
 		Label:    map[string][]string{LabelProcessName: {proc}},
@@ -355,19 +369,10 @@ func (c *converter) sample(s *profilespb.Sample, pid int64, proc string, period 
 	if tid, err := strconv.ParseInt(tidText, 10, 64); err == nil {
 		ps.NumLabel[LabelTID] = []int64{tid}
 	}
-
-	// Stack locations are leaf first, in OTLP as in pprof; folded stacks
-	// are root first.
-	locs := c.d.StackTable[s.GetStackIndex()].GetLocationIndices()
-	folded := []string{sanitize(proc)}
-	for j := len(locs) - 1; j >= 0; j-- {
-		folded = append(folded, c.foldedNames(locs[j])...)
-	}
 	for _, li := range locs {
 		ps.Location = append(ps.Location, c.location(li))
 	}
 	c.p.Sample = append(c.p.Sample, ps)
-	c.stacks[strings.Join(folded, ";")] += count
 	return nil
 }
 
@@ -470,27 +475,6 @@ func (c *converter) unnamed(ol *profilespb.Location) string {
 	return fmt.Sprintf("%s+0x%x", filepath.Base(file), ol.GetAddress())
 }
 
-// foldedNames returns the names a location contributes to a folded stack,
-// root first: the caller before the functions inlined into it.
-func (c *converter) foldedNames(li int32) []string {
-	if n, ok := c.names[li]; ok {
-		return n
-	}
-	ol := c.d.LocationTable[li]
-	var names []string
-	lines := ol.GetLines()
-	for k := len(lines) - 1; k >= 0; k-- {
-		of := c.d.FunctionTable[lines[k].GetFunctionIndex()]
-		name := cmp.Or(c.str(of.GetNameStrindex()), c.str(of.GetSystemNameStrindex()), unknownName)
-		names = append(names, sanitize(name))
-	}
-	if len(names) == 0 {
-		names = []string{sanitize(c.unnamed(ol))}
-	}
-	c.names[li] = names
-	return names
-}
-
 // sanitize keeps a name from breaking the folded format: ';' separates
 // frames and a line holds one stack.
 func sanitize(s string) string {
@@ -500,17 +484,28 @@ func sanitize(s string) string {
 	return strings.NewReplacer(";", ":", "\n", " ", "\r", " ").Replace(s)
 }
 
-// folded returns the folded stacks file: one "stack count" line per
-// distinct stack, sorted.
+// folded returns the folded stacks file: one "process;root;...;leaf count"
+// line per distinct stack of names, sorted. It is made of the same folded
+// stacks as [Fold] returns, merged across threads and processes of one
+// name.
 func (c *converter) folded() []byte {
-	keys := make([]string, 0, len(c.stacks))
-	for k := range c.stacks {
+	stacks := make(map[string]int64, len(c.folds))
+	var names []string
+	for _, st := range c.folds {
+		names = append(names[:0], sanitize(st.Process))
+		for _, f := range st.Frames {
+			names = append(names, sanitize(f.Name))
+		}
+		stacks[strings.Join(names, ";")] += st.Value
+	}
+	keys := make([]string, 0, len(stacks))
+	for k := range stacks {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	var b bytes.Buffer
 	for _, k := range keys {
-		fmt.Fprintf(&b, "%s %d\n", k, c.stacks[k])
+		fmt.Fprintf(&b, "%s %d\n", k, stacks[k])
 	}
 	return b.Bytes()
 }
