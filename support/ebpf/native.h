@@ -332,16 +332,57 @@ static __always_inline int interp_step(struct trace *t, struct unwind_state *st)
 	return STEP_CONTINUE;
 }
 
+// One step of the user stack walk; arg points to the scratch slot (enum
+// scratch_slot) holding the trace and the unwind state.
 static long native_loop_step(u64 index, void *arg)
 {
-	u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
-	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
+	u32 slot = *(u32 *)arg;
+	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &slot);
+	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &slot);
 	if (!t || !st)
 		return 1;
 	if (st->interp_pending)
 		return interp_step(t, st);
 	return native_step(t, st);
+}
+
+// Prepares st to unwind the user stack whose registers are regs, in
+// process pid.
+static __always_inline void start_unwind(struct unwind_state *st, struct pt_regs *regs, u32 pid)
+{
+	st->pc = regs->rip;
+	st->sp = regs->rsp;
+	st->fp = regs->rbp;
+	st->pid = pid;
+	st->depth = 0;
+	st->return_address = 0;
+	st->has_mapping = 0;
+	st->interp_pending = 0;
+	st->interp_done = 0;
+	st->interp_init = 0;
+	st->interp_frame = 0;
+	st->urgent = 0;
+	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
+	if (ip) {
+		st->interp_kind = ip->kind;
+		for (int i = 0; i < INTERP_HANDOFFS; i++) {
+			st->handoff_start[i] = ip->handoff_start[i];
+			st->handoff_end[i] = ip->handoff_end[i];
+		}
+	} else {
+		st->interp_kind = INTERP_NONE;
+	}
+}
+
+// Unwinds the user stack prepared by start_unwind in scratch slot slot,
+// appending its frames to the slot's trace: every unwinder, one step per
+// frame. Both the CPU sampler and the off-CPU program walk stacks here.
+static __always_inline void unwind_user(u32 slot)
+{
+	// One step per frame, plus one to notice a stack deeper than the
+	// limit, plus up to two per interpreter activation (its hand-off,
+	// and the 3.12+ Python shim frame it skips).
+	bpf_loop(3 * MAX_USER_FRAMES + 1, native_loop_step, &slot, 0);
 }
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "types.h"
 #include "interp.h"
+#include "maps.h"
 
 // One executable mapping of a process. A process's mappings are sorted by
 // start and do not overlap.
@@ -198,7 +199,7 @@ struct unwind_state {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, SCRATCH_SLOTS); // enum scratch_slot
 	__type(key, u32);
 	__type(value, struct unwind_state);
 } unwind_states SEC(".maps");

@@ -1,0 +1,170 @@
+package tracer
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+func TestOffCPUValidate(t *testing.T) {
+	for _, o := range []OffCPU{
+		{Enabled: true, Threshold: -1, Fraction: 1},
+		{Enabled: true, Threshold: 2 * MaxOffCPUThreshold, Fraction: 1},
+		{Enabled: true, Fraction: 0},
+		{Enabled: true, Fraction: 1.5},
+	} {
+		if err := o.validate(); err == nil {
+			t.Errorf("%+v: no error", o)
+		}
+	}
+	for _, o := range []OffCPU{{}, {Enabled: true, Fraction: 0.01}, {Enabled: true, Threshold: time.Millisecond, Fraction: 1}} {
+		if err := o.validate(); err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+}
+
+func TestOffCPUSampleBound(t *testing.T) {
+	for _, c := range []struct {
+		f    float64
+		want uint32
+	}{{1, 1<<32 - 1}, {0.5, 1<<31 - 1}, {0.25, 1<<30 - 1}} {
+		o := OffCPU{Fraction: c.f}
+		// Within one of the exact bound: float rounding.
+		if got := o.sampleBound(); got+1 < c.want || got > c.want+1 {
+			t.Errorf("fraction %v: bound %#x, want %#x", c.f, got, c.want)
+		}
+	}
+}
+
+// offCPUTrace is a trace the off-CPU test recorded, its frames named.
+type offCPUTrace struct {
+	meta   trace.TraceMeta
+	kernel []string // kernel function names, leaf first
+	user   []userFrame
+}
+
+// traceOffCPU runs cmd for d under a tracer with off-CPU profiling
+// configured by off and returns the traces of cmd's process and how long it
+// ran.
+func traceOffCPU(t *testing.T, cmd *exec.Cmd, d time.Duration, off OffCPU) ([]offCPUTrace, time.Duration) {
+	t.Helper()
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20, OffCPU: off}, symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
+	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the processes running at start were not synced within a minute")
+		}
+	}
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	cmd.Process.Kill()
+	cmd.Wait()
+	ran := time.Since(start)
+	time.Sleep(200 * time.Millisecond)
+	tr.stop(t)
+	st := tr.Stats()
+	t.Logf("off-CPU: %d waits sampled, %d short, %d table full, %d lost; %d off-CPU traces, %d CPU traces",
+		st.Counters[progs.StacklineCounterCOUNTER_OFF_CPU_WAITS], st.Counters[progs.StacklineCounterCOUNTER_OFF_CPU_SHORT],
+		st.Counters[progs.StacklineCounterCOUNTER_OFF_CPU_FULL], st.Counters[progs.StacklineCounterCOUNTER_LOST_OFF_CPU],
+		st.OffCPUTraces, st.Traces)
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []offCPUTrace
+	for _, r := range rec.traces {
+		if r.meta.PID != uint32(cmd.Process.Pid) {
+			continue
+		}
+		ot := offCPUTrace{meta: r.meta}
+		for _, f := range r.frames {
+			switch f.Type {
+			case trace.FrameKernel:
+				name := ""
+				if lines := rec.frames[f].Lines; len(lines) > 0 {
+					name = lines[0].Function
+				}
+				ot.kernel = append(ot.kernel, name)
+			case trace.FrameError:
+				ot.user = append(ot.user, userFrame{err: f.Addr})
+			default:
+				uf := userFrame{file: rec.execs[f.File].FileName, typ: f.Type}
+				if lines := rec.frames[f].Lines; len(lines) > 0 {
+					l := lines[len(lines)-1]
+					uf.name, uf.src, uf.line = l.Function, l.File, l.Line
+				}
+				ot.user = append(ot.user, uf)
+			}
+		}
+		out = append(out, ot)
+	}
+	return out, ran
+}
+
+// TestOffCPUC: a C program without frame pointers whose main thread waits
+// ~90% of the time in main -> waitOuter -> waitInner -> read() on a pipe:
+// its off-CPU traces carry that chain with the kernel's pipe_read, and
+// account for at least 80% of the thread's wall time; its CPU samples
+// still show the spin.
+func TestOffCPUC(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := filepath.Join(t.TempDir(), "wait")
+	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O2", "-fomit-frame-pointer", "-pthread", "-o", bin, "tracer/testdata/offcpu/wait.c")
+	cmd := exec.Command(bin)
+	// Every wait of at least 1 ms: the workload's are about 3.6 ms.
+	traces, wall := traceOffCPU(t, cmd, 5*time.Second, OffCPU{Enabled: true, Threshold: time.Millisecond, Fraction: 1})
+	tid := uint32(cmd.Process.Pid)
+	var waited, inChain time.Duration
+	cpu, spin, offTraces := 0, 0, 0
+	var bad []string
+	for _, tr := range traces {
+		if tr.meta.TID != tid {
+			continue
+		}
+		if tr.meta.OffCPUNS == 0 {
+			cpu++
+			if _, ok := hasChain(tr.user, "spin", "main"); ok {
+				spin++
+			}
+			continue
+		}
+		offTraces++
+		w := time.Duration(tr.meta.OffCPUNS)
+		waited += w
+		_, ok := hasChain(tr.user, "waitInner", "waitOuter", "main")
+		ok = ok && complete(tr.user) && slices.ContainsFunc(tr.kernel, func(f string) bool { return strings.Contains(f, "pipe_read") })
+		if ok {
+			inChain += w
+		} else if len(bad) < 5 {
+			bad = append(bad, strings.Join(tr.kernel, " <- ")+" | "+describe(tr.user))
+		}
+	}
+	for _, b := range bad {
+		t.Logf("not in the chain: %s", b)
+	}
+	t.Logf("wall %v: %d off-CPU traces, %v waited, %v (%.1f%%) in waitInner <- waitOuter <- main with pipe_read; %d CPU samples, %d in spin",
+		wall, offTraces, waited, inChain, 100*inChain.Seconds()/wall.Seconds(), cpu, spin)
+	if inChain.Seconds() < 0.8*wall.Seconds() {
+		t.Errorf("the wait chain holds %v of %v wall time, want >= 80%%", inChain, wall)
+	}
+	if waited > wall {
+		t.Errorf("waited %v in %v wall time", waited, wall)
+	}
+	if cpu < 20 || float64(spin) < 0.8*float64(cpu) {
+		t.Errorf("%d of %d CPU samples in spin <- main, want >= 80%% of at least 20", spin, cpu)
+	}
+}
