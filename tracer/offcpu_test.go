@@ -168,3 +168,33 @@ func TestOffCPUC(t *testing.T) {
 		t.Errorf("%d of %d CPU samples in spin <- main, want >= 80%% of at least 20", spin, cpu)
 	}
 }
+
+// stackCounts sums the waits of traces by their user stack (leaf first),
+// kernel leaf function prepended.
+func stackCounts(traces []offCPUTrace) map[string]time.Duration {
+	out := make(map[string]time.Duration)
+	for _, tr := range traces {
+		if tr.meta.OffCPUNS == 0 {
+			continue
+		}
+		k := ""
+		if len(tr.kernel) > 2 {
+			k = tr.kernel[2] + " | "
+		}
+		out[k+describe(tr.user)] += time.Duration(tr.meta.OffCPUNS)
+	}
+	return out
+}
+
+func TestOffCPUGoExplore(t *testing.T) {
+	testenv.RequireBPF(t)
+	bin := filepath.Join(t.TempDir(), "gowait")
+	testenv.Run(t, filepath.Join(testenv.RepoRoot(t), "tracer/testdata/offcpu/gowait"), "go", "build", "-o", bin, ".")
+	traces, wall := traceOffCPU(t, exec.Command(bin), 3*time.Second, OffCPU{Enabled: true, Threshold: time.Millisecond, Fraction: 1})
+	t.Logf("wall %v", wall)
+	for k, v := range stackCounts(traces) {
+		if v > 50*time.Millisecond {
+			t.Logf("%v %s", v, k)
+		}
+	}
+}

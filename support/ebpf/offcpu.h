@@ -108,7 +108,7 @@ int offcpu_resume(u64 *ctx)
 	collect_kernel_stack(ctx, t);
 	struct pt_regs regs;
 	if (current_user_regs(&regs) == 0) {
-		start_unwind(st, &regs, id >> 32);
+		start_unwind(st, &regs, id >> 32, 1);
 		unwind_user(SLOT_OFF_CPU);
 	}
 	send_trace(t, st->urgent, COUNTER_LOST_OFF_CPU);

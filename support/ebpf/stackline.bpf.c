@@ -129,7 +129,7 @@ int sample(struct bpf_perf_event_data *ctx)
 
 	struct pt_regs regs;
 	if (user_regs(ctx, &regs) == 0) {
-		start_unwind(st, &regs, id >> 32);
+		start_unwind(st, &regs, id >> 32, 0);
 		bpf_tail_call(ctx, &unwinders, UNWINDER_NATIVE);
 		// Only reached when the unwinder is missing.
 		push_frame(t, st->pc, FRAME_NATIVE, 0);

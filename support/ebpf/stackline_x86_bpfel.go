@@ -185,12 +185,13 @@ const (
 type StacklineRuleKind uint32
 
 const (
-	StacklineRuleKindRULE_INVALID StacklineRuleKind = 0
-	StacklineRuleKindRULE_END     StacklineRuleKind = 1
-	StacklineRuleKindRULE_SP      StacklineRuleKind = 2
-	StacklineRuleKindRULE_FP      StacklineRuleKind = 3
-	StacklineRuleKindRULE_PLT     StacklineRuleKind = 4
-	StacklineRuleKindRULE_SIGNAL  StacklineRuleKind = 5
+	StacklineRuleKindRULE_INVALID  StacklineRuleKind = 0
+	StacklineRuleKindRULE_END      StacklineRuleKind = 1
+	StacklineRuleKindRULE_SP       StacklineRuleKind = 2
+	StacklineRuleKindRULE_FP       StacklineRuleKind = 3
+	StacklineRuleKindRULE_PLT      StacklineRuleKind = 4
+	StacklineRuleKindRULE_SIGNAL   StacklineRuleKind = 5
+	StacklineRuleKindRULE_GO_MCALL StacklineRuleKind = 6
 )
 
 type StacklineRuleLayout uint32
@@ -269,7 +270,7 @@ type StacklineUnwindState struct {
 	InterpDone    uint8
 	InterpInit    uint8
 	Urgent        uint8
-	Pad           uint8
+	OffCpu        uint8
 	Mapping       StacklineExecMapping
 	HandoffStart  [2]uint64
 	HandoffEnd    [2]uint64
