@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/python"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
@@ -58,9 +60,15 @@ type offCPUTrace struct {
 // ran.
 func traceOffCPU(t *testing.T, cmd *exec.Cmd, d time.Duration, off OffCPU) ([]offCPUTrace, time.Duration) {
 	t.Helper()
+	return traceOffCPUWith(t, cmd, d, off)
+}
+
+// traceOffCPUWith is traceOffCPU with interpreters' frames unwound.
+func traceOffCPUWith(t *testing.T, cmd *exec.Cmd, d time.Duration, off OffCPU, interps ...interpreter.Runtime) ([]offCPUTrace, time.Duration) {
+	t.Helper()
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
 	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, MaxUnwindTableBytes: 256 << 20, OffCPU: off}, symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20, OffCPU: off, Interpreters: interps}, symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
 	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Since(start) > time.Minute {
 			t.Fatal("the processes running at start were not synced within a minute")
@@ -186,15 +194,61 @@ func stackCounts(traces []offCPUTrace) map[string]time.Duration {
 	return out
 }
 
-func TestOffCPUGoExplore(t *testing.T) {
+// chainWait returns the time the traces of thread tid (0: any) waited in
+// total and with user frames holding chain.
+func chainWait(traces []offCPUTrace, tid uint32, chain ...string) (total, inChain time.Duration, bad []string) {
+	for _, tr := range traces {
+		if tr.meta.OffCPUNS == 0 || tid != 0 && tr.meta.TID != tid {
+			continue
+		}
+		w := time.Duration(tr.meta.OffCPUNS)
+		total += w
+		if _, ok := hasChain(tr.user, chain...); ok {
+			inChain += w
+		} else if len(bad) < 5 {
+			bad = append(bad, strings.Join(tr.kernel, " <- ")+" | "+describe(tr.user))
+		}
+	}
+	return total, inChain, bad
+}
+
+// TestOffCPUGo: a goroutine blocked on a channel in main.main ->
+// main.waitOuter -> main.waitInner shows that chain, below the
+// scheduler's wait (runtime.mcall) and the channel's (runtime.gopark <-
+// runtime.chanrecv1), for at least half the program's wall time: the
+// thread it parked from waits while it does.
+func TestOffCPUGo(t *testing.T) {
 	testenv.RequireBPF(t)
 	bin := filepath.Join(t.TempDir(), "gowait")
 	testenv.Run(t, filepath.Join(testenv.RepoRoot(t), "tracer/testdata/offcpu/gowait"), "go", "build", "-o", bin, ".")
-	traces, wall := traceOffCPU(t, exec.Command(bin), 3*time.Second, OffCPU{Enabled: true, Threshold: time.Millisecond, Fraction: 1})
-	t.Logf("wall %v", wall)
-	for k, v := range stackCounts(traces) {
-		if v > 50*time.Millisecond {
-			t.Logf("%v %s", v, k)
+	traces, wall := traceOffCPU(t, exec.Command(bin), 4*time.Second, OffCPU{Enabled: true, Threshold: time.Millisecond, Fraction: 1})
+	total, inChain, _ := chainWait(traces, 0, "runtime.mcall", "runtime.gopark", "runtime.chanrecv", "runtime.chanrecv1", "main.waitInner", "main.waitOuter", "main.main")
+	t.Logf("wall %v: threads waited %v, %v of it (%.0f%% of wall) for the channel in main.waitInner <- main.waitOuter <- main.main",
+		wall, total, inChain, 100*inChain.Seconds()/wall.Seconds())
+	if inChain.Seconds() < 0.5*wall.Seconds() {
+		for k, v := range stackCounts(traces) {
+			if v > 100*time.Millisecond {
+				t.Logf("%v %s", v, k)
+			}
 		}
+		t.Errorf("the channel wait holds %v of %v wall time, want >= 50%%", inChain, wall)
+	}
+}
+
+// TestOffCPUPython: a Python thread in time.sleep called from inner,
+// called from outer, shows those Python frames above the interpreter's
+// native ones for at least 80% of its wall time.
+func TestOffCPUPython(t *testing.T) {
+	testenv.RequireBPF(t)
+	script := "import time\n\ndef inner():\n    time.sleep(0.004)\n\ndef outer():\n    while True:\n        inner()\n\nouter()\n"
+	cmd := exec.Command(testenv.SystemPython(t).Path, "-c", script)
+	traces, wall := traceOffCPUWith(t, cmd, 4*time.Second, OffCPU{Enabled: true, Threshold: time.Millisecond, Fraction: 1}, python.Runtime{})
+	total, inChain, bad := chainWait(traces, uint32(cmd.Process.Pid), "inner", "outer")
+	for _, b := range bad {
+		t.Logf("not in the chain: %s", b)
+	}
+	t.Logf("wall %v: waited %v, %v (%.1f%%) in inner <- outer", wall, total, inChain, 100*inChain.Seconds()/wall.Seconds())
+	if inChain.Seconds() < 0.8*wall.Seconds() {
+		t.Errorf("time.sleep in inner <- outer holds %v of %v wall time, want >= 80%%", inChain, wall)
 	}
 }
