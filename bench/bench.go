@@ -63,6 +63,10 @@ type Results struct {
 	ConfiguredRate   int     `json:"configured_samples_per_second"`
 	CPUs             int     `json:"cpus"`
 	ShortLivedPerSec float64 `json:"short_lived_processes_per_second"`
+	// ContextSwitchesPerSec is the host's context switches per second
+	// over the run (/proc/stat ctxt): what off-CPU profiling's cost
+	// grows with.
+	ContextSwitchesPerSec float64 `json:"context_switches_per_second"`
 	// Mix names the workload mix's processes.
 	Mix string `json:"mix"`
 	// AgentArgs are the flags the agent ran with beyond the benchmark's

@@ -159,6 +159,10 @@ func run() error {
 	} else {
 		defer st.Close()
 	}
+	ctxt0, err := contextSwitches()
+	if err != nil {
+		return err
+	}
 	agent := exec.Command(agentBin, args...)
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
 	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -291,6 +295,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	ctxt1, err := contextSwitches()
+	if err != nil {
+		return err
+	}
 	execRate, buildRate := m.rates()
 	m.stop()
 	agent.Process.Signal(syscall.SIGTERM)
@@ -333,37 +341,38 @@ func run() error {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	r := bench.Results{
-		SteadyRSSMB:          half[len(half)/2] / 1024,
-		PeakRSSMB:            st["VmHWM"] / 1024,
-		StartupPeakRSSMB:     startupHWM / 1024,
-		StartupAllocMB:       startupAlloc / (1 << 20),
-		RSSAnonMB:            st["RssAnon"] / 1024,
-		RSSFileMB:            st["RssFile"] / 1024,
-		CPUPercent:           100 * cpu / elapsed.Seconds(),
-		SamplesPerSecond:     float64(nsamples) / elapsed.Seconds(),
-		WireBytesPerSample:   float64(wire) / float64(nsamples+nwaits),
-		BytesPerSample:       float64(raw) / float64(nsamples+nwaits),
-		FirstSampleSeconds:   metrics.values["stackline_first_sample_seconds"],
-		GoHeapInUseMB:        metrics.values["go_memstats_heap_inuse_bytes"] / (1 << 20),
-		BPFMapMB:             metrics.values["stackline_bpf_map_bytes"] / (1 << 20),
-		LostTraces:           metrics.values["stackline_lost_traces_total"],
-		OffCPUWaitsPerSecond: float64(nwaits) / elapsed.Seconds(),
-		BPFCPUPercent:        100 * bpfTime.Seconds() / elapsed.Seconds(),
-		OffCPUBPFCPUPercent:  100 * offCPUTime.Seconds() / elapsed.Seconds(),
-		LostOffCPUTraces:     metrics.values["stackline_lost_off_cpu_traces_total"],
-		AgentArgs:            o.agentArgs,
-		DurationSeconds:      elapsed.Seconds(),
-		ConfiguredRate:       o.rate,
-		CPUs:                 runtime.NumCPU(),
-		ShortLivedPerSec:     float64(o.shortLived),
-		Mix:                  mixNames,
-		ExecsPerSec:          execRate,
-		BuildsPerSec:         buildRate,
-		Exports:              len(reqs),
-		Date:                 time.Now().UTC().Format(time.RFC3339),
-		Kernel:               strings.TrimSpace(string(kernel)),
-		GoVersion:            runtime.Version(),
-		Commit:               strings.TrimSpace(string(commit)),
+		SteadyRSSMB:           half[len(half)/2] / 1024,
+		PeakRSSMB:             st["VmHWM"] / 1024,
+		StartupPeakRSSMB:      startupHWM / 1024,
+		StartupAllocMB:        startupAlloc / (1 << 20),
+		RSSAnonMB:             st["RssAnon"] / 1024,
+		RSSFileMB:             st["RssFile"] / 1024,
+		CPUPercent:            100 * cpu / elapsed.Seconds(),
+		SamplesPerSecond:      float64(nsamples) / elapsed.Seconds(),
+		WireBytesPerSample:    float64(wire) / float64(nsamples+nwaits),
+		BytesPerSample:        float64(raw) / float64(nsamples+nwaits),
+		FirstSampleSeconds:    metrics.values["stackline_first_sample_seconds"],
+		GoHeapInUseMB:         metrics.values["go_memstats_heap_inuse_bytes"] / (1 << 20),
+		BPFMapMB:              metrics.values["stackline_bpf_map_bytes"] / (1 << 20),
+		LostTraces:            metrics.values["stackline_lost_traces_total"],
+		OffCPUWaitsPerSecond:  float64(nwaits) / elapsed.Seconds(),
+		BPFCPUPercent:         100 * bpfTime.Seconds() / elapsed.Seconds(),
+		OffCPUBPFCPUPercent:   100 * offCPUTime.Seconds() / elapsed.Seconds(),
+		LostOffCPUTraces:      metrics.values["stackline_lost_off_cpu_traces_total"],
+		AgentArgs:             o.agentArgs,
+		ContextSwitchesPerSec: float64(ctxt1-ctxt0) / elapsed.Seconds(),
+		DurationSeconds:       elapsed.Seconds(),
+		ConfiguredRate:        o.rate,
+		CPUs:                  runtime.NumCPU(),
+		ShortLivedPerSec:      float64(o.shortLived),
+		Mix:                   mixNames,
+		ExecsPerSec:           execRate,
+		BuildsPerSec:          buildRate,
+		Exports:               len(reqs),
+		Date:                  time.Now().UTC().Format(time.RFC3339),
+		Kernel:                strings.TrimSpace(string(kernel)),
+		GoVersion:             runtime.Version(),
+		Commit:                strings.TrimSpace(string(commit)),
 	}
 	if o.soak {
 		rep := bench.SoakReport{
@@ -478,6 +487,21 @@ func readStatus(pid int) (map[string]float64, error) {
 }
 
 // cpuSeconds returns the user+system CPU time of pid.
+// contextSwitches returns the host's context switches since boot
+// (/proc/stat ctxt).
+func contextSwitches() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "ctxt "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("/proc/stat: no ctxt line")
+}
+
 // bpfRunTime returns the run time of the eBPF programs process pid holds
 // (all, and the off-CPU ones), as the kernel counted it since they were
 // loaded while run-time statistics were on.

@@ -76,12 +76,16 @@ int offcpu_switch(u64 *ctx)
 
 // sched_exit_tp(is_switch): the current thread runs again. When its wait
 // was sampled and long enough, sends its stack and the time it waited.
+// This runs at every pass through the scheduler: what is not a user
+// thread coming back from a switch returns before the table lookup.
 SEC("tp_btf/sched_exit_tp")
 int offcpu_resume(u64 *ctx)
 {
+	if (!(u8)ctx[0])
+		return 0; // no switch: the thread never left
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
-	if (tid == 0)
+	if (tid == 0 || !bpf_get_current_task_btf()->mm)
 		return 0;
 	u64 *start = bpf_map_lookup_elem(&offcpu_waits, &tid);
 	if (!start)
