@@ -8,7 +8,7 @@ CONTAINER_TOOL ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || ec
 IMAGE   ?= stackline:$(VERSION)
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run generate check-generated test test-race bench bench-agent soak lint clean image image-files check-image
+.PHONY: all build run generate check-generated test test-race bench bench-agent bench-agent-offcpu soak lint clean image image-files check-image
 
 all: build
 
@@ -61,6 +61,11 @@ clean:
 # bench/results.json and fails when a figure is over bench/budgets.json.
 bench-agent:
 	$(GO) run ./bench/agentbench -duration $(or $(BENCH_DURATION),60s) -out $(or $(BENCH_OUT),bench/results.json)
+
+# The same with off-CPU profiling on (--off-cpu, default threshold and
+# fraction), against the same budgets; writes bench/results-offcpu.json.
+bench-agent-offcpu:
+	$(GO) run ./bench/agentbench -off-cpu -duration $(or $(BENCH_DURATION),60s) -out $(or $(BENCH_OUT),bench/results-offcpu.json)
 
 # The soak (root; not run in CI): 10 min of the benchmark's mix with 200
 # short-lived processes a second, churn stopped for the last quarter; checks

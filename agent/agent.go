@@ -96,7 +96,12 @@ func New(cfg Config) (*Agent, error) {
 		}
 		exp = a.otlp
 	} else {
-		a.files, err = localfile.New(cfg.OutputDir, log)
+		var opts []localfile.Option
+		if cfg.OffCPU {
+			// Threads' timelines of CPU samples and waits.
+			opts = append(opts, localfile.TraceEvents())
+		}
+		a.files, err = localfile.New(cfg.OutputDir, log, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("local output: %w", err)
 		}
@@ -125,6 +130,7 @@ func New(cfg Config) (*Agent, error) {
 		ServiceName:         cfg.ServiceName,
 		Version:             cfg.Version,
 		ResourceAttributes:  cfg.ResourceAttributes,
+		OffCPUFraction:      cfg.OffCPUFraction,
 		Logger:              log,
 	}, exp)
 	if err != nil {
@@ -147,6 +153,7 @@ func New(cfg Config) (*Agent, error) {
 		Symbolizer:          a.symbols,
 		Kernel:              a.kernel,
 		Interpreters:        interpreters(cfg),
+		OffCPU:              tracer.OffCPU{Enabled: cfg.OffCPU, Threshold: cfg.OffCPUThreshold, Fraction: cfg.OffCPUFraction},
 		Logger:              log,
 	})
 	if err != nil {

@@ -48,6 +48,14 @@ type Config struct {
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
 	// from the sampling rate and the number of CPUs (AutoRingBufferSize).
 	RingBufferSize int
+	// OffCPU turns on off-CPU profiling: where threads wait, and for
+	// how long (Linux 6.16 or later).
+	OffCPU bool
+	// OffCPUThreshold is the shortest wait recorded (0..1m).
+	OffCPUThreshold time.Duration
+	// OffCPUFraction is the share of threads blocking that are sampled,
+	// within (0, 1].
+	OffCPUFraction float64
 	// CollectionAgent is the OTLP endpoint: host:port for OTLP/gRPC, or
 	// an http:// or https:// URL for OTLP/HTTP (a URL without a path gets
 	// the profiles path, /v1development/profiles). Empty means local
@@ -117,6 +125,8 @@ func DefaultConfig() Config {
 		MaxDWARFBytes:       4 << 20,
 		MaxStackDepth:       tracer.MaxStackDepth,
 		MaxUnwindTableBytes: 64 << 20,
+		OffCPUThreshold:     time.Millisecond,
+		OffCPUFraction:      0.1,
 		SendQueueSize:       60,
 		OTLPCompression:     "gzip",
 		ExportTimeout:       10 * time.Second,
@@ -154,6 +164,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SymbolCacheBytes < 1<<20 || c.SymbolCacheBytes > 1<<34 {
 		bad("symbol-cache-bytes", "%d is out of range 1MiB..16GiB", c.SymbolCacheBytes)
+	}
+	if c.OffCPUThreshold < 0 || c.OffCPUThreshold > tracer.MaxOffCPUThreshold {
+		bad("off-cpu-threshold", "%v is out of range 0..%v", c.OffCPUThreshold, tracer.MaxOffCPUThreshold)
+	}
+	if !(c.OffCPUFraction > 0 && c.OffCPUFraction <= 1) {
+		bad("off-cpu-fraction", "%v is out of range (0, 1]", c.OffCPUFraction)
 	}
 	if c.MaxDWARFBytes < 0 || c.MaxDWARFBytes > 1<<34 {
 		bad("max-dwarf-bytes", "%d is out of range 0..16GiB", c.MaxDWARFBytes)

@@ -33,6 +33,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		"--demangle":               func(c *Config) { c.Demangle = "fancy" },
 		"--metrics-address":        func(c *Config) { c.MetricsAddress = "9464" },
 		"--output-dir":             func(c *Config) { c.OutputDir = " " },
+		"--off-cpu-threshold":      func(c *Config) { c.OffCPUThreshold = -time.Second },
+		"--off-cpu-fraction":       func(c *Config) { c.OffCPUFraction = 0 },
 	} {
 		cfg := DefaultConfig()
 		mut(&cfg)

@@ -45,14 +45,33 @@ type Results struct {
 	BPFMapMB float64 `json:"bpf_map_mb"`
 	// LostTraces counts traces dropped by a full ring buffer.
 	LostTraces float64 `json:"lost_traces"`
+	// OffCPUWaitsPerSecond is the off-CPU waits received per second of
+	// the run (0 without --off-cpu); LostOffCPUTraces those dropped by a
+	// full ring buffer. Wire and uncompressed bytes per sample count a
+	// wait as a sample.
+	OffCPUWaitsPerSecond float64 `json:"off_cpu_waits_per_second"`
+	// BPFCPUPercent is the run time of the agent's eBPF programs, which
+	// the kernel spends in the context of the sampled and switching
+	// threads (not in the agent's CPU time), in % of one core;
+	// OffCPUBPFCPUPercent that of the off-CPU programs.
+	BPFCPUPercent       float64 `json:"bpf_cpu_percent_one_core"`
+	OffCPUBPFCPUPercent float64 `json:"off_cpu_bpf_cpu_percent_one_core"`
+	LostOffCPUTraces    float64 `json:"lost_off_cpu_traces"`
 
 	// Context of the run (not budgeted).
 	DurationSeconds  float64 `json:"duration_seconds"`
 	ConfiguredRate   int     `json:"configured_samples_per_second"`
 	CPUs             int     `json:"cpus"`
 	ShortLivedPerSec float64 `json:"short_lived_processes_per_second"`
+	// ContextSwitchesPerSec is the host's context switches per second
+	// over the run (/proc/stat ctxt): what off-CPU profiling's cost
+	// grows with.
+	ContextSwitchesPerSec float64 `json:"context_switches_per_second"`
 	// Mix names the workload mix's processes.
 	Mix string `json:"mix"`
+	// AgentArgs are the flags the agent ran with beyond the benchmark's
+	// own (e.g. --off-cpu).
+	AgentArgs string `json:"agent_args,omitempty"`
 	// ExecsPerSec and BuildsPerSec are the short-lived /bin/true processes
 	// and compiler runs started per second of churn, as achieved.
 	ExecsPerSec  float64 `json:"execs_per_second"`

@@ -99,8 +99,9 @@ type agentRun struct {
 	env []string
 	// dir is the agent's working directory; empty means the test's.
 	dir string
-	// beforeStop, when set, is called just before SIGTERM.
-	beforeStop func()
+	// afterStart, when set, is called once the agent has started, before
+	// the wait of d; beforeStop, when set, just before SIGTERM.
+	afterStart, beforeStop func()
 }
 
 // runAgentWith runs the agent as r describes, then stops it with SIGTERM
@@ -119,6 +120,9 @@ func runAgentWith(t *testing.T, bin string, r agentRun) string {
 	cmd.Stdout = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if r.afterStart != nil {
+		r.afterStart()
 	}
 	time.Sleep(r.d)
 	if r.beforeStop != nil {

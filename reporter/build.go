@@ -3,9 +3,11 @@ package reporter
 import (
 	"cmp"
 	"crypto/rand"
+	"math"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -222,26 +224,37 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 		d.d.StackTable = append(d.d.StackTable, st)
 	}
 
-	// Group samples by process, in a stable order.
+	// Group samples by process, CPU samples first, in a stable order.
 	keys := make([]sampleKey, 0, len(iv.samples))
 	for k := range iv.samples {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b sampleKey) int {
-		return cmp.Or(cmp.Compare(a.pid, b.pid), cmp.Compare(a.tid, b.tid),
+		return cmp.Or(cmp.Compare(a.pid, b.pid), compareBool(a.offCPU, b.offCPU), cmp.Compare(a.tid, b.tid),
 			cmp.Compare(a.stack, b.stack), cmp.Compare(a.comm, b.comm))
 	})
 
 	req := &collectorpb.ExportProfilesServiceRequest{Dictionary: d.d}
-	sampleType := &profilespb.ValueType{TypeStrindex: d.str("samples"), UnitStrindex: d.str("count")}
-	periodType := &profilespb.ValueType{TypeStrindex: d.str("cpu"), UnitStrindex: d.str("nanoseconds")}
+	sampleType := &profilespb.ValueType{TypeStrindex: d.str(semconv.SampleTypeSamples), UnitStrindex: d.str(semconv.UnitCount)}
+	periodType := &profilespb.ValueType{TypeStrindex: d.str(semconv.PeriodTypeCPU), UnitStrindex: d.str(semconv.UnitNanoseconds)}
 	period := int64(time.Second) / int64(r.cfg.SamplesPerSecond)
+	fraction := cmp.Or(r.cfg.OffCPUFraction, 1)
 
+	var scope *profilespb.ScopeProfiles
 	var prof *profilespb.Profile
-	curPID := ^uint32(0)
+	curPID, curOffCPU := ^uint32(0), false
 	for _, k := range keys {
-		if k.pid != curPID || prof == nil {
+		if scope == nil || k.pid != curPID {
 			curPID = k.pid
+			scope = &profilespb.ScopeProfiles{Scope: &commonpb.InstrumentationScope{Name: scopeName, Version: r.cfg.Version}}
+			req.ResourceProfiles = append(req.ResourceProfiles, &profilespb.ResourceProfiles{
+				Resource:      r.resource(k.pid, iv.processes[k.pid]),
+				ScopeProfiles: []*profilespb.ScopeProfiles{scope},
+			})
+			prof = nil
+		}
+		if prof == nil || k.offCPU != curOffCPU {
+			curOffCPU = k.offCPU
 			prof = &profilespb.Profile{
 				SampleType:   sampleType,
 				PeriodType:   periodType,
@@ -252,30 +265,66 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 				DurationNano: uint64(end.UnixNano() - iv.start.UnixNano()),
 				ProfileId:    newProfileID(),
 			}
-			req.ResourceProfiles = append(req.ResourceProfiles, &profilespb.ResourceProfiles{
-				Resource: r.resource(k.pid, iv.processes[k.pid]),
-				ScopeProfiles: []*profilespb.ScopeProfiles{{
-					Scope:    &commonpb.InstrumentationScope{Name: scopeName, Version: r.cfg.Version},
-					Profiles: []*profilespb.Profile{prof},
-				}},
-			})
+			if k.offCPU {
+				// Off-CPU waits: values in nanoseconds waited, no
+				// sampling period (waits are sampled by fraction).
+				prof.SampleType = &profilespb.ValueType{TypeStrindex: d.str(semconv.SampleTypeOffCPU), UnitStrindex: d.str(semconv.UnitNanoseconds)}
+				prof.PeriodType, prof.Period = nil, 0
+				prof.AttributeIndices = []int32{d.strAttr(semconv.OffCPUFraction, strconv.FormatFloat(fraction, 'g', -1, 64))}
+			}
+			scope.Profiles = append(scope.Profiles, prof)
 		}
 		s := iv.samples[k]
-		slices.Sort(s.timestamps)
-		prof.Samples = append(prof.Samples, &profilespb.Sample{
+		ps := &profilespb.Sample{
 			StackIndex: stackIdx[k.stack],
 			AttributeIndices: []int32{
 				d.strAttr(semconv.ThreadName, k.comm),
 				d.numAttr(semconv.ThreadID, int64(k.tid)),
 			},
+		}
+		if k.offCPU {
+			// One value per timestamp: the wait that ended then, scaled
+			// up by the sampling fraction.
+			sortTogether(s.timestamps, s.waits)
+			ps.Values = make([]int64, len(s.waits))
+			for i, w := range s.waits {
+				ps.Values[i] = int64(math.Round(float64(w) / fraction))
+			}
+		} else {
 			// Timestamps only: each stands for one sample (the OTLP
 			// "timestamps only" shape), so values stays empty.
-			TimestampsUnixNano: s.timestamps,
-		})
+			slices.Sort(s.timestamps)
+		}
+		ps.TimestampsUnixNano = s.timestamps
+		prof.Samples = append(prof.Samples, ps)
 		cover(prof, s.timestamps[0], s.timestamps[len(s.timestamps)-1])
 	}
 	d.setMappingRanges()
 	return req, unnamed
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// sortTogether sorts ts and, in the same order, vals (of ts's length).
+func sortTogether(ts, vals []uint64) {
+	idx := make([]int, len(ts))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(ts[a], ts[b]) })
+	t2, v2 := slices.Clone(ts), slices.Clone(vals)
+	for i, j := range idx {
+		ts[i], vals[i] = t2[j], v2[j]
+	}
 }
 
 // cover widens p's time range, [time, time+duration), to hold the sample

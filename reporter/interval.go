@@ -33,15 +33,19 @@ type stack struct {
 }
 
 // sampleKey is a sample's identity: identical (stack, pid, tid, thread
-// name) fold into one sample.
+// name) fold into one sample, CPU samples and off-CPU waits apart.
 type sampleKey struct {
 	stack    int32
 	pid, tid uint32
 	comm     string
+	offCPU   bool
 }
 
 type sample struct {
 	timestamps []uint64
+	// waits holds, for off-CPU samples, the nanoseconds waited until
+	// each timestamp (not scaled).
+	waits []uint64
 }
 
 // processInfo is what a process's resource is built from: the latest
@@ -98,10 +102,11 @@ func (iv *interval) internStack(frames []trace.FrameID) int32 {
 
 func (iv *interval) add(frames []trace.FrameID, meta *trace.TraceMeta) {
 	key := sampleKey{
-		stack: iv.internStack(frames),
-		pid:   meta.PID,
-		tid:   meta.TID,
-		comm:  meta.Comm,
+		stack:  iv.internStack(frames),
+		pid:    meta.PID,
+		tid:    meta.TID,
+		comm:   meta.Comm,
+		offCPU: meta.OffCPUNS != 0,
 	}
 	s, ok := iv.samples[key]
 	if !ok {
@@ -109,6 +114,9 @@ func (iv *interval) add(frames []trace.FrameID, meta *trace.TraceMeta) {
 		iv.samples[key] = s
 	}
 	s.timestamps = append(s.timestamps, meta.TimestampNS)
+	if key.offCPU {
+		s.waits = append(s.waits, meta.OffCPUNS)
+	}
 	// The tracer gives a new ProcessMeta when it learns more of the
 	// process (its runtime, once attached): a pointer comparison per
 	// trace tells.

@@ -53,6 +53,10 @@ type Config struct {
 	// (OTEL_RESOURCE_ATTRIBUTES); on a key clash, the attributes the
 	// reporter sets itself win.
 	ResourceAttributes map[string]string
+	// OffCPUFraction is the share of waits the tracer samples
+	// (--off-cpu-fraction): off-CPU values are scaled up by its inverse.
+	// 0 means 1.
+	OffCPUFraction float64
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -67,6 +71,9 @@ func (c *Config) validate() error {
 	}
 	if c.ExecutableCacheSize < 1 {
 		errs = append(errs, fmt.Errorf("executable cache size %d: must be at least 1", c.ExecutableCacheSize))
+	}
+	if c.OffCPUFraction < 0 || c.OffCPUFraction > 1 {
+		errs = append(errs, fmt.Errorf("off-CPU fraction %v: must be within (0, 1]", c.OffCPUFraction))
 	}
 	if c.SamplesPerSecond < 1 {
 		errs = append(errs, fmt.Errorf("samples per second %d: must be at least 1", c.SamplesPerSecond))

@@ -135,6 +135,10 @@ type TraceMeta struct {
 	CPU uint32
 	// Comm is the thread name.
 	Comm string
+	// OffCPUNS is, for a trace of a thread that was off the CPU (blocked)
+	// rather than a CPU sample, how long it waited, in nanoseconds, up to
+	// TimestampNS; 0 for CPU samples.
+	OffCPUNS uint64
 	// ExecutablePath is the process's executable path as the process sees
 	// it, "" for kernel threads.
 	ExecutablePath string

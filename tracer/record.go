@@ -19,6 +19,7 @@ const (
 	recordProcessExit = uint32(progs.StacklineRecordKindRECORD_PROCESS_EXIT)
 	recordProcessExec = uint32(progs.StacklineRecordKindRECORD_PROCESS_EXEC)
 	recordProcessSync = uint32(progs.StacklineRecordKindRECORD_PROCESS_SYNC)
+	recordOffCPU      = uint32(progs.StacklineRecordKindRECORD_OFF_CPU)
 
 	headerSize     = int(unsafe.Sizeof(progs.StacklineRecordHeader{}))
 	traceFramesOff = int(unsafe.Offsetof(progs.StacklineTrace{}.Frames))
@@ -40,6 +41,7 @@ const (
 	commLen            = uintptr(len(progs.StacklineRecordHeader{}.Comm))
 	offNumFrames       = unsafe.Offsetof(progs.StacklineTrace{}.NumFrames)
 	offNumKernelFrames = unsafe.Offsetof(progs.StacklineTrace{}.NumKernelFrames)
+	offOffCPUNS        = unsafe.Offsetof(progs.StacklineTrace{}.OffCpuNs)
 	offFrameAddr       = unsafe.Offsetof(progs.StacklineFrame{}.Addr)
 	offFrameAux        = unsafe.Offsetof(progs.StacklineFrame{}.Aux)
 	offFrameType       = unsafe.Offsetof(progs.StacklineFrame{}.Type)
@@ -64,7 +66,9 @@ type record struct {
 	ktimeNS         uint64
 	comm            string
 	numKernelFrames int
-	frames          []rawFrame
+	// offCPUNS is how long the thread waited, in off-CPU traces.
+	offCPUNS uint64
+	frames   []rawFrame
 }
 
 var errShortRecord = errors.New("record too short")
@@ -90,7 +94,8 @@ func (r *record) decode(raw []byte) error {
 	}
 	r.frames = r.frames[:0]
 	r.numKernelFrames = 0
-	if r.kind != recordTrace {
+	r.offCPUNS = 0
+	if r.kind != recordTrace && r.kind != recordOffCPU {
 		return nil
 	}
 	if len(raw) < traceFramesOff {
@@ -105,6 +110,12 @@ func (r *record) decode(raw []byte) error {
 		return fmt.Errorf("%w: %d frames in %d bytes", errShortRecord, n, len(raw))
 	}
 	r.numKernelFrames = nk
+	if r.kind == recordOffCPU {
+		r.offCPUNS = le.Uint64(raw[offOffCPUNS:])
+		if r.offCPUNS == 0 {
+			return errors.New("off-CPU trace of a wait of 0 ns")
+		}
+	}
 	for i := range n {
 		f := raw[traceFramesOff+i*frameSize:]
 		r.frames = append(r.frames, rawFrame{

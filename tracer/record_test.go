@@ -68,6 +68,30 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestDecodeOffCPU decodes an off-CPU trace: the layout of a trace, with
+// the time waited; a wait of 0 ns is malformed.
+func TestDecodeOffCPU(t *testing.T) {
+	frames := []rawFrame{{addr: 0xffffffff81000010, typ: trace.FrameKernel}, {addr: 0x401000, typ: trace.FrameNative}}
+	raw := encodeTrace(7, 8, "waiter", frames, 1)
+	binary.LittleEndian.PutUint32(raw[offKind:], recordOffCPU)
+	binary.LittleEndian.PutUint64(raw[offOffCPUNS:], 4_000_000)
+	var r record
+	if err := r.decode(raw); err != nil {
+		t.Fatal(err)
+	}
+	if r.kind != recordOffCPU || r.offCPUNS != 4_000_000 || len(r.frames) != 2 || r.numKernelFrames != 1 {
+		t.Errorf("decoded %+v", r)
+	}
+	// A CPU sample decoded after it has no wait.
+	if err := r.decode(encodeTrace(7, 8, "w", frames, 1)); err != nil || r.offCPUNS != 0 {
+		t.Errorf("CPU trace after an off-CPU one: wait %d, %v", r.offCPUNS, err)
+	}
+	binary.LittleEndian.PutUint64(raw[offOffCPUNS:], 0)
+	if err := r.decode(raw); err == nil {
+		t.Error("off-CPU trace of 0 ns: no error")
+	}
+}
+
 // TestDecodeProcessEvent decodes struct process_event as the eBPF side
 // sends it.
 func TestDecodeProcessEvent(t *testing.T) {
@@ -92,9 +116,13 @@ func TestDecodeProcessEvent(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add(encodeTrace(1, 1, "x", []rawFrame{{addr: 1, typ: 1}}, 0))
 	f.Add(make([]byte, headerSize))
+	off := encodeTrace(1, 1, "x", []rawFrame{{addr: 1, typ: 1}}, 0)
+	binary.LittleEndian.PutUint32(off[offKind:], recordOffCPU)
+	binary.LittleEndian.PutUint64(off[offOffCPUNS:], 1)
+	f.Add(off)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var r record
-		if r.decode(raw) == nil && r.kind == recordTrace {
+		if r.decode(raw) == nil && (r.kind == recordTrace || r.kind == recordOffCPU) {
 			if r.numKernelFrames > len(r.frames) || len(r.frames) > maxFrames {
 				t.Fatalf("inconsistent decode: %d kernel of %d", r.numKernelFrames, len(r.frames))
 			}

@@ -22,7 +22,11 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 	// mayPark says an address the process's mappings (as last read) do
 	// not resolve is worth reading the process again for.
 	mayPark := false
-	for i := range rec.frames {
+	first := 0
+	if rec.kind == recordOffCPU {
+		first = t.offCPUKernelStart(rec)
+	}
+	for i := first; i < len(rec.frames); i++ {
 		f := &rec.frames[i]
 		switch f.typ {
 		case trace.FrameKernel:
@@ -64,6 +68,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 		TID:         rec.tid,
 		CPU:         rec.cpu,
 		Comm:        rec.comm,
+		OffCPUNS:    rec.offCPUNS,
 	}
 	if proc == nil {
 		proc = t.process(rec.pid)
@@ -75,6 +80,27 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 		meta.ProcessName = rec.comm
 	}
 	t.cfg.Reporter.ReportTrace(out, meta)
+}
+
+// scheduleFunction is the kernel function in which a thread leaves the CPU.
+const scheduleFunction = "__schedule"
+
+// maxOffCPUSkip bounds the kernel frames of an off-CPU trace searched for
+// scheduleFunction.
+const maxOffCPUSkip = 8
+
+// offCPUKernelStart returns the index of the first frame of an off-CPU
+// trace worth showing: __schedule, where the thread left the CPU. The
+// frames above it are the off-CPU program's own (the BPF program, the
+// tracepoint's glue), the same in every trace. When __schedule is not among
+// the first maxOffCPUSkip frames, none is dropped.
+func (t *Tracer) offCPUKernelStart(rec *record) int {
+	for i := range min(rec.numKernelFrames, maxOffCPUSkip) {
+		if sym, ok := t.cfg.Kernel.Lookup(rec.frames[i].addr); ok && sym.Name == scheduleFunction {
+			return i
+		}
+	}
+	return 0
 }
 
 // unknownKernelName names kernel addresses outside every known symbol, after

@@ -25,6 +25,7 @@ const (
 	ruleFP      = uint32(progs.StacklineRuleKindRULE_FP)
 	rulePLT     = uint32(progs.StacklineRuleKindRULE_PLT)
 	ruleSignal  = uint32(progs.StacklineRuleKindRULE_SIGNAL)
+	ruleGoMcall = uint32(progs.StacklineRuleKindRULE_GO_MCALL)
 
 	ruleFPSlotShift = progs.StacklineRuleLayoutRULE_FP_SLOT_SHIFT
 	ruleFPSlotMax   = int32(progs.StacklineRuleLayoutRULE_FP_SLOT_MASK)
@@ -56,6 +57,8 @@ func encodeRule(r nativeunwind.Row) (uint32, bool) {
 		return ruleEnd, true
 	case nativeunwind.CFASignal:
 		return ruleSignal, true
+	case nativeunwind.CFAGoMcall:
+		return ruleGoMcall, true
 	case nativeunwind.CFASP:
 		kind = ruleSP
 	case nativeunwind.CFAFP:

@@ -77,6 +77,8 @@ type Config struct {
 	// TableBuilder builds the unwind tables; nil means the native
 	// unwinder's (tracer/nativeunwind).
 	TableBuilder TableBuilder
+	// OffCPU configures off-CPU profiling (off when not Enabled).
+	OffCPU OffCPU
 }
 
 // Validate checks the configuration and says what is wrong in terms of the
@@ -96,6 +98,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FileCacheSize < 1 {
 		errs = append(errs, fmt.Errorf("file cache size %d: must be at least 1", c.FileCacheSize))
+	}
+	if err := c.OffCPU.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Reporter == nil || c.Symbolizer == nil || c.Kernel == nil {
 		errs = append(errs, errors.New("reporter, symbolizer and kernel symbols are required"))
@@ -173,6 +178,7 @@ type tracerStats struct {
 	traces, events, decodeErrors, mapsReads, mapsErrors   atomic.Uint64
 	unknownMappings, unknownKernel, fileErrors, processes atomic.Uint64
 	syncs, syncErrors, debugFileErrors                    atomic.Uint64
+	offCPUTraces                                          atomic.Uint64
 	firstSampleUnixNS                                     atomic.Int64
 	// Published by the Run goroutine from the table store.
 	tablesLoaded, tableBytes, processBytes   atomic.Uint64
@@ -281,7 +287,20 @@ func (t *Tracer) load() error {
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(t.cfg.RingBufferSize / 4)); err != nil {
 		return fmt.Errorf("tracer: set ring buffer wake-up threshold: %w", err)
 	}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	skip := offCPUPrograms
+	if t.cfg.OffCPU.Enabled {
+		if err := checkOffCPUKernel(); err != nil {
+			return fmt.Errorf("tracer: %w", err)
+		}
+		if err := t.setOffCPUVariables(spec); err != nil {
+			return err
+		}
+		skip = nil
+	} else {
+		// The wait table is unused: keep its preallocated memory small.
+		spec.Maps["offcpu_waits"].MaxEntries = 1
+	}
+	if err := loadObjects(spec, &t.objs, skip, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return fmt.Errorf("tracer: the kernel refused the eBPF programs: %+v", verr)
@@ -303,6 +322,11 @@ func (t *Tracer) load() error {
 			return fmt.Errorf("tracer: attach raw tracepoint %s: %w", name, err)
 		}
 		t.links = append(t.links, l)
+	}
+	if t.cfg.OffCPU.Enabled {
+		if err := t.attachOffCPU(); err != nil {
+			return err
+		}
 	}
 	t.reader, err = ringbuf.NewReader(t.objs.Records)
 	if err != nil {
@@ -466,6 +490,9 @@ func (t *Tracer) handle(raw []byte) {
 		t.stats.traces.Add(1)
 		t.stats.firstSampleUnixNS.CompareAndSwap(0, now.UnixNano())
 		t.handleTrace(&t.rec, raw, false)
+	case recordOffCPU:
+		t.stats.offCPUTraces.Add(1)
+		t.handleTrace(&t.rec, raw, false)
 	case recordProcessExit:
 		t.stats.events.Add(1)
 		p := t.processes[t.rec.pid]
@@ -569,8 +596,9 @@ type Stats struct {
 	// lost to a full ring buffer, unwinding stops, frames unwound...),
 	// indexed by enum counter of support/ebpf/maps.h.
 	Counters [progs.StacklineCounterCOUNTER_NUM]uint64
-	// Traces and Events count records received.
-	Traces, Events uint64
+	// Traces and Events count records received; OffCPUTraces the
+	// off-CPU traces among them (not counted in Traces).
+	Traces, Events, OffCPUTraces uint64
 	// DecodeErrors counts malformed records.
 	DecodeErrors uint64
 	// MapsReads and MapsErrors count /proc/PID/maps reads.
@@ -638,6 +666,7 @@ func (t *Tracer) Stats() Stats {
 		ParkedTraces:         t.stats.parkedTraces.Load(),
 		ParkOverflows:        t.stats.parkOverflows.Load(),
 		Traces:               t.stats.traces.Load(),
+		OffCPUTraces:         t.stats.offCPUTraces.Load(),
 		Events:               t.stats.events.Load(),
 		DecodeErrors:         t.stats.decodeErrors.Load(),
 		MapsReads:            t.stats.mapsReads.Load(),
@@ -670,7 +699,7 @@ func (t *Tracer) MapMemory() uint64 {
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
 		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen,
-		t.objs.LastWakeup} {
+		t.objs.LastWakeup, t.objs.OffcpuWaits} {
 		if m == nil {
 			continue
 		}

@@ -24,6 +24,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,11 +41,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stackline-dev/stackline/bench"
 	"github.com/stackline-dev/stackline/internal/otlptest"
 	"github.com/stackline-dev/stackline/reporter/otlpcheck"
+	"github.com/stackline-dev/stackline/reporter/semconv"
 )
 
 func main() {
@@ -63,6 +67,9 @@ type options struct {
 	out        string
 	budgets    string
 	agentArgs  string
+	// offCPU runs the agent with --off-cpu (its default threshold and
+	// fraction unless agentArgs says otherwise).
+	offCPU bool
 	// heapProfile, when set, receives the agent's heap profile.
 	heapProfile string
 	// cpuProfile, when set, receives the agent's CPU profile.
@@ -91,6 +98,7 @@ func run() error {
 	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results (with -soak, the report; its Markdown goes beside it)")
 	flag.StringVar(&o.budgets, "budgets", "bench/budgets.json", "budgets to check; empty checks none")
 	flag.StringVar(&o.agentArgs, "agent-args", "", "extra flags for the agent, space-separated")
+	flag.BoolVar(&o.offCPU, "off-cpu", false, "run the agent with --off-cpu (off-CPU profiling) too")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "save the agent's Go heap profile at the end of the run to this file")
 	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "save the agent's Go CPU profile, taken from 5 s after start to the end of the run, to this file")
 	flag.BoolVar(&o.soak, "soak", false, "run the soak (baseline, churn, quiet) and check RSS, tables, maps and caches instead of budgets")
@@ -144,6 +152,9 @@ func run() error {
 		return err
 	}
 
+	if o.offCPU {
+		o.agentArgs = strings.TrimSpace("--off-cpu " + o.agentArgs)
+	}
 	args := append([]string{
 		"--collection-agent", rcv.Addr(), "--disable-tls",
 		"--samples-per-second", strconv.Itoa(o.rate),
@@ -158,6 +169,18 @@ func run() error {
 		args = append(args, "--http", pageAddr)
 		page = followPage(pageAddr)
 		defer page.stop()
+	}
+	// The eBPF programs' run time, which runs in the context of the
+	// sampled and switching tasks, not the agent's: counted by the kernel
+	// while this is held.
+	if st, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+		fmt.Fprintln(os.Stderr, "agentbench: eBPF run time not measured:", err)
+	} else {
+		defer st.Close()
+	}
+	ctxt0, err := contextSwitches()
+	if err != nil {
+		return err
 	}
 	agent := exec.Command(agentBin, args...)
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
@@ -292,6 +315,14 @@ func run() error {
 		fmt.Fprintf(os.Stderr, "agentbench: %s; the page holds %.0f intervals, %.0f stacks, %.1f MB (estimated)\n", page.summary(),
 			metrics.values["stackline_page_intervals"], metrics.values["stackline_page_stacks"], metrics.values["stackline_page_bytes"]/(1<<20))
 	}
+	bpfTime, offCPUTime, err := bpfRunTime(pid)
+	if err != nil {
+		return err
+	}
+	ctxt1, err := contextSwitches()
+	if err != nil {
+		return err
+	}
 	execRate, buildRate := m.rates()
 	m.stop()
 	agent.Process.Signal(syscall.SIGTERM)
@@ -300,7 +331,7 @@ func run() error {
 	}
 
 	reqs := rcv.Requests()
-	var nsamples, raw, wire int
+	var nsamples, nwaits, raw, wire int
 	for i, req := range reqs {
 		if err := otlpcheck.Validate(req); err != nil {
 			return fmt.Errorf("request %d is not self-contained: %w", i, err)
@@ -309,8 +340,15 @@ func run() error {
 		for _, rp := range req.ResourceProfiles {
 			for _, sp := range rp.ScopeProfiles {
 				for _, p := range sp.Profiles {
+					offCPU := req.Dictionary.StringTable[p.GetSampleType().GetTypeStrindex()] == semconv.SampleTypeOffCPU
 					for _, s := range p.Samples {
-						nsamples += int(otlpcheck.SampleCount(s))
+						if offCPU {
+							// One timestamp per wait; values are
+							// nanoseconds.
+							nwaits += len(s.TimestampsUnixNano)
+						} else {
+							nsamples += int(otlpcheck.SampleCount(s))
+						}
 					}
 				}
 			}
@@ -327,32 +365,38 @@ func run() error {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	r := bench.Results{
-		SteadyRSSMB:        half[len(half)/2] / 1024,
-		PeakRSSMB:          st["VmHWM"] / 1024,
-		StartupPeakRSSMB:   startupHWM / 1024,
-		StartupAllocMB:     startupAlloc / (1 << 20),
-		RSSAnonMB:          st["RssAnon"] / 1024,
-		RSSFileMB:          st["RssFile"] / 1024,
-		CPUPercent:         100 * cpu / elapsed.Seconds(),
-		SamplesPerSecond:   float64(nsamples) / elapsed.Seconds(),
-		WireBytesPerSample: float64(wire) / float64(nsamples),
-		BytesPerSample:     float64(raw) / float64(nsamples),
-		FirstSampleSeconds: metrics.values["stackline_first_sample_seconds"],
-		GoHeapInUseMB:      metrics.values["go_memstats_heap_inuse_bytes"] / (1 << 20),
-		BPFMapMB:           metrics.values["stackline_bpf_map_bytes"] / (1 << 20),
-		LostTraces:         metrics.values["stackline_lost_traces_total"],
-		DurationSeconds:    elapsed.Seconds(),
-		ConfiguredRate:     o.rate,
-		CPUs:               runtime.NumCPU(),
-		ShortLivedPerSec:   float64(o.shortLived),
-		Mix:                mixNames,
-		ExecsPerSec:        execRate,
-		BuildsPerSec:       buildRate,
-		Exports:            len(reqs),
-		Date:               time.Now().UTC().Format(time.RFC3339),
-		Kernel:             strings.TrimSpace(string(kernel)),
-		GoVersion:          runtime.Version(),
-		Commit:             strings.TrimSpace(string(commit)),
+		SteadyRSSMB:           half[len(half)/2] / 1024,
+		PeakRSSMB:             st["VmHWM"] / 1024,
+		StartupPeakRSSMB:      startupHWM / 1024,
+		StartupAllocMB:        startupAlloc / (1 << 20),
+		RSSAnonMB:             st["RssAnon"] / 1024,
+		RSSFileMB:             st["RssFile"] / 1024,
+		CPUPercent:            100 * cpu / elapsed.Seconds(),
+		SamplesPerSecond:      float64(nsamples) / elapsed.Seconds(),
+		WireBytesPerSample:    float64(wire) / float64(nsamples+nwaits),
+		BytesPerSample:        float64(raw) / float64(nsamples+nwaits),
+		FirstSampleSeconds:    metrics.values["stackline_first_sample_seconds"],
+		GoHeapInUseMB:         metrics.values["go_memstats_heap_inuse_bytes"] / (1 << 20),
+		BPFMapMB:              metrics.values["stackline_bpf_map_bytes"] / (1 << 20),
+		LostTraces:            metrics.values["stackline_lost_traces_total"],
+		OffCPUWaitsPerSecond:  float64(nwaits) / elapsed.Seconds(),
+		BPFCPUPercent:         100 * bpfTime.Seconds() / elapsed.Seconds(),
+		OffCPUBPFCPUPercent:   100 * offCPUTime.Seconds() / elapsed.Seconds(),
+		LostOffCPUTraces:      metrics.values["stackline_lost_off_cpu_traces_total"],
+		AgentArgs:             o.agentArgs,
+		ContextSwitchesPerSec: float64(ctxt1-ctxt0) / elapsed.Seconds(),
+		DurationSeconds:       elapsed.Seconds(),
+		ConfiguredRate:        o.rate,
+		CPUs:                  runtime.NumCPU(),
+		ShortLivedPerSec:      float64(o.shortLived),
+		Mix:                   mixNames,
+		ExecsPerSec:           execRate,
+		BuildsPerSec:          buildRate,
+		Exports:               len(reqs),
+		Date:                  time.Now().UTC().Format(time.RFC3339),
+		Kernel:                strings.TrimSpace(string(kernel)),
+		GoVersion:             runtime.Version(),
+		Commit:                strings.TrimSpace(string(commit)),
 	}
 	if o.soak {
 		rep := bench.SoakReport{
@@ -467,6 +511,64 @@ func readStatus(pid int) (map[string]float64, error) {
 }
 
 // cpuSeconds returns the user+system CPU time of pid.
+// contextSwitches returns the host's context switches since boot
+// (/proc/stat ctxt).
+func contextSwitches() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "ctxt "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("/proc/stat: no ctxt line")
+}
+
+// bpfRunTime returns the run time of the eBPF programs process pid holds
+// (all, and the off-CPU ones), as the kernel counted it since they were
+// loaded while run-time statistics were on.
+func bpfRunTime(pid int) (all, offCPU time.Duration, err error) {
+	fds, err := filepath.Glob(fmt.Sprintf("/proc/%d/fdinfo/*", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	seen := make(map[uint64]bool)
+	for _, fd := range fds {
+		b, err := os.ReadFile(fd)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for line := range strings.Lines(string(b)) {
+			v, ok := strings.CutPrefix(line, "prog_id:")
+			if !ok {
+				continue
+			}
+			id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil || seen[id] {
+				continue
+			}
+			seen[id] = true
+			p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+			if err != nil {
+				return 0, 0, fmt.Errorf("eBPF program %d: %w", id, err)
+			}
+			info, ierr := p.Info()
+			st, serr := p.Stats()
+			p.Close()
+			if ierr != nil || serr != nil {
+				return 0, 0, fmt.Errorf("eBPF program %d: %w", id, errors.Join(ierr, serr))
+			}
+			all += st.Runtime
+			if strings.HasPrefix(info.Name, "offcpu_") {
+				offCPU += st.Runtime
+			}
+		}
+	}
+	return all, offCPU, nil
+}
+
 func cpuSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -76,7 +76,7 @@ func Fold(req *collectorpb.ExportProfilesServiceRequest) (*Folded, error) {
 	if err := otlpcheck.Validate(req); err != nil {
 		return nil, fmt.Errorf("localfile: invalid request: %w", err)
 	}
-	c := newConverter(req)
+	c := newConverter(req, false)
 	c.foldOnly = true
 	if err := c.convert(); err != nil {
 		return nil, err

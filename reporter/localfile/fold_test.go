@@ -45,7 +45,7 @@ func TestFoldMatchesFoldedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newConverter(req)
+	c := newConverter(req, false)
 	if err := c.convert(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,15 @@
 //     one "process;root;...;leaf count" line per distinct stack, sorted,
 //     the input of flame graph tools.
 //
-// Both files are written atomically: readers see either nothing or the
-// whole file.
+// A request with off-CPU waits (an off_cpu/nanoseconds profile) also
+// writes their pprof profile and folded stacks, stackline-<time>.offcpu.pb.gz
+// and stackline-<time>.offcpu.folded, whose values are nanoseconds waited.
+// A Writer made with [TraceEvents] writes stackline-<time>.trace.json too,
+// a Chrome trace-event file (Perfetto, chrome://tracing) of each thread's
+// timeline: CPU samples and off-CPU waits as slices (see trace.go).
+//
+// Files are written atomically: readers see either nothing or the whole
+// file.
 package localfile
 
 import (
@@ -46,6 +53,8 @@ const (
 	filePrefix      = "stackline-"
 	pprofSuffix     = ".pb.gz"
 	foldedSuffix    = ".folded"
+	offCPUInfix     = ".offcpu"
+	traceSuffix     = ".trace.json"
 	maxNameAttempts = 1000
 )
 
@@ -65,7 +74,7 @@ const (
 // Stats counts what a [Writer] has done since it was created.
 type Stats struct {
 	// Written is the number of requests written, each as a pprof and a
-	// folded file.
+	// folded file (and the off-CPU and trace-event files).
 	Written uint64
 	// Errors is the number of requests that could not be written.
 	Errors uint64
@@ -79,6 +88,8 @@ type Stats struct {
 type Writer struct {
 	dir string
 	log *slog.Logger
+	// traceEvents writes a Chrome trace-event file per request.
+	traceEvents bool
 
 	mu sync.Mutex // serializes Export, so that file names stay unique
 
@@ -87,9 +98,18 @@ type Writer struct {
 	bytes   atomic.Uint64
 }
 
+// Option configures a Writer.
+type Option func(*Writer)
+
+// TraceEvents makes the Writer write a Chrome trace-event file of each
+// request beside its profiles.
+func TraceEvents() Option {
+	return func(w *Writer) { w.traceEvents = true }
+}
+
 // New returns a Writer that writes into dir, creating it (mode 0755) if
 // needed. A nil logger discards the logs.
-func New(dir string, logger *slog.Logger) (*Writer, error) {
+func New(dir string, logger *slog.Logger, opts ...Option) (*Writer, error) {
 	if dir == "" {
 		return nil, errors.New("localfile: no directory")
 	}
@@ -99,7 +119,11 @@ func New(dir string, logger *slog.Logger) (*Writer, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Writer{dir: dir, log: logger}, nil
+	w := &Writer{dir: dir, log: logger}
+	for _, o := range opts {
+		o(w)
+	}
+	return w, nil
 }
 
 // Stats returns a snapshot of the writer's counters.
@@ -127,48 +151,75 @@ func (w *Writer) export(ctx context.Context, req *collectorpb.ExportProfilesServ
 	if err := otlpcheck.Validate(req); err != nil {
 		return fmt.Errorf("localfile: invalid request: %w", err)
 	}
-	c := newConverter(req)
-	if err := c.convert(); err != nil {
-		return err
+	type file struct {
+		suffix string
+		data   []byte
 	}
-	if len(c.p.Sample) == 0 {
+	var files []file
+	var start int64
+	samples := 0
+	for _, offCPU := range []bool{false, true} {
+		c := newConverter(req, offCPU)
+		if err := c.convert(); err != nil {
+			return err
+		}
+		if len(c.p.Sample) == 0 {
+			continue
+		}
+		if err := c.p.CheckValid(); err != nil {
+			return fmt.Errorf("localfile: built an invalid pprof profile: %w", err)
+		}
+		var pb bytes.Buffer
+		if err := c.p.Write(&pb); err != nil {
+			return fmt.Errorf("localfile: encode pprof profile: %w", err)
+		}
+		infix := ""
+		if offCPU {
+			infix = offCPUInfix
+		}
+		files = append(files, file{infix + pprofSuffix, pb.Bytes()}, file{infix + foldedSuffix, c.folded()})
+		if start == 0 || c.p.TimeNanos != 0 && c.p.TimeNanos < start {
+			start = c.p.TimeNanos
+		}
+		samples += len(c.p.Sample)
+	}
+	if len(files) == 0 {
 		w.log.Debug("no samples in request, nothing written")
 		return nil
 	}
-	if err := c.p.CheckValid(); err != nil {
-		return fmt.Errorf("localfile: built an invalid pprof profile: %w", err)
+	if w.traceEvents {
+		data, err := traceEventsJSON(req)
+		if err != nil {
+			return err
+		}
+		files = append(files, file{traceSuffix, data})
 	}
-	var pb bytes.Buffer
-	if err := c.p.Write(&pb); err != nil {
-		return fmt.Errorf("localfile: encode pprof profile: %w", err)
-	}
-	folded := c.folded()
-
-	start := time.Unix(0, c.p.TimeNanos)
-	if c.p.TimeNanos == 0 {
-		start = time.Now()
+	t := time.Unix(0, start)
+	if start == 0 {
+		t = time.Now()
 	}
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	base, err := w.freeBase(start)
+	base, err := w.freeBase(t)
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(base+pprofSuffix, pb.Bytes()); err != nil {
-		return err
-	}
-	if err := writeAtomic(base+foldedSuffix, folded); err != nil {
-		return err
+	n := 0
+	for _, f := range files {
+		if err := writeAtomic(base+f.suffix, f.data); err != nil {
+			return err
+		}
+		n += len(f.data)
 	}
 	w.written.Add(1)
-	w.bytes.Add(uint64(pb.Len() + len(folded)))
-	w.log.Debug("wrote profile", "file", base+pprofSuffix, "samples", len(c.p.Sample))
+	w.bytes.Add(uint64(n))
+	w.log.Debug("wrote profile", "file", base+pprofSuffix, "samples", samples)
 	return nil
 }
 
 // freeBase returns the path, without suffix, of files for a profile
-// starting at t that exist in neither kind. w.mu must be held.
+// starting at t that exist in no kind. w.mu must be held.
 func (w *Writer) freeBase(t time.Time) (string, error) {
 	stem := filepath.Join(w.dir, filePrefix+t.UTC().Format(fileTimeLayout))
 	for i := range maxNameAttempts {
@@ -177,7 +228,7 @@ func (w *Writer) freeBase(t time.Time) (string, error) {
 			base = stem + "-" + strconv.Itoa(i)
 		}
 		free := true
-		for _, suffix := range []string{pprofSuffix, foldedSuffix} {
+		for _, suffix := range []string{pprofSuffix, foldedSuffix, offCPUInfix + pprofSuffix, offCPUInfix + foldedSuffix, traceSuffix} {
 			_, err := os.Lstat(base + suffix)
 			if err == nil {
 				free = false
@@ -223,12 +274,13 @@ func writeAtomic(path string, data []byte) (err error) {
 	return nil
 }
 
-// converter turns one validated request into a pprof profile and folded
-// stacks.
+// converter turns the CPU or the off-CPU profiles of one validated request
+// into a pprof profile and folded stacks.
 type converter struct {
-	req *collectorpb.ExportProfilesServiceRequest
-	d   *profilespb.ProfilesDictionary
-	p   *profile.Profile
+	req    *collectorpb.ExportProfilesServiceRequest
+	d      *profilespb.ProfilesDictionary
+	p      *profile.Profile
+	offCPU bool
 
 	mappings  map[int32]*profile.Mapping
 	functions map[int32]*profile.Function
@@ -242,17 +294,26 @@ type converter struct {
 	foldOnly  bool // fold, build no pprof profile
 }
 
-func newConverter(req *collectorpb.ExportProfilesServiceRequest) *converter {
-	return &converter{
-		req: req,
-		d:   req.GetDictionary(),
-		p: &profile.Profile{
-			SampleType: []*profile.ValueType{
-				{Type: "samples", Unit: "count"},
-				{Type: "cpu", Unit: "nanoseconds"},
-			},
-			PeriodType: &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+// newConverter returns a converter of req's off-CPU profiles when offCPU,
+// else of its CPU profiles.
+func newConverter(req *collectorpb.ExportProfilesServiceRequest, offCPU bool) *converter {
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{
+			{Type: semconv.SampleTypeSamples, Unit: semconv.UnitCount},
+			{Type: semconv.PeriodTypeCPU, Unit: semconv.UnitNanoseconds},
 		},
+		PeriodType: &profile.ValueType{Type: semconv.PeriodTypeCPU, Unit: semconv.UnitNanoseconds},
+	}
+	if offCPU {
+		// Nanoseconds waited (scaled up by the sampling fraction).
+		p.SampleType = []*profile.ValueType{{Type: semconv.SampleTypeOffCPU, Unit: semconv.UnitNanoseconds}}
+		p.PeriodType = nil
+	}
+	return &converter{
+		req:       req,
+		d:         req.GetDictionary(),
+		p:         p,
+		offCPU:    offCPU,
 		mappings:  make(map[int32]*profile.Mapping),
 		functions: make(map[int32]*profile.Function),
 		synthetic: make(map[string]*profile.Function),
@@ -273,14 +334,17 @@ func (c *converter) convert() error {
 		proc := processName(rp)
 		for _, sp := range rp.GetScopeProfiles() {
 			for _, prof := range sp.GetProfiles() {
-				if len(prof.GetSamples()) == 0 {
+				// A fold-only converter folds every profile, each stack
+				// keyed by its sample type; one building a pprof profile
+				// takes those of its kind only.
+				if len(prof.GetSamples()) == 0 || !c.foldOnly && isOffCPU(c.d, prof) != c.offCPU {
 					continue
 				}
 				if t := int64(prof.GetTimeUnixNano()); t != 0 && (start == 0 || t < start) {
 					start = t
 				}
 				end = max(end, int64(prof.GetTimeUnixNano()+prof.GetDurationNano()))
-				if c.p.Period == 0 {
+				if c.p.Period == 0 && !c.offCPU {
 					c.p.Period = prof.GetPeriod()
 				}
 				typ := ValueType{
@@ -326,6 +390,12 @@ func (c *converter) orderMappings() {
 	}
 }
 
+// isOffCPU reports whether prof holds off-CPU waits (sample type
+// off_cpu), not CPU samples.
+func isOffCPU(d *profilespb.ProfilesDictionary, prof *profilespb.Profile) bool {
+	return d.StringTable[prof.GetSampleType().GetTypeStrindex()] == semconv.SampleTypeOffCPU
+}
+
 func processName(rp *profilespb.ResourceProfiles) string {
 	if name := otlpcheck.ResourceAttr(rp, semconv.ExeName); name != "" {
 		return name
@@ -358,8 +428,14 @@ func (c *converter) sample(s *profilespb.Sample, pid int64, proc string, period 
 		return nil
 	}
 
+	value := []int64{count, count * period}
+	if c.offCPU {
+		// Off-CPU samples have one value per wait, in nanoseconds:
+		// count is their sum.
+		value = []int64{count}
+	}
 	ps := &profile.Sample{
-		Value:    []int64{count, count * period},
+		Value:    value,
 		Label:    map[string][]string{LabelProcessName: {proc}},
 		NumLabel: map[string][]int64{LabelPID: {pid}},
 	}

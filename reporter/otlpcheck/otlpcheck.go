@@ -136,7 +136,8 @@ func (c *checker) valueType(path string, vt *profilespb.ValueType) {
 // in samples, profiles, stacks, locations, lines, functions, mappings,
 // attributes and value types) is in range; that lists of indices do not
 // refer to the zero entry and attribute lists do not repeat a key; that
-// each profile has a sample type; and that each sample has either exactly
+// each profile has a sample type, different from that of the other
+// profiles of its scope; and that each sample has either exactly
 // one value, timestamps only, or one value per timestamp; that every sample
 // timestamp lies in its profile's [time, time+duration); and that every
 // mapping's range is ordered and holds the nonzero addresses of the
@@ -163,8 +164,21 @@ func Validate(req *collectorpb.ExportProfilesServiceRequest) error {
 				c.addf("%s: nil", spath)
 				continue
 			}
+			// A resource may have several profiles (CPU samples,
+			// off-CPU waits), each of its own sample type: two of the
+			// same type would leave a reader unable to tell them apart.
+			types := make(map[[2]int32]int)
 			for k, p := range sp.GetProfiles() {
-				c.profile(fmt.Sprintf("%s.profiles[%d]", spath, k), p)
+				ppath := fmt.Sprintf("%s.profiles[%d]", spath, k)
+				c.profile(ppath, p)
+				if st := p.GetSampleType(); st != nil {
+					key := [2]int32{st.GetTypeStrindex(), st.GetUnitStrindex()}
+					if first, ok := types[key]; ok {
+						c.addf("%s.sample_type: the same as profiles[%d]'s", ppath, first)
+					} else {
+						types[key] = k
+					}
+				}
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // validRequest builds a small self-contained request by hand: one process
@@ -132,6 +133,10 @@ func TestValidateBroken(t *testing.T) {
 			r.Dictionary.LinkTable[0] = &profilespb.Link{SpanId: []byte{1}}
 		}, "dictionary.link_table[0]: not the zero value"},
 		{"no links", func(r *collectorpb.ExportProfilesServiceRequest) { r.Dictionary.LinkTable = nil }, "dictionary.link_table: empty"},
+		{"two profiles of one type", func(r *collectorpb.ExportProfilesServiceRequest) {
+			sp := r.ResourceProfiles[0].ScopeProfiles[0]
+			sp.Profiles = append(sp.Profiles, proto.Clone(sp.Profiles[0]).(*profilespb.Profile))
+		}, "resource_profiles[0].scope_profiles[0].profiles[1].sample_type: the same as profiles[0]'s"},
 		{"attribute 0", func(r *collectorpb.ExportProfilesServiceRequest) {
 			r.Dictionary.AttributeTable[0] = &profilespb.KeyValueAndUnit{KeyStrindex: 5}
 		}, "dictionary.attribute_table[0]: not the zero value"},

@@ -11,6 +11,10 @@ const (
 	// ThreadName and ThreadID are sample attributes.
 	ThreadName = "thread.name"
 	ThreadID   = "thread.id"
+	// OffCPUFraction is an attribute of off-CPU profiles: the share of
+	// waits sampled (--off-cpu-fraction), as a decimal string. Their
+	// values are scaled up by it; a wait lasted value*fraction.
+	OffCPUFraction = "stackline.off_cpu.fraction"
 	// BuildIDGNU, BuildIDGo and BuildIDHTL are mapping attributes.
 	BuildIDGNU = "process.executable.build_id.gnu"
 	BuildIDGo  = "process.executable.build_id.go"
@@ -53,3 +57,14 @@ func HostArchOf(goarch string) string {
 	}
 	return goarch
 }
+
+// Sample and period types of the profiles.
+const (
+	// CPU samples: samples/count, period cpu/nanoseconds.
+	SampleTypeSamples = "samples"
+	UnitCount         = "count"
+	PeriodTypeCPU     = "cpu"
+	UnitNanoseconds   = "nanoseconds"
+	// Off-CPU waits: off_cpu/nanoseconds, the name other profilers use.
+	SampleTypeOffCPU = "off_cpu"
+)

@@ -6,6 +6,16 @@
 #include "types.h"
 #include "trace.h"
 
+// Slots of the per-CPU scratch maps (trace_scratch, unwind_states). The
+// sampling program runs in an interrupt, which may arrive while the
+// off-CPU program unwinds on the same CPU (it runs with interrupts
+// enabled): each has a slot of its own.
+enum scratch_slot {
+	SLOT_CPU = 0,
+	SLOT_OFF_CPU = 1,
+	SCRATCH_SLOTS = 2,
+};
+
 // Everything sent to user space goes through one ring buffer, so records keep
 // their order (an exit is never seen before the process's last samples).
 // Its size is set by the loader (--ring-buffer-size).
@@ -57,10 +67,11 @@ static __always_inline long submit_record(void *data, u64 size, int urgent)
 }
 
 // Per-CPU scratch space for the trace being built: too large for the
-// 512-byte BPF stack.
+// 512-byte BPF stack. One slot per program that builds traces and may
+// interrupt the other on its CPU (enum scratch_slot).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, SCRATCH_SLOTS);
 	__type(key, u32);
 	__type(value, struct trace);
 } trace_scratch SEC(".maps");
@@ -86,6 +97,10 @@ enum counter {
 	COUNTER_VMA_LOOKUPS,     // mappings found in the kernel (process not synced)
 	COUNTER_PYTHON_FRAMES,   // Python frames emitted
 	COUNTER_INTERP_ERRORS,   // interpreter frames unreadable
+	COUNTER_OFF_CPU_WAITS,   // switch-outs sampled for off-CPU profiling
+	COUNTER_OFF_CPU_SHORT,   // sampled waits shorter than the threshold
+	COUNTER_OFF_CPU_FULL,    // sampled waits not recorded: wait table full
+	COUNTER_LOST_OFF_CPU,    // ring buffer full: off-CPU trace dropped
 	COUNTER_NUM,
 };
 

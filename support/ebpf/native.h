@@ -28,6 +28,11 @@
 
 #define ENOENT 2
 
+static __always_inline int read_user_u64(u64 *out, u64 addr)
+{
+	return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
+}
+
 // Finds the mapping holding pc among a process's mappings (sorted by
 // start), or NULL.
 static __always_inline struct exec_mapping *find_mapping(u32 pid, struct process_info *info, u64 pc)
@@ -190,6 +195,35 @@ static __always_inline int step_frame_pointer(struct trace *t, struct unwind_sta
 	return STEP_CONTINUE;
 }
 
+// Offsets in Go's runtime.g of g.sched.sp and g.sched.pc (struct gobuf
+// starts with sp, pc), the same from Go 1.4 to 1.26.
+#define GO_G_SCHED_SP 56
+#define GO_G_SCHED_PC 64
+
+// Steps from runtime.mcall, the outermost frame of a Go thread's system
+// stack, to the goroutine that called it. mcall saved that goroutine's sp
+// and pc in g.sched and pushed g, as the argument of the function it
+// calls, just above that function's return address: at sp here. The
+// thread blocked in that function (park_m: the scheduler found nothing to
+// run) while the goroutine waited, so an off-CPU trace goes on with the
+// goroutine's stack (main.waitInner <- ...). A goroutine that runs again
+// has had its g.sched.sp cleared (gogo): the stack ends at mcall then.
+static __always_inline int step_go_mcall(struct trace *t, struct unwind_state *st)
+{
+	u64 g, regs[2];
+	if (read_user_u64(&g, st->sp) || !g)
+		return STEP_DONE;
+	if (bpf_probe_read_user(regs, sizeof(regs), (void *)(g + GO_G_SCHED_SP)) || !regs[0] || regs[0] & 7)
+		return STEP_DONE;
+	st->sp = regs[0];
+	st->pc = regs[1];
+	st->fp = 0;
+	// Every Go function has a stack-delta row: no frame pointer needed.
+	st->return_address = 1;
+	count(COUNTER_CFI_FRAMES);
+	return STEP_CONTINUE;
+}
+
 // Steps from a frame by its stack-delta rule.
 static __always_inline int step_rule(struct trace *t, struct unwind_state *st, u32 rule)
 {
@@ -223,6 +257,10 @@ static __always_inline int step_rule(struct trace *t, struct unwind_state *st, u
 		st->return_address = 0;
 		return STEP_CONTINUE;
 	}
+	case RULE_GO_MCALL:
+		if (!st->off_cpu)
+			return STEP_DONE;
+		return step_go_mcall(t, st);
 	default:
 		push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 		return STEP_DONE;
@@ -332,16 +370,58 @@ static __always_inline int interp_step(struct trace *t, struct unwind_state *st)
 	return STEP_CONTINUE;
 }
 
+// One step of the user stack walk; arg points to the scratch slot (enum
+// scratch_slot) holding the trace and the unwind state.
 static long native_loop_step(u64 index, void *arg)
 {
-	u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
-	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
+	u32 slot = *(u32 *)arg;
+	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &slot);
+	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &slot);
 	if (!t || !st)
 		return 1;
 	if (st->interp_pending)
 		return interp_step(t, st);
 	return native_step(t, st);
+}
+
+// Prepares st to unwind the user stack whose registers are regs, in
+// process pid, for an off-CPU trace when off_cpu.
+static __always_inline void start_unwind(struct unwind_state *st, struct pt_regs *regs, u32 pid, u8 off_cpu)
+{
+	st->off_cpu = off_cpu;
+	st->pc = regs->rip;
+	st->sp = regs->rsp;
+	st->fp = regs->rbp;
+	st->pid = pid;
+	st->depth = 0;
+	st->return_address = 0;
+	st->has_mapping = 0;
+	st->interp_pending = 0;
+	st->interp_done = 0;
+	st->interp_init = 0;
+	st->interp_frame = 0;
+	st->urgent = 0;
+	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
+	if (ip) {
+		st->interp_kind = ip->kind;
+		for (int i = 0; i < INTERP_HANDOFFS; i++) {
+			st->handoff_start[i] = ip->handoff_start[i];
+			st->handoff_end[i] = ip->handoff_end[i];
+		}
+	} else {
+		st->interp_kind = INTERP_NONE;
+	}
+}
+
+// Unwinds the user stack prepared by start_unwind in scratch slot slot,
+// appending its frames to the slot's trace: every unwinder, one step per
+// frame. Both the CPU sampler and the off-CPU program walk stacks here.
+static __always_inline void unwind_user(u32 slot)
+{
+	// One step per frame, plus one to notice a stack deeper than the
+	// limit, plus up to two per interpreter activation (its hand-off,
+	// and the 3.12+ Python shim frame it skips).
+	bpf_loop(3 * MAX_USER_FRAMES + 1, native_loop_step, &slot, 0);
 }
 
 #endif

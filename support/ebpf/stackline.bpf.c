@@ -40,6 +40,7 @@ struct shared_types {
 	enum interp_kind interp_kind;
 	enum py_frame_model py_frame_model;
 	enum py_constants py_constants;
+	enum scratch_slot scratch_slot;
 	struct process_event process_event;
 	struct py_offsets py_offsets;
 };
@@ -60,7 +61,7 @@ static __always_inline void fill_header(struct record_header *h, u32 kind)
 // Copies the kernel stack into the trace. bpf_get_stack writes addresses
 // only, so they go into the frames array's tail first and are spread into
 // frames afterwards.
-static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx, struct trace *t)
+static __always_inline void collect_kernel_stack(void *ctx, struct trace *t)
 {
 	// Reuse the user part of the frames array as a u64 buffer: it is
 	// filled only after the kernel frames have been spread out.
@@ -88,15 +89,16 @@ static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx
 	t->num_kernel_frames = t->num_frames;
 }
 
-// Sends the finished trace: only its used frames go on the ring buffer.
-static __always_inline void send_trace(struct trace *t, int urgent)
+// Sends the finished trace: only its used frames go on the ring buffer. A
+// trace the full buffer cannot take is counted in lost.
+static __always_inline void send_trace(struct trace *t, int urgent, u32 lost)
 {
 	u32 n = t->num_frames;
 	if (n > MAX_FRAMES)
 		n = MAX_FRAMES;
 	u64 size = offsetof(struct trace, frames) + (u64)n * sizeof(struct frame);
 	if (submit_record(t, size, urgent))
-		count(COUNTER_LOST_TRACES);
+		count(lost);
 }
 
 SEC("perf_event")
@@ -111,48 +113,28 @@ int sample(struct bpf_perf_event_data *ctx)
 		return 0;
 	}
 
-	u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
-	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
+	u32 slot = SLOT_CPU;
+	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &slot);
+	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &slot);
 	if (!t || !st)
 		return 0;
 	fill_header(&t->hdr, RECORD_TRACE);
 	t->num_frames = 0;
 	t->num_kernel_frames = 0;
 	t->pad = 0;
+	t->off_cpu_ns = 0;
 
 	if ((ctx->regs.cs & 3) != 3)
 		collect_kernel_stack(ctx, t);
 
 	struct pt_regs regs;
 	if (user_regs(ctx, &regs) == 0) {
-		st->pc = regs.rip;
-		st->sp = regs.rsp;
-		st->fp = regs.rbp;
-		st->pid = id >> 32;
-		st->depth = 0;
-		st->return_address = 0;
-		st->has_mapping = 0;
-		st->interp_pending = 0;
-		st->interp_done = 0;
-		st->interp_init = 0;
-		st->interp_frame = 0;
-		st->urgent = 0;
-		struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
-		if (ip) {
-			st->interp_kind = ip->kind;
-			for (int i = 0; i < INTERP_HANDOFFS; i++) {
-				st->handoff_start[i] = ip->handoff_start[i];
-				st->handoff_end[i] = ip->handoff_end[i];
-			}
-		} else {
-			st->interp_kind = INTERP_NONE;
-		}
+		start_unwind(st, &regs, id >> 32, 0);
 		bpf_tail_call(ctx, &unwinders, UNWINDER_NATIVE);
 		// Only reached when the unwinder is missing.
 		push_frame(t, st->pc, FRAME_NATIVE, 0);
 	}
-	send_trace(t, 0);
+	send_trace(t, 0, COUNTER_LOST_TRACES);
 	return 0;
 }
 
@@ -161,16 +143,13 @@ int sample(struct bpf_perf_event_data *ctx)
 SEC("perf_event")
 int unwind_native(struct bpf_perf_event_data *ctx)
 {
-	u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &zero);
-	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &zero);
+	u32 slot = SLOT_CPU;
+	struct trace *t = bpf_map_lookup_elem(&trace_scratch, &slot);
+	struct unwind_state *st = bpf_map_lookup_elem(&unwind_states, &slot);
 	if (!t || !st)
 		return 0;
-	// One step per frame, plus one to notice a stack deeper than the
-	// limit, plus up to two per interpreter activation (its hand-off,
-	// and the 3.12+ Python shim frame it skips).
-	bpf_loop(3 * MAX_USER_FRAMES + 1, native_loop_step, NULL, 0);
-	send_trace(t, st->urgent);
+	unwind_user(SLOT_CPU);
+	send_trace(t, st->urgent, COUNTER_LOST_TRACES);
 	return 0;
 }
 
@@ -217,3 +196,6 @@ int process_exec(struct bpf_raw_tracepoint_args *ctx)
 	send_process_event(RECORD_PROCESS_EXEC, tgid);
 	return 0;
 }
+
+// Off-CPU profiling (attached only with --off-cpu).
+#include "offcpu.h"

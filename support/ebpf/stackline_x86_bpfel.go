@@ -33,7 +33,11 @@ const (
 	StacklineCounterCOUNTER_VMA_LOOKUPS      StacklineCounter = 14
 	StacklineCounterCOUNTER_PYTHON_FRAMES    StacklineCounter = 15
 	StacklineCounterCOUNTER_INTERP_ERRORS    StacklineCounter = 16
-	StacklineCounterCOUNTER_NUM              StacklineCounter = 17
+	StacklineCounterCOUNTER_OFF_CPU_WAITS    StacklineCounter = 17
+	StacklineCounterCOUNTER_OFF_CPU_SHORT    StacklineCounter = 18
+	StacklineCounterCOUNTER_OFF_CPU_FULL     StacklineCounter = 19
+	StacklineCounterCOUNTER_LOST_OFF_CPU     StacklineCounter = 20
+	StacklineCounterCOUNTER_NUM              StacklineCounter = 21
 )
 
 type StacklineExecMapping struct {
@@ -175,17 +179,19 @@ const (
 	StacklineRecordKindRECORD_PROCESS_EXIT StacklineRecordKind = 2
 	StacklineRecordKindRECORD_PROCESS_EXEC StacklineRecordKind = 3
 	StacklineRecordKindRECORD_PROCESS_SYNC StacklineRecordKind = 4
+	StacklineRecordKindRECORD_OFF_CPU      StacklineRecordKind = 5
 )
 
 type StacklineRuleKind uint32
 
 const (
-	StacklineRuleKindRULE_INVALID StacklineRuleKind = 0
-	StacklineRuleKindRULE_END     StacklineRuleKind = 1
-	StacklineRuleKindRULE_SP      StacklineRuleKind = 2
-	StacklineRuleKindRULE_FP      StacklineRuleKind = 3
-	StacklineRuleKindRULE_PLT     StacklineRuleKind = 4
-	StacklineRuleKindRULE_SIGNAL  StacklineRuleKind = 5
+	StacklineRuleKindRULE_INVALID  StacklineRuleKind = 0
+	StacklineRuleKindRULE_END      StacklineRuleKind = 1
+	StacklineRuleKindRULE_SP       StacklineRuleKind = 2
+	StacklineRuleKindRULE_FP       StacklineRuleKind = 3
+	StacklineRuleKindRULE_PLT      StacklineRuleKind = 4
+	StacklineRuleKindRULE_SIGNAL   StacklineRuleKind = 5
+	StacklineRuleKindRULE_GO_MCALL StacklineRuleKind = 6
 )
 
 type StacklineRuleLayout uint32
@@ -196,6 +202,14 @@ const (
 	StacklineRuleLayoutRULE_FP_SLOT_MASK  StacklineRuleLayout = 2047
 	StacklineRuleLayoutRULE_CFA_SHIFT     StacklineRuleLayout = 15
 	StacklineRuleLayoutROW_RULE_SHIFT     StacklineRuleLayout = 32
+)
+
+type StacklineScratchSlot uint32
+
+const (
+	StacklineScratchSlotSLOT_CPU      StacklineScratchSlot = 0
+	StacklineScratchSlotSLOT_OFF_CPU  StacklineScratchSlot = 1
+	StacklineScratchSlotSCRATCH_SLOTS StacklineScratchSlot = 2
 )
 
 type StacklineSyncTiming uint32
@@ -210,6 +224,7 @@ type StacklineTrace struct {
 	NumFrames       uint16
 	NumKernelFrames uint16
 	Pad             uint32
+	OffCpuNs        uint64
 	Frames          [256]StacklineFrame
 }
 
@@ -255,7 +270,7 @@ type StacklineUnwindState struct {
 	InterpDone    uint8
 	InterpInit    uint8
 	Urgent        uint8
-	Pad           uint8
+	OffCpu        uint8
 	Mapping       StacklineExecMapping
 	HandoffStart  [2]uint64
 	HandoffEnd    [2]uint64
@@ -273,26 +288,31 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	StacklineMapCounters        = "counters"
-	StacklineMapFileTables      = "file_tables"
-	StacklineMapInterpProcs     = "interp_procs"
-	StacklineMapLastWakeup      = "last_wakeup"
-	StacklineMapProcessMappings = "process_mappings"
-	StacklineMapProcesses       = "processes"
-	StacklineMapPyCodeSeen      = "py_code_seen"
-	StacklineMapRecords         = "records"
-	StacklineMapSyncRequests    = "sync_requests"
-	StacklineMapTraceScratch    = "trace_scratch"
-	StacklineMapUnwindStates    = "unwind_states"
-	StacklineMapUnwindTables    = "unwind_tables"
-	StacklineMapUnwinders       = "unwinders"
-	StacklineProgProcessExec    = "process_exec"
-	StacklineProgProcessExit    = "process_exit"
-	StacklineProgSample         = "sample"
-	StacklineProgUnwindNative   = "unwind_native"
-	StacklineVarMaxUserFrames   = "max_user_frames"
-	StacklineVarSharedTypes     = "shared_types"
-	StacklineVarWakeupBytes     = "wakeup_bytes"
+	StacklineMapCounters          = "counters"
+	StacklineMapFileTables        = "file_tables"
+	StacklineMapInterpProcs       = "interp_procs"
+	StacklineMapLastWakeup        = "last_wakeup"
+	StacklineMapOffcpuWaits       = "offcpu_waits"
+	StacklineMapProcessMappings   = "process_mappings"
+	StacklineMapProcesses         = "processes"
+	StacklineMapPyCodeSeen        = "py_code_seen"
+	StacklineMapRecords           = "records"
+	StacklineMapSyncRequests      = "sync_requests"
+	StacklineMapTraceScratch      = "trace_scratch"
+	StacklineMapUnwindStates      = "unwind_states"
+	StacklineMapUnwindTables      = "unwind_tables"
+	StacklineMapUnwinders         = "unwinders"
+	StacklineProgOffcpuResume     = "offcpu_resume"
+	StacklineProgOffcpuSwitch     = "offcpu_switch"
+	StacklineProgProcessExec      = "process_exec"
+	StacklineProgProcessExit      = "process_exit"
+	StacklineProgSample           = "sample"
+	StacklineProgUnwindNative     = "unwind_native"
+	StacklineVarMaxUserFrames     = "max_user_frames"
+	StacklineVarOffcpuSampleBound = "offcpu_sample_bound"
+	StacklineVarOffcpuThresholdNs = "offcpu_threshold_ns"
+	StacklineVarSharedTypes       = "shared_types"
+	StacklineVarWakeupBytes       = "wakeup_bytes"
 )
 
 // LoadStackline returns the embedded CollectionSpec for Stackline.
@@ -337,6 +357,8 @@ type StacklineSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type StacklineProgramSpecs struct {
+	OffcpuResume *ebpf.ProgramSpec `ebpf:"offcpu_resume"`
+	OffcpuSwitch *ebpf.ProgramSpec `ebpf:"offcpu_switch"`
 	ProcessExec  *ebpf.ProgramSpec `ebpf:"process_exec"`
 	ProcessExit  *ebpf.ProgramSpec `ebpf:"process_exit"`
 	Sample       *ebpf.ProgramSpec `ebpf:"sample"`
@@ -351,6 +373,7 @@ type StacklineMapSpecs struct {
 	FileTables      *ebpf.MapSpec `ebpf:"file_tables"`
 	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
 	LastWakeup      *ebpf.MapSpec `ebpf:"last_wakeup"`
+	OffcpuWaits     *ebpf.MapSpec `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
 	PyCodeSeen      *ebpf.MapSpec `ebpf:"py_code_seen"`
@@ -366,9 +389,11 @@ type StacklineMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type StacklineVariableSpecs struct {
-	MaxUserFrames *ebpf.VariableSpec `ebpf:"max_user_frames"`
-	SharedTypes   *ebpf.VariableSpec `ebpf:"shared_types"`
-	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	MaxUserFrames     *ebpf.VariableSpec `ebpf:"max_user_frames"`
+	OffcpuSampleBound *ebpf.VariableSpec `ebpf:"offcpu_sample_bound"`
+	OffcpuThresholdNs *ebpf.VariableSpec `ebpf:"offcpu_threshold_ns"`
+	SharedTypes       *ebpf.VariableSpec `ebpf:"shared_types"`
+	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // StacklineObjects contains all objects after they have been loaded into the kernel.
@@ -395,6 +420,7 @@ type StacklineMaps struct {
 	FileTables      *ebpf.Map `ebpf:"file_tables"`
 	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
 	LastWakeup      *ebpf.Map `ebpf:"last_wakeup"`
+	OffcpuWaits     *ebpf.Map `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
 	PyCodeSeen      *ebpf.Map `ebpf:"py_code_seen"`
@@ -412,6 +438,7 @@ func (m *StacklineMaps) Close() error {
 		m.FileTables,
 		m.InterpProcs,
 		m.LastWakeup,
+		m.OffcpuWaits,
 		m.ProcessMappings,
 		m.Processes,
 		m.PyCodeSeen,
@@ -428,15 +455,19 @@ func (m *StacklineMaps) Close() error {
 //
 // It can be passed to LoadStacklineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StacklineVariables struct {
-	MaxUserFrames *ebpf.Variable `ebpf:"max_user_frames"`
-	SharedTypes   *ebpf.Variable `ebpf:"shared_types"`
-	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
+	MaxUserFrames     *ebpf.Variable `ebpf:"max_user_frames"`
+	OffcpuSampleBound *ebpf.Variable `ebpf:"offcpu_sample_bound"`
+	OffcpuThresholdNs *ebpf.Variable `ebpf:"offcpu_threshold_ns"`
+	SharedTypes       *ebpf.Variable `ebpf:"shared_types"`
+	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // StacklinePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadStacklineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type StacklinePrograms struct {
+	OffcpuResume *ebpf.Program `ebpf:"offcpu_resume"`
+	OffcpuSwitch *ebpf.Program `ebpf:"offcpu_switch"`
 	ProcessExec  *ebpf.Program `ebpf:"process_exec"`
 	ProcessExit  *ebpf.Program `ebpf:"process_exit"`
 	Sample       *ebpf.Program `ebpf:"sample"`
@@ -445,6 +476,8 @@ type StacklinePrograms struct {
 
 func (p *StacklinePrograms) Close() error {
 	return _StacklineClose(
+		p.OffcpuResume,
+		p.OffcpuSwitch,
 		p.ProcessExec,
 		p.ProcessExit,
 		p.Sample,

@@ -16,6 +16,9 @@ enum record_kind {
 	// address outside the mappings it was given): user space should
 	// (re)load them.
 	RECORD_PROCESS_SYNC = 4,
+	// A thread that was off the CPU (blocked) for off_cpu_ns: its stack
+	// as it blocked, in the layout of RECORD_TRACE (support/ebpf/offcpu.h).
+	RECORD_OFF_CPU = 5,
 };
 
 // Frame types; trace.FrameType in Go is checked against them.
@@ -93,6 +96,9 @@ struct trace {
 	u16 num_frames;
 	u16 num_kernel_frames;
 	u32 pad;
+	// RECORD_OFF_CPU: how long the thread was off the CPU, in
+	// nanoseconds, until hdr.ktime_ns; 0 in CPU samples.
+	u64 off_cpu_ns;
 	struct frame frames[MAX_FRAMES];
 };
 

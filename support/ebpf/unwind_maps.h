@@ -13,6 +13,7 @@
 
 #include "types.h"
 #include "interp.h"
+#include "maps.h"
 
 // One executable mapping of a process. A process's mappings are sorted by
 // start and do not overlap.
@@ -43,6 +44,8 @@ enum rule_kind {
 	RULE_FP = 3,      // CFA = rbp + offset
 	RULE_PLT = 4,     // CFA = rsp + offset (+8 when (rip & 15) >= 11)
 	RULE_SIGNAL = 5,  // signal trampoline: registers in the signal frame
+	RULE_GO_MCALL = 6, // Go's runtime.mcall: the end of the system stack;
+	                   // off-CPU traces go on in the goroutine it parked
 };
 
 // rule = kind | fp_slot << RULE_FP_SLOT_SHIFT | cfa_offset << RULE_CFA_SHIFT.
@@ -187,7 +190,8 @@ struct unwind_state {
 	u8 interp_init;
 	// User space should read the trace at once (see py_code_seen).
 	u8 urgent;
-	u8 pad;
+	// The stack is an off-CPU trace's (see RULE_GO_MCALL).
+	u8 off_cpu;
 	struct exec_mapping mapping;
 	// The interpreter's hand-off ranges (struct interp_proc).
 	u64 handoff_start[INTERP_HANDOFFS];
@@ -198,7 +202,7 @@ struct unwind_state {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, SCRATCH_SLOTS); // enum scratch_slot
 	__type(key, u32);
 	__type(value, struct unwind_state);
 } unwind_states SEC(".maps");

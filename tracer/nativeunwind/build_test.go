@@ -333,12 +333,13 @@ func checkGo(t *testing.T, bin string) *Table {
 		t.Errorf("runtime.goexit: %+v, want CFAEndOfStack", got)
 	}
 	// runtime.morestack and runtime.mcall switch to the system stack
-	// without a frame pointer: they end the stack there.
+	// without a frame pointer: they end the stack there (mcall with a
+	// rule of its own, which off-CPU traces follow to the goroutine).
 	if got := at("runtime.morestack.abi0", 0); got.CFA != CFAEndOfStack {
 		t.Errorf("runtime.morestack: %+v, want CFAEndOfStack", got)
 	}
-	if got := at("runtime.mcall", 0); got.CFA != CFAEndOfStack {
-		t.Errorf("runtime.mcall: %+v, want CFAEndOfStack", got)
+	if got := at("runtime.mcall", 0); got.CFA != CFAGoMcall {
+		t.Errorf("runtime.mcall: %+v, want CFAGoMcall", got)
 	}
 	// runtime.nanotime1 switches to the system stack with a frame pointer,
 	// which then finds its frame.

@@ -14,7 +14,9 @@ import (
 //
 //   - one with FlagTopFrame (runtime.goexit, runtime.mstart,
 //     runtime.rt0_go…), and runtime.mcall and runtime.morestack, the
-//     outermost frames on the system stack, are CFAEndOfStack;
+//     outermost frames on the system stack, are CFAEndOfStack (mcall
+//     CFAGoMcall, which the off-CPU unwinder follows to the parked
+//     goroutine);
 //   - any other follows its pcsp table: CFA = SP + delta + 8, the return
 //     address at CFA-8, and the caller's frame pointer at CFA-16 wherever
 //     delta ≥ 8 in a function that saves it;
@@ -79,6 +81,8 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []Row) ([]
 // whose file offsets are delta above its addresses; see goRows.
 func goFuncRows(b *builder, tab *gopclntab.Table, fn *gopclntab.Func, hi, delta uint64, f io.ReaderAt, code []byte, g *goRules) {
 	switch {
+	case tab.Name(fn.NameOff) == "runtime.mcall":
+		b.span(fn.Entry+delta, hi+delta, Row{CFA: CFAGoMcall})
 	case isTopFrame(tab, fn):
 		b.span(fn.Entry+delta, hi+delta, Row{CFA: CFAEndOfStack})
 	case fn.Flag&gopclntab.FlagSPWrite != 0:

@@ -79,7 +79,7 @@ func build(tb testing.TB, path, debugPath string) *Table {
 func checkTable(tb testing.TB, rows []Row) {
 	tb.Helper()
 	for i, r := range rows {
-		if r.CFA > CFASignal {
+		if r.CFA > CFAGoMcall {
 			tb.Fatalf("row %d: kind %d", i, r.CFA)
 		}
 		if i > 0 && rows[i-1].Addr >= r.Addr {

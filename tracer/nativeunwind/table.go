@@ -34,6 +34,12 @@ const (
 	// The interrupted registers are restored from the kernel's signal
 	// frame at the stack pointer; the offsets are unused.
 	CFASignal
+	// CFAGoMcall: Go's runtime.mcall, the outermost frame of the
+	// thread's system stack (g0), as CFAEndOfStack; below it, the
+	// goroutine that called it (and parked, when the thread then
+	// blocked) can be found through the g it passed to the function it
+	// called. The offsets are unused.
+	CFAGoMcall
 )
 
 // Row is the rule for the addresses from Addr up to the next row's Addr.
