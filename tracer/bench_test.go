@@ -74,7 +74,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 	t.settle()
 	t.handle(raw) // load the symbols
 	t.settle()
-	if len(t.parked) > 0 || t.knownProcess(uint32(os.Getpid())) == nil {
+	if len(t.parked) > 0 || t.knownProcess(uint32(os.Getpid()), 0) == nil {
 		b.Fatalf("%d traces parked after the sync of the process", len(t.parked))
 	}
 	time.Sleep(rereadInterval) // past the last read: the per-trace check runs in full

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -30,16 +31,24 @@ func TestShortLivedNamed(t *testing.T) {
 		func(m trace.TraceMeta) bool { return m.Comm == "churn" })
 	named, inMain := 0, 0
 	var bad []string
+	kinds := map[string]int{}
 	for _, frames := range traces {
 		if namedChain(frames, "g", "f", "main") {
 			named++
 			inMain++
 		} else if len(frames) > 0 && frames[len(frames)-1].name == "_start" && !slices.ContainsFunc(frames, func(f userFrame) bool { return f.name == "" }) {
 			named++
-		} else if len(bad) < 8 {
-			bad = append(bad, describe(frames))
+		} else {
+			kinds[describe(frames)]++
+			if len(bad) < 8 {
+				bad = append(bad, describe(frames))
+			}
 		}
 	}
+	for k, n := range kinds {
+		t.Logf("%5d %s", n, k)
+	}
+	t.Logf("eBPF: not ready %d, vma lookups %d, no CFI %d, sync requests %d", st.Counters[progs.StacklineCounterCOUNTER_NOT_READY], st.Counters[progs.StacklineCounterCOUNTER_VMA_LOOKUPS], st.Counters[progs.StacklineCounterCOUNTER_NO_CFI], st.Counters[progs.StacklineCounterCOUNTER_SYNC_REQUESTS])
 	t.Logf("%d traces of churn, %d (%.1f%%) fully named, %d of them g <- f <- main; %d map reads (%d failed), %d syncs, %d traces parked at the end, %d overflows",
 		len(traces), named, 100*float64(named)/float64(max(len(traces), 1)), inMain, st.MapsReads, st.MapsErrors, st.Syncs, st.ParkedTraces, st.ParkOverflows)
 	if len(traces) < 150 {

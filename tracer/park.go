@@ -66,7 +66,7 @@ func (t *Tracer) unread(rec *record) bool {
 	if s, ok := t.inflight[rec.pid]; ok && !s.read {
 		return true
 	}
-	return t.knownProcess(rec.pid) == nil
+	return t.knownProcess(rec.pid, rec.ktimeNS) == nil
 }
 
 // retryParked reports the parked traces that waited for the workers' job

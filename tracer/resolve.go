@@ -29,7 +29,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 			out.Frames = append(out.Frames, t.kernelFrame(f.addr))
 		case trace.FrameNative:
 			if proc == nil {
-				proc = t.process(rec.pid)
+				proc = t.process(rec.pid, rec.ktimeNS)
 				mayPark = !final && !proc.gone && time.Since(proc.lastRead) >= rereadInterval
 			}
 			addr := f.addr
@@ -53,7 +53,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 				continue
 			}
 			if proc == nil {
-				proc = t.process(rec.pid)
+				proc = t.process(rec.pid, rec.ktimeNS)
 			}
 			out.Frames = append(out.Frames, t.interpFrame(proc, f))
 		}
@@ -66,7 +66,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 		Comm:        rec.comm,
 	}
 	if proc == nil {
-		proc = t.process(rec.pid)
+		proc = t.process(rec.pid, rec.ktimeNS)
 	}
 	meta.ExecutablePath = proc.executablePath
 	meta.ProcessName = proc.name
@@ -128,6 +128,10 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		return t.specialFrame(m, addr), 0
 	}
 	fi, ok := t.files.Peek(m.key)
+	if !ok && m.fi != nil {
+		// Evicted from the file cache since the process was read.
+		fi, ok = m.fi, true
+	}
 	if !ok {
 		if mayReread && t.enqueue(proc.pid, time.Now()) {
 			return trace.FrameID{}, t.inflight[proc.pid].seq

@@ -74,9 +74,10 @@ type Config struct {
 	Interpreters []interpreter.Runtime
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
-	// TableBuilder builds the unwind tables; nil means the native
-	// unwinder's (tracer/nativeunwind).
-	TableBuilder TableBuilder
+	// NewTableBuilder returns the builder of the unwind tables of one
+	// build worker; nil means the native unwinder's
+	// (tracer/nativeunwind).
+	NewTableBuilder func() TableBuilder
 }
 
 // Validate checks the configuration and says what is wrong in terms of the
@@ -148,8 +149,11 @@ type Tracer struct {
 	// exited keeps the last processes that exited, for the records the
 	// kernel sends after the exit (samples of the exit path itself, and
 	// of threads still exiting).
-	exited    *simplelru.LRU[uint32, *process]
-	files     *lru.Cache[fileKey, *fileInfo]
+	exited *simplelru.LRU[uint32, *process]
+	files  *lru.Cache[fileKey, *fileInfo]
+	// held are files identified whose symbols are not loaded yet, kept
+	// open for processes that exit before they are.
+	held      heldFiles
 	kernelID  trace.FileID
 	rec       record
 	out       trace.Trace
@@ -186,13 +190,14 @@ type tracerStats struct {
 }
 
 // maxExited bounds the exited processes remembered for records that
-// follow their exit.
-const maxExited = 256
+// follow their exit: seconds of exits at hundreds a second, for a reader
+// that falls behind on a loaded host.
+const maxExited = 1024
 
-// exitedTTL is how long after its exit record a process's name and
-// executable are kept for records that follow it: long enough for the
-// rest of the exit path, short enough that a reused pid is not mistaken
-// for it.
+// exitedTTL is how long after its exit a process's name and executable
+// name the records sampled after it: long enough for the rest of the exit
+// path, short enough that a reused pid is not mistaken for it. Records
+// sampled before the exit are named by it however late they are read.
 const exitedTTL = time.Second
 
 // newExited returns an empty cache of exited processes.
@@ -365,6 +370,7 @@ func (t *Tracer) Close() error {
 // meanwhile wait for it in memory, not in the ring buffer.
 func (t *Tracer) Run(ctx context.Context) error {
 	t.w = t.startWorkers(context.WithoutCancel(ctx))
+	defer t.held.expire(time.Time{}, true)
 	defer t.w.stop()
 	var rec ringbuf.Record
 	for {
@@ -476,7 +482,7 @@ func (t *Tracer) handle(raw []byte) {
 			// not given to eBPF.
 			p = &process{pid: t.rec.pid}
 		}
-		p.gone, p.exited = true, now
+		p.gone, p.exitedK = true, t.rec.ktimeNS
 		t.exited.Add(p.pid, p)
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
@@ -519,6 +525,7 @@ func (t *Tracer) housekeeping(now time.Time) {
 		}
 	}
 	t.expireParked(now, false)
+	t.held.expire(now, false)
 	t.stats.processes.Store(uint64(len(t.processes)))
 	t.publishTableStats()
 }
@@ -538,29 +545,34 @@ func (t *Tracer) sweep() {
 }
 
 // knownProcess returns what the workers read of pid, or of the process
-// of pid that exited within exitedTTL, or nil.
-func (t *Tracer) knownProcess(pid uint32) *process {
+// of pid that exited, for a record of pid sampled at ktime
+// (CLOCK_MONOTONIC ns), or nil.
+func (t *Tracer) knownProcess(pid uint32, ktime uint64) *process {
 	if p, ok := t.processes[pid]; ok {
 		return p
 	}
-	if p, ok := t.exited.Get(pid); ok {
-		if time.Since(p.exited) < exitedTTL {
-			// A sample of the exit path, after the exit record.
-			return p
-		}
-		// The pid may be another process's by now.
-		t.exited.Remove(pid)
+	if p, ok := t.exited.Get(pid); ok && ktime < p.exitedK+uint64(exitedTTL) {
+		// Sampled before its exit, however late the record is read,
+		// or on the exit path after it: not another process of the
+		// same pid, which exitedTTL is too short to reuse it.
+		return p
 	}
 	return nil
 }
 
-// process returns the tracer's view of pid: what is known, else a process
-// of which nothing is known (not kept: the workers read it).
-func (t *Tracer) process(pid uint32) *process {
-	if p := t.knownProcess(pid); p != nil {
+// process returns the tracer's view of pid for a record sampled at ktime:
+// what is known, else a process of which nothing is known (not kept: the
+// workers read it).
+func (t *Tracer) process(pid uint32, ktime uint64) *process {
+	if p := t.knownProcess(pid, ktime); p != nil {
 		return p
 	}
 	return &process{pid: pid}
+}
+
+// ktime returns now as CLOCK_MONOTONIC ns, the records' clock.
+func (t *Tracer) ktime(now time.Time) uint64 {
+	return uint64(now.UnixNano() - t.monoToWall)
 }
 
 // Stats are the tracer's self-metrics.
