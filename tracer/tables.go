@@ -342,16 +342,22 @@ type TableInfo struct {
 	Bytes uint64 `json:"bytes"`
 	// Processes is the number of processes mapping the file now.
 	Processes int `json:"processes"`
+	// IdleSeconds is, when no process maps the file, how long ago the
+	// last one stopped (the table is unloaded after idleTTL).
+	IdleSeconds float64 `json:"idle_seconds,omitempty"`
 	// Error says why no table is loaded, when none is.
 	Error string `json:"error,omitempty"`
 }
 
-func (s *tableStore) list() []TableInfo {
+func (s *tableStore) list(now time.Time) []TableInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]TableInfo, 0, len(s.tables))
 	for _, tb := range s.tables {
 		ti := TableInfo{File: tb.name, ID: tb.id.String(), Rows: tb.rows, Bytes: tb.bytes, Processes: tb.refs}
+		if tb.refs == 0 && !tb.permanent && !tb.idle.IsZero() {
+			ti.IdleSeconds = now.Sub(tb.idle).Seconds()
+		}
 		if tb.err != nil {
 			ti.Error = tb.err.Error()
 		}

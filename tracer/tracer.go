@@ -599,6 +599,9 @@ type Stats struct {
 	DebugFileErrors uint64
 	// Processes is the number of processes tracked now.
 	Processes uint64
+	// FileCacheEntries is the number of mapped files whose identity is
+	// cached; HeldFiles those kept open until their symbols load.
+	FileCacheEntries, HeldFiles uint64
 	// Syncs counts the processes' mappings given to the eBPF unwinder;
 	// SyncErrors the failures.
 	Syncs, SyncErrors uint64
@@ -659,6 +662,8 @@ func (t *Tracer) Stats() Stats {
 		FileErrors:           t.stats.fileErrors.Load(),
 		DebugFileErrors:      t.stats.debugFileErrors.Load(),
 		Processes:            t.stats.processes.Load(),
+		FileCacheEntries:     uint64(t.files.Len()),
+		HeldFiles:            uint64(t.held.len()),
 		SamplingStarted:      t.started,
 		FirstSample:          unixNano(t.stats.firstSampleUnixNS.Load()),
 	}
@@ -707,7 +712,7 @@ func (t *Tracer) publishTableStats() {
 // Tables lists the files whose unwind tables the tracer knows, largest
 // first. It is safe to call while Run runs.
 func (t *Tracer) Tables() []TableInfo {
-	return t.tables.list()
+	return t.tables.list(time.Now())
 }
 
 func unixNano(ns int64) time.Time {
