@@ -26,8 +26,8 @@ const (
 	// minSyncInterval rate-limits syncs the eBPF side asks for: as
 	// often as it asks at most (SYNC_INTERVAL_NS).
 	minSyncInterval = time.Duration(progs.StacklineSyncTimingSYNC_INTERVAL_NS)
-	// workerPoll is how often the Run goroutine looks for the workers'
-	// results while some are due.
+	// workerPoll is how soon the Run goroutine tries again to hand
+	// syncs to the sync worker when its queue is full.
 	workerPoll = 2 * time.Millisecond
 	// readInterval is how often the ring buffer is read when no record
 	// asks to be read earlier. It bounds the delay of exec events and of

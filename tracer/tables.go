@@ -300,16 +300,16 @@ func (s *tableStore) evictIdle(need uint64) {
 	}
 }
 
-// expire unloads tables idle for longer than idleTTL and returns their
-// files, which no process has mapped since.
-func (s *tableStore) expire(now time.Time) []trace.FileID {
+// expire unloads tables idle for longer than idleTTL and returns them:
+// their files, which no process has mapped since.
+func (s *tableStore) expire(now time.Time) []*unwindTable {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var gone []trace.FileID
+	var gone []*unwindTable
 	for _, tb := range s.tables {
 		if tb.refs == 0 && !tb.permanent && now.Sub(tb.idle) > idleTTL {
 			s.remove(tb)
-			gone = append(gone, tb.id)
+			gone = append(gone, tb)
 		}
 	}
 	return gone

@@ -135,7 +135,9 @@ type Tracer struct {
 	reader *ringbuf.Reader
 
 	// Owned by the Run goroutine.
-	w        *workers
+	w *workers
+	// woken says a worker woke Run since it last looked at the results.
+	woken    atomic.Bool
 	seq      uint64
 	inflight map[uint32]inflightSync // by pid: the sync with the workers
 	// symbolLoads are the files whose symbols the symbol worker loads
@@ -369,7 +371,7 @@ func (t *Tracer) Close() error {
 // tables) runs on workers Run starts and stops; the records it reads
 // meanwhile wait for it in memory, not in the ring buffer.
 func (t *Tracer) Run(ctx context.Context) error {
-	t.w = t.startWorkers(context.WithoutCancel(ctx))
+	t.w = t.startWorkers(context.WithoutCancel(ctx), t.wake)
 	defer t.held.expire(time.Time{}, true)
 	defer t.w.stop()
 	var rec ringbuf.Record
@@ -380,16 +382,14 @@ func (t *Tracer) Run(ctx context.Context) error {
 		}
 		// Records do not wake the reader one by one (see wakeup_bytes in
 		// the eBPF maps): it reads what arrived every readInterval,
-		// earlier for queued syncs, the workers' results, urgent
-		// records and a filling buffer.
+		// earlier for queued syncs, urgent records, a filling buffer
+		// and the workers' results (which wake it through wake).
 		now := time.Now()
+		t.woken.Store(false)
 		t.collect(now)
 		wake := now.Add(readInterval)
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
 			wake = next
-		}
-		if len(t.inflight) > 0 || len(t.symbolLoads) > 0 {
-			wake = now.Add(workerPoll)
 		}
 		// The poller waits in whole milliseconds, rounded down: a
 		// deadline less than 2 ms away may not wait at all.
@@ -408,13 +408,21 @@ func (t *Tracer) Run(ctx context.Context) error {
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			t.housekeeping(time.Now())
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		default:
 			return fmt.Errorf("tracer: read ring buffer: %w", err)
 		}
+	}
+}
+
+// wake wakes the Run goroutine from its wait for records, for the results
+// a worker handed back: once until Run looks at them.
+func (t *Tracer) wake() {
+	if t.woken.CompareAndSwap(false, true) {
+		t.reader.Flush()
 	}
 }
 
@@ -519,10 +527,16 @@ func (t *Tracer) housekeeping(now time.Time) {
 		t.sweep()
 		// A cached symbol table keeps its file mapped, and the file's
 		// mount busy (a container's root): forget the files no process
-		// has mapped for a while.
-		for _, id := range t.tables.expire(now) {
-			t.cfg.Symbolizer.Forget(id)
+		// has mapped for a while, in the file cache too.
+		for _, tb := range t.tables.expire(now) {
+			t.cfg.Symbolizer.Forget(tb.id)
+			for _, k := range tb.files {
+				t.files.Remove(k)
+			}
 		}
+		// The pages of mapped files that lookups touched since are
+		// dropped from the agent's RSS (see Symbolizer.Trim).
+		t.cfg.Symbolizer.Trim()
 	}
 	t.expireParked(now, false)
 	t.held.expire(now, false)

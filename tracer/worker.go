@@ -154,6 +154,8 @@ type builtTable struct {
 // workers are the goroutines of the heavy work; Run starts them and stops
 // them when it returns.
 type workers struct {
+	// wake, when not nil, wakes the Run goroutine for the results.
+	wake    func()
 	symbols chan *symbolJob
 	syncs   chan *syncJob
 	// builds are the build workers' queues: small files, large files.
@@ -164,10 +166,12 @@ type workers struct {
 }
 
 // startWorkers starts the sync, symbol and build workers, which run
-// until stop.
-func (t *Tracer) startWorkers(ctx context.Context) *workers {
+// until stop; wake, when not nil, is called after each result they hand
+// back.
+func (t *Tracer) startWorkers(ctx context.Context, wake func()) *workers {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &workers{
+		wake:    wake,
 		symbols: make(chan *symbolJob, symbolQueueLen),
 		syncs:   make(chan *syncJob, syncQueueLen),
 		results: make(chan syncResult, resultQueueLen),
@@ -224,7 +228,7 @@ func (t *Tracer) syncWorker(ctx context.Context, w *workers, proc procFS) {
 			t.prepare(j, proc)
 			open := j.open
 			j.open = nil
-			if !send(ctx, w.results, syncResult{job: j, final: len(open) == 0}) {
+			if !w.send(ctx, syncResult{job: j, final: len(open) == 0}) {
 				closeAll(open)
 				return
 			}
@@ -272,7 +276,7 @@ func (t *Tracer) buildDone(ctx context.Context, w *workers, j *syncJob, bt *buil
 	if bt == nil && !final {
 		return true
 	}
-	return send(ctx, w.results, syncResult{job: j, table: bt, final: final})
+	return w.send(ctx, syncResult{job: j, table: bt, final: final})
 }
 
 // buildWorker builds the tables of the files queue brings, one at a time:
@@ -358,21 +362,25 @@ func (t *Tracer) symbolWorker(ctx context.Context, w *workers) {
 				// once per file.
 				t.log.Debug("no symbols", "path", j.src.Path, "error", err)
 			}
-			if !send(ctx, w.results, syncResult{symbols: j}) {
+			if !w.send(ctx, syncResult{symbols: j}) {
 				return
 			}
 		}
 	}
 }
 
-// send sends r unless ctx is done first.
-func send(ctx context.Context, ch chan<- syncResult, r syncResult) bool {
+// send hands r to the Run goroutine, and wakes it, unless ctx is done
+// first.
+func (w *workers) send(ctx context.Context, r syncResult) bool {
 	select {
-	case ch <- r:
-		return true
+	case w.results <- r:
 	case <-ctx.Done():
 		return false
 	}
+	if w.wake != nil {
+		w.wake()
+	}
+	return true
 }
 
 // prepare reads the process of j and identifies the files it maps, on the
