@@ -39,12 +39,22 @@ func (t *Tracer) park(rec *record, raw []byte) bool {
 // parkOn parks rec, whose record is raw, until the workers' job seq is
 // done.
 func (t *Tracer) parkOn(rec *record, raw []byte, seq uint64) {
-	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: seq, at: time.Now()}
-	t.parked = append(t.parked, p)
+	at := t.parkedSince
+	if at.IsZero() {
+		at = time.Now()
+	}
+	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: seq, at: at}
+	// The parked traces stay in the order they were first parked, which
+	// expireParked relies on.
+	i := len(t.parked)
+	if i > 0 && at.Before(t.parked[i-1].at) {
+		i, _ = slices.BinarySearchFunc(t.parked, at, func(q parkedTrace, at time.Time) int { return q.at.Compare(at) })
+	}
+	t.parked = slices.Insert(t.parked, i, p)
 	t.parkedBytes += len(p.raw)
 	for len(t.parked) > maxParkedTraces || t.parkedBytes > maxParkedBytes {
 		t.stats.parkOverflows.Add(1)
-		t.reportParked(0)
+		t.reportParked(0, true)
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
@@ -69,15 +79,23 @@ func (t *Tracer) unread(rec *record) bool {
 	return t.knownProcess(rec.pid, rec.ktimeNS) == nil
 }
 
-// retryParked reports the parked traces that waited for the workers' job
-// seq, with what is known now.
+// retryParked handles again the parked traces that waited for the
+// workers' job seq: reported, or parked again for the next job they need
+// (the symbols of their files after the read of their process), counted
+// from when they were first parked.
 func (t *Tracer) retryParked(seq uint64) {
+	var retry []parkedTrace
 	for i := 0; i < len(t.parked); {
-		if t.parked[i].seq == seq {
-			t.reportParked(i)
+		if p := t.parked[i]; p.seq == seq {
+			retry = append(retry, p)
+			t.parked = slices.Delete(t.parked, i, i+1)
+			t.parkedBytes -= len(p.raw)
 			continue
 		}
 		i++
+	}
+	for _, p := range retry {
+		t.handleParked(p, false)
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
@@ -86,19 +104,29 @@ func (t *Tracer) retryParked(seq uint64) {
 // all when all is set, with what is known.
 func (t *Tracer) expireParked(now time.Time, all bool) {
 	for len(t.parked) > 0 && (all || now.Sub(t.parked[0].at) > maxParkedAge) {
-		t.reportParked(0)
+		t.reportParked(0, true)
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
 
-// reportParked unparks the i-th parked trace and reports it.
-func (t *Tracer) reportParked(i int) {
+// reportParked unparks the i-th parked trace and handles it; final says
+// to report it with what is known, without waiting any more.
+func (t *Tracer) reportParked(i int, final bool) {
 	p := t.parked[i]
 	t.parked = slices.Delete(t.parked, i, i+1)
 	t.parkedBytes -= len(p.raw)
+	t.handleParked(p, final)
+}
+
+// handleParked handles p, unparked; final says to report it with what is
+// known.
+func (t *Tracer) handleParked(p parkedTrace, final bool) {
 	if err := t.parkedRec.decode(p.raw); err != nil {
 		t.stats.decodeErrors.Add(1)
 		return
 	}
-	t.handleTrace(&t.parkedRec, p.raw, true)
+	// Parked again, it keeps its age: it waits maxParkedAge in all.
+	t.parkedSince = p.at
+	t.handleTrace(&t.parkedRec, p.raw, final)
+	t.parkedSince = time.Time{}
 }

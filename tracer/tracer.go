@@ -146,8 +146,11 @@ type Tracer struct {
 	symbolsLoaded *simplelru.LRU[trace.FileID, struct{}]
 	parked        []parkedTrace
 	parkedRec     record
-	parkedBytes   int
-	processes     map[uint32]*process
+	// parkedSince is, while a parked trace is handled again, when it
+	// was first parked.
+	parkedSince time.Time
+	parkedBytes int
+	processes   map[uint32]*process
 	// exited keeps the last processes that exited, for the records the
 	// kernel sends after the exit (samples of the exit path itself, and
 	// of threads still exiting).
