@@ -299,8 +299,10 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 				pending = append(pending, b)
 			}
 		}
+		// Up to buildQueueLen wait here, as many more in the queue;
+		// past that the sync worker hands no more.
 	more:
-		for {
+		for len(pending) < buildQueueLen {
 			select {
 			case b := <-queue:
 				pending = append(pending, b)
