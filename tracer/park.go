@@ -17,7 +17,8 @@ const (
 )
 
 // parkedTrace is a trace waiting for the worker's job seq: the sync of its
-// process, or the symbols of one of its files.
+// process, or the symbols of one of its files; seq 0 waits for any sync
+// of its process.
 type parkedTrace struct {
 	raw []byte
 	pid uint32
@@ -26,11 +27,16 @@ type parkedTrace struct {
 }
 
 // park parks rec, whose record is raw, until the sync worker has read its
-// process, handing the process to it. It reports whether it did; a trace
-// that cannot wait (the worker's queue is full) is not parked.
+// process, handing the process to it, or, when the worker's queue is
+// full, scheduling the read for when it has room. It reports whether it
+// parked rec.
 func (t *Tracer) park(rec *record, raw []byte) bool {
-	if !t.enqueue(rec.pid, time.Now()) {
-		return false
+	now := time.Now()
+	if !t.enqueue(rec.pid, now) {
+		// Waits for any read of the process (seq 0).
+		t.schedule(rec.pid, now)
+		t.parkOn(rec, raw, 0)
+		return true
 	}
 	t.parkOn(rec, raw, t.inflight[rec.pid].seq)
 	return true
@@ -80,13 +86,13 @@ func (t *Tracer) unread(rec *record) bool {
 }
 
 // retryParked handles again the parked traces that waited for the
-// workers' job seq: reported, or parked again for the next job they need
+// workers' job seq, or (pid not 0) for any read of process pid: reported, or parked again for the next job they need
 // (the symbols of their files after the read of their process), counted
 // from when they were first parked.
-func (t *Tracer) retryParked(seq uint64) {
+func (t *Tracer) retryParked(seq uint64, pid uint32) {
 	var retry []parkedTrace
 	for i := 0; i < len(t.parked); {
-		if p := t.parked[i]; p.seq == seq {
+		if p := t.parked[i]; p.seq == seq || p.seq == 0 && pid != 0 && p.pid == pid {
 			retry = append(retry, p)
 			t.parked = slices.Delete(t.parked, i, i+1)
 			t.parkedBytes -= len(p.raw)

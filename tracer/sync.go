@@ -95,7 +95,7 @@ func (t *Tracer) apply(r syncResult, now time.Time) {
 		delete(t.symbolLoads, r.symbols.id)
 		t.symbolsLoaded.Add(r.symbols.id, struct{}{})
 		t.held.release(r.symbols.id)
-		t.retryParked(r.symbols.seq)
+		t.retryParked(r.symbols.seq, 0)
 		return
 	}
 	j := r.job
@@ -123,7 +123,7 @@ func (t *Tracer) apply(r syncResult, now time.Time) {
 			t.tables.release(tb, now)
 		}
 	}
-	t.retryParked(j.seq)
+	t.retryParked(j.seq, j.pid)
 }
 
 // applyProcess updates the process of j, or the exited one, from what the

@@ -144,8 +144,11 @@ type Tracer struct {
 	// (the job to wait for); symbolsLoaded those it loaded.
 	symbolLoads   map[trace.FileID]uint64
 	symbolsLoaded *simplelru.LRU[trace.FileID, struct{}]
-	parked        []parkedTrace
-	parkedRec     record
+	// renames are files some of whose frames were reported unnamed for
+	// want of their symbols (see renameDue).
+	renames   map[trace.FileID]*rename
+	parked    []parkedTrace
+	parkedRec record
 	// parkedSince is, while a parked trace is handled again, when it
 	// was first parked.
 	parkedSince time.Time
