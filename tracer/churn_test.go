@@ -16,10 +16,13 @@ import (
 // TestShortLivedNamed: a C program main -> f -> g without frame pointers,
 // exec'd 200 times a second and living 20 to 50 ms each, gets at least 75%
 // of its samples fully named: g <- f <- main, or (the dynamic loader's
-// start-up and the exit path) every frame named down to _start. Issue #13
-// asks for 90%: measured 82.5-97.8% on a quiet host, the rest mostly
-// samples of a process's first milliseconds, before it is read ("process
-// not loaded yet"); 7-13% before the tracer's workers, on a loaded host.
+// start-up and the exit path) every frame named down to _start, or only
+// kernel frames (sampled in exec or exit). Issue #13 asks for 90%:
+// measured 82.5-97.8% on a quiet host before the changes of branch cost;
+// after them, on a host at load 6-19, 56.5-97.3% (and at load 24-31,
+// 25-32% against 1.8-4.0% before them). What is left is mostly samples of
+// processes the agent could not read before they exited ("process not
+// loaded yet" after frames it cannot place), which the test logs by kind.
 func TestShortLivedNamed(t *testing.T) {
 	testenv.RequireBPF(t)
 	dir := t.TempDir()
