@@ -60,8 +60,14 @@ func (t *Tracer) enqueueJob(pid uint32, at time.Time, background bool) bool {
 		j.hadMappings = len(p.mappings) > 0
 		j.meta, j.metaRead = p.meta, p.metaRead
 	}
+	queue := t.w.syncs
+	if t.processes[pid] == nil && !background {
+		// Not read since it started: the sync worker reads it before
+		// the others, while it lives.
+		queue = t.w.firstSyncs
+	}
 	select {
-	case t.w.syncs <- j:
+	case queue <- j:
 		t.inflight[pid] = inflightSync{seq: j.seq}
 		return true
 	default:

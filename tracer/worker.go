@@ -59,6 +59,7 @@ const (
 //     table store's contents, the schedule and every eBPF map write; it
 //     hands a process to the sync worker and applies what comes back;
 //   - the sync worker reads /proc (maps, exe, comm, cgroup, environment),
+//     of processes not read since they started before the others,
 //     opens the mapped files it has not seen, identifies them and
 //     checks whether they are interpreters, and publishes each file's
 //     identity in the file cache before the Run goroutine sees it;
@@ -157,7 +158,10 @@ type workers struct {
 	// wake, when not nil, wakes the Run goroutine for the results.
 	wake    func()
 	symbols chan *symbolJob
-	syncs   chan *syncJob
+	// firstSyncs are the syncs of processes not read yet, which the sync
+	// worker takes before the others (syncs).
+	firstSyncs chan *syncJob
+	syncs      chan *syncJob
 	// builds are the build workers' queues: small files, large files.
 	builds  [2]chan buildTask
 	results chan syncResult
@@ -171,11 +175,12 @@ type workers struct {
 func (t *Tracer) startWorkers(ctx context.Context, wake func()) *workers {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &workers{
-		wake:    wake,
-		symbols: make(chan *symbolJob, symbolQueueLen),
-		syncs:   make(chan *syncJob, syncQueueLen),
-		results: make(chan syncResult, resultQueueLen),
-		cancel:  cancel,
+		wake:       wake,
+		symbols:    make(chan *symbolJob, symbolQueueLen),
+		syncs:      make(chan *syncJob, syncQueueLen),
+		firstSyncs: make(chan *syncJob, syncQueueLen),
+		results:    make(chan syncResult, resultQueueLen),
+		cancel:     cancel,
 	}
 	proc := newProcFS(t.cfg.ProcRoot, t.log)
 	w.wg.Add(2 + len(w.builds))
@@ -221,41 +226,47 @@ func (w *workers) stop() {
 
 func (t *Tracer) syncWorker(ctx context.Context, w *workers, proc procFS) {
 	for {
+		var j *syncJob
 		select {
-		case <-ctx.Done():
-			return
-		case j := <-w.syncs:
-			t.prepare(j, proc)
-			open := j.open
-			j.open = nil
-			if !w.send(ctx, syncResult{job: j, final: len(open) == 0}) {
-				closeAll(open)
+		case j = <-w.firstSyncs:
+		default:
+			select {
+			case <-ctx.Done():
 				return
+			case j = <-w.firstSyncs:
+			case j = <-w.syncs:
 			}
-			if len(open) == 0 {
+		}
+		t.prepare(j, proc)
+		open := j.open
+		j.open = nil
+		if !w.send(ctx, syncResult{job: j, final: len(open) == 0}) {
+			closeAll(open)
+			return
+		}
+		if len(open) == 0 {
+			continue
+		}
+		// Hand each file to its build worker; one whose queue
+		// is full is not built now (a later sync builds it).
+		tasks := make([]buildTask, 0, len(open))
+		for _, mf := range open {
+			tasks = append(tasks, buildTask{job: j, mf: mf, size: mf.size()})
+		}
+		j.builds.Store(int32(len(tasks)))
+		for _, b := range tasks {
+			ch := w.builds[0]
+			if b.size >= largeFileBytes {
+				ch = w.builds[1]
+			}
+			select {
+			case ch <- b:
 				continue
+			default:
 			}
-			// Hand each file to its build worker; one whose queue
-			// is full is not built now (a later sync builds it).
-			tasks := make([]buildTask, 0, len(open))
-			for _, mf := range open {
-				tasks = append(tasks, buildTask{job: j, mf: mf, size: mf.size()})
-			}
-			j.builds.Store(int32(len(tasks)))
-			for _, b := range tasks {
-				ch := w.builds[0]
-				if b.size >= largeFileBytes {
-					ch = w.builds[1]
-				}
-				select {
-				case ch <- b:
-					continue
-				default:
-				}
-				b.mf.close()
-				if !t.buildDone(ctx, w, b.job, nil) {
-					return
-				}
+			b.mf.close()
+			if !t.buildDone(ctx, w, b.job, nil) {
+				return
 			}
 		}
 	}
