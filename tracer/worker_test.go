@@ -184,9 +184,9 @@ func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 // TestSmallTableNotBehindLarge: while the table of a large file (a process
 // mapping it started just before) takes 5 s to build, a new process's own
 // small executable gets its table at once: its samples unwind and are
-// named down to _start (>= 95%, as TestUnwindC asks of a process that had
-// the tracer to itself) instead of stopping at "no unwind information"
-// until the large build is done.
+// named down to _start (>= 90%; the rest are its first samples, before it
+// is read) and at most 5% stop at "no unwind information" (its table not
+// built yet), instead of all stopping there until the large build is done.
 func TestSmallTableNotBehindLarge(t *testing.T) {
 	testenv.RequireBPF(t)
 	dir := t.TempDir()
@@ -245,7 +245,7 @@ func TestSmallTableNotBehindLarge(t *testing.T) {
 	if len(traces) < 50 {
 		t.Fatalf("only %d traces of the workload", len(traces))
 	}
-	full := 0
+	full, waited := 0, 0
 	var bad []string
 	for _, frames := range traces {
 		if namedChain(frames, "g", "f", "main") && complete(frames) && frames[len(frames)-1].name == "_start" {
@@ -253,7 +253,18 @@ func TestSmallTableNotBehindLarge(t *testing.T) {
 		} else if len(bad) < 5 {
 			bad = append(bad, describe(frames))
 		}
+		if slices.ContainsFunc(frames, func(f userFrame) bool { return f.err == trace.ErrorNoCFI }) {
+			waited++
+		}
 	}
-	t.Logf("%d traces of the workload, %d (%.1f%%) g <- f <- main named down to _start", len(traces), full, 100*float64(full)/float64(len(traces)))
-	checkShare(t, "named down to _start", full, len(traces), bad, 0.95)
+	t.Logf("%d traces of the workload, %d (%.1f%%) g <- f <- main named down to _start, %d stopped at a table not built yet",
+		len(traces), full, 100*float64(full)/float64(len(traces)), waited)
+	// The samples before the process is first read stop at "process not
+	// loaded yet" whatever is being built (more of them on a loaded
+	// host); those that stop at its table not built yet are the ones a
+	// large build in the way would cost.
+	if float64(waited) > 0.05*float64(len(traces)) {
+		t.Errorf("%d of %d traces stopped at the workload's table not built yet, want at most 5%%", waited, len(traces))
+	}
+	checkShare(t, "named down to _start", full, len(traces), bad, 0.90)
 }
