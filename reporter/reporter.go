@@ -128,6 +128,9 @@ type Stats struct {
 	UnnamedFrames uint64
 	// LastRequestBytes is the uncompressed size of the last request.
 	LastRequestBytes uint64
+	// FrameCacheEntries and ExecutableCacheEntries are the entries the
+	// frame and executable caches hold now.
+	FrameCacheEntries, ExecutableCacheEntries uint64
 }
 
 func hashFrameID(id trace.FrameID) uint32 {
@@ -316,5 +319,8 @@ func (r *Reporter) Stats() Stats {
 		FrameCacheMisses: r.stats.frameMisses.Load(),
 		UnnamedFrames:    r.stats.unnamedFrames.Load(),
 		LastRequestBytes: r.stats.lastRequestBytes.Load(),
+		// Both caches are safe for concurrent use.
+		FrameCacheEntries:      uint64(r.frames.Len()),
+		ExecutableCacheEntries: uint64(r.execs.Len()),
 	}
 }

@@ -163,6 +163,22 @@ func (f *File) Bytes() int {
 	return n + f.lines.bytes()
 }
 
+// dropPages drops the pages of the file that lookups made resident from
+// this process's memory: they are clean pages of the file, which the next
+// lookup that needs one faults in again from the page cache.
+func (f *File) dropPages() {
+	for _, m := range f.maps {
+		dropPages(m)
+	}
+	if f.goTab != nil {
+		for _, m := range [][]byte{f.goTab.tabMem, f.goTab.goFuncMem} {
+			if m != nil {
+				dropPages(m)
+			}
+		}
+	}
+}
+
 // MappedBytes returns how many bytes of the file (or its debug file) the
 // table keeps mapped: its string tables, .gopclntab and the section of Go
 // inline trees. They are page

@@ -35,7 +35,9 @@ type goTable struct {
 	// end of its section, mapped from the file (goFuncMem is the
 	// mapping): inline tree entries are read there, entSize bytes each,
 	// with the name offset at nameAt and the parent PC at parentAt.
-	goFunc, goFuncMem         []byte
+	goFunc, goFuncMem []byte
+	// tabMem is the mapping of .gopclntab when mapped.
+	tabMem                    []byte
 	order                     binary.ByteOrder
 	entSize, nameAt, parentAt int
 

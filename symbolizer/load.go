@@ -256,7 +256,7 @@ func (l *loader) goTable(ef *elffile.File, sec *elf.Section) (*goTable, error) {
 		return nil, err
 	}
 	if mapping != nil {
-		gt.mapped = true
+		gt.mapped, gt.tabMem = true, mapping
 		// Loading touched every function record: drop those pages, so
 		// that the table's RSS is the pages lookups use.
 		dropPages(mapping)

@@ -188,3 +188,70 @@ func TestUnmappedWhenEvicted(t *testing.T) {
 	s.Forget(trace.FileID{2}) // not cached: nothing to do
 	runtime.KeepAlive(s)
 }
+
+// residentOf returns the resident bytes of this process's mappings of
+// path, from /proc/self/smaps.
+func residentOf(tb testing.TB, path string) int {
+	tb.Helper()
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kb, in := 0, false
+	for _, line := range bytes.Split(smaps, []byte("\n")) {
+		fields := bytes.Fields(line)
+		switch {
+		case len(fields) > 0 && bytes.Contains(fields[0], []byte("-")) && !bytes.HasSuffix(fields[0], []byte(":")):
+			// A mapping's header: range, perms, offset, dev, inode, path.
+			in = len(fields) >= 6 && string(fields[5]) == path
+		case in && len(fields) >= 2 && string(fields[0]) == "Rss:":
+			n := 0
+			for _, c := range fields[1] {
+				n = n*10 + int(c-'0')
+			}
+			kb += n
+		}
+	}
+	return kb << 10
+}
+
+// TestTrimDropsPages checks that Trim drops the pages lookups made
+// resident in the mapped tables, and that lookups name frames alike
+// afterwards.
+func TestTrimDropsPages(t *testing.T) {
+	goBin := filepath.Join(t.TempDir(), "go")
+	copyFile(t, filepath.Join(goroot(t), "bin", "go"), goBin)
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.File(trace.FileID{1}, elffile.Source{Open: openPath(goBin), Path: goBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Offsets over the whole text of the binary.
+	var offs []uint64
+	for _, seg := range f.loads {
+		if seg.exec {
+			for off := seg.off; off < seg.off+seg.filesz; off += 997 {
+				offs = append(offs, off)
+			}
+		}
+	}
+	before := make([][]trace.Line, len(offs))
+	for i, off := range offs {
+		before[i] = f.Lookup(off, nil)
+	}
+	touched := residentOf(t, goBin)
+	s.Trim()
+	trimmed := residentOf(t, goBin)
+	t.Logf("%d lookups: %d kB resident, %d kB after Trim", len(offs), touched>>10, trimmed>>10)
+	if touched < 1<<20 || trimmed > touched/10 {
+		t.Errorf("resident %d bytes after %d lookups, %d after Trim: want over 1 MiB, then under a tenth", touched, len(offs), trimmed)
+	}
+	for i, off := range offs {
+		if got := f.Lookup(off, nil); !slices.Equal(got, before[i]) {
+			t.Fatalf("Lookup(%#x) after Trim = %+v, before %+v", off, got, before[i])
+		}
+	}
+}

@@ -305,6 +305,25 @@ func (s *Symbolizer) Forget(id trace.FileID) {
 	s.mapped -= old.mapped
 }
 
+// Trim drops from this process's resident memory the pages of mapped
+// files that lookups touched since the tables were loaded or last
+// trimmed. Over hours, lookups of ever new frames touch more and more
+// pages of the cached tables' string tables and .gopclntab sections,
+// which count toward the process's RSS although they are page cache; a
+// caller that trims every few tens of seconds keeps that part of its RSS
+// to the pages in recent use. Lookups may run meanwhile.
+func (s *Symbolizer) Trim() {
+	s.mu.Lock()
+	files := make([]*File, 0, s.lru.Len())
+	for e := s.lru.Front(); e != nil; e = e.Next() {
+		files = append(files, e.Value.(*entry).file)
+	}
+	s.mu.Unlock()
+	for _, f := range files {
+		f.dropPages()
+	}
+}
+
 // Stats returns the Symbolizer's counters.
 func (s *Symbolizer) Stats() Stats {
 	s.mu.Lock()

@@ -2,6 +2,7 @@ package symbolizer
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -18,8 +19,9 @@ type candidate struct {
 	nameOff     uint32 // into the tableBuilder's strtabs[strtab]
 	nameLen     uint32
 	strtab      uint8
-	rank        uint8 // higher is preferred among symbols at one address
-	underscores uint8 // leading underscores, fewer is preferred
+	rank        uint8  // higher is preferred among symbols at one address
+	underscores uint8  // leading underscores, fewer is preferred
+	seq         uint32 // the order the tables list it in
 }
 
 // Ranking bits of candidate.rank.
@@ -111,7 +113,10 @@ func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) e
 		count := 0
 		each(func(candidate) { count++ })
 		b.cands = slices.Grow(b.cands, count)
-		each(func(c candidate) { b.cands = append(b.cands, c) })
+		each(func(c candidate) {
+			c.seq = uint32(len(b.cands))
+			b.cands = append(b.cands, c)
+		})
 	})
 	if err != nil {
 		b.cands = b.cands[:n]
@@ -333,7 +338,10 @@ func (b *tableBuilder) dedup() []candidate {
 	// .symtab over .dynsym, functions over other types, then fewer
 	// leading underscores ("malloc" over "__libc_malloc"), then the order
 	// the tables list them in.
-	slices.SortStableFunc(b.cands, func(x, y candidate) int {
+	// (An unstable sort with the order as the last key: several times
+	// faster than a stable one on the hundreds of thousands of symbols
+	// of a large binary.)
+	slices.SortFunc(b.cands, func(x, y candidate) int {
 		switch {
 		case x.value != y.value:
 			if x.value < y.value {
@@ -342,8 +350,10 @@ func (b *tableBuilder) dedup() []candidate {
 			return 1
 		case x.rank != y.rank:
 			return int(y.rank) - int(x.rank)
+		case x.underscores != y.underscores:
+			return int(x.underscores) - int(y.underscores)
 		}
-		return int(x.underscores) - int(y.underscores)
+		return cmp.Compare(x.seq, y.seq)
 	})
 	kept := b.cands[:0]
 	for _, c := range b.cands {

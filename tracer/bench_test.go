@@ -68,13 +68,13 @@ func BenchmarkHandleTrace(b *testing.B) {
 		frames = append(frames, rawFrame{addr: uint64(pc), typ: trace.FrameNative, flags: frameFlagReturnAddress})
 	}
 	raw := encodeTrace(uint32(os.Getpid()), uint32(os.Getpid()), "bench", frames, nk)
-	t.w = t.startWorkers(context.Background())
+	t.w = t.startWorkers(context.Background(), nil)
 	defer t.w.stop()
 	t.handle(raw) // read the process
 	t.settle()
 	t.handle(raw) // load the symbols
 	t.settle()
-	if len(t.parked) > 0 || t.knownProcess(uint32(os.Getpid())) == nil {
+	if len(t.parked) > 0 || t.knownProcess(uint32(os.Getpid()), 0) == nil {
 		b.Fatalf("%d traces parked after the sync of the process", len(t.parked))
 	}
 	time.Sleep(rereadInterval) // past the last read: the per-trace check runs in full
@@ -134,7 +134,7 @@ func BenchmarkSyncAllProcesses(b *testing.B) {
 			b.Fatal(err)
 		}
 		tr.stopSampling()
-		tr.w = tr.startWorkers(context.Background())
+		tr.w = tr.startWorkers(context.Background(), nil)
 		tr.scheduleAll()
 		for len(tr.backlog) > 0 || len(tr.inflight) > 0 {
 			tr.runDue(time.Now())

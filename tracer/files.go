@@ -7,6 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/trace"
@@ -46,6 +50,19 @@ func (mf *mappedFile) file() (*os.File, error) {
 		mf.fh, mf.openErr = mf.fs.openMapped(mf.proc.pid, mf.m)
 	}
 	return mf.fh, mf.openErr
+}
+
+// size returns the file's size, or 0 when it cannot be opened.
+func (mf *mappedFile) size() int64 {
+	fh, err := mf.file()
+	if err != nil {
+		return 0
+	}
+	st, err := fh.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }
 
 // elf returns the file's ELF headers, build IDs and debug file.
@@ -120,8 +137,9 @@ func (t *Tracer) identify(mf *mappedFile) (*fileInfo, error) {
 // files under the process's root, so containers get their own. fi, when
 // not nil, gives where the debug file was found before, and the identity
 // the file must have when the process is gone (it lived a few
-// milliseconds): then the same path is opened in the initial mount
-// namespace, and used only if it is the same file.
+// milliseconds): then the file the sync worker held open since it
+// identified it is used, else the same path is opened in the initial
+// mount namespace, and used only if it is the same file.
 func (t *Tracer) source(proc *process, m *mapping, fi *fileInfo) elffile.Source {
 	path := procmaps.TrimDeleted(m.path)
 	src := elffile.Source{
@@ -129,6 +147,9 @@ func (t *Tracer) source(proc *process, m *mapping, fi *fileInfo) elffile.Source 
 			f, err := t.proc.openMapped(proc.pid, m)
 			if err == nil || fi == nil || !isNotExist(err) {
 				return f, err
+			}
+			if f, err := t.held.open(fi.id); err == nil {
+				return f, nil
 			}
 			f, err2 := t.openSame(fi.id, path)
 			if err2 != nil {
@@ -166,4 +187,117 @@ func (t *Tracer) openSame(id trace.FileID, path string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// Bounds of the files kept open for their symbols.
+const (
+	// maxHeldFiles bounds the open files held.
+	maxHeldFiles = 128
+	// heldFileTTL is how long a file is held when its symbols are not
+	// loaded meanwhile: past the longest a trace waits parked.
+	heldFileTTL = 2 * maxParkedAge
+)
+
+// heldFiles keeps the files the sync worker identified open until their
+// symbols are loaded, so that a process that exits a few milliseconds
+// after it was read (before the symbol worker opens its files through
+// /proc/PID/map_files) still gets its frames named, whatever the file's
+// path means outside the process's mount namespace (a container's file,
+// a private /tmp, a deleted file). It is bounded in files and time, and
+// safe for concurrent use: the sync worker holds, the symbol worker and
+// the Run goroutine open and release.
+type heldFiles struct {
+	mu    sync.Mutex
+	files map[trace.FileID]heldFile
+}
+
+type heldFile struct {
+	f  *os.File
+	at time.Time
+}
+
+// hold keeps a duplicate of f, the file id, open. A file held already
+// stays as it was.
+func (h *heldFiles) hold(id trace.FileID, f *os.File, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.files[id]; ok {
+		return
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return
+	}
+	if h.files == nil {
+		h.files = make(map[trace.FileID]heldFile)
+	}
+	for len(h.files) >= maxHeldFiles {
+		h.closeOldest()
+	}
+	h.files[id] = heldFile{f: os.NewFile(uintptr(fd), f.Name()), at: now}
+}
+
+// closeOldest closes the file held longest. The caller holds h.mu.
+func (h *heldFiles) closeOldest() {
+	var oldest trace.FileID
+	var at time.Time
+	for id, hf := range h.files {
+		if at.IsZero() || hf.at.Before(at) {
+			oldest, at = id, hf.at
+		}
+	}
+	h.files[oldest].f.Close()
+	delete(h.files, oldest)
+}
+
+// open returns a new descriptor of the held file id, read from its start,
+// which the caller closes.
+func (h *heldFiles) open(id trace.FileID) (*os.File, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hf, ok := h.files[id]
+	if !ok {
+		return nil, fmt.Errorf("file %s not held: %w", id, fs.ErrNotExist)
+	}
+	fd, err := unix.Dup(int(hf.f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("duplicate held file %s: %w", hf.f.Name(), err)
+	}
+	f := os.NewFile(uintptr(fd), hf.f.Name())
+	// A duplicate shares the file offset.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// release closes the held file id, if held.
+func (h *heldFiles) release(id trace.FileID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hf, ok := h.files[id]; ok {
+		hf.f.Close()
+		delete(h.files, id)
+	}
+}
+
+// expire closes the files held since before now-heldFileTTL, and all
+// when all is set.
+func (h *heldFiles) expire(now time.Time, all bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, hf := range h.files {
+		if all || now.Sub(hf.at) > heldFileTTL {
+			hf.f.Close()
+			delete(h.files, id)
+		}
+	}
+}
+
+// len returns the number of files held.
+func (h *heldFiles) len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.files)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/nativeunwind"
 )
 
@@ -125,5 +126,40 @@ func TestFirstSight(t *testing.T) {
 				t.Errorf("debug path %q, want %q", fi.debugPath, wantDebug)
 			}
 		})
+	}
+}
+
+// TestRenameAfterFailedLoad: frames of a file whose symbols could not be
+// loaded are named again: tried again at most every renameRetry while the
+// load fails, then for renameWindow once it succeeded; a file whose
+// loads never failed is not.
+func TestRenameAfterFailedLoad(t *testing.T) {
+	tr := &Tracer{}
+	bad, good := trace.FileID{1}, trace.FileID{2}
+	now := time.Now()
+	tr.noteSymbols(good, true, now)
+	if tr.renameDue(good, now.Add(time.Second)) {
+		t.Error("a file whose symbols loaded is named again")
+	}
+	tr.noteSymbols(bad, false, now)
+	if tr.renameDue(bad, now.Add(renameRetry/2)) {
+		t.Error("a failed file tried again before renameRetry")
+	}
+	if !tr.renameDue(bad, now.Add(renameRetry)) {
+		t.Error("a failed file not tried again after renameRetry")
+	}
+	loaded := now.Add(time.Second)
+	tr.noteSymbols(bad, true, loaded)
+	if !tr.renameDue(bad, loaded.Add(renameWindow/2)) {
+		t.Error("frames of a file not named again within renameWindow of its symbols loading")
+	}
+	if tr.renameDue(bad, loaded.Add(renameWindow+time.Second)) || tr.renames[bad] != nil {
+		t.Error("frames of a file named again past renameWindow")
+	}
+	for i := range maxRenames + 10 {
+		tr.noteSymbols(trace.FileID{3, byte(i), byte(i >> 8)}, false, now)
+	}
+	if len(tr.renames) > maxRenames {
+		t.Errorf("%d files remembered, want at most %d", len(tr.renames), maxRenames)
 	}
 }

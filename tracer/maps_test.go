@@ -106,7 +106,7 @@ func newTestTracer(t testing.TB, maps unwinderMaps, maxTableBytes uint64) *Trace
 		files:         files,
 		tables:        newTableStore(maps, maxTableBytes, log),
 	}
-	tr.w = tr.startWorkers(context.Background())
+	tr.w = tr.startWorkers(context.Background(), nil)
 	t.Cleanup(tr.w.stop)
 	return tr
 }

@@ -17,7 +17,8 @@ const (
 )
 
 // parkedTrace is a trace waiting for the worker's job seq: the sync of its
-// process, or the symbols of one of its files.
+// process, or the symbols of one of its files; seq 0 waits for any sync
+// of its process.
 type parkedTrace struct {
 	raw []byte
 	pid uint32
@@ -26,11 +27,16 @@ type parkedTrace struct {
 }
 
 // park parks rec, whose record is raw, until the sync worker has read its
-// process, handing the process to it. It reports whether it did; a trace
-// that cannot wait (the worker's queue is full) is not parked.
+// process, handing the process to it, or, when the worker's queue is
+// full, scheduling the read for when it has room. It reports whether it
+// parked rec.
 func (t *Tracer) park(rec *record, raw []byte) bool {
-	if !t.enqueue(rec.pid, time.Now()) {
-		return false
+	now := time.Now()
+	if !t.enqueue(rec.pid, now) {
+		// Waits for any read of the process (seq 0).
+		t.schedule(rec.pid, now)
+		t.parkOn(rec, raw, 0)
+		return true
 	}
 	t.parkOn(rec, raw, t.inflight[rec.pid].seq)
 	return true
@@ -39,12 +45,22 @@ func (t *Tracer) park(rec *record, raw []byte) bool {
 // parkOn parks rec, whose record is raw, until the workers' job seq is
 // done.
 func (t *Tracer) parkOn(rec *record, raw []byte, seq uint64) {
-	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: seq, at: time.Now()}
-	t.parked = append(t.parked, p)
+	at := t.parkedSince
+	if at.IsZero() {
+		at = time.Now()
+	}
+	p := parkedTrace{raw: slices.Clone(raw), pid: rec.pid, seq: seq, at: at}
+	// The parked traces stay in the order they were first parked, which
+	// expireParked relies on.
+	i := len(t.parked)
+	if i > 0 && at.Before(t.parked[i-1].at) {
+		i, _ = slices.BinarySearchFunc(t.parked, at, func(q parkedTrace, at time.Time) int { return q.at.Compare(at) })
+	}
+	t.parked = slices.Insert(t.parked, i, p)
 	t.parkedBytes += len(p.raw)
 	for len(t.parked) > maxParkedTraces || t.parkedBytes > maxParkedBytes {
 		t.stats.parkOverflows.Add(1)
-		t.reportParked(0)
+		t.reportParked(0, true)
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
@@ -66,18 +82,26 @@ func (t *Tracer) unread(rec *record) bool {
 	if s, ok := t.inflight[rec.pid]; ok && !s.read {
 		return true
 	}
-	return t.knownProcess(rec.pid) == nil
+	return t.knownProcess(rec.pid, rec.ktimeNS) == nil
 }
 
-// retryParked reports the parked traces that waited for the workers' job
-// seq, with what is known now.
-func (t *Tracer) retryParked(seq uint64) {
+// retryParked handles again the parked traces that waited for the
+// workers' job seq, or (pid not 0) for any read of process pid: reported, or parked again for the next job they need
+// (the symbols of their files after the read of their process), counted
+// from when they were first parked.
+func (t *Tracer) retryParked(seq uint64, pid uint32) {
+	var retry []parkedTrace
 	for i := 0; i < len(t.parked); {
-		if t.parked[i].seq == seq {
-			t.reportParked(i)
+		if p := t.parked[i]; p.seq == seq || p.seq == 0 && pid != 0 && p.pid == pid {
+			retry = append(retry, p)
+			t.parked = slices.Delete(t.parked, i, i+1)
+			t.parkedBytes -= len(p.raw)
 			continue
 		}
 		i++
+	}
+	for _, p := range retry {
+		t.handleParked(p, false)
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
@@ -86,19 +110,29 @@ func (t *Tracer) retryParked(seq uint64) {
 // all when all is set, with what is known.
 func (t *Tracer) expireParked(now time.Time, all bool) {
 	for len(t.parked) > 0 && (all || now.Sub(t.parked[0].at) > maxParkedAge) {
-		t.reportParked(0)
+		t.reportParked(0, true)
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
 
-// reportParked unparks the i-th parked trace and reports it.
-func (t *Tracer) reportParked(i int) {
+// reportParked unparks the i-th parked trace and handles it; final says
+// to report it with what is known, without waiting any more.
+func (t *Tracer) reportParked(i int, final bool) {
 	p := t.parked[i]
 	t.parked = slices.Delete(t.parked, i, i+1)
 	t.parkedBytes -= len(p.raw)
+	t.handleParked(p, final)
+}
+
+// handleParked handles p, unparked; final says to report it with what is
+// known.
+func (t *Tracer) handleParked(p parkedTrace, final bool) {
 	if err := t.parkedRec.decode(p.raw); err != nil {
 		t.stats.decodeErrors.Add(1)
 		return
 	}
-	t.handleTrace(&t.parkedRec, p.raw, true)
+	// Parked again, it keeps its age: it waits maxParkedAge in all.
+	t.parkedSince = p.at
+	t.handleTrace(&t.parkedRec, p.raw, final)
+	t.parkedSince = time.Time{}
 }

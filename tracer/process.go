@@ -26,6 +26,10 @@ type mapping struct {
 	key fileKey
 	// path is the mapped path as the process sees it, or a special name.
 	path string
+	// fi is the file's identity as the sync that read the mapping found
+	// it (nil when not identified): the process's frames are named even
+	// when the file cache has evicted it since.
+	fi *fileInfo
 }
 
 // fileKey identifies a file on this host by device and inode, as
@@ -56,8 +60,9 @@ type process struct {
 	numMappings int
 	// interp is the interpreter the process runs, once found.
 	interp interpreter.Instance
-	// exited is when its exit record was read.
-	exited time.Time
+	// exitedK is when it exited (CLOCK_MONOTONIC ns), once its exit
+	// record was read or it was found gone.
+	exitedK uint64
 	// meta is what the traces of the process carry besides its
 	// executable and name: read from /proc once (metaRead) after the
 	// first read of its mappings, completed with its runtime at each

@@ -33,7 +33,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 			out.Frames = append(out.Frames, t.kernelFrame(f.addr))
 		case trace.FrameNative:
 			if proc == nil {
-				proc = t.process(rec.pid)
+				proc = t.process(rec.pid, rec.ktimeNS)
 				mayPark = !final && !proc.gone && time.Since(proc.lastRead) >= rereadInterval
 			}
 			addr := f.addr
@@ -57,7 +57,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 				continue
 			}
 			if proc == nil {
-				proc = t.process(rec.pid)
+				proc = t.process(rec.pid, rec.ktimeNS)
 			}
 			out.Frames = append(out.Frames, t.interpFrame(proc, f))
 		}
@@ -71,7 +71,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 		OffCPUNS:    rec.offCPUNS,
 	}
 	if proc == nil {
-		proc = t.process(rec.pid)
+		proc = t.process(rec.pid, rec.ktimeNS)
 	}
 	meta.ExecutablePath = proc.executablePath
 	meta.ProcessName = proc.name
@@ -154,6 +154,10 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		return t.specialFrame(m, addr), 0
 	}
 	fi, ok := t.files.Peek(m.key)
+	if !ok && m.fi != nil {
+		// Evicted from the file cache since the process was read.
+		fi, ok = m.fi, true
+	}
 	if !ok {
 		if mayReread && t.enqueue(proc.pid, time.Now()) {
 			return trace.FrameID{}, t.inflight[proc.pid].seq
@@ -166,8 +170,10 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		id.Type = trace.FrameGo
 	}
 	r := t.cfg.Reporter
-	if !r.FrameKnown(id) {
-		if !final && !t.symbolsLoaded.Contains(fi.id) {
+	now := time.Now()
+	known := r.FrameKnown(id)
+	if !known || t.renameDue(fi.id, now) {
+		if !known && !final && !t.symbolsLoaded.Contains(fi.id) {
 			if seq := t.loadSymbols(fi.id, t.source(proc, m, fi)); seq != 0 {
 				return trace.FrameID{}, seq
 			}
@@ -178,10 +184,13 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 			// Only the load that failed returns the error: once per file.
 			t.log.Debug("no symbols", "pid", proc.pid, "path", m.path, "error", err)
 		}
+		t.noteSymbols(fi.id, sf != nil, now)
 		if sf != nil {
 			info.Lines = sf.Lookup(id.Addr, nil)
 		}
-		r.FrameMetadata(id, info)
+		if !known || sf != nil {
+			r.FrameMetadata(id, info)
+		}
 	}
 	if !r.ExecutableKnown(fi.id) {
 		r.ExecutableMetadata(fi.id, fi.exec)
@@ -226,4 +235,66 @@ func (t *Tracer) processRuntime(p *process) string {
 		break
 	}
 	return ""
+}
+
+// Renaming frames named while their file's symbols could not be loaded.
+const (
+	// maxRenames bounds the files remembered.
+	maxRenames = 256
+	// renameRetry is how often a file that could not be opened is tried
+	// again for a frame already reported unnamed.
+	renameRetry = 100 * time.Millisecond
+	// renameWindow is how long, once its symbols loaded, a file's frames
+	// already known are named again: those reported unnamed meanwhile
+	// get their names the next time they are sampled.
+	renameWindow = time.Minute
+)
+
+// rename is a file some of whose frames were reported unnamed because its
+// symbols could not be loaded (its process was gone and the file
+// unreachable): failed is when a load last failed, loaded when one
+// succeeded since.
+type rename struct {
+	failed, loaded time.Time
+}
+
+// noteSymbols records whether the symbols of file id could be loaded now.
+func (t *Tracer) noteSymbols(id trace.FileID, ok bool, now time.Time) {
+	rn := t.renames[id]
+	switch {
+	case !ok && rn == nil:
+		if t.renames == nil {
+			t.renames = make(map[trace.FileID]*rename)
+		}
+		if len(t.renames) >= maxRenames {
+			for k := range t.renames {
+				delete(t.renames, k)
+				break
+			}
+		}
+		t.renames[id] = &rename{failed: now}
+	case !ok:
+		rn.failed, rn.loaded = now, time.Time{}
+	case rn != nil && rn.loaded.IsZero():
+		rn.loaded = now
+	}
+}
+
+// renameDue reports whether a known frame of file id is to be named again:
+// some of the file's frames were reported unnamed for want of its
+// symbols, which have loaded since (for renameWindow) or are to be tried
+// again.
+func (t *Tracer) renameDue(id trace.FileID, now time.Time) bool {
+	rn := t.renames[id]
+	switch {
+	case rn == nil:
+		return false
+	case !rn.loaded.IsZero():
+		if now.Sub(rn.loaded) > renameWindow {
+			delete(t.renames, id)
+			return false
+		}
+		return true
+	}
+	return now.Sub(rn.failed) >= renameRetry
 }

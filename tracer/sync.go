@@ -26,8 +26,8 @@ const (
 	// minSyncInterval rate-limits syncs the eBPF side asks for: as
 	// often as it asks at most (SYNC_INTERVAL_NS).
 	minSyncInterval = time.Duration(progs.StacklineSyncTimingSYNC_INTERVAL_NS)
-	// workerPoll is how often the Run goroutine looks for the workers'
-	// results while some are due.
+	// workerPoll is how soon the Run goroutine tries again to hand
+	// syncs to the sync worker when its queue is full.
 	workerPoll = 2 * time.Millisecond
 	// readInterval is how often the ring buffer is read when no record
 	// asks to be read earlier. It bounds the delay of exec events and of
@@ -45,17 +45,29 @@ type dueSync struct {
 // reports whether it could: false when the worker's queue is full. A sync
 // of pid already with the workers stands for this one.
 func (t *Tracer) enqueue(pid uint32, at time.Time) bool {
+	return t.enqueueJob(pid, at, false)
+}
+
+// enqueueJob is enqueue; background says the sync is of a process running
+// at start that nothing asked for yet.
+func (t *Tracer) enqueueJob(pid uint32, at time.Time, background bool) bool {
 	if _, ok := t.inflight[pid]; ok {
 		return true
 	}
 	t.seq++
-	j := &syncJob{pid: pid, seq: t.seq, at: at}
+	j := &syncJob{pid: pid, seq: t.seq, at: at, background: background}
 	if p := t.processes[pid]; p != nil {
 		j.hadMappings = len(p.mappings) > 0
 		j.meta, j.metaRead = p.meta, p.metaRead
 	}
+	queue := t.w.syncs
+	if t.processes[pid] == nil && !background {
+		// Not read since it started: the sync worker reads it before
+		// the others, while it lives.
+		queue = t.w.firstSyncs
+	}
 	select {
-	case t.w.syncs <- j:
+	case queue <- j:
 		t.inflight[pid] = inflightSync{seq: j.seq}
 		return true
 	default:
@@ -81,14 +93,15 @@ func (t *Tracer) loadSymbols(id trace.FileID, src elffile.Source) uint64 {
 }
 
 // apply takes in what a worker found of a process: its mappings, names and
-// files' identities, then (final) the tables built for it, and gives them
-// to the eBPF unwinder. It runs on the Run goroutine, which owns the
-// processes and the eBPF maps.
+// files' identities, then each table built for it, and gives them to the
+// eBPF unwinder. It runs on the Run goroutine, which owns the processes
+// and the eBPF maps.
 func (t *Tracer) apply(r syncResult, now time.Time) {
 	if r.symbols != nil {
 		delete(t.symbolLoads, r.symbols.id)
 		t.symbolsLoaded.Add(r.symbols.id, struct{}{})
-		t.retryParked(r.symbols.seq)
+		t.held.release(r.symbols.id)
+		t.retryParked(r.symbols.seq, 0)
 		return
 	}
 	j := r.job
@@ -102,14 +115,10 @@ func (t *Tracer) apply(r syncResult, now time.Time) {
 		t.inflight[j.pid] = inflightSync{seq: j.seq, read: true}
 	}
 	built := make(map[trace.FileID]*builtTable)
-	if r.final {
-		// Only the final result may read what the build worker
-		// wrote.
-		for _, b := range j.built {
-			built[b.id] = b
-		}
+	if r.table != nil {
+		built[r.table.id] = r.table
 	}
-	if fresh {
+	if fresh && (r.table != nil || r.final || !s.read) {
 		t.applyProcess(j, built, r.final, now)
 	}
 	// Tables built for a process that exec'd or exited meanwhile serve
@@ -120,7 +129,7 @@ func (t *Tracer) apply(r syncResult, now time.Time) {
 			t.tables.release(tb, now)
 		}
 	}
-	t.retryParked(j.seq)
+	t.retryParked(j.seq, j.pid)
 }
 
 // applyProcess updates the process of j, or the exited one, from what the
@@ -143,7 +152,7 @@ func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, fi
 				// Gone before it was read: its records that
 				// follow are reported as they are, without
 				// reading again.
-				t.exited.Add(pid, &process{pid: pid, gone: true, exited: now})
+				t.exited.Add(pid, &process{pid: pid, gone: true, exitedK: t.ktime(now)})
 			}
 			return
 		}
@@ -161,6 +170,11 @@ func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, fi
 	}
 	s := &j.snap
 	p.mappings, p.executablePath, p.name = s.mappings, s.executablePath, s.name
+	for i := range p.mappings {
+		if i < len(j.files) {
+			p.mappings[i].fi = j.files[i]
+		}
+	}
 	p.meta, p.metaRead, p.lastRead, p.gone = s.meta, s.metaRead, s.lastRead, !live
 	if !live {
 		return
@@ -402,9 +416,15 @@ func (t *Tracer) runDue(now time.Time) time.Time {
 	}
 	clear(t.due[len(keep):])
 	t.due = keep
+	// Few of the backlog wait for the sync worker at once, so that the
+	// syncs asked for meanwhile do not wait behind all of it.
 	for len(t.backlog) > 0 && !full {
+		if len(t.w.syncs) >= backlogQueueLen {
+			full = true
+			break
+		}
 		pid := t.backlog[len(t.backlog)-1]
-		if _, ok := t.processes[pid]; !ok && !t.enqueue(pid, now) {
+		if _, ok := t.processes[pid]; !ok && !t.enqueueJob(pid, now, true) {
 			full = true
 			break
 		}

@@ -303,16 +303,16 @@ func (s *tableStore) evictIdle(need uint64) {
 	}
 }
 
-// expire unloads tables idle for longer than idleTTL and returns their
-// files, which no process has mapped since.
-func (s *tableStore) expire(now time.Time) []trace.FileID {
+// expire unloads tables idle for longer than idleTTL and returns them:
+// their files, which no process has mapped since.
+func (s *tableStore) expire(now time.Time) []*unwindTable {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var gone []trace.FileID
+	var gone []*unwindTable
 	for _, tb := range s.tables {
 		if tb.refs == 0 && !tb.permanent && now.Sub(tb.idle) > idleTTL {
 			s.remove(tb)
-			gone = append(gone, tb.id)
+			gone = append(gone, tb)
 		}
 	}
 	return gone
@@ -345,16 +345,22 @@ type TableInfo struct {
 	Bytes uint64 `json:"bytes"`
 	// Processes is the number of processes mapping the file now.
 	Processes int `json:"processes"`
+	// IdleSeconds is, when no process maps the file, how long ago the
+	// last one stopped (the table is unloaded after idleTTL).
+	IdleSeconds float64 `json:"idle_seconds,omitempty"`
 	// Error says why no table is loaded, when none is.
 	Error string `json:"error,omitempty"`
 }
 
-func (s *tableStore) list() []TableInfo {
+func (s *tableStore) list(now time.Time) []TableInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]TableInfo, 0, len(s.tables))
 	for _, tb := range s.tables {
 		ti := TableInfo{File: tb.name, ID: tb.id.String(), Rows: tb.rows, Bytes: tb.bytes, Processes: tb.refs}
+		if tb.refs == 0 && !tb.permanent && !tb.idle.IsZero() {
+			ti.IdleSeconds = now.Sub(tb.idle).Seconds()
+		}
 		if tb.err != nil {
 			ti.Error = tb.err.Error()
 		}

@@ -74,9 +74,10 @@ type Config struct {
 	Interpreters []interpreter.Runtime
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
-	// TableBuilder builds the unwind tables; nil means the native
-	// unwinder's (tracer/nativeunwind).
-	TableBuilder TableBuilder
+	// NewTableBuilder returns the builder of the unwind tables of one
+	// build worker; nil means the native unwinder's
+	// (tracer/nativeunwind).
+	NewTableBuilder func() TableBuilder
 	// OffCPU configures off-CPU profiling (off when not Enabled).
 	OffCPU OffCPU
 }
@@ -139,22 +140,33 @@ type Tracer struct {
 	reader *ringbuf.Reader
 
 	// Owned by the Run goroutine.
-	w        *workers
+	w *workers
+	// woken says a worker woke Run since it last looked at the results.
+	woken    atomic.Bool
 	seq      uint64
 	inflight map[uint32]inflightSync // by pid: the sync with the workers
 	// symbolLoads are the files whose symbols the symbol worker loads
 	// (the job to wait for); symbolsLoaded those it loaded.
 	symbolLoads   map[trace.FileID]uint64
 	symbolsLoaded *simplelru.LRU[trace.FileID, struct{}]
-	parked        []parkedTrace
-	parkedRec     record
-	parkedBytes   int
-	processes     map[uint32]*process
+	// renames are files some of whose frames were reported unnamed for
+	// want of their symbols (see renameDue).
+	renames   map[trace.FileID]*rename
+	parked    []parkedTrace
+	parkedRec record
+	// parkedSince is, while a parked trace is handled again, when it
+	// was first parked.
+	parkedSince time.Time
+	parkedBytes int
+	processes   map[uint32]*process
 	// exited keeps the last processes that exited, for the records the
 	// kernel sends after the exit (samples of the exit path itself, and
 	// of threads still exiting).
-	exited    *simplelru.LRU[uint32, *process]
-	files     *lru.Cache[fileKey, *fileInfo]
+	exited *simplelru.LRU[uint32, *process]
+	files  *lru.Cache[fileKey, *fileInfo]
+	// held are files identified whose symbols are not loaded yet, kept
+	// open for processes that exit before they are.
+	held      heldFiles
 	kernelID  trace.FileID
 	rec       record
 	out       trace.Trace
@@ -192,13 +204,14 @@ type tracerStats struct {
 }
 
 // maxExited bounds the exited processes remembered for records that
-// follow their exit.
-const maxExited = 256
+// follow their exit: seconds of exits at hundreds a second, for a reader
+// that falls behind on a loaded host.
+const maxExited = 1024
 
-// exitedTTL is how long after its exit record a process's name and
-// executable are kept for records that follow it: long enough for the
-// rest of the exit path, short enough that a reused pid is not mistaken
-// for it.
+// exitedTTL is how long after its exit a process's name and executable
+// name the records sampled after it: long enough for the rest of the exit
+// path, short enough that a reused pid is not mistaken for it. Records
+// sampled before the exit are named by it however late they are read.
 const exitedTTL = time.Second
 
 // newExited returns an empty cache of exited processes.
@@ -388,7 +401,8 @@ func (t *Tracer) Close() error {
 // tables) runs on workers Run starts and stops; the records it reads
 // meanwhile wait for it in memory, not in the ring buffer.
 func (t *Tracer) Run(ctx context.Context) error {
-	t.w = t.startWorkers(context.WithoutCancel(ctx))
+	t.w = t.startWorkers(context.WithoutCancel(ctx), t.wake)
+	defer t.held.expire(time.Time{}, true)
 	defer t.w.stop()
 	var rec ringbuf.Record
 	for {
@@ -398,16 +412,14 @@ func (t *Tracer) Run(ctx context.Context) error {
 		}
 		// Records do not wake the reader one by one (see wakeup_bytes in
 		// the eBPF maps): it reads what arrived every readInterval,
-		// earlier for queued syncs, the workers' results, urgent
-		// records and a filling buffer.
+		// earlier for queued syncs, urgent records, a filling buffer
+		// and the workers' results (which wake it through wake).
 		now := time.Now()
+		t.woken.Store(false)
 		t.collect(now)
 		wake := now.Add(readInterval)
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
 			wake = next
-		}
-		if len(t.inflight) > 0 || len(t.symbolLoads) > 0 {
-			wake = now.Add(workerPoll)
 		}
 		// The poller waits in whole milliseconds, rounded down: a
 		// deadline less than 2 ms away may not wait at all.
@@ -426,13 +438,21 @@ func (t *Tracer) Run(ctx context.Context) error {
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			t.housekeeping(time.Now())
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		default:
 			return fmt.Errorf("tracer: read ring buffer: %w", err)
 		}
+	}
+}
+
+// wake wakes the Run goroutine from its wait for records, for the results
+// a worker handed back: once until Run looks at them.
+func (t *Tracer) wake() {
+	if t.woken.CompareAndSwap(false, true) {
+		t.reader.Flush()
 	}
 }
 
@@ -503,7 +523,7 @@ func (t *Tracer) handle(raw []byte) {
 			// not given to eBPF.
 			p = &process{pid: t.rec.pid}
 		}
-		p.gone, p.exited = true, now
+		p.gone, p.exitedK = true, t.rec.ktimeNS
 		t.exited.Add(p.pid, p)
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
@@ -540,12 +560,19 @@ func (t *Tracer) housekeeping(now time.Time) {
 		t.sweep()
 		// A cached symbol table keeps its file mapped, and the file's
 		// mount busy (a container's root): forget the files no process
-		// has mapped for a while.
-		for _, id := range t.tables.expire(now) {
-			t.cfg.Symbolizer.Forget(id)
+		// has mapped for a while, in the file cache too.
+		for _, tb := range t.tables.expire(now) {
+			t.cfg.Symbolizer.Forget(tb.id)
+			for _, k := range tb.files {
+				t.files.Remove(k)
+			}
 		}
+		// The pages of mapped files that lookups touched since are
+		// dropped from the agent's RSS (see Symbolizer.Trim).
+		t.cfg.Symbolizer.Trim()
 	}
 	t.expireParked(now, false)
+	t.held.expire(now, false)
 	t.stats.processes.Store(uint64(len(t.processes)))
 	t.publishTableStats()
 }
@@ -565,29 +592,34 @@ func (t *Tracer) sweep() {
 }
 
 // knownProcess returns what the workers read of pid, or of the process
-// of pid that exited within exitedTTL, or nil.
-func (t *Tracer) knownProcess(pid uint32) *process {
+// of pid that exited, for a record of pid sampled at ktime
+// (CLOCK_MONOTONIC ns), or nil.
+func (t *Tracer) knownProcess(pid uint32, ktime uint64) *process {
 	if p, ok := t.processes[pid]; ok {
 		return p
 	}
-	if p, ok := t.exited.Get(pid); ok {
-		if time.Since(p.exited) < exitedTTL {
-			// A sample of the exit path, after the exit record.
-			return p
-		}
-		// The pid may be another process's by now.
-		t.exited.Remove(pid)
+	if p, ok := t.exited.Get(pid); ok && ktime < p.exitedK+uint64(exitedTTL) {
+		// Sampled before its exit, however late the record is read,
+		// or on the exit path after it: not another process of the
+		// same pid, which exitedTTL is too short to reuse it.
+		return p
 	}
 	return nil
 }
 
-// process returns the tracer's view of pid: what is known, else a process
-// of which nothing is known (not kept: the workers read it).
-func (t *Tracer) process(pid uint32) *process {
-	if p := t.knownProcess(pid); p != nil {
+// process returns the tracer's view of pid for a record sampled at ktime:
+// what is known, else a process of which nothing is known (not kept: the
+// workers read it).
+func (t *Tracer) process(pid uint32, ktime uint64) *process {
+	if p := t.knownProcess(pid, ktime); p != nil {
 		return p
 	}
 	return &process{pid: pid}
+}
+
+// ktime returns now as CLOCK_MONOTONIC ns, the records' clock.
+func (t *Tracer) ktime(now time.Time) uint64 {
+	return uint64(now.UnixNano() - t.monoToWall)
 }
 
 // Stats are the tracer's self-metrics.
@@ -615,6 +647,9 @@ type Stats struct {
 	DebugFileErrors uint64
 	// Processes is the number of processes tracked now.
 	Processes uint64
+	// FileCacheEntries is the number of mapped files whose identity is
+	// cached; HeldFiles those kept open until their symbols load.
+	FileCacheEntries, HeldFiles uint64
 	// Syncs counts the processes' mappings given to the eBPF unwinder;
 	// SyncErrors the failures.
 	Syncs, SyncErrors uint64
@@ -676,6 +711,8 @@ func (t *Tracer) Stats() Stats {
 		FileErrors:           t.stats.fileErrors.Load(),
 		DebugFileErrors:      t.stats.debugFileErrors.Load(),
 		Processes:            t.stats.processes.Load(),
+		FileCacheEntries:     uint64(t.files.Len()),
+		HeldFiles:            uint64(t.held.len()),
 		SamplingStarted:      t.started,
 		FirstSample:          unixNano(t.stats.firstSampleUnixNS.Load()),
 	}
@@ -724,7 +761,7 @@ func (t *Tracer) publishTableStats() {
 // Tables lists the files whose unwind tables the tracer knows, largest
 // first. It is safe to call while Run runs.
 func (t *Tracer) Tables() []TableInfo {
-	return t.tables.list()
+	return t.tables.list(time.Now())
 }
 
 func unixNano(ns int64) time.Time {

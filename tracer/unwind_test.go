@@ -68,6 +68,12 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.
 	tr.stop(t)
 	st := tr.Stats()
 
+	return rec.userTraces(keep), st
+}
+
+// userTraces returns the user frames (leaf first) of each trace recorded
+// that keep selects.
+func (rec *recorder) userTraces(keep func(trace.TraceMeta) bool) [][]userFrame {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	var out [][]userFrame
@@ -93,7 +99,7 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(trace.
 		}
 		out = append(out, frames)
 	}
-	return out, st
+	return out
 }
 
 // hasChain reports whether frames holds chain as consecutive frames whose

@@ -3,7 +3,9 @@ package tracer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
@@ -14,9 +16,9 @@ import (
 // TableBuilder builds the unwind table of an ELF file and, when it has one,
 // of its separate debug file. The rows of the table Build returns may live
 // in the builder's memory, valid until its next Build or Release; Release
-// says the caller is done with them. Each of the tracer's workers owns one
-// and calls it from one goroutine. *nativeunwind.Builder is the default:
-// it reuses its buffers from one build to the next.
+// says the caller is done with them. Each of the tracer's build workers
+// owns one and calls it from one goroutine. *nativeunwind.Builder is the
+// default: it reuses its buffers from one build to the next.
 type TableBuilder interface {
 	Build(f, debug *elffile.File, opts nativeunwind.Options) (*nativeunwind.Table, error)
 	Release()
@@ -27,15 +29,26 @@ const (
 	// syncQueueLen bounds the syncs waiting for the sync worker; more
 	// wait in the Run goroutine's schedule.
 	syncQueueLen = 64
+	// backlogQueueLen is how many syncs of processes running at start
+	// may wait for the sync worker at once: few, so that a process that
+	// exec'd or asks is read right after them.
+	backlogQueueLen = 4
 	// symbolQueueLen bounds the files waiting for their symbols.
 	symbolQueueLen = 64
-	// buildQueueLen bounds the processes waiting for their tables.
-	buildQueueLen = 16
+	// buildQueueLen bounds the files waiting for their tables, per
+	// build worker.
+	buildQueueLen = 64
 	// resultQueueLen bounds the results waiting for the Run goroutine.
 	resultQueueLen = 128
-	// rebuildGuard is how long the build worker trusts that a table it
+	// rebuildGuard is how long a build worker trusts that a table it
 	// built reached the table store before building it again.
 	rebuildGuard = 10 * time.Second
+	// largeFileBytes is the size from which a file's table is built by
+	// the build worker for large files (tens to hundreds of
+	// milliseconds, seconds on a loaded host), so that the tables of
+	// small files, a new process's own executable most often, never
+	// wait for one.
+	largeFileBytes = 16 << 20
 )
 
 // The work of a sync is split between three goroutines, each owning its
@@ -46,11 +59,18 @@ const (
 //     table store's contents, the schedule and every eBPF map write; it
 //     hands a process to the sync worker and applies what comes back;
 //   - the sync worker reads /proc (maps, exe, comm, cgroup, environment),
+//     of processes not read since they started before the others,
 //     opens the mapped files it has not seen, identifies them and
 //     checks whether they are interpreters, and publishes each file's
 //     identity in the file cache before the Run goroutine sees it;
-//   - the build worker builds the unwind tables of files that have none
-//     loaded, which can take seconds for a large binary.
+//   - two build workers build the unwind tables of files that have none
+//     loaded, one file at a time, the files of processes that asked
+//     before those of processes running at start, and the smallest
+//     first; one builds those of files under largeFileBytes, the other
+//     those of larger files (seconds for a large binary on a loaded
+//     host), so a small file never waits for a large one. Each table
+//     goes back to the Run goroutine as soon as it is built, and the
+//     process is given to eBPF again with it.
 //
 // File identities (fileInfo) are never changed once in the file cache:
 // a worker that learns more of a file puts a new copy there.
@@ -67,16 +87,27 @@ type syncJob struct {
 	hadMappings bool
 	meta        *trace.ProcessMeta
 	metaRead    bool
+	// background says the process was running at start and nothing
+	// asked for it yet: its tables are built after the others'.
+	background bool
 
 	// Filled in by the sync worker.
 	snap  process
 	err   error
 	files []*fileInfo // per mapping of snap, nil when not a file or not identified
 	// open are the files of mappings whose table must be built, kept
-	// open for the build worker, which closes them.
+	// open for the build workers, which close them.
 	open []*mappedFile
-	// Filled in by the build worker.
-	built []*builtTable
+	// builds counts the files of open not built yet; the build worker
+	// that finishes the last one sends the final result.
+	builds atomic.Int32
+}
+
+// buildTask is the build of one file's table for a job.
+type buildTask struct {
+	job  *syncJob
+	mf   *mappedFile
+	size int64
 }
 
 // inflightSync is a sync with the workers, as the Run goroutine knows it.
@@ -99,9 +130,12 @@ type symbolJob struct {
 type syncResult struct {
 	symbols *symbolJob
 	job     *syncJob
-	// final says the job is done: the tables are built. A job whose
-	// tables must be built comes back twice: first with the process
-	// read and its files identified, then with the tables.
+	// table is a table built for job.
+	table *builtTable
+	// final says the job is done: its tables are built. A job whose
+	// tables must be built comes back once with the process read and
+	// its files identified, then once per table built, the last one
+	// final.
 	final bool
 }
 
@@ -121,30 +155,35 @@ type builtTable struct {
 // workers are the goroutines of the heavy work; Run starts them and stops
 // them when it returns.
 type workers struct {
+	// wake, when not nil, wakes the Run goroutine for the results.
+	wake    func()
 	symbols chan *symbolJob
-	syncs   chan *syncJob
-	builds  chan *syncJob
+	// firstSyncs are the syncs of processes not read yet, which the sync
+	// worker takes before the others (syncs).
+	firstSyncs chan *syncJob
+	syncs      chan *syncJob
+	// builds are the build workers' queues: small files, large files.
+	builds  [2]chan buildTask
 	results chan syncResult
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 }
 
-// startWorkers starts the sync and build workers, which run until stop.
-func (t *Tracer) startWorkers(ctx context.Context) *workers {
+// startWorkers starts the sync, symbol and build workers, which run
+// until stop; wake, when not nil, is called after each result they hand
+// back.
+func (t *Tracer) startWorkers(ctx context.Context, wake func()) *workers {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &workers{
-		symbols: make(chan *symbolJob, symbolQueueLen),
-		syncs:   make(chan *syncJob, syncQueueLen),
-		builds:  make(chan *syncJob, buildQueueLen),
-		results: make(chan syncResult, resultQueueLen),
-		cancel:  cancel,
-	}
-	builder := t.cfg.TableBuilder
-	if builder == nil {
-		builder = &nativeunwind.Builder{}
+		wake:       wake,
+		symbols:    make(chan *symbolJob, symbolQueueLen),
+		syncs:      make(chan *syncJob, syncQueueLen),
+		firstSyncs: make(chan *syncJob, syncQueueLen),
+		results:    make(chan syncResult, resultQueueLen),
+		cancel:     cancel,
 	}
 	proc := newProcFS(t.cfg.ProcRoot, t.log)
-	w.wg.Add(3)
+	w.wg.Add(2 + len(w.builds))
 	go func() {
 		defer w.wg.Done()
 		t.symbolWorker(ctx, w)
@@ -153,91 +192,174 @@ func (t *Tracer) startWorkers(ctx context.Context) *workers {
 		defer w.wg.Done()
 		t.syncWorker(ctx, w, proc)
 	}()
-	go func() {
-		defer w.wg.Done()
-		t.buildWorker(ctx, w, builder)
-	}()
+	for i := range w.builds {
+		w.builds[i] = make(chan buildTask, buildQueueLen)
+		var builder TableBuilder = &nativeunwind.Builder{}
+		if t.cfg.NewTableBuilder != nil {
+			builder = t.cfg.NewTableBuilder()
+		}
+		go func() {
+			defer w.wg.Done()
+			t.buildWorker(ctx, w, w.builds[i], builder)
+		}()
+	}
 	return w
 }
 
-// stop stops the workers and waits for them. Jobs not done are dropped,
+// stop stops the workers and waits for them. Builds not done are dropped,
 // closing the files they hold.
 func (w *workers) stop() {
 	w.cancel()
 	w.wg.Wait()
-	for {
-		select {
-		case j := <-w.builds:
-			j.closeFiles()
-		default:
-			return
+	for _, ch := range w.builds {
+	drain:
+		for {
+			select {
+			case b := <-ch:
+				b.mf.close()
+			default:
+				break drain
+			}
 		}
 	}
 }
 
 func (t *Tracer) syncWorker(ctx context.Context, w *workers, proc procFS) {
 	for {
+		var j *syncJob
 		select {
-		case <-ctx.Done():
-			return
-		case j := <-w.syncs:
-			t.prepare(j, proc)
-			needBuild := len(j.open) > 0
-			if !send(ctx, w.results, syncResult{job: j, final: !needBuild}) {
-				j.closeFiles()
+		case j = <-w.firstSyncs:
+		default:
+			select {
+			case <-ctx.Done():
 				return
+			case j = <-w.firstSyncs:
+			case j = <-w.syncs:
 			}
-			if !needBuild {
-				continue
+		}
+		t.prepare(j, proc)
+		open := j.open
+		j.open = nil
+		if !w.send(ctx, syncResult{job: j, final: len(open) == 0}) {
+			closeAll(open)
+			return
+		}
+		if len(open) == 0 {
+			continue
+		}
+		// Hand each file to its build worker; one whose queue
+		// is full is not built now (a later sync builds it).
+		tasks := make([]buildTask, 0, len(open))
+		for _, mf := range open {
+			tasks = append(tasks, buildTask{job: j, mf: mf, size: mf.size()})
+		}
+		j.builds.Store(int32(len(tasks)))
+		for _, b := range tasks {
+			ch := w.builds[0]
+			if b.size >= largeFileBytes {
+				ch = w.builds[1]
 			}
 			select {
-			case w.builds <- j:
+			case ch <- b:
+				continue
 			default:
-				// The build worker is behind: the process is
-				// synced without the tables; a later sync
-				// builds them.
-				j.closeFiles()
-				if !send(ctx, w.results, syncResult{job: j, final: true}) {
-					return
-				}
+			}
+			b.mf.close()
+			if !t.buildDone(ctx, w, b.job, nil) {
+				return
 			}
 		}
 	}
 }
 
-func (t *Tracer) buildWorker(ctx context.Context, w *workers, builder TableBuilder) {
+// closeAll closes files.
+func closeAll(files []*mappedFile) {
+	for _, mf := range files {
+		mf.close()
+	}
+}
+
+// buildDone hands the table built for j (nil when none was) to the Run
+// goroutine, as j's final result when it was the last one to build. It
+// reports false when ctx is done.
+func (t *Tracer) buildDone(ctx context.Context, w *workers, j *syncJob, bt *builtTable) bool {
+	final := j.builds.Add(-1) == 0
+	if bt == nil && !final {
+		return true
+	}
+	return w.send(ctx, syncResult{job: j, table: bt, final: final})
+}
+
+// buildWorker builds the tables of the files queue brings, one at a time:
+// those of processes that asked before those of processes running at
+// start, the smallest first.
+func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan buildTask, builder TableBuilder) {
 	recent := make(map[trace.FileID]time.Time)
+	var pending []buildTask
+	defer func() {
+		for _, b := range pending {
+			b.mf.close()
+		}
+	}()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-w.builds:
-			now := time.Now()
-			for id, at := range recent {
-				if now.Sub(at) > rebuildGuard {
-					delete(recent, id)
-				}
-			}
-			for _, mf := range j.open {
-				fi := mf.fi
-				if at, ok := recent[fi.id]; ok && now.Sub(at) < rebuildGuard {
-					continue
-				}
-				if t.tables.has(fi.id) {
-					continue
-				}
-				j.built = append(j.built, t.buildTable(builder, mf))
-				recent[fi.id] = time.Now()
-				if ctx.Err() != nil {
-					break
-				}
-			}
-			j.closeFiles()
-			if !send(ctx, w.results, syncResult{job: j, final: true}) {
+		if len(pending) == 0 {
+			select {
+			case <-ctx.Done():
 				return
+			case b := <-queue:
+				pending = append(pending, b)
 			}
 		}
+		// Up to buildQueueLen wait here, as many more in the queue;
+		// past that the sync worker hands no more.
+	more:
+		for len(pending) < buildQueueLen {
+			select {
+			case b := <-queue:
+				pending = append(pending, b)
+			default:
+				break more
+			}
+		}
+		i := nextBuild(pending)
+		b := pending[i]
+		pending = slices.Delete(pending, i, i+1)
+		now := time.Now()
+		for id, at := range recent {
+			if now.Sub(at) > rebuildGuard {
+				delete(recent, id)
+			}
+		}
+		var bt *builtTable
+		fi := b.mf.fi
+		if _, ok := recent[fi.id]; !ok && !t.tables.has(fi.id) {
+			bt = t.buildTable(builder, b.mf)
+			recent[fi.id] = time.Now()
+		}
+		b.mf.close()
+		if !t.buildDone(ctx, w, b.job, bt) {
+			return
+		}
 	}
+}
+
+// nextBuild returns the index of the build to do first: of a process that
+// asked rather than one running at start, then of the smallest file.
+func nextBuild(pending []buildTask) int {
+	best := 0
+	for i, b := range pending[1:] {
+		c := pending[best]
+		if b.job.background != c.job.background {
+			if !b.job.background {
+				best = i + 1
+			}
+			continue
+		}
+		if b.size < c.size {
+			best = i + 1
+		}
+	}
+	return best
 }
 
 // symbolWorker loads files' symbols into the symbolizer's cache, where
@@ -253,29 +375,25 @@ func (t *Tracer) symbolWorker(ctx context.Context, w *workers) {
 				// once per file.
 				t.log.Debug("no symbols", "path", j.src.Path, "error", err)
 			}
-			if !send(ctx, w.results, syncResult{symbols: j}) {
+			if !w.send(ctx, syncResult{symbols: j}) {
 				return
 			}
 		}
 	}
 }
 
-// send sends r unless ctx is done first.
-func send(ctx context.Context, ch chan<- syncResult, r syncResult) bool {
+// send hands r to the Run goroutine, and wakes it, unless ctx is done
+// first.
+func (w *workers) send(ctx context.Context, r syncResult) bool {
 	select {
-	case ch <- r:
-		return true
+	case w.results <- r:
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// closeFiles closes the files the job holds open.
-func (j *syncJob) closeFiles() {
-	for _, mf := range j.open {
-		mf.close()
+	if w.wake != nil {
+		w.wake()
 	}
-	j.open = nil
+	return true
 }
 
 // prepare reads the process of j and identifies the files it maps, on the
@@ -329,6 +447,11 @@ func (t *Tracer) fileOf(mf *mappedFile) (*fileInfo, bool) {
 			t.stats.fileErrors.Add(1)
 			t.log.Debug("identify mapped file", "pid", mf.proc.pid, "path", m.path, "error", err)
 			return nil, true
+		}
+		if fh, err := mf.file(); err == nil {
+			// Its symbols are loaded when a frame in it is
+			// named, which may be after the process is gone.
+			t.held.hold(fi.id, fh, time.Now())
 		}
 	} else if fi.interpChecked || len(t.cfg.Interpreters) == 0 {
 		return fi, false

@@ -1,8 +1,10 @@
 package tracer
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,26 +18,67 @@ import (
 	"github.com/stackline-dev/stackline/tracer/nativeunwind"
 )
 
-// slowBuilder is the native table builder made slow: once armed, each
-// build takes delay more, and when it ran is recorded.
-type slowBuilder struct {
-	nativeunwind.Builder
-	delay time.Duration
-	armed atomic.Bool
+// slowBuilds makes the native table builders of a tracer's build workers
+// slow: once armed, each build of a file of at least minSize bytes takes
+// delay more, and when it ran is recorded.
+type slowBuilds struct {
+	delay   time.Duration
+	minSize int64
+	armed   atomic.Bool
 
 	mu      sync.Mutex
+	started int
 	windows [][2]time.Time
 }
 
+// newBuilder returns a builder of a build worker of its own.
+func (s *slowBuilds) newBuilder() TableBuilder { return &slowBuilder{slow: s} }
+
+// begun returns the number of slowed builds begun so far.
+func (s *slowBuilds) begun() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started
+}
+
+// builds returns the time windows of the slowed builds done so far.
+func (s *slowBuilds) builds() [][2]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.windows)
+}
+
+type slowBuilder struct {
+	nativeunwind.Builder
+	slow *slowBuilds
+}
+
 func (b *slowBuilder) Build(f, debug *elffile.File, opts nativeunwind.Options) (*nativeunwind.Table, error) {
-	if b.armed.Load() {
+	s := b.slow
+	if s.armed.Load() && fileSize(f) >= s.minSize {
 		start := time.Now()
-		time.Sleep(b.delay)
-		b.mu.Lock()
-		b.windows = append(b.windows, [2]time.Time{start, time.Now()})
-		b.mu.Unlock()
+		s.mu.Lock()
+		s.started++
+		s.mu.Unlock()
+		time.Sleep(s.delay)
+		s.mu.Lock()
+		s.windows = append(s.windows, [2]time.Time{start, time.Now()})
+		s.mu.Unlock()
 	}
 	return b.Builder.Build(f, debug, opts)
+}
+
+// fileSize returns the size of f's file, or 0.
+func fileSize(f *elffile.File) int64 {
+	fh := f.OSFile()
+	if fh == nil {
+		return 0
+	}
+	st, err := fh.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }
 
 // timedRecorder records when each trace was reported.
@@ -65,9 +108,9 @@ func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "churn")
 	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/churn/churn.c")
 	rec := &timedRecorder{recorder: &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}}
-	builder := &slowBuilder{delay: 1500 * time.Millisecond}
+	builder := &slowBuilds{delay: 1500 * time.Millisecond}
 	tr := startTracer(t, Config{SamplesPerSecond: 499, MaxStackDepth: 128, RingBufferSize: 256 << 10, FileCacheSize: 256,
-		Reporter: rec, MaxUnwindTableBytes: 64 << 20, TableBuilder: builder}, symbolizer.Options{CacheSize: 64})
+		Reporter: rec, MaxUnwindTableBytes: 64 << 20, NewTableBuilder: builder.newBuilder}, symbolizer.Options{CacheSize: 64})
 	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Since(start) > time.Minute {
 			t.Fatal("the processes running at start were not synced within a minute")
@@ -85,9 +128,7 @@ func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 	tr.stop(t)
 	st := tr.Stats()
 
-	builder.mu.Lock()
-	windows := builder.windows
-	builder.mu.Unlock()
+	windows := builder.builds()
 	if len(windows) == 0 {
 		t.Fatal("no table was built while armed")
 	}
@@ -138,4 +179,92 @@ func TestSlowTableBuildLosesNoTrace(t *testing.T) {
 	if workload < 50 || float64(workloadNamed) < 0.9*float64(workload) {
 		t.Errorf("g named in %d of the workload's %d traces sampled during the build of its table", workloadNamed, workload)
 	}
+}
+
+// TestSmallTableNotBehindLarge: while the table of a large file (a process
+// mapping it started just before) takes 5 s to build, a new process's own
+// small executable gets its table at once: its samples unwind and are
+// named down to _start (>= 90%; the rest are its first samples, before it
+// is read) and at most 5% stop at "no unwind information" (its table not
+// built yet), instead of all stopping there until the large build is done.
+func TestSmallTableNotBehindLarge(t *testing.T) {
+	testenv.RequireBPF(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "churn")
+	testenv.Run(t, testenv.RepoRoot(t), "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, "tracer/testdata/churn/churn.c")
+	// The large file: the same program with 24 MiB after its end, which
+	// changes its identity and size, not how it runs.
+	exe, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	large := filepath.Join(dir, "large")
+	if err := os.WriteFile(large, append(exe, make([]byte, 24<<20)...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	slow := &slowBuilds{delay: 5 * time.Second, minSize: largeFileBytes}
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20, NewTableBuilder: slow.newBuilder}, symbolizer.Options{CacheSize: 64})
+	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the processes running at start were not synced within a minute")
+		}
+	}
+	slow.armed.Store(true)
+	blocker := exec.Command(large, "8000")
+	if err := blocker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		blocker.Process.Kill()
+		blocker.Wait()
+	})
+	for start := time.Now(); slow.begun() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the large file's table was not built within 10 s")
+		}
+	}
+	workStart := time.Now()
+	work := exec.Command(bin, "3000")
+	if err := work.Run(); err != nil && work.ProcessState == nil {
+		t.Fatal(err)
+	}
+	workEnd := time.Now()
+	time.Sleep(200 * time.Millisecond)
+	tr.stop(t)
+	builds := slow.builds()
+	if len(builds) == 0 {
+		t.Fatal("the large build did not end")
+	}
+	if b := builds[0]; workStart.Before(b[0]) || workEnd.After(b[1]) {
+		t.Fatalf("the workload ran from %v to %v, not within the large build (%v to %v)",
+			workStart.Format(time.StampMicro), workEnd.Format(time.StampMicro), b[0].Format(time.StampMicro), b[1].Format(time.StampMicro))
+	}
+	traces := rec.userTraces(func(m trace.TraceMeta) bool { return m.PID == uint32(work.Process.Pid) })
+	if len(traces) < 50 {
+		t.Fatalf("only %d traces of the workload", len(traces))
+	}
+	full, waited := 0, 0
+	var bad []string
+	for _, frames := range traces {
+		if namedChain(frames, "g", "f", "main") && complete(frames) && frames[len(frames)-1].name == "_start" {
+			full++
+		} else if len(bad) < 5 {
+			bad = append(bad, describe(frames))
+		}
+		if slices.ContainsFunc(frames, func(f userFrame) bool { return f.err == trace.ErrorNoCFI }) {
+			waited++
+		}
+	}
+	t.Logf("%d traces of the workload, %d (%.1f%%) g <- f <- main named down to _start, %d stopped at a table not built yet",
+		len(traces), full, 100*float64(full)/float64(len(traces)), waited)
+	// The samples before the process is first read stop at "process not
+	// loaded yet" whatever is being built (more of them on a loaded
+	// host); those that stop at its table not built yet are the ones a
+	// large build in the way would cost.
+	if float64(waited) > 0.05*float64(len(traces)) {
+		t.Errorf("%d of %d traces stopped at the workload's table not built yet, want at most 5%%", waited, len(traces))
+	}
+	checkShare(t, "named down to _start", full, len(traces), bad, 0.90)
 }
