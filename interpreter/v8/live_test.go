@@ -286,3 +286,95 @@ func TestLiveInterpreted(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveOptimized checks, on default tiers: the code each JSFunction
+// runs (through the JSDispatchTable on node 24) is the one %DebugPrint
+// shows; TurboFan code of middle names inner inlined into it, innermost
+// first, at the lines of the source; functions without names or scripts
+// are named as such.
+func TestLiveOptimized(t *testing.T) {
+	for _, n := range liveNodes(t) {
+		t.Run(n.Name, func(t *testing.T) {
+			ln := startNode(t, n)
+			for name, fn := range ln.functions {
+				code, err := ln.proc.FunctionCode(fn.addr)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if code != fn.code {
+					t.Errorf("%s: code %#x, %%DebugPrint says %#x (%s)", name, code, fn.code, fn.codeKind)
+				}
+			}
+			mid := ln.functions["middle"]
+			if !strings.HasPrefix(mid.codeKind, "TURBOFAN") {
+				t.Fatalf("middle runs %s code, want TURBOFAN", mid.codeKind)
+			}
+			ci, err := ln.proc.code(mid.code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			innerFirst, innerLast := lineOf(t, "INNER-LOOP")-3, lineOf(t, "INNER-LOOP")+3
+			call := lineOf(t, "MIDDLE-CALL")
+			inlined, own := 0, 0
+			for _, e := range ci.positions {
+				chain, err := ln.proc.NameOptimized(mid.code, e.CodeOffset, false)
+				if err != nil {
+					t.Fatalf("pc offset %d: %v", e.CodeOffset, err)
+				}
+				last := chain[len(chain)-1]
+				if last.Function != "middle" || last.Script != ln.script {
+					t.Fatalf("pc offset %d: outermost %+v, want middle in %s", e.CodeOffset, last, ln.script)
+				}
+				switch len(chain) {
+				case 1:
+					own++
+					if last.Line < call-2 || last.Line > call {
+						t.Errorf("pc offset %d: middle at line %d, outside middle", e.CodeOffset, last.Line)
+					}
+				case 2:
+					inlined++
+					if chain[0].Function != "inner" || chain[0].Script != ln.script ||
+						chain[0].Line < innerFirst || chain[0].Line > innerLast {
+						t.Errorf("pc offset %d: inlined %+v, want inner at lines %d-%d", e.CodeOffset, chain[0], innerFirst, innerLast)
+					}
+					if last.Line != call {
+						t.Errorf("pc offset %d: inner called from middle line %d, want %d", e.CodeOffset, last.Line, call)
+					}
+				default:
+					t.Errorf("pc offset %d: chain %+v", e.CodeOffset, chain)
+				}
+			}
+			if inlined == 0 || own == 0 {
+				t.Errorf("%d positions in inlined inner, %d in middle itself: want both", inlined, own)
+			}
+			t.Logf("middle's TurboFan code: %d positions in inlined inner, %d in middle", inlined, own)
+
+			// Without --print-bytecode: lazily collected source
+			// positions are there (or named without a line).
+			for _, c := range []struct {
+				fn, name, script string
+			}{
+				{"cold", "cold", ln.script},
+				// The function in an array literal has the name
+				// V8 infers from the assignment.
+				{"anon", "anon", ln.script},
+				// new Function: no name, a script without one.
+				{Anonymous, Anonymous, ""},
+				{"函数", "函数", ln.script},
+			} {
+				fn, ok := ln.functions[c.fn]
+				if !ok {
+					t.Fatalf("no %s among %v", c.fn, ln.functions)
+				}
+				pos, err := ln.proc.NameInterpreted(fn.addr, 0)
+				if err != nil {
+					t.Errorf("%s: %v", c.fn, err)
+				}
+				if pos.Function != c.name || pos.Script != c.script {
+					t.Errorf("%s: got %+v, want %s in %q", c.fn, pos, c.name, c.script)
+				}
+				t.Logf("%s @0: %+v", c.fn, pos)
+			}
+		})
+	}
+}

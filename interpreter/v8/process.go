@@ -467,13 +467,20 @@ func (p *Process) functionName(v uint64) (string, error) {
 			first += uint32(1 + locals)
 		}
 	}
+	// The function variable's name comes first, then (when V8 inferred
+	// one from an assignment) the inferred name; an anonymous function
+	// has an empty name before it. The first name not empty is the one
+	// V8 shows (SharedFunctionInfo::DebugName).
 	for i := first; i < min(first+4, scopeInfoSlots); i++ {
 		w := slot(i)
 		if !h.isHeapObject(w) {
 			continue
 		}
 		if t, err := h.typeOf(w); err == nil && h.isString(t) {
-			return h.str(w, maxNameBytes)
+			name, err := h.str(w, maxNameBytes)
+			if err != nil || name != "" {
+				return name, err
+			}
 		}
 	}
 	return "", nil
