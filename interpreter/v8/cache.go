@@ -40,6 +40,7 @@ const (
 	kindSFI cacheKind = iota + 1
 	kindScript
 	kindCode
+	kindBaseline
 )
 
 type cacheKey struct {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,11 @@ const (
 	// to the process's isolate group, which holds the JSDispatchTable of
 	// V8 builds with leaptiering (node 24).
 	symIsolateGroup = "_ZN2v88internal12IsolateGroup22default_isolate_group_E"
+	// symBytecodeSizes is Bytecodes::kBytecodeSizes, the size of each
+	// bytecode with its operands, at operand scales 1, 2 and 4.
+	symBytecodeSizes = "_ZN2v88internal11interpreter9Bytecodes14kBytecodeSizesE"
+	// builtinPrefix names the embedded builtins' code in .symtab.
+	builtinPrefix = "Builtins_"
 )
 
 // Bounds on what reading constants accepts.
@@ -66,7 +72,16 @@ type Constants struct {
 	// IsolateGroup is the address of IsolateGroup::default_isolate_group_,
 	// 0 when the file has none (V8 before leaptiering).
 	IsolateGroup uint64
+	// BytecodeSizes is Bytecodes::kBytecodeSizes: three rows (operand
+	// scale 1, 2, 4) of one size a bytecode; nil when the file lacks it.
+	BytecodeSizes []byte
+	// Builtins is the range of the embedded builtins' code (the
+	// Builtins_* symbols of .symtab), empty when the file has no .symtab.
+	Builtins [2]uint64
 }
+
+// maxBytecodeSizes bounds the bytecode size table (3 x about 200).
+const maxBytecodeSizes = 3 * 1024
 
 // ReadConstants reads the v8dbg_* constants and the version of the V8 in
 // ef, from the dynamic symbol table and from .symtab (node 24.11 and
@@ -90,6 +105,21 @@ func ReadConstants(ef *elf.File) (*Constants, error) {
 			_, isVersion := version[s.Name]
 			if s.Name == symIsolateGroup {
 				c.IsolateGroup = s.Value
+				continue
+			}
+			if s.Name == symBytecodeSizes && c.BytecodeSizes == nil {
+				b, err := readBytes(ef, s)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
+				}
+				c.BytecodeSizes = b
+				continue
+			}
+			if strings.HasPrefix(s.Name, builtinPrefix) && elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+				if c.Builtins[0] == 0 || s.Value < c.Builtins[0] {
+					c.Builtins[0] = s.Value
+				}
+				c.Builtins[1] = max(c.Builtins[1], s.Value+s.Size)
 				continue
 			}
 			if !isConst && !isVersion || found[s.Name] {
@@ -163,6 +193,24 @@ func readInt(ef *elf.File, s *elf.Symbol) (int64, error) {
 	return 0, fmt.Errorf("address %#x is in no section", s.Value)
 }
 
+// readBytes reads a symbol's bytes (the bytecode size table).
+func readBytes(ef *elf.File, s *elf.Symbol) ([]byte, error) {
+	if s.Size == 0 || s.Size > maxBytecodeSizes || s.Size%3 != 0 {
+		return nil, fmt.Errorf("table of %d bytes", s.Size)
+	}
+	for _, sec := range ef.Sections {
+		if sec.Flags&elf.SHF_ALLOC == 0 || sec.Type == elf.SHT_NOBITS || s.Value < sec.Addr || s.Value+s.Size > sec.Addr+sec.Size {
+			continue
+		}
+		b := make([]byte, s.Size)
+		if _, err := sec.ReadAt(b, int64(s.Value-sec.Addr)); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("address %#x is in no section with data", s.Value)
+}
+
 // Dump writes c as text, one "name value" a line, sorted, the version
 // and isolate group first: the form ParseConstants reads (testdata holds
 // one dump per node major).
@@ -170,6 +218,8 @@ func (c *Constants) Dump(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "version %s\n", c.Version)
 	fmt.Fprintf(bw, "isolate_group %#x\n", c.IsolateGroup)
+	fmt.Fprintf(bw, "builtins %#x-%#x\n", c.Builtins[0], c.Builtins[1])
+	fmt.Fprintf(bw, "bytecode_sizes %x\n", c.BytecodeSizes)
 	names := make([]string, 0, len(c.Values))
 	for n := range c.Values {
 		names = append(names, n)
@@ -203,6 +253,20 @@ func ParseConstants(text []byte) (*Constants, error) {
 				return nil, fmt.Errorf("line %d: %w", i+1, err)
 			}
 			c.Version, sawVersion = v, true
+		case "builtins":
+			lo, hi, ok := strings.Cut(f[1], "-")
+			a, err1 := strconv.ParseUint(lo, 0, 64)
+			b, err2 := strconv.ParseUint(hi, 0, 64)
+			if !ok || err1 != nil || err2 != nil || b < a {
+				return nil, fmt.Errorf("line %d: bad builtins range %q", i+1, f[1])
+			}
+			c.Builtins = [2]uint64{a, b}
+		case "bytecode_sizes":
+			b, err := hex.DecodeString(f[1])
+			if err != nil || len(b) > maxBytecodeSizes || len(b)%3 != 0 {
+				return nil, fmt.Errorf("line %d: bad bytecode sizes", i+1)
+			}
+			c.BytecodeSizes = b
 		case "isolate_group":
 			v, err := strconv.ParseUint(f[1], 0, 64)
 			if err != nil {

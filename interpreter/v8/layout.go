@@ -86,6 +86,15 @@ type Layout struct {
 	// IsolateGroup is the file's address of
 	// IsolateGroup::default_isolate_group_ (a pointer to the group).
 	IsolateGroup uint64
+
+	// BytecodeSizes is V8's bytecode size table (three rows: operand
+	// scale 1, 2 and 4), which maps a Sparkplug pc to its bytecode;
+	// nil when the file lacks it (Sparkplug frames then get no line).
+	BytecodeSizes []byte
+	// Builtins is the file's range of embedded builtins code
+	// [start, end), which has frame pointers and no CFI; empty when the
+	// file has no .symtab.
+	Builtins [2]uint64
 }
 
 // InstanceTypes are the Map::instance_type values of the objects read.
@@ -204,7 +213,7 @@ func NewLayout(c *Constants) (*Layout, error) {
 			minVersion.Major, minVersion.Minor, maxVersion.Major, maxVersion.Minor)
 	}
 	l := &lookup{c: c}
-	lay := &Layout{Version: v, IsolateGroup: c.IsolateGroup}
+	lay := &Layout{Version: v, IsolateGroup: c.IsolateGroup, BytecodeSizes: c.BytecodeSizes, Builtins: c.Builtins}
 
 	if ts := l.opt(pointerSize, "TaggedSize"); ts != pointerSize {
 		return nil, fmt.Errorf("%w: V8 %s with pointer compression (tagged size %d)", ErrUnsupportedVersion, v, ts)
