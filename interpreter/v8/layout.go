@@ -380,13 +380,22 @@ func NewLayout(c *Constants) (*Layout, error) {
 	lay.ScopeInfo.Data = lay.MapOffset + pointerSize
 
 	d := &lay.Deopt
-	d.InlinedFunctionCount = uint32(l.get("DeoptimizationDataInlinedFunctionCountIndex"))
-	d.LiteralArray = uint32(l.get("DeoptimizationDataLiteralArrayIndex"))
-	d.InliningPositions = uint32(l.get("DeoptimizationDataInliningPositionsIndex"))
-	if x, ok := c.Values["DeoptimizationDataWrappedSharedFunctionInfoIndex"]; ok {
-		d.SharedFunctionInfo, d.WrappedSFI = uint32(x), true
+	if !v.AtLeast(11, 0) && !l.has("DeoptimizationDataLiteralArrayIndex") {
+		// V8 10.2 exports no indices; its DeoptimizationData is
+		// translations, inlined function count, literals, OSR
+		// bytecode offset, OSR pc offset, optimization id,
+		// SharedFunctionInfo, inlining positions (the indices node 20
+		// exports).
+		d.InlinedFunctionCount, d.LiteralArray, d.SharedFunctionInfo, d.InliningPositions = 1, 2, 6, 7
 	} else {
-		d.SharedFunctionInfo = uint32(l.get("DeoptimizationDataSharedFunctionInfoIndex"))
+		d.InlinedFunctionCount = uint32(l.get("DeoptimizationDataInlinedFunctionCountIndex"))
+		d.LiteralArray = uint32(l.get("DeoptimizationDataLiteralArrayIndex"))
+		d.InliningPositions = uint32(l.get("DeoptimizationDataInliningPositionsIndex"))
+		if x, ok := c.Values["DeoptimizationDataWrappedSharedFunctionInfoIndex"]; ok {
+			d.SharedFunctionInfo, d.WrappedSFI = uint32(x), true
+		} else {
+			d.SharedFunctionInfo = uint32(l.get("DeoptimizationDataSharedFunctionInfoIndex"))
+		}
 	}
 
 	f := &lay.Frame

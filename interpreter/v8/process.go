@@ -121,6 +121,9 @@ type scriptInfo struct {
 	nremote  int64
 	source   uint64
 	srcLen   int
+	// pendingCR is the offset of a \r scanned last, whose line end
+	// depends on the next character; -1 when none.
+	pendingCR int
 }
 
 // codeInfo is what is cached of an optimized Code object.
@@ -537,7 +540,7 @@ func (p *Process) script(script uint64) (*scriptInfo, error) {
 		}
 		return sc, nil
 	}
-	sc := &scriptInfo{source: source}
+	sc := &scriptInfo{source: source, pendingCR: -1}
 	if t, err := h.typeOf(name); err == nil && h.isString(t) {
 		if sc.name, err = h.str(name, maxNameBytes); err != nil {
 			return nil, fmt.Errorf("script name: %w", err)
@@ -633,18 +636,28 @@ func (p *Process) scanSource(sc *scriptInfo, offset int) {
 	for sc.scanned < target {
 		n := min(sourceChunk, limit-sc.scanned)
 		pos := sc.scanned
+		// V8's line terminators: \n, \r not before \n, U+2028, U+2029.
+		end := func(u uint16) {
+			if sc.pendingCR >= 0 {
+				if u != '\n' {
+					sc.ends = append(sc.ends, int32(sc.pendingCR))
+				}
+				sc.pendingCR = -1
+			}
+			switch u {
+			case '\r':
+				sc.pendingCR = pos
+			case '\n', 0x2028, 0x2029:
+				sc.ends = append(sc.ends, int32(pos))
+			}
+			pos++
+		}
 		err := p.heap.walkString(sc.source, sc.scanned, n, func(c chunk) error {
 			for _, b := range c.one {
-				if b == '\n' || b == '\r' {
-					sc.ends = append(sc.ends, int32(pos))
-				}
-				pos++
+				end(uint16(b))
 			}
 			for _, u := range c.two {
-				if u == '\n' || u == '\r' || u == 0x2028 || u == 0x2029 {
-					sc.ends = append(sc.ends, int32(pos))
-				}
-				pos++
+				end(u)
 			}
 			return nil
 		})
@@ -654,6 +667,10 @@ func (p *Process) scanSource(sc *scriptInfo, offset int) {
 		sc.scanned = pos
 	}
 	if sc.scanned == sc.srcLen {
+		if sc.pendingCR >= 0 {
+			sc.ends = append(sc.ends, int32(sc.pendingCR))
+			sc.pendingCR = -1
+		}
 		sc.complete = true
 		sc.ends = append(sc.ends, int32(sc.srcLen))
 	}
