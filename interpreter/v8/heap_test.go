@@ -162,13 +162,13 @@ func TestStrings(t *testing.T) {
 			world := im.seqTwo(t, "wörld 函数")
 			long := im.seqOne(t, strings.Repeat("x", 5000))
 			cases := map[string]uint64{
-				"hello, ":          hello,
-				"wörld 函数":         world,
-				"hello, wörld 函数":  im.cons(t, hello, world),
-				"ello":             im.sliced(t, hello, 1, 4),
-				"llo, wö":          im.sliced(t, im.cons(t, hello, world), 2, 7),
-				"hello, hello, ":   im.cons(t, im.thin(t, hello), im.thin(t, im.thin(t, hello))),
-				"node:internal/fs": im.external(t, "node:internal/fs"),
+				"hello, ":                         hello,
+				"wörld 函数":                        world,
+				"hello, wörld 函数":                 im.cons(t, hello, world),
+				"ello":                            im.sliced(t, hello, 1, 4),
+				"llo, wö":                         im.sliced(t, im.cons(t, hello, world), 2, 7),
+				"hello, hello, ":                  im.cons(t, im.thin(t, hello), im.thin(t, im.thin(t, hello))),
+				"node:internal/fs":                im.external(t, "node:internal/fs"),
 				strings.Repeat("x", maxNameBytes): long,
 			}
 			h := im.heap()

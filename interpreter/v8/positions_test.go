@@ -69,9 +69,9 @@ func TestDecodePositionsRoundTrip(t *testing.T) {
 
 func TestDecodePositionsErrors(t *testing.T) {
 	for name, b := range map[string][]byte{
-		"cut value":        {0x80},
-		"cut entry":        {0x02},
-		"value too long":   {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"cut value":      {0x80},
+		"cut entry":      {0x02},
+		"value too long": {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
 		"code offset overflow": encodeVLQ(encodeVLQ(encodeVLQ(encodeVLQ(encodeVLQ(encodeVLQ(nil,
 			1<<62), 0), 1<<62), 0), 1<<62), 0),
 	} {
