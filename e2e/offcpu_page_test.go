@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,6 +17,11 @@ import (
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 )
+
+// offCPUScreenshotEnv names a file that TestFlameGraphOffCPU writes its
+// screenshot of the off-CPU view to (docs/flamegraph-offcpu.png is made
+// so).
+const offCPUScreenshotEnv = "STACKLINE_FLAMEGRAPH_OFFCPU_SCREENSHOT"
 
 // timeText is an amount of time as the page writes it for people: a
 // number and a unit, never raw nanoseconds.
@@ -145,6 +151,24 @@ func TestFlameGraphOffCPU(t *testing.T) {
 	}
 
 	checkFrameColours(t, b)
+
+	// The picture for the README: the off-CPU view of the workload over
+	// ten intervals, live, the tooltip of waitInner.
+	if path := os.Getenv(offCPUScreenshotEnv); path != "" {
+		b.click(b.find(`#type option[value="off_cpu"]`))
+		b.click(b.find(`#live`))
+		b.timeout = time.Minute
+		b.waitScript("ten intervals of the off-CPU view", `return document.body.dataset.type === 'off_cpu' &&
+			Number(document.body.dataset.intervals) >= 10 && document.querySelector('#graph g[aria-label="waitInner"]') !== null`)
+		b.click(b.find(`#live`))
+		b.hover(b.find(`#graph g[aria-label="waitInner"]`))
+		b.waitScript("tooltip naming waitInner", `const tt = document.querySelector('#tooltip');
+			return !tt.hidden && tt.textContent.includes('waitInner')`)
+		if err := os.WriteFile(path, b.screenshot(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot written to %s", path)
+	}
 	a.stop(t)
 }
 
