@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,31 +40,12 @@ func TestFlameGraphPage(t *testing.T) {
 	wl := startCmd(t, nil, cBin, "chain")
 	pid := wl.Process.Pid
 
-	addr := freeAddr(t)
-	var logs bytes.Buffer
-	agent := startCmd(t, &logs, bin, "--http", addr, "--reporter-interval", "1s", "--samples-per-second", "49",
-		"--output-dir", filepath.Join(dir, "out"), "--log-level", "warn")
-	defer func() {
-		if t.Failed() {
-			t.Logf("agent output:\n%s", logs.String())
-		}
-	}()
-	base := "http://" + addr + "/"
+	a := startPageAgent(t, bin, dir)
+	base := a.base
 
 	// The data first, without the browser: the workload's function in the
 	// flame graph of its process.
-	graphURL := base + "api/flamegraph?window=60&pid=" + strconv.Itoa(pid)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		body, err := get(graphURL)
-		if err == nil && strings.Contains(body, `"fp_gamma"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fp_gamma not in %s after 60s (last error %v): %.500s", graphURL, err, body)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	a.waitGraph(t, time.Minute, "api/flamegraph?window=60&pid="+strconv.Itoa(pid), `"fp_gamma"`)
 
 	b.navigate(base)
 	b.find(`#graph g[aria-label="fp_gamma"]`)
@@ -78,16 +60,7 @@ func TestFlameGraphPage(t *testing.T) {
 	b.click(live)
 
 	// Show the workload's process alone, through the filter.
-	var opt element
-	b.exec(&opt, `return [...document.querySelectorAll('#process option')].find(o => o.value.endsWith('\u0000' + arguments[0]))`, strconv.Itoa(pid))
-	if opt == nil {
-		t.Fatalf("process filter lists no option for pid %d", pid)
-	}
-	b.click(opt)
-	b.waitScript("graph of the workload's process alone",
-		`const gs = document.querySelectorAll('#graph g[aria-label]');
-		 return gs.length > 0 && [...gs].every(g => g.getAttribute('aria-label') !== 'stackline') &&
-		   document.querySelector('#graph g[aria-label="workload"]') !== null`)
+	showProcess(b, pid, "workload")
 	// Wide enough to be labelled in the picture, not only in the DOM.
 	var labelled bool
 	b.exec(&labelled, `return [...document.querySelectorAll('#graph g[aria-label="fp_gamma"] text')].some(t => t.textContent === 'fp_gamma')`)
@@ -175,17 +148,83 @@ func TestFlameGraphPage(t *testing.T) {
 	b.exec(&status, `return document.querySelector('#status').textContent`)
 	t.Logf("page status: %s", status)
 
-	agent.Process.Signal(syscall.SIGTERM)
+	a.stop(t)
+}
+
+// pageAgent is the built agent serving the flame graph page.
+type pageAgent struct {
+	cmd  *exec.Cmd
+	logs bytes.Buffer
+	// base is the page's URL, http://ADDRESS/.
+	base string
+}
+
+// startPageAgent starts the agent bin with --http on a free loopback
+// port, one interval a second, writing local files under dir, and args
+// after those; its output is logged when the test fails.
+func startPageAgent(t *testing.T, bin, dir string, args ...string) *pageAgent {
+	t.Helper()
+	addr := freeAddr(t)
+	a := &pageAgent{base: "http://" + addr + "/"}
+	args = append([]string{"--http", addr, "--reporter-interval", "1s", "--samples-per-second", "49",
+		"--output-dir", filepath.Join(dir, "out"), "--log-level", "warn"}, args...)
+	a.cmd = startCmd(t, &a.logs, bin, args...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent output:\n%s", a.logs.String())
+		}
+	})
+	return a
+}
+
+// waitGraph polls the page's data at path (relative to the page) until
+// its answer holds every one of needles, failing the test after timeout.
+func (a *pageAgent) waitGraph(t *testing.T, timeout time.Duration, path string, needles ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		body, err := get(a.base + path)
+		if err == nil && !slices.ContainsFunc(needles, func(n string) bool { return !strings.Contains(body, n) }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not all in %s after %v (last error %v): %.500s", needles, path, timeout, err, body)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// stop stops the agent with SIGTERM, as a person would with the page
+// open, and checks that it exits cleanly within 30s.
+func (a *pageAgent) stop(t *testing.T) {
+	t.Helper()
+	a.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
-	go func() { done <- agent.Wait() }()
+	go func() { done <- a.cmd.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Errorf("agent: %v\n%s", err, logs.String())
+			t.Errorf("agent: %v", err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("agent did not stop within 30s of SIGTERM with the page open")
 	}
+}
+
+// showProcess picks process pid, named name, in the page's process
+// filter and waits for the graph of that process alone.
+func showProcess(b *browser, pid int, name string) {
+	b.t.Helper()
+	var opt element
+	b.exec(&opt, `return [...document.querySelectorAll('#process option')].find(o => o.value.endsWith('\u0000' + arguments[0]))`, strconv.Itoa(pid))
+	if opt == nil {
+		b.t.Fatalf("process filter lists no option for pid %d", pid)
+	}
+	b.click(opt)
+	b.waitScript("graph of process "+name+" alone",
+		`const gs = document.querySelectorAll('#graph g[aria-label]');
+		 return gs.length > 0 && [...gs].every(g => g.getAttribute('aria-label') !== 'stackline') &&
+		   document.querySelector('#graph g[aria-label="' + arguments[0] + '"]') !== null`, name)
 }
 
 // checkDownload fetches the page's pprof download and checks that it

@@ -21,6 +21,7 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 
 	"github.com/stackline-dev/stackline/reporter/localfile"
+	"github.com/stackline-dev/stackline/reporter/semconv"
 )
 
 //go:embed assets
@@ -460,6 +461,7 @@ func (s *Server) servePprof(w http.ResponseWriter, r *http.Request) {
 	st.mu.Lock()
 	sel := st.selectStacks(q)
 	err = st.writePprof(&buf, sel)
+	typ := sel.q.Type
 	st.mu.Unlock()
 	s.release()
 	if err != nil {
@@ -467,7 +469,13 @@ func (s *Server) servePprof(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	name := "stackline-" + time.Now().UTC().Format("20060102T150405Z") + ".pb.gz"
+	// Named as the local files are: stackline-T.pb.gz for CPU samples,
+	// stackline-T.offcpu.pb.gz for waits.
+	name := "stackline-" + time.Now().UTC().Format("20060102T150405Z")
+	if typ == semconv.SampleTypeOffCPU {
+		name += ".offcpu"
+	}
+	name += ".pb.gz"
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
 	w.Header().Set("Cache-Control", "no-store")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+
+	"github.com/stackline-dev/stackline/reporter/localfile"
 )
 
 // request returns an export of one process, "app" (pid 7), with count
@@ -175,6 +178,50 @@ func TestServerPprof(t *testing.T) {
 		}
 		if !strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment;") {
 			t.Errorf("Content-Disposition %q", resp.Header.Get("Content-Disposition"))
+		}
+	}
+}
+
+// TestServerPprofOffCPU checks the download of an off-CPU view: its
+// sample type is off_cpu/nanoseconds, it holds the waits alone, and its
+// file is named as the local off-CPU files are.
+func TestServerPprofOffCPU(t *testing.T) {
+	srv, ts := newTestServer(t)
+	wait := stackOf("app", 1, "main", 2_500_000, "main@app.c:10", "waitInner@app.c:30", "pipe_read/kernel")
+	wait.Type = localfile.ValueType{Type: "off_cpu", Unit: "nanoseconds"}
+	srv.add(folded(0, stackOf("app", 1, "main", 3, "main@app.c:10", "work@app.c:20"), wait))
+	for _, tc := range []struct {
+		query, typ, unit, infix string
+		want                    int64
+	}{
+		{"", "samples", "count", "", 3},
+		{"?type=samples", "samples", "count", "", 3},
+		{"?type=off_cpu", "off_cpu", "nanoseconds", ".offcpu", 2_500_000},
+		{"?type=off_cpu&focus=app&focus=main&focus=waitInner", "off_cpu", "nanoseconds", ".offcpu", 2_500_000},
+		{"?type=off_cpu&focus=app&focus=main&focus=work", "off_cpu", "nanoseconds", ".offcpu", 0},
+	} {
+		resp, err := http.Get(ts.URL + "/api/flamegraph.pb.gz" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := profile.Parse(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.query, err)
+		}
+		if len(p.SampleType) != 1 || p.SampleType[0].Type != tc.typ || p.SampleType[0].Unit != tc.unit {
+			t.Errorf("%s: sample types %v, want [%s/%s]", tc.query, p.SampleType, tc.typ, tc.unit)
+		}
+		var total int64
+		for _, s := range p.Sample {
+			total += s.Value[0]
+		}
+		if total != tc.want {
+			t.Errorf("%s: values sum to %d, want %d", tc.query, total, tc.want)
+		}
+		cd := resp.Header.Get("Content-Disposition")
+		if want := regexp.MustCompile(`^attachment; filename="stackline-[0-9]{8}T[0-9]{6}Z` + regexp.QuoteMeta(tc.infix) + `\.pb\.gz"$`); !want.MatchString(cd) {
+			t.Errorf("%s: Content-Disposition %q, want %v", tc.query, cd, want)
 		}
 	}
 }

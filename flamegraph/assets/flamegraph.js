@@ -167,11 +167,20 @@
 
   function updateControls(d) {
     for (const o of ui.window.options) o.disabled = Number(o.value) > d.history;
-    if (d.types.length > 1) {
+    // The profile switch (CPU / Off-CPU) shows once the store holds a
+    // second sample type, and stays while one other than the first is
+    // chosen, even when the window no longer holds it.
+    const types = d.types.map((t) => t.type);
+    if (!types.includes(d.type)) types.push(d.type);
+    if (types.length > 1) {
       ui.typeLabel.hidden = false;
-      const opts = d.types.map((t) => [t.type, TYPE_NAMES[t.type] || t.type]);
-      ui.type.replaceChildren(...opts.map(([v, l]) => new Option(l, v, false, v === d.type)));
+      const sig = JSON.stringify(types) + d.type;
+      if (ui.type.dataset.sig !== sig) {
+        ui.type.dataset.sig = sig;
+        ui.type.replaceChildren(...types.map((t) => new Option(TYPE_NAMES[t] || t, t, false, t === d.type)));
+      }
     }
+    document.body.dataset.type = d.type;
     const byName = new Map();
     for (const p of d.processes) byName.set(p.name, (byName.get(p.name) || 0) + 1);
     const procs = [];
@@ -270,7 +279,7 @@
 
     const d = g.d;
     const range = d.start ? new Date(d.start).toLocaleTimeString() + '–' + new Date(d.end).toLocaleTimeString() : '';
-    let status = fmtValue(g.total[0], d.unit) + ' in ' + d.stacks.toLocaleString() + ' stacks, ' +
+    let status = fmtAmount(g.total[0], d) + ' in ' + d.stacks.toLocaleString() + ' stacks, ' +
       d.intervals + (d.intervals === 1 ? ' interval ' : ' intervals ') + range;
     if (d.dropped > 0) status += ' · ' + fmtValue(d.dropped, d.unit) + ' left out (over --http-max-stacks)';
     ui.status.textContent = status;
@@ -287,12 +296,24 @@
     ui.download.href = 'api/flamegraph.pb.gz?' + p;
   }
 
+  // fmtValue formats a value of the view's unit for people: samples
+  // counted, or time (off-CPU nanoseconds) in ns, µs, ms, s or min.
   function fmtValue(v, unit) {
     if (unit === 'nanoseconds') {
-      if (v >= 1e9) return (v / 1e9).toFixed(2) + ' s';
-      return (v / 1e6).toFixed(1) + ' ms';
+      const a = Math.abs(v);
+      if (a >= 60e9) return (v / 60e9).toFixed(1) + ' min';
+      if (a >= 1e9) return (v / 1e9).toFixed(2) + ' s';
+      if (a >= 1e6) return (v / 1e6).toFixed(1) + ' ms';
+      if (a >= 1e3) return (v / 1e3).toFixed(1) + ' µs';
+      return v + ' ns';
     }
     return v.toLocaleString() + (unit === 'count' || !unit ? ' samples' : ' ' + unit);
+  }
+
+  // fmtAmount is fmtValue with what the amount is: time waited for an
+  // off-CPU view.
+  function fmtAmount(v, d) {
+    return fmtValue(v, d.unit) + (d.type === 'off_cpu' ? ' waited' : '');
   }
 
   const pct = (a, b) => (b > 0 ? (100 * a / b).toFixed(2) : '0') + '%';
@@ -324,7 +345,7 @@
     const lines = [];
     if (file) lines.push(file);
     lines.push(KIND_NAMES[g.kind[f]] || g.kind[f]);
-    lines.push(fmtValue(g.total[i], d.unit) + ' (' + pct(g.total[i], g.total[0]) + ' of all' +
+    lines.push(fmtAmount(g.total[i], d) + ' (' + pct(g.total[i], g.total[0]) + ' of all' +
       (zoom ? ', ' + pct(g.total[i], g.total[zoom]) + ' of the zoomed frame' : '') + ')');
     if (g.self[i] > 0) lines.push('self: ' + fmtValue(g.self[i], d.unit));
     for (const l of lines) {
