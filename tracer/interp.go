@@ -55,6 +55,9 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	for j, r := range u.Handoff {
 		v.HandoffStart[j], v.HandoffEnd[j] = r.Start, r.End
 	}
+	for j, r := range u.Owned {
+		v.OwnedStart[j], v.OwnedEnd[j] = r.Start, r.End
+	}
 	if err := t.maps.putInterpreter(p.pid, &v); err != nil {
 		t.stats.interpErrors.Add(1)
 		t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
@@ -107,7 +110,7 @@ func (t *Tracer) interpFrame(proc *process, f *rawFrame) trace.FrameID {
 		t.stats.interpUnnamed.Add(1)
 		return trace.FrameID{Addr: f.addr, Type: f.typ}
 	}
-	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, Extra: f.extra})
+	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, Extra: f.extra, ReturnAddress: f.flags&frameFlagReturnAddress != 0})
 	if err != nil {
 		t.stats.interpUnnamed.Add(1)
 		t.log.Debug("name interpreter frame", "pid", proc.pid, "error", err)

@@ -86,6 +86,9 @@ enum counter {
 	COUNTER_VMA_LOOKUPS,     // mappings found in the kernel (process not synced)
 	COUNTER_PYTHON_FRAMES,   // Python frames emitted
 	COUNTER_INTERP_ERRORS,   // interpreter frames unreadable
+	COUNTER_NO_CFI_FP,       // frames without unwind information in a file that has some, stepped by frame pointer
+	COUNTER_JVM_FRAMES,      // HotSpot frames emitted
+	COUNTER_JVM_ERRORS,      // HotSpot frames whose code could not be found or read
 	COUNTER_NUM,
 };
 

@@ -40,8 +40,10 @@ struct shared_types {
 	enum interp_kind interp_kind;
 	enum py_frame_model py_frame_model;
 	enum py_constants py_constants;
+	enum hotspot_bounds hotspot_bounds;
 	struct process_event process_event;
 	struct py_offsets py_offsets;
+	struct hotspot_config hotspot_config;
 };
 
 const volatile struct shared_types *const shared_types = 0;
@@ -83,6 +85,8 @@ static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx
 		t->frames[i].type = FRAME_KERNEL;
 		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
 		t->frames[i].extra = 0;
+		t->frames[i].pad = 0;
+		t->frames[i].pad2 = 0;
 		t->num_frames = i + 1;
 	}
 	t->num_kernel_frames = t->num_frames;
@@ -138,12 +142,18 @@ int sample(struct bpf_perf_event_data *ctx)
 		st->interp_init = 0;
 		st->interp_frame = 0;
 		st->urgent = 0;
+		st->top_r13 = regs.r13;
+		st->unextended_sp = 0;
 		struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
 		if (ip) {
 			st->interp_kind = ip->kind;
 			for (int i = 0; i < INTERP_HANDOFFS; i++) {
 				st->handoff_start[i] = ip->handoff_start[i];
 				st->handoff_end[i] = ip->handoff_end[i];
+			}
+			for (int i = 0; i < INTERP_OWNED; i++) {
+				st->owned_start[i] = ip->owned_start[i];
+				st->owned_end[i] = ip->owned_end[i];
 			}
 		} else {
 			st->interp_kind = INTERP_NONE;
