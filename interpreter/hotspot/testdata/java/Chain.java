@@ -1,0 +1,51 @@
+// Chain is the workload the fixtures of package hotspot are dumped from:
+// Outer.a calls Middle.b calls Inner.c, whose loop is hot, so that C2
+// compiles the chain with c (and b) inlined. The tests find the lines of
+// the marked statements (// @name) in this file.
+public class Chain {
+    static volatile long sink;
+
+    public static void main(String[] args) throws Exception {
+        long warmNanos = Long.parseLong(args[0]) * 1_000_000L;
+        long start = System.nanoTime();
+        boolean ready = false;
+        for (int i = 0; ; i++) {
+            sink += Outer.a(i);
+            if (!ready && System.nanoTime() - start > warmNanos) {
+                System.out.println("ready");
+                System.out.flush();
+                ready = true;
+            }
+            if (ready && System.in.available() > 0) {
+                return;
+            }
+        }
+    }
+}
+
+class Outer {
+    static long a(int n) {
+        long s = 0;
+        for (int i = 0; i < 50; i++) {
+            s += Middle.b(n + i); // @a-call
+        }
+        return s;
+    }
+}
+
+class Middle {
+    static long b(int n) {
+        long r = Inner.c(n); // @b-call
+        return r ^ (r >>> 7);
+    }
+}
+
+class Inner {
+    static long c(int n) {
+        long s = n;
+        for (int i = 0; i < 200; i++) {
+            s = s * 31 + (i ^ (s >>> 11)); // @c-loop
+        }
+        return s;
+    }
+}
