@@ -25,8 +25,8 @@ type Kind uint32
 
 // The runtimes the eBPF side can unwind.
 const (
-	KindNone   Kind = 0
-	KindPython Kind = 1
+	KindNone    Kind = 0
+	KindPython  Kind = 1
 	KindHotSpot Kind = 2
 )
 
@@ -143,6 +143,18 @@ type Memory interface {
 // ErrUnreadable wraps failures to read a process's memory: the process
 // exited, or the address is not mapped.
 var ErrUnreadable = errors.New("process memory unreadable")
+
+// ErrNotReady wraps Attach's failures for a runtime that has not set
+// itself up yet in the process (a VM still starting): the tracer attaches
+// it again a little later.
+var ErrNotReady = errors.New("runtime not initialised yet")
+
+// Closer is implemented by instances that hold what must be released when
+// their process is forgotten (cached bytes counted against a bound shared
+// by all processes).
+type Closer interface {
+	Close()
+}
 
 // ProcessMemory reads pid's memory with process_vm_readv, which needs no
 // file descriptor and no ptrace stop (CAP_SYS_PTRACE, which root has).

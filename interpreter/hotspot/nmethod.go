@@ -1,0 +1,186 @@
+package hotspot
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// compiledFrame names a frame of compiled code: the methods inlined at
+// its pc, innermost first, the compiled method last.
+func (p *instance) compiledFrame(f interpreter.Frame) (interpreter.Symbol, error) {
+	k := cacheKey{kind: keyCompiled, addr: f.Addr, check: f.Extra, off: f.Aux}
+	if f.ReturnAddress {
+		// A return address and the same pc sampled running are
+		// looked up differently.
+		k.kind |= 0x80
+	}
+	if v, ok := p.names.get(k); ok {
+		return v.(interpreter.Symbol), nil
+	}
+	sym, err := p.readCompiled(f)
+	if err != nil {
+		return interpreter.Symbol{}, err
+	}
+	n := int64(64)
+	for _, l := range sym.Inlined {
+		n += int64(len(l.Function)+len(l.File)) + 48
+	}
+	p.names.add(k, sym, n)
+	return sym, nil
+}
+
+// nmethodData are the byte ranges of a compiled method's debug data.
+type nmethodData struct {
+	codeBegin             uint64
+	method                uint64
+	pcs, scopes, metadata [2]uint64
+}
+
+// readNmethod reads the header of the nmethod at addr, checking its
+// compile id.
+func (p *instance) readNmethod(addr uint64, compileID uint32) (*nmethodData, error) {
+	f := p.f
+	size, _ := p.layout.Size("nmethod")
+	hdr := make([]byte, min(max(size, 64), maxHeaderBytes))
+	if err := p.mem.ReadAt(hdr, addr); err != nil {
+		return nil, fmt.Errorf("%w: nmethod %#x: %w", ErrStale, addr, err)
+	}
+	le := binary.LittleEndian
+	u64 := func(off uint64) uint64 {
+		if off+8 > uint64(len(hdr)) {
+			return 0
+		}
+		return le.Uint64(hdr[off:])
+	}
+	i32 := func(off uint64) uint64 {
+		if off+4 > uint64(len(hdr)) {
+			return 0
+		}
+		return uint64(int64(int32(le.Uint32(hdr[off:]))))
+	}
+	if uint32(i32(f.nmethodCompileID)) != compileID {
+		return nil, fmt.Errorf("%w: nmethod %#x: compile id %d, sampled %d", ErrStale, addr, uint32(i32(f.nmethodCompileID)), compileID)
+	}
+	d := &nmethodData{method: u64(f.nmethodMethod)}
+	if f.codeBeginIsOffset {
+		d.codeBegin = addr + i32(f.blobCodeBegin)
+	} else {
+		d.codeBegin = u64(f.blobCodeBegin)
+	}
+	if f.hasImmutable {
+		imm := u64(f.nmethodImmutableData)
+		immSize := i32(f.nmethodImmutableDataSize)
+		// The immutable data starts with the dependencies, then the
+		// PcDescs and the scope data at the offsets given.
+		pcs := i32(f.nmethodScopesPcsOffset)
+		scopes := i32(f.nmethodScopesDataOffset)
+		d.pcs = [2]uint64{imm + pcs, imm + scopes}
+		d.scopes = [2]uint64{imm + scopes, imm + immSize}
+		if mut := u64(f.nmethodMutableData); mut != 0 {
+			// The mutable data holds the relocations, then the
+			// metadata, up to its end.
+			reloc := i32(f.nmethodRelocSize)
+			mutSize := i32(f.nmethodMutableDataSize)
+			d.metadata = [2]uint64{mut + reloc, mut + mutSize}
+			if f.nmethodMetadataOffsetMutable != 0 {
+				d.metadata[0] = mut + i32(f.nmethodMetadataOffsetMutable)
+			}
+		}
+	} else {
+		d.pcs = [2]uint64{addr + i32(f.nmethodScopesPcsOffset), addr + i32(f.nmethodDependenciesOffset)}
+		d.scopes = [2]uint64{u64(f.nmethodScopesDataBegin), addr + i32(f.nmethodScopesPcsOffset)}
+		d.metadata = [2]uint64{addr + i32(f.nmethodMetadataOffset), u64(f.nmethodScopesDataBegin)}
+	}
+	return d, nil
+}
+
+// readRange reads [r[0], r[1]) of the process, bounded.
+func (p *instance) readRange(r [2]uint64, what string) ([]byte, error) {
+	if r[1] < r[0] || r[1]-r[0] > maxNmethodDataBytes {
+		return nil, fmt.Errorf("%w: %s of %d bytes", ErrMalformed, what, int64(r[1]-r[0]))
+	}
+	b := make([]byte, r[1]-r[0])
+	if err := p.mem.ReadAt(b, r[0]); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return b, nil
+}
+
+// scopesAt returns the methods inlined at pcOffset from the code's start,
+// innermost first; none for code without debug information there.
+func (p *instance) scopesAt(d *nmethodData, pcOffset uint64) ([]Scope, error) {
+	pcs, err := p.readRange(d.pcs, "PcDescs")
+	if err != nil {
+		return nil, err
+	}
+	// FindPcDesc takes the first PcDesc at or after the offset: a return
+	// address has its own, a running pc gets the next one's.
+	pd, ok := FindPcDesc(pcs, p.pcDesc, uint32(pcOffset))
+	if !ok {
+		return nil, nil
+	}
+	scopes, err := p.readRange(d.scopes, "scope data")
+	if err != nil {
+		return nil, err
+	}
+	return DecodeScopes(scopes, int(pd.ScopeDecodeOffset), p.enc)
+}
+
+func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error) {
+	d, err := p.readNmethod(f.Addr, f.Extra)
+	if err != nil {
+		return interpreter.Symbol{}, err
+	}
+	pc := f.Addr + uint64(f.Aux)
+	top, err := p.method(d.method, 0, false)
+	if err != nil {
+		return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
+	}
+	scopes, err := p.scopesAt(d, pc-d.codeBegin)
+	if err != nil || len(scopes) == 0 {
+		// A native method wrapper, or code without debug data at pc
+		// (the stubs section): the compiled method, without a line.
+		sym := top.symbol(0, trace.FrameJVMCompiled)
+		sym.Inlined = []trace.Line{{Function: top.name, File: top.file}}
+		return sym, nil
+	}
+	var metadata []byte
+	if d.metadata[1] > d.metadata[0] {
+		if metadata, err = p.readRange(d.metadata, "metadata"); err != nil {
+			return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
+		}
+	}
+	lines := make([]trace.Line, 0, len(scopes))
+	for _, s := range scopes {
+		m := top
+		if s.MethodIndex > 0 {
+			i := uint64(s.MethodIndex-1) * 8
+			if i+8 > uint64(len(metadata)) {
+				return interpreter.Symbol{}, fmt.Errorf("%w: nmethod %#x: method index %d of %d", ErrMalformed, f.Addr, s.MethodIndex, len(metadata)/8)
+			}
+			if m, err = p.method(binary.LittleEndian.Uint64(metadata[i:]), 0, false); err != nil {
+				return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
+			}
+		}
+		bci := uint32(bciUnknown)
+		if s.BCI >= 0 {
+			bci = uint32(s.BCI)
+		}
+		lines = append(lines, trace.Line{Function: m.name, File: m.file, Line: m.line(bci)})
+	}
+	in := lines[0]
+	h := uint64(0)
+	for _, l := range lines {
+		h = h*31 + frameAddr(l.Function, l.Line)
+	}
+	return interpreter.Symbol{
+		ID:       trace.FrameID{File: top.fileID, Addr: h, Type: trace.FrameJVMCompiled},
+		Function: in.Function,
+		File:     in.File,
+		Line:     in.Line,
+		Inlined:  lines,
+	}, nil
+}

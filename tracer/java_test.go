@@ -1,0 +1,259 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/hotspot"
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// javaChain is a workload whose thread "workload" runs Outer.a, which
+// calls Middle.b, which calls Inner.c, whose loop is hot. The lines
+// checked are marked.
+const javaChain = `public class Chain {
+    static volatile long sink;
+
+    public static void main(String[] args) throws Exception {
+        Thread w = new Thread(() -> {
+            for (int i = 0; ; i++) {
+                sink += Outer.a(i);
+            }
+        }, "workload");
+        w.setDaemon(true);
+        w.start();
+        w.join();
+    }
+}
+
+class Outer {
+    static long a(int n) {
+        long s = 0;
+        for (int i = 0; i < 50; i++) {
+            s += Middle.b(n + i); // line 20
+        }
+        return s;
+    }
+}
+
+class Middle {
+    static long b(int n) {
+        long r = Inner.c(n); // line 28
+        return r ^ (r >>> 7);
+    }
+}
+
+class Inner {
+    static long c(int n) {
+        long s = n;
+        for (int i = 0; i < 2000; i++) { // line 36
+            s = s * 31 + (i ^ (s >>> 11)); // line 37
+        }
+        return s; // line 39
+    }
+}
+`
+
+// javaFrame is a frame of a Java stack: function, source file and line,
+// with inlined methods expanded (innermost first), as javaTraces returns.
+type javaFrame struct {
+	name, file string
+	line       int64
+	typ        trace.FrameType
+	err        uint64
+}
+
+func (f javaFrame) String() string {
+	if f.err != 0 {
+		return trace.ErrorName(f.err)
+	}
+	if f.name == "" {
+		return "?"
+	}
+	if f.typ == trace.FrameJVMInterpreted || f.typ == trace.FrameJVMCompiled {
+		return fmt.Sprintf("%s (%s:%d)", f.name, f.file, f.line)
+	}
+	return f.name
+}
+
+// javaWarmUp is how long a JVM runs before its samples count.
+const javaWarmUp = 3 * time.Second
+
+// compileJava compiles src (public class Chain) with JDK 17's javac for
+// every JDK to run, and returns the class directory.
+func compileJava(t *testing.T, src string) string {
+	t.Helper()
+	javac, _ := testenv.JavaTools(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "Chain.java")
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(javac, "--release", "17", "-d", dir, file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("javac: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// sampleJava runs cmd for d under a tracer with the HotSpot runtime and
+// returns the user frames (leaf first, inlined methods expanded) of the
+// traces of cmd's thread named thread, from javaWarmUp after its start:
+// the VM compiles the workload meanwhile, and the unwind table of libjvm
+// (20 MB of code) is being built.
+func sampleJava(t *testing.T, cmd *exec.Cmd, d time.Duration, thread string) ([][]javaFrame, Stats, *hotspot.Cache) {
+	t.Helper()
+	cache := hotspot.NewCache(hotspot.DefaultCacheConfig)
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20, Interpreters: []interpreter.Runtime{hotspot.Runtime{Cache: cache}}},
+		symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
+	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the processes running at start were not synced within a minute")
+		}
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	from := uint64(time.Now().Add(javaWarmUp).UnixNano())
+	time.Sleep(javaWarmUp + d)
+	cmd.Process.Kill()
+	cmd.Wait()
+	time.Sleep(200 * time.Millisecond)
+	tr.stop(t)
+	st := tr.Stats()
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out [][]javaFrame
+	for _, r := range rec.traces {
+		if r.meta.PID != uint32(cmd.Process.Pid) || r.meta.Comm != thread || r.meta.TimestampNS < from {
+			continue
+		}
+		var frames []javaFrame
+		for _, f := range r.frames {
+			switch f.Type {
+			case trace.FrameKernel:
+				continue
+			case trace.FrameError:
+				frames = append(frames, javaFrame{err: f.Addr})
+				continue
+			}
+			lines := rec.frames[f].Lines
+			if len(lines) == 0 {
+				frames = append(frames, javaFrame{typ: f.Type})
+			}
+			for _, l := range lines {
+				frames = append(frames, javaFrame{name: l.Function, file: l.File, line: l.Line, typ: f.Type})
+			}
+		}
+		out = append(out, frames)
+	}
+	return out, st, cache
+}
+
+// javaChainAt reports whether frames holds Inner.c, Middle.b and Outer.a
+// as consecutive frames with the source file and the lines of the
+// workload, and native frames below down to start_thread.
+func javaChainAt(frames []javaFrame) bool {
+	want := []struct {
+		name  string
+		lines []int64
+	}{
+		{"Inner.c(int)", []int64{36, 37}},
+		{"Middle.b(int)", []int64{28}},
+		{"Outer.a(int)", []int64{20}},
+	}
+	i := 0
+	for i < len(frames) && frames[i].name != want[0].name {
+		i++
+	}
+	if i+len(want) > len(frames) {
+		return false
+	}
+	for j, w := range want {
+		f := frames[i+j]
+		if f.name != w.name || f.file != "Chain.java" {
+			return false
+		}
+		ok := false
+		for _, l := range w.lines {
+			ok = ok || f.line == l
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, f := range frames[i+len(want):] {
+		if f.err != 0 {
+			return false
+		}
+		if f.name == "start_thread" {
+			return true
+		}
+	}
+	return false
+}
+
+// TestJavaFrames: on every JDK here, under the interpreter only, C1 only
+// and tiered C2, at least 95% of the workload thread's samples show the
+// whole Java chain with file and line above native frames down to
+// start_thread.
+func TestJavaFrames(t *testing.T) {
+	testenv.RequireBPF(t)
+	classes := compileJava(t, javaChain)
+	modes := []struct {
+		name string
+		args []string
+	}{
+		{"interpreted", []string{"-Xint"}},
+		{"c1", []string{"-XX:TieredStopAtLevel=1"}},
+		{"c2", nil},
+	}
+	for _, jdk := range testenv.JDKs(t) {
+		for _, mode := range modes {
+			t.Run(jdk.Name+"/"+mode.name, func(t *testing.T) {
+				args := append(append([]string{}, mode.args...), "-cp", classes, "Chain")
+				traces, st, cache := sampleJava(t, jdk.Command(args...), 8*time.Second, "workload")
+				if len(traces) < 150 {
+					t.Fatalf("only %d traces of the workload thread", len(traces))
+				}
+				good := 0
+				bad := map[string]int{}
+				for _, frames := range traces {
+					if javaChainAt(frames) {
+						good++
+						continue
+					}
+					s := make([]string, len(frames))
+					for i, f := range frames {
+						s[i] = f.String()
+					}
+					bad[strings.Join(s, " <- ")]++
+				}
+				share := float64(good) / float64(len(traces))
+				t.Logf("%s %s: %d/%d traces (%.1f%%) with the whole chain; jvm cache %+v; unnamed interpreter frames %d", jdk.Name, mode.name, good, len(traces), 100*share, cache.Stats(), st.InterpreterUnnamed)
+				if share < 0.95 {
+					n := 0
+					for s, c := range bad {
+						if n++; n > 8 {
+							break
+						}
+						t.Logf("%d× %s", c, s)
+					}
+					t.Errorf("%.1f%% of the traces have the whole chain, want >= 95%%", 100*share)
+				}
+			})
+		}
+	}
+}
