@@ -76,7 +76,7 @@ func (f javaFrame) String() string {
 		return trace.ErrorName(f.err)
 	}
 	if f.name == "" {
-		return "?"
+		return fmt.Sprintf("?%d", f.typ)
 	}
 	if f.typ == trace.FrameJVMInterpreted || f.typ == trace.FrameJVMCompiled {
 		return fmt.Sprintf("%s (%s:%d)", f.name, f.file, f.line)

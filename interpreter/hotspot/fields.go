@@ -39,7 +39,8 @@ type fields struct {
 	pcDesc                                  PcDescLayout
 	heapBlockSize                           uint64
 
-	// Code heaps and the interpreter.
+	// Code heaps and the interpreter: codeHeaps and interpreterCode are
+	// static fields, given as the file's virtual addresses.
 	heapMemory, heapSegmap, heapLog2Segment uint64
 	vsLowBoundary, vsHighBoundary, vsLow    uint64
 	arrayLen, arrayData                     uint64
@@ -161,16 +162,17 @@ const noField = ^uint64(0)
 // maxHeaps is how many code heaps the eBPF unwinder searches.
 const maxHeaps = int(progs.StacklineHotspotBoundsHOTSPOT_HEAPS)
 
-// config reads the process's code heaps and interpreter and returns the
+// config reads the code heaps and interpreter of the process that maps
+// libjvm with bias and returns the
 // eBPF unwinder's configuration with the code cache's address range. It
 // returns an error wrapping interpreter.ErrNotReady while the VM has not
 // set them up.
-func (f *fields) config(l *Layout, mem interpreter.Memory) (progs.StacklineHotspotConfig, interpreter.Range, error) {
+func (f *fields) config(mem interpreter.Memory, bias uint64) (progs.StacklineHotspotConfig, interpreter.Range, error) {
 	var c progs.StacklineHotspotConfig
 	var owned interpreter.Range
 	r := reader{mem: mem}
-	heaps := r.ptr(f.codeHeaps)
-	interp := r.ptr(f.interpreterCode)
+	heaps := r.ptr(f.codeHeaps + bias)
+	interp := r.ptr(f.interpreterCode + bias)
 	if r.err != nil {
 		return c, owned, r.err
 	}

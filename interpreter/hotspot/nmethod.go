@@ -117,8 +117,14 @@ func (p *instance) scopesAt(d *nmethodData, pcOffset uint64) ([]Scope, error) {
 		return nil, err
 	}
 	// FindPcDesc takes the first PcDesc at or after the offset: a return
-	// address has its own, a running pc gets the next one's.
+	// address has its own, a running pc gets the next one's. When that
+	// one has no debug information (the end of the method's code, after
+	// its last safepoint: a loop's exit test), the code belongs to the
+	// last safepoint before it, whose scope is taken instead.
 	pd, ok := FindPcDesc(pcs, p.pcDesc, uint32(pcOffset))
+	if !ok || pd.ScopeDecodeOffset == 0 {
+		pd, ok = p.lastPcDescBefore(pcs, pcOffset)
+	}
 	if !ok {
 		return nil, nil
 	}
@@ -127,6 +133,29 @@ func (p *instance) scopesAt(d *nmethodData, pcOffset uint64) ([]Scope, error) {
 		return nil, err
 	}
 	return DecodeScopes(scopes, int(pd.ScopeDecodeOffset), p.enc)
+}
+
+// lastPcDescBefore returns the last PcDesc with debug information whose
+// pc offset is below pcOffset.
+func (p *instance) lastPcDescBefore(pcs []byte, pcOffset uint64) (PcDesc, bool) {
+	d := p.pcDesc
+	le := binary.LittleEndian
+	var best PcDesc
+	found := false
+	for i := uint64(0); i+d.Size <= uint64(len(pcs)); i += d.Size {
+		e := pcs[i : i+d.Size]
+		off := int32(le.Uint32(e[d.PCOffset:]))
+		if off < 0 || uint64(off) >= pcOffset {
+			continue
+		}
+		scope := int32(le.Uint32(e[d.ScopeDecodeOffset:]))
+		if scope == 0 || (found && off < best.PCOffset) {
+			continue
+		}
+		best = PcDesc{PCOffset: off, ScopeDecodeOffset: scope, ObjDecodeOffset: int32(le.Uint32(e[d.ObjDecodeOffset:])), Flags: int32(le.Uint32(e[d.Flags:]))}
+		found = true
+	}
+	return best, found
 }
 
 func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error) {

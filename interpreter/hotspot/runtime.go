@@ -58,7 +58,8 @@ type loader struct {
 	cache *Cache
 
 	// The layout is the same in every process of the file: it is read
-	// from the first process that has it ready.
+	// from the first process that has it ready. Its static fields'
+	// addresses are that process's: fields holds them as the file's.
 	mu     sync.Mutex
 	layout *Layout
 	fields *fields
@@ -122,6 +123,10 @@ func (l *loader) readLayout(mem interpreter.Memory, bias uint64) (*Layout, *fiel
 	if err != nil {
 		return nil, nil, err
 	}
+	// Static fields' addresses are this process's: keep them as the
+	// file's, for every process to add its own bias.
+	f.codeHeaps -= bias
+	f.interpreterCode -= bias
 	l.layout, l.fields = lay, f
 	return lay, f, nil
 }
@@ -140,7 +145,7 @@ func (l *loader) Attach(pid uint32, m interpreter.Mapping, mem interpreter.Memor
 	if err != nil {
 		return nil, fmt.Errorf("hotspot: pid %d: %w", pid, err)
 	}
-	cfg, owned, err := f.config(lay, mem)
+	cfg, owned, err := f.config(mem, bias)
 	if err != nil {
 		return nil, fmt.Errorf("hotspot: pid %d: %w", pid, err)
 	}
