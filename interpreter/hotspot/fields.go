@@ -15,6 +15,8 @@ import (
 type fields struct {
 	blobName, blobSize, blobFrameSize, blobFrameComplete, blobCodeBegin uint64
 	codeBeginIsOffset                                                   bool
+	// frameComplete16: CodeBlob::_frame_complete_offset is an int16_t.
+	frameComplete16 bool
 
 	nmethodMethod, nmethodCompileID uint64
 	// JDK 17 and 21: offsets from the nmethod of its PcDesc table and of
@@ -85,6 +87,7 @@ func fieldsOf(l *Layout) (*fields, error) {
 	need(&f.blobSize, "CodeBlob", "_size")
 	need(&f.blobFrameSize, "CodeBlob", "_frame_size")
 	need(&f.blobFrameComplete, "CodeBlob", "_frame_complete_offset")
+	f.frameComplete16 = fieldWidth(l, "CodeBlob", f.blobFrameComplete, codeBlobFields) < 4
 	if !field(&f.blobCodeBegin, "CodeBlob", "_code_begin") {
 		need(&f.blobCodeBegin, "CodeBlob", "_code_offset")
 		f.codeBeginIsOffset = true
@@ -154,6 +157,28 @@ func fieldsOf(l *Layout) (*fields, error) {
 		return nil, fmt.Errorf("VM layout lacks %s", strings.Join(missing, ", "))
 	}
 	return f, nil
+}
+
+// codeBlobFields are the fields of CodeBlob in JDK 17 to 25 (the VM states
+// each field's offset, not its width: a field is as wide as the gap to the
+// next one at most).
+var codeBlobFields = []string{
+	"_name", "_size", "_header_size", "_relocation_size", "_content_offset", "_code_offset",
+	"_frame_complete_offset", "_data_offset", "_frame_size", "_kind", "_code_begin", "_code_end",
+	"_content_begin", "_data_end", "_relocation_begin", "_relocation_end", "_oop_maps",
+	"_caller_must_gc_arguments", "_mutable_data", "_mutable_data_size",
+}
+
+// fieldWidth returns the bytes from off to the next of typ's fields (of
+// names), at most 8.
+func fieldWidth(l *Layout, typ string, off uint64, names []string) uint64 {
+	w := uint64(8)
+	for _, n := range names {
+		if o, ok := l.Field(typ, n); ok && o > off {
+			w = min(w, o-off)
+		}
+	}
+	return w
 }
 
 // noField marks an optional field the VM lacks.
@@ -229,6 +254,9 @@ func (f *fields) config(mem interpreter.Memory, bias uint64) (progs.StacklineHot
 	c.BlobCodeBegin = u32(f.blobCodeBegin)
 	if f.codeBeginIsOffset {
 		c.CodeBeginIsOffset = 1
+	}
+	if f.frameComplete16 {
+		c.FrameCompleteIs16 = 1
 	}
 	c.NmethodCompileId = u32(f.nmethodCompileID)
 	c.MethodConstMethod = u32(f.methodConstMethod)

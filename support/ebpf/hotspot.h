@@ -63,7 +63,8 @@ struct hotspot_config {
 	u32 blob_name;          // CodeBlob::_name (const char*)
 	u32 blob_size;          // CodeBlob::_size (int)
 	u32 blob_frame_size;    // CodeBlob::_frame_size (int, in words)
-	u32 blob_frame_complete; // CodeBlob::_frame_complete_offset (int, from code begin)
+	u32 blob_frame_complete; // CodeBlob::_frame_complete_offset (from code begin)
+	u32 frame_complete_is_16; // 1: _frame_complete_offset is an int16_t (JDK 25), else an int
 	u32 blob_code_begin;    // CodeBlob::_code_begin (pointer) or _code_offset (int)
 	u32 code_begin_is_offset; // 1: blob_code_begin is an int offset from the blob
 	u32 nmethod_compile_id; // nmethod::_compile_id (int)
@@ -258,6 +259,8 @@ static __always_inline int hotspot_step(struct trace *t, struct unwind_state *st
 	    hs_read(&frame_size, 4, blob + c->blob_frame_size) ||
 	    hs_read(&complete, 4, blob + c->blob_frame_complete))
 		return hotspot_fail(t);
+	if (c->frame_complete_is_16)
+		complete = (__s16)complete;
 	if (c->code_begin_is_offset) {
 		s32 off = 0;
 		if (hs_read(&off, 4, blob + c->blob_code_begin))

@@ -109,6 +109,7 @@ type StacklineHotspotConfig struct {
 	BlobSize             uint32
 	BlobFrameSize        uint32
 	BlobFrameComplete    uint32
+	FrameCompleteIs16    uint32
 	BlobCodeBegin        uint32
 	CodeBeginIsOffset    uint32
 	NmethodCompileId     uint32
@@ -118,6 +119,7 @@ type StacklineHotspotConfig struct {
 	ConstMethodCodeSize  uint32
 	CpoolHolder          uint32
 	KlassName            uint32
+	_                    [4]byte
 }
 
 type StacklineHotspotHeap struct {
