@@ -115,6 +115,20 @@ func compileJava(t *testing.T, src string) string {
 // (20 MB of code) is being built.
 func sampleJava(t *testing.T, cmd *exec.Cmd, d time.Duration, thread string) ([][]javaFrame, Stats, *hotspot.Cache) {
 	t.Helper()
+	traces, _, st, cache := sampleJavaRun(t, cmd, d, func(comm string) bool { return comm == thread })
+	return traces, st, cache
+}
+
+// sampleJavaThreads is sampleJava for the threads whose names keep
+// accepts; it returns each trace's thread name too.
+func sampleJavaThreads(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(comm string) bool) ([][]javaFrame, []string, *hotspot.Cache) {
+	t.Helper()
+	traces, comms, _, cache := sampleJavaRun(t, cmd, d, keep)
+	return traces, comms, cache
+}
+
+func sampleJavaRun(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(comm string) bool) ([][]javaFrame, []string, Stats, *hotspot.Cache) {
+	t.Helper()
 	cache := hotspot.NewCache(hotspot.DefaultCacheConfig)
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
 	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
@@ -140,8 +154,9 @@ func sampleJava(t *testing.T, cmd *exec.Cmd, d time.Duration, thread string) ([]
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	var out [][]javaFrame
+	var comms []string
 	for _, r := range rec.traces {
-		if r.meta.PID != uint32(cmd.Process.Pid) || r.meta.Comm != thread || r.meta.TimestampNS < from {
+		if r.meta.PID != uint32(cmd.Process.Pid) || !keep(r.meta.Comm) || r.meta.TimestampNS < from {
 			continue
 		}
 		var frames []javaFrame
@@ -163,8 +178,9 @@ func sampleJava(t *testing.T, cmd *exec.Cmd, d time.Duration, thread string) ([]
 			}
 		}
 		out = append(out, frames)
+		comms = append(comms, r.meta.Comm)
 	}
-	return out, st, cache
+	return out, comms, st, cache
 }
 
 // javaChainAt reports whether frames holds Inner.c, Middle.b and Outer.a
@@ -291,5 +307,123 @@ func TestJavaFrames(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// javaChurn runs rounds on a thread: each loads class GenK (K the round)
+// with a class loader of its own, runs its method hot until the round's
+// time is up (long enough for C1 and C2 to compile it), then drops the
+// loader and collects garbage, so the class is unloaded and its methods,
+// compiled code and metadata freed for the next classes to reuse. The
+// thread is named gK while it runs GenK, so every sample says which class
+// may be running.
+const javaChurn = `import java.io.File;
+import java.lang.reflect.Method;
+import java.net.URL;
+import java.net.URLClassLoader;
+
+public class Churn {
+    static volatile long sink;
+
+    public static void main(String[] args) throws Exception {
+        URL dir = new File(args[0]).toURI().toURL();
+        int classes = Integer.parseInt(args[1]);
+        long roundNanos = Long.parseLong(args[2]) * 1_000_000L;
+        Thread w = new Thread(() -> {
+            try {
+                for (int r = 0; ; r++) {
+                    int k = r % classes;
+                    Thread.currentThread().setName("g" + k);
+                    try (URLClassLoader l = new URLClassLoader(new URL[] {dir}, ClassLoader.getPlatformClassLoader())) {
+                        Method m = l.loadClass("Gen" + k).getMethod("hot", int.class);
+                        long end = System.nanoTime() + roundNanos;
+                        for (int i = 0; System.nanoTime() < end; i++) {
+                            sink += (long) m.invoke(null, i);
+                        }
+                    }
+                    Thread.currentThread().setName("churn");
+                    System.gc();
+                }
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        }, "churn");
+        w.setDaemon(true);
+        w.start();
+        w.join();
+    }
+}
+`
+
+// genClass is the source of class GenK.
+func genClass(k int) string {
+	return fmt.Sprintf(`public class Gen%[1]d {
+    public static long hot(int n) {
+        long s = n;
+        for (int i = 0; i < 3000; i++) {
+            s = s * 31 + (i ^ (s >>> 11)) + %[1]d;
+        }
+        return s;
+    }
+}
+`, k)
+}
+
+// TestJavaChurn: classes generated, loaded, run hot and unloaded in a loop
+// for 30 s on every JDK here; a frame of a generated class is only ever
+// named with the class that ran then (the thread's name at the sample),
+// never with a class whose memory it reused. Unnamed frames are counted.
+func TestJavaChurn(t *testing.T) {
+	testenv.RequireBPF(t)
+	javac, _ := testenv.JavaTools(t)
+	const classes = 200
+	const round = 250 // ms
+	dir := t.TempDir()
+	gen := filepath.Join(dir, "gen")
+	if err := os.Mkdir(gen, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{}
+	for k := range classes {
+		f := filepath.Join(gen, fmt.Sprintf("Gen%d.java", k))
+		if err := os.WriteFile(f, []byte(genClass(k)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	driver := filepath.Join(dir, "Churn.java")
+	if err := os.WriteFile(driver, []byte(javaChurn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][]string{append([]string{"--release", "17", "-d", gen}, files...), {"--release", "17", "-d", dir, driver}} {
+		if out, err := exec.Command(javac, c...).CombinedOutput(); err != nil {
+			t.Fatalf("javac: %v\n%s", err, out)
+		}
+	}
+	for _, jdk := range testenv.JDKs(t) {
+		t.Run(jdk.Name, func(t *testing.T) {
+			cmd := jdk.Command("-Xlog:disable", "-cp", dir, "Churn", gen, fmt.Sprint(classes), fmt.Sprint(round))
+			traces, comms, cache := sampleJavaThreads(t, cmd, 30*time.Second, func(comm string) bool { return strings.HasPrefix(comm, "g") })
+			named, wrong := 0, 0
+			for i, frames := range traces {
+				want := "Gen" + strings.TrimPrefix(comms[i], "g") + ".hot(int)"
+				for _, f := range frames {
+					if !strings.HasPrefix(f.name, "Gen") {
+						continue
+					}
+					if f.name != want {
+						wrong++
+						t.Errorf("thread %s: frame named %s", comms[i], f)
+						continue
+					}
+					named++
+				}
+			}
+			st := cache.Stats()
+			t.Logf("%s: %d traces, %d frames of generated classes named right, %d wrong; jvm cache %+v", jdk.Name, len(traces), named, wrong, st)
+			if named < len(traces)/2 {
+				t.Errorf("only %d frames of generated classes named in %d traces", named, len(traces))
+			}
+		})
 	}
 }

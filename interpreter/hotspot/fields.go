@@ -265,6 +265,8 @@ func (f *fields) config(mem interpreter.Memory, bias uint64) (progs.StacklineHot
 	c.ConstMethodCodeSize = u32(f.constMethodCodeSize)
 	c.CpoolHolder = u32(f.cpoolHolder)
 	c.KlassName = u32(f.klassName)
+	c.SymbolLength = u32(f.symbolLength)
+	c.SymbolBody = u32(f.symbolBody)
 	return c, owned, nil
 }
 

@@ -95,7 +95,7 @@ func (m *method) line(bci uint32) int64 {
 const bciUnknown = 0xffffffff
 
 func (p *instance) interpretedFrame(f interpreter.Frame) (interpreter.Symbol, error) {
-	m, err := p.method(f.Addr, f.Extra, true)
+	m, err := p.method(f.Addr, f.Extra)
 	if err != nil {
 		return interpreter.Symbol{}, err
 	}
@@ -111,18 +111,15 @@ func (m *method) symbol(line int64, typ trace.FrameType) interpreter.Symbol {
 	}
 }
 
-// method returns the method at addr, read from the process unless cached.
-// When checked, the method's check value (see hotspot_interpreted) must
-// be check.
-func (p *instance) method(addr uint64, check uint32, checked bool) (*method, error) {
+// method returns the method at addr, whose check value (see
+// hotspot_interpreted) must be check, read from the process unless
+// cached.
+func (p *instance) method(addr uint64, check uint32) (*method, error) {
 	k := cacheKey{kind: keyMethod, addr: addr, check: check}
-	if !checked {
-		k.off = 1
-	}
 	if v, ok := p.names.get(k); ok {
 		return v.(*method), nil
 	}
-	m, n, err := p.readMethod(addr, check, checked)
+	m, n, err := p.readMethod(addr, check)
 	if err != nil {
 		return nil, err
 	}
@@ -130,9 +127,30 @@ func (p *instance) method(addr uint64, check uint32, checked bool) (*method, err
 	return m, nil
 }
 
+// methodNow returns the method at addr as the process holds it now (a
+// compiled method's, which the compiled code keeps alive): its check
+// value is read first, so that a method freed and another allocated at
+// its address is never taken for the cached one.
+func (p *instance) methodNow(addr uint64) (*method, error) {
+	f := p.f
+	r := reader{mem: p.mem}
+	cm := r.ptr(addr + f.methodConstMethod)
+	constants := r.ptr(cm + f.constMethodConstants)
+	holder := r.ptr(constants + f.cpoolHolder)
+	klassName := r.ptr(holder + f.klassName)
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: method %#x: %w", ErrStale, addr, r.err)
+	}
+	class, err := p.symbol(klassName)
+	if err != nil {
+		return nil, fmt.Errorf("%w: method %#x: class name: %w", ErrStale, addr, err)
+	}
+	return p.method(addr, methodCheck(cm, klassName, class))
+}
+
 // readMethod reads the method at addr and returns it with the bytes it
 // holds.
-func (p *instance) readMethod(addr uint64, check uint32, checked bool) (*method, int64, error) {
+func (p *instance) readMethod(addr uint64, check uint32) (*method, int64, error) {
 	f := p.f
 	r := reader{mem: p.mem}
 	cm := r.ptr(addr + f.methodConstMethod)
@@ -161,12 +179,12 @@ func (p *instance) readMethod(addr uint64, check uint32, checked bool) (*method,
 	if r.err != nil {
 		return nil, 0, fmt.Errorf("%w: method %#x: %w", ErrStale, addr, r.err)
 	}
-	if checked && methodCheck(cm, klassName) != check {
-		return nil, 0, fmt.Errorf("%w: method %#x", ErrStale, addr)
-	}
 	class, err := p.symbol(klassName)
 	if err != nil {
-		return nil, 0, fmt.Errorf("method %#x: class name: %w", addr, err)
+		return nil, 0, fmt.Errorf("%w: method %#x: class name: %w", ErrStale, addr, err)
+	}
+	if methodCheck(cm, klassName, class) != check {
+		return nil, 0, fmt.Errorf("%w: method %#x", ErrStale, addr)
 	}
 	name, err := p.cpSymbol(constants, nameIdx)
 	if err != nil {
@@ -176,11 +194,11 @@ func (p *instance) readMethod(addr uint64, check uint32, checked bool) (*method,
 	if err != nil {
 		return nil, 0, fmt.Errorf("method %#x: signature: %w", addr, err)
 	}
-	m := &method{name: JavaName(class, name, sig)}
+	m := &method{name: strings.ToValidUTF8(JavaName(class, name, sig), "\uFFFD")}
 	if f.cpoolSourceFile != noField {
 		if idx := r.u16(constants + f.cpoolSourceFile); r.err == nil && idx != 0 {
 			if file, err := p.cpSymbol(constants, idx); err == nil {
-				m.file = path.Base(file)
+				m.file = strings.ToValidUTF8(path.Base(file), "\uFFFD")
 			}
 		}
 	}
@@ -212,9 +230,16 @@ func cmpOr(a, b string) string {
 }
 
 // methodCheck is the eBPF unwinder's check value of an interpreted frame
-// (hotspot_interpreted): its ConstMethod's address and its class's name.
-func methodCheck(constMethod, klassName uint64) uint32 {
-	return uint32(constMethod) ^ uint32(constMethod>>32) ^ uint32(klassName)*0x9e3779b1 ^ uint32(klassName>>32)
+// (hotspot_interpreted): its ConstMethod's address, its class name's
+// address, and that name's length and last eight bytes (className, the
+// name as the VM holds it).
+func methodCheck(constMethod, klassName uint64, className string) uint32 {
+	n := len(className)
+	var b [8]byte
+	copy(b[:], className[max(n-8, 0):])
+	tail := binary.LittleEndian.Uint64(b[:])
+	return uint32(constMethod) ^ uint32(constMethod>>32) ^ uint32(klassName)*0x9e3779b1 ^ uint32(klassName>>32) ^
+		uint32(tail)*0x85ebca6b ^ uint32(tail>>32) ^ uint32(uint16(n))<<16
 }
 
 // cpSymbol reads the Symbol at index idx of the constant pool at cp.
@@ -227,7 +252,7 @@ func (p *instance) cpSymbol(cp uint64, idx uint16) (string, error) {
 	return p.symbol(s)
 }
 
-// symbol reads the Symbol (a VM string) at addr.
+// symbol reads the Symbol (a VM string, modified UTF-8) at addr, as it is.
 func (p *instance) symbol(addr uint64) (string, error) {
 	if addr == 0 {
 		return "", fmt.Errorf("%w: null symbol", ErrMalformed)
@@ -244,7 +269,7 @@ func (p *instance) symbol(addr uint64) (string, error) {
 	if err := p.mem.ReadAt(b, addr+p.f.symbolBody); err != nil {
 		return "", err
 	}
-	return strings.ToValidUTF8(string(b), "\uFFFD"), nil
+	return string(b), nil
 }
 
 func (p *instance) stubFrame(f interpreter.Frame) (interpreter.Symbol, error) {

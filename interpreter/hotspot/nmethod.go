@@ -164,7 +164,7 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 		return interpreter.Symbol{}, err
 	}
 	pc := f.Addr + uint64(f.Aux)
-	top, err := p.method(d.method, 0, false)
+	top, err := p.methodNow(d.method)
 	if err != nil {
 		return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
 	}
@@ -190,7 +190,7 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 			if i+8 > uint64(len(metadata)) {
 				return interpreter.Symbol{}, fmt.Errorf("%w: nmethod %#x: method index %d of %d", ErrMalformed, f.Addr, s.MethodIndex, len(metadata)/8)
 			}
-			if m, err = p.method(binary.LittleEndian.Uint64(metadata[i:]), 0, false); err != nil {
+			if m, err = p.methodNow(binary.LittleEndian.Uint64(metadata[i:])); err != nil {
 				return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
 			}
 		}

@@ -74,6 +74,8 @@ struct hotspot_config {
 	u32 const_method_code_size; // ConstMethod::_code_size (u2)
 	u32 cpool_holder;       // ConstantPool::_pool_holder
 	u32 klass_name;         // Klass::_name
+	u32 symbol_length;      // Symbol::_length (u2)
+	u32 symbol_body;        // Symbol::_body
 };
 
 // Code blobs and methods recently seen in each process. User space names a
@@ -186,7 +188,19 @@ static __always_inline int hotspot_interpreted(struct trace *t, struct unwind_st
 		bci = r13 - code;
 	else if (bcp >= code && bcp < code + code_size)
 		bci = bcp - code;
-	u32 check = (u32)cm ^ (u32)(cm >> 32) ^ ((u32)name * 0x9e3779b1u) ^ (u32)(name >> 32);
+	// The check: the ConstMethod's and the class name's addresses, and
+	// the name's length and last eight bytes. Metadata freed with an
+	// unloaded class is reused for the next classes loaded, name symbols
+	// too: their contents tell them apart.
+	u16 len = 0;
+	u64 tail = 0;
+	if (hs_read(&len, 2, name + c->symbol_length))
+		return hotspot_fail(t);
+	u64 tail_at = name + c->symbol_body + (len >= 8 ? len - 8 : 0);
+	if (len && hs_read(&tail, len >= 8 ? 8 : (len & 7), tail_at))
+		return hotspot_fail(t);
+	u32 check = (u32)cm ^ (u32)(cm >> 32) ^ ((u32)name * 0x9e3779b1u) ^ (u32)(name >> 32) ^
+		    ((u32)tail * 0x85ebca6bu) ^ (u32)(tail >> 32) ^ ((u32)len << 16);
 	hotspot_emit(t, st, method, bci, check, FRAME_JVM_INTERPRETED, 0);
 	st->pc = w[9];
 	st->fp = w[8];

@@ -119,6 +119,8 @@ type StacklineHotspotConfig struct {
 	ConstMethodCodeSize  uint32
 	CpoolHolder          uint32
 	KlassName            uint32
+	SymbolLength         uint32
+	SymbolBody           uint32
 	_                    [4]byte
 }
 
