@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/reporter/semconv"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 )
 
@@ -23,7 +24,7 @@ type Runtime struct {
 
 // Name implements interpreter.Runtime. It is the process.runtime.name of
 // a JVM's samples.
-func (Runtime) Name() string { return "java" }
+func (Runtime) Name() string { return semconv.RuntimeJava }
 
 // ErrNoSymbols reports a libjvm.so that does not export the VM's tables.
 var ErrNoSymbols = errors.New("libjvm.so without gHotSpotVMStructs")
