@@ -413,7 +413,7 @@ func TestJavaChurn(t *testing.T) {
 					}
 					if f.name != want {
 						wrong++
-						t.Errorf("thread %s: frame named %s", comms[i], f)
+						t.Errorf("thread %s: frame named %s (type %d)", comms[i], f, f.typ)
 						continue
 					}
 					named++

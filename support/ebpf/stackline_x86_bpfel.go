@@ -113,6 +113,7 @@ type StacklineHotspotConfig struct {
 	BlobCodeBegin        uint32
 	CodeBeginIsOffset    uint32
 	NmethodCompileId     uint32
+	NmethodMethod        uint32
 	MethodConstMethod    uint32
 	ConstMethodSize      uint32
 	ConstMethodConstants uint32
@@ -121,7 +122,6 @@ type StacklineHotspotConfig struct {
 	KlassName            uint32
 	SymbolLength         uint32
 	SymbolBody           uint32
-	_                    [4]byte
 }
 
 type StacklineHotspotHeap struct {
