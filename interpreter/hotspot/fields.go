@@ -44,6 +44,9 @@ type fields struct {
 	// nmethod::_state (a signed byte: 3 and up are JDK 17's zombie and
 	// unloaded code).
 	heapBlockUsed, nmethodState uint64
+	// nmethodStubOffset is nmethod::_stub_offset, the stub section's
+	// offset from the nmethod (its deoptimization handlers).
+	nmethodStubOffset uint64
 
 	// Code heaps and the interpreter: codeHeaps and interpreterCode are
 	// static fields, given as the file's virtual addresses.
@@ -147,6 +150,7 @@ func fieldsOf(l *Layout) (*fields, error) {
 	need(&used, "HeapBlock::Header", "_used")
 	f.heapBlockUsed = header + used
 	need(&f.nmethodState, "nmethod", "_state")
+	need(&f.nmethodStubOffset, "nmethod", "_stub_offset")
 
 	need(&f.heapMemory, "CodeHeap", "_memory")
 	need(&f.heapSegmap, "CodeHeap", "_segmap")

@@ -37,7 +37,10 @@ type nmethodData struct {
 	codeBegin uint64
 	method    uint64
 	// methodCheck is the check value of method, as sampled.
-	methodCheck           uint32
+	methodCheck uint32
+	// stubBegin is where the code's stubs start (its exception and
+	// deoptimization handlers).
+	stubBegin             uint64
 	pcs, scopes, metadata [2]uint64
 }
 
@@ -82,6 +85,7 @@ func (p *instance) readNmethod(addr uint64, check uint32) (*nmethodData, error) 
 		return nil, fmt.Errorf("%w: nmethod %#x: compile id %d, or its method, changed since the sample", ErrStale, addr, uint32(i32(f.nmethodCompileID)))
 	}
 	d.methodCheck = mcheck
+	d.stubBegin = addr + i32(f.nmethodStubOffset)
 	if f.codeBeginIsOffset {
 		d.codeBegin = addr + i32(f.blobCodeBegin)
 	} else {
@@ -129,6 +133,11 @@ func (p *instance) readRange(r [2]uint64, what string) ([]byte, error) {
 // scopesAt returns the methods inlined at pcOffset from the code's start,
 // innermost first; none for code without debug information there.
 func (p *instance) scopesAt(d *nmethodData, pcOffset uint64) ([]Scope, error) {
+	if d.codeBegin+pcOffset >= d.stubBegin {
+		// A handler: a frame being deoptimized returns to its
+		// nmethod's deoptimization handler. No line is known.
+		return nil, nil
+	}
 	pcs, err := p.readRange(d.pcs, "PcDescs")
 	if err != nil {
 		return nil, err
