@@ -19,21 +19,16 @@ type fields struct {
 	frameComplete16 bool
 
 	nmethodMethod, nmethodCompileID uint64
-	// JDK 17 and 21: offsets from the nmethod of its PcDesc table and of
-	// what follows it, the scope data's address, the metadata's offset.
-	nmethodScopesPcsOffset, nmethodDependenciesOffset, nmethodScopesDataBegin, nmethodMetadataOffset uint64
-	// JDK 23 and later: the immutable data (PcDescs, scopes) and the
-	// mutable data (metadata), with offsets into them.
-	nmethodImmutableData, nmethodMutableData                           uint64
-	nmethodScopesDataOffset, nmethodMetadataOffsetMutable              uint64
-	nmethodImmutableDataSize, nmethodMutableDataSize, nmethodRelocSize uint64
-	hasImmutable                                                       bool
+	// nmethod is where an nmethod's debug data lies (JDK 17 and 21: in
+	// the nmethod; from JDK 23: in its immutable and mutable data).
+	nmethod NMethodLayout
 
 	methodConstMethod uint64
 
 	constMethodSize, constMethodConstants, constMethodCodeSize, constMethodNameIndex,
-	constMethodSignatureIndex, constMethodFlags, constMethodTotalSize uint64
-	hasLineTableFlag uint32
+	constMethodSignatureIndex, constMethodTotalSize uint64
+	// constMethod says where a ConstMethod's line table lies.
+	constMethod ConstMethodLayout
 
 	cpoolSize, cpoolHolder, cpoolSourceFile uint64
 	klassName                               uint64
@@ -101,20 +96,10 @@ func fieldsOf(l *Layout) (*fields, error) {
 	}
 	need(&f.nmethodMethod, "nmethod", "_method")
 	need(&f.nmethodCompileID, "nmethod", "_compile_id")
-	if field(&f.nmethodImmutableData, "nmethod", "_immutable_data") {
-		f.hasImmutable = true
-		need(&f.nmethodScopesPcsOffset, "nmethod", "_scopes_pcs_offset")
-		need(&f.nmethodScopesDataOffset, "nmethod", "_scopes_data_offset")
-		need(&f.nmethodImmutableDataSize, "nmethod", "_immutable_data_size")
-		field(&f.nmethodMutableData, "nmethod", "_mutable_data")
-		field(&f.nmethodMutableDataSize, "nmethod", "_mutable_data_size")
-		field(&f.nmethodRelocSize, "nmethod", "_relocation_size")
-		field(&f.nmethodMetadataOffsetMutable, "nmethod", "_metadata_offset")
+	if n, err := NMethodLayoutOf(l); err != nil {
+		missing = append(missing, "nmethod ("+err.Error()+")")
 	} else {
-		need(&f.nmethodScopesPcsOffset, "nmethod", "_scopes_pcs_offset")
-		need(&f.nmethodDependenciesOffset, "nmethod", "_dependencies_offset")
-		need(&f.nmethodScopesDataBegin, "nmethod", "_scopes_data_begin")
-		need(&f.nmethodMetadataOffset, "nmethod", "_metadata_offset")
+		f.nmethod = n
 	}
 	need(&f.methodConstMethod, "Method", "_constMethod")
 	size(&f.constMethodSize, "ConstMethod")
@@ -122,14 +107,11 @@ func fieldsOf(l *Layout) (*fields, error) {
 	need(&f.constMethodCodeSize, "ConstMethod", "_code_size")
 	need(&f.constMethodNameIndex, "ConstMethod", "_name_index")
 	need(&f.constMethodSignatureIndex, "ConstMethod", "_signature_index")
-	need(&f.constMethodFlags, "ConstMethod", "_flags", "_flags._flags")
 	need(&f.constMethodTotalSize, "ConstMethod", "_constMethod_size")
-	f.hasLineTableFlag = 1
-	for _, n := range []string{"ConstMethod::_has_linenumber_table", "ConstMethodFlags::_misc_has_linenumber_table"} {
-		if v, ok := l.Int(n); ok && v > 0 {
-			f.hasLineTableFlag = uint32(v)
-			break
-		}
+	if c, err := ConstMethodLayoutOf(l); err != nil {
+		missing = append(missing, "ConstMethod ("+err.Error()+")")
+	} else {
+		f.constMethod = c
 	}
 	size(&f.cpoolSize, "ConstantPool")
 	need(&f.cpoolHolder, "ConstantPool", "_pool_holder")

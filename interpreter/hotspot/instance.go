@@ -182,7 +182,6 @@ func (p *instance) readMethod(addr uint64, check uint32) (*method, int64, error)
 	codeSize := uint64(le.Uint16(at(f.constMethodCodeSize, 2)))
 	nameIdx := le.Uint16(at(f.constMethodNameIndex, 2))
 	sigIdx := le.Uint16(at(f.constMethodSignatureIndex, 2))
-	flags := uint32(le.Uint16(at(f.constMethodFlags, 2)))
 	total := uint64(le.Uint32(at(f.constMethodTotalSize, 4))) * 8
 	holder := r.ptr(constants + f.cpoolHolder)
 	klassName := r.ptr(holder + f.klassName)
@@ -217,11 +216,10 @@ func (p *instance) readMethod(addr uint64, check uint32) (*method, int64, error)
 		pkg = class[:i+1]
 	}
 	m.fileID = trace.SourceFileID("java", pkg+cmpOr(m.file, class))
-	if flags&f.hasLineTableFlag != 0 {
-		start := f.constMethodSize + codeSize
-		if total > start {
-			b := make([]byte, min(total-start, maxLineTableBytes))
-			if err := p.mem.ReadAt(b, cm+start); err == nil {
+	if at, ok := f.constMethod.LineTableAt(cm, hdr); ok {
+		if end := cm + total; end > at && at >= cm+f.constMethodSize+codeSize {
+			b := make([]byte, min(end-at, maxLineTableBytes))
+			if err := p.mem.ReadAt(b, at); err == nil {
 				// A table cut short or malformed names the
 				// method without lines.
 				m.lines, _, _ = DecodeLineTable(b, p.enc)

@@ -48,8 +48,7 @@ type nmethodData struct {
 // compile id and its method against check (see hotspot_step).
 func (p *instance) readNmethod(addr uint64, check uint32) (*nmethodData, error) {
 	f := p.f
-	size, _ := p.layout.Size("nmethod")
-	hdr := make([]byte, min(max(size, 64), maxHeaderBytes))
+	hdr := make([]byte, f.nmethod.Size)
 	if err := p.mem.ReadAt(hdr, addr); err != nil {
 		return nil, fmt.Errorf("%w: nmethod %#x: %w", ErrStale, addr, err)
 	}
@@ -86,35 +85,14 @@ func (p *instance) readNmethod(addr uint64, check uint32) (*nmethodData, error) 
 	}
 	d.methodCheck = mcheck
 	d.stubBegin = addr + i32(f.nmethodStubOffset)
-	if f.codeBeginIsOffset {
-		d.codeBegin = addr + i32(f.blobCodeBegin)
-	} else {
-		d.codeBegin = u64(f.blobCodeBegin)
+	sec, err := f.nmethod.Sections(addr, hdr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	if f.hasImmutable {
-		imm := u64(f.nmethodImmutableData)
-		immSize := i32(f.nmethodImmutableDataSize)
-		// The immutable data starts with the dependencies, then the
-		// PcDescs and the scope data at the offsets given.
-		pcs := i32(f.nmethodScopesPcsOffset)
-		scopes := i32(f.nmethodScopesDataOffset)
-		d.pcs = [2]uint64{imm + pcs, imm + scopes}
-		d.scopes = [2]uint64{imm + scopes, imm + immSize}
-		if mut := u64(f.nmethodMutableData); mut != 0 {
-			// The mutable data holds the relocations, then the
-			// metadata, up to its end.
-			reloc := i32(f.nmethodRelocSize)
-			mutSize := i32(f.nmethodMutableDataSize)
-			d.metadata = [2]uint64{mut + reloc, mut + mutSize}
-			if f.nmethodMetadataOffsetMutable != 0 {
-				d.metadata[0] = mut + i32(f.nmethodMetadataOffsetMutable)
-			}
-		}
-	} else {
-		d.pcs = [2]uint64{addr + i32(f.nmethodScopesPcsOffset), addr + i32(f.nmethodDependenciesOffset)}
-		d.scopes = [2]uint64{u64(f.nmethodScopesDataBegin), addr + i32(f.nmethodScopesPcsOffset)}
-		d.metadata = [2]uint64{addr + i32(f.nmethodMetadataOffset), u64(f.nmethodScopesDataBegin)}
-	}
+	d.codeBegin = sec.CodeBegin
+	d.pcs = [2]uint64{sec.PcDescs.Start, sec.PcDescs.End}
+	d.scopes = [2]uint64{sec.Scopes.Start, sec.Scopes.End}
+	d.metadata = [2]uint64{sec.Metadata.Start, sec.Metadata.End}
 	return d, nil
 }
 

@@ -41,9 +41,9 @@ func TestFieldsFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if f.codeBeginIsOffset != tc.codeOffset || f.frameComplete16 != tc.frameComplete16 || f.hasImmutable != tc.immutableData {
+			if f.codeBeginIsOffset != tc.codeOffset || f.frameComplete16 != tc.frameComplete16 || f.nmethod.Immutable != tc.immutableData {
 				t.Errorf("code offset %v, 16-bit frame complete %v, immutable data %v; want %v, %v, %v",
-					f.codeBeginIsOffset, f.frameComplete16, f.hasImmutable, tc.codeOffset, tc.frameComplete16, tc.immutableData)
+					f.codeBeginIsOffset, f.frameComplete16, f.nmethod.Immutable, tc.codeOffset, tc.frameComplete16, tc.immutableData)
 			}
 			if f.cpoolSourceFile == noField {
 				t.Error("no ConstantPool::_source_file_name_index")
