@@ -187,6 +187,9 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 		}
 	}
 	lines := make([]trace.Line, 0, len(scopes))
+	// The frame's mapping is the innermost method's source file, whose
+	// name the tracer gives it.
+	var inner *method
 	for _, s := range scopes {
 		m := top
 		if s.MethodIndex > 0 {
@@ -206,6 +209,9 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 			bci = uint32(s.BCI)
 		}
 		lines = append(lines, trace.Line{Function: m.name, File: m.file, Line: m.line(bci)})
+		if inner == nil {
+			inner = m
+		}
 	}
 	// The VM may have freed the code and its methods while they were
 	// read (class unloading runs concurrently): the nmethod must still
@@ -219,7 +225,7 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 		h = h*31 + frameAddr(l.Function, l.Line)
 	}
 	return interpreter.Symbol{
-		ID:       trace.FrameID{File: top.fileID, Addr: h, Type: trace.FrameJVMCompiled},
+		ID:       trace.FrameID{File: inner.fileID, Addr: h, Type: trace.FrameJVMCompiled},
 		Function: in.Function,
 		File:     in.File,
 		Line:     in.Line,
