@@ -21,6 +21,7 @@ import (
 
 	"github.com/stackline-dev/stackline/flamegraph"
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/hotspot"
 	"github.com/stackline-dev/stackline/interpreter/python"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
@@ -45,6 +46,7 @@ type Agent struct {
 	page     *flamegraph.Server   // nil without --http
 	reporter *reporter.Reporter
 	tracer   *tracer.Tracer
+	jvmCache *hotspot.Cache
 	metrics  *prometheus.Registry
 	started  time.Time
 }
@@ -142,6 +144,7 @@ func New(cfg Config) (*Agent, error) {
 	if ringSize == 0 {
 		ringSize = AutoRingBufferSize(cfg.SamplesPerSecond, runtime.NumCPU())
 	}
+	a.jvmCache = hotspot.NewCache(hotspot.CacheConfig{MaxBytes: cfg.JVMCacheBytes, MaxProcessBytes: cfg.JVMProcessCacheBytes})
 	a.tracer, err = tracer.New(tracer.Config{
 		SamplesPerSecond:    cfg.SamplesPerSecond,
 		MaxStackDepth:       cfg.MaxStackDepth,
@@ -152,7 +155,7 @@ func New(cfg Config) (*Agent, error) {
 		Reporter:            a.reporter,
 		Symbolizer:          a.symbols,
 		Kernel:              a.kernel,
-		Interpreters:        interpreters(cfg),
+		Interpreters:        interpreters(cfg, a.jvmCache),
 		OffCPU:              tracer.OffCPU{Enabled: cfg.OffCPU, Threshold: cfg.OffCPUThreshold, Fraction: cfg.OffCPUFraction},
 		Logger:              log,
 	})
@@ -400,9 +403,13 @@ func (a *Agent) ReporterStats() reporter.Stats { return a.reporter.Stats() }
 func (a *Agent) Metrics() *prometheus.Registry { return a.metrics }
 
 // interpreters returns the runtimes whose frames the tracer unwinds.
-func interpreters(cfg Config) []interpreter.Runtime {
-	if cfg.NoPython {
-		return nil
+func interpreters(cfg Config, jvm *hotspot.Cache) []interpreter.Runtime {
+	var rts []interpreter.Runtime
+	if !cfg.NoPython {
+		rts = append(rts, python.Runtime{})
 	}
-	return []interpreter.Runtime{python.Runtime{}}
+	if !cfg.NoJava {
+		rts = append(rts, hotspot.Runtime{Cache: jvm})
+	}
+	return rts
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackline-dev/stackline/interpreter/hotspot"
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
 	"github.com/stackline-dev/stackline/reporter/otlphttp"
 	"github.com/stackline-dev/stackline/symbolizer"
@@ -45,6 +46,14 @@ type Config struct {
 	// NoPython turns off unwinding and naming Python frames (CPython
 	// processes then show native frames only).
 	NoPython bool
+	// NoJava turns off unwinding and naming Java frames (HotSpot JVMs
+	// then show native frames only).
+	NoJava bool
+	// JVMCacheBytes bounds the bytes held of Java methods (names, line
+	// tables) and compiled code (inlined methods) of all JVMs together,
+	// JVMProcessCacheBytes those of one JVM.
+	JVMCacheBytes        int64
+	JVMProcessCacheBytes int64
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
 	// from the sampling rate and the number of CPUs (AutoRingBufferSize).
 	RingBufferSize int
@@ -116,27 +125,29 @@ type Config struct {
 // DefaultConfig returns the defaults the flags start from.
 func DefaultConfig() Config {
 	return Config{
-		SamplesPerSecond:    19,
-		ReporterInterval:    5 * time.Second,
-		FrameCacheSize:      16384,
-		ExecutableCacheSize: 4096,
-		SymbolCacheSize:     256,
-		SymbolCacheBytes:    16 << 20,
-		MaxDWARFBytes:       4 << 20,
-		MaxStackDepth:       tracer.MaxStackDepth,
-		MaxUnwindTableBytes: 64 << 20,
-		OffCPUThreshold:     time.Millisecond,
-		OffCPUFraction:      0.1,
-		SendQueueSize:       60,
-		OTLPCompression:     "gzip",
-		ExportTimeout:       10 * time.Second,
-		ShutdownTimeout:     10 * time.Second,
-		OutputDir:           "./stackline-profiles",
-		Demangle:            "simple",
-		ProcRoot:            "/proc",
-		SysRoot:             "/sys",
-		HTTPHistory:         15 * time.Minute,
-		HTTPMaxStacks:       50_000,
+		SamplesPerSecond:     19,
+		ReporterInterval:     5 * time.Second,
+		FrameCacheSize:       16384,
+		ExecutableCacheSize:  4096,
+		SymbolCacheSize:      256,
+		SymbolCacheBytes:     16 << 20,
+		MaxDWARFBytes:        4 << 20,
+		JVMCacheBytes:        hotspot.DefaultCacheConfig.MaxBytes,
+		JVMProcessCacheBytes: hotspot.DefaultCacheConfig.MaxProcessBytes,
+		MaxStackDepth:        tracer.MaxStackDepth,
+		MaxUnwindTableBytes:  64 << 20,
+		OffCPUThreshold:      time.Millisecond,
+		OffCPUFraction:       0.1,
+		SendQueueSize:        60,
+		OTLPCompression:      "gzip",
+		ExportTimeout:        10 * time.Second,
+		ShutdownTimeout:      10 * time.Second,
+		OutputDir:            "./stackline-profiles",
+		Demangle:             "simple",
+		ProcRoot:             "/proc",
+		SysRoot:              "/sys",
+		HTTPHistory:          15 * time.Minute,
+		HTTPMaxStacks:        50_000,
 	}
 }
 
@@ -170,6 +181,12 @@ func (c *Config) Validate() error {
 	}
 	if !(c.OffCPUFraction > 0 && c.OffCPUFraction <= 1) {
 		bad("off-cpu-fraction", "%v is out of range (0, 1]", c.OffCPUFraction)
+	}
+	if c.JVMCacheBytes < 1<<16 || c.JVMCacheBytes > 1<<34 {
+		bad("jvm-cache-bytes", "%d is out of range 64KiB..16GiB", c.JVMCacheBytes)
+	}
+	if c.JVMProcessCacheBytes < 1<<16 || c.JVMProcessCacheBytes > c.JVMCacheBytes {
+		bad("jvm-process-cache-bytes", "%d is out of range 64KiB..--jvm-cache-bytes", c.JVMProcessCacheBytes)
 	}
 	if c.MaxDWARFBytes < 0 || c.MaxDWARFBytes > 1<<34 {
 		bad("max-dwarf-bytes", "%d is out of range 0..16GiB", c.MaxDWARFBytes)

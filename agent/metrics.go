@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/stackline-dev/stackline/flamegraph"
+	"github.com/stackline-dev/stackline/interpreter/hotspot"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
@@ -29,6 +30,8 @@ type stats struct {
 	kernelSymbolBytes int
 	// page is the flame graph page's store, zero without --http.
 	page flamegraph.StoreStats
+	// jvm is the cache of Java method and compiled code names.
+	jvm hotspot.CacheStats
 }
 
 // metric defines one exported metric: its name (after the stackline_
@@ -80,8 +83,16 @@ var metrics = []metric{
 	bpfCounter(progs.StacklineCounterCOUNTER_VMA_LOOKUPS, "unwind_vma_lookups_total", "Mappings the eBPF unwinder looked up in the kernel for processes not synced yet."),
 	bpfCounter(progs.StacklineCounterCOUNTER_PYTHON_FRAMES, "python_frames_total", "Python frames the eBPF unwinder emitted."),
 	bpfCounter(progs.StacklineCounterCOUNTER_INTERP_ERRORS, "interpreter_read_errors_total", "Stacks whose interpreter frames the eBPF unwinder could not read."),
+	bpfCounter(progs.StacklineCounterCOUNTER_NO_CFI_FP, "unwind_no_cfi_fp_frames_total", "Frames in code a file's unwind information leaves out, unwound by frame pointer."),
+	bpfCounter(progs.StacklineCounterCOUNTER_JVM_FRAMES, "jvm_frames_total", "HotSpot frames the eBPF unwinder emitted."),
+	bpfCounter(progs.StacklineCounterCOUNTER_JVM_ERRORS, "jvm_read_errors_total", "Stacks that stopped at a HotSpot frame whose code could not be found or read."),
 	gauge("interpreter_processes", "Processes running a known interpreter (CPython).", func(s *stats) float64 { return float64(s.tracer.InterpreterProcesses) }),
 	counter("interpreter_errors_total", "Interpreter files that could not be used (unsupported version, no symbols) and processes that could not be attached.", func(s *stats) float64 { return float64(s.tracer.InterpreterErrors) }),
+	counter("jvm_frames_unnamed_total", "Java frames that could not be named (method or compiled code gone or changed since the sample, malformed VM data); counted, never guessed.", func(s *stats) float64 { return float64(s.jvm.Unnamed) }),
+	counter("jvm_cache_hits_total", "Lookups of Java methods and compiled code answered from the cache.", func(s *stats) float64 { return float64(s.jvm.Hits) }),
+	counter("jvm_cache_misses_total", "Lookups of Java methods and compiled code read from the JVM's memory.", func(s *stats) float64 { return float64(s.jvm.Misses) }),
+	counter("jvm_cache_evictions_total", "Java method and compiled code entries dropped to stay within --jvm-cache-bytes and --jvm-process-cache-bytes.", func(s *stats) float64 { return float64(s.jvm.Evictions) }),
+	gauge("jvm_cache_bytes", "Bytes held of Java method names, line tables and inlined methods (bounded by --jvm-cache-bytes).", func(s *stats) float64 { return float64(s.jvm.Bytes) }),
 	counter("interpreter_frames_unnamed_total", "Interpreter frames that could not be named (process exited, code object gone).", func(s *stats) float64 { return float64(s.tracer.InterpreterUnnamed) }),
 	bpfCounter(progs.StacklineCounterCOUNTER_SYNC_REQUESTS, "process_sync_requests_total", "Requests of the eBPF unwinder for a process's mappings."),
 	counter("process_syncs_total", "Processes' mappings given to the eBPF unwinder.", func(s *stats) float64 { return float64(s.tracer.Syncs) }),
@@ -173,6 +184,7 @@ func (a *Agent) readStats() *stats {
 		kernel:            a.kernel.Stats(),
 		kernelSymbolBytes: a.kernel.Bytes(),
 		mapBytes:          a.tracer.MapMemory(),
+		jvm:               a.jvmCache.Stats(),
 	}
 	s.firstSample = a.firstSample(s.tracer)
 	if a.otlp != nil {

@@ -1,6 +1,6 @@
 // Package interpreter defines what the tracer needs from a language runtime
-// whose frames the eBPF unwinders walk (CPython now; the JVM, V8, Ruby, Perl
-// and PHP can follow without changes to the tracer).
+// whose frames the eBPF unwinders walk (CPython and HotSpot now; V8, Ruby,
+// Perl and PHP can follow without changes to the tracer).
 //
 // A Runtime recognises its interpreter among the files a process maps and
 // returns a Loader for that file; the tracer caches it per file. For each
@@ -25,12 +25,13 @@ type Kind uint32
 
 // The runtimes the eBPF side can unwind.
 const (
-	KindNone   Kind = 0
-	KindPython Kind = 1
+	KindNone    Kind = 0
+	KindPython  Kind = 1
+	KindHotSpot Kind = 2
 )
 
 // ConfigBytes is the size of Unwind.Config (INTERP_CONFIG_BYTES).
-const ConfigBytes = 128
+const ConfigBytes = 256
 
 // File is an executable file mapped by a process, as the tracer offers it
 // to each Runtime.
@@ -87,6 +88,10 @@ type Unwind struct {
 	// Handoff are the eval loop's address ranges: a native frame there
 	// hands over to the runtime's unwinder. Unused ranges are empty.
 	Handoff [2]Range
+	// Owned are address ranges whose frames the runtime's unwinder walks
+	// itself, to their callers (a JIT's code cache). Unused ranges are
+	// empty.
+	Owned [2]Range
 	// Data and Config are runtime-specific: addresses in the process and
 	// constants (struct offsets) in the layout its eBPF unwinder reads.
 	Data   [2]uint64
@@ -99,7 +104,10 @@ type Frame struct {
 	Type  trace.FrameType
 	Addr  uint64
 	Aux   uint32
-	Extra uint16
+	Extra uint32
+	// ReturnAddress says the frame's pc is a return address (the frame
+	// called another), not the instruction that was running.
+	ReturnAddress bool
 }
 
 // Symbol names an interpreted frame. Its strings are shared with the
@@ -112,10 +120,17 @@ type Symbol struct {
 	Function string
 	File     string
 	Line     int64
+	// Inlined, when set, names the frame as several lines instead,
+	// innermost first (methods a JIT inlined into the one it compiled,
+	// which comes last); Function, File and Line are then its first.
+	Inlined []trace.Line
 }
 
 // Info returns the reporter's metadata for s.
 func (s Symbol) Info() trace.FrameInfo {
+	if len(s.Inlined) > 0 {
+		return trace.FrameInfo{Lines: s.Inlined}
+	}
 	return trace.FrameInfo{Lines: []trace.Line{{Function: s.Function, File: s.File, Line: s.Line}}}
 }
 
@@ -128,6 +143,18 @@ type Memory interface {
 // ErrUnreadable wraps failures to read a process's memory: the process
 // exited, or the address is not mapped.
 var ErrUnreadable = errors.New("process memory unreadable")
+
+// ErrNotReady wraps Attach's failures for a runtime that has not set
+// itself up yet in the process (a VM still starting): the tracer attaches
+// it again a little later.
+var ErrNotReady = errors.New("runtime not initialised yet")
+
+// Closer is implemented by instances that hold what must be released when
+// their process is forgotten (cached bytes counted against a bound shared
+// by all processes).
+type Closer interface {
+	Close()
+}
 
 // ProcessMemory reads pid's memory with process_vm_readv, which needs no
 // file descriptor and no ptrace stop (CAP_SYS_PTRACE, which root has).

@@ -44,6 +44,13 @@ const (
 	// FrameCPython is a Python function run by CPython. The FrameID's File
 	// stands for the source file, its Addr for the function and line.
 	FrameCPython FrameType = 4
+	// FrameJVMInterpreted, FrameJVMCompiled and FrameJVMStub are HotSpot
+	// frames: a method the interpreter runs, a compiled method (whose one
+	// frame may stand for several inlined methods), and other VM code
+	// (stubs, adapters). The FrameID's File stands for the source file.
+	FrameJVMInterpreted FrameType = 5
+	FrameJVMCompiled    FrameType = 6
+	FrameJVMStub        FrameType = 7
 	// FrameGo is a native frame in a Go binary. The eBPF side never emits it:
 	// the tracer sets it when the mapped file is known to be Go.
 	FrameGo FrameType = 64
@@ -67,6 +74,8 @@ func (t FrameType) String() string {
 		return "go"
 	case FrameCPython:
 		return "cpython"
+	case FrameJVMInterpreted, FrameJVMCompiled, FrameJVMStub:
+		return "jvm"
 	}
 	return "unknown"
 }

@@ -3,10 +3,19 @@ package tracer
 import (
 	"errors"
 	"io/fs"
+	"time"
 
 	"github.com/stackline-dev/stackline/interpreter"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
+)
+
+// A runtime found in a process but not initialised yet (a VM starting)
+// is attached again every interpRetryInterval, up to maxInterpRetries
+// times.
+const (
+	interpRetryInterval = 250 * time.Millisecond
+	maxInterpRetries    = 120
 )
 
 // attachInterpreter looks for an interpreter among p's mappings, whose
@@ -33,6 +42,13 @@ func (t *Tracer) attachInterpreter(p *process, files []*fileInfo) {
 			continue
 		}
 		inst, err := fi.interp.Attach(p.pid, interpreter.Mapping{Start: m.start, End: m.end, Offset: m.offset}, interpreter.ProcessMemory(p.pid))
+		if errors.Is(err, interpreter.ErrNotReady) && p.interpRetries < maxInterpRetries {
+			// A runtime still starting: try again shortly.
+			p.interpRetries++
+			t.schedule(p.pid, time.Now().Add(interpRetryInterval))
+			t.log.Debug("interpreter not ready", "pid", p.pid, "path", m.path, "error", err)
+			return
+		}
 		if err != nil {
 			t.stats.interpErrors.Add(1)
 			t.log.Debug("attach interpreter", "pid", p.pid, "path", m.path, "error", err)
@@ -54,6 +70,9 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 	v := progs.StacklineInterpProc{Kind: uint32(u.Kind), Data: u.Data, Config: u.Config}
 	for j, r := range u.Handoff {
 		v.HandoffStart[j], v.HandoffEnd[j] = r.Start, r.End
+	}
+	for j, r := range u.Owned {
+		v.OwnedStart[j], v.OwnedEnd[j] = r.Start, r.End
 	}
 	if err := t.maps.putInterpreter(p.pid, &v); err != nil {
 		t.stats.interpErrors.Add(1)
@@ -93,7 +112,11 @@ func (t *Tracer) detachInterpreter(p *process) {
 	if p.interp == nil {
 		return
 	}
+	if c, ok := p.interp.(interpreter.Closer); ok {
+		c.Close()
+	}
 	p.interp, p.interpRuntime = nil, ""
+	p.interpRetries = 0
 	t.stats.interpProcesses.Add(-1)
 	if err := t.maps.deleteInterpreter(p.pid); err != nil {
 		t.log.Debug("forget interpreter", "pid", p.pid, "error", err)
@@ -107,7 +130,7 @@ func (t *Tracer) interpFrame(proc *process, f *rawFrame) trace.FrameID {
 		t.stats.interpUnnamed.Add(1)
 		return trace.FrameID{Addr: f.addr, Type: f.typ}
 	}
-	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, Extra: f.extra})
+	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, Extra: f.extra, ReturnAddress: f.flags&frameFlagReturnAddress != 0})
 	if err != nil {
 		t.stats.interpUnnamed.Add(1)
 		t.log.Debug("name interpreter frame", "pid", proc.pid, "error", err)

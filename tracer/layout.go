@@ -18,6 +18,9 @@ func _() {
 	_ = x[trace.FrameKernel-trace.FrameType(progs.StacklineFrameTypeFRAME_KERNEL)]
 	_ = x[trace.FrameError-trace.FrameType(progs.StacklineFrameTypeFRAME_ERROR)]
 	_ = x[trace.FrameCPython-trace.FrameType(progs.StacklineFrameTypeFRAME_CPYTHON)]
+	_ = x[trace.FrameJVMInterpreted-trace.FrameType(progs.StacklineFrameTypeFRAME_JVM_INTERPRETED)]
+	_ = x[trace.FrameJVMCompiled-trace.FrameType(progs.StacklineFrameTypeFRAME_JVM_COMPILED)]
+	_ = x[trace.FrameJVMStub-trace.FrameType(progs.StacklineFrameTypeFRAME_JVM_STUB)]
 
 	_ = x[trace.ErrorMaxDepth-uint64(progs.StacklineUnwindErrorUNWIND_ERR_MAX_DEPTH)]
 	_ = x[trace.ErrorReadFailed-uint64(progs.StacklineUnwindErrorUNWIND_ERR_READ_FAILED)]
@@ -29,7 +32,9 @@ func _() {
 
 	_ = x[interpreter.KindNone-interpreter.Kind(progs.StacklineInterpKindINTERP_NONE)]
 	_ = x[interpreter.KindPython-interpreter.Kind(progs.StacklineInterpKindINTERP_PYTHON)]
+	_ = x[interpreter.KindHotSpot-interpreter.Kind(progs.StacklineInterpKindINTERP_HOTSPOT)]
 	_ = x[interpreter.ConfigBytes-len(progs.StacklineInterpProc{}.Config)]
 	_ = x[len(interpreter.Unwind{}.Handoff)-len(progs.StacklineInterpProc{}.HandoffStart)]
 	_ = x[len(interpreter.Unwind{}.Data)-len(progs.StacklineInterpProc{}.Data)]
+	_ = x[len(interpreter.Unwind{}.Owned)-len(progs.StacklineInterpProc{}.OwnedStart)]
 }

@@ -72,6 +72,9 @@ type process struct {
 	metaRead bool
 	// interpRuntime is the process.runtime.name of interp.
 	interpRuntime string
+	// interpRetries counts attaches put off because the runtime was not
+	// initialised yet (a VM starting).
+	interpRetries int
 }
 
 // procFS reads the parts of /proc the tracer needs, under a configurable

@@ -55,7 +55,7 @@ type rawFrame struct {
 	aux   uint32
 	typ   trace.FrameType
 	flags uint8
-	extra uint16
+	extra uint32
 }
 
 // record is one decoded ring-buffer record. Frames is reused between
@@ -123,7 +123,7 @@ func (r *record) decode(raw []byte) error {
 			aux:   le.Uint32(f[offFrameAux:]),
 			typ:   trace.FrameType(f[offFrameType]),
 			flags: f[offFrameFlags],
-			extra: le.Uint16(f[offFrameExtra:]),
+			extra: le.Uint32(f[offFrameExtra:]),
 		})
 	}
 	return nil

@@ -38,7 +38,7 @@ var (
 // codeKey identifies a code object in one process.
 type codeKey struct {
 	addr        uint64
-	fingerprint uint16
+	fingerprint uint32
 }
 
 // code is what is kept of a code object.
@@ -124,7 +124,7 @@ func (p *instance) byteOffset(aux uint32) (uint32, bool) {
 
 // readCode reads the code object at addr, checking it is the one whose
 // fingerprint the sample carries.
-func (p *instance) readCode(addr uint64, want uint16) (*code, error) {
+func (p *instance) readCode(addr uint64, want uint32) (*code, error) {
 	o := &p.offsets
 	b := p.buf[:]
 	if err := p.mem.ReadAt(b, addr); err != nil {

@@ -26,9 +26,9 @@ func (m imageMemory) ReadAt(p []byte, addr uint64) error {
 // memory holds, Frame returns a name or an error, never panics, and reads
 // within its bounds.
 func FuzzFrame(f *testing.F) {
-	f.Add(uint8(11), uint32(0), uint32(0), uint16(0), make([]byte, 512))
-	f.Add(uint8(8), uint32(16), uint32(4), uint16(7), make([]byte, 300))
-	f.Fuzz(func(t *testing.T, minor uint8, off, aux uint32, extra uint16, image []byte) {
+	f.Add(uint8(11), uint32(0), uint32(0), uint32(0), make([]byte, 512))
+	f.Add(uint8(8), uint32(16), uint32(4), uint32(7), make([]byte, 300))
+	f.Fuzz(func(t *testing.T, minor uint8, off, aux, extra uint32, image []byte) {
 		o, ok := OffsetsFor(int(minor%6) + 8)
 		if !ok {
 			t.Fatal("no offsets")

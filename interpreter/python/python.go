@@ -213,10 +213,9 @@ func b2u(b bool) uint32 {
 }
 
 // fingerprint is the eBPF unwinder's fingerprint of a code object (see
-// python_step): its name's address and first line folded to 16 bits.
-func fingerprint(name uint64, firstLineno int32) uint16 {
-	h := uint32(name) ^ uint32(name>>32) ^ uint32(firstLineno)*0x9e3779b1
-	return uint16(h ^ h>>16)
+// python_step): its name's address and first line folded to 32 bits.
+func fingerprint(name uint64, firstLineno int32) uint32 {
+	return uint32(name) ^ uint32(name>>32) ^ uint32(firstLineno)*0x9e3779b1
 }
 
 // frameAddr derives a frame's address in its source file's pseudo-mapping:

@@ -38,9 +38,10 @@ const (
 	OSLinux = "linux"
 	// RuntimeGo and RuntimeCPython are the process.runtime.name of Go
 	// executables and of CPython interpreters, as the OpenTelemetry SDKs
-	// of those languages set it.
+	// of those languages set it; RuntimeJava that of HotSpot JVMs.
 	RuntimeGo      = "go"
 	RuntimeCPython = "cpython"
+	RuntimeJava    = "java"
 )
 
 // HostArchOf returns the host.arch value of a Go GOARCH: the semantic

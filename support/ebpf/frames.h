@@ -24,6 +24,24 @@ static __always_inline void push_frame(struct trace *t, u64 addr, u8 type, u8 fl
 	t->frames[n].type = type;
 	t->frames[n].flags = flags;
 	t->frames[n].extra = 0;
+	t->frames[n].pad = 0;
+	t->frames[n].pad2 = 0;
+	t->num_frames = n + 1;
+}
+
+// Appends a frame of a runtime's own unwinder.
+static __always_inline void push_interp_frame(struct trace *t, u64 addr, u32 aux, u32 extra, u8 type, u8 flags)
+{
+	u32 n = t->num_frames;
+	if (n >= MAX_FRAMES)
+		return;
+	t->frames[n].addr = addr;
+	t->frames[n].aux = aux;
+	t->frames[n].extra = extra;
+	t->frames[n].type = type;
+	t->frames[n].flags = flags;
+	t->frames[n].pad = 0;
+	t->frames[n].pad2 = 0;
 	t->num_frames = n + 1;
 }
 

@@ -4,12 +4,17 @@
 // for each process running a known interpreter, with the Go types bpf2go
 // generates from these declarations.
 //
-// The native unwinder walks the machine stack as usual. When a frame's pc
-// lies in one of the process's hand-off ranges (the interpreter's eval
-// loop), the runtime's unwinder first emits the interpreted frames that
-// this activation of the eval loop runs, then the native frame itself is
-// recorded and native unwinding goes on below it. Interpreted frames thus
-// sit exactly where they ran among native ones.
+// The native unwinder walks the machine stack as usual. A runtime meets it
+// in one of two ways:
+//   - hand-off ranges (CPython's eval loop): when a frame's pc lies in one,
+//     the runtime's unwinder first emits the interpreted frames that this
+//     activation of the eval loop runs, then the native frame itself is
+//     recorded and native unwinding goes on below it;
+//   - owned ranges (a JIT's code cache, HotSpot's): a frame whose pc lies
+//     in one is the runtime's alone. Its unwinder emits the frame (or the
+//     frames it stands for) and computes the caller's pc, sp and fp itself;
+//     the caller may be native again, or owned too.
+// Interpreted frames thus sit exactly where they ran among native ones.
 #ifndef STACKLINE_INTERP_H
 #define STACKLINE_INTERP_H
 
@@ -19,10 +24,12 @@
 enum interp_kind {
 	INTERP_NONE = 0,
 	INTERP_PYTHON = 1,
+	INTERP_HOTSPOT = 2,
 };
 
 #define INTERP_HANDOFFS 2
-#define INTERP_CONFIG_BYTES 128
+#define INTERP_OWNED 2
+#define INTERP_CONFIG_BYTES 256
 
 // One process's interpreter, as user space describes it.
 struct interp_proc {
@@ -32,9 +39,14 @@ struct interp_proc {
 	// its compiler-split .cold part); unused ones are empty.
 	u64 handoff_start[INTERP_HANDOFFS];
 	u64 handoff_end[INTERP_HANDOFFS];
+	// Address ranges [start, end) the runtime unwinds itself (a JIT's code
+	// cache); unused ones are empty.
+	u64 owned_start[INTERP_OWNED];
+	u64 owned_end[INTERP_OWNED];
 	// Runtime-specific addresses in the process (Python: _PyRuntime).
 	u64 data[2];
-	// Runtime-specific constants (Python: struct py_offsets).
+	// Runtime-specific constants (Python: struct py_offsets; HotSpot:
+	// struct hotspot_config).
 	u8 config[INTERP_CONFIG_BYTES];
 };
 

@@ -29,6 +29,9 @@ var goTypes = map[string]reflect.Type{
 	"py_offsets":    reflect.TypeFor[StacklinePyOffsets](),
 	"py_code_key":   reflect.TypeFor[StacklinePyCodeKey](),
 	"unwind_state":  reflect.TypeFor[StacklineUnwindState](),
+
+	"hotspot_config":   reflect.TypeFor[StacklineHotspotConfig](),
+	"hotspot_seen_key": reflect.TypeFor[StacklineHotspotSeenKey](),
 }
 
 // sharedTypes returns the types of the committed object's BTF that user

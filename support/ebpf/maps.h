@@ -101,6 +101,9 @@ enum counter {
 	COUNTER_OFF_CPU_SHORT,   // sampled waits shorter than the threshold
 	COUNTER_OFF_CPU_FULL,    // sampled waits not recorded: wait table full
 	COUNTER_LOST_OFF_CPU,    // ring buffer full: off-CPU trace dropped
+	COUNTER_NO_CFI_FP,       // frames without unwind information in a file that has some, stepped by frame pointer
+	COUNTER_JVM_FRAMES,      // HotSpot frames emitted
+	COUNTER_JVM_ERRORS,      // HotSpot frames whose code could not be found or read
 	COUNTER_NUM,
 };
 

@@ -17,6 +17,7 @@
 #include "unwind_maps.h"
 #include "interp.h"
 #include "python.h"
+#include "hotspot.h"
 
 // Offsets in the kernel's x86-64 signal frame, from the stack pointer the
 // signal trampoline (__restore_rt) runs with: it points at the ucontext,
@@ -170,6 +171,27 @@ static __always_inline int in_handoff(struct unwind_state *st, u64 pc)
 	return 0;
 }
 
+// Reports whether pc lies in one of the runtime's owned ranges.
+static __always_inline int in_owned(struct unwind_state *st, u64 pc)
+{
+	for (int i = 0; i < INTERP_OWNED; i++)
+		if (pc >= st->owned_start[i] && pc < st->owned_end[i])
+			return 1;
+	return 0;
+}
+
+// Unwinds a frame in one of the runtime's owned ranges with the runtime's
+// own unwinder, which emits its frames and steps to the caller.
+static __always_inline int owned_step(struct trace *t, struct unwind_state *st)
+{
+	u32 pid = st->pid;
+	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &pid);
+	if (ip && ip->kind == INTERP_HOTSPOT)
+		return hotspot_step(t, st, ip);
+	push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
+	return STEP_DONE;
+}
+
 // Steps from a frame without unwind information by its frame pointer: the
 // saved rbp and the return address lie at rbp.
 static __always_inline int step_frame_pointer(struct trace *t, struct unwind_state *st)
@@ -308,7 +330,18 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		st->interp_done = 1;
 		return STEP_CONTINUE;
 	}
+	if (st->interp_kind && in_owned(st, pc)) {
+		int r = owned_step(t, st);
+		if (r == STEP_CONTINUE && st->pc == 0) {
+			// A runtime's frame always has a caller: its stack
+			// was misread (a frame sampled while being set up).
+			push_error(t, UNWIND_ERR_BAD_FRAME, COUNTER_BAD_FRAME);
+			return STEP_DONE;
+		}
+		return r;
+	}
 	st->interp_done = 0;
+	st->unextended_sp = 0;
 	push_frame(t, st->pc, FRAME_NATIVE, st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0);
 	st->depth++;
 	struct exec_mapping *m = &st->mapping;
@@ -350,7 +383,16 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 			push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 			return STEP_DONE;
 		}
-		r = step_rule(t, st, find_rule(rows, m->num_rows, pc - m->bias));
+		u32 rule = find_rule(rows, m->num_rows, pc - m->bias);
+		if (rule == RULE_INVALID) {
+			// Code the file's unwind information leaves out (a
+			// runtime's hand-written code, node's embedded
+			// builtins): its frame pointer is all there is.
+			count(COUNTER_NO_CFI_FP);
+			r = step_frame_pointer(t, st);
+		} else {
+			r = step_rule(t, st, rule);
+		}
 	}
 	// A zero return address is how some runtimes end their stacks.
 	if (r == STEP_CONTINUE && st->pc == 0)
@@ -401,12 +443,18 @@ static __always_inline void start_unwind(struct unwind_state *st, struct pt_regs
 	st->interp_init = 0;
 	st->interp_frame = 0;
 	st->urgent = 0;
+	st->top_r13 = regs->r13;
+	st->unextended_sp = 0;
 	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
 	if (ip) {
 		st->interp_kind = ip->kind;
 		for (int i = 0; i < INTERP_HANDOFFS; i++) {
 			st->handoff_start[i] = ip->handoff_start[i];
 			st->handoff_end[i] = ip->handoff_end[i];
+		}
+		for (int i = 0; i < INTERP_OWNED; i++) {
+			st->owned_start[i] = ip->owned_start[i];
+			st->owned_end[i] = ip->owned_end[i];
 		}
 	} else {
 		st->interp_kind = INTERP_NONE;

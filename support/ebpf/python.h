@@ -183,15 +183,7 @@ static __always_inline int python_step(struct trace *t, struct unwind_state *st,
 	u32 h = (u32)name ^ (u32)(name >> 32) ^ ((u32)firstlineno * 0x9e3779b1u);
 
 	u32 aux = o->instr_is_pointer ? (u32)(instr - code) : (u32)instr;
-	u32 n = t->num_frames;
-	if (n < MAX_FRAMES) {
-		t->frames[n].addr = code;
-		t->frames[n].aux = aux;
-		t->frames[n].type = FRAME_CPYTHON;
-		t->frames[n].flags = 0;
-		t->frames[n].extra = (u16)(h ^ (h >> 16));
-		t->num_frames = n + 1;
-	}
+	push_interp_frame(t, code, aux, h, FRAME_CPYTHON, 0);
 	count(COUNTER_PYTHON_FRAMES);
 	struct py_code_key key = {.pid = st->pid, .code = code};
 	if (!bpf_map_lookup_elem(&py_code_seen, &key)) {

@@ -37,7 +37,10 @@ const (
 	StacklineCounterCOUNTER_OFF_CPU_SHORT    StacklineCounter = 18
 	StacklineCounterCOUNTER_OFF_CPU_FULL     StacklineCounter = 19
 	StacklineCounterCOUNTER_LOST_OFF_CPU     StacklineCounter = 20
-	StacklineCounterCOUNTER_NUM              StacklineCounter = 21
+	StacklineCounterCOUNTER_NO_CFI_FP        StacklineCounter = 21
+	StacklineCounterCOUNTER_JVM_FRAMES       StacklineCounter = 22
+	StacklineCounterCOUNTER_JVM_ERRORS       StacklineCounter = 23
+	StacklineCounterCOUNTER_NUM              StacklineCounter = 24
 )
 
 type StacklineExecMapping struct {
@@ -67,9 +70,11 @@ type StacklineFrame struct {
 	_     structs.HostLayout
 	Addr  uint64
 	Aux   uint32
+	Extra uint32
 	Type  uint8
 	Flags uint8
-	Extra uint16
+	Pad   uint16
+	Pad2  uint32
 }
 
 type StacklineFrameFlags uint32
@@ -81,17 +86,70 @@ const (
 type StacklineFrameType uint32
 
 const (
-	StacklineFrameTypeFRAME_NATIVE  StacklineFrameType = 1
-	StacklineFrameTypeFRAME_KERNEL  StacklineFrameType = 2
-	StacklineFrameTypeFRAME_ERROR   StacklineFrameType = 3
-	StacklineFrameTypeFRAME_CPYTHON StacklineFrameType = 4
+	StacklineFrameTypeFRAME_NATIVE          StacklineFrameType = 1
+	StacklineFrameTypeFRAME_KERNEL          StacklineFrameType = 2
+	StacklineFrameTypeFRAME_ERROR           StacklineFrameType = 3
+	StacklineFrameTypeFRAME_CPYTHON         StacklineFrameType = 4
+	StacklineFrameTypeFRAME_JVM_INTERPRETED StacklineFrameType = 5
+	StacklineFrameTypeFRAME_JVM_COMPILED    StacklineFrameType = 6
+	StacklineFrameTypeFRAME_JVM_STUB        StacklineFrameType = 7
 )
+
+type StacklineHotspotBounds uint32
+
+const (
+	StacklineHotspotBoundsHOTSPOT_HEAPS       StacklineHotspotBounds = 3
+	StacklineHotspotBoundsHOTSPOT_SEGMAP_HOPS StacklineHotspotBounds = 64
+	StacklineHotspotBoundsHOTSPOT_BCI_UNKNOWN StacklineHotspotBounds = 4294967295
+)
+
+type StacklineHotspotConfig struct {
+	_                    structs.HostLayout
+	Heaps                [3]StacklineHotspotHeap
+	InterpStart          uint64
+	InterpEnd            uint64
+	HeapBlockSize        uint32
+	BlobName             uint32
+	BlobSize             uint32
+	BlobFrameSize        uint32
+	BlobFrameComplete    uint32
+	FrameCompleteIs16    uint32
+	BlobCodeBegin        uint32
+	CodeBeginIsOffset    uint32
+	NmethodCompileId     uint32
+	NmethodMethod        uint32
+	MethodConstMethod    uint32
+	ConstMethodSize      uint32
+	ConstMethodConstants uint32
+	ConstMethodCodeSize  uint32
+	CpoolHolder          uint32
+	KlassName            uint32
+	SymbolLength         uint32
+	SymbolBody           uint32
+}
+
+type StacklineHotspotHeap struct {
+	_               structs.HostLayout
+	Low             uint64
+	High            uint64
+	Segmap          uint64
+	Log2SegmentSize uint32
+	Pad             uint32
+}
+
+type StacklineHotspotSeenKey struct {
+	_     structs.HostLayout
+	Pid   uint32
+	Check uint32
+	Addr  uint64
+}
 
 type StacklineInterpKind uint32
 
 const (
-	StacklineInterpKindINTERP_NONE   StacklineInterpKind = 0
-	StacklineInterpKindINTERP_PYTHON StacklineInterpKind = 1
+	StacklineInterpKindINTERP_NONE    StacklineInterpKind = 0
+	StacklineInterpKindINTERP_PYTHON  StacklineInterpKind = 1
+	StacklineInterpKindINTERP_HOTSPOT StacklineInterpKind = 2
 )
 
 type StacklineInterpProc struct {
@@ -100,8 +158,10 @@ type StacklineInterpProc struct {
 	Pad          uint32
 	HandoffStart [2]uint64
 	HandoffEnd   [2]uint64
+	OwnedStart   [2]uint64
+	OwnedEnd     [2]uint64
 	Data         [2]uint64
-	Config       [128]uint8
+	Config       [256]uint8
 }
 
 type StacklineMappingKey struct {
@@ -275,6 +335,10 @@ type StacklineUnwindState struct {
 	HandoffStart  [2]uint64
 	HandoffEnd    [2]uint64
 	InterpFrame   uint64
+	OwnedStart    [2]uint64
+	OwnedEnd      [2]uint64
+	TopR13        uint64
+	UnextendedSp  uint64
 }
 
 type StacklineUnwinder uint32
@@ -290,6 +354,7 @@ const (
 const (
 	StacklineMapCounters          = "counters"
 	StacklineMapFileTables        = "file_tables"
+	StacklineMapHotspotSeen       = "hotspot_seen"
 	StacklineMapInterpProcs       = "interp_procs"
 	StacklineMapLastWakeup        = "last_wakeup"
 	StacklineMapOffcpuWaits       = "offcpu_waits"
@@ -371,6 +436,7 @@ type StacklineProgramSpecs struct {
 type StacklineMapSpecs struct {
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	FileTables      *ebpf.MapSpec `ebpf:"file_tables"`
+	HotspotSeen     *ebpf.MapSpec `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
 	LastWakeup      *ebpf.MapSpec `ebpf:"last_wakeup"`
 	OffcpuWaits     *ebpf.MapSpec `ebpf:"offcpu_waits"`
@@ -418,6 +484,7 @@ func (o *StacklineObjects) Close() error {
 type StacklineMaps struct {
 	Counters        *ebpf.Map `ebpf:"counters"`
 	FileTables      *ebpf.Map `ebpf:"file_tables"`
+	HotspotSeen     *ebpf.Map `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
 	LastWakeup      *ebpf.Map `ebpf:"last_wakeup"`
 	OffcpuWaits     *ebpf.Map `ebpf:"offcpu_waits"`
@@ -436,6 +503,7 @@ func (m *StacklineMaps) Close() error {
 	return _StacklineClose(
 		m.Counters,
 		m.FileTables,
+		m.HotspotSeen,
 		m.InterpProcs,
 		m.LastWakeup,
 		m.OffcpuWaits,

@@ -31,6 +31,17 @@ enum frame_type {
 	// instruction (f_lasti, or the instruction pointer's offset from the
 	// code object), extra a fingerprint of the code object.
 	FRAME_CPYTHON = 4,
+	// HotSpot frames (support/ebpf/hotspot.h). An interpreted method:
+	// addr is its Method*, aux the bytecode index, extra a check value of
+	// the method's class (a Method* freed and reused is told apart).
+	FRAME_JVM_INTERPRETED = 5,
+	// A compiled method (C1, C2, a native method wrapper): addr is its
+	// nmethod, aux the pc's offset from it, extra a check value of its
+	// compile id and its method.
+	FRAME_JVM_COMPILED = 6,
+	// Other VM code (stubs, adapters): addr is its code blob, aux the
+	// pc's offset from it.
+	FRAME_JVM_STUB = 7,
 };
 
 // Error codes carried by FRAME_ERROR frames (trace.Error* in Go).
@@ -72,11 +83,14 @@ enum trace_bounds {
 struct frame {
 	u64 addr;
 	u32 aux;
+	// Runtime-specific check value, so that code freed and replaced at the
+	// same address is told apart (Python: a fingerprint of the code
+	// object; HotSpot: a compile id, or a check of the method's class).
+	u32 extra;
 	u8 type;
 	u8 flags;
-	// Runtime-specific (Python: a fingerprint of the code object, so a
-	// code object freed and replaced at the same address is told apart).
-	u16 extra;
+	u16 pad;
+	u32 pad2;
 };
 
 struct record_header {

@@ -198,6 +198,16 @@ struct unwind_state {
 	u64 handoff_end[INTERP_HANDOFFS];
 	// The next interpreted frame to emit (Python: a frame's address).
 	u64 interp_frame;
+	// The runtime's owned ranges (struct interp_proc).
+	u64 owned_start[INTERP_OWNED];
+	u64 owned_end[INTERP_OWNED];
+	// Registers of the sampled (top) frame that runtimes read beyond pc,
+	// sp and fp: HotSpot's interpreter keeps its bytecode pointer in r13.
+	u64 top_r13;
+	// The caller's stack pointer before its callee extended the caller's
+	// frame (HotSpot's interpreter and adapters do), when a runtime's
+	// unwinder knows it; 0 otherwise. Only the next step reads it.
+	u64 unextended_sp;
 };
 
 struct {
