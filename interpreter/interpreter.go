@@ -28,6 +28,7 @@ const (
 	KindNone    Kind = 0
 	KindPython  Kind = 1
 	KindHotSpot Kind = 2
+	KindV8      Kind = 3
 )
 
 // ConfigBytes is the size of Unwind.Config (INTERP_CONFIG_BYTES).

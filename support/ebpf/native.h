@@ -18,6 +18,7 @@
 #include "interp.h"
 #include "python.h"
 #include "hotspot.h"
+#include "v8.h"
 
 // Offsets in the kernel's x86-64 signal frame, from the stack pointer the
 // signal trampoline (__restore_rt) runs with: it points at the ucontext,
@@ -122,6 +123,7 @@ static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void
 	struct file *f = vma->vm_file;
 	if (!f) {
 		// Anonymous executable memory (JIT code): frame pointers.
+		m->flags = MAPPING_FLAG_ANON;
 		l->table_known = 1;
 		return 0;
 	}
@@ -329,6 +331,12 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		st->has_mapping = 1;
 	}
 	int r;
+	if (st->interp_kind == INTERP_V8) {
+		// V8's builtins and JIT code: its frame walker, by rbp.
+		r = v8_step(t, st, pc, m->flags & MAPPING_FLAG_ANON);
+		if (r >= 0)
+			return r;
+	}
 	if (m->num_rows == 0) {
 		r = step_frame_pointer(t, st);
 	} else {

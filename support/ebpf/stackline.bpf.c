@@ -41,9 +41,11 @@ struct shared_types {
 	enum py_frame_model py_frame_model;
 	enum py_constants py_constants;
 	enum hotspot_bounds hotspot_bounds;
+	enum mapping_flags mapping_flags;
 	struct process_event process_event;
 	struct py_offsets py_offsets;
 	struct hotspot_config hotspot_config;
+	struct v8_config v8_config;
 };
 
 const volatile struct shared_types *const shared_types = 0;
@@ -143,6 +145,7 @@ int sample(struct bpf_perf_event_data *ctx)
 		st->interp_frame = 0;
 		st->urgent = 0;
 		st->top_r13 = regs.r13;
+		st->top_r9 = regs.r9;
 		st->unextended_sp = 0;
 		struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
 		if (ip) {

@@ -1,0 +1,255 @@
+package v8
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// ErrStale says a frame's function is no longer what the eBPF walker saw:
+// the GC moved or freed it since the sample. The frame is left unnamed.
+var ErrStale = errors.New("V8 function changed since the sample")
+
+// symbolCacheEntries bounds the frames an instance remembers the names of
+// (a name's strings are shared with the process's cache, bounded in
+// bytes; an entry costs about 200 bytes).
+const symbolCacheEntries = 4096
+
+// runtimeID names the source files of V8 frames in FrameIDs.
+const runtimeID = "v8js"
+
+// frameKey is a frame as the eBPF walker emitted it.
+type frameKey struct {
+	typ           trace.FrameType
+	addr          uint64
+	aux, extra    uint32
+	returnAddress bool
+}
+
+// Instance is V8 in one process, as the tracer sees it: what the eBPF
+// frame walker needs, and the naming of its frames.
+type Instance struct {
+	p      *Process
+	unwind interpreter.Unwind
+	stats  *RuntimeStats
+	types  map[uint32]string
+	// names remembers frames named: a frame's check value makes its
+	// key unique to the function it was emitted for. Only the tracer's
+	// goroutine calls Frame.
+	names *simplelru.LRU[frameKey, interpreter.Symbol]
+}
+
+func newInstance(p *Process, stats *RuntimeStats) (*Instance, error) {
+	lay := p.loader.layout
+	enc, err := encodeConfig(config(lay, p.bias))
+	if err != nil {
+		return nil, fmt.Errorf("v8: encode config: %w", err)
+	}
+	names, err := simplelru.NewLRU[frameKey, interpreter.Symbol](symbolCacheEntries, nil)
+	if err != nil {
+		return nil, err
+	}
+	in := &Instance{p: p, stats: stats, names: names, types: make(map[uint32]string)}
+	in.unwind.Kind = interpreter.KindV8
+	in.unwind.Config = enc
+	for name, t := range lay.Frame.Types {
+		in.types[uint32(t)] = name
+	}
+	return in, nil
+}
+
+// Unwind implements interpreter.Instance.
+func (in *Instance) Unwind() interpreter.Unwind { return in.unwind }
+
+// Process returns the process's V8 naming.
+func (in *Instance) Process() *Process { return in.p }
+
+// Close implements interpreter.Closer: the process's cached bytes go back
+// to the shared budget.
+func (in *Instance) Close() { in.p.Close() }
+
+// Frame implements interpreter.Instance.
+func (in *Instance) Frame(f interpreter.Frame) (interpreter.Symbol, error) {
+	k := frameKey{typ: f.Type, addr: f.Addr, aux: f.Aux, extra: f.Extra, returnAddress: f.ReturnAddress}
+	if s, ok := in.names.Get(k); ok {
+		in.stats.Named.Add(1)
+		return s, nil
+	}
+	s, err := in.frame(f)
+	if err != nil {
+		in.stats.Unnamed.Add(1)
+		if errors.Is(err, ErrStale) {
+			in.stats.Stale.Add(1)
+		}
+		return interpreter.Symbol{}, err
+	}
+	in.stats.Named.Add(1)
+	if s.Line == 0 {
+		println("DEBUG", f.Type, s.Function, f.Aux, f.ReturnAddress)
+		in.stats.NoLine.Add(1)
+	}
+	in.names.Add(k, s)
+	return s, nil
+}
+
+func (in *Instance) frame(f interpreter.Frame) (interpreter.Symbol, error) {
+	switch f.Type {
+	case trace.FrameV8Stub:
+		return in.typed(f.Aux), nil
+	case trace.FrameV8Interpreted:
+		if err := in.p.checkSFI(f.Addr, f.Extra); err != nil {
+			return interpreter.Symbol{}, err
+		}
+		lay := in.p.loader.layout
+		off := int64(f.Aux) - int64(lay.BytecodeArrayData) + int64(lay.HeapObjectTag)
+		pos, err := in.p.nameSFI(f.Addr, off)
+		if pos.Line == 0 {
+			println("DEBUG interp", pos.Function, f.Aux, off, f.ReturnAddress, fmt.Sprint(err))
+		}
+		if err != nil && pos.Function == "" {
+			return interpreter.Symbol{}, err
+		}
+		return symbol(trace.FrameV8Interpreted, []Position{pos}), nil
+	case trace.FrameV8Code:
+		sfi, err := in.p.lockedFunctionSFI(f.Addr)
+		if err != nil {
+			return interpreter.Symbol{}, fmt.Errorf("%w: %w", ErrStale, err)
+		}
+		if err := in.p.checkSFI(sfi, f.Extra); err != nil {
+			return interpreter.Symbol{}, err
+		}
+		return symbol(trace.FrameV8Code, in.p.nameCode(f.Addr, sfi, f.Aux, f.ReturnAddress)), nil
+	}
+	return interpreter.Symbol{}, fmt.Errorf("v8: frame type %d is not V8's", f.Type)
+}
+
+// typed names a typed frame by its type: V8::ExitFrame, V8::EntryFrame...
+func (in *Instance) typed(t uint32) interpreter.Symbol {
+	name, ok := in.types[t]
+	if !ok {
+		name = "Frame" + strconv.FormatUint(uint64(t), 10)
+	}
+	name = "V8::" + name
+	return interpreter.Symbol{
+		ID:       trace.FrameID{File: trace.SourceFileID(runtimeID, "[v8]"), Addr: frameAddr([]Position{{Function: name}}), Type: trace.FrameV8Stub},
+		Function: name,
+	}
+}
+
+// symbol makes the Symbol of positions, innermost first.
+func symbol(typ trace.FrameType, pos []Position) interpreter.Symbol {
+	s := interpreter.Symbol{
+		ID:       trace.FrameID{File: trace.SourceFileID(runtimeID, pos[0].Script), Addr: frameAddr(pos), Type: typ},
+		Function: pos[0].Function,
+		File:     pos[0].Script,
+		Line:     int64(pos[0].Line),
+	}
+	if len(pos) > 1 {
+		s.Inlined = make([]trace.Line, len(pos))
+		for i, p := range pos {
+			s.Inlined[i] = trace.Line{Function: p.Function, File: p.Script, Line: int64(p.Line)}
+		}
+	}
+	return s
+}
+
+// frameAddr derives a frame's address for the reporter from what names it
+// (FNV-1a).
+func frameAddr(pos []Position) uint64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	add := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h = (h ^ uint64(s[i])) * prime
+		}
+		h = (h ^ 0xff) * prime
+	}
+	for _, p := range pos {
+		add(p.Function)
+		add(p.Script)
+		add(strconv.Itoa(p.Line))
+	}
+	return h
+}
+
+// sfiCheck is the check value the eBPF walker computes of a
+// SharedFunctionInfo: its address, name (or scope info) and script.
+func sfiCheck(sfi, name, script uint64) uint32 {
+	return uint32(sfi) ^ uint32(sfi>>32) ^ uint32(name)*0x9e3779b1 ^ uint32(name>>32) ^
+		uint32(script)*0x85ebca6b ^ uint32(script>>32)
+}
+
+// checkSFI checks that sfi is a SharedFunctionInfo whose check value is
+// check: the one the eBPF walker saw.
+func (p *Process) checkSFI(sfi uint64, check uint32) error {
+	h := &p.heap
+	lay := h.lay
+	if err := h.expect(sfi, lay.Types.SharedFunctionInfo, "SharedFunctionInfo"); err != nil {
+		return fmt.Errorf("%w: %w", ErrStale, err)
+	}
+	b, err := p.header(sfi, max(lay.SFINameOrScopeInfo, lay.SFIScript)+pointerSize)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStale, err)
+	}
+	if got := sfiCheck(sfi, field(b, lay.SFINameOrScopeInfo), field(b, lay.SFIScript)); got != check {
+		return fmt.Errorf("%w: SharedFunctionInfo %#x checks %#x, the sample's %#x", ErrStale, sfi, got, check)
+	}
+	return nil
+}
+
+// lockedFunctionSFI returns a JSFunction's SharedFunctionInfo.
+func (p *Process) lockedFunctionSFI(function uint64) (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.functionSFI(function)
+}
+
+// describeSFI names a function without a position: its name and script.
+func (p *Process) describeSFI(sfi uint64) Position {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info, err := p.sfi(sfi)
+	if err != nil {
+		return Position{Function: Anonymous}
+	}
+	pos := Position{Function: info.name}
+	if info.script != 0 {
+		if sc, err := p.script(info.script); err == nil {
+			pos.Script = sc.name
+		}
+	}
+	return pos
+}
+
+// nameCode names a frame running code of function (whose
+// SharedFunctionInfo is sfi) at the pc whose low 32 bits are pcLow: the
+// function's current code, Sparkplug or optimized, holds it. A pc outside
+// that code (code replaced since, on-stack replacement, a builtin with
+// JavaScript linkage) names the function without a line.
+func (p *Process) nameCode(function, sfi uint64, pcLow uint32, returnAddress bool) []Position {
+	code, err := p.FunctionCode(function)
+	if err != nil {
+		return []Position{p.describeSFI(sfi)}
+	}
+	start, err := p.instructionStart(code)
+	if err != nil {
+		return []Position{p.describeSFI(sfi)}
+	}
+	off := int64(pcLow - uint32(start))
+	pos, err := p.NameOptimized(code, off, returnAddress)
+	if errors.Is(err, ErrBaselineCode) {
+		var bp Position
+		if bp, err = p.NameBaseline(function, code, off, returnAddress); err == nil {
+			return []Position{bp}
+		}
+	}
+	if err != nil || len(pos) == 0 {
+		return []Position{p.describeSFI(sfi)}
+	}
+	return pos
+}

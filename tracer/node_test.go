@@ -1,0 +1,290 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
+	v8 "github.com/stackline-dev/stackline/interpreter/v8"
+	"github.com/stackline-dev/stackline/symbolizer"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// nodeChain is a workload whose main thread runs outer, which calls
+// middle, which calls inner, whose loop is hot. With STACKLINE_TRACE set
+// it prints a console.trace from the hot loop and exits. With
+// STACKLINE_NEWFN set, inner is made by new Function on every call of
+// outer (its name is then "anonymous" and it has no script name). The
+// lines checked are marked.
+const nodeChain = `'use strict';
+const TRACE = !!process.env.STACKLINE_TRACE;
+const NEWFN = !!process.env.STACKLINE_NEWFN;
+function inner(n) {
+  let s = 0;
+  for (let i = 0; i < n; i++) {
+    s = (s * 31 + (i ^ (s >>> 11)) + (i % 7) * (s & 255) + (i & 3) * (s >>> 5)) & 0xfffff; if (TRACE && i === 5) { console.trace('hot'); process.exit(0); } // INNER-LOOP
+  }
+  return s;
+}
+const body = 'let s = 0;\nfor (let i = 0; i < n; i++) {\n  s = (s * 31 + (i ^ (s >>> 11)) + (i % 7) * (s & 255) + (i & 3) * (s >>> 5)) & 0xfffff;\n}\nreturn s;';
+function middle(f, n) {
+  return f(n) ^ 7; // MIDDLE
+}
+function outer() {
+  const f = NEWFN ? new Function('n', body) : inner;
+  let x = 0;
+  for (let i = 0; i < 100; i++) x = (x + middle(f, 2000)) & 0xfffff; // OUTER
+  return x;
+}
+let sink = 0;
+for (;;) sink = (sink + outer()) & 0xfffff;
+`
+
+// nodeLine returns the line of nodeChain holding marker.
+func nodeLine(t *testing.T, marker string) int64 {
+	t.Helper()
+	for i, l := range strings.Split(nodeChain, "\n") {
+		if strings.Contains(l, marker) {
+			return int64(i + 1)
+		}
+	}
+	t.Fatalf("no %s in the workload", marker)
+	return 0
+}
+
+// nodeFrame is a frame of a node stack, inlined functions expanded.
+type nodeFrame struct {
+	name, file string
+	line       int64
+	typ        trace.FrameType
+	err        uint64
+	phys       int
+}
+
+func (f nodeFrame) String() string {
+	if f.err != 0 {
+		return trace.ErrorName(f.err)
+	}
+	if f.name == "" {
+		return fmt.Sprintf("?%d", f.typ)
+	}
+	if f.file != "" || f.line != 0 {
+		return fmt.Sprintf("%s (%s:%d)#%d", f.name, filepath.Base(f.file), f.line, f.typ)
+	}
+	return f.name
+}
+
+// nodeWarmUp is how long node runs before its samples count: V8 tiers
+// the workload up meanwhile, and node's unwind table is built.
+const nodeWarmUp = 3 * time.Second
+
+// sampleNode runs cmd for d under a tracer with the V8 runtime and returns
+// the user frames (leaf first) of its main thread's traces from
+// nodeWarmUp after its start.
+func sampleNode(t *testing.T, cmd *exec.Cmd, d time.Duration) ([][]nodeFrame, *v8.RuntimeStats) {
+	t.Helper()
+	stats := new(v8.RuntimeStats)
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20,
+		Interpreters: []interpreter.Runtime{v8.Runtime{Stats: stats}}},
+		symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
+	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the processes running at start were not synced within a minute")
+		}
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	from := uint64(time.Now().Add(nodeWarmUp).UnixNano())
+	time.Sleep(nodeWarmUp + d)
+	cmd.Process.Kill()
+	cmd.Wait()
+	time.Sleep(200 * time.Millisecond)
+	tr.stop(t)
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	pid := uint32(cmd.Process.Pid)
+	var out [][]nodeFrame
+	for _, r := range rec.traces {
+		if r.meta.PID != pid || r.meta.TID != pid || r.meta.TimestampNS < from {
+			continue
+		}
+		var frames []nodeFrame
+		for phys, f := range r.frames {
+			switch f.Type {
+			case trace.FrameKernel:
+				continue
+			case trace.FrameError:
+				frames = append(frames, nodeFrame{err: f.Addr})
+				continue
+			}
+			lines := rec.frames[f].Lines
+			if len(lines) == 0 {
+				frames = append(frames, nodeFrame{typ: f.Type, phys: phys})
+			}
+			for _, l := range lines {
+				frames = append(frames, nodeFrame{name: l.Function, file: l.File, line: l.Line, typ: f.Type, phys: phys})
+			}
+		}
+		out = append(out, frames)
+	}
+	return out, stats
+}
+
+// nodeChainAt reports whether frames hold inner (or the anonymous
+// function new Function made), middle and outer as consecutive
+// JavaScript frames with the workload's script and lines, and native
+// frames below down to _start without an error frame.
+func nodeChainAt(t *testing.T, frames []nodeFrame, script string, newFn bool) bool {
+	type want struct {
+		name, file string
+		lines      []int64
+	}
+	// The hot loop: its body and its header (the test and increment).
+	loop := nodeLine(t, "INNER-LOOP")
+	first := want{"inner", script, []int64{loop, loop - 1}}
+	if newFn {
+		// new Function's source: V8 puts the function header on
+		// lines 1-2, the loop's header and body on 4 and 5.
+		first = want{"anonymous", "", []int64{4, 5}}
+	}
+	chain := []want{first, {"middle", script, []int64{nodeLine(t, "MIDDLE")}}, {"outer", script, []int64{nodeLine(t, "OUTER")}}}
+	i := 0
+	for i < len(frames) && frames[i].name != chain[0].name {
+		i++
+	}
+	if i+len(chain) > len(frames) {
+		return false
+	}
+	for j, w := range chain {
+		f := frames[i+j]
+		if f.name != w.name || f.file != w.file || !slices.Contains(w.lines, f.line) {
+			return false
+		}
+		switch f.typ {
+		case trace.FrameV8Interpreted, trace.FrameV8Code:
+		default:
+			return false
+		}
+	}
+	for _, f := range frames[i+len(chain):] {
+		if f.err != 0 {
+			return false
+		}
+		if f.name == "_start" {
+			return true
+		}
+	}
+	return false
+}
+
+// consoleTraceLine runs the workload with STACKLINE_TRACE and returns the
+// line console.trace gives for inner.
+func consoleTraceLine(t *testing.T, node, script string) int64 {
+	t.Helper()
+	cmd := exec.Command(node, script)
+	cmd.Env = append(os.Environ(), "STACKLINE_TRACE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", node, err, out)
+	}
+	m := regexp.MustCompile(`at inner \(.*:(\d+):\d+\)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no inner in console.trace:\n%s", out)
+	}
+	n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return n
+}
+
+// TestNodeFrames: on node 20, 22 and 24, interpreted, Sparkplug, default
+// (Maglev/TurboFan, inner inlined into middle) and with inner made by
+// new Function, at least 95% of the main thread's samples show the whole
+// JavaScript chain with script and line above native frames down to
+// _start; the hot loop's line is the one console.trace gives there.
+func TestNodeFrames(t *testing.T) {
+	testenv.RequireBPF(t)
+	nodes := testenv.Nodes(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "chain.js")
+	if err := os.WriteFile(script, []byte(nodeChain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	modes := []struct {
+		name  string
+		flags []string
+		newFn bool
+	}{
+		{"interpreted", []string{"--no-opt", "--no-sparkplug"}, false},
+		{"sparkplug", []string{"--always-sparkplug", "--no-opt"}, false},
+		{"default", nil, false},
+		{"newfunction", nil, true},
+	}
+	for _, n := range nodes {
+		t.Run(n.Name, func(t *testing.T) {
+			traceLine := consoleTraceLine(t, n.Path, script)
+			if want := nodeLine(t, "INNER-LOOP"); traceLine != want {
+				t.Fatalf("console.trace gives inner line %d, the workload's marker is on %d", traceLine, want)
+			}
+			for _, m := range modes {
+				t.Run(m.name, func(t *testing.T) {
+					cmd := exec.Command(n.Path, append(m.flags, script)...)
+					if m.newFn {
+						cmd.Env = append(os.Environ(), "STACKLINE_NEWFN=1")
+					}
+					traces, stats := sampleNode(t, cmd, 6*time.Second)
+					if len(traces) < 150 {
+						t.Fatalf("%d traces of the workload, want at least 150", len(traces))
+					}
+					good := 0
+					var bad []string
+					hot := map[int64]int{}
+					for _, fr := range traces {
+						for _, f := range fr {
+							if f.name == "inner" || f.name == "anonymous" {
+								hot[f.line]++
+								break
+							}
+						}
+						if nodeChainAt(t, fr, script, m.newFn) {
+							good++
+						} else if len(bad) < 8 {
+							bad = append(bad, fmt.Sprint(fr))
+						}
+					}
+					share := float64(good) / float64(len(traces))
+					t.Logf("%s %s: %d/%d traces (%.1f%%) with the whole chain; named %d, unnamed %d (stale %d), no line %d",
+						n.Name, m.name, good, len(traces), 100*share, stats.Named.Load(), stats.Unnamed.Load(), stats.Stale.Load(), stats.NoLine.Load())
+					if !m.newFn {
+						// The hot loop's body is where most samples
+						// land: the line console.trace gives there.
+						top, most := int64(0), 0
+						for l, c := range hot {
+							if c > most {
+								top, most = l, c
+							}
+						}
+						if top != traceLine {
+							t.Errorf("inner's most sampled line is %d (%v), console.trace gives %d", top, hot, traceLine)
+						}
+					}
+					if share < 0.95 {
+						t.Errorf("%.1f%% of the traces with the whole chain, want >= 95%%; some without:\n%s", 100*share, strings.Join(bad, "\n"))
+					}
+				})
+			}
+		})
+	}
+}
