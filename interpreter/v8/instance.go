@@ -90,7 +90,6 @@ func (in *Instance) Frame(f interpreter.Frame) (interpreter.Symbol, error) {
 	}
 	in.stats.Named.Add(1)
 	if s.Line == 0 {
-		println("DEBUG", f.Type, s.Function, f.Aux, f.ReturnAddress)
 		in.stats.NoLine.Add(1)
 	}
 	in.names.Add(k, s)
@@ -108,9 +107,6 @@ func (in *Instance) frame(f interpreter.Frame) (interpreter.Symbol, error) {
 		lay := in.p.loader.layout
 		off := int64(f.Aux) - int64(lay.BytecodeArrayData) + int64(lay.HeapObjectTag)
 		pos, err := in.p.nameSFI(f.Addr, off)
-		if pos.Line == 0 {
-			println("DEBUG interp", pos.Function, f.Aux, off, f.ReturnAddress, fmt.Sprint(err))
-		}
 		if err != nil && pos.Function == "" {
 			return interpreter.Symbol{}, err
 		}

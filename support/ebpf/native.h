@@ -18,7 +18,6 @@
 #include "interp.h"
 #include "python.h"
 #include "hotspot.h"
-#include "v8.h"
 
 // Offsets in the kernel's x86-64 signal frame, from the stack pointer the
 // signal trampoline (__restore_rt) runs with: it points at the ucontext,
@@ -177,6 +176,9 @@ static __always_inline int in_owned(struct unwind_state *st, u64 pc)
 	return 0;
 }
 
+// The V8 frame walker needs find_mapping.
+#include "v8.h"
+
 // Unwinds a frame in one of the runtime's owned ranges with the runtime's
 // own unwinder, which emits its frames and steps to the caller.
 static __always_inline int owned_step(struct trace *t, struct unwind_state *st)
@@ -333,7 +335,7 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 	int r;
 	if (st->interp_kind == INTERP_V8) {
 		// V8's builtins and JIT code: its frame walker, by rbp.
-		r = v8_step(t, st, pc, m->flags & MAPPING_FLAG_ANON);
+		r = v8_step(t, st, pc, m);
 		if (r >= 0)
 			return r;
 	}

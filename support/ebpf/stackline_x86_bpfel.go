@@ -336,6 +336,10 @@ type StacklineUnwindState struct {
 	OwnedEnd      [2]uint64
 	TopR13        uint64
 	TopR9         uint64
+	V8Table       uint64
+	V8Bias        uint64
+	V8Init        uint8
+	Pad2          [7]uint8
 	UnextendedSp  uint64
 }
 
@@ -362,7 +366,8 @@ type StacklineV8Config struct {
 	TypeSfi           uint16
 	TypeBytecodeArray uint16
 	MaxFrameType      uint32
-	Pad               uint32
+	TypeScript        uint16
+	Pad               uint16
 	_                 [4]byte
 }
 

@@ -209,6 +209,12 @@ struct unwind_state {
 	u64 top_r13;
 	// V8's interpreter keeps the current bytecode offset in r9.
 	u64 top_r9;
+	// V8: the table and bias of the mapping of its embedded builtins,
+	// looked up once a sample (v8_init).
+	u64 v8_table;
+	u64 v8_bias;
+	u8 v8_init;
+	u8 pad2[7];
 	// The caller's stack pointer before its callee extended the caller's
 	// frame (HotSpot's interpreter and adapters do), when a runtime's
 	// unwinder knows it; 0 otherwise. Only the next step reads it.

@@ -53,7 +53,8 @@ struct v8_config {
 	u16 type_sfi;
 	u16 type_bytecode_array;
 	u32 max_frame_type;    // frame type markers are at most this
-	u32 pad;
+	u16 type_script;
+	u16 pad;
 };
 
 // V8's tagging on x86-64 without pointer compression: heap object
@@ -120,18 +121,50 @@ static __always_inline void v8_seen_check(struct unwind_state *st, u64 addr, u32
 	}
 }
 
+// Reports whether pc, in the file mapping m, is in the embedded builtins:
+// in the V8 file's own text, or in a copy V8 mapped from the same file
+// pages next to its JIT code (so that JIT code calls builtins with short
+// calls). A copy has the file's table and the builtins' file offsets; the
+// mapping of the original (its table and bias) is found once a sample.
+static __always_inline int v8_in_builtins(struct unwind_state *st, struct v8_config *c, struct exec_mapping *m,
+					  u64 pc)
+{
+	if (pc >= c->builtins_start && pc < c->builtins_end)
+		return 1;
+	if (!m->table || !c->builtins_start)
+		return 0;
+	if (!st->v8_init) {
+		st->v8_init = 1;
+		st->v8_table = 0;
+		u32 pid = st->pid;
+		struct process_info *info = bpf_map_lookup_elem(&processes, &pid);
+		if (info) {
+			struct exec_mapping *orig = find_mapping(pid, info, c->builtins_start);
+			if (orig) {
+				st->v8_table = orig->table;
+				st->v8_bias = orig->bias;
+			}
+		}
+	}
+	if (!st->v8_table || m->table != st->v8_table)
+		return 0;
+	u64 off = pc - m->bias;
+	return off >= c->builtins_start - st->v8_bias && off < c->builtins_end - st->v8_bias;
+}
+
 // Turns the native frame just pushed for pc into a V8 frame when it is
 // one, and steps to its caller by rbp. It returns -1 when the frame is
 // not V8's (or not readable as such): native unwinding goes on with it.
-// anon says pc lies in anonymous executable memory.
-static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64 pc, int anon)
+// m is pc's mapping.
+static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64 pc, struct exec_mapping *m)
 {
 	u32 pid = st->pid;
 	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &pid);
 	if (!ip || ip->kind != INTERP_V8)
 		return -1;
 	struct v8_config *c = (struct v8_config *)ip->config;
-	int builtin = pc >= c->builtins_start && pc < c->builtins_end;
+	int anon = m->flags & MAPPING_FLAG_ANON;
+	int builtin = !anon && v8_in_builtins(st, c, m, pc);
 	if (!builtin && !anon)
 		return -1;
 	u64 fp = st->fp;
@@ -170,7 +203,24 @@ static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64
 		u32 check = (u32)sfi ^ (u32)(sfi >> 32) ^ ((u32)name * 0x9e3779b1u) ^ (u32)(name >> 32) ^
 			    ((u32)script * 0x85ebca6bu) ^ (u32)(script >> 32);
 		u64 bca = w[V8_FP_BYTECODE_ARRAY], bco = w[V8_FP_BYTECODE_OFFSET];
-		if (builtin && (bco & 1) == 0 && v8_type(c, bca) == c->type_bytecode_array) {
+		int interpreted = builtin && (bco & 1) == 0 && v8_type(c, bca) == c->type_bytecode_array;
+		if (builtin && !interpreted && st->depth == 1 && !st->return_address &&
+		    v8_type(c, script) == c->type_script) {
+			// The sampled pc is in a builtin without a frame of its
+			// own (Sparkplug and optimized code call many), called
+			// by the user function whose frame fp is: the builtin
+			// stays a native frame, and its return address, on top
+			// of the stack, leads to that function's code.
+			u64 ra = 0;
+			if (v8_read(&ra, 8, st->sp))
+				return -1;
+			count(COUNTER_V8JS_FRAMES);
+			st->pc = ra;
+			st->sp += 8;
+			st->return_address = 1;
+			return STEP_CONTINUE;
+		}
+		if (interpreted) {
 			// Interpreted: the frame's bytecode offset is saved when
 			// the interpreter calls out; while it runs a bytecode
 			// handler (the sampled frame) the live one is in r9.
