@@ -30,12 +30,10 @@ const TRACE = !!process.env.STACKLINE_TRACE;
 const NEWFN = !!process.env.STACKLINE_NEWFN;
 function inner(n) {
   let s = 0;
-  for (let i = 0; i < n; i++) {
-    s = (s * 31 + (i ^ (s >>> 11)) + (i % 7) * (s & 255) + (i & 3) * (s >>> 5)) & 0xfffff; if (TRACE && i === 5) { console.trace('hot'); process.exit(0); } // INNER-LOOP
-  }
+  for (let i = 0; i < n; i++) { s = (s * 31 + (i ^ (s >>> 11)) + (i % 7) * (s & 255) + (i & 3) * (s >>> 5)) & 0xfffff; if (TRACE && i === 5) { console.trace('hot'); process.exit(0); } } // INNER-LOOP
   return s;
 }
-const body = 'let s = 0;\nfor (let i = 0; i < n; i++) {\n  s = (s * 31 + (i ^ (s >>> 11)) + (i % 7) * (s & 255) + (i & 3) * (s >>> 5)) & 0xfffff;\n}\nreturn s;';
+const body = 'let s = 0;\nfor (let i = 0; i < n; i++) { s = (s * 31 + (i ^ (s >>> 11)) + (i % 7) * (s & 255) + (i & 3) * (s >>> 5)) & 0xfffff; }\nreturn s;';
 function middle(f, n) {
   return f(n) ^ 7; // MIDDLE
 }
@@ -78,7 +76,7 @@ func (f nodeFrame) String() string {
 		return fmt.Sprintf("?%d", f.typ)
 	}
 	if f.file != "" || f.line != 0 {
-		return fmt.Sprintf("%s (%s:%d)#%d", f.name, filepath.Base(f.file), f.line, f.typ)
+		return fmt.Sprintf("%s (%s:%d)", f.name, filepath.Base(f.file), f.line)
 	}
 	return f.name
 }
@@ -153,13 +151,12 @@ func nodeChainAt(t *testing.T, frames []nodeFrame, script string, newFn bool) bo
 		name, file string
 		lines      []int64
 	}
-	// The hot loop: its body and its header (the test and increment).
-	loop := nodeLine(t, "INNER-LOOP")
-	first := want{"inner", script, []int64{loop, loop - 1}}
+	// The hot loop, on one line.
+	first := want{"inner", script, []int64{nodeLine(t, "INNER-LOOP")}}
 	if newFn {
-		// new Function's source: V8 puts the function header on
-		// lines 1-2, the loop's header and body on 4 and 5.
-		first = want{"anonymous", "", []int64{4, 5}}
+		// new Function's source, without a script name: V8 puts
+		// the function's header on lines 1-2, the loop on 4.
+		first = want{v8.Anonymous, "", []int64{4}}
 	}
 	chain := []want{first, {"middle", script, []int64{nodeLine(t, "MIDDLE")}}, {"outer", script, []int64{nodeLine(t, "OUTER")}}}
 	i := 0
@@ -186,6 +183,17 @@ func nodeChainAt(t *testing.T, frames []nodeFrame, script string, newFn bool) bo
 		}
 		if f.name == "_start" {
 			return true
+		}
+	}
+	return false
+}
+
+// nodeInlined reports whether inner and middle are lines of one frame:
+// inner inlined into middle.
+func nodeInlined(frames []nodeFrame) bool {
+	for i := 0; i+1 < len(frames); i++ {
+		if frames[i].name == "inner" && frames[i+1].name == "middle" {
+			return frames[i].typ == trace.FrameV8Code && frames[i].phys == frames[i+1].phys
 		}
 	}
 	return false
@@ -248,25 +256,28 @@ func TestNodeFrames(t *testing.T) {
 					if len(traces) < 150 {
 						t.Fatalf("%d traces of the workload, want at least 150", len(traces))
 					}
-					good := 0
+					good, inlined := 0, 0
 					var bad []string
 					hot := map[int64]int{}
 					for _, fr := range traces {
 						for _, f := range fr {
-							if f.name == "inner" || f.name == "anonymous" {
+							if f.name == "inner" || f.name == v8.Anonymous {
 								hot[f.line]++
 								break
 							}
 						}
 						if nodeChainAt(t, fr, script, m.newFn) {
 							good++
-						} else if len(bad) < 60 {
+							if nodeInlined(fr) {
+								inlined++
+							}
+						} else if len(bad) < 8 {
 							bad = append(bad, fmt.Sprint(fr))
 						}
 					}
 					share := float64(good) / float64(len(traces))
-					t.Logf("%s %s: %d/%d traces (%.1f%%) with the whole chain; named %d, unnamed %d (stale %d), no line %d",
-						n.Name, m.name, good, len(traces), 100*share, stats.Named.Load(), stats.Unnamed.Load(), stats.Stale.Load(), stats.NoLine.Load())
+					t.Logf("%s %s: %d/%d traces (%.1f%%) with the whole chain, %d with inner inlined into middle; named %d, unnamed %d (stale %d), no line %d",
+						n.Name, m.name, good, len(traces), 100*share, inlined, stats.Named.Load(), stats.Unnamed.Load(), stats.Stale.Load(), stats.NoLine.Load())
 					if !m.newFn {
 						// The hot loop's body is where most samples
 						// land: the line console.trace gives there.
@@ -280,7 +291,9 @@ func TestNodeFrames(t *testing.T) {
 							t.Errorf("inner's most sampled line is %d (%v), console.trace gives %d", top, hot, traceLine)
 						}
 					}
-					t.Logf("some without the chain:\n%s", strings.Join(bad, "\n"))
+					if m.name == "default" && inlined < len(traces)/2 {
+						t.Errorf("inner inlined into middle in %d of %d traces, want most", inlined, len(traces))
+					}
 					if share < 0.95 {
 						t.Errorf("%.1f%% of the traces with the whole chain, want >= 95%%; some without:\n%s", 100*share, strings.Join(bad, "\n"))
 					}

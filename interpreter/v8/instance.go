@@ -237,15 +237,36 @@ func (p *Process) nameCode(function, sfi uint64, pcLow uint32, returnAddress boo
 		return []Position{p.describeSFI(sfi)}
 	}
 	off := int64(pcLow - uint32(start))
-	pos, err := p.NameOptimized(code, off, returnAddress)
-	if errors.Is(err, ErrBaselineCode) {
-		var bp Position
-		if bp, err = p.NameBaseline(function, code, off, returnAddress); err == nil {
-			return []Position{bp}
+	pos, err := p.nameCodeAt(function, code, off, returnAddress)
+	if errors.Is(err, ErrPCOutsideCode) {
+		// Not the function's code now: find the code holding pc.
+		pc := start&^0xffffffff | uint64(pcLow)
+		if pc > start+1<<31 {
+			pc -= 1 << 32
+		} else if pc+1<<31 < start {
+			pc += 1 << 32
+		}
+		var other, s uint64
+		if other, s, err = p.codeAt(code, pc); err == nil {
+			pos, err = p.nameCodeAt(function, other, int64(pc-s), returnAddress)
 		}
 	}
 	if err != nil || len(pos) == 0 {
 		return []Position{p.describeSFI(sfi)}
 	}
 	return pos
+}
+
+// nameCodeAt names the frame of function running code (Sparkplug or
+// optimized) at pc offset off.
+func (p *Process) nameCodeAt(function, code uint64, off int64, returnAddress bool) ([]Position, error) {
+	pos, err := p.NameOptimized(code, off, returnAddress)
+	if errors.Is(err, ErrBaselineCode) {
+		bp, err := p.NameBaseline(function, code, off, returnAddress)
+		if err != nil {
+			return nil, err
+		}
+		return []Position{bp}, nil
+	}
+	return pos, err
 }

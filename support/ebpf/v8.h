@@ -19,12 +19,15 @@
 //   FRAME_V8JS_CODE         addr: the JSFunction, aux: the low 32 bits of pc
 //                         (Sparkplug, Maglev, TurboFan code, or a builtin
 //                         with JavaScript linkage);
-//   FRAME_V8JS_STUB         addr: pc, aux: the frame type.
+//   FRAME_V8JS_STUB         addr: pc, aux: the frame type, for a typed
+//                         frame in JIT code.
 // extra is a check of the SharedFunctionInfo (its address, name or scope
 // info and script) so that user space, reading V8's heap later, never
 // names a frame after an object the GC moved or freed meanwhile.
-// Frames in the builtins that are neither (frameless builtins, bytecode
-// handlers' callees) stay native: the symbolizer names them Builtins_*.
+// Typed frames in the builtins (entry, exit, stub frames of builtins) and
+// frameless builtins stay native frames, stepped by rbp here: the
+// symbolizer names them Builtins_*. A frameless builtin on top of the
+// stack is stepped through the return address at sp.
 #ifndef STACKLINE_V8_H
 #define STACKLINE_V8_H
 
@@ -185,9 +188,13 @@ static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64
 		u64 type = marker >> 1;
 		if (type == 0 || type > c->max_frame_type)
 			return -1;
-		f->type = FRAME_V8JS_STUB;
-		f->aux = type;
-		f->extra = 0;
+		// In the builtins the frame stays native: the symbolizer
+		// names the builtin (Builtins_CEntry_..., Builtins_JSEntry).
+		if (!builtin) {
+			f->type = FRAME_V8JS_STUB;
+			f->aux = type;
+			f->extra = 0;
+		}
 	} else {
 		u64 function = w[V8_FP_FUNCTION];
 		u16 ft = v8_type(c, function);

@@ -1,0 +1,92 @@
+package v8
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Bounds of the search for the code holding a pc.
+const (
+	// codeScanBytes is how far before a pc the header of the
+	// InstructionStream holding it is looked for.
+	codeScanBytes = 256 << 10
+	// codeScanChunk is how much one read of the search covers.
+	codeScanChunk = 16 << 10
+	// streamHeaderScan is how far before a known code's instructions
+	// its stream's header is looked for.
+	streamHeaderScan = 256
+)
+
+// errNoCode says no code object was found holding a pc.
+var errNoCode = errors.New("no code object holds the pc")
+
+// codeAt finds the Code whose instructions hold pc, when it is not the
+// one its function runs now (code replaced since, on-stack replacement
+// code): the InstructionStream holding pc is the last object before pc
+// whose map is that of the stream of known, a Code of the same process,
+// and its Code (the field after the map) has instructions around pc.
+// It returns the Code (tagged) and its instructions' start.
+func (p *Process) codeAt(known, pc uint64) (uint64, uint64, error) {
+	h := &p.heap
+	lay := h.lay
+	if lay.CodeInlineBody != 0 {
+		return 0, 0, fmt.Errorf("%w: code with inline instructions", errNoCode)
+	}
+	start, err := p.instructionStart(known)
+	if err != nil {
+		return 0, 0, err
+	}
+	// The stream of known: the word before the field pointing back to
+	// known is the streams' map.
+	if start < streamHeaderScan {
+		return 0, 0, errNoCode
+	}
+	var hb [streamHeaderScan]byte
+	if err := h.mem.ReadAt(hb[:], start-streamHeaderScan); err != nil {
+		return 0, 0, err
+	}
+	var streamMap uint64
+	for i := streamHeaderScan - 16; i >= 0; i -= 8 {
+		if binary.LittleEndian.Uint64(hb[i+8:]) == known {
+			streamMap = binary.LittleEndian.Uint64(hb[i:])
+			break
+		}
+	}
+	if streamMap == 0 || !h.isHeapObject(streamMap) {
+		return 0, 0, fmt.Errorf("%w: the stream of code %#x not found", errNoCode, known)
+	}
+	buf := make([]byte, codeScanChunk)
+	end := pc &^ 7
+	for scanned := uint64(0); scanned < codeScanBytes && end >= codeScanChunk; scanned += codeScanChunk {
+		from := end - codeScanChunk
+		if err := h.mem.ReadAt(buf, from); err != nil {
+			return 0, 0, err
+		}
+		for i := codeScanChunk - 8; i >= 0; i -= 8 {
+			if binary.LittleEndian.Uint64(buf[i:]) != streamMap {
+				continue
+			}
+			stream := from + uint64(i)
+			code, err := h.word(stream+h.lay.HeapObjectTag, pointerSize)
+			if err != nil || h.expect(code, lay.Types.Code, "stream's Code") != nil {
+				continue
+			}
+			s, err := p.instructionStart(code)
+			if err != nil {
+				continue
+			}
+			size, err := h.u32(code, lay.CodeInstructionSize)
+			if err != nil {
+				continue
+			}
+			if s > stream && s-stream < streamHeaderScan && pc >= s && pc < s+uint64(size) {
+				return code, s, nil
+			}
+			// The last stream before pc does not hold it.
+			return 0, 0, errNoCode
+		}
+		end = from
+	}
+	return 0, 0, errNoCode
+}
