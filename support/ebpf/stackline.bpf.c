@@ -147,6 +147,7 @@ int sample(struct bpf_perf_event_data *ctx)
 		st->top_r13 = regs.r13;
 		st->top_r9 = regs.r9;
 		st->v8_init = 0;
+		st->v8_handler = 0;
 		st->unextended_sp = 0;
 		struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
 		if (ip) {

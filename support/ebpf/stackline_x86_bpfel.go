@@ -339,7 +339,8 @@ type StacklineUnwindState struct {
 	V8Table       uint64
 	V8Bias        uint64
 	V8Init        uint8
-	Pad2          [7]uint8
+	V8Handler     uint8
+	Pad2          [6]uint8
 	UnextendedSp  uint64
 }
 

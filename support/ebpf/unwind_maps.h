@@ -214,7 +214,10 @@ struct unwind_state {
 	u64 v8_table;
 	u64 v8_bias;
 	u8 v8_init;
-	u8 pad2[7];
+	// V8: the sampled pc is in a bytecode handler that built a frame of
+	// its own, whose caller is the interpreted frame.
+	u8 v8_handler;
+	u8 pad2[6];
 	// The caller's stack pointer before its callee extended the caller's
 	// frame (HotSpot's interpreter and adapters do), when a runtime's
 	// unwinder knows it; 0 otherwise. Only the next step reads it.

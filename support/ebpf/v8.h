@@ -190,6 +190,8 @@ static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64
 			return -1;
 		// In the builtins the frame stays native: the symbolizer
 		// names the builtin (Builtins_CEntry_..., Builtins_JSEntry).
+		if (builtin && st->depth == 1 && !st->return_address)
+			st->v8_handler = 1;
 		if (!builtin) {
 			f->type = FRAME_V8JS_STUB;
 			f->aux = type;
@@ -230,9 +232,11 @@ static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64
 		if (interpreted) {
 			// Interpreted: the frame's bytecode offset is saved when
 			// the interpreter calls out; while it runs a bytecode
-			// handler (the sampled frame) the live one is in r9.
+			// handler (the sampled frame, or the caller of a sampled
+			// handler with a frame of its own) the live one is in r9
+			// (its register on entry to a handler).
 			u64 off = bco >> V8_SMI_SHIFT;
-			if (st->depth == 1 && !st->return_address) {
+			if ((st->depth == 1 && !st->return_address) || (st->depth == 2 && st->v8_handler)) {
 				u64 len = 0;
 				u64 r9 = st->top_r9;
 				if (!v8_read(&len, 8, bca - V8_HEAP_TAG + c->bytecode_length) &&
