@@ -235,8 +235,8 @@ func TestNodeFrames(t *testing.T) {
 		flags []string
 		newFn bool
 	}{
-		{"interpreted", []string{"--no-opt", "--no-sparkplug"}, false},
-		{"sparkplug", []string{"--always-sparkplug", "--no-opt"}, false},
+		{"interpreted", []string{"--no-opt", "--no-maglev", "--no-sparkplug"}, false},
+		{"sparkplug", []string{"--always-sparkplug", "--no-opt", "--no-maglev"}, false},
 		{"default", nil, false},
 		{"newfunction", nil, true},
 	}
