@@ -669,7 +669,7 @@ func (t *Tracer) MapMemory() uint64 {
 	total := t.stats.tableBytes.Load()
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
-		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen,
+		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen, t.objs.HotspotSeen,
 		t.objs.LastWakeup} {
 		if m == nil {
 			continue

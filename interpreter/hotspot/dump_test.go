@@ -19,7 +19,7 @@ import (
 )
 
 // -update regenerates testdata from live JVMs of each JDK the host has
-// (TestDumpFixtures): go test -run TestDumpFixtures -update ./interpreter/hotspot/
+// (TestDumpFixtures): go test ./interpreter/hotspot/ -run TestDumpFixtures -update
 var update = flag.Bool("update", false, "regenerate testdata from live JVMs")
 
 // chainJVM is testdata/java/Chain.java running on one JDK, warmed up so
@@ -76,10 +76,18 @@ func startChain(t *testing.T, jdk testenv.JDK, classes string, warm time.Duratio
 			<-done
 		}
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
-		t.Fatalf("%s: Chain printed %q: %v", jdk.Name, line, err)
+	// The VM may print lines of its own (CompileCommand) first.
+	out := bufio.NewReader(stdout)
+	for {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%s: Chain did not print ready: %v", jdk.Name, err)
+		}
+		if strings.TrimSpace(line) == "ready" {
+			break
+		}
 	}
+	go io.Copy(io.Discard, out)
 	return j
 }
 
@@ -143,7 +151,7 @@ func TestDumpFixtures(t *testing.T) {
 	classes := compileChain(t)
 	for _, jdk := range testenv.JDKs(t) {
 		t.Run(jdk.Name, func(t *testing.T) {
-			j := startChain(t, jdk, classes, 4*time.Second)
+			j := startChain(t, jdk, classes, time.Second, "-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,Leaf::work")
 			syms := libjvmSymbols(t, j.pid, jdk.LibJVM())
 			rec := &recordingMemory{mem: interpreter.ProcessMemory(j.pid)}
 			lookup := func(name string) (uint64, bool) { a, ok := syms[name]; return a, ok }
@@ -160,7 +168,7 @@ func TestDumpFixtures(t *testing.T) {
 			}
 			f, ty, c := l.Counts()
 			t.Logf("%s: version %d, %d fields, %d types, %d constants", jdk.Name, l.Version(), f, ty, c)
-			_ = j
+			dumpCode(t, j, l)
 		})
 	}
 }

@@ -40,6 +40,13 @@ type fields struct {
 	symbolLength, symbolBody                uint64
 	pcDesc                                  PcDescLayout
 	heapBlockSize                           uint64
+	// heapBlockUsed is HeapBlock::_header._used (bool); nmethodState
+	// nmethod::_state (a signed byte: 3 and up are JDK 17's zombie and
+	// unloaded code).
+	heapBlockUsed, nmethodState uint64
+	// nmethodStubOffset is nmethod::_stub_offset, the stub section's
+	// offset from the nmethod (its deoptimization handlers).
+	nmethodStubOffset uint64
 
 	// Code heaps and the interpreter: codeHeaps and interpreterCode are
 	// static fields, given as the file's virtual addresses.
@@ -138,6 +145,12 @@ func fieldsOf(l *Layout) (*fields, error) {
 		f.pcDesc = d
 	}
 	size(&f.heapBlockSize, "HeapBlock")
+	var header, used uint64
+	need(&header, "HeapBlock", "_header")
+	need(&used, "HeapBlock::Header", "_used")
+	f.heapBlockUsed = header + used
+	need(&f.nmethodState, "nmethod", "_state")
+	need(&f.nmethodStubOffset, "nmethod", "_stub_offset")
 
 	need(&f.heapMemory, "CodeHeap", "_memory")
 	need(&f.heapSegmap, "CodeHeap", "_segmap")
@@ -259,6 +272,7 @@ func (f *fields) config(mem interpreter.Memory, bias uint64) (progs.StacklineHot
 		c.FrameCompleteIs16 = 1
 	}
 	c.NmethodCompileId = u32(f.nmethodCompileID)
+	c.NmethodMethod = u32(f.nmethodMethod)
 	c.MethodConstMethod = u32(f.methodConstMethod)
 	c.ConstMethodSize = u32(f.constMethodSize)
 	c.ConstMethodConstants = u32(f.constMethodConstants)

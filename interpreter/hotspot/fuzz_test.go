@@ -1,8 +1,22 @@
 package hotspot
 
 import (
+	"path/filepath"
 	"testing"
 )
+
+// fixtureSeeds returns the code fixtures dumped from the JDKs, for seeds.
+func fixtureSeeds(f *testing.F) []codeFixture {
+	var out []codeFixture
+	for _, jdk := range fixtureJDKs {
+		var fx codeFixture
+		if err := readGzipJSON(filepath.Join("testdata", "code-"+jdk+".json.gz"), &fx); err != nil {
+			f.Fatal(err)
+		}
+		out = append(out, fx)
+	}
+	return out
+}
 
 // FuzzReadLayout reads VM tables from arbitrary memory: the image of a
 // small valid set of tables (whose symbols stay where they are), mutated.
@@ -68,6 +82,11 @@ func FuzzDecodeLineTable(f *testing.F) {
 	f.Add([]byte{0xFF, 0, 54, 2<<3 | 1, 8<<3 | 2, 0}, false, 12)
 	f.Add(encodeLineTable(LineTable{{0, 27}, {40, 31}, {7, 29}, {302, 1000}}, EncodingUnsigned5), true, 300)
 	f.Add([]byte{0xFF, 0xFF}, true, 0)
+	for _, fx := range fixtureSeeds(f) {
+		for _, m := range fx.Methods {
+			f.Add(m.LineTable, fx.Encoding == EncodingUnsigned5.String(), 10)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte, u5 bool, bci int) {
 		enc := EncodingJDK17
 		if u5 {
@@ -94,6 +113,11 @@ func FuzzScopes(f *testing.F) {
 	w17 := newScopeWriter(EncodingJDK17)
 	o17 := w17.scope(0, 1, 7)
 	f.Add(pcTable(PcDesc{PCOffset: 0x8, ScopeDecodeOffset: int32(w17.scope(o17, 3, 0))}), w17.b, uint32(0x8), false)
+	for _, fx := range fixtureSeeds(f) {
+		for _, nm := range fx.NMethods {
+			f.Add(nm.PcDescs, nm.Scopes, uint32(0), fx.Encoding == EncodingUnsigned5.String())
+		}
+	}
 	f.Fuzz(func(t *testing.T, pcs, scopes []byte, pc uint32, u5 bool) {
 		enc := EncodingJDK17
 		if u5 {
@@ -123,6 +147,37 @@ func FuzzJavaName(f *testing.F) {
 		got := JavaName(class, method, sig)
 		if len(got) > 9*(len(class)+len(method)+len(sig))+3 {
 			t.Fatalf("%d bytes from %d", len(got), len(class)+len(method)+len(sig))
+		}
+	})
+}
+
+// FuzzNMethodSections computes an nmethod's sections from arbitrary
+// header bytes with each JDK's layout: sections within bounds, or an
+// error.
+func FuzzNMethodSections(f *testing.F) {
+	var layouts []NMethodLayout
+	for _, jdk := range fixtureJDKs {
+		n, err := NMethodLayoutOf(layoutFixture(f, jdk))
+		if err != nil {
+			f.Fatal(err)
+		}
+		layouts = append(layouts, n)
+	}
+	for i, fx := range fixtureSeeds(f) {
+		for _, nm := range fx.NMethods {
+			f.Add(uint8(i), nm.Addr, nm.Header)
+		}
+	}
+	f.Fuzz(func(t *testing.T, which uint8, addr uint64, header []byte) {
+		n := layouts[int(which)%len(layouts)]
+		s, err := n.Sections(addr, header)
+		if err != nil {
+			return
+		}
+		for _, sp := range []Span{s.PcDescs, s.Scopes, s.Metadata} {
+			if sp.End < sp.Start || sp.Len() > maxNMethodData {
+				t.Fatalf("section %#x-%#x", sp.Start, sp.End)
+			}
 		}
 	})
 }

@@ -132,6 +132,16 @@ func (p *instance) method(addr uint64, check uint32) (*method, error) {
 // value is read first, so that a method freed and another allocated at
 // its address is never taken for the cached one.
 func (p *instance) methodNow(addr uint64) (*method, error) {
+	check, err := p.methodCheckNow(addr)
+	if err != nil {
+		return nil, err
+	}
+	return p.method(addr, check)
+}
+
+// methodCheckNow returns the check value of the method at addr as the
+// process holds it now.
+func (p *instance) methodCheckNow(addr uint64) (uint32, error) {
 	f := p.f
 	r := reader{mem: p.mem}
 	cm := r.ptr(addr + f.methodConstMethod)
@@ -139,13 +149,13 @@ func (p *instance) methodNow(addr uint64) (*method, error) {
 	holder := r.ptr(constants + f.cpoolHolder)
 	klassName := r.ptr(holder + f.klassName)
 	if r.err != nil {
-		return nil, fmt.Errorf("%w: method %#x: %w", ErrStale, addr, r.err)
+		return 0, fmt.Errorf("%w: method %#x: %w", ErrStale, addr, r.err)
 	}
 	class, err := p.symbol(klassName)
 	if err != nil {
-		return nil, fmt.Errorf("%w: method %#x: class name: %w", ErrStale, addr, err)
+		return 0, fmt.Errorf("%w: method %#x: class name: %w", ErrStale, addr, err)
 	}
-	return p.method(addr, methodCheck(cm, klassName, class))
+	return methodCheck(cm, klassName, class), nil
 }
 
 // readMethod reads the method at addr and returns it with the bytes it
@@ -238,8 +248,28 @@ func methodCheck(constMethod, klassName uint64, className string) uint32 {
 	var b [8]byte
 	copy(b[:], className[max(n-8, 0):])
 	tail := binary.LittleEndian.Uint64(b[:])
-	return uint32(constMethod) ^ uint32(constMethod>>32) ^ uint32(klassName)*0x9e3779b1 ^ uint32(klassName>>32) ^
-		uint32(tail)*0x85ebca6b ^ uint32(tail>>32) ^ uint32(uint16(n))<<16
+	h := mix(constMethod)
+	h = mix(h ^ klassName)
+	h = mix(h ^ tail)
+	h = mix(h ^ uint64(uint16(n)))
+	return uint32(h ^ h>>32)
+}
+
+// compiledCheck is the eBPF unwinder's check value of a compiled frame
+// (hotspot_step): the nmethod's compile id and its method's check value.
+func compiledCheck(compileID, methodCheck uint32) uint32 {
+	h := mix(uint64(compileID)<<32 | uint64(methodCheck))
+	return uint32(h ^ h>>32)
+}
+
+// mix is hotspot_mix: MurmurHash3's 64-bit finalizer.
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
 }
 
 // cpSymbol reads the Symbol at index idx of the constant pool at cp.

@@ -1,6 +1,7 @@
 package hotspot
 
 import (
+	"encoding/binary"
 	"fmt"
 )
 
@@ -82,4 +83,80 @@ func (t LineTable) Line(bci int) int {
 		return 0
 	}
 	return best
+}
+
+// ConstMethodLayout is where a ConstMethod (a method's read-only part)
+// keeps what naming the method needs. Its bytecodes follow the
+// ConstMethod itself, and the compressed line number table follows them.
+type ConstMethodLayout struct {
+	// Size is sizeof(ConstMethod): the header bytes to read.
+	Size uint64
+	// Constants is the offset of _constants (the ConstantPool*);
+	// NameIndex, SignatureIndex and CodeSize of the u2 fields
+	// _name_index, _signature_index (constant pool indices) and
+	// _code_size.
+	Constants, NameIndex, SignatureIndex, CodeSize uint64
+	// Flags is the offset of the flags: "_flags" (u2) in JDK 17,
+	// "_flags._flags" (u4) from JDK 21. HasLineTable is the flag
+	// saying a line table follows the bytecodes (bit 0 in all three;
+	// JDK 21 moved it to the low 16 bits of a 32-bit field).
+	Flags        uint64
+	HasLineTable uint16
+}
+
+// ConstMethodLayoutOf returns the ConstMethod layout l states.
+func ConstMethodLayoutOf(l *Layout) (ConstMethodLayout, error) {
+	var c ConstMethodLayout
+	var ok bool
+	if c.Size, ok = l.Size("ConstMethod"); !ok || c.Size > 1024 {
+		return c, fmt.Errorf("hotspot: ConstMethod size %d, %v", c.Size, ok)
+	}
+	flags := "_flags._flags"
+	if _, ok := l.Field("ConstMethod", flags); !ok {
+		flags = "_flags"
+	}
+	for _, f := range []struct {
+		name string
+		into *uint64
+		size uint64
+	}{
+		{"_constants", &c.Constants, 8}, {"_name_index", &c.NameIndex, 2},
+		{"_signature_index", &c.SignatureIndex, 2}, {"_code_size", &c.CodeSize, 2},
+		{flags, &c.Flags, 2},
+	} {
+		if *f.into, ok = l.Field("ConstMethod", f.name); !ok {
+			return c, fmt.Errorf("hotspot: the VM states no ConstMethod::%s", f.name)
+		}
+		if *f.into > c.Size || f.size > c.Size-*f.into {
+			return c, fmt.Errorf("hotspot: ConstMethod::%s at %d, outside the %d-byte ConstMethod", f.name, *f.into, c.Size)
+		}
+	}
+	// JDK 17 states the flag as ConstMethod's, 21 and 25 as
+	// ConstMethodFlags'; both are bit 0, the fallback.
+	c.HasLineTable = 1
+	for _, name := range []string{"ConstMethod::_has_linenumber_table", "ConstMethodFlags::_misc_has_linenumber_table"} {
+		v, ok := l.Int(name)
+		if !ok {
+			continue
+		}
+		if v <= 0 || v > 0x8000 || v&(v-1) != 0 {
+			return c, fmt.Errorf("hotspot: %s is %d, not one bit of 16", name, v)
+		}
+		c.HasLineTable = uint16(v)
+		break
+	}
+	return c, nil
+}
+
+// LineTableAt returns the address of the line number table of the
+// ConstMethod at addr, given its header (at least c.Size bytes read
+// there); false when it has none.
+func (c ConstMethodLayout) LineTableAt(addr uint64, header []byte) (uint64, bool) {
+	if uint64(len(header)) < c.Size {
+		return 0, false
+	}
+	if binary.LittleEndian.Uint16(header[c.Flags:])&c.HasLineTable == 0 {
+		return 0, false
+	}
+	return addr + c.Size + uint64(binary.LittleEndian.Uint16(header[c.CodeSize:])), true
 }

@@ -34,14 +34,19 @@ func (p *instance) compiledFrame(f interpreter.Frame) (interpreter.Symbol, error
 
 // nmethodData are the byte ranges of a compiled method's debug data.
 type nmethodData struct {
-	codeBegin             uint64
-	method                uint64
+	codeBegin uint64
+	method    uint64
+	// methodCheck is the check value of method, as sampled.
+	methodCheck uint32
+	// stubBegin is where the code's stubs start (its exception and
+	// deoptimization handlers).
+	stubBegin             uint64
 	pcs, scopes, metadata [2]uint64
 }
 
 // readNmethod reads the header of the nmethod at addr, checking its
-// compile id.
-func (p *instance) readNmethod(addr uint64, compileID uint32) (*nmethodData, error) {
+// compile id and its method against check (see hotspot_step).
+func (p *instance) readNmethod(addr uint64, check uint32) (*nmethodData, error) {
 	f := p.f
 	size, _ := p.layout.Size("nmethod")
 	hdr := make([]byte, min(max(size, 64), maxHeaderBytes))
@@ -61,10 +66,26 @@ func (p *instance) readNmethod(addr uint64, compileID uint32) (*nmethodData, err
 		}
 		return uint64(int64(int32(le.Uint32(hdr[off:]))))
 	}
-	if uint32(i32(f.nmethodCompileID)) != compileID {
-		return nil, fmt.Errorf("%w: nmethod %#x: compile id %d, sampled %d", ErrStale, addr, uint32(i32(f.nmethodCompileID)), compileID)
+	// Code of classes unloaded is made a zombie or unloaded (JDK 17)
+	// and its block freed: it may hold a compile id and methods that look
+	// alive while their metadata is reused.
+	if s := int8(hdr[min(f.nmethodState, uint64(len(hdr)-1))]); s >= 3 {
+		return nil, fmt.Errorf("%w: nmethod %#x: state %d", ErrStale, addr, s)
+	}
+	var used [1]byte
+	if err := p.mem.ReadAt(used[:], addr-f.heapBlockSize+f.heapBlockUsed); err != nil || used[0] == 0 {
+		return nil, fmt.Errorf("%w: nmethod %#x: its code heap block is free", ErrStale, addr)
 	}
 	d := &nmethodData{method: u64(f.nmethodMethod)}
+	mcheck, err := p.methodCheckNow(d.method)
+	if err != nil {
+		return nil, fmt.Errorf("nmethod %#x: %w", addr, err)
+	}
+	if compiledCheck(uint32(i32(f.nmethodCompileID)), mcheck) != check {
+		return nil, fmt.Errorf("%w: nmethod %#x: compile id %d, or its method, changed since the sample", ErrStale, addr, uint32(i32(f.nmethodCompileID)))
+	}
+	d.methodCheck = mcheck
+	d.stubBegin = addr + i32(f.nmethodStubOffset)
 	if f.codeBeginIsOffset {
 		d.codeBegin = addr + i32(f.blobCodeBegin)
 	} else {
@@ -112,6 +133,11 @@ func (p *instance) readRange(r [2]uint64, what string) ([]byte, error) {
 // scopesAt returns the methods inlined at pcOffset from the code's start,
 // innermost first; none for code without debug information there.
 func (p *instance) scopesAt(d *nmethodData, pcOffset uint64) ([]Scope, error) {
+	if d.codeBegin+pcOffset >= d.stubBegin {
+		// A handler: a frame being deoptimized returns to its
+		// nmethod's deoptimization handler. No line is known.
+		return nil, nil
+	}
 	pcs, err := p.readRange(d.pcs, "PcDescs")
 	if err != nil {
 		return nil, err
@@ -164,7 +190,7 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 		return interpreter.Symbol{}, err
 	}
 	pc := f.Addr + uint64(f.Aux)
-	top, err := p.methodNow(d.method)
+	top, err := p.method(d.method, d.methodCheck)
 	if err != nil {
 		return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
 	}
@@ -190,8 +216,11 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 			if i+8 > uint64(len(metadata)) {
 				return interpreter.Symbol{}, fmt.Errorf("%w: nmethod %#x: method index %d of %d", ErrMalformed, f.Addr, s.MethodIndex, len(metadata)/8)
 			}
-			if m, err = p.methodNow(binary.LittleEndian.Uint64(metadata[i:])); err != nil {
-				return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
+			addr := binary.LittleEndian.Uint64(metadata[i:])
+			if addr != d.method {
+				if m, err = p.methodNow(addr); err != nil {
+					return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
+				}
 			}
 		}
 		bci := uint32(bciUnknown)
@@ -199,6 +228,12 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 			bci = uint32(s.BCI)
 		}
 		lines = append(lines, trace.Line{Function: m.name, File: m.file, Line: m.line(bci)})
+	}
+	// The VM may have freed the code and its methods while they were
+	// read (class unloading runs concurrently): the nmethod must still
+	// be the one sampled once everything is read.
+	if _, err := p.readNmethod(f.Addr, f.Extra); err != nil {
+		return interpreter.Symbol{}, err
 	}
 	in := lines[0]
 	h := uint64(0)

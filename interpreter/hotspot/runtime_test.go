@@ -29,7 +29,7 @@ func fixtureLayout(t testing.TB, jdk string) *Layout {
 // them told apart.
 func TestFieldsFixtures(t *testing.T) {
 	for _, tc := range []struct {
-		jdk                                         string
+		jdk                                        string
 		codeOffset, frameComplete16, immutableData bool
 	}{
 		{"17", false, false, false},
@@ -141,11 +141,14 @@ func FuzzFrame(f *testing.F) {
 		types := []trace.FrameType{trace.FrameJVMInterpreted, trace.FrameJVMCompiled, trace.FrameJVMStub}
 		fr := interpreter.Frame{Type: types[int(typ)%len(types)], Addr: base + uint64(off), Aux: aux, Extra: extra, ReturnAddress: typ&4 != 0}
 		if fr.Type == trace.FrameJVMCompiled && extra&1 == 0 {
-			// Mostly the image's compile id, so the fuzzer gets past
-			// it to the method and the scopes.
+			// Mostly the image's check value, so the fuzzer gets
+			// past it to the method and the scopes.
 			var id [4]byte
-			if mem.ReadAt(id[:], fr.Addr+fl.nmethodCompileID) == nil {
-				fr.Extra = binary.LittleEndian.Uint32(id[:])
+			var m [8]byte
+			if mem.ReadAt(id[:], fr.Addr+fl.nmethodCompileID) == nil && mem.ReadAt(m[:], fr.Addr+fl.nmethodMethod) == nil {
+				if mc, err := p.methodCheckNow(binary.LittleEndian.Uint64(m[:])); err == nil {
+					fr.Extra = compiledCheck(binary.LittleEndian.Uint32(id[:]), mc)
+				}
 			}
 		}
 		sym, err := p.Frame(fr)

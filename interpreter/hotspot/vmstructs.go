@@ -102,11 +102,12 @@ func (l *Layout) Long(name string) (int64, bool) {
 	return v, ok
 }
 
-// Version returns the JDK feature version (17, 21, 25) as the VM states it
-// (Abstract_VM_Version::_vm_major_version, else JDK_Version::_current's
-// _major), or 0 when it states neither. Code that depends on the layout
-// should test for the fields it needs rather than for versions: those are
-// what changes (e.g. JDK 25 has no "CompiledMethod" type and a
+// Version returns the JDK feature version (17, 21, 25) as the VM states it:
+// Abstract_VM_Version::_vm_major_version (a static in JDK 17 to 25), else
+// JDK_Version::_current's _major (JDK 17 and 21; JDK 25 has no
+// JDK_Version), or 0 when it states neither. Code that depends on the
+// layout should test for the fields it needs rather than for versions:
+// those are what changes (e.g. JDK 25 has no "CompiledMethod" type and an
 // "nmethod::_immutable_data" field).
 func (l *Layout) Version() int { return l.version }
 
@@ -247,7 +248,8 @@ func ReadLayout(mem interpreter.Memory, sym func(name string) (addr uint64, ok b
 		}
 	}
 	if len(l.fields) == 0 || len(l.types) == 0 {
-		return nil, fmt.Errorf("hotspot: VM tables hold %d fields and %d types", len(l.fields), len(l.types))
+		// The tables are filled by libjvm's static initialisers.
+		return nil, fmt.Errorf("%w: the tables hold %d fields and %d types", ErrNotReady, len(l.fields), len(l.types))
 	}
 	l.version = r.version(l)
 	return l, nil

@@ -34,14 +34,15 @@ func TestReadLayoutFixtures(t *testing.T) {
 		off       uint64
 	}
 	for _, tc := range []struct {
-		jdk     string
-		version int
-		fields  []field
-		absent  []field
-		sizes   map[string]uint64
-		supers  map[string]string
-		ints    map[string]int64
-		statics []field
+		jdk       string
+		version   int
+		fields    []field
+		absent    []field
+		sizes     map[string]uint64
+		supers    map[string]string
+		ints      map[string]int64
+		statics   []field
+		noStatics []field
 	}{
 		{
 			jdk: "jdk17", version: 17,
@@ -58,9 +59,11 @@ func TestReadLayoutFixtures(t *testing.T) {
 				{"nmethod", "_scopes_pcs_offset", 268}, {"nmethod", "_dependencies_offset", 272},
 				{"nmethod", "_metadata_offset", 260}, {"nmethod", "_compile_id", 304},
 				{"CodeBlob", "_code_begin", 32}, {"CodeBlob", "_frame_size", 28},
+				{"ConstantPool", "_source_file_name_index", 54}, {"GrowableArrayBase", "_max", 4},
+				{"HeapBlock::Header", "_length", 0}, {"HeapBlock::Header", "_used", 8},
 			},
 			absent: []field{{"ConstMethod", "_flags._flags", 0}, {"nmethod", "_immutable_data", 0}},
-			sizes:  map[string]uint64{"PcDesc": 16, "ConstMethod": 48, "nmethod": 352, "CompiledMethod": 192, "CodeBlob": 104},
+			sizes:  map[string]uint64{"PcDesc": 16, "ConstMethod": 48, "nmethod": 352, "CompiledMethod": 192, "CodeBlob": 104, "HeapBlock": 16},
 			supers: map[string]string{"nmethod": "CompiledMethod", "CompiledMethod": "CodeBlob"},
 			ints: map[string]int64{
 				"ConstMethod::_has_linenumber_table": 1, "PcDesc::PCDESC_reexecute": 1,
@@ -93,16 +96,19 @@ func TestReadLayoutFixtures(t *testing.T) {
 				{"nmethod", "_method", 80}, {"nmethod", "_immutable_data", 96},
 				{"nmethod", "_scopes_pcs_offset", 196}, {"nmethod", "_scopes_data_offset", 200},
 				{"CodeBlob", "_code_offset", 36}, {"CodeBlob", "_mutable_data", 16},
-				{"CodeBlob", "_frame_size", 44},
+				{"CodeBlob", "_frame_size", 44}, {"CodeBlob", "_kind", 56},
+				{"ConstantPool", "_source_file_name_index", 54}, {"GrowableArrayBase", "_capacity", 4},
+				{"HeapBlock::Header", "_length", 0}, {"HeapBlock::Header", "_used", 4},
 			},
 			absent: []field{
 				{"CompiledMethod", "_method", 0}, {"CodeBlob", "_code_begin", 0},
 				{"nmethod", "_metadata_offset", 0}, {"ConstMethod", "_flags", 0},
 			},
-			sizes:   map[string]uint64{"PcDesc": 16, "ConstMethod": 56, "nmethod": 224, "CodeBlob": 64},
-			supers:  map[string]string{"nmethod": "CodeBlob"},
-			ints:    map[string]int64{"PcDesc::PCDESC_reexecute": 1},
-			statics: []field{{"CodeCache", "_heaps", 0}, {"Abstract_VM_Version", "_vm_major_version", 0}},
+			sizes:     map[string]uint64{"PcDesc": 16, "ConstMethod": 56, "nmethod": 224, "CodeBlob": 64, "HeapBlock": 8},
+			supers:    map[string]string{"nmethod": "CodeBlob"},
+			ints:      map[string]int64{"PcDesc::PCDESC_reexecute": 1, "ConstMethodFlags::_misc_has_linenumber_table": 1, "CodeBlobKind::Nmethod": 1},
+			statics:   []field{{"CodeCache", "_heaps", 0}, {"Abstract_VM_Version", "_vm_major_version", 0}},
+			noStatics: []field{{"JDK_Version", "_current", 0}},
 		},
 	} {
 		t.Run(tc.jdk, func(t *testing.T) {
@@ -141,6 +147,11 @@ func TestReadLayoutFixtures(t *testing.T) {
 			for _, f := range tc.statics {
 				if addr, ok := l.Static(f.typ, f.name); !ok || addr == 0 {
 					t.Errorf("Static(%s, %s) = %#x, %v; want an address", f.typ, f.name, addr, ok)
+				}
+			}
+			for _, f := range tc.noStatics {
+				if addr, ok := l.Static(f.typ, f.name); ok {
+					t.Errorf("Static(%s, %s) = %#x, want absent", f.typ, f.name, addr)
 				}
 			}
 			// nmethod's _method is found from nmethod in every version.
@@ -381,7 +392,7 @@ func TestReadLayoutErrors(t *testing.T) {
 		{"empty tables", func(m *tableImage) {
 			e := m.b2a(m.syms["gHotSpotVMStructs"])
 			m.put64(e, 0)
-		}, "0 fields", nil},
+		}, "0 fields", ErrNotReady},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := smallImage()

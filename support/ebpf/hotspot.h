@@ -68,6 +68,7 @@ struct hotspot_config {
 	u32 blob_code_begin;    // CodeBlob::_code_begin (pointer) or _code_offset (int)
 	u32 code_begin_is_offset; // 1: blob_code_begin is an int offset from the blob
 	u32 nmethod_compile_id; // nmethod::_compile_id (int)
+	u32 nmethod_method;     // nmethod::_method
 	u32 method_const_method; // Method::_constMethod
 	u32 const_method_size;  // sizeof(ConstMethod): the bytecodes follow it
 	u32 const_method_constants; // ConstMethod::_constants
@@ -158,6 +159,46 @@ static __always_inline int hs_read(void *dst, u32 size, u64 addr)
 	return bpf_probe_read_user(dst, size, (void *)addr);
 }
 
+// Mixes x's bits (MurmurHash3's finalizer), so that check values of
+// similar inputs (consecutive compile ids, names one letter apart) differ
+// in unrelated ways.
+static __always_inline u64 hotspot_mix(u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+// The check value of the method at method: its ConstMethod's and its
+// class name's addresses, and the name's length and last eight bytes.
+// Metadata freed with an unloaded class is reused for the next classes
+// loaded, name symbols too: their contents tell them apart.
+static __always_inline int hotspot_method_check(struct hotspot_config *c, u64 method, u64 *cm_out, u32 *check)
+{
+	u64 cm = 0, constants = 0, holder = 0, name = 0;
+	if (hs_read(&cm, 8, method + c->method_const_method) ||
+	    hs_read(&constants, 8, cm + c->const_method_constants) ||
+	    hs_read(&holder, 8, constants + c->cpool_holder) || hs_read(&name, 8, holder + c->klass_name))
+		return -1;
+	u16 len = 0;
+	u64 tail = 0;
+	if (hs_read(&len, 2, name + c->symbol_length))
+		return -1;
+	u64 tail_at = name + c->symbol_body + (len >= 8 ? len - 8 : 0);
+	if (len && hs_read(&tail, len >= 8 ? 8 : (len & 7), tail_at))
+		return -1;
+	*cm_out = cm;
+	u64 h = hotspot_mix(cm);
+	h = hotspot_mix(h ^ name);
+	h = hotspot_mix(h ^ tail);
+	h = hotspot_mix(h ^ len);
+	*check = (u32)(h ^ (h >> 32));
+	return 0;
+}
+
 // An interpreted frame: its Method* and bytecode pointer from the frame's
 // slots (r13 for the top frame), then its caller through rbp.
 static __always_inline int hotspot_interpreted(struct trace *t, struct unwind_state *st, struct hotspot_config *c)
@@ -174,12 +215,10 @@ static __always_inline int hotspot_interpreted(struct trace *t, struct unwind_st
 		return hotspot_fail(t);
 	u64 method = w[HS_INTERP_METHOD - HS_INTERP_BCP];
 	u64 bcp = w[0];
-	u64 cm = 0, constants = 0, holder = 0, name = 0;
+	u64 cm = 0;
+	u32 check;
 	u16 code_size = 0;
-	if (hs_read(&cm, 8, method + c->method_const_method) ||
-	    hs_read(&code_size, 2, cm + c->const_method_code_size) ||
-	    hs_read(&constants, 8, cm + c->const_method_constants) ||
-	    hs_read(&holder, 8, constants + c->cpool_holder) || hs_read(&name, 8, holder + c->klass_name))
+	if (hotspot_method_check(c, method, &cm, &check) || hs_read(&code_size, 2, cm + c->const_method_code_size))
 		return hotspot_fail(t);
 	u64 code = cm + c->const_method_size;
 	u32 bci = HOTSPOT_BCI_UNKNOWN;
@@ -188,19 +227,6 @@ static __always_inline int hotspot_interpreted(struct trace *t, struct unwind_st
 		bci = r13 - code;
 	else if (bcp >= code && bcp < code + code_size)
 		bci = bcp - code;
-	// The check: the ConstMethod's and the class name's addresses, and
-	// the name's length and last eight bytes. Metadata freed with an
-	// unloaded class is reused for the next classes loaded, name symbols
-	// too: their contents tell them apart.
-	u16 len = 0;
-	u64 tail = 0;
-	if (hs_read(&len, 2, name + c->symbol_length))
-		return hotspot_fail(t);
-	u64 tail_at = name + c->symbol_body + (len >= 8 ? len - 8 : 0);
-	if (len && hs_read(&tail, len >= 8 ? 8 : (len & 7), tail_at))
-		return hotspot_fail(t);
-	u32 check = (u32)cm ^ (u32)(cm >> 32) ^ ((u32)name * 0x9e3779b1u) ^ (u32)(name >> 32) ^
-		    ((u32)tail * 0x85ebca6bu) ^ (u32)(tail >> 32) ^ ((u32)len << 16);
 	hotspot_emit(t, st, method, bci, check, FRAME_JVM_INTERPRETED, 0);
 	st->pc = w[9];
 	st->fp = w[8];
@@ -290,10 +316,18 @@ static __always_inline int hotspot_step(struct trace *t, struct unwind_state *st
 	// The frame is built once pc passed the prologue; a caller's always is.
 	int built = !top || complete <= 0 || st->pc >= code_begin + complete;
 	if (name == HOTSPOT_NAME_NMETHOD || name == HOTSPOT_NAME_NATIVE) {
+		// The check: the compile id, which a recompiled method
+		// changes, and the method's own check: an nmethod of an
+		// unloaded class may stay in the code cache a while after its
+		// method's memory went to another class.
 		s32 compile_id = 0;
-		if (hs_read(&compile_id, 4, blob + c->nmethod_compile_id))
+		u64 method = 0, cm;
+		u32 mcheck;
+		if (hs_read(&compile_id, 4, blob + c->nmethod_compile_id) || hs_read(&method, 8, blob + c->nmethod_method) ||
+		    hotspot_method_check(c, method, &cm, &mcheck))
 			return hotspot_fail(t);
-		hotspot_emit(t, st, blob, off, compile_id, FRAME_JVM_COMPILED,
+		u64 h = hotspot_mix((u64)(u32)compile_id << 32 | mcheck);
+		hotspot_emit(t, st, blob, off, (u32)(h ^ (h >> 32)), FRAME_JVM_COMPILED,
 			     st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0);
 		if (frame_size <= 0 || frame_size > 0x10000)
 			return hotspot_fail(t);

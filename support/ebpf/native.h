@@ -298,8 +298,12 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 	}
 	if (st->interp_kind && in_owned(st, pc)) {
 		int r = owned_step(t, st);
-		if (r == STEP_CONTINUE && st->pc == 0)
+		if (r == STEP_CONTINUE && st->pc == 0) {
+			// A runtime's frame always has a caller: its stack
+			// was misread (a frame sampled while being set up).
+			push_error(t, UNWIND_ERR_BAD_FRAME, COUNTER_BAD_FRAME);
 			return STEP_DONE;
+		}
 		return r;
 	}
 	st->interp_done = 0;

@@ -118,6 +118,7 @@ type StacklineHotspotConfig struct {
 	BlobCodeBegin        uint32
 	CodeBeginIsOffset    uint32
 	NmethodCompileId     uint32
+	NmethodMethod        uint32
 	MethodConstMethod    uint32
 	ConstMethodSize      uint32
 	ConstMethodConstants uint32
@@ -126,7 +127,6 @@ type StacklineHotspotConfig struct {
 	KlassName            uint32
 	SymbolLength         uint32
 	SymbolBody           uint32
-	_                    [4]byte
 }
 
 type StacklineHotspotHeap struct {

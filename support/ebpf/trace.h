@@ -33,7 +33,8 @@ enum frame_type {
 	// the method's class (a Method* freed and reused is told apart).
 	FRAME_JVM_INTERPRETED = 5,
 	// A compiled method (C1, C2, a native method wrapper): addr is its
-	// nmethod, aux the pc's offset from it, extra its compile id.
+	// nmethod, aux the pc's offset from it, extra a check value of its
+	// compile id and its method.
 	FRAME_JVM_COMPILED = 6,
 	// Other VM code (stubs, adapters): addr is its code blob, aux the
 	// pc's offset from it.
