@@ -302,3 +302,100 @@ func TestNodeFrames(t *testing.T) {
 		})
 	}
 }
+
+// nodeChurn makes a new function f<k> by new Function for 30 s, runs it
+// hot for 30 ms, prints "k start end" (wall-clock milliseconds) and drops
+// it; the GC (--expose-gc) runs every ten functions, so functions die and
+// their memory is reused by the next ones.
+const nodeChurn = `'use strict';
+const deadline = Date.now() + 30000;
+let sink = 0;
+for (let k = 0; Date.now() < deadline; k++) {
+  const f = new Function('return function f' + k + '(n) { let s = ' + k + '; for (let i = 0; i < n; i++) { s = (s * 31 + i) & 0xfffff; } return s; }')();
+  const start = Date.now();
+  while (Date.now() - start < 30) sink = (sink + f(2000)) & 0xfffff;
+  console.log(k, start, Date.now());
+  if (k % 10 === 9) gc();
+}
+`
+
+// TestNodeChurn: functions made, run and collected for 30 s; a frame
+// named f<k> is never sampled outside the time f<k> ran (a stale name:
+// another function's name for memory reused).
+func TestNodeChurn(t *testing.T) {
+	testenv.RequireBPF(t)
+	nodes := testenv.Nodes(t)
+	n := nodes[0]
+	script := filepath.Join(t.TempDir(), "churn.js")
+	if err := os.WriteFile(script, []byte(nodeChurn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(n.Path, "--expose-gc", script)
+	var out strings.Builder
+	cmd.Stdout = &out
+	stats := new(v8.RuntimeStats)
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20,
+		Interpreters: []interpreter.Runtime{v8.Runtime{Stats: stats}}},
+		symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
+	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the processes running at start were not synced within a minute")
+		}
+	}
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	tr.stop(t)
+
+	type window struct{ start, end int64 }
+	windows := map[int64]window{}
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var k, s, e int64
+		if _, err := fmt.Sscan(l, &k, &s, &e); err == nil {
+			windows[k] = window{s, e}
+		}
+	}
+	if len(windows) < 500 {
+		t.Fatalf("%d functions ran, want at least 500", len(windows))
+	}
+	name := regexp.MustCompile(`^f(\d+)$`)
+	const slack = 50 // ms: the clocks' granularity and the sample's way to the tracer
+	right, wrong := 0, 0
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, r := range rec.traces {
+		if r.meta.PID != uint32(cmd.Process.Pid) {
+			continue
+		}
+		ms := int64(r.meta.TimestampNS / 1e6)
+		for _, f := range r.frames {
+			for _, l := range rec.frames[f].Lines {
+				m := name.FindStringSubmatch(l.Function)
+				if m == nil {
+					continue
+				}
+				k, _ := strconv.ParseInt(m[1], 10, 64)
+				w, ok := windows[k]
+				if ok && ms >= w.start-slack && ms <= w.end+slack {
+					right++
+				} else {
+					wrong++
+					if wrong <= 5 {
+						t.Logf("f%d sampled at %d, it ran %d-%d", k, ms, w.start, w.end)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%s: %d functions; frames named with the function running %d, with another %d; named %d, unnamed %d (stale %d)",
+		n.Name, len(windows), right, wrong, stats.Named.Load(), stats.Unnamed.Load(), stats.Stale.Load())
+	if wrong > 0 {
+		t.Errorf("%d frames named with a function that was not running", wrong)
+	}
+	if right < 1000 {
+		t.Errorf("%d frames named f<k>, want at least 1000", right)
+	}
+}
