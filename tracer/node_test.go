@@ -188,6 +188,30 @@ func nodeChainAt(t *testing.T, frames []nodeFrame, script string, newFn bool) bo
 	return false
 }
 
+// nodeTopAt reports whether frames hold inner (or the function new
+// Function made) with its hot loop's line, and native frames below down
+// to _start without an error frame: the whole chain but for the
+// functions between.
+func nodeTopAt(t *testing.T, frames []nodeFrame, script string, newFn bool) bool {
+	name, file, line := "inner", script, nodeLine(t, "INNER-LOOP")
+	if newFn {
+		name, file, line = v8.Anonymous, "", 4
+	}
+	i := slices.IndexFunc(frames, func(f nodeFrame) bool { return f.name == name })
+	if i < 0 || frames[i].file != file || frames[i].line != line {
+		return false
+	}
+	for _, f := range frames[i+1:] {
+		if f.err != 0 {
+			return false
+		}
+		if f.name == "_start" {
+			return true
+		}
+	}
+	return false
+}
+
 // nodeInlined reports whether inner and middle are lines of one frame:
 // inner inlined into middle.
 func nodeInlined(frames []nodeFrame) bool {
@@ -238,6 +262,7 @@ func TestNodeFrames(t *testing.T) {
 		{"interpreted", []string{"--no-opt", "--no-maglev", "--no-sparkplug"}, false},
 		{"sparkplug", []string{"--always-sparkplug", "--no-opt", "--no-maglev"}, false},
 		{"default", nil, false},
+		{"turbofan", []string{"--no-maglev"}, false},
 		{"newfunction", nil, true},
 	}
 	for _, n := range nodes {
@@ -256,7 +281,7 @@ func TestNodeFrames(t *testing.T) {
 					if len(traces) < 150 {
 						t.Fatalf("%d traces of the workload, want at least 150", len(traces))
 					}
-					good, inlined := 0, 0
+					good, inlined, top := 0, 0, 0
 					var bad []string
 					hot := map[int64]int{}
 					for _, fr := range traces {
@@ -265,6 +290,9 @@ func TestNodeFrames(t *testing.T) {
 								hot[f.line]++
 								break
 							}
+						}
+						if nodeTopAt(t, fr, script, m.newFn) {
+							top++
 						}
 						if nodeChainAt(t, fr, script, m.newFn) {
 							good++
@@ -276,22 +304,22 @@ func TestNodeFrames(t *testing.T) {
 						}
 					}
 					share := float64(good) / float64(len(traces))
-					t.Logf("%s %s: %d/%d traces (%.1f%%) with the whole chain, %d with inner inlined into middle; named %d, unnamed %d (stale %d), no line %d",
-						n.Name, m.name, good, len(traces), 100*share, inlined, stats.Named.Load(), stats.Unnamed.Load(), stats.Stale.Load(), stats.NoLine.Load())
+					t.Logf("%s %s: %d/%d traces (%.1f%%) with the whole chain, %d with inner inlined into middle, %d with inner's hot loop down to _start; named %d, unnamed %d (stale %d), no line %d",
+						n.Name, m.name, good, len(traces), 100*share, inlined, top, stats.Named.Load(), stats.Unnamed.Load(), stats.Stale.Load(), stats.NoLine.Load())
 					if !m.newFn {
 						// The hot loop's body is where most samples
 						// land: the line console.trace gives there.
-						top, most := int64(0), 0
+						hotLine, most := int64(0), 0
 						for l, c := range hot {
 							if c > most {
-								top, most = l, c
+								hotLine, most = l, c
 							}
 						}
-						if top != traceLine {
-							t.Errorf("inner's most sampled line is %d (%v), console.trace gives %d", top, hot, traceLine)
+						if hotLine != traceLine {
+							t.Errorf("inner's most sampled line is %d (%v), console.trace gives %d", hotLine, hot, traceLine)
 						}
 					}
-					if m.name == "default" && inlined < len(traces)/2 {
+					if (m.name == "default" || m.name == "turbofan") && inlined < len(traces)/2 {
 						t.Errorf("inner inlined into middle in %d of %d traces, want most", inlined, len(traces))
 					}
 					if share < 0.95 {

@@ -21,41 +21,46 @@ const (
 // errNoCode says no code object was found holding a pc.
 var errNoCode = errors.New("no code object holds the pc")
 
-// codeAt finds the Code whose instructions hold pc, when it is not the
-// one its function runs now (code replaced since, on-stack replacement
-// code): the InstructionStream holding pc is the last object before pc
-// whose map is that of the stream of known, a Code of the same process,
-// and its Code (the field after the map) has instructions around pc.
-// It returns the Code (tagged) and its instructions' start.
-func (p *Process) codeAt(known, pc uint64) (uint64, uint64, error) {
+// streamMapOf returns the map of InstructionStreams, read from the
+// stream of code (tagged), a Code with instructions of its own (not an
+// embedded builtin): the word before the field pointing back to code.
+func (p *Process) streamMapOf(code uint64) (uint64, error) {
 	h := &p.heap
-	lay := h.lay
-	if lay.CodeInlineBody != 0 {
-		return 0, 0, fmt.Errorf("%w: code with inline instructions", errNoCode)
+	if h.lay.CodeInlineBody != 0 {
+		return 0, fmt.Errorf("%w: code with inline instructions", errNoCode)
 	}
-	start, err := p.instructionStart(known)
+	start, err := p.instructionStart(code)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	// The stream of known: the word before the field pointing back to
-	// known is the streams' map.
 	if start < streamHeaderScan {
-		return 0, 0, errNoCode
+		return 0, errNoCode
 	}
 	var hb [streamHeaderScan]byte
 	if err := h.mem.ReadAt(hb[:], start-streamHeaderScan); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	var streamMap uint64
 	for i := streamHeaderScan - 16; i >= 0; i -= 8 {
-		if binary.LittleEndian.Uint64(hb[i+8:]) == known {
-			streamMap = binary.LittleEndian.Uint64(hb[i:])
-			break
+		if binary.LittleEndian.Uint64(hb[i+8:]) == code {
+			m := binary.LittleEndian.Uint64(hb[i:])
+			if !h.isHeapObject(m) {
+				break
+			}
+			return m, nil
 		}
 	}
-	if streamMap == 0 || !h.isHeapObject(streamMap) {
-		return 0, 0, fmt.Errorf("%w: the stream of code %#x not found", errNoCode, known)
-	}
+	return 0, fmt.Errorf("%w: no InstructionStream before the instructions of code %#x", errNoCode, code)
+}
+
+// codeAt finds the Code whose instructions hold pc, when it is not the
+// one its function runs now (code replaced since, on-stack replacement
+// code): the InstructionStream holding pc is the last object before pc
+// whose map is streamMap, and its Code (the field after the map) has
+// instructions around pc. It returns the Code (tagged) and its
+// instructions' start.
+func (p *Process) codeAt(streamMap, pc uint64) (uint64, uint64, error) {
+	h := &p.heap
+	lay := h.lay
 	buf := make([]byte, codeScanChunk)
 	end := pc &^ 7
 	for scanned := uint64(0); scanned < codeScanBytes && end >= codeScanChunk; scanned += codeScanChunk {
@@ -68,7 +73,7 @@ func (p *Process) codeAt(known, pc uint64) (uint64, uint64, error) {
 				continue
 			}
 			stream := from + uint64(i)
-			code, err := h.word(stream+h.lay.HeapObjectTag, pointerSize)
+			code, err := h.word(stream+lay.HeapObjectTag, pointerSize)
 			if err != nil || h.expect(code, lay.Types.Code, "stream's Code") != nil {
 				continue
 			}

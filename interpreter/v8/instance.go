@@ -42,6 +42,10 @@ type Instance struct {
 	// key unique to the function it was emitted for. Only the tracer's
 	// goroutine calls Frame.
 	names *simplelru.LRU[frameKey, interpreter.Symbol]
+	// streamMap is the map of V8's InstructionStreams and jitBase the
+	// instructions of a JIT code, learnt from the first JIT code named;
+	// 0 until then.
+	streamMap, jitBase uint64
 }
 
 func newInstance(p *Process, stats *RuntimeStats) (*Instance, error) {
@@ -119,7 +123,7 @@ func (in *Instance) frame(f interpreter.Frame) (interpreter.Symbol, error) {
 		if err := in.p.checkSFI(sfi, f.Extra); err != nil {
 			return interpreter.Symbol{}, err
 		}
-		return symbol(trace.FrameV8Code, in.p.nameCode(f.Addr, sfi, f.Aux, f.ReturnAddress)), nil
+		return symbol(trace.FrameV8Code, in.nameCode(f.Addr, sfi, f.Aux, f.ReturnAddress)), nil
 	}
 	return interpreter.Symbol{}, fmt.Errorf("v8: frame type %d is not V8's", f.Type)
 }
@@ -224,10 +228,12 @@ func (p *Process) describeSFI(sfi uint64) Position {
 
 // nameCode names a frame running code of function (whose
 // SharedFunctionInfo is sfi) at the pc whose low 32 bits are pcLow: the
-// function's current code, Sparkplug or optimized, holds it. A pc outside
-// that code (code replaced since, on-stack replacement, a builtin with
-// JavaScript linkage) names the function without a line.
-func (p *Process) nameCode(function, sfi uint64, pcLow uint32, returnAddress bool) []Position {
+// function's current code, Sparkplug or optimized, holds it, or else the
+// code found around pc (on-stack replacement code, code replaced since).
+// A pc in no code found (a builtin with JavaScript linkage) names the
+// function without a line.
+func (in *Instance) nameCode(function, sfi uint64, pcLow uint32, returnAddress bool) []Position {
+	p := in.p
 	code, err := p.FunctionCode(function)
 	if err != nil {
 		return []Position{p.describeSFI(sfi)}
@@ -238,23 +244,49 @@ func (p *Process) nameCode(function, sfi uint64, pcLow uint32, returnAddress boo
 	}
 	off := int64(pcLow - uint32(start))
 	pos, err := p.nameCodeAt(function, code, off, returnAddress)
-	if errors.Is(err, ErrPCOutsideCode) {
-		// Not the function's code now: find the code holding pc.
-		pc := start&^0xffffffff | uint64(pcLow)
-		if pc > start+1<<31 {
-			pc -= 1 << 32
-		} else if pc+1<<31 < start {
-			pc += 1 << 32
-		}
-		var other, s uint64
-		if other, s, err = p.codeAt(code, pc); err == nil {
-			pos, err = p.nameCodeAt(function, other, int64(pc-s), returnAddress)
+	if err == nil && in.streamMap == 0 {
+		in.learnJIT(code, start)
+	}
+	if errors.Is(err, ErrPCOutsideCode) || errors.Is(err, ErrNotOptimized) {
+		in.learnJIT(code, start)
+		if in.streamMap != 0 {
+			// The pc's upper bits: those of JIT code, all in V8's
+			// code range (at most 128 MiB here).
+			pc := nearest(in.jitBase, pcLow)
+			var other, s uint64
+			var err2 error
+			if other, s, err2 = p.codeAt(in.streamMap, pc); err2 == nil {
+				pos, err = p.nameCodeAt(function, other, int64(pc-s), returnAddress)
+			}
 		}
 	}
 	if err != nil || len(pos) == 0 {
 		return []Position{p.describeSFI(sfi)}
 	}
 	return pos
+}
+
+// learnJIT learns the InstructionStream map and an address of JIT code
+// from code, whose instructions start at start, when it is JIT code (an
+// embedded builtin has no stream).
+func (in *Instance) learnJIT(code, start uint64) {
+	if in.streamMap != 0 {
+		return
+	}
+	if m, err := in.p.streamMapOf(code); err == nil {
+		in.streamMap, in.jitBase = m, start
+	}
+}
+
+// nearest returns the address whose low 32 bits are low nearest to base.
+func nearest(base uint64, low uint32) uint64 {
+	pc := base&^0xffffffff | uint64(low)
+	if pc > base+1<<31 {
+		pc -= 1 << 32
+	} else if pc+1<<31 < base {
+		pc += 1 << 32
+	}
+	return pc
 }
 
 // nameCodeAt names the frame of function running code (Sparkplug or
