@@ -52,15 +52,17 @@ func (p *Process) streamMapOf(code uint64) (uint64, error) {
 	return 0, fmt.Errorf("%w: no InstructionStream before the instructions of code %#x", errNoCode, code)
 }
 
-// codeAt finds the Code whose instructions hold pc, when it is not the
-// one its function runs now (code replaced since, on-stack replacement
-// code): the InstructionStream holding pc is the last object before pc
-// whose map is streamMap, and its Code (the field after the map) has
-// instructions around pc. It returns the Code (tagged) and its
-// instructions' start.
+// codeAt finds the Code whose instructions hold pc: the InstructionStream
+// holding them is the last object before pc whose map is streamMap (any
+// object whose next field is a Code around pc while the map is not known
+// yet), and its Code (the field after the map) has instructions around
+// pc. It returns the Code (tagged) and its instructions' start.
 func (p *Process) codeAt(streamMap, pc uint64) (uint64, uint64, error) {
 	h := &p.heap
 	lay := h.lay
+	if lay.CodeInlineBody != 0 {
+		return 0, 0, fmt.Errorf("%w: code with inline instructions", errNoCode)
+	}
 	buf := make([]byte, codeScanChunk)
 	end := pc &^ 7
 	for scanned := uint64(0); scanned < codeScanBytes && end >= codeScanChunk; scanned += codeScanChunk {
@@ -68,24 +70,25 @@ func (p *Process) codeAt(streamMap, pc uint64) (uint64, uint64, error) {
 		if err := h.mem.ReadAt(buf, from); err != nil {
 			return 0, 0, err
 		}
-		for i := codeScanChunk - 8; i >= 0; i -= 8 {
-			if binary.LittleEndian.Uint64(buf[i:]) != streamMap {
+		for i := codeScanChunk - 16; i >= 0; i -= 8 {
+			w := binary.LittleEndian.Uint64(buf[i:])
+			if streamMap != 0 && w != streamMap || streamMap == 0 && !h.isHeapObject(w) {
+				continue
+			}
+			code := binary.LittleEndian.Uint64(buf[i+8:])
+			if !h.isHeapObject(code) || h.expect(code, lay.Types.Code, "stream's Code") != nil {
 				continue
 			}
 			stream := from + uint64(i)
-			code, err := h.word(stream+lay.HeapObjectTag, pointerSize)
-			if err != nil || h.expect(code, lay.Types.Code, "stream's Code") != nil {
-				continue
-			}
 			s, err := p.instructionStart(code)
-			if err != nil {
+			if err != nil || s <= stream || s-stream >= streamHeaderScan {
 				continue
 			}
 			size, err := h.u32(code, lay.CodeInstructionSize)
 			if err != nil {
 				continue
 			}
-			if s > stream && s-stream < streamHeaderScan && pc >= s && pc < s+uint64(size) {
+			if pc >= s && pc < s+uint64(size) {
 				return code, s, nil
 			}
 			// The last stream before pc does not hold it.

@@ -42,10 +42,9 @@ type Instance struct {
 	// key unique to the function it was emitted for. Only the tracer's
 	// goroutine calls Frame.
 	names *simplelru.LRU[frameKey, interpreter.Symbol]
-	// streamMap is the map of V8's InstructionStreams and jitBase the
-	// instructions of a JIT code, learnt from the first JIT code named;
-	// 0 until then.
-	streamMap, jitBase uint64
+	// streamMap is the map of V8's InstructionStreams, learnt from the
+	// first code found; 0 until then.
+	streamMap uint64
 }
 
 func newInstance(p *Process, stats *RuntimeStats) (*Instance, error) {
@@ -116,14 +115,11 @@ func (in *Instance) frame(f interpreter.Frame) (interpreter.Symbol, error) {
 		}
 		return symbol(trace.FrameV8Interpreted, []Position{pos}), nil
 	case trace.FrameV8Code:
-		sfi, err := in.p.lockedFunctionSFI(f.Addr)
-		if err != nil {
-			return interpreter.Symbol{}, fmt.Errorf("%w: %w", ErrStale, err)
-		}
-		if err := in.p.checkSFI(sfi, f.Extra); err != nil {
+		if err := in.p.checkSFI(f.Addr, f.Extra); err != nil {
 			return interpreter.Symbol{}, err
 		}
-		return symbol(trace.FrameV8Code, in.nameCode(f.Addr, sfi, f.Aux, f.ReturnAddress)), nil
+		pc := uint64(f.AuxHigh)<<32 | uint64(f.Aux)
+		return symbol(trace.FrameV8Code, in.nameCode(f.Addr, pc, f.ReturnAddress)), nil
 	}
 	return interpreter.Symbol{}, fmt.Errorf("v8: frame type %d is not V8's", f.Type)
 }
@@ -226,76 +222,43 @@ func (p *Process) describeSFI(sfi uint64) Position {
 	return pos
 }
 
-// nameCode names a frame running code of function (whose
-// SharedFunctionInfo is sfi) at the pc whose low 32 bits are pcLow: the
-// function's current code, Sparkplug or optimized, holds it, or else the
-// code found around pc (on-stack replacement code, code replaced since).
-// A pc in no code found (a builtin with JavaScript linkage) names the
-// function without a line.
-func (in *Instance) nameCode(function, sfi uint64, pcLow uint32, returnAddress bool) []Position {
+// nameCode names a frame of the function of the SharedFunctionInfo sfi
+// running JIT code (Sparkplug or optimized) at pc: the code is the one
+// whose instructions hold pc. A pc in no code found (a builtin with
+// JavaScript linkage) names the function without a line.
+func (in *Instance) nameCode(sfi, pc uint64, returnAddress bool) []Position {
 	p := in.p
-	code, err := p.FunctionCode(function)
-	if err != nil {
-		return []Position{p.describeSFI(sfi)}
-	}
-	start, err := p.instructionStart(code)
-	if err != nil {
-		return []Position{p.describeSFI(sfi)}
-	}
-	off := int64(pcLow - uint32(start))
-	pos, err := p.nameCodeAt(function, code, off, returnAddress)
-	if err == nil && in.streamMap == 0 {
-		in.learnJIT(code, start)
-	}
-	if errors.Is(err, ErrPCOutsideCode) || errors.Is(err, ErrNotOptimized) {
-		in.learnJIT(code, start)
-		if in.streamMap != 0 {
-			// The pc's upper bits: those of JIT code, all in V8's
-			// code range (at most 128 MiB here).
-			pc := nearest(in.jitBase, pcLow)
-			var other, s uint64
-			var err2 error
-			if other, s, err2 = p.codeAt(in.streamMap, pc); err2 == nil {
-				pos, err = p.nameCodeAt(function, other, int64(pc-s), returnAddress)
+	if !in.inBuiltins(pc) {
+		code, start, err := p.codeAt(in.streamMap, pc)
+		if err == nil {
+			if in.streamMap == 0 {
+				in.streamMap, _ = p.streamMapOf(code)
+			}
+			if pos, err := p.nameCodeAt(sfi, code, int64(pc-start), returnAddress); err == nil && len(pos) > 0 {
+				return pos
 			}
 		}
 	}
-	if err != nil || len(pos) == 0 {
-		return []Position{p.describeSFI(sfi)}
-	}
-	return pos
+	return []Position{p.describeSFI(sfi)}
 }
 
-// learnJIT learns the InstructionStream map and an address of JIT code
-// from code, whose instructions start at start, when it is JIT code (an
-// embedded builtin has no stream).
-func (in *Instance) learnJIT(code, start uint64) {
-	if in.streamMap != 0 {
-		return
-	}
-	if m, err := in.p.streamMapOf(code); err == nil {
-		in.streamMap, in.jitBase = m, start
-	}
+// inBuiltins reports whether pc is in the V8 file's embedded builtins.
+func (in *Instance) inBuiltins(pc uint64) bool {
+	b := in.p.loader.layout.Builtins
+	return b[1] > b[0] && pc >= b[0]+in.p.bias && pc < b[1]+in.p.bias
 }
 
-// nearest returns the address whose low 32 bits are low nearest to base.
-func nearest(base uint64, low uint32) uint64 {
-	pc := base&^0xffffffff | uint64(low)
-	if pc > base+1<<31 {
-		pc -= 1 << 32
-	} else if pc+1<<31 < base {
-		pc += 1 << 32
-	}
-	return pc
-}
-
-// nameCodeAt names the frame of function running code (Sparkplug or
-// optimized) at pc offset off.
-func (p *Process) nameCodeAt(function, code uint64, off int64, returnAddress bool) ([]Position, error) {
+// nameCodeAt names the frame of the function of sfi running code
+// (Sparkplug or optimized) at pc offset off.
+func (p *Process) nameCodeAt(sfi, code uint64, off int64, returnAddress bool) ([]Position, error) {
 	pos, err := p.NameOptimized(code, off, returnAddress)
 	if errors.Is(err, ErrBaselineCode) {
-		bp, err := p.NameBaseline(function, code, off, returnAddress)
+		bo, err := p.baselineOffset(code, off, returnAddress)
 		if err != nil {
+			return nil, err
+		}
+		bp, err := p.nameSFI(sfi, bo)
+		if err != nil && bp.Function == "" {
 			return nil, err
 		}
 		return []Position{bp}, nil

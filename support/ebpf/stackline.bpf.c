@@ -87,7 +87,7 @@ static __always_inline void collect_kernel_stack(struct bpf_perf_event_data *ctx
 		t->frames[i].type = FRAME_KERNEL;
 		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
 		t->frames[i].extra = 0;
-		t->frames[i].pad = 0;
+		t->frames[i].aux_hi = 0;
 		t->frames[i].pad2 = 0;
 		t->num_frames = i + 1;
 	}

@@ -71,7 +71,7 @@ type StacklineFrame struct {
 	Extra uint32
 	Type  uint8
 	Flags uint8
-	Pad   uint16
+	AuxHi uint16
 	Pad2  uint32
 }
 

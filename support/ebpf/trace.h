@@ -44,8 +44,8 @@ enum frame_type {
 	// tagged address), extra a check of the SharedFunctionInfo.
 	FRAME_V8JS_INTERPRETED = 8,
 	// Code of a JavaScript function (Sparkplug, Maglev, TurboFan, or a
-	// builtin with JavaScript linkage): addr is the JSFunction, aux the
-	// low 32 bits of the pc, extra a check of its SharedFunctionInfo.
+	// builtin with JavaScript linkage): addr is its SharedFunctionInfo,
+	// aux and aux_hi the pc, extra a check of the SharedFunctionInfo.
 	FRAME_V8JS_CODE = 9,
 	// A typed V8 frame (entry, exit, stub, ...): addr is the pc, aux the
 	// frame type (StackFrame::Type).
@@ -97,7 +97,8 @@ struct frame {
 	u32 extra;
 	u8 type;
 	u8 flags;
-	u16 pad;
+	// Runtime-specific: bits 32-47 of a 48-bit aux (V8: of the pc).
+	u16 aux_hi;
 	u32 pad2;
 };
 

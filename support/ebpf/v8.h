@@ -16,9 +16,9 @@
 // A frame is emitted as one of:
 //   FRAME_V8JS_INTERPRETED  addr: the SharedFunctionInfo, aux: the bytecode
 //                         offset from the BytecodeArray's tagged address;
-//   FRAME_V8JS_CODE         addr: the JSFunction, aux: the low 32 bits of pc
-//                         (Sparkplug, Maglev, TurboFan code, or a builtin
-//                         with JavaScript linkage);
+//   FRAME_V8JS_CODE         addr: the SharedFunctionInfo, aux and aux_hi:
+//                         the pc (Sparkplug, Maglev, TurboFan code, or a
+//                         builtin with JavaScript linkage);
 //   FRAME_V8JS_STUB         addr: pc, aux: the frame type, for a typed
 //                         frame in JIT code.
 // extra is a check of the SharedFunctionInfo (its address, name or scope
@@ -249,8 +249,9 @@ static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64
 			f->aux = off;
 		} else {
 			f->type = FRAME_V8JS_CODE;
-			f->addr = function;
+			f->addr = sfi;
 			f->aux = (u32)st->pc;
+			f->aux_hi = (u16)(st->pc >> 32);
 		}
 		f->extra = check;
 		v8_seen_check(st, f->addr, check);
