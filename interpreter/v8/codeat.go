@@ -11,8 +11,8 @@ const (
 	// codeScanBytes is how far before a pc the header of the
 	// InstructionStream holding it is looked for.
 	codeScanBytes = 256 << 10
-	// codeScanChunk is how much one read of the search covers.
-	codeScanChunk = 16 << 10
+	// codeScanChunk is how much one read of the search covers: a page.
+	codeScanChunk = 4 << 10
 	// streamHeaderScan is how far before a known code's instructions
 	// its stream's header is looked for.
 	streamHeaderScan = 256
@@ -63,23 +63,38 @@ func (p *Process) codeAt(streamMap, pc uint64) (uint64, uint64, error) {
 	if lay.CodeInlineBody != 0 {
 		return 0, 0, fmt.Errorf("%w: code with inline instructions", errNoCode)
 	}
+	// Page by page, backwards: the code's pages are mapped, the memory
+	// before them may not be.
 	buf := make([]byte, codeScanChunk)
-	end := pc &^ 7
-	for scanned := uint64(0); scanned < codeScanBytes && end >= codeScanChunk; scanned += codeScanChunk {
-		from := end - codeScanChunk
-		if err := h.mem.ReadAt(buf, from); err != nil {
+	end := pc&^7 + 8
+	for scanned := uint64(0); scanned < codeScanBytes && end > codeScanChunk; {
+		from := (end - 1) &^ (codeScanChunk - 1)
+		n := int(end - from)
+		scanned += uint64(n)
+		if err := h.mem.ReadAt(buf[:n], from); err != nil {
 			return 0, 0, err
 		}
-		for i := codeScanChunk - 16; i >= 0; i -= 8 {
+		// A header's map word in the page's last word has its code
+		// field on the next page: read it from there.
+		for i := n - 8; i >= 0; i -= 8 {
 			w := binary.LittleEndian.Uint64(buf[i:])
 			if streamMap != 0 && w != streamMap || streamMap == 0 && !h.isHeapObject(w) {
 				continue
 			}
-			code := binary.LittleEndian.Uint64(buf[i+8:])
+			stream := from + uint64(i)
+			var code uint64
+			if i+16 <= n {
+				code = binary.LittleEndian.Uint64(buf[i+8:])
+			} else {
+				c, err := h.word(stream+lay.HeapObjectTag, pointerSize)
+				if err != nil {
+					continue
+				}
+				code = c
+			}
 			if !h.isHeapObject(code) || h.expect(code, lay.Types.Code, "stream's Code") != nil {
 				continue
 			}
-			stream := from + uint64(i)
 			s, err := p.instructionStart(code)
 			if err != nil || s <= stream || s-stream >= streamHeaderScan {
 				continue
