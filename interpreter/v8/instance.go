@@ -198,13 +198,6 @@ func (p *Process) checkSFI(sfi uint64, check uint32) error {
 	return nil
 }
 
-// lockedFunctionSFI returns a JSFunction's SharedFunctionInfo.
-func (p *Process) lockedFunctionSFI(function uint64) (uint64, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.functionSFI(function)
-}
-
 // describeSFI names a function without a position: its name and script.
 func (p *Process) describeSFI(sfi uint64) Position {
 	p.mu.Lock()
