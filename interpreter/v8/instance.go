@@ -174,10 +174,25 @@ func frameAddr(pos []Position) uint64 {
 }
 
 // sfiCheck is the check value the eBPF walker computes of a
-// SharedFunctionInfo: its address, name (or scope info) and script.
-func sfiCheck(sfi, name, script uint64) uint32 {
+// SharedFunctionInfo: its address, name (or scope info) and script, and
+// the script's id (a Smi).
+func sfiCheck(sfi, name, script, id uint64) uint32 {
 	return uint32(sfi) ^ uint32(sfi>>32) ^ uint32(name)*0x9e3779b1 ^ uint32(name>>32) ^
-		uint32(script)*0x85ebca6b ^ uint32(script>>32)
+		uint32(script)*0x85ebca6b ^ uint32(script>>32) ^ uint32(id>>32)*0xc2b2ae35
+}
+
+// scriptIDWord reads the id field of script (the word after its line
+// ends), 0 when script is not a heap object or unreadable, as the eBPF
+// walker does.
+func (p *Process) scriptIDWord(script uint64) uint64 {
+	if !p.heap.isHeapObject(script) {
+		return 0
+	}
+	v, err := p.heap.word(script, p.heap.lay.ScriptLineEnds+pointerSize)
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // checkSFI checks that sfi is a SharedFunctionInfo whose check value is
@@ -192,7 +207,8 @@ func (p *Process) checkSFI(sfi uint64, check uint32) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStale, err)
 	}
-	if got := sfiCheck(sfi, field(b, lay.SFINameOrScopeInfo), field(b, lay.SFIScript)); got != check {
+	script := field(b, lay.SFIScript)
+	if got := sfiCheck(sfi, field(b, lay.SFINameOrScopeInfo), script, p.scriptIDWord(script)); got != check {
 		return fmt.Errorf("%w: SharedFunctionInfo %#x checks %#x, the sample's %#x", ErrStale, sfi, got, check)
 	}
 	return nil

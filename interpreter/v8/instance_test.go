@@ -13,7 +13,8 @@ import (
 // synthetic function's SharedFunctionInfo.
 func (s *synthetic) checkOf() uint32 {
 	lay := s.lay
-	return sfiCheck(s.sfi, s.word(s.sfi, lay.SFINameOrScopeInfo), s.word(s.sfi, lay.SFIScript))
+	script := s.word(s.sfi, lay.SFIScript)
+	return sfiCheck(s.sfi, s.word(s.sfi, lay.SFINameOrScopeInfo), script, s.process().scriptIDWord(script))
 }
 
 func (s *synthetic) word(obj uint64, off uint32) uint64 {

@@ -425,7 +425,9 @@ func (p *Process) sfi(sfi uint64) (*sfiInfo, error) {
 	}
 	nameOrScope, data, script := field(b, lay.SFINameOrScopeInfo), field(b, lay.SFIFunctionData), field(b, lay.SFIScript)
 	key := cacheKey{kindSFI, sfi}
-	check := [4]uint64{nameOrScope, data, script}
+	// The script's id too: a collected function's objects come back at
+	// the same addresses for the next function allocated alike.
+	check := [4]uint64{nameOrScope, data, script, p.scriptIDWord(script)}
 	if v, ok := p.cache.get(key, check); ok {
 		return v.(*sfiInfo), nil
 	}

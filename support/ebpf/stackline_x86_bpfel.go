@@ -369,6 +369,8 @@ type StacklineV8Config struct {
 	MaxFrameType      uint32
 	TypeScript        uint16
 	Pad               uint16
+	ScriptId          uint32
+	Pad2              uint32
 	_                 [4]byte
 }
 

@@ -22,7 +22,7 @@
 //   FRAME_V8JS_STUB         addr: pc, aux: the frame type, for a typed
 //                         frame in JIT code.
 // extra is a check of the SharedFunctionInfo (its address, name or scope
-// info and script) so that user space, reading V8's heap later, never
+// info and script, the script's id) so that user space, reading V8's heap later, never
 // names a frame after an object the GC moved or freed meanwhile.
 // Typed frames in the builtins (entry, exit, stub frames of builtins) and
 // frameless builtins stay native frames, stepped by rbp here: the
@@ -58,6 +58,8 @@ struct v8_config {
 	u32 max_frame_type;    // frame type markers are at most this
 	u16 type_script;
 	u16 pad;
+	u32 script_id;         // Script::id (Smi)
+	u32 pad2;
 };
 
 // V8's tagging on x86-64 without pointer compression: heap object
@@ -202,15 +204,20 @@ static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64
 		u16 ft = v8_type(c, function);
 		if (!ft || ft < c->first_jsfunction || ft > c->last_jsfunction)
 			return -1;
-		u64 sfi = 0, name = 0, script = 0;
+		u64 sfi = 0, name = 0, script = 0, id = 0;
 		if (v8_read(&sfi, 8, function - V8_HEAP_TAG + c->function_shared) || v8_type(c, sfi) != c->type_sfi ||
 		    v8_read(&name, 8, sfi - V8_HEAP_TAG + c->sfi_name) ||
 		    v8_read(&script, 8, sfi - V8_HEAP_TAG + c->sfi_script)) {
 			count(COUNTER_V8JS_ERRORS);
 			return -1;
 		}
+		// The script's id tells apart functions whose objects were
+		// allocated where a collected function's were (the same
+		// addresses come back for the same sequence of allocations).
+		if ((script & V8_TAG_MASK) == V8_HEAP_TAG)
+			v8_read(&id, 8, script - V8_HEAP_TAG + c->script_id);
 		u32 check = (u32)sfi ^ (u32)(sfi >> 32) ^ ((u32)name * 0x9e3779b1u) ^ (u32)(name >> 32) ^
-			    ((u32)script * 0x85ebca6bu) ^ (u32)(script >> 32);
+			    ((u32)script * 0x85ebca6bu) ^ (u32)(script >> 32) ^ ((u32)(id >> 32) * 0xc2b2ae35u);
 		u64 bca = w[V8_FP_BYTECODE_ARRAY], bco = w[V8_FP_BYTECODE_OFFSET];
 		int interpreted = builtin && (bco & 1) == 0 && v8_type(c, bca) == c->type_bytecode_array;
 		if (builtin && !interpreted && st->depth == 1 && !st->return_address &&
