@@ -243,12 +243,39 @@ func (in *Instance) nameCode(sfi, pc uint64, returnAddress bool) []Position {
 			if in.streamMap == 0 {
 				in.streamMap, _ = p.streamMapOf(code)
 			}
-			if pos, err := p.nameCodeAt(sfi, code, int64(pc-start), returnAddress); err == nil && len(pos) > 0 {
+			pos, err := p.nameCodeAt(sfi, code, int64(pc-start), returnAddress)
+			if err == nil && len(pos) > 0 && !p.sameFunction(sfi, pos[len(pos)-1]) {
+				// The code's cached description is of a collected
+				// function whose objects were at the same
+				// addresses: read it again.
+				p.forgetCode(code)
+				pos, err = p.nameCodeAt(sfi, code, int64(pc-start), returnAddress)
+				if err == nil && len(pos) > 0 && !p.sameFunction(sfi, pos[len(pos)-1]) {
+					err = ErrStale
+				}
+			}
+			if err == nil && len(pos) > 0 {
 				return pos
 			}
 		}
 	}
 	return []Position{p.describeSFI(sfi)}
+}
+
+// sameFunction reports whether pos, the outermost position of code, is
+// in the function of sfi (its name and script).
+func (p *Process) sameFunction(sfi uint64, pos Position) bool {
+	want := p.describeSFI(sfi)
+	return want.Function == pos.Function && want.Script == pos.Script
+}
+
+// forgetCode drops what the cache holds of code.
+func (p *Process) forgetCode(code uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if el, ok := p.cache.entries[cacheKey{kindCode, code}]; ok {
+		p.cache.remove(el)
+	}
 }
 
 // inBuiltins reports whether pc is in the V8 file's embedded builtins.
