@@ -108,7 +108,7 @@ func BaselineBytecodeOffset(table, bytecodes, sizes []byte, pcOffset int64) (int
 	return 0, fmt.Errorf("%w: pc offset %d past the last bytecode's code (%d)", ErrBadBytecode, pcOffset, end)
 }
 
-// baselineInfo is what is cached of Sparkplug code.
+// baselineInfo is what is read of Sparkplug code.
 type baselineInfo struct {
 	table, bytecodes []byte
 	size             uint32
@@ -148,32 +148,26 @@ func (p *Process) baselineOffset(code uint64, pcOffset int64, returnAddress bool
 	if kind := lay.CodeKindOf(flags); kind != lay.CodeKindBaseline {
 		return 0, fmt.Errorf("%w: code kind %d is not baseline", ErrBadObject, kind)
 	}
-	key := cacheKey{kindBaseline, code}
-	check := [4]uint64{bytecode, table, 0, uint64(flags)<<32 | uint64(size)}
-	var bi *baselineInfo
-	if v, ok := p.cache.get(key, check); ok {
-		bi, _ = v.(*baselineInfo)
+	// Not cached: nothing in baseline code tells new code from
+	// collected code at the same address (it has no compilation id),
+	// and its tables are small (the reporter keeps the names).
+	bi := &baselineInfo{size: size}
+	if bi.table, err = h.byteArray(table, "bytecode offset table"); err != nil {
+		return 0, err
 	}
-	if bi == nil {
-		bi = &baselineInfo{size: size}
-		if bi.table, err = h.byteArray(table, "bytecode offset table"); err != nil {
-			return 0, err
-		}
-		if err := h.expect(bytecode, lay.Types.BytecodeArray, "baseline code's bytecode"); err != nil {
-			return 0, err
-		}
-		n, err := h.smiField(bytecode, lay.BytecodeArrayLength)
-		if err != nil {
-			return 0, err
-		}
-		if n < 0 || n > maxTableBytes {
-			return 0, fmt.Errorf("%w: bytecode array of %d bytes", ErrBadObject, n)
-		}
-		bi.bytecodes = make([]byte, n)
-		if err := h.mem.ReadAt(bi.bytecodes, h.untag(bytecode)+uint64(lay.BytecodeArrayData)); err != nil {
-			return 0, err
-		}
-		p.cache.put(key, check, int64(entryOverhead+len(bi.table)+len(bi.bytecodes)), bi)
+	if err := h.expect(bytecode, lay.Types.BytecodeArray, "baseline code's bytecode"); err != nil {
+		return 0, err
+	}
+	n, err := h.smiField(bytecode, lay.BytecodeArrayLength)
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 || n > maxTableBytes {
+		return 0, fmt.Errorf("%w: bytecode array of %d bytes", ErrBadObject, n)
+	}
+	bi.bytecodes = make([]byte, n)
+	if err := h.mem.ReadAt(bi.bytecodes, h.untag(bytecode)+uint64(lay.BytecodeArrayData)); err != nil {
+		return 0, err
 	}
 	if pcOffset < 0 || pcOffset > int64(bi.size) {
 		return 0, fmt.Errorf("%w: offset %d of %d bytes", ErrPCOutsideCode, pcOffset, bi.size)

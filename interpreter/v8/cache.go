@@ -40,7 +40,6 @@ const (
 	kindSFI cacheKind = iota + 1
 	kindScript
 	kindCode
-	kindBaseline
 )
 
 type cacheKey struct {

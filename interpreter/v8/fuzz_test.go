@@ -213,3 +213,28 @@ func FuzzName(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkNameInterpreted names a function whose entries are cached (the
+// check value read again each time) and one read afresh each time.
+func BenchmarkNameInterpreted(b *testing.B) {
+	s := newSynthetic(b, "node24", "compute")
+	b.Run("cached", func(b *testing.B) {
+		p := s.process()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := p.NameInterpreted(s.function, 5); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(p.Stats().Bytes), "cache-bytes")
+	})
+	b.Run("uncached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			p := s.process()
+			if _, err := p.NameInterpreted(s.function, 5); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -181,14 +181,13 @@ func sfiCheck(sfi, name, script, id uint64) uint32 {
 		uint32(script)*0x85ebca6b ^ uint32(script>>32) ^ uint32(id>>32)*0xc2b2ae35
 }
 
-// scriptIDWord reads the id field of script (the word after its line
-// ends), 0 when script is not a heap object or unreadable, as the eBPF
-// walker does.
+// scriptIDWord reads the id field of script, 0 when script is not a heap
+// object or unreadable, as the eBPF walker does.
 func (p *Process) scriptIDWord(script uint64) uint64 {
 	if !p.heap.isHeapObject(script) {
 		return 0
 	}
-	v, err := p.heap.word(script, p.heap.lay.ScriptLineEnds+pointerSize)
+	v, err := p.heap.word(script, p.heap.lay.ScriptID)
 	if err != nil {
 		return 0
 	}

@@ -59,6 +59,11 @@ type Layout struct {
 	ScriptSource   uint32 // Script::source
 	ScriptName     uint32 // Script::name
 	ScriptLineEnds uint32 // Script::line_ends
+	// ScriptID is Script::id (Smi), unique among an isolate's scripts
+	// and never reused: the part of check values that tells a new
+	// script (and its functions) from a collected one whose memory it
+	// reuses, down to the addresses of its objects.
+	ScriptID uint32
 
 	BytecodeArrayLength    uint32 // BytecodeArray::length (Smi)
 	BytecodeArrayPositions uint32 // BytecodeArray::source_position_table
@@ -149,6 +154,9 @@ type DeoptLayout struct {
 	// SharedFunctionInfoWrapper (V8 12.x+).
 	SharedFunctionInfo uint32
 	WrappedSFI         bool
+	// OptimizationID is the index of the compilation's id (a Smi,
+	// unique in the isolate): part of optimized code's check value.
+	OptimizationID uint32
 }
 
 // FrameLayout is a JavaScript frame as seen from its frame pointer (fp):
@@ -318,6 +326,12 @@ func NewLayout(c *Constants) (*Layout, error) {
 	lay.ScriptSource = uint32(l.get("class_Script__source__Object"))
 	lay.ScriptName = uint32(l.get("class_Script__name__Object"))
 	lay.ScriptLineEnds = uint32(l.get("class_Script__line_ends__Object"))
+	// Script::id has no constant; it is the field before
+	// eval_from_shared_or_wrapped_arguments (after line_ends) in V8 10.2
+	// to 13.6.
+	lay.ScriptID = uint32(l.get("class_Script__eval_from_shared_or_wrapped_arguments__Tagged_Object_",
+		"class_Script__eval_from_shared_or_wrapped_arguments__Object",
+		"class_Script__eval_from_shared_or_wrapped_arguments_or_sfi_table__Object")) - pointerSize
 
 	lay.BytecodeArrayLength = uint32(l.opt(int64(lay.FixedArrayLength), "class_BytecodeArray__length__SMI"))
 	lay.BytecodeArrayData = uint32(l.get("class_BytecodeArray__data__uintptr_t"))
@@ -387,7 +401,9 @@ func NewLayout(c *Constants) (*Layout, error) {
 		// SharedFunctionInfo, inlining positions (the indices node 20
 		// exports).
 		d.InlinedFunctionCount, d.LiteralArray, d.SharedFunctionInfo, d.InliningPositions = 1, 2, 6, 7
+		d.OptimizationID = 5
 	} else {
+		d.OptimizationID = uint32(l.get("DeoptimizationDataOptimizationIdIndex"))
 		d.InlinedFunctionCount = uint32(l.get("DeoptimizationDataInlinedFunctionCountIndex"))
 		d.LiteralArray = uint32(l.get("DeoptimizationDataLiteralArrayIndex"))
 		d.InliningPositions = uint32(l.get("DeoptimizationDataInliningPositionsIndex"))

@@ -95,19 +95,8 @@ func startNode(t *testing.T, n testenv.Node, flags ...string) *liveNode {
 		t.Fatal(err)
 	}
 	args := append([]string{"--allow-natives-syntax"}, flags...)
-	cmd := exec.Command(n.Path, append(args, script)...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	cmd, out := nodeCommand(t, n, append(args, script)...)
+	out.start(t, cmd)
 	ln := &liveNode{node: n, pid: cmd.Process.Pid, script: script, source: workload,
 		functions: map[string]debugFunction{}, bytecode: map[string][][2]int{}, starts: map[string][]int{}}
 	lines := make(chan string)
@@ -178,6 +167,71 @@ wait:
 	}()
 	ln.proc = attach(t, n, ln.pid)
 	return ln
+}
+
+// nodeCommand runs node unbuffered, its output to a file: %DebugPrint
+// writes through C stdio, which would hold its output back past the
+// console.log lines after it, and node makes a pipe non-blocking, where
+// unbuffered stdio loses what does not fit. The returned reader follows
+// the file as it grows until the process exits.
+func nodeCommand(t *testing.T, n testenv.Node, args ...string) (*exec.Cmd, *follower) {
+	t.Helper()
+	stdbuf, err := exec.LookPath("stdbuf")
+	if err != nil {
+		testenv.Missing(t, "stdbuf (coreutils) to run node unbuffered: %v", err)
+	}
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close(); in.Close() })
+	cmd := exec.Command(stdbuf, append([]string{"-o0", "-e0", n.Path}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd, &follower{f: in, exited: make(chan struct{})}
+}
+
+// start starts cmd, which writes the file r follows, and stops it at the
+// test's end.
+func (r *follower) start(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(r.exited)
+		close(waited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-waited
+	})
+}
+
+// follower reads a file another process writes, waiting for more at its
+// end until exited is closed.
+type follower struct {
+	f      *os.File
+	exited chan struct{}
+}
+
+func (r *follower) Read(p []byte) (int, error) {
+	for {
+		n, err := r.f.Read(p)
+		if n > 0 || err != io.EOF {
+			return n, err
+		}
+		select {
+		case <-r.exited:
+			return r.f.Read(p)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // attach finds the mapping of n's V8 file in pid and attaches to it.
@@ -445,6 +499,111 @@ func TestLiveBaseline(t *testing.T) {
 					t.Errorf("%s: %d of %d bytecodes with positions reached from pcs", name, named, len(positions))
 				}
 				t.Logf("%s: %d bytecodes with positions named from their pcs", name, named)
+			}
+		})
+	}
+}
+
+// churnWorkload creates batches of uniquely named functions, prints their
+// addresses, waits for the test to name them, then drops them and
+// collects the garbage, so that later functions reuse their memory.
+const churnWorkload = `'use strict';
+const fs = require('fs');
+const buf = Buffer.alloc(16);
+for (let batch = 0; batch < BATCHES; batch++) {
+  let fns = [];
+  for (let i = 0; i < 200; i++) {
+    const id = batch * 1000 + i;
+    const f = new Function('return function f_' + id + '(x) { return x + ' + id + '; }')();
+    f(1); f(2);
+    fns.push(f);
+  }
+  // Two full collections move the batch to old space, where it stays
+  // put while its addresses are printed and named.
+  gc(); gc();
+  for (const f of fns) %DebugPrint(f);
+  console.log('BATCH');
+  fs.readSync(0, buf);
+  fns = null;
+  gc(); gc();
+}
+console.log('DONE');
+`
+
+// TestLiveChurn names functions created and collected in batches: every
+// name read while its function lives is its own, although the memory of
+// collected functions is reused by later ones (counted), so a name
+// cached for an address is never used for another function there.
+func TestLiveChurn(t *testing.T) {
+	const batches = 30
+	for _, n := range liveNodes(t) {
+		t.Run(n.Name, func(t *testing.T) {
+			script := filepath.Join(t.TempDir(), "churn.js")
+			src := strings.Replace(churnWorkload, "BATCHES", strconv.Itoa(batches), 1)
+			if err := os.WriteFile(script, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd, out := nodeCommand(t, n, "--allow-natives-syntax", "--expose-gc", script)
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.start(t, cmd)
+			p := attach(t, n, cmd.Process.Pid)
+			sc := bufio.NewScanner(out)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			type fn struct {
+				addr uint64
+				name string
+			}
+			var batch []fn
+			named, reused, done := 0, 0, 0
+			seen := map[uint64]string{} // SharedFunctionInfo address -> name
+			for sc.Scan() {
+				line := sc.Text()
+				switch {
+				case reDebugPrint.MatchString(line):
+					a, _ := strconv.ParseUint(reDebugPrint.FindStringSubmatch(line)[1], 0, 64)
+					batch = append(batch, fn{addr: a})
+				case reShared.MatchString(line) && len(batch) > 0 && batch[len(batch)-1].name == "":
+					batch[len(batch)-1].name = reShared.FindStringSubmatch(line)[1]
+				case line == "BATCH":
+					for _, f := range batch {
+						pos, err := p.NameInterpreted(f.addr, 0)
+						if err != nil {
+							t.Fatalf("%s at %#x: %v", f.name, f.addr, err)
+						}
+						if pos.Function != f.name {
+							t.Fatalf("function at %#x named %q, is %q", f.addr, pos.Function, f.name)
+						}
+						sfi, err := p.functionSFI(f.addr)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if old, ok := seen[sfi]; ok && old != f.name {
+							reused++
+						}
+						seen[sfi] = f.name
+						named++
+					}
+					batch = batch[:0]
+					done++
+					if _, err := in.Write([]byte("\n")); err != nil {
+						t.Fatal(err)
+					}
+				case line == "DONE":
+				}
+			}
+			if done != batches {
+				t.Fatalf("%d of %d batches", done, batches)
+			}
+			st := p.Stats()
+			t.Logf("%d functions named, %d SharedFunctionInfo addresses reused by another function, cache %+v", named, reused, st)
+			if reused == 0 {
+				t.Errorf("no memory reused by the garbage collector: the test shows nothing")
+			}
+			if uint64(reused) > st.Stale {
+				t.Errorf("%d addresses reused but only %d stale cache entries dropped", reused, st.Stale)
 			}
 		})
 	}

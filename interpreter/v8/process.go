@@ -410,9 +410,11 @@ func (p *Process) header(v uint64, n uint32) ([]byte, error) {
 func field(b []byte, off uint32) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
 
 // sfi returns what is known of the SharedFunctionInfo sfi. Its check
-// value is its name (or scope info), script and function data: another
-// function at the same address differs in them, and new bytecode (after
-// flushing, or once compiled) changes the function data.
+// value is its name (or scope info), function data, script and the
+// script's id: V8 allocates alike code alike, so a function replacing a
+// collected one may sit at the same address with its objects at the
+// same addresses too, but its script's id is new; new bytecode (once
+// compiled, after flushing) changes the function data.
 func (p *Process) sfi(sfi uint64) (*sfiInfo, error) {
 	h := &p.heap
 	lay := h.lay
@@ -424,10 +426,14 @@ func (p *Process) sfi(sfi uint64) (*sfiInfo, error) {
 		return nil, err
 	}
 	nameOrScope, data, script := field(b, lay.SFINameOrScopeInfo), field(b, lay.SFIFunctionData), field(b, lay.SFIScript)
+	var scriptID uint64
+	if t, err := h.typeOf(script); err == nil && t == lay.Types.Script {
+		if scriptID, err = h.word(script, lay.ScriptID); err != nil {
+			return nil, err
+		}
+	}
 	key := cacheKey{kindSFI, sfi}
-	// The script's id too: a collected function's objects come back at
-	// the same addresses for the next function allocated alike.
-	check := [4]uint64{nameOrScope, data, script, p.scriptIDWord(script)}
+	check := [4]uint64{nameOrScope, data, script, scriptID}
 	if v, ok := p.cache.get(key, check); ok {
 		return v.(*sfiInfo), nil
 	}
@@ -465,9 +471,17 @@ func (p *Process) functionName(v uint64) (string, error) {
 		return "", nil
 	}
 	si := &h.lay.ScopeInfo
+	// The slots read may run past the ScopeInfo's end: past a page
+	// boundary the rest may be unmapped, and then only the slots up
+	// to it are used (the others read as zero).
 	b := make([]byte, scopeInfoSlots*pointerSize)
-	if err := h.mem.ReadAt(b, h.untag(v)+uint64(si.Data)); err != nil {
-		return "", err
+	at := h.untag(v) + uint64(si.Data)
+	if err := h.mem.ReadAt(b, at); err != nil {
+		inPage := min(uint64(len(b)), 0x1000-at&0xfff)
+		clear(b)
+		if err := h.mem.ReadAt(b[:inPage], at); err != nil {
+			return "", err
+		}
 	}
 	slot := func(i uint32) uint64 { return binary.LittleEndian.Uint64(b[i*pointerSize:]) }
 	first := si.FirstVars
@@ -535,17 +549,21 @@ func (p *Process) bytecodePositions(data uint64) ([]PositionEntry, error) {
 }
 
 // script returns what is known of the Script script. Its check value is
-// its source and name.
+// its source, name and id.
 func (p *Process) script(script uint64) (*scriptInfo, error) {
 	h := &p.heap
 	lay := h.lay
-	b, err := p.header(script, max(lay.ScriptSource, lay.ScriptName, lay.ScriptLineEnds)+pointerSize)
+	b, err := p.header(script, max(lay.ScriptSource, lay.ScriptName, lay.ScriptLineEnds, lay.ScriptID)+pointerSize)
 	if err != nil {
 		return nil, err
 	}
 	source, name, lineEnds := field(b, lay.ScriptSource), field(b, lay.ScriptName), field(b, lay.ScriptLineEnds)
+	id, err := h.word(script, lay.ScriptID)
+	if err != nil {
+		return nil, err
+	}
 	key := cacheKey{kindScript, script}
-	check := [4]uint64{source, name}
+	check := [4]uint64{source, name, id}
 	if v, ok := p.cache.get(key, check); ok {
 		sc := v.(*scriptInfo)
 		if !sc.complete && sc.remote == 0 {
@@ -729,7 +747,7 @@ func (p *Process) remoteLineColumn(sc *scriptInfo, offset int) (int, int) {
 }
 
 // code returns what is known of an optimized Code object. Its check
-// value is its instruction start, flags and tables.
+// value is its instruction start, flags, tables and optimization id.
 func (p *Process) code(code uint64) (*codeInfo, error) {
 	h := &p.heap
 	lay := h.lay
@@ -747,16 +765,27 @@ func (p *Process) code(code uint64) (*codeInfo, error) {
 	if lay.CodeInlineBody == 0 {
 		start = field(b, lay.CodeInstructionStart)
 	}
-	key := cacheKey{kindCode, code}
-	check := [4]uint64{deopt, positions, start, uint64(flags)<<32 | uint64(size)}
-	if v, ok := p.cache.get(key, check); ok {
-		return v.(*codeInfo), nil
-	}
 	switch kind := lay.CodeKindOf(flags); {
 	case kind == lay.CodeKindBaseline:
 		return nil, ErrBaselineCode
 	case kind <= lay.CodeKindInterpreted:
 		return nil, fmt.Errorf("%w: code kind %d", ErrNotOptimized, kind)
+	}
+	d := &lay.Deopt
+	if _, err := h.fixedArrayLen(deopt, "deoptimization data"); err != nil {
+		return nil, err
+	}
+	optID, err := h.word(deopt, lay.FixedArrayData+d.OptimizationID*pointerSize)
+	if err != nil {
+		return nil, err
+	}
+	// The optimization id is unique among the isolate's compilations:
+	// new code at the address of collected code differs in it even
+	// when its tables sit where the old ones were.
+	key := cacheKey{kindCode, code}
+	check := [4]uint64{deopt, positions, start ^ optID, uint64(flags)<<32 | uint64(size)}
+	if v, ok := p.cache.get(key, check); ok {
+		return v.(*codeInfo), nil
 	}
 	ci := &codeInfo{start: start, size: size}
 	table, err := h.byteArray(positions, "code source positions")
@@ -766,7 +795,6 @@ func (p *Process) code(code uint64) (*codeInfo, error) {
 	if ci.positions, err = DecodePositions(table); err != nil {
 		return nil, err
 	}
-	d := &lay.Deopt
 	need := int64(max(d.InlinedFunctionCount, d.LiteralArray, d.InliningPositions, d.SharedFunctionInfo)) + 1
 	dd, err := h.fixedArray(deopt, need, "deoptimization data")
 	if err != nil {

@@ -112,7 +112,7 @@ func config(lay *Layout, bias uint64) progs.StacklineV8Config {
 		TypeSfi:           lay.Types.SharedFunctionInfo,
 		TypeBytecodeArray: lay.Types.BytecodeArray,
 		TypeScript:        lay.Types.Script,
-		ScriptId:          lay.ScriptLineEnds + pointerSize,
+		ScriptId:          lay.ScriptID,
 	}
 	if lay.Builtins[1] > lay.Builtins[0] {
 		c.BuiltinsStart, c.BuiltinsEnd = lay.Builtins[0]+bias, lay.Builtins[1]+bias
