@@ -23,6 +23,7 @@ import (
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/interpreter/hotspot"
 	"github.com/stackline-dev/stackline/interpreter/python"
+	"github.com/stackline-dev/stackline/interpreter/v8"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
 	"github.com/stackline-dev/stackline/reporter/localfile"
@@ -47,8 +48,10 @@ type Agent struct {
 	reporter *reporter.Reporter
 	tracer   *tracer.Tracer
 	jvmCache *hotspot.Cache
-	metrics  *prometheus.Registry
-	started  time.Time
+	// node holds the V8 processes' shared cache budget and counters.
+	node    nodeRuntime
+	metrics *prometheus.Registry
+	started time.Time
 }
 
 // New validates cfg, loads kernel symbols and the eBPF programs, and starts
@@ -145,6 +148,7 @@ func New(cfg Config) (*Agent, error) {
 		ringSize = AutoRingBufferSize(cfg.SamplesPerSecond, runtime.NumCPU())
 	}
 	a.jvmCache = hotspot.NewCache(hotspot.CacheConfig{MaxBytes: cfg.JVMCacheBytes, MaxProcessBytes: cfg.JVMProcessCacheBytes})
+	a.node = nodeRuntime{budget: v8.NewBudget(cfg.NodeCacheBytes), stats: new(v8.RuntimeStats)}
 	a.tracer, err = tracer.New(tracer.Config{
 		SamplesPerSecond:    cfg.SamplesPerSecond,
 		MaxStackDepth:       cfg.MaxStackDepth,
@@ -155,7 +159,7 @@ func New(cfg Config) (*Agent, error) {
 		Reporter:            a.reporter,
 		Symbolizer:          a.symbols,
 		Kernel:              a.kernel,
-		Interpreters:        interpreters(cfg, a.jvmCache),
+		Interpreters:        interpreters(cfg, a.jvmCache, a.node),
 		OffCPU:              tracer.OffCPU{Enabled: cfg.OffCPU, Threshold: cfg.OffCPUThreshold, Fraction: cfg.OffCPUFraction},
 		Logger:              log,
 	})
@@ -403,7 +407,7 @@ func (a *Agent) ReporterStats() reporter.Stats { return a.reporter.Stats() }
 func (a *Agent) Metrics() *prometheus.Registry { return a.metrics }
 
 // interpreters returns the runtimes whose frames the tracer unwinds.
-func interpreters(cfg Config, jvm *hotspot.Cache) []interpreter.Runtime {
+func interpreters(cfg Config, jvm *hotspot.Cache, node nodeRuntime) []interpreter.Runtime {
 	var rts []interpreter.Runtime
 	if !cfg.NoPython {
 		rts = append(rts, python.Runtime{})
@@ -411,5 +415,15 @@ func interpreters(cfg Config, jvm *hotspot.Cache) []interpreter.Runtime {
 	if !cfg.NoJava {
 		rts = append(rts, hotspot.Runtime{Cache: jvm})
 	}
+	if !cfg.NoNode {
+		rts = append(rts, v8.Runtime{Budget: node.budget, ProcessCacheBytes: cfg.NodeProcessCacheBytes, Stats: node.stats})
+	}
 	return rts
+}
+
+// nodeRuntime is what the V8 processes share: their caches' byte budget
+// and the naming counters.
+type nodeRuntime struct {
+	budget *v8.Budget
+	stats  *v8.RuntimeStats
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/interpreter/hotspot"
+	"github.com/stackline-dev/stackline/interpreter/v8"
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
 	"github.com/stackline-dev/stackline/reporter/otlphttp"
 	"github.com/stackline-dev/stackline/symbolizer"
@@ -54,6 +55,14 @@ type Config struct {
 	// JVMProcessCacheBytes those of one JVM.
 	JVMCacheBytes        int64
 	JVMProcessCacheBytes int64
+	// NoNode turns off unwinding and naming JavaScript frames of V8
+	// (node) processes (they then show native frames only).
+	NoNode bool
+	// NodeCacheBytes bounds the bytes held of JavaScript functions,
+	// scripts and code (names, line ends, position tables) of all V8
+	// processes together, NodeProcessCacheBytes those of one.
+	NodeCacheBytes        int64
+	NodeProcessCacheBytes int64
 	// RingBufferSize is the eBPF ring buffer's size in bytes; 0 sizes it
 	// from the sampling rate and the number of CPUs (AutoRingBufferSize).
 	RingBufferSize int
@@ -125,29 +134,31 @@ type Config struct {
 // DefaultConfig returns the defaults the flags start from.
 func DefaultConfig() Config {
 	return Config{
-		SamplesPerSecond:     19,
-		ReporterInterval:     5 * time.Second,
-		FrameCacheSize:       16384,
-		ExecutableCacheSize:  4096,
-		SymbolCacheSize:      256,
-		SymbolCacheBytes:     16 << 20,
-		MaxDWARFBytes:        4 << 20,
-		JVMCacheBytes:        hotspot.DefaultCacheConfig.MaxBytes,
-		JVMProcessCacheBytes: hotspot.DefaultCacheConfig.MaxProcessBytes,
-		MaxStackDepth:        tracer.MaxStackDepth,
-		MaxUnwindTableBytes:  64 << 20,
-		OffCPUThreshold:      time.Millisecond,
-		OffCPUFraction:       0.1,
-		SendQueueSize:        60,
-		OTLPCompression:      "gzip",
-		ExportTimeout:        10 * time.Second,
-		ShutdownTimeout:      10 * time.Second,
-		OutputDir:            "./stackline-profiles",
-		Demangle:             "simple",
-		ProcRoot:             "/proc",
-		SysRoot:              "/sys",
-		HTTPHistory:          15 * time.Minute,
-		HTTPMaxStacks:        50_000,
+		SamplesPerSecond:      19,
+		ReporterInterval:      5 * time.Second,
+		FrameCacheSize:        16384,
+		ExecutableCacheSize:   4096,
+		SymbolCacheSize:       256,
+		SymbolCacheBytes:      16 << 20,
+		MaxDWARFBytes:         4 << 20,
+		JVMCacheBytes:         hotspot.DefaultCacheConfig.MaxBytes,
+		JVMProcessCacheBytes:  hotspot.DefaultCacheConfig.MaxProcessBytes,
+		NodeCacheBytes:        v8.DefaultGlobalCacheBytes,
+		NodeProcessCacheBytes: v8.DefaultProcessCacheBytes,
+		MaxStackDepth:         tracer.MaxStackDepth,
+		MaxUnwindTableBytes:   64 << 20,
+		OffCPUThreshold:       time.Millisecond,
+		OffCPUFraction:        0.1,
+		SendQueueSize:         60,
+		OTLPCompression:       "gzip",
+		ExportTimeout:         10 * time.Second,
+		ShutdownTimeout:       10 * time.Second,
+		OutputDir:             "./stackline-profiles",
+		Demangle:              "simple",
+		ProcRoot:              "/proc",
+		SysRoot:               "/sys",
+		HTTPHistory:           15 * time.Minute,
+		HTTPMaxStacks:         50_000,
 	}
 }
 
@@ -187,6 +198,12 @@ func (c *Config) Validate() error {
 	}
 	if c.JVMProcessCacheBytes < 1<<16 || c.JVMProcessCacheBytes > c.JVMCacheBytes {
 		bad("jvm-process-cache-bytes", "%d is out of range 64KiB..--jvm-cache-bytes", c.JVMProcessCacheBytes)
+	}
+	if c.NodeCacheBytes < 1<<16 || c.NodeCacheBytes > 1<<34 {
+		bad("node-cache-bytes", "%d is out of range 64KiB..16GiB", c.NodeCacheBytes)
+	}
+	if c.NodeProcessCacheBytes < 1<<16 || c.NodeProcessCacheBytes > c.NodeCacheBytes {
+		bad("node-process-cache-bytes", "%d is out of range 64KiB..--node-cache-bytes", c.NodeProcessCacheBytes)
 	}
 	if c.MaxDWARFBytes < 0 || c.MaxDWARFBytes > 1<<34 {
 		bad("max-dwarf-bytes", "%d is out of range 0..16GiB", c.MaxDWARFBytes)

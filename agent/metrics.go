@@ -32,6 +32,9 @@ type stats struct {
 	page flamegraph.StoreStats
 	// jvm is the cache of Java method and compiled code names.
 	jvm hotspot.CacheStats
+	// node counts the naming of V8 frames; nodeBytes is their caches' size.
+	nodeNamed, nodeUnnamed, nodeStale, nodeNoLine uint64
+	nodeBytes                                     int64
 }
 
 // metric defines one exported metric: its name (after the stackline_
@@ -93,6 +96,13 @@ var metrics = []metric{
 	counter("jvm_cache_misses_total", "Lookups of Java methods and compiled code read from the JVM's memory.", func(s *stats) float64 { return float64(s.jvm.Misses) }),
 	counter("jvm_cache_evictions_total", "Java method and compiled code entries dropped to stay within --jvm-cache-bytes and --jvm-process-cache-bytes.", func(s *stats) float64 { return float64(s.jvm.Evictions) }),
 	gauge("jvm_cache_bytes", "Bytes held of Java method names, line tables and inlined methods (bounded by --jvm-cache-bytes).", func(s *stats) float64 { return float64(s.jvm.Bytes) }),
+	bpfCounter(progs.StacklineCounterCOUNTER_V8JS_FRAMES, "node_frames_total", "V8 frames (JavaScript, entry, exit, stub) the eBPF frame walker emitted."),
+	bpfCounter(progs.StacklineCounterCOUNTER_V8JS_ERRORS, "node_read_errors_total", "V8 JavaScript frames whose function could not be read in eBPF (left native)."),
+	counter("node_frames_named_total", "JavaScript frames named (function, script, line where known).", func(s *stats) float64 { return float64(s.nodeNamed) }),
+	counter("node_frames_unnamed_total", "JavaScript frames that could not be named (function moved, died or changed since the sample, or unreadable); counted, never guessed.", func(s *stats) float64 { return float64(s.nodeUnnamed) }),
+	counter("node_frames_stale_total", "JavaScript frames left unnamed because their function no longer matched the sample's check value.", func(s *stats) float64 { return float64(s.nodeStale) }),
+	counter("node_frames_no_line_total", "JavaScript frames named without a line (no source positions, or code replaced since the sample).", func(s *stats) float64 { return float64(s.nodeNoLine) }),
+	gauge("node_cache_bytes", "Bytes held of JavaScript function names, scripts, line ends and position tables (bounded by --node-cache-bytes).", func(s *stats) float64 { return float64(s.nodeBytes) }),
 	counter("interpreter_frames_unnamed_total", "Interpreter frames that could not be named (process exited, code object gone).", func(s *stats) float64 { return float64(s.tracer.InterpreterUnnamed) }),
 	bpfCounter(progs.StacklineCounterCOUNTER_SYNC_REQUESTS, "process_sync_requests_total", "Requests of the eBPF unwinder for a process's mappings."),
 	counter("process_syncs_total", "Processes' mappings given to the eBPF unwinder.", func(s *stats) float64 { return float64(s.tracer.Syncs) }),
@@ -185,6 +195,11 @@ func (a *Agent) readStats() *stats {
 		kernelSymbolBytes: a.kernel.Bytes(),
 		mapBytes:          a.tracer.MapMemory(),
 		jvm:               a.jvmCache.Stats(),
+		nodeNamed:         a.node.stats.Named.Load(),
+		nodeUnnamed:       a.node.stats.Unnamed.Load(),
+		nodeStale:         a.node.stats.Stale.Load(),
+		nodeNoLine:        a.node.stats.NoLine.Load(),
+		nodeBytes:         a.node.budget.Used(),
 	}
 	s.firstSample = a.firstSample(s.tracer)
 	if a.otlp != nil {

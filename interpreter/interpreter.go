@@ -28,6 +28,7 @@ const (
 	KindNone    Kind = 0
 	KindPython  Kind = 1
 	KindHotSpot Kind = 2
+	KindV8      Kind = 3
 )
 
 // ConfigBytes is the size of Unwind.Config (INTERP_CONFIG_BYTES).
@@ -105,6 +106,8 @@ type Frame struct {
 	Addr  uint64
 	Aux   uint32
 	Extra uint32
+	// AuxHigh holds bits 32-47 of a 48-bit aux (V8: of a pc).
+	AuxHigh uint16
 	// ReturnAddress says the frame's pc is a return address (the frame
 	// called another), not the instruction that was running.
 	ReturnAddress bool

@@ -51,6 +51,14 @@ const (
 	FrameJVMInterpreted FrameType = 5
 	FrameJVMCompiled    FrameType = 6
 	FrameJVMStub        FrameType = 7
+	// FrameV8Interpreted, FrameV8Code and FrameV8Stub are V8 (node)
+	// frames: a JavaScript function V8's interpreter runs, one running
+	// Sparkplug, Maglev or TurboFan code (whose one frame may stand for
+	// several inlined functions), and V8's typed frames (entry, exit,
+	// stub, ...). The FrameID's File stands for the script.
+	FrameV8Interpreted FrameType = 8
+	FrameV8Code        FrameType = 9
+	FrameV8Stub        FrameType = 10
 	// FrameGo is a native frame in a Go binary. The eBPF side never emits it:
 	// the tracer sets it when the mapped file is known to be Go.
 	FrameGo FrameType = 64
@@ -76,6 +84,8 @@ func (t FrameType) String() string {
 		return "cpython"
 	case FrameJVMInterpreted, FrameJVMCompiled, FrameJVMStub:
 		return "jvm"
+	case FrameV8Interpreted, FrameV8Code, FrameV8Stub:
+		return "v8js"
 	}
 	return "unknown"
 }

@@ -130,7 +130,7 @@ func (t *Tracer) interpFrame(proc *process, f *rawFrame) trace.FrameID {
 		t.stats.interpUnnamed.Add(1)
 		return trace.FrameID{Addr: f.addr, Type: f.typ}
 	}
-	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, Extra: f.extra, ReturnAddress: f.flags&frameFlagReturnAddress != 0})
+	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, AuxHigh: f.auxHi, Extra: f.extra, ReturnAddress: f.flags&frameFlagReturnAddress != 0})
 	if err != nil {
 		t.stats.interpUnnamed.Add(1)
 		t.log.Debug("name interpreter frame", "pid", proc.pid, "error", err)

@@ -21,6 +21,9 @@ func _() {
 	_ = x[trace.FrameJVMInterpreted-trace.FrameType(progs.StacklineFrameTypeFRAME_JVM_INTERPRETED)]
 	_ = x[trace.FrameJVMCompiled-trace.FrameType(progs.StacklineFrameTypeFRAME_JVM_COMPILED)]
 	_ = x[trace.FrameJVMStub-trace.FrameType(progs.StacklineFrameTypeFRAME_JVM_STUB)]
+	_ = x[trace.FrameV8Interpreted-trace.FrameType(progs.StacklineFrameTypeFRAME_V8JS_INTERPRETED)]
+	_ = x[trace.FrameV8Code-trace.FrameType(progs.StacklineFrameTypeFRAME_V8JS_CODE)]
+	_ = x[trace.FrameV8Stub-trace.FrameType(progs.StacklineFrameTypeFRAME_V8JS_STUB)]
 
 	_ = x[trace.ErrorMaxDepth-uint64(progs.StacklineUnwindErrorUNWIND_ERR_MAX_DEPTH)]
 	_ = x[trace.ErrorReadFailed-uint64(progs.StacklineUnwindErrorUNWIND_ERR_READ_FAILED)]
@@ -33,6 +36,7 @@ func _() {
 	_ = x[interpreter.KindNone-interpreter.Kind(progs.StacklineInterpKindINTERP_NONE)]
 	_ = x[interpreter.KindPython-interpreter.Kind(progs.StacklineInterpKindINTERP_PYTHON)]
 	_ = x[interpreter.KindHotSpot-interpreter.Kind(progs.StacklineInterpKindINTERP_HOTSPOT)]
+	_ = x[interpreter.KindV8-interpreter.Kind(progs.StacklineInterpKindINTERP_V8)]
 	_ = x[interpreter.ConfigBytes-len(progs.StacklineInterpProc{}.Config)]
 	_ = x[len(interpreter.Unwind{}.Handoff)-len(progs.StacklineInterpProc{}.HandoffStart)]
 	_ = x[len(interpreter.Unwind{}.Data)-len(progs.StacklineInterpProc{}.Data)]

@@ -47,6 +47,7 @@ const (
 	offFrameType       = unsafe.Offsetof(progs.StacklineFrame{}.Type)
 	offFrameFlags      = unsafe.Offsetof(progs.StacklineFrame{}.Flags)
 	offFrameExtra      = unsafe.Offsetof(progs.StacklineFrame{}.Extra)
+	offFrameAuxHi      = unsafe.Offsetof(progs.StacklineFrame{}.AuxHi)
 )
 
 // rawFrame is one decoded struct frame.
@@ -56,6 +57,7 @@ type rawFrame struct {
 	typ   trace.FrameType
 	flags uint8
 	extra uint32
+	auxHi uint16
 }
 
 // record is one decoded ring-buffer record. Frames is reused between
@@ -124,6 +126,7 @@ func (r *record) decode(raw []byte) error {
 			typ:   trace.FrameType(f[offFrameType]),
 			flags: f[offFrameFlags],
 			extra: le.Uint32(f[offFrameExtra:]),
+			auxHi: le.Uint16(f[offFrameAuxHi:]),
 		})
 	}
 	return nil

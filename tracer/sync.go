@@ -200,6 +200,10 @@ func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.File
 	for i := range p.mappings {
 		m := &p.mappings[i]
 		e := progs.StacklineExecMapping{Start: m.start, End: m.end, Bias: m.start - m.offset}
+		if m.key == (fileKey{}) && m.path == "" {
+			// Anonymous executable memory: a JIT's code.
+			e.Flags = uint32(progs.StacklineMappingFlagsMAPPING_FLAG_ANON)
+		}
 		var fi *fileInfo
 		if i < len(files) {
 			fi = files[i]

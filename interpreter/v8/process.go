@@ -147,6 +147,18 @@ func (p *Process) NameInterpreted(function uint64, bytecodeOffset int64) (Positi
 	if err != nil {
 		return Position{}, err
 	}
+	return p.nameSFILocked(sfi, bytecodeOffset)
+}
+
+// nameSFI names the function of the SharedFunctionInfo sfi at the
+// bytecode offset bytecodeOffset (from its first bytecode).
+func (p *Process) nameSFI(sfi uint64, bytecodeOffset int64) (Position, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nameSFILocked(sfi, bytecodeOffset)
+}
+
+func (p *Process) nameSFILocked(sfi uint64, bytecodeOffset int64) (Position, error) {
 	info, err := p.sfi(sfi)
 	if err != nil {
 		return Position{}, err

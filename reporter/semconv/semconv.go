@@ -42,6 +42,9 @@ const (
 	RuntimeGo      = "go"
 	RuntimeCPython = "cpython"
 	RuntimeJava    = "java"
+	// RuntimeNode is the process.runtime.name of processes running V8
+	// (node and other embedders).
+	RuntimeNode = "nodejs"
 )
 
 // HostArchOf returns the host.arch value of a Go GOARCH: the semantic

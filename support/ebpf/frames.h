@@ -24,7 +24,7 @@ static __always_inline void push_frame(struct trace *t, u64 addr, u8 type, u8 fl
 	t->frames[n].type = type;
 	t->frames[n].flags = flags;
 	t->frames[n].extra = 0;
-	t->frames[n].pad = 0;
+	t->frames[n].aux_hi = 0;
 	t->frames[n].pad2 = 0;
 	t->num_frames = n + 1;
 }
@@ -40,7 +40,7 @@ static __always_inline void push_interp_frame(struct trace *t, u64 addr, u32 aux
 	t->frames[n].extra = extra;
 	t->frames[n].type = type;
 	t->frames[n].flags = flags;
-	t->frames[n].pad = 0;
+	t->frames[n].aux_hi = 0;
 	t->frames[n].pad2 = 0;
 	t->num_frames = n + 1;
 }

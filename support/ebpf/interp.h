@@ -25,6 +25,7 @@ enum interp_kind {
 	INTERP_NONE = 0,
 	INTERP_PYTHON = 1,
 	INTERP_HOTSPOT = 2,
+	INTERP_V8 = 3,
 };
 
 #define INTERP_HANDOFFS 2
@@ -46,7 +47,7 @@ struct interp_proc {
 	// Runtime-specific addresses in the process (Python: _PyRuntime).
 	u64 data[2];
 	// Runtime-specific constants (Python: struct py_offsets; HotSpot:
-	// struct hotspot_config).
+	// struct hotspot_config; V8: struct v8_config).
 	u8 config[INTERP_CONFIG_BYTES];
 };
 

@@ -32,6 +32,8 @@ var goTypes = map[string]reflect.Type{
 
 	"hotspot_config":   reflect.TypeFor[StacklineHotspotConfig](),
 	"hotspot_seen_key": reflect.TypeFor[StacklineHotspotSeenKey](),
+	"v8_config":        reflect.TypeFor[StacklineV8Config](),
+	"v8_seen_key":      reflect.TypeFor[StacklineV8SeenKey](),
 }
 
 // sharedTypes returns the types of the committed object's BTF that user

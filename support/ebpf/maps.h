@@ -104,6 +104,8 @@ enum counter {
 	COUNTER_NO_CFI_FP,       // frames without unwind information in a file that has some, stepped by frame pointer
 	COUNTER_JVM_FRAMES,      // HotSpot frames emitted
 	COUNTER_JVM_ERRORS,      // HotSpot frames whose code could not be found or read
+	COUNTER_V8JS_FRAMES,       // V8 frames emitted (JavaScript and typed frames)
+	COUNTER_V8JS_ERRORS,       // V8 JavaScript frames whose function could not be read
 	COUNTER_NUM,
 };
 

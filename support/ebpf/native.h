@@ -127,6 +127,7 @@ static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void
 	struct file *f = vma->vm_file;
 	if (!f) {
 		// Anonymous executable memory (JIT code): frame pointers.
+		m->flags = MAPPING_FLAG_ANON;
 		l->table_known = 1;
 		return 0;
 	}
@@ -179,6 +180,9 @@ static __always_inline int in_owned(struct unwind_state *st, u64 pc)
 			return 1;
 	return 0;
 }
+
+// The V8 frame walker needs find_mapping.
+#include "v8.h"
 
 // Unwinds a frame in one of the runtime's owned ranges with the runtime's
 // own unwinder, which emits its frames and steps to the caller.
@@ -371,6 +375,12 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		st->has_mapping = 1;
 	}
 	int r;
+	if (st->interp_kind == INTERP_V8) {
+		// V8's builtins and JIT code: its frame walker, by rbp.
+		r = v8_step(t, st, pc, m);
+		if (r >= 0)
+			return r;
+	}
 	if (m->num_rows == 0) {
 		r = step_frame_pointer(t, st);
 	} else {
@@ -444,6 +454,9 @@ static __always_inline void start_unwind(struct unwind_state *st, struct pt_regs
 	st->interp_frame = 0;
 	st->urgent = 0;
 	st->top_r13 = regs->r13;
+	st->top_r9 = regs->r9;
+	st->v8_init = 0;
+	st->v8_handler = 0;
 	st->unextended_sp = 0;
 	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &st->pid);
 	if (ip) {

@@ -42,9 +42,11 @@ struct shared_types {
 	enum py_constants py_constants;
 	enum scratch_slot scratch_slot;
 	enum hotspot_bounds hotspot_bounds;
+	enum mapping_flags mapping_flags;
 	struct process_event process_event;
 	struct py_offsets py_offsets;
 	struct hotspot_config hotspot_config;
+	struct v8_config v8_config;
 };
 
 const volatile struct shared_types *const shared_types = 0;
@@ -86,7 +88,7 @@ static __always_inline void collect_kernel_stack(void *ctx, struct trace *t)
 		t->frames[i].type = FRAME_KERNEL;
 		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
 		t->frames[i].extra = 0;
-		t->frames[i].pad = 0;
+		t->frames[i].aux_hi = 0;
 		t->frames[i].pad2 = 0;
 		t->num_frames = i + 1;
 	}

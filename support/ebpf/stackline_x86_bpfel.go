@@ -40,7 +40,9 @@ const (
 	StacklineCounterCOUNTER_NO_CFI_FP        StacklineCounter = 21
 	StacklineCounterCOUNTER_JVM_FRAMES       StacklineCounter = 22
 	StacklineCounterCOUNTER_JVM_ERRORS       StacklineCounter = 23
-	StacklineCounterCOUNTER_NUM              StacklineCounter = 24
+	StacklineCounterCOUNTER_V8JS_FRAMES      StacklineCounter = 24
+	StacklineCounterCOUNTER_V8JS_ERRORS      StacklineCounter = 25
+	StacklineCounterCOUNTER_NUM              StacklineCounter = 26
 )
 
 type StacklineExecMapping struct {
@@ -73,7 +75,7 @@ type StacklineFrame struct {
 	Extra uint32
 	Type  uint8
 	Flags uint8
-	Pad   uint16
+	AuxHi uint16
 	Pad2  uint32
 }
 
@@ -86,13 +88,16 @@ const (
 type StacklineFrameType uint32
 
 const (
-	StacklineFrameTypeFRAME_NATIVE          StacklineFrameType = 1
-	StacklineFrameTypeFRAME_KERNEL          StacklineFrameType = 2
-	StacklineFrameTypeFRAME_ERROR           StacklineFrameType = 3
-	StacklineFrameTypeFRAME_CPYTHON         StacklineFrameType = 4
-	StacklineFrameTypeFRAME_JVM_INTERPRETED StacklineFrameType = 5
-	StacklineFrameTypeFRAME_JVM_COMPILED    StacklineFrameType = 6
-	StacklineFrameTypeFRAME_JVM_STUB        StacklineFrameType = 7
+	StacklineFrameTypeFRAME_NATIVE           StacklineFrameType = 1
+	StacklineFrameTypeFRAME_KERNEL           StacklineFrameType = 2
+	StacklineFrameTypeFRAME_ERROR            StacklineFrameType = 3
+	StacklineFrameTypeFRAME_CPYTHON          StacklineFrameType = 4
+	StacklineFrameTypeFRAME_JVM_INTERPRETED  StacklineFrameType = 5
+	StacklineFrameTypeFRAME_JVM_COMPILED     StacklineFrameType = 6
+	StacklineFrameTypeFRAME_JVM_STUB         StacklineFrameType = 7
+	StacklineFrameTypeFRAME_V8JS_INTERPRETED StacklineFrameType = 8
+	StacklineFrameTypeFRAME_V8JS_CODE        StacklineFrameType = 9
+	StacklineFrameTypeFRAME_V8JS_STUB        StacklineFrameType = 10
 )
 
 type StacklineHotspotBounds uint32
@@ -150,6 +155,7 @@ const (
 	StacklineInterpKindINTERP_NONE    StacklineInterpKind = 0
 	StacklineInterpKindINTERP_PYTHON  StacklineInterpKind = 1
 	StacklineInterpKindINTERP_HOTSPOT StacklineInterpKind = 2
+	StacklineInterpKindINTERP_V8      StacklineInterpKind = 3
 )
 
 type StacklineInterpProc struct {
@@ -163,6 +169,12 @@ type StacklineInterpProc struct {
 	Data         [2]uint64
 	Config       [256]uint8
 }
+
+type StacklineMappingFlags uint32
+
+const (
+	StacklineMappingFlagsMAPPING_FLAG_ANON StacklineMappingFlags = 1
+)
 
 type StacklineMappingKey struct {
 	_    structs.HostLayout
@@ -338,6 +350,12 @@ type StacklineUnwindState struct {
 	OwnedStart    [2]uint64
 	OwnedEnd      [2]uint64
 	TopR13        uint64
+	TopR9         uint64
+	V8Table       uint64
+	V8Bias        uint64
+	V8Init        uint8
+	V8Handler     uint8
+	Pad2          [6]uint8
 	UnextendedSp  uint64
 }
 
@@ -347,6 +365,36 @@ const (
 	StacklineUnwinderUNWINDER_NATIVE StacklineUnwinder = 0
 	StacklineUnwinderUNWINDER_NUM    StacklineUnwinder = 1
 )
+
+type StacklineV8Config struct {
+	_                 structs.HostLayout
+	BuiltinsStart     uint64
+	BuiltinsEnd       uint64
+	Map               uint32
+	MapInstanceType   uint32
+	FunctionShared    uint32
+	SfiName           uint32
+	SfiScript         uint32
+	BytecodeLength    uint32
+	BytecodeData      uint32
+	FirstJsfunction   uint16
+	LastJsfunction    uint16
+	TypeSfi           uint16
+	TypeBytecodeArray uint16
+	MaxFrameType      uint32
+	TypeScript        uint16
+	Pad               uint16
+	ScriptId          uint32
+	Pad2              uint32
+	_                 [4]byte
+}
+
+type StacklineV8SeenKey struct {
+	_     structs.HostLayout
+	Pid   uint32
+	Check uint32
+	Addr  uint64
+}
 
 // Names of all BPF objects in the ELF.
 //
@@ -367,6 +415,7 @@ const (
 	StacklineMapUnwindStates      = "unwind_states"
 	StacklineMapUnwindTables      = "unwind_tables"
 	StacklineMapUnwinders         = "unwinders"
+	StacklineMapV8Seen            = "v8_seen"
 	StacklineProgOffcpuResume     = "offcpu_resume"
 	StacklineProgOffcpuSwitch     = "offcpu_switch"
 	StacklineProgProcessExec      = "process_exec"
@@ -449,6 +498,7 @@ type StacklineMapSpecs struct {
 	UnwindStates    *ebpf.MapSpec `ebpf:"unwind_states"`
 	UnwindTables    *ebpf.MapSpec `ebpf:"unwind_tables"`
 	Unwinders       *ebpf.MapSpec `ebpf:"unwinders"`
+	V8Seen          *ebpf.MapSpec `ebpf:"v8_seen"`
 }
 
 // StacklineVariableSpecs contains global variables before they are loaded into the kernel.
@@ -497,6 +547,7 @@ type StacklineMaps struct {
 	UnwindStates    *ebpf.Map `ebpf:"unwind_states"`
 	UnwindTables    *ebpf.Map `ebpf:"unwind_tables"`
 	Unwinders       *ebpf.Map `ebpf:"unwinders"`
+	V8Seen          *ebpf.Map `ebpf:"v8_seen"`
 }
 
 func (m *StacklineMaps) Close() error {
@@ -516,6 +567,7 @@ func (m *StacklineMaps) Close() error {
 		m.UnwindStates,
 		m.UnwindTables,
 		m.Unwinders,
+		m.V8Seen,
 	)
 }
 

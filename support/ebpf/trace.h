@@ -42,6 +42,17 @@ enum frame_type {
 	// Other VM code (stubs, adapters): addr is its code blob, aux the
 	// pc's offset from it.
 	FRAME_JVM_STUB = 7,
+	// V8 frames (support/ebpf/v8.h). An interpreted function: addr is its
+	// SharedFunctionInfo, aux the bytecode offset (from the BytecodeArray's
+	// tagged address), extra a check of the SharedFunctionInfo.
+	FRAME_V8JS_INTERPRETED = 8,
+	// Code of a JavaScript function (Sparkplug, Maglev, TurboFan, or a
+	// builtin with JavaScript linkage): addr is its SharedFunctionInfo,
+	// aux and aux_hi the pc, extra a check of the SharedFunctionInfo.
+	FRAME_V8JS_CODE = 9,
+	// A typed V8 frame (entry, exit, stub, ...): addr is the pc, aux the
+	// frame type (StackFrame::Type).
+	FRAME_V8JS_STUB = 10,
 };
 
 // Error codes carried by FRAME_ERROR frames (trace.Error* in Go).
@@ -89,7 +100,8 @@ struct frame {
 	u32 extra;
 	u8 type;
 	u8 flags;
-	u16 pad;
+	// Runtime-specific: bits 32-47 of a 48-bit aux (V8: of the pc).
+	u16 aux_hi;
 	u32 pad2;
 };
 

@@ -27,7 +27,14 @@ struct exec_mapping {
 	// Rows in that table; 0 when the file has none (no CFI, too large,
 	// anonymous or JIT code): frame pointers are followed there.
 	u32 num_rows;
+	// MAPPING_FLAG_* below.
 	u32 flags;
+};
+
+// Mapping flags.
+enum mapping_flags {
+	// Anonymous executable memory (a JIT's code).
+	MAPPING_FLAG_ANON = 1,
 };
 
 // A row of a stack-delta table is a u64: the low 32 bits are the first
@@ -204,6 +211,17 @@ struct unwind_state {
 	// Registers of the sampled (top) frame that runtimes read beyond pc,
 	// sp and fp: HotSpot's interpreter keeps its bytecode pointer in r13.
 	u64 top_r13;
+	// V8's interpreter keeps the current bytecode offset in r9.
+	u64 top_r9;
+	// V8: the table and bias of the mapping of its embedded builtins,
+	// looked up once a sample (v8_init).
+	u64 v8_table;
+	u64 v8_bias;
+	u8 v8_init;
+	// V8: the sampled pc is in a bytecode handler that built a frame of
+	// its own, whose caller is the interpreted frame.
+	u8 v8_handler;
+	u8 pad2[6];
 	// The caller's stack pointer before its callee extended the caller's
 	// frame (HotSpot's interpreter and adapters do), when a runtime's
 	// unwinder knows it; 0 otherwise. Only the next step reads it.
