@@ -40,10 +40,12 @@ test:
 
 # The race detector over every package's tests but the end-to-end ones
 # (which run the agent binary, not built with it). As root, the eBPF tests
-# run too: the tracer's, which read its state while Run changes it.
+# run too: the tracer's, which read its state while Run changes it. -short
+# keeps one JDK and one node version in the runtime tests (make test runs
+# them all).
 RACE_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
 test-race:
-	$(GO) test -race -count=1 -p 1 -timeout 20m $(RACE_PKGS)
+	$(GO) test -race -short -count=1 -p 1 -timeout 20m $(RACE_PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),1s) ./...

@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
-	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/interpreter/hotspot"
-	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -130,26 +128,7 @@ func sampleJavaThreads(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(c
 func sampleJavaRun(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(comm string) bool) ([][]javaFrame, []string, Stats, *hotspot.Cache) {
 	t.Helper()
 	cache := hotspot.NewCache(hotspot.DefaultCacheConfig)
-	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
-	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, MaxUnwindTableBytes: 256 << 20, Interpreters: []interpreter.Runtime{hotspot.Runtime{Cache: cache}}},
-		symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
-	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
-		if time.Since(start) > time.Minute {
-			t.Fatal("the processes running at start were not synced within a minute")
-		}
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	from := uint64(time.Now().Add(javaWarmUp).UnixNano())
-	time.Sleep(javaWarmUp + d)
-	cmd.Process.Kill()
-	cmd.Wait()
-	time.Sleep(200 * time.Millisecond)
-	tr.stop(t)
-	st := tr.Stats()
+	rec, st, from := runTraced(t, hotspot.Runtime{Cache: cache}, cmd, javaWarmUp, d)
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -258,7 +237,17 @@ func TestJavaFrames(t *testing.T) {
 		{"c1", []string{"-XX:TieredStopAtLevel=1"}},
 		{"c2", nil},
 	}
-	for _, jdk := range testenv.JDKs(t) {
+	jdks := testenv.JDKs(t)
+	if testing.Short() && len(jdks) > 0 {
+		// make test-race: the race detector watches the tracer's
+		// goroutines, which one JDK in its two extreme modes exercises
+		// as all do; make test runs every JDK and mode.
+		jdks, modes = jdks[:1], []struct {
+			name string
+			args []string
+		}{modes[0], modes[2]}
+	}
+	for _, jdk := range jdks {
 		for _, mode := range modes {
 			t.Run(jdk.Name+"/"+mode.name, func(t *testing.T) {
 				args := append(append([]string{}, mode.args...), "-cp", classes, "Chain")
@@ -400,7 +389,11 @@ func TestJavaChurn(t *testing.T) {
 			t.Fatalf("javac: %v\n%s", err, out)
 		}
 	}
-	for _, jdk := range testenv.JDKs(t) {
+	jdks := testenv.JDKs(t)
+	if testing.Short() && len(jdks) > 0 {
+		jdks = jdks[:1] // make test-race; make test runs every JDK
+	}
+	for _, jdk := range jdks {
 		t.Run(jdk.Name, func(t *testing.T) {
 			cmd := jdk.Command("-Xlog:disable", "-cp", dir, "Churn", gen, fmt.Sprint(classes), fmt.Sprint(round))
 			traces, comms, cache := sampleJavaThreads(t, cmd, 30*time.Second, func(comm string) bool { return strings.HasPrefix(comm, "g") })

@@ -91,26 +91,7 @@ const nodeWarmUp = 3 * time.Second
 func sampleNode(t *testing.T, cmd *exec.Cmd, d time.Duration) ([][]nodeFrame, *v8.RuntimeStats) {
 	t.Helper()
 	stats := new(v8.RuntimeStats)
-	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
-	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
-		Reporter: rec, MaxUnwindTableBytes: 256 << 20,
-		Interpreters: []interpreter.Runtime{v8.Runtime{Stats: stats}}},
-		symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
-	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
-		if time.Since(start) > time.Minute {
-			t.Fatal("the processes running at start were not synced within a minute")
-		}
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	from := uint64(time.Now().Add(nodeWarmUp).UnixNano())
-	time.Sleep(nodeWarmUp + d)
-	cmd.Process.Kill()
-	cmd.Wait()
-	time.Sleep(200 * time.Millisecond)
-	tr.stop(t)
+	rec, _, from := runTraced(t, v8.Runtime{Stats: stats}, cmd, nodeWarmUp, d)
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -265,6 +246,12 @@ func TestNodeFrames(t *testing.T) {
 		{"turbofan", []string{"--no-maglev"}, false},
 		{"newfunction", nil, true},
 	}
+	if testing.Short() && len(nodes) > 0 {
+		// make test-race: the race detector watches the tracer's
+		// goroutines, which one node interpreted and optimized exercises
+		// as all do; make test runs every node and mode.
+		nodes, modes = nodes[:1], append(modes[:1:1], modes[2])
+	}
 	for _, n := range nodes {
 		t.Run(n.Name, func(t *testing.T) {
 			traceLine := consoleTraceLine(t, n.Path, script)
@@ -353,7 +340,11 @@ for (let k = 0; Date.now() < deadline; k++) {
 // reused).
 func TestNodeChurn(t *testing.T) {
 	testenv.RequireBPF(t)
-	for _, n := range testenv.Nodes(t) {
+	nodes := testenv.Nodes(t)
+	if testing.Short() && len(nodes) > 0 {
+		nodes = nodes[:1] // make test-race; make test runs every node
+	}
+	for _, n := range nodes {
 		t.Run(n.Name, func(t *testing.T) { nodeChurnRun(t, n) })
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/kallsyms"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
@@ -261,4 +262,32 @@ func (lt *liveTracer) stop(t *testing.T) {
 	if lt.err != nil {
 		t.Fatal(lt.err)
 	}
+}
+
+// runTraced runs cmd for warmUp+d under a tracer (199 Hz) that knows the
+// runtime rt, once the processes running at start are synced, and returns
+// what the tracer reported, its statistics once stopped, and the time
+// (Unix ns, as trace timestamps) from which the workload is warmed up.
+func runTraced(t *testing.T, rt interpreter.Runtime, cmd *exec.Cmd, warmUp, d time.Duration) (*recorder, Stats, uint64) {
+	t.Helper()
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
+		Reporter: rec, MaxUnwindTableBytes: 256 << 20, Interpreters: []interpreter.Runtime{rt}},
+		symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
+	for start := time.Now(); tr.Stats().PendingSyncs > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the processes running at start were not synced within a minute")
+		}
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	from := uint64(time.Now().Add(warmUp).UnixNano())
+	time.Sleep(warmUp + d)
+	cmd.Process.Kill()
+	cmd.Wait()
+	time.Sleep(200 * time.Millisecond)
+	tr.stop(t)
+	return rec, tr.Stats(), from
 }
