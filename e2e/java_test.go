@@ -16,51 +16,6 @@ import (
 	"github.com/stackline-dev/stackline/reporter/semconv"
 )
 
-// javaWorkload runs Outer.a, which calls Middle.b, which calls Inner.c, on
-// a thread named workload. With the default (tiered C2) JIT, C2 inlines c
-// into b.
-const javaWorkload = `public class Chain {
-    static volatile long sink;
-
-    public static void main(String[] args) throws Exception {
-        Thread w = new Thread(() -> {
-            for (int i = 0; ; i++) {
-                sink += Outer.a(i);
-            }
-        }, "workload");
-        w.setDaemon(true);
-        w.start();
-        w.join();
-    }
-}
-
-class Outer {
-    static long a(int n) {
-        long s = 0;
-        for (int i = 0; i < 50; i++) {
-            s += Middle.b(n + i);
-        }
-        return s;
-    }
-}
-
-class Middle {
-    static long b(int n) {
-        return Inner.c(n) ^ 7;
-    }
-}
-
-class Inner {
-    static long c(int n) {
-        long s = n;
-        for (int i = 0; i < 2000; i++) {
-            s = s * 31 + (i ^ (s >>> 11));
-        }
-        return s;
-    }
-}
-`
-
 // TestEndToEndJava: the agent, with no flags for Java, exports a JVM's
 // Java frames to an OTLP receiver typed jvm, named with their classes,
 // inlined methods as lines of one location, the process's runtime java;
@@ -72,7 +27,7 @@ func TestEndToEndJava(t *testing.T) {
 	dir := t.TempDir()
 	bin := testenv.BuildAgent(t, dir)
 	src := filepath.Join(dir, "Chain.java")
-	if err := os.WriteFile(src, []byte(javaWorkload), 0o644); err != nil {
+	if err := os.WriteFile(src, []byte(testenv.JavaChain), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Run(t, dir, javac, "--release", "17", "-d", dir, src)

@@ -14,52 +14,6 @@ import (
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// javaChain is a workload whose thread "workload" runs Outer.a, which
-// calls Middle.b, which calls Inner.c, whose loop is hot. The lines
-// checked are marked.
-const javaChain = `public class Chain {
-    static volatile long sink;
-
-    public static void main(String[] args) throws Exception {
-        Thread w = new Thread(() -> {
-            for (int i = 0; ; i++) {
-                sink += Outer.a(i);
-            }
-        }, "workload");
-        w.setDaemon(true);
-        w.start();
-        w.join();
-    }
-}
-
-class Outer {
-    static long a(int n) {
-        long s = 0;
-        for (int i = 0; i < 50; i++) {
-            s += Middle.b(n + i); // line 20
-        }
-        return s;
-    }
-}
-
-class Middle {
-    static long b(int n) {
-        long r = Inner.c(n); // line 28
-        return r ^ (r >>> 7);
-    }
-}
-
-class Inner {
-    static long c(int n) {
-        long s = n;
-        for (int i = 0; i < 2000; i++) { // line 36
-            s = s * 31 + (i ^ (s >>> 11)); // line 37
-        }
-        return s; // line 39
-    }
-}
-`
-
 // javaFrame is a frame of a Java stack: function, source file and line,
 // with inlined methods expanded (innermost first), as javaTraces returns.
 type javaFrame struct {
@@ -228,7 +182,7 @@ func inlined(frames []javaFrame) bool {
 // start_thread.
 func TestJavaFrames(t *testing.T) {
 	testenv.RequireBPF(t)
-	classes := compileJava(t, javaChain)
+	classes := compileJava(t, testenv.JavaChain)
 	modes := []struct {
 		name string
 		args []string
