@@ -32,10 +32,10 @@ func (s *Store) writePprof(w io.Writer, sel *selection) error {
 		if l, ok := locs[id]; ok {
 			return l
 		}
-		fr := s.frameList[id]
+		fr := s.frames.list[id]
 		fn, ok := fns[fr.fn]
 		if !ok {
-			f := s.fnList[fr.fn]
+			f := s.fns.list[fr.fn]
 			fn = &profile.Function{ID: uint64(len(p.Function) + 1), Name: f.name, SystemName: f.name, Filename: f.file}
 			p.Function = append(p.Function, fn)
 			fns[fr.fn] = fn

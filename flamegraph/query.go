@@ -49,7 +49,7 @@ func (s *Store) focused(q *Query, st *stack) bool {
 		return false
 	}
 	for i, name := range q.Focus[1:] {
-		if s.fnList[s.frameList[st.frames[i]].fn].name != name {
+		if s.fns.list[s.frames.list[st.frames[i]].fn].name != name {
 			return false
 		}
 	}
@@ -161,7 +161,7 @@ func (s *Store) buildTree(sel *selection) *tree {
 	t := &tree{funcs: []function{{name: "all", kind: "root"}}}
 	procFn := make(map[string]int32)
 	// The tree's function of each of the store's, made on first use.
-	local := make([]int32, len(s.fnList))
+	local := make([]int32, len(s.fns.list))
 	for i := range local {
 		local[i] = -1
 	}
@@ -187,11 +187,11 @@ func (s *Store) buildTree(sel *selection) *tree {
 		}
 		fns[0] = pf
 		for i, id := range st.frames {
-			fn := s.frameList[id].fn
+			fn := s.frames.list[id].fn
 			fi := local[fn]
 			if fi < 0 {
 				fi = int32(len(t.funcs))
-				t.funcs = append(t.funcs, s.fnList[fn])
+				t.funcs = append(t.funcs, s.fns.list[fn])
 				local[fn] = fi
 			}
 			fns[i+1] = fi
@@ -244,12 +244,12 @@ func (s *Store) buildTree(sel *selection) *tree {
 		for d := lcp; d < len(it.fns); d++ {
 			var line int64
 			if d > 0 {
-				line = s.frameList[it.st.frames[d-1]].line
+				line = s.frames.list[it.st.frames[d-1]].line
 			}
 			open = append(open, t.add(uint32(order[it.fns[d]]), line, int32(d+1)))
 		}
 		for d := 1; d < lcp; d++ {
-			if n := open[d]; t.line[n] != s.frameList[it.st.frames[d-1]].line {
+			if n := open[d]; t.line[n] != s.frames.list[it.st.frames[d-1]].line {
 				t.line[n] = -1
 			}
 		}

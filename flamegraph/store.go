@@ -67,15 +67,9 @@ type Store struct {
 	mu        sync.Mutex
 	intervals []*interval // oldest first
 	stacks    map[stackKey]*stack
-	frames    map[frame]uint32 // interned frames -> ID
-	frameList []frame          // by ID
-	frameRefs []int            // stacks that hold each frame; 0: free
-	freeIDs   []uint32
-	fns       map[function]uint32
-	fnList    []function
-	fnRefs    []int // frames that hold each function
-	freeFns   []uint32
-	version   uint64 // intervals added
+	frames    interned[frame]    // references: the stacks that hold each
+	fns       interned[function] // references: the frames that hold each
+	version   uint64             // intervals added
 }
 
 // StoreStats counts what a [Store] holds and has left out.
@@ -116,8 +110,8 @@ func NewStore(history time.Duration, maxStacks int) (*Store, error) {
 		history:   history,
 		maxStacks: maxStacks,
 		stacks:    make(map[stackKey]*stack),
-		frames:    make(map[frame]uint32),
-		fns:       make(map[function]uint32),
+		frames:    interned[frame]{ids: make(map[frame]uint32)},
+		fns:       interned[function]{ids: make(map[function]uint32)},
 	}, nil
 }
 
@@ -131,16 +125,16 @@ func (s *Store) Stats() StoreStats {
 	st := StoreStats{
 		Intervals: len(s.intervals),
 		Stacks:    len(s.stacks),
-		Frames:    len(s.frames),
-		Functions: len(s.fns),
+		Frames:    len(s.frames.ids),
+		Functions: len(s.fns.ids),
 		Added:     s.version,
 	}
-	b := int64(len(s.frames))*frameBytes + int64(len(s.fns))*functionBytes
+	b := int64(len(s.frames.ids))*frameBytes + int64(len(s.fns.ids))*functionBytes
 	for _, k := range s.stacks {
 		// The frame IDs twice: the list and the key.
 		b += stackBytes + int64(len(k.frames))*8 + int64(len(k.key.process)+len(k.key.thread))
 	}
-	for fn := range s.fns {
+	for fn := range s.fns.ids {
 		b += int64(len(fn.name) + len(fn.file) + len(fn.kind))
 	}
 	for _, iv := range s.intervals {
@@ -249,52 +243,63 @@ func (s *Store) release(iv *interval) {
 
 // internFrame returns the ID of fr, taking a reference to it.
 func (s *Store) internFrame(fr localfile.Frame) uint32 {
-	fn := function{name: fr.Name, file: fr.File, kind: fr.Kind}
-	fnID, ok := s.fns[fn]
-	if !ok {
-		if n := len(s.freeFns); n > 0 {
-			fnID = s.freeFns[n-1]
-			s.freeFns = s.freeFns[:n-1]
-			s.fnList[fnID], s.fnRefs[fnID] = fn, 0
-		} else {
-			fnID = uint32(len(s.fnList))
-			s.fnList = append(s.fnList, fn)
-			s.fnRefs = append(s.fnRefs, 0)
-		}
-		s.fns[fn] = fnID
+	k := frame{line: fr.Line}
+	k.fn, _ = s.fns.ref(function{name: fr.Name, file: fr.File, kind: fr.Kind})
+	id, added := s.frames.ref(k)
+	if !added {
+		// The frame already held its reference to the function.
+		s.fns.unref(k.fn)
 	}
-	k := frame{fn: fnID, line: fr.Line}
-	id, ok := s.frames[k]
-	if !ok {
-		s.fnRefs[fnID]++
-		if n := len(s.freeIDs); n > 0 {
-			id = s.freeIDs[n-1]
-			s.freeIDs = s.freeIDs[:n-1]
-			s.frameList[id], s.frameRefs[id] = k, 0
-		} else {
-			id = uint32(len(s.frameList))
-			s.frameList = append(s.frameList, k)
-			s.frameRefs = append(s.frameRefs, 0)
-		}
-		s.frames[k] = id
-	}
-	s.frameRefs[id]++
 	return id
 }
 
 // releaseFrame gives back one reference to frame id, forgetting the frame
 // (and its function) with the last one.
 func (s *Store) releaseFrame(id uint32) {
-	if s.frameRefs[id]--; s.frameRefs[id] > 0 {
-		return
+	if k, freed := s.frames.unref(id); freed {
+		s.fns.unref(k.fn)
 	}
-	k := s.frameList[id]
-	delete(s.frames, k)
-	s.frameList[id] = frame{}
-	s.freeIDs = append(s.freeIDs, id)
-	if s.fnRefs[k.fn]--; s.fnRefs[k.fn] == 0 {
-		delete(s.fns, s.fnList[k.fn])
-		s.fnList[k.fn] = function{}
-		s.freeFns = append(s.freeFns, k.fn)
+}
+
+// interned numbers distinct values of K, counting references to each and
+// reusing the IDs of those no longer referenced.
+type interned[K comparable] struct {
+	ids  map[K]uint32
+	list []K   // by ID
+	refs []int // references to each ID; 0: free
+	free []uint32
+}
+
+// ref returns the ID of k, taking a reference to it; added reports that k
+// was not held before.
+func (in *interned[K]) ref(k K) (id uint32, added bool) {
+	id, ok := in.ids[k]
+	if !ok {
+		if n := len(in.free); n > 0 {
+			id = in.free[n-1]
+			in.free = in.free[:n-1]
+			in.list[id] = k
+		} else {
+			id = uint32(len(in.list))
+			in.list = append(in.list, k)
+			in.refs = append(in.refs, 0)
+		}
+		in.ids[k] = id
 	}
+	in.refs[id]++
+	return id, !ok
+}
+
+// unref gives back one reference to id; with the last one, the value is
+// forgotten and returned with freed true.
+func (in *interned[K]) unref(id uint32) (k K, freed bool) {
+	if in.refs[id]--; in.refs[id] > 0 {
+		return k, false
+	}
+	k = in.list[id]
+	delete(in.ids, k)
+	var zero K
+	in.list[id] = zero
+	in.free = append(in.free, id)
+	return k, true
 }

@@ -72,25 +72,25 @@ func checkInterned(t *testing.T, s *Store) {
 	if held != refs {
 		t.Errorf("stacks hold %d references, intervals give %d", held, refs)
 	}
-	if len(frameRefs) != len(s.frames) {
-		t.Errorf("%d frames interned, %d referenced", len(s.frames), len(frameRefs))
+	if len(frameRefs) != len(s.frames.ids) {
+		t.Errorf("%d frames interned, %d referenced", len(s.frames.ids), len(frameRefs))
 	}
 	fnRefs := map[uint32]int{}
-	for k, id := range s.frames {
-		if s.frameList[id] != k {
-			t.Errorf("frame %d is %v in the list, %v in the map", id, s.frameList[id], k)
+	for k, id := range s.frames.ids {
+		if s.frames.list[id] != k {
+			t.Errorf("frame %d is %v in the list, %v in the map", id, s.frames.list[id], k)
 		}
-		if s.frameRefs[id] != frameRefs[id] {
-			t.Errorf("frame %d counts %d references, has %d", id, s.frameRefs[id], frameRefs[id])
+		if s.frames.refs[id] != frameRefs[id] {
+			t.Errorf("frame %d counts %d references, has %d", id, s.frames.refs[id], frameRefs[id])
 		}
 		fnRefs[k.fn]++
 	}
-	if len(fnRefs) != len(s.fns) {
-		t.Errorf("%d functions interned, %d referenced", len(s.fns), len(fnRefs))
+	if len(fnRefs) != len(s.fns.ids) {
+		t.Errorf("%d functions interned, %d referenced", len(s.fns.ids), len(fnRefs))
 	}
-	for fn, id := range s.fns {
-		if s.fnList[id] != fn || s.fnRefs[id] != fnRefs[id] {
-			t.Errorf("function %v (%d): list %v, %d references, want %d", fn, id, s.fnList[id], s.fnRefs[id], fnRefs[id])
+	for fn, id := range s.fns.ids {
+		if s.fns.list[id] != fn || s.fns.refs[id] != fnRefs[id] {
+			t.Errorf("function %v (%d): list %v, %d references, want %d", fn, id, s.fns.list[id], s.fns.refs[id], fnRefs[id])
 		}
 	}
 }
