@@ -22,6 +22,7 @@ import (
 	"github.com/stackline-dev/stackline/flamegraph"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/interpreter/hotspot"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 	"github.com/stackline-dev/stackline/interpreter/python"
 	"github.com/stackline-dev/stackline/interpreter/v8"
 	"github.com/stackline-dev/stackline/kallsyms"
@@ -48,6 +49,8 @@ type Agent struct {
 	reporter *reporter.Reporter
 	tracer   *tracer.Tracer
 	jvmCache *hotspot.Cache
+	// pythonCache bounds the Python processes' caches of code objects.
+	pythonCache *namecache.Budget
 	// node holds the V8 processes' shared cache budget and counters.
 	node    nodeRuntime
 	metrics *prometheus.Registry
@@ -148,7 +151,8 @@ func New(cfg Config) (*Agent, error) {
 		ringSize = AutoRingBufferSize(cfg.SamplesPerSecond, runtime.NumCPU())
 	}
 	a.jvmCache = hotspot.NewCache(hotspot.CacheConfig{MaxBytes: cfg.JVMCacheBytes, MaxProcessBytes: cfg.JVMProcessCacheBytes})
-	a.node = nodeRuntime{budget: v8.NewBudget(cfg.NodeCacheBytes), stats: new(v8.RuntimeStats)}
+	a.node = nodeRuntime{budget: namecache.NewBudget(cfg.NodeCacheBytes), stats: new(v8.RuntimeStats)}
+	a.pythonCache = namecache.NewBudget(cfg.PythonCacheBytes)
 	a.tracer, err = tracer.New(tracer.Config{
 		SamplesPerSecond:    cfg.SamplesPerSecond,
 		MaxStackDepth:       cfg.MaxStackDepth,
@@ -159,7 +163,7 @@ func New(cfg Config) (*Agent, error) {
 		Reporter:            a.reporter,
 		Symbolizer:          a.symbols,
 		Kernel:              a.kernel,
-		Interpreters:        interpreters(cfg, a.jvmCache, a.node),
+		Interpreters:        interpreters(cfg, a.pythonCache, a.jvmCache, a.node),
 		OffCPU:              tracer.OffCPU{Enabled: cfg.OffCPU, Threshold: cfg.OffCPUThreshold, Fraction: cfg.OffCPUFraction},
 		Logger:              log,
 	})
@@ -407,10 +411,10 @@ func (a *Agent) ReporterStats() reporter.Stats { return a.reporter.Stats() }
 func (a *Agent) Metrics() *prometheus.Registry { return a.metrics }
 
 // interpreters returns the runtimes whose frames the tracer unwinds.
-func interpreters(cfg Config, jvm *hotspot.Cache, node nodeRuntime) []interpreter.Runtime {
+func interpreters(cfg Config, py *namecache.Budget, jvm *hotspot.Cache, node nodeRuntime) []interpreter.Runtime {
 	var rts []interpreter.Runtime
 	if !cfg.NoPython {
-		rts = append(rts, python.Runtime{})
+		rts = append(rts, python.Runtime{Budget: py, ProcessCacheBytes: cfg.PythonProcessCacheBytes})
 	}
 	if !cfg.NoJava {
 		rts = append(rts, hotspot.Runtime{Cache: jvm})
@@ -424,6 +428,6 @@ func interpreters(cfg Config, jvm *hotspot.Cache, node nodeRuntime) []interprete
 // nodeRuntime is what the V8 processes share: their caches' byte budget
 // and the naming counters.
 type nodeRuntime struct {
-	budget *v8.Budget
+	budget *namecache.Budget
 	stats  *v8.RuntimeStats
 }

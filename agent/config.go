@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/interpreter/hotspot"
+	"github.com/stackline-dev/stackline/interpreter/python"
 	"github.com/stackline-dev/stackline/interpreter/v8"
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
 	"github.com/stackline-dev/stackline/reporter/otlphttp"
@@ -47,6 +48,11 @@ type Config struct {
 	// NoPython turns off unwinding and naming Python frames (CPython
 	// processes then show native frames only).
 	NoPython bool
+	// PythonCacheBytes bounds the bytes held of Python code objects
+	// (names, files, line tables) of all Python processes together,
+	// PythonProcessCacheBytes those of one.
+	PythonCacheBytes        int64
+	PythonProcessCacheBytes int64
 	// NoJava turns off unwinding and naming Java frames (HotSpot JVMs
 	// then show native frames only).
 	NoJava bool
@@ -134,31 +140,33 @@ type Config struct {
 // DefaultConfig returns the defaults the flags start from.
 func DefaultConfig() Config {
 	return Config{
-		SamplesPerSecond:      19,
-		ReporterInterval:      5 * time.Second,
-		FrameCacheSize:        16384,
-		ExecutableCacheSize:   4096,
-		SymbolCacheSize:       256,
-		SymbolCacheBytes:      16 << 20,
-		MaxDWARFBytes:         4 << 20,
-		JVMCacheBytes:         hotspot.DefaultCacheConfig.MaxBytes,
-		JVMProcessCacheBytes:  hotspot.DefaultCacheConfig.MaxProcessBytes,
-		NodeCacheBytes:        v8.DefaultGlobalCacheBytes,
-		NodeProcessCacheBytes: v8.DefaultProcessCacheBytes,
-		MaxStackDepth:         tracer.MaxStackDepth,
-		MaxUnwindTableBytes:   64 << 20,
-		OffCPUThreshold:       time.Millisecond,
-		OffCPUFraction:        0.1,
-		SendQueueSize:         60,
-		OTLPCompression:       "gzip",
-		ExportTimeout:         10 * time.Second,
-		ShutdownTimeout:       10 * time.Second,
-		OutputDir:             "./stackline-profiles",
-		Demangle:              "simple",
-		ProcRoot:              "/proc",
-		SysRoot:               "/sys",
-		HTTPHistory:           15 * time.Minute,
-		HTTPMaxStacks:         50_000,
+		SamplesPerSecond:        19,
+		ReporterInterval:        5 * time.Second,
+		FrameCacheSize:          16384,
+		ExecutableCacheSize:     4096,
+		SymbolCacheSize:         256,
+		SymbolCacheBytes:        16 << 20,
+		MaxDWARFBytes:           4 << 20,
+		PythonCacheBytes:        python.DefaultGlobalCacheBytes,
+		PythonProcessCacheBytes: python.DefaultProcessCacheBytes,
+		JVMCacheBytes:           hotspot.DefaultCacheConfig.MaxBytes,
+		JVMProcessCacheBytes:    hotspot.DefaultCacheConfig.MaxProcessBytes,
+		NodeCacheBytes:          v8.DefaultGlobalCacheBytes,
+		NodeProcessCacheBytes:   v8.DefaultProcessCacheBytes,
+		MaxStackDepth:           tracer.MaxStackDepth,
+		MaxUnwindTableBytes:     64 << 20,
+		OffCPUThreshold:         time.Millisecond,
+		OffCPUFraction:          0.1,
+		SendQueueSize:           60,
+		OTLPCompression:         "gzip",
+		ExportTimeout:           10 * time.Second,
+		ShutdownTimeout:         10 * time.Second,
+		OutputDir:               "./stackline-profiles",
+		Demangle:                "simple",
+		ProcRoot:                "/proc",
+		SysRoot:                 "/sys",
+		HTTPHistory:             15 * time.Minute,
+		HTTPMaxStacks:           50_000,
 	}
 }
 
@@ -192,6 +200,12 @@ func (c *Config) Validate() error {
 	}
 	if !(c.OffCPUFraction > 0 && c.OffCPUFraction <= 1) {
 		bad("off-cpu-fraction", "%v is out of range (0, 1]", c.OffCPUFraction)
+	}
+	if c.PythonCacheBytes < 1<<16 || c.PythonCacheBytes > 1<<34 {
+		bad("python-cache-bytes", "%d is out of range 64KiB..16GiB", c.PythonCacheBytes)
+	}
+	if c.PythonProcessCacheBytes < 1<<16 || c.PythonProcessCacheBytes > c.PythonCacheBytes {
+		bad("python-process-cache-bytes", "%d is out of range 64KiB..--python-cache-bytes", c.PythonProcessCacheBytes)
 	}
 	if c.JVMCacheBytes < 1<<16 || c.JVMCacheBytes > 1<<34 {
 		bad("jvm-cache-bytes", "%d is out of range 64KiB..16GiB", c.JVMCacheBytes)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stackline-dev/stackline/flamegraph"
 	"github.com/stackline-dev/stackline/interpreter/hotspot"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
 	"github.com/stackline-dev/stackline/reporter/otlpexport"
@@ -32,9 +33,11 @@ type stats struct {
 	page flamegraph.StoreStats
 	// jvm is the cache of Java method and compiled code names.
 	jvm hotspot.CacheStats
-	// node counts the naming of V8 frames; nodeBytes is their caches' size.
+	// node counts the naming of V8 frames; nodeCache is their caches'.
 	nodeNamed, nodeUnnamed, nodeStale, nodeNoLine uint64
-	nodeBytes                                     int64
+	nodeCache                                     namecache.Stats
+	// python is the cache of Python code objects.
+	python namecache.Stats
 }
 
 // metric defines one exported metric: its name (after the stackline_
@@ -102,7 +105,14 @@ var metrics = []metric{
 	counter("node_frames_unnamed_total", "JavaScript frames that could not be named (function moved, died or changed since the sample, or unreadable); counted, never guessed.", func(s *stats) float64 { return float64(s.nodeUnnamed) }),
 	counter("node_frames_stale_total", "JavaScript frames left unnamed because their function no longer matched the sample's check value.", func(s *stats) float64 { return float64(s.nodeStale) }),
 	counter("node_frames_no_line_total", "JavaScript frames named without a line (no source positions, or code replaced since the sample).", func(s *stats) float64 { return float64(s.nodeNoLine) }),
-	gauge("node_cache_bytes", "Bytes held of JavaScript function names, scripts, line ends and position tables (bounded by --node-cache-bytes).", func(s *stats) float64 { return float64(s.nodeBytes) }),
+	gauge("node_cache_bytes", "Bytes held of JavaScript function names, scripts, line ends and position tables (bounded by --node-cache-bytes).", func(s *stats) float64 { return float64(s.nodeCache.Bytes) }),
+	counter("node_cache_hits_total", "Lookups of JavaScript functions, scripts and code answered from the cache.", func(s *stats) float64 { return float64(s.nodeCache.Hits) }),
+	counter("node_cache_misses_total", "Lookups of JavaScript functions, scripts and code read from the process's heap.", func(s *stats) float64 { return float64(s.nodeCache.Misses) }),
+	counter("node_cache_evictions_total", "JavaScript cache entries dropped to stay within --node-cache-bytes and --node-process-cache-bytes.", func(s *stats) float64 { return float64(s.nodeCache.Evictions) }),
+	gauge("python_cache_bytes", "Bytes held of Python function names, files and line tables (bounded by --python-cache-bytes).", func(s *stats) float64 { return float64(s.python.Bytes) }),
+	counter("python_cache_hits_total", "Lookups of Python code objects answered from the cache.", func(s *stats) float64 { return float64(s.python.Hits) }),
+	counter("python_cache_misses_total", "Lookups of Python code objects read from the process's memory.", func(s *stats) float64 { return float64(s.python.Misses) }),
+	counter("python_cache_evictions_total", "Python code objects dropped to stay within --python-cache-bytes and --python-process-cache-bytes.", func(s *stats) float64 { return float64(s.python.Evictions) }),
 	counter("interpreter_frames_unnamed_total", "Interpreter frames that could not be named (process exited, code object gone).", func(s *stats) float64 { return float64(s.tracer.InterpreterUnnamed) }),
 	bpfCounter(progs.StacklineCounterCOUNTER_SYNC_REQUESTS, "process_sync_requests_total", "Requests of the eBPF unwinder for a process's mappings."),
 	counter("process_syncs_total", "Processes' mappings given to the eBPF unwinder.", func(s *stats) float64 { return float64(s.tracer.Syncs) }),
@@ -199,7 +209,8 @@ func (a *Agent) readStats() *stats {
 		nodeUnnamed:       a.node.stats.Unnamed.Load(),
 		nodeStale:         a.node.stats.Stale.Load(),
 		nodeNoLine:        a.node.stats.NoLine.Load(),
-		nodeBytes:         a.node.budget.Used(),
+		nodeCache:         a.node.budget.Stats(),
+		python:            a.pythonCache.Stats(),
 	}
 	s.firstSample = a.firstSample(s.tracer)
 	if a.otlp != nil {

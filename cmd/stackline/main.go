@@ -149,6 +149,8 @@ func newFlagSet(o *options, output io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.OffCPU, "off-cpu", cfg.OffCPU, "also profile where threads wait and for how long (off-CPU; Linux 6.16+)")
 	fs.DurationVar(&cfg.OffCPUThreshold, "off-cpu-threshold", cfg.OffCPUThreshold, "shortest off-CPU wait recorded (0..1m)")
 	fs.Float64Var(&cfg.OffCPUFraction, "off-cpu-fraction", cfg.OffCPUFraction, "share of threads blocking that are sampled for off-CPU profiling, within (0, 1]")
+	fs.Int64Var(&cfg.PythonCacheBytes, "python-cache-bytes", cfg.PythonCacheBytes, "bytes held of Python function names, files and line tables, all Python processes together")
+	fs.Int64Var(&cfg.PythonProcessCacheBytes, "python-process-cache-bytes", cfg.PythonProcessCacheBytes, "bytes held of Python function names, files and line tables, per Python process")
 	fs.BoolVar(&cfg.NoJava, "no-java", cfg.NoJava, "do not unwind and name Java frames (HotSpot JVMs, JDK 17-25)")
 	fs.Int64Var(&cfg.JVMCacheBytes, "jvm-cache-bytes", cfg.JVMCacheBytes, "bytes held of Java method names, line tables and inlined methods, all JVMs together")
 	fs.Int64Var(&cfg.JVMProcessCacheBytes, "jvm-process-cache-bytes", cfg.JVMProcessCacheBytes, "bytes held of Java method names, line tables and inlined methods, per JVM")

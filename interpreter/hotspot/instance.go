@@ -50,7 +50,7 @@ type instance struct {
 func (p *instance) Unwind() interpreter.Unwind { return p.unwind }
 
 // Close implements interpreter.Closer: it gives back the cached bytes.
-func (p *instance) Close() { p.names.close() }
+func (p *instance) Close() { p.names.Purge() }
 
 // Frame implements interpreter.Instance.
 func (p *instance) Frame(f interpreter.Frame) (interpreter.Symbol, error) {
@@ -116,14 +116,14 @@ func (m *method) symbol(line int64, typ trace.FrameType) interpreter.Symbol {
 // cached.
 func (p *instance) method(addr uint64, check uint32) (*method, error) {
 	k := cacheKey{kind: keyMethod, addr: addr, check: check}
-	if v, ok := p.names.get(k); ok {
+	if v, ok := p.names.Get(k); ok {
 		return v.(*method), nil
 	}
 	m, n, err := p.readMethod(addr, check)
 	if err != nil {
 		return nil, err
 	}
-	p.names.add(k, m, n)
+	p.names.Add(k, m, n)
 	return m, nil
 }
 
@@ -302,7 +302,7 @@ func (p *instance) symbol(addr uint64) (string, error) {
 
 func (p *instance) stubFrame(f interpreter.Frame) (interpreter.Symbol, error) {
 	k := cacheKey{kind: keyStub, addr: f.Addr}
-	if v, ok := p.names.get(k); ok {
+	if v, ok := p.names.Get(k); ok {
 		return v.(interpreter.Symbol), nil
 	}
 	r := reader{mem: p.mem}
@@ -322,7 +322,7 @@ func (p *instance) stubFrame(f interpreter.Frame) (interpreter.Symbol, error) {
 		ID:       trace.FrameID{File: trace.SourceFileID("java", "[jvm code]"), Addr: frameAddr(name, 0), Type: trace.FrameJVMStub},
 		Function: name,
 	}
-	p.names.add(k, sym, int64(len(name))+64)
+	p.names.Add(k, sym, int64(len(name))+64)
 	return sym, nil
 }
 

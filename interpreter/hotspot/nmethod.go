@@ -17,7 +17,7 @@ func (p *instance) compiledFrame(f interpreter.Frame) (interpreter.Symbol, error
 		// looked up differently.
 		k.kind |= 0x80
 	}
-	if v, ok := p.names.get(k); ok {
+	if v, ok := p.names.Get(k); ok {
 		return v.(interpreter.Symbol), nil
 	}
 	sym, err := p.readCompiled(f)
@@ -28,7 +28,7 @@ func (p *instance) compiledFrame(f interpreter.Frame) (interpreter.Symbol, error
 	for _, l := range sym.Inlined {
 		n += int64(len(l.Function)+len(l.File)) + 48
 	}
-	p.names.add(k, sym, n)
+	p.names.Add(k, sym, n)
 	return sym, nil
 }
 

@@ -71,37 +71,37 @@ func TestCacheBounds(t *testing.T) {
 	c := NewCache(CacheConfig{MaxBytes: 1000, MaxProcessBytes: 600})
 	a, b := c.newProcess(), c.newProcess()
 	for i := range 10 {
-		a.add(cacheKey{kind: keyMethod, addr: uint64(i)}, i, 100)
+		a.Add(cacheKey{kind: keyMethod, addr: uint64(i)}, i, 100)
 	}
-	if a.bytes > 600 || c.Stats().Bytes != a.bytes {
-		t.Fatalf("process holds %d bytes, cache %d; bound 600", a.bytes, c.Stats().Bytes)
+	if a.Bytes() > 600 || c.Stats().Bytes != a.Bytes() {
+		t.Fatalf("process holds %d bytes, cache %d; bound 600", a.Bytes(), c.Stats().Bytes)
 	}
-	if _, ok := a.get(cacheKey{kind: keyMethod, addr: 9}); !ok {
+	if _, ok := a.Get(cacheKey{kind: keyMethod, addr: 9}); !ok {
 		t.Error("the newest entry was evicted")
 	}
-	if _, ok := a.get(cacheKey{kind: keyMethod, addr: 0}); ok {
+	if _, ok := a.Get(cacheKey{kind: keyMethod, addr: 0}); ok {
 		t.Error("the oldest entry was kept")
 	}
 	for i := range 10 {
-		b.add(cacheKey{kind: keyMethod, addr: uint64(i)}, i, 100)
+		b.Add(cacheKey{kind: keyMethod, addr: uint64(i)}, i, 100)
 	}
 	if got := c.Stats().Bytes; got > 1000 {
 		t.Errorf("cache holds %d bytes, bound 1000", got)
 	}
-	if b.bytes > 600 {
-		t.Errorf("process b holds %d bytes", b.bytes)
+	if b.Bytes() > 600 {
+		t.Errorf("process b holds %d bytes", b.Bytes())
 	}
 	st := c.Stats()
 	if st.Evictions == 0 || st.Hits != 1 || st.Misses != 1 {
 		t.Errorf("stats %+v", st)
 	}
 	// An entry larger than a process's bound is not kept.
-	b.add(cacheKey{kind: keyStub, addr: 1}, 0, 601)
-	if _, ok := b.get(cacheKey{kind: keyStub, addr: 1}); ok {
+	b.Add(cacheKey{kind: keyStub, addr: 1}, 0, 601)
+	if _, ok := b.Get(cacheKey{kind: keyStub, addr: 1}); ok {
 		t.Error("an entry over the process bound was kept")
 	}
-	a.close()
-	b.close()
+	a.Purge()
+	b.Purge()
 	if got := c.Stats().Bytes; got != 0 {
 		t.Errorf("%d bytes held after every process closed", got)
 	}

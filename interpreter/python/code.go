@@ -6,16 +6,20 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
-
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// Bounds on what is read from a process for one code object.
+// Bounds of the code objects cached, and of what is read from a process
+// for one code object.
 const (
-	// maxCodesPerProcess bounds the code objects cached per process.
-	maxCodesPerProcess = 2048
+	// DefaultProcessCacheBytes is the default bound of one process's
+	// cache of code objects (--python-process-cache-bytes).
+	DefaultProcessCacheBytes = 4 << 20
+	// DefaultGlobalCacheBytes is the default bound of all processes'
+	// caches together (--python-cache-bytes).
+	DefaultGlobalCacheBytes = 32 << 20
 	// maxNameChars bounds a function or file name read.
 	maxNameChars = 4096
 	// maxLineTableBytes bounds a line table read.
@@ -50,12 +54,19 @@ type code struct {
 	lines       *LineTable
 }
 
-func newCodeCache(n int) *simplelru.LRU[codeKey, *code] {
-	c, err := simplelru.NewLRU[codeKey, *code](n, nil)
-	if err != nil {
-		panic(err) // n > 0 is a constant
+// codeOverhead is what a cached code object holds besides its strings and
+// line table: the code and LineTable structs and the cache's list element
+// and map entry (measured by TestFrameMemory).
+const codeOverhead = 224
+
+// bytes estimates what c holds: its strings, its line table and the
+// cache's bookkeeping.
+func (c *code) bytes() int64 {
+	n := int64(len(c.qualname) + len(c.file) + codeOverhead)
+	if c.lines != nil {
+		n += int64(len(c.lines.ranges)) * 8
 	}
-	return c
+	return n
 }
 
 // instance is CPython in one process.
@@ -63,12 +74,16 @@ type instance struct {
 	*loader
 	mem    interpreter.Memory
 	unwind interpreter.Unwind
-	codes  *simplelru.LRU[codeKey, *code]
+	codes  *namecache.Cache[codeKey, *code]
 	buf    [codeHeaderBytes]byte
 }
 
 // Unwind implements interpreter.Instance.
 func (p *instance) Unwind() interpreter.Unwind { return p.unwind }
+
+// Close implements interpreter.Closer: the cache's bytes go back to the
+// budget all processes share.
+func (p *instance) Close() { p.codes.Purge() }
 
 // Frame implements interpreter.Instance.
 func (p *instance) Frame(f interpreter.Frame) (interpreter.Symbol, error) {
@@ -79,7 +94,7 @@ func (p *instance) Frame(f interpreter.Frame) (interpreter.Symbol, error) {
 		if c, err = p.readCode(f.Addr, f.Extra); err != nil {
 			return interpreter.Symbol{}, err
 		}
-		p.codes.Add(k, c)
+		p.codes.Add(k, c, c.bytes())
 	}
 	var line int64
 	if off, ok := p.byteOffset(f.Aux); ok && c.lines != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 )
 
 // imageMemory is a process memory image: b mapped at base.
@@ -36,7 +37,7 @@ func FuzzFrame(f *testing.F) {
 		const base = 0x10000
 		l := &loader{minor: int(minor%6) + 8, offsets: o}
 		mem := imageMemory{base: base, b: image}
-		p := &instance{loader: l, mem: mem, codes: newCodeCache(4)}
+		p := &instance{loader: l, mem: mem, codes: namecache.New[codeKey, *code](namecache.NewBudget(1<<16), 1<<12)}
 		addr := base + uint64(off)
 		// Mostly, the fingerprint the image's code object has, so the
 		// fuzzer gets past it to the strings and the line table.

@@ -11,12 +11,21 @@ import (
 	"unsafe"
 
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 )
 
 // Runtime finds CPython 3.8-3.13 interpreters: a python3.X executable that
 // holds the interpreter, or libpython3.X.so.
-type Runtime struct{}
+type Runtime struct {
+	// Budget bounds the bytes all processes' caches of code objects hold
+	// together; nil: DefaultGlobalCacheBytes for each interpreter file
+	// found.
+	Budget *namecache.Budget
+	// ProcessCacheBytes bounds one process's cache
+	// (DefaultProcessCacheBytes when 0).
+	ProcessCacheBytes int64
+}
 
 // Name implements interpreter.Runtime.
 func (Runtime) Name() string { return "cpython" }
@@ -46,7 +55,7 @@ const (
 // Detect implements interpreter.Runtime. A python3.X executable linked
 // against libpython3.X.so defines neither symbol and is not an
 // interpreter file: the library is.
-func (Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
+func (rt Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
 	m := fileName.FindStringSubmatch(filepath.Base(f.Path))
 	if m == nil {
 		return nil, nil
@@ -63,6 +72,15 @@ func (Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
 		return nil, fmt.Errorf("cpython: %s: %w", f.Path, err)
 	}
 	l, err := newLoader(file.ELF, minor)
+	if err == nil {
+		l.budget, l.cacheBytes = rt.Budget, rt.ProcessCacheBytes
+		if l.budget == nil {
+			l.budget = namecache.NewBudget(DefaultGlobalCacheBytes)
+		}
+		if l.cacheBytes == 0 {
+			l.cacheBytes = DefaultProcessCacheBytes
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrNoSymbols) && minor >= 8 {
 			// An executable linked against libpython: not the
@@ -82,6 +100,10 @@ type loader struct {
 	runtime uint64
 	eval    [2]interpreter.Range
 	loads   []elf.ProgHeader
+	// The processes' caches of code objects: each bounded by
+	// cacheBytes, all by budget.
+	budget     *namecache.Budget
+	cacheBytes int64
 }
 
 func newLoader(ef *elf.File, minor int) (*loader, error) {
@@ -132,7 +154,7 @@ func (l *loader) Attach(pid uint32, m interpreter.Mapping, mem interpreter.Memor
 	if !ok {
 		return nil, fmt.Errorf("cpython: pid %d: mapping at file offset %#x is outside the file's segments", pid, m.Offset)
 	}
-	inst := &instance{loader: l, mem: mem, codes: newCodeCache(maxCodesPerProcess)}
+	inst := &instance{loader: l, mem: mem, codes: namecache.New[codeKey, *code](l.budget, l.cacheBytes)}
 	u := &inst.unwind
 	u.Kind = interpreter.KindPython
 	for i, r := range l.eval {

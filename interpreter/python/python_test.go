@@ -14,6 +14,7 @@ import (
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
@@ -154,38 +155,49 @@ func TestFrameNames(t *testing.T) {
 	}
 }
 
-// TestFrameMemory measures the heap held per code object cached, the
-// bound of a process's state being maxCodesPerProcess of them.
+// TestFrameMemory measures the heap held per code object cached against
+// the estimate the cache's byte bound counts, and checks that a process's
+// cache stays within its bound.
 func TestFrameMemory(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("reading another process's memory needs root (CAP_SYS_PTRACE)")
 	}
-	inst, codes := attach(t, testenv.SystemPython(t).Path, maxCodesPerProcess)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	for _, c := range codes[:maxCodesPerProcess] {
+	const n = 2048
+	inst, codes := attach(t, testenv.SystemPython(t).Path, n)
+	name := func(c dumpedCode) {
+		t.Helper()
 		if _, err := inst.Frame(interpreter.Frame{Addr: c.Addr, Aux: inst.offsets.CodeCodeAdaptive, Extra: fingerprint(c.Name, c.First)}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, c := range codes[:n] {
+		name(c)
+	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / maxCodesPerProcess
-	t.Logf("%.0f heap bytes per cached code object; at most %d per process: %.0f KiB", per, maxCodesPerProcess, per*maxCodesPerProcess/1024)
-	if inst.codes.Len() != maxCodesPerProcess {
-		t.Fatalf("%d code objects cached, want %d", inst.codes.Len(), maxCodesPerProcess)
+	if inst.codes.Len() != n {
+		t.Fatalf("%d code objects cached, want %d", inst.codes.Len(), n)
 	}
-	// One more evicts one: the cache never grows past its bound.
-	extra := codes[maxCodesPerProcess]
-	if _, err := inst.Frame(interpreter.Frame{Addr: extra.Addr, Aux: inst.offsets.CodeCodeAdaptive, Extra: fingerprint(extra.Name, extra.First)}); err != nil {
-		t.Fatal(err)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	est := float64(inst.codes.Bytes()) / n
+	t.Logf("%.0f heap bytes per cached code object, counted as %.0f", per, est)
+	if per > 1.5*est {
+		t.Errorf("a code object holds %.0f bytes but counts as %.0f: the byte bound undercounts", per, est)
 	}
-	if inst.codes.Len() != maxCodesPerProcess {
-		t.Fatalf("%d code objects cached after one more, want %d", inst.codes.Len(), maxCodesPerProcess)
+	// A process's bound evicts the least recently used.
+	const limit = 64 << 10
+	inst.codes = namecache.New[codeKey, *code](namecache.NewBudget(1<<20), limit)
+	for _, c := range codes[:n] {
+		name(c)
+		if inst.codes.Bytes() > limit {
+			t.Fatalf("the cache holds %d bytes, bound %d", inst.codes.Bytes(), limit)
+		}
 	}
-	if per > 1024 {
-		t.Errorf("%.0f bytes per code object, want at most 1 KiB", per)
+	if inst.codes.Len() >= n {
+		t.Errorf("all %d code objects kept under a %d-byte bound", n, limit)
 	}
 }
 

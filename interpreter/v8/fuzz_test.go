@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 )
 
 // synthetic is an image holding one function: a JSFunction, its
@@ -48,7 +50,7 @@ func newSynthetic(t testing.TB, consts, name string) *synthetic {
 }
 
 func (s *synthetic) process() *Process {
-	return &Process{loader: &Loader{layout: s.lay}, heap: heap{mem: s.image, lay: s.lay}, cache: newCache(1<<20, NewBudget(1<<20))}
+	return &Process{loader: &Loader{layout: s.lay}, heap: heap{mem: s.image, lay: s.lay}, cache: newCache(1<<20, namecache.NewBudget(1<<20))}
 }
 
 // TestNameSynthetic names a function built in an image, and names it

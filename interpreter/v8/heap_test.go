@@ -9,6 +9,8 @@ import (
 	"unicode/utf16"
 
 	"github.com/stackline-dev/stackline/interpreter"
+
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 )
 
 // image is a process memory image holding V8 objects laid out as lay
@@ -225,7 +227,7 @@ func TestSourceLines(t *testing.T) {
 	ends = append(ends, int32(len(u)))
 	half := len(src) / 2
 	source := im.cons(t, im.seqOne(t, src[:half]), im.seqTwo(t, src[half:]))
-	p := &Process{heap: *h, cache: newCache(1<<20, NewBudget(1<<20))}
+	p := &Process{heap: *h, cache: newCache(1<<20, namecache.NewBudget(1<<20))}
 	sc := &scriptInfo{source: source, srcLen: len(u), pendingCR: -1}
 	for _, off := range []int{0, 1, 2, 3, 5, 6, 7, 8, 100, sourceChunk + 3, len(u) - 4, len(u) - 1} {
 		wl, wc, _ := LineColumn(ends, off)
@@ -266,31 +268,31 @@ func TestSourceLines(t *testing.T) {
 // TestCacheBounds: the cache never holds more than its process limit
 // nor more than the shared budget, and gives its bytes back on close.
 func TestCacheBounds(t *testing.T) {
-	budget := NewBudget(1000)
+	budget := namecache.NewBudget(1000)
 	a, b := newCache(600, budget), newCache(600, budget)
 	for i := range 100 {
 		a.put(cacheKey{kindSFI, uint64(i)}, [4]uint64{1}, 50, i)
 		b.put(cacheKey{kindSFI, uint64(i)}, [4]uint64{1}, 70, i)
-		if a.used > 600 || b.used > 600 || budget.Used() > 1000 || budget.Used() != a.used+b.used {
-			t.Fatalf("after %d: a %d, b %d, budget %d", i, a.used, b.used, budget.Used())
+		if used := budget.Stats().Bytes; a.Bytes() > 600 || b.Bytes() > 600 || used > 1000 || used != a.Bytes()+b.Bytes() {
+			t.Fatalf("after %d: a %d, b %d, budget %d", i, a.Bytes(), b.Bytes(), used)
 		}
 	}
 	if _, ok := a.get(cacheKey{kindSFI, 99}, [4]uint64{1}); !ok {
 		t.Error("the newest entry was evicted")
 	}
-	if _, ok := a.get(cacheKey{kindSFI, 99}, [4]uint64{2}); ok || a.stale != 1 {
+	if _, ok := a.get(cacheKey{kindSFI, 99}, [4]uint64{2}); ok || budget.Stats().Stale != 1 {
 		t.Error("an entry with another check value was used")
 	}
 	if _, ok := a.get(cacheKey{kindSFI, 99}, [4]uint64{1}); ok {
 		t.Error("a stale entry survived")
 	}
 	a.put(cacheKey{kindSFI, 1000}, [4]uint64{1}, 601, nil)
-	if _, ok := a.entries[cacheKey{kindSFI, 1000}]; ok {
+	if _, ok := a.get(cacheKey{kindSFI, 1000}, [4]uint64{1}); ok {
 		t.Error("an entry over the process limit was cached")
 	}
-	a.clear()
-	b.clear()
-	if budget.Used() != 0 {
-		t.Errorf("budget holds %d after clear", budget.Used())
+	a.Purge()
+	b.Purge()
+	if used := budget.Stats().Bytes; used != 0 {
+		t.Errorf("budget holds %d after clear", used)
 	}
 }

@@ -272,9 +272,7 @@ func (p *Process) sameFunction(sfi uint64, pos Position) bool {
 func (p *Process) forgetCode(code uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if el, ok := p.cache.entries[cacheKey{kindCode, code}]; ok {
-		p.cache.remove(el)
-	}
+	p.cache.Remove(cacheKey{kindCode, code})
 }
 
 // inBuiltins reports whether pc is in the V8 file's embedded builtins.

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 )
 
 // Loader is one file holding V8 (a node executable, libnode.so.N, an
@@ -72,7 +73,7 @@ type Config struct {
 	CacheBytes int64
 	// Budget bounds all processes' caches together; nil: a budget of
 	// DefaultGlobalCacheBytes for this process alone.
-	Budget *Budget
+	Budget *namecache.Budget
 }
 
 // Attach readies naming in process pid, which maps the file's segment at
@@ -86,7 +87,7 @@ func (l *Loader) Attach(pid uint32, m interpreter.Mapping, mem interpreter.Memor
 		cfg.CacheBytes = DefaultProcessCacheBytes
 	}
 	if cfg.Budget == nil {
-		cfg.Budget = NewBudget(DefaultGlobalCacheBytes)
+		cfg.Budget = namecache.NewBudget(DefaultGlobalCacheBytes)
 	}
 	return &Process{
 		loader: l,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 )
 
 // Anonymous is the name of a function without one.
@@ -74,25 +76,21 @@ type Process struct {
 	dispatchBase uint64
 }
 
-// Stats counts a process's cache use.
-type Stats struct {
-	Hits, Misses, Stale, Evictions uint64
-	Bytes                          int64
-}
-
-// Stats returns the cache's counters.
-func (p *Process) Stats() Stats {
+// Stats returns the counters of the budget the process's cache shares,
+// with Bytes what this process's cache holds.
+func (p *Process) Stats() namecache.Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c := p.cache
-	return Stats{Hits: c.hits, Misses: c.misses, Stale: c.stale, Evictions: c.evictions, Bytes: c.used}
+	st := p.cache.budget.Stats()
+	st.Bytes = p.cache.Bytes()
+	return st
 }
 
 // Close gives the cache's bytes back to the shared budget.
 func (p *Process) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cache.clear()
+	p.cache.Purge()
 }
 
 // sfiInfo is what is cached of a SharedFunctionInfo.

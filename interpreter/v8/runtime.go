@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/namecache"
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 )
@@ -18,7 +19,7 @@ import (
 type Runtime struct {
 	// Budget bounds the bytes all processes' caches hold together; nil:
 	// DefaultGlobalCacheBytes for each file found.
-	Budget *Budget
+	Budget *namecache.Budget
 	// ProcessCacheBytes bounds one process's cache
 	// (DefaultProcessCacheBytes when 0).
 	ProcessCacheBytes int64
@@ -52,7 +53,7 @@ func (rt Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
 	}
 	budget := rt.Budget
 	if budget == nil {
-		budget = NewBudget(DefaultGlobalCacheBytes)
+		budget = namecache.NewBudget(DefaultGlobalCacheBytes)
 	}
 	stats := rt.Stats
 	if stats == nil {
