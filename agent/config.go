@@ -141,7 +141,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		SamplesPerSecond:        19,
-		ReporterInterval:        5 * time.Second,
+		ReporterInterval:        15 * time.Second,
 		FrameCacheSize:          16384,
 		ExecutableCacheSize:     4096,
 		SymbolCacheSize:         256,

@@ -1,6 +1,8 @@
 package reporter
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"testing"
 
@@ -10,11 +12,29 @@ import (
 	"github.com/stackline-dev/stackline/trace"
 )
 
-type discardExporter struct{ bytes int }
+type discardExporter struct {
+	bytes int
+	last  *collectorpb.ExportProfilesServiceRequest
+}
 
 func (d *discardExporter) Export(_ context.Context, req *collectorpb.ExportProfilesServiceRequest) error {
 	d.bytes = proto.Size(req)
+	d.last = req
 	return nil
+}
+
+// gzipSize is the size of req marshalled and gzipped as the exporters send
+// it.
+func gzipSize(b *testing.B, req *collectorpb.ExportProfilesServiceRequest) int {
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(raw)
+	zw.Close()
+	return buf.Len()
 }
 
 // benchTraces makes n distinct 20-frame stacks over a shared pool of frames,
@@ -90,6 +110,7 @@ func benchmarkBuild(b *testing.B, stacks int) {
 		r.Flush(context.Background())
 	}
 	b.ReportMetric(float64(exp.bytes)/float64(stacks), "bytes/sample")
+	b.ReportMetric(float64(gzipSize(b, exp.last))/float64(stacks), "gzip-bytes/sample")
 }
 
 func BenchmarkBuild1k(b *testing.B)   { benchmarkBuild(b, 1000) }

@@ -3,6 +3,7 @@ package reporter
 import (
 	"cmp"
 	"crypto/rand"
+	"encoding/binary"
 	"math"
 	"path/filepath"
 	"runtime"
@@ -110,10 +111,16 @@ func (d *dictionary) function(l *trace.Line) int32 {
 	if i, ok := d.functions[k]; ok {
 		return i
 	}
+	// The system name is sent only when it differs from the name (a
+	// mangled C++ or Rust name): the proto leaves it empty when it is not
+	// available, and a copy of the name's index in every function costs
+	// more on the wire than the rest of the function.
 	fn := &profilespb.Function{
-		NameStrindex:       d.str(l.Function),
-		SystemNameStrindex: d.str(cmp.Or(l.SystemName, l.Function)),
-		FilenameStrindex:   d.str(l.File),
+		NameStrindex:     d.str(l.Function),
+		FilenameStrindex: d.str(l.File),
+	}
+	if l.SystemName != "" && l.SystemName != l.Function {
+		fn.SystemNameStrindex = d.str(l.SystemName)
 	}
 	i := int32(len(d.d.FunctionTable))
 	d.d.FunctionTable = append(d.d.FunctionTable, fn)
@@ -144,6 +151,37 @@ func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, t trace
 	d.d.MappingTable = append(d.d.MappingTable, m)
 	d.mappings[id] = i
 	return i
+}
+
+// sortLocations orders the location table by mapping and address and
+// renumbers the stacks' references to it. Neighbouring locations then
+// share their mapping index and their address's high bytes, which gzip
+// finds as repeats: about 1 % off the compressed request. Locations of
+// one mapping at one address (interpreted frames, at address 0) keep the
+// order they were added in. It is the last step of a request's
+// locations: d.locations keeps the indices before the sort.
+func (d *dictionary) sortLocations() {
+	locs := d.d.LocationTable
+	order := make([]int32, len(locs)-1)
+	for i := range order {
+		order[i] = int32(i + 1)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int {
+		return cmp.Or(cmp.Compare(locs[a].MappingIndex, locs[b].MappingIndex), cmp.Compare(locs[a].Address, locs[b].Address))
+	})
+	newIndex := make([]int32, len(locs))
+	sorted := make([]*profilespb.Location, 1, len(locs))
+	sorted[0] = locs[0]
+	for _, old := range order {
+		newIndex[old] = int32(len(sorted))
+		sorted = append(sorted, locs[old])
+	}
+	for _, st := range d.d.StackTable {
+		for j, li := range st.LocationIndices {
+			st.LocationIndices[j] = newIndex[li]
+		}
+	}
+	d.d.LocationTable = sorted
 }
 
 // setMappingRanges gives every mapping the address range of its
@@ -240,6 +278,7 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 	period := int64(time.Second) / int64(r.cfg.SamplesPerSecond)
 	fraction := cmp.Or(r.cfg.OffCPUFraction, 1)
 
+	ids := newProfileIDs()
 	var scope *profilespb.ScopeProfiles
 	var prof *profilespb.Profile
 	curPID, curOffCPU := ^uint32(0), false
@@ -263,7 +302,7 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 				// Wall-clock difference, so that one interval ends exactly
 				// where the next starts.
 				DurationNano: uint64(end.UnixNano() - iv.start.UnixNano()),
-				ProfileId:    newProfileID(),
+				ProfileId:    ids.next(),
 			}
 			if k.offCPU {
 				// Off-CPU waits: values in nanoseconds waited, no
@@ -299,6 +338,7 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 		prof.Samples = append(prof.Samples, ps)
 		cover(prof, s.timestamps[0], s.timestamps[len(s.timestamps)-1])
 	}
+	d.sortLocations()
 	d.setMappingRanges()
 	return req, unnamed
 }
@@ -393,10 +433,25 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-func newProfileID() []byte {
-	id := make([]byte, 16)
-	rand.Read(id)
-	return id
+// profileIDs hands out the profile IDs of one request: a random 12-byte
+// prefix drawn once per request and a 4-byte ordinal from 1. They are as
+// unique as random IDs (96 random bits per request), but a request's IDs
+// share their prefix, which gzip sends once instead of 16 random bytes for
+// every profile (a profile per process: tens in each request).
+type profileIDs struct {
+	prefix [12]byte
+	n      uint32
+}
+
+func newProfileIDs() *profileIDs {
+	p := &profileIDs{}
+	rand.Read(p.prefix[:])
+	return p
+}
+
+func (p *profileIDs) next() []byte {
+	p.n++
+	return binary.BigEndian.AppendUint32(append(make([]byte, 0, 16), p.prefix[:]...), p.n)
 }
 
 func protoSize(req *collectorpb.ExportProfilesServiceRequest) int {
