@@ -1,6 +1,10 @@
 package nativeunwind
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/stackline-dev/stackline/internal/keysort"
+)
 
 // DefaultKeepBytes is the default of Builder.KeepBytes.
 const DefaultKeepBytes = 1 << 20
@@ -31,6 +35,7 @@ type Builder struct {
 	rows, layer []Row
 	holes       []hole
 	fdes        []fde
+	keys        keysort.Buffer // sorts fdes
 	cies        []cie
 	cieIndex    map[uint64]int32
 	section     []byte // a section that is read, not mapped
@@ -80,6 +85,7 @@ func (b *Builder) trim(failed bool) {
 	if cap(b.fdes)*fdeSize > keep {
 		b.fdes = nil
 	}
+	b.keys.Trim(keep)
 	if cap(b.cies)*cieSize > keep {
 		b.cies = nil
 	}
