@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
 )
 
 // Prefix of V8's postmortem constants: every v8dbg_NAME symbol is an int
@@ -83,6 +85,18 @@ type Constants struct {
 // maxBytecodeSizes bounds the bytecode size table (3 x about 200).
 const maxBytecodeSizes = 3 * 1024
 
+// isV8Symbol reports whether ReadConstants reads the symbol named name.
+func isV8Symbol(name []byte) bool {
+	if bytes.HasPrefix(name, []byte(constPrefix)) || bytes.HasPrefix(name, []byte(builtinPrefix)) {
+		return true
+	}
+	switch string(name) {
+	case symVersionMajor, symVersionMinor, symVersionBuild, symVersionPatch, symIsolateGroup, symBytecodeSizes:
+		return true
+	}
+	return false
+}
+
 // ReadConstants reads the v8dbg_* constants and the version of the V8 in
 // ef, from the dynamic symbol table and from .symtab (node 24.11 and
 // later keep them in .symtab only). The values are read from the file's
@@ -142,10 +156,13 @@ func ReadConstants(ef *elf.File) (*Constants, error) {
 			}
 		}
 	}
-	if syms, err := ef.DynamicSymbols(); err == nil {
+	// Only the symbols read above are decoded: node's tables hold
+	// hundreds of thousands (debug/elf's File.Symbols allocates tens of
+	// megabytes for them).
+	if syms, err := elffile.Symbols(ef, elf.SHT_DYNSYM, isV8Symbol); err == nil {
 		read(syms)
 	}
-	if syms, err := ef.Symbols(); err == nil {
+	if syms, err := elffile.Symbols(ef, elf.SHT_SYMTAB, isV8Symbol); err == nil {
 		read(syms)
 	}
 	if len(c.Values) == 0 {

@@ -1,0 +1,147 @@
+package elffile
+
+import (
+	"bytes"
+	"debug/elf"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
+)
+
+// symbolFiles are files whose symbol tables the tests read: the host's
+// libc and libpython, and large programs when they are installed.
+func symbolFiles(t testing.TB) []string {
+	paths := []string{testenv.Libc(t), testenv.SystemLibpython(t)}
+	for _, p := range []string{"/usr/bin/node", "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so", "/usr/lib/gcc/x86_64-linux-gnu/12/cc1"} {
+		if q, err := filepath.EvalSymlinks(p); err == nil {
+			paths = append(paths, q)
+		}
+	}
+	return paths
+}
+
+// stripVersions returns syms without the Version and Library that
+// debug/elf gives dynamic symbols and Symbols leaves out.
+func stripVersions(syms []elf.Symbol) []elf.Symbol {
+	out := slices.Clone(syms)
+	for i := range out {
+		out[i].Version, out[i].Library = "", ""
+		out[i].VersionIndex, out[i].HasVersion = 0, false
+	}
+	return out
+}
+
+// TestSymbolsMatchDebugELF checks that Symbols keeping every name returns
+// what debug/elf returns, and that a filter keeps exactly the matching
+// symbols, on real files.
+func TestSymbolsMatchDebugELF(t *testing.T) {
+	for _, path := range symbolFiles(t) {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			ef, err := elf.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ef.Close()
+			for _, typ := range []elf.SectionType{elf.SHT_DYNSYM, elf.SHT_SYMTAB} {
+				var want []elf.Symbol
+				var werr error
+				if typ == elf.SHT_DYNSYM {
+					want, werr = ef.DynamicSymbols()
+				} else {
+					want, werr = ef.Symbols()
+				}
+				got, err := Symbols(ef, typ, func([]byte) bool { return true })
+				if (err != nil) != (werr != nil) {
+					t.Fatalf("%v: error %v, debug/elf's %v", typ, err, werr)
+				}
+				if werr != nil {
+					continue
+				}
+				if len(want) == 0 {
+					t.Fatalf("%v: no symbols", typ)
+				}
+				if !slices.Equal(got, stripVersions(want)) {
+					t.Fatalf("%v: %d symbols differ from debug/elf's %d", typ, len(got), len(want))
+				}
+				// A filter keeps the symbols it accepts, in order.
+				got, err = Symbols(ef, typ, func(n []byte) bool { return bytes.HasPrefix(n, []byte("_Z")) || bytes.HasPrefix(n, []byte("mem")) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = slices.DeleteFunc(stripVersions(want), func(s elf.Symbol) bool {
+					return !strings.HasPrefix(s.Name, "_Z") && !strings.HasPrefix(s.Name, "mem")
+				})
+				if !slices.Equal(got, want) {
+					t.Fatalf("%v: filtered %d symbols, debug/elf %d", typ, len(got), len(want))
+				}
+			}
+		})
+	}
+}
+
+// FuzzSymbols checks Symbols against debug/elf on arbitrary files: the
+// same symbols when debug/elf reads them, no panic otherwise.
+func FuzzSymbols(f *testing.F) {
+	for _, p := range []string{"/bin/true", "/usr/bin/env"} {
+		if data, err := os.ReadFile(p); err == nil && len(data) < 1<<20 {
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ef, err := elf.NewFile(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		for _, typ := range []elf.SectionType{elf.SHT_DYNSYM, elf.SHT_SYMTAB} {
+			got, err := Symbols(ef, typ, func([]byte) bool { return true })
+			var want []elf.Symbol
+			var werr error
+			if typ == elf.SHT_DYNSYM {
+				want, werr = ef.DynamicSymbols()
+			} else {
+				want, werr = ef.Symbols()
+			}
+			if werr == nil && err == nil && !slices.Equal(got, stripVersions(want)) {
+				t.Fatalf("%v: symbols differ from debug/elf's", typ)
+			}
+		}
+	})
+}
+
+// BenchmarkSymbols compares Symbols, looking for a few names, with
+// debug/elf's File.Symbols on node's symbol table (hundreds of thousands
+// of symbols).
+func BenchmarkSymbols(b *testing.B) {
+	path, err := filepath.EvalSymlinks("/usr/bin/node")
+	if err != nil {
+		b.Skipf("node not installed: %v", err)
+	}
+	ef, err := elf.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ef.Close()
+	b.Run("elffile.Symbols", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Symbols(ef, elf.SHT_SYMTAB, func(n []byte) bool { return bytes.HasPrefix(n, []byte("v8dbg_")) }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("debug/elf", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			syms, err := ef.Symbols()
+			if err != nil {
+				b.Fatal(err)
+			}
+			runtime.KeepAlive(syms)
+		}
+	})
+}
