@@ -7,23 +7,26 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 )
 
 // symbolChunk is how many bytes of a symbol table Symbols reads at a time.
 const symbolChunk = 64 << 10
 
 // Symbols returns the symbols of ef's first symbol table of type typ
-// (elf.SHT_SYMTAB or elf.SHT_DYNSYM) whose names keep accepts, as
-// debug/elf's File.Symbols and File.DynamicSymbols return them but without
-// Version and Library. keep sees each name only during the call.
+// (elf.SHT_SYMTAB or elf.SHT_DYNSYM) whose names start with one of
+// prefixes, as debug/elf's File.Symbols and File.DynamicSymbols return
+// them but without Version and Library. It fails with elf.ErrNoSymbols
+// when ef has no such table.
 //
-// Unlike debug/elf, which makes an elf.Symbol and a string of every
-// symbol (tens of megabytes for a large C++ program), Symbols reads the
-// table through a small buffer and allocates only the string table and
-// the symbols kept: for a caller that looks for a few names among
-// hundreds of thousands. It fails with elf.ErrNoSymbols when ef has no
-// such table.
-func Symbols(ef *elf.File, typ elf.SectionType, keep func(name []byte) bool) ([]elf.Symbol, error) {
+// Unlike debug/elf, which reads both tables into the heap and makes an
+// elf.Symbol and a string of every symbol (tens of megabytes for a large
+// C++ program), Symbols reads them through small buffers: it finds where
+// the prefixes occur in the string table, then keeps the symbols whose
+// names start at one of those places. It is for callers that look for a
+// few names among hundreds of thousands.
+func Symbols(ef *elf.File, typ elf.SectionType, prefixes ...string) ([]elf.Symbol, error) {
 	var symtab *elf.Section
 	for _, s := range ef.Sections {
 		if s.Type == typ {
@@ -46,7 +49,7 @@ func Symbols(ef *elf.File, typ elf.SectionType, keep func(name []byte) bool) ([]
 	if symtab.Link <= 0 || int(symtab.Link) >= len(ef.Sections) {
 		return nil, errors.New("symbols: section has invalid string table link")
 	}
-	strs, err := ef.Sections[symtab.Link].Data()
+	names, err := namesWithPrefix(ef.Sections[symtab.Link], prefixes)
 	if err != nil {
 		return nil, fmt.Errorf("symbols: cannot load string table section: %w", err)
 	}
@@ -56,17 +59,14 @@ func Symbols(ef *elf.File, typ elf.SectionType, keep func(name []byte) bool) ([]
 	first := true // entry 0 is the reserved undefined symbol
 	for {
 		n, err := io.ReadFull(r, buf)
-		if n%entSize != 0 && err == nil {
-			return nil, errors.New("symbols: length is not a multiple of the entry size")
-		}
 		for off := 0; off+entSize <= n; off += entSize {
 			if first {
 				first = false
 				continue
 			}
-			s, name := decodeSymbol(ef.Class, ef.ByteOrder, buf[off:off+entSize], strs)
-			if keep(name) {
-				s.Name = string(name)
+			s, nameOff := decodeSymbol(ef.Class, ef.ByteOrder, buf[off:off+entSize])
+			if name, ok := names[nameOff]; ok {
+				s.Name = name
 				out = append(out, s)
 			}
 		}
@@ -85,30 +85,93 @@ func Symbols(ef *elf.File, typ elf.SectionType, keep func(name []byte) bool) ([]
 	}
 }
 
+// namesWithPrefix returns the NUL-terminated strings of the string table
+// sec that start with one of prefixes, by their offsets. Any offset may
+// start a name (linkers share the tails of strings), so every place a
+// prefix occurs is one; a string the section does not terminate names
+// nothing, as in debug/elf.
+func namesWithPrefix(sec *elf.Section, prefixes []string) (map[uint32]string, error) {
+	names := map[uint32]string{}
+	longest := 0
+	for _, p := range prefixes {
+		longest = max(longest, len(p))
+	}
+	if longest == 0 {
+		return names, nil
+	}
+	r := sec.Open()
+	buf := make([]byte, max(symbolChunk, 2*longest))
+	// buf[:carry] holds the last bytes of the chunk before, for prefixes
+	// that straddle two chunks; start is the offset of buf[0].
+	carry, start := 0, uint64(0)
+	var pending []uint64 // matches whose names run past the chunk
+	var partial [][]byte
+	for {
+		n, err := io.ReadFull(r, buf[carry:])
+		chunk := buf[:carry+n]
+		// Names of earlier chunks that continue here.
+		for i := 0; i < len(pending); i++ {
+			k := bytes.IndexByte(chunk[carry:], 0)
+			if k < 0 {
+				partial[i] = append(partial[i], chunk[carry:]...)
+				continue
+			}
+			names[uint32(pending[i])] = string(append(partial[i], chunk[carry:carry+k]...))
+			pending = slices.Delete(pending, i, i+1)
+			partial = slices.Delete(partial, i, i+1)
+			i--
+		}
+		for _, p := range prefixes {
+			if p == "" {
+				continue
+			}
+			for from := 0; ; {
+				k := bytes.Index(chunk[from:], []byte(p))
+				if k < 0 {
+					break
+				}
+				at := from + k
+				from = at + 1
+				off := start + uint64(at)
+				if off > math.MaxUint32 {
+					break
+				}
+				if _, ok := names[uint32(off)]; ok || slices.Contains(pending, off) {
+					continue // found in the chunk before
+				}
+				if end := bytes.IndexByte(chunk[at:], 0); end >= 0 {
+					names[uint32(off)] = string(chunk[at : at+end])
+				} else {
+					pending = append(pending, off)
+					partial = append(partial, bytes.Clone(chunk[at:]))
+				}
+			}
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return names, nil // pending names are not terminated
+		case err != nil:
+			return nil, err
+		}
+		carry = min(longest-1, len(chunk))
+		start += uint64(len(chunk) - carry)
+		copy(buf, chunk[len(chunk)-carry:])
+	}
+}
+
 // decodeSymbol decodes one symbol table entry e and returns the symbol
-// without its name, and the name: empty, as debug/elf has it, when its
-// offset is outside strs or it is not NUL-terminated.
-func decodeSymbol(class elf.Class, bo binary.ByteOrder, e, strs []byte) (elf.Symbol, []byte) {
+// without its name, and the offset of its name.
+func decodeSymbol(class elf.Class, bo binary.ByteOrder, e []byte) (elf.Symbol, uint32) {
 	var s elf.Symbol
-	var nameOff uint32
+	nameOff := bo.Uint32(e[0:4])
 	if class == elf.ELFCLASS64 {
-		nameOff = bo.Uint32(e[0:4])
 		s.Info, s.Other = e[4], e[5]
 		s.Section = elf.SectionIndex(bo.Uint16(e[6:8]))
 		s.Value, s.Size = bo.Uint64(e[8:16]), bo.Uint64(e[16:24])
 	} else {
-		nameOff = bo.Uint32(e[0:4])
 		s.Value, s.Size = uint64(bo.Uint32(e[4:8])), uint64(bo.Uint32(e[8:12]))
 		s.Info, s.Other = e[12], e[13]
 		s.Section = elf.SectionIndex(bo.Uint16(e[14:16]))
 	}
-	if uint64(nameOff) >= uint64(len(strs)) {
-		return s, nil
-	}
-	name := strs[nameOff:]
-	i := bytes.IndexByte(name, 0)
-	if i < 0 {
-		return s, nil // not terminated: debug/elf names it ""
-	}
-	return s, name[:i]
+	return s, nameOff
 }

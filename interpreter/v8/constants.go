@@ -85,16 +85,11 @@ type Constants struct {
 // maxBytecodeSizes bounds the bytecode size table (3 x about 200).
 const maxBytecodeSizes = 3 * 1024
 
-// isV8Symbol reports whether ReadConstants reads the symbol named name.
-func isV8Symbol(name []byte) bool {
-	if bytes.HasPrefix(name, []byte(constPrefix)) || bytes.HasPrefix(name, []byte(builtinPrefix)) {
-		return true
-	}
-	switch string(name) {
-	case symVersionMajor, symVersionMinor, symVersionBuild, symVersionPatch, symIsolateGroup, symBytecodeSizes:
-		return true
-	}
-	return false
+// v8Prefixes start the names of the symbols ReadConstants reads.
+var v8Prefixes = []string{
+	constPrefix, builtinPrefix,
+	symVersionMajor, symVersionMinor, symVersionBuild, symVersionPatch,
+	symIsolateGroup, symBytecodeSizes,
 }
 
 // ReadConstants reads the v8dbg_* constants and the version of the V8 in
@@ -159,10 +154,10 @@ func ReadConstants(ef *elf.File) (*Constants, error) {
 	// Only the symbols read above are decoded: node's tables hold
 	// hundreds of thousands (debug/elf's File.Symbols allocates tens of
 	// megabytes for them).
-	if syms, err := elffile.Symbols(ef, elf.SHT_DYNSYM, isV8Symbol); err == nil {
+	if syms, err := elffile.Symbols(ef, elf.SHT_DYNSYM, v8Prefixes...); err == nil {
 		read(syms)
 	}
-	if syms, err := elffile.Symbols(ef, elf.SHT_SYMTAB, isV8Symbol); err == nil {
+	if syms, err := elffile.Symbols(ef, elf.SHT_SYMTAB, v8Prefixes...); err == nil {
 		read(syms)
 	}
 	if len(c.Values) == 0 {
