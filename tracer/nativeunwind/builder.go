@@ -10,9 +10,10 @@ import (
 const DefaultKeepBytes = 1 << 20
 
 // Builder builds stack-delta tables (see Build) in memory it keeps from one
-// build to the next: its row buffers, the FDE index and CIEs of a section,
-// and a buffer for sections that cannot be mapped. Building the tables of
-// many files with one Builder allocates only while its buffers grow.
+// build to the next: its row buffers, the FDE index (and the words that
+// sort it) and CIEs of a section, and a buffer for sections that cannot be
+// mapped. Building the tables of many files with one Builder allocates
+// only while its buffers grow.
 //
 // A Builder belongs to one goroutine at a time (one per worker that
 // builds tables); the zero Builder is ready to use.
