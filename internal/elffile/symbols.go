@@ -7,8 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"slices"
+
+	"github.com/stackline-dev/stackline/internal/keysort"
 )
 
 // symbolChunk is how many bytes of a symbol table Symbols reads at a time.
@@ -22,10 +23,11 @@ const symbolChunk = 64 << 10
 //
 // Unlike debug/elf, which reads both tables into the heap and makes an
 // elf.Symbol and a string of every symbol (tens of megabytes for a large
-// C++ program), Symbols reads them through small buffers: it finds where
-// the prefixes occur in the string table, then keeps the symbols whose
-// names start at one of those places. It is for callers that look for a
-// few names among hundreds of thousands.
+// C++ program), Symbols reads them through small buffers: it collects
+// where the symbols' names are, reads the string table at those places in
+// increasing order to find the names that match, then decodes the
+// symbols that have them. It is for callers that look for a few names
+// among hundreds of thousands.
 func Symbols(ef *elf.File, typ elf.SectionType, prefixes ...string) ([]elf.Symbol, error) {
 	var symtab *elf.Section
 	for _, s := range ef.Sections {
@@ -46,124 +48,164 @@ func Symbols(ef *elf.File, typ elf.SectionType, prefixes ...string) ([]elf.Symbo
 	default:
 		return nil, fmt.Errorf("symbols: unsupported ELF class %v", ef.Class)
 	}
+	// words[i] holds the offset of a name in its high half and the index
+	// of the symbol in the low one.
+	words := make([]uint64, 0, min(symtab.Size/uint64(entSize), 1<<20))
+	err := eachSymbol(symtab, entSize, func(i int, e []byte) {
+		words = append(words, uint64(ef.ByteOrder.Uint32(e[0:4]))<<32|uint64(i))
+	})
+	if err != nil {
+		return nil, err
+	}
 	if symtab.Link <= 0 || int(symtab.Link) >= len(ef.Sections) {
 		return nil, errors.New("symbols: section has invalid string table link")
 	}
-	names, err := namesWithPrefix(ef.Sections[symtab.Link], prefixes)
+	names, err := namesWithPrefix(ef.Sections[symtab.Link], words, prefixes)
 	if err != nil {
 		return nil, fmt.Errorf("symbols: cannot load string table section: %w", err)
 	}
-	r := symtab.Open()
-	buf := make([]byte, symbolChunk-symbolChunk%entSize)
+	if len(names) == 0 {
+		return nil, nil
+	}
 	var out []elf.Symbol
-	first := true // entry 0 is the reserved undefined symbol
+	err = eachSymbol(symtab, entSize, func(i int, e []byte) {
+		if name, ok := names[i]; ok {
+			s := decodeSymbol(ef.Class, ef.ByteOrder, e)
+			s.Name = name
+			out = append(out, s)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachSymbol calls fn with the index (from 0, after the reserved entry)
+// and the bytes of each entry of the symbol table sec, read through a
+// small buffer. It fails as debug/elf does on a table that is empty or
+// not a whole number of entries.
+func eachSymbol(sec *elf.Section, entSize int, fn func(i int, e []byte)) error {
+	r := sec.Open()
+	buf := make([]byte, symbolChunk-symbolChunk%entSize)
+	i := -1 // entry 0 is the reserved undefined symbol
 	for {
 		n, err := io.ReadFull(r, buf)
 		for off := 0; off+entSize <= n; off += entSize {
-			if first {
-				first = false
-				continue
+			if i >= 0 {
+				fn(i, buf[off:off+entSize])
 			}
-			s, nameOff := decodeSymbol(ef.Class, ef.ByteOrder, buf[off:off+entSize])
-			if name, ok := names[nameOff]; ok {
-				s.Name = name
-				out = append(out, s)
-			}
+			i++
 		}
 		switch {
 		case err == io.EOF || err == io.ErrUnexpectedEOF:
 			if n%entSize != 0 {
-				return nil, errors.New("symbols: length is not a multiple of the entry size")
+				return errors.New("symbols: length is not a multiple of the entry size")
 			}
-			if first {
-				return nil, errors.New("symbols: section is empty")
+			if i < 0 {
+				return errors.New("symbols: section is empty")
 			}
-			return out, nil
+			return nil
 		case err != nil:
-			return nil, fmt.Errorf("symbols: cannot load symbol section: %w", err)
+			return fmt.Errorf("symbols: cannot load symbol section: %w", err)
 		}
 	}
 }
 
-// namesWithPrefix returns the NUL-terminated strings of the string table
-// sec that start with one of prefixes, by their offsets. Any offset may
-// start a name (linkers share the tails of strings), so every place a
-// prefix occurs is one; a string the section does not terminate names
-// nothing, as in debug/elf.
-func namesWithPrefix(sec *elf.Section, prefixes []string) (map[uint32]string, error) {
-	names := map[uint32]string{}
+// namesWithPrefix returns the names that start with one of prefixes, by
+// symbol index, of the symbols in words (see Symbols), which it sorts. The
+// string table sec is read in increasing order of offsets, through a
+// small window; a name the table does not terminate, or at an offset past
+// its end, is empty, as in debug/elf.
+func namesWithPrefix(sec *elf.Section, words []uint64, prefixes []string) (map[int]string, error) {
+	names := map[int]string{}
 	longest := 0
 	for _, p := range prefixes {
 		longest = max(longest, len(p))
 	}
-	if longest == 0 {
+	if longest == 0 || len(words) == 0 {
 		return names, nil
 	}
-	r := sec.Open()
-	buf := make([]byte, max(symbolChunk, 2*longest))
-	// buf[:carry] holds the last bytes of the chunk before, for prefixes
-	// that straddle two chunks; start is the offset of buf[0].
-	carry, start := 0, uint64(0)
-	var pending []uint64 // matches whose names run past the chunk
-	var partial [][]byte
-	for {
-		n, err := io.ReadFull(r, buf[carry:])
-		chunk := buf[:carry+n]
-		// Names of earlier chunks that continue here.
-		for i := 0; i < len(pending); i++ {
-			k := bytes.IndexByte(chunk[carry:], 0)
-			if k < 0 {
-				partial[i] = append(partial[i], chunk[carry:]...)
-				continue
-			}
-			names[uint32(pending[i])] = string(append(partial[i], chunk[carry:carry+k]...))
-			pending = slices.Delete(pending, i, i+1)
-			partial = slices.Delete(partial, i, i+1)
-			i--
-		}
-		for _, p := range prefixes {
-			if p == "" {
-				continue
-			}
-			for from := 0; ; {
-				k := bytes.Index(chunk[from:], []byte(p))
-				if k < 0 {
-					break
-				}
-				at := from + k
-				from = at + 1
-				off := start + uint64(at)
-				if off > math.MaxUint32 {
-					break
-				}
-				if _, ok := names[uint32(off)]; ok || slices.Contains(pending, off) {
-					continue // found in the chunk before
-				}
-				if end := bytes.IndexByte(chunk[at:], 0); end >= 0 {
-					names[uint32(off)] = string(chunk[at : at+end])
-				} else {
-					pending = append(pending, off)
-					partial = append(partial, bytes.Clone(chunk[at:]))
-				}
-			}
-		}
-		switch {
-		case err == io.EOF || err == io.ErrUnexpectedEOF:
-			return names, nil // pending names are not terminated
-		case err != nil:
+	if !keysort.Stable(words, nameOffset, nil) {
+		slices.Sort(words)
+	}
+	var r io.ReaderAt = sec
+	size := int64(sec.Size)
+	if sec.Type == elf.SHT_NOBITS || sec.Flags&elf.SHF_COMPRESSED != 0 {
+		// Not in the file as is: read it whole, as debug/elf does.
+		data, err := sec.Data()
+		if err != nil {
 			return nil, err
 		}
-		carry = min(longest-1, len(chunk))
-		start += uint64(len(chunk) - carry)
-		copy(buf, chunk[len(chunk)-carry:])
+		r, size = bytes.NewReader(data), int64(len(data))
 	}
+	buf := make([]byte, max(symbolChunk, 2*longest))
+	var window []byte // the table's bytes from start on
+	start := int64(-1)
+	lastOff, lastName, lastOK := int64(-1), "", false
+	for _, w := range words {
+		off := int64(w >> 32)
+		if off >= size {
+			break // and all after it: an empty name
+		}
+		if off != lastOff {
+			if start < 0 || off+int64(longest) > start+int64(len(window)) && start+int64(len(window)) < size {
+				n, err := r.ReadAt(buf, off)
+				if err != nil && err != io.EOF {
+					return nil, err
+				}
+				start, window = off, buf[:n]
+			}
+			lastOff, lastOK = off, false
+			at := window[off-start:]
+			if slices.ContainsFunc(prefixes, func(p string) bool { return p != "" && bytes.HasPrefix(at, []byte(p)) }) {
+				name, ok, err := cstring(r, off, at, size)
+				if err != nil {
+					return nil, err
+				}
+				lastName, lastOK = name, ok
+			}
+		}
+		if lastOK {
+			names[int(uint32(w))] = lastName
+		}
+	}
+	return names, nil
 }
 
-// decodeSymbol decodes one symbol table entry e and returns the symbol
-// without its name, and the offset of its name.
-func decodeSymbol(class elf.Class, bo binary.ByteOrder, e []byte) (elf.Symbol, uint32) {
+// nameOffset returns the offset of the name in a word of Symbols.
+func nameOffset(w *uint64) uint64 { return *w >> 32 }
+
+// cstring returns the NUL-terminated string at off in r, whose first
+// bytes are in have, and false if it is not terminated before size.
+func cstring(r io.ReaderAt, off int64, have []byte, size int64) (string, bool, error) {
+	if k := bytes.IndexByte(have, 0); k >= 0 {
+		return string(have[:k]), true, nil
+	}
+	// It runs past the window: read on.
+	name := bytes.Clone(have)
+	next := off + int64(len(have))
+	var buf [4096]byte
+	for next < size {
+		n, err := r.ReadAt(buf[:], next)
+		if k := bytes.IndexByte(buf[:n], 0); k >= 0 {
+			return string(append(name, buf[:k]...)), true, nil
+		}
+		name = append(name, buf[:n]...)
+		next += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", false, err
+		}
+	}
+	return "", false, nil
+}
+
+// decodeSymbol decodes one symbol table entry e, but for its name.
+func decodeSymbol(class elf.Class, bo binary.ByteOrder, e []byte) elf.Symbol {
 	var s elf.Symbol
-	nameOff := bo.Uint32(e[0:4])
 	if class == elf.ELFCLASS64 {
 		s.Info, s.Other = e[4], e[5]
 		s.Section = elf.SectionIndex(bo.Uint16(e[6:8]))
@@ -173,5 +215,5 @@ func decodeSymbol(class elf.Class, bo binary.ByteOrder, e []byte) (elf.Symbol, u
 		s.Info, s.Other = e[12], e[13]
 		s.Section = elf.SectionIndex(bo.Uint16(e[14:16]))
 	}
-	return s, nameOff
+	return s
 }
