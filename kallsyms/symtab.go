@@ -2,22 +2,27 @@ package kallsyms
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"unsafe"
 )
 
 // symtab is a sorted, packed list of symbols. Symbol i starts at addrs[i];
-// its name is names[nameOffs[i]:nameOffs[i+1]] (or up to the end of names
-// for the last). When mods is not nil, mods[i] is an index whose meaning
+// its name is at nameOffs[i] in names, which says its chunk
+// (nameOffs[i]/nameChunk) and where in the chunk it starts: its length
+// (a uvarint, one byte for most), then the name.
+// The chunks are those the names were collected in while parsing, kept
+// rather than copied into one string; they are never written once the
+// symtab is made. When mods is not nil, mods[i] is an index whose meaning
 // belongs to the owner of the symtab.
 type symtab struct {
 	addrs    []uint64
 	nameOffs []uint32
-	names    string
+	names    [][]byte
 	mods     []uint32
 }
 
@@ -32,15 +37,23 @@ func (s *symtab) bytes() int {
 	if s == nil {
 		return 0
 	}
-	return int(unsafe.Sizeof(*s)) + cap(s.addrs)*8 + cap(s.nameOffs)*4 + len(s.names) + cap(s.mods)*4
+	n := int(unsafe.Sizeof(*s)) + cap(s.addrs)*8 + cap(s.nameOffs)*4 + cap(s.mods)*4 + cap(s.names)*int(unsafe.Sizeof([]byte(nil)))
+	for _, c := range s.names {
+		n += cap(c)
+	}
+	return n
 }
 
+// name returns the name of symbol i. It shares the chunk's memory, which
+// is never written again.
 func (s *symtab) name(i int) string {
-	end := uint32(len(s.names))
-	if i+1 < len(s.nameOffs) {
-		end = s.nameOffs[i+1]
+	off := s.nameOffs[i]
+	c := s.names[off/nameChunk][off%nameChunk:]
+	n, w := binary.Uvarint(c)
+	if n == 0 {
+		return ""
 	}
-	return s.names[s.nameOffs[i]:end]
+	return unsafe.String(&c[w], n)
 }
 
 // find returns the index of the last symbol that starts at or before addr
@@ -92,8 +105,9 @@ type part struct {
 	names    [][]byte // chunks of nameChunk bytes; the last is filling
 }
 
-// Chunk sizes of a part. A name fits in a chunk: lines are shorter than
-// maxLine.
+// Chunk sizes of a part. A name and its length fit in a chunk: lines are
+// shorter than maxLine, and a line holds at least 4 bytes more than its
+// name, which a length of less than 2^21 needs at most 3 of.
 const (
 	entryChunk = 4096
 	nameChunk  = maxLine
@@ -102,7 +116,6 @@ const (
 type entry struct {
 	addr    uint64
 	nameOff uint32 // chunk*nameChunk + offset in the chunk
-	nameLen uint32
 	mod     uint32
 	global  bool // type T rather than t
 }
@@ -111,7 +124,7 @@ type entry struct {
 // part's names would exceed 4 GiB.
 func (p *part) add(e entry, name []byte) bool {
 	last := len(p.names) - 1
-	if last < 0 || len(p.names[last])+len(name) > nameChunk {
+	if last < 0 || len(p.names[last])+binary.MaxVarintLen32+len(name) > nameChunk {
 		if uint64(len(p.names)+1)*nameChunk > 1<<32-1 {
 			return false
 		}
@@ -119,8 +132,7 @@ func (p *part) add(e entry, name []byte) bool {
 		last++
 	}
 	e.nameOff = uint32(last*nameChunk + len(p.names[last]))
-	e.nameLen = uint32(len(name))
-	p.names[last] = append(p.names[last], name...)
+	p.names[last] = append(binary.AppendUvarint(p.names[last], uint64(len(name))), name...)
 	if p.nEntries == 0 {
 		p.sorted = true
 	} else if c := p.entries[len(p.entries)-1]; e.addr < c[len(c)-1].addr {
@@ -132,13 +144,6 @@ func (p *part) add(e entry, name []byte) bool {
 	p.entries[len(p.entries)-1] = append(p.entries[len(p.entries)-1], e)
 	p.nEntries++
 	return true
-}
-
-// name returns the name of e.
-func (p *part) name(e entry) []byte {
-	c := p.names[e.nameOff/nameChunk]
-	off := e.nameOff % nameChunk
-	return c[off : off+e.nameLen]
 }
 
 // maxLine bounds the length of a line; longer ones are skipped as
@@ -272,7 +277,7 @@ func (b *builder) line(line []byte) {
 
 // finish sorts the part's symbols by address, keeps one symbol per address
 // (the first listed, unless a later one is global and it is not) and packs
-// them into a symtab. With withMods, the symtab's mods hold each symbol's
+// them into a symtab, which takes over the part's name chunks. With withMods, the symtab's mods hold each symbol's
 // module name index.
 func (p *part) finish(withMods bool) *symtab {
 	chunks := p.entries
@@ -297,12 +302,11 @@ func (p *part) finish(withMods bool) *symtab {
 	// Keep one symbol per address, compacting the chunks in place: the
 	// write position never passes the read position.
 	var last *entry
-	wc, wj, kept, size := 0, 0, 0, 0
+	wc, wj, kept := 0, 0, 0
 	for _, c := range chunks {
 		for _, e := range c {
 			if last != nil && last.addr == e.addr {
 				if e.global && !last.global {
-					size += int(e.nameLen) - int(last.nameLen)
 					*last = e
 				}
 				continue
@@ -314,31 +318,31 @@ func (p *part) finish(withMods bool) *symtab {
 			last = &chunks[wc][wj]
 			wj++
 			kept++
-			size += int(e.nameLen)
 		}
+	}
+	if n := len(p.names); n > 0 {
+		// The last chunk is filled only in part: keep what it holds.
+		p.names[n-1] = slices.Clip(bytes.Clone(p.names[n-1]))
 	}
 	s := &symtab{
 		addrs:    make([]uint64, kept),
 		nameOffs: make([]uint32, kept),
+		names:    slices.Clip(p.names),
 	}
 	if withMods {
 		s.mods = make([]uint32, kept)
 	}
-	var names strings.Builder
-	names.Grow(size)
 	i := 0
 	for _, c := range chunks {
 		for _, e := range c[:min(len(c), kept-i)] {
 			s.addrs[i] = e.addr
-			s.nameOffs[i] = uint32(names.Len())
-			names.Write(p.name(e))
+			s.nameOffs[i] = e.nameOff
 			if withMods {
 				s.mods[i] = e.mod
 			}
 			i++
 		}
 	}
-	s.names = names.String()
 	*p = part{}
 	return s
 }

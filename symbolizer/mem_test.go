@@ -1,11 +1,14 @@
 package symbolizer
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
@@ -40,6 +43,48 @@ func liveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// largeFiles are large C++ programs of the host that BenchmarkLoadLarge
+// loads when they are installed.
+var largeFiles = []struct{ name, path string }{
+	{"node", "/usr/bin/node"},
+	{"libjvm", "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"},
+	{"cc1", "/usr/lib/gcc/x86_64-linux-gnu/12/cc1"},
+}
+
+// BenchmarkLoadLarge loads the symbols (no line tables) of large programs
+// with hundreds of thousands of symbols, where sorting and deduplicating
+// them is most of the work. A program that is not installed is skipped.
+func BenchmarkLoadLarge(b *testing.B) {
+	for _, lf := range largeFiles {
+		b.Run(lf.name, func(b *testing.B) {
+			path, err := filepath.EvalSymlinks(lf.path)
+			if err == nil {
+				_, err = os.Stat(path)
+			}
+			if err != nil {
+				b.Skipf("%s not installed: %v", lf.path, err)
+			}
+			src := elffile.Source{Open: openPath(path), Path: path}
+			opts := Options{Demangle: DemangleSimple}
+			f, err := Load(src, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			cpu0 := cpuTime(b)
+			for b.Loop() {
+				if _, err := Load(src, opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(f.Bytes()), "bytes")
+			b.ReportMetric(float64(f.Len()), "symbols")
+			runtime.KeepAlive(f)
+		})
+	}
 }
 
 // BenchmarkLoad loads the symbols of a file, without line tables as with
@@ -94,4 +139,14 @@ func BenchmarkLookupFiles(b *testing.B) {
 			benchmarkLookup(b, f)
 		})
 	}
+}
+
+// cpuTime returns the CPU time the process has used, in nanoseconds: on a
+// loaded machine a steadier measure of the work than the elapsed time.
+func cpuTime(b *testing.B) int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -10,18 +10,23 @@ import (
 	"math"
 	"os"
 	"slices"
+
+	"github.com/stackline-dev/stackline/internal/keysort"
 )
 
 // candidate is a symbol read from a symbol table, before deduplication.
 type candidate struct {
-	value, size uint64
-	secEnd      uint64 // end address of the symbol's section
+	value uint64
+	// size is the symbol's size, at most math.MaxUint32 (a symbol's
+	// extent is kept in 32 bits).
+	size        uint32
+	secEnd      uint32 // index in the tableBuilder's secEnds of its section's end
 	nameOff     uint32 // into the tableBuilder's strtabs[strtab]
 	nameLen     uint32
-	strtab      uint8
-	rank        uint8  // higher is preferred among symbols at one address
-	underscores uint8  // leading underscores, fewer is preferred
 	seq         uint32 // the order the tables list it in
+	strtab      uint8
+	rank        uint8 // higher is preferred among symbols at one address
+	underscores uint8 // leading underscores, fewer is preferred
 }
 
 // Ranking bits of candidate.rank.
@@ -40,6 +45,9 @@ const (
 type tableBuilder struct {
 	cands   []candidate
 	strtabs []builderStrtab
+	// secEnds holds the end addresses of the sections of the files whose
+	// tables were read, those of each file one after the other.
+	secEnds []uint64
 	limit   uint64 // largest table read
 
 	// Symbols in [excludeLo, excludeHi) are left out.
@@ -93,9 +101,35 @@ func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) e
 	}
 	strtab := uint8(len(b.strtabs))
 	b.strtabs = append(b.strtabs, builderStrtab{data: strs, mem: strMem})
+	if uint64(len(b.secEnds))+uint64(len(ef.Sections)) > math.MaxUint32 {
+		return errors.New("too many sections")
+	}
+	secBase := uint32(len(b.secEnds))
+	b.secEnds = slices.Grow(b.secEnds, len(ef.Sections))
+	for _, sec := range ef.Sections {
+		end := sec.Addr + sec.Size
+		if end < sec.Addr {
+			end = math.MaxUint64
+		}
+		b.secEnds = append(b.secEnds, end)
+	}
 	n := len(b.cands)
-	each := func(fn func(candidate)) {
+	err = withFaults(func() {
+		// The symbols that may be candidates are counted first, so that
+		// the candidates are allocated once, not grown by appending. The
+		// count leaves the names, the costly part, to the second pass.
+		count := 0
 		// Entry 0 is the reserved undefined symbol.
+		for off := entSize; off+entSize <= len(data); off += entSize {
+			s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
+			if s.value >= b.excludeLo && s.value < b.excludeHi {
+				continue
+			}
+			if codeSymbol(ef, s) {
+				count++
+			}
+		}
+		b.cands = slices.Grow(b.cands, count)
 		for off := entSize; off+entSize <= len(data); off += entSize {
 			s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
 			if s.value >= b.excludeLo && s.value < b.excludeHi {
@@ -103,20 +137,11 @@ func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) e
 			}
 			if c, ok := newCandidate(ef, sec.Type, s, strs); ok {
 				c.strtab = strtab
-				fn(c)
+				c.secEnd += secBase
+				c.seq = uint32(len(b.cands))
+				b.cands = append(b.cands, c)
 			}
 		}
-	}
-	err = withFaults(func() {
-		// Counted first, so that the candidates are allocated once, not
-		// grown by appending.
-		count := 0
-		each(func(candidate) { count++ })
-		b.cands = slices.Grow(b.cands, count)
-		each(func(c candidate) {
-			c.seq = uint32(len(b.cands))
-			b.cands = append(b.cands, c)
-		})
 	})
 	if err != nil {
 		b.cands = b.cands[:n]
@@ -189,25 +214,12 @@ func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
 // or local label. tableType is the type of the table s comes from; strs is
 // its string table.
 func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte) (candidate, bool) {
+	if !codeSymbol(ef, s) {
+		return candidate{}, false
+	}
 	var rank uint8
-	switch elf.SymType(s.info & 0xf) {
-	case elf.STT_FUNC:
+	if elf.SymType(s.info&0xf) == elf.STT_FUNC {
 		rank |= rankFunc
-	case elf.STT_NOTYPE, elf.STT_GNU_IFUNC:
-		if s.value == 0 {
-			return candidate{}, false
-		}
-	default:
-		return candidate{}, false
-	}
-	// Only symbols defined in ordinary sections (not undefined, absolute
-	// or common) that hold code.
-	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(ef.Sections) {
-		return candidate{}, false
-	}
-	sec := ef.Sections[s.shndx]
-	if sec.Flags&elf.SHF_EXECINSTR == 0 || sec.Flags&elf.SHF_ALLOC == 0 {
-		return candidate{}, false
 	}
 	nameLen, ok := cstringLen(strs, s.name)
 	if !ok || nameLen == 0 || nameLen > maxNameLen {
@@ -229,19 +241,41 @@ func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte
 	for underscores < len(n) && underscores < math.MaxUint8 && n[underscores] == '_' {
 		underscores++
 	}
-	secEnd := sec.Addr + sec.Size
-	if secEnd < sec.Addr {
-		secEnd = math.MaxUint64
-	}
 	return candidate{
 		value:       s.value,
-		size:        s.size,
-		secEnd:      secEnd,
+		size:        uint32(min(s.size, math.MaxUint32)),
+		secEnd:      uint32(s.shndx),
 		nameOff:     s.name,
 		nameLen:     nameLen,
 		rank:        rank,
 		underscores: uint8(underscores),
 	}, true
+}
+
+// codeSymbol reports whether s, by its type and section, can name code: a
+// function, or an untyped or indirect-function symbol with a nonzero
+// value, defined in an executable section of ef. Its name is
+// newCandidate's to check.
+func codeSymbol(ef *elf.File, s elfSym) bool {
+	switch elf.SymType(s.info & 0xf) {
+	case elf.STT_FUNC:
+	case elf.STT_NOTYPE, elf.STT_GNU_IFUNC:
+		if s.value == 0 {
+			return false
+		}
+	default:
+		return false
+	}
+	// Only symbols defined in ordinary sections (not undefined, absolute
+	// or common) that hold code.
+	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(ef.Sections) {
+		return false
+	}
+	sec := ef.Sections[s.shndx]
+	if sec.Flags&elf.SHF_EXECINSTR == 0 || sec.Flags&elf.SHF_ALLOC == 0 {
+		return false
+	}
+	return true
 }
 
 // cstringLen returns the length of the NUL-terminated string at off.
@@ -309,9 +343,9 @@ func (b *tableBuilder) build(f *File) error {
 		}
 		// A sized symbol covers its size. One of size zero covers up to
 		// the next symbol but not past the end of its section.
-		extent := c.size
+		extent := uint64(c.size)
 		if extent == 0 {
-			end := c.secEnd
+			end := b.secEnds[c.secEnd]
 			if i+1 < len(kept) {
 				end = min(end, kept[i+1].value)
 			}
@@ -338,23 +372,7 @@ func (b *tableBuilder) dedup() []candidate {
 	// .symtab over .dynsym, functions over other types, then fewer
 	// leading underscores ("malloc" over "__libc_malloc"), then the order
 	// the tables list them in.
-	// (An unstable sort with the order as the last key: several times
-	// faster than a stable one on the hundreds of thousands of symbols
-	// of a large binary.)
-	slices.SortFunc(b.cands, func(x, y candidate) int {
-		switch {
-		case x.value != y.value:
-			if x.value < y.value {
-				return -1
-			}
-			return 1
-		case x.rank != y.rank:
-			return int(y.rank) - int(x.rank)
-		case x.underscores != y.underscores:
-			return int(x.underscores) - int(y.underscores)
-		}
-		return cmp.Compare(x.seq, y.seq)
-	})
+	sortCandidates(b.cands)
 	kept := b.cands[:0]
 	for _, c := range b.cands {
 		if c.value >= b.excludeLo && c.value < b.excludeHi {
@@ -369,4 +387,48 @@ func (b *tableBuilder) dedup() []candidate {
 		kept = append(kept, c)
 	}
 	return kept
+}
+
+// sortCandidates sorts cands, listed in the order of their seq, as
+// cmpCandidates orders them.
+func sortCandidates(cands []candidate) {
+	// The candidates are in the order the tables list them (seq is the
+	// index), so a stable sort by address leaves only the aliases at one
+	// address to order by preference. The radix sort of keysort is
+	// several times faster than a comparison sort of the candidates on
+	// the hundreds of thousands of symbols of a large binary.
+	if keysort.Stable(cands, candidateValue, nil) {
+		for i := 0; i < len(cands); {
+			j := i + 1
+			for j < len(cands) && cands[j].value == cands[i].value {
+				j++
+			}
+			if j-i > 1 {
+				slices.SortFunc(cands[i:j], cmpCandidates)
+			}
+			i = j
+		}
+	} else {
+		slices.SortFunc(cands, cmpCandidates)
+	}
+}
+
+// candidateValue returns the address of c, its sort key.
+func candidateValue(c *candidate) uint64 { return c.value }
+
+// cmpCandidates orders candidates by address, then the preferred first
+// (see dedup).
+func cmpCandidates(x, y candidate) int {
+	switch {
+	case x.value != y.value:
+		if x.value < y.value {
+			return -1
+		}
+		return 1
+	case x.rank != y.rank:
+		return int(y.rank) - int(x.rank)
+	case x.underscores != y.underscores:
+		return int(x.underscores) - int(y.underscores)
+	}
+	return cmp.Compare(x.seq, y.seq)
 }

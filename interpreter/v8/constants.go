@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
 )
 
 // Prefix of V8's postmortem constants: every v8dbg_NAME symbol is an int
@@ -83,6 +85,13 @@ type Constants struct {
 // maxBytecodeSizes bounds the bytecode size table (3 x about 200).
 const maxBytecodeSizes = 3 * 1024
 
+// v8Prefixes start the names of the symbols ReadConstants reads.
+var v8Prefixes = []string{
+	constPrefix, builtinPrefix,
+	symVersionMajor, symVersionMinor, symVersionBuild, symVersionPatch,
+	symIsolateGroup, symBytecodeSizes,
+}
+
 // ReadConstants reads the v8dbg_* constants and the version of the V8 in
 // ef, from the dynamic symbol table and from .symtab (node 24.11 and
 // later keep them in .symtab only). The values are read from the file's
@@ -142,10 +151,13 @@ func ReadConstants(ef *elf.File) (*Constants, error) {
 			}
 		}
 	}
-	if syms, err := ef.DynamicSymbols(); err == nil {
+	// Only the symbols read above are decoded: node's tables hold
+	// hundreds of thousands (debug/elf's File.Symbols allocates tens of
+	// megabytes for them).
+	if syms, err := elffile.Symbols(ef, elf.SHT_DYNSYM, v8Prefixes...); err == nil {
 		read(syms)
 	}
-	if syms, err := ef.Symbols(); err == nil {
+	if syms, err := elffile.Symbols(ef, elf.SHT_SYMTAB, v8Prefixes...); err == nil {
 		read(syms)
 	}
 	if len(c.Values) == 0 {

@@ -11,13 +11,14 @@ import (
 )
 
 // benchFiles are the files BenchmarkBuild builds tables of: the host files
-// of the tests and two large C++ programs.
+// of the tests, two large C++ programs and GCC's C compiler.
 var benchFiles = append(hostFiles[:len(hostFiles):len(hostFiles)], []struct {
 	name string
 	path func(testing.TB) string
 }{
 	{"libjvm", installed("/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so")},
 	{"node", installed("/usr/bin/node")},
+	{"cc1", installed("/usr/lib/gcc/x86_64-linux-gnu/12/cc1")},
 }...)
 
 // installed returns a path function for a file that may not be installed

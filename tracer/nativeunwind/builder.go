@@ -1,14 +1,19 @@
 package nativeunwind
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/stackline-dev/stackline/internal/keysort"
+)
 
 // DefaultKeepBytes is the default of Builder.KeepBytes.
 const DefaultKeepBytes = 1 << 20
 
 // Builder builds stack-delta tables (see Build) in memory it keeps from one
-// build to the next: its row buffers, the FDE index and CIEs of a section,
-// and a buffer for sections that cannot be mapped. Building the tables of
-// many files with one Builder allocates only while its buffers grow.
+// build to the next: its row buffers, the FDE index (and the words that
+// sort it) and CIEs of a section, and a buffer for sections that cannot be
+// mapped. Building the tables of many files with one Builder allocates
+// only while its buffers grow.
 //
 // A Builder belongs to one goroutine at a time (one per worker that
 // builds tables); the zero Builder is ready to use.
@@ -31,6 +36,7 @@ type Builder struct {
 	rows, layer []Row
 	holes       []hole
 	fdes        []fde
+	keys        keysort.Buffer // sorts fdes
 	cies        []cie
 	cieIndex    map[uint64]int32
 	section     []byte // a section that is read, not mapped
@@ -80,6 +86,7 @@ func (b *Builder) trim(failed bool) {
 	if cap(b.fdes)*fdeSize > keep {
 		b.fdes = nil
 	}
+	b.keys.Trim(keep)
 	if cap(b.cies)*cieSize > keep {
 		b.cies = nil
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/stackline-dev/stackline/internal/keysort"
 )
 
 // frameSection is one .eh_frame or .debug_frame section.
@@ -84,6 +86,7 @@ type frameParser struct {
 	cies     []cie
 	cieIndex map[uint64]int32 // section offset → index in cies
 	fdes     []fde
+	keys     *keysort.Buffer // for sorting fdes
 
 	interp *interp
 }
@@ -102,7 +105,7 @@ func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []Row
 	}
 	clear(s.cieIndex)
 	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, covered: covered,
-		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], interp: &s.interp}
+		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp}
 	p.interp.arch = bs.arch
 	p.interp.sec = sec
 	defer func() {
@@ -439,7 +442,11 @@ func (s *frameSection) value(r *reader, format, addrSize uint8) uint64 {
 // dst[:0].
 func (p *frameParser) run(dst []Row) ([]Row, error) {
 	fdes := p.fdes
-	if !slices.IsSortedFunc(fdes, cmpFDE) {
+	// walk appends FDEs in section order, so by increasing insnOff: a
+	// stable sort by address orders them as cmpFDE does. The radix sort
+	// of keysort is several times faster than a comparison sort of the
+	// FDEs; it declines only for addresses too large to pack.
+	if !keysort.Stable(fdes, fdeAddr, p.keys) {
 		slices.SortFunc(fdes, cmpFDE)
 	}
 	// Compilers spend about three bytes of instructions per row.
@@ -461,6 +468,9 @@ func (p *frameParser) run(dst []Row) ([]Row, error) {
 	}
 	return b.rows, nil
 }
+
+// fdeAddr returns the file offset where f's range starts, its sort key.
+func fdeAddr(f *fde) uint64 { return f.lo }
 
 // cmpFDE orders FDEs by address, then by their place in the section.
 func cmpFDE(a, b fde) int {
