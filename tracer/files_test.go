@@ -78,14 +78,16 @@ func TestFirstSight(t *testing.T) {
 
 			rt := &seenRuntime{}
 			files, _ := lru.New[fileKey, *fileInfo](16)
+			maps := newMemMaps()
 			tr := &Tracer{
 				cfg:   Config{Interpreters: []interpreter.Runtime{rt}},
 				log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 				proc:  procFS{root: proc},
 				files: files,
+				maps:  maps,
 				// A budget of one row: the table is built (its debug
 				// file read), then skipped as too large, not loaded.
-				tables: newTableStore(newMemMaps(), rowBytes, slog.New(slog.NewTextHandler(io.Discard, nil))),
+				tables: newTableStore(maps, rowBytes, slog.New(slog.NewTextHandler(io.Discard, nil))),
 			}
 			p := &process{pid: 10}
 			m := &mapping{start: 0x1000, end: 0x2000, path: "/opt/app/prog", key: fileKey{dev: 1, inode: 2}}

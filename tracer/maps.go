@@ -3,8 +3,11 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"os"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 )
@@ -12,7 +15,9 @@ import (
 // unwinderMaps are what the tracer writes into the eBPF unwinder's maps:
 // the processes and their mappings, the unwind tables, the files' tables
 // for processes not synced yet, and the interpreters. Only the Run
-// goroutine writes them. Deleting what is not there is no error.
+// goroutine writes them; newTable, which makes a table no eBPF program
+// sees until putTable enters it, is called by the build workers too.
+// Deleting what is not there is no error.
 type unwinderMaps interface {
 	putProcess(pid uint32, info progs.StacklineProcessInfo) error
 	deleteProcess(pid uint32) error
@@ -20,17 +25,47 @@ type unwinderMaps interface {
 	deleteMappings(keys []progs.StacklineMappingKey) error
 	putInterpreter(pid uint32, v *progs.StacklineInterpProc) error
 	deleteInterpreter(pid uint32) error
-	// putTable loads rows as table key and returns the bytes the kernel
-	// charges for them.
-	putTable(key uint64, rows []uint64) (uint64, error)
+	// newTable makes a table of n rows for key and has fill write the
+	// packed rows into it. The table is not in unwind_tables yet.
+	newTable(key uint64, n int, fill func(rows []uint64) error) (rowTable, error)
+	// putTable enters tab, made by newTable, as table key; the caller
+	// still closes tab.
+	putTable(key uint64, tab rowTable) error
 	deleteTable(key uint64) error
 	putFileTable(file fileKey, v progs.StacklineFileTable) error
 	deleteFileTable(file fileKey) error
 }
 
+// rowTable is a table of packed rows made by unwinderMaps.newTable, held
+// until it is entered in unwind_tables (which holds it from then on) or
+// dropped.
+type rowTable interface {
+	// size is what the kernel charges for the table, in bytes.
+	size() uint64
+	close() error
+}
+
 // bpfMaps are the loaded eBPF maps.
 type bpfMaps struct {
 	objs *progs.StacklineObjects
+	// tableSpec is the inner map template of unwind_tables, from the
+	// object: every table is created with its type, sizes and flags,
+	// which the kernel requires of an inner map.
+	tableSpec *ebpf.MapSpec
+}
+
+// newBPFMaps returns the maps of objs, loaded from spec.
+func newBPFMaps(spec *ebpf.CollectionSpec, objs *progs.StacklineObjects) (bpfMaps, error) {
+	outer := spec.Maps[progs.StacklineMapUnwindTables]
+	if outer == nil || outer.InnerMap == nil {
+		return bpfMaps{}, errors.New("no inner map template for unwind_tables")
+	}
+	inner := outer.InnerMap
+	if inner.Type != ebpf.Array || inner.ValueSize != rowBytes || inner.Flags&unix.BPF_F_MMAPABLE == 0 {
+		return bpfMaps{}, fmt.Errorf("inner map template of unwind_tables: %v of %d-byte values, flags %#x: want an mmapable array of %d-byte rows",
+			inner.Type, inner.ValueSize, inner.Flags, rowBytes)
+	}
+	return bpfMaps{objs: objs, tableSpec: inner.Copy()}, nil
 }
 
 // ignoreMissing drops the error of deleting a key that is not there.
@@ -67,16 +102,71 @@ func (m bpfMaps) deleteInterpreter(pid uint32) error {
 	return ignoreMissing(m.objs.InterpProcs.Delete(pid))
 }
 
-func (m bpfMaps) putTable(key uint64, rows []uint64) (uint64, error) {
-	inner, err := newInnerArray(fmt.Sprintf("unwind_%x", key>>40), rowBytes, rows)
+// newTable creates an array map of n rows (at least one) with the flags
+// of the inner map template and fills it through a mapping of its memory
+// (BPF_F_MMAPABLE): fill writes the rows where the eBPF unwinder reads
+// them, with no copy in between and no system call per row. The mapping
+// is gone when newTable returns: the map keeps its memory in the kernel,
+// and this process does not hold it too (it would count in its RSS).
+func (m bpfMaps) newTable(key uint64, n int, fill func(rows []uint64) error) (rowTable, error) {
+	inner, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name: fmt.Sprintf("unwind_%x", key>>40),
+		Type: m.tableSpec.Type, KeySize: m.tableSpec.KeySize, ValueSize: m.tableSpec.ValueSize,
+		MaxEntries: uint32(max(n, 1)),
+		// Without the template's BTF: the kernel would load a copy
+		// of it for each table.
+		Flags: m.tableSpec.Flags,
+	})
 	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("create unwind table of %d rows: %w", n, err)
 	}
-	defer inner.Close()
-	if err := m.objs.UnwindTables.Put(key, inner); err != nil {
-		return 0, fmt.Errorf("insert unwind table: %w", err)
+	if err := fillMapped(inner, n, fill); err != nil {
+		inner.Close()
+		return nil, fmt.Errorf("fill unwind table of %d rows: %w", n, err)
 	}
-	return mapMemlock(inner, uint64(len(rows))*rowBytes), nil
+	return mapTable{inner, mapMemlock(inner, uint64(n)*rowBytes)}, nil
+}
+
+// fillMapped maps the first n 8-byte values of the mmapable array m into
+// this process, has fill write them, and unmaps them.
+func fillMapped(m *ebpf.Map, n int, fill func(rows []uint64) error) error {
+	if n == 0 {
+		return fill(nil)
+	}
+	page := os.Getpagesize()
+	size := (n*rowBytes + page - 1) / page * page
+	mem, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the array's memory: %w", err)
+	}
+	// The kernel maps an array's values page-aligned, 8 bytes each.
+	rows := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(mem))), n)
+	err = fill(rows)
+	if uerr := unix.Munmap(mem); uerr != nil && err == nil {
+		err = fmt.Errorf("unmap the array's memory: %w", uerr)
+	}
+	return err
+}
+
+// mapTable is a table in an inner map of its own.
+type mapTable struct {
+	m *ebpf.Map
+	// memlock is what the kernel charges for m.
+	memlock uint64
+}
+
+func (t mapTable) size() uint64 { return t.memlock }
+func (t mapTable) close() error { return t.m.Close() }
+
+func (m bpfMaps) putTable(key uint64, tab rowTable) error {
+	mt, ok := tab.(mapTable)
+	if !ok {
+		return fmt.Errorf("insert unwind table: %T is not an eBPF map", tab)
+	}
+	if err := m.objs.UnwindTables.Put(key, mt.m); err != nil {
+		return fmt.Errorf("insert unwind table: %w", err)
+	}
+	return nil
 }
 
 func (m bpfMaps) deleteTable(key uint64) error {

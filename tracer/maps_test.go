@@ -68,9 +68,23 @@ func (m *memMaps) deleteInterpreter(pid uint32) error {
 	return nil
 }
 
-func (m *memMaps) putTable(key uint64, rows []uint64) (uint64, error) {
-	m.tables[key] = rows
-	return uint64(len(rows)) * rowBytes, nil
+// memTable is a table of memMaps: its rows.
+type memTable []uint64
+
+func (t memTable) size() uint64 { return uint64(len(t)) * rowBytes }
+func (memTable) close() error   { return nil }
+
+func (m *memMaps) newTable(_ uint64, n int, fill func(rows []uint64) error) (rowTable, error) {
+	rows := make(memTable, n)
+	if err := fill(rows); err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+func (m *memMaps) putTable(key uint64, tab rowTable) error {
+	m.tables[key] = tab.(memTable)
+	return nil
 }
 
 func (m *memMaps) deleteTable(key uint64) error {

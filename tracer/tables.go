@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
@@ -165,8 +164,10 @@ func (s *tableStore) has(id trace.FileID) bool {
 
 // acquire returns the table of file id, mapped as file, loading it from
 // built when it is not loaded yet, and counts one more reference to it. It
-// returns nil when the table is neither loaded nor built.
+// returns nil when the table is neither loaded nor built. It is done with
+// built: its rows are in unwind_tables or dropped.
 func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, built *builtTable, now time.Time) *unwindTable {
+	defer built.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tb, ok := s.tables[id]
@@ -238,14 +239,14 @@ func (s *tableStore) load(id trace.FileID, name string, built *builtTable, now t
 	s.stats.invalidRows += built.invalidRows
 	err := built.err
 	if err == nil {
-		err = s.insert(tb, built.rows, now)
+		err = s.insert(tb, built.rows, built.table)
 	}
 	if err != nil {
 		tb.err = err
 		if errors.Is(err, errTableBudget) || errors.Is(err, nativeunwind.ErrTooLarge) {
 			s.stats.skipped++
 			s.log.Warn("unwind table skipped: frames in this file are unwound by frame pointer",
-				"file", name, "rows", len(built.rows), "error", err)
+				"file", name, "rows", built.rows, "error", err)
 		} else if !errors.Is(err, nativeunwind.ErrNoCFI) {
 			s.stats.failed++
 			s.log.Debug("no unwind table", "file", name, "error", err)
@@ -259,25 +260,24 @@ func (s *tableStore) load(id trace.FileID, name string, built *builtTable, now t
 	return tb
 }
 
-// insert loads rows into a new inner map under tb's key, making room by
+// insert enters tab, a table of rows rows, under tb's key, making room by
 // unloading idle tables when the budget requires it.
-func (s *tableStore) insert(tb *unwindTable, rows []uint64, now time.Time) error {
-	if len(rows) == 0 {
+func (s *tableStore) insert(tb *unwindTable, rows int, tab rowTable) error {
+	if rows == 0 || tab == nil {
 		return nativeunwind.ErrNoCFI
 	}
-	need := uint64(len(rows)) * rowBytes
+	need := tab.size()
 	if s.used+need > s.maxBytes {
 		s.evictIdle(need)
 	}
 	if s.used+need > s.maxBytes {
 		return fmt.Errorf("%w: %d bytes needed, %d of %d used", errTableBudget, need, s.used, s.maxBytes)
 	}
-	bytes, err := s.maps.putTable(tb.key, rows)
-	if err != nil {
+	if err := s.maps.putTable(tb.key, tab); err != nil {
 		return err
 	}
-	tb.rows = uint32(len(rows))
-	tb.bytes = bytes
+	tb.rows = uint32(rows)
+	tb.bytes = need
 	s.keys[tb.key] = tb.id
 	s.used += tb.bytes
 	return nil
@@ -383,36 +383,6 @@ func compareStrings(a, b string) int {
 		return 1
 	}
 	return 0
-}
-
-// newInnerArray creates an array map of exactly len(values) entries (at
-// least one) to be put into a hash-of-maps, and fills it in one batch.
-// BPF_F_INNER_MAP lets inner maps of any length share one outer map.
-func newInnerArray[V any](name string, valueSize uint32, values []V) (*ebpf.Map, error) {
-	n := max(len(values), 1)
-	m, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name:       name,
-		Type:       ebpf.Array,
-		KeySize:    4,
-		ValueSize:  valueSize,
-		MaxEntries: uint32(n),
-		Flags:      unix.BPF_F_INNER_MAP,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create inner map of %d entries: %w", n, err)
-	}
-	if len(values) == 0 {
-		return m, nil
-	}
-	keys := make([]uint32, len(values))
-	for i := range keys {
-		keys[i] = uint32(i)
-	}
-	if _, err := m.BatchUpdate(keys, values, nil); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("fill inner map of %d entries: %w", n, err)
-	}
-	return m, nil
 }
 
 // mapMemlock returns the bytes the kernel charges for m, or fallback when

@@ -323,7 +323,11 @@ func (t *Tracer) load() error {
 	if err := t.objs.Unwinders.Put(uint32(progs.StacklineUnwinderUNWINDER_NATIVE), t.objs.UnwindNative); err != nil {
 		return fmt.Errorf("tracer: register the native unwinder: %w", err)
 	}
-	t.maps = bpfMaps{objs: &t.objs}
+	maps, err := newBPFMaps(spec, &t.objs)
+	if err != nil {
+		return fmt.Errorf("tracer: %w", err)
+	}
+	t.maps = maps
 	t.tables = newTableStore(t.maps, t.cfg.MaxUnwindTableBytes, t.log)
 	t.loadVDSO()
 	for name, prog := range map[string]*ebpf.Program{

@@ -68,7 +68,7 @@ func (t *Tracer) loadVDSO() {
 		// A builder of its own: the configured one belongs to the build
 		// worker's goroutine.
 		builder := &nativeunwind.Builder{}
-		built.rows, built.sources, built.invalidRows, built.err = encodeTable(builder, f, nil, t.cfg.MaxUnwindTableBytes)
+		built.table, built.rows, built.sources, built.invalidRows, built.err = encodeTable(builder, t.maps, tableKey(id), f, nil, t.cfg.MaxUnwindTableBytes)
 		f.Close()
 	} else {
 		built.err = err

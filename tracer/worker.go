@@ -139,17 +139,32 @@ type syncResult struct {
 	final bool
 }
 
-// builtTable is a file's unwind table as the build worker built it.
+// builtTable is a file's unwind table as the build worker built it: its
+// rows packed into a table of their own (rowTable), which the Run
+// goroutine enters in unwind_tables.
 type builtTable struct {
 	id trace.FileID
 	// file is the mapped file (device, inode) it was built from.
-	file        fileKey
-	name        string
-	rows        []uint64
+	file fileKey
+	name string
+	// table holds the rows rows, until the table store takes it (see
+	// tableStore.acquire); nil when err says why there is none.
+	table       rowTable
+	rows        int
 	sources     nativeunwind.Source
 	err         error
 	buildTime   time.Duration
 	invalidRows uint64
+}
+
+// close drops bt's rows, unless they are in unwind_tables (which holds its
+// own reference). bt may be nil.
+func (bt *builtTable) close() {
+	if bt == nil || bt.table == nil {
+		return
+	}
+	bt.table.close()
+	bt.table = nil
 }
 
 // workers are the goroutines of the heavy work; Run starts them and stops
@@ -207,7 +222,8 @@ func (t *Tracer) startWorkers(ctx context.Context, wake func()) *workers {
 }
 
 // stop stops the workers and waits for them. Builds not done are dropped,
-// closing the files they hold.
+// closing the files they hold, and so are the tables of results not
+// applied.
 func (w *workers) stop() {
 	w.cancel()
 	w.wg.Wait()
@@ -220,6 +236,14 @@ func (w *workers) stop() {
 			default:
 				break drain
 			}
+		}
+	}
+	for {
+		select {
+		case r := <-w.results:
+			r.table.close()
+		default:
+			return
 		}
 	}
 }
@@ -287,7 +311,11 @@ func (t *Tracer) buildDone(ctx context.Context, w *workers, j *syncJob, bt *buil
 	if bt == nil && !final {
 		return true
 	}
-	return w.send(ctx, syncResult{job: j, table: bt, final: final})
+	if !w.send(ctx, syncResult{job: j, table: bt, final: final}) {
+		bt.close()
+		return false
+	}
+	return true
 }
 
 // buildWorker builds the tables of the files queue brings, one at a time:
@@ -488,30 +516,39 @@ func (t *Tracer) buildTable(builder TableBuilder, mf *mappedFile) *builtTable {
 		c.debugPath = dp
 		t.files.Add(mf.m.key, &c)
 	}
-	bt.rows, bt.sources, bt.invalidRows, bt.err = encodeTable(builder, f, debug, t.cfg.MaxUnwindTableBytes)
+	bt.table, bt.rows, bt.sources, bt.invalidRows, bt.err = encodeTable(builder, t.maps, tableKey(fi.id), f, debug, t.cfg.MaxUnwindTableBytes)
 	return bt
 }
 
-// encodeTable builds the table of f (and debug) with builder and packs
-// its rows for the eBPF unwinder, within maxBytes.
-func encodeTable(builder TableBuilder, f, debug *elffile.File, maxBytes uint64) (rows []uint64, src nativeunwind.Source, invalid uint64, err error) {
+// encodeTable builds the table of f (and debug) with builder, within
+// maxBytes, and packs its rows for the eBPF unwinder straight into a new
+// table of maps for key (on the build workers: a table of eBPF's own,
+// which the Run goroutine enters in unwind_tables). The builder's rows are
+// released once packed; no other copy of the table is made.
+func encodeTable(builder TableBuilder, maps unwinderMaps, key uint64, f, debug *elffile.File, maxBytes uint64) (tab rowTable, rows int, src nativeunwind.Source, invalid uint64, err error) {
 	maxRows := min(maxBytes/rowBytes, maxTableRows)
-	tab, err := builder.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
+	built, err := builder.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
-	// The packed rows go to the Run goroutine, which loads them into the
-	// map; the builder's own rows are done with once packed.
 	defer builder.Release()
-	rows = make([]uint64, len(tab.Rows))
-	for i, r := range tab.Rows {
-		if r.Addr > 0xffffffff {
-			return nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)
-		}
-		var ok bool
-		if rows[i], ok = encodeRow(r); !ok {
-			invalid++
-		}
+	if len(built.Rows) == 0 {
+		return nil, 0, 0, 0, nativeunwind.ErrNoCFI
 	}
-	return rows, tab.Sources, invalid, nil
+	tab, err = maps.newTable(key, len(built.Rows), func(packed []uint64) error {
+		for i, r := range built.Rows {
+			if r.Addr > 0xffffffff {
+				return fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)
+			}
+			var ok bool
+			if packed[i], ok = encodeRow(r); !ok {
+				invalid++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	return tab, len(built.Rows), built.Sources, invalid, nil
 }

@@ -117,10 +117,14 @@ struct {
 } process_mappings SEC(".maps");
 
 // The inner map template of unwind_tables. BPF_F_INNER_MAP lets the real
-// inner maps have any length.
+// inner maps have any length. The kernel takes an inner map only when its
+// flags equal the template's: the tracer creates every table with these
+// (from this template), BPF_F_MMAPABLE so that it writes a table's rows
+// through a mapping of the array's memory rather than with one
+// bpf(MAP_UPDATE) copy per row.
 struct unwind_table_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, u32);
 	__type(value, u64);

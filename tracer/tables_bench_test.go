@@ -1,0 +1,129 @@
+package tracer
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
+	"github.com/stackline-dev/stackline/tracer/nativeunwind"
+)
+
+// builtBuilder is a TableBuilder that hands out a table built before, so
+// that a benchmark measures what the tracer does with a table, not the
+// build.
+type builtBuilder struct{ tab *nativeunwind.Table }
+
+func (b builtBuilder) Build(_, _ *elffile.File, _ nativeunwind.Options) (*nativeunwind.Table, error) {
+	return b.tab, nil
+}
+
+func (builtBuilder) Release() {}
+
+// largeTables are the large files whose tables BenchmarkLoadTable loads:
+// node's executable and HotSpot's libjvm, the largest tables of the
+// whole-agent benchmark's mix.
+func largeTables() map[string]string {
+	files := map[string]string{"libjvm": "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"}
+	if p, err := exec.LookPath("node"); err == nil {
+		files["node"] = p
+	}
+	return files
+}
+
+// buildFileTable builds the table of the ELF file at path.
+func buildFileTable(b testing.TB, path string) *nativeunwind.Table {
+	fh, err := os.Open(path)
+	if err != nil {
+		b.Skip(err)
+	}
+	f, err := elffile.NewFile(fh, elffile.Source{Path: path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	tab, err := (&nativeunwind.Builder{}).Build(f, nil, nativeunwind.Options{MaxRows: maxTableRows})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tab
+}
+
+// processCPU returns the CPU time this process used so far, user and system.
+func processCPU(b *testing.B) int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// tableMaps returns what the tracer makes its tables with, from the
+// eBPF object, and the object's unwind_tables map, created alone (closed
+// at the end of the test).
+func tableMaps(t testing.TB) (bpfMaps, *ebpf.Map) {
+	spec, err := progs.LoadStackline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer, err := ebpf.NewMap(spec.Maps[progs.StacklineMapUnwindTables])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { outer.Close() })
+	objs := &progs.StacklineObjects{}
+	objs.UnwindTables = outer
+	maps, err := newBPFMaps(spec, objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return maps, outer
+}
+
+// BenchmarkLoadTable packs a large real table for the eBPF unwinder into
+// a new inner map of unwind_tables, as a build worker does with each
+// table it builds, and reports the CPU time that takes (the kernel's
+// included: cpu-ns/op), the rows, and the bytes the kernel charges. The
+// table is entered in unwind_tables once, outside the timing (each entry
+// waits for an RCU grace period: wall time, not CPU).
+func BenchmarkLoadTable(b *testing.B) {
+	testenv.RequireBPF(b)
+	maps, _ := tableMaps(b)
+	for name, path := range largeTables() {
+		b.Run(name, func(b *testing.B) {
+			builder := builtBuilder{buildFileTable(b, path)}
+			key := uint64(len(name))
+			tab, _, _, _, err := encodeTable(builder, maps, key, nil, nil, 1<<30)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := maps.putTable(key, tab); err != nil {
+				b.Fatal(err)
+			}
+			tab.close()
+			if err := maps.deleteTable(key); err != nil {
+				b.Fatal(err)
+			}
+			var kernelBytes uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU(b)
+			for range b.N {
+				tab, _, _, _, err := encodeTable(builder, maps, key, nil, nil, 1<<30)
+				if err != nil {
+					b.Fatal(err)
+				}
+				kernelBytes = tab.size()
+				tab.close()
+			}
+			b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(len(builder.tab.Rows)), "rows")
+			b.ReportMetric(float64(kernelBytes), "kernel-bytes")
+		})
+	}
+}
