@@ -84,13 +84,15 @@ type procFS struct {
 	// meta reads the processes' cgroup and environment; it is owned by
 	// the Run goroutine, as procFS is.
 	meta *procmeta.Reader
+	// maps reads the processes' executable mappings, owned like meta.
+	maps *procmaps.Reader
 	log  *slog.Logger
 }
 
 // newProcFS returns a procFS of the proc file system mounted at root, which
 // logs what it could not read of a process to log at debug level.
 func newProcFS(root string, log *slog.Logger) procFS {
-	return procFS{root: root, meta: procmeta.NewReader(root), log: log}
+	return procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
 }
 
 func (p procFS) path(pid uint32, rest ...string) string {
@@ -170,13 +172,8 @@ func (proc *process) setRuntime(name string) {
 
 // readMaps reads the executable mappings of a maps file.
 func (p procFS) readMaps(path string) ([]mapping, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read maps: %w", err)
-	}
-	defer f.Close()
 	var mappings []mapping
-	err = procmaps.Parse(f, func(perms [4]byte) bool { return perms[2] == 'x' }, func(m procmaps.Mapping) {
+	err := p.maps.Executable(path, func(m procmaps.Mapping) {
 		mm := mapping{start: m.Start, end: m.End, offset: m.Offset, path: m.Path}
 		if m.IsFile() {
 			mm.key = fileKey{dev: uint64(m.Major)<<32 | uint64(m.Minor), inode: m.Inode}
