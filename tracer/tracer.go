@@ -170,10 +170,12 @@ type Tracer struct {
 	files  *lru.Cache[fileKey, *fileInfo]
 	// held are files identified whose symbols are not loaded yet, kept
 	// open for processes that exit before they are.
-	held      heldFiles
-	kernelID  trace.FileID
-	rec       record
-	out       trace.Trace
+	held     heldFiles
+	kernelID trace.FileID
+	rec      record
+	out      trace.Trace
+	// memo is what the frames of the trace being handled share.
+	memo      traceMemo
 	lastSweep time.Time
 	tables    *tableStore
 	vdso      *unwindTable // nil when the vdso has no table
