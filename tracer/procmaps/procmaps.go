@@ -84,8 +84,9 @@ func parse(r io.Reader, buf []byte, keep func(perms [4]byte) bool, fn func(Mappi
 			if len(buf) >= maxLine {
 				return fmt.Errorf("maps line %d: longer than %d bytes", lineNo+1, maxLine)
 			}
-			buf = append(buf, make([]byte, min(len(buf), maxLine-len(buf)))...)
-			buf = buf[:cap(buf)]
+			grown := make([]byte, min(2*len(buf), maxLine))
+			copy(grown, buf)
+			buf = grown
 		}
 		m, err := r.Read(buf[n:])
 		n += m
