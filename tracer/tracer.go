@@ -423,7 +423,7 @@ func (t *Tracer) Run(ctx context.Context) error {
 	var rec ringbuf.Record
 	// since is when Run last woke: wake-ups from then on are not read
 	// yet (see wokenSince).
-	since := monotonicNow()
+	since := t.wait.now()
 	for {
 		if ctx.Err() != nil {
 			t.drain(&rec)
@@ -440,8 +440,13 @@ func (t *Tracer) Run(ctx context.Context) error {
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
 			wake = next
 		}
+		// Work due that cannot be done yet (a worker's queue full)
+		// waits a little, not a busy loop.
+		if soonest := now.Add(minWait); wake.Before(soonest) {
+			wake = soonest
+		}
 		err := t.wait.wait(wake, func() bool { return t.wokenSince(since) })
-		since = monotonicNow()
+		since = t.wait.now()
 		switch {
 		case err == nil, errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, errInterrupted):
 		case errors.Is(err, os.ErrClosed):
@@ -458,6 +463,9 @@ func (t *Tracer) Run(ctx context.Context) error {
 		t.housekeeping(time.Now())
 	}
 }
+
+// minWait is the shortest wait for records, however soon work is due.
+const minWait = 2 * time.Millisecond
 
 // readRecords handles the records in the ring buffer, without waiting:
 // the reader's deadline is in the past.

@@ -35,6 +35,9 @@ type recordWait struct {
 	// interrupted says interrupt was called since the last wait
 	// returned.
 	interrupted atomic.Bool
+	// monoBase is CLOCK_MONOTONIC at timeBase (see now).
+	monoBase uint64
+	timeBase time.Time
 }
 
 // errInterrupted is what wait returns after interrupt.
@@ -61,7 +64,18 @@ func newRecordWait(records *ebpf.Map) (*recordWait, error) {
 		f.Close()
 		return nil, fmt.Errorf("ring buffer descriptor: %w", err)
 	}
-	return &recordWait{f: f, rc: rc}, nil
+	var mono unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read the monotonic clock: %w", err)
+	}
+	return &recordWait{f: f, rc: rc, monoBase: uint64(mono.Nano()), timeBase: time.Now()}, nil
+}
+
+// now returns CLOCK_MONOTONIC in ns, the eBPF programs' clock, from Go's
+// monotonic clock (the same clock, read without a system call).
+func (w *recordWait) now() uint64 {
+	return w.monoBase + uint64(time.Since(w.timeBase))
 }
 
 // wait returns nil once the kernel wakes the ring buffer's readers, or
@@ -124,11 +138,4 @@ func (t *Tracer) wokenSince(ktime uint64) bool {
 		}
 	}
 	return false
-}
-
-// monotonicNow returns CLOCK_MONOTONIC in ns, the eBPF programs' clock.
-func monotonicNow() uint64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
 }

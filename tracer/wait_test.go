@@ -92,7 +92,7 @@ func TestRecordWait(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	since := monotonicNow()
+	since := tr.wait.now()
 	for _, fd := range tr.events {
 		if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
 			t.Fatal(err)
@@ -113,7 +113,13 @@ func TestRecordWait(t *testing.T) {
 	if err := tr.wait.wait(time.Now().Add(10*time.Second), func() bool { return tr.wokenSince(since) }); err != nil {
 		t.Fatalf("wait armed after a wake-up: %v", err)
 	}
-	if tr.wokenSince(monotonicNow() + uint64(time.Hour)) {
+	if tr.wokenSince(tr.wait.now() + uint64(time.Hour)) {
 		t.Fatal("wokenSince: a wake-up in the future")
+	}
+	// The wait's clock is the eBPF programs' clock.
+	var mono unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	if d := int64(tr.wait.now()) - mono.Nano(); d < -int64(time.Millisecond) || d > int64(time.Millisecond) {
+		t.Fatalf("the wait's clock is %v from CLOCK_MONOTONIC", time.Duration(d))
 	}
 }
