@@ -170,12 +170,10 @@ type Tracer struct {
 	files  *lru.Cache[fileKey, *fileInfo]
 	// held are files identified whose symbols are not loaded yet, kept
 	// open for processes that exit before they are.
-	held     heldFiles
-	kernelID trace.FileID
-	rec      record
-	out      trace.Trace
-	// memo is what the frames of the trace being handled share.
-	memo      traceMemo
+	held      heldFiles
+	kernelID  trace.FileID
+	rec       record
+	out       trace.Trace
 	lastSweep time.Time
 	tables    *tableStore
 	vdso      *unwindTable // nil when the vdso has no table
@@ -188,6 +186,10 @@ type Tracer struct {
 	// monoToWall converts CLOCK_MONOTONIC nanoseconds to Unix time.
 	monoToWall int64
 	started    time.Time
+
+	// memo is what the frames of the trace being handled share (owned
+	// by the Run goroutine).
+	memo traceMemo
 
 	stats tracerStats
 }
