@@ -125,7 +125,12 @@ func (w *recordWait) close() error {
 // the wake-ups that came while Run was busy: the poller reports those to
 // no one.
 func (t *Tracer) wokenSince(ktime uint64) bool {
-	if t.reader.AvailableBytes() >= t.cfg.RingBufferSize/4 {
+	switch avail := t.reader.AvailableBytes(); {
+	case avail == 0:
+		// Nothing to read (what woke the reader was read): no need
+		// to ask the kernel.
+		return false
+	case avail >= t.cfg.RingBufferSize/4:
 		return true
 	}
 	if err := t.objs.LastWakeup.Lookup(uint32(0), &t.lastWakeups); err != nil {
