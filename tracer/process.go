@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/trace"
@@ -84,13 +87,15 @@ type procFS struct {
 	// meta reads the processes' cgroup and environment; it is owned by
 	// the Run goroutine, as procFS is.
 	meta *procmeta.Reader
+	// maps reads the processes' executable mappings, owned like meta.
+	maps *procmaps.Reader
 	log  *slog.Logger
 }
 
 // newProcFS returns a procFS of the proc file system mounted at root, which
 // logs what it could not read of a process to log at debug level.
 func newProcFS(root string, log *slog.Logger) procFS {
-	return procFS{root: root, meta: procmeta.NewReader(root), log: log}
+	return procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
 }
 
 func (p procFS) path(pid uint32, rest ...string) string {
@@ -127,16 +132,38 @@ func (p procFS) readProcess(proc *process) error {
 		return 0
 	})
 	// Kernel threads have no executable; readlink fails with ENOENT.
-	if exe, err := os.Readlink(p.path(proc.pid, "exe")); err == nil {
-		proc.executablePath = procmaps.TrimDeleted(exe)
+	var buf [unix.PathMax + 16]byte
+	if n, err := unix.Readlink(p.path(proc.pid, "exe"), buf[:]); err == nil && n < len(buf) {
+		proc.executablePath = procmaps.TrimDeleted(string(buf[:n]))
 	}
-	if comm, err := os.ReadFile(p.path(proc.pid, "comm")); err == nil {
-		proc.name = strings.TrimSpace(string(comm))
+	if comm, err := readSmall(p.path(proc.pid, "comm"), buf[:]); err == nil {
+		proc.name = string(bytes.TrimSpace(comm))
 	}
 	if !proc.metaRead && proc.executablePath != "" {
 		p.readMeta(proc)
 	}
 	return nil
+}
+
+// readSmall reads the start of a small file (a /proc file of one line)
+// into buf, in one read, without os.File: not trying it with the network
+// poller saves three system calls.
+func readSmall(path string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		return buf[:n], nil
+	}
 }
 
 // readMeta reads what proc's cgroup and environment say of it, once (and
@@ -170,13 +197,8 @@ func (proc *process) setRuntime(name string) {
 
 // readMaps reads the executable mappings of a maps file.
 func (p procFS) readMaps(path string) ([]mapping, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read maps: %w", err)
-	}
-	defer f.Close()
 	var mappings []mapping
-	err = procmaps.Parse(f, func(perms [4]byte) bool { return perms[2] == 'x' }, func(m procmaps.Mapping) {
+	err := p.maps.Executable(path, func(m procmaps.Mapping) {
 		mm := mapping{start: m.Start, end: m.End, offset: m.Offset, path: m.Path}
 		if m.IsFile() {
 			mm.key = fileKey{dev: uint64(m.Major)<<32 | uint64(m.Minor), inode: m.Inode}

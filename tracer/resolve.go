@@ -18,6 +18,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 	}
 	out := &t.out
 	out.Frames = out.Frames[:0]
+	t.memo = traceMemo{}
 	var proc *process
 	// mayPark says an address the process's mappings (as last read) do
 	// not resolve is worth reading the process again for.
@@ -130,7 +131,7 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 		}
 		r.FrameMetadata(id, trace.FrameInfo{Lines: []trace.Line{{Function: name}}})
 	}
-	if !r.ExecutableKnown(id.File) {
+	if !t.executableKnown(id.File) {
 		r.ExecutableMetadata(id.File, exec)
 	}
 	return id
@@ -153,7 +154,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 	if m.key == (fileKey{}) {
 		return t.specialFrame(m, addr), 0
 	}
-	fi, ok := t.files.Peek(m.key)
+	fi, ok := t.peekFile(m.key)
 	if !ok && m.fi != nil {
 		// Evicted from the file cache since the process was read.
 		fi, ok = m.fi, true
@@ -170,9 +171,9 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		id.Type = trace.FrameGo
 	}
 	r := t.cfg.Reporter
-	now := time.Now()
 	known := r.FrameKnown(id)
-	if !known || t.renameDue(fi.id, now) {
+	if !known || (len(t.renames) > 0 && t.renameDue(fi.id, time.Now())) {
+		now := time.Now()
 		if !known && !final && !t.symbolsLoaded.Contains(fi.id) {
 			if seq := t.loadSymbols(fi.id, t.source(proc, m, fi)); seq != 0 {
 				return trace.FrameID{}, seq
@@ -192,7 +193,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 			r.FrameMetadata(id, info)
 		}
 	}
-	if !r.ExecutableKnown(fi.id) {
+	if !t.executableKnown(fi.id) {
 		r.ExecutableMetadata(fi.id, fi.exec)
 	}
 	return id, 0

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
@@ -52,15 +51,6 @@ func buildFileTable(b testing.TB, path string) *nativeunwind.Table {
 		b.Fatal(err)
 	}
 	return tab
-}
-
-// processCPU returns the CPU time this process used so far, user and system.
-func processCPU(b *testing.B) int64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // tableMaps returns what the tracer makes its tables with, from the
@@ -121,7 +111,7 @@ func BenchmarkLoadTable(b *testing.B) {
 				kernelBytes = tab.size()
 				tab.close()
 			}
-			b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(len(builder.tab.Rows)), "rows")
 			b.ReportMetric(float64(kernelBytes), "kernel-bytes")
 		})

@@ -138,6 +138,10 @@ type Tracer struct {
 	links  []link.Link
 	events []int // perf event fds
 	reader *ringbuf.Reader
+	// wait is where Run waits for records (see recordWait).
+	wait *recordWait
+	// lastWakeups is wokenSince's buffer.
+	lastWakeups []uint64
 
 	// Owned by the Run goroutine.
 	w *workers
@@ -182,6 +186,10 @@ type Tracer struct {
 	// monoToWall converts CLOCK_MONOTONIC nanoseconds to Unix time.
 	monoToWall int64
 	started    time.Time
+
+	// memo is what the frames of the trace being handled share (owned
+	// by the Run goroutine).
+	memo traceMemo
 
 	stats tracerStats
 }
@@ -349,6 +357,11 @@ func (t *Tracer) load() error {
 	if err != nil {
 		return fmt.Errorf("tracer: open ring buffer: %w", err)
 	}
+	// Run waits for records in t.wait; the reader reads what is there.
+	t.reader.SetDeadline(time.Unix(0, 1))
+	if t.wait, err = newRecordWait(t.objs.Records); err != nil {
+		return fmt.Errorf("tracer: %w", err)
+	}
 	var wall, mono unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
 	unix.ClockGettime(unix.CLOCK_REALTIME, &wall)
@@ -394,6 +407,9 @@ func (t *Tracer) Close() error {
 	if t.reader != nil {
 		errs = append(errs, t.reader.Close())
 	}
+	if t.wait != nil {
+		errs = append(errs, t.wait.close())
+	}
 	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
 }
@@ -408,7 +424,12 @@ func (t *Tracer) Run(ctx context.Context) error {
 	t.w = t.startWorkers(context.WithoutCancel(ctx), t.wake)
 	defer t.held.expire(time.Time{}, true)
 	defer t.w.stop()
+	stop := context.AfterFunc(ctx, t.wait.interrupt)
+	defer stop()
 	var rec ringbuf.Record
+	// since is when Run last woke: wake-ups from then on are not read
+	// yet (see wokenSince).
+	since := t.wait.now()
 	for {
 		if ctx.Err() != nil {
 			t.drain(&rec)
@@ -425,38 +446,56 @@ func (t *Tracer) Run(ctx context.Context) error {
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
 			wake = next
 		}
-		// The poller waits in whole milliseconds, rounded down: a
-		// deadline less than 2 ms away may not wait at all.
-		if soonest := now.Add(2 * time.Millisecond); wake.Before(soonest) {
+		// Work due that cannot be done yet (a worker's queue full)
+		// waits a little, not a busy loop.
+		if soonest := now.Add(minWait); wake.Before(soonest) {
 			wake = soonest
 		}
-		t.reader.SetDeadline(wake)
-		err := t.reader.ReadInto(&rec)
-		for err == nil {
-			t.handle(rec.RawSample)
-			// Empty the ring buffer before the next batch of syncs.
-			if t.reader.AvailableBytes() == 0 {
-				break
-			}
-			err = t.reader.ReadInto(&rec)
-		}
+		err := t.wait.wait(wake, func() bool { return t.wokenSince(since) })
+		since = t.wait.now()
 		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
-			t.housekeeping(time.Now())
-		case errors.Is(err, ringbuf.ErrClosed):
+		case err == nil, errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, errInterrupted):
+		case errors.Is(err, os.ErrClosed):
 			return nil
 		default:
+			return fmt.Errorf("tracer: wait for records: %w", err)
+		}
+		if err := t.readRecords(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
 			return fmt.Errorf("tracer: read ring buffer: %w", err)
 		}
+		t.housekeeping(time.Now())
 	}
+}
+
+// minWait is the shortest wait for records, however soon work is due.
+const minWait = 2 * time.Millisecond
+
+// readRecords handles the records in the ring buffer, without waiting:
+// the reader's deadline is in the past.
+func (t *Tracer) readRecords(rec *ringbuf.Record) error {
+	for t.reader.AvailableBytes() > 0 {
+		err := t.reader.ReadInto(rec)
+		switch {
+		case err == nil:
+			t.handle(rec.RawSample)
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			// Only discarded records were left.
+			return nil
+		default:
+			return err
+		}
+	}
+	return nil
 }
 
 // wake wakes the Run goroutine from its wait for records, for the results
 // a worker handed back: once until Run looks at them.
 func (t *Tracer) wake() {
 	if t.woken.CompareAndSwap(false, true) {
-		t.reader.Flush()
+		t.wait.interrupt()
 	}
 }
 
@@ -481,13 +520,7 @@ const drainWait = time.Second
 // once the syncs they wait for are done (or after drainWait).
 func (t *Tracer) drain(rec *ringbuf.Record) {
 	t.stopSampling()
-	t.reader.SetDeadline(time.Now())
-	for t.reader.AvailableBytes() > 0 {
-		if err := t.reader.ReadInto(rec); err != nil {
-			break
-		}
-		t.handle(rec.RawSample)
-	}
+	t.readRecords(rec)
 	deadline := time.NewTimer(drainWait)
 	defer deadline.Stop()
 	for len(t.parked) > 0 && (len(t.inflight) > 0 || len(t.symbolLoads) > 0) {

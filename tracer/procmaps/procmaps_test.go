@@ -2,8 +2,10 @@ package procmaps
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 const sample = `55d0c6a00000-55d0c6a02000 r--p 00000000 fe:01 1234  /usr/bin/cat
@@ -71,13 +73,38 @@ func TestParseSelf(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(sample))
 	f.Add([]byte("0-0 ---- 0 0:0 0"))
+	f.Add([]byte("10-20 r-xp 0 00:00 0 /a\n\n20-30 r-xp 0 00:00 0 /b c\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_ = Parse(strings.NewReader(string(data)), nil, func(m Mapping) {
+		var got []Mapping
+		err := Parse(strings.NewReader(string(data)), nil, func(m Mapping) {
 			if m.End < m.Start {
 				t.Fatalf("end below start: %+v", m)
 			}
+			got = append(got, m)
 		})
+		// Read a few bytes at a time into a buffer that starts tiny,
+		// the parse finds the same: lines across reads and the buffer
+		// growing do not change it.
+		var small []Mapping
+		errSmall := parse(iotest.HalfReader(strings.NewReader(string(data))), make([]byte, 3), nil, func(m Mapping) { small = append(small, m) })
+		if (err == nil) != (errSmall == nil) || !slices.Equal(got, small) {
+			t.Fatalf("one buffer: %v %+v; small reads: %v %+v", err, got, errSmall, small)
+		}
 	})
+}
+
+// TestParseLongLine: a line longer than any maps line can be is an error,
+// not a buffer without bound.
+func TestParseLongLine(t *testing.T) {
+	line := "10-20 r-xp 0 00:00 1 /" + strings.Repeat("a", maxLine) + "\n"
+	if err := Parse(strings.NewReader(line), nil, func(Mapping) {}); err == nil {
+		t.Fatal("no error for a line of more than maxLine bytes")
+	}
+	line = "10-20 r-xp 0 00:00 1 /" + strings.Repeat("a", 8000) + "\n"
+	var got []Mapping
+	if err := Parse(strings.NewReader(line+line), nil, func(m Mapping) { got = append(got, m) }); err != nil || len(got) != 2 || len(got[1].Path) != 8001 {
+		t.Fatalf("two lines of 8 KB: %v, %d mappings", err, len(got))
+	}
 }
 
 func TestTrimDeleted(t *testing.T) {
