@@ -27,6 +27,7 @@ const (
 	maxFrames      = len(progs.StacklineTrace{}.Frames)
 
 	frameFlagReturnAddress = uint8(progs.StacklineFrameFlagsFRAME_FLAG_RETURN_ADDRESS)
+	frameFlagFile          = uint8(progs.StacklineFrameFlagsFRAME_FLAG_FILE)
 )
 
 // Offsets of the fields read, in struct record_header, struct trace and
@@ -48,6 +49,7 @@ const (
 	offFrameFlags      = unsafe.Offsetof(progs.StacklineFrame{}.Flags)
 	offFrameExtra      = unsafe.Offsetof(progs.StacklineFrame{}.Extra)
 	offFrameAuxHi      = unsafe.Offsetof(progs.StacklineFrame{}.AuxHi)
+	offFrameFileDev    = unsafe.Offsetof(progs.StacklineFrame{}.FileDev)
 )
 
 // rawFrame is one decoded struct frame.
@@ -58,6 +60,8 @@ type rawFrame struct {
 	flags uint8
 	extra uint32
 	auxHi uint16
+	// fileDev is the device of a FRAME_FLAG_FILE frame's file.
+	fileDev uint32
 }
 
 // record is one decoded ring-buffer record. Frames is reused between
@@ -127,6 +131,8 @@ func (r *record) decode(raw []byte) error {
 			flags: f[offFrameFlags],
 			extra: le.Uint32(f[offFrameExtra:]),
 			auxHi: le.Uint16(f[offFrameAuxHi:]),
+
+			fileDev: le.Uint32(f[offFrameFileDev:]),
 		})
 	}
 	return nil

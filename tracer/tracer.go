@@ -114,6 +114,8 @@ type fileInfo struct {
 	id   trace.FileID
 	isGo bool
 	exec trace.ExecutableInfo
+	// path is the file's path in the process it was identified in.
+	path string
 	// debugPath is where, under the root of the process it was built
 	// for, the debug file of the file's unwind table was found, or "".
 	debugPath string

@@ -89,7 +89,7 @@ static __always_inline void collect_kernel_stack(void *ctx, struct trace *t)
 		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
 		t->frames[i].extra = 0;
 		t->frames[i].aux_hi = 0;
-		t->frames[i].pad2 = 0;
+		t->frames[i].file_dev = 0;
 		t->num_frames = i + 1;
 	}
 	t->num_kernel_frames = t->num_frames;
