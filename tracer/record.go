@@ -50,6 +50,9 @@ const (
 	offFrameExtra      = unsafe.Offsetof(progs.StacklineFrame{}.Extra)
 	offFrameAuxHi      = unsafe.Offsetof(progs.StacklineFrame{}.AuxHi)
 	offFrameFileDev    = unsafe.Offsetof(progs.StacklineFrame{}.FileDev)
+	offExeInode        = unsafe.Offsetof(progs.StacklineProcessEvent{}.ExeInode)
+	offExeDev          = unsafe.Offsetof(progs.StacklineProcessEvent{}.ExeDev)
+	processEventSize   = int(unsafe.Sizeof(progs.StacklineProcessEvent{}))
 )
 
 // rawFrame is one decoded struct frame.
@@ -75,6 +78,9 @@ type record struct {
 	// offCPUNS is how long the thread waited, in off-CPU traces.
 	offCPUNS uint64
 	frames   []rawFrame
+	// exe is the new executable of an exec record (zero when the
+	// kernel did not say).
+	exe fileKey
 }
 
 var errShortRecord = errors.New("record too short")
@@ -101,6 +107,13 @@ func (r *record) decode(raw []byte) error {
 	r.frames = r.frames[:0]
 	r.numKernelFrames = 0
 	r.offCPUNS = 0
+	r.exe = fileKey{}
+	if r.kind == recordProcessExec {
+		if len(raw) < processEventSize {
+			return fmt.Errorf("%w: exec event of %d bytes", errShortRecord, len(raw))
+		}
+		r.exe = kernelFileKey(le.Uint32(raw[offExeDev:]), le.Uint64(raw[offExeInode:]))
+	}
 	if r.kind != recordTrace && r.kind != recordOffCPU {
 		return nil
 	}

@@ -176,13 +176,19 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 }
 
 // fileKeyOf returns the file of a frame the eBPF unwinder tagged with it
-// (FRAME_FLAG_FILE): the device (the kernel's dev_t, major << 20 | minor)
-// and inode it found in the mapping.
+// (FRAME_FLAG_FILE): the device and inode it found in the mapping.
 func fileKeyOf(f *rawFrame) fileKey {
-	return fileKey{
-		dev:   uint64(f.fileDev>>20)<<32 | uint64(f.fileDev&0xfffff),
-		inode: uint64(f.extra)<<32 | uint64(f.aux),
+	return kernelFileKey(f.fileDev, uint64(f.extra)<<32|uint64(f.aux))
+}
+
+// kernelFileKey returns the key of the file of device dev (the kernel's
+// dev_t: major << 20 | minor) and inode inode, or the zero key for inode 0
+// (no file).
+func kernelFileKey(dev uint32, inode uint64) fileKey {
+	if inode == 0 {
+		return fileKey{}
 	}
+	return fileKey{dev: uint64(dev>>20)<<32 | uint64(dev&0xfffff), inode: inode}
 }
 
 // fileFrame names the frame at offset off of file key in proc, a frame the

@@ -17,12 +17,10 @@ import (
 // and tables).
 const (
 	// execSyncDelay: after an exec the dynamic loader maps the
-	// libraries within milliseconds; the process is synced this much
-	// later, before most of its first samples, and again execResyncDelay
-	// after the exec, for a loader slowed down by a busy host (a process
-	// sampled before asks for itself too).
-	execSyncDelay   = 10 * time.Millisecond
-	execResyncDelay = 60 * time.Millisecond
+	// libraries within milliseconds; a process running an executable
+	// not known yet is synced this much later (one sampled before asks
+	// for itself).
+	execSyncDelay = 10 * time.Millisecond
 	// minSyncInterval rate-limits syncs the eBPF side asks for: as
 	// often as it asks at most (SYNC_INTERVAL_NS).
 	minSyncInterval = time.Duration(progs.StacklineSyncTimingSYNC_INTERVAL_NS)

@@ -185,8 +185,11 @@ type StacklineMappingKey struct {
 }
 
 type StacklineProcessEvent struct {
-	_   structs.HostLayout
-	Hdr StacklineRecordHeader
+	_        structs.HostLayout
+	Hdr      StacklineRecordHeader
+	ExeInode uint64
+	ExeDev   uint32
+	Pad      uint32
 }
 
 type StacklineProcessInfo struct {

@@ -135,9 +135,16 @@ struct trace {
 	struct frame frames[MAX_FRAMES];
 };
 
-// Process lifecycle events (exit of the last thread, exec).
+// Process lifecycle events (exit of the last thread, exec), and a
+// process's request for its mappings.
 struct process_event {
 	struct record_header hdr;
+	// RECORD_PROCESS_EXEC: the new executable's inode and device (the
+	// kernel's dev_t), so that user space reads a new process at once
+	// only when it runs a file not known yet; 0 in other events.
+	u64 exe_inode;
+	u32 exe_dev;
+	u32 pad;
 };
 
 #endif

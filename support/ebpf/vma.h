@@ -34,6 +34,8 @@ struct maple_tree {
 
 struct mm_struct {
 	struct maple_tree mm_mt;
+	// The executable (read by the exec hook).
+	struct file *exe_file;
 } __attribute__((preserve_access_index));
 
 // An internal node of an address space's tree (it tracks gaps, so its
