@@ -235,11 +235,14 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 	known := r.FrameKnown(id)
 	if !known || t.renameDue(fi.id, now) {
 		loaded := t.symbolsLoaded.Contains(fi.id)
-		src := t.symbolSource(proc, m, fi, loaded, now)
 		if !known && !final && !loaded {
-			if seq := t.loadSymbols(fi.id, src); seq != 0 {
+			if seq := t.loadSymbols(fi.id, func() elffile.Source { return t.symbolSource(proc, m, fi, now) }); seq != 0 {
 				return trace.FrameID{}, seq
 			}
+		}
+		src := t.source(proc, m, fi)
+		if !loaded {
+			src = t.symbolSource(proc, m, fi, now)
 		}
 		var info trace.FrameInfo
 		sf, err := t.cfg.Symbolizer.File(fi.id, src)
@@ -266,14 +269,14 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 const settledAge = time.Second
 
 // symbolSource returns where to load the symbols of fi, mapped by m in
-// proc: through proc, unless they are to be loaded (not loaded) and proc
-// is new or gone while a process synced for a while maps the same file.
-// The symbols are loaded once per file, debug file included, through the
-// process's root: one that exits meanwhile (a process of a few
-// milliseconds, the first to run a file) would leave them without the
-// debug file for good.
-func (t *Tracer) symbolSource(proc *process, m *mapping, fi *fileInfo, loaded bool, now time.Time) elffile.Source {
-	if !loaded && (proc.gone || now.Sub(proc.synced) < settledAge) {
+// proc: through proc, unless proc is new or gone while a process synced
+// for a while maps the same file. The symbols are loaded once per file,
+// debug file included, through the process's root: one that exits
+// meanwhile (a process of a few milliseconds, the first to run a file)
+// would leave them without the debug file for good. It looks through
+// every process: it runs when a file's symbols are to be loaded.
+func (t *Tracer) symbolSource(proc *process, m *mapping, fi *fileInfo, now time.Time) elffile.Source {
+	if proc.gone || now.Sub(proc.synced) < settledAge {
 		for _, p := range t.processes {
 			if p == proc || p.gone || p.synced.IsZero() || now.Sub(p.synced) < settledAge {
 				continue

@@ -73,16 +73,16 @@ func (t *Tracer) enqueueJob(pid uint32, at time.Time, background bool) bool {
 	}
 }
 
-// loadSymbols hands the load of file id's symbols, from src, to the symbol
-// worker, and returns the job to wait for: 0 when the worker's queue is
-// full (the Run goroutine then loads them itself).
-func (t *Tracer) loadSymbols(id trace.FileID, src elffile.Source) uint64 {
+// loadSymbols hands the load of file id's symbols, from the source src
+// returns, to the symbol worker, and returns the job to wait for: 0 when
+// the worker's queue is full (the Run goroutine then loads them itself).
+func (t *Tracer) loadSymbols(id trace.FileID, src func() elffile.Source) uint64 {
 	if seq, ok := t.symbolLoads[id]; ok {
 		return seq
 	}
 	t.seq++
 	select {
-	case t.w.symbols <- &symbolJob{id: id, src: src, seq: t.seq}:
+	case t.w.symbols <- &symbolJob{id: id, src: src(), seq: t.seq}:
 		t.symbolLoads[id] = t.seq
 		return t.seq
 	default:
