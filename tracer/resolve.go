@@ -269,22 +269,29 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 const settledAge = time.Second
 
 // symbolSource returns where to load the symbols of fi, mapped by m in
-// proc: through proc, unless proc is new or gone while a process synced
-// for a while maps the same file. The symbols are loaded once per file,
-// debug file included, through the process's root: one that exits
-// meanwhile (a process of a few milliseconds, the first to run a file)
-// would leave them without the debug file for good. It looks through
-// every process: it runs when a file's symbols are to be loaded.
+// proc: through proc, unless proc is new or gone while another process
+// maps the same file; then through the one of those synced first (the
+// processes running when stackline started come first). The symbols are
+// loaded once per file, debug file included, through the process's root:
+// one that exits meanwhile (a process of a few milliseconds, the first to
+// run a file) would leave them without the debug file for good. It looks
+// through every process: it runs when a file's symbols are to be loaded.
 func (t *Tracer) symbolSource(proc *process, m *mapping, fi *fileInfo, now time.Time) elffile.Source {
-	if proc.gone || now.Sub(proc.synced) < settledAge {
-		for _, p := range t.processes {
-			if p == proc || p.gone || p.synced.IsZero() || now.Sub(p.synced) < settledAge {
-				continue
-			}
-			if pm := p.findFile(m.key); pm != nil {
-				return t.source(p, pm, fi)
-			}
+	if !proc.gone && !proc.synced.IsZero() && now.Sub(proc.synced) >= settledAge {
+		return t.source(proc, m, fi)
+	}
+	var best *process
+	var bestMapping *mapping
+	for _, p := range t.processes {
+		if p == proc || p.gone || p.synced.IsZero() || best != nil && !p.synced.Before(best.synced) {
+			continue
 		}
+		if pm := p.findFile(m.key); pm != nil {
+			best, bestMapping = p, pm
+		}
+	}
+	if best != nil {
+		return t.source(best, bestMapping, fi)
 	}
 	return t.source(proc, m, fi)
 }
