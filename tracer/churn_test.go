@@ -1,10 +1,15 @@
 package tracer
 
 import (
+	"debug/elf"
+	"fmt"
+	"io"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,15 +19,21 @@ import (
 )
 
 // TestShortLivedNamed: a C program main -> f -> g without frame pointers,
-// exec'd 200 times a second and living 20 to 50 ms each, gets at least 75%
+// exec'd 200 times a second and living 20 to 50 ms each, gets at least 90%
 // of its samples fully named: g <- f <- main, or (the dynamic loader's
 // start-up and the exit path) every frame named down to _start, or only
-// kernel frames (sampled in exec or exit). Issue #13 asks for 90%:
-// measured 82.5-97.8% on a quiet host before the changes of branch cost;
-// after them, on a host at load 6-19, 56.5-97.3% (and at load 24-31,
-// 25-32% against 1.8-4.0% before them). What is left is mostly samples of
-// processes the agent could not read before they exited ("process not
-// loaded yet" after frames it cannot place), which the test logs by kind.
+// kernel frames (sampled in exec or exit). Most of these processes exit
+// before the agent could read /proc/PID/maps: the eBPF unwinder finds
+// their mappings in the kernel (support/ebpf/vma.h) and tags each frame
+// with its file, which the tracer names through the file known from the
+// processes before. Frames of the dynamic loader's own code are counted
+// as named when the host has no symbols for it (a stripped ld.so without
+// its debug file): nothing can name them, and the stack is complete; they
+// are logged apart. (On a loaded host they are a large share: the
+// loader's CPU time is fixed, the processes' run time is wall time.)
+// Measured with libc6-dbg installed (none by that allowance): 97.4-98.4%
+// in ten runs at load 18-23, 95.8-97.9% at load 28-41; 25.8% before the
+// kernel-side lookup (load 28).
 func TestShortLivedNamed(t *testing.T) {
 	testenv.RequireBPF(t)
 	dir := t.TempDir()
@@ -33,11 +44,15 @@ func TestShortLivedNamed(t *testing.T) {
 	testenv.Run(t, root, "gcc", "-O2", "-o", launch, "tracer/testdata/churn/launch.c")
 	traces, st := sampleTraces(t, exec.Command(launch, churn), 6*time.Second,
 		func(m trace.TraceMeta) bool { return m.Comm == "churn" })
-	named, inMain, kernelOnly := 0, 0, 0
+	nameless := unsymbolizedLoader(t, churn)
+	named, inMain, kernelOnly, loader := 0, 0, 0, 0
 	var bad []string
 	kinds := map[string]int{}
 	for _, frames := range traces {
 		switch {
+		case nameless != "" && complete(frames) && !slices.ContainsFunc(frames, func(f userFrame) bool { return f.name == "" && f.file != nameless }):
+			// The loader's code, which this host cannot name.
+			loader++
 		case namedChain(frames, "g", "f", "main"):
 			named++
 			inMain++
@@ -57,18 +72,63 @@ func TestShortLivedNamed(t *testing.T) {
 	}
 	// Where the rest went, most frequent first.
 	top := slices.SortedFunc(maps.Keys(kinds), func(a, b string) int { return kinds[b] - kinds[a] })
-	for _, k := range top[:min(len(top), 8)] {
+	for _, k := range top[:min(len(top), 12)] {
 		t.Logf("%5d %s", kinds[k], k)
 	}
 	t.Logf("eBPF: not ready %d, vma lookups %d, no CFI %d, sync requests %d; %d traces of the kernel only",
 		st.Counters[progs.StacklineCounterCOUNTER_NOT_READY], st.Counters[progs.StacklineCounterCOUNTER_VMA_LOOKUPS],
 		st.Counters[progs.StacklineCounterCOUNTER_NO_CFI], st.Counters[progs.StacklineCounterCOUNTER_SYNC_REQUESTS], kernelOnly)
-	t.Logf("%d traces of churn, %d (%.1f%%) fully named, %d of them g <- f <- main; %d map reads (%d failed), %d syncs, %d traces parked at the end, %d overflows",
-		len(traces), named, 100*float64(named)/float64(max(len(traces), 1)), inMain, st.MapsReads, st.MapsErrors, st.Syncs, st.ParkedTraces, st.ParkOverflows)
+	t.Logf("%d traces of churn, %d (%.1f%%) fully named, %d of them g <- f <- main; %d (%.1f%%) complete in the loader's unsymbolized code (%q); %d map reads (%d failed), %d syncs, %d traces parked at the end, %d overflows",
+		len(traces), named, 100*float64(named)/float64(max(len(traces), 1)), inMain, loader, 100*float64(loader)/float64(max(len(traces), 1)), nameless,
+		st.MapsReads, st.MapsErrors, st.Syncs, st.ParkedTraces, st.ParkOverflows)
 	if len(traces) < 150 {
 		t.Fatalf("only %d traces of churn", len(traces))
 	}
-	checkShare(t, "fully named", named, len(traces), bad, 0.75)
+	checkShare(t, "fully named", named+loader, len(traces), bad, 0.90)
+}
+
+// unsymbolizedLoader returns the base name of exe's dynamic loader when the
+// host has no symbols for its code (no symbol table, no debug file by
+// build ID), else "".
+func unsymbolizedLoader(t *testing.T, exe string) string {
+	t.Helper()
+	f, err := elf.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var interp string
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(p.Open())
+			if err != nil {
+				t.Fatal(err)
+			}
+			interp = strings.TrimRight(string(b), "\x00")
+		}
+	}
+	if interp == "" {
+		return ""
+	}
+	ld, err := elf.Open(interp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ld.Close()
+	if ld.Section(".symtab") != nil {
+		return ""
+	}
+	// The GNU build ID note: name size, descriptor size, type, "GNU\0",
+	// then the ID.
+	if sec := ld.Section(".note.gnu.build-id"); sec != nil {
+		if b, err := sec.Data(); err == nil && len(b) > 17 {
+			id := b[16:]
+			if _, err := os.Stat(fmt.Sprintf("/usr/lib/debug/.build-id/%x/%x.debug", id[:1], id[1:])); err == nil {
+				return ""
+			}
+		}
+	}
+	return filepath.Base(interp)
 }
 
 // namedChain reports whether frames (leaf first) hold chain as consecutive

@@ -121,7 +121,8 @@ func (t *Tracer) identify(mf *mappedFile) (*fileInfo, error) {
 		return nil, fmt.Errorf("%s: %w", mf.m.path, err)
 	}
 	fi := &fileInfo{id: id}
-	fi.exec.FileName = filepath.Base(procmaps.TrimDeleted(mf.m.path))
+	fi.path = procmaps.TrimDeleted(mf.m.path)
+	fi.exec.FileName = filepath.Base(fi.path)
 	// A file that is not ELF is identified all the same, without build
 	// IDs.
 	if ef, err := mf.elf(); err == nil {

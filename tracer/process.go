@@ -264,6 +264,16 @@ func (proc *process) find(addr uint64) *mapping {
 	return nil
 }
 
+// findFile returns a mapping of file key, or nil.
+func (proc *process) findFile(key fileKey) *mapping {
+	for i := range proc.mappings {
+		if proc.mappings[i].key == key {
+			return &proc.mappings[i]
+		}
+	}
+	return nil
+}
+
 // isNotExist reports whether err means the process is gone.
 func isNotExist(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, os.ErrNotExist)

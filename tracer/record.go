@@ -27,6 +27,7 @@ const (
 	maxFrames      = len(progs.StacklineTrace{}.Frames)
 
 	frameFlagReturnAddress = uint8(progs.StacklineFrameFlagsFRAME_FLAG_RETURN_ADDRESS)
+	frameFlagFile          = uint8(progs.StacklineFrameFlagsFRAME_FLAG_FILE)
 )
 
 // Offsets of the fields read, in struct record_header, struct trace and
@@ -48,6 +49,10 @@ const (
 	offFrameFlags      = unsafe.Offsetof(progs.StacklineFrame{}.Flags)
 	offFrameExtra      = unsafe.Offsetof(progs.StacklineFrame{}.Extra)
 	offFrameAuxHi      = unsafe.Offsetof(progs.StacklineFrame{}.AuxHi)
+	offFrameFileDev    = unsafe.Offsetof(progs.StacklineFrame{}.FileDev)
+	offExeInode        = unsafe.Offsetof(progs.StacklineProcessEvent{}.ExeInode)
+	offExeDev          = unsafe.Offsetof(progs.StacklineProcessEvent{}.ExeDev)
+	processEventSize   = int(unsafe.Sizeof(progs.StacklineProcessEvent{}))
 )
 
 // rawFrame is one decoded struct frame.
@@ -58,6 +63,8 @@ type rawFrame struct {
 	flags uint8
 	extra uint32
 	auxHi uint16
+	// fileDev is the device of a FRAME_FLAG_FILE frame's file.
+	fileDev uint32
 }
 
 // record is one decoded ring-buffer record. Frames is reused between
@@ -71,6 +78,9 @@ type record struct {
 	// offCPUNS is how long the thread waited, in off-CPU traces.
 	offCPUNS uint64
 	frames   []rawFrame
+	// exe is the new executable of an exec record (zero when the
+	// kernel did not say).
+	exe fileKey
 }
 
 var errShortRecord = errors.New("record too short")
@@ -97,6 +107,13 @@ func (r *record) decode(raw []byte) error {
 	r.frames = r.frames[:0]
 	r.numKernelFrames = 0
 	r.offCPUNS = 0
+	r.exe = fileKey{}
+	if r.kind == recordProcessExec {
+		if len(raw) < processEventSize {
+			return fmt.Errorf("%w: exec event of %d bytes", errShortRecord, len(raw))
+		}
+		r.exe = kernelFileKey(le.Uint32(raw[offExeDev:]), le.Uint64(raw[offExeInode:]))
+	}
 	if r.kind != recordTrace && r.kind != recordOffCPU {
 		return nil
 	}
@@ -127,6 +144,8 @@ func (r *record) decode(raw []byte) error {
 			flags: f[offFrameFlags],
 			extra: le.Uint32(f[offFrameExtra:]),
 			auxHi: le.Uint16(f[offFrameAuxHi:]),
+
+			fileDev: le.Uint32(f[offFrameFileDev:]),
 		})
 	}
 	return nil

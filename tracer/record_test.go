@@ -98,6 +98,12 @@ func TestDecodeProcessEvent(t *testing.T) {
 	for _, kind := range []uint32{recordProcessExit, recordProcessExec, recordProcessSync} {
 		ev := progs.StacklineProcessEvent{Hdr: progs.StacklineRecordHeader{Kind: kind, Pid: 42, Tid: 43, Cpu: 1, KtimeNs: 99}}
 		copy(ev.Hdr.Comm[:], []int8{'s', 'h'})
+		var exe fileKey
+		if kind == recordProcessExec {
+			// Device 259:3 (dev_t 259 << 20 | 3), inode 1<<33 | 7.
+			ev.ExeDev, ev.ExeInode = 259<<20|3, 1<<33|7
+			exe = fileKey{dev: 259<<32 | 3, inode: 1<<33 | 7}
+		}
 		raw, err := binary.Append(nil, binary.LittleEndian, &ev)
 		if err != nil {
 			t.Fatal(err)
@@ -107,8 +113,13 @@ func TestDecodeProcessEvent(t *testing.T) {
 		if err := r.decode(raw); err != nil {
 			t.Fatal(err)
 		}
-		if r.kind != kind || r.pid != 42 || r.tid != 43 || r.ktimeNS != 99 || r.comm != "sh" || len(r.frames) != 0 {
+		if r.kind != kind || r.pid != 42 || r.tid != 43 || r.ktimeNS != 99 || r.comm != "sh" || len(r.frames) != 0 || r.exe != exe {
 			t.Errorf("kind %d: %+v", kind, r)
+		}
+		if kind == recordProcessExec {
+			if err := r.decode(raw[:headerSize]); err == nil {
+				t.Error("exec event without its executable: no error")
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package tracer
 import (
 	"time"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -44,7 +45,13 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 				// function when the call was the last instruction.
 				addr--
 			}
-			id, wait := t.nativeFrame(proc, addr, final, mayPark)
+			var id trace.FrameID
+			var wait uint64
+			if f.flags&frameFlagFile != 0 {
+				id, wait = t.fileFrame(proc, fileKeyOf(f), addr, final, mayPark)
+			} else {
+				id, wait = t.nativeFrame(proc, addr, final, mayPark)
+			}
 			if wait != 0 {
 				t.parkOn(rec, raw, wait)
 				return
@@ -166,7 +173,61 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		// Not identified: the sync worker could not open it.
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
-	id := trace.FrameID{File: fi.id, Addr: addr - m.start + m.offset, Type: trace.FrameNative}
+	return t.namedFrame(proc, m, fi, addr-m.start+m.offset, final)
+}
+
+// fileKeyOf returns the file of a frame the eBPF unwinder tagged with it
+// (FRAME_FLAG_FILE): the device and inode it found in the mapping.
+func fileKeyOf(f *rawFrame) fileKey {
+	return kernelFileKey(f.fileDev, uint64(f.extra)<<32|uint64(f.aux))
+}
+
+// kernelFileKey returns the key of the file of device dev (the kernel's
+// dev_t: major << 20 | minor) and inode inode, or the zero key for inode 0
+// (no file).
+func kernelFileKey(dev uint32, inode uint64) fileKey {
+	if inode == 0 {
+		return fileKey{}
+	}
+	return fileKey{dev: uint64(dev>>20)<<32 | uint64(dev&0xfffff), inode: inode}
+}
+
+// fileFrame names the frame at offset off of file key in proc, a frame the
+// eBPF unwinder found the mapping of in the kernel because it lacked the
+// process's mappings (a process not read yet, or gone: one that lived a
+// few milliseconds). The file is known from the processes that mapped it
+// before (the eBPF unwinder had its table): the frame is named through it,
+// whatever became of proc. A file not identified (evicted from the file
+// cache since) waits for a read of proc when mayReread, else the frame is
+// reported unnamed.
+func (t *Tracer) fileFrame(proc *process, key fileKey, off uint64, final, mayReread bool) (trace.FrameID, uint64) {
+	fi, ok := t.files.Peek(key)
+	m := proc.findFile(key)
+	if !ok && m != nil && m.fi != nil {
+		fi, ok = m.fi, true
+	}
+	if !ok {
+		if mayReread && t.enqueue(proc.pid, time.Now()) {
+			return trace.FrameID{}, t.inflight[proc.pid].seq
+		}
+		t.stats.unknownMappings.Add(1)
+		return trace.FrameID{Addr: off, Type: trace.FrameNative}, 0
+	}
+	if m == nil {
+		// Where the process had it is unknown: its symbols are opened
+		// through the process's root while it lives, else through the
+		// file the sync worker holds or the same path on the host,
+		// checked to be the same file (see Tracer.source).
+		m = &mapping{key: key, path: fi.path, fi: fi}
+	}
+	return t.namedFrame(proc, m, fi, off, final)
+}
+
+// namedFrame names the frame at file offset off of file fi, mapped by m in
+// proc. Unless final, instead of naming it without the symbols a worker is
+// about to load, it returns the job to wait for.
+func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64, final bool) (trace.FrameID, uint64) {
+	id := trace.FrameID{File: fi.id, Addr: off, Type: trace.FrameNative}
 	if fi.isGo {
 		id.Type = trace.FrameGo
 	}
@@ -174,13 +235,18 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 	known := r.FrameKnown(id)
 	if !known || (len(t.renames) > 0 && t.renameDue(fi.id, time.Now())) {
 		now := time.Now()
-		if !known && !final && !t.symbolsLoaded.Contains(fi.id) {
-			if seq := t.loadSymbols(fi.id, t.source(proc, m, fi)); seq != 0 {
+		loaded := t.symbolsLoaded.Contains(fi.id)
+		if !known && !final && !loaded {
+			if seq := t.loadSymbols(fi.id, func() elffile.Source { return t.symbolSource(proc, m, fi, now) }); seq != 0 {
 				return trace.FrameID{}, seq
 			}
 		}
+		src := t.source(proc, m, fi)
+		if !loaded {
+			src = t.symbolSource(proc, m, fi, now)
+		}
 		var info trace.FrameInfo
-		sf, err := t.cfg.Symbolizer.File(fi.id, t.source(proc, m, fi))
+		sf, err := t.cfg.Symbolizer.File(fi.id, src)
 		if err != nil {
 			// Only the load that failed returns the error: once per file.
 			t.log.Debug("no symbols", "pid", proc.pid, "path", m.path, "error", err)
@@ -197,6 +263,38 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		r.ExecutableMetadata(fi.id, fi.exec)
 	}
 	return id, 0
+}
+
+// settledAge is how long a process has been synced before it is trusted
+// to outlive a symbol load through it.
+const settledAge = time.Second
+
+// symbolSource returns where to load the symbols of fi, mapped by m in
+// proc: through proc, unless proc is new or gone while another process
+// maps the same file; then through the one of those synced first (the
+// processes running when stackline started come first). The symbols are
+// loaded once per file, debug file included, through the process's root:
+// one that exits meanwhile (a process of a few milliseconds, the first to
+// run a file) would leave them without the debug file for good. It looks
+// through every process: it runs when a file's symbols are to be loaded.
+func (t *Tracer) symbolSource(proc *process, m *mapping, fi *fileInfo, now time.Time) elffile.Source {
+	if !proc.gone && !proc.synced.IsZero() && now.Sub(proc.synced) >= settledAge {
+		return t.source(proc, m, fi)
+	}
+	var best *process
+	var bestMapping *mapping
+	for _, p := range t.processes {
+		if p == proc || p.gone || p.synced.IsZero() || best != nil && !p.synced.Before(best.synced) {
+			continue
+		}
+		if pm := p.findFile(m.key); pm != nil {
+			best, bestMapping = p, pm
+		}
+	}
+	if best != nil {
+		return t.source(best, bestMapping, fi)
+	}
+	return t.source(proc, m, fi)
 }
 
 // specialFrame handles executable memory without a file: the vdso, JIT code,

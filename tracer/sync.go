@@ -17,12 +17,10 @@ import (
 // and tables).
 const (
 	// execSyncDelay: after an exec the dynamic loader maps the
-	// libraries within milliseconds; the process is synced this much
-	// later, before most of its first samples, and again execResyncDelay
-	// after the exec, for a loader slowed down by a busy host (a process
-	// sampled before asks for itself too).
-	execSyncDelay   = 10 * time.Millisecond
-	execResyncDelay = 60 * time.Millisecond
+	// libraries within milliseconds; a process running an executable
+	// not known yet is synced this much later (one sampled before asks
+	// for itself).
+	execSyncDelay = 10 * time.Millisecond
 	// minSyncInterval rate-limits syncs the eBPF side asks for: as
 	// often as it asks at most (SYNC_INTERVAL_NS).
 	minSyncInterval = time.Duration(progs.StacklineSyncTimingSYNC_INTERVAL_NS)
@@ -75,16 +73,16 @@ func (t *Tracer) enqueueJob(pid uint32, at time.Time, background bool) bool {
 	}
 }
 
-// loadSymbols hands the load of file id's symbols, from src, to the symbol
-// worker, and returns the job to wait for: 0 when the worker's queue is
-// full (the Run goroutine then loads them itself).
-func (t *Tracer) loadSymbols(id trace.FileID, src elffile.Source) uint64 {
+// loadSymbols hands the load of file id's symbols, from the source src
+// returns, to the symbol worker, and returns the job to wait for: 0 when
+// the worker's queue is full (the Run goroutine then loads them itself).
+func (t *Tracer) loadSymbols(id trace.FileID, src func() elffile.Source) uint64 {
 	if seq, ok := t.symbolLoads[id]; ok {
 		return seq
 	}
 	t.seq++
 	select {
-	case t.w.symbols <- &symbolJob{id: id, src: src, seq: t.seq}:
+	case t.w.symbols <- &symbolJob{id: id, src: src(), seq: t.seq}:
 		t.symbolLoads[id] = t.seq
 		return t.seq
 	default:

@@ -114,6 +114,8 @@ type fileInfo struct {
 	id   trace.FileID
 	isGo bool
 	exec trace.ExecutableInfo
+	// path is the file's path in the process it was identified in.
+	path string
 	// debugPath is where, under the root of the process it was built
 	// for, the debug file of the file's unwind table was found, or "".
 	debugPath string
@@ -566,20 +568,22 @@ func (t *Tracer) handle(raw []byte) {
 	case recordProcessExec:
 		t.stats.events.Add(1)
 		t.exited.Remove(t.rec.pid)
-		// New image, new mappings. Give them to eBPF at once (the
-		// executable and the dynamic loader: enough to unwind and
-		// name main and what it calls in the executable, for a
-		// process that lives a few milliseconds), and again once the
-		// dynamic loader has mapped the libraries; a process that
-		// exits before costs nothing (its exit, read in the same
-		// batch, unschedules it), one sampled before asks for them
-		// itself.
+		// New image, new mappings. The process is read when it asks
+		// (its first sample finds no mappings in eBPF: request_sync)
+		// and meanwhile its frames are found in the kernel and named
+		// by their files (fileFrame). Only a process running an
+		// executable not known yet is read unasked, once the dynamic
+		// loader has mapped the libraries: its files get identified
+		// and their tables built while it lives, for the next
+		// processes running them (a process of a few milliseconds
+		// may never be sampled). One that exits before costs nothing
+		// (its exit, read in the same batch, unschedules it).
 		t.forget(t.rec.pid)
 		// A sync under way may have read the old image.
 		delete(t.inflight, t.rec.pid)
-		t.schedule(t.rec.pid, now)
-		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execSyncDelay))
-		t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execResyncDelay))
+		if t.rec.exe == (fileKey{}) || !t.files.Contains(t.rec.exe) {
+			t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execSyncDelay))
+		}
 	case recordProcessSync:
 		t.stats.events.Add(1)
 		t.requestSync(t.rec.pid, now)

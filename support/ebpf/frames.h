@@ -25,7 +25,7 @@ static __always_inline void push_frame(struct trace *t, u64 addr, u8 type, u8 fl
 	t->frames[n].flags = flags;
 	t->frames[n].extra = 0;
 	t->frames[n].aux_hi = 0;
-	t->frames[n].pad2 = 0;
+	t->frames[n].file_dev = 0;
 	t->num_frames = n + 1;
 }
 
@@ -41,7 +41,7 @@ static __always_inline void push_interp_frame(struct trace *t, u64 addr, u32 aux
 	t->frames[n].type = type;
 	t->frames[n].flags = flags;
 	t->frames[n].aux_hi = 0;
-	t->frames[n].pad2 = 0;
+	t->frames[n].file_dev = 0;
 	t->num_frames = n + 1;
 }
 

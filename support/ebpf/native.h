@@ -18,6 +18,7 @@
 #include "interp.h"
 #include "python.h"
 #include "hotspot.h"
+#include "vma.h"
 
 // Offsets in the kernel's x86-64 signal frame, from the stack pointer the
 // signal trampoline (__restore_rt) runs with: it points at the ucontext,
@@ -111,56 +112,102 @@ struct vma_lookup {
 	struct exec_mapping *out;
 	int found;      // the address is in a mapping
 	int table_known; // user space said whether the file has a table
+	// The mapped file: its device (the kernel's dev_t) and inode; 0 for
+	// anonymous memory.
+	u32 dev;
+	u64 inode;
 };
 
-static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void *arg)
+// Fills l from vma, the mapping of the address looked up. vma may come
+// from the lockless walk of vma.h: every field is read with a probe read.
+static __always_inline void vma_fill(struct vm_area_struct *vma, struct vma_lookup *l)
 {
-	struct vma_lookup *l = arg;
 	struct exec_mapping *m = l->out;
-	m->start = vma->vm_start;
-	m->end = vma->vm_end;
-	m->bias = vma->vm_start - (vma->vm_pgoff << 12);
+	u64 start = BPF_CORE_READ(vma, vm_start);
+	m->start = start;
+	m->end = BPF_CORE_READ(vma, vm_end);
+	m->bias = start - (BPF_CORE_READ(vma, vm_pgoff) << 12);
 	m->table = 0;
 	m->num_rows = 0;
-	m->flags = 0;
+	m->flags = MAPPING_FLAG_VMA;
 	l->found = 1;
-	struct file *f = vma->vm_file;
+	struct file *f = BPF_CORE_READ(vma, vm_file);
 	if (!f) {
 		// Anonymous executable memory (JIT code): frame pointers.
-		m->flags = MAPPING_FLAG_ANON;
+		m->flags |= MAPPING_FLAG_ANON;
 		l->table_known = 1;
-		return 0;
+		return;
 	}
-	struct file_key key = {};
 	u32 dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	u64 inode = BPF_CORE_READ(f, f_inode, i_ino);
+	l->dev = dev;
+	l->inode = inode;
+	struct file_key key = {};
 	key.dev = (u64)(dev >> 20) << 32 | (dev & 0xfffff);
-	key.inode = BPF_CORE_READ(f, f_inode, i_ino);
+	key.inode = inode;
 	struct file_table *ft = bpf_map_lookup_elem(&file_tables, &key);
 	if (ft) {
 		m->table = ft->table;
 		m->num_rows = ft->num_rows;
 		l->table_known = 1;
 	}
+}
+
+static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void *arg)
+{
+	vma_fill(vma, arg);
 	return 0;
 }
 
 // Finds the mapping of pc in the current task's address space and the
-// file's table, for a process user space has not synced (yet). It returns
-// 0 when the mapping and whether its file has a table are known.
+// file's table, for a process user space has not synced (yet), into
+// st->mapping, and the mapped file's identity into st. It returns 0 when
+// the mapping and whether its file has a table are known.
 //
-// In the sampling interrupt bpf_find_vma defers releasing the mmap lock to
-// a per-CPU irq_work, so only the first call of a sample succeeds; later
-// ones fail with EBUSY and the process counts as not loaded yet.
-static __always_inline int find_vma_mapping(u64 pc, struct exec_mapping *out)
+// The walk of the maple tree (vma.h) works for every frame of a sample;
+// bpf_find_vma, tried when the walk misses (a kernel before 6.1, a tree
+// changed under the walk), only for the first in the sampling interrupt.
+static __always_inline int find_vma_mapping(struct unwind_state *st, u64 pc)
 {
-	struct vma_lookup l = {.out = out};
-	struct task_struct *task = bpf_get_current_task_btf();
-	long err = bpf_find_vma(task, pc, vma_found, &l, 0);
+	struct vma_lookup l = {.out = &st->mapping};
+	u32 slot = st->off_cpu ? SLOT_OFF_CPU : SLOT_CPU;
+	struct vm_area_struct *vma = maple_find_vma(slot, pc);
+	long err = 0;
+	if (vma) {
+		vma_fill(vma, &l);
+	} else {
+		struct task_struct *task = bpf_get_current_task_btf();
+		err = bpf_find_vma(task, pc, vma_found, &l, 0);
+	}
 	if (err == -ENOENT || (!err && !l.found))
 		return UNWIND_ERR_NO_MAPPING;
 	if (err || !l.table_known)
 		return UNWIND_ERR_NOT_READY;
+	st->vma_dev = l.dev;
+	st->vma_inode = l.inode;
 	return 0;
+}
+
+// Tells user space which file the frame just pushed for pc lies in, when
+// its mapping was found in the kernel (the process's mappings were not
+// given): it names the frame by the file, without reading the process,
+// which may be gone by then. The frame's address becomes the file offset.
+static __always_inline void tag_file_frame(struct trace *t, struct unwind_state *st)
+{
+	struct exec_mapping *m = &st->mapping;
+	if (!(m->flags & MAPPING_FLAG_VMA) || !st->vma_inode)
+		return;
+	u32 n = t->num_frames;
+	if (n == 0 || n > MAX_FRAMES)
+		return;
+	struct frame *f = &t->frames[(n - 1) & 511];
+	if (f->type != FRAME_NATIVE)
+		return;
+	f->addr = st->pc - m->bias;
+	f->flags |= FRAME_FLAG_FILE;
+	f->aux = (u32)st->vma_inode;
+	f->extra = (u32)(st->vma_inode >> 32);
+	f->file_dev = st->vma_dev;
 }
 
 // Reports whether pc lies in one of the interpreter's eval loop ranges.
@@ -361,7 +408,7 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 			// Not synced yet, or mapped since: ask user space,
 			// and meanwhile look the mapping up in the kernel.
 			request_sync(pid);
-			int err = find_vma_mapping(pc, &st->mapping);
+			int err = find_vma_mapping(st, pc);
 			if (err == UNWIND_ERR_NO_MAPPING) {
 				push_error(t, err, COUNTER_NO_MAPPING);
 				return STEP_DONE;
@@ -374,6 +421,8 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		}
 		st->has_mapping = 1;
 	}
+	if (st->interp_kind != INTERP_V8)
+		tag_file_frame(t, st);
 	int r;
 	if (st->interp_kind == INTERP_V8) {
 		// V8's builtins and JIT code: its frame walker, by rbp.

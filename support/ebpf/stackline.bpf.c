@@ -89,7 +89,7 @@ static __always_inline void collect_kernel_stack(void *ctx, struct trace *t)
 		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
 		t->frames[i].extra = 0;
 		t->frames[i].aux_hi = 0;
-		t->frames[i].pad2 = 0;
+		t->frames[i].file_dev = 0;
 		t->num_frames = i + 1;
 	}
 	t->num_kernel_frames = t->num_frames;
@@ -199,7 +199,16 @@ int process_exec(struct bpf_raw_tracepoint_args *ctx)
 	// just now: the new image's first sample must be able to ask again
 	// (and wake user space) at once, not after SYNC_INTERVAL_NS.
 	bpf_map_delete_elem(&sync_requests, &tgid);
-	send_process_event(RECORD_PROCESS_EXEC, tgid);
+	struct process_event ev = {};
+	fill_header(&ev.hdr, RECORD_PROCESS_EXEC);
+	ev.hdr.pid = tgid;
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	if (exe) {
+		ev.exe_inode = BPF_CORE_READ(exe, f_inode, i_ino);
+		ev.exe_dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+	}
+	if (submit_record(&ev, sizeof(ev), 0))
+		count(COUNTER_LOST_EVENTS);
 	return 0;
 }
 

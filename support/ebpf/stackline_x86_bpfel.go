@@ -69,20 +69,21 @@ type StacklineFileTable struct {
 }
 
 type StacklineFrame struct {
-	_     structs.HostLayout
-	Addr  uint64
-	Aux   uint32
-	Extra uint32
-	Type  uint8
-	Flags uint8
-	AuxHi uint16
-	Pad2  uint32
+	_       structs.HostLayout
+	Addr    uint64
+	Aux     uint32
+	Extra   uint32
+	Type    uint8
+	Flags   uint8
+	AuxHi   uint16
+	FileDev uint32
 }
 
 type StacklineFrameFlags uint32
 
 const (
 	StacklineFrameFlagsFRAME_FLAG_RETURN_ADDRESS StacklineFrameFlags = 1
+	StacklineFrameFlagsFRAME_FLAG_FILE           StacklineFrameFlags = 2
 )
 
 type StacklineFrameType uint32
@@ -174,6 +175,7 @@ type StacklineMappingFlags uint32
 
 const (
 	StacklineMappingFlagsMAPPING_FLAG_ANON StacklineMappingFlags = 1
+	StacklineMappingFlagsMAPPING_FLAG_VMA  StacklineMappingFlags = 2
 )
 
 type StacklineMappingKey struct {
@@ -183,8 +185,11 @@ type StacklineMappingKey struct {
 }
 
 type StacklineProcessEvent struct {
-	_   structs.HostLayout
-	Hdr StacklineRecordHeader
+	_        structs.HostLayout
+	Hdr      StacklineRecordHeader
+	ExeInode uint64
+	ExeDev   uint32
+	Pad      uint32
 }
 
 type StacklineProcessInfo struct {
@@ -355,7 +360,9 @@ type StacklineUnwindState struct {
 	V8Bias        uint64
 	V8Init        uint8
 	V8Handler     uint8
-	Pad2          [6]uint8
+	Pad2          [2]uint8
+	VmaDev        uint32
+	VmaInode      uint64
 	UnextendedSp  uint64
 }
 
@@ -405,6 +412,7 @@ const (
 	StacklineMapHotspotSeen       = "hotspot_seen"
 	StacklineMapInterpProcs       = "interp_procs"
 	StacklineMapLastWakeup        = "last_wakeup"
+	StacklineMapMapleScratch      = "maple_scratch"
 	StacklineMapOffcpuWaits       = "offcpu_waits"
 	StacklineMapProcessMappings   = "process_mappings"
 	StacklineMapProcesses         = "processes"
@@ -488,6 +496,7 @@ type StacklineMapSpecs struct {
 	HotspotSeen     *ebpf.MapSpec `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
 	LastWakeup      *ebpf.MapSpec `ebpf:"last_wakeup"`
+	MapleScratch    *ebpf.MapSpec `ebpf:"maple_scratch"`
 	OffcpuWaits     *ebpf.MapSpec `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
@@ -537,6 +546,7 @@ type StacklineMaps struct {
 	HotspotSeen     *ebpf.Map `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
 	LastWakeup      *ebpf.Map `ebpf:"last_wakeup"`
+	MapleScratch    *ebpf.Map `ebpf:"maple_scratch"`
 	OffcpuWaits     *ebpf.Map `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
@@ -557,6 +567,7 @@ func (m *StacklineMaps) Close() error {
 		m.HotspotSeen,
 		m.InterpProcs,
 		m.LastWakeup,
+		m.MapleScratch,
 		m.OffcpuWaits,
 		m.ProcessMappings,
 		m.Processes,

@@ -76,6 +76,11 @@ enum unwind_error {
 enum frame_flags {
 	// addr is a return address: the call instruction lies just before it.
 	FRAME_FLAG_RETURN_ADDRESS = 1,
+	// A native frame of a mapping found in the kernel, not among the
+	// process's mappings user space gave: addr is the file offset, the
+	// file's inode is aux (low 32 bits) and extra (high), its device
+	// file_dev. User space names it by the file, without the process.
+	FRAME_FLAG_FILE = 2,
 };
 
 // Bounds of one trace. Kernel stacks are limited by the kernel itself
@@ -102,7 +107,9 @@ struct frame {
 	u8 flags;
 	// Runtime-specific: bits 32-47 of a 48-bit aux (V8: of the pc).
 	u16 aux_hi;
-	u32 pad2;
+	// FRAME_FLAG_FILE: the device of the frame's file (the kernel's
+	// dev_t, major << 20 | minor); 0 otherwise.
+	u32 file_dev;
 };
 
 struct record_header {
@@ -128,9 +135,16 @@ struct trace {
 	struct frame frames[MAX_FRAMES];
 };
 
-// Process lifecycle events (exit of the last thread, exec).
+// Process lifecycle events (exit of the last thread, exec), and a
+// process's request for its mappings.
 struct process_event {
 	struct record_header hdr;
+	// RECORD_PROCESS_EXEC: the new executable's inode and device (the
+	// kernel's dev_t), so that user space reads a new process at once
+	// only when it runs a file not known yet; 0 in other events.
+	u64 exe_inode;
+	u32 exe_dev;
+	u32 pad;
 };
 
 #endif

@@ -35,6 +35,9 @@ struct exec_mapping {
 enum mapping_flags {
 	// Anonymous executable memory (a JIT's code).
 	MAPPING_FLAG_ANON = 1,
+	// Found in the kernel (the process's mappings were not given), not
+	// written by user space.
+	MAPPING_FLAG_VMA = 2,
 };
 
 // A row of a stack-delta table is a u64: the low 32 bits are the first
@@ -147,7 +150,7 @@ struct file_key {
 
 // The table of a file, for processes whose mappings user space has not
 // given yet (new, short-lived, or just after dlopen): the unwinder finds
-// the mapping itself (bpf_find_vma) and the table here. num_rows 0 says the
+// the mapping itself (vma.h) and the table here. num_rows 0 says the
 // file has no table: frame pointers are followed there.
 struct file_table {
 	u64 table;
@@ -225,7 +228,12 @@ struct unwind_state {
 	// V8: the sampled pc is in a bytecode handler that built a frame of
 	// its own, whose caller is the interpreted frame.
 	u8 v8_handler;
-	u8 pad2[6];
+	u8 pad2[2];
+	// The device (the kernel's dev_t) of the file of mapping, when it was
+	// found in the kernel (MAPPING_FLAG_VMA).
+	u32 vma_dev;
+	// Its inode; 0 for anonymous memory.
+	u64 vma_inode;
 	// The caller's stack pointer before its callee extended the caller's
 	// frame (HotSpot's interpreter and adapters do), when a runtime's
 	// unwinder knows it; 0 otherwise. Only the next step reads it.
