@@ -422,14 +422,14 @@ func (r *Reporter) Stats() Stats {
 	frames, execs, frameBytes := r.frames.Len(), r.execs.Len(), r.frameBytes
 	r.mu.Unlock()
 	return Stats{
-		Traces:           r.stats.traces.Load(),
-		SamplesExported:  r.stats.samplesExported.Load(),
-		Exports:          r.stats.exports.Load(),
-		ExportErrors:     r.stats.exportErrors.Load(),
-		FrameCacheHits:   r.stats.frameHits.Load(),
-		FrameCacheMisses: r.stats.frameMisses.Load(),
-		UnnamedFrames:    r.stats.unnamedFrames.Load(),
-		LastRequestBytes: r.stats.lastRequestBytes.Load(),
+		Traces:                 r.stats.traces.Load(),
+		SamplesExported:        r.stats.samplesExported.Load(),
+		Exports:                r.stats.exports.Load(),
+		ExportErrors:           r.stats.exportErrors.Load(),
+		FrameCacheHits:         r.stats.frameHits.Load(),
+		FrameCacheMisses:       r.stats.frameMisses.Load(),
+		UnnamedFrames:          r.stats.unnamedFrames.Load(),
+		LastRequestBytes:       r.stats.lastRequestBytes.Load(),
 		FrameCacheEntries:      uint64(frames),
 		ExecutableCacheEntries: uint64(execs),
 		FrameCacheBytes:        uint64(max(frameBytes, 0)),
