@@ -160,6 +160,7 @@ func New(cfg Config) (*Agent, error) {
 		MaxUnwindTableBytes: uint64(cfg.MaxUnwindTableBytes),
 		RingBufferSize:      ringSize,
 		FileCacheSize:       cfg.ExecutableCacheSize,
+		FileCacheTTL:        cfg.CacheTTL,
 		ProcRoot:            cfg.ProcRoot,
 		Reporter:            a.reporter,
 		Symbolizer:          a.symbols,
