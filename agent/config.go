@@ -148,7 +148,7 @@ func DefaultConfig() Config {
 		FrameCacheSize:        16384,
 		ExecutableCacheSize:   4096,
 		FrameCacheBytes:       8 << 20,
-		CacheTTL:              2 * time.Minute,
+		CacheTTL:              time.Minute,
 		MemoryLimit:           40 << 20,
 		SymbolCacheSize:       256,
 		SymbolCacheBytes:      16 << 20,

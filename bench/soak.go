@@ -26,9 +26,10 @@ type SoakPhase struct {
 }
 
 // MinQuiet is the shortest quiet phase: the agent unloads an unwind table a
-// minute after the last process mapping its file exits, and checks for such
-// tables periodically.
-const MinQuiet = 90 * time.Second
+// minute after the last process mapping its file exits, and its caches
+// drop what was unused for --cache-ttl (a minute), both checked every 30 s
+// at most; the rest is margin for the last processes of the churn to exit.
+const MinQuiet = 2 * time.Minute
 
 // SoakPlan splits a soak run of d into its phases: 10% baseline (at least
 // 20 s, so startup is over), 15% warm-up, then churn, and the last 25% (at
