@@ -189,7 +189,7 @@ func New(cfg Config) (*Agent, error) {
 	if a.image, err = selfImage(); err != nil {
 		log.Debug("own executable's mappings not found: its pages are not trimmed", "error", err)
 	}
-	a.trimPages()
+	a.trimPages(true)
 	return a, nil
 }
 

@@ -13,12 +13,20 @@ import (
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
 
-// trimInterval is how often the agent drops the file pages it touched
-// since: its own executable's code and read-only data, and the symbol
-// files the symbolizer maps. Pages still in use come back on their next
-// access, from the page cache (a minor fault); what was touched once (the
-// start's initialisation, a burst of symbol loads) leaves the RSS.
-const trimInterval = 10 * time.Second
+// trimInterval is how often the agent drops the pages of the symbol files
+// the symbolizer maps that lookups and loads touched since, and every
+// imageTrims-th time its own executable's code and read-only data. Pages
+// still in use come back on their next access, from the page cache (a
+// minor fault, 64 KiB around the page touched); what was touched once (the
+// start's initialisation, the loads of a burst of new programs) leaves the
+// RSS. Symbols are looked up only for frames the reporter does not know,
+// so a trim costs few faults; the agent's own image is mostly touched
+// again within seconds (the garbage collector reads type data and the
+// function table), so it is trimmed less often.
+const (
+	trimInterval = 5 * time.Second
+	imageTrims   = 6
+)
 
 // imageRange is one read-only mapping of the agent's own executable.
 type imageRange struct {
@@ -93,9 +101,9 @@ func dropPages(ranges []imageRange) error {
 }
 
 // trimPages drops the file pages the agent touched since the last trim:
-// its own image's and the symbol files'.
-func (a *Agent) trimPages() {
-	if len(a.image) > 0 {
+// the symbol files', and with image its own image's.
+func (a *Agent) trimPages(image bool) {
+	if image && len(a.image) > 0 {
 		if err := dropPages(a.image); err != nil {
 			a.log.Debug("trim own pages", "error", err)
 			a.image = nil // not again
@@ -108,12 +116,12 @@ func (a *Agent) trimPages() {
 func (a *Agent) trimLoop(ctx context.Context) {
 	tick := time.NewTicker(trimInterval)
 	defer tick.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			a.trimPages()
+			a.trimPages(n%imageTrims == 0)
 		}
 	}
 }
