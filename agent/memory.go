@@ -22,10 +22,13 @@ import (
 // RSS. Symbols are looked up only for frames the reporter does not know,
 // so a trim costs few faults; the agent's own image is mostly touched
 // again within seconds (the garbage collector reads type data and the
-// function table), so it is trimmed less often.
+// function table), so it is trimmed less often. For the first
+// startupTrims seconds, while every running program's symbols are loaded,
+// symbol pages are dropped every second.
 const (
 	trimInterval = 5 * time.Second
 	imageTrims   = 6
+	startupTrims = 30
 )
 
 // imageRange is one read-only mapping of the agent's own executable.
@@ -112,16 +115,23 @@ func (a *Agent) trimPages(image bool) {
 	a.symbols.Trim()
 }
 
-// trimLoop calls trimPages every trimInterval until ctx is done.
+// trimLoop calls trimPages every second for startupTrims seconds, then
+// every trimInterval, until ctx is done.
 func (a *Agent) trimLoop(ctx context.Context) {
-	tick := time.NewTicker(trimInterval)
-	defer tick.Stop()
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
 	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			a.trimPages(n%imageTrims == 0)
+		case <-timer.C:
 		}
+		if n < startupTrims {
+			a.trimPages(false)
+			timer.Reset(time.Second)
+			continue
+		}
+		a.trimPages((n-startupTrims)%imageTrims == 0)
+		timer.Reset(trimInterval)
 	}
 }
