@@ -324,6 +324,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if tracerErr != nil {
 		errc <- tracerErr
 	}
+	cancelRun() // the trim loop stops too, however the tracer stopped
 	// Sampling has stopped and the ring buffer is drained: export the
 	// last interval, then flush what the backend has not taken yet.
 	stopReporter()
