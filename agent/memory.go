@@ -13,22 +13,22 @@ import (
 	"github.com/stackline-dev/stackline/tracer/procmaps"
 )
 
-// trimInterval is how often the agent drops the pages of the symbol files
-// the symbolizer maps that lookups and loads touched since, and every
-// imageTrims-th time its own executable's code and read-only data. Pages
-// still in use come back on their next access, from the page cache (a
-// minor fault, 64 KiB around the page touched); what was touched once (the
-// start's initialisation, the loads of a burst of new programs) leaves the
-// RSS. Symbols are looked up only for frames the reporter does not know,
-// so a trim costs few faults; the agent's own image is mostly touched
-// again within seconds (the garbage collector reads type data and the
-// function table), so it is trimmed less often. For the first
-// startupTrims seconds, while every running program's symbols are loaded,
-// symbol pages are dropped every second.
+// How often the agent drops the file pages it touched since it last did:
+// the pages of the symbol files the symbolizer maps, a second after it
+// loaded a file (a load reads the file's whole symbol and string tables)
+// and every trimInterval otherwise, and every imageInterval those of its
+// own executable's code and read-only data. Pages still in use come back
+// on their next access, from the page cache (a minor fault, 64 KiB around
+// the page touched); what was touched once (the start's initialisation,
+// the loads of a burst of new programs) leaves the RSS. Symbols are looked
+// up only for frames the reporter does not know, so a trim costs few
+// faults; the agent's own image is mostly touched again within seconds
+// (the garbage collector reads type data and the function table), so it
+// is trimmed less often.
 const (
-	trimInterval = 5 * time.Second
-	imageTrims   = 6
-	startupTrims = 30
+	trimCheck     = time.Second
+	trimInterval  = 5 * time.Second
+	imageInterval = 30 * time.Second
 )
 
 // imageRange is one read-only mapping of the agent's own executable.
@@ -115,23 +115,31 @@ func (a *Agent) trimPages(image bool) {
 	a.symbols.Trim()
 }
 
-// trimLoop calls trimPages every second for startupTrims seconds, then
-// every trimInterval, until ctx is done.
+// trimLoop drops the symbol files' pages every trimInterval, or sooner
+// when the symbolizer loaded files since, and the agent's own image's
+// every imageInterval, until ctx is done.
 func (a *Agent) trimLoop(ctx context.Context) {
-	timer := time.NewTimer(time.Second)
-	defer timer.Stop()
-	for n := 1; ; n++ {
+	tick := time.NewTicker(trimCheck)
+	defer tick.Stop()
+	loads := a.symbols.Stats().Loads
+	var sinceTrim, sinceImage time.Duration
+	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-timer.C:
+		case <-tick.C:
 		}
-		if n < startupTrims {
-			a.trimPages(false)
-			timer.Reset(time.Second)
+		sinceTrim += trimCheck
+		sinceImage += trimCheck
+		n := a.symbols.Stats().Loads
+		if n == loads && sinceTrim < trimInterval {
 			continue
 		}
-		a.trimPages((n-startupTrims)%imageTrims == 0)
-		timer.Reset(trimInterval)
+		loads, sinceTrim = n, 0
+		image := sinceImage >= imageInterval
+		if image {
+			sinceImage = 0
+		}
+		a.trimPages(image)
 	}
 }
