@@ -55,6 +55,9 @@ type Agent struct {
 	node    nodeRuntime
 	metrics *prometheus.Registry
 	started time.Time
+	// image is the agent's own code and read-only data, whose pages
+	// trimPages drops (nil when they could not be found).
+	image []imageRange
 }
 
 // New validates cfg, loads kernel symbols and the eBPF programs, and starts
@@ -133,6 +136,8 @@ func New(cfg Config) (*Agent, error) {
 		Interval:            cfg.ReporterInterval,
 		FrameCacheSize:      cfg.FrameCacheSize,
 		ExecutableCacheSize: cfg.ExecutableCacheSize,
+		FrameCacheBytes:     int(cfg.FrameCacheBytes),
+		CacheTTL:            cfg.CacheTTL,
 		SamplesPerSecond:    cfg.SamplesPerSecond,
 		HostName:            cfg.HostName,
 		ServiceName:         cfg.ServiceName,
@@ -159,6 +164,7 @@ func New(cfg Config) (*Agent, error) {
 		MaxUnwindTableBytes: uint64(cfg.MaxUnwindTableBytes),
 		RingBufferSize:      ringSize,
 		FileCacheSize:       cfg.ExecutableCacheSize,
+		FileCacheTTL:        cfg.CacheTTL,
 		ProcRoot:            cfg.ProcRoot,
 		Reporter:            a.reporter,
 		Symbolizer:          a.symbols,
@@ -172,10 +178,22 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.metrics = a.newMetrics()
+	if cfg.MemoryLimit > 0 {
+		// The garbage of table and symbol builds comes in bursts: past
+		// the limit the collector runs early instead of letting the
+		// heap grow to twice what is live.
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	// Building the kernel and symbol tables leaves tens of MB of garbage
 	// behind, once. Hand it back now rather than carry it in the RSS until
-	// the scavenger gets to it.
+	// the scavenger gets to it; and the pages of code and data only the
+	// start ran through (flags, protobuf and gRPC registration, eBPF
+	// loading) with it.
 	debug.FreeOSMemory()
+	if a.image, err = selfImage(); err != nil {
+		log.Debug("own executable's mappings not found: its pages are not trimmed", "error", err)
+	}
+	a.trimPages(true)
 	return a, nil
 }
 
@@ -267,6 +285,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.trimLoop(runCtx)
+	}()
 	repCtx, stopReporter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReporter()
 	repDone := make(chan struct{})
@@ -305,6 +328,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if tracerErr != nil {
 		errc <- tracerErr
 	}
+	cancelRun() // the trim loop stops too, however the tracer stopped
 	// Sampling has stopped and the ring buffer is drained: export the
 	// last interval, then flush what the backend has not taken yet.
 	stopReporter()

@@ -29,6 +29,15 @@ type Config struct {
 	ReporterInterval time.Duration
 	// FrameCacheSize and ExecutableCacheSize bound the reporter's caches.
 	FrameCacheSize, ExecutableCacheSize int
+	// FrameCacheBytes bounds the names the frame cache holds.
+	FrameCacheBytes int64
+	// CacheTTL is how long the reporter's frames and executables stay
+	// cached unused (0: until evicted for room).
+	CacheTTL time.Duration
+	// MemoryLimit is the Go runtime's soft memory limit
+	// (runtime/debug.SetMemoryLimit); 0 leaves the runtime's own (from
+	// GOMEMLIMIT, else none).
+	MemoryLimit int64
 	// SymbolCacheSize bounds the number of files whose symbol tables are
 	// held; SymbolCacheBytes bounds their total heap bytes.
 	SymbolCacheSize  int
@@ -144,6 +153,9 @@ func DefaultConfig() Config {
 		ReporterInterval:        15 * time.Second,
 		FrameCacheSize:          16384,
 		ExecutableCacheSize:     4096,
+		FrameCacheBytes:         8 << 20,
+		CacheTTL:                time.Minute,
+		MemoryLimit:             40 << 20,
 		SymbolCacheSize:         256,
 		SymbolCacheBytes:        16 << 20,
 		MaxDWARFBytes:           4 << 20,
@@ -188,6 +200,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ExecutableCacheSize < 1 || c.ExecutableCacheSize > 1<<20 {
 		bad("executable-cache-size", "%d is out of range 1..%d", c.ExecutableCacheSize, 1<<20)
+	}
+	if c.FrameCacheBytes < 0 || c.FrameCacheBytes > 1<<34 {
+		bad("frame-cache-bytes", "%d is out of range 0..16GiB", c.FrameCacheBytes)
+	}
+	if c.CacheTTL < 0 || c.CacheTTL > 24*time.Hour {
+		bad("cache-ttl", "%v is out of range 0..24h", c.CacheTTL)
+	}
+	if c.MemoryLimit != 0 && (c.MemoryLimit < 16<<20 || c.MemoryLimit > 1<<40) {
+		bad("memory-limit", "%d is out of range 16MiB..1TiB (or 0)", c.MemoryLimit)
 	}
 	if c.SymbolCacheSize < 1 || c.SymbolCacheSize > 1<<16 {
 		bad("symbol-cache-size", "%d is out of range 1..%d", c.SymbolCacheSize, 1<<16)

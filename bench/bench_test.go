@@ -164,7 +164,7 @@ func TestSoakChecks(t *testing.T) {
 		}
 	}
 	md := soakReport(flat, good).Markdown()
-	for _, want := range []string{"| RSS flat after warm-up (±5 MB) | pass |", "| stackline_symbol_bytes | 10.00 MB |", "| churn | 100–300 |"} {
+	for _, want := range []string{"| RSS flat after warm-up (±5 MB) | pass |", "| stackline_symbol_bytes | 10.00 MB |", "| churn | 100–280 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -180,8 +180,8 @@ func TestSoakPlan(t *testing.T) {
 	if PhaseAt(p, 59.9) != PhaseBaseline || PhaseAt(p, 60) != PhaseWarmUp || PhaseAt(p, 700) != PhaseQuiet {
 		t.Fatal("PhaseAt")
 	}
-	// Short runs keep 20 s of baseline and 90 s of quiet.
-	if p := SoakPlan(180 * time.Second); p[0].End != 20 || p[3].Start != 90 {
+	// Short runs keep 20 s of baseline and 120 s of quiet.
+	if p := SoakPlan(180 * time.Second); p[0].End != 20 || p[3].Start != 60 {
 		t.Fatalf("short plan %v", p)
 	}
 }

@@ -26,9 +26,10 @@ type SoakPhase struct {
 }
 
 // MinQuiet is the shortest quiet phase: the agent unloads an unwind table a
-// minute after the last process mapping its file exits, and checks for such
-// tables periodically.
-const MinQuiet = 90 * time.Second
+// minute after the last process mapping its file exits, and its caches
+// drop what was unused for --cache-ttl (a minute), both checked every 30 s
+// at most; the rest is margin for the last processes of the churn to exit.
+const MinQuiet = 2 * time.Minute
 
 // SoakPlan splits a soak run of d into its phases: 10% baseline (at least
 // 20 s, so startup is over), 15% warm-up, then churn, and the last 25% (at
@@ -59,10 +60,14 @@ func PhaseAt(plan []SoakPhase, s float64) string {
 // SoakSample is one reading of the agent during a soak run: RSS every
 // second, and every gauge of its /metrics every few seconds.
 type SoakSample struct {
-	Seconds float64            `json:"seconds"`
-	Phase   string             `json:"phase"`
-	RSSMB   float64            `json:"rss_mb"`
-	Gauges  map[string]float64 `json:"gauges,omitempty"`
+	Seconds float64 `json:"seconds"`
+	Phase   string  `json:"phase"`
+	RSSMB   float64 `json:"rss_mb"`
+	// RSSAnonMB and RSSFileMB split RSSMB: the Go heap, stacks and
+	// runtime, and file pages (the agent's own image, symbol files).
+	RSSAnonMB float64            `json:"rss_anon_mb,omitempty"`
+	RSSFileMB float64            `json:"rss_file_mb,omitempty"`
+	Gauges    map[string]float64 `json:"gauges,omitempty"`
 }
 
 // SoakCheck is one verdict of a soak run.
@@ -216,19 +221,21 @@ func (r SoakReport) Markdown() string {
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %s |\n", c.Name, v, c.Detail)
 	}
-	sb.WriteString("\n| phase | seconds | RSS min / median / max (MB) |\n|---|---|---|\n")
+	sb.WriteString("\n| phase | seconds | RSS min / median / max (MB) | anonymous / file-backed, median (MB) |\n|---|---|---|---|\n")
 	for _, p := range r.Phases {
-		var rss []float64
+		var rss, anon, file []float64
 		for _, s := range r.Samples {
 			if s.Phase == p.Name {
 				rss = append(rss, s.RSSMB)
+				anon = append(anon, s.RSSAnonMB)
+				file = append(file, s.RSSFileMB)
 			}
 		}
 		if len(rss) == 0 {
 			continue
 		}
-		fmt.Fprintf(&sb, "| %s | %.0f–%.0f | %.1f / %.1f / %.1f |\n",
-			p.Name, p.Start, p.End, slices.Min(rss), median(rss), slices.Max(rss))
+		fmt.Fprintf(&sb, "| %s | %.0f–%.0f | %.1f / %.1f / %.1f | %.1f / %.1f |\n",
+			p.Name, p.Start, p.End, slices.Min(rss), median(rss), slices.Max(rss), median(anon), median(file))
 	}
 	names := make([]string, 0, len(r.Baseline))
 	for k := range r.Baseline {

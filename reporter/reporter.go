@@ -17,9 +17,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/elastic/go-freelru"
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 
 	"github.com/stackline-dev/stackline/trace"
@@ -40,6 +40,14 @@ type Config struct {
 	// ExecutableCacheSize bounds the executable metadata cache
 	// (--executable-cache-size).
 	ExecutableCacheSize int
+	// FrameCacheBytes bounds the names the frame cache holds, in bytes
+	// as FrameInfoBytes counts them (--frame-cache-bytes); 0 means no
+	// bound but FrameCacheSize.
+	FrameCacheBytes int
+	// CacheTTL is how long a frame or executable stays cached unused
+	// (--cache-ttl): once the processes that used them are gone, both
+	// caches shrink back to what is still sampled. 0 means never.
+	CacheTTL time.Duration
 	// SamplesPerSecond is the sampling rate; it sets the profile's period.
 	SamplesPerSecond int
 	// HostName is the host.name resource attribute.
@@ -72,6 +80,12 @@ func (c *Config) validate() error {
 	if c.ExecutableCacheSize < 1 {
 		errs = append(errs, fmt.Errorf("executable cache size %d: must be at least 1", c.ExecutableCacheSize))
 	}
+	if c.FrameCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("frame cache bytes %d: must not be negative", c.FrameCacheBytes))
+	}
+	if c.CacheTTL < 0 {
+		errs = append(errs, fmt.Errorf("cache TTL %v: must not be negative", c.CacheTTL))
+	}
 	if c.OffCPUFraction < 0 || c.OffCPUFraction > 1 {
 		errs = append(errs, fmt.Errorf("off-CPU fraction %v: must be within (0, 1]", c.OffCPUFraction))
 	}
@@ -80,9 +94,6 @@ func (c *Config) validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// executableTTL is how long executable metadata stays cached unused.
-const executableTTL = time.Hour
 
 // Reporter implements the tracer's reporting contract. It is safe for
 // concurrent use.
@@ -93,8 +104,13 @@ type Reporter struct {
 
 	mu     sync.Mutex
 	frames *freelru.LRU[trace.FrameID, trace.FrameInfo]
-	execs  *expirable.LRU[trace.FileID, trace.ExecutableInfo]
-	cur    *interval
+	execs  *freelru.LRU[trace.FileID, trace.ExecutableInfo]
+	// frameBytes is what the frame cache's entries hold, as
+	// FrameInfoBytes counts it; kept by frameEvicted and FrameMetadata.
+	frameBytes int
+	// lastPurge is when expired entries were last dropped.
+	lastPurge time.Time
+	cur       *interval
 	// pendingFrames and pendingExecs are what was promised (FrameKnown
 	// true, or FrameMetadata) since the last ReportTrace. A trace is
 	// resolved frame by frame and then reported; when intervals switch in
@@ -111,6 +127,10 @@ type stats struct {
 	traces, samplesExported, exports, exportErrors, unnamedFrames atomic.Uint64
 	frameHits, frameMisses                                        atomic.Uint64
 	lastRequestBytes                                              atomic.Uint64
+	// framesDropped and execsDropped count entries leaving the caches
+	// for any reason; framesExpired and execsExpired those purged after
+	// CacheTTL unused.
+	framesDropped, execsDropped, framesExpired, execsExpired atomic.Uint64
 }
 
 // Stats are the reporter's self-metrics.
@@ -131,12 +151,33 @@ type Stats struct {
 	// FrameCacheEntries and ExecutableCacheEntries are the entries the
 	// frame and executable caches hold now.
 	FrameCacheEntries, ExecutableCacheEntries uint64
+	// FrameCacheBytes is what the frame cache's names take
+	// (FrameInfoBytes summed over its entries).
+	FrameCacheBytes uint64
+	// FrameCacheExpired and ExecutableCacheExpired count entries dropped
+	// after CacheTTL unused.
+	FrameCacheExpired, ExecutableCacheExpired uint64
+}
+
+// FrameInfoBytes is the memory a cached frame's metadata takes, as the
+// frame cache counts it against Config.FrameCacheBytes: its lines and
+// their strings (strings shared with other frames are counted for each).
+func FrameInfoBytes(info trace.FrameInfo) int {
+	n := len(info.Lines) * int(unsafe.Sizeof(trace.Line{}))
+	for _, l := range info.Lines {
+		n += len(l.Function) + len(l.SystemName) + len(l.File)
+	}
+	return n
 }
 
 func hashFrameID(id trace.FrameID) uint32 {
 	// The FileID is a SHA-256 prefix, so its bytes are already mixed.
 	h := binary.LittleEndian.Uint64(id.File[:8]) ^ (id.Addr * 0x9e3779b97f4a7c15) ^ uint64(id.Type)<<56
 	return uint32(h ^ h>>32)
+}
+
+func hashFileID(id trace.FileID) uint32 {
+	return binary.LittleEndian.Uint32(id[:4])
 }
 
 // New returns a Reporter that hands each interval's request to exporter.
@@ -151,18 +192,68 @@ func New(cfg Config, exporter Exporter) (*Reporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reporter: frame cache: %w", err)
 	}
+	execs, err := freelru.New[trace.FileID, trace.ExecutableInfo](uint32(cfg.ExecutableCacheSize), hashFileID)
+	if err != nil {
+		return nil, fmt.Errorf("reporter: executable cache: %w", err)
+	}
+	frames.SetLifetime(cfg.CacheTTL)
+	execs.SetLifetime(cfg.CacheTTL)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Reporter{
-		cfg:      cfg,
-		log:      log,
-		exporter: exporter,
-		frames:   frames,
-		execs:    expirable.NewLRU[trace.FileID, trace.ExecutableInfo](cfg.ExecutableCacheSize, nil, executableTTL),
-		cur:      newInterval(time.Now()),
-	}, nil
+	now := time.Now()
+	r := &Reporter{
+		cfg:       cfg,
+		log:       log,
+		exporter:  exporter,
+		frames:    frames,
+		execs:     execs,
+		lastPurge: now,
+		cur:       newInterval(now),
+	}
+	frames.SetOnEvict(r.frameEvicted)
+	execs.SetOnEvict(func(trace.FileID, trace.ExecutableInfo) { r.stats.execsDropped.Add(1) })
+	return r, nil
+}
+
+// frameEvicted keeps the frame cache's byte count when an entry leaves it
+// (for room, expired, or removed). The cache calls it with r.mu held.
+func (r *Reporter) frameEvicted(_ trace.FrameID, info trace.FrameInfo) {
+	r.frameBytes -= FrameInfoBytes(info)
+	r.stats.framesDropped.Add(1)
+}
+
+// getFrame looks id up in the frame cache; a hit counts as a use, which
+// restarts the entry's CacheTTL. The caller holds r.mu.
+func (r *Reporter) getFrame(id trace.FrameID) (trace.FrameInfo, bool) {
+	if r.cfg.CacheTTL > 0 {
+		return r.frames.GetAndRefresh(id, r.cfg.CacheTTL)
+	}
+	return r.frames.Get(id)
+}
+
+// getExec is getFrame for the executable cache.
+func (r *Reporter) getExec(id trace.FileID) (trace.ExecutableInfo, bool) {
+	if r.cfg.CacheTTL > 0 {
+		return r.execs.GetAndRefresh(id, r.cfg.CacheTTL)
+	}
+	return r.execs.Get(id)
+}
+
+// purgeExpired drops the entries unused for CacheTTL, at most once a
+// second (or a quarter of CacheTTL): a cache keeps an expired entry until
+// it is purged. The caller holds r.mu.
+func (r *Reporter) purgeExpired(now time.Time) {
+	if r.cfg.CacheTTL <= 0 || now.Sub(r.lastPurge) < min(time.Second, r.cfg.CacheTTL/4) {
+		return
+	}
+	r.lastPurge = now
+	frames, execs := r.stats.framesDropped.Load(), r.stats.execsDropped.Load()
+	r.frames.PurgeExpired()
+	r.execs.PurgeExpired()
+	r.stats.framesExpired.Add(r.stats.framesDropped.Load() - frames)
+	r.stats.execsExpired.Add(r.stats.execsDropped.Load() - execs)
 }
 
 // FrameKnown reports whether the reporter holds metadata for id. When it
@@ -172,7 +263,7 @@ func (r *Reporter) FrameKnown(id trace.FrameID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.cur.frames[id]; !ok {
-		info, ok := r.frames.Get(id)
+		info, ok := r.getFrame(id)
 		if !ok {
 			r.stats.frameMisses.Add(1)
 			return false
@@ -207,9 +298,25 @@ const maxPending = 4096
 func (r *Reporter) FrameMetadata(id trace.FrameID, info trace.FrameInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.frames.Add(id, info)
 	r.cur.frames[id] = info
 	r.promiseFrame(id)
+	size := FrameInfoBytes(info)
+	if r.cfg.FrameCacheBytes > 0 && size > r.cfg.FrameCacheBytes {
+		// Held by the interval only: the promise stands, the cache
+		// would hold nothing else.
+		r.frames.Remove(id)
+		return
+	}
+	if old, ok := r.frames.Peek(id); ok {
+		r.frameBytes -= FrameInfoBytes(old)
+	}
+	r.frameBytes += size
+	r.frames.Add(id, info)
+	for r.cfg.FrameCacheBytes > 0 && r.frameBytes > r.cfg.FrameCacheBytes {
+		if _, _, ok := r.frames.RemoveOldest(); !ok {
+			break
+		}
+	}
 }
 
 // ExecutableKnown reports whether the reporter holds metadata for the file
@@ -218,7 +325,7 @@ func (r *Reporter) ExecutableKnown(id trace.FileID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.cur.execs[id]; !ok {
-		info, ok := r.execs.Get(id)
+		info, ok := r.getExec(id)
 		if !ok {
 			return false
 		}
@@ -276,6 +383,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 func (r *Reporter) Flush(ctx context.Context) error {
 	now := time.Now()
 	r.mu.Lock()
+	r.purgeExpired(now)
 	done := r.cur
 	r.cur = newInterval(now)
 	// Promises made for a trace not yet reported move to the new
@@ -310,17 +418,22 @@ func (r *Reporter) Flush(ctx context.Context) error {
 
 // Stats returns the reporter's counters.
 func (r *Reporter) Stats() Stats {
+	r.mu.Lock()
+	frames, execs, frameBytes := r.frames.Len(), r.execs.Len(), r.frameBytes
+	r.mu.Unlock()
 	return Stats{
-		Traces:           r.stats.traces.Load(),
-		SamplesExported:  r.stats.samplesExported.Load(),
-		Exports:          r.stats.exports.Load(),
-		ExportErrors:     r.stats.exportErrors.Load(),
-		FrameCacheHits:   r.stats.frameHits.Load(),
-		FrameCacheMisses: r.stats.frameMisses.Load(),
-		UnnamedFrames:    r.stats.unnamedFrames.Load(),
-		LastRequestBytes: r.stats.lastRequestBytes.Load(),
-		// Both caches are safe for concurrent use.
-		FrameCacheEntries:      uint64(r.frames.Len()),
-		ExecutableCacheEntries: uint64(r.execs.Len()),
+		Traces:                 r.stats.traces.Load(),
+		SamplesExported:        r.stats.samplesExported.Load(),
+		Exports:                r.stats.exports.Load(),
+		ExportErrors:           r.stats.exportErrors.Load(),
+		FrameCacheHits:         r.stats.frameHits.Load(),
+		FrameCacheMisses:       r.stats.frameMisses.Load(),
+		UnnamedFrames:          r.stats.unnamedFrames.Load(),
+		LastRequestBytes:       r.stats.lastRequestBytes.Load(),
+		FrameCacheEntries:      uint64(frames),
+		ExecutableCacheEntries: uint64(execs),
+		FrameCacheBytes:        uint64(max(frameBytes, 0)),
+		FrameCacheExpired:      r.stats.framesExpired.Load(),
+		ExecutableCacheExpired: r.stats.execsExpired.Load(),
 	}
 }

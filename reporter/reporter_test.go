@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,8 +63,20 @@ func resolve(r *Reporter, id trace.FrameID) {
 // frames, every export still names every frame and every mapping, also when
 // the interval switches between the tracer's questions and its report.
 func TestCachesOfSizeOne(t *testing.T) {
+	t.Run("size", func(t *testing.T) { testCachesOfSizeOne(t, testConfig()) })
+	// Entries that expire as soon as they are in, and a frame cache
+	// whose byte bound no frame fits: the intervals' pins alone keep
+	// every promise.
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 64, 64
+	cfg.CacheTTL = time.Millisecond
+	cfg.FrameCacheBytes = 1
+	t.Run("ttl-bytes", func(t *testing.T) { testCachesOfSizeOne(t, cfg) })
+}
+
+func testCachesOfSizeOne(t *testing.T, cfg Config) {
 	exp := &captureExporter{}
-	r, err := New(testConfig(), exp)
+	r, err := New(cfg, exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +99,9 @@ func TestCachesOfSizeOne(t *testing.T) {
 			tr.Frames = append(tr.Frames, id)
 		}
 		r.ReportTrace(tr, trace.TraceMeta{PID: uint32(1 + i%3), TID: uint32(10 + i%5), Comm: "worker", TimestampNS: uint64(i)})
+		if cfg.CacheTTL > 0 && rng.IntN(300) == 0 {
+			time.Sleep(2 * cfg.CacheTTL) // what was cached expires
+		}
 		if rng.IntN(100) == 0 {
 			r.Flush(context.Background())
 		}
@@ -381,5 +397,122 @@ func TestRunReturnsFinalExportError(t *testing.T) {
 	}
 	if got := r.Stats().ExportErrors; got != 1 {
 		t.Errorf("%d export errors counted, want 1", got)
+	}
+}
+
+// TestCacheExpiry: frames and executables unused for CacheTTL leave the
+// caches (counted, their bytes with them) while those in use stay, and an
+// expired frame is resolved again.
+func TestCacheExpiry(t *testing.T) {
+	exp := &captureExporter{}
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 100, 100
+	cfg.CacheTTL = 200 * time.Millisecond
+	r, err := New(cfg, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hot := trace.FrameID{File: fileID(1), Addr: 1, Type: trace.FrameNative}
+	var idle []trace.FrameID
+	for i := range 10 {
+		idle = append(idle, trace.FrameID{File: fileID(2 + i), Addr: 2, Type: trace.FrameNative})
+	}
+	for _, id := range append([]trace.FrameID{hot}, idle...) {
+		resolve(r, id)
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{id}}, trace.TraceMeta{PID: 1, TID: 1})
+	}
+	r.Flush(context.Background())
+	s := r.Stats()
+	if s.FrameCacheEntries != 11 || s.ExecutableCacheEntries != 11 {
+		t.Fatalf("before expiry: %d frames, %d executables cached, want 11 each", s.FrameCacheEntries, s.ExecutableCacheEntries)
+	}
+	want := FrameInfoBytes(trace.FrameInfo{Lines: []trace.Line{{Function: frameName(hot)}}})
+	if s.FrameCacheBytes != uint64(11*want) {
+		t.Fatalf("frame cache bytes %d, want %d", s.FrameCacheBytes, 11*want)
+	}
+	// The hot frame and its file are used throughout; the others not.
+	deadline := time.Now().Add(3 * cfg.CacheTTL)
+	for time.Now().Before(deadline) {
+		if !r.FrameKnown(hot) || !r.ExecutableKnown(hot.File) {
+			t.Fatal("hot frame or file expired while in use")
+		}
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{hot}}, trace.TraceMeta{PID: 1, TID: 1})
+		time.Sleep(cfg.CacheTTL / 10)
+		r.Flush(context.Background())
+	}
+	s = r.Stats()
+	if s.FrameCacheEntries != 1 || s.ExecutableCacheEntries != 1 {
+		t.Fatalf("after expiry: %d frames, %d executables cached, want 1 each", s.FrameCacheEntries, s.ExecutableCacheEntries)
+	}
+	if s.FrameCacheExpired != 10 || s.ExecutableCacheExpired != 10 {
+		t.Fatalf("expired %d frames, %d executables, want 10 each", s.FrameCacheExpired, s.ExecutableCacheExpired)
+	}
+	if s.FrameCacheBytes != uint64(want) {
+		t.Fatalf("frame cache bytes %d after expiry, want %d", s.FrameCacheBytes, want)
+	}
+	if r.FrameKnown(idle[0]) {
+		t.Fatal("an expired frame is still known")
+	}
+}
+
+// TestFrameCacheBytes: the frame cache holds at most FrameCacheBytes of
+// names, dropping the least recently used; a frame larger than the bound is
+// not cached but still exported named.
+func TestFrameCacheBytes(t *testing.T) {
+	exp := &captureExporter{}
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 100, 100
+	info := func(n int) trace.FrameInfo {
+		return trace.FrameInfo{Lines: []trace.Line{{Function: strings.Repeat("f", n)}}}
+	}
+	cfg.FrameCacheBytes = 3 * FrameInfoBytes(info(100))
+	r, err := New(cfg, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []trace.FrameID
+	for i := range 5 {
+		id := trace.FrameID{File: fileID(1), Addr: uint64(i), Type: trace.FrameNative}
+		ids = append(ids, id)
+		r.FrameMetadata(id, info(100))
+	}
+	s := r.Stats()
+	if s.FrameCacheEntries != 3 || s.FrameCacheBytes != uint64(cfg.FrameCacheBytes) {
+		t.Fatalf("%d frames, %d bytes cached, want 3, %d", s.FrameCacheEntries, s.FrameCacheBytes, cfg.FrameCacheBytes)
+	}
+	r.ExecutableMetadata(ids[0].File, trace.ExecutableInfo{FileName: "f"})
+	r.ReportTrace(&trace.Trace{Frames: ids}, trace.TraceMeta{PID: 1, TID: 1})
+	if err := r.Flush(context.Background()); err != nil { // the pins go
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if got, want := r.FrameKnown(id), i >= 2; got != want {
+			t.Errorf("frame %d known %v, want %v", i, got, want)
+		}
+	}
+	big := trace.FrameID{File: fileID(1), Addr: 99, Type: trace.FrameNative}
+	if r.FrameKnown(big) {
+		t.Fatal("unseen frame known")
+	}
+	r.FrameMetadata(big, info(1000))
+	r.ExecutableMetadata(big.File, trace.ExecutableInfo{FileName: "big"})
+	r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{big}}, trace.TraceMeta{PID: 1, TID: 1})
+	if s := r.Stats(); s.FrameCacheBytes > uint64(cfg.FrameCacheBytes) {
+		t.Fatalf("%d bytes cached, bound %d", s.FrameCacheBytes, cfg.FrameCacheBytes)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	req := exp.reqs[len(exp.reqs)-1]
+	d := req.Dictionary
+	named := false
+	for _, f := range d.FunctionTable {
+		named = named || d.StringTable[f.NameStrindex] == strings.Repeat("f", 1000)
+	}
+	if !named {
+		t.Fatal("the frame too large to cache was exported without its name")
+	}
+	if r.FrameKnown(big) {
+		t.Fatal("the frame too large to cache is known after its interval")
 	}
 }

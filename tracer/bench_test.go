@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	"golang.org/x/sys/unix"
 
@@ -44,7 +43,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	files, _ := lru.New[fileKey, *fileInfo](64)
+	files, _ := newFileCache(64)
 	t := &Tracer{
 		cfg:           Config{Reporter: rep, Symbolizer: syms, Kernel: kern, ProcRoot: "/proc"},
 		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),

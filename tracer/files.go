@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
@@ -301,4 +302,103 @@ func (h *heldFiles) len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.files)
+}
+
+// fileCache holds the identities of mapped files by device and inode,
+// bounded in entries (least recently used first out), and forgets those
+// unused for a while, so that it shrinks back once the processes that
+// mapped them are gone. A process's mappings keep the identity they were
+// read with, so a file forgotten while mapped is only identified again by
+// the next sync that reads it. It is safe for concurrent use: the sync
+// worker adds, the Run goroutine looks up and expires.
+type fileCache struct {
+	mu  sync.Mutex
+	lru *simplelru.LRU[fileKey, *fileEntry]
+	// expired counts the entries forgotten unused.
+	expired uint64
+}
+
+type fileEntry struct {
+	fi *fileInfo
+	// used is when the entry was last added or looked up.
+	used time.Time
+}
+
+// newFileCache returns an empty cache of at most n files.
+func newFileCache(n int) (*fileCache, error) {
+	c, err := simplelru.NewLRU[fileKey, *fileEntry](n, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &fileCache{lru: c}, nil
+}
+
+// Get returns the identity of the file k, a use that makes it the most
+// recently used.
+func (c *fileCache) Get(k fileKey) (*fileInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.lru.Get(k)
+	if !ok {
+		return nil, false
+	}
+	e.used = time.Now()
+	return e.fi, true
+}
+
+// Peek returns the identity of the file k; a use that keeps it from
+// expiring, without changing its place among the least recently used.
+func (c *fileCache) Peek(k fileKey) (*fileInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.lru.Peek(k)
+	if !ok {
+		return nil, false
+	}
+	e.used = time.Now()
+	return e.fi, true
+}
+
+// Add sets the identity of the file k.
+func (c *fileCache) Add(k fileKey, fi *fileInfo) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lru.Add(k, &fileEntry{fi: fi, used: time.Now()})
+}
+
+// Remove forgets the file k.
+func (c *fileCache) Remove(k fileKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lru.Remove(k)
+}
+
+// Len returns the number of files cached.
+func (c *fileCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// Expired returns the number of files forgotten unused.
+func (c *fileCache) Expired() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expired
+}
+
+// expire forgets the files unused since before now-ttl; a ttl of 0
+// forgets none.
+func (c *fileCache) expire(now time.Time, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range c.lru.Keys() {
+		if e, ok := c.lru.Peek(k); ok && now.Sub(e.used) > ttl {
+			c.lru.Remove(k)
+			c.expired++
+		}
+	}
 }

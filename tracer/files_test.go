@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
-
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
@@ -77,7 +75,7 @@ func TestFirstSight(t *testing.T) {
 			testenv.Run(t, "", "objcopy", append(c.debug, bin, filepath.Join(root, debugPath))...)
 
 			rt := &seenRuntime{}
-			files, _ := lru.New[fileKey, *fileInfo](16)
+			files, _ := newFileCache(16)
 			maps := newMemMaps()
 			tr := &Tracer{
 				cfg:   Config{Interpreters: []interpreter.Runtime{rt}},
@@ -163,5 +161,46 @@ func TestRenameAfterFailedLoad(t *testing.T) {
 	}
 	if len(tr.renames) > maxRenames {
 		t.Errorf("%d files remembered, want at most %d", len(tr.renames), maxRenames)
+	}
+}
+
+// TestFileCacheExpiry: files looked up (Get or Peek) stay, those unused
+// for the TTL are forgotten and counted, and the bound in entries holds.
+func TestFileCacheExpiry(t *testing.T) {
+	c, err := newFileCache(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range uint64(4) {
+		c.Add(fileKey{dev: 1, inode: i}, &fileInfo{})
+	}
+	if n := c.Len(); n != 3 {
+		t.Fatalf("%d files cached, bound 3", n)
+	}
+	if _, ok := c.Peek(fileKey{dev: 1, inode: 0}); ok {
+		t.Fatal("the least recently used file is still cached past the bound")
+	}
+	time.Sleep(20 * time.Millisecond)
+	c.Get(fileKey{dev: 1, inode: 1})
+	c.Peek(fileKey{dev: 1, inode: 2})
+	c.expire(time.Now(), 0) // no TTL: nothing expires
+	if n := c.Len(); n != 3 {
+		t.Fatalf("%d files cached after expiry without TTL, want 3", n)
+	}
+	c.expire(time.Now(), 10*time.Millisecond)
+	if n, e := c.Len(), c.Expired(); n != 2 || e != 1 {
+		t.Fatalf("%d files cached, %d expired; want 2, 1", n, e)
+	}
+	if _, ok := c.Peek(fileKey{dev: 1, inode: 3}); ok {
+		t.Fatal("the file unused for the TTL is still cached")
+	}
+	for _, i := range []uint64{1, 2} {
+		if _, ok := c.Peek(fileKey{dev: 1, inode: i}); !ok {
+			t.Fatalf("file %d, used, was forgotten", i)
+		}
+	}
+	c.expire(time.Now().Add(time.Hour), time.Minute)
+	if n := c.Len(); n != 0 {
+		t.Fatalf("%d files cached an hour later", n)
 	}
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
-
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -106,7 +104,7 @@ func (m *memMaps) deleteFileTable(file fileKey) error {
 // maps are maps, with its workers started (stopped at the end of the test).
 func newTestTracer(t testing.TB, maps unwinderMaps, maxTableBytes uint64) *Tracer {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	files, _ := lru.New[fileKey, *fileInfo](256)
+	files, _ := newFileCache(256)
 	tr := &Tracer{
 		cfg:           Config{ProcRoot: "/proc", MaxUnwindTableBytes: maxTableBytes, Reporter: &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}},
 		log:           log,

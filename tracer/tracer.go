@@ -18,7 +18,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sys/unix"
 
@@ -57,6 +56,9 @@ type Config struct {
 	RingBufferSize int
 	// FileCacheSize bounds the number of files whose identity is cached.
 	FileCacheSize int
+	// FileCacheTTL is how long a file's identity stays cached unused (0:
+	// until evicted for room).
+	FileCacheTTL time.Duration
 	// ProcRoot is where /proc is mounted ("/proc" when empty).
 	ProcRoot string
 	// Reporter receives frames, executables and traces.
@@ -169,7 +171,7 @@ type Tracer struct {
 	// kernel sends after the exit (samples of the exit path itself, and
 	// of threads still exiting).
 	exited *simplelru.LRU[uint32, *process]
-	files  *lru.Cache[fileKey, *fileInfo]
+	files  *fileCache
 	// held are files identified whose symbols are not loaded yet, kept
 	// open for processes that exit before they are.
 	held      heldFiles
@@ -270,7 +272,7 @@ func New(cfg Config) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		log.Warn("could not raise RLIMIT_MEMLOCK; continuing (kernels since 5.11 charge BPF memory to the cgroup)", "error", err)
 	}
-	files, err := lru.New[fileKey, *fileInfo](cfg.FileCacheSize)
+	files, err := newFileCache(cfg.FileCacheSize)
 	if err != nil {
 		return nil, fmt.Errorf("tracer: file cache: %w", err)
 	}
@@ -581,7 +583,7 @@ func (t *Tracer) handle(raw []byte) {
 		t.forget(t.rec.pid)
 		// A sync under way may have read the old image.
 		delete(t.inflight, t.rec.pid)
-		if t.rec.exe == (fileKey{}) || !t.files.Contains(t.rec.exe) {
+		if _, known := t.files.Peek(t.rec.exe); t.rec.exe == (fileKey{}) || !known {
 			t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execSyncDelay))
 		}
 	case recordProcessSync:
@@ -608,6 +610,7 @@ func (t *Tracer) housekeeping(now time.Time) {
 				t.files.Remove(k)
 			}
 		}
+		t.files.expire(now, t.cfg.FileCacheTTL)
 		// The pages of mapped files that lookups touched since are
 		// dropped from the agent's RSS (see Symbolizer.Trim).
 		t.cfg.Symbolizer.Trim()

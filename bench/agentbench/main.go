@@ -244,7 +244,8 @@ func run() error {
 		if !o.soak {
 			continue
 		}
-		s := bench.SoakSample{Seconds: now.Seconds(), RSSMB: st["VmRSS"] / 1024}
+		s := bench.SoakSample{Seconds: now.Seconds(), RSSMB: st["VmRSS"] / 1024,
+			RSSAnonMB: st["RssAnon"] / 1024, RSSFileMB: st["RssFile"] / 1024}
 		next := bench.PhaseAt(plan, s.Seconds)
 		if next != phase || time.Since(lastGauges) >= o.soakInterval {
 			mt, err := scrape(metricsAddr)

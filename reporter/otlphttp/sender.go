@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
@@ -61,6 +62,12 @@ type Sender struct {
 	transport *http.Transport
 	header    http.Header
 	gzip      bool
+
+	// zmu guards zw, the one gzip writer every request is compressed
+	// with (about 1 MB of state: a new one per export was most of what
+	// an export allocated).
+	zmu sync.Mutex
+	zw  *gzip.Writer
 }
 
 // New returns a Sender for cfg. It does not connect until the first
@@ -107,6 +114,26 @@ func New(cfg Config) (*Sender, error) {
 	}, nil
 }
 
+// compress returns body gzipped, into a buffer of its own: the request
+// may still be read after Send returns.
+func (s *Sender) compress(body []byte) ([]byte, error) {
+	s.zmu.Lock()
+	defer s.zmu.Unlock()
+	buf := bytes.NewBuffer(make([]byte, 0, len(body)/2))
+	if s.zw == nil {
+		s.zw = gzip.NewWriter(buf)
+	} else {
+		s.zw.Reset(buf)
+	}
+	if _, err := s.zw.Write(body); err != nil {
+		return nil, err
+	}
+	if err := s.zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 // Send posts req once. Failures the OTLP/HTTP specification calls
 // retryable (429, 502, 503, 504, and failures to connect or to get an
 // answer) are wrapped with [otlpexport.Retryable], with the delay of the
@@ -118,15 +145,9 @@ func (s *Sender) Send(ctx context.Context, req *collectorpb.ExportProfilesServic
 		return nil, fmt.Errorf("otlphttp: encode request: %w", err)
 	}
 	if s.gzip {
-		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
-		if _, err := zw.Write(body); err != nil {
+		if body, err = s.compress(body); err != nil {
 			return nil, fmt.Errorf("otlphttp: compress request: %w", err)
 		}
-		if err := zw.Close(); err != nil {
-			return nil, fmt.Errorf("otlphttp: compress request: %w", err)
-		}
-		body = buf.Bytes()
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
 	if err != nil {

@@ -3,6 +3,7 @@ package otlphttp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -258,5 +259,41 @@ func TestProfilesURL(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("ProfilesURL(%q) = %q, %v, want %q", base, got, err, want)
 		}
+	}
+}
+
+// TestGzipWriterReused: requests sent one after another and at once from
+// several goroutines, all compressed with the sender's one gzip writer,
+// each arrive whole.
+func TestGzipWriterReused(t *testing.T) {
+	r := startReceiver(t, nil, false)
+	s := newSender(t, Config{URL: r.URL() + ProfilesPath})
+	const senders, each = 4, 5
+	errs := make(chan error, senders*each)
+	for g := range senders {
+		go func() {
+			for i := range each {
+				errs <- send(s, fmt.Sprintf("r%d-%d", g, i))
+			}
+		}()
+	}
+	for range senders * each {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, got := range r.Requests() {
+		if got.Header.Get("Content-Encoding") != "gzip" {
+			t.Fatal("request not gzipped")
+		}
+		name := got.Request.Dictionary.StringTable[1]
+		if !proto.Equal(got.Request, request(name)) {
+			t.Fatalf("request %s decoded differently", name)
+		}
+		seen[name] = true
+	}
+	if len(seen) != senders*each {
+		t.Fatalf("%d distinct requests arrived, want %d", len(seen), senders*each)
 	}
 }

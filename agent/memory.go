@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stackline-dev/stackline/tracer/procmaps"
+)
+
+// How often the agent drops the file pages it touched since it last did:
+// the pages of the symbol files the symbolizer maps, a second after it
+// loaded a file (a load reads the file's whole symbol and string tables)
+// and every trimInterval otherwise, and every imageInterval those of its
+// own executable's code and read-only data. Pages still in use come back
+// on their next access, from the page cache (a minor fault, 64 KiB around
+// the page touched); what was touched once (the start's initialisation,
+// the loads of a burst of new programs) leaves the RSS. Symbols are looked
+// up only for frames the reporter does not know, so a trim costs few
+// faults; the agent's own image is mostly touched again within seconds
+// (the garbage collector reads type data and the function table), so it
+// is trimmed less often.
+const (
+	trimCheck     = time.Second
+	trimInterval  = 5 * time.Second
+	imageInterval = 30 * time.Second
+)
+
+// imageRange is one read-only mapping of the agent's own executable.
+type imageRange struct {
+	start, end uint64
+}
+
+// ownImage returns the read-only mappings of the executable image that
+// holds pc, as r (the process's own maps) lists them: the mapping holding
+// pc and the mappings adjacent to it, in memory and in the file, of the
+// same file, none of them writable. Those are the ELF segments the kernel
+// mapped at exec (code, read-only data), which stay mapped for the life
+// of the process; other mappings of the same file (the symbolizer maps
+// parts of it) and the writable data segment are left out.
+func ownImage(r io.Reader, pc uint64) ([]imageRange, error) {
+	var maps []procmaps.Mapping
+	if err := procmaps.Parse(r, nil, func(m procmaps.Mapping) { maps = append(maps, m) }); err != nil {
+		return nil, err
+	}
+	at := -1
+	for i, m := range maps {
+		if m.Start <= pc && pc < m.End {
+			at = i
+			break
+		}
+	}
+	if at < 0 || !maps[at].IsFile() {
+		return nil, fmt.Errorf("no file mapping holds %#x", pc)
+	}
+	ro := func(m procmaps.Mapping) bool { return m.Perms[1] != 'w' && m.Perms[3] == 'p' }
+	same := func(a, b procmaps.Mapping) bool {
+		return a.Inode == b.Inode && a.Major == b.Major && a.Minor == b.Minor &&
+			a.End == b.Start && b.Offset >= a.Offset && b.Offset-a.Offset == a.End-a.Start
+	}
+	if !ro(maps[at]) {
+		return nil, fmt.Errorf("the mapping holding %#x is writable", pc)
+	}
+	lo, hi := at, at
+	for lo > 0 && ro(maps[lo-1]) && same(maps[lo-1], maps[lo]) {
+		lo--
+	}
+	for hi+1 < len(maps) && ro(maps[hi+1]) && same(maps[hi], maps[hi+1]) {
+		hi++
+	}
+	var out []imageRange
+	for _, m := range maps[lo : hi+1] {
+		out = append(out, imageRange{start: m.Start, end: m.End})
+	}
+	return out, nil
+}
+
+// selfImage finds the agent's own code and read-only data in
+// /proc/self/maps.
+func selfImage() ([]imageRange, error) {
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ownImage(f, uint64(reflect.ValueOf(selfImage).Pointer()))
+}
+
+// dropPages drops the resident pages of the read-only file mappings
+// ranges from the process's page tables (MADV_DONTNEED): the next access
+// maps them again from the page cache.
+func dropPages(ranges []imageRange) error {
+	for _, r := range ranges {
+		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, uintptr(r.start), uintptr(r.end-r.start), unix.MADV_DONTNEED); errno != 0 {
+			return fmt.Errorf("madvise %#x-%#x: %w", r.start, r.end, errno)
+		}
+	}
+	return nil
+}
+
+// trimPages drops the file pages the agent touched since the last trim:
+// the symbol files', and with image its own image's.
+func (a *Agent) trimPages(image bool) {
+	if image && len(a.image) > 0 {
+		if err := dropPages(a.image); err != nil {
+			a.log.Debug("trim own pages", "error", err)
+			a.image = nil // not again
+		}
+	}
+	a.symbols.Trim()
+}
+
+// trimLoop drops the symbol files' pages every trimInterval, or sooner
+// when the symbolizer loaded files since, and the agent's own image's
+// every imageInterval, until ctx is done.
+func (a *Agent) trimLoop(ctx context.Context) {
+	tick := time.NewTicker(trimCheck)
+	defer tick.Stop()
+	loads := a.symbols.Stats().Loads
+	var sinceTrim, sinceImage time.Duration
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sinceTrim += trimCheck
+		sinceImage += trimCheck
+		n := a.symbols.Stats().Loads
+		if n == loads && sinceTrim < trimInterval {
+			continue
+		}
+		loads, sinceTrim = n, 0
+		image := sinceImage >= imageInterval
+		if image {
+			sinceImage = 0
+		}
+		a.trimPages(image)
+	}
+}

@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// exeMaps is the maps of a Go program: its code, read-only data and data
+// segments, a part of its own file mapped again elsewhere (as the
+// symbolizer maps it), another file mapped right after its data, and a
+// read-only file mapping of another file adjacent to its code.
+const exeMaps = `00300000-00400000 r--p 00000000 fe:00 555 /usr/lib/other.so
+00400000-00c72000 r-xp 00000000 fe:00 100 /usr/bin/stackline
+00c72000-015f8000 r--p 00872000 fe:00 100 /usr/bin/stackline
+015f8000-0169e000 rw-p 011f8000 fe:00 100 /usr/bin/stackline
+0169e000-016c0000 rw-p 00000000 00:00 0
+016c0000-016d0000 r--p 01298000 fe:00 100 /usr/bin/stackline
+c000000000-c004000000 rw-p 00000000 00:00 0
+7f122211a000-7f12227ee000 r--p 00b1a000 fe:00 100 /usr/bin/stackline
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+`
+
+func TestOwnImage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pc   uint64
+		want []imageRange
+		err  bool
+	}{
+		{name: "code", pc: 0x401000, want: []imageRange{{0x400000, 0xc72000}, {0xc72000, 0x15f8000}}},
+		{name: "rodata", pc: 0xc72000, want: []imageRange{{0x400000, 0xc72000}, {0xc72000, 0x15f8000}}},
+		{name: "data", pc: 0x15f8000, err: true},
+		{name: "heap", pc: 0xc000001000, err: true},
+		{name: "unmapped", pc: 0x10, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ownImage(strings.NewReader(exeMaps), tc.pc)
+			if tc.err {
+				if err == nil {
+					t.Fatalf("got %x, want an error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %x, want %x", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("got %x, want %x", got, tc.want)
+				}
+			}
+		})
+	}
+	if _, err := ownImage(strings.NewReader("not a maps line\n"), 0x401000); err == nil {
+		t.Fatal("malformed maps: no error")
+	}
+}
+
+func FuzzOwnImage(f *testing.F) {
+	f.Add([]byte(exeMaps), uint64(0x401000))
+	f.Add([]byte("00400000-00c72000 r-xp 00000000 fe:00 100 /a\n00c72000-00c73000 r--p 00872000 fe:00 100 /a\n"), uint64(0x400000))
+	f.Add([]byte("ffffffffffff0000-ffffffffffffffff r--p fffffffffffff000 fe:00 1 /a\n"), uint64(0xffffffffffff0001))
+	f.Fuzz(func(t *testing.T, maps []byte, pc uint64) {
+		got, err := ownImage(strings.NewReader(string(maps)), pc)
+		if err != nil {
+			return
+		}
+		holds := false
+		for i, r := range got {
+			if r.end <= r.start {
+				t.Fatalf("empty or reversed range %x", r)
+			}
+			if i > 0 && got[i-1].end != r.start {
+				t.Fatalf("ranges not adjacent: %x", got)
+			}
+			holds = holds || (r.start <= pc && pc < r.end)
+		}
+		if !holds {
+			t.Fatalf("%x does not hold %#x", got, pc)
+		}
+	})
+}
+
+// residentKB sums the Rss of the mappings of /proc/self/smaps that start
+// inside ranges.
+func residentKB(t *testing.T, ranges []imageRange) int {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	kb, in := 0, false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if lo, _, ok := strings.Cut(fields[0], "-"); ok && !strings.HasSuffix(fields[0], ":") {
+			start, err := strconv.ParseUint(lo, 16, 64)
+			if err != nil {
+				continue
+			}
+			in = false
+			for _, r := range ranges {
+				in = in || (r.start <= start && start < r.end)
+			}
+			continue
+		}
+		if in && fields[0] == "Rss:" {
+			n, err := strconv.Atoi(fields[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			kb += n
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return kb
+}
+
+// TestDropOwnPages: the test binary's own code and read-only data are
+// found, dropping their pages takes them out of the RSS, and the program
+// runs on (its code comes back from the page cache).
+func TestDropOwnPages(t *testing.T) {
+	image, err := selfImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(image) < 2 {
+		t.Fatalf("own image %x: want code and read-only data", image)
+	}
+	before := residentKB(t, image)
+	if before < 1024 {
+		t.Fatalf("own image resident %d KiB before the trim: too little to measure", before)
+	}
+	if err := dropPages(image); err != nil {
+		t.Fatal(err)
+	}
+	after := residentKB(t, image)
+	t.Logf("own image resident: %d KiB before, %d KiB after", before, after)
+	if after > before/2 {
+		t.Fatalf("own image resident %d KiB after the trim, %d before: want at most half", after, before)
+	}
+	// Code and data paged back in work as before.
+	var sb strings.Builder
+	for i := range 1000 {
+		sb.WriteString(strconv.Itoa(i))
+	}
+	if n := len(sb.String()); n != 2890 {
+		t.Fatalf("after the trim: %d bytes, want 2890", n)
+	}
+}
