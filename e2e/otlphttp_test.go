@@ -34,8 +34,8 @@ func TestEndToEndOTLPHTTPFromEnv(t *testing.T) {
 	}
 	defer rcv.Stop()
 
-	// The default 5s interval: 2 exports, and a third at exit.
-	runAgentWith(t, bin, agentRun{d: 12 * time.Second, dir: dir, env: []string{
+	// The default 15s interval: one export, and a second at exit.
+	runAgentWith(t, bin, agentRun{d: 17 * time.Second, dir: dir, env: []string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.URL(),
 		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20x",
@@ -47,7 +47,7 @@ func TestEndToEndOTLPHTTPFromEnv(t *testing.T) {
 
 	got := rcv.Requests()
 	if len(got) < 2 {
-		t.Fatalf("received %d requests in 12s at a 5s interval", len(got))
+		t.Fatalf("received %d requests in 17s at a 15s interval", len(got))
 	}
 	samples := 0
 	for i, r := range got {
