@@ -58,6 +58,9 @@ type Agent struct {
 	// image is the agent's own code and read-only data, whose pages
 	// trimPages drops (nil when they could not be found).
 	image []imageRange
+	// memLimit is the Go runtime's memory limit, adjusted by trimLoop
+	// (zero: left to the runtime).
+	memLimit memoryLimit
 }
 
 // New validates cfg, loads kernel symbols and the eBPF programs, and starts
@@ -183,6 +186,7 @@ func New(cfg Config) (*Agent, error) {
 		// the limit the collector runs early instead of letting the
 		// heap grow to twice what is live.
 		debug.SetMemoryLimit(cfg.MemoryLimit)
+		a.memLimit = memoryLimit{configured: cfg.MemoryLimit, set: cfg.MemoryLimit}
 	}
 	// Building the kernel and symbol tables leaves tens of MB of garbage
 	// behind, once. Hand it back now rather than carry it in the RSS until

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -136,10 +138,49 @@ func (a *Agent) trimLoop(ctx context.Context) {
 			continue
 		}
 		loads, sinceTrim = n, 0
+		a.memLimit.adjust()
 		image := sinceImage >= imageInterval
 		if image {
 			sinceImage = 0
 		}
 		a.trimPages(image)
+	}
+}
+
+// memoryLimit is the Go runtime's soft memory limit as the agent sets it:
+// the configured limit (--memory-limit), raised to twice the live heap when
+// the heap outgrows half of it. The configured limit keeps the garbage of
+// a burst of table and symbol builds from inflating the RSS of a small
+// agent; a host whose agent legitimately holds more (many runtimes' name
+// caches, many processes) must not have its collector run back to back
+// against a limit below what is live, which would cost up to half the
+// CPUs the runtime may use.
+type memoryLimit struct {
+	configured int64
+	set        int64
+}
+
+// next returns the limit for a live heap of live bytes.
+func (m memoryLimit) next(live uint64) int64 {
+	return max(m.configured, 2*int64(min(live, 1<<61)))
+}
+
+// liveHeap is the runtime metric of the heap the last collection found live.
+const liveHeap = "/gc/heap/live:bytes"
+
+// adjust sets the runtime's limit to m.next of the live heap, when it
+// changed.
+func (m *memoryLimit) adjust() {
+	if m.configured <= 0 {
+		return
+	}
+	s := []rtmetrics.Sample{{Name: liveHeap}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return
+	}
+	if n := m.next(s[0].Value.Uint64()); n != m.set {
+		debug.SetMemoryLimit(n)
+		m.set = n
 	}
 }

@@ -160,3 +160,24 @@ func TestDropOwnPages(t *testing.T) {
 		t.Fatalf("after the trim: %d bytes, want 2890", n)
 	}
 }
+
+// TestMemoryLimitFollowsLiveHeap: the configured limit holds while the live
+// heap is under half of it; beyond, the limit is twice the live heap, so the
+// collector never runs against a limit below what is live.
+func TestMemoryLimitFollowsLiveHeap(t *testing.T) {
+	m := memoryLimit{configured: 40 << 20}
+	for _, c := range []struct {
+		live uint64
+		want int64
+	}{
+		{0, 40 << 20},
+		{20 << 20, 40 << 20},
+		{21 << 20, 42 << 20},
+		{300 << 20, 600 << 20},
+		{1 << 63, 1 << 62},
+	} {
+		if got := m.next(c.live); got != c.want {
+			t.Errorf("live %d: limit %d, want %d", c.live, got, c.want)
+		}
+	}
+}
