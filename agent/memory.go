@@ -138,7 +138,7 @@ func (a *Agent) trimLoop(ctx context.Context) {
 			continue
 		}
 		loads, sinceTrim = n, 0
-		a.memLimit.adjust()
+		a.memLimit.adjust(time.Now())
 		image := sinceImage >= imageInterval
 		if image {
 			sinceImage = 0
@@ -148,21 +148,40 @@ func (a *Agent) trimLoop(ctx context.Context) {
 }
 
 // memoryLimit is the Go runtime's soft memory limit as the agent sets it:
-// the configured limit (--memory-limit), raised to twice the live heap when
-// the heap outgrows half of it. The configured limit keeps the garbage of
-// a burst of table and symbol builds from inflating the RSS of a small
-// agent; a host whose agent legitimately holds more (many runtimes' name
-// caches, many processes) must not have its collector run back to back
-// against a limit below what is live, which would cost up to half the
-// CPUs the runtime may use.
+// the configured limit (--memory-limit), raised to twice the live heap once
+// the heap has held more than half of it for limitRaiseAfter. The
+// configured limit keeps the garbage of a burst of table and symbol builds
+// (seconds long) from inflating the RSS of a small agent; a host whose
+// agent legitimately holds more (many runtimes' name caches full, many
+// processes) must not have its collector run back to back against a limit
+// below what is live, which would cost up to half the CPUs the runtime may
+// use.
 type memoryLimit struct {
 	configured int64
 	set        int64
+	// highSince is when the live heap last rose above half the
+	// configured limit (zero: it is below).
+	highSince time.Time
 }
 
-// next returns the limit for a live heap of live bytes.
-func (m memoryLimit) next(live uint64) int64 {
-	return max(m.configured, 2*int64(min(live, 1<<61)))
+// limitRaiseAfter is how long the live heap stays above half the configured
+// limit before the limit follows it: longer than a burst of builds.
+const limitRaiseAfter = 30 * time.Second
+
+// next returns the limit for a live heap of live bytes at now.
+func (m *memoryLimit) next(live uint64, now time.Time) int64 {
+	l := int64(min(live, 1<<61))
+	if 2*l <= m.configured {
+		m.highSince = time.Time{}
+		return m.configured
+	}
+	if m.highSince.IsZero() {
+		m.highSince = now
+	}
+	if now.Sub(m.highSince) < limitRaiseAfter {
+		return max(m.set, m.configured)
+	}
+	return 2 * l
 }
 
 // liveHeap is the runtime metric of the heap the last collection found live.
@@ -170,7 +189,7 @@ const liveHeap = "/gc/heap/live:bytes"
 
 // adjust sets the runtime's limit to m.next of the live heap, when it
 // changed.
-func (m *memoryLimit) adjust() {
+func (m *memoryLimit) adjust(now time.Time) {
 	if m.configured <= 0 {
 		return
 	}
@@ -179,7 +198,7 @@ func (m *memoryLimit) adjust() {
 	if s[0].Value.Kind() != rtmetrics.KindUint64 {
 		return
 	}
-	if n := m.next(s[0].Value.Uint64()); n != m.set {
+	if n := m.next(s[0].Value.Uint64(), now); n != m.set {
 		debug.SetMemoryLimit(n)
 		m.set = n
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // exeMaps is the maps of a Go program: its code, read-only data and data
@@ -162,22 +163,33 @@ func TestDropOwnPages(t *testing.T) {
 }
 
 // TestMemoryLimitFollowsLiveHeap: the configured limit holds while the live
-// heap is under half of it; beyond, the limit is twice the live heap, so the
-// collector never runs against a limit below what is live.
+// heap is under half of it, and through a burst above that; once the heap
+// has stayed above for limitRaiseAfter, the limit is twice the live heap,
+// so the collector never runs back to back against a limit below what is
+// live; it comes back when the heap does.
 func TestMemoryLimitFollowsLiveHeap(t *testing.T) {
-	m := memoryLimit{configured: 40 << 20}
+	const mb = 1 << 20
+	m := &memoryLimit{configured: 40 * mb, set: 40 * mb}
+	t0 := time.Unix(1000, 0)
 	for _, c := range []struct {
 		live uint64
+		at   time.Duration
 		want int64
 	}{
-		{0, 40 << 20},
-		{20 << 20, 40 << 20},
-		{21 << 20, 42 << 20},
-		{300 << 20, 600 << 20},
-		{1 << 63, 1 << 62},
+		{0, 0, 40 * mb},
+		{20 * mb, time.Second, 40 * mb},
+		{80 * mb, 2 * time.Second, 40 * mb},    // a burst: not yet
+		{80 * mb, 20 * time.Second, 40 * mb},   // still within limitRaiseAfter
+		{80 * mb, 32 * time.Second, 160 * mb},  // held: follows
+		{300 * mb, 40 * time.Second, 600 * mb}, // and keeps following
+		{10 * mb, 45 * time.Second, 40 * mb},   // back to the configured limit
+		{1 << 63, 46 * time.Second, 40 * mb},   // a new rise starts the wait again
+		{1 << 63, 80 * time.Second, 1 << 62},   // huge values do not overflow
 	} {
-		if got := m.next(c.live); got != c.want {
-			t.Errorf("live %d: limit %d, want %d", c.live, got, c.want)
+		got := m.next(c.live, t0.Add(c.at))
+		m.set = got
+		if got != c.want {
+			t.Errorf("live %d at %v: limit %d, want %d", c.live, c.at, got, c.want)
 		}
 	}
 }
