@@ -61,13 +61,7 @@ func TestSymbolsMatchDebugELF(t *testing.T) {
 			}
 			defer ef.Close()
 			for _, typ := range []elf.SectionType{elf.SHT_DYNSYM, elf.SHT_SYMTAB} {
-				var want []elf.Symbol
-				var werr error
-				if typ == elf.SHT_DYNSYM {
-					want, werr = ef.DynamicSymbols()
-				} else {
-					want, werr = ef.Symbols()
-				}
+				want, werr := debugELFSymbols(ef, typ)
 				got, err := Symbols(ef, typ, testPrefixes...)
 				if (err != nil) != (werr != nil) {
 					t.Fatalf("%v: error %v, debug/elf's %v", typ, err, werr)
@@ -87,6 +81,14 @@ func TestSymbolsMatchDebugELF(t *testing.T) {
 	}
 }
 
+// debugELFSymbols returns debug/elf's reading of ef's table of type typ.
+func debugELFSymbols(ef *elf.File, typ elf.SectionType) ([]elf.Symbol, error) {
+	if typ == elf.SHT_DYNSYM {
+		return ef.DynamicSymbols()
+	}
+	return ef.Symbols()
+}
+
 // FuzzSymbols checks Symbols against debug/elf on arbitrary files: the
 // same symbols, filtered, when debug/elf reads them, no panic otherwise.
 func FuzzSymbols(f *testing.F) {
@@ -103,13 +105,7 @@ func FuzzSymbols(f *testing.F) {
 		for _, typ := range []elf.SectionType{elf.SHT_DYNSYM, elf.SHT_SYMTAB} {
 			prefixes := []string{"a", "_", "m", "xy"}
 			got, err := Symbols(ef, typ, prefixes...)
-			var want []elf.Symbol
-			var werr error
-			if typ == elf.SHT_DYNSYM {
-				want, werr = ef.DynamicSymbols()
-			} else {
-				want, werr = ef.Symbols()
-			}
+			want, werr := debugELFSymbols(ef, typ)
 			if werr == nil && err == nil && !slices.Equal(got, withPrefix(stripVersions(want), prefixes)) {
 				t.Fatalf("%v: symbols differ from debug/elf's", typ)
 			}
