@@ -31,7 +31,8 @@ type Config struct {
 	FrameCacheSize, ExecutableCacheSize int
 	// FrameCacheBytes bounds the names the frame cache holds.
 	FrameCacheBytes int64
-	// CacheTTL is how long the reporter's frames and executables stay
+	// CacheTTL is how long the reporter's frames and executables, the
+	// tracer's file identities and the runtimes' name cache entries stay
 	// cached unused (0: until evicted for room).
 	CacheTTL time.Duration
 	// MemoryLimit is the Go runtime's soft memory limit

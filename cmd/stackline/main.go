@@ -143,7 +143,7 @@ func newFlagSet(o *options, output io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.FrameCacheSize, "frame-cache-size", cfg.FrameCacheSize, "frames whose names are cached")
 	fs.IntVar(&cfg.ExecutableCacheSize, "executable-cache-size", cfg.ExecutableCacheSize, "executables whose metadata is cached")
 	fs.Int64Var(&cfg.FrameCacheBytes, "frame-cache-bytes", cfg.FrameCacheBytes, "bytes of frame names cached (0..16GiB; 0: bounded by --frame-cache-size only)")
-	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a frame or executable stays cached unused (0..24h; 0: until evicted for room)")
+	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a frame, executable, file identity or runtime name entry stays cached unused (0..24h; 0: until evicted for room)")
 	fs.Int64Var(&cfg.MemoryLimit, "memory-limit", cfg.MemoryLimit, "Go runtime soft memory limit in bytes (16MiB..1TiB; 0: GOMEMLIMIT's, else none)")
 	fs.IntVar(&cfg.SymbolCacheSize, "symbol-cache-size", cfg.SymbolCacheSize, "files whose symbol tables are held")
 	fs.Int64Var(&cfg.SymbolCacheBytes, "symbol-cache-bytes", cfg.SymbolCacheBytes, "total bytes of symbol tables held (1MiB..16GiB)")
