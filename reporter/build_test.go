@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
@@ -21,6 +22,7 @@ func TestCompactDictionary(t *testing.T) {
 	cfg := testConfig()
 	cfg.FrameCacheSize = 100
 	cfg.ExecutableCacheSize = 100
+	cfg.SystemNames = true
 	r, err := New(cfg, exp)
 	if err != nil {
 		t.Fatal(err)
@@ -126,5 +128,46 @@ func TestProfileIDs(t *testing.T) {
 	}
 	if len(seen) != 10 {
 		t.Fatalf("%d profile IDs, want 10", len(seen))
+	}
+}
+
+// TestSystemNames: a function's mangled name is sent as its system name
+// only with Config.SystemNames; without it, two overloads that demangle
+// to one name are one function and no mangled name is in the export.
+func TestSystemNames(t *testing.T) {
+	for _, systemNames := range []bool{false, true} {
+		exp := &captureExporter{}
+		cfg := testConfig()
+		cfg.SystemNames = systemNames
+		r, err := New(cfg, exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f1 := trace.FrameID{File: fileID(1), Addr: 0x100, Type: trace.FrameNative}
+		f2 := trace.FrameID{File: fileID(1), Addr: 0x200, Type: trace.FrameNative}
+		r.ExecutableMetadata(f1.File, trace.ExecutableInfo{FileName: "libx.so"})
+		r.FrameMetadata(f1, trace.FrameInfo{Lines: []trace.Line{{Function: "ns::f", SystemName: "_ZN2ns1fEi"}}})
+		r.FrameMetadata(f2, trace.FrameInfo{Lines: []trace.Line{{Function: "ns::f", SystemName: "_ZN2ns1fEd"}}})
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{f1, f2}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: 1})
+		r.Flush(context.Background())
+		req := exp.reqs[0]
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Fatal(err)
+		}
+		d := req.Dictionary
+		var got []string
+		for _, fn := range d.FunctionTable[1:] {
+			got = append(got, d.StringTable[fn.NameStrindex]+" "+d.StringTable[fn.SystemNameStrindex])
+		}
+		want := []string{"ns::f "}
+		if systemNames {
+			want = []string{"ns::f _ZN2ns1fEi", "ns::f _ZN2ns1fEd"}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("SystemNames %v: functions %q, want %q", systemNames, got, want)
+		}
+		if !systemNames && slices.ContainsFunc(d.StringTable, func(s string) bool { return strings.HasPrefix(s, "_Z") }) {
+			t.Errorf("SystemNames false: a mangled name is in the string table %q", d.StringTable)
+		}
 	}
 }

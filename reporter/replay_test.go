@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -253,9 +254,10 @@ func exportContent(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest,
 
 // replayBuild builds the export the captured one describes with today's
 // build.
-func replayBuild(tb testing.TB, orig *collectorpb.ExportProfilesServiceRequest) *collectorpb.ExportProfilesServiceRequest {
+func replayBuild(tb testing.TB, orig *collectorpb.ExportProfilesServiceRequest, systemNames bool) *collectorpb.ExportProfilesServiceRequest {
 	tb.Helper()
 	cfg, iv, end := replay(tb, orig)
+	cfg.SystemNames = systemNames
 	r, err := New(cfg, &discardExporter{})
 	if err != nil {
 		tb.Fatal(err)
@@ -266,26 +268,32 @@ func replayBuild(tb testing.TB, orig *collectorpb.ExportProfilesServiceRequest) 
 
 // TestReplayKeepsContent rebuilds a captured export of the whole-agent
 // benchmark: the rebuilt export passes otlpcheck and says exactly what
-// the captured one says, sample by sample and frame by frame.
+// the captured one says, sample by sample and frame by frame (without
+// functions' system names unless Config.SystemNames asks for them; the
+// capture has them).
 func TestReplayKeepsContent(t *testing.T) {
 	orig := loadReplayExport(t)
-	req := replayBuild(t, orig)
-	if err := otlpcheck.Validate(req); err != nil {
-		t.Fatal(err)
-	}
-	want, got := exportContent(t, orig, true), exportContent(t, req, true)
-	if len(want) < 500 {
-		t.Fatalf("the captured export holds %d samples, want at least 500", len(want))
-	}
-	if !slices.Equal(got, want) {
-		for i := range min(len(got), len(want)) {
-			if got[i] != want[i] {
-				t.Fatalf("%d samples, want %d; first difference at %d:\ngot  %.600s\nwant %.600s", len(got), len(want), i, got[i], want[i])
-			}
+	for _, systemNames := range []bool{false, true} {
+		req := replayBuild(t, orig, systemNames)
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("%d samples, want %d", len(got), len(want))
+		want, got := exportContent(t, orig, systemNames), exportContent(t, req, true)
+		if len(want) < 500 {
+			t.Fatalf("the captured export holds %d samples, want at least 500", len(want))
+		}
+		if !slices.Equal(got, want) {
+			for i := range min(len(got), len(want)) {
+				if got[i] != want[i] {
+					t.Fatalf("SystemNames %v: %d samples, want %d; first difference at %d:\ngot  %.600s\nwant %.600s", systemNames, len(got), len(want), i, got[i], want[i])
+				}
+			}
+			t.Fatalf("SystemNames %v: %d samples, want %d", systemNames, len(got), len(want))
+		}
 	}
 }
+
+var replaySystemNames = flag.Bool("replay-system-names", false, "BenchmarkReplayExport: build with Config.SystemNames")
 
 // BenchmarkReplayExport builds the captured export again and reports its
 // size on the wire: gzip bytes per sample as the exporters send it
@@ -298,6 +306,7 @@ func BenchmarkReplayExport(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		cfg, iv, end := replay(b, orig)
+		cfg.SystemNames = *replaySystemNames
 		r, err := New(cfg, &discardExporter{})
 		if err != nil {
 			b.Fatal(err)
