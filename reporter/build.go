@@ -406,14 +406,15 @@ func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 	// The process's own service name, then the agent's, then the
 	// SDKs' default.
 	service := cmp.Or(meta.ServiceName, r.cfg.ServiceName, unknownServiceFmt+exeName)
-	attrs := []*commonpb.KeyValue{
-		{Key: semconv.PID, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(pid)}}},
-		strKV(semconv.ExeName, exeName),
-	}
+	// The process ID comes last: the resources of an export then differ
+	// in one run of bytes where processes of one executable meet
+	// (hundreds of short-lived ones in an export on a busy host), which
+	// gzip sends as one literal between two repeats instead of two.
+	attrs := []*commonpb.KeyValue{strKV(semconv.ExeName, exeName)}
 	if path != "" {
 		attrs = append(attrs, strKV(semconv.ExePath, path))
 	}
-	attrs = append(attrs, strKV(semconv.HostName, r.cfg.HostName), strKV(semconv.ServiceName, service),
+	attrs = append(attrs, strKV(semconv.ServiceName, service), strKV(semconv.HostName, r.cfg.HostName),
 		strKV(semconv.HostArch, semconv.HostArchOf(runtime.GOARCH)), strKV(semconv.OSType, semconv.OSLinux))
 	for _, kv := range [...]struct{ key, value string }{
 		{semconv.RuntimeName, meta.RuntimeName},
@@ -424,7 +425,12 @@ func (r *Reporter) resource(pid uint32, p *processInfo) *resourcepb.Resource {
 			attrs = append(attrs, strKV(kv.key, kv.value))
 		}
 	}
-	attrs = appendConfigured(attrs, r.cfg.ResourceAttributes)
+	pidKV := &commonpb.KeyValue{Key: semconv.PID, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(pid)}}}
+	own := len(attrs)
+	// The configured attributes go before the process ID, and do not
+	// override it.
+	attrs = appendConfigured(append(attrs, pidKV), r.cfg.ResourceAttributes)
+	attrs = append(slices.Delete(attrs, own, own+1), pidKV)
 	return &resourcepb.Resource{Attributes: attrs}
 }
 
