@@ -116,16 +116,17 @@ func (d *dictionary) function(l *trace.Line) int32 {
 	// index in every function costs more on the wire than the rest of
 	// the function. Mangled names are long and unlike each other: on the
 	// whole-agent benchmark's mix they were 8 % of the gzipped export.
-	system := ""
-	if d.systemNames && l.SystemName != l.Function {
+	// A frame named by its system name only keeps it as its name.
+	name, system := cmp.Or(l.Function, l.SystemName), ""
+	if d.systemNames && l.SystemName != name {
 		system = l.SystemName
 	}
-	k := functionKey{name: l.Function, systemName: system, file: l.File}
+	k := functionKey{name: name, systemName: system, file: l.File}
 	if i, ok := d.functions[k]; ok {
 		return i
 	}
 	fn := &profilespb.Function{
-		NameStrindex:     d.str(l.Function),
+		NameStrindex:     d.str(name),
 		FilenameStrindex: d.str(l.File),
 	}
 	if system != "" {

@@ -148,7 +148,10 @@ func TestSystemNames(t *testing.T) {
 		r.ExecutableMetadata(f1.File, trace.ExecutableInfo{FileName: "libx.so"})
 		r.FrameMetadata(f1, trace.FrameInfo{Lines: []trace.Line{{Function: "ns::f", SystemName: "_ZN2ns1fEi"}}})
 		r.FrameMetadata(f2, trace.FrameInfo{Lines: []trace.Line{{Function: "ns::f", SystemName: "_ZN2ns1fEd"}}})
-		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{f1, f2}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: 1})
+		// A frame with a system name only is named by it.
+		f3 := trace.FrameID{File: fileID(1), Addr: 0x300, Type: trace.FrameNative}
+		r.FrameMetadata(f3, trace.FrameInfo{Lines: []trace.Line{{SystemName: "raw_name"}}})
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{f1, f2, f3}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: 1})
 		r.Flush(context.Background())
 		req := exp.reqs[0]
 		if err := otlpcheck.Validate(req); err != nil {
@@ -159,9 +162,9 @@ func TestSystemNames(t *testing.T) {
 		for _, fn := range d.FunctionTable[1:] {
 			got = append(got, d.StringTable[fn.NameStrindex]+" "+d.StringTable[fn.SystemNameStrindex])
 		}
-		want := []string{"ns::f "}
+		want := []string{"ns::f ", "raw_name "}
 		if systemNames {
-			want = []string{"ns::f _ZN2ns1fEi", "ns::f _ZN2ns1fEd"}
+			want = []string{"ns::f _ZN2ns1fEi", "ns::f _ZN2ns1fEd", "raw_name "}
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("SystemNames %v: functions %q, want %q", systemNames, got, want)
