@@ -67,6 +67,30 @@ func TestCompactDictionary(t *testing.T) {
 	}) {
 		t.Error("location table not ordered by mapping and address")
 	}
+	// Functions are numbered in the order the sorted locations use them,
+	// and strings in the order the functions, then the rest, use them.
+	var fnOrder []int32
+	for _, loc := range d.LocationTable[1:] {
+		for _, l := range loc.Lines {
+			if !slices.Contains(fnOrder, l.FunctionIndex) {
+				fnOrder = append(fnOrder, l.FunctionIndex)
+			}
+		}
+	}
+	if len(fnOrder) != len(d.FunctionTable)-1 || !slices.IsSorted(fnOrder) {
+		t.Errorf("functions used in the order %v, want 1 to %d", fnOrder, len(d.FunctionTable)-1)
+	}
+	var strOrder []int32
+	for _, fn := range d.FunctionTable[1:] {
+		for _, i := range []int32{fn.NameStrindex, fn.FilenameStrindex, fn.SystemNameStrindex} {
+			if i != 0 && !slices.Contains(strOrder, i) {
+				strOrder = append(strOrder, i)
+			}
+		}
+	}
+	if len(strOrder) == 0 || strOrder[0] != 1 || !slices.IsSorted(strOrder) {
+		t.Errorf("strings used by functions in the order %v, want 1, 2, ...", strOrder)
+	}
 	samples := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].Samples
 	if len(samples) != len(traces) {
 		t.Fatalf("%d samples, want %d", len(samples), len(traces))
