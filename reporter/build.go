@@ -194,6 +194,44 @@ func (d *dictionary) sortLocations() {
 	d.d.LocationTable = sorted
 }
 
+// sortStacks orders the stack table by the stacks' locations read from
+// the root (after sortLocations), and renumbers the samples' references
+// to it: stacks that share their callers then sit side by side, which
+// gzip finds as repeats nearer by. It is a last step.
+func (d *dictionary) sortStacks(req *collectorpb.ExportProfilesServiceRequest) {
+	stacks := d.d.StackTable
+	order := make([]int32, len(stacks)-1)
+	for i := range order {
+		order[i] = int32(i + 1)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int {
+		la, lb := stacks[a].LocationIndices, stacks[b].LocationIndices
+		for i := 1; i <= len(la) && i <= len(lb); i++ {
+			if c := cmp.Compare(la[len(la)-i], lb[len(lb)-i]); c != 0 {
+				return c
+			}
+		}
+		return cmp.Compare(len(la), len(lb))
+	})
+	newIndex := make([]int32, len(stacks))
+	sorted := make([]*profilespb.Stack, 1, len(stacks))
+	sorted[0] = stacks[0]
+	for _, old := range order {
+		newIndex[old] = int32(len(sorted))
+		sorted = append(sorted, stacks[old])
+	}
+	for _, rp := range req.ResourceProfiles {
+		for _, sp := range rp.ScopeProfiles {
+			for _, p := range sp.Profiles {
+				for _, s := range p.Samples {
+					s.StackIndex = newIndex[s.StackIndex]
+				}
+			}
+		}
+	}
+	d.d.StackTable = sorted
+}
+
 // renumberFunctions orders the function table by first use in the
 // location table, once that is sorted (sortLocations), and renumbers the
 // lines' references to it: the functions of neighbouring locations,
@@ -425,6 +463,7 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 		cover(prof, s.timestamps[0], s.timestamps[len(s.timestamps)-1])
 	}
 	d.sortLocations()
+	d.sortStacks(req)
 	d.setMappingRanges()
 	d.renumberFunctions()
 	d.renumberStrings(req)

@@ -67,6 +67,16 @@ func TestCompactDictionary(t *testing.T) {
 	}) {
 		t.Error("location table not ordered by mapping and address")
 	}
+	rootFirst := func(s *profilespb.Stack) []int32 {
+		r := slices.Clone(s.LocationIndices)
+		slices.Reverse(r)
+		return r
+	}
+	if !slices.IsSortedFunc(d.StackTable[1:], func(a, b *profilespb.Stack) int {
+		return slices.Compare(rootFirst(a), rootFirst(b))
+	}) {
+		t.Error("stack table not ordered by locations from the root")
+	}
 	// Functions are numbered in the order the sorted locations use them,
 	// and strings in the order the functions, then the rest, use them.
 	var fnOrder []int32
