@@ -257,8 +257,9 @@ func (d *dictionary) renumberFunctions() {
 }
 
 // renumberStrings orders the string table by first use, walking the
-// function, mapping and attribute tables and then the profiles' value
-// types, and renumbers every reference to it. A function's name and
+// profiles' value types, the mapping and attribute tables and then the
+// function table, and renumbers every reference to it. The strings of
+// every profile and attribute key get small indices; a function's name and
 // file then follow those of the function before it, of the same file
 // and often of the same type or package, which gzip finds as repeats:
 // with renumberFunctions, about 2 % off the compressed request. It is
@@ -277,18 +278,6 @@ func (d *dictionary) renumberStrings(req *collectorpb.ExportProfilesServiceReque
 		}
 		*i = newIndex[*i]
 	}
-	for _, fn := range d.d.FunctionTable[1:] {
-		use(&fn.NameStrindex)
-		use(&fn.FilenameStrindex)
-		use(&fn.SystemNameStrindex)
-	}
-	for _, m := range d.d.MappingTable[1:] {
-		use(&m.FilenameStrindex)
-	}
-	for _, kv := range d.d.AttributeTable[1:] {
-		use(&kv.KeyStrindex)
-		use(&kv.UnitStrindex)
-	}
 	// Profiles share their value types: each is renumbered once.
 	done := make(map[*profilespb.ValueType]bool)
 	for _, rp := range req.ResourceProfiles {
@@ -303,6 +292,18 @@ func (d *dictionary) renumberStrings(req *collectorpb.ExportProfilesServiceReque
 				}
 			}
 		}
+	}
+	for _, m := range d.d.MappingTable[1:] {
+		use(&m.FilenameStrindex)
+	}
+	for _, kv := range d.d.AttributeTable[1:] {
+		use(&kv.KeyStrindex)
+		use(&kv.UnitStrindex)
+	}
+	for _, fn := range d.d.FunctionTable[1:] {
+		use(&fn.NameStrindex)
+		use(&fn.FilenameStrindex)
+		use(&fn.SystemNameStrindex)
 	}
 	// A string nothing references (there is none today) is dropped.
 	d.d.StringTable = sorted

@@ -78,7 +78,7 @@ func TestCompactDictionary(t *testing.T) {
 		t.Error("stack table not ordered by locations from the root")
 	}
 	// Functions are numbered in the order the sorted locations use them,
-	// and strings in the order the functions, then the rest, use them.
+	// and their strings in the order the functions use them.
 	var fnOrder []int32
 	for _, loc := range d.LocationTable[1:] {
 		for _, l := range loc.Lines {
@@ -98,8 +98,10 @@ func TestCompactDictionary(t *testing.T) {
 			}
 		}
 	}
-	if len(strOrder) == 0 || strOrder[0] != 1 || !slices.IsSorted(strOrder) {
-		t.Errorf("strings used by functions in the order %v, want 1, 2, ...", strOrder)
+	for i, si := range strOrder {
+		if si != strOrder[0]+int32(i) {
+			t.Fatalf("strings used by functions in the order %v, want consecutive", strOrder)
+		}
 	}
 	samples := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].Samples
 	if len(samples) != len(traces) {
