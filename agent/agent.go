@@ -147,7 +147,9 @@ func New(cfg Config) (*Agent, error) {
 		Version:             cfg.Version,
 		ResourceAttributes:  cfg.ResourceAttributes,
 		OffCPUFraction:      cfg.OffCPUFraction,
-		Logger:              log,
+		// Local files cost no network: they keep mangled names.
+		SystemNames: cfg.SystemNames || cfg.CollectionAgent == "",
+		Logger:      log,
 	}, exp)
 	if err != nil {
 		a.closeExporter()

@@ -128,6 +128,9 @@ type Config struct {
 	HostName, ServiceName string
 	// Demangle is the C++/Rust demangling style: none, simple or full.
 	Demangle string
+	// SystemNames sends mangled C++ and Rust names to the backend as
+	// functions' system names; local files always have them.
+	SystemNames bool
 	// MetricsAddress serves Prometheus self-metrics at /metrics; empty
 	// turns the server off.
 	MetricsAddress string
