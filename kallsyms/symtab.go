@@ -223,38 +223,104 @@ func fields(line []byte, dst [][]byte) (int, bool) {
 // have the form "ADDR TYPE NAME" or "ADDR TYPE NAME [MODULE]" are counted
 // as skipped.
 func (b *builder) line(line []byte) {
-	var f [4][]byte
-	n, ok := fields(line, f[:])
-	if ok && n == 0 {
-		return
-	}
-	if !ok || n < 3 || len(f[1]) != 1 {
-		b.skipped++
-		return
-	}
-	addr, ok := parseHex(f[0])
+	addr, typ, name, mod, ok := canonicalLine(line)
 	if !ok {
-		b.skipped++
-		return
-	}
-	var mod []byte
-	if n == 4 {
-		m := f[3]
-		if len(m) < 3 || m[0] != '[' || m[len(m)-1] != ']' {
+		var blank bool
+		addr, typ, name, mod, blank, ok = fieldsLine(line)
+		if blank {
+			return
+		}
+		if !ok {
 			b.skipped++
 			return
 		}
+	}
+	b.symbol(addr, typ, name, mod)
+}
+
+// fieldsLine parses a line field by field. It reports whether the line is
+// blank, and whether it is well formed.
+func fieldsLine(line []byte) (addr uint64, typ byte, name, mod []byte, blank, ok bool) {
+	var f [4][]byte
+	n, ok := fields(line, f[:])
+	if ok && n == 0 {
+		return 0, 0, nil, nil, true, false
+	}
+	if !ok || n < 3 || len(f[1]) != 1 {
+		return 0, 0, nil, nil, false, false
+	}
+	if addr, ok = parseHex(f[0]); !ok {
+		return 0, 0, nil, nil, false, false
+	}
+	if n == 4 {
+		m := f[3]
+		if len(m) < 3 || m[0] != '[' || m[len(m)-1] != ']' {
+			return 0, 0, nil, nil, false, false
+		}
 		mod = m[1 : len(m)-1]
 	}
+	return addr, f[1][0], f[2], mod, false, true
+}
+
+// canonicalLine parses a line as the kernel writes it: 16 hex digits, a
+// blank, the type, a blank, the name, and a tab and the module in
+// brackets or nothing, then a newline or the end. It reports false for
+// any other line, which line then parses field by field: the same result
+// for every line, at a fraction of the cost for these.
+func canonicalLine(line []byte) (addr uint64, typ byte, name, mod []byte, ok bool) {
+	if len(line) < 20 || line[16] != ' ' || line[18] != ' ' || isSpace(line[17]) {
+		return 0, 0, nil, nil, false
+	}
+	for _, c := range line[:16] {
+		d := hexDigit[c]
+		if d < 0 {
+			return 0, 0, nil, nil, false
+		}
+		addr = addr<<4 | uint64(d)
+	}
+	rest := line[19:]
+	if rest[len(rest)-1] == '\n' {
+		rest = rest[:len(rest)-1]
+	}
+	if tab := bytes.IndexByte(rest, '\t'); tab >= 0 {
+		name, mod = rest[:tab], rest[tab+1:]
+		if len(mod) < 3 || mod[0] != '[' || mod[len(mod)-1] != ']' || bytes.ContainsAny(mod, " \t\n\r") {
+			return 0, 0, nil, nil, false
+		}
+		mod = mod[1 : len(mod)-1]
+	} else {
+		name = rest
+	}
+	if len(name) == 0 || bytes.ContainsAny(name, " \n\r") {
+		return 0, 0, nil, nil, false
+	}
+	return addr, line[17], name, mod, true
+}
+
+// hexDigit is the value of each hex digit, -1 for other bytes.
+var hexDigit = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = int8(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = int8(c - 'a' + 10)
+		t[c-'a'+'A'] = int8(c - 'a' + 10)
+	}
+	return t
+}()
+
+// symbol adds a well-formed line's symbol to the builder.
+func (b *builder) symbol(addr uint64, typ byte, name, mod []byte) {
 	b.parsed++
 	if addr != 0 {
 		b.nonzero++
 	}
-	typ := f[1][0]
 	if (typ != 't' && typ != 'T') || addr == 0 || (mod == nil && b.modulesOnly) {
 		return
 	}
-	name := f[2]
 	p := &b.vmlinux
 	var mi uint32
 	if mod != nil {

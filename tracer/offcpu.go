@@ -65,9 +65,11 @@ var offCPUPrograms = map[string]bool{"offcpu_switch": true, "offcpu_resume": tru
 const offCPUTracepoint = "sched_exit_tp"
 
 // checkOffCPUKernel reports whether the running kernel has the
-// tracepoints off-CPU profiling attaches to.
-func checkOffCPUKernel() error {
-	spec, err := btf.LoadKernelSpec()
+// tracepoints off-CPU profiling attaches to. It reads the kernel's BTF
+// through cache, which the load of the programs then shares: decoding it
+// costs tens of milliseconds.
+func checkOffCPUKernel(cache *btf.Cache) error {
+	spec, err := cache.Kernel()
 	if err != nil {
 		return fmt.Errorf("off-CPU profiling: kernel BTF: %w", err)
 	}

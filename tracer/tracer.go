@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -304,8 +305,10 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("tracer: set ring buffer wake-up threshold: %w", err)
 	}
 	skip := offCPUPrograms
+	// The kernel's BTF, decoded once for the check and the relocations.
+	opts := &ebpf.CollectionOptions{Cache: btf.NewCache()}
 	if t.cfg.OffCPU.Enabled {
-		if err := checkOffCPUKernel(); err != nil {
+		if err := checkOffCPUKernel(opts.Cache); err != nil {
 			return fmt.Errorf("tracer: %w", err)
 		}
 		if err := t.setOffCPUVariables(spec); err != nil {
@@ -316,7 +319,7 @@ func (t *Tracer) load() error {
 		// The wait table is unused: keep its preallocated memory small.
 		spec.Maps["offcpu_waits"].MaxEntries = 1
 	}
-	if err := loadObjects(spec, &t.objs, skip, nil); err != nil {
+	if err := loadObjects(spec, &t.objs, skip, opts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return fmt.Errorf("tracer: the kernel refused the eBPF programs: %+v", verr)

@@ -122,8 +122,8 @@ var v8Prefixes = []string{
 	"_ZN2v88internal11interpreter9Bytecodes14kBytecodeSizesE",
 }
 
-// BenchmarkSymbols compares Symbols, looking for V8's names, with
-// debug/elf's File.Symbols on node's symbol table (hundreds of thousands
+// BenchmarkSymbols compares Symbols and File.Symbols (in place), looking
+// for V8's names, with debug/elf's File.Symbols on node's symbol table (hundreds of thousands
 // of symbols).
 func BenchmarkSymbols(b *testing.B) {
 	path, err := filepath.EvalSymlinks("/usr/bin/node")
@@ -141,6 +141,17 @@ func BenchmarkSymbols(b *testing.B) {
 		defer func() { b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op") }()
 		for b.Loop() {
 			if _, err := Symbols(ef, elf.SHT_SYMTAB, v8Prefixes...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("File.Symbols", func(b *testing.B) {
+		f := openFile(b, path)
+		b.ReportAllocs()
+		cpu0 := cpuTime(b)
+		defer func() { b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op") }()
+		for b.Loop() {
+			if _, err := f.Symbols(elf.SHT_SYMTAB, v8Prefixes...); err != nil {
 				b.Fatal(err)
 			}
 		}

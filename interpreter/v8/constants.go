@@ -97,6 +97,17 @@ var v8Prefixes = []string{
 // later keep them in .symtab only). The values are read from the file's
 // initialised data; a constant in .bss is 0.
 func ReadConstants(ef *elf.File) (*Constants, error) {
+	return readConstants(ef, func(typ elf.SectionType) ([]elf.Symbol, error) {
+		return elffile.Symbols(ef, typ, v8Prefixes...)
+	})
+}
+
+// symbolReader returns the symbols of a file's table of type typ whose
+// names start with one of v8Prefixes.
+type symbolReader func(typ elf.SectionType) ([]elf.Symbol, error)
+
+// readConstants is ReadConstants with the symbols read by symbols.
+func readConstants(ef *elf.File, symbols symbolReader) (*Constants, error) {
 	c := &Constants{Values: map[string]int64{}}
 	version := map[string]*int{
 		symVersionMajor: &c.Version.Major, symVersionMinor: &c.Version.Minor,
@@ -154,10 +165,10 @@ func ReadConstants(ef *elf.File) (*Constants, error) {
 	// Only the symbols read above are decoded: node's tables hold
 	// hundreds of thousands (debug/elf's File.Symbols allocates tens of
 	// megabytes for them).
-	if syms, err := elffile.Symbols(ef, elf.SHT_DYNSYM, v8Prefixes...); err == nil {
+	if syms, err := symbols(elf.SHT_DYNSYM); err == nil {
 		read(syms)
 	}
-	if syms, err := elffile.Symbols(ef, elf.SHT_SYMTAB, v8Prefixes...); err == nil {
+	if syms, err := symbols(elf.SHT_SYMTAB); err == nil {
 		read(syms)
 	}
 	if len(c.Values) == 0 {

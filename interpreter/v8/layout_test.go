@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -235,6 +236,20 @@ func TestDetect(t *testing.T) {
 	}
 	if l.Layout().Version.Major < 10 {
 		t.Errorf("version %s", l.Layout().Version)
+	}
+	// Detect reads the symbols in place; NewLoader reads them through
+	// debug/elf's section readers: the same layout.
+	ef, err := elf.Open(nodes[0].V8File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	read, err := NewLoader(ef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(l.Layout(), read.Layout()) {
+		t.Errorf("Detect's layout differs from NewLoader's")
 	}
 	self, err := os.Executable()
 	if err != nil {

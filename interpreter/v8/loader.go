@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/interpreter/namecache"
 )
@@ -30,7 +31,12 @@ func Detect(f interpreter.File) (*Loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("v8: %s: %w", f.Path, err)
 	}
-	l, err := NewLoader(file.ELF)
+	// The symbol tables are read in place from the open file: node's
+	// hold hundreds of thousands of symbols, and every file a process
+	// maps is looked at.
+	l, err := newLoader(file.ELF, func(typ elf.SectionType) ([]elf.Symbol, error) {
+		return file.Symbols(typ, v8Prefixes...)
+	})
 	if errors.Is(err, ErrNotV8) {
 		return nil, nil
 	}
@@ -43,10 +49,17 @@ func Detect(f interpreter.File) (*Loader, error) {
 // NewLoader reads V8's constants and version from ef and builds its
 // layout. It returns an error wrapping ErrNotV8 for a file without V8.
 func NewLoader(ef *elf.File) (*Loader, error) {
+	return newLoader(ef, func(typ elf.SectionType) ([]elf.Symbol, error) {
+		return elffile.Symbols(ef, typ, v8Prefixes...)
+	})
+}
+
+// newLoader is NewLoader with the symbols read by symbols.
+func newLoader(ef *elf.File, symbols symbolReader) (*Loader, error) {
 	if ef.Machine != elf.EM_X86_64 || ef.Class != elf.ELFCLASS64 {
 		return nil, fmt.Errorf("%w: %v %v", ErrNotV8, ef.Machine, ef.Class)
 	}
-	c, err := ReadConstants(ef)
+	c, err := readConstants(ef, symbols)
 	if err != nil {
 		return nil, err
 	}

@@ -126,6 +126,35 @@ static __always_inline int hotspot_fail(struct trace *t)
 	return STEP_DONE;
 }
 
+// A walk back through a code heap's segment map (hotspot_hop's
+// argument).
+struct hotspot_segmap_walk {
+	u64 segmap; // the map's address
+	u64 idx;    // the segment to look at next
+	int result; // 0: idx is the blob's first segment; -1: no blob
+};
+
+// Looks at one segment: it returns 1 to end the walk (result says how)
+// and 0 to hop back to the segment the map points to. It runs under
+// bpf_loop, so the verifier checks one hop, not HOTSPOT_SEGMAP_HOPS.
+static long hotspot_hop(u64 index, void *arg)
+{
+	struct hotspot_segmap_walk *w = arg;
+	u8 v;
+	if (bpf_probe_read_user(&v, 1, (void *)(w->segmap + w->idx)))
+		return 1;
+	if (v == 0xff)
+		return 1;
+	if (v == 0) {
+		w->result = 0;
+		return 1;
+	}
+	if (v > w->idx)
+		return 1;
+	w->idx -= v;
+	return 0;
+}
+
 // Finds the code blob holding pc through its heap's segment map.
 static __always_inline int hotspot_find_blob(struct hotspot_config *c, u64 pc, u64 *blob)
 {
@@ -134,22 +163,12 @@ static __always_inline int hotspot_find_blob(struct hotspot_config *c, u64 pc, u
 		if (pc < hp->low || pc >= hp->high)
 			continue;
 		u32 shift = hp->log2_segment_size & 31;
-		u64 idx = (pc - hp->low) >> shift;
-		for (int i = 0; i < HOTSPOT_SEGMAP_HOPS; i++) {
-			u8 v;
-			if (bpf_probe_read_user(&v, 1, (void *)(hp->segmap + idx)))
-				return -1;
-			if (v == 0xff)
-				return -1;
-			if (v == 0) {
-				*blob = hp->low + (idx << shift) + c->heap_block_size;
-				return 0;
-			}
-			if (v > idx)
-				return -1;
-			idx -= v;
-		}
-		return -1;
+		struct hotspot_segmap_walk w = {.segmap = hp->segmap, .idx = (pc - hp->low) >> shift, .result = -1};
+		bpf_loop(HOTSPOT_SEGMAP_HOPS, hotspot_hop, &w, 0);
+		if (w.result)
+			return -1;
+		*blob = hp->low + (w.idx << shift) + c->heap_block_size;
+		return 0;
 	}
 	return -1;
 }

@@ -90,29 +90,50 @@ static __always_inline int read_ptr(u64 *out, u64 addr)
 	return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
 }
 
+// A search of the interpreter's thread states for the sampled thread's
+// (py_thread_step's argument).
+struct py_thread_search {
+	u64 ts;    // the thread state to look at next
+	u64 self;  // the sampled thread's id (its fsbase)
+	u64 id_off, next_off; // offsets of the id and the link in a thread state
+	int found; // ts is the sampled thread's
+};
+
+// Looks at one thread state: it returns 1 to end the search (found is set
+// when ts is the sampled thread's) and 0 to go on to the next. It runs
+// under bpf_loop, so the verifier checks one step, not PY_MAX_THREADS.
+static long py_thread_step(u64 index, void *arg)
+{
+	struct py_thread_search *s = arg;
+	if (!s->ts)
+		return 1;
+	u64 id;
+	if (read_ptr(&id, s->ts + s->id_off))
+		return 1;
+	if (id == s->self) {
+		s->found = 1;
+		return 1;
+	}
+	if (read_ptr(&s->ts, s->ts + s->next_off))
+		return 1;
+	return 0;
+}
+
 // Finds the sampled thread's current Python frame; 0 when it has none.
 static __always_inline int py_current_frame(struct interp_proc *ip, struct py_offsets *o, u64 *frame)
 {
-	u64 interp, ts;
+	u64 interp;
 	if (read_ptr(&interp, ip->data[0] + o->runtime_interpreters_main) || !interp)
 		return -1;
-	if (read_ptr(&ts, interp + o->interp_threads_head))
+	struct py_thread_search s = {.id_off = o->tstate_thread_id, .next_off = o->tstate_next};
+	if (read_ptr(&s.ts, interp + o->interp_threads_head))
 		return -1;
 	struct task_struct *task = bpf_get_current_task_btf();
-	u64 self = task->thread.fsbase;
-	for (int i = 0; i < PY_MAX_THREADS; i++) {
-		if (!ts)
-			return -1;
-		u64 id;
-		if (read_ptr(&id, ts + o->tstate_thread_id))
-			return -1;
-		if (id == self)
-			break;
-		if (read_ptr(&ts, ts + o->tstate_next))
-			return -1;
-		if (i == PY_MAX_THREADS - 1)
-			return -1;
-	}
+	s.self = task->thread.fsbase;
+	bpf_loop(PY_MAX_THREADS, py_thread_step, &s, 0);
+	if (!s.found)
+		return -1;
+	u64 ts = s.ts;
 	u64 f;
 	if (read_ptr(&f, ts + o->tstate_frame))
 		return -1;

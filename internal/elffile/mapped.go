@@ -1,0 +1,181 @@
+package elffile
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stackline-dev/stackline/internal/gopclntab"
+)
+
+// Symbols is the package's Symbols for f, reading the symbol and string
+// tables in place from the mapped file when both are stored in it as is:
+// one pass over the symbols, each name compared where it lies, without
+// copying the tables or sorting the names' offsets. The result is the
+// same; a file that cannot be mapped (not an open file, compressed or
+// missing sections) is read as Symbols reads it.
+func (f *File) Symbols(typ elf.SectionType, prefixes ...string) ([]elf.Symbol, error) {
+	if syms, err, ok := mappedSymbols(f, typ, prefixes); ok {
+		return syms, err
+	}
+	return Symbols(f.ELF, typ, prefixes...)
+}
+
+// mappedSymbols reads the symbols as File.Symbols describes, and reports
+// false when the tables cannot be mapped.
+func mappedSymbols(f *File, typ elf.SectionType, prefixes []string) (syms []elf.Symbol, err error, ok bool) {
+	ef := f.ELF
+	if f.fh == nil {
+		return nil, nil, false
+	}
+	var symtab *elf.Section
+	for _, s := range ef.Sections {
+		if s.Type == typ {
+			symtab = s
+			break
+		}
+	}
+	if symtab == nil || symtab.Link <= 0 || int(symtab.Link) >= len(ef.Sections) {
+		return nil, nil, false // Symbols says why
+	}
+	var entSize int
+	switch ef.Class {
+	case elf.ELFCLASS64:
+		entSize = elf.Sym64Size
+	case elf.ELFCLASS32:
+		entSize = elf.Sym32Size
+	default:
+		return nil, nil, false
+	}
+	strtab := ef.Sections[symtab.Link]
+	data, symMem, err := gopclntab.MapSection(f.fh, symtab)
+	if err != nil {
+		return nil, nil, false
+	}
+	defer unix.Munmap(symMem)
+	strs, strMem, err := gopclntab.MapSection(f.fh, strtab)
+	if err != nil {
+		return nil, nil, false
+	}
+	defer unix.Munmap(strMem)
+	// The checks eachSymbol makes as it reads.
+	if len(data)%entSize != 0 {
+		return nil, errors.New("symbols: length is not a multiple of the entry size"), true
+	}
+	pre := newPrefixSet(prefixes)
+	if pre.empty() {
+		return nil, nil, true
+	}
+	err = withFaults(func() {
+		// Entry 0 is the reserved undefined symbol.
+		for off := entSize; off+entSize <= len(data); off += entSize {
+			e := data[off : off+entSize]
+			name := uint64(ef.ByteOrder.Uint32(e[0:4]))
+			if name >= uint64(len(strs)) {
+				continue // an empty name
+			}
+			at := strs[name:]
+			if !pre.match(at) {
+				continue
+			}
+			n := bytes.IndexByte(at, 0)
+			if n < 0 {
+				continue // unterminated: an empty name
+			}
+			s := decodeSymbol(ef.Class, ef.ByteOrder, e)
+			s.Name = string(at[:n])
+			syms = append(syms, s)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("symbols: %w", err), true
+	}
+	return syms, nil, true
+}
+
+// prefixSet tells whether a name starts with one of a few prefixes, at
+// the cost of one comparison for most names: prefixes are grouped by
+// their first byte, and a group's members are compared only with a name
+// that starts with what they all start with.
+type prefixSet struct {
+	group  [256]uint8 // index+1 in groups by first byte; 0: none
+	groups []prefixGroup
+}
+
+type prefixGroup struct {
+	common  []byte // the longest prefix all members share
+	members [][]byte
+}
+
+// newPrefixSet returns the set of the non-empty prefixes.
+func newPrefixSet(prefixes []string) *prefixSet {
+	ps := &prefixSet{}
+	for _, p := range prefixes {
+		if p == "" {
+			continue
+		}
+		g := ps.group[p[0]]
+		if g == 0 {
+			ps.groups = append(ps.groups, prefixGroup{common: []byte(p)})
+			g = uint8(len(ps.groups))
+			ps.group[p[0]] = g
+		}
+		pg := &ps.groups[g-1]
+		n := 0
+		for n < len(pg.common) && n < len(p) && pg.common[n] == p[n] {
+			n++
+		}
+		pg.common = pg.common[:n]
+		pg.members = append(pg.members, []byte(p))
+	}
+	return ps
+}
+
+func (ps *prefixSet) empty() bool { return len(ps.groups) == 0 }
+
+// match reports whether b starts with one of the prefixes.
+func (ps *prefixSet) match(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	g := ps.group[b[0]]
+	if g == 0 {
+		return false
+	}
+	pg := &ps.groups[g-1]
+	if !bytes.HasPrefix(b, pg.common) {
+		return false
+	}
+	for _, p := range pg.members {
+		if bytes.HasPrefix(b, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// withFaults runs fn and turns a memory fault while it reads a mapping
+// (its file truncated under it) into an error.
+func withFaults(fn func()) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if fe, ok := r.(interface {
+			error
+			Addr() uintptr
+		}); ok {
+			err = fmt.Errorf("fault reading a mapped file at %#x (truncated under us?): %w", fe.Addr(), fe)
+			return
+		}
+		panic(r)
+	}()
+	fn()
+	return nil
+}
