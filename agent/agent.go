@@ -147,7 +147,9 @@ func New(cfg Config) (*Agent, error) {
 		Version:             cfg.Version,
 		ResourceAttributes:  cfg.ResourceAttributes,
 		OffCPUFraction:      cfg.OffCPUFraction,
-		Logger:              log,
+		// Local files cost no network: they keep mangled names.
+		SystemNames: cfg.SystemNames || cfg.CollectionAgent == "",
+		Logger:      log,
 	}, exp)
 	if err != nil {
 		a.closeExporter()
@@ -158,9 +160,11 @@ func New(cfg Config) (*Agent, error) {
 	if ringSize == 0 {
 		ringSize = AutoRingBufferSize(cfg.SamplesPerSecond, runtime.NumCPU())
 	}
-	a.jvmCache = hotspot.NewCache(hotspot.CacheConfig{MaxBytes: cfg.JVMCacheBytes, MaxProcessBytes: cfg.JVMProcessCacheBytes})
+	a.jvmCache = hotspot.NewCache(hotspot.CacheConfig{MaxBytes: cfg.JVMCacheBytes, MaxProcessBytes: cfg.JVMProcessCacheBytes, TTL: cfg.CacheTTL})
 	a.node = nodeRuntime{budget: namecache.NewBudget(cfg.NodeCacheBytes), stats: new(v8.RuntimeStats)}
+	a.node.budget.SetTTL(cfg.CacheTTL)
 	a.pythonCache = namecache.NewBudget(cfg.PythonCacheBytes)
+	a.pythonCache.SetTTL(cfg.CacheTTL)
 	a.tracer, err = tracer.New(tracer.Config{
 		SamplesPerSecond:    cfg.SamplesPerSecond,
 		MaxStackDepth:       cfg.MaxStackDepth,

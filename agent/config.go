@@ -31,13 +31,17 @@ type Config struct {
 	FrameCacheSize, ExecutableCacheSize int
 	// FrameCacheBytes bounds the names the frame cache holds.
 	FrameCacheBytes int64
-	// CacheTTL is how long the reporter's frames and executables stay
+	// CacheTTL is how long the reporter's frames and executables, the
+	// tracer's file identities and the runtimes' name cache entries stay
 	// cached unused (0: until evicted for room).
 	CacheTTL time.Duration
 	// MemoryLimit is the Go runtime's soft memory limit
 	// (runtime/debug.SetMemoryLimit); 0 leaves the runtime's own (from
 	// GOMEMLIMIT, else none).
 	MemoryLimit int64
+	// MaxProcs caps the Go runtime's GOMAXPROCS once the agent's start is
+	// done (see Agent.settleProcs); 0 leaves the runtime's own.
+	MaxProcs int
 	// SymbolCacheSize bounds the number of files whose symbol tables are
 	// held; SymbolCacheBytes bounds their total heap bytes.
 	SymbolCacheSize  int
@@ -127,6 +131,9 @@ type Config struct {
 	HostName, ServiceName string
 	// Demangle is the C++/Rust demangling style: none, simple or full.
 	Demangle string
+	// SystemNames sends mangled C++ and Rust names to the backend as
+	// functions' system names; local files always have them.
+	SystemNames bool
 	// MetricsAddress serves Prometheus self-metrics at /metrics; empty
 	// turns the server off.
 	MetricsAddress string
@@ -156,6 +163,7 @@ func DefaultConfig() Config {
 		FrameCacheBytes:         8 << 20,
 		CacheTTL:                time.Minute,
 		MemoryLimit:             40 << 20,
+		MaxProcs:                1,
 		SymbolCacheSize:         256,
 		SymbolCacheBytes:        16 << 20,
 		MaxDWARFBytes:           4 << 20,
@@ -209,6 +217,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryLimit != 0 && (c.MemoryLimit < 16<<20 || c.MemoryLimit > 1<<40) {
 		bad("memory-limit", "%d is out of range 16MiB..1TiB (or 0)", c.MemoryLimit)
+	}
+	if c.MaxProcs < 0 || c.MaxProcs > 1<<10 {
+		bad("max-procs", "%d is out of range 0..1024", c.MaxProcs)
 	}
 	if c.SymbolCacheSize < 1 || c.SymbolCacheSize > 1<<16 {
 		bad("symbol-cache-size", "%d is out of range 1..%d", c.SymbolCacheSize, 1<<16)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"time"
@@ -125,11 +126,15 @@ func (a *Agent) trimLoop(ctx context.Context) {
 	defer tick.Stop()
 	loads := a.symbols.Stats().Loads
 	var sinceTrim, sinceImage time.Duration
+	procsSettled := a.cfg.MaxProcs <= 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if !procsSettled {
+			procsSettled = a.settleProcs()
 		}
 		sinceTrim += trimCheck
 		sinceImage += trimCheck
@@ -145,6 +150,41 @@ func (a *Agent) trimLoop(ctx context.Context) {
 		}
 		a.trimPages(image)
 	}
+}
+
+// settleProcs lowers GOMAXPROCS to --max-procs once the agent's start is
+// done: once the processes running at start are given to the eBPF unwinder
+// (their files identified, their tables built), which the workers do in
+// parallel with the reading of records. It reports whether it is done.
+//
+// After its start the agent's work comes in small bursts (a batch of
+// records every 100 ms or so, a process read, an export) that one CPU
+// serves: more Ps only wake more threads for each burst (an idle P is
+// handed to a spinning thread that finds no work, the collector starts a
+// worker per P), a few hundred context switches a second. A P lowered by
+// runtime.GOMAXPROCS also stops the runtime's own updates of GOMAXPROCS
+// from the cgroup's CPU limit (Go 1.25), which a cap of a few CPUs makes
+// moot.
+func (a *Agent) settleProcs() bool {
+	n, done := procsAfterStart(a.cfg.MaxProcs, runtime.GOMAXPROCS(0), a.tracer.Stats().PendingSyncs)
+	if n > 0 {
+		runtime.GOMAXPROCS(n)
+		a.log.Debug("start done: GOMAXPROCS lowered", "gomaxprocs", n)
+	}
+	return done
+}
+
+// procsAfterStart returns the GOMAXPROCS to set (0: none) for a cap of
+// maxProcs, with current Ps and pending syncs still to do, and whether the
+// start is done.
+func procsAfterStart(maxProcs, current int, pending uint64) (int, bool) {
+	if pending > 0 {
+		return 0, false
+	}
+	if maxProcs <= 0 || current <= maxProcs {
+		return 0, true
+	}
+	return maxProcs, true
 }
 
 // memoryLimit is the Go runtime's soft memory limit as the agent sets it:

@@ -193,3 +193,28 @@ func TestMemoryLimitFollowsLiveHeap(t *testing.T) {
 		}
 	}
 }
+
+// TestProcsAfterStart checks when and to what the agent lowers GOMAXPROCS:
+// not while syncs of the start are pending, then to the cap when the
+// runtime runs on more Ps, never raised, and not at all without a cap.
+func TestProcsAfterStart(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		maxProcs, current int
+		pending           uint64
+		want              int
+		wantDone          bool
+	}{
+		{name: "start under way", maxProcs: 1, current: 8, pending: 3, want: 0, wantDone: false},
+		{name: "start done", maxProcs: 1, current: 8, pending: 0, want: 1, wantDone: true},
+		{name: "cap of two", maxProcs: 2, current: 64, pending: 0, want: 2, wantDone: true},
+		{name: "fewer Ps than the cap", maxProcs: 4, current: 2, pending: 0, want: 0, wantDone: true},
+		{name: "at the cap", maxProcs: 2, current: 2, pending: 0, want: 0, wantDone: true},
+		{name: "no cap", maxProcs: 0, current: 8, pending: 0, want: 0, wantDone: true},
+	} {
+		n, done := procsAfterStart(tc.maxProcs, tc.current, tc.pending)
+		if n != tc.want || done != tc.wantDone {
+			t.Errorf("%s: procsAfterStart(%d, %d, %d) = %d, %v; want %d, %v", tc.name, tc.maxProcs, tc.current, tc.pending, n, done, tc.want, tc.wantDone)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	profilespb "go.opentelemetry.io/proto/otlp/profiles/v1development"
@@ -21,6 +22,7 @@ func TestCompactDictionary(t *testing.T) {
 	cfg := testConfig()
 	cfg.FrameCacheSize = 100
 	cfg.ExecutableCacheSize = 100
+	cfg.SystemNames = true
 	r, err := New(cfg, exp)
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +66,42 @@ func TestCompactDictionary(t *testing.T) {
 		return cmp.Or(cmp.Compare(a.MappingIndex, b.MappingIndex), cmp.Compare(a.Address, b.Address))
 	}) {
 		t.Error("location table not ordered by mapping and address")
+	}
+	rootFirst := func(s *profilespb.Stack) []int32 {
+		r := slices.Clone(s.LocationIndices)
+		slices.Reverse(r)
+		return r
+	}
+	if !slices.IsSortedFunc(d.StackTable[1:], func(a, b *profilespb.Stack) int {
+		return slices.Compare(rootFirst(a), rootFirst(b))
+	}) {
+		t.Error("stack table not ordered by locations from the root")
+	}
+	// Functions are numbered in the order the sorted locations use them,
+	// and their strings in the order the functions use them.
+	var fnOrder []int32
+	for _, loc := range d.LocationTable[1:] {
+		for _, l := range loc.Lines {
+			if !slices.Contains(fnOrder, l.FunctionIndex) {
+				fnOrder = append(fnOrder, l.FunctionIndex)
+			}
+		}
+	}
+	if len(fnOrder) != len(d.FunctionTable)-1 || !slices.IsSorted(fnOrder) {
+		t.Errorf("functions used in the order %v, want 1 to %d", fnOrder, len(d.FunctionTable)-1)
+	}
+	var strOrder []int32
+	for _, fn := range d.FunctionTable[1:] {
+		for _, i := range []int32{fn.NameStrindex, fn.FilenameStrindex, fn.SystemNameStrindex} {
+			if i != 0 && !slices.Contains(strOrder, i) {
+				strOrder = append(strOrder, i)
+			}
+		}
+	}
+	for i, si := range strOrder {
+		if si != strOrder[0]+int32(i) {
+			t.Fatalf("strings used by functions in the order %v, want consecutive", strOrder)
+		}
 	}
 	samples := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].Samples
 	if len(samples) != len(traces) {
@@ -126,5 +164,49 @@ func TestProfileIDs(t *testing.T) {
 	}
 	if len(seen) != 10 {
 		t.Fatalf("%d profile IDs, want 10", len(seen))
+	}
+}
+
+// TestSystemNames: a function's mangled name is sent as its system name
+// only with Config.SystemNames; without it, two overloads that demangle
+// to one name are one function and no mangled name is in the export.
+func TestSystemNames(t *testing.T) {
+	for _, systemNames := range []bool{false, true} {
+		exp := &captureExporter{}
+		cfg := testConfig()
+		cfg.SystemNames = systemNames
+		r, err := New(cfg, exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f1 := trace.FrameID{File: fileID(1), Addr: 0x100, Type: trace.FrameNative}
+		f2 := trace.FrameID{File: fileID(1), Addr: 0x200, Type: trace.FrameNative}
+		r.ExecutableMetadata(f1.File, trace.ExecutableInfo{FileName: "libx.so"})
+		r.FrameMetadata(f1, trace.FrameInfo{Lines: []trace.Line{{Function: "ns::f", SystemName: "_ZN2ns1fEi"}}})
+		r.FrameMetadata(f2, trace.FrameInfo{Lines: []trace.Line{{Function: "ns::f", SystemName: "_ZN2ns1fEd"}}})
+		// A frame with a system name only is named by it.
+		f3 := trace.FrameID{File: fileID(1), Addr: 0x300, Type: trace.FrameNative}
+		r.FrameMetadata(f3, trace.FrameInfo{Lines: []trace.Line{{SystemName: "raw_name"}}})
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{f1, f2, f3}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: 1})
+		r.Flush(context.Background())
+		req := exp.reqs[0]
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Fatal(err)
+		}
+		d := req.Dictionary
+		var got []string
+		for _, fn := range d.FunctionTable[1:] {
+			got = append(got, d.StringTable[fn.NameStrindex]+" "+d.StringTable[fn.SystemNameStrindex])
+		}
+		want := []string{"ns::f ", "raw_name "}
+		if systemNames {
+			want = []string{"ns::f _ZN2ns1fEi", "ns::f _ZN2ns1fEd", "raw_name "}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("SystemNames %v: functions %q, want %q", systemNames, got, want)
+		}
+		if !systemNames && slices.ContainsFunc(d.StringTable, func(s string) bool { return strings.HasPrefix(s, "_Z") }) {
+			t.Errorf("SystemNames false: a mangled name is in the string table %q", d.StringTable)
+		}
 	}
 }

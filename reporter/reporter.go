@@ -61,6 +61,12 @@ type Config struct {
 	// (OTEL_RESOURCE_ATTRIBUTES); on a key clash, the attributes the
 	// reporter sets itself win.
 	ResourceAttributes map[string]string
+	// SystemNames sends a function's name as the binary spells it (a
+	// mangled C++ or Rust name), when it differs from its name, as its
+	// system_name (--system-names). Without it functions carry their
+	// (demangled) name only, and two that differ only by their system
+	// name are one function.
+	SystemNames bool
 	// OffCPUFraction is the share of waits the tracer samples
 	// (--off-cpu-fraction): off-CPU values are scaled up by its inverse.
 	// 0 means 1.

@@ -5,7 +5,8 @@ import (
 )
 
 // TestConfiguredResourceAttributes: the configured attributes reach every resource,
-// in key order, and lose to the ones the reporter sets itself.
+// in key order after the reporter's own but for the process ID, which
+// comes last, and lose to the ones the reporter sets itself.
 func TestConfiguredResourceAttributes(t *testing.T) {
 	r := &Reporter{cfg: Config{
 		HostName:    "host-a",
@@ -42,7 +43,7 @@ func TestConfiguredResourceAttributes(t *testing.T) {
 		}
 	}
 	n := len(keys)
-	if n < 2 || keys[n-2] != "cloud.region" || keys[n-1] != "deployment.environment.name" {
-		t.Errorf("attributes %q: want the configured ones last, in key order", keys)
+	if n < 3 || keys[n-3] != "cloud.region" || keys[n-2] != "deployment.environment.name" || keys[n-1] != "process.pid" {
+		t.Errorf("attributes %q: want the configured ones in key order, then process.pid", keys)
 	}
 }

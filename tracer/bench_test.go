@@ -3,6 +3,7 @@ package tracer
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -172,5 +174,67 @@ func BenchmarkSyncAllProcesses(b *testing.B) {
 func (t *Tracer) settle() {
 	for len(t.inflight) > 0 || len(t.symbolLoads) > 0 {
 		t.apply(<-t.w.results, time.Now())
+	}
+}
+
+// BenchmarkHandleProcessEvents measures the tracer's path for the exec and
+// exit records of a short-lived process that is never read (the bench's
+// /bin/true churn: its executable known, the process gone before anything
+// samples it): one op is its exec and its exit. The pids cycle through
+// more processes than the tracer remembers exited, as a host's would.
+func BenchmarkHandleProcessEvents(b *testing.B) {
+	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	files, _ := newFileCache(64)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	t := &Tracer{
+		cfg:           Config{Symbolizer: syms, ProcRoot: "/proc"},
+		log:           log,
+		proc:          newProcFS("/proc", log),
+		processes:     make(map[uint32]*process),
+		inflight:      make(map[uint32]inflightSync),
+		symbolLoads:   make(map[trace.FileID]uint64),
+		symbolsLoaded: newSymbolsLoaded(64),
+		exited:        newExited(),
+		files:         files,
+		maps:          newMemMaps(),
+		tables:        newTableStore(newMemMaps(), 0, log),
+		lastSweep:     time.Now(),
+	}
+	exe := fileKey{dev: 259<<32 | 3, inode: 12345}
+	files.Add(exe, &fileInfo{path: "/usr/bin/true"})
+	event := func(kind, pid uint32, comm string) []byte {
+		ev := progs.StacklineProcessEvent{Hdr: progs.StacklineRecordHeader{Kind: kind, Pid: pid, Tid: pid, KtimeNs: uint64(pid)}}
+		for i := range min(len(comm), len(ev.Hdr.Comm)-1) {
+			ev.Hdr.Comm[i] = int8(comm[i])
+		}
+		if kind == recordProcessExec {
+			ev.ExeDev, ev.ExeInode = 259<<20|3, 12345
+		}
+		raw, err := binary.Append(nil, binary.LittleEndian, &ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return raw
+	}
+	const pids = 4 * maxExited
+	execs, exits := make([][]byte, pids), make([][]byte, pids)
+	for i := range pids {
+		pid := uint32(100_000 + i)
+		execs[i], exits[i] = event(recordProcessExec, pid, "true"), event(recordProcessExit, pid, "true")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	for i := range b.N {
+		t.handle(execs[i%pids])
+		t.handle(exits[i%pids])
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	if len(t.due) > 0 || len(t.processes) > 0 {
+		b.Fatalf("%d syncs queued, %d processes tracked", len(t.due), len(t.processes))
 	}
 }

@@ -139,19 +139,19 @@ func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, fi
 	live := p != nil
 	if !live {
 		// Exited meanwhile: what was read names its last records.
-		p, _ = t.exited.Peek(pid)
+		p, _ = t.exited.Get(pid)
 	}
 	if j.err != nil {
 		if !isNotExist(j.err) {
 			t.log.Debug("read process", "pid", pid, "error", j.err)
 		}
 		if p == nil {
-			if isNotExist(j.err) {
-				// Gone before it was read: its records that
-				// follow are reported as they are, without
-				// reading again.
-				t.exited.Add(pid, &process{pid: pid, gone: true, exitedK: t.ktime(now)})
-			}
+			// Gone before it was read, or unreadable: its
+			// records that follow are reported as they are,
+			// without reading again (a trace parked for the
+			// read would park again and ask for another, as
+			// fast as the sync worker reads).
+			t.exited.Add(pid, &process{pid: pid, gone: true, exitedK: t.ktime(now)})
 			return
 		}
 		p.gone = true
@@ -178,8 +178,13 @@ func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, fi
 		return
 	}
 	if len(p.mappings) == 0 {
-		// A kernel thread: nothing to unwind.
+		// A kernel thread, or a process whose memory is gone (it is
+		// exiting, a zombie not reaped yet): nothing to unwind. Its
+		// records that follow are reported with what is known, not
+		// parked for another read that would find the same.
 		t.forget(pid)
+		p.gone, p.exitedK = true, t.ktime(now)
+		t.exited.Add(pid, p)
 		return
 	}
 	t.syncProcess(p, j.files, built, final, j.at, now)

@@ -171,7 +171,7 @@ type Tracer struct {
 	// exited keeps the last processes that exited, for the records the
 	// kernel sends after the exit (samples of the exit path itself, and
 	// of threads still exiting).
-	exited *simplelru.LRU[uint32, *process]
+	exited *exitedProcs
 	files  *fileCache
 	// held are files identified whose symbols are not loaded yet, kept
 	// open for processes that exit before they are.
@@ -226,15 +226,6 @@ const maxExited = 1024
 // path, short enough that a reused pid is not mistaken for it. Records
 // sampled before the exit are named by it however late they are read.
 const exitedTTL = time.Second
-
-// newExited returns an empty cache of exited processes.
-func newExited() *simplelru.LRU[uint32, *process] {
-	c, err := simplelru.NewLRU[uint32, *process](maxExited, nil)
-	if err != nil {
-		panic(err) // only for a size below 1
-	}
-	return c
-}
 
 // newSymbolsLoaded returns an empty set of n files whose symbols were
 // loaded.
@@ -480,14 +471,23 @@ func (t *Tracer) Run(ctx context.Context) error {
 // minWait is the shortest wait for records, however soon work is due.
 const minWait = 2 * time.Millisecond
 
+// housekeepingRecords is how many records of one batch readRecords handles
+// between two runs of housekeeping; Run runs it after each batch.
+const housekeepingRecords = 256
+
 // readRecords handles the records in the ring buffer, without waiting:
 // the reader's deadline is in the past.
 func (t *Tracer) readRecords(rec *ringbuf.Record) error {
-	for t.reader.AvailableBytes() > 0 {
+	for n := 1; t.reader.AvailableBytes() > 0; n++ {
 		err := t.reader.ReadInto(rec)
 		switch {
 		case err == nil:
 			t.handle(rec.RawSample)
+			if n%housekeepingRecords == 0 {
+				// A long batch (a reader that fell behind) does
+				// not hold up the expiry of parked traces.
+				t.housekeeping(time.Now())
+			}
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			// Only discarded records were left.
 			return nil
@@ -548,11 +548,12 @@ func (t *Tracer) handle(raw []byte) {
 		t.log.Debug("bad record", "error", err)
 		return
 	}
-	now := time.Now()
 	switch t.rec.kind {
 	case recordTrace:
 		t.stats.traces.Add(1)
-		t.stats.firstSampleUnixNS.CompareAndSwap(0, now.UnixNano())
+		if t.stats.firstSampleUnixNS.Load() == 0 {
+			t.stats.firstSampleUnixNS.CompareAndSwap(0, time.Now().UnixNano())
+		}
 		t.handleTrace(&t.rec, raw, false)
 	case recordOffCPU:
 		t.stats.offCPUTraces.Add(1)
@@ -587,15 +588,14 @@ func (t *Tracer) handle(raw []byte) {
 		// A sync under way may have read the old image.
 		delete(t.inflight, t.rec.pid)
 		if _, known := t.files.Peek(t.rec.exe); t.rec.exe == (fileKey{}) || !known {
-			t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, now, execSyncDelay))
+			t.schedule(t.rec.pid, t.execSyncTime(t.rec.ktimeNS, time.Now(), execSyncDelay))
 		}
 	case recordProcessSync:
 		t.stats.events.Add(1)
-		t.requestSync(t.rec.pid, now)
+		t.requestSync(t.rec.pid, time.Now())
 	default:
 		t.stats.decodeErrors.Add(1)
 	}
-	t.housekeeping(now)
 }
 
 // housekeeping runs the periodic work of the Run goroutine and publishes

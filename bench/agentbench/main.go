@@ -81,6 +81,9 @@ type options struct {
 	// page runs the agent with --http and follows the flame graph page
 	// as an open page does.
 	page bool
+	// requests, when set, is a directory each export received is
+	// written to, as a binary ExportProfilesServiceRequest.
+	requests string
 }
 
 // startupWindow is when the startup figures are read.
@@ -104,6 +107,7 @@ func run() error {
 	flag.BoolVar(&o.soak, "soak", false, "run the soak (baseline, churn, quiet) and check RSS, tables, maps and caches instead of budgets")
 	flag.DurationVar(&o.soakInterval, "soak-interval", 10*time.Second, "with -soak, how often the agent's gauges are read")
 	flag.BoolVar(&o.page, "page", false, "run the agent with --http and follow its flame graph page as an open page does (the update stream, the last 15 minutes' graph at each interval)")
+	flag.StringVar(&o.requests, "requests", "", "write each export received to this directory (req-NNN.pb, binary protobuf), e.g. to replay it")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root to load eBPF programs")
@@ -338,6 +342,11 @@ func run() error {
 			return fmt.Errorf("request %d is not self-contained: %w", i, err)
 		}
 		raw += proto.Size(req)
+		if o.requests != "" {
+			if err := saveRequest(o.requests, i, req); err != nil {
+				return err
+			}
+		}
 		for _, rp := range req.ResourceProfiles {
 			for _, sp := range rp.ScopeProfiles {
 				for _, p := range sp.Profiles {
@@ -654,4 +663,16 @@ func saveProfile(addr, which, path string) error {
 		return fmt.Errorf("%s profile: %w", which, err)
 	}
 	return f.Close()
+}
+
+// saveRequest writes export i to dir as req-NNN.pb.
+func saveRequest(dir string, i int, req proto.Message) error {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encoding request %d: %w", i, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, fmt.Sprintf("req-%03d.pb", i)), b, 0o644)
 }

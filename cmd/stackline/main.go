@@ -52,6 +52,9 @@ func run(args []string) int {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		cfg.MemoryLimit = 0 // the runtime read it
 	}
+	if os.Getenv("GOMAXPROCS") != "" {
+		cfg.MaxProcs = 0 // the runtime read it
+	}
 	if opts.showVersion {
 		fmt.Println("stackline", version)
 		return 0
@@ -143,8 +146,9 @@ func newFlagSet(o *options, output io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.FrameCacheSize, "frame-cache-size", cfg.FrameCacheSize, "frames whose names are cached")
 	fs.IntVar(&cfg.ExecutableCacheSize, "executable-cache-size", cfg.ExecutableCacheSize, "executables whose metadata is cached")
 	fs.Int64Var(&cfg.FrameCacheBytes, "frame-cache-bytes", cfg.FrameCacheBytes, "bytes of frame names cached (0..16GiB; 0: bounded by --frame-cache-size only)")
-	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a frame or executable stays cached unused (0..24h; 0: until evicted for room)")
+	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a frame, executable, file identity or runtime name entry stays cached unused (0..24h; 0: until evicted for room)")
 	fs.Int64Var(&cfg.MemoryLimit, "memory-limit", cfg.MemoryLimit, "Go runtime soft memory limit in bytes (16MiB..1TiB; 0: GOMEMLIMIT's, else none)")
+	fs.IntVar(&cfg.MaxProcs, "max-procs", cfg.MaxProcs, "most CPUs the agent's Go code runs on at once once its start is done (0..1024; 0: the runtime's default)")
 	fs.IntVar(&cfg.SymbolCacheSize, "symbol-cache-size", cfg.SymbolCacheSize, "files whose symbol tables are held")
 	fs.Int64Var(&cfg.SymbolCacheBytes, "symbol-cache-bytes", cfg.SymbolCacheBytes, "total bytes of symbol tables held (1MiB..16GiB)")
 	fs.BoolVar(&cfg.NoLineInfo, "no-line-info", cfg.NoLineInfo, "do not read DWARF line tables (file:line of C, C++ and Rust frames)")
@@ -179,6 +183,7 @@ func newFlagSet(o *options, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.HostName, "host-name", cfg.HostName, "host.name resource attribute (default: the hostname)")
 	fs.StringVar(&cfg.ServiceName, "service-name", cfg.ServiceName, "service.name resource attribute (default: unknown_service:<executable>)")
 	fs.StringVar(&cfg.Demangle, "demangle", cfg.Demangle, "C++/Rust demangling: none, simple or full")
+	fs.BoolVar(&cfg.SystemNames, "system-names", cfg.SystemNames, "also send C++/Rust names as the binary spells them (mangled) to the backend, as functions' system names")
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", cfg.MetricsAddress, "serve Prometheus self-metrics at http://ADDRESS/metrics (e.g. 127.0.0.1:9464)")
 	fs.StringVar(&cfg.HTTPAddress, "http", cfg.HTTPAddress, "serve a live flame graph at http://ADDRESS/ (e.g. 127.0.0.1:8080; may equal --metrics-address)")
 	fs.DurationVar(&cfg.HTTPHistory, "http-history", cfg.HTTPHistory, "how long the flame graph page keeps intervals (1m..24h)")

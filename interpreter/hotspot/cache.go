@@ -2,6 +2,7 @@ package hotspot
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/stackline-dev/stackline/interpreter/namecache"
 )
@@ -13,6 +14,8 @@ type CacheConfig struct {
 	MaxBytes int64
 	// MaxProcessBytes bounds the bytes held for one process.
 	MaxProcessBytes int64
+	// TTL drops an entry unused this long (0 keeps it until evicted).
+	TTL time.Duration
 }
 
 // DefaultCacheConfig is the default of --jvm-cache-bytes and
@@ -29,7 +32,9 @@ type Cache struct {
 
 // NewCache returns a Cache bounded by cfg.
 func NewCache(cfg CacheConfig) *Cache {
-	return &Cache{cfg: cfg, budget: namecache.NewBudget(cfg.MaxBytes)}
+	b := namecache.NewBudget(cfg.MaxBytes)
+	b.SetTTL(cfg.TTL)
+	return &Cache{cfg: cfg, budget: b}
 }
 
 // CacheStats are a Cache's counters.

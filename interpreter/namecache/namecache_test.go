@@ -1,6 +1,9 @@
 package namecache
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestProcessLimit(t *testing.T) {
 	b := NewBudget(1000)
@@ -73,5 +76,38 @@ func TestEntryBound(t *testing.T) {
 	}
 	if c.Len() != maxEntries || c.Bytes() != maxEntries || b.Stats().Evictions != 10 {
 		t.Errorf("%d entries, %d bytes, stats %+v", c.Len(), c.Bytes(), b.Stats())
+	}
+}
+
+func TestTTL(t *testing.T) {
+	b := NewBudget(1000)
+	b.SetTTL(time.Minute)
+	c := New[int, int](b, 1000)
+	var now int64
+	c.now = func() int64 { return now }
+	c.Add(1, 1, 10)
+	c.Add(2, 2, 10)
+	now += int64(40 * time.Second)
+	if _, ok := c.Get(1); !ok { // 1 used again: 2 is now the older
+		t.Fatal("entry 1 gone before its time")
+	}
+	now += int64(30 * time.Second) // 2 unused for 70 s, 1 for 30 s
+	c.Add(3, 3, 10)
+	if _, ok := c.Get(2); ok {
+		t.Error("entry 2 kept after 70 s unused")
+	}
+	for _, k := range []int{1, 3} {
+		if _, ok := c.Get(k); !ok {
+			t.Errorf("entry %d dropped before its time", k)
+		}
+	}
+	if s := b.Stats(); s.Expired != 1 || s.Evictions != 0 || s.Bytes != 20 || c.Bytes() != 20 {
+		t.Errorf("stats %+v, cache %d bytes; want 1 expired, 20 bytes", s, c.Bytes())
+	}
+	// Without a time to live nothing expires.
+	b.SetTTL(0)
+	now += int64(time.Hour)
+	if _, ok := c.Get(1); !ok {
+		t.Error("entry expired with no time to live")
 	}
 }
