@@ -73,3 +73,42 @@ func TestManyChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestNamesConcurrent looks names up from several goroutines at once, in
+// blocks that evict each other from the cache of inflated blocks, and
+// checks every name; with -race it checks the cache's locking.
+func TestNamesConcurrent(t *testing.T) {
+	const n = 5*nameBlock + 17
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "%x t sym_%d_%s\n", 0xffffffff81000000+uint64(i)*0x40, i, strings.Repeat("x", i%50))
+	}
+	tab, err := Parse(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(tab.vmlinux.blockOffs) - 1; got != 6 {
+		t.Fatalf("%d blocks of names, want 6", got)
+	}
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 9))
+			for range 2000 {
+				i := rng.IntN(n)
+				addr := 0xffffffff81000000 + uint64(i)*0x40
+				want := fmt.Sprintf("sym_%d_%s", i, strings.Repeat("x", i%50))
+				if got, ok := tab.Lookup(addr + 1); !ok || got.Name != want {
+					errs <- fmt.Errorf("Lookup(%#x) = %+v, %v; want %s", addr+1, got, ok, want)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
