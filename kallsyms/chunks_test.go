@@ -78,7 +78,7 @@ func TestManyChunks(t *testing.T) {
 // blocks that evict each other from the cache of inflated blocks, and
 // checks every name; with -race it checks the cache's locking.
 func TestNamesConcurrent(t *testing.T) {
-	const n = 5*nameBlock + 17
+	const n = 20*nameBlock + 17 // more names than the cache of recent ones holds
 	var b strings.Builder
 	for i := range n {
 		fmt.Fprintf(&b, "%x t sym_%d_%s\n", 0xffffffff81000000+uint64(i)*0x40, i, strings.Repeat("x", i%50))
@@ -87,8 +87,8 @@ func TestNamesConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(tab.vmlinux.blockOffs) - 1; got != 6 {
-		t.Fatalf("%d blocks of names, want 6", got)
+	if got := len(tab.vmlinux.blockOffs) - 1; got != 21 {
+		t.Fatalf("%d blocks of names, want 21", got)
 	}
 	errs := make(chan error, 4)
 	for g := range 4 {

@@ -381,6 +381,27 @@ func BenchmarkLookup(b *testing.B) {
 	b.ReportMetric(float64(tab.Bytes())/float64(tab.Len()), "bytes/symbol")
 }
 
+// BenchmarkLookupHot looks up addresses in 500 random functions of the
+// kernel image, as the tracer does for the kernel frames of every trace:
+// after the first round their names come from the cache of recent names.
+func BenchmarkLookupHot(b *testing.B) {
+	tab := loadReal(b)
+	syms := tab.vmlinux.addrs
+	rng := rand.New(rand.NewPCG(3, 4))
+	addrs := make([]uint64, 500)
+	for i := range addrs {
+		addrs[i] = syms[rng.IntN(len(syms))] + rng.Uint64N(64)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, ok := tab.Lookup(addrs[i%len(addrs)]); !ok {
+			b.Fatalf("Lookup(%#x) failed", addrs[i%len(addrs)])
+		}
+		i++
+	}
+}
+
 // BenchmarkLoad reads the host's /proc/kallsyms. Besides time and
 // allocations per load, it reports the heap the loaded table keeps alive
 // (heldB, measured by the runtime) and its symbols.

@@ -19,7 +19,8 @@ import (
 // of each of its names in turn as its length (a uvarint) and its bytes.
 // Kernel names compress about fourfold that way, and a name is needed
 // only when the reporter first meets a frame, so the cost of inflating a
-// block on a lookup is rare; names keeps the last blocks inflated. When
+// block on a lookup is rare; names keeps the
+// names returned recently and the last blocks inflated. When
 // mods is not nil, mods[i] is an index whose meaning belongs to the owner
 // of the symtab. Only names is ever written once the symtab is made.
 type symtab struct {
@@ -36,14 +37,32 @@ type symtab struct {
 // microseconds and deflate to about a quarter.
 const nameBlock = 256
 
-// nameCache holds the last blocks of names that lookups inflated, and the
-// decompressor, which is made on the first lookup.
+// nameCache holds the names that lookups returned last, the last blocks of
+// names that they inflated, and the decompressor. The tracer looks up every
+// kernel frame of every trace, mostly of a few hundred hot functions: their
+// names come from recent, without inflating or allocating.
 type nameCache struct {
-	mu     sync.Mutex
+	mu sync.Mutex
+	// recent is set-associative by symbol index (recentNames slots in
+	// sets of recentWays, made on the first lookup).
+	recent []recentName
 	zr     io.ReadCloser
 	src    bytes.Reader
-	blocks [4]inflated
+	blocks [2]inflated
 	next   int // entry of blocks to replace on the next miss
+}
+
+// recentNames is the number of slots of nameCache.recent, recentWays the
+// slots of each set: 4096 names of 4 ways take 96 KiB (and the names).
+const (
+	recentNames = 4096
+	recentWays  = 4
+)
+
+// recentName is a slot of nameCache.recent.
+type recentName struct {
+	sym  int // symbol index + 1; 0 for an empty slot
+	name string
 }
 
 // inflated is one inflated block of names: the names of symbols
@@ -76,16 +95,42 @@ func (s *symtab) bytes() int {
 	for _, b := range s.names.blocks {
 		n += cap(b.buf)
 	}
+	n += cap(s.names.recent) * int(unsafe.Sizeof(recentName{}))
+	for _, r := range s.names.recent {
+		n += len(r.name)
+	}
 	s.names.mu.Unlock()
 	return n
 }
 
-// name returns the name of symbol i, inflating its block unless it is
-// among the last inflated. The string is a copy: the blocks are reused.
+// name returns the name of symbol i: a recent one from the cache, another
+// by inflating its block unless it is among the last inflated.
 func (s *symtab) name(i int) string {
 	c := &s.names
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.recent == nil {
+		c.recent = make([]recentName, recentNames)
+	}
+	// recentWays slots per set, most recently used first.
+	set := c.recent[i%(recentNames/recentWays)*recentWays:][:recentWays]
+	for w := range set {
+		if set[w].sym == i+1 {
+			r := set[w]
+			copy(set[1:w+1], set[:w])
+			set[0] = r
+			return r.name
+		}
+	}
+	name := c.lookup(s, i)
+	copy(set[1:], set[:recentWays-1])
+	set[0] = recentName{sym: i + 1, name: name}
+	return name
+}
+
+// lookup returns the name of symbol i from its block. The string is a
+// copy: the blocks are reused.
+func (c *nameCache) lookup(s *symtab, i int) string {
 	block := i / nameBlock
 	var buf []byte
 	for _, b := range c.blocks {
