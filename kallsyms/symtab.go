@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"unsafe"
 )
 
-// symtab is a sorted, packed list of symbols. Symbol i starts at addrs[i].
+// symtab is a sorted, packed list of symbols. Symbol i starts at
+// base+offs[i] when the symbols span less than 4 GiB, as the kernel image's
+// and the modules' do, and at addrs[i] otherwise (see addr).
 // The names are held compressed, in blocks of nameBlock consecutive
 // symbols: block k is data[blockOffs[k]:blockOffs[k+1]], a DEFLATE stream
 // of each of its names in turn as its length (a uvarint) and its bytes.
@@ -24,7 +27,9 @@ import (
 // mods is not nil, mods[i] is an index whose meaning belongs to the owner
 // of the symtab. Only names is ever written once the symtab is made.
 type symtab struct {
-	addrs     []uint64
+	base      uint64
+	offs      []uint32
+	addrs     []uint64 // nil when offs is used
 	blockOffs []uint32
 	data      []byte
 	mods      []uint32
@@ -80,14 +85,22 @@ func (s *symtab) len() int {
 	if s == nil {
 		return 0
 	}
-	return len(s.addrs)
+	return len(s.offs) + len(s.addrs)
+}
+
+// addr returns the address of symbol i.
+func (s *symtab) addr(i int) uint64 {
+	if s.addrs != nil {
+		return s.addrs[i]
+	}
+	return s.base + uint64(s.offs[i])
 }
 
 func (s *symtab) bytes() int {
 	if s == nil {
 		return 0
 	}
-	n := int(unsafe.Sizeof(*s)) + cap(s.addrs)*8 + cap(s.blockOffs)*4 + cap(s.data) + cap(s.mods)*4
+	n := int(unsafe.Sizeof(*s)) + cap(s.offs)*4 + cap(s.addrs)*8 + cap(s.blockOffs)*4 + cap(s.data) + cap(s.mods)*4
 	s.names.mu.Lock()
 	if s.names.zr != nil {
 		n += inflateBytes
@@ -184,24 +197,37 @@ func (c *nameCache) inflate(block, dst []byte) ([]byte, error) {
 // and addr's offset from it. It reports false when there is no such
 // symbol or the offset is at least MaxSymbolSize.
 func (s *symtab) find(addr uint64) (int, uint64, bool) {
-	if s == nil || len(s.addrs) == 0 || addr < s.addrs[0] {
+	if s.len() == 0 || addr < s.addr(0) {
 		return 0, 0, false
 	}
-	lo, hi := 0, len(s.addrs)
+	var lo int
+	if s.addrs != nil {
+		lo = upper(s.addrs, addr)
+	} else {
+		// Every offset is below 2^32: clamping keeps them all at or
+		// below an address that far past the base.
+		lo = upper(s.offs, uint32(min(addr-s.base, math.MaxUint32)))
+	}
+	i := lo - 1
+	off := addr - s.addr(i)
+	if off >= MaxSymbolSize {
+		return 0, 0, false
+	}
+	return i, off, true
+}
+
+// upper returns the number of elements of the sorted a that are at most v.
+func upper[T uint32 | uint64](a []T, v T) int {
+	lo, hi := 0, len(a)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if s.addrs[m] <= addr {
+		if a[m] <= v {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	i := lo - 1
-	off := addr - s.addrs[i]
-	if off >= MaxSymbolSize {
-		return 0, 0, false
-	}
-	return i, off, true
+	return lo
 }
 
 // builder collects the symbols of one kallsyms text.
@@ -556,6 +582,14 @@ func (p *part) finish(withMods bool) *symtab {
 	}
 	s.blockOffs = append(s.blockOffs, uint32(data.Len()))
 	s.data = bytes.Clone(data.Bytes())
+	if kept > 0 && s.addrs[kept-1]-s.addrs[0] <= math.MaxUint32 {
+		s.base = s.addrs[0]
+		s.offs = make([]uint32, kept)
+		for i, a := range s.addrs {
+			s.offs[i] = uint32(a - s.base)
+		}
+		s.addrs = nil
+	}
 	for k := range s.names.blocks {
 		s.names.blocks[k].block = -1
 	}
