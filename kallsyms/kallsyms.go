@@ -308,7 +308,8 @@ func Parse(r io.Reader) (*Table, error) {
 // than MaxModuleAge is checked by a re-read in the same way. It reports false when addr
 // still lies before the first symbol, at least MaxSymbolSize past the
 // start of the symbol before it, past the end of a module, or in no known
-// part of the kernel. Known addresses cost no allocation.
+// part of the kernel. A known address costs one small allocation, for the
+// name.
 func (t *Table) Lookup(addr uint64) (Symbol, bool) {
 	t.lookups.Add(1)
 	sym, ok := t.lookup(t.dyn.Load(), addr)

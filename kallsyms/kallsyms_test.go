@@ -340,8 +340,8 @@ func FuzzParse(f *testing.F) {
 		}
 		// Every symbol must be found at its own address.
 		for _, p := range []*symtab{tab.vmlinux, tab.dyn.Load().mods.syms} {
-			for i, a := range p.addrs {
-				if i > 0 && p.addrs[i-1] >= a {
+			for i, a := range p.allAddrs() {
+				if i > 0 && p.addr(i-1) >= a {
 					t.Fatalf("addresses not strictly increasing at %d", i)
 				}
 				sym, ok := tab.Lookup(a)
@@ -362,7 +362,7 @@ func FuzzParse(f *testing.F) {
 func BenchmarkLookup(b *testing.B) {
 	tab := loadReal(b)
 	// Random addresses a little past random symbols of the kernel image.
-	syms := tab.vmlinux.addrs
+	syms := tab.vmlinux.allAddrs()
 	rng := rand.New(rand.NewPCG(1, 2))
 	addrs := make([]uint64, 1<<16)
 	for i := range addrs {
@@ -379,6 +379,27 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	b.ReportMetric(float64(found)/float64(i), "found/op")
 	b.ReportMetric(float64(tab.Bytes())/float64(tab.Len()), "bytes/symbol")
+}
+
+// BenchmarkLookupHot looks up addresses in 500 random functions of the
+// kernel image, as the tracer does for the kernel frames of every trace:
+// after the first round their names come from the cache of recent names.
+func BenchmarkLookupHot(b *testing.B) {
+	tab := loadReal(b)
+	syms := tab.vmlinux.allAddrs()
+	rng := rand.New(rand.NewPCG(3, 4))
+	addrs := make([]uint64, 500)
+	for i := range addrs {
+		addrs[i] = syms[rng.IntN(len(syms))] + rng.Uint64N(64)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, ok := tab.Lookup(addrs[i%len(addrs)]); !ok {
+			b.Fatalf("Lookup(%#x) failed", addrs[i%len(addrs)])
+		}
+		i++
+	}
 }
 
 // BenchmarkLoad reads the host's /proc/kallsyms. Besides time and
@@ -431,7 +452,7 @@ func BenchmarkLookupModule(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	syms := tab.dyn.Load().mods.syms.addrs
+	syms := tab.dyn.Load().mods.syms.allAddrs()
 	rng := rand.New(rand.NewPCG(1, 2))
 	addrs := make([]uint64, 1<<16)
 	for i := range addrs {

@@ -145,7 +145,7 @@ func (p *modPart) lookup(addr uint64) (Symbol, bool) {
 	}
 	info := &p.infos[p.syms.mods[i]]
 	// A symbol inside the module's core range does not extend past it.
-	if start := p.syms.addrs[i]; info.end != 0 && start >= info.base && start < info.end && addr >= info.end {
+	if start := p.syms.addr(i); info.end != 0 && start >= info.base && start < info.end && addr >= info.end {
 		return Symbol{}, false
 	}
 	return Symbol{
@@ -220,12 +220,12 @@ func (src *modSource) buildModPart(b *builder, procMods []procModule) *modPart {
 	for _, m := range procMods {
 		listed[m.name] = m
 	}
-	for i := range syms.addrs {
+	for i := range syms.len() {
 		name := b.modNames[syms.mods[i]]
 		lm, isListed := listed[name]
 		if isPseudoModule(name) && !isListed {
 			sym := syms.name(i)
-			p.infos = append(p.infos, modInfo{name: name, key: name + ":" + sym, base: syms.addrs[i], pseudo: true})
+			p.infos = append(p.infos, modInfo{name: name, key: name + ":" + sym, base: syms.addr(i), pseudo: true})
 			syms.mods[i] = uint32(len(p.infos) - 1)
 			continue
 		}
@@ -233,7 +233,7 @@ func (src *modSource) buildModPart(b *builder, procMods []procModule) *modPart {
 		if !ok {
 			// A module that /proc/modules does not list, or whose address
 			// it hides: its lowest symbol, which comes first, is its base.
-			idx = addModule(name, syms.addrs[i], lm.size)
+			idx = addModule(name, syms.addr(i), lm.size)
 		}
 		syms.mods[i] = uint32(idx)
 	}

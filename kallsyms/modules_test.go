@@ -480,7 +480,7 @@ func FuzzParseModules(f *testing.F) {
 		}
 		var src modSource
 		p := src.buildModPart(b, mods)
-		for i, a := range p.syms.addrs {
+		for i, a := range p.syms.allAddrs() {
 			sym, ok := p.lookup(a)
 			if ok && (sym.Offset != 0 || sym.Name != p.syms.name(i) || sym.ModuleKey == "") {
 				t.Fatalf("lookup(%#x) = %+v", a, sym)

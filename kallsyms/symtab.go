@@ -3,81 +3,231 @@ package kallsyms
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
+	"sync"
 	"unsafe"
 )
 
-// symtab is a sorted, packed list of symbols. Symbol i starts at addrs[i];
-// its name is at nameOffs[i] in names, which says its chunk
-// (nameOffs[i]/nameChunk) and where in the chunk it starts: its length
-// (a uvarint, one byte for most), then the name.
-// The chunks are those the names were collected in while parsing, kept
-// rather than copied into one string; they are never written once the
-// symtab is made. When mods is not nil, mods[i] is an index whose meaning
-// belongs to the owner of the symtab.
+// symtab is a sorted, packed list of symbols. Symbol i starts at
+// base+offs[i] when the symbols span less than 4 GiB, as the kernel image's
+// and the modules' do, and at addrs[i] otherwise (see addr).
+// The names are held compressed, in blocks of nameBlock consecutive
+// symbols: block k is data[blockOffs[k]:blockOffs[k+1]], a DEFLATE stream
+// of each of its names in turn as its length (a uvarint) and its bytes.
+// Kernel names compress about fourfold that way, and a name is needed
+// only when the reporter first meets a frame, so the cost of inflating a
+// block on a lookup is rare; names keeps the
+// names returned recently and the last blocks inflated. When
+// mods is not nil, mods[i] is an index whose meaning belongs to the owner
+// of the symtab. Only names is ever written once the symtab is made.
 type symtab struct {
-	addrs    []uint64
-	nameOffs []uint32
-	names    [][]byte
-	mods     []uint32
+	base      uint64
+	offs      []uint32
+	addrs     []uint64 // nil when offs is used
+	blockOffs []uint32
+	data      []byte
+	mods      []uint32
+	names     nameCache
 }
+
+// nameBlock is the number of symbols whose names are compressed together.
+// Larger blocks compress better and faster, smaller ones inflate faster on
+// a lookup: 256 kernel names are about 6 KiB, which inflate in tens of
+// microseconds and deflate to about a quarter.
+const nameBlock = 256
+
+// nameCache holds the names that lookups returned last, the last blocks of
+// names that they inflated, and the decompressor. The tracer looks up every
+// kernel frame of every trace, mostly of a few hundred hot functions: their
+// names come from recent, without inflating or allocating.
+type nameCache struct {
+	mu sync.Mutex
+	// recent is set-associative by symbol index (recentNames slots in
+	// sets of recentWays, made on the first lookup).
+	recent []recentName
+	zr     io.ReadCloser
+	src    bytes.Reader
+	blocks [2]inflated
+	next   int // entry of blocks to replace on the next miss
+}
+
+// recentNames is the number of slots of nameCache.recent, recentWays the
+// slots of each set: 4096 names of 4 ways take 96 KiB (and the names).
+const (
+	recentNames = 4096
+	recentWays  = 4
+)
+
+// recentName is a slot of nameCache.recent.
+type recentName struct {
+	sym  int // symbol index + 1; 0 for an empty slot
+	name string
+}
+
+// inflated is one inflated block of names: the names of symbols
+// block*nameBlock on.
+type inflated struct {
+	block int // -1 when empty
+	buf   []byte
+}
+
+// inflateBytes approximates the heap a flate decompressor holds: its
+// 32 KiB window and its Huffman tables.
+const inflateBytes = 40 << 10
 
 func (s *symtab) len() int {
 	if s == nil {
 		return 0
 	}
-	return len(s.addrs)
+	return len(s.offs) + len(s.addrs)
+}
+
+// addr returns the address of symbol i.
+func (s *symtab) addr(i int) uint64 {
+	if s.addrs != nil {
+		return s.addrs[i]
+	}
+	return s.base + uint64(s.offs[i])
 }
 
 func (s *symtab) bytes() int {
 	if s == nil {
 		return 0
 	}
-	n := int(unsafe.Sizeof(*s)) + cap(s.addrs)*8 + cap(s.nameOffs)*4 + cap(s.mods)*4 + cap(s.names)*int(unsafe.Sizeof([]byte(nil)))
-	for _, c := range s.names {
-		n += cap(c)
+	n := int(unsafe.Sizeof(*s)) + cap(s.offs)*4 + cap(s.addrs)*8 + cap(s.blockOffs)*4 + cap(s.data) + cap(s.mods)*4
+	s.names.mu.Lock()
+	if s.names.zr != nil {
+		n += inflateBytes
 	}
+	for _, b := range s.names.blocks {
+		n += cap(b.buf)
+	}
+	n += cap(s.names.recent) * int(unsafe.Sizeof(recentName{}))
+	for _, r := range s.names.recent {
+		n += len(r.name)
+	}
+	s.names.mu.Unlock()
 	return n
 }
 
-// name returns the name of symbol i. It shares the chunk's memory, which
-// is never written again.
+// name returns the name of symbol i: a recent one from the cache, another
+// by inflating its block unless it is among the last inflated.
 func (s *symtab) name(i int) string {
-	off := s.nameOffs[i]
-	c := s.names[off/nameChunk][off%nameChunk:]
-	n, w := binary.Uvarint(c)
-	if n == 0 {
-		return ""
+	c := &s.names
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.recent == nil {
+		c.recent = make([]recentName, recentNames)
 	}
-	return unsafe.String(&c[w], n)
+	// recentWays slots per set, most recently used first.
+	set := c.recent[i%(recentNames/recentWays)*recentWays:][:recentWays]
+	for w := range set {
+		if set[w].sym == i+1 {
+			r := set[w]
+			copy(set[1:w+1], set[:w])
+			set[0] = r
+			return r.name
+		}
+	}
+	name := c.lookup(s, i)
+	copy(set[1:], set[:recentWays-1])
+	set[0] = recentName{sym: i + 1, name: name}
+	return name
+}
+
+// lookup returns the name of symbol i from its block. The string is a
+// copy: the blocks are reused.
+func (c *nameCache) lookup(s *symtab, i int) string {
+	block := i / nameBlock
+	var buf []byte
+	for _, b := range c.blocks {
+		if b.block == block && b.buf != nil {
+			buf = b.buf
+		}
+	}
+	if buf == nil {
+		var err error
+		buf, err = c.inflate(s.data[s.blockOffs[block]:s.blockOffs[block+1]], c.blocks[c.next].buf[:0])
+		if err != nil {
+			// The blocks are deflated by finish and never written: a
+			// failure is a bug, not bad input.
+			panic(fmt.Sprintf("kallsyms: names of block %d: %v", block, err))
+		}
+		c.blocks[c.next] = inflated{block: block, buf: buf}
+		c.next = (c.next + 1) % len(c.blocks)
+	}
+	for range i % nameBlock {
+		n, w := binary.Uvarint(buf)
+		buf = buf[w+int(n):]
+	}
+	n, w := binary.Uvarint(buf)
+	return string(buf[w : w+int(n)])
+}
+
+// inflate decompresses one block of names, appending it to dst.
+func (c *nameCache) inflate(block, dst []byte) ([]byte, error) {
+	c.src.Reset(block)
+	if c.zr == nil {
+		c.zr = flate.NewReader(&c.src)
+	} else if err := c.zr.(flate.Resetter).Reset(&c.src, nil); err != nil {
+		return nil, err
+	}
+	for {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, max(4<<10, cap(dst)))
+		}
+		n, err := c.zr.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // find returns the index of the last symbol that starts at or before addr
 // and addr's offset from it. It reports false when there is no such
 // symbol or the offset is at least MaxSymbolSize.
 func (s *symtab) find(addr uint64) (int, uint64, bool) {
-	if s == nil || len(s.addrs) == 0 || addr < s.addrs[0] {
+	if s.len() == 0 || addr < s.addr(0) {
 		return 0, 0, false
 	}
-	lo, hi := 0, len(s.addrs)
+	var lo int
+	if s.addrs != nil {
+		lo = upper(s.addrs, addr)
+	} else {
+		// Every offset is below 2^32: clamping keeps them all at or
+		// below an address that far past the base.
+		lo = upper(s.offs, uint32(min(addr-s.base, math.MaxUint32)))
+	}
+	i := lo - 1
+	off := addr - s.addr(i)
+	if off >= MaxSymbolSize {
+		return 0, 0, false
+	}
+	return i, off, true
+}
+
+// upper returns the number of elements of the sorted a that are at most v.
+func upper[T uint32 | uint64](a []T, v T) int {
+	lo, hi := 0, len(a)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if s.addrs[m] <= addr {
+		if a[m] <= v {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	i := lo - 1
-	off := addr - s.addrs[i]
-	if off >= MaxSymbolSize {
-		return 0, 0, false
-	}
-	return i, off, true
+	return lo
 }
 
 // builder collects the symbols of one kallsyms text.
@@ -343,8 +493,8 @@ func (b *builder) symbol(addr uint64, typ byte, name, mod []byte) {
 
 // finish sorts the part's symbols by address, keeps one symbol per address
 // (the first listed, unless a later one is global and it is not) and packs
-// them into a symtab, which takes over the part's name chunks. With withMods, the symtab's mods hold each symbol's
-// module name index.
+// them into a symtab, whose names it compresses. With withMods, the
+// symtab's mods hold each symbol's module name index.
 func (p *part) finish(withMods bool) *symtab {
 	chunks := p.entries
 	if !p.sorted {
@@ -386,31 +536,74 @@ func (p *part) finish(withMods bool) *symtab {
 			kept++
 		}
 	}
-	if n := len(p.names); n > 0 {
-		// The last chunk is filled only in part: keep what it holds.
-		p.names[n-1] = slices.Clip(bytes.Clone(p.names[n-1]))
-	}
-	s := &symtab{
-		addrs:    make([]uint64, kept),
-		nameOffs: make([]uint32, kept),
-		names:    slices.Clip(p.names),
-	}
+	s := &symtab{addrs: make([]uint64, kept)}
 	if withMods {
 		s.mods = make([]uint32, kept)
+	}
+	nblocks := (kept + nameBlock - 1) / nameBlock
+	s.blockOffs = make([]uint32, 0, nblocks+1)
+	var data bytes.Buffer
+	data.Grow(p.nameBytes() / 3)
+	zw, err := flate.NewWriter(&data, flate.BestSpeed)
+	if err != nil {
+		panic(err) // BestSpeed is a valid level
+	}
+	var raw []byte
+	deflate := func() {
+		s.blockOffs = append(s.blockOffs, uint32(data.Len()))
+		zw.Reset(&data)
+		// Writes to a bytes.Buffer do not fail.
+		zw.Write(raw)
+		zw.Close()
+		raw = raw[:0]
 	}
 	i := 0
 	for _, c := range chunks {
 		for _, e := range c[:min(len(c), kept-i)] {
 			s.addrs[i] = e.addr
-			s.nameOffs[i] = e.nameOff
 			if withMods {
 				s.mods[i] = e.mod
 			}
+			chunk := p.names[e.nameOff/nameChunk][e.nameOff%nameChunk:]
+			n, w := binary.Uvarint(chunk)
+			raw = append(raw, chunk[:w+int(n)]...)
 			i++
+			if i%nameBlock == 0 {
+				deflate()
+			}
 		}
+	}
+	if i%nameBlock != 0 {
+		deflate()
+	}
+	if data.Len() > 1<<32-1 {
+		// Names are at most 4 GiB, which deflate to less.
+		panic("kallsyms: compressed names exceed 4 GiB")
+	}
+	s.blockOffs = append(s.blockOffs, uint32(data.Len()))
+	s.data = bytes.Clone(data.Bytes())
+	if kept > 0 && s.addrs[kept-1]-s.addrs[0] <= math.MaxUint32 {
+		s.base = s.addrs[0]
+		s.offs = make([]uint32, kept)
+		for i, a := range s.addrs {
+			s.offs[i] = uint32(a - s.base)
+		}
+		s.addrs = nil
+	}
+	for k := range s.names.blocks {
+		s.names.blocks[k].block = -1
 	}
 	*p = part{}
 	return s
+}
+
+// nameBytes returns how many bytes the part's names fill.
+func (p *part) nameBytes() int {
+	n := 0
+	for _, c := range p.names {
+		n += len(c)
+	}
+	return n
 }
 
 func isSpace(c byte) bool {

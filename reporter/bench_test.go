@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"testing"
+	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	"google.golang.org/protobuf/proto"
@@ -115,3 +116,17 @@ func benchmarkBuild(b *testing.B, stacks int) {
 
 func BenchmarkBuild1k(b *testing.B)   { benchmarkBuild(b, 1000) }
 func BenchmarkBuild100k(b *testing.B) { benchmarkBuild(b, 100000) }
+
+// BenchmarkNew makes a reporter with the agent's default cache sizes; its
+// B/op is the heap an idle reporter's caches take.
+func BenchmarkNew(b *testing.B) {
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 16384, 4096
+	cfg.CacheTTL = time.Minute
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := New(cfg, &captureExporter{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

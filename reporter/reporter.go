@@ -19,7 +19,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/elastic/go-freelru"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 
 	"github.com/stackline-dev/stackline/trace"
@@ -109,8 +108,8 @@ type Reporter struct {
 	exporter Exporter
 
 	mu     sync.Mutex
-	frames *freelru.LRU[trace.FrameID, trace.FrameInfo]
-	execs  *freelru.LRU[trace.FileID, trace.ExecutableInfo]
+	frames *growingLRU[trace.FrameID, trace.FrameInfo]
+	execs  *growingLRU[trace.FileID, trace.ExecutableInfo]
 	// frameBytes is what the frame cache's entries hold, as
 	// FrameInfoBytes counts it; kept by frameEvicted and FrameMetadata.
 	frameBytes int
@@ -194,16 +193,14 @@ func New(cfg Config, exporter Exporter) (*Reporter, error) {
 	if exporter == nil {
 		return nil, errors.New("reporter: no exporter")
 	}
-	frames, err := freelru.New[trace.FrameID, trace.FrameInfo](uint32(cfg.FrameCacheSize), hashFrameID)
+	frames, err := newGrowingLRU[trace.FrameID, trace.FrameInfo](initialFrameCache, uint32(cfg.FrameCacheSize), hashFrameID, cfg.CacheTTL)
 	if err != nil {
 		return nil, fmt.Errorf("reporter: frame cache: %w", err)
 	}
-	execs, err := freelru.New[trace.FileID, trace.ExecutableInfo](uint32(cfg.ExecutableCacheSize), hashFileID)
+	execs, err := newGrowingLRU[trace.FileID, trace.ExecutableInfo](initialExecutableCache, uint32(cfg.ExecutableCacheSize), hashFileID, cfg.CacheTTL)
 	if err != nil {
 		return nil, fmt.Errorf("reporter: executable cache: %w", err)
 	}
-	frames.SetLifetime(cfg.CacheTTL)
-	execs.SetLifetime(cfg.CacheTTL)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -222,6 +219,14 @@ func New(cfg Config, exporter Exporter) (*Reporter, error) {
 	execs.SetOnEvict(func(trace.FileID, trace.ExecutableInfo) { r.stats.execsDropped.Add(1) })
 	return r, nil
 }
+
+// The caches start with room for this many entries and grow, as they fill,
+// to FrameCacheSize and ExecutableCacheSize: a frame entry takes about 90
+// bytes and an executable entry about 180 even when unused.
+const (
+	initialFrameCache      = 1024
+	initialExecutableCache = 256
+)
 
 // frameEvicted keeps the frame cache's byte count when an entry leaves it
 // (for room, expired, or removed). The cache calls it with r.mu held.
@@ -255,11 +260,31 @@ func (r *Reporter) purgeExpired(now time.Time) {
 		return
 	}
 	r.lastPurge = now
+	r.purge()
+}
+
+// purge drops the expired entries of both caches now. The caller holds
+// r.mu.
+func (r *Reporter) purge() {
 	frames, execs := r.stats.framesDropped.Load(), r.stats.execsDropped.Load()
 	r.frames.PurgeExpired()
 	r.execs.PurgeExpired()
 	r.stats.framesExpired.Add(r.stats.framesDropped.Load() - frames)
 	r.stats.execsExpired.Add(r.stats.execsDropped.Load() - execs)
+}
+
+// makeRoom grows a full cache that may grow, once its expired entries are
+// gone, before an entry that is not in it is added. The caller holds r.mu.
+func makeRoom[K comparable, V any](r *Reporter, c *growingLRU[K, V], key K) {
+	if !c.full() || c.Contains(key) {
+		return
+	}
+	if r.cfg.CacheTTL > 0 {
+		r.purge()
+	}
+	if c.full() {
+		c.grow()
+	}
 }
 
 // FrameKnown reports whether the reporter holds metadata for id. When it
@@ -313,6 +338,7 @@ func (r *Reporter) FrameMetadata(id trace.FrameID, info trace.FrameInfo) {
 		r.frames.Remove(id)
 		return
 	}
+	makeRoom(r, r.frames, id)
 	if old, ok := r.frames.Peek(id); ok {
 		r.frameBytes -= FrameInfoBytes(old)
 	}
@@ -345,6 +371,7 @@ func (r *Reporter) ExecutableKnown(id trace.FileID) bool {
 func (r *Reporter) ExecutableMetadata(id trace.FileID, info trace.ExecutableInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	makeRoom(r, r.execs, id)
 	r.execs.Add(id, info)
 	r.cur.execs[id] = info
 	r.promiseExec(id)

@@ -516,3 +516,98 @@ func TestFrameCacheBytes(t *testing.T) {
 		t.Fatal("the frame too large to cache is known after its interval")
 	}
 }
+
+// TestCacheGrows: the frame and executable caches start small and grow to
+// their sizes as they fill, keeping every entry, the order in which they
+// were used, and the frame cache's byte count.
+func TestCacheGrows(t *testing.T) {
+	const size = 3000 // more than one growth from initialFrameCache
+	exp := &captureExporter{}
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = size, size
+	cfg.CacheTTL = time.Hour
+	r, err := New(cfg, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.frames.capacity != initialFrameCache || r.execs.capacity != initialExecutableCache {
+		t.Fatalf("initial capacities %d, %d", r.frames.capacity, r.execs.capacity)
+	}
+	frame := func(i int) trace.FrameID {
+		return trace.FrameID{File: fileID(i), Addr: 0x1000, Type: trace.FrameNative}
+	}
+	bytes := 0
+	add := func(i int) {
+		id := frame(i)
+		resolve(r, id)
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{id}}, trace.TraceMeta{PID: 1, TID: 1})
+	}
+	for i := range initialFrameCache {
+		add(i)
+		bytes += FrameInfoBytes(trace.FrameInfo{Lines: []trace.Line{{Function: frameName(frame(i))}}})
+	}
+	r.Flush(context.Background())
+	// Frame 0 is used again: the least recently used is now frame 1.
+	if !r.FrameKnown(frame(0)) || !r.ExecutableKnown(frame(0).File) {
+		t.Fatal("frame 0 not known before the caches grow")
+	}
+	r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{frame(0)}}, trace.TraceMeta{PID: 1, TID: 1})
+	for i := initialFrameCache; i < size; i++ {
+		add(i)
+		bytes += FrameInfoBytes(trace.FrameInfo{Lines: []trace.Line{{Function: frameName(frame(i))}}})
+	}
+	r.Flush(context.Background())
+	s := r.Stats()
+	if s.FrameCacheEntries != size || s.ExecutableCacheEntries != size || s.FrameCacheBytes != uint64(bytes) {
+		t.Fatalf("after growing: %d frames of %d bytes, %d executables; want %d, %d bytes", s.FrameCacheEntries, s.FrameCacheBytes, s.ExecutableCacheEntries, size, bytes)
+	}
+	if r.frames.capacity != size || r.execs.capacity != size {
+		t.Fatalf("capacities %d, %d after growing, want %d", r.frames.capacity, r.execs.capacity, size)
+	}
+	if s.FrameCacheExpired != 0 {
+		t.Fatalf("%d frames expired", s.FrameCacheExpired)
+	}
+	// One more frame evicts the least recently used: frame 1, not 0.
+	add(size)
+	r.Flush(context.Background())
+	if r.FrameKnown(frame(1)) {
+		t.Error("frame 1 still known: growing lost the order of use")
+	}
+	if !r.FrameKnown(frame(0)) || !r.FrameKnown(frame(2)) {
+		t.Error("frame 0 or 2 evicted instead of frame 1")
+	}
+	if s := r.Stats(); s.FrameCacheEntries != size {
+		t.Errorf("%d frames cached, want %d", s.FrameCacheEntries, size)
+	}
+}
+
+// TestCacheExpiresBeforeGrowing: a full cache whose entries have expired
+// drops them, counted as expired, rather than growing and keeping them.
+func TestCacheExpiresBeforeGrowing(t *testing.T) {
+	exp := &captureExporter{}
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 4*initialFrameCache, 4*initialFrameCache
+	cfg.CacheTTL = 100 * time.Millisecond
+	r, err := New(cfg, exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(i int) trace.FrameID {
+		return trace.FrameID{File: fileID(i), Addr: 0x1000, Type: trace.FrameNative}
+	}
+	for i := range initialFrameCache {
+		resolve(r, frame(i))
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{frame(i)}}, trace.TraceMeta{PID: 1, TID: 1})
+	}
+	r.Flush(context.Background())
+	time.Sleep(2 * cfg.CacheTTL)
+	resolve(r, frame(initialFrameCache))
+	s := r.Stats()
+	if r.frames.capacity != initialFrameCache || s.FrameCacheEntries != 1 || s.FrameCacheExpired != initialFrameCache {
+		t.Fatalf("capacity %d, %d entries, %d expired; want %d, 1, %d", r.frames.capacity, s.FrameCacheEntries, s.FrameCacheExpired, initialFrameCache, initialFrameCache)
+	}
+	want := FrameInfoBytes(trace.FrameInfo{Lines: []trace.Line{{Function: frameName(frame(initialFrameCache))}}})
+	if s.FrameCacheBytes != uint64(want) {
+		t.Fatalf("frame cache bytes %d, want %d", s.FrameCacheBytes, want)
+	}
+}
