@@ -24,6 +24,16 @@ func (b builtBuilder) Build(_, _ *elffile.File, _ nativeunwind.Options) (*native
 
 func (builtBuilder) Release() {}
 
+// newTable returns a table of the given rows, as they are.
+func newTable(tb testing.TB, rows []nativeunwind.Row, src nativeunwind.Source) *nativeunwind.Table {
+	tb.Helper()
+	t, err := nativeunwind.NewTable(rows, src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
 // largeTables are the large files whose tables BenchmarkLoadTable loads:
 // node's executable and HotSpot's libjvm, the largest tables of the
 // whole-agent benchmark's mix.
@@ -112,7 +122,7 @@ func BenchmarkLoadTable(b *testing.B) {
 				tab.close()
 			}
 			b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
-			b.ReportMetric(float64(len(builder.tab.Rows)), "rows")
+			b.ReportMetric(float64(builder.tab.Len()), "rows")
 			b.ReportMetric(float64(kernelBytes), "kernel-bytes")
 		})
 	}

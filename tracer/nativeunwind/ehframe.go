@@ -89,6 +89,7 @@ type frameParser struct {
 	keys     *keysort.Buffer // for sorting fdes
 
 	interp *interp
+	rules  *ruleSet // of the rows
 }
 
 // sectionRows returns the rows of one .eh_frame or .debug_frame section,
@@ -98,14 +99,14 @@ type frameParser struct {
 // decoded one after the other and only their ranges and where their
 // programs are kept (to run them in address order, which the section's
 // need not be), CIEs are decoded once, when an FDE first refers to them.
-func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []Row) ([]Row, error) {
+func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uint64) ([]uint64, error) {
 	s := bs.scratch
 	if s.cieIndex == nil {
 		s.cieIndex = make(map[uint64]int32)
 	}
 	clear(s.cieIndex)
 	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, covered: covered,
-		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp}
+		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp, rules: &s.rules}
 	p.interp.arch = bs.arch
 	p.interp.sec = sec
 	defer func() {
@@ -440,7 +441,7 @@ func (s *frameSection) value(r *reader, format, addrSize uint8) uint64 {
 
 // run executes the FDEs in address order and returns the rows, in
 // dst[:0].
-func (p *frameParser) run(dst []Row) ([]Row, error) {
+func (p *frameParser) run(dst []uint64) ([]uint64, error) {
 	fdes := p.fdes
 	// walk appends FDEs in section order, so by increasing insnOff: a
 	// stable sort by address orders them as cmpFDE does. The radix sort
@@ -454,7 +455,7 @@ func (p *frameParser) run(dst []Row) ([]Row, error) {
 	for i := range fdes {
 		estimate += int(fdes[i].insnEnd-fdes[i].insnOff)/3 + 1
 	}
-	b := newBuilder(dst, p.opts.MaxRows, estimate)
+	b := newBuilder(dst, p.rules, p.opts.MaxRows, estimate)
 	for i := range fdes {
 		f := &fdes[i]
 		if !b.begin(f.lo, f.lo+(f.vhi-f.vlo)) {
