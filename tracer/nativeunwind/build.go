@@ -94,8 +94,9 @@ var (
 // .eh_frame, f's .debug_frame and debug's .debug_frame; an FDE whose range
 // a preferred source covers all of is not even run. Table.Sources tells
 // which gave rows. Addresses in no executable PT_LOAD segment of f are
-// dropped; the others become file offsets. .eh_frame_hdr is not used, so
-// a file without section headers has no table.
+// dropped; the others become file offsets (a file offset of MaxAddr or
+// more fails the build with ErrTooLarge). .eh_frame_hdr is not used, so a
+// file without section headers has no table.
 //
 // A row translates the DWARF rules at its addresses as follows (x86-64):
 //
@@ -133,8 +134,8 @@ func Build(f, debug *elffile.File, opts Options) (*Table, error) {
 }
 
 // Build returns the stack-delta table of the ELF file f, as the function
-// Build does, with its rows in b's memory: they are valid until the next
-// call of b.Build or b.Release.
+// Build does, with its rows and rules in b's memory: they are valid until
+// the next call of b.Build or b.Release.
 //
 // Building a table allocates nothing once b's buffers have grown to the
 // sizes the file needs: the call frame sections are read in place (mapped

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // cfaGap marks, while a table is built, addresses that no function of a
@@ -48,16 +49,34 @@ const (
 // ruleSet interns the rules of a build: it gives each distinct rule (a
 // Row without its Addr) an index.
 type ruleSet struct {
-	rules []Row // by index, Addr 0
+	rules []Row     // by index, Addr 0
+	keys  []ruleKey // of rules, by index
 	// slots is an open-addressing hash table of indices+1 into rules (0
 	// is an empty slot); its length is a power of two, at least twice
 	// len(rules).
 	slots []uint32
 }
 
+// ruleKey is a rule packed in two words, to hash and compare.
+type ruleKey struct{ a, b uint64 }
+
+// keyOf returns the key of r's rule.
+func keyOf(r Row) ruleKey {
+	return ruleKey{
+		a: uint64(r.CFA) | uint64(uint32(r.RAOffset))<<32,
+		b: uint64(uint32(r.CFAOffset)) | uint64(uint32(r.FPOffset))<<32,
+	}
+}
+
+// hash returns the hash of k.
+func (k ruleKey) hash() uint64 {
+	h := k.a*0x9e3779b97f4a7c15 ^ k.b*0xc2b2ae3d27d4eb4f
+	return h ^ h>>29
+}
+
 // reset empties s but for ruleGap and ruleInvalid.
 func (s *ruleSet) reset() {
-	s.rules = s.rules[:0]
+	s.rules, s.keys = s.rules[:0], s.keys[:0]
 	if len(s.slots) == 0 {
 		s.slots = make([]uint32, 64)
 	} else {
@@ -67,28 +86,22 @@ func (s *ruleSet) reset() {
 	s.intern(Row{CFA: CFAInvalid})
 }
 
-// ruleHash returns the hash of a rule (Addr 0).
-func ruleHash(r Row) uint64 {
-	h := (uint64(uint32(r.CFAOffset))<<32 | uint64(uint32(r.FPOffset))) * 0x9e3779b97f4a7c15
-	h ^= (uint64(uint32(r.RAOffset))<<8 | uint64(r.CFA)) * 0xc2b2ae3d27d4eb4f
-	return h ^ h>>29
-}
-
 // intern returns the index of r's rule (r without its Addr), adding it;
 // false means s is full (maxRules).
 func (s *ruleSet) intern(r Row) (uint32, bool) {
-	r.Addr = 0
+	k := keyOf(r)
 	mask := uint64(len(s.slots) - 1)
-	h := ruleHash(r) & mask
+	h := k.hash() & mask
 	for ; s.slots[h] != 0; h = (h + 1) & mask {
-		if i := s.slots[h] - 1; s.rules[i] == r {
+		if i := s.slots[h] - 1; s.keys[i] == k {
 			return i, true
 		}
 	}
 	if len(s.rules) >= maxRules {
 		return 0, false
 	}
-	s.rules = append(s.rules, r)
+	r.Addr = 0
+	s.rules, s.keys = append(s.rules, r), append(s.keys, k)
 	n := uint32(len(s.rules))
 	if 2*len(s.rules) <= len(s.slots) {
 		s.slots[h] = n
@@ -97,8 +110,8 @@ func (s *ruleSet) intern(r Row) (uint32, bool) {
 	// Rehash into twice the slots.
 	s.slots = make([]uint32, 2*len(s.slots))
 	mask = uint64(len(s.slots) - 1)
-	for i, r := range s.rules {
-		h := ruleHash(r) & mask
+	for i, k := range s.keys {
+		h := k.hash() & mask
 		for s.slots[h] != 0 {
 			h = (h + 1) & mask
 		}
@@ -108,7 +121,9 @@ func (s *ruleSet) intern(r Row) (uint32, bool) {
 }
 
 // bytes returns the memory s holds.
-func (s *ruleSet) bytes() int { return cap(s.rules)*rowSize + len(s.slots)*4 }
+func (s *ruleSet) bytes() int {
+	return cap(s.rules)*int(unsafe.Sizeof(Row{})) + cap(s.keys)*int(unsafe.Sizeof(ruleKey{})) + len(s.slots)*4
+}
 
 // builder collects the rows of one source in address order, merging
 // equal neighbours. Rows come in ranges (an FDE, a Go function): begin a
