@@ -52,13 +52,21 @@ type ruleSet struct {
 	rules []Row     // by index, Addr 0
 	keys  []ruleKey // of rules, by index
 	// slots is an open-addressing hash table of indices+1 into rules (0
-	// is an empty slot); its length is a power of two, at least twice
+	// is an empty slot); its length is 1<<bits, at least twice
 	// len(rules).
 	slots []uint32
+	bits  uint
+	// last is the key of the rule interned last, at index lastIndex:
+	// neighbouring rows often have the same rule.
+	last      ruleKey
+	lastIndex uint32
 }
 
 // ruleKey is a rule packed in two words, to hash and compare.
 type ruleKey struct{ a, b uint64 }
+
+// noKey is the key of no rule: bits 8-31 of a key's a are 0.
+var noKey = ruleKey{a: 1 << 8}
 
 // keyOf returns the key of r's rule.
 func keyOf(r Row) ruleKey {
@@ -68,17 +76,20 @@ func keyOf(r Row) ruleKey {
 	}
 }
 
-// hash returns the hash of k.
-func (k ruleKey) hash() uint64 {
-	h := k.a*0x9e3779b97f4a7c15 ^ k.b*0xc2b2ae3d27d4eb4f
-	return h ^ h>>29
+// slot returns the first slot of k in a table of 1<<bits slots: the top
+// bits of a multiplicative hash, which depend on all of the key's bits.
+func (k ruleKey) slot(bits uint) uint64 {
+	h := (k.a ^ k.b*0xc2b2ae3d27d4eb4f) * 0x9e3779b97f4a7c15
+	return h >> (64 - bits)
 }
 
 // reset empties s but for ruleGap and ruleInvalid.
 func (s *ruleSet) reset() {
 	s.rules, s.keys = s.rules[:0], s.keys[:0]
+	s.last = noKey
 	if len(s.slots) == 0 {
-		s.slots = make([]uint32, 64)
+		s.bits = 6
+		s.slots = make([]uint32, 1<<s.bits)
 	} else {
 		clear(s.slots)
 	}
@@ -90,8 +101,20 @@ func (s *ruleSet) reset() {
 // false means s is full (maxRules).
 func (s *ruleSet) intern(r Row) (uint32, bool) {
 	k := keyOf(r)
+	if k == s.last {
+		return s.lastIndex, true
+	}
+	i, ok := s.lookup(k, r)
+	if ok {
+		s.last, s.lastIndex = k, i
+	}
+	return i, ok
+}
+
+// lookup returns the index of the rule r, whose key is k, adding it.
+func (s *ruleSet) lookup(k ruleKey, r Row) (uint32, bool) {
 	mask := uint64(len(s.slots) - 1)
-	h := k.hash() & mask
+	h := k.slot(s.bits)
 	for ; s.slots[h] != 0; h = (h + 1) & mask {
 		if i := s.slots[h] - 1; s.keys[i] == k {
 			return i, true
@@ -108,10 +131,11 @@ func (s *ruleSet) intern(r Row) (uint32, bool) {
 		return n - 1, true
 	}
 	// Rehash into twice the slots.
-	s.slots = make([]uint32, 2*len(s.slots))
+	s.bits++
+	s.slots = make([]uint32, 1<<s.bits)
 	mask = uint64(len(s.slots) - 1)
 	for i, k := range s.keys {
-		h := k.hash() & mask
+		h := k.slot(s.bits)
 		for s.slots[h] != 0 {
 			h = (h + 1) & mask
 		}
@@ -378,10 +402,18 @@ func appendExecSegments(segs segments, ef *elf.File) segments {
 
 // find returns the segment holding the address.
 func (s segments) find(vaddr uint64) (segment, bool) {
-	for _, seg := range s {
-		if vaddr >= seg.vaddr && vaddr-seg.vaddr < seg.size {
-			return seg, true
-		}
+	if i, ok := s.index(vaddr); ok {
+		return s[i], true
 	}
 	return segment{}, false
+}
+
+// index returns the index of the segment holding the address.
+func (s segments) index(vaddr uint64) (int, bool) {
+	for i, seg := range s {
+		if vaddr >= seg.vaddr && vaddr-seg.vaddr < seg.size {
+			return i, true
+		}
+	}
+	return 0, false
 }
