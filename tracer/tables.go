@@ -44,9 +44,16 @@ const (
 // false.
 func encodeRow(r nativeunwind.Row) (packed uint64, ok bool) {
 	rule, ok := encodeRule(r)
-	return uint64(rule)<<rowRuleShift | r.Addr, ok
+	return packRow(rule, r.Addr), ok
 }
 
+// packRow packs a rule (see encodeRule) and a file offset below 4 GiB.
+func packRow(rule uint32, addr uint64) uint64 {
+	return uint64(rule)<<rowRuleShift | addr
+}
+
+// encodeRule packs the rule of a row (all but its Addr) for the eBPF
+// unwinder; false means it cannot express it, and the rule is invalid.
 func encodeRule(r nativeunwind.Row) (uint32, bool) {
 	var kind uint32
 	switch r.CFA {

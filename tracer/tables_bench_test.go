@@ -24,13 +24,30 @@ func (b builtBuilder) Build(_, _ *elffile.File, _ nativeunwind.Options) (*native
 
 func (builtBuilder) Release() {}
 
+// newTable returns a table of the given rows, as they are.
+func newTable(tb testing.TB, rows []nativeunwind.Row, src nativeunwind.Source) *nativeunwind.Table {
+	tb.Helper()
+	t, err := nativeunwind.NewTable(rows, src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+// cc1 is GCC's C compiler, the largest table (479k rows) of the
+// whole-agent benchmark's mix, which runs a build loop.
+const cc1 = "/usr/lib/gcc/x86_64-linux-gnu/12/cc1"
+
 // largeTables are the large files whose tables BenchmarkLoadTable loads:
-// node's executable and HotSpot's libjvm, the largest tables of the
-// whole-agent benchmark's mix.
+// node's executable, HotSpot's libjvm and GCC's cc1, the largest tables
+// of the whole-agent benchmark's mix.
 func largeTables() map[string]string {
 	files := map[string]string{"libjvm": "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"}
 	if p, err := exec.LookPath("node"); err == nil {
 		files["node"] = p
+	}
+	if _, err := os.Stat(cc1); err == nil {
+		files["cc1"] = cc1
 	}
 	return files
 }
@@ -112,8 +129,47 @@ func BenchmarkLoadTable(b *testing.B) {
 				tab.close()
 			}
 			b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
-			b.ReportMetric(float64(len(builder.tab.Rows)), "rows")
+			b.ReportMetric(float64(builder.tab.Len()), "rows")
 			b.ReportMetric(float64(kernelBytes), "kernel-bytes")
+		})
+	}
+}
+
+// BenchmarkBuildTable builds a large real table and packs it into a new
+// inner map of unwind_tables, as a build worker does with each file: the
+// whole of a table's CPU (cpu-ns/op, the kernel's included) and
+// allocation (B/op) on the build worker. The worker's Builder is reused
+// from one build to the next, keeping what it keeps by default.
+func BenchmarkBuildTable(b *testing.B) {
+	testenv.RequireBPF(b)
+	maps, _ := tableMaps(b)
+	for name, path := range largeTables() {
+		b.Run(name, func(b *testing.B) {
+			fh, err := os.Open(path)
+			if err != nil {
+				b.Skip(err)
+			}
+			f, err := elffile.NewFile(fh, elffile.Source{Path: path})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			builder := &nativeunwind.Builder{}
+			key := uint64(len(name))
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU(b)
+			var rows int
+			for range b.N {
+				tab, n, _, _, err := encodeTable(builder, maps, key, f, nil, 1<<30)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rows = n
+				tab.close()
+			}
+			b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(rows), "rows")
 		})
 	}
 }

@@ -25,7 +25,7 @@ func TestEncodeTable(t *testing.T) {
 		{Addr: 0x1010, CFA: nativeunwind.CFASP, CFAOffset: 8, RAOffset: -16}, // not expressible
 		{Addr: 0x1020, CFA: nativeunwind.CFAInvalid},
 	}
-	tab, n, src, invalid, err := encodeTable(builtBuilder{&nativeunwind.Table{Rows: rows, Sources: nativeunwind.SourceEHFrame}},
+	tab, n, src, invalid, err := encodeTable(builtBuilder{newTable(t, rows, nativeunwind.SourceEHFrame)},
 		maps, 1, nil, nil, 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func TestEncodeTable(t *testing.T) {
 
 	far := append([]nativeunwind.Row{}, rows[:2]...)
 	far = append(far, nativeunwind.Row{Addr: 1 << 32, CFA: nativeunwind.CFAEndOfStack})
-	if tab, _, _, _, err := encodeTable(builtBuilder{&nativeunwind.Table{Rows: far}}, maps, 1, nil, nil, 1<<20); err == nil || tab != nil {
+	if tab, _, _, _, err := encodeTable(builtBuilder{newTable(t, far, 0)}, maps, 1, nil, nil, 1<<20); err == nil || tab != nil {
 		t.Errorf("a row at 4 GiB: table %v, error %v; want an error", tab, err)
 	}
 	if tab, _, _, _, err := encodeTable(builtBuilder{&nativeunwind.Table{}}, maps, 1, nil, nil, 1<<20); !errors.Is(err, nativeunwind.ErrNoCFI) || tab != nil {
@@ -89,8 +89,8 @@ func TestTableInMappedArray(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != len(built.Rows) || n < 1000 {
-		t.Fatalf("%d rows loaded of %d built; want all, and a Go test binary to have thousands", n, len(built.Rows))
+	if n != built.Len() || n < 1000 {
+		t.Fatalf("%d rows loaded of %d built; want all, and a Go test binary to have thousands", n, built.Len())
 	}
 	if m := bpfMapMappings(t); m != mapped {
 		t.Errorf("%d mappings of eBPF maps after the table was filled, %d before: the table's stays mapped", m, mapped)
@@ -124,8 +124,8 @@ func TestTableInMappedArray(t *testing.T) {
 	if got != n || inner.MaxEntries() != uint32(n) {
 		t.Fatalf("read %d rows of an array of %d, want %d", got, inner.MaxEntries(), n)
 	}
-	for i, r := range built.Rows {
-		if want, _ := encodeRow(r); keys[i] != uint32(i) || vals[i] != want {
+	for i := range built.Len() {
+		if want, _ := encodeRow(built.Row(i)); keys[i] != uint32(i) || vals[i] != want {
 			t.Fatalf("row %d is %#x (key %d) in the kernel, want %#x", i, vals[i], keys[i], want)
 		}
 	}
@@ -159,7 +159,7 @@ func TestTableFillFails(t *testing.T) {
 	maps, _ := tableMaps(t)
 	rows := []nativeunwind.Row{{Addr: 0x1000, CFA: nativeunwind.CFAEndOfStack}, {Addr: 1 << 33, CFA: nativeunwind.CFAEndOfStack}}
 	before := openBPFMaps(t)
-	tab, _, _, _, err := encodeTable(builtBuilder{&nativeunwind.Table{Rows: rows}}, maps, 1, nil, nil, 1<<20)
+	tab, _, _, _, err := encodeTable(builtBuilder{newTable(t, rows, 0)}, maps, 1, nil, nil, 1<<20)
 	if err == nil || tab != nil || !strings.Contains(err.Error(), "beyond 4 GiB") {
 		t.Fatalf("table %v, error %v; want the row beyond 4 GiB refused", tab, err)
 	}

@@ -523,8 +523,10 @@ func (t *Tracer) buildTable(builder TableBuilder, mf *mappedFile) *builtTable {
 // encodeTable builds the table of f (and debug) with builder, within
 // maxBytes, and packs its rows for the eBPF unwinder straight into a new
 // table of maps for key (on the build workers: a table of eBPF's own,
-// which the Run goroutine enters in unwind_tables). The builder's rows are
-// released once packed; no other copy of the table is made.
+// which the Run goroutine enters in unwind_tables). Each distinct rule of
+// the table is encoded once; a row is then its file offset and its
+// rule's encoding. The builder's rows are released once packed; no other
+// copy of the table is made.
 func encodeTable(builder TableBuilder, maps unwinderMaps, key uint64, f, debug *elffile.File, maxBytes uint64) (tab rowTable, rows int, src nativeunwind.Source, invalid uint64, err error) {
 	maxRows := min(maxBytes/rowBytes, maxTableRows)
 	built, err := builder.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
@@ -532,23 +534,36 @@ func encodeTable(builder TableBuilder, maps unwinderMaps, key uint64, f, debug *
 		return nil, 0, 0, 0, err
 	}
 	defer builder.Release()
-	if len(built.Rows) == 0 {
+	n := built.Len()
+	if n == 0 {
 		return nil, 0, 0, 0, nativeunwind.ErrNoCFI
 	}
-	tab, err = maps.newTable(key, len(built.Rows), func(packed []uint64) error {
-		for i, r := range built.Rows {
-			if r.Addr > 0xffffffff {
-				return fmt.Errorf("file offset %#x beyond 4 GiB", r.Addr)
+	// The packed rule of each rule of the table, in the high half; bit 0
+	// set for a rule the unwinder cannot express.
+	rules := built.Rules()
+	encoded := make([]uint64, len(rules))
+	for i, r := range rules {
+		rule, ok := encodeRule(r)
+		encoded[i] = packRow(rule, 0)
+		if !ok {
+			encoded[i] |= 1
+		}
+	}
+	tab, err = maps.newTable(key, n, func(packed []uint64) error {
+		packed = packed[:n]
+		for i := range packed {
+			addr, rule := built.At(i)
+			if addr > 0xffffffff {
+				return fmt.Errorf("file offset %#x beyond 4 GiB", addr)
 			}
-			var ok bool
-			if packed[i], ok = encodeRow(r); !ok {
-				invalid++
-			}
+			e := encoded[rule]
+			invalid += e & 1
+			packed[i] = e&^1 | addr
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, 0, 0, 0, err
 	}
-	return tab, len(built.Rows), built.Sources, invalid, nil
+	return tab, n, built.Sources, invalid, nil
 }

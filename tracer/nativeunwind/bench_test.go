@@ -80,7 +80,7 @@ func BenchmarkBuild(b *testing.B) {
 						if err != nil {
 							b.Fatal(err)
 						}
-						rows = len(t.Rows)
+						rows = t.Len()
 					}
 					b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 					b.ReportMetric(float64(rows), "rows")

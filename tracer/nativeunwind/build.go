@@ -94,8 +94,9 @@ var (
 // .eh_frame, f's .debug_frame and debug's .debug_frame; an FDE whose range
 // a preferred source covers all of is not even run. Table.Sources tells
 // which gave rows. Addresses in no executable PT_LOAD segment of f are
-// dropped; the others become file offsets. .eh_frame_hdr is not used, so
-// a file without section headers has no table.
+// dropped; the others become file offsets (a file offset of MaxAddr or
+// more fails the build with ErrTooLarge). .eh_frame_hdr is not used, so a
+// file without section headers has no table.
 //
 // A row translates the DWARF rules at its addresses as follows (x86-64):
 //
@@ -124,17 +125,17 @@ func Build(f, debug *elffile.File, opts Options) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows := t.Rows
+	rows := t.rows
 	if cap(rows)-len(rows) > len(rows)/4 {
 		// The table outlives the build: not its buffer's spare room.
 		rows = slices.Clone(rows)
 	}
-	return &Table{Rows: rows, Sources: t.Sources}, nil
+	return &Table{rows: rows, rules: slices.Clip(t.rules), Sources: t.Sources}, nil
 }
 
 // Build returns the stack-delta table of the ELF file f, as the function
-// Build does, with its rows in b's memory: they are valid until the next
-// call of b.Build or b.Release.
+// Build does, with its rows and rules in b's memory: they are valid until
+// the next call of b.Build or b.Release.
 //
 // Building a table allocates nothing once b's buffers have grown to the
 // sizes the file needs: the call frame sections are read in place (mapped
@@ -200,25 +201,26 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 	s := bs.scratch
 	t := &s.table
 	*t = Table{}
+	s.rules.reset()
 	rows := s.rows[:0]
 	found := false
 	// buffer returns the buffer for the next source's rows: rows' own
 	// while there are none yet, so that a file with one source needs
 	// one buffer. giveBack returns it, with the rows built in it.
-	buffer := func() []Row {
+	buffer := func() []uint64 {
 		if len(rows) == 0 {
 			return rows[:0]
 		}
 		return s.layer[:0]
 	}
-	giveBack := func(layer []Row) {
+	giveBack := func(layer []uint64) {
 		if len(rows) == 0 {
 			rows = layer[:0]
 		} else {
 			s.layer = layer[:0]
 		}
 	}
-	add := func(layer []Row, src Source) error {
+	add := func(layer []uint64, src Source) error {
 		found = true
 		if len(layer) == 0 {
 			giveBack(layer)
@@ -286,8 +288,11 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 	if !found {
 		return ErrNoCFI
 	}
-	rows = markEntry(finalize(rows), ef, bs.segs)
-	t.Rows = rows
+	rows, err := markEntry(finalize(rows), &s.rules, ef, bs.segs)
+	if err != nil {
+		return err
+	}
+	t.rows, t.rules = rows, s.rules.rules
 	return nil
 }
 
@@ -302,7 +307,7 @@ func withData(ef *elf.File, name string) *elf.Section {
 }
 
 // goSection returns the rows of a .gopclntab section, in dst[:0].
-func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section, dst []Row) ([]Row, error) {
+func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section, dst []uint64) ([]uint64, error) {
 	tab, mapping, err := bs.loadGoTable(ef, f, sec)
 	if err != nil {
 		return dst, err
@@ -314,7 +319,7 @@ func (bs *buildState) goSection(ef *elf.File, f io.ReaderAt, sec *elf.Section, d
 // frameSection returns the rows of an .eh_frame or .debug_frame section
 // of ef, read from r, for the FDEs whose ranges are not all covered
 // already, in dst[:0].
-func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage, dst []Row) ([]Row, error) {
+func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section, covered coverage, dst []uint64) ([]uint64, error) {
 	data, mapping, err := bs.sectionData(r, sec)
 	if err != nil {
 		return dst, fmt.Errorf("%s: %w", sec.Name, err)

@@ -44,15 +44,15 @@ func TestLibc(t *testing.T) {
 	// qsort: rsp+8 at entry, usable rules all along, and none past it.
 	addr, size := symbol(t, ef, "qsort")
 	entry := fileOffset(t, ef, addr)
-	if got := rule(lookup(tab.Rows, entry)); got != (Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}) {
+	if got := rule(lookup(tab, entry)); got != (Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}) {
 		t.Errorf("qsort entry: %+v", got)
 	}
 	for off := entry; off < entry+size; off++ {
-		if got := lookup(tab.Rows, off); got.CFA != CFASP && got.CFA != CFAFP {
+		if got := lookup(tab, off); got.CFA != CFASP && got.CFA != CFAFP {
 			t.Fatalf("qsort+%#x: %+v", off-entry, got)
 		}
 	}
-	if got := lookup(tab.Rows, entry+size); got.Addr < entry+size-1 && got.CFA != CFAInvalid {
+	if got := lookup(tab, entry+size); got.Addr < entry+size-1 && got.CFA != CFAInvalid {
 		t.Errorf("qsort's last rule goes on past its end: %+v", got)
 	}
 
@@ -60,14 +60,14 @@ func TestLibc(t *testing.T) {
 	dbgPath := libcDebugPath(t, libcPath)
 	_, dbg := openELF(t, dbgPath)
 	addr, _ = symbol(t, dbg, "__restore_rt")
-	if got := rule(lookup(tab.Rows, fileOffset(t, ef, addr))); got != (Row{CFA: CFASignal}) {
+	if got := rule(lookup(tab, fileOffset(t, ef, addr))); got != (Row{CFA: CFASignal}) {
 		t.Errorf("__restore_rt: %+v, want CFASignal", got)
 	}
 
 	// The debug file (without .debug_frame) changes nothing.
 	withDebug := build(t, libcPath, dbgPath)
-	if len(withDebug.Rows) != len(tab.Rows) || withDebug.Sources != tab.Sources {
-		t.Errorf("with the debug file: %d rows from %b, want %d from %b", len(withDebug.Rows), withDebug.Sources, len(tab.Rows), tab.Sources)
+	if withDebug.Len() != tab.Len() || withDebug.Sources != tab.Sources {
+		t.Errorf("with the debug file: %d rows from %b, want %d from %b", withDebug.Len(), withDebug.Sources, tab.Len(), tab.Sources)
 	}
 }
 
@@ -86,7 +86,7 @@ func simulate(t *testing.T, tab *Table, ef *elf.File, fn string, insns []insn, g
 	t.Helper()
 	want := Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
 	checkFP := true
-	if got := rule(lookup(tab.Rows, fileOffset(t, ef, insns[0].addr))); got != want {
+	if got := rule(lookup(tab, fileOffset(t, ef, insns[0].addr))); got != want {
 		t.Fatalf("%s entry: %+v, want %+v", fn, got, want)
 	}
 	imm := func(s string) int32 {
@@ -131,7 +131,7 @@ func simulate(t *testing.T, tab *Table, ef *elf.File, fn string, insns []insn, g
 			t.Logf("%s: stops following at %q", fn, in.text)
 			return checked
 		}
-		got := rule(lookup(tab.Rows, fileOffset(t, ef, in.next)))
+		got := rule(lookup(tab, fileOffset(t, ef, in.next)))
 		if !checkFP {
 			got.FPOffset = want.FPOffset
 		}
@@ -161,7 +161,7 @@ func TestCFrames(t *testing.T) {
 			fp := flags[len(flags)-1] != "-fomit-frame-pointer"
 			sawFP := false
 			for _, in := range insns {
-				if got := lookup(tab.Rows, fileOffset(t, ef, in.addr)); got.CFA == CFAFP {
+				if got := lookup(tab, fileOffset(t, ef, in.addr)); got.CFA == CFAFP {
 					sawFP = true
 					if rule(got) != (Row{CFA: CFAFP, CFAOffset: 16, FPOffset: -16, RAOffset: -8}) {
 						t.Errorf("work at %#x: %+v", in.addr, got)
@@ -174,7 +174,7 @@ func TestCFrames(t *testing.T) {
 
 			// _start (Scrt1.o) marks the end of the stack.
 			addr, _ := symbol(t, ef, "_start")
-			if got := lookup(tab.Rows, fileOffset(t, ef, addr)); got.CFA != CFAEndOfStack {
+			if got := lookup(tab, fileOffset(t, ef, addr)); got.CFA != CFAEndOfStack {
 				t.Errorf("_start: %+v, want CFAEndOfStack", got)
 			}
 		})
@@ -199,14 +199,14 @@ func pltRows(t *testing.T, bin string) {
 		t.Fatalf("%s has no PLT stubs", bin)
 	}
 	start := fileOffset(t, ef, plt.Addr)
-	if got := rule(lookup(tab.Rows, start)); got != (Row{CFA: CFASP, CFAOffset: 16, RAOffset: -8}) {
+	if got := rule(lookup(tab, start)); got != (Row{CFA: CFASP, CFAOffset: 16, RAOffset: -8}) {
 		t.Errorf(".plt+0: %+v", got)
 	}
-	if got := rule(lookup(tab.Rows, start+6)); got != (Row{CFA: CFASP, CFAOffset: 24, RAOffset: -8}) {
+	if got := rule(lookup(tab, start+6)); got != (Row{CFA: CFASP, CFAOffset: 24, RAOffset: -8}) {
 		t.Errorf(".plt+6: %+v", got)
 	}
 	for pc := plt.Addr + 16; pc < plt.Addr+plt.Size; pc++ {
-		got := rule(lookup(tab.Rows, fileOffset(t, ef, pc)))
+		got := rule(lookup(tab, fileOffset(t, ef, pc)))
 		want := Row{CFA: CFAPLT, CFAOffset: 8, RAOffset: -8}
 		if thr != 11 {
 			want = Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
@@ -256,7 +256,7 @@ func TestDebugFrame(t *testing.T) {
 		{"debug file", stripped, dbg, true},
 	} {
 		tab := build(t, c.bin, c.dbg)
-		got := rule(lookup(tab.Rows, off))
+		got := rule(lookup(tab, off))
 		if c.ok != (got == want) || c.ok != (tab.Sources&SourceDebugFrame != 0) {
 			t.Errorf("%s: work: %+v from %b", c.name, got, tab.Sources)
 		}
@@ -310,7 +310,7 @@ func checkGo(t *testing.T, bin string) *Table {
 	}
 	at := func(name string, delta uint64) Row {
 		addr, _ := symbol(t, ef, name)
-		return rule(lookup(tab.Rows, fileOffset(t, ef, addr+delta)))
+		return rule(lookup(tab, fileOffset(t, ef, addr+delta)))
 	}
 	entry := Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}
 	addr, size := symbol(t, ef, "main.leaf")
@@ -319,7 +319,7 @@ func checkGo(t *testing.T, bin string) *Table {
 			t.Fatalf("main.leaf+%#x: %+v, want %+v", off, got, entry)
 		}
 	}
-	if got := lookup(tab.Rows, fileOffset(t, ef, addr+size)); got.Addr < fileOffset(t, ef, addr) {
+	if got := lookup(tab, fileOffset(t, ef, addr+size)); got.Addr < fileOffset(t, ef, addr) {
 		t.Errorf("main.leaf's rule goes on past its end: %+v", got)
 	}
 	if got := at("main.framed", 0); got != entry {
@@ -372,14 +372,14 @@ func TestGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkTable(t, tab.Rows)
+	checkTable(t, tab.Rows())
 	if tab.Sources != SourceDebugFrame {
 		t.Errorf("Sources = %b, want .debug_frame", tab.Sources)
 	}
 	for _, name := range []string{"main.leaf", "main.framed", "main.main", "fmt.Fprintln", "runtime.mallocgc"} {
 		addr, size := symbol(t, ef, name)
 		for off := fileOffset(t, ef, addr); off < fileOffset(t, ef, addr+size); off++ {
-			got, want := rule(lookup(tab.Rows, off)), rule(lookup(pcsp.Rows, off))
+			got, want := rule(lookup(tab, off)), rule(lookup(pcsp, off))
 			want.FPOffset = 0
 			if got != want {
 				t.Fatalf("%s+%#x: .debug_frame says %+v, .gopclntab %+v", name, off-fileOffset(t, ef, addr), got, want)
@@ -416,7 +416,7 @@ func TestCgo(t *testing.T) {
 	}
 	_, ef := openELF(t, bin)
 	addr, _ := symbol(t, ef, "cfunc")
-	if got := rule(lookup(tab.Rows, fileOffset(t, ef, addr))); got != (Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}) {
+	if got := rule(lookup(tab, fileOffset(t, ef, addr))); got != (Row{CFA: CFASP, CFAOffset: 8, RAOffset: -8}) {
 		t.Errorf("cfunc: %+v", got)
 	}
 	insns := disassemble(t, bin, "cwork")
@@ -497,12 +497,12 @@ func TestEntryPointEndsStack(t *testing.T) {
 	_, ef := openELF(t, ldso)
 	tab := build(t, ldso, "")
 	off := fileOffset(t, ef, ef.Entry)
-	if r := lookup(tab.Rows, off); r.CFA != CFAEndOfStack {
+	if r := lookup(tab, off); r.CFA != CFAEndOfStack {
 		t.Errorf("entry point %#x (file offset %#x): %+v, want CFAEndOfStack", ef.Entry, off, r)
 	}
 	// A return address into _start (after its call of _dl_start) is
 	// looked up one byte before it, still inside the entry code.
-	if r := lookup(tab.Rows, off+4); r.CFA != CFAEndOfStack {
+	if r := lookup(tab, off+4); r.CFA != CFAEndOfStack {
 		t.Errorf("entry point + 4: %+v, want CFAEndOfStack", r)
 	}
 }

@@ -30,10 +30,12 @@ type Builder struct {
 	opts  Options
 	segs  segments
 	frame frameSection // the section being read
-	// rows holds the table's rows (or, during a build, those of the
-	// sources so far); layer those of the current source, which are
-	// merged into rows. The two never share memory.
-	rows, layer []Row
+	// rows holds the table's packed rows (or, during a build, those of
+	// the sources so far); layer those of the current source, which are
+	// merged into rows. The two never share memory. rules holds the
+	// rules they index.
+	rows, layer []uint64
+	rules       ruleSet
 	holes       []hole
 	fdes        []fde
 	keys        keysort.Buffer // sorts fdes
@@ -53,11 +55,14 @@ func (b *Builder) Release() {
 	if cap(b.rows)*rowSize > b.keep() {
 		b.rows = nil
 	}
+	if b.rules.bytes() > b.keep() {
+		b.rules = ruleSet{}
+	}
 }
 
 // Sizes in memory of the elements of Builder's buffers.
 const (
-	rowSize  = int(unsafe.Sizeof(Row{}))
+	rowSize  = 8 // a packed row
 	holeSize = int(unsafe.Sizeof(hole{}))
 	fdeSize  = int(unsafe.Sizeof(fde{}))
 	cieSize  = int(unsafe.Sizeof(cie{}))

@@ -120,15 +120,16 @@ func (in *interp) initial(r *reader, c *cie) (st state, bad bool) {
 }
 
 // run executes an FDE's program and gives its rows to b. An instruction
-// it cannot run makes the rest of the FDE's range CFAInvalid.
-func (in *interp) run(c *cie, f *fde, b *builder) {
-	delta := f.lo - f.vlo // file offset - address
+// it cannot run makes the rest of the FDE's range CFAInvalid. lo is the
+// file offset of the start of its range.
+func (in *interp) run(c *cie, f *fde, lo uint64, b *builder) {
+	delta := lo - f.vlo // file offset - address
 	switch {
 	case c.signal:
-		b.span(f.lo, f.lo+(f.vhi-f.vlo), Row{CFA: CFASignal})
+		b.span(lo, lo+(f.vhi-f.vlo), Row{CFA: CFASignal})
 		return
 	case c.initBad:
-		b.span(f.lo, f.lo+(f.vhi-f.vlo), Row{CFA: CFAInvalid})
+		b.span(lo, lo+(f.vhi-f.vlo), Row{CFA: CFAInvalid})
 		return
 	}
 	st := c.init

@@ -37,14 +37,18 @@ type cie struct {
 }
 
 // fde is an FDE's header: the address range it covers, in the file's
-// virtual addresses and as file offsets, its CIE and where its
-// instructions are in the section.
+// virtual addresses, the executable segment that holds it (which gives
+// its file offsets: see lo), its CIE and where its instructions are in
+// the section.
 type fde struct {
 	vlo, vhi         uint64
-	lo               uint64 // file offset of vlo
+	seg              uint32 // index in the file's segments
 	cie              int32
 	insnOff, insnEnd uint32
 }
+
+// lo returns the file offset of f's start, in the segments segs.
+func (f *fde) lo(segs segments) uint64 { return segs[f.seg].offset(f.vlo) }
 
 // Pointer encodings (DW_EH_PE_*): a format in the low four bits, how it is
 // applied in the next three, and an indirection flag.
@@ -89,6 +93,7 @@ type frameParser struct {
 	keys     *keysort.Buffer // for sorting fdes
 
 	interp *interp
+	rules  *ruleSet // of the rows
 }
 
 // sectionRows returns the rows of one .eh_frame or .debug_frame section,
@@ -98,14 +103,14 @@ type frameParser struct {
 // decoded one after the other and only their ranges and where their
 // programs are kept (to run them in address order, which the section's
 // need not be), CIEs are decoded once, when an FDE first refers to them.
-func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []Row) ([]Row, error) {
+func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uint64) ([]uint64, error) {
 	s := bs.scratch
 	if s.cieIndex == nil {
 		s.cieIndex = make(map[uint64]int32)
 	}
 	clear(s.cieIndex)
 	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, covered: covered,
-		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp}
+		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp, rules: &s.rules}
 	p.interp.arch = bs.arch
 	p.interp.sec = sec
 	defer func() {
@@ -247,10 +252,11 @@ func (p *frameParser) addFDE(r *reader, idOff, id uint64, off int) error {
 	if perr != nil || indirect || n == 0 || hi < lo {
 		return nil // nothing usable
 	}
-	seg, ok := p.segs.find(lo)
+	si, ok := p.segs.index(lo)
 	if !ok {
 		return nil // not code
 	}
+	seg := p.segs[si]
 	hi = min(hi, seg.vaddr+seg.size)
 	if p.covered.covers(seg.offset(lo), seg.offset(hi)) {
 		return nil
@@ -260,7 +266,7 @@ func (p *frameParser) addFDE(r *reader, idOff, id uint64, off int) error {
 		return fmt.Errorf("%w: more than %d FDEs", ErrTooLarge, p.opts.MaxRows)
 	}
 	p.fdes = append(p.fdes, fde{
-		vlo: lo, vhi: hi, lo: seg.offset(lo),
+		vlo: lo, vhi: hi, seg: uint32(si),
 		cie:     ci,
 		insnOff: uint32(r.off), insnEnd: uint32(len(r.b)),
 	})
@@ -440,27 +446,29 @@ func (s *frameSection) value(r *reader, format, addrSize uint8) uint64 {
 
 // run executes the FDEs in address order and returns the rows, in
 // dst[:0].
-func (p *frameParser) run(dst []Row) ([]Row, error) {
+func (p *frameParser) run(dst []uint64) ([]uint64, error) {
 	fdes := p.fdes
 	// walk appends FDEs in section order, so by increasing insnOff: a
 	// stable sort by address orders them as cmpFDE does. The radix sort
 	// of keysort is several times faster than a comparison sort of the
 	// FDEs; it declines only for addresses too large to pack.
-	if !keysort.Stable(fdes, fdeAddr, p.keys) {
-		slices.SortFunc(fdes, cmpFDE)
+	segs := p.segs
+	if !keysort.Stable(fdes, func(f *fde) uint64 { return f.lo(segs) }, p.keys) {
+		slices.SortFunc(fdes, func(a, b fde) int { return cmpFDE(segs, &a, &b) })
 	}
 	// Compilers spend about three bytes of instructions per row.
 	estimate := 0
 	for i := range fdes {
 		estimate += int(fdes[i].insnEnd-fdes[i].insnOff)/3 + 1
 	}
-	b := newBuilder(dst, p.opts.MaxRows, estimate)
+	b := newBuilder(dst, p.rules, p.opts.MaxRows, estimate)
 	for i := range fdes {
 		f := &fdes[i]
-		if !b.begin(f.lo, f.lo+(f.vhi-f.vlo)) {
+		lo := f.lo(segs)
+		if !b.begin(lo, lo+(f.vhi-f.vlo)) {
 			continue
 		}
-		p.interp.run(&p.cies[f.cie], f, &b)
+		p.interp.run(&p.cies[f.cie], f, lo, &b)
 		b.finish()
 		if b.err != nil {
 			return b.rows, b.err
@@ -469,12 +477,9 @@ func (p *frameParser) run(dst []Row) ([]Row, error) {
 	return b.rows, nil
 }
 
-// fdeAddr returns the file offset where f's range starts, its sort key.
-func fdeAddr(f *fde) uint64 { return f.lo }
-
 // cmpFDE orders FDEs by address, then by their place in the section.
-func cmpFDE(a, b fde) int {
-	if c := cmp.Compare(a.lo, b.lo); c != 0 {
+func cmpFDE(segs segments, a, b *fde) int {
+	if c := cmp.Compare(a.lo(segs), b.lo(segs)); c != 0 {
 		return c
 	}
 	return cmp.Compare(a.insnOff, b.insnOff)

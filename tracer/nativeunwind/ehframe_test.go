@@ -106,12 +106,13 @@ func (f *frames) parseWith(t testing.TB, b *Builder, opts Options) ([]Row, error
 	}
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, debug: f.debug, order: binary.LittleEndian, ptrSize: 8}
 	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: b}
+	b.rules.reset()
 	rows, err := bs.sectionRows(sec, newCoverage(nil, nil), b.layer)
 	b.layer = rows[:0]
 	if err != nil {
 		return nil, err
 	}
-	return finalize(rows), nil
+	return unpackRows(&b.rules, finalize(rows)), nil
 }
 
 func sp(off, fp int32) Row  { return Row{CFA: CFASP, CFAOffset: off, FPOffset: fp, RAOffset: -8} }
@@ -400,25 +401,27 @@ func TestOverlay(t *testing.T) {
 	gap := Row{CFA: cfaGap}
 	top := []Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x40, sp(16, 0)), at(0x50, gap)}
 	bottom := []Row{at(0x0, sp(24, 0)), at(0x18, sp(8, 0)), at(0x30, gap), at(0x38, invalid), at(0x60, gap)}
-	got, err := overlay(slices.Clone(top), bottom, 100)
+	rs := newRuleSet()
+	packed, err := overlay(packRows(t, rs, top), packRows(t, rs, bottom), 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Row{at(0x0, sp(24, 0)), at(0x10, sp(8, 0)), at(0x30, gap), at(0x38, invalid), at(0x40, sp(16, 0)), at(0x50, invalid), at(0x60, gap)}
-	if !slices.Equal(got, want) {
+	if got := unpackRows(rs, packed); !slices.Equal(got, want) {
 		t.Errorf("overlay:\ngot  %+v\nwant %+v", got, want)
 	}
-	if got := finalize(got); !slices.Equal(got, []Row{at(0x0, sp(24, 0)), at(0x10, sp(8, 0)), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, invalid)}) {
+	if got := unpackRows(rs, finalize(packed)); !slices.Equal(got, []Row{at(0x0, sp(24, 0)), at(0x10, sp(8, 0)), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, invalid)}) {
 		t.Errorf("finalize: %+v", got)
 	}
-	if _, err := overlay(slices.Clone(top), bottom, 3); !errors.Is(err, ErrTooLarge) {
+	if _, err := overlay(packRows(t, rs, top), packRows(t, rs, bottom), 3); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("overlay with 3 rows at most: %v", err)
 	}
 }
 
 func TestCoverage(t *testing.T) {
 	gap := Row{CFA: cfaGap}
-	c := newCoverage(nil, []Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, gap)})
+	rs := newRuleSet()
+	c := newCoverage(nil, packRows(t, rs, []Row{at(0x10, sp(8, 0)), at(0x20, gap), at(0x30, invalid), at(0x40, sp(16, 0)), at(0x50, gap)}))
 	for _, r := range []struct {
 		lo, hi uint64
 		want   bool
@@ -446,12 +449,14 @@ func TestCoverage(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, order: binary.LittleEndian, ptrSize: 8}
-	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: &Builder{}}
-	rows, err := bs.sectionRows(sec, newCoverage(nil, []Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)}), nil)
+	b := &Builder{}
+	b.rules.reset()
+	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: b}
+	packed, err := bs.sectionRows(sec, newCoverage(nil, packRows(t, &b.rules, []Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)})), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Row{at(0x1030, sp(8, 0)), at(0x1031, sp(16, 0)), at(0x1050, gap)}; !slices.Equal(rows, want) {
+	if rows, want := unpackRows(&b.rules, packed), []Row{at(0x1030, sp(8, 0)), at(0x1031, sp(16, 0)), at(0x1050, gap)}; !slices.Equal(rows, want) {
 		t.Errorf("got  %+v\nwant %+v", rows, want)
 	}
 }
@@ -512,11 +517,16 @@ func TestOverlayInPlace(t *testing.T) {
 		if i%2 == 0 {
 			buf = slices.Grow(buf, len(bottom)+rng.IntN(4)) // room to merge in place
 		}
-		got, err := overlay(buf, slices.Clone(bottom), 1<<20)
+		rs := newRuleSet()
+		packedBuf := packRows(t, rs, buf)
+		if i%2 == 0 {
+			packedBuf = slices.Grow(packedBuf, cap(buf)-len(buf)) // the same room
+		}
+		packed, err := overlay(packedBuf, packRows(t, rs, bottom), 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(got, w) {
+		if got := unpackRows(rs, packed); !slices.Equal(got, w) {
 			t.Fatalf("overlay(\n%+v,\n%+v):\ngot  %+v\nwant %+v", top, bottom, got, w)
 		}
 	}

@@ -105,14 +105,14 @@ func FuzzBuild(f *testing.F) {
 		tab, err := Build(ef, nil, opts)
 		for _, b := range reused {
 			again, againErr := b.Build(ef, nil, opts)
-			if (err == nil) != (againErr == nil) || err == nil && (again.Sources != tab.Sources || !slices.Equal(again.Rows, tab.Rows)) {
+			if (err == nil) != (againErr == nil) || err == nil && (again.Sources != tab.Sources || !slices.Equal(again.Rows(), tab.Rows())) {
 				t.Fatalf("with a reused Builder: %v, %+v\nwith a new one: %v, %+v", againErr, again, err, tab)
 			}
 		}
 		if err != nil {
 			return
 		}
-		checkTable(t, tab.Rows)
+		checkTable(t, tab.Rows())
 	})
 }
 

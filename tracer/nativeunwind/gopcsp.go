@@ -41,13 +41,13 @@ import (
 // not yet saved.
 //
 // The rows are appended to dst[:0].
-func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []Row) ([]Row, error) {
+func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []uint64) ([]uint64, error) {
 	g := bs.arch.goRules
 	if g == nil || tab.PtrSize() != 8 {
 		return dst, fmt.Errorf("%w: Go functions with %d-byte pointers", ErrUnsupportedArch, tab.PtrSize())
 	}
 	// Go binaries have about eight rows per function.
-	b := newBuilder(dst, bs.opts.MaxRows, 9*tab.NumFuncs())
+	b := newBuilder(dst, &bs.scratch.rules, bs.opts.MaxRows, 9*tab.NumFuncs())
 	s := bs.scratch
 	if len(s.code) != g.window {
 		s.code = make([]byte, g.window)

@@ -52,12 +52,13 @@ func goRowsWith(t testing.TB, b *Builder, data, code []byte) ([]Row, error) {
 		t.Fatal(err)
 	}
 	bs := &buildState{arch: &a, opts: &opts, segs: segments{{vaddr: 0, off: 0, size: 1 << 40}}, scratch: b}
+	b.rules.reset()
 	rows, err := bs.goRows(tab, bytes.NewReader(code), b.layer)
 	b.layer = rows[:0]
 	if err != nil {
 		return nil, err
 	}
-	return finalize(rows), nil
+	return unpackRows(&b.rules, finalize(rows)), nil
 }
 
 func TestGoLayouts(t *testing.T) {

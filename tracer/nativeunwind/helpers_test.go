@@ -71,7 +71,7 @@ func build(tb testing.TB, path, debugPath string) *Table {
 	if err != nil {
 		tb.Fatalf("Build(%s): %v", path, err)
 	}
-	checkTable(tb, t.Rows)
+	checkTable(tb, t.Rows())
 	return t
 }
 
@@ -96,12 +96,12 @@ func checkTable(tb testing.TB, rows []Row) {
 
 // lookup returns the rule for the file offset off, CFAInvalid before the
 // first row.
-func lookup(rows []Row, off uint64) Row {
-	i := sort.Search(len(rows), func(i int) bool { return rows[i].Addr > off })
+func lookup(t *Table, off uint64) Row {
+	i := sort.Search(t.Len(), func(i int) bool { addr, _ := t.At(i); return addr > off })
 	if i == 0 {
 		return Row{Addr: off, CFA: CFAInvalid}
 	}
-	return rows[i-1]
+	return t.Row(i - 1)
 }
 
 // rule is a row without its address, for comparisons.
@@ -201,4 +201,41 @@ func disassemble(tb testing.TB, bin, fn string) []insn {
 	}
 	insns = insns[:len(insns)-1] // its next is unknown
 	return insns
+}
+
+// sameRule reports whether two rows say the same (everything but Addr).
+func sameRule(a, b Row) bool {
+	a.Addr = b.Addr
+	return a == b
+}
+
+// packRows returns rows packed as a build keeps them, their rules in rs.
+func packRows(tb testing.TB, rs *ruleSet, rows []Row) []uint64 {
+	tb.Helper()
+	out := make([]uint64, len(rows))
+	for i, r := range rows {
+		rule, ok := rs.intern(r)
+		if !ok || r.Addr >= MaxAddr {
+			tb.Fatalf("row %+v cannot be packed", r)
+		}
+		out[i] = packRow(r.Addr, rule)
+	}
+	return out
+}
+
+// unpackRows returns packed rows, their rules in rs, as Rows.
+func unpackRows(rs *ruleSet, rows []uint64) []Row {
+	out := make([]Row, len(rows))
+	for i, p := range rows {
+		out[i] = rs.rules[rowRule(p)]
+		out[i].Addr = rowAddr(p)
+	}
+	return out
+}
+
+// newRuleSet returns an empty ruleSet.
+func newRuleSet() *ruleSet {
+	var rs ruleSet
+	rs.reset()
+	return &rs
 }

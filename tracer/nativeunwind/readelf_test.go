@@ -177,7 +177,7 @@ func TestReadelf(t *testing.T) {
 						continue
 					}
 					want, exp := expectRow(f.cols, row, f.signal)
-					got := lookup(tab.Rows, fileOffset(t, ef, loc))
+					got := lookup(tab, fileOffset(t, ef, loc))
 					if exp && got.CFA == CFAPLT {
 						plt++
 						continue
@@ -191,7 +191,7 @@ func TestReadelf(t *testing.T) {
 					checked++
 				}
 				if !starts[f.hi] && f.hi < ef.Section(".text").Addr+ef.Section(".text").Size {
-					if got := lookup(tab.Rows, fileOffset(t, ef, f.hi)); got.CFA != CFAInvalid {
+					if got := lookup(tab, fileOffset(t, ef, f.hi)); got.CFA != CFAInvalid {
 						t.Fatalf("FDE %#x..%#x: the rule goes on past its end: %+v", f.lo, f.hi, got)
 					}
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // cfaGap marks, while a table is built, addresses that no function of a
@@ -13,9 +14,139 @@ import (
 // into CFAInvalid rows.
 const cfaGap CFAKind = 0xff
 
-// sameRule reports whether two rows say the same (everything but Addr).
-func sameRule(a, b Row) bool {
-	return a.CFA == b.CFA && a.CFAOffset == b.CFAOffset && a.FPOffset == b.FPOffset && a.RAOffset == b.RAOffset
+// Rows are built, and kept in a Table, packed in a uint64 each: the file
+// offset in the low addrBits bits, above it the index of the row's rule
+// (its fields but Addr) in the ruleSet of the build. Rules are few (one
+// per distinct frame layout), rows many: 8 bytes a row instead of a
+// Row's 24, and two rows say the same exactly when their indices are
+// equal.
+const (
+	addrBits = 42
+	addrMask = 1<<addrBits - 1
+	// MaxAddr bounds the file offsets of a table (4 TiB): Build fails
+	// with ErrTooLarge for a row at MaxAddr or above.
+	MaxAddr = 1 << addrBits
+	// maxRules bounds the distinct rules of one build.
+	maxRules = 1 << (64 - addrBits)
+)
+
+// packRow returns the packed row of a file offset below MaxAddr and a
+// rule index below maxRules.
+func packRow(addr uint64, rule uint32) uint64 { return uint64(rule)<<addrBits | addr }
+
+// rowAddr returns the file offset of a packed row.
+func rowAddr(p uint64) uint64 { return p & addrMask }
+
+// rowRule returns the rule index of a packed row.
+func rowRule(p uint64) uint32 { return uint32(p >> addrBits) }
+
+// The rules every ruleSet has, at these indices.
+const (
+	ruleGap     uint32 = iota // Row{CFA: cfaGap}
+	ruleInvalid               // Row{CFA: CFAInvalid}
+)
+
+// ruleSet interns the rules of a build: it gives each distinct rule (a
+// Row without its Addr) an index.
+type ruleSet struct {
+	rules []Row     // by index, Addr 0
+	keys  []ruleKey // of rules, by index
+	// slots is an open-addressing hash table of indices+1 into rules (0
+	// is an empty slot); its length is 1<<bits, at least twice
+	// len(rules).
+	slots []uint32
+	bits  uint
+	// last is the key of the rule interned last, at index lastIndex:
+	// neighbouring rows often have the same rule.
+	last      ruleKey
+	lastIndex uint32
+}
+
+// ruleKey is a rule packed in two words, to hash and compare.
+type ruleKey struct{ a, b uint64 }
+
+// noKey is the key of no rule: bits 8-31 of a key's a are 0.
+var noKey = ruleKey{a: 1 << 8}
+
+// keyOf returns the key of r's rule.
+func keyOf(r Row) ruleKey {
+	return ruleKey{
+		a: uint64(r.CFA) | uint64(uint32(r.RAOffset))<<32,
+		b: uint64(uint32(r.CFAOffset)) | uint64(uint32(r.FPOffset))<<32,
+	}
+}
+
+// slot returns the first slot of k in a table of 1<<bits slots: the top
+// bits of a multiplicative hash, which depend on all of the key's bits.
+func (k ruleKey) slot(bits uint) uint64 {
+	h := (k.a ^ k.b*0xc2b2ae3d27d4eb4f) * 0x9e3779b97f4a7c15
+	return h >> (64 - bits)
+}
+
+// reset empties s but for ruleGap and ruleInvalid.
+func (s *ruleSet) reset() {
+	s.rules, s.keys = s.rules[:0], s.keys[:0]
+	s.last = noKey
+	if len(s.slots) == 0 {
+		s.bits = 6
+		s.slots = make([]uint32, 1<<s.bits)
+	} else {
+		clear(s.slots)
+	}
+	s.intern(Row{CFA: cfaGap})
+	s.intern(Row{CFA: CFAInvalid})
+}
+
+// intern returns the index of r's rule (r without its Addr), adding it;
+// false means s is full (maxRules).
+func (s *ruleSet) intern(r Row) (uint32, bool) {
+	k := keyOf(r)
+	if k == s.last {
+		return s.lastIndex, true
+	}
+	i, ok := s.lookup(k, r)
+	if ok {
+		s.last, s.lastIndex = k, i
+	}
+	return i, ok
+}
+
+// lookup returns the index of the rule r, whose key is k, adding it.
+func (s *ruleSet) lookup(k ruleKey, r Row) (uint32, bool) {
+	mask := uint64(len(s.slots) - 1)
+	h := k.slot(s.bits)
+	for ; s.slots[h] != 0; h = (h + 1) & mask {
+		if i := s.slots[h] - 1; s.keys[i] == k {
+			return i, true
+		}
+	}
+	if len(s.rules) >= maxRules {
+		return 0, false
+	}
+	r.Addr = 0
+	s.rules, s.keys = append(s.rules, r), append(s.keys, k)
+	n := uint32(len(s.rules))
+	if 2*len(s.rules) <= len(s.slots) {
+		s.slots[h] = n
+		return n - 1, true
+	}
+	// Rehash into twice the slots.
+	s.bits++
+	s.slots = make([]uint32, 1<<s.bits)
+	mask = uint64(len(s.slots) - 1)
+	for i, k := range s.keys {
+		h := k.slot(s.bits)
+		for s.slots[h] != 0 {
+			h = (h + 1) & mask
+		}
+		s.slots[h] = uint32(i) + 1
+	}
+	return n - 1, true
+}
+
+// bytes returns the memory s holds.
+func (s *ruleSet) bytes() int {
+	return cap(s.rules)*int(unsafe.Sizeof(Row{})) + cap(s.keys)*int(unsafe.Sizeof(ruleKey{})) + len(s.slots)*4
 }
 
 // builder collects the rows of one source in address order, merging
@@ -23,19 +154,20 @@ func sameRule(a, b Row) bool {
 // range, give it spans, finish it. A range that starts below the end of
 // the ranges before it is clipped to start there.
 type builder struct {
-	rows []Row
-	max  int
-	err  error
+	rows  []uint64 // packed
+	rules *ruleSet
+	max   int
+	err   error
 
 	lo, hi uint64 // the current range
 	last   uint64 // end of its last span
 	end    uint64 // end of the earlier ranges
 }
 
-// newBuilder returns a builder of at most maxRows rows that appends them
-// to dst[:0], grown to capHint rows first.
-func newBuilder(dst []Row, maxRows, capHint int) builder {
-	return builder{max: maxRows, rows: slices.Grow(dst[:0], max(min(capHint, maxRows), 0)+1)}
+// newBuilder returns a builder of at most maxRows rows, their rules in
+// rules, that appends them to dst[:0], grown to capHint rows first.
+func newBuilder(dst []uint64, rules *ruleSet, maxRows, capHint int) builder {
+	return builder{max: maxRows, rules: rules, rows: slices.Grow(dst[:0], max(min(capHint, maxRows), 0)+1)}
 }
 
 // begin starts the range [lo, hi) of file offsets; false means nothing of
@@ -49,8 +181,8 @@ func (b *builder) begin(lo, hi uint64) bool {
 	return true
 }
 
-// span sets the rule r for the offsets [lo, hi) of the current range.
-// Spans come in address order.
+// span sets the rule r (r.Addr is ignored) for the offsets [lo, hi) of
+// the current range. Spans come in address order.
 func (b *builder) span(lo, hi uint64, r Row) {
 	lo, hi = max(lo, b.lo), min(hi, b.hi)
 	if lo >= hi || lo < b.last {
@@ -58,10 +190,14 @@ func (b *builder) span(lo, hi uint64, r Row) {
 	}
 	if lo > b.last {
 		// A hole inside the range: nothing said how to unwind there.
-		b.add(Row{Addr: b.last, CFA: CFAInvalid})
+		b.add(b.last, ruleInvalid)
 	}
-	r.Addr = lo
-	b.add(r)
+	rule, ok := b.rules.intern(r)
+	if !ok {
+		b.fail(fmt.Errorf("%w: more than %d distinct rules", ErrTooLarge, maxRules))
+		return
+	}
+	b.add(lo, rule)
 	b.last = hi
 }
 
@@ -69,29 +205,38 @@ func (b *builder) span(lo, hi uint64, r Row) {
 // when it starts right there.
 func (b *builder) finish() {
 	if b.last > b.lo {
-		b.add(Row{Addr: b.last, CFA: cfaGap})
+		b.add(b.last, ruleGap)
 		b.end = b.last
 	}
 }
 
-// add appends r, which replaces a row at the same address, unless the row
-// before says the same.
-func (b *builder) add(r Row) {
+// fail records the first error of the build.
+func (b *builder) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+// add appends the row (addr, rule), which replaces a row at the same
+// address, unless the row before has the same rule.
+func (b *builder) add(addr uint64, rule uint32) {
 	n := len(b.rows)
-	if n > 0 && b.rows[n-1].Addr == r.Addr {
+	if n > 0 && rowAddr(b.rows[n-1]) == addr {
 		n--
 		b.rows = b.rows[:n]
 	}
-	if n > 0 && sameRule(b.rows[n-1], r) {
+	if n > 0 && rowRule(b.rows[n-1]) == rule {
 		return
 	}
 	if n >= b.max {
-		if b.err == nil {
-			b.err = fmt.Errorf("%w: more than %d rows", ErrTooLarge, b.max)
-		}
+		b.fail(fmt.Errorf("%w: more than %d rows", ErrTooLarge, b.max))
 		return
 	}
-	b.rows = append(b.rows, r)
+	if addr >= MaxAddr {
+		b.fail(fmt.Errorf("%w: file offset %#x", ErrTooLarge, addr))
+		return
+	}
+	b.rows = append(b.rows, packRow(addr, rule))
 }
 
 // overlay returns the rows of top where top has rules and those of bottom
@@ -100,7 +245,7 @@ func (b *builder) add(r Row) {
 // overlap bottom's: top's rows are moved to its end and merged from there
 // into its start, where a row is written only once the rows it overwrites
 // have been read.
-func overlay(top, bottom []Row, maxRows int) ([]Row, error) {
+func overlay(top, bottom []uint64, maxRows int) ([]uint64, error) {
 	if len(bottom) == 0 {
 		return top, nil
 	}
@@ -114,29 +259,28 @@ func overlay(top, bottom []Row, maxRows int) ([]Row, error) {
 	// After reading i rows of top and j of bottom, at most i+j rows are
 	// written, all below top[i], which is buf[m+i], since j <= m.
 	b := builder{rows: buf[:0], max: maxRows}
-	t, u := Row{CFA: cfaGap}, Row{CFA: cfaGap} // the rules in effect
+	t, u := ruleGap, ruleGap // the rules in effect
 	for i, j := 0, 0; i < len(top) || j < len(bottom); {
 		var addr uint64
 		switch {
-		case j == len(bottom) || i < len(top) && top[i].Addr <= bottom[j].Addr:
-			addr = top[i].Addr
+		case j == len(bottom) || i < len(top) && rowAddr(top[i]) <= rowAddr(bottom[j]):
+			addr = rowAddr(top[i])
 		default:
-			addr = bottom[j].Addr
+			addr = rowAddr(bottom[j])
 		}
-		if i < len(top) && top[i].Addr == addr {
-			t = top[i]
+		if i < len(top) && rowAddr(top[i]) == addr {
+			t = rowRule(top[i])
 			i++
 		}
-		if j < len(bottom) && bottom[j].Addr == addr {
-			u = bottom[j]
+		if j < len(bottom) && rowAddr(bottom[j]) == addr {
+			u = rowRule(bottom[j])
 			j++
 		}
 		r := t
-		if r.CFA == cfaGap {
+		if r == ruleGap {
 			r = u
 		}
-		r.Addr = addr
-		b.add(r)
+		b.add(addr, r)
 	}
 	return b.rows, b.err
 }
@@ -150,22 +294,22 @@ type coverage struct {
 // hole is a range [lo, hi) of file offsets without rules.
 type hole struct{ lo, hi uint64 }
 
-// newCoverage returns the coverage of rows (sorted, ending in a gap), its
-// holes in dst[:0].
-func newCoverage(dst []hole, rows []Row) coverage {
+// newCoverage returns the coverage of rows (packed, sorted, ending in a
+// gap), its holes in dst[:0].
+func newCoverage(dst []hole, rows []uint64) coverage {
 	if len(rows) == 0 {
 		return coverage{holes: append(dst[:0], hole{0, math.MaxUint64})}
 	}
-	c := coverage{holes: append(dst[:0], hole{0, rows[0].Addr})}
-	for i, r := range rows {
-		if r.CFA != cfaGap {
+	c := coverage{holes: append(dst[:0], hole{0, rowAddr(rows[0])})}
+	for i, p := range rows {
+		if rowRule(p) != ruleGap {
 			continue
 		}
 		end := uint64(math.MaxUint64)
 		if i+1 < len(rows) {
-			end = rows[i+1].Addr
+			end = rowAddr(rows[i+1])
 		}
-		c.holes = append(c.holes, hole{r.Addr, end})
+		c.holes = append(c.holes, hole{rowAddr(p), end})
 	}
 	return c
 }
@@ -179,16 +323,18 @@ func (c coverage) covers(lo, hi uint64) bool {
 
 // finalize turns gaps into CFAInvalid rows, merging them with their
 // neighbours, in place.
-func finalize(rows []Row) []Row {
+func finalize(rows []uint64) []uint64 {
 	out := rows[:0]
-	for _, r := range rows {
-		if r.CFA == cfaGap {
-			r.CFA = CFAInvalid
+	for _, p := range rows {
+		rule := rowRule(p)
+		if rule == ruleGap {
+			rule = ruleInvalid
+			p = packRow(rowAddr(p), rule)
 		}
-		if n := len(out); n > 0 && sameRule(out[n-1], r) {
+		if n := len(out); n > 0 && rowRule(out[n-1]) == rule {
 			continue
 		}
-		out = append(out, r)
+		out = append(out, p)
 	}
 	return out
 }
@@ -199,25 +345,36 @@ func finalize(rows []Row) []Row {
 // (the dynamic loader's _start, static musl binaries): without this mark an
 // unwinder reaching it would report missing information instead of a
 // complete stack.
-func markEntry(rows []Row, ef *elf.File, segs segments) []Row {
+func markEntry(rows []uint64, rules *ruleSet, ef *elf.File, segs segments) ([]uint64, error) {
 	seg, ok := segs.find(ef.Entry)
 	if !ok || ef.Entry == 0 {
-		return rows
+		return rows, nil
 	}
 	off := seg.offset(ef.Entry)
-	i, found := slices.BinarySearchFunc(rows, off, func(r Row, a uint64) int { return cmp.Compare(r.Addr, a) })
-	switch {
-	case found && rows[i].CFA == CFAInvalid:
-		rows[i] = Row{Addr: off, CFA: CFAEndOfStack}
-	case !found && (i == 0 || rows[i-1].CFA == CFAInvalid):
-		rows = slices.Insert(rows, i, Row{Addr: off, CFA: CFAEndOfStack})
-		if i == len(rows)-1 {
-			// Nothing after the entry point: end its rule at the
-			// end of its segment.
-			rows = append(rows, Row{Addr: seg.off + seg.size, CFA: CFAInvalid})
-		}
+	i, found := slices.BinarySearchFunc(rows, off, func(p uint64, a uint64) int { return cmp.Compare(rowAddr(p), a) })
+	invalidAt := func(i int) bool { return rules.rules[rowRule(rows[i])].CFA == CFAInvalid }
+	if found && !invalidAt(i) || !found && i > 0 && !invalidAt(i-1) {
+		return rows, nil
 	}
-	return rows
+	// Nothing after the entry point: its rule ends at the end of its
+	// segment.
+	last := i == len(rows)
+	if end := seg.off + seg.size; last && end >= MaxAddr {
+		return rows, fmt.Errorf("%w: file offset %#x", ErrTooLarge, end)
+	}
+	eos, ok := rules.intern(Row{CFA: CFAEndOfStack})
+	if !ok {
+		return rows, fmt.Errorf("%w: more than %d distinct rules", ErrTooLarge, maxRules)
+	}
+	if found {
+		rows[i] = packRow(off, eos)
+		return rows, nil
+	}
+	rows = slices.Insert(rows, i, packRow(off, eos))
+	if last {
+		rows = append(rows, packRow(seg.off+seg.size, ruleInvalid))
+	}
+	return rows, nil
 }
 
 // segment is the file part of an executable PT_LOAD segment: addresses
@@ -245,10 +402,18 @@ func appendExecSegments(segs segments, ef *elf.File) segments {
 
 // find returns the segment holding the address.
 func (s segments) find(vaddr uint64) (segment, bool) {
-	for _, seg := range s {
-		if vaddr >= seg.vaddr && vaddr-seg.vaddr < seg.size {
-			return seg, true
-		}
+	if i, ok := s.index(vaddr); ok {
+		return s[i], true
 	}
 	return segment{}, false
+}
+
+// index returns the index of the segment holding the address.
+func (s segments) index(vaddr uint64) (int, bool) {
+	for i, seg := range s {
+		if vaddr >= seg.vaddr && vaddr-seg.vaddr < seg.size {
+			return i, true
+		}
+	}
+	return 0, false
 }

@@ -9,6 +9,8 @@
 // start and adding its file offset.
 package nativeunwind
 
+import "fmt"
+
 // CFAKind says how the canonical frame address (CFA: the stack pointer
 // value just before the call that created the frame) is computed, or why it
 // cannot be.
@@ -71,7 +73,68 @@ const (
 
 // Table is a file's stack-delta table: rows sorted by Addr, neighbours with
 // equal rules merged, gaps between functions covered by CFAInvalid rows.
+//
+// A table holds its rows compactly, 8 bytes a row: each row is its file
+// offset and the index of its rule (the row's fields but Addr) among the
+// table's distinct rules, which are few (hundreds to a few thousand in
+// large files). Len, Row and At read them; Rows copies them out.
 type Table struct {
-	Rows    []Row
 	Sources Source
+	// rows are packed rows (see packRow); rules the rules they index.
+	rows  []uint64
+	rules []Row
+}
+
+// NewTable returns a table of the given rows, as they are: they are not
+// sorted or merged. It fails with ErrTooLarge for a row whose Addr is
+// MaxAddr or more, or for more distinct rules than a table may index.
+func NewTable(rows []Row, src Source) (*Table, error) {
+	var rs ruleSet
+	rs.reset()
+	t := &Table{Sources: src, rows: make([]uint64, len(rows))}
+	for i, r := range rows {
+		if r.Addr >= MaxAddr {
+			return nil, fmt.Errorf("nativeunwind: %w: file offset %#x", ErrTooLarge, r.Addr)
+		}
+		rule, ok := rs.intern(r)
+		if !ok {
+			return nil, fmt.Errorf("nativeunwind: %w: more than %d rules", ErrTooLarge, maxRules)
+		}
+		t.rows[i] = packRow(r.Addr, rule)
+	}
+	t.rules = rs.rules
+	return t, nil
+}
+
+// Len returns the number of rows of t.
+func (t *Table) Len() int { return len(t.rows) }
+
+// At returns the file offset of row i of t and the index of its rule in
+// t.Rules().
+func (t *Table) At(i int) (addr uint64, rule int) {
+	p := t.rows[i]
+	return p & addrMask, int(p >> addrBits)
+}
+
+// Row returns row i of t.
+func (t *Table) Row(i int) Row {
+	addr, rule := t.At(i)
+	r := t.rules[rule]
+	r.Addr = addr
+	return r
+}
+
+// Rules returns the rules that rows of t refer to by index (see At), as
+// rows with Addr 0. It may hold rules that no row has. The slice is t's:
+// it must not be modified.
+func (t *Table) Rules() []Row { return t.rules }
+
+// Rows returns the rows of t in a new slice of Row (24 bytes a row, three
+// times the table's own memory).
+func (t *Table) Rows() []Row {
+	out := make([]Row, len(t.rows))
+	for i := range t.rows {
+		out[i] = t.Row(i)
+	}
+	return out
 }
