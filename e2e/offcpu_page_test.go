@@ -124,11 +124,16 @@ func TestFlameGraphOffCPU(t *testing.T) {
 			t.Errorf("off-CPU %s %q does not give the time waited (ns, µs, ms, s or min)", what, text)
 		}
 	}
-	// The status's total is the data's, formatted.
-	var intervals string
-	b.exec(&intervals, `return document.body.dataset.intervals`)
-	n, _ := strconv.Atoi(intervals)
-	checkStatusTime(t, a, view+"&window=300&type=off_cpu", status, n)
+	// The status's total is the data's, formatted. An interval may land
+	// between reading the page and fetching the data: then the page,
+	// which follows the updates, is read again.
+	checkStatusTime(t, a, view+"&window=300&type=off_cpu", func() (string, int) {
+		var status, intervals string
+		b.exec(&status, `return document.querySelector('#status').textContent`)
+		b.exec(&intervals, `return document.body.dataset.intervals`)
+		n, _ := strconv.Atoi(intervals)
+		return status, n
+	})
 
 	// The download of the off-CPU view: waits, in nanoseconds.
 	var href string
@@ -180,32 +185,46 @@ func (b *browser) hrefOf(css string) string {
 	return href
 }
 
-// checkStatusTime checks that the time the status line of a view of
-// intervals intervals gives is the view's total at path, in the unit it
-// names. The view held still; the data has gone on: the check is per
-// interval, within a factor 1.5 (a wrong scale is a factor 1000).
-func checkStatusTime(t *testing.T, a *pageAgent, path, status string, intervals int) {
+// checkStatusTime checks that the time the status line of a view gives
+// is the view's total at path, in the unit it names. read returns the
+// page's status and the intervals it covers; while the data has other
+// intervals than the page showed (one landed in between), the page, which
+// follows the updates, is read again. The check is per interval, within a
+// factor 1.5 (a wrong scale is a factor 1000).
+func checkStatusTime(t *testing.T, a *pageAgent, path string, read func() (status string, intervals int)) {
 	t.Helper()
-	m := regexp.MustCompile(`^(\d+(?:\.\d+)?) (ns|µs|ms|s|min) waited`).FindStringSubmatch(status)
-	if m == nil || intervals <= 0 {
-		t.Errorf("status %q of %d intervals does not begin with the time waited", status, intervals)
-		return
+	var (
+		m         []string
+		intervals int
+		g         struct {
+			Intervals int `json:"intervals"`
+			Nodes     struct {
+				Total []float64 `json:"total"`
+			} `json:"nodes"`
+		}
+	)
+	for try := 0; ; try++ {
+		var status string
+		status, intervals = read()
+		m = regexp.MustCompile(`^(\d+(?:\.\d+)?) (ns|µs|ms|s|min) waited`).FindStringSubmatch(status)
+		if m == nil || intervals <= 0 {
+			t.Errorf("status %q of %d intervals does not begin with the time waited", status, intervals)
+			return
+		}
+		body, err := get(a.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(body), &g); err != nil || g.Intervals == 0 || len(g.Nodes.Total) == 0 {
+			t.Fatalf("%s: %v: %.300s", path, err, body)
+		}
+		if g.Intervals == intervals || try == 5 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond) // the page catches up
 	}
 	v, _ := strconv.ParseFloat(m[1], 64)
 	shown := v * map[string]float64{"ns": 1, "µs": 1e3, "ms": 1e6, "s": 1e9, "min": 60e9}[m[2]]
-	body, err := get(a.base + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var g struct {
-		Intervals int `json:"intervals"`
-		Nodes     struct {
-			Total []float64 `json:"total"`
-		} `json:"nodes"`
-	}
-	if err := json.Unmarshal([]byte(body), &g); err != nil || g.Intervals == 0 || len(g.Nodes.Total) == 0 {
-		t.Fatalf("%s: %v: %.300s", path, err, body)
-	}
 	perShown, perData := shown/float64(intervals), g.Nodes.Total[0]/float64(g.Intervals)
 	t.Logf("status: %.3g ns over %d intervals; data: %.3g ns over %d", shown, intervals, g.Nodes.Total[0], g.Intervals)
 	if r := perShown / perData; r < 1/1.5 || r > 1.5 {
