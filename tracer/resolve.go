@@ -173,6 +173,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		// Not identified: the sync worker could not open it.
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
+	t.needTable(proc, m, fi)
 	return t.namedFrame(proc, m, fi, addr-m.start+m.offset, final)
 }
 

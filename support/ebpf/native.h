@@ -436,9 +436,12 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		u64 table = m->table;
 		void *rows = bpf_map_lookup_elem(&unwind_tables, &table);
 		if (!rows) {
-			// The table was unloaded under us: the process's
-			// mappings are stale.
-			request_sync(st->pid);
+			// Table 0: user space builds the file's table, asked
+			// by this frame; it gives the mappings again with it.
+			// Another: the table was unloaded under us, the
+			// process's mappings are stale.
+			if (table)
+				request_sync(st->pid);
 			push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 			return STEP_DONE;
 		}
