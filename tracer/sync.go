@@ -301,11 +301,12 @@ func eagerTable(m *mapping) bool {
 const largeTextBytes = largeFileBytes / 2
 
 // needTable asks for the table of fi, mapped by m in p, when p waits for
-// it: a frame of a trace of p lies there. It hands the build to a build
-// worker, once; when the table is in, every process waiting for it gets
-// its mappings again (refreshWaiting).
+// it (or waited, when it exited since): a frame of a trace of p lies
+// there. It hands the build to a build worker, once; when the table is
+// in, every process waiting for it gets its mappings again
+// (refreshWaiting), and the next ones get it when they are synced.
 func (t *Tracer) needTable(p *process, m *mapping, fi *fileInfo) {
-	if len(p.waiting) == 0 || t.w == nil || !slices.Contains(p.waiting, fi.id) || !t.tables.request(fi.id) {
+	if len(p.waiting) == 0 || t.w == nil || !slices.Contains(p.waiting, fi.id) || !t.tables.request(fi.id, fi.exec.FileName) {
 		return
 	}
 	mc := *m
@@ -399,7 +400,8 @@ func (t *Tracer) forget(pid uint32) {
 	for _, id := range p.waiting {
 		t.tables.unwait(id)
 	}
-	p.waiting = nil
+	// p.waiting stays: its traces read after it exited still ask for
+	// the tables (see needTable).
 	t.detachInterpreter(p)
 	delete(t.processes, pid)
 	if err := t.maps.deleteProcess(pid); err != nil {

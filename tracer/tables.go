@@ -193,16 +193,23 @@ func (s *tableStore) unwait(id trace.FileID) {
 	}
 }
 
-// request marks the build of id's table as asked for, and reports whether
-// it was not already: the caller then hands the build to a build worker.
-func (s *tableStore) request(id trace.FileID) bool {
+// request marks the build of id's table, named name, as asked for, and
+// reports whether it was not already, nor is the table known: the caller
+// then hands the build to a build worker. The process that asked may be
+// gone already (one that lived a few milliseconds): the next ones mapping
+// the file get the table.
+func (s *tableStore) request(id trace.FileID, name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.tables[id]; ok {
 		return false
 	}
 	u := s.unbuilt[id]
-	if u == nil || u.requested {
+	if u == nil {
+		u = &unbuiltFile{name: name}
+		s.unbuilt[id] = u
+	}
+	if u.requested {
 		return false
 	}
 	u.requested = true
