@@ -214,6 +214,7 @@ func (t *Tracer) fileFrame(proc *process, key fileKey, off uint64, final, mayRer
 		t.stats.unknownMappings.Add(1)
 		return trace.FrameID{Addr: off, Type: trace.FrameNative}, 0
 	}
+	t.needFileTable(proc, key, fi)
 	if m == nil {
 		// Where the process had it is unknown: its symbols are opened
 		// through the process's root while it lives, else through the

@@ -306,11 +306,56 @@ const largeTextBytes = largeFileBytes / 2
 // in, every process waiting for it gets its mappings again
 // (refreshWaiting), and the next ones get it when they are synced.
 func (t *Tracer) needTable(p *process, m *mapping, fi *fileInfo) {
-	if len(p.waiting) == 0 || t.w == nil || !slices.Contains(p.waiting, fi.id) || !t.tables.request(fi.id, fi.exec.FileName) {
+	if len(p.waiting) == 0 || t.w == nil {
 		return
 	}
+	if m := &t.memo; m.hasNeeded && m.needed == fi.id {
+		return
+	}
+	t.memo.needed, t.memo.hasNeeded = fi.id, true
+	if !slices.Contains(p.waiting, fi.id) || !t.tables.request(fi.id, fi.exec.FileName) {
+		return
+	}
+	t.queueBuild(p.pid, m, fi)
+}
+
+// needFileTable asks for the table of fi, whose frame the eBPF unwinder
+// found in the kernel's mappings of proc (a process not synced yet) when
+// the file's table is not built: a process that lived a few milliseconds
+// in a file no synced process was sampled in yet (the dynamic loader, a
+// compiler) asks for it so. The build opens the file through a live
+// process mapping it, else through proc.
+func (t *Tracer) needFileTable(proc *process, key fileKey, fi *fileInfo) {
+	if t.w == nil || t.cfg.MaxUnwindTableBytes == 0 {
+		return
+	}
+	if m := &t.memo; m.hasNeeded && m.needed == fi.id {
+		return
+	}
+	t.memo.needed, t.memo.hasNeeded = fi.id, true
+	if !t.tables.request(fi.id, fi.exec.FileName) {
+		return
+	}
+	pid, m := proc.pid, proc.findFile(key)
+	if m == nil || proc.gone {
+		for _, p := range t.processes {
+			if pm := p.findFile(key); pm != nil && !p.gone {
+				pid, m = p.pid, pm
+				break
+			}
+		}
+	}
+	if m == nil {
+		m = &mapping{key: key, path: fi.path}
+	}
+	t.queueBuild(pid, m, fi)
+}
+
+// queueBuild hands the build of fi's table, mapped by m in process pid,
+// to a build worker, asked for by request.
+func (t *Tracer) queueBuild(pid uint32, m *mapping, fi *fileInfo) {
 	mc := *m
-	mf := t.mappedFile(t.proc, &process{pid: p.pid}, &mc)
+	mf := t.mappedFile(t.proc, &process{pid: pid}, &mc)
 	mf.fi = fi
 	b := buildTask{mf: mf, size: int64(m.end - m.start)}
 	ch := t.w.builds[0]

@@ -181,10 +181,12 @@ static __always_inline int find_vma_mapping(struct unwind_state *st, u64 pc)
 	}
 	if (err == -ENOENT || (!err && !l.found))
 		return UNWIND_ERR_NO_MAPPING;
+	// The file, even when its table is not known: the frame is named
+	// by it, and asks user space for the table.
+	st->vma_dev = l.found ? l.dev : 0;
+	st->vma_inode = l.found ? l.inode : 0;
 	if (err || !l.table_known)
 		return UNWIND_ERR_NOT_READY;
-	st->vma_dev = l.dev;
-	st->vma_inode = l.inode;
 	return 0;
 }
 
@@ -414,6 +416,8 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 				return STEP_DONE;
 			}
 			if (err) {
+				if (st->interp_kind != INTERP_V8)
+					tag_file_frame(t, st);
 				push_error(t, err, COUNTER_NOT_READY);
 				return STEP_DONE;
 			}
