@@ -295,10 +295,13 @@ func eagerTable(m *mapping) bool {
 }
 
 // largeTextBytes is the executable mapping size from which a table asked
-// for by a sample goes to the build worker of large files: text is about
-// half of a large file (the rest is data, symbols and unwind
-// information), so this matches largeFileBytes.
-const largeTextBytes = largeFileBytes / 2
+// for by a sample goes to the build worker of large files. Samples ask
+// for the tables of many files at once when they first reach them (at
+// start, the files every busy process runs); those of more than a
+// megabyte of code take tens to hundreds of milliseconds each on a loaded
+// host, and the small-file worker stays free for the small files a new
+// process's sync builds (its own executable most often).
+const largeTextBytes = 1 << 20
 
 // needTable asks for the table of fi, mapped by m in p, when p waits for
 // it (or waited, when it exited since): a frame of a trace of p lies

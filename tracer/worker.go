@@ -73,7 +73,8 @@ const (
 //     process is given to eBPF again with it. A sync hands them only
 //     the files with little code (eagerTable); the Run goroutine hands
 //     them the others when a trace first has a frame in one
-//     (Tracer.needTable), and gives each process waiting for the table
+//     (Tracer.needTable; those of largeTextBytes of code or more to the
+//     large-file worker), and gives each process waiting for the table
 //     its mappings again once it is loaded.
 //
 // File identities (fileInfo) are never changed once in the file cache:
