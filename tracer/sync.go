@@ -360,15 +360,18 @@ func (t *Tracer) queueBuild(pid uint32, m *mapping, fi *fileInfo) {
 	mc := *m
 	mf := t.mappedFile(t.proc, &process{pid: pid}, &mc)
 	mf.fi = fi
-	b := buildTask{mf: mf, size: int64(m.end - m.start)}
+	// Opened here (once per file asked for): the build reads it even if
+	// the process exits meanwhile, and its size picks the worker.
+	b := buildTask{mf: mf, size: mf.size()}
 	ch := t.w.builds[0]
-	if m.end-m.start >= largeTextBytes {
+	if m.end-m.start >= largeTextBytes || b.size >= largeFileBytes {
 		ch = t.w.builds[1]
 	}
 	select {
 	case ch <- b:
 	default:
 		// The build workers are busy: a later sample asks again.
+		mf.close()
 		t.tables.unrequest(fi.id)
 	}
 }
