@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -125,15 +126,19 @@ func newTestTracer(t testing.TB, maps unwinderMaps, maxTableBytes uint64) *Trace
 
 // TestSyncBookkeeping syncs this process through the workers into maps
 // kept in memory: its mappings under one generation, the tables of its
-// files loaded once and entered by file, a resync switching generations
-// without leaving the old one, and forgetting it leaving nothing but
-// idle tables.
+// small files loaded once and entered by file, its large executable
+// waiting for its table until a sample reaches it (Go code: by frame
+// pointer meanwhile), then given with it, a resync switching generations
+// without leaving the old one, and forgetting it leaving nothing but idle
+// tables.
 func TestSyncBookkeeping(t *testing.T) {
 	maps := newMemMaps()
 	tr := newTestTracer(t, maps, 64<<20)
 	pid := uint32(os.Getpid())
 
-	check := func(what string) *process {
+	// check checks the process in eBPF and returns the mapping of its
+	// executable, whose table is loaded when exeBuilt, else waited for.
+	check := func(what string, exeBuilt bool) (*process, *mapping) {
 		t.Helper()
 		p := tr.processes[pid]
 		if p == nil {
@@ -146,33 +151,66 @@ func TestSyncBookkeeping(t *testing.T) {
 		if len(maps.mappings) != len(p.mappings) {
 			t.Errorf("%s: %d mappings in eBPF, want %d (one generation)", what, len(maps.mappings), len(p.mappings))
 		}
-		withTable := 0
-		for i, m := range p.mappings {
+		var exe *mapping
+		for i := range p.mappings {
+			m := &p.mappings[i]
 			e, ok := maps.mappings[progs.StacklineMappingKey{Pid: pid, Slot: p.gen<<mappingGenShift | uint32(i)}]
 			if !ok || e.Start != m.start || e.End != m.end || e.Bias != m.start-m.offset {
 				t.Errorf("%s: mapping %d in eBPF %+v (%v), want %+v", what, i, e, ok, m)
 			}
-			if e.NumRows > 0 {
-				withTable++
+			if p.isExecutable(m) {
+				exe = m
+			}
+			waits := m.fi != nil && slices.Contains(p.waiting, m.fi.id)
+			switch {
+			case e.Table != pendingTable:
+				if p.isExecutable(m) && !exeBuilt {
+					t.Errorf("%s: the executable has table %#x before a sample reached it", what, e.Table)
+				}
 				if len(maps.tables[e.Table]) != int(e.NumRows) {
 					t.Errorf("%s: mapping %d has table %#x of %d rows, %d loaded", what, i, e.Table, e.NumRows, len(maps.tables[e.Table]))
 				}
 				if ft, ok := maps.files[m.key]; m.key != (fileKey{}) && (!ok || ft.Table != e.Table) {
 					t.Errorf("%s: file of mapping %d entered as %+v (%v)", what, i, ft, ok)
 				}
+			case waits:
+				if eagerTable(m) {
+					t.Errorf("%s: mapping %d of %d bytes waits for its table, want it built at sync", what, i, m.end-m.start)
+				}
+				if e.NumRows != 0 && m.fi.isGo || e.NumRows != 1 && !m.fi.isGo {
+					t.Errorf("%s: mapping %d of %s waits with %d rows (Go: %v)", what, i, m.fi.exec.FileName, e.NumRows, m.fi.isGo)
+				}
+				if p.isExecutable(m) && exeBuilt {
+					t.Errorf("%s: the executable still waits for its table", what)
+				}
+			case m.fi != nil:
+				t.Errorf("%s: mapping %d of %s has no table and does not wait for one", what, i, m.fi.exec.FileName)
 			}
 		}
-		if withTable == 0 {
-			t.Errorf("%s: no mapping of this Go test binary has an unwind table", what)
+		if exe == nil || exe.fi == nil {
+			t.Fatalf("%s: the executable's mapping not found or not identified", what)
 		}
-		return p
+		return p, exe
 	}
 
 	if !tr.enqueue(pid, time.Now()) {
 		t.Fatal("sync not queued")
 	}
 	tr.settle()
-	p := check("first sync")
+	p, exe := check("first sync", false)
+	listed := false
+	for _, ti := range tr.Tables() {
+		if ti.ID == exe.fi.id.String() {
+			listed = ti.Error == errNotSampled && ti.Processes == 1
+		}
+	}
+	if !listed {
+		t.Errorf("the executable not listed as not sampled: %+v", tr.Tables())
+	}
+	// A sample reaches the executable.
+	tr.needTable(p, exe, exe.fi)
+	tr.apply(<-tr.w.results, time.Now())
+	p, _ = check("sampled", true)
 	tables := len(maps.tables)
 	gen := p.gen
 
@@ -180,7 +218,8 @@ func TestSyncBookkeeping(t *testing.T) {
 		t.Fatal("resync not queued")
 	}
 	tr.settle()
-	p = check("resync")
+	p = tr.processes[pid]
+	check("resync", true)
 	if p.gen == gen {
 		t.Errorf("resync stayed in generation %d", gen)
 	}

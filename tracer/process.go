@@ -61,6 +61,11 @@ type process struct {
 	tables      []*unwindTable
 	gen         uint32
 	numMappings int
+	// waiting are the files it maps whose tables were not built when
+	// its mappings were given to eBPF (counted in tableStore.unbuilt):
+	// each is built when a sample of a process reaches it, then the
+	// mappings are given again.
+	waiting []trace.FileID
 	// interp is the interpreter the process runs, once found.
 	interp interpreter.Instance
 	// exitedK is when it exited (CLOCK_MONOTONIC ns), once its exit

@@ -95,6 +95,10 @@ func (t *Tracer) loadSymbols(id trace.FileID, src func() elffile.Source) uint64 
 // eBPF unwinder. It runs on the Run goroutine, which owns the processes
 // and the eBPF maps.
 func (t *Tracer) apply(r syncResult, now time.Time) {
+	if r.job == nil && r.symbols == nil {
+		t.tableBuilt(r.file, r.table, now)
+		return
+	}
 	if r.symbols != nil {
 		delete(t.symbolLoads, r.symbols.id)
 		t.symbolsLoaded.Add(r.symbols.id, struct{}{})
@@ -126,6 +130,9 @@ func (t *Tracer) apply(r syncResult, now time.Time) {
 		if tb := t.tables.acquire(id, b.file, b.name, b, now); tb != nil {
 			t.tables.release(tb, now)
 		}
+	}
+	if r.table != nil {
+		t.refreshWaiting(r.table.id, now)
 	}
 	t.retryParked(j.seq, j.pid)
 }
@@ -196,8 +203,27 @@ func (t *Tracer) applyProcess(j *syncJob, built map[trace.FileID]*builtTable, fi
 func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.FileID]*builtTable, final bool, at, now time.Time) {
 	t.stats.syncs.Add(1)
 	p.synced = now
-	old := p.tables
+	n, missing := t.giveMappings(p, files, built, now)
+	t.attachInterpreter(p, files)
+	p.setRuntime(t.processRuntime(p))
+	if missing && final {
+		// A table was unloaded between the worker's look and now, or
+		// the build worker was busy: build it at the next sync.
+		t.schedule(p.pid, now.Add(minSyncInterval))
+	}
+	t.log.Debug("process synced", "pid", p.pid, "mappings", n, "tables", len(p.tables), "waiting", len(p.waiting), "final", final, "after", now.Sub(at))
+}
+
+// giveMappings gives p's mappings, whose files' identities are files, to
+// the eBPF unwinder with the tables loaded of the files behind them,
+// loading those in built, and returns how many it gave. It reports
+// whether the table of a file built at sync (eagerTable) is missing.
+// The mappings of the other files without a table are given as waiting
+// for it (see Tracer.needTable).
+func (t *Tracer) giveMappings(p *process, files []*fileInfo, built map[trace.FileID]*builtTable, now time.Time) (int, bool) {
+	old, oldWaiting := p.tables, p.waiting
 	p.tables = make([]*unwindTable, 0, len(p.mappings))
+	p.waiting = nil
 	entries := make([]progs.StacklineExecMapping, 0, len(p.mappings))
 	missing := false
 	for i := range p.mappings {
@@ -212,15 +238,30 @@ func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.File
 			fi = files[i]
 		}
 		tb := t.mappingTable(m, fi, built, now)
-		if tb != nil {
+		switch {
+		case tb != nil:
 			p.tables = append(p.tables, tb)
 			e.Table, e.NumRows = tb.key, tb.rows
-		} else if fi != nil {
+		case fi == nil:
+		case eagerTable(m):
 			// Its table is being built: the unwinder stops there
-			// (no unwind information, and asks for a sync) rather
-			// than follow frame pointers the code may not keep.
+			// (no unwind information) rather than follow frame
+			// pointers the code may not keep.
 			missing = true
 			e.Table, e.NumRows = pendingTable, 1
+		default:
+			// Built once a sample reaches it. Meanwhile Go code,
+			// which keeps frame pointers, is unwound by them;
+			// elsewhere the unwinder stops after the frame in the
+			// file, which asks for the table.
+			if !slices.Contains(p.waiting, fi.id) {
+				p.waiting = append(p.waiting, fi.id)
+				t.tables.wait(fi.id, fi.exec.FileName)
+			}
+			e.Table, e.NumRows = pendingTable, 1
+			if fi.isGo {
+				e.NumRows = 0
+			}
 		}
 		entries = append(entries, e)
 	}
@@ -229,8 +270,9 @@ func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.File
 	for _, tb := range old {
 		t.tables.release(tb, now)
 	}
-	t.attachInterpreter(p, files)
-	p.setRuntime(t.processRuntime(p))
+	for _, id := range oldWaiting {
+		t.tables.unwait(id)
+	}
 	if len(entries) > maxMappings {
 		// The eBPF binary search covers this many; the rest (the
 		// highest addresses) are unwound as if unmapped.
@@ -241,12 +283,139 @@ func (t *Tracer) syncProcess(p *process, files []*fileInfo, built map[trace.File
 		t.stats.syncErrors.Add(1)
 		t.log.Debug("give process mappings to eBPF", "pid", p.pid, "error", err)
 	}
-	if missing && final {
-		// A table was unloaded between the worker's look and now, or
-		// the build worker was busy: build it at the next sync.
-		t.schedule(p.pid, now.Add(minSyncInterval))
+	return len(entries), missing
+}
+
+// eagerTextBytes is the size of executable mapping under which a file's
+// table is built when a process mapping it is synced rather than when a
+// sample first reaches it: such a table costs less than a millisecond to
+// build and a few pages of kernel memory, and a short-lived process's
+// first samples (often its only ones) keep their whole stacks.
+const eagerTextBytes = 64 << 10
+
+// eagerTable reports whether the table of m's file is built when its
+// process is synced (a small file), not when a sample reaches it.
+func eagerTable(m *mapping) bool {
+	return m.end-m.start < eagerTextBytes
+}
+
+// largeTextBytes is the executable mapping size from which a table asked
+// for by a sample goes to the build worker of large files. Samples ask
+// for the tables of many files at once when they first reach them (at
+// start, the files every busy process runs); those of more than a
+// megabyte of code take tens to hundreds of milliseconds each on a loaded
+// host, and the small-file worker stays free for the small files a new
+// process's sync builds (its own executable most often).
+const largeTextBytes = 1 << 20
+
+// needTable asks for the table of fi, mapped by m in p, when p waits for
+// it (or waited, when it exited since): a frame of a trace of p lies
+// there. It hands the build to a build worker, once; when the table is
+// in, every process waiting for it gets its mappings again
+// (refreshWaiting), and the next ones get it when they are synced.
+func (t *Tracer) needTable(p *process, m *mapping, fi *fileInfo) {
+	if len(p.waiting) == 0 || t.w == nil {
+		return
 	}
-	t.log.Debug("process synced", "pid", p.pid, "mappings", len(entries), "tables", len(p.tables), "final", final, "after", now.Sub(at))
+	if m := &t.memo; m.hasNeeded && m.needed == fi.id {
+		return
+	}
+	t.memo.needed, t.memo.hasNeeded = fi.id, true
+	if !slices.Contains(p.waiting, fi.id) || !t.tables.request(fi.id, fi.exec.FileName) {
+		return
+	}
+	t.queueBuild(p.pid, m, fi)
+}
+
+// needFileTable asks for the table of fi, whose frame the eBPF unwinder
+// found in the kernel's mappings of proc (a process not synced yet) when
+// the file's table is not built: a process that lived a few milliseconds
+// in a file no synced process was sampled in yet (the dynamic loader, a
+// compiler) asks for it so. The build opens the file through a live
+// process mapping it, else through proc.
+func (t *Tracer) needFileTable(proc *process, key fileKey, fi *fileInfo) {
+	if t.w == nil || t.cfg.MaxUnwindTableBytes == 0 {
+		return
+	}
+	if m := &t.memo; m.hasNeeded && m.needed == fi.id {
+		return
+	}
+	t.memo.needed, t.memo.hasNeeded = fi.id, true
+	if !t.tables.request(fi.id, fi.exec.FileName) {
+		return
+	}
+	pid, m := proc.pid, proc.findFile(key)
+	if m == nil || proc.gone {
+		for _, p := range t.processes {
+			if pm := p.findFile(key); pm != nil && !p.gone {
+				pid, m = p.pid, pm
+				break
+			}
+		}
+	}
+	if m == nil {
+		m = &mapping{key: key, path: fi.path}
+	}
+	t.queueBuild(pid, m, fi)
+}
+
+// queueBuild hands the build of fi's table, mapped by m in process pid,
+// to a build worker, asked for by request.
+func (t *Tracer) queueBuild(pid uint32, m *mapping, fi *fileInfo) {
+	mc := *m
+	mf := t.mappedFile(t.proc, &process{pid: pid}, &mc)
+	mf.fi = fi
+	// Opened here (once per file asked for): the build reads it even if
+	// the process exits meanwhile, and its size picks the worker.
+	b := buildTask{mf: mf, size: mf.size()}
+	ch := t.w.builds[0]
+	if m.end-m.start >= largeTextBytes || b.size >= largeFileBytes {
+		ch = t.w.builds[1]
+	}
+	select {
+	case ch <- b:
+	default:
+		// The build workers are busy: a later sample asks again.
+		mf.close()
+		t.tables.unrequest(fi.id)
+	}
+}
+
+// tableBuilt takes in a table built because a sample reached its file
+// (bt; nil when the build worker found it known already), loads it, and
+// gives it to the processes waiting for it.
+func (t *Tracer) tableBuilt(id trace.FileID, bt *builtTable, now time.Time) {
+	t.tables.unrequest(id)
+	if bt != nil && bt.err != nil && isNotExist(bt.err) {
+		// The process exited before its file was opened: another
+		// sample asks again, through a process that lives.
+		bt.close()
+		return
+	}
+	if bt != nil {
+		if tb := t.tables.acquire(id, bt.file, bt.name, bt, now); tb != nil {
+			t.tables.release(tb, now)
+		}
+	}
+	t.refreshWaiting(id, now)
+}
+
+// refreshWaiting gives the processes waiting for file id's table their
+// mappings again, now that it is loaded (or known not to be).
+func (t *Tracer) refreshWaiting(id trace.FileID, now time.Time) {
+	if !t.tables.has(id) {
+		return
+	}
+	for _, p := range t.processes {
+		if !slices.Contains(p.waiting, id) {
+			continue
+		}
+		files := make([]*fileInfo, len(p.mappings))
+		for i := range p.mappings {
+			files[i] = p.mappings[i].fi
+		}
+		t.giveMappings(p, files, nil, now)
+	}
 }
 
 // pendingTable is the table key of mappings whose table is not loaded yet:
@@ -284,6 +453,11 @@ func (t *Tracer) forget(pid uint32) {
 	for _, tb := range p.tables {
 		t.tables.release(tb, now)
 	}
+	for _, id := range p.waiting {
+		t.tables.unwait(id)
+	}
+	// p.waiting stays: its traces read after it exited still ask for
+	// the tables (see needTable).
 	t.detachInterpreter(p)
 	delete(t.processes, pid)
 	if err := t.maps.deleteProcess(pid); err != nil {

@@ -141,6 +141,9 @@ type tableStore struct {
 	tables map[trace.FileID]*unwindTable
 	keys   map[uint64]trace.FileID
 	used   uint64
+	// unbuilt are the files processes map whose tables are built only
+	// once a sample reaches them, while they have none.
+	unbuilt map[trace.FileID]*unbuiltFile
 
 	stats tableStats
 }
@@ -157,6 +160,80 @@ func newTableStore(maps unwinderMaps, maxBytes uint64, log *slog.Logger) *tableS
 		log:      log,
 		tables:   make(map[trace.FileID]*unwindTable),
 		keys:     make(map[uint64]trace.FileID),
+		unbuilt:  make(map[trace.FileID]*unbuiltFile),
+	}
+}
+
+// unbuiltFile is a file mapped by processes that wait for its table: it
+// is built when a sample first reaches the file (requested).
+type unbuiltFile struct {
+	name string
+	// refs counts the processes whose mappings of the file were given
+	// to eBPF without its table.
+	refs int
+	// requested is set while its build is with the build workers.
+	requested bool
+}
+
+// wait counts one more process mapping file id, named name, without its
+// table.
+func (s *tableStore) wait(id trace.FileID, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.unbuilt[id]
+	if u == nil {
+		u = &unbuiltFile{name: name}
+		s.unbuilt[id] = u
+	}
+	u.refs++
+}
+
+// unwait drops one process from those waiting for id's table.
+func (s *tableStore) unwait(id trace.FileID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.unbuilt[id]; u != nil {
+		u.refs--
+		if u.refs <= 0 && !u.requested {
+			delete(s.unbuilt, id)
+		}
+	}
+}
+
+// request marks the build of id's table, named name, as asked for, and
+// reports whether it was not already, nor is the table known: the caller
+// then hands the build to a build worker. The process that asked may be
+// gone already (one that lived a few milliseconds): the next ones mapping
+// the file get the table.
+func (s *tableStore) request(id trace.FileID, name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.tables[id]; ok {
+		return false
+	}
+	u := s.unbuilt[id]
+	if u == nil {
+		u = &unbuiltFile{name: name}
+		s.unbuilt[id] = u
+	}
+	if u.requested {
+		return false
+	}
+	u.requested = true
+	return true
+}
+
+// unrequest says the build of id's table asked for by request is over
+// (its result is in the store, or it was not made): a process still
+// waiting asks again at its next sample.
+func (s *tableStore) unrequest(id trace.FileID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.unbuilt[id]; u != nil {
+		u.requested = false
+		if u.refs <= 0 {
+			delete(s.unbuilt, id)
+		}
 	}
 }
 
@@ -362,7 +439,17 @@ type TableInfo struct {
 func (s *tableStore) list(now time.Time) []TableInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]TableInfo, 0, len(s.tables))
+	out := make([]TableInfo, 0, len(s.tables)+len(s.unbuilt))
+	for id, u := range s.unbuilt {
+		if _, ok := s.tables[id]; ok {
+			continue
+		}
+		why := errNotSampled
+		if u.requested {
+			why = errBuilding
+		}
+		out = append(out, TableInfo{File: u.name, ID: id.String(), Processes: u.refs, Error: why})
+	}
 	for _, tb := range s.tables {
 		ti := TableInfo{File: tb.name, ID: tb.id.String(), Rows: tb.rows, Bytes: tb.bytes, Processes: tb.refs}
 		if tb.refs == 0 && !tb.permanent && !tb.idle.IsZero() {
@@ -381,6 +468,13 @@ func (s *tableStore) list(now time.Time) []TableInfo {
 	})
 	return out
 }
+
+// Why a mapped file has no table (TableInfo.Error) while its table is
+// built only once a sample reaches it.
+const (
+	errNotSampled = "not built: no sample reached the file yet"
+	errBuilding   = "being built: a sample reached the file"
+)
 
 func compareStrings(a, b string) int {
 	switch {

@@ -18,6 +18,10 @@ type traceMemo struct {
 	key     fileKey
 	fi      *fileInfo
 	hasFile bool
+	// needed is the last file needTable looked at (valid when
+	// hasNeeded): its frames that follow need not ask again.
+	needed    trace.FileID
+	hasNeeded bool
 }
 
 // executableKnown is Reporter.ExecutableKnown, asked once for a run of

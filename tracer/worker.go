@@ -70,7 +70,12 @@ const (
 //     those of larger files (seconds for a large binary on a loaded
 //     host), so a small file never waits for a large one. Each table
 //     goes back to the Run goroutine as soon as it is built, and the
-//     process is given to eBPF again with it.
+//     process is given to eBPF again with it. A sync hands them only
+//     the files with little code (eagerTable); the Run goroutine hands
+//     them the others when a trace first has a frame in one
+//     (Tracer.needTable; those of largeTextBytes of code or more to the
+//     large-file worker), and gives each process waiting for the table
+//     its mappings again once it is loaded.
 //
 // File identities (fileInfo) are never changed once in the file cache:
 // a worker that learns more of a file puts a new copy there.
@@ -103,7 +108,8 @@ type syncJob struct {
 	builds atomic.Int32
 }
 
-// buildTask is the build of one file's table for a job.
+// buildTask is the build of one file's table for a job, or (job nil) for
+// the Run goroutine because a sample reached the file.
 type buildTask struct {
 	job  *syncJob
 	mf   *mappedFile
@@ -130,8 +136,11 @@ type symbolJob struct {
 type syncResult struct {
 	symbols *symbolJob
 	job     *syncJob
-	// table is a table built for job.
+	// table is a table built for job, or, when neither job nor symbols
+	// is set, for file, which a sample reached (nil when the build
+	// worker found it built already).
 	table *builtTable
+	file  trace.FileID
 	// final says the job is done: its tables are built. A job whose
 	// tables must be built comes back once with the process read and
 	// its files identified, then once per table built, the last one
@@ -360,15 +369,28 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 		}
 		var bt *builtTable
 		fi := b.mf.fi
-		if _, ok := recent[fi.id]; !ok && !t.tables.has(fi.id) {
+		if _, ok := recent[fi.id]; (!ok || b.job == nil) && !t.tables.has(fi.id) {
 			bt = t.buildTable(builder, b.mf)
 			recent[fi.id] = time.Now()
 		}
 		b.mf.close()
+		if b.job == nil {
+			if !w.send(ctx, syncResult{table: bt, file: fi.id}) {
+				bt.close()
+				return
+			}
+			continue
+		}
 		if !t.buildDone(ctx, w, b.job, bt) {
 			return
 		}
 	}
+}
+
+// background reports whether b is for a process running at start that
+// nothing asked for yet.
+func (b buildTask) background() bool {
+	return b.job != nil && b.job.background
 }
 
 // nextBuild returns the index of the build to do first: of a process that
@@ -377,8 +399,8 @@ func nextBuild(pending []buildTask) int {
 	best := 0
 	for i, b := range pending[1:] {
 		c := pending[best]
-		if b.job.background != c.job.background {
-			if !b.job.background {
+		if b.background() != c.background() {
+			if !b.background() {
 				best = i + 1
 			}
 			continue
@@ -452,7 +474,7 @@ func (t *Tracer) prepare(j *syncJob, proc procFS) {
 		mf := t.mappedFile(proc, p, m)
 		fi, built := t.fileOf(mf)
 		j.files[i] = fi
-		if fi != nil && t.cfg.MaxUnwindTableBytes > 0 && !t.tables.has(fi.id) && !built {
+		if fi != nil && t.cfg.MaxUnwindTableBytes > 0 && eagerTable(m) && !t.tables.has(fi.id) && !built {
 			mf.fi = fi
 			j.open = append(j.open, mf)
 			continue

@@ -181,10 +181,12 @@ static __always_inline int find_vma_mapping(struct unwind_state *st, u64 pc)
 	}
 	if (err == -ENOENT || (!err && !l.found))
 		return UNWIND_ERR_NO_MAPPING;
+	// The file, even when its table is not known: the frame is named
+	// by it, and asks user space for the table.
+	st->vma_dev = l.found ? l.dev : 0;
+	st->vma_inode = l.found ? l.inode : 0;
 	if (err || !l.table_known)
 		return UNWIND_ERR_NOT_READY;
-	st->vma_dev = l.dev;
-	st->vma_inode = l.inode;
 	return 0;
 }
 
@@ -414,6 +416,8 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 				return STEP_DONE;
 			}
 			if (err) {
+				if (st->interp_kind != INTERP_V8)
+					tag_file_frame(t, st);
 				push_error(t, err, COUNTER_NOT_READY);
 				return STEP_DONE;
 			}
@@ -436,9 +440,12 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		u64 table = m->table;
 		void *rows = bpf_map_lookup_elem(&unwind_tables, &table);
 		if (!rows) {
-			// The table was unloaded under us: the process's
-			// mappings are stale.
-			request_sync(st->pid);
+			// Table 0: user space builds the file's table, asked
+			// by this frame; it gives the mappings again with it.
+			// Another: the table was unloaded under us, the
+			// process's mappings are stale.
+			if (table)
+				request_sync(st->pid);
 			push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 			return STEP_DONE;
 		}

@@ -262,8 +262,13 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 		{ef, f, ".debug_frame", SourceDebugFrame},
 		{dbg, debugR, ".debug_frame", SourceDebugFrame},
 	}
+	// A Go binary linked by Go's own linker (no .eh_frame: no C objects
+	// linked by the system linker) has a .debug_frame the Go linker wrote
+	// from the same stack pointer deltas as its .gopclntab, for the same
+	// functions: it adds no rows, and is often compressed.
+	goLinked := t.Sources&SourceGoPCLNTab != 0 && ef.Section(".eh_frame") == nil
 	for i, fr := range frames {
-		if fr.ef == nil {
+		if fr.ef == nil || goLinked && fr.name == ".debug_frame" {
 			continue
 		}
 		sec := withData(fr.ef, fr.name)

@@ -506,3 +506,61 @@ func TestEntryPointEndsStack(t *testing.T) {
 		t.Errorf("entry point + 4: %+v, want CFAEndOfStack", r)
 	}
 }
+
+// TestGoDebugFrameSkipped: the .debug_frame of a Go binary linked by Go's
+// linker adds no rows to those of its .gopclntab, so Build skips it.
+func TestGoDebugFrameSkipped(t *testing.T) {
+	bin := testenv.BuildGo(t, goSource, false)
+	f, ef := openELF(t, bin)
+	if ef.Section(".eh_frame") != nil {
+		t.Fatal("a Go binary without cgo has an .eh_frame")
+	}
+	sec := withData(ef, ".debug_frame")
+	if sec == nil {
+		t.Fatal("the Go binary has no .debug_frame")
+	}
+	tab, err := Build(f, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.Sources != SourceGoPCLNTab {
+		t.Errorf("Sources = %b, want .gopclntab alone", tab.Sources)
+	}
+	// The rows .debug_frame would add under those of .gopclntab.
+	var b Builder
+	opts := Options{}
+	if err := opts.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := archFor(ef.Machine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.arch, b.opts = a, opts
+	b.segs = appendExecSegments(b.segs[:0], ef)
+	bs := &buildState{arch: &b.arch, opts: &b.opts, segs: b.segs, scratch: &b}
+	goRows, err := bs.goSection(ef, f.ReaderAt(), withData(ef, ".gopclntab"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(goRows) == 0 {
+		t.Fatal("no .gopclntab rows")
+	}
+	goRows = slices.Clone(goRows)
+	layer, err := bs.frameSection(ef, f.ReaderAt(), sec, newCoverage(nil, goRows), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layer) != 0 {
+		t.Errorf(".debug_frame adds %d rows under .gopclntab's, first %+v", len(layer), layer[0])
+	}
+	// Alone, it has rows for the same functions.
+	alone, err := bs.frameSection(ef, f.ReaderAt(), sec, newCoverage(nil, nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alone) < len(goRows)/4 {
+		t.Errorf(".debug_frame alone has %d rows, .gopclntab %d", len(alone), len(goRows))
+	}
+	t.Logf(".gopclntab %d rows, .debug_frame alone %d, under .gopclntab 0", len(goRows), len(alone))
+}
