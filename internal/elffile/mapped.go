@@ -42,13 +42,8 @@ func mappedSymbols(f *File, typ elf.SectionType, prefixes []string) (syms []elf.
 	if symtab == nil || symtab.Link <= 0 || int(symtab.Link) >= len(ef.Sections) {
 		return nil, nil, false // Symbols says why
 	}
-	var entSize int
-	switch ef.Class {
-	case elf.ELFCLASS64:
-		entSize = elf.Sym64Size
-	case elf.ELFCLASS32:
-		entSize = elf.Sym32Size
-	default:
+	entSize := symSize(ef.Class)
+	if entSize == 0 {
 		return nil, nil, false
 	}
 	strtab := ef.Sections[symtab.Link]

@@ -39,13 +39,8 @@ func Symbols(ef *elf.File, typ elf.SectionType, prefixes ...string) ([]elf.Symbo
 	if symtab == nil {
 		return nil, elf.ErrNoSymbols
 	}
-	var entSize int
-	switch ef.Class {
-	case elf.ELFCLASS64:
-		entSize = elf.Sym64Size
-	case elf.ELFCLASS32:
-		entSize = elf.Sym32Size
-	default:
+	entSize := symSize(ef.Class)
+	if entSize == 0 {
 		return nil, fmt.Errorf("symbols: unsupported ELF class %v", ef.Class)
 	}
 	// words[i] holds the offset of a name in its high half and the index
@@ -216,4 +211,16 @@ func decodeSymbol(class elf.Class, bo binary.ByteOrder, e []byte) elf.Symbol {
 		s.Section = elf.SectionIndex(bo.Uint16(e[14:16]))
 	}
 	return s
+}
+
+// symSize returns the size of a symbol table entry of class c, or 0 for a
+// class this package does not read.
+func symSize(c elf.Class) int {
+	switch c {
+	case elf.ELFCLASS64:
+		return elf.Sym64Size
+	case elf.ELFCLASS32:
+		return elf.Sym32Size
+	}
+	return 0
 }
