@@ -538,6 +538,7 @@ func TestGoDebugFrameSkipped(t *testing.T) {
 	}
 	b.arch, b.opts = a, opts
 	b.segs = appendExecSegments(b.segs[:0], ef)
+	b.rules.reset() // as build does before the first source
 	bs := &buildState{arch: &b.arch, opts: &b.opts, segs: b.segs, scratch: &b}
 	goRows, err := bs.goSection(ef, f.ReaderAt(), withData(ef, ".gopclntab"), nil)
 	if err != nil {
