@@ -52,8 +52,9 @@ func largeTables() map[string]string {
 	return files
 }
 
-// buildFileTable builds the table of the ELF file at path.
-func buildFileTable(b testing.TB, path string) *nativeunwind.Table {
+// openELFFile opens the ELF file at path (closed at the end of the test),
+// skipping the test when the host lacks it.
+func openELFFile(b testing.TB, path string) *elffile.File {
 	fh, err := os.Open(path)
 	if err != nil {
 		b.Skip(err)
@@ -62,7 +63,13 @@ func buildFileTable(b testing.TB, path string) *nativeunwind.Table {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
+	b.Cleanup(func() { f.Close() })
+	return f
+}
+
+// buildFileTable builds the table of the ELF file at path.
+func buildFileTable(b testing.TB, path string) *nativeunwind.Table {
+	f := openELFFile(b, path)
 	tab, err := (&nativeunwind.Builder{}).Build(f, nil, nativeunwind.Options{MaxRows: maxTableRows})
 	if err != nil {
 		b.Fatal(err)
@@ -145,15 +152,7 @@ func BenchmarkBuildTable(b *testing.B) {
 	maps, _ := tableMaps(b)
 	for name, path := range largeTables() {
 		b.Run(name, func(b *testing.B) {
-			fh, err := os.Open(path)
-			if err != nil {
-				b.Skip(err)
-			}
-			f, err := elffile.NewFile(fh, elffile.Source{Path: path})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
+			f := openELFFile(b, path)
 			builder := &nativeunwind.Builder{}
 			key := uint64(len(name))
 			b.ReportAllocs()
