@@ -163,6 +163,25 @@ func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, t trace
 	return i
 }
 
+// sortTable returns a dictionary table sorted stably by compare, its
+// entry 0 (the zero value every table starts with) kept first, and the new
+// index of each old one.
+func sortTable[T any](table []T, compare func(a, b T) int) (sorted []T, newIndex []int32) {
+	order := make([]int32, len(table)-1)
+	for i := range order {
+		order[i] = int32(i + 1)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return compare(table[a], table[b]) })
+	newIndex = make([]int32, len(table))
+	sorted = make([]T, 1, len(table))
+	sorted[0] = table[0]
+	for _, old := range order {
+		newIndex[old] = int32(len(sorted))
+		sorted = append(sorted, table[old])
+	}
+	return sorted, newIndex
+}
+
 // sortLocations orders the location table by mapping and address and
 // renumbers the stacks' references to it. Neighbouring locations then
 // share their mapping index and their address's high bytes, which gzip
@@ -171,21 +190,9 @@ func (d *dictionary) mapping(id trace.FileID, info trace.ExecutableInfo, t trace
 // order they were added in. It is the last step of a request's
 // locations: d.locations keeps the indices before the sort.
 func (d *dictionary) sortLocations() {
-	locs := d.d.LocationTable
-	order := make([]int32, len(locs)-1)
-	for i := range order {
-		order[i] = int32(i + 1)
-	}
-	slices.SortStableFunc(order, func(a, b int32) int {
-		return cmp.Or(cmp.Compare(locs[a].MappingIndex, locs[b].MappingIndex), cmp.Compare(locs[a].Address, locs[b].Address))
+	sorted, newIndex := sortTable(d.d.LocationTable, func(a, b *profilespb.Location) int {
+		return cmp.Or(cmp.Compare(a.MappingIndex, b.MappingIndex), cmp.Compare(a.Address, b.Address))
 	})
-	newIndex := make([]int32, len(locs))
-	sorted := make([]*profilespb.Location, 1, len(locs))
-	sorted[0] = locs[0]
-	for _, old := range order {
-		newIndex[old] = int32(len(sorted))
-		sorted = append(sorted, locs[old])
-	}
 	for _, st := range d.d.StackTable {
 		for j, li := range st.LocationIndices {
 			st.LocationIndices[j] = newIndex[li]
@@ -199,13 +206,8 @@ func (d *dictionary) sortLocations() {
 // to it: stacks that share their callers then sit side by side, which
 // gzip finds as repeats nearer by. It is a last step.
 func (d *dictionary) sortStacks(req *collectorpb.ExportProfilesServiceRequest) {
-	stacks := d.d.StackTable
-	order := make([]int32, len(stacks)-1)
-	for i := range order {
-		order[i] = int32(i + 1)
-	}
-	slices.SortStableFunc(order, func(a, b int32) int {
-		la, lb := stacks[a].LocationIndices, stacks[b].LocationIndices
+	sorted, newIndex := sortTable(d.d.StackTable, func(a, b *profilespb.Stack) int {
+		la, lb := a.LocationIndices, b.LocationIndices
 		for i := 1; i <= len(la) && i <= len(lb); i++ {
 			if c := cmp.Compare(la[len(la)-i], lb[len(lb)-i]); c != 0 {
 				return c
@@ -213,13 +215,6 @@ func (d *dictionary) sortStacks(req *collectorpb.ExportProfilesServiceRequest) {
 		}
 		return cmp.Compare(len(la), len(lb))
 	})
-	newIndex := make([]int32, len(stacks))
-	sorted := make([]*profilespb.Stack, 1, len(stacks))
-	sorted[0] = stacks[0]
-	for _, old := range order {
-		newIndex[old] = int32(len(sorted))
-		sorted = append(sorted, stacks[old])
-	}
 	for _, rp := range req.ResourceProfiles {
 		for _, sp := range rp.ScopeProfiles {
 			for _, p := range sp.Profiles {
