@@ -36,11 +36,30 @@ func (f userFrame) String() string {
 	return f.name
 }
 
-// sampleCommand runs cmd for d under a tracer sampling at 199 Hz and
-// returns the user frames (leaf first) of each trace of cmd's process.
+// warmUp is how much of a process's first traces sampleCommand leaves
+// out. A file with 64 KiB of code or more gets its table only once a
+// sample reaches it (libc, libpython, a Go binary), so a fresh tracer's
+// first traces stop there for as long as that build takes: tens of
+// milliseconds, several hundred under the race detector.
+// TestTableBuiltWhenSampled asks about that delay; the callers of
+// sampleCommand ask how a process unwinds once it is known.
+const warmUp = time.Second
+
+// sampleCommand runs cmd for warmUp plus d under a tracer sampling at
+// 199 Hz and returns the user frames (leaf first) of each trace of cmd's
+// process taken after its first warmUp.
 func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
 	t.Helper()
-	return sampleTraces(t, cmd, d, func(m trace.TraceMeta) bool { return m.PID == uint32(cmd.Process.Pid) }, interps...)
+	var first uint64 // the process's first sample, in arrival order
+	return sampleTraces(t, cmd, warmUp+d, func(m trace.TraceMeta) bool {
+		if m.PID != uint32(cmd.Process.Pid) {
+			return false
+		}
+		if first == 0 {
+			first = m.TimestampNS
+		}
+		return m.TimestampNS >= first+uint64(warmUp)
+	}, interps...)
 }
 
 // sampleTraces is sampleCommand for the traces keep selects.
