@@ -58,6 +58,8 @@ type Agent struct {
 	// image is the agent's own code and read-only data, whose pages
 	// trimPages drops (nil when they could not be found).
 	image []imageRange
+	// imageTrim says when image is trimmed.
+	imageTrim imageTrim
 	// memLimit is the Go runtime's memory limit, adjusted by trimLoop
 	// (zero: left to the runtime).
 	memLimit memoryLimit

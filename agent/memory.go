@@ -19,20 +19,51 @@ import (
 // How often the agent drops the file pages it touched since it last did:
 // the pages of the symbol files the symbolizer maps, a second after it
 // loaded a file (a load reads the file's whole symbol and string tables)
-// and every trimInterval otherwise, and every imageInterval those of its
-// own executable's code and read-only data. Pages still in use come back
-// on their next access, from the page cache (a minor fault, 64 KiB around
-// the page touched); what was touched once (the start's initialisation,
-// the loads of a burst of new programs) leaves the RSS. Symbols are looked
-// up only for frames the reporter does not know, so a trim costs few
-// faults; the agent's own image is mostly touched again within seconds
-// (the garbage collector reads type data and the function table), so it
-// is trimmed less often.
+// and every trimInterval otherwise. Pages still in use come back on their
+// next access, from the page cache (a minor fault, 64 KiB around the page
+// touched); what was touched once (the loads of a burst of new programs)
+// leaves the RSS. Symbols are looked up only for frames the reporter does
+// not know, so a trim costs few faults.
+//
+// The agent's own image (code and read-only data) is different: the Go
+// runtime touches most of what it drops again within seconds (the garbage
+// collector reads type data and the function table, the steady paths run
+// the same code), so trimming it on a clock makes a saw of the RSS (6-7 MB
+// here) that only costs faults. It is trimmed once imageInterval after the
+// start, which drops what only the start ran, and then only when its
+// resident part has grown by more than imageSlack over what stayed
+// resident an imageInterval after the last trim (its working set): after a
+// burst of paths the steady state does not run.
 const (
 	trimCheck     = time.Second
 	trimInterval  = 5 * time.Second
 	imageInterval = 30 * time.Second
+	imageSlack    = 4 << 20
 )
+
+// imageTrim decides, every imageInterval, whether the agent's own image is
+// trimmed, from the bytes of it resident then.
+type imageTrim struct {
+	started bool   // trimmed once, after the start
+	floor   uint64 // the working set; 0 until measured after a trim
+}
+
+// due reports whether the image, resident bytes of it now, is trimmed now.
+func (p *imageTrim) due(resident uint64) bool {
+	switch {
+	case !p.started:
+		p.started = true
+		return true
+	case p.floor == 0:
+		p.floor = resident
+		return false
+	case resident > p.floor+imageSlack:
+		p.floor = 0
+		return true
+	}
+	p.floor = min(p.floor, resident)
+	return false
+}
 
 // imageRange is one read-only mapping of the agent's own executable.
 type imageRange struct {
@@ -106,11 +137,53 @@ func dropPages(ranges []imageRange) error {
 	return nil
 }
 
+// residentBytes returns how many bytes of ranges are mapped in the
+// process's page tables, which is what its RSS counts, from pagemap (the
+// process's /proc/PID/pagemap: a little-endian word per page, bit 63 set
+// when the page is present).
+func residentBytes(pagemap io.ReaderAt, ranges []imageRange) (uint64, error) {
+	const page = 4096
+	buf := make([]byte, 8<<10)
+	var n uint64
+	for _, r := range ranges {
+		for va := r.start &^ (page - 1); va < r.end; {
+			words := min(uint64(len(buf)/8), (r.end-va+page-1)/page)
+			b := buf[:words*8]
+			if _, err := pagemap.ReadAt(b, int64(va/page*8)); err != nil {
+				return 0, fmt.Errorf("pagemap at %#x: %w", va, err)
+			}
+			for i := 0; i < len(b); i += 8 {
+				if b[i+7]&0x80 != 0 {
+					n += page
+				}
+			}
+			va += words * page
+		}
+	}
+	return n, nil
+}
+
+// imageResident returns how many bytes of the agent's own image are
+// resident.
+func (a *Agent) imageResident() (uint64, error) {
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return residentBytes(f, a.image)
+}
+
 // trimPages drops the file pages the agent touched since the last trim:
-// the symbol files', and with image its own image's.
+// the symbol files', and with image its own image's when a.imageTrim says
+// so.
 func (a *Agent) trimPages(image bool) {
 	if image && len(a.image) > 0 {
-		if err := dropPages(a.image); err != nil {
+		resident, err := a.imageResident()
+		if err == nil && a.imageTrim.due(resident) {
+			err = dropPages(a.image)
+		}
+		if err != nil {
 			a.log.Debug("trim own pages", "error", err)
 			a.image = nil // not again
 		}

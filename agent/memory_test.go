@@ -152,6 +152,20 @@ func TestDropOwnPages(t *testing.T) {
 	if after > before/2 {
 		t.Fatalf("own image resident %d KiB after the trim, %d before: want at most half", after, before)
 	}
+	// residentBytes, which decides the trims, counts what smaps does.
+	pm, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm.Close()
+	got, err := residentBytes(pm, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := residentKB(t, image)
+	if d := int(got>>10) - ref; d < -256 || d > 256 {
+		t.Errorf("residentBytes: %d KiB, smaps %d KiB", got>>10, ref)
+	}
 	// Code and data paged back in work as before.
 	var sb strings.Builder
 	for i := range 1000 {
@@ -215,6 +229,31 @@ func TestProcsAfterStart(t *testing.T) {
 		n, done := procsAfterStart(tc.maxProcs, tc.current, tc.pending)
 		if n != tc.want || done != tc.wantDone {
 			t.Errorf("%s: procsAfterStart(%d, %d, %d) = %d, %v; want %d, %v", tc.name, tc.maxProcs, tc.current, tc.pending, n, done, tc.want, tc.wantDone)
+		}
+	}
+}
+
+// TestImageTrimDue: the own image is trimmed once after the start, its
+// working set measured an interval later, and trimmed again only when it
+// grew by more than imageSlack over the least it has been since.
+func TestImageTrimDue(t *testing.T) {
+	const mb = 1 << 20
+	var p imageTrim
+	for i, c := range []struct {
+		resident uint64
+		want     bool
+	}{
+		{30 * mb, true},  // the start's pages
+		{12 * mb, false}, // working set measured
+		{15 * mb, false}, // within the slack
+		{10 * mb, false}, // less: the floor follows
+		{15 * mb, true},  // 5 MB over the floor
+		{13 * mb, false}, // measured again
+		{17 * mb, false},
+		{17*mb + 1, true},
+	} {
+		if got := p.due(c.resident); got != c.want {
+			t.Fatalf("step %d (%d MB resident): due %v, want %v", i, c.resident/mb, got, c.want)
 		}
 	}
 }
