@@ -19,10 +19,11 @@ type candidate struct {
 	value uint64
 	// size is the symbol's size, at most math.MaxUint32 (a symbol's
 	// extent is kept in 32 bits).
-	size        uint32
-	secEnd      uint32 // index in the tableBuilder's secEnds of its section's end
-	nameOff     uint32 // into the tableBuilder's strtabs[strtab]
-	nameLen     uint32
+	size   uint32
+	secEnd uint32 // index in the tableBuilder's secEnds of its section's end
+	// nameOff is the offset of its name, which is NUL-terminated, in the
+	// tableBuilder's strtabs[strtab].
+	nameOff     uint32
 	seq         uint32 // the order the tables list it in
 	strtab      uint8
 	rank        uint8 // higher is preferred among symbols at one address
@@ -113,29 +114,32 @@ func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) e
 		}
 		b.secEnds = append(b.secEnds, end)
 	}
+	code := newCodeSections(ef)
 	n := len(b.cands)
 	err = withFaults(func() {
+		names := newNameCheck(strs)
+		dec := symDecoder(ef.Class, ef.ByteOrder)
 		// The symbols that may be candidates are counted first, so that
 		// the candidates are allocated once, not grown by appending. The
 		// count leaves the names, the costly part, to the second pass.
 		count := 0
 		// Entry 0 is the reserved undefined symbol.
 		for off := entSize; off+entSize <= len(data); off += entSize {
-			s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
-			if s.value >= b.excludeLo && s.value < b.excludeHi {
+			s := dec(data[off : off+entSize])
+			if b.excluded(s.value) {
 				continue
 			}
-			if codeSymbol(ef, s) {
+			if code.symbol(s) {
 				count++
 			}
 		}
 		b.cands = slices.Grow(b.cands, count)
 		for off := entSize; off+entSize <= len(data); off += entSize {
-			s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
-			if s.value >= b.excludeLo && s.value < b.excludeHi {
+			s := dec(data[off : off+entSize])
+			if b.excluded(s.value) || !code.symbol(s) {
 				continue
 			}
-			if c, ok := newCandidate(ef, sec.Type, s, strs); ok {
+			if c, ok := newCandidate(sec.Type, s, strs, names); ok {
 				c.strtab = strtab
 				c.secEnd += secBase
 				c.seq = uint32(len(b.cands))
@@ -148,6 +152,11 @@ func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) e
 		return err
 	}
 	return nil
+}
+
+// excluded reports whether a symbol at addr is left out.
+func (b *tableBuilder) excluded(addr uint64) bool {
+	return addr >= b.excludeLo && addr < b.excludeHi
 }
 
 // checkTables checks the symbol table sec and its string table against
@@ -188,6 +197,29 @@ func symSize(class elf.Class) (int, error) {
 	return 0, fmt.Errorf("unsupported ELF class %v", class)
 }
 
+// symDecoder returns the function that decodes a symbol table entry of
+// the ELF class and byte order: for 64-bit little-endian files, by far
+// the most common, one that reads the fields directly rather than through
+// the binary.ByteOrder interface.
+func symDecoder(class elf.Class, bo binary.ByteOrder) func(e []byte) elfSym {
+	if class == elf.ELFCLASS64 && bo == binary.LittleEndian {
+		return decodeSym64LE
+	}
+	return func(e []byte) elfSym { return decodeSym(class, bo, e) }
+}
+
+// decodeSym64LE decodes the 64-bit little-endian symbol table entry e.
+func decodeSym64LE(e []byte) elfSym {
+	_ = e[23]
+	return elfSym{
+		name:  binary.LittleEndian.Uint32(e[0:4]),
+		info:  e[4],
+		shndx: binary.LittleEndian.Uint16(e[6:8]),
+		value: binary.LittleEndian.Uint64(e[8:16]),
+		size:  binary.LittleEndian.Uint64(e[16:24]),
+	}
+}
+
 // decodeSym decodes the symbol table entry e.
 func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
 	if class == elf.ELFCLASS64 {
@@ -208,27 +240,24 @@ func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
 	}
 }
 
-// newCandidate returns s as a candidate when it can name code: a function,
-// or an untyped or indirect-function symbol with a nonzero value, defined
-// in an executable section of ef, with a name that is not a mapping symbol
-// or local label. tableType is the type of the table s comes from; strs is
-// its string table.
-func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte) (candidate, bool) {
-	if !codeSymbol(ef, s) {
-		return candidate{}, false
-	}
+// newCandidate returns the code symbol s (see codeSections.symbol) as a
+// candidate when its name is not empty, at most maxNameLen bytes, and not
+// a mapping symbol or local label. tableType is the type of the table s
+// comes from; strs is its string table, which names checks.
+func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCheck) (candidate, bool) {
 	var rank uint8
 	if elf.SymType(s.info&0xf) == elf.STT_FUNC {
 		rank |= rankFunc
 	}
-	nameLen, ok := cstringLen(strs, s.name)
-	if !ok || nameLen == 0 || nameLen > maxNameLen {
+	if !names.valid(strs, s.name) {
 		return candidate{}, false
 	}
-	n := strs[s.name : s.name+nameLen]
+	// A valid name is NUL-terminated, so that its first bytes up to the
+	// NUL can be read without bounds beyond strs.
+	n := strs[s.name:]
 	// Skip mapping symbols ($x, $d, $t on ARM) and assembler-local labels,
 	// which name no function.
-	if n[0] == '$' || bytes.HasPrefix(n, []byte(".L")) {
+	if n[0] == '$' || n[0] == '.' && n[1] == 'L' {
 		return candidate{}, false
 	}
 	if elf.SymBind(s.info>>4) != elf.STB_LOCAL {
@@ -238,7 +267,7 @@ func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte
 		rank |= rankSymtab
 	}
 	underscores := 0
-	for underscores < len(n) && underscores < math.MaxUint8 && n[underscores] == '_' {
+	for underscores < math.MaxUint8 && n[underscores] == '_' {
 		underscores++
 	}
 	return candidate{
@@ -246,17 +275,29 @@ func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte
 		size:        uint32(min(s.size, math.MaxUint32)),
 		secEnd:      uint32(s.shndx),
 		nameOff:     s.name,
-		nameLen:     nameLen,
 		rank:        rank,
 		underscores: uint8(underscores),
 	}, true
 }
 
-// codeSymbol reports whether s, by its type and section, can name code: a
+// codeSections says which sections of a file hold code: allocated and
+// executable.
+type codeSections []bool
+
+// newCodeSections returns the sections of ef that hold code.
+func newCodeSections(ef *elf.File) codeSections {
+	code := make(codeSections, len(ef.Sections))
+	for i, sec := range ef.Sections {
+		code[i] = sec.Flags&elf.SHF_EXECINSTR != 0 && sec.Flags&elf.SHF_ALLOC != 0
+	}
+	return code
+}
+
+// symbol reports whether s, by its type and section, can name code: a
 // function, or an untyped or indirect-function symbol with a nonzero
-// value, defined in an executable section of ef. Its name is
-// newCandidate's to check.
-func codeSymbol(ef *elf.File, s elfSym) bool {
+// value, defined in a section that holds code. Its name is newCandidate's
+// to check.
+func (code codeSections) symbol(s elfSym) bool {
 	switch elf.SymType(s.info & 0xf) {
 	case elf.STT_FUNC:
 	case elf.STT_NOTYPE, elf.STT_GNU_IFUNC:
@@ -268,14 +309,53 @@ func codeSymbol(ef *elf.File, s elfSym) bool {
 	}
 	// Only symbols defined in ordinary sections (not undefined, absolute
 	// or common) that hold code.
-	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(ef.Sections) {
+	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(code) {
 		return false
 	}
-	sec := ef.Sections[s.shndx]
-	if sec.Flags&elf.SHF_EXECINSTR == 0 || sec.Flags&elf.SHF_ALLOC == 0 {
-		return false
+	return code[s.shndx]
+}
+
+// nameCheck checks the names of a string table: a name is valid when it
+// is NUL-terminated, not empty and at most maxNameLen bytes long.
+//
+// Measuring every name to check its length is most of the cost of
+// reading a large C++ symbol table. When the table's NULs are close
+// enough together that no name can be longer than maxNameLen, which
+// takes one look per block of maxNameLen/2 bytes to establish, a name is
+// valid when it starts before the table's last NUL and is not empty.
+type nameCheck struct {
+	// lastNul is the offset of the table's last NUL, -1 without one.
+	lastNul int
+	// short says no name of the table can be longer than maxNameLen.
+	short bool
+}
+
+// nameBlock is the stride of newNameCheck's look for NULs: with a NUL in
+// every block, a name spans at most two blocks less one byte.
+const nameBlock = maxNameLen / 2
+
+// newNameCheck returns the nameCheck of the string table strs.
+func newNameCheck(strs []byte) nameCheck {
+	c := nameCheck{lastNul: bytes.LastIndexByte(strs, 0), short: true}
+	// Every block that starts at or before the last NUL holds a NUL, so
+	// from any offset up to the last NUL the next NUL is within the
+	// offset's block or the next one.
+	for lo := 0; lo <= c.lastNul; lo += nameBlock {
+		if bytes.IndexByte(strs[lo:min(lo+nameBlock, len(strs))], 0) < 0 {
+			c.short = false
+			break
+		}
 	}
-	return true
+	return c
+}
+
+// valid reports whether the name at off in strs is valid.
+func (c nameCheck) valid(strs []byte, off uint32) bool {
+	if !c.short {
+		n, ok := cstringLen(strs, off)
+		return ok && n > 0 && n <= maxNameLen
+	}
+	return c.lastNul >= 0 && uint64(off) <= uint64(c.lastNul) && strs[off] != 0
 }
 
 // cstringLen returns the length of the NUL-terminated string at off.
@@ -303,8 +383,9 @@ func (b *tableBuilder) build(f *File) error {
 	arenaSize := uint64(0)
 	for _, c := range kept {
 		used[c.strtab] = true
-		if b.strtabs[c.strtab].mem == nil {
-			arenaSize += uint64(c.nameLen) + 1
+		if st := b.strtabs[c.strtab]; st.mem == nil {
+			n, _ := cstringLen(st.data, c.nameOff)
+			arenaSize += uint64(n) + 1
 		}
 	}
 	// bases[i] is where mapped string table i starts in the name space,
@@ -338,7 +419,9 @@ func (b *tableBuilder) build(f *File) error {
 			e.name = uint32(uint64(base) + uint64(c.nameOff))
 		} else {
 			e.name = uint32(next + uint64(len(arena)))
-			arena = append(arena, b.strtabs[c.strtab].data[c.nameOff:c.nameOff+c.nameLen]...)
+			data := b.strtabs[c.strtab].data
+			n, _ := cstringLen(data, c.nameOff)
+			arena = append(arena, data[c.nameOff:c.nameOff+n]...)
 			arena = append(arena, 0)
 		}
 		// A sized symbol covers its size. One of size zero covers up to
