@@ -42,15 +42,16 @@ func startupFiles(tb testing.TB) []string {
 	return paths
 }
 
-// BenchmarkLoadStartup loads, as a new Symbolizer with line tables does,
-// the files the agent loads when the whole-agent benchmark starts: the
-// symbol loads of its startup burst.
+// BenchmarkLoadStartup loads, as a new Symbolizer with the agent's
+// defaults does (line tables of files with up to 4 MiB of DWARF), the
+// files the agent loads when the whole-agent benchmark starts: the symbol
+// loads of its startup burst.
 func BenchmarkLoadStartup(b *testing.B) {
 	paths := startupFiles(b)
 	b.ReportAllocs()
 	cpu0 := cpuTime(b)
 	for b.Loop() {
-		s, err := New(Options{LineInfo: true, Demangle: DemangleSimple})
+		s, err := New(Options{LineInfo: true, MaxDWARFBytes: 4 << 20, Demangle: DemangleSimple})
 		if err != nil {
 			b.Fatal(err)
 		}
