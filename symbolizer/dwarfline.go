@@ -87,11 +87,11 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err 
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
 	var c lineCollector
-	err = c.lineProgramsV5(lineSectionsV5{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
+	err = c.lineProgramsV5(lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
 	switch {
 	case err == nil:
 		return c.table()
-	case !errors.Is(err, errNotV5):
+	case !errors.Is(err, errUseDWARF):
 		return nil, err
 	}
 	if err := addLineSections(ef, fh, lineSections, dat, &mems); err != nil {
@@ -100,6 +100,15 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err 
 	d, err := lineDWARF(dat)
 	if err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
+	}
+	// Programs of DWARF 4 and older, found through their units.
+	c = lineCollector{}
+	err = c.linePrograms(d, lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
+	switch {
+	case err == nil:
+		return c.table()
+	case !errors.Is(err, errUseDWARF):
+		return nil, err
 	}
 	return collectLines(d)
 }

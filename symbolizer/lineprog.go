@@ -2,6 +2,7 @@ package symbolizer
 
 import (
 	"bytes"
+	"debug/dwarf"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,23 +19,23 @@ import (
 // debug/dwarf parses every unit's abbreviations to find each unit's line
 // program, which costs more than the line programs themselves. For a
 // libc debug file with compressed sections, it also saves decompressing
-// them.
+// them. The programs of DWARF 2 to 4 need their unit's DW_AT_comp_dir and
+// address size: debug/dwarf finds the units, and lineProgReader reads
+// their programs.
 //
-// lineProgramsV5 reads the programs the way debug/dwarf's LineReader
-// does, row for row. It gives up (errNotV5) on anything it does not read
-// exactly as LineReader does: a program of DWARF 4 or older, whose file
-// names depend on its unit's DW_AT_comp_dir; 64-bit DWARF;
-// DW_LNE_define_file; attribute forms other than those compilers emit for
-// line headers; a directory with a drive letter; malformed data. The
-// caller then reads the file's line tables through debug/dwarf, as
-// before.
+// lineProgReader reads the programs the way debug/dwarf's LineReader
+// does, row for row, and gives up (errUseDWARF) on anything it does not
+// read exactly as LineReader does: 64-bit DWARF; DW_LNE_define_file;
+// attribute forms other than those compilers emit for line headers;
+// paths with a drive letter; malformed data. The caller then reads the
+// file's line tables through debug/dwarf, as before.
 
-// errNotV5 says lineProgramsV5 left the line programs to debug/dwarf.
-var errNotV5 = errors.New("line programs not read without debug/dwarf")
+// errUseDWARF says lineProgReader left the line programs to debug/dwarf.
+var errUseDWARF = errors.New("line programs not read without debug/dwarf")
 
-// notV5 returns an errNotV5 error saying why.
-func notV5(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errNotV5, fmt.Sprintf(format, args...))
+// notV5 returns an errUseDWARF error saying why.
+func useDWARF(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUseDWARF, fmt.Sprintf(format, args...))
 }
 
 // lineBuf reads a DWARF section from front to back.
@@ -47,7 +48,7 @@ type lineBuf struct {
 
 func (b *lineBuf) fail(what string) {
 	if b.err == nil {
-		b.err = notV5("%s at offset %d", what, b.off)
+		b.err = useDWARF("%s at offset %d", what, b.off)
 		b.data = nil
 	}
 }
@@ -206,10 +207,11 @@ type lineFile struct {
 	dir  int // index in the directories, -1 for none
 	k    uint32
 	seen bool // k is set
+	none bool // file 0 before DWARF 5: no file
 }
 
-// lineSectionsV5 are the sections lineProgramsV5 reads.
-type lineSectionsV5 struct {
+// lineData are the sections lineProgReader reads.
+type lineData struct {
 	line, str, lineStr []byte
 	bo                 binary.ByteOrder
 }
@@ -217,26 +219,25 @@ type lineSectionsV5 struct {
 // lineFormat is an entry of a directory or file entry format.
 type lineFormat struct{ lnct, form uint64 }
 
-// v5Reader holds what lineProgramsV5 reuses from one program to the next.
-type v5Reader struct {
-	secs    lineSectionsV5
+// lineProgReader reads line programs into a lineCollector, reusing its
+// buffers from one program to the next.
+type lineProgReader struct {
+	secs    lineData
 	c       *lineCollector
-	keys    map[lineFileKey]uint32
+	keys    map[lineFileKey]uint32 // of DWARF 5 programs' files
+	shared  bool                   // the program's files are in keys
 	dirs    []lineStr
 	files   []lineFile
 	formats []lineFormat
 	opLens  []uint8
 }
 
-// lineProgramsV5 adds the rows of every line program of secs.line to c.
-// On errNotV5 the caller starts over with debug/dwarf.
-func (c *lineCollector) lineProgramsV5(secs lineSectionsV5) error {
-	if c.fileIdx == nil {
-		c.fileIdx = map[string]uint32{}
-	}
-	r := v5Reader{secs: secs, c: c, keys: map[lineFileKey]uint32{}}
+// lineProgramsV5 adds the rows of every line program of secs.line to c,
+// when they are all of DWARF 5.
+func (c *lineCollector) lineProgramsV5(secs lineData) error {
+	r := newLineProgReader(secs, c)
 	for off := 0; off < len(secs.line); {
-		end, err := r.program(off)
+		end, err := r.program(off, nil)
 		if err != nil {
 			return err
 		}
@@ -245,54 +246,114 @@ func (c *lineCollector) lineProgramsV5(secs lineSectionsV5) error {
 	return nil
 }
 
-// program reads the line program at off and returns where it ends.
-func (r *v5Reader) program(off int) (int, error) {
+// linePrograms adds the rows of the line programs of d's units to c, as
+// collect does, reading the programs itself.
+func (c *lineCollector) linePrograms(d *dwarf.Data, secs lineData) error {
+	r := newLineProgReader(secs, c)
+	rd := d.Reader()
+	for {
+		e, err := rd.Next()
+		if err != nil {
+			return fmt.Errorf("read DWARF: %w", err)
+		}
+		if e == nil {
+			return nil
+		}
+		rd.SkipChildren()
+		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
+			continue
+		}
+		off, ok := e.Val(dwarf.AttrStmtList).(int64)
+		if !ok {
+			continue
+		}
+		if off < 0 || off >= int64(len(secs.line)) {
+			return useDWARF("line program offset %d out of range", off)
+		}
+		compDir, _ := e.Val(dwarf.AttrCompDir).(string)
+		if _, err := r.program(int(off), &lineUnit{compDir: compDir, addrSize: rd.AddressSize()}); err != nil {
+			return err
+		}
+	}
+}
+
+// lineUnit is what a line program of DWARF 4 or older takes from its
+// unit.
+type lineUnit struct {
+	compDir  string
+	addrSize int
+}
+
+// newLineProgReader returns a reader of the line programs of secs into c.
+func newLineProgReader(secs lineData, c *lineCollector) *lineProgReader {
+	if c.fileIdx == nil {
+		c.fileIdx = map[string]uint32{}
+	}
+	return &lineProgReader{secs: secs, c: c, keys: map[lineFileKey]uint32{}}
+}
+
+// program reads the line program at off and returns where it ends. u is
+// the program's unit; without one, the program must be of DWARF 5.
+func (r *lineProgReader) program(off int, u *lineUnit) (int, error) {
 	b := &lineBuf{data: r.secs.line[off:], off: off, bo: r.secs.bo}
 	length := b.u32()
 	if length >= 0xfffffff0 {
-		return 0, notV5("64-bit DWARF or reserved unit length")
+		return 0, useDWARF("64-bit DWARF or reserved unit length")
 	}
 	end := b.off + int(length)
 	if uint64(length) > uint64(len(b.data)) {
-		return 0, notV5("line program at %d ends past its section", off)
+		return 0, useDWARF("line program at %d ends past its section", off)
 	}
 	b.data = b.data[:length]
 	version := b.u16()
-	if version != 5 {
-		return 0, notV5("line program version %d", version)
+	if version < 2 || version > 5 || version < 5 && u == nil {
+		return 0, useDWARF("line program version %d", version)
 	}
-	addrSize := b.u8()
-	b.u8() // segment selector size
+	var addrSize int
+	if version >= 5 {
+		addrSize = int(b.u8())
+		b.u8() // segment selector size
+	} else {
+		addrSize = u.addrSize
+	}
 	headerLen := uint64(b.u32())
 	if headerLen > uint64(len(b.data)) {
-		return 0, notV5("line program header too long")
+		return 0, useDWARF("line program header too long")
 	}
 	program := b.data[headerLen:]
 	programOff := b.off + int(headerLen)
 	minInstLen := int(b.u8())
-	maxOps := int(b.u8())
+	maxOps := 1
+	if version >= 4 {
+		maxOps = int(b.u8())
+	}
 	b.u8() // default is_stmt
 	lineBase := int(int8(b.u8()))
 	lineRange := int(b.u8())
 	opcodeBase := int(b.u8())
 	if maxOps == 0 || lineRange == 0 {
-		return 0, notV5("invalid line program header")
+		return 0, useDWARF("invalid line program header")
 	}
 	r.opLens = r.opLens[:0]
 	r.opLens = append(r.opLens, 0)
 	for i := 1; i < opcodeBase; i++ {
 		n := b.u8()
 		if i < len(standardOpcodeLengths) && standardOpcodeLengths[i] >= 0 && int(n) != int(standardOpcodeLengths[i]) {
-			return 0, notV5("opcode %d has %d operands", i, n)
+			return 0, useDWARF("opcode %d has %d operands", i, n)
 		}
 		r.opLens = append(r.opLens, n)
 	}
 	r.dirs = r.dirs[:0]
-	if err := r.entries(b, func(path lineStr, _ int) { r.dirs = append(r.dirs, path) }, false); err != nil {
-		return 0, err
-	}
 	r.files = r.files[:0]
-	if err := r.entries(b, func(path lineStr, dir int) { r.files = append(r.files, lineFile{name: path, dir: dir}) }, true); err != nil {
+	r.shared = version >= 5
+	if version >= 5 {
+		if err := r.entries(b, func(path lineStr, _ int) { r.dirs = append(r.dirs, path) }, false); err != nil {
+			return 0, err
+		}
+		if err := r.entries(b, func(path lineStr, dir int) { r.files = append(r.files, lineFile{name: path, dir: dir}) }, true); err != nil {
+			return 0, err
+		}
+	} else if err := r.entriesV4(b, u.compDir); err != nil {
 		return 0, err
 	}
 	if b.err != nil {
@@ -302,10 +363,70 @@ func (r *v5Reader) program(off int) (int, error) {
 	return end, r.run(p, addrSize, minInstLen, maxOps, lineBase, lineRange, opcodeBase)
 }
 
+// hasDrive reports whether p starts with a drive letter or two slashes,
+// which debug/dwarf joins as Windows paths.
+func hasDrive(p []byte) bool {
+	slash := func(c byte) bool { return c == '/' || c == '\\' }
+	return len(p) >= 2 && p[1] == ':' || len(p) > 3 && slash(p[0]) && slash(p[1])
+}
+
+// absPath reports whether p, without a drive, is absolute as debug/dwarf
+// has it.
+func absPath(p []byte) bool { return len(p) > 0 && (p[0] == '/' || p[0] == '\\') }
+
+// entriesV4 reads the directory and file tables of a line program header
+// before DWARF 5: directory 0 is the unit's compilation directory, and
+// relative directories are in it.
+func (r *lineProgReader) entriesV4(b *lineBuf, compDir string) error {
+	if hasDrive([]byte(compDir)) {
+		return useDWARF("compilation directory %q with a drive", compDir)
+	}
+	r.dirs = append(r.dirs, lineStr{s: []byte(compDir)})
+	for {
+		d := b.cstring()
+		if b.err != nil {
+			return b.err
+		}
+		if len(d) == 0 {
+			break
+		}
+		if hasDrive(d) {
+			return useDWARF("directory %q with a drive", d)
+		}
+		if !absPath(d) && compDir != "" {
+			d = []byte(path.Join(compDir, string(d)))
+		}
+		r.dirs = append(r.dirs, lineStr{s: d})
+	}
+	r.files = append(r.files, lineFile{none: true})
+	for {
+		nameOff := b.off
+		name := b.cstring()
+		if b.err != nil {
+			return b.err
+		}
+		if len(name) == 0 {
+			return nil
+		}
+		if hasDrive(name) {
+			return useDWARF("file name %q with a drive", name)
+		}
+		dir := int(min(b.uleb(), math.MaxInt32))
+		if absPath(name) {
+			dir = -1
+		} else if dir >= len(r.dirs) {
+			return useDWARF("directory index %d out of range", dir)
+		}
+		b.uleb() // modification time
+		b.uleb() // length
+		r.files = append(r.files, lineFile{name: lineStr{off: uint64(nameOff), s: name}, dir: dir})
+	}
+}
+
 // entries reads a directory (files false) or file table of a line program
 // header, calling add with each entry's path and directory index (-1 for
 // none).
-func (r *v5Reader) entries(b *lineBuf, add func(path lineStr, dir int), files bool) error {
+func (r *lineProgReader) entries(b *lineBuf, add func(path lineStr, dir int), files bool) error {
 	n := int(b.u8())
 	r.formats = r.formats[:0]
 	for range n {
@@ -314,7 +435,7 @@ func (r *v5Reader) entries(b *lineBuf, add func(path lineStr, dir int), files bo
 	count := b.uleb()
 	if count > uint64(len(b.data)) {
 		// Entries take a byte at least, but for an empty format.
-		return notV5("%d entries in a line program header", count)
+		return useDWARF("%d entries in a line program header", count)
 	}
 	for range count {
 		var path lineStr
@@ -333,11 +454,11 @@ func (r *v5Reader) entries(b *lineBuf, add func(path lineStr, dir int), files bo
 					sec, data = 2, r.secs.lineStr
 				}
 				if off > uint64(len(data)) {
-					return notV5("string offset %d out of range", off)
+					return useDWARF("string offset %d out of range", off)
 				}
 				i := bytes.IndexByte(data[off:], 0)
 				if i < 0 {
-					return notV5("unterminated string at %d", off)
+					return useDWARF("unterminated string at %d", off)
 				}
 				s = lineStr{sec: sec, off: off, s: data[off : off+uint64(i)]}
 			case formData1:
@@ -355,17 +476,17 @@ func (r *v5Reader) entries(b *lineBuf, add func(path lineStr, dir int), files bo
 			case formUdata:
 				v = b.uleb()
 			default:
-				return notV5("form %#x in a line program header", f.form)
+				return useDWARF("form %#x in a line program header", f.form)
 			}
 			switch f.lnct {
 			case lnctPath:
 				path = s
 			case lnctDirectoryIndex:
 				if !files {
-					return notV5("directory entry with a directory index")
+					return useDWARF("directory entry with a directory index")
 				}
 				if v >= uint64(len(r.dirs)) {
-					return notV5("directory index %d out of range", v)
+					return useDWARF("directory index %d out of range", v)
 				}
 				dir = int(v)
 			}
@@ -380,31 +501,34 @@ func (r *v5Reader) entries(b *lineBuf, add func(path lineStr, dir int), files bo
 
 // fileIndex returns the collector's index of file i of the program, and
 // false when the program has no file i.
-func (r *v5Reader) fileIndex(i uint64) (uint32, bool, error) {
-	if i >= uint64(len(r.files)) {
+func (r *lineProgReader) fileIndex(i uint64) (uint32, bool, error) {
+	if i >= uint64(len(r.files)) || r.files[i].none {
 		return 0, false, nil
 	}
 	f := &r.files[i]
 	if f.seen {
 		return f.k, true, nil
 	}
-	key := lineFileKey{nameSec: f.name.sec, nameOff: f.name.off, dirSec: math.MaxUint8}
 	var dir []byte
-	if f.dir >= 0 && len(f.name.s) > 0 {
-		d := r.dirs[f.dir]
-		if len(d.s) > 0 {
-			dir = d.s
-			key.dirSec, key.dirOff = d.sec, d.off
-		}
+	if f.dir >= 0 && len(f.name.s) > 0 && len(r.dirs[f.dir].s) > 0 {
+		dir = r.dirs[f.dir].s
+	}
+	// The names of DWARF 5 programs are strings of .debug_line_str or
+	// .debug_str that many programs share: the collector's index is
+	// found by where they are, not by the name made of them. The names
+	// of older programs are the program's own.
+	key := lineFileKey{nameSec: f.name.sec, nameOff: f.name.off, dirSec: math.MaxUint8}
+	if dir != nil {
+		key.dirSec, key.dirOff = r.dirs[f.dir].sec, r.dirs[f.dir].off
 	}
 	k, ok := r.keys[key]
-	if !ok {
+	if !ok || !r.shared {
 		// The name as debug/dwarf's LineReader gives it: the path
 		// joined to its directory, when both are set.
 		name := string(f.name.s)
 		if dir != nil {
-			if len(dir) >= 2 && dir[1] == ':' || len(dir) > 3 && (dir[0] == '/' || dir[0] == '\\') && (dir[1] == '/' || dir[1] == '\\') {
-				return 0, false, notV5("directory %q with a drive", dir)
+			if hasDrive(dir) {
+				return 0, false, useDWARF("directory %q with a drive", dir)
 			}
 			name = path.Join(string(dir), name)
 		}
@@ -412,7 +536,9 @@ func (r *v5Reader) fileIndex(i uint64) (uint32, bool, error) {
 		if k, err = r.c.file(name); err != nil {
 			return 0, false, err
 		}
-		r.keys[key] = k
+		if r.shared {
+			r.keys[key] = k
+		}
 	}
 	f.k, f.seen = k, true
 	return k, true, nil
@@ -420,7 +546,7 @@ func (r *v5Reader) fileIndex(i uint64) (uint32, bool, error) {
 
 // run runs a line program, adding its rows to the collector as
 // lineCollector.addUnit adds those of debug/dwarf's LineReader.
-func (r *v5Reader) run(b *lineBuf, addrSize uint8, minInstLen, maxOps, lineBase, lineRange, opcodeBase int) error {
+func (r *lineProgReader) run(b *lineBuf, addrSize int, minInstLen, maxOps, lineBase, lineRange, opcodeBase int) error {
 	var (
 		addr      uint64
 		opIndex   int
@@ -489,15 +615,15 @@ func (r *v5Reader) run(b *lineBuf, addrSize uint8, minInstLen, maxOps, lineBase,
 				case 8:
 					addr = b.u64()
 				default:
-					return notV5("address size %d", addrSize)
+					return useDWARF("address size %d", addrSize)
 				}
 			case lneDefineFile:
-				return notV5("DW_LNE_define_file")
+				return useDWARF("DW_LNE_define_file")
 			case lneSetDiscriminator:
 				b.uleb()
 			}
 			if length > math.MaxUint32 || start+int(length) < b.off {
-				return notV5("extended opcode %d overruns its length", sub)
+				return useDWARF("extended opcode %d overruns its length", sub)
 			}
 			b.bytes(uint64(start + int(length) - b.off))
 		case lnsCopy:

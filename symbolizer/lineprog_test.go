@@ -3,7 +3,9 @@ package symbolizer
 import (
 	"debug/elf"
 	"encoding/binary"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -58,50 +60,120 @@ func lineFiles(t *testing.T) []string {
 	return paths
 }
 
-// TestLineProgramsV5MatchDWARF checks that the line table read from the
-// DWARF 5 line programs alone is the one read through debug/dwarf, on
-// every installed file with line tables; files of older DWARF are read
-// through debug/dwarf by both.
-func TestLineProgramsV5MatchDWARF(t *testing.T) {
-	v5 := 0
-	for _, path := range lineFiles(t) {
-		fh, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ef, err := elf.NewFile(fh)
-		if err != nil {
-			fh.Close()
-			t.Fatalf("%s: %v", path, err)
-		}
-		if _, ok := dwarfSize(ef); !ok {
-			fh.Close()
-			continue
-		}
-		got, err := loadLineTable(ef, fh, 1<<30)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		want := lineTableByDWARF(t, ef, fh)
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: line tables differ: %d rows, debug/dwarf %d", path, rows(got), rows(want))
-		}
-		// Whether the file was read without debug/dwarf.
-		var mems [][]byte
-		dat := map[string][]byte{}
-		if err := addLineSections(ef, fh, []string{"line", "str", "line_str"}, dat, &mems); err != nil {
-			t.Fatal(err)
-		}
-		var c lineCollector
-		if c.lineProgramsV5(lineSectionsV5{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder}) == nil {
-			v5++
-		} else if v5 == 0 {
-			t.Errorf("%s: libc's debug file not read without debug/dwarf", path)
-		}
-		unmap(mems...)
-		fh.Close()
+// lineMode returns how loadLineTable reads the line programs of ef:
+// "v5" from .debug_line alone, "units" through debug/dwarf's units, or
+// "dwarf" through debug/dwarf's LineReader.
+func lineMode(t *testing.T, ef *elf.File, fh *os.File) string {
+	t.Helper()
+	var mems [][]byte
+	defer func() { unmap(mems...) }()
+	dat := map[string][]byte{}
+	if err := addLineSections(ef, fh, lineSections, dat, &mems); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%d files read from their DWARF 5 line programs alone", v5)
+	secs := lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder}
+	var c lineCollector
+	if c.lineProgramsV5(secs) == nil {
+		return "v5"
+	}
+	d, err := lineDWARF(dat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = lineCollector{}
+	if c.linePrograms(d, secs) == nil {
+		return "units"
+	}
+	return "dwarf"
+}
+
+// checkLinesMatchDWARF checks that the line table loadLineTable reads
+// from the file at path is the one debug/dwarf's LineReader gives, and
+// returns how it was read (lineMode), "" for a file without lines.
+func checkLinesMatchDWARF(t *testing.T, path string) string {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	ef, err := elf.NewFile(fh)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if _, ok := dwarfSize(ef); !ok {
+		return ""
+	}
+	got, err := loadLineTable(ef, fh, 1<<30)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	want := lineTableByDWARF(t, ef, fh)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: line tables differ: %d rows, debug/dwarf %d", path, rows(got), rows(want))
+	}
+	return lineMode(t, ef, fh)
+}
+
+// TestLineProgramsMatchDWARF checks that the line table read by
+// lineProgReader is the one read through debug/dwarf's LineReader, on
+// every installed file with line tables: libc's debug file and the other
+// debug files (DWARF 5, read from .debug_line alone) and node (DWARF 3,
+// its programs found through debug/dwarf's units).
+func TestLineProgramsMatchDWARF(t *testing.T) {
+	modes := map[string]int{}
+	for i, path := range lineFiles(t) {
+		mode := checkLinesMatchDWARF(t, path)
+		modes[mode]++
+		switch {
+		case i == 0 && mode != "v5":
+			t.Errorf("%s (libc's debug file) read as %q, want v5", path, mode)
+		case filepath.Base(path) == "node" && mode != "units":
+			t.Errorf("%s read as %q, want units", path, mode)
+		}
+	}
+	t.Logf("files by how their lines were read: %v", modes)
+}
+
+// TestLineProgramsCompiled checks lineProgReader against debug/dwarf on a
+// program of several files in several directories, compiled by gcc for
+// each DWARF version from 2 to 5.
+func TestLineProgramsCompiled(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		testenv.Missing(t, "gcc not installed: %v", err)
+	}
+	dir := t.TempDir()
+	for name, src := range map[string]string{
+		"main.c":      "#include \"inc/util.h\"\nint main(void) { return twice(3) + other(); }\n",
+		"inc/util.h":  "static inline int twice(int x) {\n  return 2 * x;\n}\nint other(void);\n",
+		"lib/other.c": "#include \"../inc/util.h\"\nint other(void) {\n  int s = 0;\n  for (int i = 0; i < 10; i++)\n    s += twice(i);\n  return s;\n}\n",
+	} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for v := 2; v <= 5; v++ {
+		out := filepath.Join(dir, fmt.Sprintf("prog%d", v))
+		cmd := exec.Command("gcc", fmt.Sprintf("-gdwarf-%d", v), "-O1", "-o", out, "main.c", "lib/other.c")
+		cmd.Dir = dir
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("gcc -gdwarf-%d: %v\n%s", v, err, b)
+		}
+		want := "units"
+		if v == 5 {
+			want = "v5"
+		}
+		if mode := checkLinesMatchDWARF(t, out); mode != want {
+			t.Errorf("DWARF %d read as %q, want %q", v, mode, want)
+		}
+		f := parseOpts(t, out, Options{LineInfo: true})
+		if !f.Info().LineInfo {
+			t.Errorf("DWARF %d: no line table", v)
+		}
+	}
 }
 
 func rows(lt *lineTable) int {
@@ -111,39 +183,53 @@ func rows(lt *lineTable) int {
 	return len(lt.addrs)
 }
 
-// FuzzLineProgramsV5 reads arbitrary .debug_line sections: no panic, and
+// FuzzLinePrograms reads arbitrary .debug_line sections, as DWARF 5
+// programs one after the other and as a program of a unit: no panic, and
 // an error or a table whose rows are sorted.
-func FuzzLineProgramsV5(f *testing.F) {
+func FuzzLinePrograms(f *testing.F) {
 	// Seeds: the first line programs of the smallest installed debug
-	// files, with their string sections, and a minimal program.
+	// files (DWARF 5) and of node (DWARF 3), with their string sections,
+	// and a minimal program.
 	str := []byte("src\x00a.c\x00")
 	f.Add(minimalLineProgram(), str)
 	paths, _ := filepath.Glob("/usr/lib/debug/.build-id/*/*.debug")
-	for _, path := range paths[:min(len(paths), 4)] {
+	paths = append(paths[:min(len(paths), 4)], "/usr/bin/node")
+	for _, path := range paths {
 		ef, err := elf.Open(path)
 		if err != nil {
 			continue
 		}
-		line, lerr := sectionBytes(ef, ".debug_line")
-		ls, serr := sectionBytes(ef, ".debug_line_str")
+		line, err := sectionBytes(ef, ".debug_line")
+		ls, _ := sectionBytes(ef, ".debug_line_str")
 		ef.Close()
-		if lerr == nil && serr == nil {
+		if err == nil {
 			f.Add(line[:min(len(line), 4096)], ls)
 		}
 	}
 	f.Fuzz(func(t *testing.T, line, str []byte) {
+		secs := lineData{line: line, str: str, lineStr: str, bo: binaryLE}
 		var c lineCollector
-		if err := c.lineProgramsV5(lineSectionsV5{line: line, str: str, lineStr: str, bo: binaryLE}); err != nil {
-			return
+		if err := c.lineProgramsV5(secs); err == nil {
+			checkSortedTable(t, &c)
 		}
-		lt, err := c.table()
-		if err != nil || lt == nil {
-			return
-		}
-		if !slices.IsSorted(lt.addrs) {
-			t.Fatal("rows not sorted")
+		c = lineCollector{}
+		if len(line) > 0 {
+			r := newLineProgReader(secs, &c)
+			if _, err := r.program(0, &lineUnit{compDir: "/c", addrSize: 8}); err == nil {
+				checkSortedTable(t, &c)
+			}
 		}
 	})
+}
+
+func checkSortedTable(t *testing.T, c *lineCollector) {
+	lt, err := c.table()
+	if err != nil || lt == nil {
+		return
+	}
+	if !slices.IsSorted(lt.addrs) {
+		t.Fatal("rows not sorted")
+	}
 }
 
 // sectionBytes returns the (decompressed) bytes of ef's section name.
@@ -188,7 +274,7 @@ var binaryLE = binary.LittleEndian
 
 func TestMinimalLineProgram(t *testing.T) {
 	var c lineCollector
-	if err := c.lineProgramsV5(lineSectionsV5{line: minimalLineProgram(), lineStr: []byte("src\x00a.c\x00"), bo: binaryLE}); err != nil {
+	if err := c.lineProgramsV5(lineData{line: minimalLineProgram(), lineStr: []byte("src\x00a.c\x00"), bo: binaryLE}); err != nil {
 		t.Fatal(err)
 	}
 	lt, err := c.table()
