@@ -77,33 +77,64 @@ type elfSym struct {
 	value, size uint64
 }
 
+// symTable is a symbol table being read: its entries, mapped or in the
+// heap, and its string table, which the tableBuilder keeps.
+type symTable struct {
+	name    string
+	typ     elf.SectionType
+	data    []byte // the entries
+	mem     []byte // the mapping of data, nil when in the heap
+	entSize int
+	decode  func(e []byte) elfSym
+	strs    []byte
+	strtab  uint8  // index of strs in the tableBuilder's strtabs
+	secBase uint32 // index of the file's first section in its secEnds
+	code    codeSections
+}
+
+// close unmaps the entries of t.
+func (t *symTable) close() { unmap(t.mem) }
+
 // addSymbols reads the symbols of one SHT_SYMTAB or SHT_DYNSYM section of
 // ef, mapping it and its string table from fh when fh is not nil.
 func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) error {
+	t, err := b.openSymbols(ef, fh, sec)
+	if err != nil || t == nil {
+		return err
+	}
+	defer t.close()
+	return b.readSymbols(t)
+}
+
+// openSymbols maps (from fh, when not nil) or reads the symbol table sec
+// of ef and its string table, and adds the string table and the ends of
+// ef's sections to b. It returns nil for a table without data.
+func (b *tableBuilder) openSymbols(ef *elf.File, fh *os.File, sec *elf.Section) (*symTable, error) {
 	if sec.Type == elf.SHT_NOBITS {
-		return nil
+		return nil, nil
 	}
 	entSize, err := symSize(ef.Class)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	strSec, err := b.checkTables(ef, sec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	data, symMem, err := sectionData(fh, sec)
 	if err != nil {
-		return fmt.Errorf("read symbols: %w", err)
+		return nil, fmt.Errorf("read symbols: %w", err)
 	}
-	defer unmap(symMem)
 	strs, strMem, err := sectionData(fh, strSec)
 	if err != nil {
-		return fmt.Errorf("read string table %s: %w", strSec.Name, err)
+		unmap(symMem)
+		return nil, fmt.Errorf("read string table %s: %w", strSec.Name, err)
 	}
 	strtab := uint8(len(b.strtabs))
 	b.strtabs = append(b.strtabs, builderStrtab{data: strs, mem: strMem})
 	if uint64(len(b.secEnds))+uint64(len(ef.Sections)) > math.MaxUint32 {
-		return errors.New("too many sections")
+		unmap(symMem)
+		return nil, errors.New("too many sections")
 	}
 	secBase := uint32(len(b.secEnds))
 	b.secEnds = slices.Grow(b.secEnds, len(ef.Sections))
@@ -114,44 +145,71 @@ func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) e
 		}
 		b.secEnds = append(b.secEnds, end)
 	}
-	code := newCodeSections(ef)
+	return &symTable{
+		name: sec.Name, typ: sec.Type,
+		data: data, mem: symMem, entSize: entSize, decode: symDecoder(ef.Class, ef.ByteOrder),
+		strs: strs, strtab: strtab, secBase: secBase,
+		code: newCodeSections(ef),
+	}, nil
+}
+
+// readSymbols adds the candidates of the tables to b.
+//
+// The symbols that may be candidates are counted first, in every table,
+// so that the candidates are allocated once, not grown by appending nor
+// grown again for the next table. The count leaves the names, the costly
+// part, to the second pass.
+func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 	n := len(b.cands)
-	err = withFaults(func() {
-		names := newNameCheck(strs)
-		dec := symDecoder(ef.Class, ef.ByteOrder)
-		// The symbols that may be candidates are counted first, so that
-		// the candidates are allocated once, not grown by appending. The
-		// count leaves the names, the costly part, to the second pass.
+	var cur *symTable
+	err := withFaults(func() {
 		count := 0
-		// Entry 0 is the reserved undefined symbol.
-		for off := entSize; off+entSize <= len(data); off += entSize {
-			s := dec(data[off : off+entSize])
-			if b.excluded(s.value) {
-				continue
-			}
-			if code.symbol(s) {
-				count++
-			}
+		for _, t := range tables {
+			cur = t
+			count += b.countSymbols(t)
 		}
 		b.cands = slices.Grow(b.cands, count)
-		for off := entSize; off+entSize <= len(data); off += entSize {
-			s := dec(data[off : off+entSize])
-			if b.excluded(s.value) || !code.symbol(s) {
-				continue
-			}
-			if c, ok := newCandidate(sec.Type, s, strs, names); ok {
-				c.strtab = strtab
-				c.secEnd += secBase
-				c.seq = uint32(len(b.cands))
-				b.cands = append(b.cands, c)
-			}
+		for _, t := range tables {
+			cur = t
+			b.fillSymbols(t)
 		}
 	})
 	if err != nil {
 		b.cands = b.cands[:n]
-		return err
+		return fmt.Errorf("%s: %w", cur.name, err)
 	}
 	return nil
+}
+
+// countSymbols returns how many symbols of t may be candidates, by their
+// address, type and section.
+func (b *tableBuilder) countSymbols(t *symTable) int {
+	count := 0
+	// Entry 0 is the reserved undefined symbol.
+	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+		s := t.decode(t.data[off : off+t.entSize])
+		if !b.excluded(s.value) && t.code.symbol(s) {
+			count++
+		}
+	}
+	return count
+}
+
+// fillSymbols appends the candidates of t to b.cands.
+func (b *tableBuilder) fillSymbols(t *symTable) {
+	names := newNameCheck(t.strs)
+	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+		s := t.decode(t.data[off : off+t.entSize])
+		if b.excluded(s.value) || !t.code.symbol(s) {
+			continue
+		}
+		if c, ok := newCandidate(t.typ, s, t.strs, names); ok {
+			c.strtab = t.strtab
+			c.secEnd += t.secBase
+			c.seq = uint32(len(b.cands))
+			b.cands = append(b.cands, c)
+		}
+	}
 }
 
 // excluded reports whether a symbol at addr is left out.
