@@ -3,6 +3,7 @@ package symbolizer
 import (
 	"cmp"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"math"
 	"os"
@@ -251,6 +252,43 @@ func TestNameCheck(t *testing.T) {
 			want := ok && n > 0 && n <= maxNameLen
 			if got := c.valid(tab, off); got != want {
 				t.Fatalf("table %d (%d bytes, short %v): valid(%d) = %v, want %v", i, len(tab), c.short, off, got, want)
+			}
+		}
+	}
+}
+
+// TestToSym64LE checks that the entries of 32-bit and big-endian symbol
+// tables read as they decode.
+func TestToSym64LE(t *testing.T) {
+	syms := []elfSym{{}, {name: 1, info: 0x12, shndx: 3, value: 0x1000, size: 16}, {name: 0x10203, info: 0x2, shndx: 0xfff1, value: 0xfffffff0, size: 0xffffffff}}
+	for _, tc := range []struct {
+		class elf.Class
+		bo    binary.ByteOrder
+	}{{elf.ELFCLASS32, binary.LittleEndian}, {elf.ELFCLASS32, binary.BigEndian}, {elf.ELFCLASS64, binary.BigEndian}} {
+		size, _ := symSize(tc.class)
+		var data []byte
+		for _, s := range syms {
+			e := make([]byte, size)
+			if tc.class == elf.ELFCLASS64 {
+				tc.bo.PutUint32(e[0:4], s.name)
+				e[4] = s.info
+				tc.bo.PutUint16(e[6:8], s.shndx)
+				tc.bo.PutUint64(e[8:16], s.value)
+				tc.bo.PutUint64(e[16:24], s.size)
+			} else {
+				tc.bo.PutUint32(e[0:4], s.name)
+				tc.bo.PutUint32(e[4:8], uint32(s.value))
+				tc.bo.PutUint32(e[8:12], uint32(s.size))
+				e[12] = s.info
+				tc.bo.PutUint16(e[14:16], s.shndx)
+			}
+			data = append(data, e...)
+		}
+		tab := symTable{data: data, entSize: size, class: tc.class, bo: tc.bo}
+		tab.toSym64LE()
+		for i, want := range syms {
+			if got := decodeSym64LE(tab.data[i*elf.Sym64Size:]); got != want {
+				t.Errorf("%v %v: entry %d = %+v, want %+v", tc.class, tc.bo, i, got, want)
 			}
 		}
 	}

@@ -85,7 +85,9 @@ type symTable struct {
 	data    []byte // the entries
 	mem     []byte // the mapping of data, nil when in the heap
 	entSize int
-	decode  func(e []byte) elfSym
+	le64    bool // ELFCLASS64, little-endian: decoded by decodeSym64LE
+	class   elf.Class
+	bo      binary.ByteOrder
 	strs    []byte
 	strtab  uint8  // index of strs in the tableBuilder's strtabs
 	secBase uint32 // index of the file's first section in its secEnds
@@ -147,7 +149,8 @@ func (b *tableBuilder) openSymbols(ef *elf.File, fh *os.File, sec *elf.Section) 
 	}
 	return &symTable{
 		name: sec.Name, typ: sec.Type,
-		data: data, mem: symMem, entSize: entSize, decode: symDecoder(ef.Class, ef.ByteOrder),
+		data: data, mem: symMem, entSize: entSize,
+		le64: ef.Class == elf.ELFCLASS64 && ef.ByteOrder == binary.LittleEndian, class: ef.Class, bo: ef.ByteOrder,
 		strs: strs, strtab: strtab, secBase: secBase,
 		code: newCodeSections(ef),
 	}, nil
@@ -166,6 +169,7 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 		count := 0
 		for _, t := range tables {
 			cur = t
+			t.toSym64LE()
 			count += b.countSymbols(t)
 		}
 		b.cands = slices.Grow(b.cands, count)
@@ -185,9 +189,10 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 // address, type and section.
 func (b *tableBuilder) countSymbols(t *symTable) int {
 	count := 0
-	// Entry 0 is the reserved undefined symbol.
+	// Entry 0 is the reserved undefined symbol. The entries are 64-bit
+	// little-endian ones (toSym64LE).
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-		s := t.decode(t.data[off : off+t.entSize])
+		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
 		if !b.excluded(s.value) && t.code.symbol(s) {
 			count++
 		}
@@ -199,7 +204,7 @@ func (b *tableBuilder) countSymbols(t *symTable) int {
 func (b *tableBuilder) fillSymbols(t *symTable) {
 	names := newNameCheck(t.strs)
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-		s := t.decode(t.data[off : off+t.entSize])
+		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
 		if b.excluded(s.value) || !t.code.symbol(s) {
 			continue
 		}
@@ -255,15 +260,25 @@ func symSize(class elf.Class) (int, error) {
 	return 0, fmt.Errorf("unsupported ELF class %v", class)
 }
 
-// symDecoder returns the function that decodes a symbol table entry of
-// the ELF class and byte order: for 64-bit little-endian files, by far
-// the most common, one that reads the fields directly rather than through
-// the binary.ByteOrder interface.
-func symDecoder(class elf.Class, bo binary.ByteOrder) func(e []byte) elfSym {
-	if class == elf.ELFCLASS64 && bo == binary.LittleEndian {
-		return decodeSym64LE
+// toSym64LE rewrites the entries of t, when they are not 64-bit
+// little-endian entries, as such, in the heap: one decoder serves every
+// file, and the rare others (32-bit, big-endian) pay for a copy.
+func (t *symTable) toSym64LE() {
+	if t.le64 {
+		return
 	}
-	return func(e []byte) elfSym { return decodeSym(class, bo, e) }
+	n := len(t.data) / t.entSize
+	out := make([]byte, n*elf.Sym64Size)
+	for i := range n {
+		s := decodeSym(t.class, t.bo, t.data[i*t.entSize:(i+1)*t.entSize])
+		e := out[i*elf.Sym64Size:]
+		binary.LittleEndian.PutUint32(e[0:4], s.name)
+		e[4] = s.info
+		binary.LittleEndian.PutUint16(e[6:8], s.shndx)
+		binary.LittleEndian.PutUint64(e[8:16], s.value)
+		binary.LittleEndian.PutUint64(e[16:24], s.size)
+	}
+	t.data, t.entSize, t.le64 = out, elf.Sym64Size, true
 }
 
 // decodeSym64LE decodes the 64-bit little-endian symbol table entry e.
