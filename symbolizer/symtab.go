@@ -14,20 +14,23 @@ import (
 	"github.com/stackline-dev/stackline/internal/keysort"
 )
 
-// candidate is a symbol read from a symbol table, before deduplication.
+// candidate is a symbol read from a symbol table, before deduplication:
+// 24 bytes, since a large C++ program has hundreds of thousands.
 type candidate struct {
 	value uint64
 	// size is the symbol's size, at most math.MaxUint32 (a symbol's
 	// extent is kept in 32 bits).
-	size   uint32
-	secEnd uint32 // index in the tableBuilder's secEnds of its section's end
-	// nameOff is the offset of its name, which is NUL-terminated, in the
-	// tableBuilder's strtabs[strtab].
-	nameOff     uint32
-	seq         uint32 // the order the tables list it in
-	strtab      uint8
-	rank        uint8 // higher is preferred among symbols at one address
-	underscores uint8 // leading underscores, fewer is preferred
+	size uint32
+	// nameOff is the offset of its name, which is NUL-terminated, in
+	// the string table of its symbol table.
+	nameOff uint32
+	// seq is the order the tables list it in: its index in the
+	// tableBuilder's candidates when read, which tells its symbol table
+	// (tableBuilder.tables).
+	seq         uint32
+	shndx       uint16 // its section in its file
+	rank        uint8  // higher is preferred among symbols at one address
+	underscores uint8  // leading underscores, fewer is preferred
 }
 
 // Ranking bits of candidate.rank.
@@ -49,10 +52,29 @@ type tableBuilder struct {
 	// secEnds holds the end addresses of the sections of the files whose
 	// tables were read, those of each file one after the other.
 	secEnds []uint64
-	limit   uint64 // largest table read
+	// tables are the symbol tables read, in order: the candidates of
+	// tables[i] have seq from tables[i].firstSeq on.
+	tables []readTable
+	limit  uint64 // largest table read
 
 	// Symbols in [excludeLo, excludeHi) are left out.
 	excludeLo, excludeHi uint64
+}
+
+// readTable is a symbol table a tableBuilder read.
+type readTable struct {
+	firstSeq uint32 // seq of its first candidate
+	strtab   uint8  // index of its string table in strtabs
+	secBase  uint32 // index of its file's first section in secEnds
+}
+
+// tableOf returns the symbol table that c comes from.
+func (b *tableBuilder) tableOf(c *candidate) *readTable {
+	i := len(b.tables) - 1
+	for i > 0 && b.tables[i].firstSeq > c.seq {
+		i--
+	}
+	return &b.tables[i]
 }
 
 // builderStrtab is a string table a tableBuilder read: mem is its
@@ -163,7 +185,7 @@ func (b *tableBuilder) openSymbols(ef *elf.File, fh *os.File, sec *elf.Section) 
 // grown again for the next table. The count leaves the names, the costly
 // part, to the second pass.
 func (b *tableBuilder) readSymbols(tables ...*symTable) error {
-	n := len(b.cands)
+	n, nt := len(b.cands), len(b.tables)
 	var cur *symTable
 	err := withFaults(func() {
 		count := 0
@@ -179,7 +201,7 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 		}
 	})
 	if err != nil {
-		b.cands = b.cands[:n]
+		b.cands, b.tables = b.cands[:n], b.tables[:nt]
 		return fmt.Errorf("%s: %w", cur.name, err)
 	}
 	return nil
@@ -202,6 +224,7 @@ func (b *tableBuilder) countSymbols(t *symTable) int {
 
 // fillSymbols appends the candidates of t to b.cands.
 func (b *tableBuilder) fillSymbols(t *symTable) {
+	b.tables = append(b.tables, readTable{firstSeq: uint32(len(b.cands)), strtab: t.strtab, secBase: t.secBase})
 	names := newNameCheck(t.strs)
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
 		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
@@ -209,8 +232,6 @@ func (b *tableBuilder) fillSymbols(t *symTable) {
 			continue
 		}
 		if c, ok := newCandidate(t.typ, s, t.strs, names); ok {
-			c.strtab = t.strtab
-			c.secEnd += t.secBase
 			c.seq = uint32(len(b.cands))
 			b.cands = append(b.cands, c)
 		}
@@ -346,7 +367,7 @@ func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCh
 	return candidate{
 		value:       s.value,
 		size:        uint32(min(s.size, math.MaxUint32)),
-		secEnd:      uint32(s.shndx),
+		shndx:       s.shndx,
 		nameOff:     s.name,
 		rank:        rank,
 		underscores: uint8(underscores),
@@ -454,10 +475,11 @@ func (b *tableBuilder) build(f *File) error {
 	// copies of the names kept from string tables in the heap.
 	used := make([]bool, len(b.strtabs))
 	arenaSize := uint64(0)
-	for _, c := range kept {
-		used[c.strtab] = true
-		if st := b.strtabs[c.strtab]; st.mem == nil {
-			n, _ := cstringLen(st.data, c.nameOff)
+	for i := range kept {
+		k := b.tableOf(&kept[i]).strtab
+		used[k] = true
+		if st := b.strtabs[k]; st.mem == nil {
+			n, _ := cstringLen(st.data, kept[i].nameOff)
 			arenaSize += uint64(n) + 1
 		}
 	}
@@ -485,14 +507,16 @@ func (b *tableBuilder) build(f *File) error {
 		arena = make([]byte, 0, arenaSize)
 	}
 	f.syms = make([]symEntry, len(kept))
-	for i, c := range kept {
+	for i := range kept {
+		c := &kept[i]
 		e := &f.syms[i]
 		e.addr = c.value
-		if base := bases[c.strtab]; base >= 0 {
+		t := b.tableOf(c)
+		if base := bases[t.strtab]; base >= 0 {
 			e.name = uint32(uint64(base) + uint64(c.nameOff))
 		} else {
 			e.name = uint32(next + uint64(len(arena)))
-			data := b.strtabs[c.strtab].data
+			data := b.strtabs[t.strtab].data
 			n, _ := cstringLen(data, c.nameOff)
 			arena = append(arena, data[c.nameOff:c.nameOff+n]...)
 			arena = append(arena, 0)
@@ -501,7 +525,7 @@ func (b *tableBuilder) build(f *File) error {
 		// the next symbol but not past the end of its section.
 		extent := uint64(c.size)
 		if extent == 0 {
-			end := b.secEnds[c.secEnd]
+			end := b.secEnds[t.secBase+uint32(c.shndx)]
 			if i+1 < len(kept) {
 				end = min(end, kept[i+1].value)
 			}
