@@ -33,12 +33,13 @@ import (
 // errUseDWARF says lineProgReader left the line programs to debug/dwarf.
 var errUseDWARF = errors.New("line programs not read without debug/dwarf")
 
-// notV5 returns an errUseDWARF error saying why.
+// useDWARF returns an errUseDWARF error saying why.
 func useDWARF(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUseDWARF, fmt.Sprintf(format, args...))
 }
 
-// lineBuf reads a DWARF section from front to back.
+// lineBuf reads a DWARF section from front to back. Reading past its end
+// sets err (an errUseDWARF error), and the reads after that return zeros.
 type lineBuf struct {
 	data []byte
 	off  int // of data[0] in its section
