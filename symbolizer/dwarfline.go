@@ -73,10 +73,48 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err 
 			lt, err = nil, fmt.Errorf("malformed DWARF: %v", r)
 		}
 	}()
-	d, mems, err := lineDWARF(ef, fh)
+	if ef.Type == elf.ET_REL || hasZdebug(ef) {
+		// DWARF that needs relocating, or in .zdebug_ sections: read by
+		// elf.File.DWARF.
+		d, err := ef.DWARF()
+		if err != nil {
+			return nil, fmt.Errorf("read DWARF: %w", err)
+		}
+		return collectLines(d)
+	}
+	dat := make(map[string][]byte, len(lineSections))
+	if err := addLineSections(ef, fh, []string{"line", "str", "line_str"}, dat, &mems); err != nil {
+		return nil, fmt.Errorf("read DWARF: %w", err)
+	}
+	var c lineCollector
+	err = c.lineProgramsV5(lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
+	switch {
+	case err == nil:
+		return c.table()
+	case !errors.Is(err, errUseDWARF):
+		return nil, err
+	}
+	if err := addLineSections(ef, fh, lineSections, dat, &mems); err != nil {
+		return nil, fmt.Errorf("read DWARF: %w", err)
+	}
+	d, err := lineDWARF(dat)
 	if err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
+	// Programs of DWARF 4 and older, found through their units.
+	c = lineCollector{}
+	err = c.linePrograms(d, lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
+	switch {
+	case err == nil:
+		return c.table()
+	case !errors.Is(err, errUseDWARF):
+		return nil, err
+	}
+	return collectLines(d)
+}
+
+// collectLines returns the line table of the units of d.
+func collectLines(d *dwarf.Data) (*lineTable, error) {
 	var c lineCollector
 	if err := c.collect(d); err != nil {
 		return nil, err
@@ -89,24 +127,18 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err 
 // attributes may point into.
 var lineSections = []string{"abbrev", "info", "line", "str", "ranges", "addr", "line_str", "str_offsets", "rnglists"}
 
-// lineDWARF returns the DWARF data of ef with the sections line programs
-// need, mapped from fh where possible (mems are the mappings), rather than
-// every DWARF section read into the heap as elf.File.DWARF does. Files
-// whose DWARF needs relocating (relocatable objects) or uses .zdebug_
-// sections are read by elf.File.DWARF.
-func lineDWARF(ef *elf.File, fh *os.File) (d *dwarf.Data, mems [][]byte, err error) {
-	if ef.Type == elf.ET_REL {
-		d, err := ef.DWARF()
-		return d, nil, err
-	}
-	dat := make(map[string][]byte, len(lineSections))
+// hasZdebug reports whether ef has DWARF in .zdebug_ sections.
+func hasZdebug(ef *elf.File) bool {
+	return slices.ContainsFunc(ef.Sections, func(s *elf.Section) bool { return strings.HasPrefix(s.Name, ".zdebug_") })
+}
+
+// addLineSections adds to dat the DWARF sections of ef named (without
+// their ".debug_" prefix) in names that it lacks, mapped from fh where
+// possible (the mappings are appended to mems), else read into the heap.
+func addLineSections(ef *elf.File, fh *os.File, names []string, dat map[string][]byte, mems *[][]byte) error {
 	for _, s := range ef.Sections {
-		if strings.HasPrefix(s.Name, ".zdebug_") {
-			d, err := ef.DWARF()
-			return d, mems, err
-		}
 		name, ok := strings.CutPrefix(s.Name, ".debug_")
-		if !ok || !slices.Contains(lineSections, name) || s.Type == elf.SHT_NOBITS {
+		if !ok || !slices.Contains(names, name) || s.Type == elf.SHT_NOBITS {
 			continue
 		}
 		if _, dup := dat[name]; dup {
@@ -114,25 +146,32 @@ func lineDWARF(ef *elf.File, fh *os.File) (d *dwarf.Data, mems [][]byte, err err
 		}
 		data, mem, err := sectionData(fh, s)
 		if err != nil {
-			return nil, mems, fmt.Errorf("%s: %w", s.Name, err)
+			return fmt.Errorf("%s: %w", s.Name, err)
 		}
 		if mem != nil {
-			mems = append(mems, mem)
+			*mems = append(*mems, mem)
 		}
 		dat[name] = data
 	}
-	d, err = dwarf.New(dat["abbrev"], nil, nil, dat["info"], dat["line"], nil, dat["ranges"], dat["str"])
+	return nil
+}
+
+// lineDWARF returns the DWARF data of the sections dat holds, the
+// sections line programs need, rather than every DWARF section read into
+// the heap as elf.File.DWARF does.
+func lineDWARF(dat map[string][]byte) (*dwarf.Data, error) {
+	d, err := dwarf.New(dat["abbrev"], nil, nil, dat["info"], dat["line"], nil, dat["ranges"], dat["str"])
 	if err != nil {
-		return nil, mems, err
+		return nil, err
 	}
 	for _, name := range lineSections[5:] {
 		if data, ok := dat[name]; ok {
 			if err := d.AddSection(".debug_"+name, data); err != nil {
-				return nil, mems, err
+				return nil, err
 			}
 		}
 	}
-	return d, mems, nil
+	return d, nil
 }
 
 // lineCollector gathers the rows of a file's line programs and the names

@@ -179,6 +179,12 @@ func loadSegments(ef *elf.File) []segment {
 // whether it had a .symtab. A table over the size limit is skipped.
 // The tables are mapped from fh when it is not nil.
 func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymtab bool, err error) {
+	var tables []*symTable
+	defer func() {
+		for _, t := range tables {
+			t.close()
+		}
+	}()
 	// The ELF specification allows one table of each type; reading only
 	// the first also bounds the work a hostile file can ask for.
 	for _, typ := range []elf.SectionType{elf.SHT_SYMTAB, elf.SHT_DYNSYM} {
@@ -186,7 +192,7 @@ func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymta
 		if i < 0 {
 			continue
 		}
-		err := b.addSymbols(ef, fh, ef.Sections[i])
+		t, err := b.openSymbols(ef, fh, ef.Sections[i])
 		switch {
 		case errors.Is(err, errSectionTooLarge):
 			l.ctr.sectionsSkipped.Add(1)
@@ -194,9 +200,15 @@ func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymta
 		case err != nil:
 			return false, fmt.Errorf("%s: %w", ef.Sections[i].Name, err)
 		}
+		if t != nil {
+			tables = append(tables, t)
+		}
 		if typ == elf.SHT_SYMTAB {
 			hasSymtab = true
 		}
+	}
+	if err := b.readSymbols(tables...); err != nil {
+		return false, err
 	}
 	return hasSymtab, nil
 }

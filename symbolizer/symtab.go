@@ -14,19 +14,23 @@ import (
 	"github.com/stackline-dev/stackline/internal/keysort"
 )
 
-// candidate is a symbol read from a symbol table, before deduplication.
+// candidate is a symbol read from a symbol table, before deduplication:
+// 24 bytes, since a large C++ program has hundreds of thousands.
 type candidate struct {
 	value uint64
 	// size is the symbol's size, at most math.MaxUint32 (a symbol's
 	// extent is kept in 32 bits).
-	size        uint32
-	secEnd      uint32 // index in the tableBuilder's secEnds of its section's end
-	nameOff     uint32 // into the tableBuilder's strtabs[strtab]
-	nameLen     uint32
-	seq         uint32 // the order the tables list it in
-	strtab      uint8
-	rank        uint8 // higher is preferred among symbols at one address
-	underscores uint8 // leading underscores, fewer is preferred
+	size uint32
+	// nameOff is the offset of its name, which is NUL-terminated, in
+	// the string table of its symbol table.
+	nameOff uint32
+	// seq is the order the tables list it in: its index in the
+	// tableBuilder's candidates when read, which tells its symbol table
+	// (tableBuilder.tables).
+	seq         uint32
+	shndx       uint16 // its section in its file
+	rank        uint8  // higher is preferred among symbols at one address
+	underscores uint8  // leading underscores, fewer is preferred
 }
 
 // Ranking bits of candidate.rank.
@@ -48,10 +52,29 @@ type tableBuilder struct {
 	// secEnds holds the end addresses of the sections of the files whose
 	// tables were read, those of each file one after the other.
 	secEnds []uint64
-	limit   uint64 // largest table read
+	// tables are the symbol tables read, in order: the candidates of
+	// tables[i] have seq from tables[i].firstSeq on.
+	tables []readTable
+	limit  uint64 // largest table read
 
 	// Symbols in [excludeLo, excludeHi) are left out.
 	excludeLo, excludeHi uint64
+}
+
+// readTable is a symbol table a tableBuilder read.
+type readTable struct {
+	firstSeq uint32 // seq of its first candidate
+	strtab   uint8  // index of its string table in strtabs
+	secBase  uint32 // index of its file's first section in secEnds
+}
+
+// tableOf returns the symbol table that c comes from.
+func (b *tableBuilder) tableOf(c *candidate) *readTable {
+	i := len(b.tables) - 1
+	for i > 0 && b.tables[i].firstSeq > c.seq {
+		i--
+	}
+	return &b.tables[i]
 }
 
 // builderStrtab is a string table a tableBuilder read: mem is its
@@ -76,33 +99,66 @@ type elfSym struct {
 	value, size uint64
 }
 
+// symTable is a symbol table being read: its entries, mapped or in the
+// heap, and its string table, which the tableBuilder keeps.
+type symTable struct {
+	name    string
+	typ     elf.SectionType
+	data    []byte // the entries
+	mem     []byte // the mapping of data, nil when in the heap
+	entSize int
+	le64    bool // ELFCLASS64, little-endian: decoded by decodeSym64LE
+	class   elf.Class
+	bo      binary.ByteOrder
+	strs    []byte
+	strtab  uint8  // index of strs in the tableBuilder's strtabs
+	secBase uint32 // index of the file's first section in its secEnds
+	code    codeSections
+}
+
+// close unmaps the entries of t.
+func (t *symTable) close() { unmap(t.mem) }
+
 // addSymbols reads the symbols of one SHT_SYMTAB or SHT_DYNSYM section of
 // ef, mapping it and its string table from fh when fh is not nil.
 func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) error {
+	t, err := b.openSymbols(ef, fh, sec)
+	if err != nil || t == nil {
+		return err
+	}
+	defer t.close()
+	return b.readSymbols(t)
+}
+
+// openSymbols maps (from fh, when not nil) or reads the symbol table sec
+// of ef and its string table, and adds the string table and the ends of
+// ef's sections to b. It returns nil for a table without data.
+func (b *tableBuilder) openSymbols(ef *elf.File, fh *os.File, sec *elf.Section) (*symTable, error) {
 	if sec.Type == elf.SHT_NOBITS {
-		return nil
+		return nil, nil
 	}
 	entSize, err := symSize(ef.Class)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	strSec, err := b.checkTables(ef, sec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	data, symMem, err := sectionData(fh, sec)
 	if err != nil {
-		return fmt.Errorf("read symbols: %w", err)
+		return nil, fmt.Errorf("read symbols: %w", err)
 	}
-	defer unmap(symMem)
 	strs, strMem, err := sectionData(fh, strSec)
 	if err != nil {
-		return fmt.Errorf("read string table %s: %w", strSec.Name, err)
+		unmap(symMem)
+		return nil, fmt.Errorf("read string table %s: %w", strSec.Name, err)
 	}
 	strtab := uint8(len(b.strtabs))
 	b.strtabs = append(b.strtabs, builderStrtab{data: strs, mem: strMem})
 	if uint64(len(b.secEnds))+uint64(len(ef.Sections)) > math.MaxUint32 {
-		return errors.New("too many sections")
+		unmap(symMem)
+		return nil, errors.New("too many sections")
 	}
 	secBase := uint32(len(b.secEnds))
 	b.secEnds = slices.Grow(b.secEnds, len(ef.Sections))
@@ -113,41 +169,78 @@ func (b *tableBuilder) addSymbols(ef *elf.File, fh *os.File, sec *elf.Section) e
 		}
 		b.secEnds = append(b.secEnds, end)
 	}
-	n := len(b.cands)
-	err = withFaults(func() {
-		// The symbols that may be candidates are counted first, so that
-		// the candidates are allocated once, not grown by appending. The
-		// count leaves the names, the costly part, to the second pass.
+	return &symTable{
+		name: sec.Name, typ: sec.Type,
+		data: data, mem: symMem, entSize: entSize,
+		le64: ef.Class == elf.ELFCLASS64 && ef.ByteOrder == binary.LittleEndian, class: ef.Class, bo: ef.ByteOrder,
+		strs: strs, strtab: strtab, secBase: secBase,
+		code: newCodeSections(ef),
+	}, nil
+}
+
+// readSymbols adds the candidates of the tables to b.
+//
+// The symbols that may be candidates are counted first, in every table,
+// so that the candidates are allocated once, not grown by appending nor
+// grown again for the next table. The count leaves the names, the costly
+// part, to the second pass.
+func (b *tableBuilder) readSymbols(tables ...*symTable) error {
+	n, nt := len(b.cands), len(b.tables)
+	var cur *symTable
+	err := withFaults(func() {
 		count := 0
-		// Entry 0 is the reserved undefined symbol.
-		for off := entSize; off+entSize <= len(data); off += entSize {
-			s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
-			if s.value >= b.excludeLo && s.value < b.excludeHi {
-				continue
-			}
-			if codeSymbol(ef, s) {
-				count++
-			}
+		for _, t := range tables {
+			cur = t
+			t.toSym64LE()
+			count += b.countSymbols(t)
 		}
 		b.cands = slices.Grow(b.cands, count)
-		for off := entSize; off+entSize <= len(data); off += entSize {
-			s := decodeSym(ef.Class, ef.ByteOrder, data[off:off+entSize])
-			if s.value >= b.excludeLo && s.value < b.excludeHi {
-				continue
-			}
-			if c, ok := newCandidate(ef, sec.Type, s, strs); ok {
-				c.strtab = strtab
-				c.secEnd += secBase
-				c.seq = uint32(len(b.cands))
-				b.cands = append(b.cands, c)
-			}
+		for _, t := range tables {
+			cur = t
+			b.fillSymbols(t)
 		}
 	})
 	if err != nil {
-		b.cands = b.cands[:n]
-		return err
+		b.cands, b.tables = b.cands[:n], b.tables[:nt]
+		return fmt.Errorf("%s: %w", cur.name, err)
 	}
 	return nil
+}
+
+// countSymbols returns how many symbols of t may be candidates, by their
+// address, type and section.
+func (b *tableBuilder) countSymbols(t *symTable) int {
+	count := 0
+	// Entry 0 is the reserved undefined symbol. The entries are 64-bit
+	// little-endian ones (toSym64LE).
+	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
+		if !b.excluded(s.value) && t.code.symbol(s) {
+			count++
+		}
+	}
+	return count
+}
+
+// fillSymbols appends the candidates of t to b.cands.
+func (b *tableBuilder) fillSymbols(t *symTable) {
+	b.tables = append(b.tables, readTable{firstSeq: uint32(len(b.cands)), strtab: t.strtab, secBase: t.secBase})
+	names := newNameCheck(t.strs)
+	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
+		if b.excluded(s.value) || !t.code.symbol(s) {
+			continue
+		}
+		if c, ok := newCandidate(t.typ, s, t.strs, names); ok {
+			c.seq = uint32(len(b.cands))
+			b.cands = append(b.cands, c)
+		}
+	}
+}
+
+// excluded reports whether a symbol at addr is left out.
+func (b *tableBuilder) excluded(addr uint64) bool {
+	return addr >= b.excludeLo && addr < b.excludeHi
 }
 
 // checkTables checks the symbol table sec and its string table against
@@ -188,6 +281,39 @@ func symSize(class elf.Class) (int, error) {
 	return 0, fmt.Errorf("unsupported ELF class %v", class)
 }
 
+// toSym64LE rewrites the entries of t, when they are not 64-bit
+// little-endian entries, as such, in the heap: one decoder serves every
+// file, and the rare others (32-bit, big-endian) pay for a copy.
+func (t *symTable) toSym64LE() {
+	if t.le64 {
+		return
+	}
+	n := len(t.data) / t.entSize
+	out := make([]byte, n*elf.Sym64Size)
+	for i := range n {
+		s := decodeSym(t.class, t.bo, t.data[i*t.entSize:(i+1)*t.entSize])
+		e := out[i*elf.Sym64Size:]
+		binary.LittleEndian.PutUint32(e[0:4], s.name)
+		e[4] = s.info
+		binary.LittleEndian.PutUint16(e[6:8], s.shndx)
+		binary.LittleEndian.PutUint64(e[8:16], s.value)
+		binary.LittleEndian.PutUint64(e[16:24], s.size)
+	}
+	t.data, t.entSize, t.le64 = out, elf.Sym64Size, true
+}
+
+// decodeSym64LE decodes the 64-bit little-endian symbol table entry e.
+func decodeSym64LE(e []byte) elfSym {
+	_ = e[23]
+	return elfSym{
+		name:  binary.LittleEndian.Uint32(e[0:4]),
+		info:  e[4],
+		shndx: binary.LittleEndian.Uint16(e[6:8]),
+		value: binary.LittleEndian.Uint64(e[8:16]),
+		size:  binary.LittleEndian.Uint64(e[16:24]),
+	}
+}
+
 // decodeSym decodes the symbol table entry e.
 func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
 	if class == elf.ELFCLASS64 {
@@ -208,27 +334,24 @@ func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
 	}
 }
 
-// newCandidate returns s as a candidate when it can name code: a function,
-// or an untyped or indirect-function symbol with a nonzero value, defined
-// in an executable section of ef, with a name that is not a mapping symbol
-// or local label. tableType is the type of the table s comes from; strs is
-// its string table.
-func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte) (candidate, bool) {
-	if !codeSymbol(ef, s) {
-		return candidate{}, false
-	}
+// newCandidate returns the code symbol s (see codeSections.symbol) as a
+// candidate when its name is not empty, at most maxNameLen bytes, and not
+// a mapping symbol or local label. tableType is the type of the table s
+// comes from; strs is its string table, which names checks.
+func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCheck) (candidate, bool) {
 	var rank uint8
 	if elf.SymType(s.info&0xf) == elf.STT_FUNC {
 		rank |= rankFunc
 	}
-	nameLen, ok := cstringLen(strs, s.name)
-	if !ok || nameLen == 0 || nameLen > maxNameLen {
+	if !names.valid(strs, s.name) {
 		return candidate{}, false
 	}
-	n := strs[s.name : s.name+nameLen]
+	// A valid name is NUL-terminated, so that its first bytes up to the
+	// NUL can be read without bounds beyond strs.
+	n := strs[s.name:]
 	// Skip mapping symbols ($x, $d, $t on ARM) and assembler-local labels,
 	// which name no function.
-	if n[0] == '$' || bytes.HasPrefix(n, []byte(".L")) {
+	if n[0] == '$' || n[0] == '.' && n[1] == 'L' {
 		return candidate{}, false
 	}
 	if elf.SymBind(s.info>>4) != elf.STB_LOCAL {
@@ -238,25 +361,37 @@ func newCandidate(ef *elf.File, tableType elf.SectionType, s elfSym, strs []byte
 		rank |= rankSymtab
 	}
 	underscores := 0
-	for underscores < len(n) && underscores < math.MaxUint8 && n[underscores] == '_' {
+	for underscores < math.MaxUint8 && n[underscores] == '_' {
 		underscores++
 	}
 	return candidate{
 		value:       s.value,
 		size:        uint32(min(s.size, math.MaxUint32)),
-		secEnd:      uint32(s.shndx),
+		shndx:       s.shndx,
 		nameOff:     s.name,
-		nameLen:     nameLen,
 		rank:        rank,
 		underscores: uint8(underscores),
 	}, true
 }
 
-// codeSymbol reports whether s, by its type and section, can name code: a
+// codeSections says which sections of a file hold code: allocated and
+// executable.
+type codeSections []bool
+
+// newCodeSections returns the sections of ef that hold code.
+func newCodeSections(ef *elf.File) codeSections {
+	code := make(codeSections, len(ef.Sections))
+	for i, sec := range ef.Sections {
+		code[i] = sec.Flags&elf.SHF_EXECINSTR != 0 && sec.Flags&elf.SHF_ALLOC != 0
+	}
+	return code
+}
+
+// symbol reports whether s, by its type and section, can name code: a
 // function, or an untyped or indirect-function symbol with a nonzero
-// value, defined in an executable section of ef. Its name is
-// newCandidate's to check.
-func codeSymbol(ef *elf.File, s elfSym) bool {
+// value, defined in a section that holds code. Its name is newCandidate's
+// to check.
+func (code codeSections) symbol(s elfSym) bool {
 	switch elf.SymType(s.info & 0xf) {
 	case elf.STT_FUNC:
 	case elf.STT_NOTYPE, elf.STT_GNU_IFUNC:
@@ -268,14 +403,53 @@ func codeSymbol(ef *elf.File, s elfSym) bool {
 	}
 	// Only symbols defined in ordinary sections (not undefined, absolute
 	// or common) that hold code.
-	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(ef.Sections) {
+	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(code) {
 		return false
 	}
-	sec := ef.Sections[s.shndx]
-	if sec.Flags&elf.SHF_EXECINSTR == 0 || sec.Flags&elf.SHF_ALLOC == 0 {
-		return false
+	return code[s.shndx]
+}
+
+// nameCheck checks the names of a string table: a name is valid when it
+// is NUL-terminated, not empty and at most maxNameLen bytes long.
+//
+// Measuring every name to check its length is most of the cost of
+// reading a large C++ symbol table. When the table's NULs are close
+// enough together that no name can be longer than maxNameLen, which
+// takes one look per block of maxNameLen/2 bytes to establish, a name is
+// valid when it starts before the table's last NUL and is not empty.
+type nameCheck struct {
+	// lastNul is the offset of the table's last NUL, -1 without one.
+	lastNul int
+	// short says no name of the table can be longer than maxNameLen.
+	short bool
+}
+
+// nameBlock is the stride of newNameCheck's look for NULs: with a NUL in
+// every block, a name spans at most two blocks less one byte.
+const nameBlock = maxNameLen / 2
+
+// newNameCheck returns the nameCheck of the string table strs.
+func newNameCheck(strs []byte) nameCheck {
+	c := nameCheck{lastNul: bytes.LastIndexByte(strs, 0), short: true}
+	// Every block that starts at or before the last NUL holds a NUL, so
+	// from any offset up to the last NUL the next NUL is within the
+	// offset's block or the next one.
+	for lo := 0; lo <= c.lastNul; lo += nameBlock {
+		if bytes.IndexByte(strs[lo:min(lo+nameBlock, len(strs))], 0) < 0 {
+			c.short = false
+			break
+		}
 	}
-	return true
+	return c
+}
+
+// valid reports whether the name at off in strs is valid.
+func (c nameCheck) valid(strs []byte, off uint32) bool {
+	if !c.short {
+		n, ok := cstringLen(strs, off)
+		return ok && n > 0 && n <= maxNameLen
+	}
+	return c.lastNul >= 0 && uint64(off) <= uint64(c.lastNul) && strs[off] != 0
 }
 
 // cstringLen returns the length of the NUL-terminated string at off.
@@ -301,10 +475,12 @@ func (b *tableBuilder) build(f *File) error {
 	// copies of the names kept from string tables in the heap.
 	used := make([]bool, len(b.strtabs))
 	arenaSize := uint64(0)
-	for _, c := range kept {
-		used[c.strtab] = true
-		if b.strtabs[c.strtab].mem == nil {
-			arenaSize += uint64(c.nameLen) + 1
+	for i := range kept {
+		k := b.tableOf(&kept[i]).strtab
+		used[k] = true
+		if st := b.strtabs[k]; st.mem == nil {
+			n, _ := cstringLen(st.data, kept[i].nameOff)
+			arenaSize += uint64(n) + 1
 		}
 	}
 	// bases[i] is where mapped string table i starts in the name space,
@@ -331,21 +507,25 @@ func (b *tableBuilder) build(f *File) error {
 		arena = make([]byte, 0, arenaSize)
 	}
 	f.syms = make([]symEntry, len(kept))
-	for i, c := range kept {
+	for i := range kept {
+		c := &kept[i]
 		e := &f.syms[i]
 		e.addr = c.value
-		if base := bases[c.strtab]; base >= 0 {
+		t := b.tableOf(c)
+		if base := bases[t.strtab]; base >= 0 {
 			e.name = uint32(uint64(base) + uint64(c.nameOff))
 		} else {
 			e.name = uint32(next + uint64(len(arena)))
-			arena = append(arena, b.strtabs[c.strtab].data[c.nameOff:c.nameOff+c.nameLen]...)
+			data := b.strtabs[t.strtab].data
+			n, _ := cstringLen(data, c.nameOff)
+			arena = append(arena, data[c.nameOff:c.nameOff+n]...)
 			arena = append(arena, 0)
 		}
 		// A sized symbol covers its size. One of size zero covers up to
 		// the next symbol but not past the end of its section.
 		extent := uint64(c.size)
 		if extent == 0 {
-			end := b.secEnds[c.secEnd]
+			end := b.secEnds[t.secBase+uint32(c.shndx)]
 			if i+1 < len(kept) {
 				end = min(end, kept[i+1].value)
 			}
