@@ -63,7 +63,7 @@ type limits struct {
 // for twice the CPU.
 var searchLimits = limits{good: 8, lazy: 16, nice: 128, chain: 32}
 
-// An Encoder compresses buffers. It holds about 330 KB of tables, reused
+// An Encoder compresses buffers. It holds about 400 KB of tables, reused
 // by every call; it is not safe for concurrent use.
 type Encoder struct {
 	lim         limits
