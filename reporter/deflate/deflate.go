@@ -68,8 +68,7 @@ var searchLimits = limits{good: 8, lazy: 16, nice: 128, chain: 32}
 // An Encoder compresses buffers. It holds about 400 KB of tables, reused
 // by every call; it is not safe for concurrent use.
 type Encoder struct {
-	lim         limits
-	blockTokens int
+	lim limits
 	// head holds, for each hash of three bytes, the latest position with
 	// that hash plus one (0: none); prev holds, for a position (modulo
 	// the window), the position before it with the same hash, plus one.
@@ -80,14 +79,13 @@ type Encoder struct {
 	// being counted; cur, chunk and merged count them.
 	tokens             []token
 	cur, chunk, merged freqs
-	chunkTokens        int
 	bw                 bitWriter
 	blk                blockCoder
 }
 
 // NewEncoder returns an Encoder.
 func NewEncoder() *Encoder {
-	return &Encoder{lim: searchLimits, blockTokens: maxBlockTokens, chunkTokens: chunkTokens, tokens: make([]token, 0, maxBlockTokens+chunkTokens)}
+	return &Encoder{lim: searchLimits, tokens: make([]token, 0, maxBlockTokens+chunkTokens)}
 }
 
 // ErrTooLarge is returned for an input of more than MaxInput bytes.
@@ -128,7 +126,7 @@ func (e *Encoder) appendDeflate(dst, src []byte) []byte {
 		default:
 			e.merged.merge(&e.cur, &e.chunk)
 			mergedBits := estimate(&e.merged)
-			if mergedBits <= curBits+chunkBits && len(e.tokens) <= e.blockTokens {
+			if mergedBits <= curBits+chunkBits && len(e.tokens) <= maxBlockTokens {
 				e.cur, curBits = e.merged, mergedBits
 				break
 			}
@@ -143,7 +141,7 @@ func (e *Encoder) appendDeflate(dst, src []byte) []byte {
 	emit := func(t token) {
 		e.tokens = append(e.tokens, t)
 		e.chunk.add(t)
-		if len(e.tokens)-curTokens == e.chunkTokens {
+		if len(e.tokens)-curTokens == chunkTokens {
 			endChunk()
 		}
 	}
