@@ -1,8 +1,6 @@
 package reporter
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"testing"
 	"time"
@@ -10,6 +8,7 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stackline-dev/stackline/reporter/deflate"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -25,17 +24,17 @@ func (d *discardExporter) Export(_ context.Context, req *collectorpb.ExportProfi
 }
 
 // gzipSize is the size of req marshalled and gzipped as the exporters send
-// it.
+// it (package deflate).
 func gzipSize(b *testing.B, req *collectorpb.ExportProfilesServiceRequest) int {
 	raw, err := proto.Marshal(req)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(raw)
-	zw.Close()
-	return buf.Len()
+	out, err := deflate.NewEncoder().AppendGzip(nil, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return len(out)
 }
 
 // benchTraces makes n distinct 20-frame stacks over a shared pool of frames,

@@ -1,8 +1,12 @@
 package otlpgrpc
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
+	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +16,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/stackline-dev/stackline/internal/otlptest"
@@ -175,5 +180,53 @@ func TestTLSAgainstPlaintextFails(t *testing.T) {
 	}
 	if len(r.Requests()) != 0 {
 		t.Error("the server accepted a request")
+	}
+}
+
+// TestCompressedExport sends the reporter's captured export of the
+// whole-agent benchmark: the receiver (gRPC's own gzip) reads back the
+// same request, from fewer bytes than gRPC's gzip would have sent.
+func TestCompressedExport(t *testing.T) {
+	f, err := os.Open("../testdata/agentbench-export.pb.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &collectorpb.ExportProfilesServiceRequest{}
+	if err := proto.Unmarshal(raw, req); err != nil {
+		t.Fatal(err)
+	}
+	var std bytes.Buffer
+	zw := gzip.NewWriter(&std)
+	zw.Write(raw)
+	zw.Close()
+
+	r, err := otlptest.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	s := newSender(t, Config{Endpoint: r.Addr(), Insecure: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Send(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	got := r.Requests()
+	if len(got) != 1 || !proto.Equal(got[0], req) {
+		t.Fatalf("the receiver got %d requests, not the one sent", len(got))
+	}
+	wire := r.WireBytes()
+	t.Logf("%d bytes on the wire, %d with compress/gzip", wire[0], std.Len())
+	if len(wire) != 1 || wire[0] >= std.Len() {
+		t.Errorf("%v bytes on the wire, want fewer than compress/gzip's %d", wire, std.Len())
 	}
 }
