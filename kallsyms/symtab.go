@@ -428,14 +428,15 @@ func canonicalLine(line []byte) (addr uint64, typ byte, name, mod []byte, ok boo
 	}
 	if tab := bytes.IndexByte(rest, '\t'); tab >= 0 {
 		name, mod = rest[:tab], rest[tab+1:]
-		if len(mod) < 3 || mod[0] != '[' || mod[len(mod)-1] != ']' || bytes.ContainsAny(mod, " \t\n\r") {
+		if len(mod) < 3 || mod[0] != '[' || mod[len(mod)-1] != ']' || hasSpace(mod) {
 			return 0, 0, nil, nil, false
 		}
 		mod = mod[1 : len(mod)-1]
 	} else {
 		name = rest
 	}
-	if len(name) == 0 || bytes.ContainsAny(name, " \n\r") {
+	// name holds no tab: the first ends it.
+	if len(name) == 0 || hasSpace(name) {
 		return 0, 0, nil, nil, false
 	}
 	return addr, line[17], name, mod, true
@@ -597,6 +598,18 @@ func (p *part) nameBytes() int {
 		n += len(c)
 	}
 	return n
+}
+
+// hasSpace reports whether b holds a blank (see isSpace). It is
+// bytes.ContainsAny(b, " \t\n\r") without building a set on every call.
+func hasSpace(b []byte) bool {
+	for _, c := range b {
+		// Blanks are below '!'; names are mostly letters.
+		if c <= ' ' && isSpace(c) {
+			return true
+		}
+	}
+	return false
 }
 
 func isSpace(c byte) bool {
