@@ -177,6 +177,9 @@ func decodeName(block []byte, j int, buf []byte) (string, []byte, error) {
 		}
 		buf = append(buf[:shared], block[w:w+int(n)]...)
 		block = block[w+int(n):]
+		if k >= j && padding == 0 {
+			return string(buf), buf, nil
+		}
 		if k >= j {
 			name := make([]byte, 0, padding*len(pfxPrefix)+len(buf))
 			for range padding {
@@ -260,9 +263,15 @@ const (
 type entry struct {
 	addr    uint64
 	nameOff uint32 // chunk*nameChunk + offset in the chunk
-	mod     uint32
-	global  bool // type T rather than t
+	mod     uint32 // the module name index, or'ed with entryGlobal for type T
 }
+
+// entryGlobal marks an entry of a global symbol (type T rather than t) in
+// its mod; module name indexes stay below it. Packed so, an entry takes
+// 16 bytes rather than 24.
+const entryGlobal = 1 << 31
+
+func (e entry) global() bool { return e.mod&entryGlobal != 0 }
 
 // add appends a symbol named name to the part. It reports false when the
 // part's names would exceed 4 GiB.
@@ -481,7 +490,15 @@ func (b *builder) symbol(addr uint64, typ byte, name, mod []byte) {
 		}
 		mi = idx
 	}
-	if !p.add(entry{addr: addr, mod: mi, global: typ == 'T'}, name) {
+	if mi >= entryGlobal {
+		// Two billion modules: not a kernel's list.
+		b.skipped++
+		return
+	}
+	if typ == 'T' {
+		mi |= entryGlobal
+	}
+	if !p.add(entry{addr: addr, mod: mi}, name) {
 		b.skipped++
 	}
 }
@@ -517,7 +534,7 @@ func (p *part) finish(withMods bool) *symtab {
 	for _, c := range chunks {
 		for _, e := range c {
 			if last != nil && last.addr == e.addr {
-				if e.global && !last.global {
+				if e.global() && !last.global() {
 					*last = e
 				}
 				continue
@@ -531,7 +548,15 @@ func (p *part) finish(withMods bool) *symtab {
 			kept++
 		}
 	}
-	s := &symtab{addrs: make([]uint64, kept)}
+	// Offsets from the first address when all fit in 32 bits, else full
+	// addresses.
+	s := &symtab{}
+	if kept > 0 && last.addr-chunks[0][0].addr <= math.MaxUint32 {
+		s.base = chunks[0][0].addr
+		s.offs = make([]uint32, kept)
+	} else {
+		s.addrs = make([]uint64, kept)
+	}
 	if withMods {
 		s.mods = make([]uint32, kept)
 	}
@@ -556,9 +581,13 @@ func (p *part) finish(withMods bool) *symtab {
 	i := 0
 	for _, c := range chunks {
 		for _, e := range c[:min(len(c), kept-i)] {
-			s.addrs[i] = e.addr
+			if s.offs != nil {
+				s.offs[i] = uint32(e.addr - s.base)
+			} else {
+				s.addrs[i] = e.addr
+			}
 			if withMods {
-				s.mods[i] = e.mod
+				s.mods[i] = e.mod &^ entryGlobal
 			}
 			chunk := p.names[e.nameOff/nameChunk][e.nameOff%nameChunk:]
 			n, w := binary.Uvarint(chunk)
@@ -579,14 +608,6 @@ func (p *part) finish(withMods bool) *symtab {
 	}
 	s.blockOffs = append(s.blockOffs, uint32(len(data)))
 	s.data = bytes.Clone(data)
-	if kept > 0 && s.addrs[kept-1]-s.addrs[0] <= math.MaxUint32 {
-		s.base = s.addrs[0]
-		s.offs = make([]uint32, kept)
-		for i, a := range s.addrs {
-			s.offs[i] = uint32(a - s.base)
-		}
-		s.addrs = nil
-	}
 	*p = part{}
 	return s
 }
