@@ -3,7 +3,6 @@ package kallsyms
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,15 +16,18 @@ import (
 // symtab is a sorted, packed list of symbols. Symbol i starts at
 // base+offs[i] when the symbols span less than 4 GiB, as the kernel image's
 // and the modules' do, and at addrs[i] otherwise (see addr).
-// The names are held compressed, in blocks of nameBlock consecutive
-// symbols: block k is data[blockOffs[k]:blockOffs[k+1]], a DEFLATE stream
-// of each of its names in turn as its length (a uvarint) and its bytes.
-// Kernel names compress about fourfold that way, and a name is needed
-// only when the reporter first meets a frame, so the cost of inflating a
-// block on a lookup is rare; names keeps the
-// names returned recently and the last blocks inflated. When
-// mods is not nil, mods[i] is an index whose meaning belongs to the owner
-// of the symtab. Only names is ever written once the symtab is made.
+//
+// The names are front-coded in blocks of nameBlock consecutive symbols:
+// block k is data[blockOffs[k]:blockOffs[k+1]], and each of its names is
+// stored as the bytes it shares with the block's previous stored name and
+// the bytes that follow (see appendName). Neighbours by address are
+// mostly functions of one source file, which share a prefix; and a
+// function's padding symbol, __pfx_NAME just before NAME, is stored as a
+// flag alone. Kernel names take about 40 % of their size that way, and
+// coding them costs one pass over them; decoding a name costs a pass over
+// part of one block. names keeps the names returned recently. When mods
+// is not nil, mods[i] is an index whose meaning belongs to the owner of
+// the symtab. Only names is ever written once the symtab is made.
 type symtab struct {
 	base      uint64
 	offs      []uint32
@@ -36,25 +38,27 @@ type symtab struct {
 	names     nameCache
 }
 
-// nameBlock is the number of symbols whose names are compressed together.
-// Larger blocks compress better and faster, smaller ones inflate faster on
-// a lookup: 256 kernel names are about 6 KiB, which inflate in tens of
-// microseconds and deflate to about a quarter.
-const nameBlock = 256
+// nameBlock is the number of symbols whose names are front-coded together.
+// Larger blocks code a little smaller, smaller ones decode faster on a
+// lookup: 64 kernel names are about 600 bytes coded, decoded in about a
+// microsecond.
+const nameBlock = 64
 
-// nameCache holds the names that lookups returned last, the last blocks of
-// names that they inflated, and the decompressor. The tracer looks up every
-// kernel frame of every trace, mostly of a few hundred hot functions: their
-// names come from recent, without inflating or allocating.
+// pfxPrefix is the prefix of the padding symbols that the kernel places
+// before functions when it is built with call-depth tracking or CFI: the
+// padding of NAME is __pfx_NAME.
+const pfxPrefix = "__pfx_"
+
+// nameCache holds the names that lookups returned last, and the buffer
+// that names are decoded into. The tracer looks up every kernel frame of
+// every trace, mostly of a few hundred hot functions: their names come
+// from recent, without decoding or allocating.
 type nameCache struct {
 	mu sync.Mutex
 	// recent is set-associative by symbol index (recentNames slots in
 	// sets of recentWays, made on the first lookup).
 	recent []recentName
-	zr     io.ReadCloser
-	src    bytes.Reader
-	blocks [2]inflated
-	next   int // entry of blocks to replace on the next miss
+	buf    []byte
 }
 
 // recentNames is the number of slots of nameCache.recent, recentWays the
@@ -69,17 +73,6 @@ type recentName struct {
 	sym  int // symbol index + 1; 0 for an empty slot
 	name string
 }
-
-// inflated is one inflated block of names: the names of symbols
-// block*nameBlock on.
-type inflated struct {
-	block int // -1 when empty
-	buf   []byte
-}
-
-// inflateBytes approximates the heap a flate decompressor holds: its
-// 32 KiB window and its Huffman tables.
-const inflateBytes = 40 << 10
 
 func (s *symtab) len() int {
 	if s == nil {
@@ -102,12 +95,7 @@ func (s *symtab) bytes() int {
 	}
 	n := int(unsafe.Sizeof(*s)) + cap(s.offs)*4 + cap(s.addrs)*8 + cap(s.blockOffs)*4 + cap(s.data) + cap(s.mods)*4
 	s.names.mu.Lock()
-	if s.names.zr != nil {
-		n += inflateBytes
-	}
-	for _, b := range s.names.blocks {
-		n += cap(b.buf)
-	}
+	n += cap(s.names.buf)
 	n += cap(s.names.recent) * int(unsafe.Sizeof(recentName{}))
 	for _, r := range s.names.recent {
 		n += len(r.name)
@@ -117,7 +105,7 @@ func (s *symtab) bytes() int {
 }
 
 // name returns the name of symbol i: a recent one from the cache, another
-// by inflating its block unless it is among the last inflated.
+// decoded from its block.
 func (s *symtab) name(i int) string {
 	c := &s.names
 	c.mu.Lock()
@@ -135,60 +123,69 @@ func (s *symtab) name(i int) string {
 			return r.name
 		}
 	}
-	name := c.lookup(s, i)
+	var name string
+	var err error
+	name, c.buf, err = decodeName(s.data[s.blockOffs[i/nameBlock]:s.blockOffs[i/nameBlock+1]], i%nameBlock, c.buf[:0])
+	if err != nil {
+		// The blocks are coded by finish and never written: a failure
+		// is a bug, not bad input.
+		panic(fmt.Sprintf("kallsyms: name of symbol %d: %v", i, err))
+	}
 	copy(set[1:], set[:recentWays-1])
 	set[0] = recentName{sym: i + 1, name: name}
 	return name
 }
 
-// lookup returns the name of symbol i from its block. The string is a
-// copy: the blocks are reused.
-func (c *nameCache) lookup(s *symtab, i int) string {
-	block := i / nameBlock
-	var buf []byte
-	for _, b := range c.blocks {
-		if b.block == block && b.buf != nil {
-			buf = b.buf
-		}
+// appendName appends the coding of name to a block: a uvarint head, which
+// is 1 when name is __pfx_ and the next name of the block (which must
+// follow), and otherwise twice the length of the prefix that name shares
+// with prev, the previous name stored in full; then the length of the
+// rest of name as a uvarint, and the rest.
+func appendName(dst, prev, name []byte, padding bool) []byte {
+	if padding {
+		return append(dst, 1)
 	}
-	if buf == nil {
-		var err error
-		buf, err = c.inflate(s.data[s.blockOffs[block]:s.blockOffs[block+1]], c.blocks[c.next].buf[:0])
-		if err != nil {
-			// The blocks are deflated by finish and never written: a
-			// failure is a bug, not bad input.
-			panic(fmt.Sprintf("kallsyms: names of block %d: %v", block, err))
-		}
-		c.blocks[c.next] = inflated{block: block, buf: buf}
-		c.next = (c.next + 1) % len(c.blocks)
+	shared := 0
+	for shared < len(prev) && shared < len(name) && prev[shared] == name[shared] {
+		shared++
 	}
-	for range i % nameBlock {
-		n, w := binary.Uvarint(buf)
-		buf = buf[w+int(n):]
-	}
-	n, w := binary.Uvarint(buf)
-	return string(buf[w : w+int(n)])
+	dst = binary.AppendUvarint(dst, uint64(shared)<<1)
+	dst = binary.AppendUvarint(dst, uint64(len(name)-shared))
+	return append(dst, name[shared:]...)
 }
 
-// inflate decompresses one block of names, appending it to dst.
-func (c *nameCache) inflate(block, dst []byte) ([]byte, error) {
-	c.src.Reset(block)
-	if c.zr == nil {
-		c.zr = flate.NewReader(&c.src)
-	} else if err := c.zr.(flate.Resetter).Reset(&c.src, nil); err != nil {
-		return nil, err
-	}
-	for {
-		if len(dst) == cap(dst) {
-			dst = slices.Grow(dst, max(4<<10, cap(dst)))
+// decodeName decodes name j of a block coded by appendName, using buf for
+// the names stored in full before it.
+func decodeName(block []byte, j int, buf []byte) (string, []byte, error) {
+	padding := 0 // __pfx_ heads from j on
+	for k := 0; ; k++ {
+		head, w := binary.Uvarint(block)
+		if w <= 0 {
+			return "", buf, fmt.Errorf("name %d of %d: bad head", k, j)
 		}
-		n, err := c.zr.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if err == io.EOF {
-			return dst, nil
+		block = block[w:]
+		if head == 1 {
+			if k >= j {
+				padding++
+			}
+			continue
 		}
-		if err != nil {
-			return nil, err
+		shared := head >> 1
+		n, w := binary.Uvarint(block)
+		if w <= 0 || head&1 != 0 || shared > uint64(len(buf)) || n > uint64(len(block)-w) {
+			return "", buf, fmt.Errorf("name %d of %d: bad coding", k, j)
+		}
+		buf = append(buf[:shared], block[w:w+int(n)]...)
+		block = block[w+int(n):]
+		if k >= j && padding == 0 {
+			return string(buf), buf, nil
+		}
+		if k >= j {
+			name := make([]byte, 0, padding*len(pfxPrefix)+len(buf))
+			for range padding {
+				name = append(name, pfxPrefix...)
+			}
+			return string(append(name, buf...)), buf, nil
 		}
 	}
 }
@@ -266,9 +263,15 @@ const (
 type entry struct {
 	addr    uint64
 	nameOff uint32 // chunk*nameChunk + offset in the chunk
-	mod     uint32
-	global  bool // type T rather than t
+	mod     uint32 // the module name index, or'ed with entryGlobal for type T
 }
+
+// entryGlobal marks an entry of a global symbol (type T rather than t) in
+// its mod; module name indexes stay below it. Packed so, an entry takes
+// 16 bytes rather than 24.
+const entryGlobal = 1 << 31
+
+func (e entry) global() bool { return e.mod&entryGlobal != 0 }
 
 // add appends a symbol named name to the part. It reports false when the
 // part's names would exceed 4 GiB.
@@ -434,14 +437,15 @@ func canonicalLine(line []byte) (addr uint64, typ byte, name, mod []byte, ok boo
 	}
 	if tab := bytes.IndexByte(rest, '\t'); tab >= 0 {
 		name, mod = rest[:tab], rest[tab+1:]
-		if len(mod) < 3 || mod[0] != '[' || mod[len(mod)-1] != ']' || bytes.ContainsAny(mod, " \t\n\r") {
+		if len(mod) < 3 || mod[0] != '[' || mod[len(mod)-1] != ']' || hasSpace(mod) {
 			return 0, 0, nil, nil, false
 		}
 		mod = mod[1 : len(mod)-1]
 	} else {
 		name = rest
 	}
-	if len(name) == 0 || bytes.ContainsAny(name, " \n\r") {
+	// name holds no tab: the first ends it.
+	if len(name) == 0 || hasSpace(name) {
 		return 0, 0, nil, nil, false
 	}
 	return addr, line[17], name, mod, true
@@ -486,14 +490,22 @@ func (b *builder) symbol(addr uint64, typ byte, name, mod []byte) {
 		}
 		mi = idx
 	}
-	if !p.add(entry{addr: addr, mod: mi, global: typ == 'T'}, name) {
+	if mi >= entryGlobal {
+		// Two billion modules: not a kernel's list.
+		b.skipped++
+		return
+	}
+	if typ == 'T' {
+		mi |= entryGlobal
+	}
+	if !p.add(entry{addr: addr, mod: mi}, name) {
 		b.skipped++
 	}
 }
 
 // finish sorts the part's symbols by address, keeps one symbol per address
 // (the first listed, unless a later one is global and it is not) and packs
-// them into a symtab, whose names it compresses. With withMods, the
+// them into a symtab, whose names it front-codes. With withMods, the
 // symtab's mods hold each symbol's module name index.
 func (p *part) finish(withMods bool) *symtab {
 	chunks := p.entries
@@ -522,7 +534,7 @@ func (p *part) finish(withMods bool) *symtab {
 	for _, c := range chunks {
 		for _, e := range c {
 			if last != nil && last.addr == e.addr {
-				if e.global && !last.global {
+				if e.global() && !last.global() {
 					*last = e
 				}
 				continue
@@ -536,63 +548,66 @@ func (p *part) finish(withMods bool) *symtab {
 			kept++
 		}
 	}
-	s := &symtab{addrs: make([]uint64, kept)}
+	// Offsets from the first address when all fit in 32 bits, else full
+	// addresses.
+	s := &symtab{}
+	if kept > 0 && last.addr-chunks[0][0].addr <= math.MaxUint32 {
+		s.base = chunks[0][0].addr
+		s.offs = make([]uint32, kept)
+	} else {
+		s.addrs = make([]uint64, kept)
+	}
 	if withMods {
 		s.mods = make([]uint32, kept)
 	}
-	nblocks := (kept + nameBlock - 1) / nameBlock
-	s.blockOffs = make([]uint32, 0, nblocks+1)
-	var data bytes.Buffer
-	data.Grow(p.nameBytes() / 3)
-	zw, err := flate.NewWriter(&data, flate.BestSpeed)
-	if err != nil {
-		panic(err) // BestSpeed is a valid level
-	}
-	var raw []byte
-	deflate := func() {
-		s.blockOffs = append(s.blockOffs, uint32(data.Len()))
-		zw.Reset(&data)
-		// Writes to a bytes.Buffer do not fail.
-		zw.Write(raw)
-		zw.Close()
-		raw = raw[:0]
+	s.blockOffs = make([]uint32, 0, (kept+nameBlock-1)/nameBlock+1)
+	// Kernel names code to about 40 % of their bytes: the estimate
+	// saves most of the growth steps, and the result is copied to its
+	// size.
+	data := make([]byte, 0, p.nameBytes()/2)
+	var block [nameBlock][]byte
+	code := func(n int) {
+		s.blockOffs = append(s.blockOffs, uint32(len(data)))
+		var prev []byte
+		for j, name := range block[:n] {
+			padding := j+1 < n && len(name) == len(pfxPrefix)+len(block[j+1]) &&
+				string(name[:len(pfxPrefix)]) == pfxPrefix && bytes.Equal(name[len(pfxPrefix):], block[j+1])
+			data = appendName(data, prev, name, padding)
+			if !padding {
+				prev = name
+			}
+		}
 	}
 	i := 0
 	for _, c := range chunks {
 		for _, e := range c[:min(len(c), kept-i)] {
-			s.addrs[i] = e.addr
+			if s.offs != nil {
+				s.offs[i] = uint32(e.addr - s.base)
+			} else {
+				s.addrs[i] = e.addr
+			}
 			if withMods {
-				s.mods[i] = e.mod
+				s.mods[i] = e.mod &^ entryGlobal
 			}
 			chunk := p.names[e.nameOff/nameChunk][e.nameOff%nameChunk:]
 			n, w := binary.Uvarint(chunk)
-			raw = append(raw, chunk[:w+int(n)]...)
+			block[i%nameBlock] = chunk[w : w+int(n)]
 			i++
 			if i%nameBlock == 0 {
-				deflate()
+				code(nameBlock)
 			}
 		}
 	}
 	if i%nameBlock != 0 {
-		deflate()
+		code(i % nameBlock)
 	}
-	if data.Len() > 1<<32-1 {
-		// Names are at most 4 GiB, which deflate to less.
-		panic("kallsyms: compressed names exceed 4 GiB")
+	if len(data) > 1<<32-1 {
+		// Names are at most 4 GiB, and code to at most a few bytes more
+		// each.
+		panic("kallsyms: coded names exceed 4 GiB")
 	}
-	s.blockOffs = append(s.blockOffs, uint32(data.Len()))
-	s.data = bytes.Clone(data.Bytes())
-	if kept > 0 && s.addrs[kept-1]-s.addrs[0] <= math.MaxUint32 {
-		s.base = s.addrs[0]
-		s.offs = make([]uint32, kept)
-		for i, a := range s.addrs {
-			s.offs[i] = uint32(a - s.base)
-		}
-		s.addrs = nil
-	}
-	for k := range s.names.blocks {
-		s.names.blocks[k].block = -1
-	}
+	s.blockOffs = append(s.blockOffs, uint32(len(data)))
+	s.data = bytes.Clone(data)
 	*p = part{}
 	return s
 }
@@ -604,6 +619,18 @@ func (p *part) nameBytes() int {
 		n += len(c)
 	}
 	return n
+}
+
+// hasSpace reports whether b holds a blank (see isSpace). It is
+// bytes.ContainsAny(b, " \t\n\r") without building a set on every call.
+func hasSpace(b []byte) bool {
+	for _, c := range b {
+		// Blanks are below '!'; names are mostly letters.
+		if c <= ' ' && isSpace(c) {
+			return true
+		}
+	}
+	return false
 }
 
 func isSpace(c byte) bool {

@@ -56,3 +56,35 @@ func TestOffCPUProgramsLoadedOnlyWhenOn(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkNew makes a Tracer and closes it: the eBPF programs' load
+// (the kernel's BTF decoded, the maps made, the verifier) and their
+// attachment, what the agent's start costs besides the kernel's symbols.
+// cpu-ms/op is the process's CPU time, the verifier's included.
+func BenchmarkNew(b *testing.B) {
+	testenv.RequireBPF(b)
+	kern, err := kallsyms.Load(kallsyms.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
+	var cpu time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		before := processCPU(b)
+		tr, err := New(Config{SamplesPerSecond: 19, MaxStackDepth: 64, RingBufferSize: 1 << 20, FileCacheSize: 16,
+			Reporter: rec, Kernel: kern, Symbolizer: syms})
+		cpu += processCPU(b) - before
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tr.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
@@ -18,11 +19,17 @@ import (
 
 // BenchmarkProgramLoad loads each program on its own (with the maps it
 // uses) and reports what the verifier did: instructions processed, states,
-// and the CPU time of the load, which is nearly all verification.
+// and the CPU time of the load, which is nearly all verification. The
+// kernel's BTF is decoded once, before, as the tracer decodes it once for
+// all its programs; BenchmarkKernelBTF measures that.
 func BenchmarkProgramLoad(b *testing.B) {
 	testenv.RequireBPF(b)
 	spec, err := LoadStackline()
 	if err != nil {
+		b.Fatal(err)
+	}
+	cache := btf.NewCache()
+	if _, err := cache.Kernel(); err != nil {
 		b.Fatal(err)
 	}
 	for _, name := range []string{"sample", "unwind_native", "process_exit", "process_exec", "offcpu_switch", "offcpu_resume"} {
@@ -30,7 +37,7 @@ func BenchmarkProgramLoad(b *testing.B) {
 			var insns, states, peak float64
 			var cpu time.Duration
 			for range b.N {
-				coll, cpuUsed, err := loadOne(spec, name)
+				coll, cpuUsed, err := loadOne(spec, name, cache)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -49,8 +56,8 @@ func BenchmarkProgramLoad(b *testing.B) {
 // loadOne loads program name of spec with the maps it references, and
 // returns the CPU time of the calling thread spent doing so (the
 // verifier's in the kernel and cilium/ebpf's own, which includes
-// relocating against the kernel's BTF).
-func loadOne(spec *ebpf.CollectionSpec, name string) (*ebpf.Collection, time.Duration, error) {
+// relocating against the kernel's BTF, decoded in cache).
+func loadOne(spec *ebpf.CollectionSpec, name string, cache *btf.Cache) (*ebpf.Collection, time.Duration, error) {
 	s := spec.Copy()
 	for n := range s.Programs {
 		if n != name {
@@ -74,6 +81,7 @@ func loadOne(spec *ebpf.CollectionSpec, name string) (*ebpf.Collection, time.Dur
 	before := threadCPU()
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{
 		MapReplacements: maps,
+		Cache:           cache,
 		Programs:        ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats},
 	})
 	used := threadCPU() - before
@@ -88,6 +96,24 @@ func loadOne(spec *ebpf.CollectionSpec, name string) (*ebpf.Collection, time.Dur
 		return nil, 0, err
 	}
 	return coll, used, nil
+}
+
+// BenchmarkKernelBTF decodes the kernel's BTF as loading the programs
+// does, once for all of them: the CPU time per decode.
+func BenchmarkKernelBTF(b *testing.B) {
+	testenv.RequireBPF(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.ReportAllocs()
+	var cpu time.Duration
+	for b.Loop() {
+		before := threadCPU()
+		if _, err := btf.NewCache().Kernel(); err != nil {
+			b.Fatal(err)
+		}
+		cpu += threadCPU() - before
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 }
 
 func threadCPU() time.Duration {

@@ -157,12 +157,16 @@ static __always_inline int v8_in_builtins(struct unwind_state *st, struct v8_con
 	return off >= c->builtins_start - st->v8_bias && off < c->builtins_end - st->v8_bias;
 }
 
-// Turns the native frame just pushed for pc into a V8 frame when it is
-// one, and steps to its caller by rbp. It returns -1 when the frame is
-// not V8's (or not readable as such): native unwinding goes on with it.
-// m is pc's mapping.
-static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64 pc, struct exec_mapping *m)
+// v8_frame does v8_step's work. It is a global function, which the
+// verifier checks once on its own, for any arguments of its types, rather
+// than once for every path of the native unwinder that reaches it: the
+// native unwinder's verification goes from 20,772 to 16,776 instructions
+// (V8's frame walker branches a lot). Its pointers are never null; the
+// verifier wants them checked.
+__noinline int v8_frame(struct trace *t, struct unwind_state *st, u64 pc, struct exec_mapping *m)
 {
+	if (!t || !st || !m)
+		return -1;
 	u32 pid = st->pid;
 	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &pid);
 	if (!ip || ip->kind != INTERP_V8)
@@ -272,6 +276,22 @@ static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64
 	if (st->pc == 0)
 		return STEP_DONE;
 	return STEP_CONTINUE;
+}
+
+// Turns the native frame just pushed for pc into a V8 frame when it is
+// one, and steps to its caller by rbp. It returns -1 when the frame is
+// not V8's (or not readable as such): native unwinding goes on with it.
+// m is pc's mapping.
+static __always_inline int v8_step(struct trace *t, struct unwind_state *st, u64 pc, struct exec_mapping *m)
+{
+	int r = v8_frame(t, st, pc, m);
+	// The verifier knows nothing of what a global function returns:
+	// bound it where the compiler cannot drop the check (it knows
+	// v8_frame's returns and would otherwise fold the bound away).
+	asm volatile("" : "+r"(r));
+	if (r < -1 || r > STEP_DONE)
+		return -1;
+	return r;
 }
 
 #endif
