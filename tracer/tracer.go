@@ -195,6 +195,9 @@ type Tracer struct {
 	// memo is what the frames of the trace being handled share (owned
 	// by the Run goroutine).
 	memo traceMemo
+	// kernelAddrs are addresses of the kernel image named before (owned
+	// by the Run goroutine).
+	kernelAddrs kernelImageAddrs
 
 	stats tracerStats
 }
