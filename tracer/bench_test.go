@@ -265,3 +265,58 @@ func BenchmarkHandleProcessEvents(b *testing.B) {
 		b.Fatalf("%d syncs queued, %d processes tracked", len(t.due), len(t.processes))
 	}
 }
+
+// parkedBench returns a benchTracer holding maxParkedTraces parked traces
+// of 8 kernel frames each, waiting for jobs 1..jobs in turn, and the raw
+// record of such a trace.
+func parkedBench(b *testing.B, jobs int) (*Tracer, []byte) {
+	t := benchTracer(b)
+	raw := encodeTrace(1, 1, "bench", kernelFrames(b, 8), 8)
+	if err := t.rec.decode(raw); err != nil {
+		b.Fatal(err)
+	}
+	for i := range maxParkedTraces {
+		t.parkOn(&t.rec, raw, uint64(1+i%jobs))
+	}
+	return t, raw
+}
+
+// BenchmarkParkAtBound measures parking a trace while as many wait as
+// maxParkedTraces allows: the oldest is reported to make room. One op is
+// one trace parked and one reported.
+func BenchmarkParkAtBound(b *testing.B) {
+	t, raw := parkedBench(b, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	for range b.N {
+		t.parkOn(&t.rec, raw, 1)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	if len(t.parked) != maxParkedTraces {
+		b.Fatalf("%d traces parked", len(t.parked))
+	}
+}
+
+// BenchmarkRetryParked measures handing back the parked traces of one job
+// done among 64 jobs the maxParkedTraces traces wait for, as the syncs of
+// the processes running at start come back: one op is one trace handled
+// again (reported) and one parked for the next job.
+func BenchmarkRetryParked(b *testing.B) {
+	const jobs = 64
+	t, raw := parkedBench(b, jobs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	for i := 0; i < b.N; {
+		seq := uint64(1 + i/(maxParkedTraces/jobs)%jobs)
+		t.retryParked(seq, 0)
+		for range maxParkedTraces / jobs {
+			t.parkOn(&t.rec, raw, seq)
+		}
+		i += maxParkedTraces / jobs
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+}

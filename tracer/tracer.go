@@ -163,6 +163,8 @@ type Tracer struct {
 	renames   map[trace.FileID]*rename
 	parked    []parkedTrace
 	parkedRec record
+	// retry is retryParked's buffer.
+	retry []parkedTrace
 	// parkedSince is, while a parked trace is handled again, when it
 	// was first parked.
 	parkedSince time.Time
