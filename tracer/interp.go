@@ -140,7 +140,7 @@ func (t *Tracer) interpFrame(proc *process, f *rawFrame) trace.FrameID {
 	if !r.FrameKnown(sym.ID) {
 		r.FrameMetadata(sym.ID, sym.Info())
 	}
-	if !r.ExecutableKnown(sym.ID.File) {
+	if !t.executableKnown(sym.ID.File) {
 		r.ExecutableMetadata(sym.ID.File, trace.ExecutableInfo{FileName: sym.File})
 	}
 	return sym.ID

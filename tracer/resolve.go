@@ -21,6 +21,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 	out := &t.out
 	out.Frames = out.Frames[:0]
 	t.memo = traceMemo{}
+	t.lastMapping = nil
 	var proc *process
 	// mayPark says an address the process's mappings (as last read) do
 	// not resolve is worth reading the process again for.
@@ -228,7 +229,13 @@ func (k *kernelImageAddrs) add(addr uint64) {
 // mayReread) a new read of proc whose mappings as read do not resolve addr
 // (new code mapped since: dlopen, a JIT; a file not identified).
 func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) (trace.FrameID, uint64) {
-	m := proc.find(addr)
+	// Frames of a trace run in a few mappings, often one after the
+	// other: the last one found is tried first.
+	m := t.lastMapping
+	if m == nil || addr < m.start || addr >= m.end {
+		m = proc.find(addr)
+		t.lastMapping = m
+	}
 	if m == nil {
 		if mayReread && t.enqueue(proc.pid, time.Now()) {
 			return trace.FrameID{}, t.inflight[proc.pid].seq
@@ -391,7 +398,7 @@ func (t *Tracer) specialFrame(m *mapping, addr uint64) trace.FrameID {
 	if !r.FrameKnown(id) {
 		r.FrameMetadata(id, trace.FrameInfo{})
 	}
-	if !r.ExecutableKnown(fileID) {
+	if !t.executableKnown(fileID) {
 		r.ExecutableMetadata(fileID, trace.ExecutableInfo{FileName: name, Pseudo: true})
 	}
 	return id

@@ -197,6 +197,9 @@ type Tracer struct {
 	// memo is what the frames of the trace being handled share (owned
 	// by the Run goroutine).
 	memo traceMemo
+	// lastMapping is the mapping of the last native frame of the trace
+	// being handled, or nil (owned by the Run goroutine).
+	lastMapping *mapping
 	// kernelAddrs are addresses of the kernel image named before (owned
 	// by the Run goroutine).
 	kernelAddrs kernelImageAddrs
