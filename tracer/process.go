@@ -103,7 +103,39 @@ func newProcFS(root string, log *slog.Logger) procFS {
 	return procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
 }
 
+// path returns the path of pid's directory, or of rest under it, as
+// filepath.Join would. Names of one element under a clean root (the
+// common case: "maps", "root") are joined without Join's allocations and
+// cleaning.
 func (p procFS) path(pid uint32, rest ...string) string {
+	n := len(p.root) + 1 + 10
+	for _, r := range rest {
+		if r == "" || r == "." || r == ".." || strings.IndexByte(r, '/') >= 0 {
+			return p.join(pid, rest)
+		}
+		n += 1 + len(r)
+	}
+	root := p.root
+	if root == "/" {
+		root = ""
+	} else if root == "" || filepath.Clean(root) != root {
+		return p.join(pid, rest)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(root)
+	b.WriteByte('/')
+	var digits [10]byte
+	b.Write(strconv.AppendUint(digits[:0], uint64(pid), 10))
+	for _, r := range rest {
+		b.WriteByte('/')
+		b.WriteString(r)
+	}
+	return b.String()
+}
+
+// join is path in full, through filepath.Join.
+func (p procFS) join(pid uint32, rest []string) string {
 	return filepath.Join(append([]string{p.root, strconv.FormatUint(uint64(pid), 10)}, rest...)...)
 }
 

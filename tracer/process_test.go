@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -55,5 +56,30 @@ func TestReadProcessLeaderExited(t *testing.T) {
 	// Read again, as a sync does: still alive, not taken for exited.
 	if err := fs.readProcess(p); err != nil {
 		t.Fatalf("second read: %v", err)
+	}
+}
+
+// TestProcPath: procFS.path joins as filepath.Join does, on the quick
+// path and off it.
+func TestProcPath(t *testing.T) {
+	for _, root := range []string{"/proc", "/", "", "proc", "/host/proc/", "/a//b", "/a/./proc", "/a/../proc"} {
+		for _, rest := range [][]string{nil, {"maps"}, {"root"}, {"root", "/usr/lib/libc.so.6"}, {"map_files", "7f00-7f10"},
+			{"root", "../../etc"}, {"."}, {".."}, {""}, {"a/b"}, {"root", "usr//lib/./x"}} {
+			for _, pid := range []uint32{0, 1, 4294967295} {
+				p := procFS{root: root}
+				want := filepath.Join(append([]string{root, strconv.FormatUint(uint64(pid), 10)}, rest...)...)
+				if got := p.path(pid, rest...); got != want {
+					t.Errorf("path(%q, %d, %q) = %q, want %q", root, pid, rest, got, want)
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkProcPath(b *testing.B) {
+	p := procFS{root: "/proc"}
+	b.ReportAllocs()
+	for i := range b.N {
+		_ = p.path(uint32(i), "root")
 	}
 }
