@@ -79,6 +79,7 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 		t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
 		return false
 	}
+	p.given()
 	return true
 }
 
@@ -118,6 +119,9 @@ func (t *Tracer) detachInterpreter(p *process) {
 	p.interp, p.interpRuntime = nil, ""
 	p.interpRetries = 0
 	t.stats.interpProcesses.Add(-1)
+	if p.droppedK {
+		return
+	}
 	if err := t.maps.deleteInterpreter(p.pid); err != nil {
 		t.log.Debug("forget interpreter", "pid", p.pid, "error", err)
 	}

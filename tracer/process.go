@@ -83,6 +83,40 @@ type process struct {
 	// interpRetries counts attaches put off because the runtime was not
 	// initialised yet (a VM starting).
 	interpRetries int
+	// givenK is when (CLOCK_MONOTONIC ns) the process's entry or its
+	// interpreter was last written to eBPF, 0 before; droppedK says the
+	// eBPF side deleted both since, at the exit or exec whose record
+	// was read (see noteDropped).
+	givenK   uint64
+	droppedK bool
+}
+
+// dropMargin is how long before the stamp of an exit or exec record the
+// eBPF side may have deleted the process's entries (the same program
+// deletes them, then stamps the record, in microseconds): entries written
+// later than that before the stamp may have been written after the
+// delete.
+const dropMargin = 10 * time.Millisecond
+
+// noteDropped records that the process exited or exec'd at ktime
+// (CLOCK_MONOTONIC ns, its record's stamp), which deleted its entries in
+// eBPF: unless they were written again since, they need no delete.
+func (proc *process) noteDropped(ktime uint64) {
+	if proc.givenK != 0 && proc.givenK+uint64(dropMargin) < ktime {
+		proc.droppedK = true
+	}
+}
+
+// given records that the process's entries were written to eBPF now.
+func (proc *process) given() {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		// Unknown: the next exit or exec deletes them.
+		proc.givenK = 0
+		return
+	}
+	proc.givenK = uint64(ts.Nano())
+	proc.droppedK = false
 }
 
 // procFS reads the parts of /proc the tracer needs, under a configurable

@@ -569,6 +569,9 @@ func (t *Tracer) handle(raw []byte) {
 	case recordProcessExit:
 		t.stats.events.Add(1)
 		p := t.processes[t.rec.pid]
+		if p != nil {
+			p.noteDropped(t.rec.ktimeNS)
+		}
 		t.forget(t.rec.pid)
 		if p == nil {
 			// Not read yet (a sync may be under way): what the
@@ -592,6 +595,9 @@ func (t *Tracer) handle(raw []byte) {
 		// processes running them (a process of a few milliseconds
 		// may never be sampled). One that exits before costs nothing
 		// (its exit, read in the same batch, unschedules it).
+		if p := t.processes[t.rec.pid]; p != nil {
+			p.noteDropped(t.rec.ktimeNS)
+		}
 		t.forget(t.rec.pid)
 		// A sync under way may have read the old image.
 		delete(t.inflight, t.rec.pid)
