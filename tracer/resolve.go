@@ -320,7 +320,7 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 	}
 	r := t.cfg.Reporter
 	known := r.FrameKnown(id)
-	if !known || (len(t.renames) > 0 && t.renameDue(fi.id, time.Now())) {
+	if !known || (len(t.renames) > 0 && t.renames[fi.id] != nil && t.renameDue(fi.id, time.Now())) {
 		now := time.Now()
 		loaded := t.symbolsLoaded.Contains(fi.id)
 		if !known && !final && !loaded {
