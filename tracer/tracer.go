@@ -577,10 +577,11 @@ func (t *Tracer) handle(raw []byte) {
 			// Not read yet (a sync may be under way): what the
 			// workers bring back names its last records, and is
 			// not given to eBPF.
-			p = &process{pid: t.rec.pid}
+			t.exited.AddUnknown(t.rec.pid, t.rec.ktimeNS)
+		} else {
+			p.gone, p.exitedK = true, t.rec.ktimeNS
+			t.exited.Add(p.pid, p)
 		}
-		p.gone, p.exitedK = true, t.rec.ktimeNS
-		t.exited.Add(p.pid, p)
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
