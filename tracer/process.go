@@ -129,12 +129,22 @@ type procFS struct {
 	// maps reads the processes' executable mappings, owned like meta.
 	maps *procmaps.Reader
 	log  *slog.Logger
+	// prefix is what path puts before "/PID" (root, clean, or "" for
+	// "/"), valid when quick: set by newProcFS.
+	prefix string
+	quick  bool
 }
 
 // newProcFS returns a procFS of the proc file system mounted at root, which
 // logs what it could not read of a process to log at debug level.
 func newProcFS(root string, log *slog.Logger) procFS {
-	return procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
+	p := procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
+	if root == "/" {
+		p.quick = true
+	} else if root != "" && filepath.Clean(root) == root {
+		p.prefix, p.quick = root, true
+	}
+	return p
 }
 
 // path returns the path of pid's directory, or of rest under it, as
@@ -142,22 +152,19 @@ func newProcFS(root string, log *slog.Logger) procFS {
 // common case: "maps", "root") are joined without Join's allocations and
 // cleaning.
 func (p procFS) path(pid uint32, rest ...string) string {
-	n := len(p.root) + 1 + 10
+	if !p.quick {
+		return p.join(pid, rest)
+	}
+	n := len(p.prefix) + 1 + 10
 	for _, r := range rest {
 		if r == "" || r == "." || r == ".." || strings.IndexByte(r, '/') >= 0 {
 			return p.join(pid, rest)
 		}
 		n += 1 + len(r)
 	}
-	root := p.root
-	if root == "/" {
-		root = ""
-	} else if root == "" || filepath.Clean(root) != root {
-		return p.join(pid, rest)
-	}
 	var b strings.Builder
 	b.Grow(n)
-	b.WriteString(root)
+	b.WriteString(p.prefix)
 	b.WriteByte('/')
 	var digits [10]byte
 	b.Write(strconv.AppendUint(digits[:0], uint64(pid), 10))

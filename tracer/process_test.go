@@ -70,7 +70,7 @@ func TestProcPath(t *testing.T) {
 		for _, rest := range [][]string{nil, {"maps"}, {"root"}, {"root", "/usr/lib/libc.so.6"}, {"map_files", "7f00-7f10"},
 			{"root", "../../etc"}, {"."}, {".."}, {""}, {"a/b"}, {"root", "usr//lib/./x"}} {
 			for _, pid := range []uint32{0, 1, 4294967295} {
-				p := procFS{root: root}
+				p := newProcFS(root, nil)
 				want := filepath.Join(append([]string{root, strconv.FormatUint(uint64(pid), 10)}, rest...)...)
 				if got := p.path(pid, rest...); got != want {
 					t.Errorf("path(%q, %d, %q) = %q, want %q", root, pid, rest, got, want)
@@ -81,7 +81,7 @@ func TestProcPath(t *testing.T) {
 }
 
 func BenchmarkProcPath(b *testing.B) {
-	p := procFS{root: "/proc"}
+	p := newProcFS("/proc", nil)
 	b.ReportAllocs()
 	for i := range b.N {
 		_ = p.path(uint32(i), "root")
