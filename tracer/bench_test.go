@@ -28,11 +28,10 @@ type discard struct{}
 
 func (discard) Export(context.Context, *collectorpb.ExportProfilesServiceRequest) error { return nil }
 
-// BenchmarkHandleTrace measures the tracer's per-sample path with warm
-// caches: decode a raw record of kernel and 24 user frames, map the user
-// addresses to files, ask the reporter about every frame, report the trace.
-// The addresses are real: kernel text symbols and this test binary's code.
-func BenchmarkHandleTrace(b *testing.B) {
+// benchTracer returns a Tracer for the benchmarks of the per-record path:
+// no eBPF (its maps in memory), real kernel symbols, symbolizer and
+// reporter (exporting nowhere). The workers are not started.
+func benchTracer(b *testing.B) *Tracer {
 	kern, err := kallsyms.Load(kallsyms.Options{})
 	if err != nil {
 		b.Skip(err)
@@ -46,10 +45,11 @@ func BenchmarkHandleTrace(b *testing.B) {
 		b.Fatal(err)
 	}
 	files, _ := newFileCache(64)
-	t := &Tracer{
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return &Tracer{
 		cfg:           Config{Reporter: rep, Symbolizer: syms, Kernel: kern, ProcRoot: "/proc"},
-		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
-		proc:          newProcFS("/proc", slog.New(slog.NewTextHandler(io.Discard, nil))),
+		log:           log,
+		proc:          newProcFS("/proc", log),
 		processes:     make(map[uint32]*process),
 		inflight:      make(map[uint32]inflightSync),
 		symbolLoads:   make(map[trace.FileID]uint64),
@@ -58,9 +58,17 @@ func BenchmarkHandleTrace(b *testing.B) {
 		files:         files,
 		kernelID:      trace.KernelFileID("vmlinux", kern.BuildID()),
 		maps:          newMemMaps(),
-		tables:        newTableStore(newMemMaps(), 0, slog.New(slog.NewTextHandler(io.Discard, nil))),
+		tables:        newTableStore(newMemMaps(), 0, log),
+		lastSweep:     time.Now(),
 	}
+}
 
+// BenchmarkHandleTrace measures the tracer's per-sample path with warm
+// caches: decode a raw record of kernel and 24 user frames, map the user
+// addresses to files, ask the reporter about every frame, report the trace.
+// The addresses are real: kernel text symbols and this test binary's code.
+func BenchmarkHandleTrace(b *testing.B) {
+	t := benchTracer(b)
 	frames := kernelFrames(b, 8)
 	nk := len(frames)
 	code := []any{BenchmarkHandleTrace, parseCPUList, (*record).decode, (*Tracer).handleTrace,
@@ -93,6 +101,43 @@ func BenchmarkHandleTrace(b *testing.B) {
 	if len(t.parked) > 0 {
 		b.Fatalf("%d traces parked", len(t.parked))
 	}
+}
+
+// BenchmarkKernelTraces measures the per-sample path of kernel stacks as a
+// busy host's are: traces of 16 kernel frames at return addresses spread
+// over 4,096 distinct text symbols of the running kernel, each already
+// named (the reporter knows its frame). One op is one trace.
+func BenchmarkKernelTraces(b *testing.B) {
+	t := benchTracer(b)
+	const symbols, depth = 4096, 16
+	all := kernelFrames(b, 1<<20)
+	if len(all) < symbols {
+		b.Skipf("only %d kernel text symbols", len(all))
+	}
+	frames := make([]rawFrame, symbols)
+	for i := range frames {
+		frames[i] = all[i*len(all)/symbols]
+	}
+	// Consecutive traces share no frame, and every frame recurs.
+	raws := make([][]byte, symbols)
+	for i := range raws {
+		trace := make([]rawFrame, depth)
+		for j := range trace {
+			trace[j] = frames[(i*depth+j*257)%symbols]
+		}
+		raws[i] = encodeTrace(uint32(os.Getpid()), uint32(os.Getpid()), "bench", trace, depth)
+	}
+	for _, raw := range raws {
+		t.handle(raw)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	for i := range b.N {
+		t.handle(raws[i%len(raws)])
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // processCPU returns the user and system CPU time this process used.
@@ -183,26 +228,8 @@ func (t *Tracer) settle() {
 // samples it): one op is its exec and its exit. The pids cycle through
 // more processes than the tracer remembers exited, as a host's would.
 func BenchmarkHandleProcessEvents(b *testing.B) {
-	syms, err := symbolizer.New(symbolizer.Options{CacheSize: 16})
-	if err != nil {
-		b.Fatal(err)
-	}
-	files, _ := newFileCache(64)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	t := &Tracer{
-		cfg:           Config{Symbolizer: syms, ProcRoot: "/proc"},
-		log:           log,
-		proc:          newProcFS("/proc", log),
-		processes:     make(map[uint32]*process),
-		inflight:      make(map[uint32]inflightSync),
-		symbolLoads:   make(map[trace.FileID]uint64),
-		symbolsLoaded: newSymbolsLoaded(64),
-		exited:        newExited(),
-		files:         files,
-		maps:          newMemMaps(),
-		tables:        newTableStore(newMemMaps(), 0, log),
-		lastSweep:     time.Now(),
-	}
+	t := benchTracer(b)
+	files := t.files
 	exe := fileKey{dev: 259<<32 | 3, inode: 12345}
 	files.Add(exe, &fileInfo{path: "/usr/bin/true"})
 	event := func(kind, pid uint32, comm string) []byte {
@@ -237,4 +264,59 @@ func BenchmarkHandleProcessEvents(b *testing.B) {
 	if len(t.due) > 0 || len(t.processes) > 0 {
 		b.Fatalf("%d syncs queued, %d processes tracked", len(t.due), len(t.processes))
 	}
+}
+
+// parkedBench returns a benchTracer holding maxParkedTraces parked traces
+// of 8 kernel frames each, waiting for jobs 1..jobs in turn, and the raw
+// record of such a trace.
+func parkedBench(b *testing.B, jobs int) (*Tracer, []byte) {
+	t := benchTracer(b)
+	raw := encodeTrace(1, 1, "bench", kernelFrames(b, 8), 8)
+	if err := t.rec.decode(raw); err != nil {
+		b.Fatal(err)
+	}
+	for i := range maxParkedTraces {
+		t.parkOn(&t.rec, raw, uint64(1+i%jobs))
+	}
+	return t, raw
+}
+
+// BenchmarkParkAtBound measures parking a trace while as many wait as
+// maxParkedTraces allows: the oldest is reported to make room. One op is
+// one trace parked and one reported.
+func BenchmarkParkAtBound(b *testing.B) {
+	t, raw := parkedBench(b, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	for range b.N {
+		t.parkOn(&t.rec, raw, 1)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	if len(t.parked) != maxParkedTraces {
+		b.Fatalf("%d traces parked", len(t.parked))
+	}
+}
+
+// BenchmarkRetryParked measures handing back the parked traces of one job
+// done among 64 jobs the maxParkedTraces traces wait for, as the syncs of
+// the processes running at start come back: one op is one trace handled
+// again (reported) and one parked for the next job.
+func BenchmarkRetryParked(b *testing.B) {
+	const jobs = 64
+	t, raw := parkedBench(b, jobs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	for i := 0; i < b.N; {
+		seq := uint64(1 + i/(maxParkedTraces/jobs)%jobs)
+		t.retryParked(seq, 0)
+		for range maxParkedTraces / jobs {
+			t.parkOn(&t.rec, raw, seq)
+		}
+		i += maxParkedTraces / jobs
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }

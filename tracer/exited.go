@@ -13,10 +13,18 @@ type exitedProcs struct {
 	index map[uint32]int32
 }
 
-// exitedSlot is one remembered process; p is nil when the slot is free.
+// exitedSlot is one remembered process; the slot is free when neither p
+// nor exitedK is set. A process nothing was known of when it exited has
+// only its exit time (exitedK) until it is looked up: most never are.
 type exitedSlot struct {
-	pid uint32
-	p   *process
+	pid     uint32
+	p       *process
+	exitedK uint64
+}
+
+// used reports whether the slot holds a process.
+func (s *exitedSlot) used() bool {
+	return s.p != nil || s.exitedK != 0
 }
 
 // newExited returns an empty set of at most maxExited exited processes.
@@ -30,26 +38,43 @@ func newExited() *exitedProcs {
 // Add remembers p as the process of pid that exited last, in place of the
 // one remembered before for pid, evicting the oldest when full.
 func (e *exitedProcs) Add(pid uint32, p *process) {
-	e.Remove(pid)
+	e.add(exitedSlot{pid: pid, p: p})
+}
+
+// AddUnknown remembers that the process of pid, of which nothing is known,
+// exited at exitedK (CLOCK_MONOTONIC ns, not 0), as Add would a process
+// gone at exitedK.
+func (e *exitedProcs) AddUnknown(pid uint32, exitedK uint64) {
+	e.add(exitedSlot{pid: pid, exitedK: max(exitedK, 1)})
+}
+
+func (e *exitedProcs) add(slot exitedSlot) {
+	e.Remove(slot.pid)
 	s := &e.slots[e.next]
-	if s.p != nil {
+	if s.used() {
 		delete(e.index, s.pid)
 	}
-	*s = exitedSlot{pid: pid, p: p}
-	e.index[pid] = int32(e.next)
+	*s = slot
+	e.index[slot.pid] = int32(e.next)
 	e.next++
 	if e.next == len(e.slots) {
 		e.next = 0
 	}
 }
 
-// Get returns the process of pid that exited, if remembered.
+// Get returns the process of pid that exited, if remembered. A process
+// added by AddUnknown is made on its first lookup, and the same returned
+// after.
 func (e *exitedProcs) Get(pid uint32) (*process, bool) {
 	i, ok := e.index[pid]
 	if !ok {
 		return nil, false
 	}
-	return e.slots[i].p, true
+	s := &e.slots[i]
+	if s.p == nil {
+		s.p = &process{pid: pid, gone: true, exitedK: s.exitedK}
+	}
+	return s.p, true
 }
 
 // Remove forgets the exited process of pid (its pid runs a new process).

@@ -60,3 +60,38 @@ func TestExitedOldestOut(t *testing.T) {
 		t.Error("an exit older than the last maxExited kept")
 	}
 }
+
+// TestExitedUnknown: a process nothing was known of is remembered by its
+// exit time alone, made on its first lookup (gone, exited then) and the
+// same after, so that what a sync brings back for it later is kept; such
+// entries are evicted oldest first like the others.
+func TestExitedUnknown(t *testing.T) {
+	e := newExited()
+	e.AddUnknown(7, 12345)
+	p, ok := e.Get(7)
+	if !ok || p.pid != 7 || !p.gone || p.exitedK != 12345 {
+		t.Fatalf("pid 7: %+v %v", p, ok)
+	}
+	p.name = "read after its exit"
+	if again, _ := e.Get(7); again != p {
+		t.Error("a second lookup made another process")
+	}
+	for pid := uint32(100); pid < 100+maxExited; pid++ {
+		if pid%2 == 0 {
+			e.AddUnknown(pid, uint64(pid))
+		} else {
+			e.Add(pid, &process{pid: pid})
+		}
+	}
+	if _, ok := e.Get(7); ok {
+		t.Error("pid 7, the oldest, kept past the bound")
+	}
+	if e.Len() != maxExited {
+		t.Errorf("%d remembered, want %d", e.Len(), maxExited)
+	}
+	for pid := uint32(100); pid < 100+maxExited; pid++ {
+		if p, ok := e.Get(pid); !ok || p.pid != pid {
+			t.Fatalf("pid %d: %+v %v", pid, p, ok)
+		}
+	}
+}

@@ -79,6 +79,7 @@ func (t *Tracer) putInterpreter(p *process, inst interpreter.Instance) bool {
 		t.log.Debug("give interpreter to eBPF", "pid", p.pid, "error", err)
 		return false
 	}
+	p.given()
 	return true
 }
 
@@ -118,6 +119,9 @@ func (t *Tracer) detachInterpreter(p *process) {
 	p.interp, p.interpRuntime = nil, ""
 	p.interpRetries = 0
 	t.stats.interpProcesses.Add(-1)
+	if p.droppedK {
+		return
+	}
 	if err := t.maps.deleteInterpreter(p.pid); err != nil {
 		t.log.Debug("forget interpreter", "pid", p.pid, "error", err)
 	}
@@ -140,7 +144,7 @@ func (t *Tracer) interpFrame(proc *process, f *rawFrame) trace.FrameID {
 	if !r.FrameKnown(sym.ID) {
 		r.FrameMetadata(sym.ID, sym.Info())
 	}
-	if !r.ExecutableKnown(sym.ID.File) {
+	if !t.executableKnown(sym.ID.File) {
 		r.ExecutableMetadata(sym.ID.File, trace.ExecutableInfo{FileName: sym.File})
 	}
 	return sym.ID

@@ -60,7 +60,7 @@ func (t *Tracer) parkOn(rec *record, raw []byte, seq uint64) {
 	t.parkedBytes += len(p.raw)
 	for len(t.parked) > maxParkedTraces || t.parkedBytes > maxParkedBytes {
 		t.stats.parkOverflows.Add(1)
-		t.reportParked(0, true)
+		t.reportOldest()
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
@@ -86,23 +86,31 @@ func (t *Tracer) unread(rec *record) bool {
 }
 
 // retryParked handles again the parked traces that waited for the
-// workers' job seq, or (pid not 0) for any read of process pid: reported, or parked again for the next job they need
-// (the symbols of their files after the read of their process), counted
-// from when they were first parked.
+// workers' job seq, or (pid not 0) for any read of process pid: reported,
+// or parked again for the next job they need (the symbols of their files
+// after the read of their process), counted from when they were first
+// parked. It takes them out in one pass, the others keeping their order.
 func (t *Tracer) retryParked(seq uint64, pid uint32) {
-	var retry []parkedTrace
-	for i := 0; i < len(t.parked); {
-		if p := t.parked[i]; p.seq == seq || p.seq == 0 && pid != 0 && p.pid == pid {
+	// The buffer is taken while the traces are handled: handling one
+	// parks, never retries, but a buffer in use is not shared.
+	retry := t.retry[:0]
+	t.retry = nil
+	kept := t.parked[:0]
+	for _, p := range t.parked {
+		if p.seq == seq || p.seq == 0 && pid != 0 && p.pid == pid {
 			retry = append(retry, p)
-			t.parked = slices.Delete(t.parked, i, i+1)
 			t.parkedBytes -= len(p.raw)
 			continue
 		}
-		i++
+		kept = append(kept, p)
 	}
-	for _, p := range retry {
-		t.handleParked(p, false)
+	clear(t.parked[len(kept):])
+	t.parked = kept
+	for i := range retry {
+		t.handleParked(retry[i], false)
 	}
+	clear(retry)
+	t.retry = retry[:0]
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
 
@@ -110,18 +118,20 @@ func (t *Tracer) retryParked(seq uint64, pid uint32) {
 // all when all is set, with what is known.
 func (t *Tracer) expireParked(now time.Time, all bool) {
 	for len(t.parked) > 0 && (all || now.Sub(t.parked[0].at) > maxParkedAge) {
-		t.reportParked(0, true)
+		t.reportOldest()
 	}
 	t.stats.parkedTraces.Store(uint64(len(t.parked)))
 }
 
-// reportParked unparks the i-th parked trace and handles it; final says
-// to report it with what is known, without waiting any more.
-func (t *Tracer) reportParked(i int, final bool) {
-	p := t.parked[i]
-	t.parked = slices.Delete(t.parked, i, i+1)
+// reportOldest unparks the trace parked first and reports it with what is
+// known, without waiting any more. The others stay where they are: the
+// parked traces are a window on their array, advanced at the front.
+func (t *Tracer) reportOldest() {
+	p := t.parked[0]
+	t.parked[0] = parkedTrace{}
+	t.parked = t.parked[1:]
 	t.parkedBytes -= len(p.raw)
-	t.handleParked(p, final)
+	t.handleParked(p, true)
 }
 
 // handleParked handles p, unparked; final says to report it with what is

@@ -83,6 +83,40 @@ type process struct {
 	// interpRetries counts attaches put off because the runtime was not
 	// initialised yet (a VM starting).
 	interpRetries int
+	// givenK is when (CLOCK_MONOTONIC ns) the process's entry or its
+	// interpreter was last written to eBPF, 0 before; droppedK says the
+	// eBPF side deleted both since, at the exit or exec whose record
+	// was read (see noteDropped).
+	givenK   uint64
+	droppedK bool
+}
+
+// dropMargin is how long before the stamp of an exit or exec record the
+// eBPF side may have deleted the process's entries (the same program
+// deletes them, then stamps the record, in microseconds): entries written
+// later than that before the stamp may have been written after the
+// delete.
+const dropMargin = 10 * time.Millisecond
+
+// noteDropped records that the process exited or exec'd at ktime
+// (CLOCK_MONOTONIC ns, its record's stamp), which deleted its entries in
+// eBPF: unless they were written again since, they need no delete.
+func (proc *process) noteDropped(ktime uint64) {
+	if proc.givenK != 0 && proc.givenK+uint64(dropMargin) < ktime {
+		proc.droppedK = true
+	}
+}
+
+// given records that the process's entries were written to eBPF now.
+func (proc *process) given() {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		// Unknown: the next exit or exec deletes them.
+		proc.givenK = 0
+		return
+	}
+	proc.givenK = uint64(ts.Nano())
+	proc.droppedK = false
 }
 
 // procFS reads the parts of /proc the tracer needs, under a configurable
@@ -95,15 +129,54 @@ type procFS struct {
 	// maps reads the processes' executable mappings, owned like meta.
 	maps *procmaps.Reader
 	log  *slog.Logger
+	// prefix is what path puts before "/PID" (root, clean, or "" for
+	// "/"), valid when quick: set by newProcFS.
+	prefix string
+	quick  bool
 }
 
 // newProcFS returns a procFS of the proc file system mounted at root, which
 // logs what it could not read of a process to log at debug level.
 func newProcFS(root string, log *slog.Logger) procFS {
-	return procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
+	p := procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
+	if root == "/" {
+		p.quick = true
+	} else if root != "" && filepath.Clean(root) == root {
+		p.prefix, p.quick = root, true
+	}
+	return p
 }
 
+// path returns the path of pid's directory, or of rest under it, as
+// filepath.Join would. Names of one element under a clean root (the
+// common case: "maps", "root") are joined without Join's allocations and
+// cleaning.
 func (p procFS) path(pid uint32, rest ...string) string {
+	if !p.quick {
+		return p.join(pid, rest)
+	}
+	n := len(p.prefix) + 1 + 10
+	for _, r := range rest {
+		if r == "" || r == "." || r == ".." || strings.IndexByte(r, '/') >= 0 {
+			return p.join(pid, rest)
+		}
+		n += 1 + len(r)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(p.prefix)
+	b.WriteByte('/')
+	var digits [10]byte
+	b.Write(strconv.AppendUint(digits[:0], uint64(pid), 10))
+	for _, r := range rest {
+		b.WriteByte('/')
+		b.WriteString(r)
+	}
+	return b.String()
+}
+
+// join is path in full, through filepath.Join.
+func (p procFS) join(pid uint32, rest []string) string {
 	return filepath.Join(append([]string{p.root, strconv.FormatUint(uint64(pid), 10)}, rest...)...)
 }
 

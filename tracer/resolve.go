@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
 )
@@ -20,6 +21,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 	out := &t.out
 	out.Frames = out.Frames[:0]
 	t.memo = traceMemo{}
+	t.lastMapping = nil
 	var proc *process
 	// mayPark says an address the process's mappings (as last read) do
 	// not resolve is worth reading the process again for.
@@ -117,8 +119,26 @@ func (t *Tracer) offCPUKernelStart(rec *record) int {
 const unknownKernelName = "[unknown]"
 
 func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
+	r := t.cfg.Reporter
+	image := trace.FrameID{File: t.kernelID, Addr: addr, Type: trace.FrameKernel}
+	t.kernelAddrs.check(t.cfg.Kernel)
+	// asked says the reporter was asked about image, and did not know it.
+	asked := false
+	if t.kernelAddrs.has(addr) {
+		// An address of the kernel image named before: its frame is
+		// image, whose name the reporter likely holds.
+		if r.FrameKnown(image) {
+			if !t.executableKnown(image.File) {
+				r.ExecutableMetadata(image.File, trace.ExecutableInfo{FileName: "vmlinux", GNUBuildID: t.cfg.Kernel.BuildID()})
+			}
+			return image
+		}
+		asked = true
+	}
 	sym, ok := t.cfg.Kernel.Lookup(addr)
-	id := trace.FrameID{File: t.kernelID, Addr: addr, Type: trace.FrameKernel}
+	// The lookup may have re-read the modules and BPF programs.
+	t.kernelAddrs.check(t.cfg.Kernel)
+	id := image
 	exec := trace.ExecutableInfo{FileName: "vmlinux", GNUBuildID: t.cfg.Kernel.BuildID()}
 	if ok && sym.Module != "" {
 		// Each module load (or BPF function) is a mapping of its own;
@@ -127,9 +147,10 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 		id.File = trace.KernelFileID(sym.ModuleKey, sym.ModuleBuildID)
 		id.Addr = addr - sym.ModuleBase
 		exec = trace.ExecutableInfo{FileName: sym.Module, GNUBuildID: sym.ModuleBuildID}
+	} else if ok {
+		t.kernelAddrs.add(addr)
 	}
-	r := t.cfg.Reporter
-	if !r.FrameKnown(id) {
+	if asked && id == image || !r.FrameKnown(id) {
 		name := unknownKernelName
 		if ok {
 			name = sym.Name
@@ -144,13 +165,77 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 	return id
 }
 
+// kernelImageBits is the log2 of the number of addresses kernelImageAddrs
+// holds (128 KiB of them): a busy host's kernel frames run to a few
+// thousand return addresses, and the set holds them with few collisions.
+const kernelImageBits = 14
+
+// kernelImageAddrs remembers kernel addresses that kallsyms found in the
+// kernel image, so that a frame at one of them is known by its address:
+// the kernel image's symbols never change, and its frames are identified
+// by address alone. A frame the reporter knows then costs no kallsyms
+// lookup (a search of the kernel's symbols and its name, often inflated
+// from its compressed block). Modules and BPF programs come and go, so
+// their addresses are looked up each time; and as a re-read of them could
+// in principle claim an address next to the image's, every re-read
+// empties the set. It is four-way set-associative: an address added evicts
+// the least recently added of its set.
+type kernelImageAddrs struct {
+	slots []uint64 // an address + 1, or 0 for an empty slot; sets of four
+	// rereads is kallsyms' count of re-reads when the set was last
+	// checked against it.
+	rereads uint64
+}
+
+// set returns the set of addr (Fibonacci hashing).
+func (k *kernelImageAddrs) set(addr uint64) *[4]uint64 {
+	i := (addr * 0x9e3779b97f4a7c15) >> (64 - kernelImageBits + 2)
+	return (*[4]uint64)(k.slots[4*i:])
+}
+
+// has reports whether addr was found in the kernel image.
+func (k *kernelImageAddrs) has(addr uint64) bool {
+	if k.slots == nil {
+		return false
+	}
+	s := k.set(addr)
+	a := addr + 1
+	return s[0] == a || s[1] == a || s[2] == a || s[3] == a
+}
+
+// check empties the set when kern re-read its modules or BPF programs
+// since the last check.
+func (k *kernelImageAddrs) check(kern *kallsyms.Table) {
+	s := kern.Stats()
+	if n := s.ModuleRereads + s.KallsymsRereads + s.BPFRereads; n != k.rereads {
+		k.rereads = n
+		clear(k.slots)
+	}
+}
+
+// add remembers that addr was found in the kernel image.
+func (k *kernelImageAddrs) add(addr uint64) {
+	if k.slots == nil {
+		k.slots = make([]uint64, 1<<kernelImageBits)
+	}
+	s := k.set(addr)
+	copy(s[1:], s[:3])
+	s[0] = addr + 1
+}
+
 // nativeFrame names the frame at addr of proc. Unless final, instead of
 // naming it without what a worker is about to bring, it returns the
 // worker's job to wait for: the symbols of its file, loading, or (when
 // mayReread) a new read of proc whose mappings as read do not resolve addr
 // (new code mapped since: dlopen, a JIT; a file not identified).
 func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) (trace.FrameID, uint64) {
-	m := proc.find(addr)
+	// Frames of a trace run in a few mappings, often one after the
+	// other: the last one found is tried first.
+	m := t.lastMapping
+	if m == nil || addr < m.start || addr >= m.end {
+		m = proc.find(addr)
+		t.lastMapping = m
+	}
 	if m == nil {
 		if mayReread && t.enqueue(proc.pid, time.Now()) {
 			return trace.FrameID{}, t.inflight[proc.pid].seq
@@ -235,7 +320,7 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 	}
 	r := t.cfg.Reporter
 	known := r.FrameKnown(id)
-	if !known || (len(t.renames) > 0 && t.renameDue(fi.id, time.Now())) {
+	if !known || (len(t.renames) > 0 && t.renames[fi.id] != nil && t.renameDue(fi.id, time.Now())) {
 		now := time.Now()
 		loaded := t.symbolsLoaded.Contains(fi.id)
 		if !known && !final && !loaded {
@@ -313,7 +398,7 @@ func (t *Tracer) specialFrame(m *mapping, addr uint64) trace.FrameID {
 	if !r.FrameKnown(id) {
 		r.FrameMetadata(id, trace.FrameInfo{})
 	}
-	if !r.ExecutableKnown(fileID) {
+	if !t.executableKnown(fileID) {
 		r.ExecutableMetadata(fileID, trace.ExecutableInfo{FileName: name, Pseudo: true})
 	}
 	return id

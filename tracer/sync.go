@@ -460,7 +460,9 @@ func (t *Tracer) forget(pid uint32) {
 	// the tables (see needTable).
 	t.detachInterpreter(p)
 	delete(t.processes, pid)
-	if err := t.maps.deleteProcess(pid); err != nil {
+	if p.droppedK {
+		// The eBPF side deleted it at the exit or exec.
+	} else if err := t.maps.deleteProcess(pid); err != nil {
 		t.log.Debug("forget process", "pid", pid, "error", err)
 	}
 	t.deleteMappings(p, p.gen, p.numMappings)
@@ -495,6 +497,7 @@ func (t *Tracer) putMappings(p *process, entries []progs.StacklineExecMapping) e
 		t.deleteMappings(p, gen, len(entries))
 		return fmt.Errorf("put process: %w", err)
 	}
+	p.given()
 	t.deleteMappings(p, p.gen, p.numMappings)
 	p.gen = gen
 	p.numMappings = len(entries)

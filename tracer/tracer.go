@@ -163,6 +163,8 @@ type Tracer struct {
 	renames   map[trace.FileID]*rename
 	parked    []parkedTrace
 	parkedRec record
+	// retry is retryParked's buffer.
+	retry []parkedTrace
 	// parkedSince is, while a parked trace is handled again, when it
 	// was first parked.
 	parkedSince time.Time
@@ -195,6 +197,12 @@ type Tracer struct {
 	// memo is what the frames of the trace being handled share (owned
 	// by the Run goroutine).
 	memo traceMemo
+	// lastMapping is the mapping of the last native frame of the trace
+	// being handled, or nil (owned by the Run goroutine).
+	lastMapping *mapping
+	// kernelAddrs are addresses of the kernel image named before (owned
+	// by the Run goroutine).
+	kernelAddrs kernelImageAddrs
 
 	stats tracerStats
 }
@@ -561,15 +569,19 @@ func (t *Tracer) handle(raw []byte) {
 	case recordProcessExit:
 		t.stats.events.Add(1)
 		p := t.processes[t.rec.pid]
+		if p != nil {
+			p.noteDropped(t.rec.ktimeNS)
+		}
 		t.forget(t.rec.pid)
 		if p == nil {
 			// Not read yet (a sync may be under way): what the
 			// workers bring back names its last records, and is
 			// not given to eBPF.
-			p = &process{pid: t.rec.pid}
+			t.exited.AddUnknown(t.rec.pid, t.rec.ktimeNS)
+		} else {
+			p.gone, p.exitedK = true, t.rec.ktimeNS
+			t.exited.Add(p.pid, p)
 		}
-		p.gone, p.exitedK = true, t.rec.ktimeNS
-		t.exited.Add(p.pid, p)
 		t.unschedule(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
@@ -584,6 +596,9 @@ func (t *Tracer) handle(raw []byte) {
 		// processes running them (a process of a few milliseconds
 		// may never be sampled). One that exits before costs nothing
 		// (its exit, read in the same batch, unschedules it).
+		if p := t.processes[t.rec.pid]; p != nil {
+			p.noteDropped(t.rec.ktimeNS)
+		}
 		t.forget(t.rec.pid)
 		// A sync under way may have read the old image.
 		delete(t.inflight, t.rec.pid)
