@@ -85,6 +85,7 @@ type frameParser struct {
 	arch    *arch
 	opts    *Options
 	segs    segments
+	ranges  rangeSet
 	covered coverage
 
 	cies     []cie
@@ -109,7 +110,7 @@ func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uin
 		s.cieIndex = make(map[uint64]int32)
 	}
 	clear(s.cieIndex)
-	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, covered: covered,
+	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, ranges: bs.ranges, covered: covered,
 		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp, rules: &s.rules}
 	p.interp.arch = bs.arch
 	p.interp.sec = sec
@@ -131,7 +132,9 @@ func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uin
 // executable code.
 func (p *frameParser) walk() error {
 	data := p.sec.data
-	p.fdes = slices.Grow(p.fdes[:0], min(p.countFDEs(), p.opts.MaxRows))
+	if len(p.ranges) == 0 {
+		p.fdes = slices.Grow(p.fdes[:0], min(p.countFDEs(), p.opts.MaxRows))
+	}
 	for off := 0; off < len(data); {
 		r := reader{b: data, off: off, order: p.sec.order}
 		length := uint64(r.u32())
@@ -258,7 +261,7 @@ func (p *frameParser) addFDE(r *reader, idOff, id uint64, off int) error {
 	}
 	seg := p.segs[si]
 	hi = min(hi, seg.vaddr+seg.size)
-	if p.covered.covers(seg.offset(lo), seg.offset(hi)) {
+	if !p.ranges.meets(seg.offset(lo), seg.offset(hi)) || p.covered.covers(seg.offset(lo), seg.offset(hi)) {
 		return nil
 	}
 	if len(p.fdes) >= p.opts.MaxRows {
