@@ -353,6 +353,16 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 	if ef.Class == elf.ELFCLASS32 {
 		fs.ptrSize = 4
 	}
+	hdr := withData(ef, ".eh_frame_hdr")
+	if file, ok := r.(*os.File); ok && hdr != nil && len(bs.ranges) > 0 && !fs.debug && hdr.Size <= uint64(bs.opts.MaxSectionBytes) {
+		// The FDEs of the ranges are found through its table (when
+		// it can be mapped: the section buffer holds .eh_frame when
+		// it cannot).
+		if data, mapping, err := gopclntab.MapSection(file, hdr); err == nil {
+			defer unmap(mapping)
+			fs.hdr, fs.hdrAddr = data, hdr.Addr
+		}
+	}
 	return bs.sectionRows(fs, covered, dst)
 }
 
