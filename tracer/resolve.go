@@ -173,7 +173,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		// Not identified: the sync worker could not open it.
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
-	t.needTable(proc, m, fi)
+	t.needTable(proc, m, fi, addr-m.start+m.offset)
 	return t.namedFrame(proc, m, fi, addr-m.start+m.offset, final)
 }
 
@@ -214,7 +214,7 @@ func (t *Tracer) fileFrame(proc *process, key fileKey, off uint64, final, mayRer
 		t.stats.unknownMappings.Add(1)
 		return trace.FrameID{Addr: off, Type: trace.FrameNative}, 0
 	}
-	t.needFileTable(proc, key, fi)
+	t.needFileTable(proc, key, fi, off)
 	if m == nil {
 		// Where the process had it is unknown: its symbols are opened
 		// through the process's root while it lives, else through the

@@ -164,6 +164,11 @@ type builtTable struct {
 	err         error
 	buildTime   time.Duration
 	invalidRows uint64
+	// regions is set for a table built by region: which are built,
+	// and the rows (see regionTable); update says regions were added to
+	// the table loaded.
+	regions *regionTable
+	update  bool
 }
 
 // close drops bt's rows, unless they are in unwind_tables (which holds its
@@ -369,7 +374,9 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 		}
 		var bt *builtTable
 		fi := b.mf.fi
-		if _, ok := recent[fi.id]; (!ok || b.job == nil) && !t.tables.has(fi.id) {
+		if b.job == nil {
+			bt = t.buildAsked(builder, b.mf)
+		} else if _, ok := recent[fi.id]; !ok && !t.tables.has(fi.id) {
 			bt = t.buildTable(builder, b.mf)
 			recent[fi.id] = time.Now()
 		}
@@ -542,6 +549,141 @@ func (t *Tracer) buildTable(builder TableBuilder, mf *mappedFile) *builtTable {
 	return bt
 }
 
+// buildAsked builds the table of mf's file asked for by a sample, on the
+// build worker: the regions of its code samples reached (see regionTable)
+// when it can be built by region, else all of it. It returns nil when the
+// table is known already.
+func (t *Tracer) buildAsked(builder TableBuilder, mf *mappedFile) *builtTable {
+	fi := mf.fi
+	ask, ok := t.tables.takeRegions(fi.id)
+	if !ok || ask.prev == nil && t.tables.has(fi.id) {
+		return nil
+	}
+	rb, byRegion := builder.(RegionBuilder)
+	if !byRegion || len(ask.regions) == 0 && ask.prev == nil {
+		return t.buildTable(builder, mf)
+	}
+	bt := &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: ask.prev != nil}
+	start := time.Now()
+	defer func() { bt.buildTime = time.Since(start) }()
+	f, err := mf.elf()
+	if err != nil {
+		bt.err = err
+		return bt
+	}
+	n := regionCount(nativeunwind.CodeEnd(f))
+	if ask.prev == nil && (n < 2 || !nativeunwind.Regional(f)) {
+		// Small, or its call frame information cannot be read by
+		// region.
+		return t.buildTable(builder, mf)
+	}
+	if ask.prev != nil && ask.prev.n != n {
+		bt.err = fmt.Errorf("file has %d regions of code, its table %d", n, ask.prev.n)
+		return bt
+	}
+	var regions []uint32
+	for _, r := range ask.regions {
+		if int(r) < n && (ask.prev == nil || !ask.prev.has(uint64(r))) {
+			regions = append(regions, r)
+		}
+	}
+	slices.Sort(regions)
+	regions = slices.Compact(regions)
+	if len(regions) == 0 {
+		if ask.prev == nil {
+			return t.buildTable(builder, mf)
+		}
+		// Asked again while the build that added them was out.
+		return nil
+	}
+	goCode := fi.isGo
+	if ask.prev != nil {
+		goCode = ask.prev.goCode
+	}
+	bt.table, bt.rows, bt.regions, bt.sources, bt.invalidRows, bt.err = encodeRegions(rb, t.maps, tableKey(fi.id), f, mf.debug(),
+		t.cfg.MaxUnwindTableBytes, n, regions, ask.prev, goCode)
+	return bt
+}
+
+// RegionBuilder is a TableBuilder that also builds tables by range of
+// file offsets, as *nativeunwind.Builder does (BuildRanges). With a
+// TableBuilder that is not one, tables are built whole.
+type RegionBuilder interface {
+	TableBuilder
+	BuildRanges(f, debug *elffile.File, opts nativeunwind.Options, ranges []nativeunwind.Range) (*nativeunwind.Table, error)
+}
+
+// encodeRegions builds the regions of f (and debug), a file of n regions
+// of code, with builder, and packs a table of maps for key of those and
+// the regions of prev (nil: none), with a marker row at the start of the
+// others (ruleUnbuilt; ruleInvalid for Go code, goCode). The table's rows
+// are also returned in rt.rows unless every region is built.
+func encodeRegions(builder RegionBuilder, maps unwinderMaps, key uint64, f, debug *elffile.File, maxBytes uint64, n int,
+	regions []uint32, prev *regionTable, goCode bool) (tab rowTable, rows int, rt *regionTable, src nativeunwind.Source, invalid uint64, err error) {
+	maxRows := min(maxBytes/rowBytes, maxTableRows)
+	ranges := make([]nativeunwind.Range, 0, len(regions))
+	for _, r := range regions {
+		rg := regionRange(r, n)
+		if k := len(ranges); k > 0 && ranges[k-1].Hi == rg.Lo {
+			ranges[k-1].Hi = rg.Hi
+			continue
+		}
+		ranges = append(ranges, rg)
+	}
+	built, err := builder.BuildRanges(f, debug, nativeunwind.Options{MaxRows: int(maxRows)}, ranges)
+	if err != nil {
+		return nil, 0, nil, 0, 0, err
+	}
+	encoded := encodeRules(built.Rules())
+	piece := make([]uint64, built.Len())
+	for i := range piece {
+		addr, rule := built.At(i)
+		if addr > 0xffffffff {
+			builder.Release()
+			return nil, 0, nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", addr)
+		}
+		e := encoded[rule]
+		invalid += e & 1
+		piece[i] = e&^1 | addr
+	}
+	src = built.Sources
+	builder.Release()
+	marker := ruleUnbuilt
+	if goCode {
+		marker = ruleInvalid
+	}
+	packed, bits, count := composeRegions(prev, n, regions, piece, marker)
+	if uint64(len(packed)) > maxRows {
+		return nil, 0, nil, 0, 0, fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, len(packed))
+	}
+	tab, err = maps.newTable(key, len(packed), func(rows []uint64) error {
+		copy(rows, packed)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, nil, 0, 0, err
+	}
+	rt = &regionTable{n: n, built: bits, count: count, goCode: goCode}
+	if !rt.complete() {
+		rt.rows = packed
+	}
+	return tab, len(packed), rt, src, invalid, nil
+}
+
+// encodeRules returns the packed rule of each rule of a table, in the
+// high half; bit 0 set for a rule the unwinder cannot express.
+func encodeRules(rules []nativeunwind.Row) []uint64 {
+	encoded := make([]uint64, len(rules))
+	for i, r := range rules {
+		rule, ok := encodeRule(r)
+		encoded[i] = packRow(rule, 0)
+		if !ok {
+			encoded[i] |= 1
+		}
+	}
+	return encoded
+}
+
 // encodeTable builds the table of f (and debug) with builder, within
 // maxBytes, and packs its rows for the eBPF unwinder straight into a new
 // table of maps for key (on the build workers: a table of eBPF's own,
@@ -560,17 +702,7 @@ func encodeTable(builder TableBuilder, maps unwinderMaps, key uint64, f, debug *
 	if n == 0 {
 		return nil, 0, 0, 0, nativeunwind.ErrNoCFI
 	}
-	// The packed rule of each rule of the table, in the high half; bit 0
-	// set for a rule the unwinder cannot express.
-	rules := built.Rules()
-	encoded := make([]uint64, len(rules))
-	for i, r := range rules {
-		rule, ok := encodeRule(r)
-		encoded[i] = packRow(rule, 0)
-		if !ok {
-			encoded[i] |= 1
-		}
-	}
+	encoded := encodeRules(built.Rules())
 	tab, err = maps.newTable(key, n, func(packed []uint64) error {
 		packed = packed[:n]
 		for i := range packed {
