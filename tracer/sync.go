@@ -333,8 +333,8 @@ func (t *Tracer) needTable(p *process, m *mapping, fi *fileInfo, off uint64) {
 }
 
 // needRegion asks for the region of file offset off of fi, file key,
-// mapped by m in proc (nil: not known, see liveMapping), when fi's table is built by
-// region and that region is not built, handing its build to a build
+// mapped by m in proc (nil: not known, see liveMapping), when fi's table
+// is built by region and that region is not built, handing its build to a build
 // worker unless one has a build of the file's regions (the regions asked
 // meanwhile are built next, all together). It reports whether fi's table
 // is built by region and not whole yet.
@@ -368,6 +368,9 @@ func (t *Tracer) queueRegionBuild(src regionSource) {
 	mc := src.m
 	mf := t.mappedFile(t.proc, &process{pid: src.pid}, &mc)
 	mf.fi = src.fi
+	// Opened here, as in queueBuild: the process that asked may be a
+	// compiler run about to exit.
+	mf.size()
 	select {
 	case t.w.builds[0] <- buildTask{mf: mf, size: regionBytes}:
 	default:
