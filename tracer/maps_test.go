@@ -73,6 +73,13 @@ type memTable []uint64
 func (t memTable) size() uint64 { return uint64(len(t)) * rowBytes }
 func (memTable) close() error   { return nil }
 
+func (t memTable) read(n int, fn func(rows []uint64)) error {
+	fn(t[:n])
+	return nil
+}
+
+func (t memTable) clone() (rowTable, error) { return t, nil }
+
 func (m *memMaps) newTable(_ uint64, n int, fill func(rows []uint64) error) (rowTable, error) {
 	rows := make(memTable, n)
 	if err := fill(rows); err != nil {

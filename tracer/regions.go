@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"time"
 
 	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/trace"
@@ -51,9 +52,11 @@ type regionTable struct {
 	n     int
 	built []uint64
 	count int
-	// rows are the table's rows as loaded, to make the next table with
-	// more regions from; nil once all regions are built.
-	rows []uint64
+	// tab is the table loaded, held open to make the next one with
+	// more regions from (its rows read in place, not kept on the heap),
+	// and rows its number of rows; nil once all regions are built.
+	tab  rowTable
+	rows int
 	// goCode says the file is Go's: its regions not built are stepped by
 	// frame pointer.
 	goCode bool
@@ -67,6 +70,17 @@ type regionTable struct {
 	// from is where the last region was asked from, to hand the next
 	// build from.
 	from regionSource
+	// loaded is when the table was last loaded: the next build waits
+	// until regionCoalesce after it, for more regions to go with it.
+	loaded time.Time
+}
+
+// due returns when the next build of rt's regions may run.
+func (rt *regionTable) due(now time.Time) time.Time {
+	if due := rt.loaded.Add(regionCoalesce); due.After(now) {
+		return due
+	}
+	return now
 }
 
 // regionSource is a process mapping a file, through which its table is
@@ -114,7 +128,9 @@ func addAsked(asked []uint32, r uint32) ([]uint32, bool) {
 // regions asked, and the table they are added to (nil for the first).
 type regionAsk struct {
 	regions []uint32
-	prev    *regionTable // a copy: built and rows as they were
+	// prev is a copy of the regionTable, with a handle of its own on
+	// the table, which the build worker closes.
+	prev *regionTable
 }
 
 // takeRegions takes the regions asked for id's table, and a copy of its
@@ -128,8 +144,16 @@ func (s *tableStore) takeRegions(id trace.FileID) (ask regionAsk, ok bool) {
 		if rt == nil || rt.full {
 			return regionAsk{}, false
 		}
+		if rt.tab == nil {
+			return regionAsk{}, false
+		}
+		tab, err := rt.tab.clone()
+		if err != nil {
+			s.log.Debug("unwind table regions", "file", tb.name, "error", err)
+			return regionAsk{}, false
+		}
 		ask.regions, rt.asked = rt.asked, nil
-		ask.prev = &regionTable{n: rt.n, built: slices.Clone(rt.built), count: rt.count, rows: rt.rows, goCode: rt.goCode}
+		ask.prev = &regionTable{n: rt.n, built: slices.Clone(rt.built), count: rt.count, tab: tab, rows: rt.rows, goCode: rt.goCode}
 		return ask, true
 	}
 	if u := s.unbuilt[id]; u != nil {
@@ -158,7 +182,7 @@ func (s *tableStore) askRegion(tb *unwindTable, r uint32, src regionSource) bool
 // regionsBuilt enters bt, tb's table with more regions built, in place of
 // tb's, and reports whether regions were asked meanwhile: the caller
 // hands their build to a worker (from rt.from).
-func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable) (more bool) {
+func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time) (more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rt := tb.regions
@@ -176,12 +200,15 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable) (more bool) {
 			"file", tb.name, "rows", bt.rows, "error", err)
 		return false
 	}
-	*rt = regionTable{n: rt.n, built: bt.regions.built, count: bt.regions.count, rows: bt.regions.rows,
-		goCode: rt.goCode, asked: rt.asked, from: rt.from}
+	old := rt.tab
+	*rt = regionTable{n: rt.n, built: bt.regions.built, count: bt.regions.count, goCode: rt.goCode, asked: rt.asked, from: rt.from, loaded: now}
+	rt.keep(bt)
+	if old != nil {
+		old.close()
+	}
 	// Those asked again while the build was out are in.
 	rt.asked = slices.DeleteFunc(rt.asked, func(r uint32) bool { return rt.has(uint64(r)) })
 	if rt.complete() {
-		rt.rows = nil
 		delete(s.partial, tb.id)
 	}
 	if len(rt.asked) == 0 {
@@ -189,6 +216,24 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable) (more bool) {
 	}
 	rt.building = true
 	return true
+}
+
+// keep holds bt's table, just loaded, to make the next one from, unless
+// every region is built: the table is then rt's, not bt's to close.
+func (rt *regionTable) keep(bt *builtTable) {
+	if rt.complete() {
+		return
+	}
+	rt.tab, rt.rows = bt.table, bt.rows
+	bt.table = nil
+}
+
+// drop closes the table held.
+func (rt *regionTable) drop() {
+	if rt.tab != nil {
+		rt.tab.close()
+		rt.tab = nil
+	}
 }
 
 // replace puts bt's table in unwind_tables in place of tb's, within the
@@ -244,11 +289,11 @@ func appendRow(out []uint64, p uint64) []uint64 {
 }
 
 // composeRegions returns the rows of the table of a file of n regions
-// whose regions built are those of prev (nil: none) and those of
-// regions, whose rows are piece (packed for eBPF): the rows of each
-// region built, and a row of marker at the start of each other. It
-// returns the new set of regions built.
-func composeRegions(prev *regionTable, n int, regions []uint32, piece []uint64, marker uint32) (rows, built []uint64, count int) {
+// whose regions built are those of prev (nil: none), whose rows are
+// prevRows, and those of regions, whose rows are piece (all packed for
+// eBPF): the rows of each region built, and a row of marker at the start
+// of each other. It returns the new set of regions built.
+func composeRegions(prev *regionTable, prevRows []uint64, n int, regions []uint32, piece []uint64, marker uint32) (rows, built []uint64, count int) {
 	built = make([]uint64, (n+63)/64)
 	if prev != nil {
 		copy(built, prev.built)
@@ -257,10 +302,7 @@ func composeRegions(prev *regionTable, n int, regions []uint32, piece []uint64, 
 	for _, r := range regions {
 		fresh[r/64] |= 1 << (r % 64)
 	}
-	hint := len(piece) + n
-	if prev != nil {
-		hint += len(prev.rows)
-	}
+	hint := len(piece) + n + len(prevRows)
 	rows = make([]uint64, 0, hint)
 	for r := range uint32(n) {
 		rg := regionRange(r, n)
@@ -269,7 +311,7 @@ func composeRegions(prev *regionTable, n int, regions []uint32, piece []uint64, 
 			rows = appendRegion(rows, piece, rg)
 			built[r/64] |= 1 << (r % 64)
 		case prev != nil && prev.has(uint64(r)):
-			rows = appendRegion(rows, prev.rows, rg)
+			rows = appendRegion(rows, prevRows, rg)
 		default:
 			rows = appendRow(rows, packRow(marker, rg.Lo))
 		}

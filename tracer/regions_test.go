@@ -227,6 +227,8 @@ func TestComposeRegions(t *testing.T) {
 	for round := range 3 {
 		order := rnd.Perm(n)
 		var prev *regionTable
+		var rows, built []uint64
+		var count int
 		for len(order) > 0 {
 			k := min(len(order), 1+rnd.IntN(3))
 			var regions []uint32
@@ -245,8 +247,12 @@ func TestComposeRegions(t *testing.T) {
 			}
 			piece := encodeAll(t, tab)
 			b.Release()
-			rows, built, count := composeRegions(prev, n, regions, piece, ruleUnbuilt)
-			prev = &regionTable{n: n, built: built, count: count, rows: rows}
+			var prevRows []uint64
+			if prev != nil {
+				prevRows = rows
+			}
+			rows, built, count = composeRegions(prev, prevRows, n, regions, piece, ruleUnbuilt)
+			prev = &regionTable{n: n, built: built, count: count}
 			for r := range uint32(n) {
 				rg := regionRange(r, n)
 				got := appendRegion(nil, rows, rg)
@@ -264,7 +270,7 @@ func TestComposeRegions(t *testing.T) {
 		if !prev.complete() {
 			t.Fatalf("round %d: %d of %d regions built", round, prev.count, n)
 		}
-		got := prev.rows
+		got := rows
 		if len(got) > 0 && uint32(got[0]>>rowRuleShift) == ruleInvalid && (len(want) == 0 || got[0] != want[0]) {
 			got = got[1:] // the row at 0: none before the first
 		}

@@ -47,6 +47,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 			}
 			var id trace.FrameID
 			var wait uint64
+			t.memo.leaf = f.flags&frameFlagReturnAddress == 0
 			if f.flags&frameFlagFile != 0 {
 				id, wait = t.fileFrame(proc, fileKeyOf(f), addr, final, mayPark)
 			} else {

@@ -348,7 +348,10 @@ func (t *Tracer) needRegion(proc *process, m *mapping, key fileKey, fi *fileInfo
 	}
 	rt := tb.regions
 	r := off >> regionShift
-	if rt.full || r >= uint64(rt.n) || rt.has(r) {
+	if rt.full || r >= uint64(rt.n) || rt.has(r) || rt.goCode && !t.memo.leaf {
+		// Go code keeps frame pointers, which unwind its regions not
+		// built but at the leaf, which may not have set up its frame
+		// yet (or any): only a leaf asks.
 		return true
 	}
 	pid := proc.pid
@@ -356,15 +359,16 @@ func (t *Tracer) needRegion(proc *process, m *mapping, key fileKey, fi *fileInfo
 		pid, m = t.liveMapping(proc, key, fi)
 	}
 	if t.tables.askRegion(tb, uint32(r), regionSource{pid: pid, m: *m, fi: fi}) {
-		t.queueRegionBuild(rt.from)
+		now := time.Now()
+		t.queueRegionBuild(rt.from, rt.due(now))
 	}
 	return true
 }
 
 // queueRegionBuild hands the build of the regions asked of a file's table
 // to the build worker of small files (a region costs about a
-// millisecond), through src.
-func (t *Tracer) queueRegionBuild(src regionSource) {
+// millisecond), through src, to run at due.
+func (t *Tracer) queueRegionBuild(src regionSource, due time.Time) {
 	mc := src.m
 	mf := t.mappedFile(t.proc, &process{pid: src.pid}, &mc)
 	mf.fi = src.fi
@@ -372,7 +376,7 @@ func (t *Tracer) queueRegionBuild(src regionSource) {
 	// compiler run about to exit.
 	mf.size()
 	select {
-	case t.w.builds[0] <- buildTask{mf: mf, size: regionBytes}:
+	case t.w.builds[0] <- buildTask{mf: mf, size: regionBytes, due: due}:
 	default:
 		mf.close()
 		t.tables.unrequest(src.fi.id)
@@ -458,8 +462,8 @@ func (t *Tracer) tableBuilt(id trace.FileID, bt *builtTable, now time.Time) {
 	if bt != nil && bt.update {
 		// More regions of a table built by region: it replaces the
 		// one loaded, which every mapping of the file refers to.
-		if tb := t.tables.tables[id]; tb != nil && tb.regions != nil && t.tables.regionsBuilt(tb, bt) {
-			t.queueRegionBuild(tb.regions.from)
+		if tb := t.tables.tables[id]; tb != nil && tb.regions != nil && t.tables.regionsBuilt(tb, bt, now) {
+			t.queueRegionBuild(tb.regions.from, tb.regions.due(now))
 		}
 		bt.close()
 		return

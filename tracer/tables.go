@@ -365,8 +365,10 @@ func (s *tableStore) load(id trace.FileID, name string, built *builtTable, now t
 	}
 	tb.sources = built.sources
 	if rt := built.regions; rt != nil {
+		rt.loaded = now
 		tb.regions = rt
 		if !rt.complete() {
+			rt.keep(built)
 			s.partial[id] = tb
 		}
 	}
@@ -437,6 +439,9 @@ func (s *tableStore) expire(now time.Time) []*unwindTable {
 func (s *tableStore) remove(tb *unwindTable) {
 	delete(s.tables, tb.id)
 	delete(s.partial, tb.id)
+	if tb.regions != nil {
+		tb.regions.drop()
+	}
 	for _, f := range tb.files {
 		if err := s.maps.deleteFileTable(f); err != nil {
 			s.log.Debug("remove file table", "file", tb.name, "error", err)

@@ -114,6 +114,9 @@ type buildTask struct {
 	job  *syncJob
 	mf   *mappedFile
 	size int64
+	// due is when it may be built: regions added to a table wait a
+	// little for others asked right after (regionCoalesce).
+	due time.Time
 }
 
 // inflightSync is a sync with the workers, as the Run goroutine knows it.
@@ -343,6 +346,12 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 			b.mf.close()
 		}
 	}()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		if len(pending) == 0 {
 			select {
@@ -351,6 +360,27 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 			case b := <-queue:
 				pending = append(pending, b)
 			}
+		}
+		if wait := nextDue(pending, time.Now()); wait > 0 {
+			// Only builds not due yet: wait for one, or for more.
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			more := queue
+			if len(pending) >= buildQueueLen {
+				more = nil
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case b := <-more:
+				pending = append(pending, b)
+			case <-timer.C:
+			}
+			timer.Stop()
+			continue
 		}
 		// Up to buildQueueLen wait here, as many more in the queue;
 		// past that the sync worker hands no more.
@@ -363,7 +393,7 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 				break more
 			}
 		}
-		i := nextBuild(pending)
+		i := nextBuild(pending, time.Now())
 		b := pending[i]
 		pending = slices.Delete(pending, i, i+1)
 		now := time.Now()
@@ -377,7 +407,7 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 		if b.job == nil {
 			bt = t.buildAsked(builder, b.mf)
 		} else if _, ok := recent[fi.id]; !ok && !t.tables.has(fi.id) {
-			bt = t.buildTable(builder, b.mf)
+			bt = t.buildSynced(builder, b.mf)
 			recent[fi.id] = time.Now()
 		}
 		b.mf.close()
@@ -400,20 +430,50 @@ func (b buildTask) background() bool {
 	return b.job != nil && b.job.background
 }
 
-// nextBuild returns the index of the build to do first: of a process that
-// asked rather than one running at start, then of the smallest file.
-func nextBuild(pending []buildTask) int {
-	best := 0
-	for i, b := range pending[1:] {
+// regionCoalesce is the least time between two builds of regions added
+// to a table, so that those asked meanwhile go together: at start,
+// samples ask for many regions of the busy files within a second, and
+// each build of a table's regions makes the whole table anew.
+const regionCoalesce = 100 * time.Millisecond
+
+// nextDue returns how long until a build of pending is due; 0 when one
+// is.
+func nextDue(pending []buildTask, now time.Time) time.Duration {
+	wait := time.Duration(-1)
+	for _, b := range pending {
+		d := b.due.Sub(now)
+		if d <= 0 {
+			return 0
+		}
+		if wait < 0 || d < wait {
+			wait = d
+		}
+	}
+	return max(wait, 0)
+}
+
+// nextBuild returns the index of the build to do first among those due:
+// of a process that asked rather than one running at start, then of the
+// smallest file.
+func nextBuild(pending []buildTask, now time.Time) int {
+	best := -1
+	for i, b := range pending {
+		if b.due.After(now) {
+			continue
+		}
+		if best < 0 {
+			best = i
+			continue
+		}
 		c := pending[best]
 		if b.background() != c.background() {
 			if !b.background() {
-				best = i + 1
+				best = i
 			}
 			continue
 		}
 		if b.size < c.size {
-			best = i + 1
+			best = i
 		}
 	}
 	return best
@@ -539,12 +599,7 @@ func (t *Tracer) buildTable(builder TableBuilder, mf *mappedFile) *builtTable {
 		return bt
 	}
 	debug := mf.debug()
-	if dp := f.DebugPath(); dp != fi.debugPath {
-		// The symbolizer looks there first when it loads the file.
-		c := *fi
-		c.debugPath = dp
-		t.files.Add(mf.m.key, &c)
-	}
+	t.noteDebugPath(mf, f)
 	bt.table, bt.rows, bt.sources, bt.invalidRows, bt.err = encodeTable(builder, t.maps, tableKey(fi.id), f, debug, t.cfg.MaxUnwindTableBytes)
 	return bt
 }
@@ -556,6 +611,9 @@ func (t *Tracer) buildTable(builder TableBuilder, mf *mappedFile) *builtTable {
 func (t *Tracer) buildAsked(builder TableBuilder, mf *mappedFile) *builtTable {
 	fi := mf.fi
 	ask, ok := t.tables.takeRegions(fi.id)
+	if ask.prev != nil {
+		defer ask.prev.drop()
+	}
 	if !ok || ask.prev == nil && t.tables.has(fi.id) {
 		return nil
 	}
@@ -563,23 +621,13 @@ func (t *Tracer) buildAsked(builder TableBuilder, mf *mappedFile) *builtTable {
 	if !byRegion || len(ask.regions) == 0 && ask.prev == nil {
 		return t.buildTable(builder, mf)
 	}
-	bt := &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: ask.prev != nil}
-	start := time.Now()
-	defer func() { bt.buildTime = time.Since(start) }()
-	f, err := mf.elf()
-	if err != nil {
-		bt.err = err
-		return bt
-	}
-	n := regionCount(nativeunwind.CodeEnd(f))
-	if ask.prev == nil && (n < 2 || !nativeunwind.Regional(f)) {
-		// Small, or its call frame information cannot be read by
-		// region.
+	f, n, regional := t.regional(mf)
+	if ask.prev == nil && !regional {
 		return t.buildTable(builder, mf)
 	}
 	if ask.prev != nil && ask.prev.n != n {
-		bt.err = fmt.Errorf("file has %d regions of code, its table %d", n, ask.prev.n)
-		return bt
+		return &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: true,
+			err: fmt.Errorf("file has %d regions of code, its table %d", n, ask.prev.n)}
 	}
 	var regions []uint32
 	for _, r := range ask.regions {
@@ -587,8 +635,6 @@ func (t *Tracer) buildAsked(builder TableBuilder, mf *mappedFile) *builtTable {
 			regions = append(regions, r)
 		}
 	}
-	slices.Sort(regions)
-	regions = slices.Compact(regions)
 	if len(regions) == 0 {
 		if ask.prev == nil {
 			return t.buildTable(builder, mf)
@@ -596,12 +642,59 @@ func (t *Tracer) buildAsked(builder TableBuilder, mf *mappedFile) *builtTable {
 		// Asked again while the build that added them was out.
 		return nil
 	}
-	goCode := fi.isGo
-	if ask.prev != nil {
-		goCode = ask.prev.goCode
+	return t.buildRegions(rb, mf, f, n, regions, ask.prev)
+}
+
+// buildSynced builds the table of mf's file for a sync, on the build
+// worker: a file with little code mapped (eagerTable) most often has
+// little code, and is built whole; one with more, of which the process
+// maps a small part (node's, after it remaps most of its code), gets the
+// regions of that part.
+func (t *Tracer) buildSynced(builder TableBuilder, mf *mappedFile) *builtTable {
+	if rb, ok := builder.(RegionBuilder); ok {
+		if f, n, regional := t.regional(mf); regional {
+			m := mf.m
+			var regions []uint32
+			for r := m.offset >> regionShift; r <= (m.offset+(m.end-m.start)-1)>>regionShift && r < uint64(n); r++ {
+				regions = append(regions, uint32(r))
+			}
+			if len(regions) > 0 {
+				return t.buildRegions(rb, mf, f, n, regions, nil)
+			}
+		}
 	}
-	bt.table, bt.rows, bt.regions, bt.sources, bt.invalidRows, bt.err = encodeRegions(rb, t.maps, tableKey(fi.id), f, mf.debug(),
-		t.cfg.MaxUnwindTableBytes, n, regions, ask.prev, goCode)
+	return t.buildTable(builder, mf)
+}
+
+// regional reports whether the table of mf's file is built by region
+// (two regions of code or more, whose call frame information can be read
+// by region), and returns the file and its number of regions.
+func (t *Tracer) regional(mf *mappedFile) (*elffile.File, int, bool) {
+	f, err := mf.elf()
+	if err != nil {
+		return nil, 0, false
+	}
+	n := regionCount(nativeunwind.CodeEnd(f))
+	return f, n, n >= 2 && nativeunwind.Regional(f)
+}
+
+// buildRegions builds regions of the table of mf's file f, of n regions,
+// and adds them to those of prev (nil: none), on the build worker.
+func (t *Tracer) buildRegions(rb RegionBuilder, mf *mappedFile, f *elffile.File, n int, regions []uint32, prev *regionTable) *builtTable {
+	fi := mf.fi
+	bt := &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: prev != nil}
+	start := time.Now()
+	defer func() { bt.buildTime = time.Since(start) }()
+	slices.Sort(regions)
+	regions = slices.Compact(regions)
+	debug := mf.debug()
+	t.noteDebugPath(mf, f)
+	goCode := fi.isGo
+	if prev != nil {
+		goCode = prev.goCode
+	}
+	bt.table, bt.rows, bt.regions, bt.sources, bt.invalidRows, bt.err = encodeRegions(rb, t.maps, tableKey(fi.id), f, debug,
+		t.cfg.MaxUnwindTableBytes, n, regions, prev, goCode)
 	return bt
 }
 
@@ -615,9 +708,9 @@ type RegionBuilder interface {
 
 // encodeRegions builds the regions of f (and debug), a file of n regions
 // of code, with builder, and packs a table of maps for key of those and
-// the regions of prev (nil: none), with a marker row at the start of the
-// others (ruleUnbuilt; ruleInvalid for Go code, goCode). The table's rows
-// are also returned in rt.rows unless every region is built.
+// the regions of prev (nil: none; its rows are read from its table), with
+// a marker row at the start of the others (ruleUnbuilt; ruleInvalid for Go
+// code, goCode).
 func encodeRegions(builder RegionBuilder, maps unwinderMaps, key uint64, f, debug *elffile.File, maxBytes uint64, n int,
 	regions []uint32, prev *regionTable, goCode bool) (tab rowTable, rows int, rt *regionTable, src nativeunwind.Source, invalid uint64, err error) {
 	maxRows := min(maxBytes/rowBytes, maxTableRows)
@@ -652,7 +745,15 @@ func encodeRegions(builder RegionBuilder, maps unwinderMaps, key uint64, f, debu
 	if goCode {
 		marker = ruleInvalid
 	}
-	packed, bits, count := composeRegions(prev, n, regions, piece, marker)
+	var packed, bits []uint64
+	var count int
+	if prev == nil {
+		packed, bits, count = composeRegions(nil, nil, n, regions, piece, marker)
+	} else if err := prev.tab.read(prev.rows, func(rows []uint64) {
+		packed, bits, count = composeRegions(prev, rows, n, regions, piece, marker)
+	}); err != nil {
+		return nil, 0, nil, 0, 0, fmt.Errorf("read the table to add regions to: %w", err)
+	}
 	if uint64(len(packed)) > maxRows {
 		return nil, 0, nil, 0, 0, fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, len(packed))
 	}
@@ -664,9 +765,6 @@ func encodeRegions(builder RegionBuilder, maps unwinderMaps, key uint64, f, debu
 		return nil, 0, nil, 0, 0, err
 	}
 	rt = &regionTable{n: n, built: bits, count: count, goCode: goCode}
-	if !rt.complete() {
-		rt.rows = packed
-	}
 	return tab, len(packed), rt, src, invalid, nil
 }
 
@@ -682,6 +780,18 @@ func encodeRules(rules []nativeunwind.Row) []uint64 {
 		}
 	}
 	return encoded
+}
+
+// noteDebugPath records where the debug file of mf's file f was found, in
+// the file cache.
+func (t *Tracer) noteDebugPath(mf *mappedFile, f *elffile.File) {
+	fi := mf.fi
+	if dp := f.DebugPath(); dp != fi.debugPath {
+		// The symbolizer looks there first when it loads the file.
+		c := *fi
+		c.debugPath = dp
+		t.files.Add(mf.m.key, &c)
+	}
 }
 
 // encodeTable builds the table of f (and debug) with builder, within
