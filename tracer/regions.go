@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -194,10 +195,19 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 		err = s.replace(tb, bt)
 	}
 	if err != nil {
-		rt.full = true
 		rt.asked = nil
-		s.log.Warn("unwind table regions not added: frames in them stop there",
-			"file", tb.name, "rows", bt.rows, "error", err)
+		if errors.Is(err, errTableBudget) || errors.Is(err, nativeunwind.ErrTooLarge) {
+			// No more regions: frames in those not built stop
+			// there.
+			rt.full = true
+			s.stats.skipped++
+			s.log.Warn("unwind table regions not added: frames in them stop there",
+				"file", tb.name, "rows", bt.rows, "error", err)
+			return false
+		}
+		// The file could not be read (the process it was opened
+		// through exited): the next sample there asks again.
+		s.log.Debug("unwind table regions not added", "file", tb.name, "error", err)
 		return false
 	}
 	old := rt.tab

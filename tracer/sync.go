@@ -369,6 +369,11 @@ func (t *Tracer) needRegion(proc *process, m *mapping, key fileKey, fi *fileInfo
 // to the build worker of small files (a region costs about a
 // millisecond), through src, to run at due.
 func (t *Tracer) queueRegionBuild(src regionSource, due time.Time) {
+	if p := t.processes[src.pid]; p == nil || p.gone {
+		// Gone (a compiler run): through a process that lives.
+		pid, m := t.liveMapping(&process{pid: src.pid}, src.m.key, src.fi)
+		src.pid, src.m = pid, *m
+	}
 	mc := src.m
 	mf := t.mappedFile(t.proc, &process{pid: src.pid}, &mc)
 	mf.fi = src.fi

@@ -434,7 +434,7 @@ func (b buildTask) background() bool {
 // to a table, so that those asked meanwhile go together: at start,
 // samples ask for many regions of the busy files within a second, and
 // each build of a table's regions makes the whole table anew.
-const regionCoalesce = 100 * time.Millisecond
+const regionCoalesce = 25 * time.Millisecond
 
 // nextDue returns how long until a build of pending is due; 0 when one
 // is.
@@ -626,8 +626,11 @@ func (t *Tracer) buildAsked(builder TableBuilder, mf *mappedFile) *builtTable {
 		return t.buildTable(builder, mf)
 	}
 	if ask.prev != nil && ask.prev.n != n {
-		return &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: true,
-			err: fmt.Errorf("file has %d regions of code, its table %d", n, ask.prev.n)}
+		err := fmt.Errorf("file has %d regions of code, its table %d", n, ask.prev.n)
+		if _, ferr := mf.elf(); ferr != nil {
+			err = ferr // not opened: asked again through another process
+		}
+		return &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: true, err: err}
 	}
 	var regions []uint32
 	for _, r := range ask.regions {
