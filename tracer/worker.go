@@ -670,15 +670,15 @@ func (t *Tracer) buildSynced(builder TableBuilder, mf *mappedFile) *builtTable {
 }
 
 // regional reports whether the table of mf's file is built by region
-// (two regions of code or more, whose call frame information can be read
-// by region), and returns the file and its number of regions.
+// (minRegions regions of code or more, whose call frame information can
+// be read by region), and returns the file and its number of regions.
 func (t *Tracer) regional(mf *mappedFile) (*elffile.File, int, bool) {
 	f, err := mf.elf()
 	if err != nil {
 		return nil, 0, false
 	}
 	n := regionCount(nativeunwind.CodeEnd(f))
-	return f, n, n >= 2 && nativeunwind.Regional(f)
+	return f, n, n >= minRegions && nativeunwind.Regional(f)
 }
 
 // buildRegions builds regions of the table of mf's file f, of n regions,
