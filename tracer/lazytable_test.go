@@ -207,17 +207,17 @@ func TestUnbuiltFiles(t *testing.T) {
 	if ti := listed()["liba.so"]; ti.Processes != 2 || ti.Error != errNotSampled || ti.Rows != 0 {
 		t.Errorf("liba.so waited for by two processes: %+v", ti)
 	}
-	if !s.request(a, "liba.so") {
+	if !s.request(a, "liba.so", 0) {
 		t.Fatal("first request of liba.so refused")
 	}
-	if s.request(a, "liba.so") {
+	if s.request(a, "liba.so", 0) {
 		t.Error("second request of liba.so while its build is asked for taken")
 	}
 	if ti := listed()["liba.so"]; ti.Error != errBuilding {
 		t.Errorf("liba.so asked for: %+v", ti)
 	}
 	s.unrequest(a)
-	if !s.request(a, "liba.so") {
+	if !s.request(a, "liba.so", 0) {
 		t.Error("request of liba.so after the build was dropped refused")
 	}
 	s.unrequest(a)
@@ -227,7 +227,7 @@ func TestUnbuiltFiles(t *testing.T) {
 		t.Error("liba.so still listed with no process waiting")
 	}
 	// A file whose processes all exited before their traces were read.
-	if !s.request(b, "libb.so") {
+	if !s.request(b, "libb.so", 0) {
 		t.Fatal("request of a file no live process waits for refused")
 	}
 	if ti := listed()["libb.so"]; ti.Processes != 0 || ti.Error != errBuilding {
@@ -240,7 +240,7 @@ func TestUnbuiltFiles(t *testing.T) {
 	// A file whose table is known is not built again.
 	s.tables[a] = &unwindTable{id: a, name: "liba.so"}
 	s.wait(a, "liba.so")
-	if s.request(a, "liba.so") {
+	if s.request(a, "liba.so", 0) {
 		t.Error("request of a file with a table taken")
 	}
 	if ti := listed()["liba.so"]; ti.Error == errNotSampled {

@@ -42,6 +42,10 @@ type unwinderMaps interface {
 type rowTable interface {
 	// size is what the kernel charges for the table, in bytes.
 	size() uint64
+	// read has fn read the first n rows of the table, in place.
+	read(n int, fn func(rows []uint64)) error
+	// clone returns a handle of its own on the same table.
+	clone() (rowTable, error)
 	close() error
 }
 
@@ -130,12 +134,19 @@ func (m bpfMaps) newTable(key uint64, n int, fill func(rows []uint64) error) (ro
 // fillMapped maps the first n 8-byte values of the mmapable array m into
 // this process, has fill write them, and unmaps them.
 func fillMapped(m *ebpf.Map, n int, fill func(rows []uint64) error) error {
+	return withMapped(m, n, unix.PROT_READ|unix.PROT_WRITE, fill)
+}
+
+// withMapped maps the first n 8-byte values of the mmapable array m into
+// this process with protection prot, calls fn with them, and unmaps them.
+func withMapped(m *ebpf.Map, n int, prot int, fn func(rows []uint64) error) error {
 	if n == 0 {
-		return fill(nil)
+		return fn(nil)
 	}
+	fill := fn
 	page := os.Getpagesize()
 	size := (n*rowBytes + page - 1) / page * page
-	mem, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := unix.Mmap(m.FD(), 0, size, prot, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("map the array's memory: %w", err)
 	}
@@ -157,6 +168,24 @@ type mapTable struct {
 
 func (t mapTable) size() uint64 { return t.memlock }
 func (t mapTable) close() error { return t.m.Close() }
+
+func (t mapTable) read(n int, fn func(rows []uint64)) error {
+	if n > int(t.m.MaxEntries()) {
+		return fmt.Errorf("read %d rows of a table of %d", n, t.m.MaxEntries())
+	}
+	return withMapped(t.m, n, unix.PROT_READ, func(rows []uint64) error {
+		fn(rows)
+		return nil
+	})
+}
+
+func (t mapTable) clone() (rowTable, error) {
+	m, err := t.m.Clone()
+	if err != nil {
+		return nil, err
+	}
+	return mapTable{m, t.memlock}, nil
+}
 
 func (m bpfMaps) putTable(key uint64, tab rowTable) error {
 	mt, ok := tab.(mapTable)

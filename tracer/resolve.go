@@ -49,6 +49,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 			}
 			var id trace.FrameID
 			var wait uint64
+			t.memo.leaf = f.flags&frameFlagReturnAddress == 0
 			if f.flags&frameFlagFile != 0 {
 				id, wait = t.fileFrame(proc, fileKeyOf(f), addr, final, mayPark)
 			} else {
@@ -258,7 +259,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 		// Not identified: the sync worker could not open it.
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
-	t.needTable(proc, m, fi)
+	t.needTable(proc, m, fi, addr-m.start+m.offset)
 	return t.namedFrame(proc, m, fi, addr-m.start+m.offset, final)
 }
 
@@ -299,7 +300,7 @@ func (t *Tracer) fileFrame(proc *process, key fileKey, off uint64, final, mayRer
 		t.stats.unknownMappings.Add(1)
 		return trace.FrameID{Addr: off, Type: trace.FrameNative}, 0
 	}
-	t.needFileTable(proc, key, fi)
+	t.needFileTable(proc, key, fi, off)
 	if m == nil {
 		// Where the process had it is unknown: its symbols are opened
 		// through the process's root while it lives, else through the

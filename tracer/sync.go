@@ -241,7 +241,7 @@ func (t *Tracer) giveMappings(p *process, files []*fileInfo, built map[trace.Fil
 		switch {
 		case tb != nil:
 			p.tables = append(p.tables, tb)
-			e.Table, e.NumRows = tb.key, tb.rows
+			e.Table, e.NumRows = tb.key, tb.searchRows()
 		case fi == nil:
 		case eagerTable(m):
 			// Its table is being built: the unwinder stops there
@@ -310,21 +310,82 @@ const largeTextBytes = 1 << 20
 
 // needTable asks for the table of fi, mapped by m in p, when p waits for
 // it (or waited, when it exited since): a frame of a trace of p lies
-// there. It hands the build to a build worker, once; when the table is
-// in, every process waiting for it gets its mappings again
-// (refreshWaiting), and the next ones get it when they are synced.
-func (t *Tracer) needTable(p *process, m *mapping, fi *fileInfo) {
-	if len(p.waiting) == 0 || t.w == nil {
+// there, at file offset off. It hands the build to a build worker, once;
+// when the table is in, every process waiting for it gets its mappings
+// again (refreshWaiting), and the next ones get it when they are synced.
+// When the file's table is built by region and the frame's region is not
+// built, it asks for the region (needRegion).
+func (t *Tracer) needTable(p *process, m *mapping, fi *fileInfo, off uint64) {
+	if t.w == nil {
+		return
+	}
+	if t.needRegion(p, m, m.key, fi, off) || len(p.waiting) == 0 {
 		return
 	}
 	if m := &t.memo; m.hasNeeded && m.needed == fi.id {
 		return
 	}
 	t.memo.needed, t.memo.hasNeeded = fi.id, true
-	if !slices.Contains(p.waiting, fi.id) || !t.tables.request(fi.id, fi.exec.FileName) {
+	if !slices.Contains(p.waiting, fi.id) || !t.tables.request(fi.id, fi.exec.FileName, uint32(off>>regionShift)) {
 		return
 	}
 	t.queueBuild(p.pid, m, fi)
+}
+
+// needRegion asks for the region of file offset off of fi, file key,
+// mapped by m in proc (nil: not known, see liveMapping), when fi's table
+// is built by region and that region is not built, handing its build to a build
+// worker unless one has a build of the file's regions (the regions asked
+// meanwhile are built next, all together). It reports whether fi's table
+// is built by region and not whole yet.
+func (t *Tracer) needRegion(proc *process, m *mapping, key fileKey, fi *fileInfo, off uint64) bool {
+	if len(t.tables.partial) == 0 {
+		return false
+	}
+	tb := t.tables.partial[fi.id]
+	if tb == nil {
+		return false
+	}
+	rt := tb.regions
+	r := off >> regionShift
+	if rt.full || r >= uint64(rt.n) || rt.has(r) || rt.goCode && !t.memo.leaf {
+		// Go code keeps frame pointers, which unwind its regions not
+		// built but at the leaf, which may not have set up its frame
+		// yet (or any): only a leaf asks.
+		return true
+	}
+	pid := proc.pid
+	if m == nil {
+		pid, m = t.liveMapping(proc, key, fi)
+	}
+	if t.tables.askRegion(tb, uint32(r), regionSource{pid: pid, m: *m, fi: fi}) {
+		now := time.Now()
+		t.queueRegionBuild(rt.from, rt.due(now))
+	}
+	return true
+}
+
+// queueRegionBuild hands the build of the regions asked of a file's table
+// to the build worker of small files (a region costs about a
+// millisecond), through src, to run at due.
+func (t *Tracer) queueRegionBuild(src regionSource, due time.Time) {
+	if p := t.processes[src.pid]; p == nil || p.gone {
+		// Gone (a compiler run): through a process that lives.
+		pid, m := t.liveMapping(&process{pid: src.pid}, src.m.key, src.fi)
+		src.pid, src.m = pid, *m
+	}
+	mc := src.m
+	mf := t.mappedFile(t.proc, &process{pid: src.pid}, &mc)
+	mf.fi = src.fi
+	// Opened here, as in queueBuild: the process that asked may be a
+	// compiler run about to exit.
+	mf.size()
+	select {
+	case t.w.builds[0] <- buildTask{mf: mf, size: regionBytes, due: due}:
+	default:
+		mf.close()
+		t.tables.unrequest(src.fi.id)
+	}
 }
 
 // needFileTable asks for the table of fi, whose frame the eBPF unwinder
@@ -333,17 +394,28 @@ func (t *Tracer) needTable(p *process, m *mapping, fi *fileInfo) {
 // in a file no synced process was sampled in yet (the dynamic loader, a
 // compiler) asks for it so. The build opens the file through a live
 // process mapping it, else through proc.
-func (t *Tracer) needFileTable(proc *process, key fileKey, fi *fileInfo) {
+func (t *Tracer) needFileTable(proc *process, key fileKey, fi *fileInfo, off uint64) {
 	if t.w == nil || t.cfg.MaxUnwindTableBytes == 0 {
+		return
+	}
+	if t.needRegion(proc, nil, key, fi, off) {
 		return
 	}
 	if m := &t.memo; m.hasNeeded && m.needed == fi.id {
 		return
 	}
 	t.memo.needed, t.memo.hasNeeded = fi.id, true
-	if !t.tables.request(fi.id, fi.exec.FileName) {
+	if !t.tables.request(fi.id, fi.exec.FileName, uint32(off>>regionShift)) {
 		return
 	}
+	pid, m := t.liveMapping(proc, key, fi)
+	t.queueBuild(pid, m, fi)
+}
+
+// liveMapping returns a mapping of file key, whose identity is fi, of
+// proc, else of a live process, else one by its path, and the process:
+// where to open the file from to build its table.
+func (t *Tracer) liveMapping(proc *process, key fileKey, fi *fileInfo) (uint32, *mapping) {
 	pid, m := proc.pid, proc.findFile(key)
 	if m == nil || proc.gone {
 		for _, p := range t.processes {
@@ -356,7 +428,7 @@ func (t *Tracer) needFileTable(proc *process, key fileKey, fi *fileInfo) {
 	if m == nil {
 		m = &mapping{key: key, path: fi.path}
 	}
-	t.queueBuild(pid, m, fi)
+	return pid, m
 }
 
 // queueBuild hands the build of fi's table, mapped by m in process pid,
@@ -389,6 +461,15 @@ func (t *Tracer) tableBuilt(id trace.FileID, bt *builtTable, now time.Time) {
 	if bt != nil && bt.err != nil && isNotExist(bt.err) {
 		// The process exited before its file was opened: another
 		// sample asks again, through a process that lives.
+		bt.close()
+		return
+	}
+	if bt != nil && bt.update {
+		// More regions of a table built by region: it replaces the
+		// one loaded, which every mapping of the file refers to.
+		if tb := t.tables.tables[id]; tb != nil && tb.regions != nil && t.tables.regionsBuilt(tb, bt, now) {
+			t.queueRegionBuild(tb.regions.from, tb.regions.due(now))
+		}
 		bt.close()
 		return
 	}

@@ -118,6 +118,19 @@ type unwindTable struct {
 	// files are the mapped files (device, inode) with this content,
 	// entered in the eBPF file_tables map for processes not synced yet.
 	files []fileKey
+	// regions is set for a table built by region (see regionTable).
+	regions *regionTable
+}
+
+// searchRows is the number of rows the mappings of tb's file give the
+// eBPF unwinder: its rows, or for a table built by region maxTableRows,
+// which stays right when regions are added (the search stops where the
+// table's array ends).
+func (tb *unwindTable) searchRows() uint32 {
+	if tb.regions != nil && tb.rows > 0 {
+		return maxTableRows
+	}
+	return tb.rows
 }
 
 // errTableBudget says a table did not fit in --max-unwind-table-bytes.
@@ -144,6 +157,9 @@ type tableStore struct {
 	// unbuilt are the files processes map whose tables are built only
 	// once a sample reaches them, while they have none.
 	unbuilt map[trace.FileID]*unbuiltFile
+	// partial are the tables built by region not built whole yet; the
+	// Run goroutine reads it without the lock.
+	partial map[trace.FileID]*unwindTable
 
 	stats tableStats
 }
@@ -161,6 +177,7 @@ func newTableStore(maps unwinderMaps, maxBytes uint64, log *slog.Logger) *tableS
 		tables:   make(map[trace.FileID]*unwindTable),
 		keys:     make(map[uint64]trace.FileID),
 		unbuilt:  make(map[trace.FileID]*unbuiltFile),
+		partial:  make(map[trace.FileID]*unwindTable),
 	}
 }
 
@@ -173,6 +190,9 @@ type unbuiltFile struct {
 	refs int
 	// requested is set while its build is with the build workers.
 	requested bool
+	// regions are the regions of its code samples reached, for a table
+	// built by region (see regionTable).
+	regions []uint32
 }
 
 // wait counts one more process mapping file id, named name, without its
@@ -200,12 +220,13 @@ func (s *tableStore) unwait(id trace.FileID) {
 	}
 }
 
-// request marks the build of id's table, named name, as asked for, and
-// reports whether it was not already, nor is the table known: the caller
-// then hands the build to a build worker. The process that asked may be
-// gone already (one that lived a few milliseconds): the next ones mapping
-// the file get the table.
-func (s *tableStore) request(id trace.FileID, name string) bool {
+// request marks the build of id's table, named name, as asked for by a
+// frame in region region of its code, and reports whether it was not
+// already, nor is the table known: the caller then hands the build to a
+// build worker. The process that asked may be gone already (one that
+// lived a few milliseconds): the next ones mapping the file get the
+// table.
+func (s *tableStore) request(id trace.FileID, name string, region uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.tables[id]; ok {
@@ -216,6 +237,7 @@ func (s *tableStore) request(id trace.FileID, name string) bool {
 		u = &unbuiltFile{name: name}
 		s.unbuilt[id] = u
 	}
+	u.regions, _ = addAsked(u.regions, region)
 	if u.requested {
 		return false
 	}
@@ -231,9 +253,13 @@ func (s *tableStore) unrequest(id trace.FileID) {
 	defer s.mu.Unlock()
 	if u := s.unbuilt[id]; u != nil {
 		u.requested = false
+		u.regions = nil
 		if u.refs <= 0 {
 			delete(s.unbuilt, id)
 		}
+	}
+	if tb := s.tables[id]; tb != nil && tb.regions != nil {
+		tb.regions.building = false
 	}
 }
 
@@ -275,7 +301,7 @@ func (s *tableStore) acquire(id trace.FileID, file fileKey, name string, built *
 
 // enterFile tells the eBPF unwinder that file has tb's table (or none).
 func (s *tableStore) enterFile(tb *unwindTable, file fileKey) {
-	val := progs.StacklineFileTable{Table: tb.key, NumRows: tb.rows}
+	val := progs.StacklineFileTable{Table: tb.key, NumRows: tb.searchRows()}
 	if err := s.maps.putFileTable(file, val); err != nil {
 		s.log.Debug("enter file table", "file", tb.name, "error", err)
 		return
@@ -338,6 +364,14 @@ func (s *tableStore) load(id trace.FileID, name string, built *builtTable, now t
 		return tb
 	}
 	tb.sources = built.sources
+	if rt := built.regions; rt != nil {
+		rt.loaded = now
+		tb.regions = rt
+		if !rt.complete() {
+			rt.keep(built)
+			s.partial[id] = tb
+		}
+	}
 	s.stats.built++
 	s.log.Debug("unwind table loaded", "file", name, "rows", tb.rows, "bytes", tb.bytes,
 		"build_time", built.buildTime)
@@ -404,6 +438,10 @@ func (s *tableStore) expire(now time.Time) []*unwindTable {
 
 func (s *tableStore) remove(tb *unwindTable) {
 	delete(s.tables, tb.id)
+	delete(s.partial, tb.id)
+	if tb.regions != nil {
+		tb.regions.drop()
+	}
 	for _, f := range tb.files {
 		if err := s.maps.deleteFileTable(f); err != nil {
 			s.log.Debug("remove file table", "file", tb.name, "error", err)
@@ -432,6 +470,10 @@ type TableInfo struct {
 	// IdleSeconds is, when no process maps the file, how long ago the
 	// last one stopped (the table is unloaded after idleTTL).
 	IdleSeconds float64 `json:"idle_seconds,omitempty"`
+	// Regions and RegionsBuilt are, for a table built by region, the
+	// regions of the file's code and how many of them are built.
+	Regions      int `json:"regions,omitempty"`
+	RegionsBuilt int `json:"regions_built,omitempty"`
 	// Error says why no table is loaded, when none is.
 	Error string `json:"error,omitempty"`
 }
@@ -457,6 +499,9 @@ func (s *tableStore) list(now time.Time) []TableInfo {
 		}
 		if tb.err != nil {
 			ti.Error = tb.err.Error()
+		}
+		if rt := tb.regions; rt != nil {
+			ti.Regions, ti.RegionsBuilt = rt.n, rt.count
 		}
 		out = append(out, ti)
 	}

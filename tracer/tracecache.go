@@ -22,6 +22,9 @@ type traceMemo struct {
 	// hasNeeded): its frames that follow need not ask again.
 	needed    trace.FileID
 	hasNeeded bool
+	// leaf says the native frame being named is where the thread was
+	// (the first of the trace, or after a signal), not a return address.
+	leaf bool
 }
 
 // executableKnown is Reporter.ExecutableKnown, asked once for a run of

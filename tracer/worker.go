@@ -114,6 +114,9 @@ type buildTask struct {
 	job  *syncJob
 	mf   *mappedFile
 	size int64
+	// due is when it may be built: regions added to a table wait a
+	// little for others asked right after (regionCoalesce).
+	due time.Time
 }
 
 // inflightSync is a sync with the workers, as the Run goroutine knows it.
@@ -164,6 +167,11 @@ type builtTable struct {
 	err         error
 	buildTime   time.Duration
 	invalidRows uint64
+	// regions is set for a table built by region: which are built,
+	// and the rows (see regionTable); update says regions were added to
+	// the table loaded.
+	regions *regionTable
+	update  bool
 }
 
 // close drops bt's rows, unless they are in unwind_tables (which holds its
@@ -338,6 +346,12 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 			b.mf.close()
 		}
 	}()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		if len(pending) == 0 {
 			select {
@@ -346,6 +360,27 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 			case b := <-queue:
 				pending = append(pending, b)
 			}
+		}
+		if wait := nextDue(pending, time.Now()); wait > 0 {
+			// Only builds not due yet: wait for one, or for more.
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			more := queue
+			if len(pending) >= buildQueueLen {
+				more = nil
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case b := <-more:
+				pending = append(pending, b)
+			case <-timer.C:
+			}
+			timer.Stop()
+			continue
 		}
 		// Up to buildQueueLen wait here, as many more in the queue;
 		// past that the sync worker hands no more.
@@ -358,7 +393,7 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 				break more
 			}
 		}
-		i := nextBuild(pending)
+		i := nextBuild(pending, time.Now())
 		b := pending[i]
 		pending = slices.Delete(pending, i, i+1)
 		now := time.Now()
@@ -369,8 +404,10 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 		}
 		var bt *builtTable
 		fi := b.mf.fi
-		if _, ok := recent[fi.id]; (!ok || b.job == nil) && !t.tables.has(fi.id) {
-			bt = t.buildTable(builder, b.mf)
+		if b.job == nil {
+			bt = t.buildAsked(builder, b.mf)
+		} else if _, ok := recent[fi.id]; !ok && !t.tables.has(fi.id) {
+			bt = t.buildSynced(builder, b.mf)
 			recent[fi.id] = time.Now()
 		}
 		b.mf.close()
@@ -393,20 +430,50 @@ func (b buildTask) background() bool {
 	return b.job != nil && b.job.background
 }
 
-// nextBuild returns the index of the build to do first: of a process that
-// asked rather than one running at start, then of the smallest file.
-func nextBuild(pending []buildTask) int {
-	best := 0
-	for i, b := range pending[1:] {
+// regionCoalesce is the least time between two builds of regions added
+// to a table, so that those asked meanwhile go together: at start,
+// samples ask for many regions of the busy files within a second, and
+// each build of a table's regions makes the whole table anew.
+const regionCoalesce = 25 * time.Millisecond
+
+// nextDue returns how long until a build of pending is due; 0 when one
+// is.
+func nextDue(pending []buildTask, now time.Time) time.Duration {
+	wait := time.Duration(-1)
+	for _, b := range pending {
+		d := b.due.Sub(now)
+		if d <= 0 {
+			return 0
+		}
+		if wait < 0 || d < wait {
+			wait = d
+		}
+	}
+	return max(wait, 0)
+}
+
+// nextBuild returns the index of the build to do first among those due:
+// of a process that asked rather than one running at start, then of the
+// smallest file.
+func nextBuild(pending []buildTask, now time.Time) int {
+	best := -1
+	for i, b := range pending {
+		if b.due.After(now) {
+			continue
+		}
+		if best < 0 {
+			best = i
+			continue
+		}
 		c := pending[best]
 		if b.background() != c.background() {
 			if !b.background() {
-				best = i + 1
+				best = i
 			}
 			continue
 		}
 		if b.size < c.size {
-			best = i + 1
+			best = i
 		}
 	}
 	return best
@@ -532,14 +599,202 @@ func (t *Tracer) buildTable(builder TableBuilder, mf *mappedFile) *builtTable {
 		return bt
 	}
 	debug := mf.debug()
+	t.noteDebugPath(mf, f)
+	bt.table, bt.rows, bt.sources, bt.invalidRows, bt.err = encodeTable(builder, t.maps, tableKey(fi.id), f, debug, t.cfg.MaxUnwindTableBytes)
+	return bt
+}
+
+// buildAsked builds the table of mf's file asked for by a sample, on the
+// build worker: the regions of its code samples reached (see regionTable)
+// when it can be built by region, else all of it. It returns nil when the
+// table is known already.
+func (t *Tracer) buildAsked(builder TableBuilder, mf *mappedFile) *builtTable {
+	fi := mf.fi
+	ask, ok := t.tables.takeRegions(fi.id)
+	if ask.prev != nil {
+		defer ask.prev.drop()
+	}
+	if !ok || ask.prev == nil && t.tables.has(fi.id) {
+		return nil
+	}
+	rb, byRegion := builder.(RegionBuilder)
+	if !byRegion || len(ask.regions) == 0 && ask.prev == nil {
+		return t.buildTable(builder, mf)
+	}
+	f, n, regional := t.regional(mf)
+	if ask.prev == nil && !regional {
+		return t.buildTable(builder, mf)
+	}
+	if ask.prev != nil && ask.prev.n != n {
+		err := fmt.Errorf("file has %d regions of code, its table %d", n, ask.prev.n)
+		if _, ferr := mf.elf(); ferr != nil {
+			err = ferr // not opened: asked again through another process
+		}
+		return &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: true, err: err}
+	}
+	var regions []uint32
+	for _, r := range ask.regions {
+		if int(r) < n && (ask.prev == nil || !ask.prev.has(uint64(r))) {
+			regions = append(regions, r)
+		}
+	}
+	if len(regions) == 0 {
+		if ask.prev == nil {
+			return t.buildTable(builder, mf)
+		}
+		// Asked again while the build that added them was out.
+		return nil
+	}
+	return t.buildRegions(rb, mf, f, n, regions, ask.prev)
+}
+
+// buildSynced builds the table of mf's file for a sync, on the build
+// worker: a file with little code mapped (eagerTable) most often has
+// little code, and is built whole; one with more, of which the process
+// maps a small part (node's, after it remaps most of its code), gets the
+// regions of that part.
+func (t *Tracer) buildSynced(builder TableBuilder, mf *mappedFile) *builtTable {
+	if rb, ok := builder.(RegionBuilder); ok {
+		if f, n, regional := t.regional(mf); regional {
+			m := mf.m
+			var regions []uint32
+			for r := m.offset >> regionShift; r <= (m.offset+(m.end-m.start)-1)>>regionShift && r < uint64(n); r++ {
+				regions = append(regions, uint32(r))
+			}
+			if len(regions) > 0 {
+				return t.buildRegions(rb, mf, f, n, regions, nil)
+			}
+		}
+	}
+	return t.buildTable(builder, mf)
+}
+
+// regional reports whether the table of mf's file is built by region
+// (minRegions regions of code or more, whose call frame information can
+// be read by region), and returns the file and its number of regions.
+func (t *Tracer) regional(mf *mappedFile) (*elffile.File, int, bool) {
+	f, err := mf.elf()
+	if err != nil {
+		return nil, 0, false
+	}
+	n := regionCount(nativeunwind.CodeEnd(f))
+	return f, n, n >= minRegions && nativeunwind.Regional(f)
+}
+
+// buildRegions builds regions of the table of mf's file f, of n regions,
+// and adds them to those of prev (nil: none), on the build worker.
+func (t *Tracer) buildRegions(rb RegionBuilder, mf *mappedFile, f *elffile.File, n int, regions []uint32, prev *regionTable) *builtTable {
+	fi := mf.fi
+	bt := &builtTable{id: fi.id, file: mf.m.key, name: fi.exec.FileName, update: prev != nil}
+	start := time.Now()
+	defer func() { bt.buildTime = time.Since(start) }()
+	slices.Sort(regions)
+	regions = slices.Compact(regions)
+	debug := mf.debug()
+	t.noteDebugPath(mf, f)
+	goCode := fi.isGo
+	if prev != nil {
+		goCode = prev.goCode
+	}
+	bt.table, bt.rows, bt.regions, bt.sources, bt.invalidRows, bt.err = encodeRegions(rb, t.maps, tableKey(fi.id), f, debug,
+		t.cfg.MaxUnwindTableBytes, n, regions, prev, goCode)
+	return bt
+}
+
+// RegionBuilder is a TableBuilder that also builds tables by range of
+// file offsets, as *nativeunwind.Builder does (BuildRanges). With a
+// TableBuilder that is not one, tables are built whole.
+type RegionBuilder interface {
+	TableBuilder
+	BuildRanges(f, debug *elffile.File, opts nativeunwind.Options, ranges []nativeunwind.Range) (*nativeunwind.Table, error)
+}
+
+// encodeRegions builds the regions of f (and debug), a file of n regions
+// of code, with builder, and packs a table of maps for key of those and
+// the regions of prev (nil: none; its rows are read from its table), with
+// a marker row at the start of the others (ruleUnbuilt; ruleInvalid for Go
+// code, goCode).
+func encodeRegions(builder RegionBuilder, maps unwinderMaps, key uint64, f, debug *elffile.File, maxBytes uint64, n int,
+	regions []uint32, prev *regionTable, goCode bool) (tab rowTable, rows int, rt *regionTable, src nativeunwind.Source, invalid uint64, err error) {
+	maxRows := min(maxBytes/rowBytes, maxTableRows)
+	ranges := make([]nativeunwind.Range, 0, len(regions))
+	for _, r := range regions {
+		rg := regionRange(r, n)
+		if k := len(ranges); k > 0 && ranges[k-1].Hi == rg.Lo {
+			ranges[k-1].Hi = rg.Hi
+			continue
+		}
+		ranges = append(ranges, rg)
+	}
+	built, err := builder.BuildRanges(f, debug, nativeunwind.Options{MaxRows: int(maxRows)}, ranges)
+	if err != nil {
+		return nil, 0, nil, 0, 0, err
+	}
+	encoded := encodeRules(built.Rules())
+	piece := make([]uint64, built.Len())
+	for i := range piece {
+		addr, rule := built.At(i)
+		if addr > 0xffffffff {
+			builder.Release()
+			return nil, 0, nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", addr)
+		}
+		e := encoded[rule]
+		invalid += e & 1
+		piece[i] = e&^1 | addr
+	}
+	src = built.Sources
+	builder.Release()
+	marker := ruleUnbuilt
+	if goCode {
+		marker = ruleInvalid
+	}
+	var packed, bits []uint64
+	var count int
+	if prev == nil {
+		packed, bits, count = composeRegions(nil, nil, n, regions, piece, marker)
+	} else if err := prev.tab.read(prev.rows, func(rows []uint64) {
+		packed, bits, count = composeRegions(prev, rows, n, regions, piece, marker)
+	}); err != nil {
+		return nil, 0, nil, 0, 0, fmt.Errorf("read the table to add regions to: %w", err)
+	}
+	if uint64(len(packed)) > maxRows {
+		return nil, 0, nil, 0, 0, fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, len(packed))
+	}
+	tab, err = maps.newTable(key, len(packed), func(rows []uint64) error {
+		copy(rows, packed)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, nil, 0, 0, err
+	}
+	rt = &regionTable{n: n, built: bits, count: count, goCode: goCode}
+	return tab, len(packed), rt, src, invalid, nil
+}
+
+// encodeRules returns the packed rule of each rule of a table, in the
+// high half; bit 0 set for a rule the unwinder cannot express.
+func encodeRules(rules []nativeunwind.Row) []uint64 {
+	encoded := make([]uint64, len(rules))
+	for i, r := range rules {
+		rule, ok := encodeRule(r)
+		encoded[i] = packRow(rule, 0)
+		if !ok {
+			encoded[i] |= 1
+		}
+	}
+	return encoded
+}
+
+// noteDebugPath records where the debug file of mf's file f was found, in
+// the file cache.
+func (t *Tracer) noteDebugPath(mf *mappedFile, f *elffile.File) {
+	fi := mf.fi
 	if dp := f.DebugPath(); dp != fi.debugPath {
 		// The symbolizer looks there first when it loads the file.
 		c := *fi
 		c.debugPath = dp
 		t.files.Add(mf.m.key, &c)
 	}
-	bt.table, bt.rows, bt.sources, bt.invalidRows, bt.err = encodeTable(builder, t.maps, tableKey(fi.id), f, debug, t.cfg.MaxUnwindTableBytes)
-	return bt
 }
 
 // encodeTable builds the table of f (and debug) with builder, within
@@ -560,17 +815,7 @@ func encodeTable(builder TableBuilder, maps unwinderMaps, key uint64, f, debug *
 	if n == 0 {
 		return nil, 0, 0, 0, nativeunwind.ErrNoCFI
 	}
-	// The packed rule of each rule of the table, in the high half; bit 0
-	// set for a rule the unwinder cannot express.
-	rules := built.Rules()
-	encoded := make([]uint64, len(rules))
-	for i, r := range rules {
-		rule, ok := encodeRule(r)
-		encoded[i] = packRow(rule, 0)
-		if !ok {
-			encoded[i] |= 1
-		}
-	}
+	encoded := encodeRules(built.Rules())
 	tab, err = maps.newTable(key, n, func(packed []uint64) error {
 		packed = packed[:n]
 		for i := range packed {

@@ -64,7 +64,9 @@ static __always_inline struct exec_mapping *find_mapping(u32 pid, struct process
 }
 
 // Returns the rule of the last row at or before off among a table's n rows,
-// or RULE_INVALID when off precedes them all.
+// or RULE_INVALID when off precedes them all. n may exceed the rows of the
+// table's array (a table built by region): an index past its end is taken
+// as past the rows.
 static __always_inline u32 find_rule(void *rows, u32 n, u64 off)
 {
 	if (off > 0xffffffffULL)
@@ -75,12 +77,10 @@ static __always_inline u32 find_rule(void *rows, u32 n, u64 off)
 			break;
 		u32 mid = lo + (hi - lo) / 2;
 		u64 *r = bpf_map_lookup_elem(rows, &mid);
-		if (!r)
-			return RULE_INVALID;
-		if (ROW_ADDR(*r) <= off)
-			lo = mid;
-		else
+		if (!r || ROW_ADDR(*r) > off)
 			hi = mid;
+		else
+			lo = mid;
 	}
 	u64 *r = bpf_map_lookup_elem(rows, &lo);
 	if (!r || ROW_ADDR(*r) > off)
@@ -336,6 +336,9 @@ static __always_inline int step_rule(struct trace *t, struct unwind_state *st, u
 		if (!st->off_cpu)
 			return STEP_DONE;
 		return step_go_mcall(t, st);
+	case RULE_UNBUILT:
+		// A region of the file whose rows are not built yet: the
+		// frame just pushed asks user space for them.
 	default:
 		push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 		return STEP_DONE;

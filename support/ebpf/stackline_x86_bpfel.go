@@ -269,6 +269,7 @@ const (
 	StacklineRuleKindRULE_PLT      StacklineRuleKind = 4
 	StacklineRuleKindRULE_SIGNAL   StacklineRuleKind = 5
 	StacklineRuleKindRULE_GO_MCALL StacklineRuleKind = 6
+	StacklineRuleKindRULE_UNBUILT  StacklineRuleKind = 7
 )
 
 type StacklineRuleLayout uint32

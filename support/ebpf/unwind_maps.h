@@ -25,7 +25,10 @@ struct exec_mapping {
 	// Key of the file's table in unwind_tables.
 	u64 table;
 	// Rows in that table; 0 when the file has none (no CFI, too large,
-	// anonymous or JIT code): frame pointers are followed there.
+	// anonymous or JIT code): frame pointers are followed there. A table
+	// built by region, which user space replaces by a larger one as
+	// regions are added, says 1 << MAX_ROWS_LOG2: the search stops where
+	// the table's array ends.
 	u32 num_rows;
 	// MAPPING_FLAG_* below.
 	u32 flags;
@@ -56,6 +59,9 @@ enum rule_kind {
 	RULE_SIGNAL = 5,  // signal trampoline: registers in the signal frame
 	RULE_GO_MCALL = 6, // Go's runtime.mcall: the end of the system stack;
 	                   // off-CPU traces go on in the goroutine it parked
+	RULE_UNBUILT = 7,  // the start of a region of a table built by region
+	                   // whose rows are not built yet: stop, as in a file
+	                   // whose table is not built (user space builds it)
 };
 
 // rule = kind | fp_slot << RULE_FP_SLOT_SHIFT | cfa_offset << RULE_CFA_SHIFT.

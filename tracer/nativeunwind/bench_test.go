@@ -1,6 +1,7 @@
 package nativeunwind
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -113,4 +114,47 @@ func peakHeap(fn func()) uint64 {
 	fn()
 	runtime.ReadMemStats(&after)
 	return after.TotalAlloc - before.TotalAlloc
+}
+
+// BenchmarkBuildRegion measures building the table of one region (the
+// one holding the middle of the code) of each large file, with a Builder
+// kept from one build to the next as the build workers do, for regions of
+// 64 KiB to 1 MiB, against the whole table (BenchmarkBuild). Besides time
+// and allocations it reports the CPU time, the rows built and peak-heap-B
+// of one build with a new Builder (see BenchmarkBuild).
+func BenchmarkBuildRegion(b *testing.B) {
+	for _, hf := range benchFiles {
+		b.Run(hf.name, func(b *testing.B) {
+			f, _ := openELF(b, hf.path(b))
+			for _, shift := range []uint{16, 18, 20} {
+				size := uint64(1) << shift
+				lo := CodeEnd(f) / 2 / size * size
+				r := []Range{{lo, lo + size}}
+				b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+					peak := peakHeap(func() {
+						var bld Builder
+						if _, err := bld.BuildRanges(f, nil, Options{}, r); err != nil {
+							b.Fatal(err)
+						}
+					})
+					bld := &Builder{}
+					b.ReportAllocs()
+					b.ResetTimer()
+					cpu0 := cpuTime(b)
+					var rows int
+					for b.Loop() {
+						t, err := bld.BuildRanges(f, nil, Options{}, r)
+						if err != nil {
+							b.Fatal(err)
+						}
+						rows = t.Len()
+						bld.Release()
+					}
+					b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+					b.ReportMetric(float64(rows), "rows")
+					b.ReportMetric(float64(peak), "peak-heap-B")
+				})
+			}
+		})
+	}
 }

@@ -163,7 +163,7 @@ func (b *Builder) Build(f, debug *elffile.File, opts Options) (t *Table, err err
 	b.arch, b.opts = a, opts
 	b.segs = appendExecSegments(b.segs[:0], ef)
 	bs := &b.state
-	*bs = buildState{arch: &b.arch, opts: &b.opts, segs: b.segs, scratch: b}
+	*bs = buildState{arch: &b.arch, opts: &b.opts, segs: b.segs, ranges: b.ranges, scratch: b}
 	defer func() { b.trim(err != nil) }()
 	defer rtdebug.SetPanicOnFault(rtdebug.SetPanicOnFault(true))
 	defer catchFault(&err)
@@ -189,6 +189,7 @@ type buildState struct {
 	arch    *arch
 	opts    *Options
 	segs    segments // of the file the table is for
+	ranges  rangeSet // the offsets built, all when empty
 	scratch *Builder // buffers
 }
 
@@ -293,9 +294,19 @@ func (bs *buildState) build(ef *elf.File, f io.ReaderAt, dbg *elf.File, debugR i
 	if !found {
 		return ErrNoCFI
 	}
-	rows, err := markEntry(finalize(rows), &s.rules, ef, bs.segs)
-	if err != nil {
-		return err
+	rows = finalize(rows)
+	if bs.ranges.holdsEntry(ef, bs.segs) {
+		var err error
+		if rows, err = markEntry(rows, &s.rules, ef, bs.segs); err != nil {
+			return err
+		}
+	}
+	if len(bs.ranges) > 0 {
+		// Rows of the functions that meet the ranges reach past
+		// them: keep the ranges'.
+		cut := bs.ranges.cut(s.layer, rows)
+		s.layer = rows[:0]
+		rows = cut
 	}
 	t.rows, t.rules = rows, s.rules.rules
 	return nil
@@ -341,6 +352,16 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 	}
 	if ef.Class == elf.ELFCLASS32 {
 		fs.ptrSize = 4
+	}
+	hdr := withData(ef, ".eh_frame_hdr")
+	if file, ok := r.(*os.File); ok && hdr != nil && len(bs.ranges) > 0 && !fs.debug && hdr.Size <= uint64(bs.opts.MaxSectionBytes) {
+		// The FDEs of the ranges are found through its table (when
+		// it can be mapped: the section buffer holds .eh_frame when
+		// it cannot).
+		if data, mapping, err := gopclntab.MapSection(file, hdr); err == nil {
+			defer unmap(mapping)
+			fs.hdr, fs.hdrAddr = data, hdr.Addr
+		}
 	}
 	return bs.sectionRows(fs, covered, dst)
 }

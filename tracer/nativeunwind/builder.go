@@ -29,7 +29,10 @@ type Builder struct {
 	arch  arch
 	opts  Options
 	segs  segments
-	frame frameSection // the section being read
+	// ranges limits the build to those file offsets (BuildRanges);
+	// empty for the whole table.
+	ranges rangeSet
+	frame  frameSection // the section being read
 	// rows holds the table's packed rows (or, during a build, those of
 	// the sources so far); layer those of the current source, which are
 	// merged into rows. The two never share memory. rules holds the

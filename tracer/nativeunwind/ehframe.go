@@ -19,6 +19,10 @@ type frameSection struct {
 	order binary.ByteOrder
 	// ptrSize is the size of an absolute pointer (the ELF class).
 	ptrSize int
+	// hdr is the .eh_frame_hdr section of an .eh_frame, at hdrAddr,
+	// when the build is of ranges.
+	hdr     []byte
+	hdrAddr uint64
 }
 
 // cie is a parsed Common Information Entry.
@@ -85,6 +89,7 @@ type frameParser struct {
 	arch    *arch
 	opts    *Options
 	segs    segments
+	ranges  rangeSet
 	covered coverage
 
 	cies     []cie
@@ -109,7 +114,7 @@ func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uin
 		s.cieIndex = make(map[uint64]int32)
 	}
 	clear(s.cieIndex)
-	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, covered: covered,
+	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, ranges: bs.ranges, covered: covered,
 		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp, rules: &s.rules}
 	p.interp.arch = bs.arch
 	p.interp.sec = sec
@@ -117,7 +122,11 @@ func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uin
 		s.cies, s.fdes = p.cies[:0], p.fdes[:0]
 		p.interp.sec = nil
 	}()
-	if err := p.walk(); err != nil {
+	walk := p.walk
+	if idx, ok := p.index(); ok {
+		walk = func() error { return p.walkIndexed(idx) }
+	}
+	if err := walk(); err != nil {
 		return dst, fmt.Errorf("%s: %w", sec.name, err)
 	}
 	rows, err := p.run(dst)
@@ -130,41 +139,50 @@ func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uin
 // walk reads the headers of all entries, collecting the FDEs that cover
 // executable code.
 func (p *frameParser) walk() error {
-	data := p.sec.data
-	p.fdes = slices.Grow(p.fdes[:0], min(p.countFDEs(), p.opts.MaxRows))
-	for off := 0; off < len(data); {
-		r := reader{b: data, off: off, order: p.sec.order}
-		length := uint64(r.u32())
-		idSize := uint64(4)
-		switch {
-		case r.err != nil:
-			return fmt.Errorf("%w: entry at %#x: %w", ErrMalformed, off, r.err)
-		case length == 0:
-			if !p.sec.debug {
-				return nil // the terminator
-			}
-			off = r.off
-			continue
-		case length == 0xffffffff:
-			length, idSize = r.u64(), 8
-		case length >= 0xfffffff0:
-			return fmt.Errorf("%w: entry at %#x: reserved length %#x", ErrMalformed, off, length)
+	if len(p.ranges) == 0 {
+		p.fdes = slices.Grow(p.fdes[:0], min(p.countFDEs(), p.opts.MaxRows))
+	}
+	for off := 0; off < len(p.sec.data); {
+		next, done, err := p.entry(off)
+		if err != nil || done {
+			return err
 		}
-		if r.err != nil || length > uint64(len(data)-r.off) || length < idSize {
-			return fmt.Errorf("%w: entry at %#x: length %#x does not fit", ErrMalformed, off, length)
-		}
-		end := r.off + int(length)
-		r.b = data[:end]
-		idOff := r.off
-		id := r.u32n(idSize)
-		if !p.isCIE(id, idSize) {
-			if err := p.addFDE(&r, uint64(idOff), id, off); err != nil {
-				return err
-			}
-		}
-		off = end
+		off = next
 	}
 	return nil
+}
+
+// entry reads the header of the entry at off, collecting it if it is an
+// FDE that covers executable code, and returns the offset of the next
+// entry; done says it was the terminator of an .eh_frame.
+func (p *frameParser) entry(off int) (next int, done bool, err error) {
+	data := p.sec.data
+	r := reader{b: data, off: off, order: p.sec.order}
+	length := uint64(r.u32())
+	idSize := uint64(4)
+	switch {
+	case r.err != nil:
+		return 0, false, fmt.Errorf("%w: entry at %#x: %w", ErrMalformed, off, r.err)
+	case length == 0:
+		return r.off, !p.sec.debug, nil
+	case length == 0xffffffff:
+		length, idSize = r.u64(), 8
+	case length >= 0xfffffff0:
+		return 0, false, fmt.Errorf("%w: entry at %#x: reserved length %#x", ErrMalformed, off, length)
+	}
+	if r.err != nil || length > uint64(len(data)-r.off) || length < idSize {
+		return 0, false, fmt.Errorf("%w: entry at %#x: length %#x does not fit", ErrMalformed, off, length)
+	}
+	end := r.off + int(length)
+	r.b = data[:end]
+	idOff := r.off
+	id := r.u32n(idSize)
+	if !p.isCIE(id, idSize) {
+		if err := p.addFDE(&r, uint64(idOff), id, off); err != nil {
+			return 0, false, err
+		}
+	}
+	return end, false, nil
 }
 
 // countFDEs returns how many FDEs the section has, reading only the
@@ -258,7 +276,7 @@ func (p *frameParser) addFDE(r *reader, idOff, id uint64, off int) error {
 	}
 	seg := p.segs[si]
 	hi = min(hi, seg.vaddr+seg.size)
-	if p.covered.covers(seg.offset(lo), seg.offset(hi)) {
+	if !p.ranges.meets(seg.offset(lo), seg.offset(hi)) || p.covered.covers(seg.offset(lo), seg.offset(hi)) {
 		return nil
 	}
 	if len(p.fdes) >= p.opts.MaxRows {

@@ -2,6 +2,8 @@ package nativeunwind
 
 import (
 	"bytes"
+	"debug/elf"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,5 +135,97 @@ func FuzzGoRows(f *testing.F) {
 			return
 		}
 		checkTable(t, rows)
+	})
+}
+
+// hdrFor returns an .eh_frame_hdr section at hdrAddr for the .eh_frame
+// section f: its binary search table of every FDE's start and address.
+func hdrFor(tb testing.TB, f frames, hdrAddr uint64) []byte {
+	tb.Helper()
+	a, _ := archFor(elf.EM_X86_64)
+	opts := Options{}
+	if err := opts.normalize(); err != nil {
+		tb.Fatal(err)
+	}
+	var b Builder
+	p := &frameParser{sec: &frameSection{data: f.b, addr: f.addr, order: binary.LittleEndian, ptrSize: 8},
+		arch: &a, opts: &opts, segs: testSegs, covered: newCoverage(nil, nil), cieIndex: map[uint64]int32{}, interp: &b.interp, rules: &b.rules}
+	p.interp.arch = &a
+	p.interp.sec = p.sec
+	type entry struct{ loc, fde uint64 }
+	var entries []entry
+	for off := 0; off < len(f.b); {
+		n := len(p.fdes)
+		next, done, err := p.entry(off)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(p.fdes) > n {
+			entries = append(entries, entry{p.fdes[n].vlo, f.addr + uint64(off)})
+		}
+		if done {
+			break
+		}
+		off = next
+	}
+	slices.SortFunc(entries, func(x, y entry) int { return int(x.loc) - int(y.loc) })
+	out := []byte{1, pePCRel | peSData4, peUData4, tableEncoding}
+	out = append(out, u32(uint32(int32(f.addr-(hdrAddr+4))))...)
+	out = append(out, u32(uint32(len(entries)))...)
+	for _, e := range entries {
+		out = append(out, u32(uint32(int32(e.loc-hdrAddr)))...)
+		out = append(out, u32(uint32(int32(e.fde-hdrAddr)))...)
+	}
+	return out
+}
+
+// FuzzEHFrameIndex builds the rows of a range of an .eh_frame section
+// through an arbitrary .eh_frame_hdr: whatever it says, the build ends,
+// and its rows are sorted and in the range; with the section's own index
+// they are those of the whole section in the range.
+func FuzzEHFrameIndex(f *testing.F) {
+	sec := seedSections()[0]
+	const hdrAddr = 0x100000
+	good := hdrFor(f, sec, hdrAddr)
+	f.Add(good, uint64(0x1000), uint64(0x1048))
+	f.Add(good, uint64(0x1044), uint64(0x1090))
+	f.Add(good[:12], uint64(0), uint64(0x2000))
+	a, _ := archFor(elf.EM_X86_64)
+	opts := Options{MaxRows: 1 << 16, MaxCIEs: 64}
+	if err := opts.normalize(); err != nil {
+		f.Fatal(err)
+	}
+	build := func(t *testing.T, hdr []byte, r Range) ([]Row, error) {
+		var b Builder
+		s := &frameSection{name: "test", data: sec.b, addr: sec.addr, order: binary.LittleEndian, ptrSize: 8, hdr: hdr, hdrAddr: hdrAddr}
+		bs := &buildState{arch: &a, opts: &opts, segs: testSegs, ranges: rangeSet{r}, scratch: &b}
+		b.rules.reset()
+		rows, err := bs.sectionRows(s, newCoverage(nil, nil), nil)
+		if err != nil {
+			return nil, err
+		}
+		return unpackRows(&b.rules, bs.ranges.cut(nil, finalize(rows))), nil
+	}
+	f.Fuzz(func(t *testing.T, hdr []byte, lo, hi uint64) {
+		if hi <= lo || hi > 1<<20 {
+			return
+		}
+		r := Range{lo, hi}
+		rows, err := build(t, hdr, r)
+		if err != nil {
+			return
+		}
+		for i, row := range rows {
+			if row.Addr < lo || row.Addr >= hi || i > 0 && row.Addr <= rows[i-1].Addr {
+				t.Fatalf("rows of %#x-%#x: %+v", lo, hi, rows)
+			}
+		}
+		if !bytes.Equal(hdr, good) {
+			return
+		}
+		want, err := build(t, nil, r)
+		if err != nil || !slices.Equal(rows, want) {
+			t.Fatalf("through the index: %+v; walking the section: %+v, %v", rows, want, err)
+		}
 	})
 }

@@ -47,13 +47,19 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []uint64) 
 		return dst, fmt.Errorf("%w: Go functions with %d-byte pointers", ErrUnsupportedArch, tab.PtrSize())
 	}
 	// Go binaries have about eight rows per function.
-	b := newBuilder(dst, &bs.scratch.rules, bs.opts.MaxRows, 9*tab.NumFuncs())
+	hint := 9 * tab.NumFuncs()
+	if len(bs.ranges) > 0 {
+		// About a row per 40 bytes of code.
+		hint = min(hint, int(bs.ranges.size(MaxAddr)/32))
+	}
+	b := newBuilder(dst, &bs.scratch.rules, bs.opts.MaxRows, hint)
 	s := bs.scratch
 	if len(s.code) != g.window {
 		s.code = make([]byte, g.window)
 	}
 	code := s.code
-	for i := range tab.NumFuncs() {
+	from, to := goFuncSpan(tab.NumFuncs(), tab.Entry, bs.segs, bs.ranges)
+	for i := from; i < to; i++ {
 		fn, ok := tab.Func(i)
 		if !ok {
 			continue
@@ -65,7 +71,7 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []uint64) 
 		}
 		hi = min(hi, seg.vaddr+seg.size)
 		delta := seg.offset(lo) - lo
-		if !b.begin(lo+delta, hi+delta) {
+		if !bs.ranges.meets(lo+delta, hi+delta) || !b.begin(lo+delta, hi+delta) {
 			continue
 		}
 		goFuncRows(&b, tab, &fn, hi, delta, f, code, g)
