@@ -36,13 +36,15 @@ func (f userFrame) String() string {
 	return f.name
 }
 
-// warmUp is how much of a process's first traces sampleCommand leaves
-// out. A file with 64 KiB of code or more gets its table only once a
-// sample reaches it (libc, libpython, a Go binary), so a fresh tracer's
-// first traces stop there for as long as that build takes: tens of
-// milliseconds, several hundred under the race detector.
-// TestTableBuiltWhenSampled asks about that delay; the callers of
-// sampleCommand ask how a process unwinds once it is known.
+// warmUp is how much of a process's first traces the tests that ask how
+// a running process unwinds leave out (sampleCommand, afterWarmUp). A new
+// process is read when first sampled, and a file with 64 KiB of code or
+// more gets its table (or the region sampled, its) only once a sample
+// reaches it (libc, libpython, a Go binary), so a process's first traces
+// stop early ("process not loaded yet", or at that file) for as long as
+// that takes: tens of milliseconds, several hundred under the race
+// detector. TestTableBuiltWhenSampled, TestTableBuiltByRegion and the
+// churn tests ask about that delay.
 const warmUp = time.Second
 
 // sampleCommand runs cmd for warmUp plus d under a tracer sampling at
@@ -50,16 +52,22 @@ const warmUp = time.Second
 // process taken after its first warmUp.
 func sampleCommand(t *testing.T, cmd *exec.Cmd, d time.Duration, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
 	t.Helper()
-	var first uint64 // the process's first sample, in arrival order
-	return sampleTraces(t, cmd, warmUp+d, func(m trace.TraceMeta) bool {
-		if m.PID != uint32(cmd.Process.Pid) {
+	return sampleTraces(t, cmd, warmUp+d, afterWarmUp(func(m trace.TraceMeta) bool { return m.PID == uint32(cmd.Process.Pid) }), interps...)
+}
+
+// afterWarmUp returns keep for the traces keep selects, but for those of
+// the first warmUp after the first one it selects (in arrival order).
+func afterWarmUp(keep func(trace.TraceMeta) bool) func(trace.TraceMeta) bool {
+	var first uint64
+	return func(m trace.TraceMeta) bool {
+		if !keep(m) {
 			return false
 		}
 		if first == 0 {
 			first = m.TimestampNS
 		}
 		return m.TimestampNS >= first+uint64(warmUp)
-	}, interps...)
+	}
 }
 
 // sampleTraces is sampleCommand for the traces keep selects.
