@@ -62,6 +62,14 @@ int main(int argc, char **argv) {
 }
 `
 
+// writeSource writes src to dir/name and returns its path.
+func writeSource(t *testing.T, dir, name, src string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	write(t, p, src)
+	return p
+}
+
 // TestTableBuiltWhenSampled: a process runs in one large library (no
 // frame pointers) and maps another that it never executes. The first gets
 // its table once a sample reaches it; the second gets none and is listed
@@ -71,16 +79,9 @@ int main(int argc, char **argv) {
 func TestTableBuiltWhenSampled(t *testing.T) {
 	testenv.RequireBPF(t)
 	dir := t.TempDir()
-	write := func(name, src string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	hot := write("hot.c", hotSource+filler("hot_fill", 1500))
-	cold := write("cold.c", filler("cold", 1500))
-	mainC := write("main.c", mainSource)
+	hot := writeSource(t, dir, "hot.c", hotSource+filler("hot_fill", 1500))
+	cold := writeSource(t, dir, "cold.c", filler("cold", 1500))
+	mainC := writeSource(t, dir, "main.c", mainSource)
 	testenv.Run(t, dir, "gcc", "-O2", "-g", "-fomit-frame-pointer", "-shared", "-fPIC", "-o", filepath.Join(dir, "libhot.so"), hot)
 	testenv.Run(t, dir, "gcc", "-O2", "-g", "-fomit-frame-pointer", "-shared", "-fPIC", "-o", filepath.Join(dir, "libcold.so"), cold)
 	bin := filepath.Join(dir, "lazy")

@@ -80,18 +80,11 @@ int main(int argc, char **argv) {
 func TestTableBuiltByRegion(t *testing.T) {
 	testenv.RequireBPF(t)
 	dir := t.TempDir()
-	write := func(name, src string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
 	lib := filepath.Join(dir, "libregion.so")
 	testenv.Run(t, dir, "gcc", "-O2", "-g", "-fomit-frame-pointer", "-fno-toplevel-reorder", "-shared", "-fPIC", "-o", lib,
-		write("region.c", regionLibSource+filler("fill", 1500)+regionLibTail))
+		writeSource(t, dir, "region.c", regionLibSource+filler("fill", 1500)+regionLibTail))
 	bin := filepath.Join(dir, "regions")
-	testenv.Run(t, dir, "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, write("main.c", regionMainSource),
+	testenv.Run(t, dir, "gcc", "-O2", "-fomit-frame-pointer", "-o", bin, writeSource(t, dir, "main.c", regionMainSource),
 		"-L"+dir, "-lregion", "-Wl,-rpath,"+dir)
 	whole, err := nativeunwind.Build(openELFFile(t, lib), nil, nativeunwind.Options{})
 	if err != nil {
