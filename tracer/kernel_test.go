@@ -35,6 +35,18 @@ func write(t *testing.T, path, data string) {
 	}
 }
 
+// fixtureKallsyms and fixtureModules are the kernel the kernel-frame tests
+// load from a fixture /proc: three symbols of the image and module e1000.
+const (
+	fixtureKallsyms = `ffffffff81000000 T _stext
+ffffffff81000100 T schedule
+ffffffff81000200 T _etext
+ffffffffc0001000 t e1000_xmit	[e1000]
+ffffffffc0001100 t e1000_poll	[e1000]
+`
+	fixtureModules = "e1000 16384 0 - Live 0xffffffffc0001000\n"
+)
+
 // TestKernelFrames: vmlinux frames, module frames (a mapping of their own
 // with the module's build ID, addresses relative to the module) and
 // unknown addresses ([unknown] on the kernel mapping, counted) all go
@@ -42,13 +54,8 @@ func write(t *testing.T, path, data string) {
 func TestKernelFrames(t *testing.T) {
 	root := t.TempDir()
 	proc, sys := filepath.Join(root, "proc"), filepath.Join(root, "sys")
-	write(t, filepath.Join(proc, "kallsyms"), `ffffffff81000000 T _stext
-ffffffff81000100 T schedule
-ffffffff81000200 T _etext
-ffffffffc0001000 t e1000_xmit	[e1000]
-ffffffffc0001100 t e1000_poll	[e1000]
-`)
-	write(t, filepath.Join(proc, "modules"), "e1000 16384 0 - Live 0xffffffffc0001000\n")
+	write(t, filepath.Join(proc, "kallsyms"), fixtureKallsyms)
+	write(t, filepath.Join(proc, "modules"), fixtureModules)
 	write(t, filepath.Join(sys, "module/e1000/notes/.note.gnu.build-id"), string(gnuBuildIDNote([]byte{0xab, 0xcd, 0xef, 0x01})))
 	kern, err := kallsyms.Load(kallsyms.Options{ProcRoot: proc, SysRoot: sys})
 	if err != nil {
@@ -95,13 +102,8 @@ func (noPrograms) Program(uint32) (kallsyms.BPFProgram, error) {
 func TestKernelFramesRemembered(t *testing.T) {
 	root := t.TempDir()
 	proc, sys := filepath.Join(root, "proc"), filepath.Join(root, "sys")
-	write(t, filepath.Join(proc, "kallsyms"), `ffffffff81000000 T _stext
-ffffffff81000100 T schedule
-ffffffff81000200 T _etext
-ffffffffc0001000 t e1000_xmit	[e1000]
-ffffffffc0001100 t e1000_poll	[e1000]
-`)
-	write(t, filepath.Join(proc, "modules"), "e1000 16384 0 - Live 0xffffffffc0001000\n")
+	write(t, filepath.Join(proc, "kallsyms"), fixtureKallsyms)
+	write(t, filepath.Join(proc, "modules"), fixtureModules)
 	now := time.Unix(1000, 0)
 	kern, err := kallsyms.Load(kallsyms.Options{ProcRoot: proc, SysRoot: sys, Programs: noPrograms{},
 		Now: func() time.Time { return now }, MaxModuleAge: -1})
