@@ -44,6 +44,9 @@ type rowTable interface {
 	size() uint64
 	// read has fn read the first n rows of the table, in place.
 	read(n int, fn func(rows []uint64)) error
+	// write has fn write rows off to off+n of the table, in place,
+	// where eBPF programs may be reading them.
+	write(off, n int, fn func(rows []uint64) error) error
 	// clone returns a handle of its own on the same table.
 	clone() (rowTable, error)
 	close() error
@@ -134,25 +137,27 @@ func (m bpfMaps) newTable(key uint64, n int, fill func(rows []uint64) error) (ro
 // fillMapped maps the first n 8-byte values of the mmapable array m into
 // this process, has fill write them, and unmaps them.
 func fillMapped(m *ebpf.Map, n int, fill func(rows []uint64) error) error {
-	return withMapped(m, n, unix.PROT_READ|unix.PROT_WRITE, fill)
+	return withMapped(m, 0, n, unix.PROT_READ|unix.PROT_WRITE, fill)
 }
 
-// withMapped maps the first n 8-byte values of the mmapable array m into
-// this process with protection prot, calls fn with them, and unmaps them.
-func withMapped(m *ebpf.Map, n int, prot int, fn func(rows []uint64) error) error {
+// withMapped maps the 8-byte values off to off+n of the mmapable array m
+// into this process with protection prot (only the pages that hold
+// them), calls fn with them, and unmaps them.
+func withMapped(m *ebpf.Map, off, n int, prot int, fn func(rows []uint64) error) error {
 	if n == 0 {
 		return fn(nil)
 	}
-	fill := fn
 	page := os.Getpagesize()
-	size := (n*rowBytes + page - 1) / page * page
-	mem, err := unix.Mmap(m.FD(), 0, size, prot, unix.MAP_SHARED)
+	from := off * rowBytes / page * page
+	to := (off+n)*rowBytes + page - 1
+	to -= to % page
+	mem, err := unix.Mmap(m.FD(), int64(from), to-from, prot, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("map the array's memory: %w", err)
 	}
 	// The kernel maps an array's values page-aligned, 8 bytes each.
-	rows := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(mem))), n)
-	err = fill(rows)
+	rows := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(mem))), len(mem)/rowBytes)[off-from/rowBytes:][:n]
+	err = fn(rows)
 	if uerr := unix.Munmap(mem); uerr != nil && err == nil {
 		err = fmt.Errorf("unmap the array's memory: %w", uerr)
 	}
@@ -173,10 +178,17 @@ func (t mapTable) read(n int, fn func(rows []uint64)) error {
 	if n > int(t.m.MaxEntries()) {
 		return fmt.Errorf("read %d rows of a table of %d", n, t.m.MaxEntries())
 	}
-	return withMapped(t.m, n, unix.PROT_READ, func(rows []uint64) error {
+	return withMapped(t.m, 0, n, unix.PROT_READ, func(rows []uint64) error {
 		fn(rows)
 		return nil
 	})
+}
+
+func (t mapTable) write(off, n int, fn func(rows []uint64) error) error {
+	if off < 0 || n < 0 || off+n > int(t.m.MaxEntries()) {
+		return fmt.Errorf("write rows %d to %d of a table of %d", off, off+n, t.m.MaxEntries())
+	}
+	return withMapped(t.m, off, n, unix.PROT_READ|unix.PROT_WRITE, fn)
 }
 
 func (t mapTable) clone() (rowTable, error) {

@@ -78,6 +78,10 @@ func (t memTable) read(n int, fn func(rows []uint64)) error {
 	return nil
 }
 
+func (t memTable) write(off, n int, fn func(rows []uint64) error) error {
+	return fn(t[off : off+n])
+}
+
 func (t memTable) clone() (rowTable, error) { return t, nil }
 
 func (m *memMaps) newTable(_ uint64, n int, fill func(rows []uint64) error) (rowTable, error) {
@@ -176,9 +180,8 @@ func TestSyncBookkeeping(t *testing.T) {
 				}
 				rows := len(maps.tables[e.Table])
 				if tb := tr.tables.tables[m.fi.id]; tb != nil && tb.regions != nil {
-					// Built by region: the search stops at the
-					// end of the table.
-					rows = maxTableRows
+					// Built by region: its number of regions.
+					rows = int(rowsRegional) | tb.regions.n
 				}
 				if rows != int(e.NumRows) {
 					t.Errorf("%s: mapping %d has table %#x of %d rows, %d loaded", what, i, e.Table, e.NumRows, len(maps.tables[e.Table]))

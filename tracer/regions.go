@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	progs "github.com/stackline-dev/stackline/support/ebpf"
@@ -16,21 +17,31 @@ import (
 // can be built by region (nativeunwind.Regional) gets its table region by
 // region: a region is an aligned range of regionBytes of file offsets.
 // When a trace first has a frame in the file, only the region of that
-// frame is built; the table holds, at the start of every region not
-// built, one row of the rule ruleUnbuilt (Go code: ruleInvalid, which the
-// unwinder steps by frame pointer, as it does Go code with no table), and
-// a frame there asks for its region. Regions asked while one build is
-// with a build worker go together in the next. Each time regions are
-// added, the file's table is made again with them and replaces the one
-// under its key in unwind_tables; mappings give partial tables
-// maxTableRows as their number of rows, a bound the eBPF search stops
-// short of, so they need not change.
+// frame is built, and a frame in a region not built asks for its region.
+// Regions asked while one build is with a build worker go together in
+// the next.
+//
+// The table's array (see unwind_bounds in support/ebpf/unwind_maps.h)
+// starts with an index of one entry per region, then holds the rows of
+// the regions built, each region's rows together, in the order they were
+// built, then spare room. An entry gives the first row and the number of
+// rows of its region, or, with no rows, the rule of a region not built:
+// ruleUnbuilt, after which the eBPF unwinder stops, as in a file with no
+// table yet; for Go code ruleInvalid, which it steps by frame pointer.
+// Regions are added in place (tableStore.addRegions): their rows go into
+// the spare room, which no entry covers, then their entries are written,
+// each with one 8-byte store, so an eBPF lookup on another CPU finds a
+// region either whole or not built. When the spare room runs out, the
+// table is copied into one half as large again (regionCapacity), which
+// replaces it under its key. Mappings give eBPF rowsRegional | the number
+// of regions as their number of rows, which stays right as regions are
+// added.
 //
 // 256 KiB: a region of cc1, node or libjvm has 3,000-9,000 rows and
 // takes about half a millisecond to build (BenchmarkBuildRegion); 64 KiB
-// regions take a fifth of that but four times as many builds and marker
-// rows for a process spread over its code, 1 MiB four times as long and
-// as many rows, mostly of code no sample reaches.
+// regions take a fifth of that but four times as many builds for a
+// process spread over its code, 1 MiB four times as long and as many
+// rows, mostly of code no sample reaches.
 const (
 	regionShift = 18
 	regionBytes = 1 << regionShift
@@ -44,11 +55,20 @@ const (
 	// region found one after the other costs the samples that stop
 	// there until it is built (the Python tests fell to 94%).
 	minRegions = 16
+	// rowsRegional is set in the number of rows that mappings give eBPF
+	// for a table built by region, with its number of regions.
+	rowsRegional = uint32(progs.StacklineUnwindBoundsROWS_REGIONAL)
+	// minSpareRows is the least spare room a table built by region is
+	// made with: a page of rows.
+	minSpareRows = 512
 )
 
-// ruleUnbuilt is the rule of the row at the start of a region not built
-// yet: the eBPF unwinder stops after the frame, as in a file with no
-// table yet.
+// regionShift is eBPF's REGION_SHIFT: this fails to compile otherwise (an
+// index out of range, or a negative unsigned constant).
+var _ = [1]struct{}{}[progs.StacklineUnwindBoundsREGION_SHIFT-regionShift]
+
+// ruleUnbuilt is the rule of a region not built yet: the eBPF unwinder
+// stops after the frame, as in a file with no table yet.
 var ruleUnbuilt = uint32(progs.StacklineRuleKindRULE_UNBUILT)
 
 // regionTable is the state of a table built by region. The Run goroutine
@@ -60,11 +80,12 @@ type regionTable struct {
 	n     int
 	built []uint64
 	count int
-	// tab is the table loaded, held open to make the next one with
-	// more regions from (its rows read in place, not kept on the heap),
-	// and rows its number of rows; nil once all regions are built.
-	tab  rowTable
-	rows int
+	// tab is the table loaded, held open to add regions to; nil once all
+	// regions are built. used is the number of its rows in use (the
+	// index and the rows of the regions built), capacity the number of
+	// rows of its array.
+	tab            rowTable
+	used, capacity int
 	// goCode says the file is Go's: its regions not built are stepped by
 	// frame pointer.
 	goCode bool
@@ -78,7 +99,7 @@ type regionTable struct {
 	// from is where the last region was asked from, to hand the next
 	// build from.
 	from regionSource
-	// loaded is when the table was last loaded: the next build waits
+	// loaded is when regions were last added: the next build waits
 	// until regionCoalesce after it, for more regions to go with it.
 	loaded time.Time
 }
@@ -133,11 +154,12 @@ func addAsked(asked []uint32, r uint32) ([]uint32, bool) {
 }
 
 // regionAsk is what a build worker takes to build regions of a file: the
-// regions asked, and the table they are added to (nil for the first).
+// regions asked, and the state of the table they are added to (nil for
+// the first).
 type regionAsk struct {
 	regions []uint32
-	// prev is a copy of the regionTable, with a handle of its own on
-	// the table, which the build worker closes.
+	// prev is a copy of the regionTable's regions built, without its
+	// table: the rows are added to it by the Run goroutine.
 	prev *regionTable
 }
 
@@ -149,19 +171,11 @@ func (s *tableStore) takeRegions(id trace.FileID) (ask regionAsk, ok bool) {
 	defer s.mu.Unlock()
 	if tb := s.tables[id]; tb != nil {
 		rt := tb.regions
-		if rt == nil || rt.full {
-			return regionAsk{}, false
-		}
-		if rt.tab == nil {
-			return regionAsk{}, false
-		}
-		tab, err := rt.tab.clone()
-		if err != nil {
-			s.log.Debug("unwind table regions", "file", tb.name, "error", err)
+		if rt == nil || rt.full || rt.tab == nil {
 			return regionAsk{}, false
 		}
 		ask.regions, rt.asked = rt.asked, nil
-		ask.prev = &regionTable{n: rt.n, built: slices.Clone(rt.built), count: rt.count, tab: tab, rows: rt.rows, goCode: rt.goCode}
+		ask.prev = &regionTable{n: rt.n, built: slices.Clone(rt.built), count: rt.count, goCode: rt.goCode}
 		return ask, true
 	}
 	if u := s.unbuilt[id]; u != nil {
@@ -187,9 +201,9 @@ func (s *tableStore) askRegion(tb *unwindTable, r uint32, src regionSource) bool
 	return true
 }
 
-// regionsBuilt enters bt, tb's table with more regions built, in place of
-// tb's, and reports whether regions were asked meanwhile: the caller
-// hands their build to a worker (from rt.from).
+// regionsBuilt adds the regions of bt, built for tb's table, to it, and
+// reports whether regions were asked meanwhile: the caller hands their
+// build to a worker (from rt.from).
 func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time) (more bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -198,8 +212,8 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 	s.stats.buildTime += bt.buildTime
 	s.stats.invalidRows += bt.invalidRows
 	err := bt.err
-	if err == nil {
-		err = s.replace(tb, bt)
+	if err == nil && bt.add != nil {
+		err = s.addRegions(tb, bt.add)
 	}
 	if err != nil {
 		rt.asked = nil
@@ -207,9 +221,11 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 			// No more regions: frames in those not built stop
 			// there.
 			rt.full = true
+			rt.drop()
+			delete(s.partial, tb.id)
 			s.stats.skipped++
 			s.log.Warn("unwind table regions not added: frames in them stop there",
-				"file", tb.name, "rows", bt.rows, "error", err)
+				"file", tb.name, "rows", rt.used, "error", err)
 			return false
 		}
 		// The file could not be read (the process it was opened
@@ -217,17 +233,13 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 		s.log.Debug("unwind table regions not added", "file", tb.name, "error", err)
 		return false
 	}
-	old := rt.tab
-	*rt = regionTable{n: rt.n, built: bt.regions.built, count: bt.regions.count, goCode: rt.goCode, asked: rt.asked, from: rt.from, loaded: now}
-	rt.keep(bt)
-	if old != nil {
-		old.close()
+	rt.loaded = now
+	if rt.complete() {
+		rt.drop()
+		delete(s.partial, tb.id)
 	}
 	// Those asked again while the build was out are in.
 	rt.asked = slices.DeleteFunc(rt.asked, func(r uint32) bool { return rt.has(uint64(r)) })
-	if rt.complete() {
-		delete(s.partial, tb.id)
-	}
 	if len(rt.asked) == 0 {
 		return false
 	}
@@ -235,13 +247,13 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 	return true
 }
 
-// keep holds bt's table, just loaded, to make the next one from, unless
-// every region is built: the table is then rt's, not bt's to close.
+// keep holds bt's table, just loaded, to add regions to, unless every
+// region is built: the table is then unwind_tables', not bt's to close.
 func (rt *regionTable) keep(bt *builtTable) {
 	if rt.complete() {
 		return
 	}
-	rt.tab, rt.rows = bt.table, bt.rows
+	rt.tab = bt.table
 	bt.table = nil
 }
 
@@ -253,31 +265,216 @@ func (rt *regionTable) drop() {
 	}
 }
 
-// replace puts bt's table in unwind_tables in place of tb's, within the
-// budget. Idle tables are unloaded to make room, not tb.
-func (s *tableStore) replace(tb *unwindTable, bt *builtTable) error {
-	need := bt.table.size()
+// regionRows are the rows of regions of a file built to add to its table
+// built by region: those of regions[i] (sorted) are
+// rows[ends[i-1]:ends[i]] (from 0 for the first), packed for eBPF, the
+// first at the region's start.
+type regionRows struct {
+	regions []uint32
+	ends    []int
+	rows    []uint64
+}
+
+// span returns the rows of the i-th region of a.
+func (a *regionRows) span(i int) (start, end int) {
+	if i > 0 {
+		start = a.ends[i-1]
+	}
+	return start, a.ends[i]
+}
+
+// newRegionRows returns the rows of regions (sorted, of a file of n
+// regions) taken from rows, the rows of at least those regions packed
+// for eBPF and sorted.
+func newRegionRows(rows []uint64, n int, regions []uint32) *regionRows {
+	a := &regionRows{regions: regions, ends: make([]int, len(regions)), rows: make([]uint64, 0, len(rows)+len(regions))}
+	for i, r := range regions {
+		start := len(a.rows)
+		// From an empty slice: a region's first row is kept even
+		// when the region before ends with its rule.
+		seg := appendRegion(a.rows[start:start], rows, regionRange(r, n))
+		a.rows = append(a.rows[:start], seg...)
+		a.ends[i] = len(a.rows)
+	}
+	return a
+}
+
+// without returns a without the regions rt has built already.
+func (a *regionRows) without(rt *regionTable) *regionRows {
+	if !slices.ContainsFunc(a.regions, func(r uint32) bool { return rt.has(uint64(r)) }) {
+		return a
+	}
+	b := &regionRows{}
+	for i, r := range a.regions {
+		if rt.has(uint64(r)) {
+			continue
+		}
+		start, end := a.span(i)
+		b.regions = append(b.regions, r)
+		b.rows = append(b.rows, a.rows[start:end]...)
+		b.ends = append(b.ends, len(b.rows))
+	}
+	return b
+}
+
+// unbuiltEntry returns the index entry of a region not built.
+func (rt *regionTable) unbuiltEntry() uint64 {
+	if rt.goCode {
+		return uint64(ruleInvalid) << 32
+	}
+	return uint64(ruleUnbuilt) << 32
+}
+
+// indexEntry returns the index entry of a region whose count rows start
+// at row first.
+func indexEntry(first, count int) uint64 {
+	return uint64(first)<<32 | uint64(count)
+}
+
+// regionCapacity returns the rows of the array of a table built by region
+// that needs need rows (at most maxRows): half as many again, at least
+// minSpareRows more, so that growing it costs a constant time per row
+// added, all pages of rows.
+func regionCapacity(need, maxRows int) int {
+	c := need + max(need/2, minSpareRows)
+	c = (c + minSpareRows - 1) / minSpareRows * minSpareRows
+	return max(min(c, maxRows), need)
+}
+
+// mark records the regions of a as built.
+func (rt *regionTable) mark(a *regionRows) {
+	for _, r := range a.regions {
+		if !rt.has(uint64(r)) {
+			rt.built[r/64] |= 1 << (r % 64)
+			rt.count++
+		}
+	}
+}
+
+// newRegionTable makes the table of a file of n regions with the regions
+// of a, for key, in a new array with spare room (see regionCapacity), on
+// a build worker: its rows, then the index, every region not in a with
+// the entry of one not built.
+func newRegionTable(maps unwinderMaps, key uint64, n int, a *regionRows, goCode bool, maxRows int) (rowTable, *regionTable, error) {
+	used := n + len(a.rows)
+	if used > maxRows {
+		return nil, nil, fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, used)
+	}
+	rt := &regionTable{n: n, built: make([]uint64, (n+63)/64), used: used, capacity: regionCapacity(used, maxRows), goCode: goCode}
+	tab, err := maps.newTable(key, rt.capacity, func(rows []uint64) error {
+		copy(rows[n:], a.rows)
+		unbuilt := rt.unbuiltEntry()
+		for r := range n {
+			rows[r] = unbuilt
+		}
+		for i, r := range a.regions {
+			start, end := a.span(i)
+			rows[r] = indexEntry(n+start, end-start)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rt.mark(a)
+	return tab, rt, nil
+}
+
+// addRegions adds the regions of a, those not built yet, to tb's table,
+// built by region: in place, into the spare room, when they fit, else
+// into a larger table that replaces it (growRegions). In place, the rows
+// go first into room no index entry covers, then each region's index
+// entry with one 8-byte store: an eBPF lookup on another CPU meanwhile
+// finds each region either not built or whole.
+func (s *tableStore) addRegions(tb *unwindTable, a *regionRows) error {
+	rt := tb.regions
+	if rt.tab == nil {
+		return errors.New("add regions: no table held")
+	}
+	a = a.without(rt)
+	if len(a.regions) == 0 {
+		return nil
+	}
+	if slices.ContainsFunc(a.regions, func(r uint32) bool { return int(r) >= rt.n }) {
+		return fmt.Errorf("add regions: a region beyond the table's %d", rt.n)
+	}
+	if rt.used+len(a.rows) > rt.capacity {
+		return s.growRegions(tb, a)
+	}
+	first := rt.used
+	if err := rt.tab.write(first, len(a.rows), func(rows []uint64) error {
+		copy(rows, a.rows)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add regions: %w", err)
+	}
+	lo, hi := a.regions[0], a.regions[len(a.regions)-1]
+	return rt.tab.write(int(lo), int(hi-lo)+1, func(index []uint64) error {
+		for i, r := range a.regions {
+			start, end := a.span(i)
+			atomic.StoreUint64(&index[r-lo], indexEntry(first+start, end-start))
+		}
+		// Entered: the room they cover is in use, whatever comes of
+		// unmapping it.
+		rt.used += len(a.rows)
+		tb.rows = uint32(rt.used)
+		rt.mark(a)
+		return nil
+	})
+}
+
+// growRegions copies tb's table, built by region, and the regions of a
+// into a new array with spare room, which replaces it in unwind_tables
+// within the budget (idle tables are unloaded to make room, not tb).
+func (s *tableStore) growRegions(tb *unwindTable, a *regionRows) error {
+	rt := tb.regions
+	maxRows := int(min(s.maxBytes/rowBytes, maxTableRows))
+	used := rt.used + len(a.rows)
+	if used > maxRows {
+		return fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, used)
+	}
+	capacity := regionCapacity(used, maxRows)
+	tab, err := s.maps.newTable(tb.key, capacity, func(rows []uint64) error {
+		if err := rt.tab.read(rt.used, func(old []uint64) { copy(rows, old) }); err != nil {
+			return fmt.Errorf("read the table to grow: %w", err)
+		}
+		copy(rows[rt.used:], a.rows)
+		for i, r := range a.regions {
+			start, end := a.span(i)
+			rows[r] = indexEntry(rt.used+start, end-start)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	need := tab.size()
 	if s.used-tb.bytes+need > s.maxBytes {
 		tb.refs++
 		s.evictIdle(need - tb.bytes)
 		tb.refs--
 	}
 	if s.used-tb.bytes+need > s.maxBytes {
+		tab.close()
 		return fmt.Errorf("%w: %d bytes needed, %d of %d used", errTableBudget, need, s.used, s.maxBytes)
 	}
-	if err := s.maps.putTable(tb.key, bt.table); err != nil {
+	if err := s.maps.putTable(tb.key, tab); err != nil {
+		tab.close()
 		return err
 	}
 	s.used += need - tb.bytes
 	tb.bytes = need
-	tb.rows = uint32(bt.rows)
+	rt.tab.close()
+	rt.tab, rt.used, rt.capacity = tab, used, capacity
+	tb.rows = uint32(used)
+	rt.mark(a)
 	return nil
 }
 
 // appendRegion appends to out the rows of rows (packed for eBPF, sorted)
 // in the file offsets r: a row at r.Lo with the rule in effect there
-// (ruleInvalid when none is), then those inside. A row whose rule is that of the row before it
-// is dropped.
+// (ruleInvalid when none is), then those inside. A row whose rule is that
+// of the row before it is dropped.
 func appendRegion(out, rows []uint64, r nativeunwind.Range) []uint64 {
 	i, found := slices.BinarySearchFunc(rows, r.Lo, func(p, lo uint64) int { return cmp.Compare(p&0xffffffff, lo) })
 	switch {
@@ -286,8 +483,7 @@ func appendRegion(out, rows []uint64, r nativeunwind.Range) []uint64 {
 		out = appendRow(out, packRow(uint32(rows[i-1]>>rowRuleShift), r.Lo))
 	default:
 		// No rule before the region's first row: none, as in front
-		// of a table's first row, rather than the rule of the region
-		// before (a marker, maybe).
+		// of a table's first row.
 		out = appendRow(out, packRow(ruleInvalid, r.Lo))
 	}
 	for ; i < len(rows) && rows[i]&0xffffffff < r.Hi; i++ {
@@ -303,40 +499,4 @@ func appendRow(out []uint64, p uint64) []uint64 {
 		return out
 	}
 	return append(out, p)
-}
-
-// composeRegions returns the rows of the table of a file of n regions
-// whose regions built are those of prev (nil: none), whose rows are
-// prevRows, and those of regions, whose rows are piece (all packed for
-// eBPF): the rows of each region built, and a row of marker at the start
-// of each other. It returns the new set of regions built.
-func composeRegions(prev *regionTable, prevRows []uint64, n int, regions []uint32, piece []uint64, marker uint32) (rows, built []uint64, count int) {
-	built = make([]uint64, (n+63)/64)
-	if prev != nil {
-		copy(built, prev.built)
-	}
-	fresh := make([]uint64, len(built))
-	for _, r := range regions {
-		fresh[r/64] |= 1 << (r % 64)
-	}
-	hint := len(piece) + n + len(prevRows)
-	rows = make([]uint64, 0, hint)
-	for r := range uint32(n) {
-		rg := regionRange(r, n)
-		switch {
-		case fresh[r/64]&(1<<(r%64)) != 0:
-			rows = appendRegion(rows, piece, rg)
-			built[r/64] |= 1 << (r % 64)
-		case prev != nil && prev.has(uint64(r)):
-			rows = appendRegion(rows, prevRows, rg)
-		default:
-			rows = appendRow(rows, packRow(marker, rg.Lo))
-		}
-	}
-	for _, w := range built {
-		for ; w != 0; w &= w - 1 {
-			count++
-		}
-	}
-	return rows, built, count
 }

@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -9,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
+	progs "github.com/stackline-dev/stackline/support/ebpf"
 	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 	"github.com/stackline-dev/stackline/tracer/nativeunwind"
@@ -199,82 +203,332 @@ func TestTableBuiltByRegion(t *testing.T) {
 	}
 }
 
-// TestComposeRegions: a file's table composed region by region, in any
-// order and any grouping, has the rows of the whole table in its built
-// regions and a marker at the start of the others, and once all are built
-// it is the whole table.
-func TestComposeRegions(t *testing.T) {
-	path, err := filepath.EvalSymlinks("/lib/x86_64-linux-gnu/libc.so.6")
+// lookupRule is find_rule of support/ebpf/native.h in Go: the rule of the
+// row of the table rows (the array's values) covering file offset off,
+// for a mapping that gives n as its number of rows.
+func lookupRule(rows []uint64, n uint32, off uint64) uint32 {
+	if off > 0xffffffff {
+		return ruleInvalid
+	}
+	lo, hi := uint32(0), n
+	if n&rowsRegional != 0 {
+		regions := n &^ rowsRegional
+		r := uint32(off >> regionShift)
+		if r >= regions {
+			r = regions - 1
+		}
+		if int(r) >= len(rows) {
+			return ruleInvalid
+		}
+		e := rows[r]
+		count := uint32(e)
+		lo = uint32(e >> 32)
+		if count == 0 {
+			return lo
+		}
+		hi = lo + count
+	}
+	for range progs.StacklineUnwindBoundsMAX_ROWS_LOG2 + 1 {
+		if hi-lo <= 1 {
+			break
+		}
+		mid := lo + (hi-lo)/2
+		if int(mid) >= len(rows) || uint32(rows[mid]) > uint32(off) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	if int(lo) >= len(rows) || uint64(uint32(rows[lo])) > off {
+		return ruleInvalid
+	}
+	return uint32(rows[lo] >> rowRuleShift)
+}
+
+// regionFile is a file whose table the tests build region by region: its
+// whole table packed for eBPF, and its number of regions.
+type regionFile struct {
+	f     *elffile.File
+	whole []uint64
+	n     int
+}
+
+// openRegionFile opens the ELF file at path and builds its whole table.
+func openRegionFile(t testing.TB, path string) regionFile {
+	t.Helper()
+	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		t.Skip(err)
 	}
-	libc := openELFFile(t, path)
-	b := &nativeunwind.Builder{}
-	whole, err := nativeunwind.Build(libc, nil, nativeunwind.Options{})
+	f := openELFFile(t, real)
+	whole, err := nativeunwind.Build(f, nil, nativeunwind.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := encodeAll(t, whole)
-	n := regionCount(nativeunwind.CodeEnd(libc))
-	rnd := rand.New(rand.NewPCG(1, 2))
-	for round := range 3 {
-		order := rnd.Perm(n)
-		var prev *regionTable
-		var rows, built []uint64
-		var count int
-		for len(order) > 0 {
-			k := min(len(order), 1+rnd.IntN(3))
-			var regions []uint32
-			for _, r := range order[:k] {
-				regions = append(regions, uint32(r))
+	return regionFile{f: f, whole: encodeAll(t, whole), n: regionCount(nativeunwind.CodeEnd(f))}
+}
+
+// regionFiles are the files TestRegionsAddedInPlace builds: libc, and the
+// bench's large files when installed.
+var regionFiles = map[string]string{
+	"libc":   "/lib/x86_64-linux-gnu/libc.so.6",
+	"cc1":    cc1,
+	"node":   "/usr/bin/node",
+	"libjvm": "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so",
+}
+
+// regionStore returns a table store of a table of rf built by region from
+// regions (sorted), in maps, within maxBytes.
+func regionStore(t testing.TB, maps unwinderMaps, rf regionFile, regions []uint32, goCode bool, maxBytes uint64) (*tableStore, *unwindTable) {
+	t.Helper()
+	s := newTableStore(maps, maxBytes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var b nativeunwind.Builder
+	add, _, _, err := encodeRegions(&b, rf.f, nil, maxBytes, rf.n, regions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := trace.FileID{1}
+	bt := &builtTable{id: id, name: "test"}
+	bt.table, bt.regions, err = newRegionTable(maps, tableKey(id), rf.n, add, goCode, maxRows(maxBytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt.rows = bt.regions.used
+	tb := s.acquire(id, fileKey{}, "test", bt, time.Now())
+	if tb == nil || tb.err != nil || tb.regions == nil {
+		t.Fatalf("table not loaded: %+v", tb)
+	}
+	return s, tb
+}
+
+// addBuilt builds regions (sorted) of rf and adds them to tb's table, as
+// the build worker and the Run goroutine do.
+func addBuilt(t testing.TB, s *tableStore, tb *unwindTable, rf regionFile, regions []uint32) {
+	t.Helper()
+	var b nativeunwind.Builder
+	add, _, _, err := encodeRegions(&b, rf.f, nil, s.maxBytes, rf.n, regions)
+	bt := &builtTable{id: tb.id, name: tb.name, update: true, add: add, err: err}
+	tb.regions.building = true
+	s.regionsBuilt(tb, bt, time.Now())
+}
+
+// checkRegions checks the table rows, of a file whose whole table is
+// rf.whole, built by region as rt says: each region built has the rows of
+// the whole table there, and a lookup anywhere in it finds the whole
+// table's rule (at every stride-th row's offset, and the one before);
+// each other region has the entry of one not built.
+func checkRegions(t testing.TB, rows []uint64, rf regionFile, rt *regionTable, stride int) {
+	t.Helper()
+	unbuilt := rt.unbuiltEntry()
+	for r := range uint32(rf.n) {
+		rg := regionRange(r, rf.n)
+		e := rows[r]
+		if !rt.has(uint64(r)) {
+			if e != unbuilt {
+				t.Fatalf("region %d not built has entry %#x, want %#x", r, e, unbuilt)
 			}
-			order = order[k:]
-			slices.Sort(regions)
-			var ranges []nativeunwind.Range
-			for _, r := range regions {
-				ranges = append(ranges, regionRange(r, n))
-			}
-			tab, err := b.BuildRanges(libc, nil, nativeunwind.Options{}, ranges)
-			if err != nil {
-				t.Fatal(err)
-			}
-			piece := encodeAll(t, tab)
-			b.Release()
-			var prevRows []uint64
-			if prev != nil {
-				prevRows = rows
-			}
-			rows, built, count = composeRegions(prev, prevRows, n, regions, piece, ruleUnbuilt)
-			prev = &regionTable{n: n, built: built, count: count}
-			for r := range uint32(n) {
-				rg := regionRange(r, n)
-				got := appendRegion(nil, rows, rg)
-				if !prev.has(uint64(r)) {
-					if len(got) != 1 || uint32(got[0]>>rowRuleShift) != ruleUnbuilt {
-						t.Fatalf("round %d: region %d not built has rows %x", round, r, got)
-					}
-					continue
-				}
-				if w := appendRegion(nil, want, rg); !slices.Equal(got, w) {
-					t.Fatalf("round %d: region %d: %d rows, want %d", round, r, len(got), len(w))
-				}
-			}
+			continue
 		}
-		if !prev.complete() {
-			t.Fatalf("round %d: %d of %d regions built", round, prev.count, n)
+		first, count := int(e>>32), int(uint32(e))
+		if first < rf.n || first+count > rt.used {
+			t.Fatalf("region %d: rows %d to %d, outside the %d rows in use after the index of %d", r, first, first+count, rt.used, rf.n)
 		}
-		got := rows
-		if len(got) > 0 && uint32(got[0]>>rowRuleShift) == ruleInvalid && (len(want) == 0 || got[0] != want[0]) {
-			got = got[1:] // the row at 0: none before the first
+		if got, want := rows[first:first+count], appendRegion(nil, rf.whole, rg); !slices.Equal(got, want) {
+			t.Fatalf("region %d: %d rows, want the whole table's %d", r, len(got), len(want))
 		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("round %d: all regions: %d rows, want the whole table's %d", round, len(got), len(want))
+	}
+	n := rowsRegional | uint32(rf.n)
+	for i, w := range rf.whole {
+		if i%stride != 0 {
+			continue
+		}
+		for _, off := range []uint64{w & 0xffffffff, w&0xffffffff - 1} {
+			if !rt.has(off >> regionShift) && int(off>>regionShift) < rf.n {
+				continue
+			}
+			if got, want := lookupRule(rows, n, off), lookupRule(rf.whole, uint32(len(rf.whole)), off); got != want {
+				t.Fatalf("offset %#x: rule %#x, the whole table's %#x", off, got, want)
+			}
 		}
 	}
 }
 
+// TestRegionsAddedInPlace: a file's table built region by region, in any
+// order and grouping, has in each region built exactly the rows of the
+// whole table there (a lookup finds the whole table's rule), and the
+// entry of a region not built elsewhere; regions go into the table in
+// place until its room runs out, then into a larger table that keeps
+// every region.
+func TestRegionsAddedInPlace(t *testing.T) {
+	for name, path := range regionFiles {
+		t.Run(name, func(t *testing.T) {
+			rf := openRegionFile(t, path)
+			rnd := rand.New(rand.NewPCG(1, uint64(rf.n)))
+			rounds := 2
+			if rf.n > 32 {
+				rounds = 1
+			}
+			for round := range rounds {
+				maps := newMemMaps()
+				order := rnd.Perm(rf.n)
+				take := func() []uint32 {
+					k := min(len(order), 1+rnd.IntN(3))
+					var regions []uint32
+					for _, r := range order[:k] {
+						regions = append(regions, uint32(r))
+					}
+					order = order[k:]
+					slices.Sort(regions)
+					return regions
+				}
+				s, tb := regionStore(t, maps, rf, take(), round == 1, 1<<30)
+				rt := tb.regions
+				checkRegions(t, maps.tables[tb.key], rf, rt, 1)
+				inPlace, grown := 0, 0
+				for len(order) > 0 {
+					before := &maps.tables[tb.key][0]
+					capacity := rt.capacity
+					addBuilt(t, s, tb, rf, take())
+					if rt.full {
+						t.Fatal("the table is full")
+					}
+					rows := maps.tables[tb.key]
+					if &rows[0] == before {
+						inPlace++
+					} else {
+						grown++
+						if len(rows) <= capacity {
+							t.Fatalf("grown from %d rows to %d", capacity, len(rows))
+						}
+					}
+					if tb.rows != uint32(rt.used) || tb.bytes != uint64(len(rows))*rowBytes || s.used != tb.bytes {
+						t.Fatalf("table of %d rows, %d bytes (store: %d), want %d rows in use of %d", tb.rows, tb.bytes, s.used, rt.used, len(rows))
+					}
+					stride := 7
+					if len(order) == 0 {
+						stride = 1
+					}
+					checkRegions(t, rows, rf, rt, stride)
+				}
+				if !rt.complete() || rt.tab != nil || s.partial[tb.id] != nil {
+					t.Fatalf("all regions added: %d of %d built, table held %v", rt.count, rf.n, rt.tab != nil)
+				}
+				t.Logf("round %d: %d regions, %d rows (whole: %d), %d additions in place, %d grown", round, rf.n, rt.used, len(rf.whole), inPlace, grown)
+				if rf.n > minRegions && (inPlace == 0 || grown == 0) {
+					t.Errorf("%d additions in place, %d grown: want both", inPlace, grown)
+				}
+			}
+		})
+	}
+}
+
+// TestRegionsOverBudget: regions that would grow a table past the budget
+// are not added; the table keeps those it has, and asks for no more.
+func TestRegionsOverBudget(t *testing.T) {
+	rf := openRegionFile(t, regionFiles["libc"])
+	// A budget of the first table: the first region and its spare room.
+	first := appendRegion(nil, rf.whole, regionRange(0, rf.n))
+	maxBytes := uint64(regionCapacity(rf.n+len(first), maxTableRows)) * rowBytes
+	maps := newMemMaps()
+	s, tb := regionStore(t, maps, rf, []uint32{0}, false, maxBytes)
+	rt := tb.regions
+	for r := uint32(1); r < uint32(rf.n) && !rt.full; r++ {
+		addBuilt(t, s, tb, rf, []uint32{r})
+		if rt.full {
+			if rt.has(uint64(r)) || rt.tab != nil || s.partial[tb.id] != nil {
+				t.Fatalf("region %d over the budget: added %v, table held %v", r, rt.has(uint64(r)), rt.tab != nil)
+			}
+			break
+		}
+		if !rt.has(uint64(r)) {
+			t.Fatalf("region %d not added within the budget", r)
+		}
+	}
+	if !rt.full {
+		t.Fatalf("all %d regions fit in %d bytes", rf.n, maxBytes)
+	}
+	rows := maps.tables[tb.key]
+	if uint64(len(rows))*rowBytes != maxBytes || s.used != maxBytes {
+		t.Fatalf("table of %d rows (%d bytes used), want the first one's %d bytes", len(rows), s.used, maxBytes)
+	}
+	checkRegions(t, rows, rf, rt, 1)
+	t.Logf("%d of %d regions in %d bytes", rt.count, rf.n, maxBytes)
+}
+
+// steppedTable is a table of memMaps whose writes are applied one row at
+// a time, in order, with check called after each: the states an eBPF
+// lookup on another CPU could see meanwhile.
+type steppedTable struct {
+	memTable
+	check func(rows memTable)
+}
+
+func (t steppedTable) write(off, n int, fn func(rows []uint64) error) error {
+	next := slices.Clone(t.memTable[off : off+n])
+	err := fn(next)
+	for i, v := range next {
+		if t.memTable[off+i] != v {
+			t.memTable[off+i] = v
+			t.check(t.memTable)
+		}
+	}
+	return err
+}
+
+// TestRegionWriteOrder: while regions are added in place, every state of
+// the table between two row stores gives a lookup, anywhere in the file,
+// either the whole table's rule or the rule of a region not built, never
+// another.
+func TestRegionWriteOrder(t *testing.T) {
+	rf := openRegionFile(t, regionFiles["libc"])
+	// All regions but the two with the fewest rows, added then: they
+	// fit in the spare room of half the others' rows.
+	regions := make([]uint32, rf.n)
+	for r := range regions {
+		regions[r] = uint32(r)
+	}
+	size := func(r uint32) int { return len(appendRegion(nil, rf.whole, regionRange(r, rf.n))) }
+	slices.SortFunc(regions, func(a, b uint32) int { return size(a) - size(b) })
+	added := regions[:2]
+	first := slices.Sorted(slices.Values(regions[2:]))
+	maps := newMemMaps()
+	s, tb := regionStore(t, maps, rf, first, false, 1<<30)
+	table := &maps.tables[tb.key][0]
+	// The offsets of every row of the regions added, of every 8th of
+	// the others, and their rules in the whole table.
+	var offs []uint64
+	var wants []uint32
+	for i, w := range rf.whole {
+		off := w & 0xffffffff
+		if i%8 == 0 || slices.Contains(added, uint32(off>>regionShift)) {
+			offs = append(offs, off)
+			wants = append(wants, lookupRule(rf.whole, uint32(len(rf.whole)), off))
+		}
+	}
+	n := rowsRegional | uint32(rf.n)
+	checks := 0
+	tb.regions.tab = steppedTable{memTable: maps.tables[tb.key], check: func(rows memTable) {
+		checks++
+		for i, off := range offs {
+			if got, want := lookupRule(rows, n, off), wants[i]; got != want && got != ruleUnbuilt {
+				t.Fatalf("offset %#x: rule %#x, want the whole table's %#x or %#x (not built)", off, got, want, ruleUnbuilt)
+			}
+		}
+	}}
+	for _, r := range added {
+		addBuilt(t, s, tb, rf, []uint32{r})
+		if !tb.regions.has(uint64(r)) || &maps.tables[tb.key][0] != table {
+			t.Fatalf("region %d not added in place", r)
+		}
+	}
+	if checks == 0 {
+		t.Fatal("no write checked")
+	}
+	t.Logf("%d states checked", checks)
+}
+
 // encodeAll returns the rows of tab packed for eBPF.
-func encodeAll(t *testing.T, tab *nativeunwind.Table) []uint64 {
+func encodeAll(t testing.TB, tab *nativeunwind.Table) []uint64 {
 	t.Helper()
 	enc := encodeRules(tab.Rules())
 	out := make([]uint64, tab.Len())

@@ -123,12 +123,11 @@ type unwindTable struct {
 }
 
 // searchRows is the number of rows the mappings of tb's file give the
-// eBPF unwinder: its rows, or for a table built by region maxTableRows,
-// which stays right when regions are added (the search stops where the
-// table's array ends).
+// eBPF unwinder: its rows, or for a table built by region rowsRegional
+// and its number of regions, which stays right when regions are added.
 func (tb *unwindTable) searchRows() uint32 {
 	if tb.regions != nil && tb.rows > 0 {
-		return maxTableRows
+		return rowsRegional | uint32(tb.regions.n)
 	}
 	return tb.rows
 }

@@ -167,11 +167,13 @@ type builtTable struct {
 	err         error
 	buildTime   time.Duration
 	invalidRows uint64
-	// regions is set for a table built by region: which are built,
-	// and the rows (see regionTable); update says regions were added to
-	// the table loaded.
+	// regions is set for a table built by region, new: which regions
+	// are built, and the rows (see regionTable). update says regions
+	// were built for the table loaded: add has their rows, which the
+	// Run goroutine adds to it.
 	regions *regionTable
 	update  bool
+	add     *regionRows
 }
 
 // close drops bt's rows, unless they are in unwind_tables (which holds its
@@ -696,9 +698,20 @@ func (t *Tracer) buildRegions(rb RegionBuilder, mf *mappedFile, f *elffile.File,
 	if prev != nil {
 		goCode = prev.goCode
 	}
-	bt.table, bt.rows, bt.regions, bt.sources, bt.invalidRows, bt.err = encodeRegions(rb, t.maps, tableKey(fi.id), f, debug,
-		t.cfg.MaxUnwindTableBytes, n, regions, prev, goCode)
+	bt.add, bt.sources, bt.invalidRows, bt.err = encodeRegions(rb, f, debug, t.cfg.MaxUnwindTableBytes, n, regions)
+	if bt.err == nil && prev == nil {
+		bt.table, bt.regions, bt.err = newRegionTable(t.maps, tableKey(fi.id), n, bt.add, goCode, maxRows(t.cfg.MaxUnwindTableBytes))
+		bt.add = nil
+		if bt.err == nil {
+			bt.rows = bt.regions.used
+		}
+	}
 	return bt
+}
+
+// maxRows returns the most rows of a table within maxBytes.
+func maxRows(maxBytes uint64) int {
+	return int(min(maxBytes/rowBytes, maxTableRows))
 }
 
 // RegionBuilder is a TableBuilder that also builds tables by range of
@@ -709,14 +722,10 @@ type RegionBuilder interface {
 	BuildRanges(f, debug *elffile.File, opts nativeunwind.Options, ranges []nativeunwind.Range) (*nativeunwind.Table, error)
 }
 
-// encodeRegions builds the regions of f (and debug), a file of n regions
-// of code, with builder, and packs a table of maps for key of those and
-// the regions of prev (nil: none; its rows are read from its table), with
-// a marker row at the start of the others (ruleUnbuilt; ruleInvalid for Go
-// code, goCode).
-func encodeRegions(builder RegionBuilder, maps unwinderMaps, key uint64, f, debug *elffile.File, maxBytes uint64, n int,
-	regions []uint32, prev *regionTable, goCode bool) (tab rowTable, rows int, rt *regionTable, src nativeunwind.Source, invalid uint64, err error) {
-	maxRows := min(maxBytes/rowBytes, maxTableRows)
+// encodeRegions builds the regions (sorted) of f (and debug), a file of n
+// regions of code, with builder, and returns their rows packed for eBPF,
+// each region's on its own (see regionRows), within maxBytes.
+func encodeRegions(builder RegionBuilder, f, debug *elffile.File, maxBytes uint64, n int, regions []uint32) (add *regionRows, src nativeunwind.Source, invalid uint64, err error) {
 	ranges := make([]nativeunwind.Range, 0, len(regions))
 	for _, r := range regions {
 		rg := regionRange(r, n)
@@ -726,49 +735,23 @@ func encodeRegions(builder RegionBuilder, maps unwinderMaps, key uint64, f, debu
 		}
 		ranges = append(ranges, rg)
 	}
-	built, err := builder.BuildRanges(f, debug, nativeunwind.Options{MaxRows: int(maxRows)}, ranges)
+	built, err := builder.BuildRanges(f, debug, nativeunwind.Options{MaxRows: maxRows(maxBytes)}, ranges)
 	if err != nil {
-		return nil, 0, nil, 0, 0, err
+		return nil, 0, 0, err
 	}
+	defer builder.Release()
 	encoded := encodeRules(built.Rules())
 	piece := make([]uint64, built.Len())
 	for i := range piece {
 		addr, rule := built.At(i)
 		if addr > 0xffffffff {
-			builder.Release()
-			return nil, 0, nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", addr)
+			return nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", addr)
 		}
 		e := encoded[rule]
 		invalid += e & 1
 		piece[i] = e&^1 | addr
 	}
-	src = built.Sources
-	builder.Release()
-	marker := ruleUnbuilt
-	if goCode {
-		marker = ruleInvalid
-	}
-	var packed, bits []uint64
-	var count int
-	if prev == nil {
-		packed, bits, count = composeRegions(nil, nil, n, regions, piece, marker)
-	} else if err := prev.tab.read(prev.rows, func(rows []uint64) {
-		packed, bits, count = composeRegions(prev, rows, n, regions, piece, marker)
-	}); err != nil {
-		return nil, 0, nil, 0, 0, fmt.Errorf("read the table to add regions to: %w", err)
-	}
-	if uint64(len(packed)) > maxRows {
-		return nil, 0, nil, 0, 0, fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, len(packed))
-	}
-	tab, err = maps.newTable(key, len(packed), func(rows []uint64) error {
-		copy(rows, packed)
-		return nil
-	})
-	if err != nil {
-		return nil, 0, nil, 0, 0, err
-	}
-	rt = &regionTable{n: n, built: bits, count: count, goCode: goCode}
-	return tab, len(packed), rt, src, invalid, nil
+	return newRegionRows(piece, n, regions), built.Sources, invalid, nil
 }
 
 // encodeRules returns the packed rule of each rule of a table, in the
@@ -805,8 +788,7 @@ func (t *Tracer) noteDebugPath(mf *mappedFile, f *elffile.File) {
 // rule's encoding. The builder's rows are released once packed; no other
 // copy of the table is made.
 func encodeTable(builder TableBuilder, maps unwinderMaps, key uint64, f, debug *elffile.File, maxBytes uint64) (tab rowTable, rows int, src nativeunwind.Source, invalid uint64, err error) {
-	maxRows := min(maxBytes/rowBytes, maxTableRows)
-	built, err := builder.Build(f, debug, nativeunwind.Options{MaxRows: int(maxRows)})
+	built, err := builder.Build(f, debug, nativeunwind.Options{MaxRows: maxRows(maxBytes)})
 	if err != nil {
 		return nil, 0, 0, 0, err
 	}

@@ -64,14 +64,32 @@ static __always_inline struct exec_mapping *find_mapping(u32 pid, struct process
 }
 
 // Returns the rule of the last row at or before off among a table's n rows,
-// or RULE_INVALID when off precedes them all. n may exceed the rows of the
-// table's array (a table built by region): an index past its end is taken
-// as past the rows.
+// or RULE_INVALID when off precedes them all. For a table built by region
+// (n has ROWS_REGIONAL), the rows searched are those of off's region, from
+// its index entry, or the entry gives the rule of a region not built (see
+// unwind_bounds).
 static __always_inline u32 find_rule(void *rows, u32 n, u64 off)
 {
 	if (off > 0xffffffffULL)
 		return RULE_INVALID;
 	u32 lo = 0, hi = n;
+	if (n & ROWS_REGIONAL) {
+		u32 regions = n & ~ROWS_REGIONAL;
+		u32 region = off >> REGION_SHIFT;
+		if (region >= regions)
+			region = regions - 1; // the last reaches to the end
+		u64 *e = bpf_map_lookup_elem(rows, &region);
+		if (!e)
+			return RULE_INVALID;
+		// One load: user space writes the entry with one store.
+		u64 entry = *(volatile u64 *)e;
+		u32 count = (u32)entry;
+		lo = entry >> 32;
+		if (count == 0)
+			return lo;
+		hi = lo + count;
+	}
+	// Invariant: the row, if any, has an index in [lo, hi).
 	for (int i = 0; i < MAX_ROWS_LOG2 + 1; i++) {
 		if (hi - lo <= 1)
 			break;

@@ -26,9 +26,9 @@ struct exec_mapping {
 	u64 table;
 	// Rows in that table; 0 when the file has none (no CFI, too large,
 	// anonymous or JIT code): frame pointers are followed there. A table
-	// built by region, which user space replaces by a larger one as
-	// regions are added, says 1 << MAX_ROWS_LOG2: the search stops where
-	// the table's array ends.
+	// built by region says ROWS_REGIONAL | its number of regions (see
+	// "Tables built by region" below), which stays right as user space
+	// adds regions to it.
 	u32 num_rows;
 	// MAPPING_FLAG_* below.
 	u32 flags;
@@ -82,10 +82,28 @@ enum rule_layout {
 // Bounds of the searches: 2^13 mappings per process, 2^24 rows per table.
 // A mapping's slot holds its generation above MAPPING_GEN_SHIFT (see
 // mapping_key).
+//
+// Tables built by region. A file with much code gets the rows of the
+// aligned ranges of 1 << REGION_SHIFT bytes of file offsets (regions)
+// that samples reach, added as they are reached. Its table's array
+// starts with an index of one u64 per region (num_rows, without
+// ROWS_REGIONAL, says how many), followed by the rows of the regions
+// built, each region's rows together and sorted, the first at the
+// region's start (the rule in effect there). An index entry holds the
+// region's row count in its low 32 bits and the index of its first row
+// in its high 32 bits; a count of 0 says the region is not built, and
+// the high bits then hold the rule to use there (RULE_UNBUILT; for Go
+// code, RULE_INVALID: frame pointers). The last region reaches to the
+// end of the file offsets. User space adds a region by writing its rows
+// into room no index entry covers, then its index entry (one aligned
+// 8-byte store), so a lookup sees either the region's rows whole or the
+// region not built.
 enum unwind_bounds {
 	MAX_MAPPINGS_LOG2 = 13,
 	MAX_ROWS_LOG2 = 24,
 	MAPPING_GEN_SHIFT = 16,
+	REGION_SHIFT = 18,
+	ROWS_REGIONAL = 1 << 30,
 };
 
 // A process's mappings are entries of one flat hash, keyed by pid and
