@@ -343,7 +343,7 @@ func checkRegions(t testing.TB, rows []uint64, rf regionFile, rt *regionTable, s
 			continue
 		}
 		for _, off := range []uint64{w & 0xffffffff, w&0xffffffff - 1} {
-			if !rt.has(off >> regionShift) && int(off>>regionShift) < rf.n {
+			if !rt.has(off>>regionShift) && int(off>>regionShift) < rf.n {
 				continue
 			}
 			if got, want := lookupRule(rows, n, off), lookupRule(rf.whole, uint32(len(rf.whole)), off); got != want {
