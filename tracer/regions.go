@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -32,7 +31,7 @@ import (
 // the spare room, which no entry covers, then their entries are written,
 // each with one 8-byte store, so an eBPF lookup on another CPU finds a
 // region either whole or not built. When the spare room runs out, the
-// table is copied into one half as large again (regionCapacity), which
+// table is copied into one twice as large (regionCapacity), which
 // replaces it under its key. Mappings give eBPF rowsRegional | the number
 // of regions as their number of rows, which stays right as regions are
 // added.
@@ -283,22 +282,6 @@ func (a *regionRows) span(i int) (start, end int) {
 	return start, a.ends[i]
 }
 
-// newRegionRows returns the rows of regions (sorted, of a file of n
-// regions) taken from rows, the rows of at least those regions packed
-// for eBPF and sorted.
-func newRegionRows(rows []uint64, n int, regions []uint32) *regionRows {
-	a := &regionRows{regions: regions, ends: make([]int, len(regions)), rows: make([]uint64, 0, len(rows)+len(regions))}
-	for i, r := range regions {
-		start := len(a.rows)
-		// From an empty slice: a region's first row is kept even
-		// when the region before ends with its rule.
-		seg := appendRegion(a.rows[start:start], rows, regionRange(r, n))
-		a.rows = append(a.rows[:start], seg...)
-		a.ends[i] = len(a.rows)
-	}
-	return a
-}
-
 // without returns a without the regions rt has built already.
 func (a *regionRows) without(rt *regionTable) *regionRows {
 	if !slices.ContainsFunc(a.regions, func(r uint32) bool { return rt.has(uint64(r)) }) {
@@ -332,11 +315,14 @@ func indexEntry(first, count int) uint64 {
 }
 
 // regionCapacity returns the rows of the array of a table built by region
-// that needs need rows (at most maxRows): half as many again, at least
-// minSpareRows more, so that growing it costs a constant time per row
-// added, all pages of rows.
+// that needs need rows (at most maxRows): twice as many, at least
+// minSpareRows more, all pages of rows. Growing a table then costs a
+// constant time per row added, and happens a few times in its life: each
+// growth makes a new map, which costs the kernel about half a millisecond
+// of CPU whatever its size (BenchmarkAddRegion), more than copying the
+// rows.
 func regionCapacity(need, maxRows int) int {
-	c := need + max(need/2, minSpareRows)
+	c := need + max(need, minSpareRows)
 	c = (c + minSpareRows - 1) / minSpareRows * minSpareRows
 	return max(min(c, maxRows), need)
 }
@@ -469,34 +455,4 @@ func (s *tableStore) growRegions(tb *unwindTable, a *regionRows) error {
 	tb.rows = uint32(used)
 	rt.mark(a)
 	return nil
-}
-
-// appendRegion appends to out the rows of rows (packed for eBPF, sorted)
-// in the file offsets r: a row at r.Lo with the rule in effect there
-// (ruleInvalid when none is), then those inside. A row whose rule is that
-// of the row before it is dropped.
-func appendRegion(out, rows []uint64, r nativeunwind.Range) []uint64 {
-	i, found := slices.BinarySearchFunc(rows, r.Lo, func(p, lo uint64) int { return cmp.Compare(p&0xffffffff, lo) })
-	switch {
-	case found:
-	case i > 0:
-		out = appendRow(out, packRow(uint32(rows[i-1]>>rowRuleShift), r.Lo))
-	default:
-		// No rule before the region's first row: none, as in front
-		// of a table's first row.
-		out = appendRow(out, packRow(ruleInvalid, r.Lo))
-	}
-	for ; i < len(rows) && rows[i]&0xffffffff < r.Hi; i++ {
-		out = appendRow(out, rows[i])
-	}
-	return out
-}
-
-// appendRow appends the packed row p to out unless the row before has its
-// rule.
-func appendRow(out []uint64, p uint64) []uint64 {
-	if n := len(out); n > 0 && out[n-1]>>rowRuleShift == p>>rowRuleShift {
-		return out
-	}
-	return append(out, p)
 }

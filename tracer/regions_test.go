@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -80,7 +81,8 @@ int main(int argc, char **argv) {
 // rows, and >= 95% of the samples there unwind fully once it is in; when
 // the process moves on, the second region is added, and >= 95% of the
 // samples there unwind fully too, while the regions no sample reached
-// stay unbuilt.
+// stay unbuilt. The second region goes into the table in place: its
+// map in unwind_tables stays the same.
 func TestTableBuiltByRegion(t *testing.T) {
 	testenv.RequireBPF(t)
 	dir := t.TempDir()
@@ -139,13 +141,41 @@ func TestTableBuiltByRegion(t *testing.T) {
 			}
 		}
 	}
+	// inner returns the ID of libregion.so's table's map in
+	// unwind_tables, and the rows of its array.
+	inner := func() (id uint32, capacity int) {
+		tr.tables.mu.Lock()
+		defer tr.tables.mu.Unlock()
+		for _, tb := range tr.tables.tables {
+			if tb.name != "libregion.so" || tb.rows == 0 {
+				continue
+			}
+			if err := tr.maps.(bpfMaps).objs.UnwindTables.Lookup(tb.key, &id); err != nil {
+				t.Fatal(err)
+			}
+			if tb.regions != nil {
+				capacity = tb.regions.capacity
+			}
+			return id, capacity
+		}
+		t.Fatal("libregion.so's table is not loaded")
+		return 0, 0
+	}
 	first, firstAt := waitFor("libregion.so's first region", func(ti TableInfo) bool { return ti.Rows > 0 }, 3*time.Second)
-	t.Logf("first: %d of %d regions built, %d rows (%d whole)", first.RegionsBuilt, first.Regions, first.Rows, whole.Len())
+	firstID, capacity := inner()
+	t.Logf("first: %d of %d regions built, %d rows (%d whole), map %d of %d rows", first.RegionsBuilt, first.Regions, first.Rows, whole.Len(), firstID, capacity)
 	if first.Regions < minRegions || first.RegionsBuilt != 1 || int(first.Rows)*5 > whole.Len() {
 		t.Errorf("table of the first region: %+v, want 1 region built of minRegions or more and less than a fifth of the %d rows", first, whole.Len())
 	}
 	second, secondAt := waitFor("the second region", func(ti TableInfo) bool { return ti.RegionsBuilt > first.RegionsBuilt }, 7*time.Second)
-	t.Logf("second: %d of %d regions built, %d rows", second.RegionsBuilt, second.Regions, second.Rows)
+	secondID, _ := inner()
+	t.Logf("second: %d of %d regions built, %d rows, map %d", second.RegionsBuilt, second.Regions, second.Rows, secondID)
+	if int(second.Rows) <= capacity && secondID != firstID {
+		t.Errorf("the second region, %d rows in all, went into a new map (%d, was %d) though the table had room for %d", second.Rows, secondID, firstID, capacity)
+	}
+	if int(second.Rows) > capacity {
+		t.Errorf("the second region, %d rows in all, did not fit the first table's %d rows: the test wants it added in place", second.Rows, capacity)
+	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -537,4 +567,35 @@ func encodeAll(t testing.TB, tab *nativeunwind.Table) []uint64 {
 		out[i] = enc[rule]&^1 | addr
 	}
 	return out
+}
+
+// appendRegion appends to out the rows of rows (packed for eBPF, sorted)
+// in the file offsets r, as a region of a table built by region has them
+// (the tests' reference, from the whole table): a row at r.Lo with the rule in effect there
+// (ruleInvalid when none is), then those inside. A row whose rule is that
+// of the row before it is dropped.
+func appendRegion(out, rows []uint64, r nativeunwind.Range) []uint64 {
+	i, found := slices.BinarySearchFunc(rows, r.Lo, func(p, lo uint64) int { return cmp.Compare(p&0xffffffff, lo) })
+	switch {
+	case found:
+	case i > 0:
+		out = appendRow(out, packRow(uint32(rows[i-1]>>rowRuleShift), r.Lo))
+	default:
+		// No rule before the region's first row: none, as in front
+		// of a table's first row.
+		out = appendRow(out, packRow(ruleInvalid, r.Lo))
+	}
+	for ; i < len(rows) && rows[i]&0xffffffff < r.Hi; i++ {
+		out = appendRow(out, rows[i])
+	}
+	return out
+}
+
+// appendRow appends the packed row p to out unless the row before has its
+// rule.
+func appendRow(out []uint64, p uint64) []uint64 {
+	if n := len(out); n > 0 && out[n-1]>>rowRuleShift == p>>rowRuleShift {
+		return out
+	}
+	return append(out, p)
 }

@@ -741,17 +741,47 @@ func encodeRegions(builder RegionBuilder, f, debug *elffile.File, maxBytes uint6
 	}
 	defer builder.Release()
 	encoded := encodeRules(built.Rules())
-	piece := make([]uint64, built.Len())
-	for i := range piece {
-		addr, rule := built.At(i)
-		if addr > 0xffffffff {
-			return nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", addr)
+	rows := built.Len()
+	add = &regionRows{regions: regions, ends: make([]int, len(regions)), rows: make([]uint64, 0, rows+len(regions))}
+	// One pass over the rows, which start each range with the rule in
+	// effect there: each region's start with the rule of the row at or
+	// before it, then its rows, a row dropped where the one before in
+	// the region has its rule.
+	i, last := 0, packRow(ruleInvalid, 0)
+	for k, r := range regions {
+		rg := regionRange(r, n)
+		start := len(add.rows)
+		atLo := false
+		for ; i < rows; i++ {
+			addr, rule := built.At(i)
+			if addr >= rg.Lo {
+				atLo = addr == rg.Lo
+				break
+			}
+			last = encoded[rule]
 		}
-		e := encoded[rule]
-		invalid += e & 1
-		piece[i] = e&^1 | addr
+		if !atLo {
+			add.rows = append(add.rows, last&^1|rg.Lo)
+		}
+		for ; i < rows; i++ {
+			addr, rule := built.At(i)
+			if addr >= rg.Hi {
+				break
+			}
+			if addr > 0xffffffff {
+				return nil, 0, 0, fmt.Errorf("file offset %#x beyond 4 GiB", addr)
+			}
+			e := encoded[rule]
+			invalid += e & 1
+			last = e
+			if len(add.rows) > start && add.rows[len(add.rows)-1]>>rowRuleShift == e>>rowRuleShift {
+				continue
+			}
+			add.rows = append(add.rows, e&^1|addr)
+		}
+		add.ends[k] = len(add.rows)
 	}
-	return newRegionRows(piece, n, regions), built.Sources, invalid, nil
+	return add, built.Sources, invalid, nil
 }
 
 // encodeRules returns the packed rule of each rule of a table, in the
