@@ -221,7 +221,6 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 			// there.
 			rt.full = true
 			rt.drop()
-			delete(s.partial, tb.id)
 			s.stats.skipped++
 			s.log.Warn("unwind table regions not added: frames in them stop there",
 				"file", tb.name, "rows", rt.used, "error", err)
