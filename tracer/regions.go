@@ -413,12 +413,12 @@ func (s *tableStore) addRegions(tb *unwindTable, a *regionRows) error {
 // within the budget (idle tables are unloaded to make room, not tb).
 func (s *tableStore) growRegions(tb *unwindTable, a *regionRows) error {
 	rt := tb.regions
-	maxRows := int(min(s.maxBytes/rowBytes, maxTableRows))
+	limit := maxRows(s.maxBytes)
 	used := rt.used + len(a.rows)
-	if used > maxRows {
+	if used > limit {
 		return fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, used)
 	}
-	capacity := regionCapacity(used, maxRows)
+	capacity := regionCapacity(used, limit)
 	tab, err := s.maps.newTable(tb.key, capacity, func(rows []uint64) error {
 		if err := rt.tab.read(rt.used, func(old []uint64) { copy(rows, old) }); err != nil {
 			return fmt.Errorf("read the table to grow: %w", err)
