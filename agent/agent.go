@@ -371,6 +371,8 @@ func (a *Agent) serveMetrics() (*http.Server, error) {
 	// The agent's own profiles, for finding where its memory and CPU go.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	// Its execution trace: what wakes its goroutines and threads.
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	// Which files have unwind tables in eBPF, their sizes, and why the
 	// others have none.
 	mux.HandleFunc("/debug/unwind-tables", func(w http.ResponseWriter, r *http.Request) {
