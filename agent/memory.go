@@ -17,9 +17,10 @@ import (
 )
 
 // How often the agent drops the file pages it touched since it last did:
-// the pages of the symbol files the symbolizer maps, a second after it
-// loaded a file (a load reads the file's whole symbol and string tables)
-// and every trimInterval otherwise. Pages still in use come back on their
+// the pages of the symbol files the symbolizer maps, every trimInterval,
+// and every trimCheck while it loads files (a load reads the file's whole
+// symbol and string tables) and until the start is done (see
+// nextTrimCheck). Pages still in use come back on their
 // next access, from the page cache (a minor fault, 64 KiB around the page
 // touched); what was touched once (the loads of a burst of new programs)
 // leaves the RSS. Symbols are looked up only for frames the reporter does
@@ -191,12 +192,27 @@ func (a *Agent) trimPages(image bool) {
 	a.symbols.Trim()
 }
 
+// nextTrimCheck returns how long trimLoop waits for its next look: a
+// trimCheck while the start is not done (settled false) or the symbolizer
+// loaded files since the look before (loading true), so that the pages of
+// a burst of loads leave soon and GOMAXPROCS is lowered soon; otherwise
+// trimInterval, the next trim, which takes in a load that came meanwhile.
+// The agent's threads wake for it every few seconds instead of every
+// second.
+func nextTrimCheck(settled, loading bool) time.Duration {
+	if !settled || loading {
+		return trimCheck
+	}
+	return trimInterval
+}
+
 // trimLoop drops the symbol files' pages every trimInterval, or sooner
 // when the symbolizer loaded files since, and the agent's own image's
 // every imageInterval, until ctx is done.
 func (a *Agent) trimLoop(ctx context.Context) {
-	tick := time.NewTicker(trimCheck)
-	defer tick.Stop()
+	wait := trimCheck
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	loads := a.symbols.Stats().Loads
 	var sinceTrim, sinceImage time.Duration
 	procsSettled := a.cfg.MaxProcs <= 0
@@ -204,14 +220,16 @@ func (a *Agent) trimLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
 		if !procsSettled {
 			procsSettled = a.settleProcs()
 		}
-		sinceTrim += trimCheck
-		sinceImage += trimCheck
+		sinceTrim += wait
+		sinceImage += wait
 		n := a.symbols.Stats().Loads
+		wait = nextTrimCheck(procsSettled, n != loads)
+		timer.Reset(wait)
 		if n == loads && sinceTrim < trimInterval {
 			continue
 		}

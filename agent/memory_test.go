@@ -257,3 +257,22 @@ func TestImageTrimDue(t *testing.T) {
 		}
 	}
 }
+
+// TestNextTrimCheck: the trim loop looks every second while the start is
+// not done or files are being loaded, and otherwise only when the next
+// trim is due.
+func TestNextTrimCheck(t *testing.T) {
+	for _, c := range []struct {
+		settled, loading bool
+		want             time.Duration
+	}{
+		{false, false, trimCheck},
+		{false, true, trimCheck},
+		{true, true, trimCheck},
+		{true, false, trimInterval},
+	} {
+		if got := nextTrimCheck(c.settled, c.loading); got != c.want {
+			t.Errorf("nextTrimCheck(settled %v, loading %v) = %v, want %v", c.settled, c.loading, got, c.want)
+		}
+	}
+}
