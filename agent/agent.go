@@ -63,6 +63,9 @@ type Agent struct {
 	// memLimit is the Go runtime's memory limit, adjusted by trimLoop
 	// (zero: left to the runtime).
 	memLimit memoryLimit
+	// gcPace lowers the garbage collector's percent when the agent
+	// allocates little (see gcPacing), from trimLoop.
+	gcPace gcPacing
 }
 
 // New validates cfg, loads kernel symbols and the eBPF programs, and starts
@@ -193,6 +196,9 @@ func New(cfg Config) (*Agent, error) {
 		// heap grow to twice what is live.
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 		a.memLimit = memoryLimit{configured: cfg.MemoryLimit, set: cfg.MemoryLimit}
+	}
+	if cfg.MinGCPercent > 0 {
+		a.gcPace = newGCPacing(cfg.MinGCPercent, currentGCPercent())
 	}
 	// Building the kernel and symbol tables leaves tens of MB of garbage
 	// behind, once. Hand it back now rather than carry it in the RSS until

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"runtime"
@@ -234,7 +235,11 @@ func (a *Agent) trimLoop(ctx context.Context) {
 			continue
 		}
 		loads, sinceTrim = n, 0
-		a.memLimit.adjust(time.Now())
+		now := time.Now()
+		a.memLimit.adjust(now)
+		if procsSettled {
+			a.gcPace.pace(now)
+		}
 		image := sinceImage >= imageInterval
 		if image {
 			sinceImage = 0
@@ -332,5 +337,133 @@ func (m *memoryLimit) adjust(now time.Time) {
 	if n := m.next(s[0].Value.Uint64(), now); n != m.set {
 		debug.SetMemoryLimit(n)
 		m.set = n
+	}
+}
+
+// gcPacing lowers the garbage collector's target percent (GOGC) from the
+// one set at start, once the start is done, when the agent allocates
+// little: the heap may then grow over what is live by what the agent
+// allocates in gcSpacing, within the configured percent and a floor.
+//
+// At a fixed percent the heap grows to that much over what is live before
+// each collection however slowly it is allocated, and the runtime keeps
+// the pages of that growth after a collection (the scavenger returns only
+// what exceeds the next goal): the resident memory of an agent whose host
+// changes little sits that much over its live heap, for tens of seconds
+// between collections. Sized by the allocation rate, the growth is smaller
+// on such a host, for a collection about every gcSpacing at most (a few
+// milliseconds of CPU each); a busy agent, which collects more often than
+// that anyway, keeps the configured percent.
+type gcPacing struct {
+	// floor and ceiling bound the percent; ceiling is the one set at
+	// start. Pacing is off when ceiling <= floor.
+	floor, ceiling int
+	// set is the percent set now.
+	set int
+	// looks are the last gcWindow+1 looks, oldest first.
+	looks []gcLook
+}
+
+// gcLook is the heap's cumulative allocation at a time.
+type gcLook struct {
+	at     time.Time
+	allocs uint64
+}
+
+const (
+	// gcSpacing is the interval between collections the percent is
+	// sized for.
+	gcSpacing = 10 * time.Second
+	// gcWindow is how many looks (a look every trimInterval in the steady
+	// state) the allocation rate that lowers the percent is measured over.
+	gcWindow = 6
+	// gcPercentStep is the least the percent is lowered by at once (but
+	// to the floor), so that it does not follow every small change of
+	// the rate.
+	gcPercentStep = 5
+)
+
+// newGCPacing returns the pacing between percents floor and ceiling.
+func newGCPacing(floor, ceiling int) gcPacing {
+	return gcPacing{floor: floor, ceiling: ceiling, set: ceiling}
+}
+
+// on reports whether the pacing may change the percent.
+func (g *gcPacing) on() bool {
+	return g.floor > 0 && g.ceiling > g.floor
+}
+
+// percentFor returns the percent that lets a heap of live bytes, allocated
+// at rate bytes a second, grow for gcSpacing, within floor..ceiling.
+func (g *gcPacing) percentFor(rate float64, live uint64) int {
+	if live == 0 {
+		return g.ceiling
+	}
+	p := math.Ceil(100 * rate * gcSpacing.Seconds() / float64(live))
+	if p >= float64(g.ceiling) {
+		return g.ceiling
+	}
+	return max(int(p), g.floor)
+}
+
+// next takes in a look at now, allocs bytes allocated since the start
+// with live bytes live, and returns the percent to set. The rate is the
+// higher of the last interval's and of the window's: a burst of
+// allocation raises the percent at the next look, a quiet spell lowers it
+// only once it has lasted the window.
+func (g *gcPacing) next(now time.Time, allocs, live uint64) int {
+	g.looks = append(g.looks, gcLook{at: now, allocs: allocs})
+	if len(g.looks) > gcWindow+1 {
+		g.looks = append(g.looks[:0], g.looks[1:]...)
+	}
+	n := len(g.looks)
+	if n < 2 {
+		return g.set
+	}
+	rate := func(from, to gcLook) float64 {
+		d := to.at.Sub(from.at).Seconds()
+		if d <= 0 || to.allocs < from.allocs {
+			return math.Inf(1)
+		}
+		return float64(to.allocs-from.allocs) / d
+	}
+	r := max(rate(g.looks[n-2], g.looks[n-1]), rate(g.looks[0], g.looks[n-1]))
+	p := g.percentFor(r, live)
+	if p > g.set || g.set-p >= gcPercentStep || p == g.floor {
+		g.set = p
+	}
+	return g.set
+}
+
+// Runtime metrics the pacing reads.
+const (
+	heapAllocs = "/gc/heap/allocs:bytes"
+	gcPercent  = "/gc/gogc:percent"
+)
+
+// currentGCPercent returns the garbage collector's target percent now
+// (negative: off).
+func currentGCPercent() int {
+	s := []rtmetrics.Sample{{Name: gcPercent}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return -1
+	}
+	return int(min(s[0].Value.Uint64(), 1<<20))
+}
+
+// pace sets the garbage collector's percent from g.next of the heap now.
+func (g *gcPacing) pace(now time.Time) {
+	if !g.on() {
+		return
+	}
+	s := []rtmetrics.Sample{{Name: heapAllocs}, {Name: liveHeap}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 || s[1].Value.Kind() != rtmetrics.KindUint64 {
+		return
+	}
+	before := g.set
+	if p := g.next(now, s[0].Value.Uint64(), s[1].Value.Uint64()); p != before {
+		debug.SetGCPercent(p)
 	}
 }

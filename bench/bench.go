@@ -33,6 +33,9 @@ type Results struct {
 	// minute from 10 s after its start to the end of the run.
 	SteadyAllocMBPerMin float64 `json:"steady_go_alloc_mb_per_min"`
 	SteadyGCPerMin      float64 `json:"steady_gc_per_min"`
+	// GCPercent is the garbage collector's target percent (GOGC) at the
+	// end of the run, as the agent paced it (--min-gc-percent).
+	GCPercent float64 `json:"go_gc_percent"`
 	// SteadyWakeupsPerSec is the voluntary context switches of the
 	// agent's threads per second from 10 s after its start to the end
 	// of the run: how often its threads go to sleep, hence wake.

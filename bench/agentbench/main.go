@@ -400,6 +400,7 @@ func run() error {
 		SteadyAllocMBPerMin:   (metrics.values["go_memstats_alloc_bytes_total"] - startupAlloc) / (1 << 20) / steady * 60,
 		SteadyGCPerMin:        (metrics.values["go_gc_duration_seconds_count"] - startupGC) / steady * 60,
 		SteadyWakeupsPerSec:   float64(wakeups-startupWakeups) / steady,
+		GCPercent:             metrics.values["go_gc_gogc_percent"],
 		RSSAnonMB:             st["RssAnon"] / 1024,
 		RSSFileMB:             st["RssFile"] / 1024,
 		CPUPercent:            100 * cpu / elapsed.Seconds(),
