@@ -3,6 +3,7 @@ package otlpgrpc
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -30,65 +31,91 @@ const (
 	// retry under way.
 	maxKeptBuffers = 4
 	maxKeptBytes   = 4 << 20
+	// maxKeptAge is how long a buffer is kept unused: a few exports, so
+	// that the large buffers of the start's first exports leave.
+	maxKeptAge = time.Minute
 	// bufferRound is what bufferPool rounds the size of a new buffer up
 	// to, so that exports of about the same size reuse it.
 	bufferRound = 16 << 10
 )
 
 // bufferPool is a [mem.BufferPool] that keeps the large buffers given back
-// to it, up to maxKeptBuffers and maxKeptBytes. It is safe for concurrent
-// use.
+// to it, up to maxKeptBuffers and maxKeptBytes, for maxKeptAge at most.
+// It is safe for concurrent use.
 type bufferPool struct {
+	// now is the clock (time.Now).
+	now  func() time.Time
 	mu   sync.Mutex
-	free []*[]byte // kept buffers, by increasing capacity
-	kept int       // bytes of free
+	free []keptBuffer // oldest first
+	kept int          // bytes of free
 }
 
-// Get returns a buffer of n bytes.
+// keptBuffer is a buffer given back, and when.
+type keptBuffer struct {
+	b  *[]byte
+	at time.Time
+}
+
+// newBufferPool returns an empty pool.
+func newBufferPool() *bufferPool {
+	return &bufferPool{now: time.Now}
+}
+
+// Get returns a buffer of n bytes: the smallest kept that is large
+// enough, else a new one.
 func (p *bufferPool) Get(n int) *[]byte {
 	if n < minKeptBuffer {
 		return mem.DefaultBufferPool().Get(n)
 	}
 	p.mu.Lock()
-	for i, b := range p.free {
-		if cap(*b) >= n {
-			p.free = append(p.free[:i], p.free[i+1:]...)
-			p.kept -= cap(*b)
-			p.mu.Unlock()
-			*b = (*b)[:n]
-			return b
+	p.expire(p.now())
+	best := -1
+	for i, k := range p.free {
+		if c := cap(*k.b); c >= n && (best < 0 || c < cap(*p.free[best].b)) {
+			best = i
 		}
+	}
+	if best >= 0 {
+		b := p.free[best].b
+		p.remove(best)
+		p.mu.Unlock()
+		*b = (*b)[:n]
+		return b
 	}
 	p.mu.Unlock()
 	b := make([]byte, n, (n+bufferRound-1)/bufferRound*bufferRound)
 	return &b
 }
 
-// Put takes back a buffer Get returned: it keeps it, unless it keeps
-// enough larger ones already.
+// Put takes back a buffer Get returned and keeps it, dropping the
+// oldest kept past the bounds.
 func (p *bufferPool) Put(b *[]byte) {
-	c := cap(*b)
-	if c < minKeptBuffer {
+	if cap(*b) < minKeptBuffer {
 		mem.DefaultBufferPool().Put(b)
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i := 0
-	for i < len(p.free) && cap(*p.free[i]) < c {
-		i++
+	now := p.now()
+	p.free = append(p.free, keptBuffer{b: b, at: now})
+	p.kept += cap(*b)
+	p.expire(now)
+}
+
+// expire drops the buffers kept longer than maxKeptAge, and the oldest
+// past maxKeptBuffers and maxKeptBytes.
+func (p *bufferPool) expire(now time.Time) {
+	for len(p.free) > 0 && (len(p.free) > maxKeptBuffers || p.kept > maxKeptBytes || now.Sub(p.free[0].at) > maxKeptAge) {
+		p.remove(0)
 	}
-	p.free = append(p.free, nil)
-	copy(p.free[i+1:], p.free[i:])
-	p.free[i] = b
-	p.kept += c
-	// Over the bounds, the smallest go first: a large request needs a
-	// large buffer, and a small one fits in it.
-	for len(p.free) > maxKeptBuffers || p.kept > maxKeptBytes {
-		p.kept -= cap(*p.free[0])
-		p.free[0] = nil
-		p.free = p.free[1:]
-	}
+}
+
+// remove drops the i-th kept buffer from the pool.
+func (p *bufferPool) remove(i int) {
+	p.kept -= cap(*p.free[i].b)
+	copy(p.free[i:], p.free[i+1:])
+	p.free[len(p.free)-1] = keptBuffer{}
+	p.free = p.free[:len(p.free)-1]
 }
 
 // keptBytes returns the bytes of the buffers p keeps.

@@ -112,7 +112,7 @@ func New(cfg Config) (*Sender, error) {
 	}
 	// The requests' buffers are kept from one export to the next (see
 	// bufferPool).
-	pool := &bufferPool{}
+	pool := newBufferPool()
 	opts = append(opts, experimental.WithBufferPool(pool),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec{pool: pool})))
 	if !cfg.NoCompression {
@@ -167,7 +167,12 @@ func (c *compressor) Do(w io.Writer, p []byte) error {
 	if err != nil {
 		return fmt.Errorf("otlpgrpc: compress request: %w", err)
 	}
+	// Kept for the next request, unless it is much larger than this
+	// one (the start's first exports are).
 	c.out = out
+	if cap(out) > 2*len(out) {
+		c.out = nil
+	}
 	_, err = w.Write(out)
 	return err
 }
