@@ -410,7 +410,7 @@ func (g *gcPacing) percentFor(rate float64, live uint64) int {
 // with live bytes live, and returns the percent to set. The rate is the
 // higher of the last interval's and of the window's: a burst of
 // allocation raises the percent at the next look, a quiet spell lowers it
-// only once it has lasted the window.
+// only once it has lasted the window (and the window is full).
 func (g *gcPacing) next(now time.Time, allocs, live uint64) int {
 	g.looks = append(g.looks, gcLook{at: now, allocs: allocs})
 	if len(g.looks) > gcWindow+1 {
@@ -429,7 +429,13 @@ func (g *gcPacing) next(now time.Time, allocs, live uint64) int {
 	}
 	r := max(rate(g.looks[n-2], g.looks[n-1]), rate(g.looks[0], g.looks[n-1]))
 	p := g.percentFor(r, live)
-	if p > g.set || g.set-p >= gcPercentStep || p == g.floor {
+	switch {
+	case p > g.set:
+		g.set = p
+	case n <= gcWindow:
+		// Not lowered before the window is full: the first looks
+		// after the start do not tell a quiet spell.
+	case g.set-p >= gcPercentStep || p == g.floor:
 		g.set = p
 	}
 	return g.set

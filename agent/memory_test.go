@@ -297,6 +297,12 @@ func TestGCPacing(t *testing.T) {
 	if p := look(0); p != 50 {
 		t.Fatalf("first look: %d, want the configured 50", p)
 	}
+	// Not lowered before the window is full, however slow.
+	for i := range gcWindow - 1 {
+		if p := look(0); p != 50 {
+			t.Fatalf("look %d of the first window, allocating nothing: %d, want 50", i+2, p)
+		}
+	}
 	// 2 MB a second: a heap of 10 MB grows by 20 MB in gcSpacing.
 	for range gcWindow {
 		if p := look(10 << 20); p != 50 {
