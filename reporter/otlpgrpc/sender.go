@@ -63,7 +63,6 @@ type Sender struct {
 	conn   *grpc.ClientConn
 	client collectorpb.ProfilesServiceClient
 	md     metadata.MD
-	pool   *bufferPool
 }
 
 // New returns a Sender for cfg. It does not connect: the connection is
@@ -110,9 +109,8 @@ func New(cfg Config) (*Sender, error) {
 			MinConnectTimeout: minConnectTimeout,
 		}),
 	}
-	// The requests' buffers are kept from one export to the next (see
-	// bufferPool).
-	pool := newBufferPool()
+	// The requests' buffers are of their own size (see exactPool).
+	var pool exactPool
 	opts = append(opts, experimental.WithBufferPool(pool),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec{pool: pool})))
 	if !cfg.NoCompression {
@@ -125,7 +123,7 @@ func New(cfg Config) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("otlpgrpc: client for %s: %w", cfg.Endpoint, err)
 	}
-	return &Sender{conn: conn, client: collectorpb.NewProfilesServiceClient(conn), md: md, pool: pool}, nil
+	return &Sender{conn: conn, client: collectorpb.NewProfilesServiceClient(conn), md: md}, nil
 }
 
 // Send makes one Export call. Errors with a status code the OTLP
@@ -148,12 +146,9 @@ func (s *Sender) Send(ctx context.Context, req *collectorpb.ExportProfilesServic
 // compressor gzips requests with a [deflate.Encoder]: about 7 % fewer
 // bytes than gRPC's gzip (compress/gzip) on the benchmark's exports.
 type compressor struct {
-	// mu guards enc, made on the first request, and out, the last
-	// request compressed, whose room the next one reuses (gRPC copies it
-	// into a buffer of its own).
+	// mu guards enc, made on the first request.
 	mu  sync.Mutex
 	enc *deflate.Encoder
-	out []byte
 }
 
 // Do writes p gzipped to w.
@@ -163,15 +158,9 @@ func (c *compressor) Do(w io.Writer, p []byte) error {
 	if c.enc == nil {
 		c.enc = deflate.NewEncoder()
 	}
-	out, err := c.enc.AppendGzip(c.out[:0], p)
+	out, err := c.enc.AppendGzip(make([]byte, 0, len(p)/3), p)
 	if err != nil {
 		return fmt.Errorf("otlpgrpc: compress request: %w", err)
-	}
-	// Kept for the next request, unless it is much larger than this
-	// one (the start's first exports are).
-	c.out = out
-	if cap(out) > 2*len(out) {
-		c.out = nil
 	}
 	_, err = w.Write(out)
 	return err
