@@ -63,6 +63,9 @@ type Agent struct {
 	// memLimit is the Go runtime's memory limit, adjusted by trimLoop
 	// (zero: left to the runtime).
 	memLimit memoryLimit
+	// gcPace lowers the garbage collector's percent when the agent
+	// allocates little (see gcPacing), from trimLoop.
+	gcPace gcPacing
 }
 
 // New validates cfg, loads kernel symbols and the eBPF programs, and starts
@@ -193,6 +196,9 @@ func New(cfg Config) (*Agent, error) {
 		// heap grow to twice what is live.
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 		a.memLimit = memoryLimit{configured: cfg.MemoryLimit, set: cfg.MemoryLimit}
+	}
+	if cfg.MinGCPercent > 0 {
+		a.gcPace = newGCPacing(cfg.MinGCPercent, currentGCPercent())
 	}
 	// Building the kernel and symbol tables leaves tens of MB of garbage
 	// behind, once. Hand it back now rather than carry it in the RSS until
@@ -371,6 +377,8 @@ func (a *Agent) serveMetrics() (*http.Server, error) {
 	// The agent's own profiles, for finding where its memory and CPU go.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	// Its execution trace: what wakes its goroutines and threads.
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	// Which files have unwind tables in eBPF, their sizes, and why the
 	// others have none.
 	mux.HandleFunc("/debug/unwind-tables", func(w http.ResponseWriter, r *http.Request) {

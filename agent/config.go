@@ -42,6 +42,10 @@ type Config struct {
 	// MaxProcs caps the Go runtime's GOMAXPROCS once the agent's start is
 	// done (see Agent.settleProcs); 0 leaves the runtime's own.
 	MaxProcs int
+	// MinGCPercent is the lowest the agent lowers the garbage collector's
+	// target percent (GOGC) to once its start is done, when it allocates
+	// little (see gcPacing); 0 leaves the percent as set.
+	MinGCPercent int
 	// SymbolCacheSize bounds the number of files whose symbol tables are
 	// held; SymbolCacheBytes bounds their total heap bytes.
 	SymbolCacheSize  int
@@ -164,6 +168,7 @@ func DefaultConfig() Config {
 		CacheTTL:                time.Minute,
 		MemoryLimit:             40 << 20,
 		MaxProcs:                1,
+		MinGCPercent:            20,
 		SymbolCacheSize:         256,
 		SymbolCacheBytes:        16 << 20,
 		MaxDWARFBytes:           4 << 20,
@@ -220,6 +225,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxProcs < 0 || c.MaxProcs > 1<<10 {
 		bad("max-procs", "%d is out of range 0..1024", c.MaxProcs)
+	}
+	if c.MinGCPercent != 0 && (c.MinGCPercent < 10 || c.MinGCPercent > 100) {
+		bad("min-gc-percent", "%d is out of range 10..100 (or 0)", c.MinGCPercent)
 	}
 	if c.SymbolCacheSize < 1 || c.SymbolCacheSize > 1<<16 {
 		bad("symbol-cache-size", "%d is out of range 1..%d", c.SymbolCacheSize, 1<<16)

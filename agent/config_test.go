@@ -35,6 +35,7 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		"--output-dir":             func(c *Config) { c.OutputDir = " " },
 		"--off-cpu-threshold":      func(c *Config) { c.OffCPUThreshold = -time.Second },
 		"--off-cpu-fraction":       func(c *Config) { c.OffCPUFraction = 0 },
+		"--min-gc-percent":         func(c *Config) { c.MinGCPercent = 5 },
 	} {
 		cfg := DefaultConfig()
 		mut(&cfg)

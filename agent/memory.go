@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"runtime"
@@ -17,9 +18,10 @@ import (
 )
 
 // How often the agent drops the file pages it touched since it last did:
-// the pages of the symbol files the symbolizer maps, a second after it
-// loaded a file (a load reads the file's whole symbol and string tables)
-// and every trimInterval otherwise. Pages still in use come back on their
+// the pages of the symbol files the symbolizer maps, every trimInterval,
+// and every trimCheck while it loads files (a load reads the file's whole
+// symbol and string tables) and until the start is done (see
+// nextTrimCheck). Pages still in use come back on their
 // next access, from the page cache (a minor fault, 64 KiB around the page
 // touched); what was touched once (the loads of a burst of new programs)
 // leaves the RSS. Symbols are looked up only for frames the reporter does
@@ -191,12 +193,27 @@ func (a *Agent) trimPages(image bool) {
 	a.symbols.Trim()
 }
 
+// nextTrimCheck returns how long trimLoop waits for its next look: a
+// trimCheck while the start is not done (settled false) or the symbolizer
+// loaded files since the look before (loading true), so that the pages of
+// a burst of loads leave soon and GOMAXPROCS is lowered soon; otherwise
+// trimInterval, the next trim, which takes in a load that came meanwhile.
+// The agent's threads wake for it every few seconds instead of every
+// second.
+func nextTrimCheck(settled, loading bool) time.Duration {
+	if !settled || loading {
+		return trimCheck
+	}
+	return trimInterval
+}
+
 // trimLoop drops the symbol files' pages every trimInterval, or sooner
 // when the symbolizer loaded files since, and the agent's own image's
 // every imageInterval, until ctx is done.
 func (a *Agent) trimLoop(ctx context.Context) {
-	tick := time.NewTicker(trimCheck)
-	defer tick.Stop()
+	wait := trimCheck
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	loads := a.symbols.Stats().Loads
 	var sinceTrim, sinceImage time.Duration
 	procsSettled := a.cfg.MaxProcs <= 0
@@ -204,19 +221,25 @@ func (a *Agent) trimLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
 		if !procsSettled {
 			procsSettled = a.settleProcs()
 		}
-		sinceTrim += trimCheck
-		sinceImage += trimCheck
+		sinceTrim += wait
+		sinceImage += wait
 		n := a.symbols.Stats().Loads
+		wait = nextTrimCheck(procsSettled, n != loads)
+		timer.Reset(wait)
 		if n == loads && sinceTrim < trimInterval {
 			continue
 		}
 		loads, sinceTrim = n, 0
-		a.memLimit.adjust(time.Now())
+		now := time.Now()
+		a.memLimit.adjust(now)
+		if procsSettled {
+			a.gcPace.pace(now)
+		}
 		image := sinceImage >= imageInterval
 		if image {
 			sinceImage = 0
@@ -314,5 +337,139 @@ func (m *memoryLimit) adjust(now time.Time) {
 	if n := m.next(s[0].Value.Uint64(), now); n != m.set {
 		debug.SetMemoryLimit(n)
 		m.set = n
+	}
+}
+
+// gcPacing lowers the garbage collector's target percent (GOGC) from the
+// one set at start, once the start is done, when the agent allocates
+// little: the heap may then grow over what is live by what the agent
+// allocates in gcSpacing, within the configured percent and a floor.
+//
+// At a fixed percent the heap grows to that much over what is live before
+// each collection however slowly it is allocated, and the runtime keeps
+// the pages of that growth after a collection (the scavenger returns only
+// what exceeds the next goal): the resident memory of an agent whose host
+// changes little sits that much over its live heap, for tens of seconds
+// between collections. Sized by the allocation rate, the growth is smaller
+// on such a host, for a collection about every gcSpacing at most (a few
+// milliseconds of CPU each); a busy agent, which collects more often than
+// that anyway, keeps the configured percent.
+type gcPacing struct {
+	// floor and ceiling bound the percent; ceiling is the one set at
+	// start. Pacing is off when ceiling <= floor.
+	floor, ceiling int
+	// set is the percent set now.
+	set int
+	// looks are the last gcWindow+1 looks, oldest first.
+	looks []gcLook
+}
+
+// gcLook is the heap's cumulative allocation at a time.
+type gcLook struct {
+	at     time.Time
+	allocs uint64
+}
+
+const (
+	// gcSpacing is the interval between collections the percent is
+	// sized for.
+	gcSpacing = 10 * time.Second
+	// gcWindow is how many looks (a look every trimInterval in the steady
+	// state) the allocation rate that lowers the percent is measured over.
+	gcWindow = 6
+	// gcPercentStep is the least the percent is lowered by at once (but
+	// to the floor), so that it does not follow every small change of
+	// the rate.
+	gcPercentStep = 5
+)
+
+// newGCPacing returns the pacing between percents floor and ceiling.
+func newGCPacing(floor, ceiling int) gcPacing {
+	return gcPacing{floor: floor, ceiling: ceiling, set: ceiling}
+}
+
+// on reports whether the pacing may change the percent.
+func (g *gcPacing) on() bool {
+	return g.floor > 0 && g.ceiling > g.floor
+}
+
+// percentFor returns the percent that lets a heap of live bytes, allocated
+// at rate bytes a second, grow for gcSpacing, within floor..ceiling.
+func (g *gcPacing) percentFor(rate float64, live uint64) int {
+	if live == 0 {
+		return g.ceiling
+	}
+	p := math.Ceil(100 * rate * gcSpacing.Seconds() / float64(live))
+	if p >= float64(g.ceiling) {
+		return g.ceiling
+	}
+	return max(int(p), g.floor)
+}
+
+// next takes in a look at now, allocs bytes allocated since the start
+// with live bytes live, and returns the percent to set. The rate is the
+// higher of the last interval's and of the window's: a burst of
+// allocation raises the percent at the next look, a quiet spell lowers it
+// only once it has lasted the window (and the window is full).
+func (g *gcPacing) next(now time.Time, allocs, live uint64) int {
+	g.looks = append(g.looks, gcLook{at: now, allocs: allocs})
+	if len(g.looks) > gcWindow+1 {
+		g.looks = append(g.looks[:0], g.looks[1:]...)
+	}
+	n := len(g.looks)
+	if n < 2 {
+		return g.set
+	}
+	rate := func(from, to gcLook) float64 {
+		d := to.at.Sub(from.at).Seconds()
+		if d <= 0 || to.allocs < from.allocs {
+			return math.Inf(1)
+		}
+		return float64(to.allocs-from.allocs) / d
+	}
+	r := max(rate(g.looks[n-2], g.looks[n-1]), rate(g.looks[0], g.looks[n-1]))
+	p := g.percentFor(r, live)
+	switch {
+	case p > g.set:
+		g.set = p
+	case n <= gcWindow:
+		// Not lowered before the window is full: the first looks
+		// after the start do not tell a quiet spell.
+	case g.set-p >= gcPercentStep || p == g.floor:
+		g.set = p
+	}
+	return g.set
+}
+
+// Runtime metrics the pacing reads.
+const (
+	heapAllocs = "/gc/heap/allocs:bytes"
+	gcPercent  = "/gc/gogc:percent"
+)
+
+// currentGCPercent returns the garbage collector's target percent now
+// (negative: off).
+func currentGCPercent() int {
+	s := []rtmetrics.Sample{{Name: gcPercent}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return -1
+	}
+	return int(min(s[0].Value.Uint64(), 1<<20))
+}
+
+// pace sets the garbage collector's percent from g.next of the heap now.
+func (g *gcPacing) pace(now time.Time) {
+	if !g.on() {
+		return
+	}
+	s := []rtmetrics.Sample{{Name: heapAllocs}, {Name: liveHeap}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 || s[1].Value.Kind() != rtmetrics.KindUint64 {
+		return
+	}
+	before := g.set
+	if p := g.next(now, s[0].Value.Uint64(), s[1].Value.Uint64()); p != before {
+		debug.SetGCPercent(p)
 	}
 }

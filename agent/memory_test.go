@@ -257,3 +257,100 @@ func TestImageTrimDue(t *testing.T) {
 		}
 	}
 }
+
+// TestNextTrimCheck: the trim loop looks every second while the start is
+// not done or files are being loaded, and otherwise only when the next
+// trim is due.
+func TestNextTrimCheck(t *testing.T) {
+	for _, c := range []struct {
+		settled, loading bool
+		want             time.Duration
+	}{
+		{false, false, trimCheck},
+		{false, true, trimCheck},
+		{true, true, trimCheck},
+		{true, false, trimInterval},
+	} {
+		if got := nextTrimCheck(c.settled, c.loading); got != c.want {
+			t.Errorf("nextTrimCheck(settled %v, loading %v) = %v, want %v", c.settled, c.loading, got, c.want)
+		}
+	}
+}
+
+// TestGCPacing: the collector's percent stays the configured one while
+// the agent allocates fast, goes down to what lets the heap grow for
+// gcSpacing once allocation has been slow for the whole window, and goes
+// back up at the first look after a burst.
+func TestGCPacing(t *testing.T) {
+	const live = 10 << 20
+	g := newGCPacing(20, 50)
+	if !g.on() {
+		t.Fatal("pacing 20..50 is off")
+	}
+	at := time.Unix(1000, 0)
+	var allocs uint64
+	look := func(step uint64) int {
+		at = at.Add(trimInterval)
+		allocs += step
+		return g.next(at, allocs, live)
+	}
+	if p := look(0); p != 50 {
+		t.Fatalf("first look: %d, want the configured 50", p)
+	}
+	// Not lowered before the window is full, however slow.
+	for i := range gcWindow - 1 {
+		if p := look(0); p != 50 {
+			t.Fatalf("look %d of the first window, allocating nothing: %d, want 50", i+2, p)
+		}
+	}
+	// 2 MB a second: a heap of 10 MB grows by 20 MB in gcSpacing.
+	for range gcWindow {
+		if p := look(10 << 20); p != 50 {
+			t.Fatalf("allocating 2 MB/s: %d, want 50", p)
+		}
+	}
+	// 300 kB a second: 3 MB in gcSpacing, 30 %, once the window holds
+	// only slow looks.
+	var p int
+	for i := range gcWindow {
+		p = look(1500 << 10)
+		if i < gcWindow-1 && p != 50 {
+			t.Fatalf("look %d of the slow spell: %d, want 50 until the window is slow", i, p)
+		}
+	}
+	if want := 30; p != want {
+		t.Fatalf("allocating 300 kB/s for the window: %d, want %d", p, want)
+	}
+	// A little slower: 28 %, less than a step down.
+	for range gcWindow {
+		p = look(1400 << 10)
+	}
+	if p != 30 {
+		t.Errorf("a change of less than %d points: %d, want 30 kept", gcPercentStep, p)
+	}
+	// Very slow: the floor.
+	for range gcWindow {
+		p = look(100 << 10)
+	}
+	if p != 20 {
+		t.Errorf("allocating 20 kB/s: %d, want the floor 20", p)
+	}
+	// A burst: back up at the next look.
+	if p := look(20 << 20); p != 50 {
+		t.Errorf("after a burst of 20 MB in 5 s: %d, want 50", p)
+	}
+	// A counter that went back (never, but not a rate): the ceiling.
+	allocs = 0
+	if p := look(0); p != 50 {
+		t.Errorf("allocations going back: %d, want 50", p)
+	}
+	if len(g.looks) != gcWindow+1 {
+		t.Errorf("%d looks kept, want %d", len(g.looks), gcWindow+1)
+	}
+
+	for _, c := range []struct{ floor, ceiling int }{{0, 50}, {20, 20}, {20, -1}, {50, 20}} {
+		if g := newGCPacing(c.floor, c.ceiling); g.on() {
+			t.Errorf("pacing %d..%d is on", c.floor, c.ceiling)
+		}
+	}
+}

@@ -24,6 +24,22 @@ type Results struct {
 	// StartupAllocMB is the Go heap the agent allocated in its first 10 s
 	// (go_memstats_alloc_bytes_total at 10 s), garbage included.
 	StartupAllocMB float64 `json:"startup_go_alloc_mb"`
+	// SteadyCPUPercent is the agent's CPU time from 10 s after its start
+	// to the end of the run, in % of one core: the run's CPU without the
+	// start.
+	SteadyCPUPercent float64 `json:"steady_cpu_percent_one_core"`
+	// SteadyAllocMBPerMin and SteadyGCPerMin are the Go heap the agent
+	// allocated (garbage included) and its garbage collections, per
+	// minute from 10 s after its start to the end of the run.
+	SteadyAllocMBPerMin float64 `json:"steady_go_alloc_mb_per_min"`
+	SteadyGCPerMin      float64 `json:"steady_gc_per_min"`
+	// GCPercent is the garbage collector's target percent (GOGC) at the
+	// end of the run, as the agent paced it (--min-gc-percent).
+	GCPercent float64 `json:"go_gc_percent"`
+	// SteadyWakeupsPerSec is the voluntary context switches of the
+	// agent's threads per second from 10 s after its start to the end
+	// of the run: how often its threads go to sleep, hence wake.
+	SteadyWakeupsPerSec float64 `json:"steady_agent_wakeups_per_second"`
 	// RSSAnonMB and RSSFileMB split the final RSS into anonymous memory
 	// (heap, stacks, runtime) and file pages (mostly the agent's binary).
 	RSSAnonMB float64 `json:"rss_anon_mb"`

@@ -210,10 +210,16 @@ func run() error {
 		startupHWM   float64   // kB
 		startupAlloc float64   // bytes
 		startupRead  bool
-		samples      []bench.SoakSample
-		baseline     map[string]float64
-		phase        string
-		lastGauges   time.Time
+		// At startupAt: the agent's CPU seconds, GC cycles and its
+		// threads' voluntary context switches.
+		startupAt      time.Duration
+		startupCPU     float64
+		startupGC      float64
+		startupWakeups uint64
+		samples        []bench.SoakSample
+		baseline       map[string]float64
+		phase          string
+		lastGauges     time.Time
 	)
 	readStartup := func() error {
 		st, err := readStatus(pid)
@@ -225,7 +231,13 @@ func run() error {
 			return err
 		}
 		startupHWM, startupAlloc, startupRead = st["VmHWM"], mt.values["go_memstats_alloc_bytes_total"], true
-		return nil
+		startupGC = mt.values["go_gc_duration_seconds_count"]
+		startupAt = time.Since(start)
+		if startupCPU, err = cpuSeconds(pid); err != nil {
+			return err
+		}
+		startupWakeups, err = threadWakeups(pid)
+		return err
 	}
 	tick := time.NewTicker(time.Second)
 	for time.Since(start) < o.duration {
@@ -291,11 +303,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	wakeups, err := threadWakeups(pid)
+	if err != nil {
+		return err
+	}
 	elapsed := time.Since(start)
 	metrics, err := scrape(metricsAddr)
 	if err != nil {
 		return err
 	}
+	steady := (elapsed - startupAt).Seconds()
 	var (
 		endGauges map[string]float64
 		unmapped  []string
@@ -379,6 +396,11 @@ func run() error {
 		PeakRSSMB:             st["VmHWM"] / 1024,
 		StartupPeakRSSMB:      startupHWM / 1024,
 		StartupAllocMB:        startupAlloc / (1 << 20),
+		SteadyCPUPercent:      100 * (cpu - startupCPU) / steady,
+		SteadyAllocMBPerMin:   (metrics.values["go_memstats_alloc_bytes_total"] - startupAlloc) / (1 << 20) / steady * 60,
+		SteadyGCPerMin:        (metrics.values["go_gc_duration_seconds_count"] - startupGC) / steady * 60,
+		SteadyWakeupsPerSec:   float64(wakeups-startupWakeups) / steady,
+		GCPercent:             metrics.values["go_gc_gogc_percent"],
 		RSSAnonMB:             st["RssAnon"] / 1024,
 		RSSFileMB:             st["RssFile"] / 1024,
 		CPUPercent:            100 * cpu / elapsed.Seconds(),
@@ -520,7 +542,32 @@ func readStatus(pid int) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-// cpuSeconds returns the user+system CPU time of pid.
+// threadWakeups returns the voluntary context switches of pid's threads
+// (/proc/PID/task/*/status), of those alive now.
+func threadWakeups(pid int) (uint64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				c, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("/proc/%d/task/%s/status: %w", pid, t.Name(), err)
+				}
+				n += c
+			}
+		}
+	}
+	return n, nil
+}
+
 // contextSwitches returns the host's context switches since boot
 // (/proc/stat ctxt).
 func contextSwitches() (uint64, error) {
@@ -579,6 +626,7 @@ func bpfRunTime(pid int) (all, offCPU time.Duration, err error) {
 	return all, offCPU, nil
 }
 
+// cpuSeconds returns the user+system CPU time of pid.
 func cpuSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

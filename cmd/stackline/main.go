@@ -55,6 +55,9 @@ func run(args []string) int {
 	if os.Getenv("GOMAXPROCS") != "" {
 		cfg.MaxProcs = 0 // the runtime read it
 	}
+	if os.Getenv("GOGC") != "" {
+		cfg.MinGCPercent = 0 // the runtime read it
+	}
 	if opts.showVersion {
 		fmt.Println("stackline", version)
 		return 0
@@ -149,6 +152,7 @@ func newFlagSet(o *options, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "how long a frame, executable, file identity or runtime name entry stays cached unused (0..24h; 0: until evicted for room)")
 	fs.Int64Var(&cfg.MemoryLimit, "memory-limit", cfg.MemoryLimit, "Go runtime soft memory limit in bytes (16MiB..1TiB; 0: GOMEMLIMIT's, else none)")
 	fs.IntVar(&cfg.MaxProcs, "max-procs", cfg.MaxProcs, "most CPUs the agent's Go code runs on at once once its start is done (0..1024; 0: the runtime's default)")
+	fs.IntVar(&cfg.MinGCPercent, "min-gc-percent", cfg.MinGCPercent, "lowest garbage collector target percent (GOGC) the agent lowers it to after its start when it allocates little (10..100; 0: never lowered)")
 	fs.IntVar(&cfg.SymbolCacheSize, "symbol-cache-size", cfg.SymbolCacheSize, "files whose symbol tables are held")
 	fs.Int64Var(&cfg.SymbolCacheBytes, "symbol-cache-bytes", cfg.SymbolCacheBytes, "total bytes of symbol tables held (1MiB..16GiB)")
 	fs.BoolVar(&cfg.NoLineInfo, "no-line-info", cfg.NoLineInfo, "do not read DWARF line tables (file:line of C, C++ and Rust frames)")

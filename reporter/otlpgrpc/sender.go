@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	// Registers gRPC's gzip, which reads gzipped responses.
 	_ "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
@@ -108,6 +109,10 @@ func New(cfg Config) (*Sender, error) {
 			MinConnectTimeout: minConnectTimeout,
 		}),
 	}
+	// The requests' buffers are of their own size (see exactPool).
+	var pool exactPool
+	opts = append(opts, experimental.WithBufferPool(pool),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec{pool: pool})))
 	if !cfg.NoCompression {
 		// A compressor of the connection's own: registering one as
 		// "gzip" would replace gRPC's for the whole process.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func request(name string) *collectorpb.ExportProfilesServiceRequest {
 	}
 }
 
-func newSender(t *testing.T, cfg Config) *Sender {
+func newSender(t testing.TB, cfg Config) *Sender {
 	t.Helper()
 	s, err := New(cfg)
 	if err != nil {
@@ -74,6 +75,11 @@ func TestHeadersAndCompression(t *testing.T) {
 		h := r.Headers()
 		if len(h) != 1 || h[0].Get("Authorization") != "Bearer x" || !strings.HasPrefix(h[0].Get("User-Agent"), "stackline/test") {
 			t.Errorf("metadata %v", h)
+		}
+		// The sender's codec (see bufferPool) keeps gRPC's own content
+		// type.
+		if len(h) == 1 && h[0].Get("Content-Type") != "application/grpc" {
+			t.Errorf("content type %q, want application/grpc", h[0].Get("Content-Type"))
 		}
 		want := "gzip"
 		if noCompression {
@@ -187,23 +193,7 @@ func TestTLSAgainstPlaintextFails(t *testing.T) {
 // whole-agent benchmark: the receiver (gRPC's own gzip) reads back the
 // same request, from fewer bytes than gRPC's gzip would have sent.
 func TestCompressedExport(t *testing.T) {
-	f, err := os.Open("../testdata/agentbench-export.pb.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &collectorpb.ExportProfilesServiceRequest{}
-	if err := proto.Unmarshal(raw, req); err != nil {
-		t.Fatal(err)
-	}
+	req, raw := capturedExport(t)
 	var std bytes.Buffer
 	zw := gzip.NewWriter(&std)
 	zw.Write(raw)
@@ -228,5 +218,63 @@ func TestCompressedExport(t *testing.T) {
 	t.Logf("%d bytes on the wire, %d with compress/gzip", wire[0], std.Len())
 	if len(wire) != 1 || wire[0] >= std.Len() {
 		t.Errorf("%v bytes on the wire, want fewer than compress/gzip's %d", wire, std.Len())
+	}
+	// Sent again, through the same pool and codec, the request is still
+	// read back whole.
+	if _, err := s.Send(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Requests(); len(got) != 2 || !proto.Equal(got[1], req) {
+		t.Fatalf("the receiver got %d requests, the second not the one sent", len(got))
+	}
+}
+
+// capturedExport returns the reporter's captured export of the
+// whole-agent benchmark.
+func capturedExport(tb testing.TB) (*collectorpb.ExportProfilesServiceRequest, []byte) {
+	tb.Helper()
+	f, err := os.Open("../testdata/agentbench-export.pb.gz")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req := &collectorpb.ExportProfilesServiceRequest{}
+	if err := proto.Unmarshal(raw, req); err != nil {
+		tb.Fatal(err)
+	}
+	return req, raw
+}
+
+// BenchmarkSendExport sends the captured export to a receiver over
+// loopback, with a collection between two exports as in the agent (an
+// export every 15 s, a collection every few seconds): B/op is the garbage
+// of one export, the receiver's included.
+func BenchmarkSendExport(b *testing.B) {
+	req, raw := capturedExport(b)
+	r, err := otlptest.Start("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Stop()
+	s := newSender(b, Config{Endpoint: r.Addr(), Insecure: true})
+	ctx := context.Background()
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		runtime.GC()
+		runtime.GC()
+		b.StartTimer()
+		if _, err := s.Send(ctx, req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
