@@ -1,4 +1,4 @@
-package v8
+package interpreter_test
 
 import (
 	"os"
@@ -10,25 +10,36 @@ import (
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
+	"github.com/stackline-dev/stackline/interpreter/hotspot"
+	"github.com/stackline-dev/stackline/interpreter/python"
+	"github.com/stackline-dev/stackline/interpreter/v8"
 )
 
-// BenchmarkDetect measures Detect on each installed node (V8 found) and
-// on other large files the tracer offers it (no V8: Detect looks at every
-// file a process maps). The file is opened and parsed outside the timed
-// part, as the tracer parses it once for every runtime.
+// BenchmarkDetect measures each runtime's Detect on the files it finds
+// (node for V8, libjvm.so for HotSpot, libpython for CPython) and V8's
+// on other large files, which it looks at too: V8 is recognised by its
+// symbols whatever the file's name, so its Detect runs on every file a
+// process maps. The file is opened and parsed outside the timed part, as
+// the tracer parses a file once for every runtime.
 func BenchmarkDetect(b *testing.B) {
-	type target struct{ name, path string }
+	type target struct {
+		name, path string
+		rt         interpreter.Runtime
+	}
 	var targets []target
 	for _, n := range testenv.Nodes(b) {
-		targets = append(targets, target{n.Name, n.V8File})
+		targets = append(targets, target{"v8/" + n.Name, n.V8File, v8.Runtime{}})
 	}
 	for _, j := range testenv.JDKs(b) {
-		targets = append(targets, target{"libjvm" + filepath.Base(j.Home), j.LibJVM()})
+		targets = append(targets,
+			target{"hotspot/" + filepath.Base(j.Home), j.LibJVM(), hotspot.Runtime{}},
+			target{"v8/" + filepath.Base(j.Home), j.LibJVM(), v8.Runtime{}})
 	}
-	targets = append(targets, target{"libpython", testenv.SystemLibpython(b)})
-	for _, p := range []string{"/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"} {
-		targets = append(targets, target{filepath.Base(p), p})
-	}
+	libpython := testenv.SystemLibpython(b)
+	targets = append(targets,
+		target{"cpython/libpython", libpython, python.Runtime{}},
+		target{"v8/libpython", libpython, v8.Runtime{}},
+		target{"v8/libstdc++", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6", v8.Runtime{}})
 	for _, tg := range targets {
 		b.Run(tg.name, func(b *testing.B) {
 			path, err := filepath.EvalSymlinks(tg.path)
@@ -44,7 +55,7 @@ func BenchmarkDetect(b *testing.B) {
 			b.ReportAllocs()
 			cpu0 := cpuNanos(b)
 			for b.Loop() {
-				if _, err := Detect(file); err != nil {
+				if _, err := tg.rt.Detect(file); err != nil {
 					b.Fatal(err)
 				}
 			}
