@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sys/unix"
 
+	"github.com/stackline-dev/stackline/internal/corebtf"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/kallsyms"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
@@ -313,7 +314,8 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("tracer: set ring buffer wake-up threshold: %w", err)
 	}
 	skip := offCPUPrograms
-	// The kernel's BTF, decoded once for the check and the relocations.
+	// The kernel's BTF, decoded once for the off-CPU check, the off-CPU
+	// programs' attach points and the relocations.
 	opts := &ebpf.CollectionOptions{Cache: btf.NewCache()}
 	if t.cfg.OffCPU.Enabled {
 		if err := checkOffCPUKernel(opts.Cache); err != nil {
@@ -326,6 +328,17 @@ func (t *Tracer) load() error {
 	} else {
 		// The wait table is unused: keep its preallocated memory small.
 		spec.Maps["offcpu_waits"].MaxEntries = 1
+		// Without the off-CPU programs, which attach by the kernel's
+		// BTF, only the CO-RE relocations need kernel types: the few
+		// structures they name, read without decoding the whole BTF.
+		// Should that fail, the relocations decode it whole.
+		names, err := corebtf.LocalNames(spec.Types)
+		if err == nil {
+			opts.Programs.KernelTypes, err = corebtf.Load(names)
+		}
+		if err != nil {
+			t.log.Debug("read the kernel types of the relocations; decoding the whole kernel BTF", "error", err)
+		}
 	}
 	if err := loadObjects(spec, &t.objs, skip, opts); err != nil {
 		var verr *ebpf.VerifierError

@@ -3,6 +3,7 @@ package elffile
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -102,13 +103,19 @@ type prefixSet struct {
 }
 
 type prefixGroup struct {
-	common  []byte // the longest prefix all members share
-	members [][]byte
+	common []byte // the longest prefix all members share
+	// head and mask are common's first (at most) 8 bytes, little-endian,
+	// and the mask of those bytes: most names are told apart from common
+	// by one load and compare.
+	head, mask uint64
+	// rests are the members without common.
+	rests [][]byte
 }
 
 // newPrefixSet returns the set of the non-empty prefixes.
 func newPrefixSet(prefixes []string) *prefixSet {
 	ps := &prefixSet{}
+	var members [][]string
 	for _, p := range prefixes {
 		if p == "" {
 			continue
@@ -116,6 +123,7 @@ func newPrefixSet(prefixes []string) *prefixSet {
 		g := ps.group[p[0]]
 		if g == 0 {
 			ps.groups = append(ps.groups, prefixGroup{common: []byte(p)})
+			members = append(members, nil)
 			g = uint8(len(ps.groups))
 			ps.group[p[0]] = g
 		}
@@ -125,7 +133,17 @@ func newPrefixSet(prefixes []string) *prefixSet {
 			n++
 		}
 		pg.common = pg.common[:n]
-		pg.members = append(pg.members, []byte(p))
+		members[g-1] = append(members[g-1], p)
+	}
+	for i := range ps.groups {
+		pg := &ps.groups[i]
+		var head [8]byte
+		k := copy(head[:], pg.common)
+		pg.head = binary.LittleEndian.Uint64(head[:])
+		pg.mask = ^uint64(0) >> (64 - 8*k)
+		for _, p := range members[i] {
+			pg.rests = append(pg.rests, []byte(p[len(pg.common):]))
+		}
 	}
 	return ps
 }
@@ -142,11 +160,15 @@ func (ps *prefixSet) match(b []byte) bool {
 		return false
 	}
 	pg := &ps.groups[g-1]
+	if len(b) >= 8 && binary.LittleEndian.Uint64(b)&pg.mask != pg.head {
+		return false
+	}
 	if !bytes.HasPrefix(b, pg.common) {
 		return false
 	}
-	for _, p := range pg.members {
-		if bytes.HasPrefix(b, p) {
+	b = b[len(pg.common):]
+	for _, r := range pg.rests {
+		if len(r) == 0 || len(b) >= len(r) && b[0] == r[0] && bytes.Equal(b[:len(r)], r) {
 			return true
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
@@ -39,7 +40,7 @@ func (rt Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hotspot: %s: %w", f.Path, err)
 	}
-	l, err := newLoader(file.ELF)
+	l, err := newLoader(file)
 	if err != nil {
 		return nil, fmt.Errorf("hotspot: %s: %w", f.Path, err)
 	}
@@ -66,16 +67,20 @@ type loader struct {
 	fields *fields
 }
 
-func newLoader(ef *elf.File) (*loader, error) {
+// newLoader reads the symbols of Symbols from f's dynamic symbol table,
+// in place (elffile.File.Symbols: only the few wanted are decoded).
+func newLoader(f *elffile.File) (*loader, error) {
+	ef := f.ELF
 	if ef.Machine != elf.EM_X86_64 || ef.Class != elf.ELFCLASS64 {
 		return nil, fmt.Errorf("unsupported machine %v %v", ef.Machine, ef.Class)
 	}
+	names := Symbols()
 	want := make(map[string]bool)
-	for _, s := range Symbols() {
+	for _, s := range names {
 		want[s] = true
 	}
 	l := &loader{syms: make(map[string]uint64)}
-	syms, err := ef.DynamicSymbols()
+	syms, err := f.Symbols(elf.SHT_DYNSYM, names...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoSymbols, err)
 	}

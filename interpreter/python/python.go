@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"unsafe"
 
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/interpreter/namecache"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
@@ -71,7 +72,7 @@ func (rt Runtime) Detect(f interpreter.File) (interpreter.Loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cpython: %s: %w", f.Path, err)
 	}
-	l, err := newLoader(file.ELF, minor)
+	l, err := newLoader(file, minor)
 	if err == nil {
 		l.budget, l.cacheBytes = rt.Budget, rt.ProcessCacheBytes
 		if l.budget == nil {
@@ -106,7 +107,10 @@ type loader struct {
 	cacheBytes int64
 }
 
-func newLoader(ef *elf.File, minor int) (*loader, error) {
+// newLoader reads the symbols the unwinder needs from f, in place
+// (elffile.File.Symbols: only the few symbols wanted are decoded).
+func newLoader(f *elffile.File, minor int) (*loader, error) {
+	ef := f.ELF
 	if ef.Machine != elf.EM_X86_64 || ef.Class != elf.ELFCLASS64 {
 		return nil, fmt.Errorf("%w: %v %v", ErrUnsupportedVersion, ef.Machine, ef.Class)
 	}
@@ -119,11 +123,12 @@ func newLoader(ef *elf.File, minor int) (*loader, error) {
 			}
 		}
 	}
-	if syms, err := ef.DynamicSymbols(); err == nil {
+	names := []string{symRuntime, symEval, symEvalCold}
+	if syms, err := f.Symbols(elf.SHT_DYNSYM, names...); err == nil {
 		find(syms)
 	}
 	if want[symEvalCold] == nil || want[symRuntime] == nil || want[symEval] == nil {
-		if syms, err := ef.Symbols(); err == nil {
+		if syms, err := f.Symbols(elf.SHT_SYMTAB, names...); err == nil {
 			find(syms)
 		}
 	}

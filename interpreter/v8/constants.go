@@ -164,12 +164,16 @@ func readConstants(ef *elf.File, symbols symbolReader) (*Constants, error) {
 	}
 	// Only the symbols read above are decoded: node's tables hold
 	// hundreds of thousands (debug/elf's File.Symbols allocates tens of
-	// megabytes for them).
-	if syms, err := symbols(elf.SHT_DYNSYM); err == nil {
-		read(syms)
-	}
+	// megabytes for them). .symtab, when the file has one, holds every
+	// symbol .dynsym does: .dynsym is read only when .symtab lacks the
+	// constants or the version (a stripped file has no .symtab at all).
 	if syms, err := symbols(elf.SHT_SYMTAB); err == nil {
 		read(syms)
+	}
+	if len(c.Values) == 0 || len(found) < len(c.Values)+len(version) {
+		if syms, err := symbols(elf.SHT_DYNSYM); err == nil {
+			read(syms)
+		}
 	}
 	if len(c.Values) == 0 {
 		return nil, ErrNotV8
