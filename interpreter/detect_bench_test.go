@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/interpreter"
@@ -53,23 +51,13 @@ func BenchmarkDetect(b *testing.B) {
 			defer f.Close()
 			file := interpreter.File{Path: path, ELF: func() (*elffile.File, error) { return f, nil }}
 			b.ReportAllocs()
-			cpu0 := cpuNanos(b)
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 			for b.Loop() {
 				if _, err := tg.rt.Detect(file); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(cpuNanos(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-// cpuNanos returns the CPU time the process has used: on a loaded
-// machine a steadier measure of the work than the elapsed time.
-func cpuNanos(b *testing.B) int64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 const fixture = `ffffffff81000000 T srso_alias_untrain_ret
@@ -418,13 +420,13 @@ func BenchmarkLoad(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	b.ReportAllocs()
-	cpu0 := cpuTime(b)
+	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 	for b.Loop() {
 		if _, err := Load(Options{}); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(after.HeapAlloc)-float64(before.HeapAlloc), "heldB")
 	b.ReportMetric(float64(tab.Len()), "symbols")
 	runtime.KeepAlive(tab)

@@ -5,7 +5,7 @@ import (
 	"os"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 // BenchmarkParse parses a copy of the host's /proc/kallsyms held in
@@ -19,23 +19,13 @@ func BenchmarkParse(b *testing.B) {
 	}
 	b.SetBytes(int64(len(text)))
 	b.ReportAllocs()
-	cpu0 := cpuTime(b)
+	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 	for b.Loop() {
 		if _, err := Parse(bytes.NewReader(text)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// cpuTime returns the CPU time the process has used, in nanoseconds: on a
-// loaded machine a steadier measure of the work than the elapsed time.
-func cpuTime(b *testing.B) int64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // FuzzCanonicalLine checks the fast parse of a line as the kernel writes

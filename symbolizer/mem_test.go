@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
 )
@@ -73,13 +71,13 @@ func BenchmarkLoadLarge(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
-			cpu0 := cpuTime(b)
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 			for b.Loop() {
 				if _, err := Load(src, opts); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(f.Bytes()), "bytes")
 			b.ReportMetric(float64(f.Len()), "symbols")
 			runtime.KeepAlive(f)
@@ -139,14 +137,4 @@ func BenchmarkLookupFiles(b *testing.B) {
 			benchmarkLookup(b, f)
 		})
 	}
-}
-
-// cpuTime returns the CPU time the process has used, in nanoseconds: on a
-// loaded machine a steadier measure of the work than the elapsed time.
-func cpuTime(b *testing.B) int64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

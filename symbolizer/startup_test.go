@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -49,7 +50,7 @@ func startupFiles(tb testing.TB) []string {
 func BenchmarkLoadStartup(b *testing.B) {
 	paths := startupFiles(b)
 	b.ReportAllocs()
-	cpu0 := cpuTime(b)
+	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 	for b.Loop() {
 		s, err := New(Options{LineInfo: true, MaxDWARFBytes: 4 << 20, Demangle: DemangleSimple})
 		if err != nil {
@@ -61,6 +62,6 @@ func BenchmarkLoadStartup(b *testing.B) {
 			}
 		}
 	}
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(len(paths)), "files")
 }

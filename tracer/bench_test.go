@@ -14,7 +14,6 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
-	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 	"github.com/stackline-dev/stackline/kallsyms"
@@ -90,14 +89,14 @@ func BenchmarkHandleTrace(b *testing.B) {
 	time.Sleep(rereadInterval) // past the last read: the per-trace check runs in full
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU(b)
+	cpu0 := testenv.ProcessCPU(b)
 	for range b.N {
 		t.handle(raw)
 	}
 	b.StopTimer()
 	// The process's CPU time, not the wall clock: on a loaded host the
 	// wall clock also counts the time the benchmark waited for a CPU.
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	if len(t.parked) > 0 {
 		b.Fatalf("%d traces parked", len(t.parked))
 	}
@@ -132,21 +131,12 @@ func BenchmarkKernelTraces(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU(b)
+	cpu0 := testenv.ProcessCPU(b)
 	for i := range b.N {
 		t.handle(raws[i%len(raws)])
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// processCPU returns the user and system CPU time this process used.
-func processCPU(b *testing.B) time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // kernelFrames returns up to n kernel frames at real text symbols.
@@ -254,13 +244,13 @@ func BenchmarkHandleProcessEvents(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU(b)
+	cpu0 := testenv.ProcessCPU(b)
 	for i := range b.N {
 		t.handle(execs[i%pids])
 		t.handle(exits[i%pids])
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	if len(t.due) > 0 || len(t.processes) > 0 {
 		b.Fatalf("%d syncs queued, %d processes tracked", len(t.due), len(t.processes))
 	}
@@ -288,12 +278,12 @@ func BenchmarkParkAtBound(b *testing.B) {
 	t, raw := parkedBench(b, 1)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU(b)
+	cpu0 := testenv.ProcessCPU(b)
 	for range b.N {
 		t.parkOn(&t.rec, raw, 1)
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	if len(t.parked) != maxParkedTraces {
 		b.Fatalf("%d traces parked", len(t.parked))
 	}
@@ -308,7 +298,7 @@ func BenchmarkRetryParked(b *testing.B) {
 	t, raw := parkedBench(b, jobs)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU(b)
+	cpu0 := testenv.ProcessCPU(b)
 	for i := 0; i < b.N; {
 		seq := uint64(1 + i/(maxParkedTraces/jobs)%jobs)
 		t.retryParked(seq, 0)
@@ -318,5 +308,5 @@ func BenchmarkRetryParked(b *testing.B) {
 		i += maxParkedTraces / jobs
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }

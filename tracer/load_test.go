@@ -75,10 +75,10 @@ func BenchmarkNew(b *testing.B) {
 	var cpu time.Duration
 	b.ReportAllocs()
 	for b.Loop() {
-		before := processCPU(b)
+		before := testenv.ProcessCPU(b)
 		tr, err := New(Config{SamplesPerSecond: 19, MaxStackDepth: 64, RingBufferSize: 1 << 20, FileCacheSize: 16,
 			Reporter: rec, Kernel: kern, Symbolizer: syms})
-		cpu += processCPU(b) - before
+		cpu += testenv.ProcessCPU(b) - before
 		if err != nil {
 			b.Fatal(err)
 		}

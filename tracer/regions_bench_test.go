@@ -72,7 +72,7 @@ func BenchmarkAddRegion(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			b.ResetTimer()
-			cpu, own := processCPU(b), threadCPU(b)
+			cpu, own := testenv.ProcessCPU(b), threadCPU(b)
 			for range b.N {
 				s := newTableStore(maps, 1<<30, log)
 				add, _, _, err := encodeRegions(builder, nil, nil, 1<<30, n, order[:1])
@@ -105,7 +105,7 @@ func BenchmarkAddRegion(b *testing.B) {
 				s.remove(tb)
 			}
 			added := float64(b.N * (len(order) - 1))
-			b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/added, "cpu-ns/region")
+			b.ReportMetric(float64((testenv.ProcessCPU(b)-cpu).Nanoseconds())/added, "cpu-ns/region")
 			b.ReportMetric(float64((threadCPU(b)-own).Nanoseconds())/added, "thread-cpu-ns/region")
 			b.ReportMetric(float64(grown)/float64(b.N), "grown")
 			b.ReportMetric(float64(rows), "rows")

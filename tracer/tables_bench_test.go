@@ -126,7 +126,7 @@ func BenchmarkLoadTable(b *testing.B) {
 			var kernelBytes uint64
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := processCPU(b)
+			cpu := testenv.ProcessCPU(b)
 			for range b.N {
 				tab, _, _, _, err := encodeTable(builder, maps, key, nil, nil, 1<<30)
 				if err != nil {
@@ -135,7 +135,7 @@ func BenchmarkLoadTable(b *testing.B) {
 				kernelBytes = tab.size()
 				tab.close()
 			}
-			b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((testenv.ProcessCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(builder.tab.Len()), "rows")
 			b.ReportMetric(float64(kernelBytes), "kernel-bytes")
 		})
@@ -157,7 +157,7 @@ func BenchmarkBuildTable(b *testing.B) {
 			key := uint64(len(name))
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := processCPU(b)
+			cpu := testenv.ProcessCPU(b)
 			var rows int
 			for range b.N {
 				tab, n, _, _, err := encodeTable(builder, maps, key, f, nil, 1<<30)
@@ -167,7 +167,7 @@ func BenchmarkBuildTable(b *testing.B) {
 				rows = n
 				tab.close()
 			}
-			b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((testenv.ProcessCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(rows), "rows")
 		})
 	}

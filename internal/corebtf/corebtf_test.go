@@ -10,7 +10,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"golang.org/x/sys/unix"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
 	progs "github.com/stackline-dev/stackline/support/ebpf"
@@ -138,34 +137,24 @@ func BenchmarkKernelTypes(b *testing.B) {
 	}
 	b.Run("Load", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu0 := cpuNanos(b)
+		cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 		for b.Loop() {
 			if _, err := Load(names); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(cpuNanos(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("LoadKernelSpec", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu0 := cpuNanos(b)
+		cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 		for b.Loop() {
 			if _, err := btf.NewCache().Kernel(); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(cpuNanos(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 	})
-}
-
-// cpuNanos returns the CPU time the process has used: on a loaded
-// machine a steadier measure of the work than the elapsed time.
-func cpuNanos(b *testing.B) int64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // TestTypesReduces checks what Types keeps of a small BTF blob: the

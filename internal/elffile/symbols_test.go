@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
@@ -137,8 +135,8 @@ func BenchmarkSymbols(b *testing.B) {
 	defer ef.Close()
 	b.Run("elffile.Symbols", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu0 := cpuTime(b)
-		defer func() { b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op") }()
+		cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+		defer func() { b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op") }()
 		for b.Loop() {
 			if _, err := Symbols(ef, elf.SHT_SYMTAB, v8Prefixes...); err != nil {
 				b.Fatal(err)
@@ -148,8 +146,8 @@ func BenchmarkSymbols(b *testing.B) {
 	b.Run("File.Symbols", func(b *testing.B) {
 		f := openFile(b, path)
 		b.ReportAllocs()
-		cpu0 := cpuTime(b)
-		defer func() { b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op") }()
+		cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+		defer func() { b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op") }()
 		for b.Loop() {
 			if _, err := f.Symbols(elf.SHT_SYMTAB, v8Prefixes...); err != nil {
 				b.Fatal(err)
@@ -158,8 +156,8 @@ func BenchmarkSymbols(b *testing.B) {
 	})
 	b.Run("debug/elf", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu0 := cpuTime(b)
-		defer func() { b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op") }()
+		cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+		defer func() { b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op") }()
 		for b.Loop() {
 			syms, err := ef.Symbols()
 			if err != nil {
@@ -168,14 +166,4 @@ func BenchmarkSymbols(b *testing.B) {
 			runtime.KeepAlive(syms)
 		}
 	})
-}
-
-// cpuTime returns the CPU time the process has used, in nanoseconds: on a
-// loaded machine a steadier measure of the work than the elapsed time.
-func cpuTime(b *testing.B) int64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

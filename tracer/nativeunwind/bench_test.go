@@ -2,13 +2,12 @@ package nativeunwind
 
 import (
 	"fmt"
+	"github.com/stackline-dev/stackline/internal/testenv"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // benchFiles are the files BenchmarkBuild builds tables of: the host files
@@ -71,7 +70,7 @@ func BenchmarkBuild(b *testing.B) {
 					}
 					b.ReportAllocs()
 					b.ResetTimer()
-					cpu0 := cpuTime(b)
+					cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 					var rows int
 					for b.Loop() {
 						if !warm {
@@ -83,7 +82,7 @@ func BenchmarkBuild(b *testing.B) {
 						}
 						rows = t.Len()
 					}
-					b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+					b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 					b.ReportMetric(float64(rows), "rows")
 					b.ReportMetric(float64(8*rows), "table-B")
 					b.ReportMetric(float64(peak), "peak-heap-B")
@@ -91,17 +90,6 @@ func BenchmarkBuild(b *testing.B) {
 			}
 		})
 	}
-}
-
-// cpuTime returns the CPU time the process has used, in nanoseconds: on a
-// loaded machine a steadier measure of the work than the elapsed time
-// (it includes the garbage collector's, which allocations cause).
-func cpuTime(b *testing.B) int64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // peakHeap returns how many bytes of heap fn allocates, with the collector
@@ -140,7 +128,7 @@ func BenchmarkBuildRegion(b *testing.B) {
 					bld := &Builder{}
 					b.ReportAllocs()
 					b.ResetTimer()
-					cpu0 := cpuTime(b)
+					cpu0 := testenv.ProcessCPU(b).Nanoseconds()
 					var rows int
 					for b.Loop() {
 						t, err := bld.BuildRanges(f, nil, Options{}, r)
@@ -150,7 +138,7 @@ func BenchmarkBuildRegion(b *testing.B) {
 						rows = t.Len()
 						bld.Release()
 					}
-					b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+					b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 					b.ReportMetric(float64(rows), "rows")
 					b.ReportMetric(float64(peak), "peak-heap-B")
 				})
