@@ -1,13 +1,10 @@
 package reporter
 
 import (
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +13,7 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stackline-dev/stackline/internal/otlptest"
 	"github.com/stackline-dev/stackline/reporter/otlpcheck"
 	"github.com/stackline-dev/stackline/reporter/semconv"
 	"github.com/stackline-dev/stackline/trace"
@@ -31,23 +29,7 @@ const replayExport = "testdata/agentbench-export.pb.gz"
 
 func loadReplayExport(tb testing.TB) *collectorpb.ExportProfilesServiceRequest {
 	tb.Helper()
-	f, err := os.Open(replayExport)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req := &collectorpb.ExportProfilesServiceRequest{}
-	if err := proto.Unmarshal(raw, req); err != nil {
-		tb.Fatal(err)
-	}
+	req, _ := otlptest.CapturedExport(tb, replayExport)
 	if err := otlpcheck.Validate(req); err != nil {
 		tb.Fatal(err)
 	}

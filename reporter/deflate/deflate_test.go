@@ -5,9 +5,10 @@ import (
 	"compress/gzip"
 	"io"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/stackline-dev/stackline/internal/otlptest"
 )
 
 // replayExport is the reporter's captured export of the whole-agent
@@ -16,19 +17,7 @@ const replayExport = "../testdata/agentbench-export.pb.gz"
 
 func loadExport(tb testing.TB) []byte {
 	tb.Helper()
-	f, err := os.Open(replayExport)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	_, raw := otlptest.CapturedExport(tb, replayExport)
 	return raw
 }
 

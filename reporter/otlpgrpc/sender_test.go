@@ -5,8 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
-	"io"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -233,24 +231,7 @@ func TestCompressedExport(t *testing.T) {
 // whole-agent benchmark.
 func capturedExport(tb testing.TB) (*collectorpb.ExportProfilesServiceRequest, []byte) {
 	tb.Helper()
-	f, err := os.Open("../testdata/agentbench-export.pb.gz")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req := &collectorpb.ExportProfilesServiceRequest{}
-	if err := proto.Unmarshal(raw, req); err != nil {
-		tb.Fatal(err)
-	}
-	return req, raw
+	return otlptest.CapturedExport(tb, "../testdata/agentbench-export.pb.gz")
 }
 
 // BenchmarkSendExport sends the captured export to a receiver over
