@@ -132,17 +132,26 @@ func refLookup(idx []refSym, addr uint64) string {
 	return idx[i].name
 }
 
-// TestIndexMatchesReference checks that the symbol index of real files
-// names every address as a straightforward reference does: every symbol
-// start, the middle and last byte of every symbol, the bytes just before
-// and past it (gaps between symbols or the next symbol).
-func TestIndexMatchesReference(t *testing.T) {
+// symbolTestFiles returns the real files the symbol index is checked on:
+// libc (first), the system's libpython, and the large programs of largeFiles that
+// are installed.
+func symbolTestFiles(t *testing.T) []string {
+	t.Helper()
 	paths := []string{testenv.Libc(t), testenv.SystemLibpython(t)}
 	for _, lf := range largeFiles {
 		if p, err := filepath.EvalSymlinks(lf.path); err == nil {
 			paths = append(paths, p)
 		}
 	}
+	return paths
+}
+
+// TestIndexMatchesReference checks that the symbol index of real files
+// names every address as a straightforward reference does: every symbol
+// start, the middle and last byte of every symbol, the bytes just before
+// and past it (gaps between symbols or the next symbol).
+func TestIndexMatchesReference(t *testing.T) {
+	paths := symbolTestFiles(t)
 	for _, path := range paths {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			checkReference(t, path, referenceIndex(t, path), parseFile(t, path, DemangleNone))

@@ -7,21 +7,13 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-
-	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 // TestSortCandidatesMatchesComparisonSort checks that sortCandidates
 // orders the candidates of real symbol tables, and of synthetic ones full
 // of aliases, exactly as a comparison sort by cmpCandidates does.
 func TestSortCandidatesMatchesComparisonSort(t *testing.T) {
-	paths := []string{testenv.Libc(t), testenv.SystemLibpython(t)}
-	for _, lf := range largeFiles {
-		if p, err := filepath.EvalSymlinks(lf.path); err == nil {
-			paths = append(paths, p)
-		}
-	}
-	for _, path := range paths {
+	for _, path := range symbolTestFiles(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			fh, err := os.Open(path)
 			if err != nil {
