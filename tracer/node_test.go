@@ -318,12 +318,12 @@ func TestNodeFrames(t *testing.T) {
 	}
 }
 
-// nodeChurn makes a new function f<k> by new Function for 30 s, runs it
+// nodeChurn makes a new function f<k> by new Function for 20 s, runs it
 // hot for 30 ms, prints "k start end" (CLOCK_MONOTONIC nanoseconds, the
 // clock of the samples) and drops it; the GC (--expose-gc) runs every ten functions, so functions die and
 // their memory is reused by the next ones.
 const nodeChurn = `'use strict';
-const deadline = Date.now() + 30000;
+const deadline = Date.now() + 20000;
 let sink = 0;
 for (let k = 0; Date.now() < deadline; k++) {
   const f = new Function('return function f' + k + '(n) { let s = ' + k + '; for (let i = 0; i < n; i++) { s = (s * 31 + i) & 0xfffff; } return s; }')();
@@ -335,7 +335,7 @@ for (let k = 0; Date.now() < deadline; k++) {
 `
 
 // TestNodeChurn: on node 20, 22 and 24, functions made, run and
-// collected for 30 s; a frame named f<k> is never sampled outside the
+// collected for 20 s; a frame named f<k> is never sampled outside the
 // time f<k> ran (a stale name: another function's name for memory
 // reused).
 func TestNodeChurn(t *testing.T) {
@@ -382,8 +382,8 @@ func nodeChurnRun(t *testing.T, n testenv.Node) {
 			windows[k] = window{s, e}
 		}
 	}
-	if len(windows) < 500 {
-		t.Fatalf("%d functions ran, want at least 500", len(windows))
+	if len(windows) < 300 {
+		t.Fatalf("%d functions ran, want at least 300", len(windows))
 	}
 	name := regexp.MustCompile(`^f(\d+)$`)
 	const slack = 2e6 // ns

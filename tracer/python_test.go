@@ -134,7 +134,7 @@ func TestPythonFrames(t *testing.T) {
 			keep := func(m trace.TraceMeta) bool {
 				return m.PID == uint32(cmd.Process.Pid) && interpreterExe.MatchString(filepath.Base(m.ExecutablePath))
 			}
-			traces, st := sampleTraces(t, cmd, warmUp+8*time.Second, afterWarmUp(keep), python.Runtime{})
+			traces, st := sampleTraces(t, cmd, warmUp+5*time.Second, afterWarmUp(keep), python.Runtime{})
 			if len(traces) < 200 {
 				t.Fatalf("only %d traces", len(traces))
 			}
