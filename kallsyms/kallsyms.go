@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -659,7 +660,7 @@ func (t *Table) Stats() Stats {
 		s.Named = len(t.named.funcs)
 		s.NamedEvictions = t.named.evictions
 		for i := range t.named.funcs {
-			if t.named.funcs[i].sym.Module == bpfModule {
+			if strings.HasPrefix(t.named.funcs[i].unit, bpfModule+":") {
 				s.BPFPrograms++
 			}
 		}

@@ -2,8 +2,8 @@ package kallsyms
 
 import (
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -48,34 +48,57 @@ func (s Source) String() string {
 const DefaultNamedBytes = 1 << 20
 
 // namedFunc is a kernel function the kernel named: the addresses start to
-// end, and the symbol it gives them (Offset unused).
+// end, its name and where it lies.
 type namedFunc struct {
 	start, end uint64
-	sym        Symbol
-	// asked is when the kernel named it, in Unix nanoseconds; used for
-	// module and BPF code, which can be unloaded and replaced.
+	name       string
+	// mod is the loaded module that holds the function, or nil.
+	mod *modInfo
+	// unit is the ModuleKey of a function that is a code unit of its
+	// own: MODULE:NAME for BPF and pseudo-module code, MODULE@START for
+	// a module the module list does not hold; "" otherwise. The kernel
+	// image's functions have neither mod nor unit.
+	unit string
+	// asked is when the kernel named it, in Unix nanoseconds, for module
+	// and BPF code, which can be unloaded and replaced.
 	asked int64
 	// used says a lookup found it since the last sweep.
 	used bool
 }
 
-// namedFuncBytes is the heap of a namedFunc in the cache but its strings.
+// namedFuncBytes is the heap of a namedFunc in the cache, its strings and
+// its end in namedCache.ends excluded.
 const namedFuncBytes = int(unsafe.Sizeof(namedFunc{}))
 
-func (f *namedFunc) bytes() int {
-	// Module names and build IDs are shared with the module list.
-	n := namedFuncBytes + len(f.sym.Name)
-	if f.sym.Module != "" && f.sym.ModuleKey != "" {
-		n += len(f.sym.ModuleKey)
+func (f *namedFunc) bytes() int { return namedFuncBytes + 8 + len(f.name) + len(f.unit) }
+
+// inImage reports whether f is a function of the kernel image.
+func (f *namedFunc) inImage() bool { return f.mod == nil && f.unit == "" }
+
+// symbol returns the symbol of addr in f.
+func (f *namedFunc) symbol(addr uint64) Symbol {
+	sym := Symbol{Name: f.name, Offset: addr - f.start}
+	switch {
+	case f.mod != nil:
+		sym.Module = f.mod.name
+		sym.ModuleBuildID = f.mod.buildID
+		sym.ModuleKey = f.mod.key
+		sym.ModuleBase = f.mod.base
+	case f.unit != "":
+		sym.Module = f.unit[:strings.IndexAny(f.unit, ":@")]
+		sym.ModuleKey = f.unit
+		sym.ModuleBase = f.start
 	}
-	return n
+	return sym
 }
 
 // namedCache holds the functions the kernel named, sorted by start,
 // bounded in bytes. When full, the functions no lookup found since the
 // last sweep are dropped (half of all when every one was).
 type namedCache struct {
-	funcs    []namedFunc
+	funcs []namedFunc
+	// ends holds the functions' ends, searched by lookups.
+	ends     []uint64
 	bytes    int
 	maxBytes int
 	// unknown holds addresses the kernel named nothing at, until when
@@ -87,9 +110,23 @@ type namedCache struct {
 // maxUnknown bounds namedCache.unknown; it is emptied when full.
 const maxUnknown = 1024
 
+// search returns the index of the first function that ends after addr.
+func (c *namedCache) search(addr uint64) int {
+	lo, hi := 0, len(c.ends)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if c.ends[m] > addr {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return lo
+}
+
 // find returns the index of the function containing addr, or -1.
 func (c *namedCache) find(addr uint64) int {
-	i := sort.Search(len(c.funcs), func(i int) bool { return c.funcs[i].end > addr })
+	i := c.search(addr)
 	if i < len(c.funcs) && c.funcs[i].start <= addr {
 		return i
 	}
@@ -97,33 +134,27 @@ func (c *namedCache) find(addr uint64) int {
 }
 
 // add enters f, replacing any function whose range overlaps it (code
-// replaced since it was named), and returns its index.
-func (c *namedCache) add(f namedFunc) int {
-	if b := f.bytes(); c.bytes+b > c.maxBytes {
+// replaced since it was named).
+func (c *namedCache) add(f namedFunc) {
+	if c.bytes+f.bytes() > c.maxBytes {
 		c.sweep()
 	}
-	lo := sort.Search(len(c.funcs), func(i int) bool { return c.funcs[i].end > f.start })
+	lo := c.search(f.start)
 	hi := lo
 	for hi < len(c.funcs) && c.funcs[hi].start < f.end {
 		c.bytes -= c.funcs[hi].bytes()
 		hi++
 	}
 	c.funcs = slices.Replace(c.funcs, lo, hi, f)
+	c.ends = slices.Replace(c.ends, lo, hi, f.end)
 	c.bytes += f.bytes()
-	return lo
 }
 
 // sweep drops the functions not used since the last sweep, or every
 // other one when all were, and marks the rest unused.
 func (c *namedCache) sweep() {
-	kept := c.funcs[:0]
-	all := true
-	for i := range c.funcs {
-		if !c.funcs[i].used {
-			all = false
-			break
-		}
-	}
+	all := !slices.ContainsFunc(c.funcs, func(f namedFunc) bool { return !f.used })
+	n := 0
 	for i, f := range c.funcs {
 		if all && i%2 == 0 || !all && !f.used {
 			c.bytes -= f.bytes()
@@ -131,10 +162,11 @@ func (c *namedCache) sweep() {
 			continue
 		}
 		f.used = false
-		kept = append(kept, f)
+		c.funcs[n], c.ends[n] = f, f.end
+		n++
 	}
-	clear(c.funcs[len(kept):])
-	c.funcs = kept
+	clear(c.funcs[n:])
+	c.funcs, c.ends = c.funcs[:n], c.ends[:n]
 }
 
 // unknownUntil reports whether addr was found unnamed recently.
@@ -151,7 +183,7 @@ func (c *namedCache) addUnknown(addr uint64, until int64) {
 }
 
 func (c *namedCache) heapBytes() int {
-	return int(unsafe.Sizeof(*c)) + c.bytes + (cap(c.funcs)-len(c.funcs))*namedFuncBytes + len(c.unknown)*24
+	return int(unsafe.Sizeof(*c)) + c.bytes + (cap(c.funcs)-len(c.funcs))*namedFuncBytes + (cap(c.ends)-len(c.ends))*8 + len(c.unknown)*24
 }
 
 // lookupKernel is Lookup for a Table of SourceKernel: the function
@@ -163,15 +195,21 @@ func (t *Table) lookupKernel(addr uint64) (Symbol, bool) {
 	t.kmu.Lock()
 	defer t.kmu.Unlock()
 	c := &t.named
-	now := t.now().UnixNano()
+	now := int64(0)
 	if i := c.find(addr); i >= 0 {
 		f := &c.funcs[i]
-		if f.sym.Module == "" || t.maxAge <= 0 || now < f.asked+int64(t.maxAge) {
-			f.used = true
-			sym := f.sym
-			sym.Offset = addr - f.start
-			return sym, true
+		fresh := f.inImage() || t.maxAge <= 0
+		if !fresh {
+			now = t.now().UnixNano()
+			fresh = now < f.asked+int64(t.maxAge)
 		}
+		if fresh {
+			f.used = true
+			return f.symbol(addr), true
+		}
+	}
+	if now == 0 {
+		now = t.now().UnixNano()
 	}
 	if c.unknownUntil(addr, now) || t.namer == nil {
 		return Symbol{}, false
@@ -194,9 +232,7 @@ func (t *Table) lookupKernel(addr uint64) (Symbol, bool) {
 	}
 	f.used = true
 	c.add(f)
-	sym := f.sym
-	sym.Offset = addr - f.start
-	return sym, true
+	return f.symbol(addr), true
 }
 
 // namedFunc turns the kernel's output for addr into the function that
@@ -212,7 +248,7 @@ func (t *Table) namedFunc(addr uint64, out []byte, now int64) (namedFunc, bool) 
 	if end < start {
 		end = ^uint64(0)
 	}
-	f := namedFunc{start: start, end: end, asked: now, sym: Symbol{Name: string(p.name)}}
+	f := namedFunc{start: start, end: end, asked: now, name: string(p.name)}
 	switch {
 	case p.module == nil && t.namer.inImage(addr):
 		// The kernel image.
@@ -224,23 +260,16 @@ func (t *Table) namedFunc(addr uint64, out []byte, now int64) (namedFunc, bool) 
 		if p.module != nil {
 			mod = string(p.module)
 		}
-		f.sym.Module = mod
-		f.sym.ModuleKey = mod + ":" + f.sym.Name
-		f.sym.ModuleBase = start
+		f.unit = mod + ":" + f.name
 	default:
 		info := t.moduleFor(string(p.module), start, time.Unix(0, now))
 		if info == nil {
 			// Hidden from /proc/modules: its own unit, based at the
 			// function, as a module whose base is unknown.
-			f.sym.Module = string(p.module)
-			f.sym.ModuleKey = f.sym.Module + "@" + strconv.FormatUint(start, 16)
-			f.sym.ModuleBase = start
+			f.unit = string(p.module) + "@" + strconv.FormatUint(start, 16)
 			break
 		}
-		f.sym.Module = info.name
-		f.sym.ModuleBuildID = info.buildID
-		f.sym.ModuleKey = info.key
-		f.sym.ModuleBase = info.base
+		f.mod = info
 		if info.end != 0 && end > info.end {
 			f.end = max(info.end, start+1)
 		}
@@ -325,6 +354,5 @@ func (t *Table) pseudoFunc(addr uint64, now int64) (namedFunc, bool) {
 		return namedFunc{}, false
 	}
 	start := addr - sym.Offset
-	sym.Offset = 0
-	return namedFunc{start: start, end: addr + 1, sym: sym, asked: now}, true
+	return namedFunc{start: start, end: addr + 1, name: sym.Name, unit: sym.ModuleKey, asked: now}, true
 }
