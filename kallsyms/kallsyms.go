@@ -1,12 +1,27 @@
 // Package kallsyms names kernel addresses: functions of the kernel image
 // (vmlinux), of loaded modules and of JIT'ed BPF programs.
 //
-// A Table keeps only text symbols, in separate parts. The kernel image's
-// symbols are read once from /proc/kallsyms by Load, into a compact sorted
-// table. Modules and BPF programs come and go, so their part is replaced
-// lazily: when Lookup meets an address that no symbol names, the Table
-// re-reads the module list (/proc/modules), the loaded BPF programs (with
-// the bpf syscall) and, when that is not enough, the module symbols of
+// A Table made by Load names them from one of two sources (Options.Source).
+//
+// The kernel (SourceKernel, the default where it works) names each
+// address itself: the kernel namer, a syscall program of
+// support/ebpf/ksymname run with BPF_PROG_RUN, formats it with the kernel's
+// "%pS" (function+0xoffset/0xsize [module]). The Table keeps each
+// function's range and name, bounded in bytes, so that later addresses in
+// the same function are named without asking; module and BPF functions
+// are asked again once older than Options.MaxModuleAge. Nothing is read at
+// start but the module list, /proc/modules, which is read again when the
+// kernel names a module it does not hold. Code that /proc/kallsyms lists
+// but "%pS" does not name (ftrace and kprobe trampolines) is read from the
+// module part of /proc/kallsyms when met, rate-limited.
+//
+// The file (SourceFile, and the fallback of SourceAuto where the kernel
+// namer cannot be loaded or run) is /proc/kallsyms. The kernel image's
+// text symbols are read once, by Load, into a compact sorted table.
+// Modules and BPF programs come and go, so their part is replaced lazily:
+// when Lookup meets an address that no symbol names, the Table re-reads
+// the module list (/proc/modules), the loaded BPF programs (with the bpf
+// syscall) and, when that is not enough, the module symbols of
 // /proc/kallsyms, at most once per Options.MinRereadInterval. A module
 // loaded after start is thus named from its first samples, and one that
 // was unloaded or reloaded elsewhere is dropped or moved.
@@ -14,7 +29,7 @@
 // The kernel's build ID comes from /sys/kernel/notes and modules' from
 // /sys/module/NAME/notes/.note.gnu.build-id, read once per module load.
 // All paths hang off the proc and sys roots given in Options, so tests can
-// point them at fixture trees.
+// point them at fixture trees (with SourceFile).
 package kallsyms
 
 import (
