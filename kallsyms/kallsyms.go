@@ -333,6 +333,7 @@ func (t *Table) loadKernel(opts Options) error {
 	}
 	src := modSource{sysRoot: t.sysRoot}
 	t.dyn.Store(&dynamic{mods: src.buildModPart(&builder{}, procMods)})
+	t.staleAt.Store(t.now().Add(t.maxAge).UnixNano())
 	return nil
 }
 

@@ -150,6 +150,13 @@ func (c *namedCache) add(f namedFunc) {
 	c.bytes += f.bytes()
 }
 
+// remove drops function i.
+func (c *namedCache) remove(i int) {
+	c.bytes -= c.funcs[i].bytes()
+	c.funcs = slices.Delete(c.funcs, i, i+1)
+	c.ends = slices.Delete(c.ends, i, i+1)
+}
+
 // sweep drops the functions not used since the last sweep, or every
 // other one when all were, and marks the rest unused.
 func (c *namedCache) sweep() {
@@ -196,7 +203,9 @@ func (t *Table) lookupKernel(addr uint64) (Symbol, bool) {
 	defer t.kmu.Unlock()
 	c := &t.named
 	now := int64(0)
+	stale := -1
 	if i := c.find(addr); i >= 0 {
+		stale = i
 		f := &c.funcs[i]
 		fresh := f.inImage() || t.maxAge <= 0
 		if !fresh {
@@ -227,6 +236,10 @@ func (t *Table) lookupKernel(addr uint64) (Symbol, bool) {
 		f, ok = t.pseudoFunc(addr, now)
 	}
 	if !ok {
+		if stale >= 0 {
+			// Unloaded since it was named.
+			c.remove(stale)
+		}
 		c.addUnknown(addr, now+int64(t.interval))
 		return Symbol{}, false
 	}
@@ -277,27 +290,29 @@ func (t *Table) namedFunc(addr uint64, out []byte, now int64) (namedFunc, bool) 
 	return f, true
 }
 
-// moduleFor returns the loaded module name whose range holds addr,
-// re-reading /proc/modules (at most once per MinRereadInterval) when the
-// known list has no such module, or nil.
+// moduleFor returns the loaded module name whose range holds addr, or
+// nil. It re-reads /proc/modules first (at most once per
+// MinRereadInterval) when the known list has no such module, or is older
+// than MaxModuleAge: a module unloaded and loaded again, perhaps another
+// build at the same address, is then known by its new load.
 func (t *Table) moduleFor(name string, addr uint64, now time.Time) *modInfo {
 	d := t.dyn.Load()
-	if info := d.mods.module(name, addr); info != nil {
+	info := d.mods.module(name, addr)
+	aged := t.maxAge > 0 && now.UnixNano() >= t.staleAt.Load()
+	if info != nil && !aged || now.UnixNano() < t.nextReread.Load() {
 		return info
 	}
-	if now.UnixNano() < t.nextReread.Load() {
-		return nil
-	}
 	t.nextReread.Store(now.Add(t.interval).UnixNano())
+	t.staleAt.Store(now.Add(t.maxAge).UnixNano())
 	t.moduleRereads.Add(1)
 	procMods, skipped, err := readProcModules(t.procRoot)
 	t.skipped.Add(uint64(skipped))
 	if err != nil {
 		t.rereadErrors.Add(1)
-		return nil
+		return info
 	}
 	if d.mods != nil && sameModules(procMods, d.mods.procMods) {
-		return nil
+		return info
 	}
 	src := modSource{sysRoot: t.sysRoot, buildIDs: make(map[loadKey]string)}
 	if d.mods != nil {
