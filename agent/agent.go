@@ -92,6 +92,9 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel symbols: %w", err)
 	}
+	if err := a.kernel.Fallback(); err != nil {
+		log.Warn("kernel symbols read from /proc/kallsyms: the kernel cannot name them itself", "reason", err)
+	}
 	mode, _ := symbolizer.ParseDemangleMode(cfg.Demangle)
 	a.symbols, err = symbolizer.New(symbolizer.Options{
 		CacheSize: cfg.SymbolCacheSize,
@@ -282,6 +285,7 @@ func newOTLPExporter(cfg Config, log *slog.Logger) (*otlpexport.Exporter, error)
 // stopped a component early.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.closeExporter()
+	defer a.kernel.Close() // after the tracer, which looks kernel frames up
 	defer a.tracer.Close()
 
 	var wg sync.WaitGroup

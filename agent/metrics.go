@@ -135,6 +135,8 @@ var metrics = []metric{
 	counter("kernel_symbol_rereads_total", "Lazy re-reads of kernel module ranges, kallsyms and BPF programs.", func(s *stats) float64 {
 		return float64(s.kernel.ModuleRereads + s.kernel.KallsymsRereads + s.kernel.BPFRereads)
 	}),
+	counter("kernel_namer_runs_total", "Kernel functions named by the kernel itself (a run of the kernel namer each, a few microseconds).", func(s *stats) float64 { return float64(s.kernel.NamerRuns) }),
+	gauge("kernel_named_functions", "Kernel functions whose range and name are kept (bounded: 1 MiB).", func(s *stats) float64 { return float64(s.kernel.Named) }),
 	gauge("kernel_modules", "Kernel modules known.", func(s *stats) float64 { return float64(s.kernel.Modules) }),
 	gauge("bpf_programs", "BPF programs known (named on kernel stacks).", func(s *stats) float64 { return float64(s.kernel.BPFPrograms) }),
 	gauge("processes", "Processes tracked.", func(s *stats) float64 { return float64(s.tracer.Processes) }),

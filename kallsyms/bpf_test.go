@@ -54,7 +54,7 @@ func TestSyscallPrograms(t *testing.T) {
 	// name it.
 	root := t.TempDir()
 	mustWrite(t, filepath.Join(root, "proc", "kallsyms"), []byte(vmlinuxText))
-	tab, err := Load(Options{ProcRoot: filepath.Join(root, "proc"), SysRoot: filepath.Join(root, "sys")})
+	tab, err := Load(Options{ProcRoot: filepath.Join(root, "proc"), SysRoot: filepath.Join(root, "sys"), Source: SourceFile})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,27 @@
 // Package kallsyms names kernel addresses: functions of the kernel image
 // (vmlinux), of loaded modules and of JIT'ed BPF programs.
 //
-// A Table keeps only text symbols, in separate parts. The kernel image's
-// symbols are read once from /proc/kallsyms by Load, into a compact sorted
-// table. Modules and BPF programs come and go, so their part is replaced
-// lazily: when Lookup meets an address that no symbol names, the Table
-// re-reads the module list (/proc/modules), the loaded BPF programs (with
-// the bpf syscall) and, when that is not enough, the module symbols of
+// A Table made by Load names them from one of two sources (Options.Source).
+//
+// The kernel (SourceKernel, the default where it works) names each
+// address itself: the kernel namer, a syscall program of
+// support/ebpf/ksymname run with BPF_PROG_RUN, formats it with the kernel's
+// "%pS" (function+0xoffset/0xsize [module]). The Table keeps each
+// function's range and name, bounded in bytes, so that later addresses in
+// the same function are named without asking; module and BPF functions
+// are asked again once older than Options.MaxModuleAge. Nothing is read at
+// start but the module list, /proc/modules, which is read again when the
+// kernel names a module it does not hold. Code that /proc/kallsyms lists
+// but "%pS" does not name (ftrace and kprobe trampolines) is read from the
+// module part of /proc/kallsyms when met, rate-limited.
+//
+// The file (SourceFile, and the fallback of SourceAuto where the kernel
+// namer cannot be loaded or run) is /proc/kallsyms. The kernel image's
+// text symbols are read once, by Load, into a compact sorted table.
+// Modules and BPF programs come and go, so their part is replaced lazily:
+// when Lookup meets an address that no symbol names, the Table re-reads
+// the module list (/proc/modules), the loaded BPF programs (with the bpf
+// syscall) and, when that is not enough, the module symbols of
 // /proc/kallsyms, at most once per Options.MinRereadInterval. A module
 // loaded after start is thus named from its first samples, and one that
 // was unloaded or reloaded elsewhere is dropped or moved.
@@ -14,7 +29,7 @@
 // The kernel's build ID comes from /sys/kernel/notes and modules' from
 // /sys/module/NAME/notes/.note.gnu.build-id, read once per module load.
 // All paths hang off the proc and sys roots given in Options, so tests can
-// point them at fixture trees.
+// point them at fixture trees (with SourceFile).
 package kallsyms
 
 import (
@@ -24,6 +39,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,8 +88,16 @@ type Options struct {
 	MaxModuleAge time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
-	// Programs lists the loaded BPF programs; nil means SyscallPrograms.
+	// Programs lists the loaded BPF programs, for SourceFile; nil means
+	// SyscallPrograms.
 	Programs ProgramLister
+	// Source says where kernel symbols come from; the zero value,
+	// SourceAuto, asks the kernel when it can and reads ProcRoot/kallsyms
+	// otherwise.
+	Source Source
+	// MaxNamedBytes bounds the heap bytes of the functions a Table of
+	// SourceKernel keeps named; zero means DefaultNamedBytes.
+	MaxNamedBytes int
 }
 
 func (o Options) procRoot() string {
@@ -160,10 +184,19 @@ type Stats struct {
 	// Skipped counts malformed lines in all reads of /proc/kallsyms and
 	// /proc/modules so far.
 	Skipped uint64
+	// NamerRuns counts runs of the kernel namer (SourceKernel).
+	NamerRuns uint64
+	// NamedEvictions counts functions dropped from the named functions
+	// to stay within Options.MaxNamedBytes (SourceKernel).
+	NamedEvictions uint64
 	// Modules is the number of loaded modules known.
 	Modules int
-	// BPFPrograms is the number of BPF programs known.
+	// BPFPrograms is the number of BPF programs known: for SourceKernel,
+	// the BPF functions among the named functions.
 	BPFPrograms int
+	// Named is the number of functions a Table of SourceKernel keeps
+	// named.
+	Named int
 }
 
 // Table names kernel addresses. It is safe for concurrent use and must not
@@ -186,11 +219,22 @@ type Table struct {
 	// module and BPF symbols become stale, in Unix nanoseconds.
 	nextReread, staleAt atomic.Int64
 
-	// mu serializes re-reads and guards nextKallsyms.
+	// mu serializes re-reads and guards nextKallsyms (kmu does for
+	// SourceKernel).
 	mu           sync.Mutex
 	nextKallsyms time.Time
 
 	lookups, unknown, moduleRereads, kallsymsRereads, bpfRereads, rereadErrors, skipped atomic.Uint64
+
+	// source is SourceKernel or SourceFile for tables made by Load, and
+	// fallback why SourceAuto fell back to SourceFile.
+	source   Source
+	fallback error
+	// kmu guards namer and named, for SourceKernel.
+	kmu       sync.Mutex
+	namer     *kernelNamer
+	named     namedCache
+	namerRuns atomic.Uint64
 }
 
 // dynamic is the replaceable part of a Table. It is never modified once
@@ -205,12 +249,19 @@ type dynamic struct {
 // reader because of kernel.kptr_restrict or missing privileges.
 var ErrAddressesHidden = errors.New("all kernel symbol addresses are zero: kernel.kptr_restrict hides them (run as root with CAP_SYSLOG, or lower kernel.kptr_restrict)")
 
-// Load reads the kernel's text symbols from ProcRoot/kallsyms, the loaded
-// modules from ProcRoot/modules and their build IDs from SysRoot, and the
-// kernel's GNU build ID from SysRoot/kernel/notes. Missing module and notes
-// files are not errors: a kernel without module support has no
-// /proc/modules, and BuildID returns "" without notes. BPF programs are
-// listed lazily, on the first address that nothing else names.
+// Load makes a Table of the running kernel's symbols, from the source
+// Options.Source says. It reads the loaded modules from ProcRoot/modules
+// and their build IDs from SysRoot, and the kernel's GNU build ID from
+// SysRoot/kernel/notes. Missing module and notes files are not errors: a
+// kernel without module support has no /proc/modules, and BuildID returns
+// "" without notes.
+//
+// With SourceKernel (or SourceAuto where the kernel namer works) nothing
+// more is read: each address is named by the kernel when first looked up.
+// With SourceFile, Load reads the kernel's text symbols from
+// ProcRoot/kallsyms, and BPF programs are listed lazily, on the first
+// address that nothing else names. A Table of SourceKernel holds a BPF
+// program and map until Close.
 func Load(opts Options) (*Table, error) {
 	t := &Table{
 		live:     true,
@@ -235,10 +286,65 @@ func Load(opts Options) (*Table, error) {
 	if t.programs == nil {
 		t.programs = SyscallPrograms{}
 	}
+	if notes, err := os.ReadFile(filepath.Join(t.sysRoot, "kernel", "notes")); err == nil {
+		t.buildID = BuildIDFromNotes(notes)
+	}
+	switch opts.Source {
+	case SourceAuto, SourceKernel:
+		err := t.loadKernel(opts)
+		if err == nil || opts.Source == SourceKernel {
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
+		}
+		t.fallback = err
+	case SourceFile:
+	default:
+		return nil, fmt.Errorf("kallsyms: unknown source %v", opts.Source)
+	}
+	if err := t.loadFile(); err != nil {
+		if t.fallback != nil {
+			err = fmt.Errorf("%w (after the kernel namer failed: %v)", err, t.fallback)
+		}
+		return nil, err
+	}
+	return t, nil
+}
+
+// loadKernel makes t a Table of SourceKernel: the kernel namer, and the
+// module list with the modules' build IDs.
+func (t *Table) loadKernel(opts Options) error {
+	n, err := newKernelNamer()
+	if err != nil {
+		return err
+	}
+	t.source = SourceKernel
+	t.namer = n
+	t.named.maxBytes = opts.MaxNamedBytes
+	if t.named.maxBytes <= 0 {
+		t.named.maxBytes = DefaultNamedBytes
+	}
+	procMods, skipped, err := readProcModules(t.procRoot)
+	t.skipped.Add(uint64(skipped))
+	if err != nil {
+		// Modules are named without build IDs until a re-read succeeds.
+		t.rereadErrors.Add(1)
+	}
+	src := modSource{sysRoot: t.sysRoot}
+	t.dyn.Store(&dynamic{mods: src.buildModPart(&builder{}, procMods)})
+	t.staleAt.Store(t.now().Add(t.maxAge).UnixNano())
+	return nil
+}
+
+// loadFile makes t a Table of SourceFile: the kernel image's symbols of
+// ProcRoot/kallsyms, and its modules'.
+func (t *Table) loadFile() error {
+	t.source = SourceFile
 	path := filepath.Join(t.procRoot, "kallsyms")
 	b, err := readKallsyms(path, false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	t.vmlinux = b.vmlinux.finish(false)
 	t.skipped.Add(uint64(b.skipped))
@@ -252,10 +358,7 @@ func Load(opts Options) (*Table, error) {
 	src := modSource{sysRoot: t.sysRoot}
 	t.dyn.Store(&dynamic{mods: src.buildModPart(b, procMods)})
 	t.staleAt.Store(t.now().Add(t.maxAge).UnixNano())
-	if notes, err := os.ReadFile(filepath.Join(t.sysRoot, "kernel", "notes")); err == nil {
-		t.buildID = BuildIDFromNotes(notes)
-	}
-	return t, nil
+	return nil
 }
 
 // readKallsyms reads a kallsyms file into a builder.
@@ -301,7 +404,17 @@ func Parse(r io.Reader) (*Table, error) {
 	return t, nil
 }
 
-// Lookup returns the symbol that contains addr. When no symbol does, and
+// Lookup returns the symbol that contains addr.
+//
+// A Table of SourceKernel answers from the functions it named before, and
+// otherwise runs the kernel namer for addr (a few microseconds) and keeps
+// the function's range and name, within Options.MaxNamedBytes. A module or
+// BPF function named longer than MaxModuleAge ago is named again; an
+// address the kernel names nothing at is asked again at most once per
+// MinRereadInterval; a module the module list does not hold makes it
+// re-read (at most once per MinRereadInterval).
+//
+// A Table of SourceFile looks addr up in its symbols. When no symbol does, and
 // the last re-read is at least MinRereadInterval ago, it first re-reads the
 // modules and BPF programs (see the package documentation); a burst of
 // unknown addresses thus causes one re-read. A module or BPF symbol older
@@ -312,6 +425,13 @@ func Parse(r io.Reader) (*Table, error) {
 // name.
 func (t *Table) Lookup(addr uint64) (Symbol, bool) {
 	t.lookups.Add(1)
+	if t.source == SourceKernel {
+		sym, ok := t.lookupKernel(addr)
+		if !ok {
+			t.unknown.Add(1)
+		}
+		return sym, ok
+	}
 	sym, ok := t.lookup(t.dyn.Load(), addr)
 	if ok && (sym.Module == "" || !t.live || t.maxAge <= 0) {
 		return sym, true
@@ -474,8 +594,14 @@ func (t *Table) rereadBPF(old *bpfPart) *bpfPart {
 // it is unknown.
 func (t *Table) BuildID() string { return t.buildID }
 
-// Len returns the number of symbols in the table.
+// Len returns the number of symbols in the table: for SourceKernel, the
+// functions it keeps named.
 func (t *Table) Len() int {
+	if t.source == SourceKernel {
+		t.kmu.Lock()
+		defer t.kmu.Unlock()
+		return len(t.named.funcs)
+	}
 	n := t.vmlinux.len()
 	if d := t.dyn.Load(); d != nil {
 		n += d.bpf.len()
@@ -493,6 +619,11 @@ func (t *Table) Skipped() int { return int(t.skipped.Load()) }
 // Bytes returns approximately how many heap bytes the table holds.
 func (t *Table) Bytes() int {
 	n := int(unsafe.Sizeof(*t)) + len(t.buildID) + t.vmlinux.bytes()
+	if t.source == SourceKernel {
+		t.kmu.Lock()
+		n += t.named.heapBytes() - int(unsafe.Sizeof(t.named))
+		t.kmu.Unlock()
+	}
 	if d := t.dyn.Load(); d != nil {
 		n += int(unsafe.Sizeof(*d)) + d.mods.bytes() + d.bpf.bytes()
 	}
@@ -530,6 +661,7 @@ func (t *Table) Stats() Stats {
 		BPFRereads:      t.bpfRereads.Load(),
 		RereadErrors:    t.rereadErrors.Load(),
 		Skipped:         t.skipped.Load(),
+		NamerRuns:       t.namerRuns.Load(),
 	}
 	if d := t.dyn.Load(); d != nil {
 		if d.mods != nil {
@@ -539,5 +671,37 @@ func (t *Table) Stats() Stats {
 			s.BPFPrograms = len(d.bpf.progs)
 		}
 	}
+	if t.source == SourceKernel {
+		t.kmu.Lock()
+		s.Named = len(t.named.funcs)
+		s.NamedEvictions = t.named.evictions
+		for i := range t.named.funcs {
+			if strings.HasPrefix(t.named.funcs[i].unit, bpfModule+":") {
+				s.BPFPrograms++
+			}
+		}
+		t.kmu.Unlock()
+	}
 	return s
+}
+
+// Source returns where the table's symbols come from: SourceKernel or
+// SourceFile for tables made by Load, SourceAuto for others.
+func (t *Table) Source() Source { return t.source }
+
+// Fallback returns why Load fell back from the kernel namer to reading
+// /proc/kallsyms under SourceAuto, or nil.
+func (t *Table) Fallback() error { return t.fallback }
+
+// Close releases the kernel namer of a Table of SourceKernel. Lookups
+// after Close answer only from the functions named before.
+func (t *Table) Close() error {
+	t.kmu.Lock()
+	defer t.kmu.Unlock()
+	if t.namer == nil {
+		return nil
+	}
+	err := t.namer.close()
+	t.namer = nil
+	return err
 }

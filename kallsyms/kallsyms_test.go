@@ -222,7 +222,7 @@ func TestBuildIDFromNotes(t *testing.T) {
 	mustWrite(t, filepath.Join(sysRoot, "kernel", "notes"), data)
 	mustWrite(t, filepath.Join(sysRoot, "module", "mod_one", "notes", ".note.gnu.build-id"),
 		notes(note{"GNU\x00", ntGNUBuildID, []byte{0xab, 0xcd}}))
-	tab, err := Load(Options{ProcRoot: procRoot, SysRoot: sysRoot, Programs: noPrograms{}})
+	tab, err := Load(Options{ProcRoot: procRoot, SysRoot: sysRoot, Programs: noPrograms{}, Source: SourceFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,14 +237,14 @@ func TestBuildIDFromNotes(t *testing.T) {
 	}
 
 	// A missing notes file leaves the build ID empty.
-	tab, err = Load(Options{ProcRoot: procRoot, SysRoot: filepath.Join(root, "nosys"), Programs: noPrograms{}})
+	tab, err = Load(Options{ProcRoot: procRoot, SysRoot: filepath.Join(root, "nosys"), Programs: noPrograms{}, Source: SourceFile})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tab.BuildID() != "" {
 		t.Errorf("BuildID() = %q without notes", tab.BuildID())
 	}
-	if _, err := Load(Options{ProcRoot: filepath.Join(root, "noproc")}); err == nil {
+	if _, err := Load(Options{ProcRoot: filepath.Join(root, "noproc"), Source: SourceFile}); err == nil {
 		t.Error("Load without kallsyms succeeded")
 	}
 }
@@ -259,11 +259,12 @@ func mustWrite(t testing.TB, path string, data []byte) {
 	}
 }
 
-// loadReal loads the running kernel's table, skipping the test when the
-// kernel hides its addresses from this process.
+// loadReal loads the running kernel's table from /proc/kallsyms
+// (SourceFile), skipping the test when the kernel hides its addresses from
+// this process.
 func loadReal(tb testing.TB) *Table {
 	tb.Helper()
-	tab, err := Load(Options{})
+	tab, err := Load(Options{Source: SourceFile})
 	if errors.Is(err, ErrAddressesHidden) || errors.Is(err, os.ErrNotExist) {
 		tb.Skipf("real kallsyms unusable: %v", err)
 	}
@@ -404,32 +405,44 @@ func BenchmarkLookupHot(b *testing.B) {
 	}
 }
 
-// BenchmarkLoad reads the host's /proc/kallsyms. Besides time and
-// allocations per load, it reports the CPU time per load (the kernel's
-// formatting of the file included), the heap the loaded table keeps alive
-// (heldB, measured by the runtime) and its symbols.
+// BenchmarkLoad loads the host's kernel symbols from each source: file
+// reads /proc/kallsyms, kernel loads the kernel namer (and names nothing
+// yet). Besides time and allocations per load, it reports the CPU time per
+// load (the kernel's formatting of the file, or its loading of the
+// program, included), the heap the loaded table keeps alive (heldB,
+// measured by the runtime) and its symbols.
 func BenchmarkLoad(b *testing.B) {
 	loadReal(b)
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	tab, err := Load(Options{})
-	if err != nil {
-		b.Fatal(err)
+	for _, src := range []Source{SourceFile, SourceKernel} {
+		b.Run(src.String(), func(b *testing.B) {
+			if src == SourceKernel {
+				testenv.RequireBPF(b)
+			}
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			tab, err := Load(Options{Source: src})
+			if err != nil {
+				b.Fatal(err)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			b.ReportAllocs()
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+			for b.Loop() {
+				t, err := Load(Options{Source: src})
+				if err != nil {
+					b.Fatal(err)
+				}
+				t.Close()
+			}
+			b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(after.HeapAlloc)-float64(before.HeapAlloc), "heldB")
+			b.ReportMetric(float64(tab.Len()), "symbols")
+			runtime.KeepAlive(tab)
+			tab.Close()
+		})
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	b.ReportAllocs()
-	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
-	for b.Loop() {
-		if _, err := Load(Options{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
-	b.ReportMetric(float64(after.HeapAlloc)-float64(before.HeapAlloc), "heldB")
-	b.ReportMetric(float64(tab.Len()), "symbols")
-	runtime.KeepAlive(tab)
 }
 
 // syntheticModules returns a kallsyms text and /proc/modules list of n
@@ -453,7 +466,7 @@ func BenchmarkLookupModule(b *testing.B) {
 	root := b.TempDir()
 	mustWrite(b, filepath.Join(root, "proc", "kallsyms"), []byte(ks))
 	mustWrite(b, filepath.Join(root, "proc", "modules"), []byte(ms))
-	tab, err := Load(Options{ProcRoot: filepath.Join(root, "proc"), SysRoot: filepath.Join(root, "sys"), Programs: noPrograms{}})
+	tab, err := Load(Options{ProcRoot: filepath.Join(root, "proc"), SysRoot: filepath.Join(root, "sys"), Programs: noPrograms{}, Source: SourceFile})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -476,11 +489,7 @@ func BenchmarkLookupModule(b *testing.B) {
 }
 
 func BenchmarkLookupUnknown(b *testing.B) {
-	loadReal(b)
-	tab, err := Load(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	tab := loadReal(b)
 	rng := rand.New(rand.NewPCG(1, 2))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -72,6 +72,7 @@ func (f *fixtureTree) load() *Table {
 		MinRereadInterval: time.Second,
 		Now:               func() time.Time { return f.now },
 		Programs:          f.progs,
+		Source:            SourceFile,
 	})
 	if err != nil {
 		f.t.Fatal(err)

@@ -57,7 +57,7 @@ func TestKernelFrames(t *testing.T) {
 	write(t, filepath.Join(proc, "kallsyms"), fixtureKallsyms)
 	write(t, filepath.Join(proc, "modules"), fixtureModules)
 	write(t, filepath.Join(sys, "module/e1000/notes/.note.gnu.build-id"), string(gnuBuildIDNote([]byte{0xab, 0xcd, 0xef, 0x01})))
-	kern, err := kallsyms.Load(kallsyms.Options{ProcRoot: proc, SysRoot: sys})
+	kern, err := kallsyms.Load(kallsyms.Options{ProcRoot: proc, SysRoot: sys, Source: kallsyms.SourceFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestKernelFramesRemembered(t *testing.T) {
 	write(t, filepath.Join(proc, "kallsyms"), fixtureKallsyms)
 	write(t, filepath.Join(proc, "modules"), fixtureModules)
 	now := time.Unix(1000, 0)
-	kern, err := kallsyms.Load(kallsyms.Options{ProcRoot: proc, SysRoot: sys, Programs: noPrograms{},
+	kern, err := kallsyms.Load(kallsyms.Options{ProcRoot: proc, SysRoot: sys, Programs: noPrograms{}, Source: kallsyms.SourceFile,
 		Now: func() time.Time { return now }, MaxModuleAge: -1})
 	if err != nil {
 		t.Fatal(err)
