@@ -233,6 +233,8 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 	}
 	rt.loaded = now
 	if rt.complete() {
+		// No region is added any more: the spare room goes back now.
+		s.shrinkRegions(tb)
 		rt.drop()
 		delete(s.partial, tb.id)
 	}
@@ -418,10 +420,23 @@ func (s *tableStore) growRegions(tb *unwindTable, a *regionRows) error {
 	if used > limit {
 		return fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, used)
 	}
-	capacity := regionCapacity(used, limit)
+	return s.copyRegions(tb, a, regionCapacity(used, limit))
+}
+
+// copyRegions copies the used part of tb's table, built by region, and
+// the regions of a (nil: none) map-to-map into a new array of capacity
+// rows, which replaces it in unwind_tables within the budget (idle
+// tables are unloaded to make room, not tb). The mappings of the file
+// stay right: they name the table by key and number of regions.
+func (s *tableStore) copyRegions(tb *unwindTable, a *regionRows, capacity int) error {
+	rt := tb.regions
+	if a == nil {
+		a = &regionRows{}
+	}
+	used := rt.used + len(a.rows)
 	tab, err := s.maps.newTable(tb.key, capacity, func(rows []uint64) error {
 		if err := rt.tab.read(rt.used, func(old []uint64) { copy(rows, old) }); err != nil {
-			return fmt.Errorf("read the table to grow: %w", err)
+			return fmt.Errorf("read the table to copy: %w", err)
 		}
 		copy(rows[rt.used:], a.rows)
 		for i, r := range a.regions {
@@ -454,4 +469,55 @@ func (s *tableStore) growRegions(tb *unwindTable, a *regionRows) error {
 	tb.rows = uint32(used)
 	rt.mark(a)
 	return nil
+}
+
+// regionIdle is how long a table built by region gains no region before
+// its spare room is given back (shrinkIdle): the regions a long-lived
+// process runs in are asked within seconds of its start, or of a change
+// in what it does, and then no more.
+const regionIdle = time.Minute
+
+// shrunkCapacity returns the rows of the array that a table built by
+// region with used rows in use, in an array of capacity rows, is copied
+// into once it stopped growing: the pages of rows in use, whose last
+// one's rest is the margin. ok is false when that gives back less than
+// two pages or an eighth of the array: not worth a new map.
+func shrunkCapacity(used, capacity int) (c int, ok bool) {
+	c = (used + minSpareRows - 1) / minSpareRows * minSpareRows
+	saved := capacity - c
+	return c, saved >= 2*minSpareRows && saved >= capacity/8
+}
+
+// shrinkRegions copies tb's table, built by region, into an array of the
+// rows it uses (shrunkCapacity) when that gives back enough of its
+// spare room, and reports whether it did. A region asked later grows the
+// table again (growRegions).
+func (s *tableStore) shrinkRegions(tb *unwindTable) bool {
+	rt := tb.regions
+	c, ok := shrunkCapacity(rt.used, rt.capacity)
+	if !ok || rt.tab == nil {
+		return false
+	}
+	before := tb.bytes
+	if err := s.copyRegions(tb, nil, c); err != nil {
+		s.log.Debug("unwind table spare room not given back", "file", tb.name, "error", err)
+		return false
+	}
+	s.log.Debug("unwind table spare room given back", "file", tb.name, "rows", rt.used,
+		"bytes", tb.bytes, "before", before)
+	return true
+}
+
+// shrinkIdle gives back the spare room of the tables built by region,
+// held to add regions to, that gained none for regionIdle and wait for no
+// build, of files processes map (an idle one is unloaded soon anyway).
+// The caller holds s.mu.
+func (s *tableStore) shrinkIdle(now time.Time) {
+	for _, tb := range s.partial {
+		rt := tb.regions
+		if tb.refs == 0 || rt.tab == nil || rt.full || rt.building || len(rt.asked) > 0 || now.Sub(rt.loaded) < regionIdle {
+			continue
+		}
+		s.shrinkRegions(tb)
+	}
 }
