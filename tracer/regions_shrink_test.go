@@ -46,11 +46,7 @@ func TestRegionsShrinkIdle(t *testing.T) {
 	rf := openRegionFile(t, regionFiles["libc"])
 	maps := newMemMaps()
 	s, tb := regionStore(t, maps, rf, []uint32{0}, false, 1<<30)
-	addBuilt(t, s, tb, rf, []uint32{2})
-	rt := tb.regions
-	if rt.capacity-rt.used < 2*minSpareRows {
-		t.Fatalf("%d rows in use of %d: the test wants spare room", rt.used, rt.capacity)
-	}
+	rt := withSpareRoom(t, s, tb, rf)
 	loaded := rt.loaded
 	capacity := rt.capacity
 	expireAt := func(d time.Duration) {
@@ -126,8 +122,7 @@ func TestRegionsShrinkInBPF(t *testing.T) {
 		defer s.mu.Unlock()
 		s.remove(tb)
 	})
-	addBuilt(t, s, tb, rf, []uint32{9})
-	rt := tb.regions
+	rt := withSpareRoom(t, s, tb, rf)
 	// loaded returns the rows in use of the table entered under tb's key
 	// in unwind_tables, and the rows of its array.
 	loaded := func() ([]uint64, int) {
@@ -170,10 +165,27 @@ func TestRegionsShrinkInBPF(t *testing.T) {
 	}
 	checkRegions(t, rows, rf, rt, 1)
 	t.Logf("%d rows in use: array of %d rows (%d bytes) shrunk to %d (%d bytes)", rt.used, before, bytesBefore, after, s.used)
-	addBuilt(t, s, tb, rf, []uint32{20, 21})
+	last := uint32(rf.n - 1)
+	addBuilt(t, s, tb, rf, []uint32{last - 1, last})
 	rows, grown := loaded()
-	if grown <= after || !rt.has(20) || !rt.has(21) {
-		t.Fatalf("regions added after the shrink: array of %d rows, added %v", grown, rt.has(20) && rt.has(21))
+	if grown <= after || !rt.has(uint64(last-1)) || !rt.has(uint64(last)) {
+		t.Fatalf("regions added after the shrink: array of %d rows, added %v", grown, rt.has(uint64(last-1)) && rt.has(uint64(last)))
 	}
 	checkRegions(t, rows, rf, rt, 1)
+}
+
+// withSpareRoom adds regions of rf, from the second on, to tb's table
+// until its array has spare room to give back, and returns its state.
+func withSpareRoom(t *testing.T, s *tableStore, tb *unwindTable, rf regionFile) *regionTable {
+	t.Helper()
+	rt := tb.regions
+	for r := uint32(1); ; r++ {
+		if _, ok := shrunkCapacity(rt.used, rt.capacity); ok {
+			return rt
+		}
+		if int(r) >= rf.n-2 {
+			t.Fatalf("%d rows in use of %d: the test wants spare room", rt.used, rt.capacity)
+		}
+		addBuilt(t, s, tb, rf, []uint32{r})
+	}
 }

@@ -518,14 +518,14 @@ func (t steppedTable) write(off, n int, fn func(rows []uint64) error) error {
 // another.
 func TestRegionWriteOrder(t *testing.T) {
 	rf := openRegionFile(t, regionFiles["libc"])
-	// All regions but the two with the fewest rows, added then: they
-	// fit in the spare room of half the others' rows.
+	// All regions but the two with the most rows, added then: they fit
+	// in the spare room, as large as the others' rows.
 	regions := make([]uint32, rf.n)
 	for r := range regions {
 		regions[r] = uint32(r)
 	}
 	size := func(r uint32) int { return len(appendRegion(nil, rf.whole, regionRange(r, rf.n))) }
-	slices.SortFunc(regions, func(a, b uint32) int { return size(a) - size(b) })
+	slices.SortFunc(regions, func(a, b uint32) int { return size(b) - size(a) })
 	added := regions[:2]
 	first := slices.Sorted(slices.Values(regions[2:]))
 	maps := newMemMaps()
