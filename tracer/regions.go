@@ -36,24 +36,30 @@ import (
 // of regions as their number of rows, which stays right as regions are
 // added.
 //
-// 256 KiB: a region of cc1, node or libjvm has 3,000-9,000 rows and
-// takes about half a millisecond to build (BenchmarkBuildRegion); 64 KiB
-// regions take a fifth of that but four times as many builds for a
-// process spread over its code, 1 MiB four times as long and as many
-// rows, mostly of code no sample reaches.
+// 64 KiB: on the whole-agent benchmark, the samples of a minute reach
+// 52 of cc1's 352 regions, 70 of node's 545 and 89 of libjvm's 251:
+// 16 %, 15 % and 45 % of their rows, against 44 %, 44 % and 75 % with
+// 256 KiB regions (35, 50 and 38 of them), and building those regions
+// one by one takes 28 ms of CPU instead of 61. Each region first
+// reached costs the sample that reaches it its frames below (the
+// region is not built yet): about 150 of 2,100 samples in that minute
+// instead of 72, most in its first seconds. A region of these files has
+// 500-2,000 rows and takes 0.1-0.2 ms to build (BenchmarkBuildRegion),
+// little of it fixed.
 const (
-	regionShift = 18
+	regionShift = 16
 	regionBytes = 1 << regionShift
 	// maxAskedRegions bounds the regions of a file asked for and not
 	// built yet; more are asked again by later samples.
 	maxAskedRegions = 64
 	// minRegions is the least number of regions of code of a file built
 	// by region (4 MiB); a smaller one is built whole. Samples reach
-	// most regions of such files anyway (libc 6 of 6, libpython 9 of 13
-	// on the bench), whose whole tables cost under 10 ms, and each
-	// region found one after the other costs the samples that stop
-	// there until it is built (the Python tests fell to 94%).
-	minRegions = 16
+	// most of the code of such files anyway (libc, libpython), whose
+	// whole tables cost a few milliseconds, and each region found one
+	// after the other costs the samples that stop there until it is
+	// built (the Python tests fell to 94 % when libpython was built by
+	// region).
+	minRegions = 4 << 20 >> regionShift
 	// rowsRegional is set in the number of rows that mappings give eBPF
 	// for a table built by region, with its number of regions.
 	rowsRegional = uint32(progs.StacklineUnwindBoundsROWS_REGIONAL)
@@ -233,6 +239,8 @@ func (s *tableStore) regionsBuilt(tb *unwindTable, bt *builtTable, now time.Time
 	}
 	rt.loaded = now
 	if rt.complete() {
+		// No region is added any more: the spare room goes back now.
+		s.shrinkRegions(tb)
 		rt.drop()
 		delete(s.partial, tb.id)
 	}
@@ -418,10 +426,23 @@ func (s *tableStore) growRegions(tb *unwindTable, a *regionRows) error {
 	if used > limit {
 		return fmt.Errorf("%w: %d rows", nativeunwind.ErrTooLarge, used)
 	}
-	capacity := regionCapacity(used, limit)
+	return s.copyRegions(tb, a, regionCapacity(used, limit))
+}
+
+// copyRegions copies the used part of tb's table, built by region, and
+// the regions of a (nil: none) map-to-map into a new array of capacity
+// rows, which replaces it in unwind_tables within the budget (idle
+// tables are unloaded to make room, not tb). The mappings of the file
+// stay right: they name the table by key and number of regions.
+func (s *tableStore) copyRegions(tb *unwindTable, a *regionRows, capacity int) error {
+	rt := tb.regions
+	if a == nil {
+		a = &regionRows{}
+	}
+	used := rt.used + len(a.rows)
 	tab, err := s.maps.newTable(tb.key, capacity, func(rows []uint64) error {
 		if err := rt.tab.read(rt.used, func(old []uint64) { copy(rows, old) }); err != nil {
-			return fmt.Errorf("read the table to grow: %w", err)
+			return fmt.Errorf("read the table to copy: %w", err)
 		}
 		copy(rows[rt.used:], a.rows)
 		for i, r := range a.regions {
@@ -454,4 +475,55 @@ func (s *tableStore) growRegions(tb *unwindTable, a *regionRows) error {
 	tb.rows = uint32(used)
 	rt.mark(a)
 	return nil
+}
+
+// regionIdle is how long a table built by region gains no region before
+// its spare room is given back (shrinkIdle): the regions a long-lived
+// process runs in are asked within seconds of its start, or of a change
+// in what it does, and then no more.
+const regionIdle = time.Minute
+
+// shrunkCapacity returns the rows of the array that a table built by
+// region with used rows in use, in an array of capacity rows, is copied
+// into once it stopped growing: the pages of rows in use, whose last
+// one's rest is the margin. ok is false when that gives back less than
+// two pages or an eighth of the array: not worth a new map.
+func shrunkCapacity(used, capacity int) (c int, ok bool) {
+	c = (used + minSpareRows - 1) / minSpareRows * minSpareRows
+	saved := capacity - c
+	return c, saved >= 2*minSpareRows && saved >= capacity/8
+}
+
+// shrinkRegions copies tb's table, built by region, into an array of the
+// rows it uses (shrunkCapacity) when that gives back enough of its
+// spare room, and reports whether it did. A region asked later grows the
+// table again (growRegions).
+func (s *tableStore) shrinkRegions(tb *unwindTable) bool {
+	rt := tb.regions
+	c, ok := shrunkCapacity(rt.used, rt.capacity)
+	if !ok || rt.tab == nil {
+		return false
+	}
+	before := tb.bytes
+	if err := s.copyRegions(tb, nil, c); err != nil {
+		s.log.Debug("unwind table spare room not given back", "file", tb.name, "error", err)
+		return false
+	}
+	s.log.Debug("unwind table spare room given back", "file", tb.name, "rows", rt.used,
+		"bytes", tb.bytes, "before", before)
+	return true
+}
+
+// shrinkIdle gives back the spare room of the tables built by region,
+// held to add regions to, that gained none for regionIdle and wait for no
+// build, of files processes map (an idle one is unloaded soon anyway).
+// The caller holds s.mu.
+func (s *tableStore) shrinkIdle(now time.Time) {
+	for _, tb := range s.partial {
+		rt := tb.regions
+		if tb.refs == 0 || rt.tab == nil || rt.full || rt.building || len(rt.asked) > 0 || now.Sub(rt.loaded) < regionIdle {
+			continue
+		}
+		s.shrinkRegions(tb)
+	}
 }

@@ -421,10 +421,13 @@ func (s *tableStore) evictIdle(need uint64) {
 }
 
 // expire unloads tables idle for longer than idleTTL and returns them:
-// their files, which no process has mapped since.
+// their files, which no process has mapped since. It also gives back the
+// spare room of tables built by region that stopped growing
+// (shrinkIdle).
 func (s *tableStore) expire(now time.Time) []*unwindTable {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.shrinkIdle(now)
 	var gone []*unwindTable
 	for _, tb := range s.tables {
 		if tb.refs == 0 && !tb.permanent && now.Sub(tb.idle) > idleTTL {

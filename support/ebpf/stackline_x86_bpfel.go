@@ -320,7 +320,7 @@ const (
 	StacklineUnwindBoundsMAX_MAPPINGS_LOG2 StacklineUnwindBounds = 13
 	StacklineUnwindBoundsMAX_ROWS_LOG2     StacklineUnwindBounds = 24
 	StacklineUnwindBoundsMAPPING_GEN_SHIFT StacklineUnwindBounds = 16
-	StacklineUnwindBoundsREGION_SHIFT      StacklineUnwindBounds = 18
+	StacklineUnwindBoundsREGION_SHIFT      StacklineUnwindBounds = 16
 	StacklineUnwindBoundsROWS_REGIONAL     StacklineUnwindBounds = 1073741824
 )
 
