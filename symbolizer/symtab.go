@@ -24,8 +24,8 @@ type candidate struct {
 	// nameOff is the offset of its name, which is NUL-terminated, in
 	// the string table of its symbol table.
 	nameOff uint32
-	// seq is the order the tables list it in: its index in the
-	// tableBuilder's candidates when read, which tells its symbol table
+	// seq is the order the tables list it in: the number of candidates
+	// the tableBuilder read before it, which tells its symbol table
 	// (tableBuilder.tables).
 	seq         uint32
 	shndx       uint16 // its section in its file
@@ -55,7 +55,15 @@ type tableBuilder struct {
 	// tables are the symbol tables read, in order: the candidates of
 	// tables[i] have seq from tables[i].firstSeq on.
 	tables []readTable
-	limit  uint64 // largest table read
+	// nextSeq is the seq of the next candidate read.
+	nextSeq uint32
+	limit   uint64 // largest table read
+
+	// deferred are .dynsym tables read only if the build finds one of
+	// their symbols, deferredSyms, not named as well by a .symtab (see
+	// deferSymbols); the tableBuilder closes them.
+	deferred     []*symTable
+	deferredSyms []deferredSym
 
 	// Symbols in [excludeLo, excludeHi) are left out.
 	excludeLo, excludeHi uint64
@@ -83,12 +91,24 @@ type builderStrtab struct {
 	data, mem []byte
 }
 
-// release unmaps the string tables that build did not hand to a File.
+// release unmaps the string tables that build did not hand to a File,
+// and the deferred symbol tables.
 func (b *tableBuilder) release() {
 	for _, st := range b.strtabs {
 		unmap(st.mem)
 	}
 	b.strtabs = nil
+	for _, t := range b.deferred {
+		t.close()
+	}
+	b.deferred, b.deferredSyms = nil, nil
+}
+
+// deferredSym is a code symbol of a deferred table: its address and size
+// (at most math.MaxUint32, as candidate.size).
+type deferredSym struct {
+	value uint64
+	size  uint32
 }
 
 // elfSym is a symbol table entry, decoded.
@@ -185,7 +205,7 @@ func (b *tableBuilder) openSymbols(ef *elf.File, fh *os.File, sec *elf.Section) 
 // grown again for the next table. The count leaves the names, the costly
 // part, to the second pass.
 func (b *tableBuilder) readSymbols(tables ...*symTable) error {
-	n, nt := len(b.cands), len(b.tables)
+	n, nt, seq := len(b.cands), len(b.tables), b.nextSeq
 	var cur *symTable
 	err := withFaults(func() {
 		count := 0
@@ -201,7 +221,7 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 		}
 	})
 	if err != nil {
-		b.cands, b.tables = b.cands[:n], b.tables[:nt]
+		b.cands, b.tables, b.nextSeq = b.cands[:n], b.tables[:nt], seq
 		return fmt.Errorf("%s: %w", cur.name, err)
 	}
 	return nil
@@ -224,7 +244,7 @@ func (b *tableBuilder) countSymbols(t *symTable) int {
 
 // fillSymbols appends the candidates of t to b.cands.
 func (b *tableBuilder) fillSymbols(t *symTable) {
-	b.tables = append(b.tables, readTable{firstSeq: uint32(len(b.cands)), strtab: t.strtab, secBase: t.secBase})
+	b.tables = append(b.tables, readTable{firstSeq: b.nextSeq, strtab: t.strtab, secBase: t.secBase})
 	names := newNameCheck(t.strs)
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
 		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
@@ -232,10 +252,87 @@ func (b *tableBuilder) fillSymbols(t *symTable) {
 			continue
 		}
 		if c, ok := newCandidate(t.typ, s, t.strs, names); ok {
-			c.seq = uint32(len(b.cands))
+			c.seq = b.nextSeq
+			b.nextSeq++
 			b.cands = append(b.cands, c)
 		}
 	}
+}
+
+// deferSymbols takes the .dynsym t of a file whose .symtab b has read:
+// it notes the address and size of each of its code symbols, without
+// their names, and keeps t for the build, which reads it only if a
+// symbol of it is not named as well by the symbols read
+// (readDeferred). On error, t is closed.
+func (b *tableBuilder) deferSymbols(t *symTable) error {
+	n := len(b.deferredSyms)
+	err := withFaults(func() {
+		t.toSym64LE()
+		// Room for every entry: allocated once, rather than grown.
+		b.deferredSyms = slices.Grow(b.deferredSyms, len(t.data)/t.entSize)
+		for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+			s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
+			if !b.excluded(s.value) && t.code.symbol(s) {
+				b.deferredSyms = append(b.deferredSyms, deferredSym{value: s.value, size: uint32(min(s.size, math.MaxUint32))})
+			}
+		}
+	})
+	if err != nil {
+		b.deferredSyms = b.deferredSyms[:n]
+		t.close()
+		return fmt.Errorf("%s: %w", t.name, err)
+	}
+	b.deferred = append(b.deferred, t)
+	return nil
+}
+
+// readDeferred returns kept, the deduplicated candidates, with those of
+// the deferred tables added when they change it: when a deferred symbol's
+// address has no kept symbol that both wins over it and is at least as
+// large. A global .symtab symbol wins over any .dynsym one, so a file
+// whose .symtab holds its .dynsym's symbols, as a linker writes it, has
+// its .dynsym's names left unread.
+func (b *tableBuilder) readDeferred(kept []candidate) ([]candidate, error) {
+	if len(b.deferred) == 0 || b.deferredCovered(kept) {
+		return kept, nil
+	}
+	// Deduplicating the kept candidates with the deferred ones gives
+	// what deduplicating all of them would: each kept one won over the
+	// candidates at its address it replaced, and carries their largest
+	// size.
+	b.cands = kept
+	var cur *symTable
+	err := withFaults(func() {
+		for _, t := range b.deferred {
+			cur = t
+			b.fillSymbols(t)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cur.name, err)
+	}
+	return b.dedup(), nil
+}
+
+// deferredCovered reports whether every deferred symbol has a kept
+// symbol at its address that wins over it (a global .symtab symbol) and
+// is at least as large.
+func (b *tableBuilder) deferredCovered(kept []candidate) bool {
+	syms := b.deferredSyms
+	if !keysort.Stable(syms, func(s *deferredSym) uint64 { return s.value }, nil) {
+		slices.SortFunc(syms, func(x, y deferredSym) int { return cmp.Compare(x.value, y.value) })
+	}
+	const wins = rankGlobal | rankSymtab
+	i := 0
+	for _, s := range syms {
+		for i < len(kept) && kept[i].value < s.value {
+			i++
+		}
+		if i == len(kept) || kept[i].value != s.value || kept[i].rank&wins != wins || kept[i].size < s.size {
+			return false
+		}
+	}
+	return true
 }
 
 // excluded reports whether a symbol at addr is left out.
@@ -469,7 +566,10 @@ func cstringLen(strs []byte, off uint32) (uint32, bool) {
 // to, and unmaps the others.
 func (b *tableBuilder) build(f *File) error {
 	defer b.release()
-	kept := b.dedup()
+	kept, err := b.readDeferred(b.dedup())
+	if err != nil {
+		return err
+	}
 	// Names are addressed in one space: the mapped string tables that
 	// kept symbols refer to, one after the other, then an arena holding
 	// copies of the names kept from string tables in the heap.
