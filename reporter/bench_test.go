@@ -87,6 +87,51 @@ func BenchmarkReportTrace(b *testing.B) {
 	}
 }
 
+// BenchmarkReportTraceCold is BenchmarkReportTrace as the agent runs it:
+// a few traces at a time (38 samples a second read every 100 ms), with
+// the caches taken by other work in between, which every op evicts. An op
+// is 4 traces; ns/trace is the time of the traces alone, without the
+// eviction.
+func BenchmarkReportTraceCold(b *testing.B) {
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 16384, 4096
+	r, err := New(cfg, &discardExporter{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	traces := benchTraces(1000)
+	for _, tr := range traces {
+		for _, f := range tr.Frames {
+			resolve(r, f)
+		}
+	}
+	meta := trace.TraceMeta{PID: 1, TID: 1, Comm: "w", Process: &trace.ProcessMeta{ContainerID: "c0ffee", RuntimeName: "go"}}
+	evict := make([]byte, 16<<20)
+	var spent time.Duration
+	n := 0
+	for i := range b.N {
+		for j := 0; j < len(evict); j += 64 {
+			evict[j]++
+		}
+		start := time.Now()
+		for range 4 {
+			tr := traces[(n*7919)%len(traces)]
+			for _, f := range tr.Frames {
+				r.FrameKnown(f)
+				r.ExecutableKnown(f.File)
+			}
+			meta.TimestampNS = uint64(n)
+			r.ReportTrace(tr, meta)
+			n++
+		}
+		spent += time.Since(start)
+		if i%2000 == 1999 {
+			r.Flush(context.Background())
+		}
+	}
+	b.ReportMetric(float64(spent.Nanoseconds())/float64(n), "ns/trace")
+}
+
 func benchmarkBuild(b *testing.B, stacks int) {
 	cfg := testConfig()
 	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 1<<20, 4096
