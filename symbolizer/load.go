@@ -228,9 +228,7 @@ func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymta
 		return false, err
 	}
 	if dynsym != nil {
-		if err := b.deferSymbols(dynsym); err != nil {
-			return false, err
-		}
+		b.deferSymbols(dynsym)
 	}
 	return hasSymtab, nil
 }

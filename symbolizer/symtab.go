@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"os"
 	"slices"
 
@@ -60,10 +61,9 @@ type tableBuilder struct {
 	limit   uint64 // largest table read
 
 	// deferred are .dynsym tables read only if the build finds one of
-	// their symbols, deferredSyms, not named as well by a .symtab (see
-	// deferSymbols); the tableBuilder closes them.
-	deferred     []*symTable
-	deferredSyms []deferredSym
+	// their symbols not named as well by a .symtab (see deferSymbols);
+	// the tableBuilder closes them.
+	deferred []*symTable
 
 	// Symbols in [excludeLo, excludeHi) are left out.
 	excludeLo, excludeHi uint64
@@ -101,14 +101,7 @@ func (b *tableBuilder) release() {
 	for _, t := range b.deferred {
 		t.close()
 	}
-	b.deferred, b.deferredSyms = nil, nil
-}
-
-// deferredSym is a code symbol of a deferred table: its address and size
-// (at most math.MaxUint32, as candidate.size).
-type deferredSym struct {
-	value uint64
-	size  uint32
+	b.deferred = nil
 }
 
 // elfSym is a symbol table entry, decoded.
@@ -259,31 +252,11 @@ func (b *tableBuilder) fillSymbols(t *symTable) {
 	}
 }
 
-// deferSymbols takes the .dynsym t of a file whose .symtab b has read:
-// it notes the address and size of each of its code symbols, without
-// their names, and keeps t for the build, which reads it only if a
-// symbol of it is not named as well by the symbols read
-// (readDeferred). On error, t is closed.
-func (b *tableBuilder) deferSymbols(t *symTable) error {
-	n := len(b.deferredSyms)
-	err := withFaults(func() {
-		t.toSym64LE()
-		// Room for every entry: allocated once, rather than grown.
-		b.deferredSyms = slices.Grow(b.deferredSyms, len(t.data)/t.entSize)
-		for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-			s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-			if !b.excluded(s.value) && t.code.symbol(s) {
-				b.deferredSyms = append(b.deferredSyms, deferredSym{value: s.value, size: uint32(min(s.size, math.MaxUint32))})
-			}
-		}
-	})
-	if err != nil {
-		b.deferredSyms = b.deferredSyms[:n]
-		t.close()
-		return fmt.Errorf("%s: %w", t.name, err)
-	}
+// deferSymbols takes the .dynsym t of a file whose .symtab b has read,
+// for the build, which reads its names only if one of its symbols is not
+// named as well by the symbols read (readDeferred).
+func (b *tableBuilder) deferSymbols(t *symTable) {
 	b.deferred = append(b.deferred, t)
-	return nil
 }
 
 // readDeferred returns kept, the deduplicated candidates, with those of
@@ -293,46 +266,121 @@ func (b *tableBuilder) deferSymbols(t *symTable) error {
 // whose .symtab holds its .dynsym's symbols, as a linker writes it, has
 // its .dynsym's names left unread.
 func (b *tableBuilder) readDeferred(kept []candidate) ([]candidate, error) {
-	if len(b.deferred) == 0 || b.deferredCovered(kept) {
+	if len(b.deferred) == 0 {
 		return kept, nil
 	}
-	// Deduplicating the kept candidates with the deferred ones gives
-	// what deduplicating all of them would: each kept one won over the
-	// candidates at its address it replaced, and carries their largest
-	// size.
-	b.cands = kept
+	covered := true
 	var cur *symTable
 	err := withFaults(func() {
+		// An index pays for itself when the deferred symbols are many
+		// (node's .dynsym); a few (libjvm's) are binary searches.
+		entries := 0
+		for _, t := range b.deferred {
+			entries += len(t.data) / t.entSize
+		}
+		var idx addrIndex
+		if entries >= len(kept)/8 {
+			idx = newAddrIndex(kept)
+		}
 		for _, t := range b.deferred {
 			cur = t
+			t.toSym64LE()
+			if covered = b.covered(t, kept, &idx); !covered {
+				break
+			}
+		}
+		if covered {
+			return
+		}
+		// Deduplicating the kept candidates with the deferred ones
+		// gives what deduplicating all of them would: each kept one
+		// won over the candidates at its address it replaced, and
+		// carries their largest size.
+		b.cands = kept
+		for _, t := range b.deferred {
+			cur = t
+			t.toSym64LE()
 			b.fillSymbols(t)
 		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cur.name, err)
 	}
+	if covered {
+		return kept, nil
+	}
 	return b.dedup(), nil
 }
 
-// deferredCovered reports whether every deferred symbol has a kept
-// symbol at its address that wins over it (a global .symtab symbol) and
-// is at least as large.
-func (b *tableBuilder) deferredCovered(kept []candidate) bool {
-	syms := b.deferredSyms
-	if !keysort.Stable(syms, func(s *deferredSym) uint64 { return s.value }, nil) {
-		slices.SortFunc(syms, func(x, y deferredSym) int { return cmp.Compare(x.value, y.value) })
-	}
+// covered reports whether every code symbol of t (64-bit little-endian
+// entries) has a kept symbol at its address that wins over it (a global
+// .symtab symbol) and is at least as large; idx indexes kept.
+func (b *tableBuilder) covered(t *symTable, kept []candidate, idx *addrIndex) bool {
 	const wins = rankGlobal | rankSymtab
-	i := 0
-	for _, s := range syms {
-		for i < len(kept) && kept[i].value < s.value {
-			i++
+	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
+		if b.excluded(s.value) || !t.code.symbol(s) {
+			continue
 		}
-		if i == len(kept) || kept[i].value != s.value || kept[i].rank&wins != wins || kept[i].size < s.size {
+		i := idx.find(kept, s.value)
+		if i == len(kept) || kept[i].value != s.value || kept[i].rank&wins != wins || uint64(kept[i].size) < min(s.size, math.MaxUint32) {
 			return false
 		}
 	}
 	return true
+}
+
+// addrIndex finds sorted candidates by address: the addresses from the
+// first candidate's to the last's are cut into buckets of 1<<shift, about
+// as many as the candidates, and starts[k] is the index of the first
+// candidate in bucket k or after it. A search is then a binary search of
+// one bucket, which holds about one candidate.
+type addrIndex struct {
+	lo     uint64
+	shift  uint
+	starts []int32
+}
+
+// newAddrIndex returns the index of cands, sorted by address.
+func newAddrIndex(cands []candidate) addrIndex {
+	if len(cands) == 0 {
+		return addrIndex{}
+	}
+	x := addrIndex{lo: cands[0].value}
+	span := cands[len(cands)-1].value - x.lo
+	if n := bits.Len64(span); n > bits.Len(uint(len(cands))) {
+		x.shift = uint(n - bits.Len(uint(len(cands))))
+	}
+	buckets := int(span>>x.shift) + 1
+	x.starts = make([]int32, buckets+1)
+	k := 0
+	for i := range cands {
+		for b := int((cands[i].value - x.lo) >> x.shift); k <= b; k++ {
+			x.starts[k] = int32(i)
+		}
+	}
+	for ; k <= buckets; k++ {
+		x.starts[k] = int32(len(cands))
+	}
+	return x
+}
+
+// find returns the index of the first of cands (those the index was
+// made of) at addr or above it. The zero addrIndex searches all of cands.
+func (x *addrIndex) find(cands []candidate, addr uint64) int {
+	lo, hi := 0, len(cands)
+	if x.starts != nil {
+		if addr < x.lo {
+			return 0
+		}
+		k := (addr - x.lo) >> x.shift
+		if k >= uint64(len(x.starts)-1) {
+			return len(cands)
+		}
+		lo, hi = int(x.starts[k]), int(x.starts[k+1])
+	}
+	i, _ := slices.BinarySearchFunc(cands[lo:hi], addr, func(c candidate, a uint64) int { return cmp.Compare(c.value, a) })
+	return lo + i
 }
 
 // excluded reports whether a symbol at addr is left out.
