@@ -4,8 +4,8 @@
 // Its output is standard gzip, which any gzip reader decodes; on the
 // whole-agent benchmark's exports (protobuf) it is about 6 % smaller than
 // compress/gzip's at its default level (5.5 % on the captured export),
-// for about 40 % less CPU (BenchmarkExport, BenchmarkExportStd). Two
-// things make the difference in size:
+// for 20-40 % less CPU (BenchmarkExport, BenchmarkExportStd, on a shared
+// host). Two things make the difference in size:
 //   - It finds matches of three bytes, where compress/flate never emits a
 //     match shorter than four. Protobuf is full of three-byte repeats (a
 //     field's tag followed by a two-byte index or length). This alone
