@@ -379,8 +379,17 @@ func (x *addrIndex) find(cands []candidate, addr uint64) int {
 		}
 		lo, hi = int(x.starts[k]), int(x.starts[k+1])
 	}
-	i, _ := slices.BinarySearchFunc(cands[lo:hi], addr, func(c candidate, a uint64) int { return cmp.Compare(c.value, a) })
-	return lo + i
+	// A bucket holds about one candidate: a few steps of binary search
+	// without a call per step.
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if cands[mid].value < addr {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
 }
 
 // excluded reports whether a symbol at addr is left out.
