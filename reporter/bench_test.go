@@ -2,10 +2,12 @@ package reporter
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stackline-dev/stackline/reporter/deflate"
@@ -85,6 +87,63 @@ func BenchmarkReportTrace(b *testing.B) {
 			r.Flush(context.Background())
 		}
 	}
+}
+
+// BenchmarkReportTraceCold is BenchmarkReportTrace as the agent runs it:
+// a few traces at a time (38 samples a second read every 100 ms), with
+// the caches taken by other work in between, which every op evicts. An op
+// is 4 traces; cpu-ns/trace is the thread's CPU time in the traces alone,
+// without the eviction (CPU time rather than wall time: other work on a
+// shared host does not count).
+func BenchmarkReportTraceCold(b *testing.B) {
+	cfg := testConfig()
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 16384, 4096
+	r, err := New(cfg, &discardExporter{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	traces := benchTraces(1000)
+	for _, tr := range traces {
+		for _, f := range tr.Frames {
+			resolve(r, f)
+		}
+	}
+	meta := trace.TraceMeta{PID: 1, TID: 1, Comm: "w", Process: &trace.ProcessMeta{ContainerID: "c0ffee", RuntimeName: "go"}}
+	evict := make([]byte, 16<<20)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var spent int64
+	n := 0
+	for i := range b.N {
+		for j := 0; j < len(evict); j += 64 {
+			evict[j]++
+		}
+		start := threadCPU(b)
+		for range 4 {
+			tr := traces[(n*7919)%len(traces)]
+			for _, f := range tr.Frames {
+				r.FrameKnown(f)
+				r.ExecutableKnown(f.File)
+			}
+			meta.TimestampNS = uint64(n)
+			r.ReportTrace(tr, meta)
+			n++
+		}
+		spent += threadCPU(b) - start
+		if i%2000 == 1999 {
+			r.Flush(context.Background())
+		}
+	}
+	b.ReportMetric(float64(spent)/float64(n), "cpu-ns/trace")
+}
+
+// threadCPU returns the CPU time of the calling thread in nanoseconds.
+func threadCPU(tb testing.TB) int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		tb.Fatal(err)
+	}
+	return ts.Nano()
 }
 
 func benchmarkBuild(b *testing.B, stacks int) {

@@ -352,7 +352,7 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 		if f.Type != trace.FrameError && !f.File.IsZero() {
 			loc.MappingIndex = d.mapping(f.File, iv.execs[f.File], f.Type)
 		}
-		info, ok := iv.frames[f]
+		info, ok := iv.frames.get(f)
 		if !ok && f.Type == trace.FrameError {
 			info, ok = trace.FrameInfo{Lines: []trace.Line{{Function: trace.ErrorName(f.Addr)}}}, true
 		}

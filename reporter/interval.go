@@ -3,6 +3,7 @@ package reporter
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 type interval struct {
 	start time.Time
 
-	frames map[trace.FrameID]trace.FrameInfo
+	frames pinnedFrames
 	execs  map[trace.FileID]trace.ExecutableInfo
 
 	seed   maphash.Seed
@@ -56,10 +57,12 @@ type processInfo struct {
 	meta           *trace.ProcessMeta
 }
 
-func newInterval(start time.Time) *interval {
+// newInterval returns an empty interval starting at start, with room for
+// about frames pinned frames (what the previous interval pinned).
+func newInterval(start time.Time, frames int) *interval {
 	return &interval{
 		start:      start,
-		frames:     make(map[trace.FrameID]trace.FrameInfo),
+		frames:     newPinnedFrames(frames, rand.Uint64()),
 		execs:      make(map[trace.FileID]trace.ExecutableInfo),
 		seed:       maphash.MakeSeed(),
 		stackIndex: make(map[uint64]int32),

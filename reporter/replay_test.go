@@ -64,7 +64,7 @@ func replay(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest) (Confi
 		}
 		return m
 	}
-	iv := newInterval(time.Time{})
+	iv := newInterval(time.Time{}, 0)
 	fileOf := make([]trace.FileID, len(d.MappingTable))
 	for i, m := range d.MappingTable[1:] {
 		a := attrs(m.AttributeIndices)
@@ -111,7 +111,7 @@ func replay(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest) (Confi
 				Line:       l.Line,
 			})
 		}
-		iv.frames[f] = info
+		iv.frames.put(f, info)
 	}
 	stackOf := make([]int32, len(d.StackTable))
 	for i, st := range d.StackTable[1:] {

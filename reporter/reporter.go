@@ -213,7 +213,7 @@ func New(cfg Config, exporter Exporter) (*Reporter, error) {
 		frames:    frames,
 		execs:     execs,
 		lastPurge: now,
-		cur:       newInterval(now),
+		cur:       newInterval(now, 0),
 	}
 	frames.SetOnEvict(r.frameEvicted)
 	execs.SetOnEvict(func(trace.FileID, trace.ExecutableInfo) { r.stats.execsDropped.Add(1) })
@@ -293,13 +293,13 @@ func makeRoom[K comparable, V any](r *Reporter, c *growingLRU[K, V], key K) {
 func (r *Reporter) FrameKnown(id trace.FrameID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.cur.frames[id]; !ok {
+	if !r.cur.frames.has(id) {
 		info, ok := r.getFrame(id)
 		if !ok {
 			r.stats.frameMisses.Add(1)
 			return false
 		}
-		r.cur.frames[id] = info
+		r.cur.frames.put(id, info)
 	}
 	r.stats.frameHits.Add(1)
 	r.promiseFrame(id)
@@ -329,7 +329,7 @@ const maxPending = 4096
 func (r *Reporter) FrameMetadata(id trace.FrameID, info trace.FrameInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cur.frames[id] = info
+	r.cur.frames.put(id, info)
 	r.promiseFrame(id)
 	size := FrameInfoBytes(info)
 	if r.cfg.FrameCacheBytes > 0 && size > r.cfg.FrameCacheBytes {
@@ -418,12 +418,12 @@ func (r *Reporter) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	r.purgeExpired(now)
 	done := r.cur
-	r.cur = newInterval(now)
+	r.cur = newInterval(now, done.frames.len())
 	// Promises made for a trace not yet reported move to the new
 	// interval, which that trace will land in.
 	for _, id := range r.pendingFrames {
-		if info, ok := done.frames[id]; ok {
-			r.cur.frames[id] = info
+		if info, ok := done.frames.get(id); ok {
+			r.cur.frames.put(id, info)
 		}
 	}
 	for _, id := range r.pendingExecs {

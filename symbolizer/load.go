@@ -178,6 +178,13 @@ func loadSegments(ef *elf.File) []segment {
 // addTables adds the symbols of ef's .symtab and .dynsym to b and reports
 // whether it had a .symtab. A table over the size limit is skipped.
 // The tables are mapped from fh when it is not nil.
+//
+// When ef has both, the .dynsym is deferred (tableBuilder.deferSymbols):
+// a linker's .symtab holds every symbol of its .dynsym, which then adds
+// nothing to the index, and reading its names is most of the cost of a
+// large program's load (node's 75,000 dynamic symbols). The build reads
+// it after all only when one of its symbols is not named as well by the
+// .symtab.
 func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymtab bool, err error) {
 	var tables []*symTable
 	defer func() {
@@ -187,6 +194,8 @@ func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymta
 	}()
 	// The ELF specification allows one table of each type; reading only
 	// the first also bounds the work a hostile file can ask for.
+	var dynsym *symTable
+	symtabRead := false
 	for _, typ := range []elf.SectionType{elf.SHT_SYMTAB, elf.SHT_DYNSYM} {
 		i := slices.IndexFunc(ef.Sections, func(s *elf.Section) bool { return s.Type == typ })
 		if i < 0 {
@@ -200,15 +209,26 @@ func (l *loader) addTables(b *tableBuilder, ef *elf.File, fh *os.File) (hasSymta
 		case err != nil:
 			return false, fmt.Errorf("%s: %w", ef.Sections[i].Name, err)
 		}
-		if t != nil {
+		switch {
+		case t == nil:
+		case typ == elf.SHT_DYNSYM && symtabRead:
+			dynsym = t
+		default:
 			tables = append(tables, t)
+			symtabRead = typ == elf.SHT_SYMTAB
 		}
 		if typ == elf.SHT_SYMTAB {
 			hasSymtab = true
 		}
 	}
 	if err := b.readSymbols(tables...); err != nil {
+		if dynsym != nil {
+			dynsym.close()
+		}
 		return false, err
+	}
+	if dynsym != nil {
+		b.deferSymbols(dynsym)
 	}
 	return hasSymtab, nil
 }

@@ -302,3 +302,49 @@ func TestToSym64LE(t *testing.T) {
 		}
 	}
 }
+
+// TestDynsymNotInSymtab checks files whose .dynsym names what their
+// .symtab does not, or names it as a local symbol only: the loader, which
+// leaves a .dynsym unread when the .symtab names its symbols as well,
+// reads it then and gives the index the reference gives. A file whose
+// .symtab holds its .dynsym, as the linker writes it, is checked too.
+func TestDynsymNotInSymtab(t *testing.T) {
+	dyn := build(t, "gcc", cSource, ".c", "dyn", "-O0", "-fno-builtin", "-rdynamic")
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		// want are the names the index must give the functions.
+		want map[string]string
+	}{
+		{"linked", nil, map[string]string{"alpha": "alpha", "beta": "beta", "main": "main"}},
+		{"stripped-symbol", []string{"--strip-symbol=beta"}, map[string]string{"alpha": "alpha", "beta": "beta"}},
+		{"localized", []string{"--localize-symbol=alpha"}, map[string]string{"alpha": "alpha", "beta": "beta"}},
+		{"renamed-global", []string{"--redefine-sym=alpha=alpha2"}, map[string]string{"alpha": "alpha2"}},
+		{"renamed-local", []string{"--redefine-sym=alpha=alpha2", "--localize-symbol=alpha2"}, map[string]string{"alpha": "alpha"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := dyn
+			if tc.args != nil {
+				path = filepath.Join(dir, tc.name)
+				run(t, "", "objcopy", append(tc.args, dyn, path)...)
+			}
+			f := parseFile(t, path, DemangleNone)
+			ref := referenceIndex(t, path)
+			if f.Len() != len(ref) {
+				t.Errorf("Len() = %d, reference has %d symbols", f.Len(), len(ref))
+			}
+			for _, s := range ref {
+				if l, ok := lookup1(f, offsetOf(t, path, s.addr)); !ok || l.Function != s.name {
+					t.Errorf("%#x: got %+v, reference %q", s.addr, l, s.name)
+				}
+			}
+			for fn, want := range tc.want {
+				off, _ := symbolOffset(t, dyn, fn, true)
+				if l, ok := lookup1(f, off); !ok || l.Function != want {
+					t.Errorf("Lookup(%s) = %+v, want %q", fn, l, want)
+				}
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package symbolizer
 
 import (
 	"debug/elf"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -69,5 +70,51 @@ func checkSortCandidates(t *testing.T, cands []candidate) {
 	sortCandidates(cands)
 	if !slices.Equal(cands, want) {
 		t.Fatalf("sortCandidates differs from slices.SortFunc(cmpCandidates) on %d candidates", len(cands))
+	}
+}
+
+// TestAddrIndex checks addrIndex.find against a linear search, over sorted
+// addresses with duplicates, gaps of every size and spans up to 2^64-1,
+// for addresses at, between, below and above them.
+func TestAddrIndex(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 200 {
+		n := rng.IntN(300)
+		cands := make([]candidate, n)
+		v := rng.Uint64N(1 << 20)
+		if round%10 == 0 {
+			v = rng.Uint64()
+		}
+		for i := range cands {
+			cands[i].value = v
+			switch rng.IntN(4) {
+			case 0: // a duplicate
+			case 1:
+				v += rng.Uint64N(1 << 40)
+			default:
+				v += rng.Uint64N(64)
+			}
+			if v < cands[i].value {
+				v = cands[i].value // no wrap-around: stay sorted
+			}
+		}
+		idx, whole := newAddrIndex(cands), addrIndex{}
+		var probes []uint64
+		for _, c := range cands {
+			probes = append(probes, c.value, c.value-1, c.value+1)
+		}
+		probes = append(probes, 0, math.MaxUint64, rng.Uint64())
+		for _, a := range probes {
+			want := slices.IndexFunc(cands, func(c candidate) bool { return c.value >= a })
+			if want < 0 {
+				want = len(cands)
+			}
+			if got := idx.find(cands, a); got != want {
+				t.Fatalf("round %d, %d candidates: find(%#x) = %d, want %d", round, n, a, got, want)
+			}
+			if got := whole.find(cands, a); got != want {
+				t.Fatalf("round %d, %d candidates, no index: find(%#x) = %d, want %d", round, n, a, got, want)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"os"
 	"slices"
 
@@ -24,8 +25,8 @@ type candidate struct {
 	// nameOff is the offset of its name, which is NUL-terminated, in
 	// the string table of its symbol table.
 	nameOff uint32
-	// seq is the order the tables list it in: its index in the
-	// tableBuilder's candidates when read, which tells its symbol table
+	// seq is the order the tables list it in: the number of candidates
+	// the tableBuilder read before it, which tells its symbol table
 	// (tableBuilder.tables).
 	seq         uint32
 	shndx       uint16 // its section in its file
@@ -55,7 +56,14 @@ type tableBuilder struct {
 	// tables are the symbol tables read, in order: the candidates of
 	// tables[i] have seq from tables[i].firstSeq on.
 	tables []readTable
-	limit  uint64 // largest table read
+	// nextSeq is the seq of the next candidate read.
+	nextSeq uint32
+	limit   uint64 // largest table read
+
+	// deferred are .dynsym tables read only if the build finds one of
+	// their symbols not named as well by a .symtab (see deferSymbols);
+	// the tableBuilder closes them.
+	deferred []*symTable
 
 	// Symbols in [excludeLo, excludeHi) are left out.
 	excludeLo, excludeHi uint64
@@ -83,12 +91,17 @@ type builderStrtab struct {
 	data, mem []byte
 }
 
-// release unmaps the string tables that build did not hand to a File.
+// release unmaps the string tables that build did not hand to a File,
+// and the deferred symbol tables.
 func (b *tableBuilder) release() {
 	for _, st := range b.strtabs {
 		unmap(st.mem)
 	}
 	b.strtabs = nil
+	for _, t := range b.deferred {
+		t.close()
+	}
+	b.deferred = nil
 }
 
 // elfSym is a symbol table entry, decoded.
@@ -185,7 +198,7 @@ func (b *tableBuilder) openSymbols(ef *elf.File, fh *os.File, sec *elf.Section) 
 // grown again for the next table. The count leaves the names, the costly
 // part, to the second pass.
 func (b *tableBuilder) readSymbols(tables ...*symTable) error {
-	n, nt := len(b.cands), len(b.tables)
+	n, nt, seq := len(b.cands), len(b.tables), b.nextSeq
 	var cur *symTable
 	err := withFaults(func() {
 		count := 0
@@ -201,7 +214,7 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 		}
 	})
 	if err != nil {
-		b.cands, b.tables = b.cands[:n], b.tables[:nt]
+		b.cands, b.tables, b.nextSeq = b.cands[:n], b.tables[:nt], seq
 		return fmt.Errorf("%s: %w", cur.name, err)
 	}
 	return nil
@@ -224,7 +237,7 @@ func (b *tableBuilder) countSymbols(t *symTable) int {
 
 // fillSymbols appends the candidates of t to b.cands.
 func (b *tableBuilder) fillSymbols(t *symTable) {
-	b.tables = append(b.tables, readTable{firstSeq: uint32(len(b.cands)), strtab: t.strtab, secBase: t.secBase})
+	b.tables = append(b.tables, readTable{firstSeq: b.nextSeq, strtab: t.strtab, secBase: t.secBase})
 	names := newNameCheck(t.strs)
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
 		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
@@ -232,10 +245,151 @@ func (b *tableBuilder) fillSymbols(t *symTable) {
 			continue
 		}
 		if c, ok := newCandidate(t.typ, s, t.strs, names); ok {
-			c.seq = uint32(len(b.cands))
+			c.seq = b.nextSeq
+			b.nextSeq++
 			b.cands = append(b.cands, c)
 		}
 	}
+}
+
+// deferSymbols takes the .dynsym t of a file whose .symtab b has read,
+// for the build, which reads its names only if one of its symbols is not
+// named as well by the symbols read (readDeferred).
+func (b *tableBuilder) deferSymbols(t *symTable) {
+	b.deferred = append(b.deferred, t)
+}
+
+// readDeferred returns kept, the deduplicated candidates, with those of
+// the deferred tables added when they change it: when a deferred symbol's
+// address has no kept symbol that both wins over it and is at least as
+// large. A global .symtab symbol wins over any .dynsym one, so a file
+// whose .symtab holds its .dynsym's symbols, as a linker writes it, has
+// its .dynsym's names left unread.
+func (b *tableBuilder) readDeferred(kept []candidate) ([]candidate, error) {
+	if len(b.deferred) == 0 {
+		return kept, nil
+	}
+	covered := true
+	var cur *symTable
+	err := withFaults(func() {
+		// An index pays for itself when the deferred symbols are many
+		// (node's .dynsym); a few (libjvm's) are binary searches.
+		entries := 0
+		for _, t := range b.deferred {
+			entries += len(t.data) / t.entSize
+		}
+		var idx addrIndex
+		if entries >= len(kept)/8 {
+			idx = newAddrIndex(kept)
+		}
+		for _, t := range b.deferred {
+			cur = t
+			t.toSym64LE()
+			if covered = b.covered(t, kept, &idx); !covered {
+				break
+			}
+		}
+		if covered {
+			return
+		}
+		// Deduplicating the kept candidates with the deferred ones
+		// gives what deduplicating all of them would: each kept one
+		// won over the candidates at its address it replaced, and
+		// carries their largest size.
+		b.cands = kept
+		for _, t := range b.deferred {
+			cur = t
+			t.toSym64LE()
+			b.fillSymbols(t)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cur.name, err)
+	}
+	if covered {
+		return kept, nil
+	}
+	return b.dedup(), nil
+}
+
+// covered reports whether every code symbol of t (64-bit little-endian
+// entries) has a kept symbol at its address that wins over it (a global
+// .symtab symbol) and is at least as large; idx indexes kept.
+func (b *tableBuilder) covered(t *symTable, kept []candidate, idx *addrIndex) bool {
+	const wins = rankGlobal | rankSymtab
+	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
+		if b.excluded(s.value) || !t.code.symbol(s) {
+			continue
+		}
+		i := idx.find(kept, s.value)
+		if i == len(kept) || kept[i].value != s.value || kept[i].rank&wins != wins || uint64(kept[i].size) < min(s.size, math.MaxUint32) {
+			return false
+		}
+	}
+	return true
+}
+
+// addrIndex finds sorted candidates by address: the addresses from the
+// first candidate's to the last's are cut into buckets of 1<<shift, about
+// as many as the candidates, and starts[k] is the index of the first
+// candidate in bucket k or after it. A search is then a binary search of
+// one bucket, which holds about one candidate.
+type addrIndex struct {
+	lo     uint64
+	shift  uint
+	starts []int32
+}
+
+// newAddrIndex returns the index of cands, sorted by address.
+func newAddrIndex(cands []candidate) addrIndex {
+	if len(cands) == 0 {
+		return addrIndex{}
+	}
+	x := addrIndex{lo: cands[0].value}
+	span := cands[len(cands)-1].value - x.lo
+	if n := bits.Len64(span); n > bits.Len(uint(len(cands))) {
+		x.shift = uint(n - bits.Len(uint(len(cands))))
+	}
+	buckets := int(span>>x.shift) + 1
+	x.starts = make([]int32, buckets+1)
+	k := 0
+	for i := range cands {
+		for b := int((cands[i].value - x.lo) >> x.shift); k <= b; k++ {
+			x.starts[k] = int32(i)
+		}
+	}
+	for ; k <= buckets; k++ {
+		x.starts[k] = int32(len(cands))
+	}
+	return x
+}
+
+// find returns the index of the first of cands (those the index was
+// made of) at addr or above it. The zero addrIndex searches all of cands.
+func (x *addrIndex) find(cands []candidate, addr uint64) int {
+	lo, hi := 0, len(cands)
+	if x.starts != nil {
+		if addr < x.lo {
+			return 0
+		}
+		k := (addr - x.lo) >> x.shift
+		if k >= uint64(len(x.starts)-1) {
+			return len(cands)
+		}
+		lo, hi = int(x.starts[k]), int(x.starts[k+1])
+	}
+	// A bucket holds about one candidate: a few steps of binary search
+	// without a call per step.
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if cands[mid].value < addr {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
 }
 
 // excluded reports whether a symbol at addr is left out.
@@ -469,7 +623,10 @@ func cstringLen(strs []byte, off uint32) (uint32, bool) {
 // to, and unmaps the others.
 func (b *tableBuilder) build(f *File) error {
 	defer b.release()
-	kept := b.dedup()
+	kept, err := b.readDeferred(b.dedup())
+	if err != nil {
+		return err
+	}
 	// Names are addressed in one space: the mapped string tables that
 	// kept symbols refer to, one after the other, then an arena holding
 	// copies of the names kept from string tables in the heap.

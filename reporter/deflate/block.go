@@ -26,14 +26,21 @@ var (
 	codeLenOrder = [numCodeLen]uint8{16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15}
 )
 
-// lengthSymbol returns the index into lengthBase of a match length.
-func lengthSymbol(length int) int {
-	s, _ := slices.BinarySearch(lengthBase[:], uint16(length))
-	if s == len(lengthBase) || int(lengthBase[s]) > length {
-		s--
+// lengthSymbols holds the index into lengthBase of each match length
+// (minus minMatch): one load per match where a search took five.
+var lengthSymbols = func() (t [maxMatch - minMatch + 1]uint8) {
+	for length := minMatch; length <= maxMatch; length++ {
+		s, _ := slices.BinarySearch(lengthBase[:], uint16(length))
+		if s == len(lengthBase) || int(lengthBase[s]) > length {
+			s--
+		}
+		t[length-minMatch] = uint8(s)
 	}
-	return s
-}
+	return t
+}()
+
+// lengthSymbol returns the index into lengthBase of a match length.
+func lengthSymbol(length int) int { return int(lengthSymbols[length-minMatch]) }
 
 // distSymbol returns the distance symbol of a match distance.
 func distSymbol(dist int) int {
