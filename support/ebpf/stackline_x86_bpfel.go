@@ -239,6 +239,12 @@ type StacklinePyOffsets struct {
 	CodeName                uint32
 }
 
+type StacklineReaderState struct {
+	_      structs.HostLayout
+	Armed  uint64
+	Urgent uint64
+}
+
 type StacklineRecordHeader struct {
 	_       structs.HostLayout
 	Kind    uint32
@@ -257,6 +263,7 @@ const (
 	StacklineRecordKindRECORD_PROCESS_EXEC StacklineRecordKind = 3
 	StacklineRecordKindRECORD_PROCESS_SYNC StacklineRecordKind = 4
 	StacklineRecordKindRECORD_OFF_CPU      StacklineRecordKind = 5
+	StacklineRecordKindRECORD_WAKEUP       StacklineRecordKind = 6
 )
 
 type StacklineRuleKind uint32
@@ -414,12 +421,12 @@ const (
 	StacklineMapFileTables        = "file_tables"
 	StacklineMapHotspotSeen       = "hotspot_seen"
 	StacklineMapInterpProcs       = "interp_procs"
-	StacklineMapLastWakeup        = "last_wakeup"
 	StacklineMapMapleScratch      = "maple_scratch"
 	StacklineMapOffcpuWaits       = "offcpu_waits"
 	StacklineMapProcessMappings   = "process_mappings"
 	StacklineMapProcesses         = "processes"
 	StacklineMapPyCodeSeen        = "py_code_seen"
+	StacklineMapReaderState       = "reader_state"
 	StacklineMapRecords           = "records"
 	StacklineMapSyncRequests      = "sync_requests"
 	StacklineMapTraceScratch      = "trace_scratch"
@@ -498,12 +505,12 @@ type StacklineMapSpecs struct {
 	FileTables      *ebpf.MapSpec `ebpf:"file_tables"`
 	HotspotSeen     *ebpf.MapSpec `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
-	LastWakeup      *ebpf.MapSpec `ebpf:"last_wakeup"`
 	MapleScratch    *ebpf.MapSpec `ebpf:"maple_scratch"`
 	OffcpuWaits     *ebpf.MapSpec `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
 	PyCodeSeen      *ebpf.MapSpec `ebpf:"py_code_seen"`
+	ReaderState     *ebpf.MapSpec `ebpf:"reader_state"`
 	Records         *ebpf.MapSpec `ebpf:"records"`
 	SyncRequests    *ebpf.MapSpec `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.MapSpec `ebpf:"trace_scratch"`
@@ -548,12 +555,12 @@ type StacklineMaps struct {
 	FileTables      *ebpf.Map `ebpf:"file_tables"`
 	HotspotSeen     *ebpf.Map `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
-	LastWakeup      *ebpf.Map `ebpf:"last_wakeup"`
 	MapleScratch    *ebpf.Map `ebpf:"maple_scratch"`
 	OffcpuWaits     *ebpf.Map `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
 	PyCodeSeen      *ebpf.Map `ebpf:"py_code_seen"`
+	ReaderState     *ebpf.Map `ebpf:"reader_state"`
 	Records         *ebpf.Map `ebpf:"records"`
 	SyncRequests    *ebpf.Map `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.Map `ebpf:"trace_scratch"`
@@ -569,12 +576,12 @@ func (m *StacklineMaps) Close() error {
 		m.FileTables,
 		m.HotspotSeen,
 		m.InterpProcs,
-		m.LastWakeup,
 		m.MapleScratch,
 		m.OffcpuWaits,
 		m.ProcessMappings,
 		m.Processes,
 		m.PyCodeSeen,
+		m.ReaderState,
 		m.Records,
 		m.SyncRequests,
 		m.TraceScratch,
