@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -38,14 +39,17 @@ import (
 type recordWait struct {
 	f  *os.File
 	rc syscall.RawConn
+	// mu guards state against close: Run may be in a wait when the
+	// tracer is closed.
+	mu sync.Mutex
 	// state is reader_state's value, mapped: armed, then the count of
-	// urgent records.
+	// urgent records; nil once closed.
 	state []byte
 	// armed and urgent are its two fields.
 	armed, urgent *atomic.Uint64
 	// interrupted says interrupt was called since the last wait
-	// returned.
-	interrupted atomic.Bool
+	// returned; closing that close was.
+	interrupted, closing atomic.Bool
 }
 
 // errInterrupted is what wait returns after interrupt.
@@ -109,18 +113,45 @@ func (w *recordWait) wait(deadline time.Time, ready func() bool) error {
 		armed = true
 		// Armed before ready reads the count of urgent records (a
 		// full barrier: see wake_reader in support/ebpf/maps.h).
-		w.armed.Store(1)
+		w.setArmed(1)
 		return ready != nil && ready()
 	})
-	w.armed.Store(0)
-	if errors.Is(err, os.ErrDeadlineExceeded) && w.interrupted.Swap(false) {
-		return errInterrupted
+	w.setArmed(0)
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if w.interrupted.Swap(false) {
+			return errInterrupted
+		}
+	case w.closed():
+		// The poller's own error for a file closed under the wait.
+		return fmt.Errorf("wait for records: %w", os.ErrClosed)
 	}
 	return err
 }
 
-// urgentSent returns how many urgent records eBPF has sent.
+// closed reports whether close was called.
+func (w *recordWait) closed() bool {
+	return w.closing.Load()
+}
+
+// setArmed sets the armed field of the reader's state to v.
+func (w *recordWait) setArmed(v uint64) {
+	w.mu.Lock()
+	if w.state != nil {
+		w.armed.Store(v)
+	}
+	w.mu.Unlock()
+}
+
+// urgentSent returns how many urgent records eBPF has sent (0 once
+// closed).
 func (w *recordWait) urgentSent() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state == nil {
+		return 0
+	}
 	return w.urgent.Load()
 }
 
@@ -133,11 +164,13 @@ func (w *recordWait) interrupt() {
 
 // close releases the descriptor and the state; a wait under way returns.
 func (w *recordWait) close() error {
+	w.closing.Store(true)
 	err := w.f.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.state != nil {
-		w.armed, w.urgent = nil, nil
 		err = errors.Join(err, unix.Munmap(w.state))
-		w.state = nil
+		w.state, w.armed, w.urgent = nil, nil, nil
 	}
 	return err
 }

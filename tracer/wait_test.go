@@ -23,7 +23,8 @@ import (
 // the reader for an urgent record (a process the tracer does not know
 // asking for its mappings), and when an urgent record came before the
 // wait was armed (urgentSince); that urgent records sent while it is not
-// waiting wake no one but are seen by the next wait.
+// waiting wake no one but are seen by the next wait; and that closing it
+// ends a wait.
 func TestRecordWait(t *testing.T) {
 	testenv.RequireBPF(t)
 	kern, err := kallsyms.Load(kallsyms.Options{})
@@ -145,6 +146,25 @@ func TestRecordWait(t *testing.T) {
 	}
 	if tr.wait.armed.Load() != 0 {
 		t.Fatal("the reader is armed after its wait")
+	}
+
+	// Closed during a wait: it returns, and the reader's state is let go.
+	tr.stopSampling()
+	time.Sleep(10 * time.Millisecond)
+	empty()
+	closed := make(chan error, 1)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		closed <- tr.wait.close()
+	}()
+	if err := tr.wait.wait(time.Now().Add(10*time.Second), func() bool { return false }); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("wait closed: %v, want os.ErrClosed", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.wait.urgentSent(); n != 0 {
+		t.Fatalf("urgentSent after close: %d", n)
 	}
 }
 
