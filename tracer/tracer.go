@@ -815,7 +815,7 @@ func (t *Tracer) MapMemory() uint64 {
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
 		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen, t.objs.HotspotSeen,
-		t.objs.ReaderState, t.objs.OffcpuWaits} {
+		t.objs.ReaderState, t.objs.RowsWanted, t.objs.OffcpuWaits} {
 		if m == nil {
 			continue
 		}

@@ -266,6 +266,13 @@ const (
 	StacklineRecordKindRECORD_WAKEUP       StacklineRecordKind = 6
 )
 
+type StacklineRowsWantedKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	Region uint32
+	Where  uint64
+}
+
 type StacklineRuleKind uint32
 
 const (
@@ -428,6 +435,7 @@ const (
 	StacklineMapPyCodeSeen        = "py_code_seen"
 	StacklineMapReaderState       = "reader_state"
 	StacklineMapRecords           = "records"
+	StacklineMapRowsWanted        = "rows_wanted"
 	StacklineMapSyncRequests      = "sync_requests"
 	StacklineMapTraceScratch      = "trace_scratch"
 	StacklineMapUnwindStates      = "unwind_states"
@@ -512,6 +520,7 @@ type StacklineMapSpecs struct {
 	PyCodeSeen      *ebpf.MapSpec `ebpf:"py_code_seen"`
 	ReaderState     *ebpf.MapSpec `ebpf:"reader_state"`
 	Records         *ebpf.MapSpec `ebpf:"records"`
+	RowsWanted      *ebpf.MapSpec `ebpf:"rows_wanted"`
 	SyncRequests    *ebpf.MapSpec `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.MapSpec `ebpf:"trace_scratch"`
 	UnwindStates    *ebpf.MapSpec `ebpf:"unwind_states"`
@@ -562,6 +571,7 @@ type StacklineMaps struct {
 	PyCodeSeen      *ebpf.Map `ebpf:"py_code_seen"`
 	ReaderState     *ebpf.Map `ebpf:"reader_state"`
 	Records         *ebpf.Map `ebpf:"records"`
+	RowsWanted      *ebpf.Map `ebpf:"rows_wanted"`
 	SyncRequests    *ebpf.Map `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.Map `ebpf:"trace_scratch"`
 	UnwindStates    *ebpf.Map `ebpf:"unwind_states"`
@@ -583,6 +593,7 @@ func (m *StacklineMaps) Close() error {
 		m.PyCodeSeen,
 		m.ReaderState,
 		m.Records,
+		m.RowsWanted,
 		m.SyncRequests,
 		m.TraceScratch,
 		m.UnwindStates,
