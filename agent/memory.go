@@ -254,7 +254,7 @@ func (a *Agent) trimLoop(ctx context.Context) {
 // parallel with the reading of records. It reports whether it is done.
 //
 // After its start the agent's work comes in small bursts (a batch of
-// records every 100 ms or so, a process read, an export) that one CPU
+// records every second or sooner, a process read, an export) that one CPU
 // serves: more Ps only wake more threads for each burst (an idle P is
 // handed to a spinning thread that finds no work, the collector starts a
 // worker per P), a few hundred context switches a second. A P lowered by

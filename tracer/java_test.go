@@ -315,7 +315,13 @@ func genClass(k int) string {
 // TestJavaChurn: classes generated, loaded, run hot and unloaded in a loop
 // for 30 s on every JDK here; a frame of a generated class is only ever
 // named with the class that ran then (the thread's name at the sample),
-// never with a class whose memory it reused. Unnamed frames are counted.
+// never with a class whose memory it reused, and at least 90% of the
+// traces have one named. Each class lives 250 ms, a quarter of the
+// tracer's read interval: the traces of new compiled code addresses must
+// be read at once (hotspot_seen is keyed by pc), or their code is freed
+// before it is read. Measured on jdk17, read every second: 87.7% named
+// (279 frames unnamed) when the key was the nmethod, 96.9-97.9% keyed by
+// pc (2-15 unnamed); under load 50, 90.5-96.2% on the three JDKs.
 func TestJavaChurn(t *testing.T) {
 	testenv.RequireBPF(t)
 	javac, _ := testenv.JavaTools(t)
@@ -368,7 +374,7 @@ func TestJavaChurn(t *testing.T) {
 			}
 			st := cache.Stats()
 			t.Logf("%s: %d traces, %d frames of generated classes named right, %d wrong; jvm cache %+v", jdk.Name, len(traces), named, wrong, st)
-			if named < len(traces)/2 {
+			if named < len(traces)*9/10 {
 				t.Errorf("only %d frames of generated classes named in %d traces", named, len(traces))
 			}
 		})

@@ -41,7 +41,7 @@ func TestSharedEnums(t *testing.T) {
 	}
 	for _, v := range bpfEnum(t, "record_kind") {
 		switch uint32(v.Value) {
-		case recordTrace, recordProcessExit, recordProcessExec, recordProcessSync, recordOffCPU:
+		case recordTrace, recordProcessExit, recordProcessExec, recordProcessSync, recordOffCPU, recordWakeup:
 		default:
 			t.Errorf("%s = %d: the tracer does not handle it", v.Name, v.Value)
 		}

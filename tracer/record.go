@@ -20,6 +20,9 @@ const (
 	recordProcessExec = uint32(progs.StacklineRecordKindRECORD_PROCESS_EXEC)
 	recordProcessSync = uint32(progs.StacklineRecordKindRECORD_PROCESS_SYNC)
 	recordOffCPU      = uint32(progs.StacklineRecordKindRECORD_OFF_CPU)
+	// recordWakeup only wakes the reader (see recordWait): its kind is
+	// all it holds.
+	recordWakeup = uint32(progs.StacklineRecordKindRECORD_WAKEUP)
 
 	headerSize     = int(unsafe.Sizeof(progs.StacklineRecordHeader{}))
 	traceFramesOff = int(unsafe.Offsetof(progs.StacklineTrace{}.Frames))

@@ -6,6 +6,7 @@ package tracer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -146,8 +147,6 @@ type Tracer struct {
 	reader *ringbuf.Reader
 	// wait is where Run waits for records (see recordWait).
 	wait *recordWait
-	// lastWakeups is wokenSince's buffer.
-	lastWakeups []uint64
 
 	// Owned by the Run goroutine.
 	w *workers
@@ -378,7 +377,7 @@ func (t *Tracer) load() error {
 	}
 	// Run waits for records in t.wait; the reader reads what is there.
 	t.reader.SetDeadline(time.Unix(0, 1))
-	if t.wait, err = newRecordWait(t.objs.Records); err != nil {
+	if t.wait, err = newRecordWait(t.objs.Records, t.objs.ReaderState); err != nil {
 		return fmt.Errorf("tracer: %w", err)
 	}
 	var wall, mono unix.Timespec
@@ -446,9 +445,9 @@ func (t *Tracer) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, t.wait.interrupt)
 	defer stop()
 	var rec ringbuf.Record
-	// since is when Run last woke: wake-ups from then on are not read
-	// yet (see wokenSince).
-	since := t.wait.now()
+	// seen is the count of urgent records when Run last woke: those
+	// sent since are not read yet (see urgentSince).
+	seen := t.wait.urgentSent()
 	for {
 		if ctx.Err() != nil {
 			t.drain(&rec)
@@ -456,8 +455,9 @@ func (t *Tracer) Run(ctx context.Context) error {
 		}
 		// Records do not wake the reader one by one (see wakeup_bytes in
 		// the eBPF maps): it reads what arrived every readInterval,
-		// earlier for queued syncs, urgent records, a filling buffer
-		// and the workers' results (which wake it through wake).
+		// earlier for queued syncs, urgent records (once for all those
+		// sent while it reads: see recordWait), a filling buffer and
+		// the workers' results (which wake it through wake).
 		now := time.Now()
 		t.woken.Store(false)
 		t.collect(now)
@@ -470,8 +470,8 @@ func (t *Tracer) Run(ctx context.Context) error {
 		if soonest := now.Add(minWait); wake.Before(soonest) {
 			wake = soonest
 		}
-		err := t.wait.wait(wake, func() bool { return t.wokenSince(since) })
-		since = t.wait.now()
+		err := t.wait.wait(wake, func() bool { return t.urgentSince(seen) })
+		seen = t.wait.urgentSent()
 		switch {
 		case err == nil, errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, errInterrupted):
 		case errors.Is(err, os.ErrClosed):
@@ -564,6 +564,10 @@ func (t *Tracer) drain(rec *ringbuf.Record) {
 }
 
 func (t *Tracer) handle(raw []byte) {
+	if len(raw) >= 4 && binary.LittleEndian.Uint32(raw) == recordWakeup {
+		// It only woke the reader.
+		return
+	}
 	if err := t.rec.decode(raw); err != nil {
 		t.stats.decodeErrors.Add(1)
 		t.log.Debug("bad record", "error", err)
@@ -811,7 +815,7 @@ func (t *Tracer) MapMemory() uint64 {
 	for _, m := range []*ebpf.Map{t.objs.Records, t.objs.TraceScratch, t.objs.Counters,
 		t.objs.Processes, t.objs.ProcessMappings, t.objs.UnwindTables, t.objs.SyncRequests,
 		t.objs.UnwindStates, t.objs.Unwinders, t.objs.FileTables, t.objs.InterpProcs, t.objs.PyCodeSeen, t.objs.HotspotSeen,
-		t.objs.LastWakeup, t.objs.OffcpuWaits} {
+		t.objs.ReaderState, t.objs.RowsWanted, t.objs.OffcpuWaits} {
 		if m == nil {
 			continue
 		}

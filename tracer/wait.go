@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -29,22 +31,33 @@ import (
 // ring buffer's readers: an urgent record or a filling buffer (see
 // submit_record in support/ebpf/maps.h). Records sent without a wake-up
 // wait for the deadline, as with the reader's own wait.
+//
+// Urgent records wake the reader only while it waits: it arms the wait in
+// the eBPF map reader_state, mapped here, and the first urgent record
+// disarms it and wakes it. Those sent meanwhile are counted there, so
+// that the reader reads them before it waits again (see urgentSince).
 type recordWait struct {
 	f  *os.File
 	rc syscall.RawConn
+	// mu guards state against close: Run may be in a wait when the
+	// tracer is closed.
+	mu sync.Mutex
+	// state is reader_state's value, mapped: armed, then the count of
+	// urgent records; nil once closed.
+	state []byte
+	// armed and urgent are its two fields.
+	armed, urgent *atomic.Uint64
 	// interrupted says interrupt was called since the last wait
-	// returned.
-	interrupted atomic.Bool
-	// monoBase is CLOCK_MONOTONIC at timeBase (see now).
-	monoBase uint64
-	timeBase time.Time
+	// returned; closing that close was.
+	interrupted, closing atomic.Bool
 }
 
 // errInterrupted is what wait returns after interrupt.
 var errInterrupted = errors.New("wait for records interrupted")
 
-// newRecordWait returns a wait on the ring buffer map records.
-func newRecordWait(records *ebpf.Map) (*recordWait, error) {
+// newRecordWait returns a wait on the ring buffer map records, whose
+// reader's state is the mmapable array state (reader_state).
+func newRecordWait(records, state *ebpf.Map) (*recordWait, error) {
 	fd, err := unix.FcntlInt(uintptr(records.FD()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("duplicate the ring buffer's descriptor: %w", err)
@@ -64,25 +77,25 @@ func newRecordWait(records *ebpf.Map) (*recordWait, error) {
 		f.Close()
 		return nil, fmt.Errorf("ring buffer descriptor: %w", err)
 	}
-	var mono unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+	mem, err := unix.Mmap(state.FD(), 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("read the monotonic clock: %w", err)
+		return nil, fmt.Errorf("map the reader's state: %w", err)
 	}
-	return &recordWait{f: f, rc: rc, monoBase: uint64(mono.Nano()), timeBase: time.Now()}, nil
-}
-
-// now returns CLOCK_MONOTONIC in ns, the eBPF programs' clock, from Go's
-// monotonic clock (the same clock, read without a system call).
-func (w *recordWait) now() uint64 {
-	return w.monoBase + uint64(time.Since(w.timeBase))
+	w := &recordWait{f: f, rc: rc, state: mem}
+	// The kernel maps an array's value page-aligned.
+	w.armed = (*atomic.Uint64)(unsafe.Pointer(&mem[0]))
+	w.urgent = (*atomic.Uint64)(unsafe.Pointer(&mem[8]))
+	return w, nil
 }
 
 // wait returns nil once the kernel wakes the ring buffer's readers, or
-// when ready (called once the wait is armed, so that a wake-up from then
-// on is not missed) reports true; os.ErrDeadlineExceeded at deadline;
-// errInterrupted once interrupt was called (before the wait, too); and an
-// error wrapping os.ErrClosed once closed. One goroutine waits at a time.
+// when ready (called once the wait is armed, in the poller and for urgent
+// records, so that a wake-up from then on is not missed) reports true;
+// os.ErrDeadlineExceeded at deadline; errInterrupted once interrupt was
+// called (before the wait, too); and an error wrapping os.ErrClosed once
+// closed. One goroutine waits at a time. Urgent records sent after wait
+// returns wake no one until the next wait is armed.
 func (w *recordWait) wait(deadline time.Time, ready func() bool) error {
 	if err := w.f.SetReadDeadline(deadline); err != nil {
 		return err
@@ -98,12 +111,48 @@ func (w *recordWait) wait(deadline time.Time, ready func() bool) error {
 			return true // woken by the poller
 		}
 		armed = true
+		// Armed before ready reads the count of urgent records (a
+		// full barrier: see wake_reader in support/ebpf/maps.h).
+		w.setArmed(1)
 		return ready != nil && ready()
 	})
-	if errors.Is(err, os.ErrDeadlineExceeded) && w.interrupted.Swap(false) {
-		return errInterrupted
+	w.setArmed(0)
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if w.interrupted.Swap(false) {
+			return errInterrupted
+		}
+	case w.closed():
+		// The poller's own error for a file closed under the wait.
+		return fmt.Errorf("wait for records: %w", os.ErrClosed)
 	}
 	return err
+}
+
+// closed reports whether close was called.
+func (w *recordWait) closed() bool {
+	return w.closing.Load()
+}
+
+// setArmed sets the armed field of the reader's state to v.
+func (w *recordWait) setArmed(v uint64) {
+	w.mu.Lock()
+	if w.state != nil {
+		w.armed.Store(v)
+	}
+	w.mu.Unlock()
+}
+
+// urgentSent returns how many urgent records eBPF has sent (0 once
+// closed).
+func (w *recordWait) urgentSent() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state == nil {
+		return 0
+	}
+	return w.urgent.Load()
 }
 
 // interrupt makes the wait under way, or the next one, return at once. It
@@ -113,34 +162,27 @@ func (w *recordWait) interrupt() {
 	w.f.SetReadDeadline(time.Unix(0, 1))
 }
 
-// close releases the descriptor; a wait under way returns.
+// close releases the descriptor and the state; a wait under way returns.
 func (w *recordWait) close() error {
-	return w.f.Close()
+	w.closing.Store(true)
+	err := w.f.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != nil {
+		err = errors.Join(err, unix.Munmap(w.state))
+		w.state, w.armed, w.urgent = nil, nil, nil
+	}
+	return err
 }
 
-// wokenSince reports whether the kernel woke the ring buffer's readers,
-// or would have, since ktime (CLOCK_MONOTONIC ns): an urgent record sent
-// since (eBPF notes each CPU's last such wake-up in last_wakeup) or a
-// quarter of the buffer waiting. It is checked once a wait is armed, for
-// the wake-ups that came while Run was busy: the poller reports those to
-// no one.
-func (t *Tracer) wokenSince(ktime uint64) bool {
-	switch avail := t.reader.AvailableBytes(); {
-	case avail == 0:
-		// Nothing to read (what woke the reader was read): no need
-		// to ask the kernel.
-		return false
-	case avail >= t.cfg.RingBufferSize/4:
+// urgentSince reports whether records were sent that would have woken
+// the reader (or did) since the count of urgent records was seen
+// (urgentSent): an urgent record, or a quarter of the buffer waiting. It
+// is checked once a wait is armed, for the records that came while Run
+// was busy: they woke no one.
+func (t *Tracer) urgentSince(seen uint64) bool {
+	if t.wait.urgentSent() != seen {
 		return true
 	}
-	if err := t.objs.LastWakeup.Lookup(uint32(0), &t.lastWakeups); err != nil {
-		t.log.Debug("read last wake-ups", "error", err)
-		return false
-	}
-	for _, at := range t.lastWakeups {
-		if at >= ktime {
-			return true
-		}
-	}
-	return false
+	return t.reader.AvailableBytes() >= t.cfg.RingBufferSize/4
 }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -21,7 +22,9 @@ import (
 // once when interrupted (before or during the wait), when the kernel wakes
 // the reader for an urgent record (a process the tracer does not know
 // asking for its mappings), and when an urgent record came before the
-// wait was armed (wokenSince).
+// wait was armed (urgentSince); that urgent records sent while it is not
+// waiting wake no one but are seen by the next wait; and that closing it
+// ends a wait.
 func TestRecordWait(t *testing.T) {
 	testenv.RequireBPF(t)
 	kern, err := kallsyms.Load(kallsyms.Options{})
@@ -92,7 +95,7 @@ func TestRecordWait(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	since := tr.wait.now()
+	seen := tr.wait.urgentSent()
 	for _, fd := range tr.events {
 		if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
 			t.Fatal(err)
@@ -107,19 +110,79 @@ func TestRecordWait(t *testing.T) {
 		t.Fatal("woken with no record in the ring buffer")
 	}
 	// A wait armed after the wake-up sees it was not read.
-	if !tr.wokenSince(since) {
-		t.Fatal("wokenSince: the urgent record is not seen")
+	if !tr.urgentSince(seen) {
+		t.Fatal("urgentSince: the urgent record is not seen")
 	}
-	if err := tr.wait.wait(time.Now().Add(10*time.Second), func() bool { return tr.wokenSince(since) }); err != nil {
+	if err := tr.wait.wait(time.Now().Add(10*time.Second), func() bool { return tr.urgentSince(seen) }); err != nil {
 		t.Fatalf("wait armed after a wake-up: %v", err)
 	}
-	if tr.wokenSince(tr.wait.now() + uint64(time.Hour)) {
-		t.Fatal("wokenSince: a wake-up in the future")
+
+	// Not waiting: the process asks again (every SYNC_INTERVAL_NS, the
+	// tracer not reading it), and its urgent records wake no one but are
+	// counted, so that the next wait does not sleep.
+	empty()
+	seen = tr.wait.urgentSent()
+	time.Sleep(300 * time.Millisecond)
+	if tr.wait.urgentSent() == seen {
+		t.Fatal("no urgent record counted in 300 ms")
 	}
-	// The wait's clock is the eBPF programs' clock.
-	var mono unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
-	if d := int64(tr.wait.now()) - mono.Nano(); d < -int64(time.Millisecond) || d > int64(time.Millisecond) {
-		t.Fatalf("the wait's clock is %v from CLOCK_MONOTONIC", time.Duration(d))
+	if n := countWakeups(t, tr, &rec); n != 0 {
+		t.Fatalf("%d wake-up records sent while the reader was not waiting", n)
 	}
+	start = time.Now()
+	if err := tr.wait.wait(start.Add(10*time.Second), func() bool { return tr.urgentSince(seen) }); err != nil || time.Since(start) > time.Second {
+		t.Fatalf("wait after urgent records came unread: %v after %v, want to return at once", err, time.Since(start))
+	}
+	// Waiting: the next urgent record wakes the reader, with one wake-up
+	// record after it.
+	seen = tr.wait.urgentSent()
+	start = time.Now()
+	if err := tr.wait.wait(start.Add(10*time.Second), func() bool { return tr.urgentSince(seen) }); err != nil {
+		t.Fatalf("wait for the next urgent record: %v", err)
+	}
+	t.Logf("woken again after %v", time.Since(start))
+	if n := countWakeups(t, tr, &rec); n == 0 {
+		t.Fatal("woken without a wake-up record")
+	}
+	if tr.wait.armed.Load() != 0 {
+		t.Fatal("the reader is armed after its wait")
+	}
+
+	// Closed during a wait: it returns, and the reader's state is let go.
+	tr.stopSampling()
+	time.Sleep(10 * time.Millisecond)
+	empty()
+	closed := make(chan error, 1)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		closed <- tr.wait.close()
+	}()
+	if err := tr.wait.wait(time.Now().Add(10*time.Second), func() bool { return false }); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("wait closed: %v, want os.ErrClosed", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.wait.urgentSent(); n != 0 {
+		t.Fatalf("urgentSent after close: %d", n)
+	}
+}
+
+// countWakeups reads the records in tr's ring buffer and returns how many
+// only woke the reader.
+func countWakeups(t *testing.T, tr *Tracer, rec *ringbuf.Record) int {
+	t.Helper()
+	n := 0
+	for tr.reader.AvailableBytes() > 0 {
+		if err := tr.reader.ReadInto(rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			t.Fatal(err)
+		}
+		if len(rec.RawSample) >= 4 && binary.LittleEndian.Uint32(rec.RawSample) == recordWakeup {
+			n++
+		}
+	}
+	return n
 }

@@ -79,14 +79,31 @@ struct hotspot_config {
 	u32 symbol_body;        // Symbol::_body
 };
 
-// Code blobs and methods recently seen in each process. User space names a
-// frame by reading the VM's memory, where an nmethod may be freed soon
-// after; a trace with code not in here wakes the reader at once.
+// Code blobs, methods and compiled code addresses recently seen in each
+// process. User space names a frame by reading the VM's memory, where an
+// nmethod may be freed soon after; a trace with code not in here wakes the
+// reader at once. User space names a compiled frame by its pc (the methods
+// inlined there), reading the nmethod's debug data for each new pc: its
+// key is the pc, not the nmethod, or the first sample of an nmethod would
+// be read at once and those of its other pcs maybe after it is freed.
 struct hotspot_seen_key {
 	u32 pid;
 	u32 check;
-	u64 addr;
+	u64 addr; // the method or blob; a compiled frame's pc (seen_pc)
 };
+
+// hotspot_seen_addr is a compiled frame's key in hotspot_seen: its pc, the
+// top bit set for a return address (user space names the two apart; user
+// addresses never have it).
+static __always_inline u64 hotspot_seen_addr(u64 addr, u32 aux, u8 type, u8 flags)
+{
+	if (type != FRAME_JVM_COMPILED)
+		return addr;
+	u64 pc = addr + aux;
+	if (flags & FRAME_FLAG_RETURN_ADDRESS)
+		pc |= 1ULL << 63;
+	return pc;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -112,7 +129,7 @@ static __always_inline void hotspot_emit(struct trace *t, struct unwind_state *s
 	push_interp_frame(t, addr, aux, check, type, flags);
 	st->depth++;
 	count(COUNTER_JVM_FRAMES);
-	struct hotspot_seen_key key = {.pid = st->pid, .check = check, .addr = addr};
+	struct hotspot_seen_key key = {.pid = st->pid, .check = check, .addr = hotspot_seen_addr(addr, aux, type, flags)};
 	if (!bpf_map_lookup_elem(&hotspot_seen, &key)) {
 		u8 one = 1;
 		bpf_map_update_elem(&hotspot_seen, &key, &one, BPF_ANY);

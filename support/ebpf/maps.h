@@ -27,43 +27,72 @@ struct {
 // Set by the loader: a quarter of the ring buffer. Waking the reader for
 // every record would cost user space a context switch per sample and per
 // process event (hundreds a second on a busy host); instead it reads on a
-// short timer, and records wake it early only when this much is waiting or
-// when they are urgent.
+// timer, and records wake it early only when this much is waiting or when
+// they are urgent.
 volatile const u64 wakeup_bytes = 1 << 18;
 
-// When each CPU last woke the reader for an urgent record.
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, u64);
-} last_wakeup SEC(".maps");
+// The reader's state, shared with user space, which maps it
+// (BPF_F_MMAPABLE) and reads and writes it without a system call.
+struct reader_state {
+	// armed is set by the reader before it sleeps, and cleared by the
+	// urgent record that wakes it: urgent records wake a sleeping reader
+	// once, and cost no wake-up while it is awake.
+	u64 armed;
+	// urgent counts the urgent records sent. The reader notes it when it
+	// wakes, and reads again before it sleeps when it changed since.
+	u64 urgent;
+};
 
-// Urgent records wake the reader at most once a millisecond per CPU: a
-// burst of them costs a bounded number of wake-ups. (Two samples of one
-// CPU are at least a millisecond apart at the highest rate, so this never
-// delays one sample's urgent trace behind the previous sample's.)
-#define URGENT_WAKEUP_NS (1000 * 1000ULL)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, u32);
+	__type(value, struct reader_state);
+} reader_state SEC(".maps");
+
+// The record that wakes the reader for an urgent record (enum
+// record_kind), sent after it: only its kind is read.
+struct wakeup_record {
+	u32 kind;
+	u32 pad;
+};
+
+// Tells the reader of an urgent record just sent, waking it when it
+// sleeps. The record is in the buffer before urgent is counted, and
+// urgent counted (a locked add: a full barrier on x86) before armed is
+// read; the reader sets armed (a full barrier too) before it reads
+// urgent. So either the reader sees the count changed and reads the
+// record before it sleeps, or this sees it armed and wakes it: no urgent
+// record waits for the reader's timer.
+static __always_inline void wake_reader(void)
+{
+	u32 zero = 0;
+	struct reader_state *r = bpf_map_lookup_elem(&reader_state, &zero);
+	if (!r)
+		return;
+	__sync_fetch_and_add(&r->urgent, 1);
+	if (!r->armed)
+		return;
+	// Two CPUs may both wake it: harmless.
+	r->armed = 0;
+	struct wakeup_record w = {.kind = RECORD_WAKEUP};
+	bpf_ringbuf_output(&records, &w, sizeof(w), BPF_RB_FORCE_WAKEUP);
+}
 
 // Sends a record to user space. Urgent records (a process asking for its
 // mappings, a trace with code user space must read while the process
-// lives) wake the reader at once; the others wait for its timer unless
-// the buffer is filling up.
+// lives) are read at once (wake_reader); the others wait for the reader's
+// timer unless the buffer is filling up.
 static __always_inline long submit_record(void *data, u64 size, int urgent)
 {
 	u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+	if (bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
-	} else if (urgent) {
-		u32 zero = 0;
-		u64 now = bpf_ktime_get_ns();
-		u64 *last = bpf_map_lookup_elem(&last_wakeup, &zero);
-		if (last && now - *last >= URGENT_WAKEUP_NS) {
-			*last = now;
-			flags = BPF_RB_FORCE_WAKEUP;
-		}
-	}
-	return bpf_ringbuf_output(&records, data, size, flags);
+	long err = bpf_ringbuf_output(&records, data, size, flags);
+	if (!err && urgent)
+		wake_reader();
+	return err;
 }
 
 // Per-CPU scratch space for the trace being built: too large for the

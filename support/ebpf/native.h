@@ -106,6 +106,35 @@ static __always_inline u32 find_rule(void *rows, u32 n, u64 off)
 	return ROW_RULE(*r);
 }
 
+// Unwind rows asked for: a frame in a file whose table is not built yet
+// (table 0: by process and mapping), or in a region of a table built by
+// region not built yet (by table and region). User space builds them when
+// it reads the trace that stopped there: the first such trace is urgent,
+// the others until the rows are in are not (a file it will not build, over
+// the table budget, costs one wake-up, not one a sample).
+struct rows_wanted_key {
+	u32 pid;    // 0 for a region of a table
+	u32 region; // the region, or ~0 for a whole table
+	u64 where;  // the table, or the mapping's start
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct rows_wanted_key);
+	__type(value, u8);
+} rows_wanted SEC(".maps");
+
+static __always_inline void want_rows(struct unwind_state *st, u32 pid, u32 region, u64 where)
+{
+	struct rows_wanted_key key = {.pid = pid, .region = region, .where = where};
+	if (!bpf_map_lookup_elem(&rows_wanted, &key)) {
+		u8 one = 1;
+		bpf_map_update_elem(&rows_wanted, &key, &one, BPF_ANY);
+		st->urgent = 1;
+	}
+}
+
 // Asks user space, at most once per SYNC_INTERVAL_NS per process, to load
 // the process's mappings.
 static __always_inline void request_sync(u32 pid)
@@ -467,10 +496,14 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 			// process's mappings are stale.
 			if (table)
 				request_sync(st->pid);
+			else
+				want_rows(st, st->pid, ~0U, m->start);
 			push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 			return STEP_DONE;
 		}
 		u32 rule = find_rule(rows, m->num_rows, pc - m->bias);
+		if (RULE_KIND(rule) == RULE_UNBUILT)
+			want_rows(st, 0, (u32)((pc - m->bias) >> REGION_SHIFT), table);
 		if (rule == RULE_INVALID) {
 			// Code the file's unwind information leaves out (a
 			// runtime's hand-written code, node's embedded

@@ -45,7 +45,7 @@ enum py_constants {
 // Code objects recently seen in each process. User space names a Python
 // frame by reading its code object from the process, which must still be
 // alive then; a trace with a code object not in here wakes the reader at
-// once instead of waiting for its timer (100 ms), so short-lived processes
+// once instead of waiting for its timer (a second), so short-lived processes
 // and new code get named too. Known code costs no wake-up.
 struct py_code_key {
 	u32 pid;

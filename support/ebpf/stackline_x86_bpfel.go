@@ -239,6 +239,12 @@ type StacklinePyOffsets struct {
 	CodeName                uint32
 }
 
+type StacklineReaderState struct {
+	_      structs.HostLayout
+	Armed  uint64
+	Urgent uint64
+}
+
 type StacklineRecordHeader struct {
 	_       structs.HostLayout
 	Kind    uint32
@@ -257,7 +263,15 @@ const (
 	StacklineRecordKindRECORD_PROCESS_EXEC StacklineRecordKind = 3
 	StacklineRecordKindRECORD_PROCESS_SYNC StacklineRecordKind = 4
 	StacklineRecordKindRECORD_OFF_CPU      StacklineRecordKind = 5
+	StacklineRecordKindRECORD_WAKEUP       StacklineRecordKind = 6
 )
+
+type StacklineRowsWantedKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	Region uint32
+	Where  uint64
+}
 
 type StacklineRuleKind uint32
 
@@ -414,13 +428,14 @@ const (
 	StacklineMapFileTables        = "file_tables"
 	StacklineMapHotspotSeen       = "hotspot_seen"
 	StacklineMapInterpProcs       = "interp_procs"
-	StacklineMapLastWakeup        = "last_wakeup"
 	StacklineMapMapleScratch      = "maple_scratch"
 	StacklineMapOffcpuWaits       = "offcpu_waits"
 	StacklineMapProcessMappings   = "process_mappings"
 	StacklineMapProcesses         = "processes"
 	StacklineMapPyCodeSeen        = "py_code_seen"
+	StacklineMapReaderState       = "reader_state"
 	StacklineMapRecords           = "records"
+	StacklineMapRowsWanted        = "rows_wanted"
 	StacklineMapSyncRequests      = "sync_requests"
 	StacklineMapTraceScratch      = "trace_scratch"
 	StacklineMapUnwindStates      = "unwind_states"
@@ -498,13 +513,14 @@ type StacklineMapSpecs struct {
 	FileTables      *ebpf.MapSpec `ebpf:"file_tables"`
 	HotspotSeen     *ebpf.MapSpec `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.MapSpec `ebpf:"interp_procs"`
-	LastWakeup      *ebpf.MapSpec `ebpf:"last_wakeup"`
 	MapleScratch    *ebpf.MapSpec `ebpf:"maple_scratch"`
 	OffcpuWaits     *ebpf.MapSpec `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.MapSpec `ebpf:"process_mappings"`
 	Processes       *ebpf.MapSpec `ebpf:"processes"`
 	PyCodeSeen      *ebpf.MapSpec `ebpf:"py_code_seen"`
+	ReaderState     *ebpf.MapSpec `ebpf:"reader_state"`
 	Records         *ebpf.MapSpec `ebpf:"records"`
+	RowsWanted      *ebpf.MapSpec `ebpf:"rows_wanted"`
 	SyncRequests    *ebpf.MapSpec `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.MapSpec `ebpf:"trace_scratch"`
 	UnwindStates    *ebpf.MapSpec `ebpf:"unwind_states"`
@@ -548,13 +564,14 @@ type StacklineMaps struct {
 	FileTables      *ebpf.Map `ebpf:"file_tables"`
 	HotspotSeen     *ebpf.Map `ebpf:"hotspot_seen"`
 	InterpProcs     *ebpf.Map `ebpf:"interp_procs"`
-	LastWakeup      *ebpf.Map `ebpf:"last_wakeup"`
 	MapleScratch    *ebpf.Map `ebpf:"maple_scratch"`
 	OffcpuWaits     *ebpf.Map `ebpf:"offcpu_waits"`
 	ProcessMappings *ebpf.Map `ebpf:"process_mappings"`
 	Processes       *ebpf.Map `ebpf:"processes"`
 	PyCodeSeen      *ebpf.Map `ebpf:"py_code_seen"`
+	ReaderState     *ebpf.Map `ebpf:"reader_state"`
 	Records         *ebpf.Map `ebpf:"records"`
+	RowsWanted      *ebpf.Map `ebpf:"rows_wanted"`
 	SyncRequests    *ebpf.Map `ebpf:"sync_requests"`
 	TraceScratch    *ebpf.Map `ebpf:"trace_scratch"`
 	UnwindStates    *ebpf.Map `ebpf:"unwind_states"`
@@ -569,13 +586,14 @@ func (m *StacklineMaps) Close() error {
 		m.FileTables,
 		m.HotspotSeen,
 		m.InterpProcs,
-		m.LastWakeup,
 		m.MapleScratch,
 		m.OffcpuWaits,
 		m.ProcessMappings,
 		m.Processes,
 		m.PyCodeSeen,
+		m.ReaderState,
 		m.Records,
+		m.RowsWanted,
 		m.SyncRequests,
 		m.TraceScratch,
 		m.UnwindStates,

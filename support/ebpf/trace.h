@@ -19,6 +19,9 @@ enum record_kind {
 	// A thread that was off the CPU (blocked) for off_cpu_ns: its stack
 	// as it blocked, in the layout of RECORD_TRACE (support/ebpf/offcpu.h).
 	RECORD_OFF_CPU = 5,
+	// Sent only to wake the reader for the urgent record before it
+	// (wake_reader in maps.h): nothing follows the kind.
+	RECORD_WAKEUP = 6,
 };
 
 // Frame types; trace.FrameType in Go is checked against them.

@@ -29,6 +29,12 @@ type VmaprobeProbeResult struct {
 	Found uint32
 }
 
+type VmaprobeReaderState struct {
+	_      structs.HostLayout
+	Armed  uint64
+	Urgent uint64
+}
+
 type VmaprobeTrace struct {
 	_   structs.HostLayout
 	Hdr struct {
@@ -61,11 +67,11 @@ type VmaprobeTrace struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	VmaprobeMapCounters     = "counters"
-	VmaprobeMapLastWakeup   = "last_wakeup"
 	VmaprobeMapMapleScratch = "maple_scratch"
 	VmaprobeMapProbeAddrs   = "probe_addrs"
 	VmaprobeMapProbeResults = "probe_results"
 	VmaprobeMapProbeRuns    = "probe_runs"
+	VmaprobeMapReaderState  = "reader_state"
 	VmaprobeMapRecords      = "records"
 	VmaprobeMapTraceScratch = "trace_scratch"
 	VmaprobeProgVmaProbe    = "vma_probe"
@@ -124,11 +130,11 @@ type VmaprobeProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type VmaprobeMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	LastWakeup   *ebpf.MapSpec `ebpf:"last_wakeup"`
 	MapleScratch *ebpf.MapSpec `ebpf:"maple_scratch"`
 	ProbeAddrs   *ebpf.MapSpec `ebpf:"probe_addrs"`
 	ProbeResults *ebpf.MapSpec `ebpf:"probe_results"`
 	ProbeRuns    *ebpf.MapSpec `ebpf:"probe_runs"`
+	ReaderState  *ebpf.MapSpec `ebpf:"reader_state"`
 	Records      *ebpf.MapSpec `ebpf:"records"`
 	TraceScratch *ebpf.MapSpec `ebpf:"trace_scratch"`
 }
@@ -163,11 +169,11 @@ func (o *VmaprobeObjects) Close() error {
 // It can be passed to LoadVmaprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type VmaprobeMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
-	LastWakeup   *ebpf.Map `ebpf:"last_wakeup"`
 	MapleScratch *ebpf.Map `ebpf:"maple_scratch"`
 	ProbeAddrs   *ebpf.Map `ebpf:"probe_addrs"`
 	ProbeResults *ebpf.Map `ebpf:"probe_results"`
 	ProbeRuns    *ebpf.Map `ebpf:"probe_runs"`
+	ReaderState  *ebpf.Map `ebpf:"reader_state"`
 	Records      *ebpf.Map `ebpf:"records"`
 	TraceScratch *ebpf.Map `ebpf:"trace_scratch"`
 }
@@ -175,11 +181,11 @@ type VmaprobeMaps struct {
 func (m *VmaprobeMaps) Close() error {
 	return _VmaprobeClose(
 		m.Counters,
-		m.LastWakeup,
 		m.MapleScratch,
 		m.ProbeAddrs,
 		m.ProbeResults,
 		m.ProbeRuns,
+		m.ReaderState,
 		m.Records,
 		m.TraceScratch,
 	)
