@@ -205,7 +205,7 @@ func TestJavaFrames(t *testing.T) {
 		for _, mode := range modes {
 			t.Run(jdk.Name+"/"+mode.name, func(t *testing.T) {
 				args := append(append([]string{}, mode.args...), "-cp", classes, "Chain")
-				traces, _, cache := sampleJava(t, jdk.Command(args...), 8*time.Second, "workload")
+				traces, _, cache := sampleJava(t, jdk.Command(args...), 6*time.Second, "workload")
 				if len(traces) < 150 {
 					t.Fatalf("only %d traces of the workload thread", len(traces))
 				}
@@ -313,7 +313,7 @@ func genClass(k int) string {
 }
 
 // TestJavaChurn: classes generated, loaded, run hot and unloaded in a loop
-// for 30 s on every JDK here; a frame of a generated class is only ever
+// for 20 s on every JDK here; a frame of a generated class is only ever
 // named with the class that ran then (the thread's name at the sample),
 // never with a class whose memory it reused, and at least 90% of the
 // traces have one named. Each class lives 250 ms, a quarter of the
@@ -356,7 +356,7 @@ func TestJavaChurn(t *testing.T) {
 	for _, jdk := range jdks {
 		t.Run(jdk.Name, func(t *testing.T) {
 			cmd := jdk.Command("-Xlog:disable", "-cp", dir, "Churn", gen, fmt.Sprint(classes), fmt.Sprint(round))
-			traces, comms, cache := sampleJavaThreads(t, cmd, 30*time.Second, func(comm string) bool { return strings.HasPrefix(comm, "g") })
+			traces, comms, cache := sampleJavaThreads(t, cmd, 20*time.Second, func(comm string) bool { return strings.HasPrefix(comm, "g") })
 			named, wrong := 0, 0
 			for i, frames := range traces {
 				want := "Gen" + strings.TrimPrefix(comms[i], "g") + ".hot(int)"
