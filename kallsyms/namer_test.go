@@ -2,6 +2,7 @@ package kallsyms
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -62,15 +63,7 @@ func readKallsymsLines(tb testing.TB) []kallsymsLine {
 		}
 		lines = append(lines, l)
 	}
-	slices.SortStableFunc(lines, func(a, b kallsymsLine) int {
-		switch {
-		case a.addr < b.addr:
-			return -1
-		case a.addr > b.addr:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(lines, func(a, b kallsymsLine) int { return cmp.Compare(a.addr, b.addr) })
 	if len(lines) == 0 {
 		tb.Skip("/proc/kallsyms lists no addresses")
 	}

@@ -57,11 +57,12 @@ func benchTraces(n int) []*trace.Trace {
 	return traces
 }
 
-// BenchmarkReportTrace is the tracer's per-sample path: ask for each frame
-// and executable, then report.
-func BenchmarkReportTrace(b *testing.B) {
+// benchReporter returns a reporter with a frame cache of frameCache
+// entries that knows the frames of 1000 traces, the traces and their
+// metadata.
+func benchReporter(b *testing.B, frameCache int) (*Reporter, []*trace.Trace, trace.TraceMeta) {
 	cfg := testConfig()
-	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 65536, 4096
+	cfg.FrameCacheSize, cfg.ExecutableCacheSize = frameCache, 4096
 	r, err := New(cfg, &discardExporter{})
 	if err != nil {
 		b.Fatal(err)
@@ -73,6 +74,13 @@ func BenchmarkReportTrace(b *testing.B) {
 		}
 	}
 	meta := trace.TraceMeta{PID: 1, TID: 1, Comm: "w", Process: &trace.ProcessMeta{ContainerID: "c0ffee", RuntimeName: "go"}}
+	return r, traces, meta
+}
+
+// BenchmarkReportTrace is the tracer's per-sample path: ask for each frame
+// and executable, then report.
+func BenchmarkReportTrace(b *testing.B) {
+	r, traces, meta := benchReporter(b, 65536)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -90,25 +98,13 @@ func BenchmarkReportTrace(b *testing.B) {
 }
 
 // BenchmarkReportTraceCold is BenchmarkReportTrace as the agent runs it:
-// a few traces at a time (38 samples a second read every 100 ms), with
+// a few traces at a time (what arrived since the reader last woke), with
 // the caches taken by other work in between, which every op evicts. An op
 // is 4 traces; cpu-ns/trace is the thread's CPU time in the traces alone,
 // without the eviction (CPU time rather than wall time: other work on a
 // shared host does not count).
 func BenchmarkReportTraceCold(b *testing.B) {
-	cfg := testConfig()
-	cfg.FrameCacheSize, cfg.ExecutableCacheSize = 16384, 4096
-	r, err := New(cfg, &discardExporter{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	traces := benchTraces(1000)
-	for _, tr := range traces {
-		for _, f := range tr.Frames {
-			resolve(r, f)
-		}
-	}
-	meta := trace.TraceMeta{PID: 1, TID: 1, Comm: "w", Process: &trace.ProcessMeta{ContainerID: "c0ffee", RuntimeName: "go"}}
+	r, traces, meta := benchReporter(b, 16384)
 	evict := make([]byte, 16<<20)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
