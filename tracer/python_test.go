@@ -212,7 +212,7 @@ func TestPythonCallsC(t *testing.T) {
 // TestPythonShortLived: Python processes that live a few tens of
 // milliseconds get their frames named: a trace with code objects not seen
 // before wakes the reader at once, while the process is alive to read them
-// from (the reader otherwise wakes every 100 ms).
+// from (the reader otherwise wakes every second).
 func TestPythonShortLived(t *testing.T) {
 	testenv.RequireBPF(t)
 	script := filepath.Join(t.TempDir(), "short.py")
