@@ -13,9 +13,6 @@ import (
 	"github.com/stackline-dev/stackline/support/ebpf/ksymname"
 )
 
-// namerBatch is the number of addresses one run of the kernel namer names.
-var namerBatch = len(ksymname.KsymnameKsymBatch{}.Addrs)
-
 // kernelNamer runs the kernel namer (support/ebpf/ksymname), a syscall
 // program that formats kernel addresses with the kernel's "%pS" into an
 // mmapped array element: Go writes the addresses and reads the names
