@@ -82,9 +82,9 @@ struct v8_config {
 // A frame is at most this large: an fp further above sp is not one.
 #define V8_MAX_FRAME_BYTES (1 << 20)
 
-// Functions recently seen in each process: a trace with a function not
-// in here wakes the reader at once, so that the GC has little time to
-// move it before user space reads it.
+// Functions (interpreted) and JIT code addresses recently seen in each
+// process: a trace with one not in here wakes the reader at once, so that
+// the GC has little time to move or free it before user space reads it.
 struct v8_seen_key {
 	u32 pid;
 	u32 check;
@@ -265,7 +265,15 @@ __noinline int v8_frame(struct trace *t, struct unwind_state *st, u64 pc, struct
 			f->aux_hi = (u16)(st->pc >> 32);
 		}
 		f->extra = check;
-		v8_seen_check(st, f->addr, check);
+		// User space names JIT code by the code object holding the pc
+		// (its source positions), interpreted code by its function: a
+		// function's new code (optimized again, or moved) is new to it,
+		// so the key of a JIT frame is its pc, the top bit set for a
+		// return address, as for the JVM's compiled frames.
+		u64 seen = f->addr;
+		if (!interpreted)
+			seen = st->pc | (st->return_address ? 1ULL << 63 : 0);
+		v8_seen_check(st, seen, check);
 	}
 	count(COUNTER_V8JS_FRAMES);
 	st->fp = w[V8_FP_SAVED_FP];
