@@ -395,6 +395,12 @@ func BenchmarkLookupHot(b *testing.B) {
 	for i := range addrs {
 		addrs[i] = syms[rng.IntN(len(syms))] + rng.Uint64N(64)
 	}
+	benchLookups(b, tab, addrs)
+}
+
+// benchLookups looks up addrs in tab in turn, b.N lookups in all, each
+// of which must name its address.
+func benchLookups(b *testing.B, tab *Table, addrs []uint64) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

@@ -456,14 +456,7 @@ func BenchmarkKernelLookup(b *testing.B) {
 		for i := range addrs {
 			addrs[i] = starts[rng.IntN(len(starts))] + 1
 		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, ok := tab.Lookup(addrs[i%len(addrs)]); !ok {
-				b.Fatalf("Lookup(%#x) failed", addrs[i%len(addrs)])
-			}
-			i++
-		}
+		benchLookups(b, tab, addrs)
 	})
 	b.Run("miss", func(b *testing.B) {
 		b.ReportAllocs()
