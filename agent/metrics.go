@@ -211,7 +211,6 @@ func (a *Agent) readStats() *stats {
 		symbols:           a.symbols.Stats(),
 		kernel:            a.kernel.Stats(),
 		kernelSymbolBytes: a.kernel.Bytes(),
-		mapBytes:          a.tracer.MapMemory(),
 		jvm:               a.jvmCache.Stats(),
 		nodeNamed:         a.node.stats.Named.Load(),
 		nodeUnnamed:       a.node.stats.Unnamed.Load(),
@@ -220,6 +219,7 @@ func (a *Agent) readStats() *stats {
 		nodeCache:         a.node.budget.Stats(),
 		python:            a.pythonCache.Stats(),
 	}
+	s.mapBytes = a.tracer.MapMemory() + s.kernel.MapBytes
 	s.firstSample = a.firstSample(s.tracer)
 	if a.otlp != nil {
 		s.send = a.otlp.Stats()

@@ -197,6 +197,9 @@ type Stats struct {
 	// Named is the number of functions a Table of SourceKernel keeps
 	// named.
 	Named int
+	// MapBytes is the kernel memory of the kernel namer's eBPF map
+	// (SourceKernel), as the kernel charges it.
+	MapBytes uint64
 }
 
 // Table names kernel addresses. It is safe for concurrent use and must not
@@ -674,6 +677,9 @@ func (t *Table) Stats() Stats {
 	if t.source == SourceKernel {
 		t.kmu.Lock()
 		s.Named = len(t.named.funcs)
+		if t.namer != nil {
+			s.MapBytes = t.namer.mapBytes
+		}
 		s.NamedEvictions = t.named.evictions
 		for i := range t.named.funcs {
 			if strings.HasPrefix(t.named.funcs[i].unit, bpfModule+":") {

@@ -27,6 +27,9 @@ type kernelNamer struct {
 	// the program found them at the first run.
 	imageStart, imageEnd uint64
 	runs                 uint64
+	// mapBytes is the kernel memory of the batch map, as the kernel
+	// charges it.
+	mapBytes uint64
 }
 
 // newKernelNamer loads the kernel namer and runs it once, to learn the
@@ -62,6 +65,9 @@ func newKernelNamer() (_ *kernelNamer, err error) {
 		return nil, err
 	}
 	n.imageStart, n.imageEnd = n.b.ImageStart, n.b.ImageEnd
+	if info, err := n.m.Info(); err == nil {
+		n.mapBytes, _ = info.Memlock()
+	}
 	if n.imageStart == 0 || n.imageEnd <= n.imageStart {
 		return nil, errors.New("kernel namer: the kernel image's bounds are hidden (kernel.kptr_restrict, or missing CAP_SYSLOG)")
 	}

@@ -14,8 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/support/ebpf/ksymname"
 )
 
 // loadKernel loads a Table of SourceKernel (root only), closed when the
@@ -191,10 +193,14 @@ func TestKernelNamerAgrees(t *testing.T) {
 		}
 	}
 	s := kern.Stats()
-	t.Logf("%d addresses agree (%d BPF, %d BPF gone or moved); %d runs of the namer, %d functions named, %d heap bytes, %d evicted",
-		checked, bpfChecked-len(bpfGone), len(bpfGone), s.NamerRuns, s.Named, kern.Bytes(), s.NamedEvictions)
+	t.Logf("%d addresses agree (%d BPF, %d BPF gone or moved); %d runs of the namer, %d functions named, %d heap bytes, %d evicted, %d bytes of eBPF map",
+		checked, bpfChecked-len(bpfGone), len(bpfGone), s.NamerRuns, s.Named, kern.Bytes(), s.NamedEvictions, s.MapBytes)
 	if kern.Source() != SourceKernel || s.NamerRuns == 0 {
 		t.Fatalf("source %v, %d runs", kern.Source(), s.NamerRuns)
+	}
+	// The batch map (32 addresses and their names) is counted.
+	if s.MapBytes < uint64(unsafe.Sizeof(ksymname.KsymnameKsymBatch{})) {
+		t.Errorf("the namer's map counted as %d bytes", s.MapBytes)
 	}
 
 	// Functions named before are named from the cache.
