@@ -67,7 +67,7 @@ func checkSortCandidates(t *testing.T, cands []candidate) {
 	t.Helper()
 	want := slices.Clone(cands)
 	slices.SortFunc(want, cmpCandidates)
-	sortCandidates(cands)
+	sortCandidates(cands, nil)
 	if !slices.Equal(cands, want) {
 		t.Fatalf("sortCandidates differs from slices.SortFunc(cmpCandidates) on %d candidates", len(cands))
 	}

@@ -3,6 +3,7 @@ package symbolizer
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
@@ -64,4 +65,70 @@ func BenchmarkLoadStartup(b *testing.B) {
 	}
 	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(len(paths)), "files")
+}
+
+// BenchmarkLoadStartupFile loads each of the startup files alone, as
+// BenchmarkLoadStartup does, so that the cost of each shows.
+func BenchmarkLoadStartupFile(b *testing.B) {
+	for _, p := range startupFiles(b) {
+		b.Run(filepath.Base(p), func(b *testing.B) {
+			opts := Options{LineInfo: true, MaxDWARFBytes: 4 << 20, Demangle: DemangleSimple}
+			src := elffile.Source{Open: openPath(p), Path: p}
+			b.ReportAllocs()
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+			for b.Loop() {
+				if _, err := Load(src, opts); err != nil {
+					b.Fatalf("%s: %v", p, err)
+				}
+			}
+			b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// TestScratchReuse checks that the buffers a Symbolizer lends from one
+// load to the next leave no trace in the tables: the startup files,
+// loaded one after the other through one Symbolizer (large files before
+// and after small ones, so that a small load gets a large load's
+// buffers), give the tables each gives alone, and Trim drops the buffers.
+func TestScratchReuse(t *testing.T) {
+	paths := startupFiles(t)
+	if len(paths) < 4 {
+		t.Skipf("only %d of the startup files installed", len(paths))
+	}
+	opts := Options{LineInfo: true, MaxDWARFBytes: 4 << 20, Demangle: DemangleSimple}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := append(slices.Clone(paths), paths[0])
+	for i, p := range order {
+		src := elffile.Source{Open: openPath(p), Path: p}
+		got, err := s.File(trace.FileID{byte(i + 1)}, src)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		want, err := Load(src, opts)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if !slices.Equal(got.syms, want.syms) {
+			t.Fatalf("%s: %d symbols through the Symbolizer, %d alone, or they differ", p, len(got.syms), len(want.syms))
+		}
+		for _, e := range want.syms {
+			if g, w := string(got.name(e.name)), string(want.name(e.name)); g != w {
+				t.Fatalf("%s: %#x: %q through the Symbolizer, %q alone", p, e.addr, g, w)
+			}
+		}
+	}
+	s.mu.Lock()
+	kept := s.spare != nil && cap(s.spare.cands) > 0
+	s.mu.Unlock()
+	if !kept {
+		t.Fatal("no buffers kept after the loads")
+	}
+	s.Trim()
+	if s.spare != nil {
+		t.Fatal("Trim kept the buffers")
+	}
 }

@@ -159,6 +159,9 @@ type Symbolizer struct {
 	lru      list.List                      // most recently used first
 	held     int64
 	mapped   int64
+	// spare is the scratch the next load borrows (see scratch); Trim
+	// drops it.
+	spare *scratch
 
 	loads, loadErrors, hits, misses, evictions, tooLarge atomic.Uint64
 }
@@ -270,8 +273,9 @@ func (s *Symbolizer) File(id trace.FileID, src elffile.Source) (*File, error) {
 // table is over the budget.
 func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 	s.loads.Add(1)
-	ld := &loader{opts: s.opts, ctr: &s.ctr}
+	ld := &loader{opts: s.opts, ctr: &s.ctr, scratch: s.takeScratch()}
 	f, opened, err := ld.load(src)
+	s.putScratch(ld.scratch)
 	if err != nil {
 		s.loadErrors.Add(1)
 		if opened {
@@ -284,6 +288,32 @@ func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 		return &File{mode: s.opts.Demangle, info: f.info}, nil
 	}
 	return f, nil
+}
+
+// takeScratch returns the spare scratch, or a new one when another load
+// has it.
+func (s *Symbolizer) takeScratch() *scratch {
+	s.mu.Lock()
+	sc := s.spare
+	s.spare = nil
+	s.mu.Unlock()
+	if sc == nil {
+		sc = new(scratch)
+	}
+	return sc
+}
+
+// putScratch keeps sc for the next load, unless it is over
+// maxScratchBytes or a larger one came back first.
+func (s *Symbolizer) putScratch(sc *scratch) {
+	if sc.bytes() > maxScratchBytes {
+		return
+	}
+	s.mu.Lock()
+	if s.spare == nil || s.spare.bytes() < sc.bytes() {
+		s.spare = sc
+	}
+	s.mu.Unlock()
 }
 
 // Forget drops the cached table of the file id, if any, as an eviction
@@ -312,8 +342,13 @@ func (s *Symbolizer) Forget(id trace.FileID) {
 // which count toward the process's RSS although they are page cache; a
 // caller that trims every few tens of seconds keeps that part of its RSS
 // to the pages in recent use. Lookups may run meanwhile.
+//
+// Trim also drops the buffers kept for the next load (up to 16 MiB, as
+// large as the largest program's load needed), which a burst of loads
+// reuses.
 func (s *Symbolizer) Trim() {
 	s.mu.Lock()
+	s.spare = nil
 	files := make([]*File, 0, s.lru.Len())
 	for e := s.lru.Front(); e != nil; e = e.Next() {
 		files = append(files, e.Value.(*entry).file)
