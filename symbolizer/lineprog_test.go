@@ -104,7 +104,7 @@ func checkLinesMatchDWARF(t *testing.T, path string) string {
 	if _, ok := dwarfSize(ef); !ok {
 		return ""
 	}
-	got, err := loadLineTable(ef, fh, 1<<30)
+	got, err := loadLineTable(ef, fh, 1<<30, nil)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -290,5 +290,40 @@ func TestMinimalLineProgram(t *testing.T) {
 		if file != tc.file || line != tc.line {
 			t.Errorf("lookup(%#x) = %s:%d, want %s:%d", tc.addr, file, line, tc.file, tc.line)
 		}
+	}
+}
+
+// BenchmarkLineTable reads the line tables of the startup files that
+// have them (or whose debug files do, as ld.so's) with at most the
+// agent's 4 MiB of DWARF: the line tables of the agent's start.
+func BenchmarkLineTable(b *testing.B) {
+	for _, p := range startupFiles(b) {
+		ef, err := elffile.Open(elffile.Source{Open: openPath(p), Path: p, Root: "/"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		src := ef
+		if _, ok := dwarfSize(ef.ELF); !ok {
+			if dbg, err := ef.Debug(); err == nil {
+				src = dbg
+			}
+		}
+		if size, ok := dwarfSize(src.ELF); !ok || size > 4<<20 {
+			ef.Close() // no lines, or more DWARF than the agent reads
+			continue
+		}
+		b.Run(filepath.Base(p), func(b *testing.B) {
+			// A scratch, as a Symbolizer lends one load after another.
+			sc := new(scratch)
+			b.ReportAllocs()
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+			for b.Loop() {
+				if _, err := loadLineTable(src.ELF, src.OSFile(), 4<<20, sc); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+		ef.Close()
 	}
 }

@@ -90,12 +90,14 @@ type loader struct {
 
 // scratch holds the buffers a table build works in, which a Symbolizer
 // lends from one load to the next: the candidates and the words their
-// sort uses. A large program's build needs megabytes of them and is done
+// sort uses, and the rows of a line table. A large program's build needs megabytes of them and is done
 // with them when it returns; a burst of loads (the agent's start) would
 // otherwise allocate them afresh for every file, and collect them after.
 type scratch struct {
 	cands []candidate
 	keys  keysort.Buffer
+	// lineRows are the rows of a line table being read (lineCollector).
+	lineRows []lineRow
 }
 
 // maxScratchBytes bounds the buffers a Symbolizer keeps between loads:
@@ -104,7 +106,7 @@ const maxScratchBytes = 16 << 20
 
 // bytes returns the memory the buffers hold.
 func (sc *scratch) bytes() int {
-	return cap(sc.cands)*int(unsafe.Sizeof(candidate{})) + sc.keys.Bytes()
+	return cap(sc.cands)*int(unsafe.Sizeof(candidate{})) + sc.keys.Bytes() + cap(sc.lineRows)*int(unsafe.Sizeof(lineRow{}))
 }
 
 // osFile returns the open file to map ef's sections from, or nil.
@@ -376,7 +378,7 @@ func (l *loader) addLines(f *File, ef, dbg *elffile.File) {
 	if src != ef {
 		fh = src.OSFile()
 	}
-	lt, err := loadLineTable(src.ELF, fh, uint64(l.opts.MaxDWARFBytes))
+	lt, err := loadLineTable(src.ELF, fh, uint64(l.opts.MaxDWARFBytes), l.scratch)
 	switch {
 	case errors.Is(err, errDWARFTooLarge):
 		l.ctr.dwarfSkipped.Add(1)

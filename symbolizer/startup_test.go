@@ -3,6 +3,7 @@ package symbolizer
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -87,7 +88,8 @@ func BenchmarkLoadStartupFile(b *testing.B) {
 }
 
 // TestScratchReuse checks that the buffers a Symbolizer lends from one
-// load to the next leave no trace in the tables: the startup files,
+// load to the next leave no trace in the tables (symbols and line
+// tables): the startup files,
 // loaded one after the other through one Symbolizer (large files before
 // and after small ones, so that a small load gets a large load's
 // buffers), give the tables each gives alone, and Trim drops the buffers.
@@ -114,6 +116,9 @@ func TestScratchReuse(t *testing.T) {
 		}
 		if !slices.Equal(got.syms, want.syms) {
 			t.Fatalf("%s: %d symbols through the Symbolizer, %d alone, or they differ", p, len(got.syms), len(want.syms))
+		}
+		if !reflect.DeepEqual(got.lines, want.lines) {
+			t.Fatalf("%s: line table of %d rows through the Symbolizer, %d alone, or they differ", p, rows(got.lines), rows(want.lines))
 		}
 		for _, e := range want.syms {
 			if g, w := string(got.name(e.name)), string(want.name(e.name)); g != w {
