@@ -87,7 +87,7 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64, sc *scratch) (lt *li
 	if err := addLineSections(ef, fh, []string{"line", "str", "line_str"}, dat, &mems); err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
-	c := lineCollector{sc: sc}
+	c := lineCollector{sc: sc, hint: len(dat["line"]) / bytesPerRow}
 	err = c.lineProgramsV5(lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
 	switch {
 	case err == nil:
@@ -188,7 +188,10 @@ func lineDWARF(dat map[string][]byte) (*dwarf.Data, error) {
 // rows, which are then sorted where they are, and the buffer goes back
 // to the scratch when the table is made.
 type lineCollector struct {
-	sc       *scratch
+	sc *scratch
+	// hint is how many rows the first chunk holds when the scratch has
+	// no buffer: the rows expected, so that one chunk holds them all.
+	hint     int
 	chunks   [][]lineRow       // full chunks
 	cur      []lineRow         // the chunk being filled
 	n        int               // rows in chunks and cur
@@ -226,6 +229,11 @@ func (c *lineCollector) collect(d *dwarf.Data) error {
 // rowChunk is the number of rows in a chunk of a lineCollector.
 const rowChunk = 4096
 
+// bytesPerRow is about the fewest bytes of line programs a row takes:
+// the large programs of node and of the debug files of ld.so and libm
+// take 6.4 to 8.2 bytes for each row collected.
+const bytesPerRow = 6
+
 // add collects row.
 func (c *lineCollector) add(row lineRow) {
 	if len(c.cur) == cap(c.cur) {
@@ -236,7 +244,11 @@ func (c *lineCollector) add(row lineRow) {
 			c.chunks = append(c.chunks, c.cur)
 			fallthrough
 		default:
-			c.cur = make([]lineRow, 0, rowChunk)
+			n := rowChunk
+			if c.cur == nil {
+				n = max(n, c.hint)
+			}
+			c.cur = make([]lineRow, 0, n)
 		}
 	}
 	c.cur = append(c.cur, row)
@@ -276,9 +288,9 @@ func (c *lineCollector) addUnit(lr *dwarf.LineReader) error {
 // one chunk only, that chunk (the scratch's buffer, when c had it).
 func (c *lineCollector) restart() lineCollector {
 	if len(c.chunks) == 0 && c.cur != nil {
-		return lineCollector{sc: c.sc, cur: c.cur[:0]}
+		return lineCollector{sc: c.sc, hint: c.hint, cur: c.cur[:0]}
 	}
-	return lineCollector{sc: c.sc}
+	return lineCollector{sc: c.sc, hint: c.hint}
 }
 
 // rows returns the collected rows in one slice, releasing the chunks:

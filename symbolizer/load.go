@@ -90,12 +90,14 @@ type loader struct {
 
 // scratch holds the buffers a table build works in, which a Symbolizer
 // lends from one load to the next: the candidates and the words their
-// sort uses, and the rows of a line table. A large program's build needs megabytes of them and is done
+// sort uses, the .dynsym check's index, and the rows of a line table. A large program's build needs megabytes of them and is done
 // with them when it returns; a burst of loads (the agent's start) would
 // otherwise allocate them afresh for every file, and collect them after.
 type scratch struct {
 	cands []candidate
 	keys  keysort.Buffer
+	// starts is the memory of the .dynsym check's address index.
+	starts []int32
 	// lineRows are the rows of a line table being read (lineCollector).
 	lineRows []lineRow
 }
@@ -106,7 +108,7 @@ const maxScratchBytes = 16 << 20
 
 // bytes returns the memory the buffers hold.
 func (sc *scratch) bytes() int {
-	return cap(sc.cands)*int(unsafe.Sizeof(candidate{})) + sc.keys.Bytes() + cap(sc.lineRows)*int(unsafe.Sizeof(lineRow{}))
+	return cap(sc.cands)*int(unsafe.Sizeof(candidate{})) + sc.keys.Bytes() + 4*cap(sc.starts) + cap(sc.lineRows)*int(unsafe.Sizeof(lineRow{}))
 }
 
 // osFile returns the open file to map ef's sections from, or nil.
@@ -152,8 +154,8 @@ func (l *loader) parse(ef *elffile.File) (*File, error) {
 	}
 	b := tableBuilder{limit: uint64(l.opts.MaxSectionBytes)}
 	if sc := l.scratch; sc != nil {
-		b.cands, b.keys = sc.cands[:0], &sc.keys
-		defer func() { sc.cands = b.cands[:0] }()
+		b.cands, b.keys, b.starts = sc.cands[:0], &sc.keys, sc.starts
+		defer func() { sc.cands, sc.starts = b.cands[:0], b.starts }()
 	}
 	defer b.release()
 	l.addGoTable(f, ef)

@@ -70,6 +70,8 @@ type tableBuilder struct {
 
 	// keys, when not nil, lends the sort of the candidates its words.
 	keys *keysort.Buffer
+	// starts is the memory of the last addrIndex made (readDeferred).
+	starts []int32
 }
 
 // readTable is a symbol table a tableBuilder read.
@@ -283,7 +285,8 @@ func (b *tableBuilder) readDeferred(kept []candidate) ([]candidate, error) {
 		}
 		var idx addrIndex
 		if entries >= len(kept)/8 {
-			idx = newAddrIndex(kept)
+			idx = newAddrIndex(kept, b.starts)
+			b.starts = idx.starts
 		}
 		for _, t := range b.deferred {
 			cur = t
@@ -344,8 +347,9 @@ type addrIndex struct {
 	starts []int32
 }
 
-// newAddrIndex returns the index of cands, sorted by address.
-func newAddrIndex(cands []candidate) addrIndex {
+// newAddrIndex returns the index of cands, sorted by address, in buf's
+// memory when it is large enough.
+func newAddrIndex(cands []candidate, buf []int32) addrIndex {
 	if len(cands) == 0 {
 		return addrIndex{}
 	}
@@ -355,7 +359,7 @@ func newAddrIndex(cands []candidate) addrIndex {
 		x.shift = uint(n - bits.Len(uint(len(cands))))
 	}
 	buckets := int(span>>x.shift) + 1
-	x.starts = make([]int32, buckets+1)
+	x.starts = slices.Grow(buf[:0], buckets+1)[:buckets+1]
 	k := 0
 	for i := range cands {
 		for b := int((cands[i].value - x.lo) >> x.shift); k <= b; k++ {
