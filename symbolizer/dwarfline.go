@@ -95,6 +95,22 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64, sc *scratch) (lt *li
 	case !errors.Is(err, errUseDWARF):
 		return nil, err
 	}
+	// Programs of DWARF 4 and older, found through their units: read
+	// without debug/dwarf where readUnitHeads can.
+	if err := addLineSections(ef, fh, []string{"info", "abbrev"}, dat, &mems); err != nil {
+		return nil, fmt.Errorf("read DWARF: %w", err)
+	}
+	secs := lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder}
+	if heads, err := readUnitHeads(dat["info"], dat["abbrev"], dat["str"], ef.ByteOrder); err == nil {
+		c = c.restart()
+		err = c.lineProgramsOfUnits(heads, secs)
+		switch {
+		case err == nil:
+			return c.table()
+		case !errors.Is(err, errUseDWARF):
+			return nil, err
+		}
+	}
 	if err := addLineSections(ef, fh, lineSections, dat, &mems); err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
@@ -102,9 +118,9 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64, sc *scratch) (lt *li
 	if err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
-	// Programs of DWARF 4 and older, found through their units.
+	// Else through debug/dwarf's units.
 	c = c.restart()
-	err = c.linePrograms(d, lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
+	err = c.linePrograms(d, secs)
 	switch {
 	case err == nil:
 		return c.table()
