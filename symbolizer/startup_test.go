@@ -87,12 +87,12 @@ func BenchmarkLoadStartupFile(b *testing.B) {
 	}
 }
 
-// TestScratchReuse checks that the buffers a Symbolizer lends from one
-// load to the next leave no trace in the tables (symbols and line
-// tables): the startup files,
-// loaded one after the other through one Symbolizer (large files before
-// and after small ones, so that a small load gets a large load's
-// buffers), give the tables each gives alone, and Trim drops the buffers.
+// TestScratchReuse checks that the buffers loads lend one another leave
+// no trace in the tables (symbols and line tables): the startup files,
+// loaded one after the other with one scratch (large files before and
+// after small ones, so that a small load gets a large load's buffers),
+// and through a Symbolizer, which lends its loads the scratches of loads
+// before, give the tables each gives alone.
 func TestScratchReuse(t *testing.T) {
 	paths := startupFiles(t)
 	if len(paths) < 4 {
@@ -103,37 +103,41 @@ func TestScratchReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sc := new(scratch)
 	order := append(slices.Clone(paths), paths[0])
 	for i, p := range order {
 		src := elffile.Source{Open: openPath(p), Path: p}
-		got, err := s.File(trace.FileID{byte(i + 1)}, src)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
 		want, err := Load(src, opts)
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
-		if !slices.Equal(got.syms, want.syms) {
-			t.Fatalf("%s: %d symbols through the Symbolizer, %d alone, or they differ", p, len(got.syms), len(want.syms))
+		viaSymbolizer, err := s.File(trace.FileID{byte(i + 1)}, src)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
 		}
-		if !reflect.DeepEqual(got.lines, want.lines) {
-			t.Fatalf("%s: line table of %d rows through the Symbolizer, %d alone, or they differ", p, rows(got.lines), rows(want.lines))
+		ld := &loader{opts: opts, ctr: new(counters), scratch: sc}
+		if err := ld.opts.normalize(); err != nil {
+			t.Fatal(err)
 		}
-		for _, e := range want.syms {
-			if g, w := string(got.name(e.name)), string(want.name(e.name)); g != w {
-				t.Fatalf("%s: %#x: %q through the Symbolizer, %q alone", p, e.addr, g, w)
+		withScratch, _, err := ld.load(src)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for how, got := range map[string]*File{"through the Symbolizer": viaSymbolizer, "with the scratch": withScratch} {
+			if !slices.Equal(got.syms, want.syms) {
+				t.Fatalf("%s: %d symbols %s, %d alone, or they differ", p, len(got.syms), how, len(want.syms))
+			}
+			for _, e := range want.syms {
+				if g, w := string(got.name(e.name)), string(want.name(e.name)); g != w {
+					t.Fatalf("%s: %#x: %q %s, %q alone", p, e.addr, g, how, w)
+				}
+			}
+			if !reflect.DeepEqual(got.lines, want.lines) {
+				t.Fatalf("%s: line table of %d rows %s, %d alone, or they differ", p, rows(got.lines), how, rows(want.lines))
 			}
 		}
-	}
-	s.mu.Lock()
-	kept := s.spare != nil && cap(s.spare.cands) > 0
-	s.mu.Unlock()
-	if !kept {
-		t.Fatal("no buffers kept after the loads")
-	}
-	s.Trim()
-	if s.spare != nil {
-		t.Fatal("Trim kept the buffers")
+		if cap(sc.cands) == 0 && withScratch.Len() > 0 {
+			t.Fatalf("%s: the scratch lent no candidates' buffer, or did not get it back", p)
+		}
 	}
 }

@@ -159,9 +159,9 @@ type Symbolizer struct {
 	lru      list.List                      // most recently used first
 	held     int64
 	mapped   int64
-	// spare is the scratch the next load borrows (see scratch); Trim
-	// drops it.
-	spare *scratch
+	// scratches are the buffers loads borrow (see scratch): reused
+	// through a burst of loads, collected after it.
+	scratches sync.Pool
 
 	loads, loadErrors, hits, misses, evictions, tooLarge atomic.Uint64
 }
@@ -290,30 +290,23 @@ func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 	return f, nil
 }
 
-// takeScratch returns the spare scratch, or a new one when another load
-// has it.
+// takeScratch returns a scratch for a load: one an earlier load gave
+// back, unless the garbage collector took it since.
 func (s *Symbolizer) takeScratch() *scratch {
-	s.mu.Lock()
-	sc := s.spare
-	s.spare = nil
-	s.mu.Unlock()
-	if sc == nil {
-		sc = new(scratch)
+	if sc, ok := s.scratches.Get().(*scratch); ok {
+		return sc
 	}
-	return sc
+	return new(scratch)
 }
 
 // putScratch keeps sc for the next load, unless it is over
-// maxScratchBytes or a larger one came back first.
+// maxScratchBytes. The pool holds it until the next collections: a burst
+// of loads (the agent's start) reuses it from one load to the next, and
+// it does not outlive the burst by more than a collection or two.
 func (s *Symbolizer) putScratch(sc *scratch) {
-	if sc.bytes() > maxScratchBytes {
-		return
+	if sc.bytes() <= maxScratchBytes {
+		s.scratches.Put(sc)
 	}
-	s.mu.Lock()
-	if s.spare == nil || s.spare.bytes() < sc.bytes() {
-		s.spare = sc
-	}
-	s.mu.Unlock()
 }
 
 // Forget drops the cached table of the file id, if any, as an eviction
@@ -342,13 +335,8 @@ func (s *Symbolizer) Forget(id trace.FileID) {
 // which count toward the process's RSS although they are page cache; a
 // caller that trims every few tens of seconds keeps that part of its RSS
 // to the pages in recent use. Lookups may run meanwhile.
-//
-// Trim also drops the buffers kept for the next load (up to 16 MiB, as
-// large as the largest program's load needed), which a burst of loads
-// reuses.
 func (s *Symbolizer) Trim() {
 	s.mu.Lock()
-	s.spare = nil
 	files := make([]*File, 0, s.lru.Len())
 	for e := s.lru.Front(); e != nil; e = e.Next() {
 		files = append(files, e.Value.(*entry).file)
