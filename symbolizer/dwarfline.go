@@ -55,8 +55,9 @@ type lineRow struct {
 }
 
 // loadLineTable reads the DWARF line programs of ef. The DWARF sections
-// are mapped from fh, when it is not nil, for the time of the read.
-func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err error) {
+// are mapped from fh, when it is not nil, for the time of the read. sc,
+// when not nil, lends the rows' buffer.
+func loadLineTable(ef *elf.File, fh *os.File, limit uint64, sc *scratch) (lt *lineTable, err error) {
 	if size, ok := dwarfSize(ef); !ok {
 		return nil, nil
 	} else if size > limit {
@@ -86,13 +87,29 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err 
 	if err := addLineSections(ef, fh, []string{"line", "str", "line_str"}, dat, &mems); err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
-	var c lineCollector
+	c := lineCollector{sc: sc, hint: len(dat["line"]) / bytesPerRow}
 	err = c.lineProgramsV5(lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
 	switch {
 	case err == nil:
 		return c.table()
 	case !errors.Is(err, errUseDWARF):
 		return nil, err
+	}
+	// Programs of DWARF 4 and older, found through their units: read
+	// without debug/dwarf where readUnitHeads can.
+	if err := addLineSections(ef, fh, []string{"info", "abbrev"}, dat, &mems); err != nil {
+		return nil, fmt.Errorf("read DWARF: %w", err)
+	}
+	secs := lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder}
+	if heads, err := readUnitHeads(dat["info"], dat["abbrev"], dat["str"], ef.ByteOrder); err == nil {
+		c = c.restart()
+		err = c.lineProgramsOfUnits(heads, secs)
+		switch {
+		case err == nil:
+			return c.table()
+		case !errors.Is(err, errUseDWARF):
+			return nil, err
+		}
 	}
 	if err := addLineSections(ef, fh, lineSections, dat, &mems); err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
@@ -101,9 +118,9 @@ func loadLineTable(ef *elf.File, fh *os.File, limit uint64) (lt *lineTable, err 
 	if err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
-	// Programs of DWARF 4 and older, found through their units.
-	c = lineCollector{}
-	err = c.linePrograms(d, lineData{line: dat["line"], str: dat["str"], lineStr: dat["line_str"], bo: ef.ByteOrder})
+	// Else through debug/dwarf's units.
+	c = c.restart()
+	err = c.linePrograms(d, secs)
 	switch {
 	case err == nil:
 		return c.table()
@@ -181,7 +198,16 @@ func lineDWARF(dat map[string][]byte) (*dwarf.Data, error) {
 // appending, which would allocate several times the final size; a row
 // that repeats the position of the row before it in its sequence is not
 // collected, since it adds nothing to the table.
+//
+// With a scratch (sc), the first chunk is the scratch's buffer of rows,
+// as large as the largest table read before: one chunk holds all the
+// rows, which are then sorted where they are, and the buffer goes back
+// to the scratch when the table is made.
 type lineCollector struct {
+	sc *scratch
+	// hint is how many rows the first chunk holds when the scratch has
+	// no buffer: the rows expected, so that one chunk holds them all.
+	hint     int
 	chunks   [][]lineRow       // full chunks
 	cur      []lineRow         // the chunk being filled
 	n        int               // rows in chunks and cur
@@ -219,13 +245,27 @@ func (c *lineCollector) collect(d *dwarf.Data) error {
 // rowChunk is the number of rows in a chunk of a lineCollector.
 const rowChunk = 4096
 
+// bytesPerRow is about the fewest bytes of line programs a row takes:
+// the large programs of node and of the debug files of ld.so and libm
+// take 6.4 to 8.2 bytes for each row collected.
+const bytesPerRow = 6
+
 // add collects row.
 func (c *lineCollector) add(row lineRow) {
 	if len(c.cur) == cap(c.cur) {
-		if c.cur != nil {
+		switch {
+		case c.cur == nil && c.sc != nil && cap(c.sc.lineRows) > 0:
+			c.cur, c.sc.lineRows = c.sc.lineRows[:0], nil
+		case c.cur != nil:
 			c.chunks = append(c.chunks, c.cur)
+			fallthrough
+		default:
+			n := rowChunk
+			if c.cur == nil {
+				n = max(n, c.hint)
+			}
+			c.cur = make([]lineRow, 0, n)
 		}
-		c.cur = make([]lineRow, 0, rowChunk)
 	}
 	c.cur = append(c.cur, row)
 	c.n++
@@ -260,8 +300,23 @@ func (c *lineCollector) addUnit(lr *dwarf.LineReader) error {
 	}
 }
 
-// rows returns the collected rows in one slice, releasing the chunks.
+// restart returns an empty collector with c's scratch and, when c filled
+// one chunk only, that chunk (the scratch's buffer, when c had it).
+func (c *lineCollector) restart() lineCollector {
+	if len(c.chunks) == 0 && c.cur != nil {
+		return lineCollector{sc: c.sc, hint: c.hint, cur: c.cur[:0]}
+	}
+	return lineCollector{sc: c.sc, hint: c.hint}
+}
+
+// rows returns the collected rows in one slice, releasing the chunks:
+// the one chunk when there is one, else a copy.
 func (c *lineCollector) rows() []lineRow {
+	if len(c.chunks) == 0 {
+		rows := c.cur
+		c.cur = nil
+		return rows
+	}
 	rows := make([]lineRow, 0, c.n)
 	for i, ch := range c.chunks {
 		rows = append(rows, ch...)
@@ -297,6 +352,10 @@ func (c *lineCollector) table() (*lineTable, error) {
 	rows := c.rows()
 	if len(rows) == 0 {
 		return nil, nil
+	}
+	if c.sc != nil {
+		// Done with once the table is made.
+		defer func() { c.sc.lineRows = rows[:0] }()
 	}
 	sortLineRows(rows)
 	base := rows[0].addr

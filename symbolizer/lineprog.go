@@ -20,7 +20,8 @@ import (
 // program, which costs more than the line programs themselves. For a
 // libc debug file with compressed sections, it also saves decompressing
 // them. The programs of DWARF 2 to 4 need their unit's DW_AT_comp_dir and
-// address size: debug/dwarf finds the units, and lineProgReader reads
+// address size: readUnitHeads (dwarfunits.go) reads them from the units'
+// first entries, or debug/dwarf finds the units, and lineProgReader reads
 // their programs.
 //
 // lineProgReader reads the programs the way debug/dwarf's LineReader

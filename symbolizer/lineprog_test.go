@@ -61,8 +61,10 @@ func lineFiles(t *testing.T) []string {
 }
 
 // lineMode returns how loadLineTable reads the line programs of ef:
-// "v5" from .debug_line alone, "units" through debug/dwarf's units, or
-// "dwarf" through debug/dwarf's LineReader.
+// "v5" from .debug_line alone, "heads" through the units readUnitHeads
+// reads, "units" through debug/dwarf's units, or "dwarf" through
+// debug/dwarf's LineReader. For "heads", it checks that debug/dwarf's
+// units give the same table.
 func lineMode(t *testing.T, ef *elf.File, fh *os.File) string {
 	t.Helper()
 	var mems [][]byte
@@ -80,8 +82,31 @@ func lineMode(t *testing.T, ef *elf.File, fh *os.File) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c = lineCollector{}
-	if c.linePrograms(d, secs) == nil {
+	byUnits := func() *lineTable {
+		c := lineCollector{}
+		if c.linePrograms(d, secs) != nil {
+			return nil
+		}
+		lt, err := c.table()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lt
+	}
+	if heads, err := readUnitHeads(dat["info"], dat["abbrev"], dat["str"], ef.ByteOrder); err == nil {
+		c = lineCollector{}
+		if c.lineProgramsOfUnits(heads, secs) == nil {
+			got, err := c.table()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := byUnits(); !reflect.DeepEqual(got, want) {
+				t.Errorf("line tables differ: %d rows through readUnitHeads, %d through debug/dwarf's units", rows(got), rows(want))
+			}
+			return "heads"
+		}
+	}
+	if byUnits() != nil {
 		return "units"
 	}
 	return "dwarf"
@@ -104,7 +129,7 @@ func checkLinesMatchDWARF(t *testing.T, path string) string {
 	if _, ok := dwarfSize(ef); !ok {
 		return ""
 	}
-	got, err := loadLineTable(ef, fh, 1<<30)
+	got, err := loadLineTable(ef, fh, 1<<30, nil)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -119,7 +144,7 @@ func checkLinesMatchDWARF(t *testing.T, path string) string {
 // lineProgReader is the one read through debug/dwarf's LineReader, on
 // every installed file with line tables: libc's debug file and the other
 // debug files (DWARF 5, read from .debug_line alone) and node (DWARF 3,
-// its programs found through debug/dwarf's units).
+// its programs found through the units readUnitHeads reads).
 func TestLineProgramsMatchDWARF(t *testing.T) {
 	modes := map[string]int{}
 	for i, path := range lineFiles(t) {
@@ -128,8 +153,8 @@ func TestLineProgramsMatchDWARF(t *testing.T) {
 		switch {
 		case i == 0 && mode != "v5":
 			t.Errorf("%s (libc's debug file) read as %q, want v5", path, mode)
-		case filepath.Base(path) == "node" && mode != "units":
-			t.Errorf("%s read as %q, want units", path, mode)
+		case filepath.Base(path) == "node" && mode != "heads":
+			t.Errorf("%s read as %q, want heads", path, mode)
 		}
 	}
 	t.Logf("files by how their lines were read: %v", modes)
@@ -162,7 +187,7 @@ func TestLineProgramsCompiled(t *testing.T) {
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("gcc -gdwarf-%d: %v\n%s", v, err, b)
 		}
-		want := "units"
+		want := "heads"
 		if v == 5 {
 			want = "v5"
 		}
@@ -290,5 +315,40 @@ func TestMinimalLineProgram(t *testing.T) {
 		if file != tc.file || line != tc.line {
 			t.Errorf("lookup(%#x) = %s:%d, want %s:%d", tc.addr, file, line, tc.file, tc.line)
 		}
+	}
+}
+
+// BenchmarkLineTable reads the line tables of the startup files that
+// have them (or whose debug files do, as ld.so's) with at most the
+// agent's 4 MiB of DWARF: the line tables of the agent's start.
+func BenchmarkLineTable(b *testing.B) {
+	for _, p := range startupFiles(b) {
+		ef, err := elffile.Open(elffile.Source{Open: openPath(p), Path: p, Root: "/"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		src := ef
+		if _, ok := dwarfSize(ef.ELF); !ok {
+			if dbg, err := ef.Debug(); err == nil {
+				src = dbg
+			}
+		}
+		if size, ok := dwarfSize(src.ELF); !ok || size > 4<<20 {
+			ef.Close() // no lines, or more DWARF than the agent reads
+			continue
+		}
+		b.Run(filepath.Base(p), func(b *testing.B) {
+			// A scratch, as a Symbolizer lends one load after another.
+			sc := new(scratch)
+			b.ReportAllocs()
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+			for b.Loop() {
+				if _, err := loadLineTable(src.ELF, src.OSFile(), 4<<20, sc); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+		ef.Close()
 	}
 }

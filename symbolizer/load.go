@@ -8,9 +8,11 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"unsafe"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/gopclntab"
+	"github.com/stackline-dev/stackline/internal/keysort"
 )
 
 // Limits that keep a hostile file from making Parse allocate without
@@ -81,6 +83,34 @@ type loader struct {
 	// fh, when not nil, is the open file to map the tables of a File
 	// made by elffile.NewReader from.
 	fh *os.File
+	// scratch, when not nil, lends the build its buffers, and gets them
+	// back, grown as the build grew them.
+	scratch *scratch
+}
+
+// scratch holds the buffers a table build works in, which a Symbolizer
+// lends from one load to the next: the candidates and the words their
+// sort uses, the .dynsym check's index, and the rows of a line table. A
+// large program's build needs megabytes of them and is done with them
+// when it returns; a burst of loads (the agent's start) would otherwise
+// allocate them afresh for every file, and collect them after.
+type scratch struct {
+	cands []candidate
+	keys  keysort.Buffer
+	// starts is the memory of the .dynsym check's address index.
+	starts []int32
+	// lineRows are the rows of a line table being read (lineCollector).
+	lineRows []lineRow
+}
+
+// maxScratchBytes bounds the buffers a Symbolizer keeps between loads:
+// those of a program with more symbols are dropped after its load. Those
+// of the agent's start are about 4.5 MB, node's.
+const maxScratchBytes = 16 << 20
+
+// bytes returns the memory the buffers hold.
+func (sc *scratch) bytes() int {
+	return cap(sc.cands)*int(unsafe.Sizeof(candidate{})) + sc.keys.Bytes() + 4*cap(sc.starts) + cap(sc.lineRows)*int(unsafe.Sizeof(lineRow{}))
 }
 
 // osFile returns the open file to map ef's sections from, or nil.
@@ -125,6 +155,10 @@ func (l *loader) parse(ef *elffile.File) (*File, error) {
 		info:  FileInfo{GNUBuildID: ids.GNU, GoBuildID: ids.Go, IsGo: ef.IsGo()},
 	}
 	b := tableBuilder{limit: uint64(l.opts.MaxSectionBytes)}
+	if sc := l.scratch; sc != nil {
+		b.cands, b.keys, b.starts = sc.cands[:0], &sc.keys, sc.starts
+		defer func() { sc.cands, sc.starts = b.cands[:0], b.starts }()
+	}
 	defer b.release()
 	l.addGoTable(f, ef)
 	if f.goTab != nil {
@@ -348,7 +382,7 @@ func (l *loader) addLines(f *File, ef, dbg *elffile.File) {
 	if src != ef {
 		fh = src.OSFile()
 	}
-	lt, err := loadLineTable(src.ELF, fh, uint64(l.opts.MaxDWARFBytes))
+	lt, err := loadLineTable(src.ELF, fh, uint64(l.opts.MaxDWARFBytes), l.scratch)
 	switch {
 	case errors.Is(err, errDWARFTooLarge):
 		l.ctr.dwarfSkipped.Add(1)

@@ -67,7 +67,7 @@ func checkSortCandidates(t *testing.T, cands []candidate) {
 	t.Helper()
 	want := slices.Clone(cands)
 	slices.SortFunc(want, cmpCandidates)
-	sortCandidates(cands)
+	sortCandidates(cands, nil)
 	if !slices.Equal(cands, want) {
 		t.Fatalf("sortCandidates differs from slices.SortFunc(cmpCandidates) on %d candidates", len(cands))
 	}
@@ -98,7 +98,12 @@ func TestAddrIndex(t *testing.T) {
 				v = cands[i].value // no wrap-around: stay sorted
 			}
 		}
-		idx, whole := newAddrIndex(cands), addrIndex{}
+		// A buffer too small, then one that is large enough.
+		buf := make([]int32, 1+rng.IntN(2*n+1))
+		idx, whole := newAddrIndex(cands, buf), addrIndex{}
+		if round%2 == 1 {
+			idx = newAddrIndex(cands, idx.starts)
+		}
 		var probes []uint64
 		for _, c := range cands {
 			probes = append(probes, c.value, c.value-1, c.value+1)

@@ -3,6 +3,8 @@ package symbolizer
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
@@ -64,4 +66,78 @@ func BenchmarkLoadStartup(b *testing.B) {
 	}
 	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(len(paths)), "files")
+}
+
+// BenchmarkLoadStartupFile loads each of the startup files alone, as
+// BenchmarkLoadStartup does, so that the cost of each shows.
+func BenchmarkLoadStartupFile(b *testing.B) {
+	for _, p := range startupFiles(b) {
+		b.Run(filepath.Base(p), func(b *testing.B) {
+			opts := Options{LineInfo: true, MaxDWARFBytes: 4 << 20, Demangle: DemangleSimple}
+			src := elffile.Source{Open: openPath(p), Path: p}
+			b.ReportAllocs()
+			cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+			for b.Loop() {
+				if _, err := Load(src, opts); err != nil {
+					b.Fatalf("%s: %v", p, err)
+				}
+			}
+			b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// TestScratchReuse checks that the buffers loads lend one another leave
+// no trace in the tables (symbols and line tables): the startup files,
+// loaded one after the other with one scratch (large files before and
+// after small ones, so that a small load gets a large load's buffers),
+// and through a Symbolizer, which lends its loads the scratches of loads
+// before, give the tables each gives alone.
+func TestScratchReuse(t *testing.T) {
+	paths := startupFiles(t)
+	if len(paths) < 4 {
+		t.Skipf("only %d of the startup files installed", len(paths))
+	}
+	opts := Options{LineInfo: true, MaxDWARFBytes: 4 << 20, Demangle: DemangleSimple}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := new(scratch)
+	order := append(slices.Clone(paths), paths[0])
+	for i, p := range order {
+		src := elffile.Source{Open: openPath(p), Path: p}
+		want, err := Load(src, opts)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		viaSymbolizer, err := s.File(trace.FileID{byte(i + 1)}, src)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		ld := &loader{opts: opts, ctr: new(counters), scratch: sc}
+		if err := ld.opts.normalize(); err != nil {
+			t.Fatal(err)
+		}
+		withScratch, _, err := ld.load(src)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for how, got := range map[string]*File{"through the Symbolizer": viaSymbolizer, "with the scratch": withScratch} {
+			if !slices.Equal(got.syms, want.syms) {
+				t.Fatalf("%s: %d symbols %s, %d alone, or they differ", p, len(got.syms), how, len(want.syms))
+			}
+			for _, e := range want.syms {
+				if g, w := string(got.name(e.name)), string(want.name(e.name)); g != w {
+					t.Fatalf("%s: %#x: %q %s, %q alone", p, e.addr, g, how, w)
+				}
+			}
+			if !reflect.DeepEqual(got.lines, want.lines) {
+				t.Fatalf("%s: line table of %d rows %s, %d alone, or they differ", p, rows(got.lines), how, rows(want.lines))
+			}
+		}
+		if cap(sc.cands) == 0 && withScratch.Len() > 0 {
+			t.Fatalf("%s: the scratch lent no candidates' buffer, or did not get it back", p)
+		}
+	}
 }

@@ -159,6 +159,9 @@ type Symbolizer struct {
 	lru      list.List                      // most recently used first
 	held     int64
 	mapped   int64
+	// scratches are the buffers loads borrow (see scratch): reused
+	// through a burst of loads, collected after it.
+	scratches sync.Pool
 
 	loads, loadErrors, hits, misses, evictions, tooLarge atomic.Uint64
 }
@@ -270,8 +273,9 @@ func (s *Symbolizer) File(id trace.FileID, src elffile.Source) (*File, error) {
 // table is over the budget.
 func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 	s.loads.Add(1)
-	ld := &loader{opts: s.opts, ctr: &s.ctr}
+	ld := &loader{opts: s.opts, ctr: &s.ctr, scratch: s.takeScratch()}
 	f, opened, err := ld.load(src)
+	s.putScratch(ld.scratch)
 	if err != nil {
 		s.loadErrors.Add(1)
 		if opened {
@@ -284,6 +288,25 @@ func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 		return &File{mode: s.opts.Demangle, info: f.info}, nil
 	}
 	return f, nil
+}
+
+// takeScratch returns a scratch for a load: one an earlier load gave
+// back, unless the garbage collector took it since.
+func (s *Symbolizer) takeScratch() *scratch {
+	if sc, ok := s.scratches.Get().(*scratch); ok {
+		return sc
+	}
+	return new(scratch)
+}
+
+// putScratch keeps sc for the next load, unless it is over
+// maxScratchBytes. The pool holds it until the next collections: a burst
+// of loads (the agent's start) reuses it from one load to the next, and
+// it does not outlive the burst by more than a collection or two.
+func (s *Symbolizer) putScratch(sc *scratch) {
+	if sc.bytes() <= maxScratchBytes {
+		s.scratches.Put(sc)
+	}
 }
 
 // Forget drops the cached table of the file id, if any, as an eviction

@@ -67,6 +67,11 @@ type tableBuilder struct {
 
 	// Symbols in [excludeLo, excludeHi) are left out.
 	excludeLo, excludeHi uint64
+
+	// keys, when not nil, lends the sort of the candidates its words.
+	keys *keysort.Buffer
+	// starts is the memory of the last addrIndex made (readDeferred).
+	starts []int32
 }
 
 // readTable is a symbol table a tableBuilder read.
@@ -280,7 +285,8 @@ func (b *tableBuilder) readDeferred(kept []candidate) ([]candidate, error) {
 		}
 		var idx addrIndex
 		if entries >= len(kept)/8 {
-			idx = newAddrIndex(kept)
+			idx = newAddrIndex(kept, b.starts)
+			b.starts = idx.starts
 		}
 		for _, t := range b.deferred {
 			cur = t
@@ -341,8 +347,9 @@ type addrIndex struct {
 	starts []int32
 }
 
-// newAddrIndex returns the index of cands, sorted by address.
-func newAddrIndex(cands []candidate) addrIndex {
+// newAddrIndex returns the index of cands, sorted by address, in buf's
+// memory when it is large enough.
+func newAddrIndex(cands []candidate, buf []int32) addrIndex {
 	if len(cands) == 0 {
 		return addrIndex{}
 	}
@@ -352,7 +359,7 @@ func newAddrIndex(cands []candidate) addrIndex {
 		x.shift = uint(n - bits.Len(uint(len(cands))))
 	}
 	buckets := int(span>>x.shift) + 1
-	x.starts = make([]int32, buckets+1)
+	x.starts = slices.Grow(buf[:0], buckets+1)[:buckets+1]
 	k := 0
 	for i := range cands {
 		for b := int((cands[i].value - x.lo) >> x.shift); k <= b; k++ {
@@ -698,7 +705,7 @@ func (b *tableBuilder) build(f *File) error {
 	for _, m := range f.maps {
 		dropPages(m)
 	}
-	b.cands = nil
+	b.cands = b.cands[:0] // the caller's, when it lent them
 	return nil
 }
 
@@ -709,7 +716,7 @@ func (b *tableBuilder) dedup() []candidate {
 	// .symtab over .dynsym, functions over other types, then fewer
 	// leading underscores ("malloc" over "__libc_malloc"), then the order
 	// the tables list them in.
-	sortCandidates(b.cands)
+	sortCandidates(b.cands, b.keys)
 	kept := b.cands[:0]
 	for _, c := range b.cands {
 		if c.value >= b.excludeLo && c.value < b.excludeHi {
@@ -727,14 +734,15 @@ func (b *tableBuilder) dedup() []candidate {
 }
 
 // sortCandidates sorts cands, listed in the order of their seq, as
-// cmpCandidates orders them.
-func sortCandidates(cands []candidate) {
+// cmpCandidates orders them; keys, when not nil, lends the sort its
+// words.
+func sortCandidates(cands []candidate, keys *keysort.Buffer) {
 	// The candidates are in the order the tables list them (seq is the
 	// index), so a stable sort by address leaves only the aliases at one
 	// address to order by preference. The radix sort of keysort is
 	// several times faster than a comparison sort of the candidates on
 	// the hundreds of thousands of symbols of a large binary.
-	if keysort.Stable(cands, candidateValue, nil) {
+	if keysort.Stable(cands, candidateValue, keys) {
 		for i := 0; i < len(cands); {
 			j := i + 1
 			for j < len(cands) && cands[j].value == cands[i].value {
