@@ -343,10 +343,12 @@ func (t *Tracer) buildDone(ctx context.Context, w *workers, j *syncJob, bt *buil
 func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan buildTask, builder TableBuilder) {
 	recent := make(map[trace.FileID]time.Time)
 	var pending []buildTask
+	var elves elfCache
 	defer func() {
 		for _, b := range pending {
 			b.mf.close()
 		}
+		elves.close()
 	}()
 	var timer *time.Timer
 	defer func() {
@@ -404,10 +406,13 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 				delete(recent, id)
 			}
 		}
+		elves.expire(now)
 		var bt *builtTable
 		fi := b.mf.fi
 		if b.job == nil {
+			lent := elves.lend(b.mf)
 			bt = t.buildAsked(builder, b.mf)
+			elves.keep(b.mf, lent, bt != nil && (bt.regions != nil || bt.update), time.Now())
 		} else if _, ok := recent[fi.id]; !ok && !t.tables.has(fi.id) {
 			bt = t.buildSynced(builder, b.mf)
 			recent[fi.id] = time.Now()
