@@ -654,6 +654,15 @@ func (t *Table) Modules() []Module {
 	return mods
 }
 
+// Rereads returns how many times the table re-read its modules, their
+// symbols or the BPF programs (ModuleRereads + KallsymsRereads +
+// BPFRereads of Stats): a change says addresses outside the kernel image
+// may be named otherwise since. Unlike Stats it costs three loads, for a
+// caller that asks once a frame.
+func (t *Table) Rereads() uint64 {
+	return t.moduleRereads.Load() + t.kallsymsRereads.Load() + t.bpfRereads.Load()
+}
+
 // Stats returns the table's counters.
 func (t *Table) Stats() Stats {
 	s := Stats{

@@ -202,6 +202,9 @@ func TestRateLimit(t *testing.T) {
 			t.Errorf("%s: %+v; want %d module and BPF re-reads, %d kallsyms re-reads, %d unknown",
 				when, s, modules, kallsyms, unknown)
 		}
+		if n := tab.Rereads(); n != 2*modules+kallsyms {
+			t.Errorf("%s: Rereads %d, want %d", when, n, 2*modules+kallsyms)
+		}
 	}
 	burst()
 	check("first burst", 1, 1, 1000)

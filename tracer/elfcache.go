@@ -1,0 +1,109 @@
+package tracer
+
+import (
+	"os"
+	"time"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/trace"
+)
+
+// Bounds of a build worker's parsed files (elfCache).
+const (
+	// maxCachedELF bounds the files an elfCache holds open.
+	maxCachedELF = 8
+	// cachedELFTTL is how long an elfCache holds a file no build used:
+	// the regions of a busy file are asked within seconds of each
+	// other, then seldom (see regionIdle).
+	cachedELFTTL = 30 * time.Second
+)
+
+// elfCache holds the files of tables built by region open and parsed, on
+// the build worker that builds their regions, from one build of regions
+// to the next: each build of a file's regions otherwise opens the file
+// again and parses its ELF headers, section names and notes, and looks
+// for its debug file (about a tenth of the regions' build time, and most
+// of what the builds allocate). A file is the same whichever process it
+// was opened through: its identity (trace.FileID) is its contents.
+//
+// It is owned by one goroutine. Files are closed when unused for
+// cachedELFTTL, when more than maxCachedELF are held, and by close.
+type elfCache struct {
+	files map[trace.FileID]*cachedELF
+}
+
+// cachedELF is a file an elfCache holds: the parsed file, which owns its
+// open descriptor, and when a build last used it.
+type cachedELF struct {
+	ef   *elffile.File
+	fh   *os.File
+	used time.Time
+}
+
+// lend gives mf the parsed file of its file when the cache holds it,
+// closing what mf opened, and reports whether it did. A lent file goes
+// back to the cache with keep.
+func (c *elfCache) lend(mf *mappedFile) bool {
+	if mf.fi == nil {
+		return false
+	}
+	e, ok := c.files[mf.fi.id]
+	if !ok {
+		return false
+	}
+	mf.close()
+	mf.opened, mf.fh, mf.openErr = true, e.fh, nil
+	mf.parsed, mf.ef, mf.elfErr = true, e.ef, nil
+	return true
+}
+
+// keep takes the parsed file of mf back from it (mf then holds nothing
+// open) when it was lent, or when regional says mf's table is built by
+// region, so the next build of its regions finds it; at now.
+func (c *elfCache) keep(mf *mappedFile, lent, regional bool, now time.Time) {
+	if !lent && (!regional || !mf.parsed || mf.ef == nil || mf.fi == nil) {
+		return
+	}
+	id := mf.fi.id
+	if c.files == nil {
+		c.files = make(map[trace.FileID]*cachedELF)
+	}
+	if _, ok := c.files[id]; !ok && len(c.files) >= maxCachedELF {
+		c.evictOldest()
+	}
+	c.files[id] = &cachedELF{ef: mf.ef, fh: mf.fh, used: now}
+	mf.ef, mf.fh = nil, nil
+}
+
+// expire closes the files unused since cachedELFTTL before now.
+func (c *elfCache) expire(now time.Time) {
+	for id, e := range c.files {
+		if now.Sub(e.used) > cachedELFTTL {
+			e.ef.Close()
+			delete(c.files, id)
+		}
+	}
+}
+
+// evictOldest closes the file used least recently.
+func (c *elfCache) evictOldest() {
+	var oldest trace.FileID
+	var at time.Time
+	for id, e := range c.files {
+		if at.IsZero() || e.used.Before(at) {
+			oldest, at = id, e.used
+		}
+	}
+	if e, ok := c.files[oldest]; ok {
+		e.ef.Close()
+		delete(c.files, oldest)
+	}
+}
+
+// close closes every file held.
+func (c *elfCache) close() {
+	for id, e := range c.files {
+		e.ef.Close()
+		delete(c.files, id)
+	}
+}
