@@ -318,8 +318,15 @@ static __always_inline int hotspot_step_fp(struct trace *t, struct unwind_state 
 }
 
 // One frame in the code cache: emits it and steps to its caller.
-static __always_inline int hotspot_step(struct trace *t, struct unwind_state *st, struct interp_proc *ip)
+//
+// A global function, which the verifier checks once, for any arguments
+// of its types, rather than on every path of the native unwinder that
+// reaches it (as v8_frame). Its pointers are never NULL; the verifier
+// wants them checked.
+__noinline int hotspot_step(struct trace *t, struct unwind_state *st, struct interp_proc *ip)
 {
+	if (!t || !st || !ip)
+		return STEP_DONE;
 	struct hotspot_config *c = (struct hotspot_config *)ip->config;
 	u64 pc = st->return_address ? st->pc - 1 : st->pc;
 	int top = st->depth == 0 && !st->return_address;

@@ -35,10 +35,21 @@ static __always_inline int read_user_u64(u64 *out, u64 addr)
 	return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
 }
 
-// Finds the mapping holding pc among a process's mappings (sorted by
-// start), or NULL.
-static __always_inline struct exec_mapping *find_mapping(u32 pid, struct process_info *info, u64 pc)
+// Copies the mapping of process pid holding pc (its mappings are sorted by
+// start) into out, and returns 1; or returns 0 when there is none (or the
+// process's mappings are not given).
+//
+// It is a global function, which the verifier checks once, for any
+// arguments, rather than at every path that reaches a call (the native
+// step and V8's walker): its binary search, a bounded loop, is checked
+// step by step. out is never NULL; the verifier wants it checked.
+__noinline int find_mapping(u32 pid, u64 pc, struct exec_mapping *out)
 {
+	if (!out)
+		return 0;
+	struct process_info *info = bpf_map_lookup_elem(&processes, &pid);
+	if (!info)
+		return 0;
 	struct mapping_key key = {.pid = pid};
 	u32 gen = (info->gen & 1) << MAPPING_GEN_SHIFT;
 	u32 lo = 0, hi = info->num_mappings;
@@ -50,7 +61,7 @@ static __always_inline struct exec_mapping *find_mapping(u32 pid, struct process
 		key.slot = gen | mid;
 		struct exec_mapping *m = bpf_map_lookup_elem(&process_mappings, &key);
 		if (!m)
-			return NULL;
+			return 0;
 		if (m->start <= pc)
 			lo = mid;
 		else
@@ -59,17 +70,29 @@ static __always_inline struct exec_mapping *find_mapping(u32 pid, struct process
 	key.slot = gen | lo;
 	struct exec_mapping *m = bpf_map_lookup_elem(&process_mappings, &key);
 	if (!m || pc < m->start || pc >= m->end)
-		return NULL;
-	return m;
+		return 0;
+	*out = *m;
+	return 1;
 }
 
-// Returns the rule of the last row at or before off among a table's n rows,
-// or RULE_INVALID when off precedes them all. For a table built by region
-// (n has ROWS_REGIONAL), the rows searched are those of off's region, from
-// its index entry, or the entry gives the rule of a region not built (see
+// What find_rule returns when the table is not in unwind_tables: not a
+// rule (no rule has kind 15).
+#define RULE_NO_TABLE 0xffffffffU
+
+// Returns the rule of the last row at or before off among the n rows of
+// table, or RULE_INVALID when off precedes them all, or RULE_NO_TABLE when
+// the table is not loaded. For a table built by region (n has
+// ROWS_REGIONAL), the rows searched are those of off's region, from its
+// index entry, or the entry gives the rule of a region not built (see
 // unwind_bounds).
-static __always_inline u32 find_rule(void *rows, u32 n, u64 off)
+//
+// A global function, as find_mapping: the verifier checks its binary
+// search once.
+__noinline u32 find_rule(u64 table, u32 n, u64 off)
 {
+	void *rows = bpf_map_lookup_elem(&unwind_tables, &table);
+	if (!rows)
+		return RULE_NO_TABLE;
 	if (off > 0xffffffffULL)
 		return RULE_INVALID;
 	u32 lo = 0, hi = n;
@@ -95,7 +118,11 @@ static __always_inline u32 find_rule(void *rows, u32 n, u64 off)
 			break;
 		u32 mid = lo + (hi - lo) / 2;
 		u64 *r = bpf_map_lookup_elem(rows, &mid);
-		if (!r || ROW_ADDR(*r) > off)
+		// The rows of a table's count are there: a row missing is a
+		// table gone wrong, whose rules mean nothing.
+		if (!r)
+			return RULE_INVALID;
+		if (ROW_ADDR(*r) > off)
 			hi = mid;
 		else
 			lo = mid;
@@ -214,8 +241,15 @@ static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void
 // The walk of the maple tree (vma.h) works for every frame of a sample;
 // bpf_find_vma, tried when the walk misses (a kernel before 6.1, a tree
 // changed under the walk), only for the first in the sampling interrupt.
-static __always_inline int find_vma_mapping(struct unwind_state *st, u64 pc)
+//
+// A global function, which the verifier checks once rather than on every
+// path of the native unwinder that reaches it: the walk's and
+// bpf_find_vma's callbacks are checked again for each. st is never NULL;
+// the verifier wants it checked.
+__noinline int find_vma_mapping(struct unwind_state *st, u64 pc)
 {
+	if (!st)
+		return UNWIND_ERR_NO_MAPPING;
 	struct vma_lookup l = {.out = &st->mapping};
 	u32 slot = st->off_cpu ? SLOT_OFF_CPU : SLOT_CPU;
 	struct vm_area_struct *vma = maple_find_vma(slot, pc);
@@ -286,8 +320,13 @@ static __always_inline int owned_step(struct trace *t, struct unwind_state *st)
 {
 	u32 pid = st->pid;
 	struct interp_proc *ip = bpf_map_lookup_elem(&interp_procs, &pid);
-	if (ip && ip->kind == INTERP_HOTSPOT)
-		return hotspot_step(t, st, ip);
+	if (ip && ip->kind == INTERP_HOTSPOT) {
+		// The verifier knows nothing of what a global function
+		// returns: keep it one of the two (see v8_step).
+		int r = hotspot_step(t, st, ip);
+		asm volatile("" : "+r"(r));
+		return r == STEP_CONTINUE ? STEP_CONTINUE : STEP_DONE;
+	}
 	push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 	return STEP_DONE;
 }
@@ -450,17 +489,16 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 	struct exec_mapping *m = &st->mapping;
 	if (!st->has_mapping || pc < m->start || pc >= m->end) {
 		u32 pid = st->pid;
-		struct process_info *info = bpf_map_lookup_elem(&processes, &pid);
-		struct exec_mapping *found = NULL;
-		if (info)
-			found = find_mapping(pid, info, pc);
-		if (found) {
-			st->mapping = *found;
-		} else {
+		if (!find_mapping(pid, pc, m)) {
 			// Not synced yet, or mapped since: ask user space,
 			// and meanwhile look the mapping up in the kernel.
 			request_sync(pid);
 			int err = find_vma_mapping(st, pc);
+			// What a global function returns is unknown to the
+			// verifier: keep it one of the three.
+			asm volatile("" : "+r"(err));
+			if (err && err != UNWIND_ERR_NO_MAPPING)
+				err = UNWIND_ERR_NOT_READY;
 			if (err == UNWIND_ERR_NO_MAPPING) {
 				push_error(t, err, COUNTER_NO_MAPPING);
 				return STEP_DONE;
@@ -488,8 +526,8 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 		r = step_frame_pointer(t, st);
 	} else {
 		u64 table = m->table;
-		void *rows = bpf_map_lookup_elem(&unwind_tables, &table);
-		if (!rows) {
+		u32 rule = find_rule(table, m->num_rows, pc - m->bias);
+		if (rule == RULE_NO_TABLE) {
 			// Table 0: user space builds the file's table, asked
 			// by this frame; it gives the mappings again with it.
 			// Another: the table was unloaded under us, the
@@ -501,7 +539,6 @@ static __always_inline int native_step(struct trace *t, struct unwind_state *st)
 			push_error(t, UNWIND_ERR_NO_CFI, COUNTER_NO_CFI);
 			return STEP_DONE;
 		}
-		u32 rule = find_rule(rows, m->num_rows, pc - m->bias);
 		if (RULE_KIND(rule) == RULE_UNBUILT)
 			want_rows(st, 0, (u32)((pc - m->bias) >> REGION_SHIFT), table);
 		if (rule == RULE_INVALID) {

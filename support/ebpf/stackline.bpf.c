@@ -62,6 +62,13 @@ static __always_inline void fill_header(struct record_header *h, u32 kind)
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
+// collect_kernel_stack writes a frame's fields after addr as two words.
+_Static_assert(offsetof(struct frame, aux) == 8 && offsetof(struct frame, extra) == 12 &&
+		       offsetof(struct frame, type) == 16 && offsetof(struct frame, flags) == 17 &&
+		       offsetof(struct frame, aux_hi) == 18 && offsetof(struct frame, file_dev) == 20 &&
+		       sizeof(struct frame) == 24,
+	       "struct frame's layout");
+
 // Copies the kernel stack into the trace. bpf_get_stack writes addresses
 // only, so they go into the frames array's tail first and are spread into
 // frames afterwards.
@@ -79,20 +86,22 @@ static __always_inline void collect_kernel_stack(void *ctx, struct trace *t)
 	// buf holds n <= 127 u64s = at most 64 frames' worth of bytes, so
 	// frames[i] for i < n never overlaps buf[j] for j >= i: copying in
 	// ascending order is safe.
-	for (u32 i = 0; i < MAX_KERNEL_FRAMES; i++) {
+	//
+	// The loop is unrolled for the verifier, so each frame is written
+	// with as few instructions as it can be: its other fields are two
+	// 8-byte words, aux and extra (0), then type, flags, aux_hi and
+	// file_dev.
+	u32 i = 0;
+	for (; i < MAX_KERNEL_FRAMES; i++) {
 		if (i >= n)
 			break;
-		u64 addr = buf[i];
-		t->frames[i].addr = addr;
-		t->frames[i].aux = 0;
-		t->frames[i].type = FRAME_KERNEL;
-		t->frames[i].flags = i ? FRAME_FLAG_RETURN_ADDRESS : 0;
-		t->frames[i].extra = 0;
-		t->frames[i].aux_hi = 0;
-		t->frames[i].file_dev = 0;
-		t->num_frames = i + 1;
+		struct frame *f = &t->frames[i];
+		f->addr = buf[i];
+		*(u64 *)&f->aux = 0;
+		*(u64 *)&f->type = FRAME_KERNEL | (u64)(i ? FRAME_FLAG_RETURN_ADDRESS : 0) << 8;
 	}
-	t->num_kernel_frames = t->num_frames;
+	t->num_frames = i;
+	t->num_kernel_frames = i;
 }
 
 // Sends the finished trace: only its used frames go on the ring buffer. A

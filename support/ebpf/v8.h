@@ -141,14 +141,10 @@ static __always_inline int v8_in_builtins(struct unwind_state *st, struct v8_con
 	if (!st->v8_init) {
 		st->v8_init = 1;
 		st->v8_table = 0;
-		u32 pid = st->pid;
-		struct process_info *info = bpf_map_lookup_elem(&processes, &pid);
-		if (info) {
-			struct exec_mapping *orig = find_mapping(pid, info, c->builtins_start);
-			if (orig) {
-				st->v8_table = orig->table;
-				st->v8_bias = orig->bias;
-			}
+		struct exec_mapping orig;
+		if (find_mapping(st->pid, c->builtins_start, &orig)) {
+			st->v8_table = orig.table;
+			st->v8_bias = orig.bias;
 		}
 	}
 	if (!st->v8_table || m->table != st->v8_table)

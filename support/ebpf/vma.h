@@ -68,38 +68,48 @@ enum maple_layout {
 	// An address space of a million mappings is 6 levels deep (at least
 	// 5 children a node); this bounds a walk of a tree being changed.
 	MAPLE_MAX_DEPTH = 8,
+	// A walk's state, in the scratch words after the node's (see
+	// maple_step).
+	MAPLE_WALK_ENTRY = MAPLE_NODE_WORDS,
+	MAPLE_WALK_PC,
+	MAPLE_WALK_VMA,
+	MAPLE_SCRATCH_WORDS,
 };
 
-// One node, read whole, per scratch slot (enum scratch_slot): the off-CPU
-// program may be interrupted by the sampling program on its CPU.
+// One node, read whole, and the walk's state, per scratch slot (enum
+// scratch_slot): the off-CPU program may be interrupted by the sampling
+// program on its CPU.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SCRATCH_SLOTS);
 	__type(key, u32);
-	__type(value, u64[MAPLE_NODE_WORDS]);
+	__type(value, u64[MAPLE_SCRATCH_WORDS]);
 } maple_scratch SEC(".maps");
 
-// A walk of the maple tree in progress (maple_step's argument).
+// A walk of the maple tree in progress (maple_step's argument): the
+// slot's scratch words, which hold the node read and the walk's state
+// (MAPLE_WALK_*): the node pointer to descend into, the pc, and the
+// result, the VMA's address or 0.
 struct maple_walk {
-	u64 *words;     // the node read, in per-CPU scratch
-	u64 entry;      // the node pointer to descend into
-	u64 pc;
-	u64 vma;        // the result: the VMA's address, or 0
+	u64 *words;
 };
 
-// One level of the walk: reads the node w->entry points to and takes the
-// slot holding w->pc. It returns 1 to end the walk (w->vma is set when a
-// VMA was found) and 0 to descend into w->entry.
+// One level of the walk: reads the node the walk's entry points to and
+// takes the slot holding its pc. It returns 1 to end the walk (the result
+// is set when a VMA was found) and 0 to descend into the new entry.
 //
 // It runs under bpf_loop, so the verifier checks one level, not every
 // level of an unrolled loop: the walk unrolled was half of the native
-// unwinder's verified instructions (37k of 79k).
+// unwinder's verified instructions (37k of 79k). The walk's state is in
+// map memory, whose words the verifier does not track, rather than on the
+// stack: the verifier checks a callback again while what it finds on the
+// caller's stack changes from one call to the next, and this one, once.
 static long maple_step(u64 depth, void *arg)
 {
 	struct maple_walk *w = arg;
 	u64 *words = w->words;
-	u64 entry = w->entry;
-	u64 pc = w->pc;
+	u64 entry = words[MAPLE_WALK_ENTRY];
+	u64 pc = words[MAPLE_WALK_PC];
 	u32 type = (entry >> MAPLE_TYPE_SHIFT) & MAPLE_TYPE_MASK;
 	// Word offsets of the pivots and slots in each kind of node
 	// (constants once relocated).
@@ -146,12 +156,12 @@ static long maple_step(u64 depth, void *arg)
 		u64 start = BPF_CORE_READ(vma, vm_start);
 		u64 end = BPF_CORE_READ(vma, vm_end);
 		if (start <= pc && pc < end)
-			w->vma = entry;
+			words[MAPLE_WALK_VMA] = entry;
 		return 1;
 	}
 	if (!entry)
 		return 1;
-	w->entry = entry;
+	words[MAPLE_WALK_ENTRY] = entry;
 	return 0;
 }
 
@@ -162,17 +172,20 @@ static __always_inline struct vm_area_struct *maple_find_vma(u32 slot, u64 pc)
 {
 	if (!bpf_core_field_exists(struct mm_struct, mm_mt))
 		return NULL;
-	struct maple_walk w = {.pc = pc};
-	w.words = bpf_map_lookup_elem(&maple_scratch, &slot);
-	if (!w.words)
+	struct maple_walk w = {.words = bpf_map_lookup_elem(&maple_scratch, &slot)};
+	u64 *words = w.words;
+	if (!words)
 		return NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
-	w.entry = (u64)BPF_CORE_READ(task, mm, mm_mt.ma_root);
-	if ((w.entry & 3) != 2 || w.entry <= MAPLE_RESERVED)
+	u64 root = (u64)BPF_CORE_READ(task, mm, mm_mt.ma_root);
+	if ((root & 3) != 2 || root <= MAPLE_RESERVED)
 		// Empty, or a single entry at address 0: no code there.
 		return NULL;
+	words[MAPLE_WALK_ENTRY] = root;
+	words[MAPLE_WALK_PC] = pc;
+	words[MAPLE_WALK_VMA] = 0;
 	bpf_loop(MAPLE_MAX_DEPTH, maple_step, &w, 0);
-	return (struct vm_area_struct *)w.vma;
+	return (struct vm_area_struct *)words[MAPLE_WALK_VMA];
 }
 
 #endif
