@@ -42,7 +42,7 @@ func TestShortLivedNamed(t *testing.T) {
 	root := testenv.RepoRoot(t)
 	testenv.Run(t, root, "gcc", "-O2", "-fomit-frame-pointer", "-o", churn, "tracer/testdata/churn/churn.c")
 	testenv.Run(t, root, "gcc", "-O2", "-o", launch, "tracer/testdata/churn/launch.c")
-	traces, st := sampleTraces(t, exec.Command(launch, churn), 6*time.Second,
+	traces, st := sampleTraces(t, exec.Command(launch, churn), 6*time.Second, 0,
 		func(m trace.TraceMeta) bool { return m.Comm == "churn" })
 	nameless := unsymbolizedLoader(t, churn)
 	named, inMain, kernelOnly, loader := 0, 0, 0, 0
