@@ -117,8 +117,12 @@ func (r *recorder) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
 // of for a fixed time: a quiet host gets them sooner, a loaded one gets
 // until the deadline.
 func (r *recorder) waitFor(deadline time.Time, want int, keep func(trace.TraceMeta) bool) {
+	if want <= 0 {
+		time.Sleep(time.Until(deadline))
+		return
+	}
 	seen, n := 0, 0
-	for want <= 0 || n < want {
+	for n < want {
 		d := time.Until(deadline)
 		if d <= 0 {
 			return

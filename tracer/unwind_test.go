@@ -84,6 +84,14 @@ func afterWarmUp(keep func(trace.TraceMeta) bool) func(trace.TraceMeta) bool {
 // afterWarmUp's selection wants).
 func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, want int, keep func(trace.TraceMeta) bool, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
 	t.Helper()
+	return sampleTracesFrom(t, cmd, nil, d, want, keep, interps...)
+}
+
+// sampleTracesFrom is sampleTraces counting from when ready, polled from
+// cmd's start, first reports true (a minute at most): the traces sampled
+// before are left out, and d starts then.
+func sampleTracesFrom(t *testing.T, cmd *exec.Cmd, ready func(*liveTracer) bool, d time.Duration, want int, keep func(trace.TraceMeta) bool, interps ...interpreter.Runtime) ([][]userFrame, Stats) {
+	t.Helper()
 	rec := &recorder{frames: map[trace.FrameID]trace.FrameInfo{}, execs: map[trace.FileID]trace.ExecutableInfo{}}
 	tr := startTracer(t, Config{SamplesPerSecond: 199, MaxStackDepth: 128, RingBufferSize: 4 << 20, FileCacheSize: 256,
 		Reporter: rec, MaxUnwindTableBytes: 256 << 20, Interpreters: interps}, symbolizer.Options{CacheSize: 64, MaxBytes: 256 << 20})
@@ -98,6 +106,21 @@ func sampleTraces(t *testing.T, cmd *exec.Cmd, d time.Duration, want int, keep f
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if ready != nil {
+		start := time.Now()
+		for !ready(tr) {
+			if time.Since(start) > time.Minute {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatal("the workload was not ready within a minute")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("ready %v after the workload's start", time.Since(start).Round(time.Millisecond))
+		from := uint64(time.Now().UnixNano())
+		all := keep
+		keep = func(m trace.TraceMeta) bool { return m.TimestampNS >= from && all(m) }
 	}
 	rec.waitFor(time.Now().Add(d), want, keep)
 	cmd.Process.Kill()
