@@ -42,10 +42,12 @@ test:
 # (which run the agent binary, not built with it). As root, the eBPF tests
 # run too: the tracer's, which read its state while Run changes it. -short
 # keeps one JDK and one node version in the runtime tests (make test runs
-# them all).
+# them all). GORACE: a race-built program sleeps a second at exit by
+# default (atexit_sleep_ms) for other threads to report; a test binary's
+# goroutines are stopped by then, and the 37 packages' seconds add up.
 RACE_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
 test-race:
-	$(GO) test -race -short -count=1 -p 1 -timeout 20m $(RACE_PKGS)
+	GORACE=atexit_sleep_ms=100 $(GO) test -race -short -count=1 -p 1 -timeout 20m $(RACE_PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(or $(BENCHTIME),1s) ./...

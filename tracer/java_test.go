@@ -60,29 +60,30 @@ func compileJava(t *testing.T, src string) string {
 	return dir
 }
 
-// sampleJava runs cmd for d under a tracer with the HotSpot runtime and
-// returns the user frames (leaf first, inlined methods expanded) of the
-// traces of cmd's thread named thread, from javaWarmUp after its start:
-// the VM compiles the workload meanwhile, and the unwind table of libjvm
-// (20 MB of code) is being built.
-func sampleJava(t *testing.T, cmd *exec.Cmd, d time.Duration, thread string) ([][]javaFrame, Stats, *hotspot.Cache) {
+// sampleJava runs cmd under a tracer with the HotSpot runtime until want
+// traces of cmd's thread named thread are recorded, or for d at most, and
+// returns their user frames (leaf first, inlined methods expanded), from
+// javaWarmUp after its start: the VM compiles the workload meanwhile, and
+// the unwind table of libjvm (20 MB of code) is being built.
+func sampleJava(t *testing.T, cmd *exec.Cmd, d time.Duration, want int, thread string) ([][]javaFrame, Stats, *hotspot.Cache) {
 	t.Helper()
-	traces, _, st, cache := sampleJavaRun(t, cmd, d, func(comm string) bool { return comm == thread })
+	traces, _, st, cache := sampleJavaRun(t, cmd, d, want, func(comm string) bool { return comm == thread })
 	return traces, st, cache
 }
 
 // sampleJavaThreads is sampleJava for the threads whose names keep
-// accepts; it returns each trace's thread name too.
+// accepts, sampled for d; it returns each trace's thread name too.
 func sampleJavaThreads(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(comm string) bool) ([][]javaFrame, []string, *hotspot.Cache) {
 	t.Helper()
-	traces, comms, _, cache := sampleJavaRun(t, cmd, d, keep)
+	traces, comms, _, cache := sampleJavaRun(t, cmd, d, 0, keep)
 	return traces, comms, cache
 }
 
-func sampleJavaRun(t *testing.T, cmd *exec.Cmd, d time.Duration, keep func(comm string) bool) ([][]javaFrame, []string, Stats, *hotspot.Cache) {
+func sampleJavaRun(t *testing.T, cmd *exec.Cmd, d time.Duration, want int, keep func(comm string) bool) ([][]javaFrame, []string, Stats, *hotspot.Cache) {
 	t.Helper()
 	cache := hotspot.NewCache(hotspot.DefaultCacheConfig)
-	rec, st, from := runTraced(t, hotspot.Runtime{Cache: cache}, cmd, javaWarmUp, d)
+	rec, st, from := runTraced(t, hotspot.Runtime{Cache: cache}, cmd, javaWarmUp, d, want,
+		func(m trace.TraceMeta) bool { return m.PID == uint32(cmd.Process.Pid) && keep(m.Comm) })
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -205,7 +206,7 @@ func TestJavaFrames(t *testing.T) {
 		for _, mode := range modes {
 			t.Run(jdk.Name+"/"+mode.name, func(t *testing.T) {
 				args := append(append([]string{}, mode.args...), "-cp", classes, "Chain")
-				traces, _, cache := sampleJava(t, jdk.Command(args...), 6*time.Second, "workload")
+				traces, _, cache := sampleJava(t, jdk.Command(args...), 10*time.Second, framesWanted, "workload")
 				if len(traces) < 150 {
 					t.Fatalf("only %d traces of the workload thread", len(traces))
 				}

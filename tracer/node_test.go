@@ -85,13 +85,14 @@ func (f nodeFrame) String() string {
 // the workload up meanwhile, and node's unwind table is built.
 const nodeWarmUp = 3 * time.Second
 
-// sampleNode runs cmd for d under a tracer with the V8 runtime and returns
-// the user frames (leaf first) of its main thread's traces from
-// nodeWarmUp after its start.
-func sampleNode(t *testing.T, cmd *exec.Cmd, d time.Duration) ([][]nodeFrame, *v8.RuntimeStats) {
+// sampleNode runs cmd under a tracer with the V8 runtime until want traces
+// of its main thread are recorded, or for d at most, and returns their
+// user frames (leaf first), from nodeWarmUp after its start.
+func sampleNode(t *testing.T, cmd *exec.Cmd, d time.Duration, want int) ([][]nodeFrame, *v8.RuntimeStats) {
 	t.Helper()
 	stats := new(v8.RuntimeStats)
-	rec, _, from := runTraced(t, v8.Runtime{Stats: stats}, cmd, nodeWarmUp, d)
+	rec, _, from := runTraced(t, v8.Runtime{Stats: stats}, cmd, nodeWarmUp, d, want,
+		func(m trace.TraceMeta) bool { return m.PID == uint32(cmd.Process.Pid) && m.TID == m.PID })
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -264,7 +265,7 @@ func TestNodeFrames(t *testing.T) {
 					if m.newFn {
 						cmd.Env = append(os.Environ(), "STACKLINE_NEWFN=1")
 					}
-					traces, stats := sampleNode(t, cmd, 6*time.Second)
+					traces, stats := sampleNode(t, cmd, 10*time.Second, framesWanted)
 					if len(traces) < 150 {
 						t.Fatalf("%d traces of the workload, want at least 150", len(traces))
 					}
