@@ -87,13 +87,7 @@ func (c *elfCache) expire(now time.Time) {
 
 // evictOldest closes the file used least recently.
 func (c *elfCache) evictOldest() {
-	var oldest trace.FileID
-	var at time.Time
-	for id, e := range c.files {
-		if at.IsZero() || e.used.Before(at) {
-			oldest, at = id, e.used
-		}
-	}
+	oldest := leastRecent(c.files, func(e *cachedELF) time.Time { return e.used })
 	if e, ok := c.files[oldest]; ok {
 		e.ef.Close()
 		delete(c.files, oldest)

@@ -241,15 +241,22 @@ func (h *heldFiles) hold(id trace.FileID, f *os.File, now time.Time) {
 
 // closeOldest closes the file held longest. The caller holds h.mu.
 func (h *heldFiles) closeOldest() {
-	var oldest trace.FileID
-	var at time.Time
-	for id, hf := range h.files {
-		if at.IsZero() || hf.at.Before(at) {
-			oldest, at = id, hf.at
-		}
-	}
+	oldest := leastRecent(h.files, func(hf heldFile) time.Time { return hf.at })
 	h.files[oldest].f.Close()
 	delete(h.files, oldest)
+}
+
+// leastRecent returns the key of m whose value's time, as at gives it, is
+// the earliest: the zero key when m is empty.
+func leastRecent[V any](m map[trace.FileID]V, at func(V) time.Time) trace.FileID {
+	var oldest trace.FileID
+	var first time.Time
+	for id, v := range m {
+		if t := at(v); first.IsZero() || t.Before(first) {
+			oldest, first = id, t
+		}
+	}
+	return oldest
 }
 
 // open returns a new descriptor of the held file id, read from its start,
