@@ -141,3 +141,48 @@ func TestScratchReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestScratchDroppedByTrim: a Symbolizer keeps the buffers of its last
+// load for the next, through a Trim that follows loads, and drops them at
+// the Trim after one that saw no load, so they do not outlive a burst of
+// loads by more than two trim intervals.
+func TestScratchDroppedByTrim(t *testing.T) {
+	paths := startupFiles(t)
+	if len(paths) == 0 {
+		t.Skip("none of the startup files installed")
+	}
+	s, err := New(Options{Demangle: DemangleSimple})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare := func() *scratch {
+		s.spareMu.Lock()
+		defer s.spareMu.Unlock()
+		return s.spare
+	}
+	for i, p := range paths[:min(len(paths), 3)] {
+		if _, err := s.File(trace.FileID{byte(i + 1)}, elffile.Source{Open: openPath(p), Path: p}); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+	}
+	kept := spare()
+	if kept == nil || kept.bytes() == 0 {
+		t.Fatal("no buffers kept after the loads")
+	}
+	s.Trim()
+	if spare() != kept {
+		t.Fatal("the Trim right after the loads dropped their buffers")
+	}
+	s.Trim()
+	if spare() != nil {
+		t.Fatal("the buffers outlived a Trim interval without a load")
+	}
+	// A load after takes new buffers and keeps them.
+	p := paths[0]
+	if _, err := s.File(trace.FileID{0xff}, elffile.Source{Open: openPath(p), Path: p}); err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	if spare() == nil {
+		t.Fatal("no buffers kept after a load that followed the Trims")
+	}
+}

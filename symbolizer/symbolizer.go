@@ -159,9 +159,12 @@ type Symbolizer struct {
 	lru      list.List                      // most recently used first
 	held     int64
 	mapped   int64
-	// scratches are the buffers loads borrow (see scratch): reused
-	// through a burst of loads, collected after it.
-	scratches sync.Pool
+	// spare is the scratch (see scratch) the last load gave back, for
+	// the next; spareUsed says a load took or gave it back since the
+	// last Trim, which drops it otherwise. Both are guarded by spareMu.
+	spareMu   sync.Mutex
+	spare     *scratch
+	spareUsed bool
 
 	loads, loadErrors, hits, misses, evictions, tooLarge atomic.Uint64
 }
@@ -290,23 +293,31 @@ func (s *Symbolizer) load(src elffile.Source) (*File, error) {
 	return f, nil
 }
 
-// takeScratch returns a scratch for a load: one an earlier load gave
-// back, unless the garbage collector took it since.
+// takeScratch returns a scratch for a load: the spare one when no other
+// load has it, else a new one.
 func (s *Symbolizer) takeScratch() *scratch {
-	if sc, ok := s.scratches.Get().(*scratch); ok {
-		return sc
+	s.spareMu.Lock()
+	defer s.spareMu.Unlock()
+	sc := s.spare
+	s.spare, s.spareUsed = nil, true
+	if sc == nil {
+		sc = new(scratch)
 	}
-	return new(scratch)
+	return sc
 }
 
-// putScratch keeps sc for the next load, unless it is over
-// maxScratchBytes. The pool holds it until the next collections: a burst
-// of loads (the agent's start) reuses it from one load to the next, and
-// it does not outlive the burst by more than a collection or two.
+// putScratch keeps sc as the spare for the next load, unless it is over
+// maxScratchBytes. A burst of loads (the agent's start) reuses it from
+// one load to the next; the second Trim after the burst drops it, so it
+// outlives the burst by at most two trim intervals however seldom the
+// garbage collector runs.
 func (s *Symbolizer) putScratch(sc *scratch) {
-	if sc.bytes() <= maxScratchBytes {
-		s.scratches.Put(sc)
+	if sc.bytes() > maxScratchBytes {
+		return
 	}
+	s.spareMu.Lock()
+	defer s.spareMu.Unlock()
+	s.spare, s.spareUsed = sc, true
 }
 
 // Forget drops the cached table of the file id, if any, as an eviction
@@ -330,12 +341,19 @@ func (s *Symbolizer) Forget(id trace.FileID) {
 
 // Trim drops from this process's resident memory the pages of mapped
 // files that lookups touched since the tables were loaded or last
-// trimmed. Over hours, lookups of ever new frames touch more and more
+// trimmed, and the buffers loads share when no load used them since the
+// last Trim. Over hours, lookups of ever new frames touch more and more
 // pages of the cached tables' string tables and .gopclntab sections,
 // which count toward the process's RSS although they are page cache; a
 // caller that trims every few tens of seconds keeps that part of its RSS
 // to the pages in recent use. Lookups may run meanwhile.
 func (s *Symbolizer) Trim() {
+	s.spareMu.Lock()
+	if !s.spareUsed {
+		s.spare = nil
+	}
+	s.spareUsed = false
+	s.spareMu.Unlock()
 	s.mu.Lock()
 	files := make([]*File, 0, s.lru.Len())
 	for e := s.lru.Front(); e != nil; e = e.Next() {
