@@ -95,12 +95,12 @@ func readUnitHeads(info, abbrev, str []byte, bo binary.ByteOrder) ([]unitHead, e
 		data           *lineBuf // the entries
 	}
 	var units []unit
-	for b := (&lineBuf{data: info, bo: bo}); len(b.data) > 0; {
+	for b := (&lineBuf{buf: info, bo: bo}); b.len() > 0; {
 		length := b.u32()
-		if length == 0 || length >= 0xfffffff0 || uint64(length) > uint64(len(b.data)) {
-			return nil, useDWARF("unit length %#x at %d", length, b.off)
+		if length == 0 || length >= 0xfffffff0 || uint64(length) > uint64(b.len()) {
+			return nil, useDWARF("unit length %#x at %d", length, b.offset())
 		}
-		u := &lineBuf{data: b.data[:length], off: b.off, bo: bo}
+		u := &lineBuf{buf: b.rest()[:length], base: b.offset(), bo: bo}
 		b.bytes(uint64(length))
 		vers := int(u.u16())
 		if vers < 2 || vers > 4 {
@@ -118,7 +118,7 @@ func readUnitHeads(info, abbrev, str []byte, bo binary.ByteOrder) ([]unitHead, e
 		b := u.data
 		code := b.uleb()
 		if b.err != nil || code == 0 {
-			return nil, useDWARF("unit entry at %d", b.off)
+			return nil, useDWARF("unit entry at %d", b.offset())
 		}
 		// The whole table is checked, as debug/dwarf.New checks every
 		// unit's, but nothing of it is kept.
@@ -131,7 +131,7 @@ func readUnitHeads(info, abbrev, str []byte, bo binary.ByteOrder) ([]unitHead, e
 		}
 		var h unitHead
 		var stmtSeen, dirSeen bool
-		for specs := (&lineBuf{data: abbrev[a.attrs:]}); ; {
+		for specs := (&lineBuf{buf: abbrev[a.attrs:]}); ; {
 			attr, form := specs.uleb(), specs.uleb()
 			if attr == 0 && form == 0 {
 				break // findAbbrev read them: no error
@@ -156,7 +156,7 @@ func readUnitHeads(info, abbrev, str []byte, bo binary.ByteOrder) ([]unitHead, e
 				dirSeen = true
 			}
 		}
-		if !a.children && slices.ContainsFunc(b.data, func(c byte) bool { return c != 0 }) {
+		if !a.children && slices.ContainsFunc(b.rest(), func(c byte) bool { return c != 0 }) {
 			return nil, useDWARF("entries after a unit entry without children")
 		}
 		// debug/dwarf's Reader.AddressSize, as linePrograms asks it:
@@ -179,7 +179,7 @@ func findAbbrev(abbrev []byte, off, code uint64) (unitAbbrev, error) {
 	if off >= uint64(len(abbrev)) {
 		return unitAbbrev{}, useDWARF("abbreviations at %d", off)
 	}
-	b := &lineBuf{data: abbrev[off:], off: int(off)}
+	b := &lineBuf{buf: abbrev[off:], base: int(off)}
 	var found unitAbbrev
 	ok := false
 	for {
@@ -193,7 +193,7 @@ func findAbbrev(abbrev []byte, off, code uint64) (unitAbbrev, error) {
 		if c > math.MaxUint32 {
 			return unitAbbrev{}, useDWARF("abbreviation code %d", c)
 		}
-		a := unitAbbrev{tag: b.uleb(), children: b.u8() != 0, attrs: b.off}
+		a := unitAbbrev{tag: b.uleb(), children: b.u8() != 0, attrs: b.offset()}
 		for {
 			attr, form := b.uleb(), b.uleb()
 			if b.err != nil {

@@ -41,36 +41,61 @@ func useDWARF(format string, args ...any) error {
 
 // lineBuf reads a DWARF section from front to back. Reading past its end
 // sets err (an errUseDWARF error), and the reads after that return zeros.
+//
+// It moves through its bytes by an index, not by reslicing: a line
+// program is read a byte or two at a time, and each reslice would store
+// a pointer, which costs a write barrier while the garbage collector
+// runs (half of a large line table's read, at the agent's start).
 type lineBuf struct {
-	data []byte
-	off  int // of data[0] in its section
+	buf  []byte // the bytes, read from pos on
+	pos  int
+	base int // offset of buf[0] in its section
 	bo   binary.ByteOrder
 	err  error
 }
 
+// len returns the number of bytes left.
+func (b *lineBuf) len() int { return len(b.buf) - b.pos }
+
+// rest returns the bytes left.
+func (b *lineBuf) rest() []byte { return b.buf[b.pos:] }
+
+// offset returns the offset in the section of the next byte.
+func (b *lineBuf) offset() int { return b.base + b.pos }
+
+// limit leaves the next n bytes (at most len) to read, and drops those
+// after them.
+func (b *lineBuf) limit(n int) { b.buf = b.buf[:b.pos+n] }
+
 func (b *lineBuf) fail(what string) {
 	if b.err == nil {
-		b.err = useDWARF("%s at offset %d", what, b.off)
-		b.data = nil
+		b.err = useDWARF("%s at offset %d", what, b.offset())
+		b.buf = b.buf[:b.pos]
 	}
 }
 
+// underflow fails a read past the end.
+//
+//go:noinline
+func (b *lineBuf) underflow() { b.fail("underflow") }
+
 func (b *lineBuf) bytes(n uint64) []byte {
-	if n > uint64(len(b.data)) {
-		b.fail("underflow")
+	if n > uint64(b.len()) {
+		b.underflow()
 		return nil
 	}
-	d := b.data[:n]
-	b.data = b.data[n:]
-	b.off += int(n)
+	d := b.buf[b.pos : b.pos+int(n)]
+	b.pos += int(n)
 	return d
 }
 
 func (b *lineBuf) u8() uint8 {
-	if d := b.bytes(1); d != nil {
-		return d[0]
+	if b.pos >= len(b.buf) {
+		b.underflow()
+		return 0
 	}
-	return 0
+	b.pos++
+	return b.buf[b.pos-1]
 }
 
 func (b *lineBuf) u16() uint16 {
@@ -99,14 +124,13 @@ func (b *lineBuf) u64() uint64 {
 func (b *lineBuf) leb() (uint64, uint) {
 	var x uint64
 	var bits uint
-	for i, c := range b.data {
+	for i, c := range b.buf[b.pos:] {
 		if bits < 64 {
 			x |= uint64(c&0x7f) << bits
 		}
 		bits += 7
 		if c&0x80 == 0 {
-			b.data = b.data[i+1:]
-			b.off += i + 1
+			b.pos += i + 1
 			return x, bits
 		}
 	}
@@ -115,6 +139,10 @@ func (b *lineBuf) leb() (uint64, uint) {
 }
 
 func (b *lineBuf) uleb() uint64 {
+	if b.pos < len(b.buf) && b.buf[b.pos] < 0x80 {
+		b.pos++
+		return uint64(b.buf[b.pos-1])
+	}
 	x, _ := b.leb()
 	return x
 }
@@ -130,14 +158,13 @@ func (b *lineBuf) sleb() int64 {
 
 // cstring reads a NUL-terminated string, without its NUL.
 func (b *lineBuf) cstring() []byte {
-	i := bytes.IndexByte(b.data, 0)
+	i := bytes.IndexByte(b.buf[b.pos:], 0)
 	if i < 0 {
 		b.fail("unterminated string")
 		return nil
 	}
-	s := b.data[:i]
-	b.data = b.data[i+1:]
-	b.off += i + 1
+	s := b.buf[b.pos : b.pos+i]
+	b.pos += i + 1
 	return s
 }
 
@@ -297,16 +324,16 @@ func newLineProgReader(secs lineData, c *lineCollector) *lineProgReader {
 // program reads the line program at off and returns where it ends. u is
 // the program's unit; without one, the program must be of DWARF 5.
 func (r *lineProgReader) program(off int, u *lineUnit) (int, error) {
-	b := &lineBuf{data: r.secs.line[off:], off: off, bo: r.secs.bo}
+	b := &lineBuf{buf: r.secs.line[off:], base: off, bo: r.secs.bo}
 	length := b.u32()
 	if length >= 0xfffffff0 {
 		return 0, useDWARF("64-bit DWARF or reserved unit length")
 	}
-	end := b.off + int(length)
-	if uint64(length) > uint64(len(b.data)) {
+	end := b.offset() + int(length)
+	if uint64(length) > uint64(b.len()) {
 		return 0, useDWARF("line program at %d ends past its section", off)
 	}
-	b.data = b.data[:length]
+	b.limit(int(length))
 	version := b.u16()
 	if version < 2 || version > 5 || version < 5 && u == nil {
 		return 0, useDWARF("line program version %d", version)
@@ -319,11 +346,11 @@ func (r *lineProgReader) program(off int, u *lineUnit) (int, error) {
 		addrSize = u.addrSize
 	}
 	headerLen := uint64(b.u32())
-	if headerLen > uint64(len(b.data)) {
+	if headerLen > uint64(b.len()) {
 		return 0, useDWARF("line program header too long")
 	}
-	program := b.data[headerLen:]
-	programOff := b.off + int(headerLen)
+	program := b.rest()[headerLen:]
+	programOff := b.offset() + int(headerLen)
 	minInstLen := int(b.u8())
 	maxOps := 1
 	if version >= 4 {
@@ -361,7 +388,7 @@ func (r *lineProgReader) program(off int, u *lineUnit) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	p := &lineBuf{data: program, off: programOff, bo: r.secs.bo}
+	p := &lineBuf{buf: program, base: programOff, bo: r.secs.bo}
 	return end, r.run(p, addrSize, minInstLen, maxOps, lineBase, lineRange, opcodeBase)
 }
 
@@ -402,7 +429,7 @@ func (r *lineProgReader) entriesV4(b *lineBuf, compDir string) error {
 	}
 	r.files = append(r.files, lineFile{none: true})
 	for {
-		nameOff := b.off
+		nameOff := b.offset()
 		name := b.cstring()
 		if b.err != nil {
 			return b.err
@@ -435,7 +462,7 @@ func (r *lineProgReader) entries(b *lineBuf, add func(path lineStr, dir int), fi
 		r.formats = append(r.formats, lineFormat{lnct: b.uleb(), form: b.uleb()})
 	}
 	count := b.uleb()
-	if count > uint64(len(b.data)) {
+	if count > uint64(b.len()) {
 		// Entries take a byte at least, but for an empty format.
 		return useDWARF("%d entries in a line program header", count)
 	}
@@ -447,7 +474,7 @@ func (r *lineProgReader) entries(b *lineBuf, add func(path lineStr, dir int), fi
 			var v uint64
 			switch f.form {
 			case formString:
-				s = lineStr{sec: 0, off: uint64(b.off)}
+				s = lineStr{sec: 0, off: uint64(b.offset())}
 				s.s = b.cstring()
 			case formStrp, formLineStrp:
 				off := uint64(b.u32())
@@ -584,7 +611,7 @@ func (r *lineProgReader) run(b *lineBuf, addrSize int, minInstLen, maxOps, lineB
 		prev = row
 		return nil
 	}
-	for len(b.data) > 0 {
+	for b.len() > 0 {
 		opcode := int(b.u8())
 		if opcode >= opcodeBase {
 			adj := opcode - opcodeBase
@@ -598,7 +625,7 @@ func (r *lineProgReader) run(b *lineBuf, addrSize int, minInstLen, maxOps, lineB
 		switch opcode {
 		case 0:
 			length := b.uleb()
-			start := b.off
+			start := b.offset()
 			sub := b.u8()
 			switch sub {
 			case lneEndSequence:
@@ -624,10 +651,10 @@ func (r *lineProgReader) run(b *lineBuf, addrSize int, minInstLen, maxOps, lineB
 			case lneSetDiscriminator:
 				b.uleb()
 			}
-			if length > math.MaxUint32 || start+int(length) < b.off {
+			if length > math.MaxUint32 || start+int(length) < b.offset() {
 				return useDWARF("extended opcode %d overruns its length", sub)
 			}
-			b.bytes(uint64(start + int(length) - b.off))
+			b.bytes(uint64(start + int(length) - b.offset()))
 		case lnsCopy:
 			if err := emit(false); err != nil {
 				return err
