@@ -1,10 +1,12 @@
 package elffile
 
 import (
+	"bytes"
 	"debug/elf"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -77,6 +79,62 @@ func FuzzFileSymbols(f *testing.F) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("%v: %d symbols, Symbols %d", typ, len(got), len(want))
 			}
+		}
+	})
+}
+
+// naiveMatch is what prefixSet.match answers: whether b starts with one
+// of the non-empty prefixes.
+func naiveMatch(b []byte, prefixes []string) bool {
+	return slices.ContainsFunc(prefixes, func(p string) bool { return p != "" && bytes.HasPrefix(b, []byte(p)) })
+}
+
+// TestPrefixSet checks prefixSet.match against bytes.HasPrefix on V8's
+// prefixes and others (sharing first bytes, one a prefix of another,
+// shorter and longer than the 8 and 16 bytes match compares as words),
+// for names that match, that differ from a prefix at each of its bytes,
+// and that are cut short (near a string table's end).
+func TestPrefixSet(t *testing.T) {
+	sets := [][]string{
+		v8Prefixes,
+		testPrefixes,
+		{"a", "ab", "abcdefghijklmnopq", "abcdefghX", "b"},
+		{"0123456789abcdef", "0123456789abcdeX", "0123456789abcdef0123", ""},
+		{"x"},
+	}
+	for _, prefixes := range sets {
+		ps := newPrefixSet(prefixes)
+		var names [][]byte
+		for _, p := range prefixes {
+			for i := 0; i <= len(p); i++ {
+				names = append(names, []byte(p[:i]), []byte(p[:i]+"Q"), []byte(p[:i]+"\x00rest of the table"))
+				if i < len(p) {
+					alt := []byte(p + "tail")
+					alt[i] ^= 1
+					names = append(names, alt)
+				}
+			}
+			names = append(names, []byte(p+"_and_a_long_name_after_it"), []byte(p+"\x00"))
+		}
+		names = append(names, []byte("_ZN2v88internal7Isolate4InitEv"), []byte("_ZN2v88internal7Version6major"))
+		for _, n := range names {
+			if got, want := ps.match(n), naiveMatch(n, prefixes); got != want {
+				t.Fatalf("prefixes %q: match(%q) = %v, want %v", prefixes, n, got, want)
+			}
+		}
+	}
+}
+
+// FuzzPrefixSet checks prefixSet.match against bytes.HasPrefix on
+// arbitrary prefixes (up to four, split from one input at '|') and names.
+func FuzzPrefixSet(f *testing.F) {
+	f.Add("v8dbg_|Builtins_|_ZN2v88internal7Version6major_E|_ZN2v88internal12IsolateGroup", []byte("_ZN2v88internal7Version6major_E\x00"))
+	f.Add("a|ab|abcdefghijklmnopq", []byte("abcdefghijklmnop"))
+	f.Add("0123456789abcdef|0123456789abcdeX", []byte("0123456789abcdef0"))
+	f.Fuzz(func(t *testing.T, set string, name []byte) {
+		prefixes := strings.SplitN(set, "|", 4)
+		if got, want := newPrefixSet(prefixes).match(name), naiveMatch(name, prefixes); got != want {
+			t.Fatalf("prefixes %q: match(%q) = %v, want %v", prefixes, name, got, want)
 		}
 	})
 }
