@@ -20,15 +20,21 @@ import (
 // same; a file that cannot be mapped (not an open file, compressed or
 // missing sections) is read as Symbols reads it.
 func (f *File) Symbols(typ elf.SectionType, prefixes ...string) ([]elf.Symbol, error) {
-	if syms, err, ok := mappedSymbols(f, typ, prefixes); ok {
-		return syms, err
-	}
-	return Symbols(f.ELF, typ, prefixes...)
+	return f.SymbolsByKind(typ, prefixes, prefixes)
 }
 
-// mappedSymbols reads the symbols as File.Symbols describes, and reports
-// false when the tables cannot be mapped.
-func mappedSymbols(f *File, typ elf.SectionType, prefixes []string) (syms []elf.Symbol, err error, ok bool) {
+// SymbolsByKind is SymbolsByKind (the package's) for f, reading the
+// tables in place as Symbols does.
+func (f *File) SymbolsByKind(typ elf.SectionType, funcPrefixes, otherPrefixes []string) ([]elf.Symbol, error) {
+	if syms, err, ok := mappedSymbols(f, typ, funcPrefixes, otherPrefixes); ok {
+		return syms, err
+	}
+	return SymbolsByKind(f.ELF, typ, funcPrefixes, otherPrefixes)
+}
+
+// mappedSymbols reads the symbols as File.SymbolsByKind describes, and
+// reports false when the tables cannot be mapped.
+func mappedSymbols(f *File, typ elf.SectionType, funcPrefixes, otherPrefixes []string) (syms []elf.Symbol, err error, ok bool) {
 	ef := f.ELF
 	if f.fh == nil {
 		return nil, nil, false
@@ -62,10 +68,11 @@ func mappedSymbols(f *File, typ elf.SectionType, prefixes []string) (syms []elf.
 	if len(data)%entSize != 0 {
 		return nil, errors.New("symbols: length is not a multiple of the entry size"), true
 	}
-	pre := newPrefixSet(prefixes)
-	if pre.empty() {
+	funcs, others := newPrefixSet(funcPrefixes), newPrefixSet(otherPrefixes)
+	if funcs.empty() && others.empty() {
 		return nil, nil, true
 	}
+	info := infoOffset(ef.Class)
 	err = withFaults(func() {
 		// Entry 0 is the reserved undefined symbol.
 		for off := entSize; off+entSize <= len(data); off += entSize {
@@ -75,6 +82,10 @@ func mappedSymbols(f *File, typ elf.SectionType, prefixes []string) (syms []elf.
 				continue // an empty name
 			}
 			at := strs[name:]
+			pre := others
+			if elf.ST_TYPE(e[info]) == elf.STT_FUNC {
+				pre = funcs
+			}
 			if !pre.match(at) {
 				continue
 			}

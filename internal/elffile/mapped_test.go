@@ -31,7 +31,7 @@ func TestFileSymbolsMapped(t *testing.T) {
 				if f.ELF.SectionByType(typ) == nil {
 					continue
 				}
-				got, err, mapped := mappedSymbols(f, typ, testPrefixes)
+				got, err, mapped := mappedSymbols(f, typ, testPrefixes, testPrefixes)
 				if !mapped {
 					t.Fatalf("%v: not read in place", typ)
 				}
@@ -45,8 +45,31 @@ func TestFileSymbolsMapped(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Fatalf("%v: %d symbols in place, %d read", typ, len(got), len(want))
 				}
+				checkByKind(t, f, typ, []string{"_Z", "mem", "Builtins_"}, []string{"__", "_ZN2v8", "v8dbg_", "str"})
 			}
 		})
+	}
+}
+
+// checkByKind checks that File.SymbolsByKind and SymbolsByKind give the
+// functions of Symbols' symbols with one of funcs' prefixes and the other
+// symbols with one of others'.
+func checkByKind(t *testing.T, f *File, typ elf.SectionType, funcs, others []string) {
+	t.Helper()
+	all, werr := Symbols(f.ELF, typ, slices.Concat(funcs, others)...)
+	want := slices.DeleteFunc(all, func(s elf.Symbol) bool {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+			return !naiveMatch([]byte(s.Name), funcs)
+		}
+		return !naiveMatch([]byte(s.Name), others)
+	})
+	got, err := f.SymbolsByKind(typ, funcs, others)
+	read, rerr := SymbolsByKind(f.ELF, typ, funcs, others)
+	if (err != nil) != (werr != nil) || (rerr != nil) != (werr != nil) {
+		t.Fatalf("%v: by kind: errors %v and %v, Symbols' %v", typ, err, rerr, werr)
+	}
+	if !slices.Equal(got, want) || !slices.Equal(read, want) {
+		t.Fatalf("%v: by kind: %d symbols in place, %d read, %d of Symbols' of their kind", typ, len(got), len(read), len(want))
 	}
 }
 
@@ -79,6 +102,7 @@ func FuzzFileSymbols(f *testing.F) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("%v: %d symbols, Symbols %d", typ, len(got), len(want))
 			}
+			checkByKind(t, ff, typ, []string{"a", "xy"}, []string{"_", "m", "xy"})
 		}
 	})
 }

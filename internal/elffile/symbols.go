@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/stackline-dev/stackline/internal/keysort"
 )
@@ -29,6 +30,21 @@ const symbolChunk = 64 << 10
 // symbols that have them. It is for callers that look for a few names
 // among hundreds of thousands.
 func Symbols(ef *elf.File, typ elf.SectionType, prefixes ...string) ([]elf.Symbol, error) {
+	return SymbolsByKind(ef, typ, prefixes, prefixes)
+}
+
+// SymbolsByKind is Symbols with one set of prefixes for functions
+// (elf.STT_FUNC) and another for the other symbols: a function is
+// returned when its name starts with one of funcPrefixes, another symbol
+// when its name starts with one of otherPrefixes.
+//
+// A caller that looks for a few data symbols with common prefixes (C++
+// names) and for functions of a rarer prefix, among hundreds of
+// thousands of functions, spares most names the comparison with the
+// common prefixes: comparing each name with them is most of the cost of
+// a look through a large table (node's .symtab).
+func SymbolsByKind(ef *elf.File, typ elf.SectionType, funcPrefixes, otherPrefixes []string) ([]elf.Symbol, error) {
+	prefixes := slices.Concat(funcPrefixes, otherPrefixes)
 	var symtab *elf.Section
 	for _, s := range ef.Sections {
 		if s.Type == typ {
@@ -66,6 +82,13 @@ func Symbols(ef *elf.File, typ elf.SectionType, prefixes ...string) ([]elf.Symbo
 	err = eachSymbol(symtab, entSize, func(i int, e []byte) {
 		if name, ok := names[i]; ok {
 			s := decodeSymbol(ef.Class, ef.ByteOrder, e)
+			kind := otherPrefixes
+			if elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+				kind = funcPrefixes
+			}
+			if !slices.ContainsFunc(kind, func(p string) bool { return p != "" && strings.HasPrefix(name, p) }) {
+				return
+			}
 			s.Name = name
 			out = append(out, s)
 		}
@@ -211,6 +234,15 @@ func decodeSymbol(class elf.Class, bo binary.ByteOrder, e []byte) elf.Symbol {
 		s.Section = elf.SectionIndex(bo.Uint16(e[14:16]))
 	}
 	return s
+}
+
+// infoOffset returns the offset of st_info in a symbol table entry of
+// class c (64-bit or 32-bit; symSize tells which are read).
+func infoOffset(c elf.Class) int {
+	if c == elf.ELFCLASS64 {
+		return 4
+	}
+	return 12
 }
 
 // symSize returns the size of a symbol table entry of class c, or 0 for a

@@ -120,8 +120,8 @@ var v8Prefixes = []string{
 	"_ZN2v88internal11interpreter9Bytecodes14kBytecodeSizesE",
 }
 
-// BenchmarkSymbols compares Symbols and File.Symbols (in place), looking
-// for V8's names, with debug/elf's File.Symbols on node's symbol table (hundreds of thousands
+// BenchmarkSymbols compares Symbols, File.Symbols (in place) and
+// File.SymbolsByKind, looking for V8's names, with debug/elf's File.Symbols on node's symbol table (hundreds of thousands
 // of symbols).
 func BenchmarkSymbols(b *testing.B) {
 	path, err := filepath.EvalSymlinks("/usr/bin/node")
@@ -150,6 +150,20 @@ func BenchmarkSymbols(b *testing.B) {
 		defer func() { b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op") }()
 		for b.Loop() {
 			if _, err := f.Symbols(elf.SHT_SYMTAB, v8Prefixes...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("File.SymbolsByKind", func(b *testing.B) {
+		f := openFile(b, path)
+		b.ReportAllocs()
+		cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+		defer func() { b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op") }()
+		// As interpreter/v8 looks: the builtins among functions, the
+		// rest among data symbols.
+		funcs, others := v8Prefixes[1:2], slices.Concat(v8Prefixes[:1], v8Prefixes[2:])
+		for b.Loop() {
+			if _, err := f.SymbolsByKind(elf.SHT_SYMTAB, funcs, others); err != nil {
 				b.Fatal(err)
 			}
 		}

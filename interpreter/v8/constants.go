@@ -85,25 +85,36 @@ type Constants struct {
 // maxBytecodeSizes bounds the bytecode size table (3 x about 200).
 const maxBytecodeSizes = 3 * 1024
 
-// v8Prefixes start the names of the symbols ReadConstants reads.
-var v8Prefixes = []string{
-	constPrefix, builtinPrefix,
-	symVersionMajor, symVersionMinor, symVersionBuild, symVersionPatch,
-	symIsolateGroup, symBytecodeSizes,
-}
+// The symbols ReadConstants reads: functions whose names start with one
+// of funcPrefixes (the builtins), and data symbols (of any other type)
+// whose names start with one of dataPrefixes (the constants, version,
+// isolate group, bytecode sizes: variables, in every V8). Looking for
+// the C++ names among the data symbols only spares the comparison of
+// each of a large program's functions (node's 150,000) with them, which
+// was most of the cost of Detect.
+var (
+	funcPrefixes = []string{builtinPrefix}
+	dataPrefixes = []string{
+		constPrefix,
+		symVersionMajor, symVersionMinor, symVersionBuild, symVersionPatch,
+		symIsolateGroup, symBytecodeSizes,
+	}
+)
 
 // ReadConstants reads the v8dbg_* constants and the version of the V8 in
 // ef, from the dynamic symbol table and from .symtab (node 24.11 and
 // later keep them in .symtab only). The values are read from the file's
-// initialised data; a constant in .bss is 0.
+// initialised data; a constant in .bss is 0. Constants, version, isolate
+// group and bytecode sizes are read from data symbols (any type but
+// STT_FUNC), the range of the builtins from functions.
 func ReadConstants(ef *elf.File) (*Constants, error) {
 	return readConstants(ef, func(typ elf.SectionType) ([]elf.Symbol, error) {
-		return elffile.Symbols(ef, typ, v8Prefixes...)
+		return elffile.SymbolsByKind(ef, typ, funcPrefixes, dataPrefixes)
 	})
 }
 
-// symbolReader returns the symbols of a file's table of type typ whose
-// names start with one of v8Prefixes.
+// symbolReader returns the symbols of a file's table of type typ that
+// readConstants reads (funcPrefixes, dataPrefixes).
 type symbolReader func(typ elf.SectionType) ([]elf.Symbol, error)
 
 // readConstants is ReadConstants with the symbols read by symbols.

@@ -35,7 +35,7 @@ func Detect(f interpreter.File) (*Loader, error) {
 	// hold hundreds of thousands of symbols, and every file a process
 	// maps is looked at.
 	l, err := newLoader(file.ELF, func(typ elf.SectionType) ([]elf.Symbol, error) {
-		return file.Symbols(typ, v8Prefixes...)
+		return file.SymbolsByKind(typ, funcPrefixes, dataPrefixes)
 	})
 	if errors.Is(err, ErrNotV8) {
 		return nil, nil
@@ -50,7 +50,7 @@ func Detect(f interpreter.File) (*Loader, error) {
 // layout. It returns an error wrapping ErrNotV8 for a file without V8.
 func NewLoader(ef *elf.File) (*Loader, error) {
 	return newLoader(ef, func(typ elf.SectionType) ([]elf.Symbol, error) {
-		return elffile.Symbols(ef, typ, v8Prefixes...)
+		return elffile.SymbolsByKind(ef, typ, funcPrefixes, dataPrefixes)
 	})
 }
 
