@@ -198,23 +198,23 @@ func (b *tableBuilder) openSymbols(ef *elf.File, fh *os.File, sec *elf.Section) 
 
 // readSymbols adds the candidates of the tables to b.
 //
-// The symbols that may be candidates are counted first, in every table,
-// so that the candidates are allocated once, not grown by appending nor
-// grown again for the next table. The count leaves the names, the costly
-// part, to the second pass.
+// The candidates are allocated once, for as many as the tables have
+// entries, not grown by appending nor grown again for the next table:
+// most entries of a program's table are candidates, and counting those
+// that are would be a pass of its own over the table (a fifth of the
+// read of node's).
 func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 	n, nt, seq := len(b.cands), len(b.tables), b.nextSeq
+	entries := 0
+	for _, t := range tables {
+		entries += len(t.data) / t.entSize
+	}
 	var cur *symTable
 	err := withFaults(func() {
-		count := 0
+		b.cands = slices.Grow(b.cands, entries)
 		for _, t := range tables {
 			cur = t
 			t.toSym64LE()
-			count += b.countSymbols(t)
-		}
-		b.cands = slices.Grow(b.cands, count)
-		for _, t := range tables {
-			cur = t
 			b.fillSymbols(t)
 		}
 	})
@@ -223,21 +223,6 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 		return fmt.Errorf("%s: %w", cur.name, err)
 	}
 	return nil
-}
-
-// countSymbols returns how many symbols of t may be candidates, by their
-// address, type and section.
-func (b *tableBuilder) countSymbols(t *symTable) int {
-	count := 0
-	// Entry 0 is the reserved undefined symbol. The entries are 64-bit
-	// little-endian ones (toSym64LE).
-	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-		if !b.excluded(s.value) && t.code.symbol(s) {
-			count++
-		}
-	}
-	return count
 }
 
 // fillSymbols appends the candidates of t to b.cands.
