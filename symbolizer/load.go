@@ -97,8 +97,10 @@ type loader struct {
 type scratch struct {
 	cands []candidate
 	keys  keysort.Buffer
-	// starts is the memory of the .dynsym check's address index.
+	// starts is the memory of the .dynsym check's address index, words
+	// that of its symbols when they are sorted instead.
 	starts []int32
+	words  []uint64
 	// lineRows are the rows of a line table being read (lineCollector).
 	lineRows []lineRow
 }
@@ -110,7 +112,7 @@ const maxScratchBytes = 16 << 20
 
 // bytes returns the memory the buffers hold.
 func (sc *scratch) bytes() int {
-	return cap(sc.cands)*int(unsafe.Sizeof(candidate{})) + sc.keys.Bytes() + 4*cap(sc.starts) + cap(sc.lineRows)*int(unsafe.Sizeof(lineRow{}))
+	return cap(sc.cands)*int(unsafe.Sizeof(candidate{})) + sc.keys.Bytes() + 4*cap(sc.starts) + 8*cap(sc.words) + cap(sc.lineRows)*int(unsafe.Sizeof(lineRow{}))
 }
 
 // osFile returns the open file to map ef's sections from, or nil.
@@ -156,8 +158,8 @@ func (l *loader) parse(ef *elffile.File) (*File, error) {
 	}
 	b := tableBuilder{limit: uint64(l.opts.MaxSectionBytes)}
 	if sc := l.scratch; sc != nil {
-		b.cands, b.keys, b.starts = sc.cands[:0], &sc.keys, sc.starts
-		defer func() { sc.cands, sc.starts = b.cands[:0], b.starts }()
+		b.cands, b.keys, b.starts, b.words = sc.cands[:0], &sc.keys, sc.starts, sc.words
+		defer func() { sc.cands, sc.starts, sc.words = b.cands[:0], b.starts, b.words[:0] }()
 	}
 	defer b.release()
 	l.addGoTable(f, ef)

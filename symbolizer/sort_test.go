@@ -2,6 +2,8 @@ package symbolizer
 
 import (
 	"debug/elf"
+	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -121,5 +123,84 @@ func TestAddrIndex(t *testing.T) {
 				t.Fatalf("round %d, %d candidates, no index: find(%#x) = %d, want %d", round, n, a, got, want)
 			}
 		}
+	}
+}
+
+// TestCoveredSorted checks coveredSorted against coveredEach, which looks
+// each symbol up, on random kept candidates (sorted, one an address, of
+// mixed ranks and sizes) and deferred tables of code symbols at their
+// addresses, between, below and above them, in random order, with sizes
+// and addresses too large to pack now and then.
+func TestCoveredSorted(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const wins = rankGlobal | rankSymtab
+	code := codeSections{false, true}
+	seen := map[string]int{}
+	for round := range 3000 {
+		n := rng.IntN(40)
+		kept := make([]candidate, 0, n)
+		v := rng.Uint64N(1 << 20)
+		if round%50 == 0 {
+			v = rng.Uint64() >> 1
+		}
+		for range n {
+			v += 1 + rng.Uint64N(64)
+			if rng.IntN(3) == 0 {
+				v += rng.Uint64N(1 << 30)
+			}
+			rank := uint8(wins | rankFunc)
+			if rng.IntN(10) == 0 {
+				rank = uint8(rng.IntN(8))
+			}
+			kept = append(kept, candidate{value: v, size: uint32(rng.IntN(100)), rank: rank})
+		}
+		b := &tableBuilder{}
+		for range 1 + rng.IntN(2) {
+			data := make([]byte, elf.Sym64Size) // the reserved entry
+			for range rng.IntN(20) {
+				value, size := rng.Uint64(), uint64(rng.IntN(100))
+				if len(kept) > 0 && rng.IntN(8) != 0 {
+					c := kept[rng.IntN(len(kept))]
+					value, size = c.value, uint64(c.size)
+					switch rng.IntN(8) {
+					case 0:
+						size++
+					case 1:
+						value--
+					case 2:
+						value++
+					case 3:
+						size = uint64(rng.IntN(int(c.size) + 1))
+					}
+				}
+				if rng.IntN(40) == 0 {
+					size = 1 << 30
+				}
+				e := make([]byte, elf.Sym64Size)
+				e[4] = byte(elf.STB_GLOBAL)<<4 | byte(elf.STT_FUNC)
+				if rng.IntN(10) == 0 {
+					e[4] = byte(elf.STB_GLOBAL)<<4 | byte(elf.STT_OBJECT) // not code: not looked at
+				}
+				binary.LittleEndian.PutUint16(e[6:], 1)
+				binary.LittleEndian.PutUint64(e[8:], value)
+				binary.LittleEndian.PutUint64(e[16:], size)
+				data = append(data, e...)
+			}
+			b.deferred = append(b.deferred, &symTable{data: data, entSize: elf.Sym64Size, le64: true, code: code})
+		}
+		var cur *symTable
+		want := b.coveredEach(kept, &addrIndex{}, &cur)
+		got, ok := b.coveredSorted(kept, &cur)
+		if !ok {
+			seen["not packed"]++
+			continue
+		}
+		if got != want {
+			t.Fatalf("round %d: coveredSorted = %v, coveredEach %v", round, got, want)
+		}
+		seen[fmt.Sprint(want)]++
+	}
+	if seen["true"] < 100 || seen["false"] < 100 || seen["not packed"] < 10 {
+		t.Fatalf("rounds: %v, too few of one", seen)
 	}
 }

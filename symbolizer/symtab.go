@@ -72,6 +72,8 @@ type tableBuilder struct {
 	keys *keysort.Buffer
 	// starts is the memory of the last addrIndex made (readDeferred).
 	starts []int32
+	// words is the memory of coveredSorted's symbols.
+	words []uint64
 }
 
 // readTable is a symbol table a tableBuilder read.
@@ -262,23 +264,25 @@ func (b *tableBuilder) readDeferred(kept []candidate) ([]candidate, error) {
 	covered := true
 	var cur *symTable
 	err := withFaults(func() {
-		// An index pays for itself when the deferred symbols are many
-		// (node's .dynsym); a few (libjvm's) are binary searches.
+		// Many deferred symbols (node's .dynsym) are sorted and walked
+		// beside kept; a few (libjvm's) are binary searches.
 		entries := 0
 		for _, t := range b.deferred {
 			entries += len(t.data) / t.entSize
 		}
-		var idx addrIndex
 		if entries >= len(kept)/8 {
-			idx = newAddrIndex(kept, b.starts)
-			b.starts = idx.starts
-		}
-		for _, t := range b.deferred {
-			cur = t
-			t.toSym64LE()
-			if covered = b.covered(t, kept, &idx); !covered {
-				break
+			// Walked in order of address, beside kept: a .dynsym
+			// lists its symbols by hash, and looking each up in kept
+			// would be a cache miss or two apiece.
+			var ok bool
+			if covered, ok = b.coveredSorted(kept, &cur); !ok {
+				// Addresses or sizes too large to pack: an index.
+				idx := newAddrIndex(kept, b.starts)
+				b.starts = idx.starts
+				covered = b.coveredEach(kept, &idx, &cur)
 			}
+		} else {
+			covered = b.coveredEach(kept, &addrIndex{}, &cur)
 		}
 		if covered {
 			return
@@ -302,6 +306,75 @@ func (b *tableBuilder) readDeferred(kept []candidate) ([]candidate, error) {
 	}
 	return b.dedup(), nil
 }
+
+// coveredEach reports whether every deferred table is covered, looking
+// each symbol up through idx; cur is set to the table being read.
+func (b *tableBuilder) coveredEach(kept []candidate, idx *addrIndex, cur **symTable) bool {
+	for _, t := range b.deferred {
+		*cur = t
+		t.toSym64LE()
+		if !b.covered(t, kept, idx) {
+			return false
+		}
+	}
+	return true
+}
+
+// Packing of a deferred symbol's address and size into one word for
+// coveredSorted: the size in the low spanSizeBits, the address above.
+const (
+	spanSizeBits = 24
+	spanSizeMask = 1<<spanSizeBits - 1
+)
+
+// coveredSorted reports, as coveredEach does, whether every code symbol
+// of the deferred tables has a kept symbol at its address that wins over
+// it and is at least as large, by sorting their addresses and walking
+// them beside kept; cur is set to the table being read. It reports false
+// for ok when an address or a size does not fit in a packed word: the
+// caller looks them up instead.
+func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered, ok bool) {
+	const wins = rankGlobal | rankSymtab
+	entries := 0
+	for _, t := range b.deferred {
+		entries += len(t.data) / t.entSize
+	}
+	words := slices.Grow(b.words[:0], entries)
+	for _, t := range b.deferred {
+		*cur = t
+		t.toSym64LE()
+		for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
+			s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
+			if b.excluded(s.value) || !t.code.symbol(s) {
+				continue
+			}
+			if s.value >= 1<<(64-spanSizeBits) || s.size > spanSizeMask {
+				b.words = words
+				return false, false
+			}
+			words = append(words, s.value<<spanSizeBits|s.size)
+		}
+	}
+	b.words = words
+	// By address: the packed words' order but for the sizes.
+	if !keysort.Stable(words, spanAddr, b.keys) {
+		slices.Sort(words)
+	}
+	i := 0
+	for _, w := range words {
+		v, size := w>>spanSizeBits, w&spanSizeMask
+		for i < len(kept) && kept[i].value < v {
+			i++
+		}
+		if i == len(kept) || kept[i].value != v || kept[i].rank&wins != wins || uint64(kept[i].size) < size {
+			return false, true
+		}
+	}
+	return true, true
+}
+
+// spanAddr returns the address of a packed word of coveredSorted.
+func spanAddr(w *uint64) uint64 { return *w >> spanSizeBits }
 
 // covered reports whether every code symbol of t (64-bit little-endian
 // entries) has a kept symbol at its address that wins over it (a global
