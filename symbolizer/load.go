@@ -156,7 +156,8 @@ func (l *loader) parse(ef *elffile.File) (*File, error) {
 		loads: loadSegments(ef.ELF),
 		info:  FileInfo{GNUBuildID: ids.GNU, GoBuildID: ids.Go, IsGo: ef.IsGo()},
 	}
-	b := tableBuilder{limit: uint64(l.opts.MaxSectionBytes)}
+	// Without a scratch, the sorts of the build share their words.
+	b := tableBuilder{limit: uint64(l.opts.MaxSectionBytes), keys: new(keysort.Buffer)}
 	if sc := l.scratch; sc != nil {
 		b.cands, b.keys, b.starts, b.words = sc.cands[:0], &sc.keys, sc.starts, sc.words
 		defer func() { sc.cands, sc.starts, sc.words = b.cands[:0], b.starts, b.words[:0] }()
