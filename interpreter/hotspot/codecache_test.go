@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"github.com/stackline-dev/stackline/interpreter"
 	"github.com/stackline-dev/stackline/trace"
 )
 
