@@ -174,6 +174,12 @@ func (t *Tracer) reportTrace(rec *record, proc *process, key repeatKey, repeatab
 	if hasUser {
 		e.proc, e.lastRead, e.interp = proc, proc.lastRead, proc.interp
 	}
+	if n := len(rp.frames) + len(frames); n > cap(rp.frames) {
+		// Grown within the bound, not beyond as append could.
+		grown := make([]trace.FrameID, len(rp.frames), min(max(2*cap(rp.frames), n, 1024), maxRepeatFrames))
+		copy(grown, rp.frames)
+		rp.frames = grown
+	}
 	rp.frames = append(rp.frames, frames...)
 	e.end = int32(len(rp.frames))
 	rp.index[key] = e
