@@ -16,9 +16,10 @@ import (
 // TestLive checks the decoders on each), as return addresses and as
 // running pcs, through one instance (which keeps each method's debug
 // data after its first pc) and through a new instance for each pc (which
-// reads everything): the names agree, and the first reads the process
-// only for the first pcs of each method, while the methods it inlines
-// are read. It logs the CPU time per frame of both.
+// reads everything): the names agree, and beyond the first pc of each
+// method the first reads the process only to check that the nmethod is
+// the one sampled and, once, for the methods inlined there. It logs the
+// CPU time per frame of both.
 func TestCompiledCodeCache(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts JVMs")
@@ -106,8 +107,8 @@ func TestCompiledCodeCache(t *testing.T) {
 			}
 			t.Logf("%d frames of %d compiled methods: %d reads of the process with the code kept (%d for the first pc of each), %d reading each anew; CPU %v a frame against %v",
 				frames, len(f.NMethods), sharedReads, firstReads, freshReads, sharedCPU/time.Duration(frames), freshCPU/time.Duration(frames))
-			// Beyond the first pc of each method, only the methods inlined
-			// there are read, once each.
+			// Beyond the first pc of each method: the nmethod's check
+			// (some seven reads), and each method inlined there once.
 			if sharedReads-firstReads > freshReads/4 {
 				t.Errorf("%d reads beyond the first pcs, of %d reading anew", sharedReads-firstReads, freshReads)
 			}

@@ -162,8 +162,10 @@ func (p *instance) lastPcDescBefore(pcs []byte, pcOffset uint64) (PcDesc, bool) 
 // (its compile id and method), which no other nmethod has: its debug data
 // never changes while it lives, and the methods it inlines live as long
 // as it does. A JIT-compiled loop is sampled at many pcs; each new one is
-// then named from memory, where it took some twenty reads of the process
-// (BenchmarkCompiledFrames).
+// then named from memory once the nmethod at its address is checked to be
+// the one sampled (its header, its block in use, its method's check),
+// where reading everything took twice those reads and five more for each
+// method inlined (TestCompiledCodeCache).
 type compiledCode struct {
 	d                     *nmethodData
 	top                   *method
@@ -197,6 +199,12 @@ func (c *compiledCode) bytes() int64 {
 func (p *instance) code(addr uint64, check uint32) (c *compiledCode, read bool, err error) {
 	k := cacheKey{kind: keyCode, addr: addr, check: check}
 	if v, ok := p.names.Get(k); ok {
+		// The nmethod at addr must be the one sampled, now: a sample's
+		// check value does not prove it (TestJavaChurn named frames of
+		// reused code with a class unloaded before when it did).
+		if _, err := p.readNmethod(addr, check); err != nil {
+			return nil, false, err
+		}
 		return v.(*compiledCode), false, nil
 	}
 	d, err := p.readNmethod(addr, check)
