@@ -14,6 +14,9 @@ import (
 // samples and the metadata pinned for them.
 type interval struct {
 	start time.Time
+	// id tells the interval from the others of its reporter (see
+	// Reporter.ReportAgain).
+	id uint64
 
 	frames pinnedFrames
 	execs  map[trace.FileID]trace.ExecutableInfo
@@ -57,10 +60,11 @@ type processInfo struct {
 	meta           *trace.ProcessMeta
 }
 
-// newInterval returns an empty interval starting at start, with room for
-// about frames pinned frames (what the previous interval pinned).
-func newInterval(start time.Time, frames int) *interval {
+// newInterval returns an empty interval id starting at start, with room
+// for about frames pinned frames (what the previous interval pinned).
+func newInterval(id uint64, start time.Time, frames int) *interval {
 	return &interval{
+		id:         id,
 		start:      start,
 		frames:     newPinnedFrames(frames, rand.Uint64()),
 		execs:      make(map[trace.FileID]trace.ExecutableInfo),

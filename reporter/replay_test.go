@@ -64,7 +64,7 @@ func replay(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest) (Confi
 		}
 		return m
 	}
-	iv := newInterval(time.Time{}, 0)
+	iv := newInterval(1, time.Time{}, 0)
 	fileOf := make([]trace.FileID, len(d.MappingTable))
 	for i, m := range d.MappingTable[1:] {
 		a := attrs(m.AttributeIndices)

@@ -213,7 +213,7 @@ func New(cfg Config, exporter Exporter) (*Reporter, error) {
 		frames:    frames,
 		execs:     execs,
 		lastPurge: now,
-		cur:       newInterval(now, 0),
+		cur:       newInterval(1, now, 0),
 	}
 	frames.SetOnEvict(r.frameEvicted)
 	execs.SetOnEvict(func(trace.FileID, trace.ExecutableInfo) { r.stats.execsDropped.Add(1) })
@@ -381,12 +381,39 @@ func (r *Reporter) ExecutableMetadata(id trace.FileID, info trace.ExecutableInfo
 // promises made for it. The reporter copies what it keeps; t may be reused
 // by the caller.
 func (r *Reporter) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
+	r.ReportTraceIn(t, meta)
+}
+
+// ReportTraceIn is ReportTrace, and returns the interval the trace went
+// in: the metadata of its frames and executables (what FrameKnown and
+// ExecutableKnown said true to, or FrameMetadata and ExecutableMetadata
+// gave, since the last trace reported) is pinned there, for ReportAgain.
+func (r *Reporter) ReportTraceIn(t *trace.Trace, meta trace.TraceMeta) uint64 {
 	r.stats.traces.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pendingFrames = r.pendingFrames[:0]
 	r.pendingExecs = r.pendingExecs[:0]
 	r.cur.add(t.Frames, &meta)
+	return r.cur.id
+}
+
+// ReportAgain reports a trace whose frames are those of a trace that
+// ReportTraceIn reported in interval, without asking about them again:
+// their metadata is pinned there. When that interval is over (exported,
+// or being exported) it reports nothing and returns false: the caller
+// asks about the frames again, as for a new trace.
+func (r *Reporter) ReportAgain(t *trace.Trace, meta trace.TraceMeta, interval uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur.id != interval {
+		return false
+	}
+	r.stats.traces.Add(1)
+	r.pendingFrames = r.pendingFrames[:0]
+	r.pendingExecs = r.pendingExecs[:0]
+	r.cur.add(t.Frames, &meta)
+	return true
 }
 
 // Run exports an interval every cfg.Interval until ctx is done, then exports
@@ -418,7 +445,7 @@ func (r *Reporter) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	r.purgeExpired(now)
 	done := r.cur
-	r.cur = newInterval(now, done.frames.len())
+	r.cur = newInterval(done.id+1, now, done.frames.len())
 	// Promises made for a trace not yet reported move to the new
 	// interval, which that trace will land in.
 	for _, id := range r.pendingFrames {

@@ -30,7 +30,7 @@ func (discard) Export(context.Context, *collectorpb.ExportProfilesServiceRequest
 // benchTracer returns a Tracer for the benchmarks of the per-record path:
 // no eBPF (its maps in memory), real kernel symbols, symbolizer and
 // reporter (exporting nowhere). The workers are not started.
-func benchTracer(b *testing.B) *Tracer {
+func benchTracer(b testing.TB) *Tracer {
 	kern, err := kallsyms.Load(kallsyms.Options{})
 	if err != nil {
 		b.Skip(err)
@@ -62,11 +62,11 @@ func benchTracer(b *testing.B) *Tracer {
 	}
 }
 
-// BenchmarkHandleTrace measures the tracer's per-sample path with warm
-// caches: decode a raw record of kernel and 24 user frames, map the user
-// addresses to files, ask the reporter about every frame, report the trace.
-// The addresses are real: kernel text symbols and this test binary's code.
-func BenchmarkHandleTrace(b *testing.B) {
+// handleTraceSetup returns a tracer of benchTracer's, its workers started
+// (stopped when the test ends), and the raw record of a trace of 8 kernel
+// and 24 user frames: real addresses, kernel text symbols and this test
+// binary's code. The process is read and the symbols loaded.
+func handleTraceSetup(b testing.TB) (*Tracer, []byte) {
 	t := benchTracer(b)
 	frames := kernelFrames(b, 8)
 	nk := len(frames)
@@ -78,7 +78,7 @@ func BenchmarkHandleTrace(b *testing.B) {
 	}
 	raw := encodeTrace(uint32(os.Getpid()), uint32(os.Getpid()), "bench", frames, nk)
 	t.w = t.startWorkers(context.Background(), nil)
-	defer t.w.stop()
+	b.Cleanup(t.w.stop)
 	t.handle(raw) // read the process
 	t.settle()
 	t.handle(raw) // load the symbols
@@ -87,18 +87,64 @@ func BenchmarkHandleTrace(b *testing.B) {
 		b.Fatalf("%d traces parked after the sync of the process", len(t.parked))
 	}
 	time.Sleep(rereadInterval) // past the last read: the per-trace check runs in full
+	return t, raw
+}
+
+// BenchmarkHandleTrace measures the tracer's per-sample path: decode a raw
+// record of kernel and 24 user frames, map the user addresses to files,
+// ask the reporter about every frame, report the trace ("new": as a trace
+// not seen in the interval), or find it among the traces of the interval
+// and report it again ("repeat"). "warm" handles the same trace again and
+// again; "cold" lets the CPU's caches go cold (a walk through 32 MiB)
+// every 40 traces, as the agent's sleep between reads of the ring buffer
+// does (about 40 traces a read on the benchmark's host), and counts the
+// CPU time of the traces only.
+func BenchmarkHandleTrace(b *testing.B) {
+	for _, cold := range []bool{false, true} {
+		for _, repeat := range []bool{false, true} {
+			name := map[bool]string{false: "warm", true: "cold"}[cold] + "-" + map[bool]string{false: "new", true: "repeat"}[repeat]
+			b.Run(name, func(b *testing.B) { benchmarkHandleTrace(b, cold, repeat) })
+		}
+	}
+}
+
+func benchmarkHandleTrace(b *testing.B, cold, repeat bool) {
+	t, raw := handleTraceSetup(b)
+	var junk []byte
+	if cold {
+		junk = make([]byte, 32<<20)
+	}
+	const batch = 40
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := testenv.ProcessCPU(b)
-	for range b.N {
-		t.handle(raw)
+	var cpu time.Duration
+	hits := t.repeats.hits
+	for i := 0; i < b.N; {
+		if cold {
+			for j := 0; j < len(junk); j += 64 {
+				junk[j]++
+			}
+		}
+		cpu0 := testenv.ProcessCPU(b)
+		for range min(batch, b.N-i) {
+			if !repeat {
+				clear(t.repeats.index)
+			}
+			t.handle(raw)
+			i++
+		}
+		// The process's CPU time, not the wall clock: on a loaded host
+		// the wall clock also counts the time the benchmark waited for
+		// a CPU.
+		cpu += testenv.ProcessCPU(b) - cpu0
 	}
 	b.StopTimer()
-	// The process's CPU time, not the wall clock: on a loaded host the
-	// wall clock also counts the time the benchmark waited for a CPU.
-	b.ReportMetric(float64(testenv.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
 	if len(t.parked) > 0 {
 		b.Fatalf("%d traces parked", len(t.parked))
+	}
+	if got := t.repeats.hits - hits; repeat && got < uint64(b.N-1) || !repeat && got != 0 {
+		b.Fatalf("%d traces of %d reported again", got, b.N)
 	}
 }
 
@@ -140,7 +186,7 @@ func BenchmarkKernelTraces(b *testing.B) {
 }
 
 // kernelFrames returns up to n kernel frames at real text symbols.
-func kernelFrames(b *testing.B, n int) []rawFrame {
+func kernelFrames(b testing.TB, n int) []rawFrame {
 	f, err := os.Open("/proc/kallsyms")
 	if err != nil {
 		b.Skip(err)

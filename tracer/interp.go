@@ -132,11 +132,13 @@ func (t *Tracer) interpFrame(proc *process, f *rawFrame) trace.FrameID {
 	if proc.interp == nil {
 		// Detached since the sample (exec, exit).
 		t.stats.interpUnnamed.Add(1)
+		t.memo.unrepeatable = true
 		return trace.FrameID{Addr: f.addr, Type: f.typ}
 	}
 	sym, err := proc.interp.Frame(interpreter.Frame{Type: f.typ, Addr: f.addr, Aux: f.aux, AuxHigh: f.auxHi, Extra: f.extra, ReturnAddress: f.flags&frameFlagReturnAddress != 0})
 	if err != nil {
 		t.stats.interpUnnamed.Add(1)
+		t.memo.unrepeatable = true
 		t.log.Debug("name interpreter frame", "pid", proc.pid, "error", err)
 		return trace.FrameID{Addr: f.addr, Type: f.typ}
 	}

@@ -13,9 +13,15 @@ import (
 // holds the metadata of each, and reports the trace. A trace with user
 // frames of a process or file the workers have not read yet is parked
 // (raw is its record) until they have, unless final: then it is reported
-// with what is known, its frames unnamed where nothing is.
+// with what is known, its frames unnamed where nothing is. A trace that
+// repeats one of the reporter's interval is reported again as it was
+// (see traceRepeats).
 func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 	if !final && t.unread(rec) && t.park(rec, raw) {
+		return
+	}
+	key, repeatable := t.repeatKeyOf(rec, raw, final)
+	if repeatable && t.reportRepeat(rec, key) {
 		return
 	}
 	out := &t.out
@@ -65,6 +71,7 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 		default:
 			if !f.typ.Interpreted() {
 				t.stats.decodeErrors.Add(1)
+				t.memo.unrepeatable = true
 				continue
 			}
 			if proc == nil {
@@ -73,24 +80,10 @@ func (t *Tracer) handleTrace(rec *record, raw []byte, final bool) {
 			out.Frames = append(out.Frames, t.interpFrame(proc, f))
 		}
 	}
-	meta := trace.TraceMeta{
-		TimestampNS: uint64(int64(rec.ktimeNS) + t.monoToWall),
-		PID:         rec.pid,
-		TID:         rec.tid,
-		CPU:         rec.cpu,
-		Comm:        rec.comm,
-		OffCPUNS:    rec.offCPUNS,
-	}
 	if proc == nil {
 		proc = t.process(rec.pid, rec.ktimeNS)
 	}
-	meta.ExecutablePath = proc.executablePath
-	meta.ProcessName = proc.name
-	meta.Process = proc.meta
-	if meta.ProcessName == "" {
-		meta.ProcessName = rec.comm
-	}
-	t.cfg.Reporter.ReportTrace(out, meta)
+	t.reportTrace(rec, proc, key, repeatable)
 }
 
 // scheduleFunction is the kernel function in which a thread leaves the CPU.
@@ -141,6 +134,10 @@ func (t *Tracer) kernelFrame(addr uint64) trace.FrameID {
 	t.kernelAddrs.check(t.cfg.Kernel)
 	id := image
 	exec := trace.ExecutableInfo{FileName: "vmlinux", GNUBuildID: t.cfg.Kernel.BuildID()}
+	if !ok || sym.Module != "" {
+		// Modules and BPF programs come and go: named again each time.
+		t.memo.unrepeatable = true
+	}
 	if ok && sym.Module != "" {
 		// Each module load (or BPF function) is a mapping of its own;
 		// addresses are relative to its base so that one build of a
@@ -245,6 +242,7 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 			return trace.FrameID{}, t.inflight[proc.pid].seq
 		}
 		t.stats.unknownMappings.Add(1)
+		t.memo.unrepeatable = true
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
 	if m.key == (fileKey{}) {
@@ -260,10 +258,15 @@ func (t *Tracer) nativeFrame(proc *process, addr uint64, final, mayReread bool) 
 			return trace.FrameID{}, t.inflight[proc.pid].seq
 		}
 		// Not identified: the sync worker could not open it.
+		t.memo.unrepeatable = true
 		return trace.FrameID{Addr: addr, Type: trace.FrameNative}, 0
 	}
-	t.needTable(proc, m, fi, addr-m.start+m.offset)
-	return t.namedFrame(proc, m, fi, addr-m.start+m.offset, final)
+	off := addr - m.start + m.offset
+	t.needTable(proc, m, fi, off)
+	if !t.memo.unrepeatable && !t.tableSettled(proc, fi, off) {
+		t.memo.unrepeatable = true
+	}
+	return t.namedFrame(proc, m, fi, off, final)
 }
 
 // fileKeyOf returns the file of a frame the eBPF unwinder tagged with it
@@ -291,6 +294,8 @@ func kernelFileKey(dev uint32, inode uint64) fileKey {
 // cache since) waits for a read of proc when mayReread, else the frame is
 // reported unnamed.
 func (t *Tracer) fileFrame(proc *process, key fileKey, off uint64, final, mayReread bool) (trace.FrameID, uint64) {
+	// Named without the process's mappings: not remembered.
+	t.memo.unrepeatable = true
 	fi, ok := t.files.Peek(key)
 	m := proc.findFile(key)
 	if !ok && m != nil && m.fi != nil {
@@ -324,6 +329,10 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 	}
 	r := t.cfg.Reporter
 	known := r.FrameKnown(id)
+	if len(t.renames) > 0 && t.renames[fi.id] != nil {
+		// Its frames may be named anew at their next sight.
+		t.memo.unrepeatable = true
+	}
 	if !known || (len(t.renames) > 0 && t.renames[fi.id] != nil && t.renameDue(fi.id, time.Now())) {
 		now := time.Now()
 		loaded := t.symbolsLoaded.Contains(fi.id)
@@ -345,6 +354,8 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 		t.noteSymbols(fi.id, sf != nil, now)
 		if sf != nil {
 			info.Lines = sf.Lookup(id.Addr, nil)
+		} else {
+			t.memo.unrepeatable = true
 		}
 		if !known || sf != nil {
 			r.FrameMetadata(id, info)

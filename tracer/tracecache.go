@@ -25,6 +25,9 @@ type traceMemo struct {
 	// leaf says the native frame being named is where the thread was
 	// (the first of the trace, or after a signal), not a return address.
 	leaf bool
+	// unrepeatable says a frame was named from what may change before
+	// the process's mappings are read again (see traceRepeats).
+	unrepeatable bool
 }
 
 // executableKnown is Reporter.ExecutableKnown, asked once for a run of

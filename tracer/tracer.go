@@ -197,6 +197,9 @@ type Tracer struct {
 	// memo is what the frames of the trace being handled share (owned
 	// by the Run goroutine).
 	memo traceMemo
+	// repeats are the traces reported in the reporter's interval, to
+	// report again when they repeat (owned by Run).
+	repeats traceRepeats
 	// lastMapping is the mapping of the last native frame of the trace
 	// being handled, or nil (owned by the Run goroutine).
 	lastMapping *mapping

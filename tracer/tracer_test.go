@@ -110,6 +110,21 @@ func (r *recorder) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
 	r.traces = append(r.traces, recorded{frames: slices.Clone(t.Frames), meta: meta})
 }
 
+// ReportTraceIn and ReportAgain make a recorder a RepeatReporter whose one
+// interval never ends: it keeps every frame it is given.
+func (r *recorder) ReportTraceIn(t *trace.Trace, meta trace.TraceMeta) uint64 {
+	r.ReportTrace(t, meta)
+	return 1
+}
+
+func (r *recorder) ReportAgain(t *trace.Trace, meta trace.TraceMeta, interval uint64) bool {
+	if interval != 1 {
+		return false
+	}
+	r.ReportTrace(t, meta)
+	return true
+}
+
 // waitFor returns once want of the traces recorded are ones keep selects,
 // or at deadline. With want 0 it waits for the deadline.
 //

@@ -97,6 +97,19 @@ func (r *timedRecorder) ReportTrace(t *trace.Trace, meta trace.TraceMeta) {
 	r.metas = append(r.metas, meta)
 }
 
+func (r *timedRecorder) ReportTraceIn(t *trace.Trace, meta trace.TraceMeta) uint64 {
+	r.ReportTrace(t, meta)
+	return 1
+}
+
+func (r *timedRecorder) ReportAgain(t *trace.Trace, meta trace.TraceMeta, interval uint64) bool {
+	if interval != 1 {
+		return false
+	}
+	r.ReportTrace(t, meta)
+	return true
+}
+
 // TestSlowTableBuildLosesNoTrace: while an unwind table takes 3 s to
 // build, the ring buffer (256 KiB: under a second of traces at 499 Hz on
 // two busy CPUs, so a reader stalled for the build would lose some) keeps

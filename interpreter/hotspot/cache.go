@@ -65,6 +65,9 @@ const (
 	keyMethod uint8 = iota + 1
 	keyCompiled
 	keyStub
+	// keyCode is a compiled method's debug data (compiledCode): nmethod
+	// and its check value, off 0.
+	keyCode
 )
 
 // processCache is one process's share of a Cache. Only its instance's

@@ -127,18 +127,6 @@ func (p *instance) method(addr uint64, check uint32) (*method, error) {
 	return m, nil
 }
 
-// methodNow returns the method at addr as the process holds it now (a
-// compiled method's, which the compiled code keeps alive): its check
-// value is read first, so that a method freed and another allocated at
-// its address is never taken for the cached one.
-func (p *instance) methodNow(addr uint64) (*method, error) {
-	check, err := p.methodCheckNow(addr)
-	if err != nil {
-		return nil, err
-	}
-	return p.method(addr, check)
-}
-
 // methodCheckNow returns the check value of the method at addr as the
 // process holds it now.
 func (p *instance) methodCheckNow(addr uint64) (uint32, error) {

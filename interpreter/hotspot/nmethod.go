@@ -108,18 +108,15 @@ func (p *instance) readRange(r [2]uint64, what string) ([]byte, error) {
 	return b, nil
 }
 
-// scopesAt returns the methods inlined at pcOffset from the code's start,
-// innermost first; none for code without debug information there.
-func (p *instance) scopesAt(d *nmethodData, pcOffset uint64) ([]Scope, error) {
-	if d.codeBegin+pcOffset >= d.stubBegin {
+// scopesAt returns the methods inlined at pcOffset from the start of c's
+// code, innermost first; none for code without debug information there.
+func (p *instance) scopesAt(c *compiledCode, pcOffset uint64) ([]Scope, error) {
+	if c.d.codeBegin+pcOffset >= c.d.stubBegin {
 		// A handler: a frame being deoptimized returns to its
 		// nmethod's deoptimization handler. No line is known.
 		return nil, nil
 	}
-	pcs, err := p.readRange(d.pcs, "PcDescs")
-	if err != nil {
-		return nil, err
-	}
+	pcs := c.pcs
 	// FindPcDesc takes the first PcDesc at or after the offset: a return
 	// address has its own, a running pc gets the next one's. When that
 	// one has no debug information (the end of the method's code, after
@@ -132,11 +129,7 @@ func (p *instance) scopesAt(d *nmethodData, pcOffset uint64) ([]Scope, error) {
 	if !ok {
 		return nil, nil
 	}
-	scopes, err := p.readRange(d.scopes, "scope data")
-	if err != nil {
-		return nil, err
-	}
-	return DecodeScopes(scopes, int(pd.ScopeDecodeOffset), p.enc)
+	return DecodeScopes(c.scopes, int(pd.ScopeDecodeOffset), p.enc)
 }
 
 // lastPcDescBefore returns the last PcDesc with debug information whose
@@ -162,29 +155,131 @@ func (p *instance) lastPcDescBefore(pcs []byte, pcOffset uint64) (PcDesc, bool) 
 	return best, found
 }
 
+// compiledCode is what naming the pcs of one compiled method takes, read
+// from the process once: its header, its method, its PcDescs, scope data
+// and metadata, and the check values of the methods inlined in it as they
+// are named. It is cached under the nmethod's address and check value
+// (its compile id and method), which no other nmethod has: its debug data
+// never changes while it lives, and the methods it inlines live as long
+// as it does. A JIT-compiled loop is sampled at many pcs; each new one is
+// then named from memory once the nmethod at its address is checked to be
+// the one sampled (its header, its block in use, its method's check),
+// where reading everything took twice those reads and five more for each
+// method inlined (TestCompiledCodeCache).
+type compiledCode struct {
+	d                     *nmethodData
+	top                   *method
+	pcs, scopes, metadata []byte
+	// checks holds, by metadata index - 1, the check value of the method
+	// there once a scope named it (0: not yet).
+	checks []uint32
+	// readErr is why the debug data could not be read (then it is not
+	// cached): without PcDescs or scope data a pc is named by its
+	// method alone, without metadata a pc with scopes is not named.
+	readErr, metadataErr error
+}
+
+// maxCachedCodeBytes bounds the debug data of a compiled method kept in
+// the cache: a larger one (rare) is read again for each new pc.
+const maxCachedCodeBytes = 64 << 10
+
+// cacheable reports whether c is kept for the nmethod's next pcs.
+func (c *compiledCode) cacheable() bool {
+	return c.readErr == nil && c.bytes() <= maxCachedCodeBytes
+}
+
+// bytes estimates what c holds, for the cache's bounds.
+func (c *compiledCode) bytes() int64 {
+	return int64(len(c.pcs)+len(c.scopes)+len(c.metadata)+4*len(c.checks)) + 256
+}
+
+// code returns what names the pcs of the nmethod at addr, whose check
+// value is check, from the cache or read from the process; read says it
+// was read now (its reads to be confirmed by a read of the nmethod).
+func (p *instance) code(addr uint64, check uint32) (c *compiledCode, read bool, err error) {
+	k := cacheKey{kind: keyCode, addr: addr, check: check}
+	if v, ok := p.names.Get(k); ok {
+		// The nmethod at addr must be the one sampled, now: a sample's
+		// check value does not prove it (TestJavaChurn named frames of
+		// reused code with a class unloaded before when it did).
+		if _, err := p.readNmethod(addr, check); err != nil {
+			return nil, false, err
+		}
+		return v.(*compiledCode), false, nil
+	}
+	d, err := p.readNmethod(addr, check)
+	if err != nil {
+		return nil, false, err
+	}
+	top, err := p.method(d.method, d.methodCheck)
+	if err != nil {
+		return nil, false, fmt.Errorf("nmethod %#x: %w", addr, err)
+	}
+	c = &compiledCode{d: d, top: top}
+	if d.pcs[1] != d.pcs[0] {
+		// Without PcDescs (a native method wrapper) the scopes are not
+		// needed: scopesAt finds none.
+		c.pcs, c.readErr = p.readRange(d.pcs, "PcDescs")
+		if c.readErr == nil {
+			c.scopes, c.readErr = p.readRange(d.scopes, "scope data")
+		}
+		if c.readErr != nil {
+			c.pcs, c.scopes = nil, nil
+		}
+	}
+	if d.metadata[1] > d.metadata[0] {
+		if c.metadata, err = p.readRange(d.metadata, "metadata"); err != nil {
+			c.metadata, c.metadataErr = nil, fmt.Errorf("nmethod %#x: %w", addr, err)
+			c.readErr = c.metadataErr
+		}
+		c.checks = make([]uint32, len(c.metadata)/8)
+	}
+	return c, true, nil
+}
+
+// inlined returns the method at index i (MethodIndex - 1) of c's
+// metadata, at addr; read says it was read from the process now.
+func (p *instance) inlined(c *compiledCode, i int, addr uint64) (m *method, read bool, err error) {
+	if check := c.checks[i]; check != 0 {
+		k := cacheKey{kind: keyMethod, addr: addr, check: check}
+		if v, ok := p.names.Get(k); ok {
+			return v.(*method), false, nil
+		}
+		// Evicted since: read again, checked against the same value.
+		m, err := p.method(addr, check)
+		return m, true, err
+	}
+	check, err := p.methodCheckNow(addr)
+	if err != nil {
+		return nil, true, err
+	}
+	if m, err = p.method(addr, check); err != nil {
+		return nil, true, err
+	}
+	c.checks[i] = check
+	return m, true, nil
+}
+
 func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error) {
-	d, err := p.readNmethod(f.Addr, f.Extra)
+	c, read, err := p.code(f.Addr, f.Extra)
 	if err != nil {
 		return interpreter.Symbol{}, err
 	}
+	d, top := c.d, c.top
 	pc := f.Addr + uint64(f.Aux)
-	top, err := p.method(d.method, d.methodCheck)
-	if err != nil {
-		return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
-	}
-	scopes, err := p.scopesAt(d, pc-d.codeBegin)
+	scopes, err := p.scopesAt(c, pc-d.codeBegin)
 	if err != nil || len(scopes) == 0 {
 		// A native method wrapper, or code without debug data at pc
 		// (the stubs section): the compiled method, without a line.
+		if read && err == nil && c.cacheable() {
+			p.names.Add(cacheKey{kind: keyCode, addr: f.Addr, check: f.Extra}, c, c.bytes())
+		}
 		sym := top.symbol(0, trace.FrameJVMCompiled)
 		sym.Inlined = []trace.Line{{Function: top.name, File: top.file}}
 		return sym, nil
 	}
-	var metadata []byte
-	if d.metadata[1] > d.metadata[0] {
-		if metadata, err = p.readRange(d.metadata, "metadata"); err != nil {
-			return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
-		}
+	if c.metadataErr != nil {
+		return interpreter.Symbol{}, c.metadataErr
 	}
 	lines := make([]trace.Line, 0, len(scopes))
 	// The frame's mapping is the innermost method's source file, whose
@@ -193,13 +288,16 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 	for _, s := range scopes {
 		m := top
 		if s.MethodIndex > 0 {
-			i := uint64(s.MethodIndex-1) * 8
-			if i+8 > uint64(len(metadata)) {
-				return interpreter.Symbol{}, fmt.Errorf("%w: nmethod %#x: method index %d of %d", ErrMalformed, f.Addr, s.MethodIndex, len(metadata)/8)
+			i := s.MethodIndex - 1
+			if i >= len(c.checks) {
+				return interpreter.Symbol{}, fmt.Errorf("%w: nmethod %#x: method index %d of %d", ErrMalformed, f.Addr, s.MethodIndex, len(c.checks))
 			}
-			addr := binary.LittleEndian.Uint64(metadata[i:])
+			addr := binary.LittleEndian.Uint64(c.metadata[8*i:])
 			if addr != d.method {
-				if m, err = p.methodNow(addr); err != nil {
+				var mread bool
+				m, mread, err = p.inlined(c, i, addr)
+				read = read || mread
+				if err != nil {
 					return interpreter.Symbol{}, fmt.Errorf("nmethod %#x: %w", f.Addr, err)
 				}
 			}
@@ -213,11 +311,16 @@ func (p *instance) readCompiled(f interpreter.Frame) (interpreter.Symbol, error)
 			inner = m
 		}
 	}
-	// The VM may have freed the code and its methods while they were
-	// read (class unloading runs concurrently): the nmethod must still
-	// be the one sampled once everything is read.
-	if _, err := p.readNmethod(f.Addr, f.Extra); err != nil {
-		return interpreter.Symbol{}, err
+	if read {
+		// The VM may have freed the code and its methods while they
+		// were read (class unloading runs concurrently): the nmethod
+		// must still be the one sampled once everything is read.
+		if _, err := p.readNmethod(f.Addr, f.Extra); err != nil {
+			return interpreter.Symbol{}, err
+		}
+		if c.cacheable() {
+			p.names.Add(cacheKey{kind: keyCode, addr: f.Addr, check: f.Extra}, c, c.bytes())
+		}
 	}
 	in := lines[0]
 	h := uint64(0)
