@@ -352,6 +352,7 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 	recent := make(map[trace.FileID]time.Time)
 	var pending []buildTask
 	var elves elfCache
+	elves.keeper, _ = builder.(sectionKeeper)
 	defer func() {
 		for _, b := range pending {
 			b.mf.close()

@@ -198,8 +198,13 @@ func goPrologue(tab *gopclntab.Table, fn *gopclntab.Func, hi uint64, f io.Reader
 
 // loadGoTable reads and parses the .gopclntab section of ef and finds the
 // address its function entries are relative to. mapping is the section's
-// mapping, to unmap (with unmap) once the table is no longer used.
+// mapping, to unmap (with unmap) once the table is no longer used; nil
+// when the Builder keeps it (see Builder.Keep), with the table parsed.
 func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, mapping []byte, err error) {
+	k := bs.keptFor(f)
+	if k != nil && k.goTab != nil && k.goOff == sec.Offset {
+		return k.goTab, nil, nil
+	}
 	data, mapping, err := bs.sectionData(f, sec)
 	if err != nil {
 		return nil, nil, err
@@ -218,5 +223,11 @@ func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section)
 	// the linker may have left unrelocated.
 	md, _ := tab.FindModuledata(ef, sec.Addr)
 	tab.ResolveText(ef, md)
+	if k != nil {
+		if _, kept := k.sections[sec.Offset]; kept {
+			// Mapped for the next builds: parsed for them too.
+			k.goTab, k.goOff = tab, sec.Offset
+		}
+	}
 	return tab, mapping, nil
 }
