@@ -130,7 +130,7 @@ type procFS struct {
 	// found holds those of a read until it is complete.
 	maps  *procmaps.Reader
 	found *[]mapping
-	log  *slog.Logger
+	log   *slog.Logger
 	// prefix is what path puts before "/PID" (root, clean, or "" for
 	// "/"), valid when quick: set by newProcFS.
 	prefix string
