@@ -47,6 +47,7 @@ type Builder struct {
 	cieIndex    map[uint64]int32
 	section     []byte // a section that is read, not mapped
 	code        []byte // Go function prologues
+	spRules     spMemo // Go rows' rules by stack pointer delta
 	interp      interp
 	// kept are the files whose sections builds by range leave mapped
 	// (Keep).

@@ -201,6 +201,19 @@ func (b *builder) span(lo, hi uint64, r Row) {
 	b.last = hi
 }
 
+// spanRule is span with the index of a rule of b.rules.
+func (b *builder) spanRule(lo, hi uint64, rule uint32) {
+	lo, hi = max(lo, b.lo), min(hi, b.hi)
+	if lo >= hi || lo < b.last {
+		return
+	}
+	if lo > b.last {
+		b.add(b.last, ruleInvalid)
+	}
+	b.add(lo, rule)
+	b.last = hi
+}
+
 // finish ends the current range with a gap, which the next range replaces
 // when it starts right there.
 func (b *builder) finish() {
