@@ -91,8 +91,8 @@ const spMemoLen = 512
 
 // spMemo holds the rules of a build's Go rows by stack pointer delta, so
 // that a row (most of those of a Go binary) costs an array load instead
-// of an intern of its rule: index 1+rule of g.bySP(8*i, saves) at
-// [saves][i], 0 when not looked up yet.
+// of an intern of its rule: 1+the index of the rule of g.bySP(8*i, false)
+// at i, of g.bySP(8*i, true) at spMemoLen+i; 0 when not looked up yet.
 type spMemo [2 * spMemoLen]uint32
 
 // spanSP is b.span(lo, hi, g.bySP(v, saves)), its rule found in memo.
@@ -236,7 +236,7 @@ func goPrologue(tab *gopclntab.Table, fn *gopclntab.Func, hi uint64, f io.Reader
 // when the Builder keeps it (see Builder.Keep), with the table parsed.
 func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, mapping []byte, err error) {
 	k := bs.keptFor(f)
-	if k != nil && k.goTab != nil && k.goOff == sec.Offset {
+	if k != nil && k.goTab != nil && k.goOff == sec.Offset && sec.Size <= uint64(bs.opts.MaxSectionBytes) {
 		return k.goTab, nil, nil
 	}
 	data, mapping, err := bs.sectionData(f, sec)
