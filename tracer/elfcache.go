@@ -23,13 +23,27 @@ const (
 // to the next: each build of a file's regions otherwise opens the file
 // again and parses its ELF headers, section names and notes, and looks
 // for its debug file (about a tenth of the regions' build time, and most
-// of what the builds allocate). A file is the same whichever process it
-// was opened through: its identity (trace.FileID) is its contents.
+// of what the builds allocate). The builder keeps the call frame sections
+// of the files held mapped, and a Go binary's function table parsed
+// (keeper): a build then neither maps, unmaps nor parses them again. A
+// file is the same whichever process it was opened through: its identity
+// (trace.FileID) is its contents.
 //
 // It is owned by one goroutine. Files are closed when unused for
 // cachedELFTTL, when more than maxCachedELF are held, and by close.
 type elfCache struct {
 	files map[trace.FileID]*cachedELF
+	// keeper, when not nil, is the build worker's builder, which keeps
+	// the sections of the files held mapped between their builds (see
+	// nativeunwind.Builder.Keep) as long as they are held.
+	keeper sectionKeeper
+}
+
+// sectionKeeper is a TableBuilder that keeps files' sections mapped
+// between builds by range, as *nativeunwind.Builder does.
+type sectionKeeper interface {
+	Keep(f *elffile.File)
+	Forget(f *elffile.File)
 }
 
 // cachedELF is a file an elfCache holds: the parsed file, which owns its
@@ -71,15 +85,29 @@ func (c *elfCache) keep(mf *mappedFile, lent, regional bool, now time.Time) {
 	if _, ok := c.files[id]; !ok && len(c.files) >= maxCachedELF {
 		c.evictOldest()
 	}
+	if e, ok := c.files[id]; ok && e.ef != mf.ef {
+		c.drop(e)
+	}
+	if c.keeper != nil {
+		c.keeper.Keep(mf.ef)
+	}
 	c.files[id] = &cachedELF{ef: mf.ef, fh: mf.fh, used: now}
 	mf.ef, mf.fh = nil, nil
+}
+
+// drop closes e's file, once the builder forgot it.
+func (c *elfCache) drop(e *cachedELF) {
+	if c.keeper != nil {
+		c.keeper.Forget(e.ef)
+	}
+	e.ef.Close()
 }
 
 // expire closes the files unused since cachedELFTTL before now.
 func (c *elfCache) expire(now time.Time) {
 	for id, e := range c.files {
 		if now.Sub(e.used) > cachedELFTTL {
-			e.ef.Close()
+			c.drop(e)
 			delete(c.files, id)
 		}
 	}
@@ -89,7 +117,7 @@ func (c *elfCache) expire(now time.Time) {
 func (c *elfCache) evictOldest() {
 	oldest := leastRecent(c.files, func(e *cachedELF) time.Time { return e.used })
 	if e, ok := c.files[oldest]; ok {
-		e.ef.Close()
+		c.drop(e)
 		delete(c.files, oldest)
 	}
 }
@@ -97,7 +125,7 @@ func (c *elfCache) evictOldest() {
 // close closes every file held.
 func (c *elfCache) close() {
 	for id, e := range c.files {
-		e.ef.Close()
+		c.drop(e)
 		delete(c.files, id)
 	}
 }

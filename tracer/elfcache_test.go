@@ -46,8 +46,16 @@ func isClosed(fh *os.File) bool {
 // first, closes those unused for cachedELFTTL, and closes all at the end.
 func TestELFCache(t *testing.T) {
 	now := time.Now()
-	var c elfCache
+	var b nativeunwind.Builder
+	c := elfCache{keeper: &b}
 	defer c.close()
+	// The builder keeps the sections of exactly the files held.
+	keeps := func(when string) {
+		t.Helper()
+		if b.Kept() != len(c.files) {
+			t.Errorf("%s: the builder keeps %d files, the cache holds %d", when, b.Kept(), len(c.files))
+		}
+	}
 
 	whole := parsedFile(t, 1)
 	c.keep(whole, false, false, now)
@@ -84,6 +92,7 @@ func TestELFCache(t *testing.T) {
 	if isClosed(fh) || c.files[trace.FileID{2}].used != now.Add(time.Second) {
 		t.Fatal("the file lent did not go back to the cache, used again")
 	}
+	keeps("lent and back")
 	other := parsedFile(t, 3)
 	defer other.close()
 	if c.lend(other) {
@@ -106,16 +115,19 @@ func TestELFCache(t *testing.T) {
 	if _, ok := c.files[trace.FileID{2}]; ok {
 		t.Error("the least recently used file is still held")
 	}
+	keeps("bounded")
 
 	// Expiry: those unused for cachedELFTTL.
 	c.expire(now.Add(2*time.Second + cachedELFTTL + time.Millisecond))
 	if len(c.files) != maxCachedELF-1 || !isClosed(fhs[0]) || isClosed(fhs[1]) {
 		t.Errorf("after the first expired: %d files held, want %d", len(c.files), maxCachedELF-1)
 	}
+	keeps("expired")
 	c.close()
 	if len(c.files) != 0 {
 		t.Errorf("%d files held after close", len(c.files))
 	}
+	keeps("closed")
 	for i, fh := range fhs {
 		if !isClosed(fh) {
 			t.Errorf("file %d not closed by close", i)

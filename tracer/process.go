@@ -126,9 +126,11 @@ type procFS struct {
 	// meta reads the processes' cgroup and environment; it is owned by
 	// the Run goroutine, as procFS is.
 	meta *procmeta.Reader
-	// maps reads the processes' executable mappings, owned like meta.
-	maps *procmaps.Reader
-	log  *slog.Logger
+	// maps reads the processes' executable mappings, owned like meta;
+	// found holds those of a read until it is complete.
+	maps  *procmaps.Reader
+	found *[]mapping
+	log   *slog.Logger
 	// prefix is what path puts before "/PID" (root, clean, or "" for
 	// "/"), valid when quick: set by newProcFS.
 	prefix string
@@ -138,7 +140,7 @@ type procFS struct {
 // newProcFS returns a procFS of the proc file system mounted at root, which
 // logs what it could not read of a process to log at debug level.
 func newProcFS(root string, log *slog.Logger) procFS {
-	p := procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, log: log}
+	p := procFS{root: root, meta: procmeta.NewReader(root), maps: &procmaps.Reader{}, found: new([]mapping), log: log}
 	if root == "/" {
 		p.quick = true
 	} else if root != "" && filepath.Clean(root) == root {
@@ -273,16 +275,32 @@ func (proc *process) setRuntime(name string) {
 	}
 }
 
-// readMaps reads the executable mappings of a maps file.
+// keptMappings bounds the buffer in which procFS.readMaps collects a
+// process's mappings, kept from one read to the next.
+const keptMappings = 256
+
+// readMaps reads the executable mappings of a maps file. They are
+// collected in p's buffer, then copied out in one allocation of their
+// number: the slice lives as long as the process, and growing it by
+// appends cost several.
 func (p procFS) readMaps(path string) ([]mapping, error) {
-	var mappings []mapping
+	found := (*p.found)[:0]
 	err := p.maps.Executable(path, func(m procmaps.Mapping) {
 		mm := mapping{start: m.Start, end: m.End, offset: m.Offset, path: m.Path}
 		if m.IsFile() {
 			mm.key = fileKey{dev: uint64(m.Major)<<32 | uint64(m.Minor), inode: m.Inode}
 		}
-		mappings = append(mappings, mm)
+		found = append(found, mm)
 	})
+	var mappings []mapping
+	if len(found) > 0 {
+		mappings = slices.Clone(found)
+	}
+	clear(found) // the paths
+	if cap(found) > keptMappings {
+		found = nil
+	}
+	*p.found = found[:0]
 	return mappings, err
 }
 

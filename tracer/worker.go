@@ -276,6 +276,9 @@ func (w *workers) stop() {
 }
 
 func (t *Tracer) syncWorker(ctx context.Context, w *workers, proc procFS) {
+	// unwoken counts the results handed back since the worker last woke
+	// the Run goroutine (see sendSync).
+	unwoken := 0
 	for {
 		var j *syncJob
 		select {
@@ -291,7 +294,7 @@ func (t *Tracer) syncWorker(ctx context.Context, w *workers, proc procFS) {
 		t.prepare(j, proc)
 		open := j.open
 		j.open = nil
-		if !w.send(ctx, syncResult{job: j, final: len(open) == 0}) {
+		if !w.sendSync(ctx, syncResult{job: j, final: len(open) == 0}, &unwoken) {
 			closeAll(open)
 			return
 		}
@@ -352,6 +355,7 @@ func (t *Tracer) buildWorker(ctx context.Context, w *workers, queue <-chan build
 	recent := make(map[trace.FileID]time.Time)
 	var pending []buildTask
 	var elves elfCache
+	elves.keeper, _ = builder.(sectionKeeper)
 	defer func() {
 		for _, b := range pending {
 			b.mf.close()
@@ -529,6 +533,38 @@ func (w *workers) send(ctx context.Context, r syncResult) bool {
 	case r.job == nil && r.symbols == nil:
 		w.wakeLater()
 	default:
+		w.wake()
+	}
+	return true
+}
+
+// maxUnwoken bounds the results of syncs the sync worker hands back
+// without waking the Run goroutine, while more syncs wait for it (see
+// sendSync).
+const maxUnwoken = 4
+
+// sendSync hands r, the result of a sync, from the sync worker to the Run
+// goroutine, unless ctx is done first, and wakes it as send does, but for
+// fewer wake-ups: once for the results of syncs queued together (up to
+// maxUnwoken), which the sync worker reads in a fraction of a millisecond
+// each, from the last of them; and within resultWakeDelay for a process
+// found gone, which nothing is read of (its parked traces are reported
+// with what its exec and their frames' files say, the same a little
+// later). unwoken counts the results handed back since the last wake.
+func (w *workers) sendSync(ctx context.Context, r syncResult, unwoken *int) bool {
+	select {
+	case w.results <- r:
+	case <-ctx.Done():
+		return false
+	}
+	switch {
+	case w.wake == nil:
+	case r.final && r.job.err != nil && *unwoken == 0:
+		w.wakeLater()
+	case *unwoken < maxUnwoken && len(w.firstSyncs)+len(w.syncs) > 0:
+		*unwoken++
+	default:
+		*unwoken = 0
 		w.wake()
 	}
 	return true

@@ -2,7 +2,9 @@ package nativeunwind
 
 import (
 	"fmt"
+	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/internal/testenv"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -119,30 +121,57 @@ func BenchmarkBuildRegion(b *testing.B) {
 				lo := CodeEnd(f) / 2 / size * size
 				r := []Range{{lo, lo + size}}
 				b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
-					peak := peakHeap(func() {
-						var bld Builder
-						if _, err := bld.BuildRanges(f, nil, Options{}, r); err != nil {
-							b.Fatal(err)
-						}
-					})
-					bld := &Builder{}
-					b.ReportAllocs()
-					b.ResetTimer()
-					cpu0 := testenv.ProcessCPU(b).Nanoseconds()
-					var rows int
-					for b.Loop() {
-						t, err := bld.BuildRanges(f, nil, Options{}, r)
-						if err != nil {
-							b.Fatal(err)
-						}
-						rows = t.Len()
-						bld.Release()
-					}
-					b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
-					b.ReportMetric(float64(rows), "rows")
-					b.ReportMetric(float64(peak), "peak-heap-B")
+					benchBuildRanges(b, f, [][]Range{r}, false)
 				})
 			}
+			// Each 64 KiB region of the code in turn, in an order of
+			// their own, as the tracer builds them by region (see
+			// Builder.Keep): what a build of a region costs when its
+			// pages were not touched by the one before.
+			var each [][]Range
+			for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(int((CodeEnd(f) + 1<<16 - 1) >> 16)) {
+				lo := uint64(i) << 16
+				each = append(each, []Range{{lo, lo + 1<<16}})
+			}
+			b.Run("each", func(b *testing.B) { benchBuildRanges(b, f, each, false) })
+			b.Run("each/kept", func(b *testing.B) { benchBuildRanges(b, f, each, true) })
 		})
 	}
+}
+
+// benchBuildRanges measures building ranges of f, builds[i] at the i-th
+// build (in turn), with a Builder kept from one build to the next, which
+// keeps f (Builder.Keep) when keep is set, as the tracer's build worker
+// does for the files of tables built by region. Besides time and
+// allocations it reports the CPU time, the rows of a build (on average)
+// and peak-heap-B of the first build with a new Builder (see
+// BenchmarkBuild).
+func benchBuildRanges(b *testing.B, f *elffile.File, builds [][]Range, keep bool) {
+	peak := peakHeap(func() {
+		var bld Builder
+		if _, err := bld.BuildRanges(f, nil, Options{}, builds[0]); err != nil {
+			b.Fatal(err)
+		}
+	})
+	bld := &Builder{}
+	if keep {
+		bld.Keep(f)
+		defer bld.Forget(f)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+	var rows, n int
+	for b.Loop() {
+		t, err := bld.BuildRanges(f, nil, Options{}, builds[n%len(builds)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows += t.Len()
+		n++
+		bld.Release()
+	}
+	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(rows)/float64(n), "rows")
+	b.ReportMetric(float64(peak), "peak-heap-B")
 }

@@ -358,7 +358,7 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 		// The FDEs of the ranges are found through its table (when
 		// it can be mapped: the section buffer holds .eh_frame when
 		// it cannot).
-		if data, mapping, err := gopclntab.MapSection(file, hdr); err == nil {
+		if data, mapping, err := mapSection(bs.keptFor(r), file, hdr); err == nil {
 			defer unmap(mapping)
 			fs.hdr, fs.hdrAddr = data, hdr.Addr
 		}
@@ -374,13 +374,15 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 // to an FDE's program once the FDEs are sorted, wherever it is in the
 // section, without a copy or a read per FDE. Compressed sections, and
 // those of a file that is not open (a reader), are read into a buffer of
-// the Builder, kept for the next build when it is small.
+// the Builder, kept for the next build when it is small. A section of a
+// file the Builder keeps (Keep) stays mapped after a build by range: its
+// mapping is then nil.
 func (bs *buildState) sectionData(r io.ReaderAt, sec *elf.Section) (data, mapping []byte, err error) {
 	if sec.Size > uint64(bs.opts.MaxSectionBytes) {
 		return nil, nil, fmt.Errorf("%w: section of %d bytes", ErrTooLarge, sec.Size)
 	}
 	if file, ok := r.(*os.File); ok {
-		if data, mapping, err := gopclntab.MapSection(file, sec); err == nil {
+		if data, mapping, err := mapSection(bs.keptFor(r), file, sec); err == nil {
 			return data, mapping, nil
 		}
 	}

@@ -1,6 +1,7 @@
 package nativeunwind
 
 import (
+	"os"
 	"unsafe"
 
 	"github.com/stackline-dev/stackline/internal/keysort"
@@ -46,7 +47,11 @@ type Builder struct {
 	cieIndex    map[uint64]int32
 	section     []byte // a section that is read, not mapped
 	code        []byte // Go function prologues
+	spRules     spMemo // Go rows' rules by stack pointer delta
 	interp      interp
+	// kept are the files whose sections builds by range leave mapped
+	// (Keep).
+	kept map[*os.File]*keptFile
 }
 
 // Release ends the use of the rows of the last table b built: b frees

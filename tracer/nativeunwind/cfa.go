@@ -296,6 +296,19 @@ func (in *interp) restore(st *state, c *cie, init *state, reg uint64) {
 // emit gives b the row of st for the addresses [lo, hi), which are
 // delta below their file offsets.
 func (in *interp) emit(b *builder, st *state, lo, hi, delta uint64) {
+	if i, ok := in.arch.memoIndex(st); ok {
+		// Most states: their rule looked up by index, not interned.
+		rule, ok := b.rules.memoized(i)
+		if !ok {
+			if rule, ok = b.rules.intern(in.arch.row(st)); !ok {
+				b.span(lo+delta, hi+delta, in.arch.row(st)) // fails the build
+				return
+			}
+			b.rules.memoize(i, rule)
+		}
+		b.spanRule(lo+delta, hi+delta, rule)
+		return
+	}
 	r := in.arch.row(st)
 	thr := uint64(st.pltThreshold)
 	if r.CFA != CFAPLT || thr == uint64(in.arch.pltThreshold) && delta%16 == 0 {
@@ -328,6 +341,46 @@ func (in *interp) emit(b *builder, st *state, lo, hi, delta uint64) {
 		b.span(pc+delta, next+delta, above)
 		pc = next
 	}
+}
+
+// Bounds of the states whose rules a ruleSet memoizes (arch.memoIndex):
+// the CFA at a multiple of 8 below 2 KiB above the stack or frame pointer,
+// the frame pointer not saved or at a multiple of 8 below 128 under the
+// CFA.
+const (
+	memoCFAOffsets = 256
+	memoFPOffsets  = 16
+	memoStates     = 2 * memoCFAOffsets * memoFPOffsets
+)
+
+// memoIndex returns the index, below memoStates, of the common state st
+// (see the bounds above), whose row is then a function of the index
+// alone; false for another.
+func (a *arch) memoIndex(st *state) (int, bool) {
+	if st.ra.kind != ruleOffset || st.ra.off != a.raOffset || st.how != cfaRegOffset ||
+		st.off < 0 || st.off%8 != 0 || st.off/8 >= memoCFAOffsets {
+		return 0, false
+	}
+	i := int(st.off / 8)
+	switch st.reg {
+	case a.sp:
+	case a.fp:
+		i += memoCFAOffsets
+	default:
+		return 0, false
+	}
+	fp := 0
+	switch st.fp.kind {
+	case ruleUnspecified, ruleSameValue:
+	case ruleOffset:
+		if st.fp.off >= 0 || st.fp.off%8 != 0 || -st.fp.off/8 >= memoFPOffsets {
+			return 0, false
+		}
+		fp = int(-st.fp.off / 8)
+	default:
+		return 0, false
+	}
+	return i*memoFPOffsets + fp, true
 }
 
 // row translates an unwinding state into a row; see Row and Build.

@@ -58,6 +58,8 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []uint64) 
 		s.code = make([]byte, g.window)
 	}
 	code := s.code
+	memo := &s.spRules
+	clear(memo[:])
 	from, to := goFuncSpan(tab.NumFuncs(), tab.Entry, bs.segs, bs.ranges)
 	for i := from; i < to; i++ {
 		fn, ok := tab.Func(i)
@@ -74,7 +76,7 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []uint64) 
 		if !bs.ranges.meets(lo+delta, hi+delta) || !b.begin(lo+delta, hi+delta) {
 			continue
 		}
-		goFuncRows(&b, tab, &fn, hi, delta, f, code, g)
+		goFuncRows(&b, tab, &fn, hi, delta, f, code, g, memo)
 		b.finish()
 		if b.err != nil {
 			return b.rows, b.err
@@ -83,9 +85,41 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []uint64) 
 	return b.rows, nil
 }
 
+// spMemoLen bounds the stack pointer deltas whose rules an spMemo holds:
+// multiples of 8 below 4 KiB, those of nearly every Go function.
+const spMemoLen = 512
+
+// spMemo holds the rules of a build's Go rows by stack pointer delta, so
+// that a row (most of those of a Go binary) costs an array load instead
+// of an intern of its rule: 1+the index of the rule of g.bySP(8*i, false)
+// at i, of g.bySP(8*i, true) at spMemoLen+i; 0 when not looked up yet.
+type spMemo [2 * spMemoLen]uint32
+
+// spanSP is b.span(lo, hi, g.bySP(v, saves)), its rule found in memo.
+func (b *builder) spanSP(lo, hi uint64, g *goRules, v int32, saves bool, memo *spMemo) {
+	if v < 0 || v%8 != 0 || v/8 >= spMemoLen {
+		b.span(lo, hi, g.bySP(v, saves))
+		return
+	}
+	i := int(v / 8)
+	if saves {
+		i += spMemoLen
+	}
+	if memo[i] == 0 {
+		rule, ok := b.rules.intern(g.bySP(v, saves))
+		if !ok {
+			b.span(lo, hi, g.bySP(v, saves)) // fails the build
+			return
+		}
+		memo[i] = rule + 1
+	}
+	b.spanRule(lo, hi, memo[i]-1)
+}
+
 // goFuncRows gives b the rows of the Go function fn, which ends at hi and
-// whose file offsets are delta above its addresses; see goRows.
-func goFuncRows(b *builder, tab *gopclntab.Table, fn *gopclntab.Func, hi, delta uint64, f io.ReaderAt, code []byte, g *goRules) {
+// whose file offsets are delta above its addresses, the rules of stack
+// pointer deltas through memo; see goRows.
+func goFuncRows(b *builder, tab *gopclntab.Table, fn *gopclntab.Func, hi, delta uint64, f io.ReaderAt, code []byte, g *goRules, memo *spMemo) {
 	switch {
 	case tab.Name(fn.NameOff) == "runtime.mcall":
 		b.span(fn.Entry+delta, hi+delta, Row{CFA: CFAGoMcall})
@@ -100,11 +134,11 @@ func goFuncRows(b *builder, tab *gopclntab.Table, fn *gopclntab.Func, hi, delta 
 		for r := newPCSPRuns(tab, fn, hi); r.next(); {
 			start, end, v := r.it.Start(), r.it.End(), r.it.Value()
 			if v == 0 {
-				b.span(start+delta, end+delta, g.bySP(0, true))
+				b.spanSP(start+delta, end+delta, g, 0, true, memo)
 				continue
 			}
 			if start < fpSet {
-				b.span(start+delta, min(end, fpSet)+delta, g.bySP(v, true))
+				b.spanSP(start+delta, min(end, fpSet)+delta, g, v, true, memo)
 			}
 			b.span(max(start, fpSet)+delta, end+delta, g.byFP)
 		}
@@ -114,7 +148,7 @@ func goFuncRows(b *builder, tab *gopclntab.Table, fn *gopclntab.Func, hi, delta 
 			saves, _ = goPrologue(tab, fn, hi, f, delta, code, g)
 		}
 		for r := newPCSPRuns(tab, fn, hi); r.next(); {
-			b.span(r.it.Start()+delta, r.it.End()+delta, g.bySP(r.it.Value(), saves))
+			b.spanSP(r.it.Start()+delta, r.it.End()+delta, g, r.it.Value(), saves, memo)
 		}
 	}
 }
@@ -198,8 +232,13 @@ func goPrologue(tab *gopclntab.Table, fn *gopclntab.Func, hi uint64, f io.Reader
 
 // loadGoTable reads and parses the .gopclntab section of ef and finds the
 // address its function entries are relative to. mapping is the section's
-// mapping, to unmap (with unmap) once the table is no longer used.
+// mapping, to unmap (with unmap) once the table is no longer used; nil
+// when the Builder keeps it (see Builder.Keep), with the table parsed.
 func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section) (tab *gopclntab.Table, mapping []byte, err error) {
+	k := bs.keptFor(f)
+	if k != nil && k.goTab != nil && k.goOff == sec.Offset && sec.Size <= uint64(bs.opts.MaxSectionBytes) {
+		return k.goTab, nil, nil
+	}
 	data, mapping, err := bs.sectionData(f, sec)
 	if err != nil {
 		return nil, nil, err
@@ -218,5 +257,11 @@ func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section)
 	// the linker may have left unrelocated.
 	md, _ := tab.FindModuledata(ef, sec.Addr)
 	tab.ResolveText(ef, md)
+	if k != nil {
+		if _, kept := k.sections[sec.Offset]; kept {
+			// Mapped for the next builds: parsed for them too.
+			k.goTab, k.goOff = tab, sec.Offset
+		}
+	}
 	return tab, mapping, nil
 }

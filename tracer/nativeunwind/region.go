@@ -58,6 +58,9 @@ func (b *Builder) BuildRanges(f, debug *elffile.File, opts Options, ranges []Ran
 	}
 	b.ranges = append(b.ranges[:0], ranges...)
 	defer func() { b.ranges = b.ranges[:0] }()
+	if k := b.kept[f.OSFile()]; k != nil {
+		defer k.release()
+	}
 	return b.Build(f, debug, opts)
 }
 

@@ -2,7 +2,12 @@ package nativeunwind
 
 import (
 	"fmt"
+	"maps"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 )
@@ -41,7 +46,8 @@ func mergeRegions(tb testing.TB, b *Builder, f, dbg *elffile.File, shift uint) (
 // and without cgo, .debug_frame in the file and in a debug file, GCC's
 // cc1, node and libjvm where installed) and regions of 64 KiB, 256 KiB and
 // 1 MiB, that the tables of all the regions of a file, merged, are its
-// whole table, row for row.
+// whole table, row for row; with the file's sections kept mapped between
+// the builds (Builder.Keep) too.
 func TestRegionsMergeToWhole(t *testing.T) {
 	for _, g := range goldenFiles(t) {
 		t.Run(g.name, func(t *testing.T) {
@@ -56,13 +62,21 @@ func TestRegionsMergeToWhole(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := whole.Rows()
-			var b Builder
+			var b, kept Builder
+			kept.Keep(f)
+			defer kept.Forget(f)
 			for _, shift := range []uint{16, 18, 20} {
 				got, built := mergeRegions(t, &b, f, dbg, shift)
 				if err := sameRows(got, want); err != nil {
 					t.Fatalf("regions of %d KiB: %v", 1<<shift>>10, err)
 				}
 				t.Logf("regions of %4d KiB: %d rows built for %d", 1<<shift>>10, built, len(want))
+				// The same with the file's sections kept mapped
+				// (Builder.Keep).
+				got, _ = mergeRegions(t, &kept, f, dbg, shift)
+				if err := sameRows(got, want); err != nil {
+					t.Fatalf("regions of %d KiB, file kept: %v", 1<<shift>>10, err)
+				}
 			}
 		})
 	}
@@ -120,4 +134,82 @@ func TestBuildRangesSeveral(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKeptSections checks that a Builder that keeps a large Go binary
+// (Builder.Keep) builds its regions as one that does not, maps each of
+// its sections once, holds none of their pages in memory between builds,
+// and unmaps them when it forgets the file.
+func TestKeptSections(t *testing.T) {
+	f, _ := openELF(t, goBinary(t))
+	var plain, kept Builder
+	kept.Keep(f)
+	fh := f.OSFile()
+	n := CodeEnd(f) >> 16
+	var mapped map[uint64]keptSection
+	for i := range min(n, 24) {
+		lo := (n * i / 24) << 16
+		r := []Range{{lo, lo + 1<<16}}
+		want, err := plain.BuildRanges(f, nil, Options{}, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := kept.BuildRanges(f, nil, Options{}, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sameRows(got.Rows(), want.Rows()); err != nil {
+			t.Fatalf("region at %#x: %v", lo, err)
+		}
+		k := kept.kept[fh]
+		if k == nil || len(k.sections) == 0 || k.goTab == nil {
+			t.Fatalf("after a build: %+v kept", k)
+		}
+		if mapped == nil {
+			mapped = maps.Clone(k.sections)
+		} else if !maps.EqualFunc(mapped, k.sections, func(a, b keptSection) bool { return &a.mapping[0] == &b.mapping[0] }) {
+			t.Fatal("sections mapped again")
+		}
+		for off, s := range k.sections {
+			if rss := mappingRSS(t, s.mapping); rss != 0 {
+				t.Errorf("region at %#x: section at %#x has %d kB resident after the build", lo, off, rss)
+			}
+		}
+	}
+	kept.Forget(f)
+	if kept.Kept() != 0 {
+		t.Fatalf("%d files kept after Forget", kept.Kept())
+	}
+	for _, s := range mapped {
+		if rss := mappingRSS(t, s.mapping); rss != -1 {
+			t.Errorf("section still mapped after Forget (%d kB resident)", rss)
+		}
+	}
+}
+
+// mappingRSS returns the resident kilobytes of the mapping that starts at
+// m's first byte, as /proc/self/smaps shows them, or -1 when there is
+// none.
+func mappingRSS(t *testing.T, m []byte) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&m[0])))
+	in := false
+	for line := range strings.Lines(string(data)) {
+		if fields := strings.Fields(line); len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			in = strings.HasPrefix(line, start)
+			continue
+		}
+		if in && strings.HasPrefix(line, "Rss:") {
+			kb, err := strconv.Atoi(strings.Fields(line)[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb
+		}
+	}
+	return -1
 }

@@ -60,6 +60,29 @@ type ruleSet struct {
 	// neighbouring rows often have the same rule.
 	last      ruleKey
 	lastIndex uint32
+	// memo holds 1+the index of the rule of common call frame states
+	// (arch.memoIndex), 0 when not looked up yet; memoUsed the entries
+	// set, which reset clears.
+	memo     []uint32
+	memoUsed []uint16
+}
+
+// memoized returns the rule of the state of memo index i, when known.
+func (s *ruleSet) memoized(i int) (uint32, bool) {
+	if s.memo == nil {
+		return 0, false
+	}
+	r := s.memo[i]
+	return r - 1, r != 0
+}
+
+// memoize records rule as that of the state of memo index i.
+func (s *ruleSet) memoize(i int, rule uint32) {
+	if s.memo == nil {
+		s.memo = make([]uint32, memoStates)
+	}
+	s.memo[i] = rule + 1
+	s.memoUsed = append(s.memoUsed, uint16(i))
 }
 
 // ruleKey is a rule packed in two words, to hash and compare.
@@ -87,6 +110,10 @@ func (k ruleKey) slot(bits uint) uint64 {
 func (s *ruleSet) reset() {
 	s.rules, s.keys = s.rules[:0], s.keys[:0]
 	s.last = noKey
+	for _, i := range s.memoUsed {
+		s.memo[i] = 0
+	}
+	s.memoUsed = s.memoUsed[:0]
 	if len(s.slots) == 0 {
 		s.bits = 6
 		s.slots = make([]uint32, 1<<s.bits)
@@ -146,7 +173,7 @@ func (s *ruleSet) lookup(k ruleKey, r Row) (uint32, bool) {
 
 // bytes returns the memory s holds.
 func (s *ruleSet) bytes() int {
-	return cap(s.rules)*int(unsafe.Sizeof(Row{})) + cap(s.keys)*int(unsafe.Sizeof(ruleKey{})) + len(s.slots)*4
+	return cap(s.rules)*int(unsafe.Sizeof(Row{})) + cap(s.keys)*int(unsafe.Sizeof(ruleKey{})) + len(s.slots)*4 + len(s.memo)*4 + cap(s.memoUsed)*2
 }
 
 // builder collects the rows of one source in address order, merging
@@ -196,6 +223,19 @@ func (b *builder) span(lo, hi uint64, r Row) {
 	if !ok {
 		b.fail(fmt.Errorf("%w: more than %d distinct rules", ErrTooLarge, maxRules))
 		return
+	}
+	b.add(lo, rule)
+	b.last = hi
+}
+
+// spanRule is span with the index of a rule of b.rules.
+func (b *builder) spanRule(lo, hi uint64, rule uint32) {
+	lo, hi = max(lo, b.lo), min(hi, b.hi)
+	if lo >= hi || lo < b.last {
+		return
+	}
+	if lo > b.last {
+		b.add(b.last, ruleInvalid)
 	}
 	b.add(lo, rule)
 	b.last = hi
