@@ -211,21 +211,15 @@ func (b *builder) begin(lo, hi uint64) bool {
 // span sets the rule r (r.Addr is ignored) for the offsets [lo, hi) of
 // the current range. Spans come in address order.
 func (b *builder) span(lo, hi uint64, r Row) {
-	lo, hi = max(lo, b.lo), min(hi, b.hi)
-	if lo >= hi || lo < b.last {
-		return
-	}
-	if lo > b.last {
-		// A hole inside the range: nothing said how to unwind there.
-		b.add(b.last, ruleInvalid)
+	if l := max(lo, b.lo); l >= min(hi, b.hi) || l < b.last {
+		return // nothing of it in the range: r is not interned
 	}
 	rule, ok := b.rules.intern(r)
 	if !ok {
 		b.fail(fmt.Errorf("%w: more than %d distinct rules", ErrTooLarge, maxRules))
 		return
 	}
-	b.add(lo, rule)
-	b.last = hi
+	b.spanRule(lo, hi, rule)
 }
 
 // spanRule is span with the index of a rule of b.rules.
@@ -235,6 +229,7 @@ func (b *builder) spanRule(lo, hi uint64, rule uint32) {
 		return
 	}
 	if lo > b.last {
+		// A hole inside the range: nothing said how to unwind there.
 		b.add(b.last, ruleInvalid)
 	}
 	b.add(lo, rule)
