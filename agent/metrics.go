@@ -77,6 +77,7 @@ var metrics = []metric{
 	bpfCounter(progs.StacklineCounterCOUNTER_OFF_CPU_FULL, "off_cpu_wait_table_full_total", "Sampled waits not recorded because 16384 sampled threads were blocked already."),
 	bpfCounter(progs.StacklineCounterCOUNTER_LOST_OFF_CPU, "lost_off_cpu_traces_total", "Off-CPU traces dropped because the ring buffer was full."),
 	counter("off_cpu_traces_total", "Off-CPU traces received from the ring buffer (not in traces_total).", func(s *stats) float64 { return float64(s.tracer.OffCPUTraces) }),
+	counter("repeated_traces_total", "Traces reported with the frames named for the same trace earlier in the interval, without naming them again.", func(s *stats) float64 { return float64(s.tracer.RepeatedTraces) }),
 	counter("decode_errors_total", "Malformed ring-buffer records.", func(s *stats) float64 { return float64(s.tracer.DecodeErrors) }),
 	bpfCounter(progs.StacklineCounterCOUNTER_USER_READ_ERR, "unwind_read_errors_total", "User stack walks stopped by an unreadable frame."),
 	bpfCounter(progs.StacklineCounterCOUNTER_MAX_DEPTH, "unwind_max_depth_total", "User stacks truncated at --max-stack-depth."),

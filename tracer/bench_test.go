@@ -118,7 +118,7 @@ func benchmarkHandleTrace(b *testing.B, cold, repeat bool) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	var cpu time.Duration
-	hits := t.repeats.hits
+	hits := t.stats.repeatedTraces.Load()
 	for i := 0; i < b.N; {
 		if cold {
 			for j := 0; j < len(junk); j += 64 {
@@ -143,7 +143,7 @@ func benchmarkHandleTrace(b *testing.B, cold, repeat bool) {
 	if len(t.parked) > 0 {
 		b.Fatalf("%d traces parked", len(t.parked))
 	}
-	if got := t.repeats.hits - hits; repeat && got < uint64(b.N-1) || !repeat && got != 0 {
+	if got := t.stats.repeatedTraces.Load() - hits; repeat && got < uint64(b.N-1) || !repeat && got != 0 {
 		b.Fatalf("%d traces of %d reported again", got, b.N)
 	}
 }

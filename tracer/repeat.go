@@ -58,8 +58,6 @@ type traceRepeats struct {
 	interval uint64
 	index    map[repeatKey]repeatEntry
 	frames   []trace.FrameID
-	// hits counts the traces reported again.
-	hits uint64
 }
 
 // repeatKey is a record's pid and frames, hashed twice under random seeds:
@@ -140,7 +138,7 @@ func (t *Tracer) reportRepeat(rec *record, key repeatKey) bool {
 	if !rp.reporter.ReportAgain(out, t.traceMeta(rec, proc), rp.interval) {
 		return false
 	}
-	rp.hits++
+	t.stats.repeatedTraces.Add(1)
 	return true
 }
 

@@ -43,9 +43,9 @@ func TestTraceRepeats(t *testing.T) {
 	tr.repeats = traceRepeats{}
 	handle := func(raw []byte, wantRepeat bool) {
 		t.Helper()
-		hits := tr.repeats.hits
+		hits := tr.stats.repeatedTraces.Load()
 		tr.handle(raw)
-		if got := tr.repeats.hits > hits; got != wantRepeat {
+		if got := tr.stats.repeatedTraces.Load() > hits; got != wantRepeat {
 			t.Fatalf("reported again: %v, want %v", got, wantRepeat)
 		}
 	}

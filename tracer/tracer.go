@@ -214,7 +214,7 @@ type tracerStats struct {
 	traces, events, decodeErrors, mapsReads, mapsErrors   atomic.Uint64
 	unknownMappings, unknownKernel, fileErrors, processes atomic.Uint64
 	syncs, syncErrors, debugFileErrors                    atomic.Uint64
-	offCPUTraces                                          atomic.Uint64
+	offCPUTraces, repeatedTraces                          atomic.Uint64
 	firstSampleUnixNS                                     atomic.Int64
 	// Published by the Run goroutine from the table store.
 	tablesLoaded, tableBytes, processBytes   atomic.Uint64
@@ -716,6 +716,9 @@ type Stats struct {
 	// Traces and Events count records received; OffCPUTraces the
 	// off-CPU traces among them (not counted in Traces).
 	Traces, Events, OffCPUTraces uint64
+	// RepeatedTraces counts the traces reported again with the frames
+	// named at their first sight in the reporter's interval (repeat.go).
+	RepeatedTraces uint64
 	// DecodeErrors counts malformed records.
 	DecodeErrors uint64
 	// MapsReads and MapsErrors count /proc/PID/maps reads.
@@ -787,6 +790,7 @@ func (t *Tracer) Stats() Stats {
 		ParkOverflows:        t.stats.parkOverflows.Load(),
 		Traces:               t.stats.traces.Load(),
 		OffCPUTraces:         t.stats.offCPUTraces.Load(),
+		RepeatedTraces:       t.stats.repeatedTraces.Load(),
 		Events:               t.stats.events.Load(),
 		DecodeErrors:         t.stats.decodeErrors.Load(),
 		MapsReads:            t.stats.mapsReads.Load(),
