@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,18 +146,36 @@ func TestTableBuiltWhenSampled(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	tr.stop(t)
 
-	if !coldListed {
-		t.Errorf("libcold.so, mapped and never run, not listed in the tables")
-	} else if coldInfo.Rows != 0 || coldInfo.Error != errNotSampled {
-		t.Errorf("libcold.so, mapped and never run: %+v, want no rows and %q", coldInfo, errNotSampled)
-	}
-
 	pid := uint32(cmd.Process.Pid)
 	var before, after [][]userFrame
 	rec.mu.Lock()
 	n := len(rec.traces)
 	rec.mu.Unlock()
 	all := rec.userTraces(func(m trace.TraceMeta) bool { return m.PID == pid })
+
+	// main never calls into libcold.so, but the loader runs its
+	// initialisers at the process's start: a sample there (rare) asks for
+	// its table as any other does. A frame in its cold_ functions, which
+	// nothing runs, is a frame put in the wrong file.
+	coldSampled := 0
+	for _, frames := range all {
+		i := slices.IndexFunc(frames, func(f userFrame) bool { return f.file == "libcold.so" })
+		if i < 0 {
+			continue
+		}
+		coldSampled++
+		if strings.HasPrefix(frames[i].name, "cold_") {
+			t.Errorf("a frame in libcold.so's %s, which nothing runs: %s", frames[i].name, describe(frames))
+		}
+	}
+	switch {
+	case !coldListed:
+		t.Errorf("libcold.so, mapped and never run, not listed in the tables")
+	case coldSampled > 0:
+		t.Logf("libcold.so sampled %d times (its initialisers), its table: %+v", coldSampled, coldInfo)
+	case coldInfo.Rows != 0 || coldInfo.Error != errNotSampled:
+		t.Errorf("libcold.so, mapped and never run: %+v, want no rows and %q", coldInfo, errNotSampled)
+	}
 	// userTraces keeps the recorder's order: split at builtAt by
 	// counting this process's traces among the first builtAt.
 	rec.mu.Lock()
