@@ -124,9 +124,11 @@ func TestFlameGraphOffCPU(t *testing.T) {
 			t.Errorf("off-CPU %s %q does not give the time waited (ns, µs, ms, s or min)", what, text)
 		}
 	}
-	// The status's total is the data's, formatted. An interval may land
-	// between reading the page and fetching the data: then the page,
-	// which follows the updates, is read again.
+	// The status's total is the data's, formatted. The page, held since
+	// the checks above, follows the updates again (and loads the view at
+	// once); an interval may land between reading the page and fetching
+	// the data: then the page is read again.
+	b.click(b.find(`#live`))
 	checkStatusTime(t, a, view+"&window=300&type=off_cpu", func() (string, int) {
 		var status, intervals string
 		b.exec(&status, `return document.querySelector('#status').textContent`)
@@ -134,6 +136,7 @@ func TestFlameGraphOffCPU(t *testing.T) {
 		n, _ := strconv.Atoi(intervals)
 		return status, n
 	})
+	b.click(b.find(`#live`)) // held again
 
 	// The download of the off-CPU view: waits, in nanoseconds.
 	var href string
