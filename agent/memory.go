@@ -21,11 +21,13 @@ import (
 // the pages of the symbol files the symbolizer maps, every trimInterval,
 // and every trimCheck while it loads files (a load reads the file's whole
 // symbol and string tables) and until the start is done (see
-// nextTrimCheck). Pages still in use come back on their
-// next access, from the page cache (a minor fault, 64 KiB around the page
-// touched); what was touched once (the loads of a burst of new programs)
-// leaves the RSS. Symbols are looked up only for frames the reporter does
-// not know, so a trim costs few faults.
+// nextTrimCheck). The pages lookups touch, the tracer drops itself after
+// each batch of records it names (see Tracer.dropLooked); a trim takes
+// what is left, the pages of loads above all. Pages still in use come back
+// on their next access, from the page cache (a minor fault, 64 KiB around
+// the page touched); what was touched once (the loads of a burst of new
+// programs) leaves the RSS. Symbols are looked up only for frames the
+// reporter does not know, so a trim costs few faults.
 //
 // The agent's own image (code and read-only data) is different: the Go
 // runtime touches most of what it drops again within seconds (the garbage

@@ -163,10 +163,15 @@ func (f *File) Bytes() int {
 	return n + f.lines.bytes()
 }
 
-// dropPages drops the pages of the file that lookups made resident from
+// DropPages drops the pages of the file that lookups made resident from
 // this process's memory: they are clean pages of the file, which the next
-// lookup that needs one faults in again from the page cache.
-func (f *File) dropPages() {
+// lookup that needs one faults in again from the page cache. A caller that
+// names frames in batches drops the pages of the files a batch looked up
+// in once the batch is done (the tracer does, each time it has read the
+// ring buffer): a lookup faults in 64 KiB around each page it reads, so
+// the lookups of a few seconds keep megabytes of a big .gopclntab or
+// string table resident, which only a Trim would drop.
+func (f *File) DropPages() {
 	for _, m := range f.maps {
 		dropPages(m)
 	}

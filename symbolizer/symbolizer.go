@@ -361,7 +361,7 @@ func (s *Symbolizer) Trim() {
 	}
 	s.mu.Unlock()
 	for _, f := range files {
-		f.dropPages()
+		f.DropPages()
 	}
 }
 

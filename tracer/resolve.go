@@ -1,11 +1,13 @@
 package tracer
 
 import (
+	"slices"
 	"time"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 	"github.com/stackline-dev/stackline/kallsyms"
 	"github.com/stackline-dev/stackline/reporter/semconv"
+	"github.com/stackline-dev/stackline/symbolizer"
 	"github.com/stackline-dev/stackline/trace"
 )
 
@@ -354,6 +356,7 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 		t.noteSymbols(fi.id, sf != nil, now)
 		if sf != nil {
 			info.Lines = sf.Lookup(id.Addr, nil)
+			t.lookedUp(sf)
 		} else {
 			t.memo.unrepeatable = true
 		}
@@ -365,6 +368,26 @@ func (t *Tracer) namedFrame(proc *process, m *mapping, fi *fileInfo, off uint64,
 		r.ExecutableMetadata(fi.id, fi.exec)
 	}
 	return id, 0
+}
+
+// lookedUp notes that sf was looked up in, for dropLooked.
+func (t *Tracer) lookedUp(sf *symbolizer.File) {
+	if !slices.Contains(t.looked, sf) {
+		t.looked = append(t.looked, sf)
+	}
+}
+
+// dropLooked drops the pages the lookups since its last call made resident
+// (see symbolizer.File.DropPages), before Run waits for records: they
+// leave the RSS as soon as the batch that needed them is named, rather
+// than at the agent's next trim, seconds later, by which time the lookups
+// of a busy build loop have added megabytes.
+func (t *Tracer) dropLooked() {
+	for i, sf := range t.looked {
+		sf.DropPages()
+		t.looked[i] = nil
+	}
+	t.looked = t.looked[:0]
 }
 
 // settledAge is how long a process has been synced before it is trusted

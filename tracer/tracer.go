@@ -206,6 +206,9 @@ type Tracer struct {
 	// kernelAddrs are addresses of the kernel image named before (owned
 	// by the Run goroutine).
 	kernelAddrs kernelImageAddrs
+	// looked are the symbol tables looked up in since Run last dropped
+	// their pages (see dropLooked; owned by the Run goroutine).
+	looked []*symbolizer.File
 
 	stats tracerStats
 }
@@ -476,6 +479,7 @@ func (t *Tracer) Run(ctx context.Context) error {
 		if soonest := now.Add(minWait); wake.Before(soonest) {
 			wake = soonest
 		}
+		t.dropLooked()
 		err := t.wait.wait(wake, func() bool { return t.urgentSince(seen) })
 		seen = t.wait.urgentSent()
 		switch {
