@@ -57,6 +57,34 @@ func TestStableMatchesSortStable(t *testing.T) {
 	}
 }
 
+// TestStableKeyWidths compares Stable with the standard library's stable
+// sort on random keys of every width that fits beside the index, so that
+// every number of radix passes and width of digit is sorted once, each
+// key with its top bit set so that the width is the one chosen.
+func TestStableKeyWidths(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	var buf Buffer
+	const n = 3000 // 12 bits of index
+	for width := 1; width <= 64-12; width++ {
+		recs := make([]rec, n)
+		for i := range recs {
+			k := rng.Uint64N(1 << (width - 1))
+			if i%2 == 0 {
+				k |= 1 << (width - 1)
+			}
+			recs[i] = rec{key: k, id: i}
+		}
+		want := slices.Clone(recs)
+		slices.SortStableFunc(want, func(a, b rec) int { return cmp.Compare(a.key, b.key) })
+		if !Stable(recs, recKey, &buf) {
+			t.Fatalf("%d-bit keys: did not fit", width)
+		}
+		if !slices.Equal(recs, want) {
+			t.Fatalf("%d-bit keys: order differs from a stable sort", width)
+		}
+	}
+}
+
 // TestStableRefusesWideKeys checks that keys that do not fit beside an
 // index are refused, with the records left as they were.
 func TestStableRefusesWideKeys(t *testing.T) {
@@ -105,4 +133,24 @@ func BenchmarkStable(b *testing.B) {
 			})
 		}
 	})
+}
+
+// BenchmarkStableWords sorts 100,000 words by 27-bit keys, the packed
+// addresses of a large program's dynamic symbols, where the radix passes
+// are most of the work.
+func BenchmarkStableWords(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n = 100000
+	orig := make([]uint64, n)
+	for i := range orig {
+		orig[i] = rng.Uint64N(1<<27) << 24
+	}
+	words := make([]uint64, n)
+	key := func(w *uint64) uint64 { return *w >> 24 }
+	var buf Buffer
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(words, orig)
+		Stable(words, key, &buf)
+	}
 }
