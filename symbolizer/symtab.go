@@ -228,20 +228,32 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 }
 
 // fillSymbols appends the candidates of t to b.cands.
+//
+// The entry and the candidate are filled field by field where they live
+// (a local and the slice element), not returned and copied as values:
+// the copy of a struct just stored field by field reads it back whole,
+// which the processor cannot forward from its pending stores, and those
+// stalls were most of the loop's time on a large program's table.
 func (b *tableBuilder) fillSymbols(t *symTable) {
 	b.tables = append(b.tables, readTable{firstSeq: b.nextSeq, strtab: t.strtab, secBase: t.secBase})
 	names := newNameCheck(t.strs)
+	cands := b.cands
+	var s elfSym
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-		if b.excluded(s.value) || !t.code.symbol(s) {
+		s.decode64LE(t.data[off : off+elf.Sym64Size])
+		if b.excluded(s.value) || !t.code.symbol(&s) {
 			continue
 		}
-		if c, ok := newCandidate(t.typ, s, t.strs, names); ok {
-			c.seq = b.nextSeq
-			b.nextSeq++
-			b.cands = append(b.cands, c)
+		cands = append(cands, candidate{})
+		c := &cands[len(cands)-1]
+		if !newCandidate(c, t.typ, &s, t.strs, names) {
+			cands = cands[:len(cands)-1]
+			continue
 		}
+		c.seq = b.nextSeq
+		b.nextSeq++
 	}
+	b.cands = cands
 }
 
 // deferSymbols takes the .dynsym t of a file whose .symtab b has read,
@@ -340,12 +352,13 @@ func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered,
 		entries += len(t.data) / t.entSize
 	}
 	words := slices.Grow(b.words[:0], entries)
+	var s elfSym
 	for _, t := range b.deferred {
 		*cur = t
 		t.toSym64LE()
 		for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-			s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-			if b.excluded(s.value) || !t.code.symbol(s) {
+			s.decode64LE(t.data[off : off+elf.Sym64Size])
+			if b.excluded(s.value) || !t.code.symbol(&s) {
 				continue
 			}
 			if s.value >= 1<<(64-spanSizeBits) || s.size > spanSizeMask {
@@ -381,9 +394,10 @@ func spanAddr(w *uint64) uint64 { return *w >> spanSizeBits }
 // .symtab symbol) and is at least as large; idx indexes kept.
 func (b *tableBuilder) covered(t *symTable, kept []candidate, idx *addrIndex) bool {
 	const wins = rankGlobal | rankSymtab
+	var s elfSym
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-		if b.excluded(s.value) || !t.code.symbol(s) {
+		s.decode64LE(t.data[off : off+elf.Sym64Size])
+		if b.excluded(s.value) || !t.code.symbol(&s) {
 			continue
 		}
 		i := idx.find(kept, s.value)
@@ -521,16 +535,15 @@ func (t *symTable) toSym64LE() {
 	t.data, t.entSize, t.le64 = out, elf.Sym64Size, true
 }
 
-// decodeSym64LE decodes the 64-bit little-endian symbol table entry e.
-func decodeSym64LE(e []byte) elfSym {
+// decode64LE sets s to the 64-bit little-endian symbol table entry e.
+// It fills s in place, for the reason fillSymbols gives.
+func (s *elfSym) decode64LE(e []byte) {
 	_ = e[23]
-	return elfSym{
-		name:  binary.LittleEndian.Uint32(e[0:4]),
-		info:  e[4],
-		shndx: binary.LittleEndian.Uint16(e[6:8]),
-		value: binary.LittleEndian.Uint64(e[8:16]),
-		size:  binary.LittleEndian.Uint64(e[16:24]),
-	}
+	s.name = binary.LittleEndian.Uint32(e[0:4])
+	s.info = e[4]
+	s.shndx = binary.LittleEndian.Uint16(e[6:8])
+	s.value = binary.LittleEndian.Uint64(e[8:16])
+	s.size = binary.LittleEndian.Uint64(e[16:24])
 }
 
 // decodeSym decodes the symbol table entry e.
@@ -553,17 +566,18 @@ func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
 	}
 }
 
-// newCandidate returns the code symbol s (see codeSections.symbol) as a
-// candidate when its name is not empty, at most maxNameLen bytes, and not
-// a mapping symbol or local label. tableType is the type of the table s
-// comes from; strs is its string table, which names checks.
-func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCheck) (candidate, bool) {
+// newCandidate sets c, a zero candidate, to the code symbol s (see
+// codeSections.symbol) and reports true when its name is not empty, at
+// most maxNameLen bytes, and not a mapping symbol or local label; else it
+// reports false and leaves c as it was. tableType is the type of the table s comes
+// from; strs is its string table, which names checks.
+func newCandidate(c *candidate, tableType elf.SectionType, s *elfSym, strs []byte, names nameCheck) bool {
 	var rank uint8
 	if elf.SymType(s.info&0xf) == elf.STT_FUNC {
 		rank |= rankFunc
 	}
 	if !names.valid(strs, s.name) {
-		return candidate{}, false
+		return false
 	}
 	// A valid name is NUL-terminated, so that its first bytes up to the
 	// NUL can be read without bounds beyond strs.
@@ -571,7 +585,7 @@ func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCh
 	// Skip mapping symbols ($x, $d, $t on ARM) and assembler-local labels,
 	// which name no function.
 	if n[0] == '$' || n[0] == '.' && n[1] == 'L' {
-		return candidate{}, false
+		return false
 	}
 	if elf.SymBind(s.info>>4) != elf.STB_LOCAL {
 		rank |= rankGlobal
@@ -583,14 +597,13 @@ func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCh
 	for underscores < math.MaxUint8 && n[underscores] == '_' {
 		underscores++
 	}
-	return candidate{
-		value:       s.value,
-		size:        uint32(min(s.size, math.MaxUint32)),
-		shndx:       s.shndx,
-		nameOff:     s.name,
-		rank:        rank,
-		underscores: uint8(underscores),
-	}, true
+	c.value = s.value
+	c.size = uint32(min(s.size, math.MaxUint32))
+	c.shndx = s.shndx
+	c.nameOff = s.name
+	c.rank = rank
+	c.underscores = uint8(underscores)
+	return true
 }
 
 // codeSections says which sections of a file hold code: allocated and
@@ -610,7 +623,7 @@ func newCodeSections(ef *elf.File) codeSections {
 // function, or an untyped or indirect-function symbol with a nonzero
 // value, defined in a section that holds code. Its name is newCandidate's
 // to check.
-func (code codeSections) symbol(s elfSym) bool {
+func (code codeSections) symbol(s *elfSym) bool {
 	switch elf.SymType(s.info & 0xf) {
 	case elf.STT_FUNC:
 	case elf.STT_NOTYPE, elf.STT_GNU_IFUNC:
