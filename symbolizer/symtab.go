@@ -213,7 +213,7 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 	}
 	var cur *symTable
 	err := withFaults(func() {
-		b.cands = slices.Grow(b.cands, entries)
+		b.cands = grow(b.cands, entries)
 		for _, t := range tables {
 			cur = t
 			t.toSym64LE()
@@ -254,6 +254,20 @@ func (b *tableBuilder) fillSymbols(t *symTable) {
 		b.nextSeq++
 	}
 	b.cands = cands
+}
+
+// grow returns s with room for n more elements. Unlike slices.Grow, which
+// copies the whole capacity of s, it copies only the elements of s: the
+// buffers of a load are lent to the next (scratch), and copying the rest
+// of one, what the load before left there, faulted in and wrote
+// megabytes of fresh memory for nothing when it grew.
+func grow[E any](s []E, n int) []E {
+	if cap(s)-len(s) >= n {
+		return s
+	}
+	g := make([]E, len(s), len(s)+n)
+	copy(g, s)
+	return g
 }
 
 // deferSymbols takes the .dynsym t of a file whose .symtab b has read,
@@ -351,7 +365,7 @@ func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered,
 	for _, t := range b.deferred {
 		entries += len(t.data) / t.entSize
 	}
-	words := slices.Grow(b.words[:0], entries)
+	words := grow(b.words[:0], entries)
 	var s elfSym
 	for _, t := range b.deferred {
 		*cur = t
@@ -431,7 +445,7 @@ func newAddrIndex(cands []candidate, buf []int32) addrIndex {
 		x.shift = uint(n - bits.Len(uint(len(cands))))
 	}
 	buckets := int(span>>x.shift) + 1
-	x.starts = slices.Grow(buf[:0], buckets+1)[:buckets+1]
+	x.starts = grow(buf[:0], buckets+1)[:buckets+1]
 	k := 0
 	for i := range cands {
 		for b := int((cands[i].value - x.lo) >> x.shift); k <= b; k++ {
