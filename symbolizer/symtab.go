@@ -802,18 +802,28 @@ func (b *tableBuilder) dedup() []candidate {
 	// leading underscores ("malloc" over "__libc_malloc"), then the order
 	// the tables list them in.
 	sortCandidates(b.cands, b.keys)
+	// The candidates are compacted in place, each copied straight from
+	// its element to its new one, and not at all while none was dropped:
+	// copying through a local (range's value) stores it in two
+	// overlapping halves that the copy out cannot be forwarded, which
+	// stalled the loop on every candidate.
 	kept := b.cands[:0]
-	for _, c := range b.cands {
+	for i := range b.cands {
+		c := &b.cands[i]
 		if c.value >= b.excludeLo && c.value < b.excludeHi {
 			continue
 		}
-		if n := len(kept); n > 0 && kept[n-1].value == c.value {
+		n := len(kept)
+		if n > 0 && kept[n-1].value == c.value {
 			// An alias: keep the preferred name, but the largest size,
 			// since an untyped label may alias a sized function.
 			kept[n-1].size = max(kept[n-1].size, c.size)
 			continue
 		}
-		kept = append(kept, c)
+		kept = kept[:n+1]
+		if n != i {
+			kept[n] = *c
+		}
 	}
 	return kept
 }
