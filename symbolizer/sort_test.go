@@ -204,3 +204,42 @@ func TestCoveredSorted(t *testing.T) {
 		t.Fatalf("rounds: %v, too few of one", seen)
 	}
 }
+
+// TestSortLineRowsMatchesStableSort checks that sortLineRows orders line
+// rows exactly as slices.SortStableFunc by cmpLineRows does: rows in
+// runs already sorted (few, many, one), random, reversed, with repeated
+// addresses and ends of sequence among them. Rows that compare equal
+// are told apart by their lines, whose order a stable sort keeps.
+func TestSortLineRowsMatchesStableSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{0, 1, 2, 3, 7, 100, 1000, 20000} {
+		for _, runs := range []int{1, 2, 3, 4, 5, 14, n/2 + 1, n + 1} {
+			rows := make([]lineRow, n)
+			for i := range rows {
+				rows[i] = lineRow{addr: rng.Uint64N(uint64(n)/4 + 1), file: uint32(rng.IntN(3)), line: uint32(i)}
+				if rng.IntN(4) == 0 {
+					rows[i].file = noFile
+				}
+			}
+			// Sort each of the runs, cut at random, so that the rows
+			// are that many runs or fewer.
+			cuts := []int{0, n}
+			for range runs - 1 {
+				cuts = append(cuts, rng.IntN(n+1))
+			}
+			slices.Sort(cuts)
+			for i := 1; i < len(cuts); i++ {
+				slices.SortStableFunc(rows[cuts[i-1]:cuts[i]], cmpLineRows)
+			}
+			if runs == n+1 { // reversed
+				slices.Reverse(rows)
+			}
+			want := slices.Clone(rows)
+			slices.SortStableFunc(want, cmpLineRows)
+			sortLineRows(rows)
+			if !slices.Equal(rows, want) {
+				t.Fatalf("%d rows in %d runs: order differs from a stable sort", n, runs)
+			}
+		}
+	}
+}
