@@ -382,98 +382,23 @@ func (c *lineCollector) table() (*lineTable, error) {
 // sortLineRows sorts rows by address; at one address an end of sequence
 // first, so that a sequence starting where another ends wins, then the
 // later row.
-//
-// The rows are the sequences of the line programs one after the other,
-// each in order, and the programs mostly in order of address: a file's
-// rows form a few runs already sorted (node's 40,000 rows 14, libm's
-// debug file's 48,000 four). A stable merge of the runs, bottom-up,
-// takes a pass over the rows a level, where a stable sort that does not
-// look for runs compared and moved them in small blocks many times over.
-// A stable sort has one result, so this is the one slices.SortStableFunc
-// gives.
 func sortLineRows(rows []lineRow) {
-	var starts []int // where each run starts, and len(rows)
-	for i := range rows {
-		if i == 0 || cmpLineRows(rows[i-1], rows[i]) > 0 {
-			starts = append(starts, i)
-		}
-	}
-	starts = append(starts, len(rows))
-	var buf []lineRow
-	for len(starts) > 2 {
-		// Runs k and k+1 become one, which starts where run k did; with
-		// an odd number of runs, the last waits for the next level. The
-		// starts are rewritten in place, behind those still read.
-		merged := starts[:0]
-		for k := 0; k+1 < len(starts); k += 2 {
-			lo := starts[k]
-			if k+2 < len(starts) {
-				buf = mergeRuns(rows[lo:starts[k+2]], starts[k+1]-lo, buf)
+	slices.SortStableFunc(rows, func(a, b lineRow) int {
+		if a.addr != b.addr {
+			if a.addr < b.addr {
+				return -1
 			}
-			merged = append(merged, lo)
+			return 1
 		}
-		starts = append(merged, len(rows))
-	}
-}
-
-// mergeRuns merges rows[:m] and rows[m:], each sorted, stably, and
-// returns its scratch buf (grown): the smaller run is copied there and
-// merged back from its end of rows.
-func mergeRuns(rows []lineRow, m int, buf []lineRow) []lineRow {
-	if m == 0 || m == len(rows) || cmpLineRows(rows[m-1], rows[m]) <= 0 {
-		return buf
-	}
-	if m <= len(rows)-m {
-		buf = append(buf[:0], rows[:m]...)
-		i, j, k := 0, m, 0
-		for i < len(buf) && j < len(rows) {
-			// Equal rows: the left run's first.
-			if cmpLineRows(rows[j], buf[i]) < 0 {
-				rows[k] = rows[j]
-				j++
-			} else {
-				rows[k] = buf[i]
-				i++
-			}
-			k++
-		}
-		copy(rows[k:], buf[i:])
-		return buf
-	}
-	buf = append(buf[:0], rows[m:]...)
-	i, j, k := m-1, len(buf)-1, len(rows)-1
-	for i >= 0 && j >= 0 {
-		// Equal rows: the right run's last, from the end.
-		if cmpLineRows(rows[i], buf[j]) > 0 {
-			rows[k] = rows[i]
-			i--
-		} else {
-			rows[k] = buf[j]
-			j--
-		}
-		k--
-	}
-	copy(rows[:j+1], buf[:j+1])
-	return buf
-}
-
-// cmpLineRows orders line rows as sortLineRows sorts them, but for the
-// order of equal rows, which the sort keeps.
-func cmpLineRows(a, b lineRow) int {
-	if a.addr != b.addr {
-		if a.addr < b.addr {
+		ae, be := a.file == noFile, b.file == noFile
+		switch {
+		case ae && !be:
 			return -1
+		case be && !ae:
+			return 1
 		}
-		return 1
-	}
-	ae, be := a.file == noFile, b.file == noFile
-	switch {
-	case ae && !be:
-		return -1
-	case be && !ae:
-		return 1
-	}
-	return 0
+		return 0
+	})
 }
 
 // mergeLineRows keeps, of sorted rows, the last at each address, and drops
