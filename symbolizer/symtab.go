@@ -384,9 +384,7 @@ func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered,
 	}
 	b.words = words
 	// By address: the packed words' order but for the sizes.
-	if !keysort.Stable(words, spanAddr, b.keys) {
-		slices.Sort(words)
-	}
+	keysort.Words(words, spanSizeBits, b.keys)
 	i := 0
 	for _, w := range words {
 		v, size := w>>spanSizeBits, w&spanSizeMask
@@ -399,9 +397,6 @@ func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered,
 	}
 	return true, true
 }
-
-// spanAddr returns the address of a packed word of coveredSorted.
-func spanAddr(w *uint64) uint64 { return *w >> spanSizeBits }
 
 // covered reports whether every code symbol of t (64-bit little-endian
 // entries) has a kept symbol at its address that wins over it (a global

@@ -64,6 +64,36 @@ func Stable[T any](recs []T, key func(*T) uint64, buf *Buffer) bool {
 	return true
 }
 
+// Words sorts words by their bits above shift, keeping the order of
+// words equal there, in place. It is Stable for records that are their
+// own keys: without a word of key and index per record, nor the moves
+// that put the records in the order of those words, which are most of
+// Stable's time on words. buf, when not nil, lends its scratch words.
+func Words(words []uint64, shift uint, buf *Buffer) {
+	if len(words) < 2 || shift >= 64 {
+		return
+	}
+	var all uint64
+	sorted := true
+	for i, w := range words {
+		all |= w
+		if i > 0 && w>>shift < words[i-1]>>shift {
+			sorted = false
+		}
+	}
+	if sorted {
+		return
+	}
+	if buf == nil {
+		buf = new(Buffer)
+	}
+	tmp := grow(buf.tmp, len(words))
+	buf.tmp = tmp
+	if out := radix(words, tmp, shift, bits.Len64(all>>shift)); &out[0] != &words[0] {
+		copy(words, out)
+	}
+}
+
 // grow returns s resized to n elements, reallocated when it is too small.
 func grow(s []uint64, n int) []uint64 {
 	if cap(s) < n {
