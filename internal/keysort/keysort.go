@@ -2,7 +2,8 @@
 // packed (key, index) words, then moves the records into place: for the
 // tens to hundreds of thousands of symbols or FDEs of a large binary,
 // several times faster than a comparison sort of the records themselves,
-// which moves whole records at every step.
+// which moves whole records at every step. Words that hold their own key
+// (Words) are sorted by the same radix sort directly.
 package keysort
 
 import "math/bits"
