@@ -259,6 +259,32 @@ type lineProgReader struct {
 	files   []lineFile
 	formats []lineFormat
 	opLens  []uint8
+	// special is the effect of the special opcodes of the last program
+	// run, made again only for a program whose header changes it.
+	special specialOps
+}
+
+// specialOps is the effect of each special opcode of line programs with
+// one header's opcode base, line base and line range: how many operations
+// it advances and how much it adds to the line. A program is mostly
+// special opcodes, and each would otherwise cost two divisions; the
+// programs of a file share one header's values.
+type specialOps struct {
+	opcodeBase, lineBase, lineRange int
+	ops, lines                      [256]int32
+}
+
+// set makes s the table of the header's values, when it is not already.
+func (s *specialOps) set(opcodeBase, lineBase, lineRange int) {
+	if s.lineRange != 0 && s.opcodeBase == opcodeBase && s.lineBase == lineBase && s.lineRange == lineRange {
+		return
+	}
+	s.opcodeBase, s.lineBase, s.lineRange = opcodeBase, lineBase, lineRange
+	for op := opcodeBase; op < len(s.ops); op++ {
+		adj := op - opcodeBase
+		s.ops[op] = int32(adj / lineRange)
+		s.lines[op] = int32(lineBase + adj%lineRange)
+	}
 }
 
 // lineProgramsV5 adds the rows of every line program of secs.line to c,
@@ -587,10 +613,17 @@ func (r *lineProgReader) run(b *lineBuf, addrSize int, minInstLen, maxOps, lineB
 	}
 	reset()
 	advance := func(ops int) {
+		if maxOps == 1 {
+			// Every architecture but VLIW ones: no division.
+			addr += uint64(minInstLen * ops)
+			return
+		}
 		i := opIndex + ops
 		addr += uint64(minInstLen * (i / maxOps))
 		opIndex = i % maxOps
 	}
+	sp := &r.special
+	sp.set(opcodeBase, lineBase, lineRange)
 	prev := lineRow{file: noFile}
 	emit := func(end bool) error {
 		row := lineRow{addr: addr, file: noFile}
@@ -614,9 +647,8 @@ func (r *lineProgReader) run(b *lineBuf, addrSize int, minInstLen, maxOps, lineB
 	for b.len() > 0 {
 		opcode := int(b.u8())
 		if opcode >= opcodeBase {
-			adj := opcode - opcodeBase
-			advance(adj / lineRange)
-			line += lineBase + adj%lineRange
+			advance(int(sp.ops[opcode]))
+			line += int(sp.lines[opcode])
 			if err := emit(false); err != nil {
 				return err
 			}

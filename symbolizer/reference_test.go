@@ -296,7 +296,8 @@ func TestToSym64LE(t *testing.T) {
 		tab := symTable{data: data, entSize: size, class: tc.class, bo: tc.bo}
 		tab.toSym64LE()
 		for i, want := range syms {
-			if got := decodeSym64LE(tab.data[i*elf.Sym64Size:]); got != want {
+			var got elfSym
+			if got.decode64LE(tab.data[i*elf.Sym64Size:]); got != want {
 				t.Errorf("%v %v: entry %d = %+v, want %+v", tc.class, tc.bo, i, got, want)
 			}
 		}

@@ -213,7 +213,7 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 	}
 	var cur *symTable
 	err := withFaults(func() {
-		b.cands = slices.Grow(b.cands, entries)
+		b.cands = grow(b.cands, entries)
 		for _, t := range tables {
 			cur = t
 			t.toSym64LE()
@@ -228,20 +228,46 @@ func (b *tableBuilder) readSymbols(tables ...*symTable) error {
 }
 
 // fillSymbols appends the candidates of t to b.cands.
+//
+// The entry and the candidate are filled field by field where they live
+// (a local and the slice element), not returned and copied as values:
+// the copy of a struct just stored field by field reads it back whole,
+// which the processor cannot forward from its pending stores, and those
+// stalls were most of the loop's time on a large program's table.
 func (b *tableBuilder) fillSymbols(t *symTable) {
 	b.tables = append(b.tables, readTable{firstSeq: b.nextSeq, strtab: t.strtab, secBase: t.secBase})
 	names := newNameCheck(t.strs)
+	cands := b.cands
+	var s elfSym
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-		if b.excluded(s.value) || !t.code.symbol(s) {
+		s.decode64LE(t.data[off : off+elf.Sym64Size])
+		if b.excluded(s.value) || !t.code.symbol(&s) {
 			continue
 		}
-		if c, ok := newCandidate(t.typ, s, t.strs, names); ok {
-			c.seq = b.nextSeq
-			b.nextSeq++
-			b.cands = append(b.cands, c)
+		cands = append(cands, candidate{})
+		c := &cands[len(cands)-1]
+		if !newCandidate(c, t.typ, &s, t.strs, names) {
+			cands = cands[:len(cands)-1]
+			continue
 		}
+		c.seq = b.nextSeq
+		b.nextSeq++
 	}
+	b.cands = cands
+}
+
+// grow returns s with room for n more elements. Unlike slices.Grow, which
+// copies the whole capacity of s, it copies only the elements of s: the
+// buffers of a load are lent to the next (scratch), and copying the rest
+// of one, what the load before left there, faulted in and wrote
+// megabytes of fresh memory for nothing when it grew.
+func grow[E any](s []E, n int) []E {
+	if cap(s)-len(s) >= n {
+		return s
+	}
+	g := make([]E, len(s), len(s)+n)
+	copy(g, s)
+	return g
 }
 
 // deferSymbols takes the .dynsym t of a file whose .symtab b has read,
@@ -339,13 +365,14 @@ func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered,
 	for _, t := range b.deferred {
 		entries += len(t.data) / t.entSize
 	}
-	words := slices.Grow(b.words[:0], entries)
+	words := grow(b.words[:0], entries)
+	var s elfSym
 	for _, t := range b.deferred {
 		*cur = t
 		t.toSym64LE()
 		for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-			s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-			if b.excluded(s.value) || !t.code.symbol(s) {
+			s.decode64LE(t.data[off : off+elf.Sym64Size])
+			if b.excluded(s.value) || !t.code.symbol(&s) {
 				continue
 			}
 			if s.value >= 1<<(64-spanSizeBits) || s.size > spanSizeMask {
@@ -357,9 +384,7 @@ func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered,
 	}
 	b.words = words
 	// By address: the packed words' order but for the sizes.
-	if !keysort.Stable(words, spanAddr, b.keys) {
-		slices.Sort(words)
-	}
+	keysort.Words(words, spanSizeBits, b.keys)
 	i := 0
 	for _, w := range words {
 		v, size := w>>spanSizeBits, w&spanSizeMask
@@ -373,17 +398,15 @@ func (b *tableBuilder) coveredSorted(kept []candidate, cur **symTable) (covered,
 	return true, true
 }
 
-// spanAddr returns the address of a packed word of coveredSorted.
-func spanAddr(w *uint64) uint64 { return *w >> spanSizeBits }
-
 // covered reports whether every code symbol of t (64-bit little-endian
 // entries) has a kept symbol at its address that wins over it (a global
 // .symtab symbol) and is at least as large; idx indexes kept.
 func (b *tableBuilder) covered(t *symTable, kept []candidate, idx *addrIndex) bool {
 	const wins = rankGlobal | rankSymtab
+	var s elfSym
 	for off := t.entSize; off+t.entSize <= len(t.data); off += t.entSize {
-		s := decodeSym64LE(t.data[off : off+elf.Sym64Size])
-		if b.excluded(s.value) || !t.code.symbol(s) {
+		s.decode64LE(t.data[off : off+elf.Sym64Size])
+		if b.excluded(s.value) || !t.code.symbol(&s) {
 			continue
 		}
 		i := idx.find(kept, s.value)
@@ -417,7 +440,7 @@ func newAddrIndex(cands []candidate, buf []int32) addrIndex {
 		x.shift = uint(n - bits.Len(uint(len(cands))))
 	}
 	buckets := int(span>>x.shift) + 1
-	x.starts = slices.Grow(buf[:0], buckets+1)[:buckets+1]
+	x.starts = grow(buf[:0], buckets+1)[:buckets+1]
 	k := 0
 	for i := range cands {
 		for b := int((cands[i].value - x.lo) >> x.shift); k <= b; k++ {
@@ -521,16 +544,15 @@ func (t *symTable) toSym64LE() {
 	t.data, t.entSize, t.le64 = out, elf.Sym64Size, true
 }
 
-// decodeSym64LE decodes the 64-bit little-endian symbol table entry e.
-func decodeSym64LE(e []byte) elfSym {
+// decode64LE sets s to the 64-bit little-endian symbol table entry e.
+// It fills s in place, for the reason fillSymbols gives.
+func (s *elfSym) decode64LE(e []byte) {
 	_ = e[23]
-	return elfSym{
-		name:  binary.LittleEndian.Uint32(e[0:4]),
-		info:  e[4],
-		shndx: binary.LittleEndian.Uint16(e[6:8]),
-		value: binary.LittleEndian.Uint64(e[8:16]),
-		size:  binary.LittleEndian.Uint64(e[16:24]),
-	}
+	s.name = binary.LittleEndian.Uint32(e[0:4])
+	s.info = e[4]
+	s.shndx = binary.LittleEndian.Uint16(e[6:8])
+	s.value = binary.LittleEndian.Uint64(e[8:16])
+	s.size = binary.LittleEndian.Uint64(e[16:24])
 }
 
 // decodeSym decodes the symbol table entry e.
@@ -553,17 +575,18 @@ func decodeSym(class elf.Class, bo binary.ByteOrder, e []byte) elfSym {
 	}
 }
 
-// newCandidate returns the code symbol s (see codeSections.symbol) as a
-// candidate when its name is not empty, at most maxNameLen bytes, and not
-// a mapping symbol or local label. tableType is the type of the table s
-// comes from; strs is its string table, which names checks.
-func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCheck) (candidate, bool) {
+// newCandidate sets c, a zero candidate, to the code symbol s (see
+// codeSections.symbol) and reports true when its name is not empty, at
+// most maxNameLen bytes, and not a mapping symbol or local label; else it
+// reports false and leaves c as it was. tableType is the type of the table s comes
+// from; strs is its string table, which names checks.
+func newCandidate(c *candidate, tableType elf.SectionType, s *elfSym, strs []byte, names nameCheck) bool {
 	var rank uint8
 	if elf.SymType(s.info&0xf) == elf.STT_FUNC {
 		rank |= rankFunc
 	}
 	if !names.valid(strs, s.name) {
-		return candidate{}, false
+		return false
 	}
 	// A valid name is NUL-terminated, so that its first bytes up to the
 	// NUL can be read without bounds beyond strs.
@@ -571,7 +594,7 @@ func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCh
 	// Skip mapping symbols ($x, $d, $t on ARM) and assembler-local labels,
 	// which name no function.
 	if n[0] == '$' || n[0] == '.' && n[1] == 'L' {
-		return candidate{}, false
+		return false
 	}
 	if elf.SymBind(s.info>>4) != elf.STB_LOCAL {
 		rank |= rankGlobal
@@ -583,14 +606,13 @@ func newCandidate(tableType elf.SectionType, s elfSym, strs []byte, names nameCh
 	for underscores < math.MaxUint8 && n[underscores] == '_' {
 		underscores++
 	}
-	return candidate{
-		value:       s.value,
-		size:        uint32(min(s.size, math.MaxUint32)),
-		shndx:       s.shndx,
-		nameOff:     s.name,
-		rank:        rank,
-		underscores: uint8(underscores),
-	}, true
+	c.value = s.value
+	c.size = uint32(min(s.size, math.MaxUint32))
+	c.shndx = s.shndx
+	c.nameOff = s.name
+	c.rank = rank
+	c.underscores = uint8(underscores)
+	return true
 }
 
 // codeSections says which sections of a file hold code: allocated and
@@ -610,7 +632,7 @@ func newCodeSections(ef *elf.File) codeSections {
 // function, or an untyped or indirect-function symbol with a nonzero
 // value, defined in a section that holds code. Its name is newCandidate's
 // to check.
-func (code codeSections) symbol(s elfSym) bool {
+func (code codeSections) symbol(s *elfSym) bool {
 	switch elf.SymType(s.info & 0xf) {
 	case elf.STT_FUNC:
 	case elf.STT_NOTYPE, elf.STT_GNU_IFUNC:
@@ -775,18 +797,28 @@ func (b *tableBuilder) dedup() []candidate {
 	// leading underscores ("malloc" over "__libc_malloc"), then the order
 	// the tables list them in.
 	sortCandidates(b.cands, b.keys)
+	// The candidates are compacted in place, each copied straight from
+	// its element to its new one, and not at all while none was dropped:
+	// copying through a local (range's value) stores it in two
+	// overlapping halves that the copy out cannot be forwarded, which
+	// stalled the loop on every candidate.
 	kept := b.cands[:0]
-	for _, c := range b.cands {
+	for i := range b.cands {
+		c := &b.cands[i]
 		if c.value >= b.excludeLo && c.value < b.excludeHi {
 			continue
 		}
-		if n := len(kept); n > 0 && kept[n-1].value == c.value {
+		n := len(kept)
+		if n > 0 && kept[n-1].value == c.value {
 			// An alias: keep the preferred name, but the largest size,
 			// since an untyped label may alias a sized function.
 			kept[n-1].size = max(kept[n-1].size, c.size)
 			continue
 		}
-		kept = append(kept, c)
+		kept = kept[:n+1]
+		if n != i {
+			kept[n] = *c
+		}
 	}
 	return kept
 }

@@ -144,9 +144,9 @@ func namesWithPrefix(sec *elf.Section, words []uint64, prefixes []string) (map[i
 	if longest == 0 || len(words) == 0 {
 		return names, nil
 	}
-	if !keysort.Stable(words, nameOffset, nil) {
-		slices.Sort(words)
-	}
+	// By name offset; the indexes, in increasing order in the low
+	// halves, stay so among the symbols of one name.
+	keysort.Words(words, 32, nil)
 	var r io.ReaderAt = sec
 	size := int64(sec.Size)
 	if sec.Type == elf.SHT_NOBITS || sec.Flags&elf.SHF_COMPRESSED != 0 {
@@ -190,9 +190,6 @@ func namesWithPrefix(sec *elf.Section, words []uint64, prefixes []string) (map[i
 	}
 	return names, nil
 }
-
-// nameOffset returns the offset of the name in a word of Symbols.
-func nameOffset(w *uint64) uint64 { return *w >> 32 }
 
 // cstring returns the NUL-terminated string at off in r, whose first
 // bytes are in have, and false if it is not terminated before size.
