@@ -3,7 +3,6 @@ package nativeunwind
 import (
 	"errors"
 	"slices"
-	"sort"
 )
 
 // ehIndex is the binary search table of an .eh_frame_hdr section: for
@@ -18,6 +17,9 @@ type ehIndex struct {
 	table []byte
 	base  uint64
 	n     int
+	// blocks samples the entries' starts (see searchBlocks), for a
+	// kept file (nil: none).
+	blocks []uint64
 }
 
 // tableEncoding is the only .eh_frame_hdr table encoding used.
@@ -42,7 +44,20 @@ func (p *frameParser) index() (ehIndex, bool) {
 	if r.err != nil || err1 != nil || err2 != nil || ind1 || ind2 || ehPtr != s.addr || count > uint64(len(h)-r.off)/8 {
 		return ehIndex{}, false
 	}
-	return ehIndex{table: h[r.off : r.off+8*int(count)], base: s.hdrAddr, n: int(count)}, true
+	x := ehIndex{table: h[r.off : r.off+8*int(count)], base: s.hdrAddr, n: int(count)}
+	if k := p.kept; k != nil {
+		if k.hdrBlocks == nil || k.hdrN != x.n {
+			k.hdrBlocks, k.hdrN = searchBlocks(x.n, func(i int) uint64 { loc, _ := x.at(p, i); return loc }), x.n
+		}
+		x.blocks = k.hdrBlocks
+	}
+	return x, true
+}
+
+// search returns the first entry of x whose range starts at v or after
+// (x.n when none does).
+func (x ehIndex) search(p *frameParser, v uint64) int {
+	return searchFirst(x.n, func(i int) uint64 { loc, _ := x.at(p, i); return loc }, x.blocks, v)
 }
 
 // at returns entry i of x: the start of an FDE's range and the FDE's
@@ -82,8 +97,7 @@ func (p *frameParser) indexed(x ehIndex) error {
 				continue
 			}
 			vlo, vhi := seg.vaddr+(lo-seg.off), seg.vaddr+(hi-seg.off)
-			from := sort.Search(x.n, func(i int) bool { loc, _ := x.at(p, i); return loc >= vlo })
-			to := sort.Search(x.n, func(i int) bool { loc, _ := x.at(p, i); return loc >= vhi })
+			from, to := x.search(p, vlo), x.search(p, vhi)
 			spans = append(spans, span{from, to})
 		}
 	}

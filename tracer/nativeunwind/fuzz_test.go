@@ -200,7 +200,7 @@ func FuzzEHFrameIndex(f *testing.F) {
 		s := &frameSection{name: "test", data: sec.b, addr: sec.addr, order: binary.LittleEndian, ptrSize: 8, hdr: hdr, hdrAddr: hdrAddr}
 		bs := &buildState{arch: &a, opts: &opts, segs: testSegs, ranges: rangeSet{r}, scratch: &b}
 		b.rules.reset()
-		rows, err := bs.sectionRows(s, newCoverage(nil, nil), nil)
+		rows, err := bs.sectionRows(s, newCoverage(nil, nil), nil, nil)
 		if err != nil {
 			return nil, err
 		}
