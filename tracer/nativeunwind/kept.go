@@ -32,14 +32,16 @@ type keptFile struct {
 // its call frame sections besides its mapping, so that the next ones
 // touch only the pages of their own FDEs: the CIEs parsed (an FDE's CIE
 // is most often in the first page of the section, which each build
-// would fault in again after release) and samples of the .eh_frame_hdr
-// table (hdrBlocks, of a table of hdrN entries), which narrow its binary
+// would fault in again after release), where the .eh_frame_hdr table
+// starts in its section (hdrOff, 0 before a build read its header; hdrN
+// entries) and samples of it (hdrBlocks), which narrow its binary
 // searches to one page of it.
 type keptFrames struct {
 	cies      []cie
 	cieIndex  map[uint64]int32
-	hdrBlocks []uint64
+	hdrOff    int
 	hdrN      int
+	hdrBlocks []uint64
 }
 
 // framesFor returns what k keeps of the call frame section at offset
