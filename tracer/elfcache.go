@@ -8,14 +8,27 @@ import (
 	"github.com/stackline-dev/stackline/trace"
 )
 
-// Bounds of a build worker's parsed files (elfCache).
+// Bounds of a build worker's parsed files (elfCache). A file held costs
+// a descriptor, its parsed headers (8-16 KiB of heap for the Go command
+// and cc1, BenchmarkRegionFileOpen) and what the builder keeps of it
+// (its CIEs, a few samples of its tables; the pages of its sections are
+// released after each build); one not held costs the next build of its
+// regions the opening, parsing and debug file lookup again (35 µs of CPU
+// for the Go command, 150 µs for cc1), its sections mapped and its
+// samples taken again.
 const (
-	// maxCachedELF bounds the files an elfCache holds open.
-	maxCachedELF = 8
+	// maxCachedELF bounds the files an elfCache holds open: the files
+	// of the whole-agent bench built by region (cc1, node, libjvm, the
+	// Go command and compiler, the agent and the bench) with room for
+	// as many more; with 8, a shared host's other agents and tests
+	// evicted them 7-11 times a minute.
+	maxCachedELF = 16
 	// cachedELFTTL is how long an elfCache holds a file no build used:
 	// the regions of a busy file are asked within seconds of each
-	// other, then seldom (see regionIdle).
-	cachedELFTTL = 30 * time.Second
+	// other, then seldom, and a table gives back its spare room when it
+	// gained no region for regionIdle; the bench's node and libjvm, with
+	// a region every 15-40 s, were opened again after 30 s.
+	cachedELFTTL = regionIdle
 )
 
 // elfCache holds the files of tables built by region open and parsed, on

@@ -2,14 +2,17 @@ package nativeunwind
 
 import (
 	"fmt"
-	"github.com/stackline-dev/stackline/internal/elffile"
-	"github.com/stackline-dev/stackline/internal/testenv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stackline-dev/stackline/internal/elffile"
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 // benchFiles are the files BenchmarkBuild builds tables of: the host files
@@ -143,8 +146,10 @@ func BenchmarkBuildRegion(b *testing.B) {
 // build (in turn), with a Builder kept from one build to the next, which
 // keeps f (Builder.Keep) when keep is set, as the tracer's build worker
 // does for the files of tables built by region. Besides time and
-// allocations it reports the CPU time, the rows of a build (on average)
-// and peak-heap-B of the first build with a new Builder (see
+// allocations it reports the CPU time, the page faults of a build (the
+// pages of the file's sections it touches, mapped again after a build
+// released them: a few microseconds each), the rows of a build (on
+// average) and peak-heap-B of the first build with a new Builder (see
 // BenchmarkBuild).
 func benchBuildRanges(b *testing.B, f *elffile.File, builds [][]Range, keep bool) {
 	peak := peakHeap(func() {
@@ -161,6 +166,7 @@ func benchBuildRanges(b *testing.B, f *elffile.File, builds [][]Range, keep bool
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := testenv.ProcessCPU(b).Nanoseconds()
+	faults0 := minorFaults(b)
 	var rows, n int
 	for b.Loop() {
 		t, err := bld.BuildRanges(f, nil, Options{}, builds[n%len(builds)])
@@ -172,6 +178,17 @@ func benchBuildRanges(b *testing.B, f *elffile.File, builds [][]Range, keep bool
 		bld.Release()
 	}
 	b.ReportMetric(float64(testenv.ProcessCPU(b).Nanoseconds()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(minorFaults(b)-faults0)/float64(b.N), "faults/op")
 	b.ReportMetric(float64(rows)/float64(n), "rows")
 	b.ReportMetric(float64(peak), "peak-heap-B")
+}
+
+// minorFaults returns the page faults of the process so far that read no
+// disk.
+func minorFaults(b *testing.B) int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Minflt
 }

@@ -354,16 +354,23 @@ func (bs *buildState) frameSection(ef *elf.File, r io.ReaderAt, sec *elf.Section
 		fs.ptrSize = 4
 	}
 	hdr := withData(ef, ".eh_frame_hdr")
+	k := bs.keptFor(r)
 	if file, ok := r.(*os.File); ok && hdr != nil && len(bs.ranges) > 0 && !fs.debug && hdr.Size <= uint64(bs.opts.MaxSectionBytes) {
 		// The FDEs of the ranges are found through its table (when
 		// it can be mapped: the section buffer holds .eh_frame when
 		// it cannot).
-		if data, mapping, err := mapSection(bs.keptFor(r), file, hdr); err == nil {
+		if data, mapping, err := mapSection(k, file, hdr); err == nil {
 			defer unmap(mapping)
 			fs.hdr, fs.hdrAddr = data, hdr.Addr
 		}
 	}
-	return bs.sectionRows(fs, covered, dst)
+	var kept *keptFrames
+	if k != nil && mapping == nil {
+		// The section stays mapped for the next builds: so does
+		// what they learn of it.
+		kept = k.framesFor(sec.Offset)
+	}
+	return bs.sectionRows(fs, covered, dst, kept)
 }
 
 // sectionData returns the contents of sec, read from r, and the mapping

@@ -99,6 +99,10 @@ type frameParser struct {
 
 	interp *interp
 	rules  *ruleSet // of the rows
+	// kept is what the builds of a kept file keep of the section (see
+	// Builder.Keep), nil for others: its CIEs and the samples of its
+	// .eh_frame_hdr table.
+	kept *keptFrames
 }
 
 // sectionRows returns the rows of one .eh_frame or .debug_frame section,
@@ -108,18 +112,30 @@ type frameParser struct {
 // decoded one after the other and only their ranges and where their
 // programs are kept (to run them in address order, which the section's
 // need not be), CIEs are decoded once, when an FDE first refers to them.
-func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uint64) ([]uint64, error) {
+func (bs *buildState) sectionRows(sec *frameSection, covered coverage, dst []uint64, kept *keptFrames) ([]uint64, error) {
 	s := bs.scratch
-	if s.cieIndex == nil {
-		s.cieIndex = make(map[uint64]int32)
-	}
-	clear(s.cieIndex)
 	p := &frameParser{sec: sec, arch: bs.arch, opts: bs.opts, segs: bs.segs, ranges: bs.ranges, covered: covered,
-		cies: s.cies[:0], cieIndex: s.cieIndex, fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp, rules: &s.rules}
+		fdes: s.fdes[:0], keys: &s.keys, interp: &s.interp, rules: &s.rules, kept: kept}
+	if kept != nil {
+		// The CIEs parsed by the builds before, which this one adds
+		// to.
+		p.cies, p.cieIndex = kept.cies, kept.cieIndex
+	} else {
+		if s.cieIndex == nil {
+			s.cieIndex = make(map[uint64]int32)
+		}
+		clear(s.cieIndex)
+		p.cies, p.cieIndex = s.cies[:0], s.cieIndex
+	}
 	p.interp.arch = bs.arch
 	p.interp.sec = sec
 	defer func() {
-		s.cies, s.fdes = p.cies[:0], p.fdes[:0]
+		if kept != nil {
+			kept.cies = p.cies
+		} else {
+			s.cies = p.cies[:0]
+		}
+		s.fdes = p.fdes[:0]
 		p.interp.sec = nil
 	}()
 	walk := p.walk

@@ -107,7 +107,7 @@ func (f *frames) parseWith(t testing.TB, b *Builder, opts Options) ([]Row, error
 	sec := &frameSection{name: "test", data: f.b, addr: f.addr, debug: f.debug, order: binary.LittleEndian, ptrSize: 8}
 	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: b}
 	b.rules.reset()
-	rows, err := bs.sectionRows(sec, newCoverage(nil, nil), b.layer)
+	rows, err := bs.sectionRows(sec, newCoverage(nil, nil), b.layer, nil)
 	b.layer = rows[:0]
 	if err != nil {
 		return nil, err
@@ -452,7 +452,7 @@ func TestCoverage(t *testing.T) {
 	b := &Builder{}
 	b.rules.reset()
 	bs := &buildState{arch: &a, opts: &opts, segs: testSegs, scratch: b}
-	packed, err := bs.sectionRows(sec, newCoverage(nil, packRows(t, &b.rules, []Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)})), nil)
+	packed, err := bs.sectionRows(sec, newCoverage(nil, packRows(t, &b.rules, []Row{at(0x1000, sp(8, 0)), at(0x1020, gap), at(0x1030, sp(8, 0)), at(0x1040, gap)})), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package nativeunwind
 import (
 	"errors"
 	"slices"
-	"sort"
 )
 
 // ehIndex is the binary search table of an .eh_frame_hdr section: for
@@ -18,6 +17,9 @@ type ehIndex struct {
 	table []byte
 	base  uint64
 	n     int
+	// blocks samples the entries' starts (see searchBlocks), for a
+	// kept file (nil: none).
+	blocks []uint64
 }
 
 // tableEncoding is the only .eh_frame_hdr table encoding used.
@@ -28,21 +30,57 @@ const tableEncoding = peDataRel | peSData4
 var errBadIndex = errors.New("bad .eh_frame_hdr")
 
 // index returns the .eh_frame_hdr table of the section, when the build is
-// of ranges and the section has a usable one.
+// of ranges and the section has a usable one. For a kept file, its
+// header is read once (kept.hdrOff, hdrN): the builds after touch only
+// the pages of the table they search.
 func (p *frameParser) index() (ehIndex, bool) {
 	s := p.sec
 	h := s.hdr
-	if len(p.ranges) == 0 || s.debug || len(h) < 4 || h[0] != 1 || h[3] != tableEncoding {
+	if len(p.ranges) == 0 || s.debug || len(h) < 4 {
 		return ehIndex{}, false
+	}
+	k := p.kept
+	if k == nil || k.hdrOff == 0 {
+		off, n, ok := p.indexTable()
+		if !ok {
+			return ehIndex{}, false
+		}
+		if k == nil {
+			return ehIndex{table: h[off : off+8*n], base: s.hdrAddr, n: n}, true
+		}
+		k.hdrOff, k.hdrN = off, n
+		x := ehIndex{table: h[off : off+8*n], base: s.hdrAddr, n: n}
+		k.hdrBlocks = searchBlocks(n, func(i int) uint64 { loc, _ := x.at(p, i); return loc })
+	}
+	if k.hdrOff+8*k.hdrN > len(h) {
+		return ehIndex{}, false
+	}
+	return ehIndex{table: h[k.hdrOff : k.hdrOff+8*k.hdrN], base: s.hdrAddr, n: k.hdrN, blocks: k.hdrBlocks}, true
+}
+
+// indexTable reads the header of the section's .eh_frame_hdr and returns
+// where its table starts and its number of entries; false when it is not
+// one this package reads.
+func (p *frameParser) indexTable() (off, n int, ok bool) {
+	s := p.sec
+	h := s.hdr
+	if h[0] != 1 || h[3] != tableEncoding {
+		return 0, 0, false
 	}
 	hs := frameSection{addr: s.hdrAddr, order: s.order, ptrSize: s.ptrSize}
 	r := reader{b: h, off: 4, order: s.order}
 	ehPtr, ind1, err1 := hs.pointer(&r, h[1], uint8(s.ptrSize))
 	count, ind2, err2 := hs.pointer(&r, h[2], uint8(s.ptrSize))
 	if r.err != nil || err1 != nil || err2 != nil || ind1 || ind2 || ehPtr != s.addr || count > uint64(len(h)-r.off)/8 {
-		return ehIndex{}, false
+		return 0, 0, false
 	}
-	return ehIndex{table: h[r.off : r.off+8*int(count)], base: s.hdrAddr, n: int(count)}, true
+	return r.off, int(count), true
+}
+
+// search returns the first entry of x whose range starts at v or after
+// (x.n when none does).
+func (x ehIndex) search(p *frameParser, v uint64) int {
+	return searchFirst(x.n, func(i int) uint64 { loc, _ := x.at(p, i); return loc }, x.blocks, v)
 }
 
 // at returns entry i of x: the start of an FDE's range and the FDE's
@@ -82,8 +120,7 @@ func (p *frameParser) indexed(x ehIndex) error {
 				continue
 			}
 			vlo, vhi := seg.vaddr+(lo-seg.off), seg.vaddr+(hi-seg.off)
-			from := sort.Search(x.n, func(i int) bool { loc, _ := x.at(p, i); return loc >= vlo })
-			to := sort.Search(x.n, func(i int) bool { loc, _ := x.at(p, i); return loc >= vhi })
+			from, to := x.search(p, vlo), x.search(p, vhi)
 			spans = append(spans, span{from, to})
 		}
 	}

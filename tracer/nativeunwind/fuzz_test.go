@@ -182,7 +182,9 @@ func hdrFor(tb testing.TB, f frames, hdrAddr uint64) []byte {
 // FuzzEHFrameIndex builds the rows of a range of an .eh_frame section
 // through an arbitrary .eh_frame_hdr: whatever it says, the build ends,
 // and its rows are sorted and in the range; with the section's own index
-// they are those of the whole section in the range.
+// they are those of the whole section in the range. So are they when the
+// section is kept (Builder.Keep), built twice with what the first build
+// kept of it (its CIEs, the index's header and samples).
 func FuzzEHFrameIndex(f *testing.F) {
 	sec := seedSections()[0]
 	const hdrAddr = 0x100000
@@ -195,12 +197,12 @@ func FuzzEHFrameIndex(f *testing.F) {
 	if err := opts.normalize(); err != nil {
 		f.Fatal(err)
 	}
-	build := func(t *testing.T, hdr []byte, r Range) ([]Row, error) {
+	build := func(t *testing.T, hdr []byte, r Range, kept *keptFrames) ([]Row, error) {
 		var b Builder
 		s := &frameSection{name: "test", data: sec.b, addr: sec.addr, order: binary.LittleEndian, ptrSize: 8, hdr: hdr, hdrAddr: hdrAddr}
 		bs := &buildState{arch: &a, opts: &opts, segs: testSegs, ranges: rangeSet{r}, scratch: &b}
 		b.rules.reset()
-		rows, err := bs.sectionRows(s, newCoverage(nil, nil), nil)
+		rows, err := bs.sectionRows(s, newCoverage(nil, nil), nil, kept)
 		if err != nil {
 			return nil, err
 		}
@@ -211,21 +213,24 @@ func FuzzEHFrameIndex(f *testing.F) {
 			return
 		}
 		r := Range{lo, hi}
-		rows, err := build(t, hdr, r)
-		if err != nil {
-			return
-		}
-		for i, row := range rows {
-			if row.Addr < lo || row.Addr >= hi || i > 0 && row.Addr <= rows[i-1].Addr {
-				t.Fatalf("rows of %#x-%#x: %+v", lo, hi, rows)
+		kept := &keptFrames{cieIndex: make(map[uint64]int32)}
+		for i, k := range []*keptFrames{nil, kept, kept} {
+			rows, err := build(t, hdr, r, k)
+			if err != nil {
+				continue
 			}
-		}
-		if !bytes.Equal(hdr, good) {
-			return
-		}
-		want, err := build(t, nil, r)
-		if err != nil || !slices.Equal(rows, want) {
-			t.Fatalf("through the index: %+v; walking the section: %+v, %v", rows, want, err)
+			for i, row := range rows {
+				if row.Addr < lo || row.Addr >= hi || i > 0 && row.Addr <= rows[i-1].Addr {
+					t.Fatalf("rows of %#x-%#x: %+v", lo, hi, rows)
+				}
+			}
+			if !bytes.Equal(hdr, good) {
+				continue
+			}
+			want, err := build(t, nil, r, nil)
+			if err != nil || !slices.Equal(rows, want) {
+				t.Fatalf("through the index (build %d, kept %t): %+v; walking the section: %+v, %v", i, k != nil, rows, want, err)
+			}
 		}
 	})
 }

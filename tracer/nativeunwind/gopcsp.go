@@ -60,7 +60,11 @@ func (bs *buildState) goRows(tab *gopclntab.Table, f io.ReaderAt, dst []uint64) 
 	code := s.code
 	memo := &s.spRules
 	clear(memo[:])
-	from, to := goFuncSpan(tab.NumFuncs(), tab.Entry, bs.segs, bs.ranges)
+	var blocks *[]uint64
+	if k := bs.keptFor(f); k != nil && k.goTab == tab {
+		blocks = &k.goBlocks
+	}
+	from, to := goFuncSpan(tab.NumFuncs(), tab.Entry, bs.segs, bs.ranges, blocks)
 	for i := from; i < to; i++ {
 		fn, ok := tab.Func(i)
 		if !ok {
@@ -120,10 +124,11 @@ func (b *builder) spanSP(lo, hi uint64, g *goRules, v int32, saves bool, memo *s
 // whose file offsets are delta above its addresses, the rules of stack
 // pointer deltas through memo; see goRows.
 func goFuncRows(b *builder, tab *gopclntab.Table, fn *gopclntab.Func, hi, delta uint64, f io.ReaderAt, code []byte, g *goRules, memo *spMemo) {
+	named := namedApart(tab, fn)
 	switch {
-	case tab.Name(fn.NameOff) == "runtime.mcall":
+	case named && tab.Name(fn.NameOff) == "runtime.mcall":
 		b.span(fn.Entry+delta, hi+delta, Row{CFA: CFAGoMcall})
-	case isTopFrame(tab, fn):
+	case isTopFrame(tab, fn, named):
 		b.span(fn.Entry+delta, hi+delta, Row{CFA: CFAEndOfStack})
 	case fn.Flag&gopclntab.FlagSPWrite != 0:
 		_, fpSet := goPrologue(tab, fn, hi, f, delta, code, g)
@@ -176,13 +181,28 @@ func (r *pcspRuns) next() bool {
 	return true
 }
 
+// namedApart reports whether fn may be one of the functions whose rows
+// its name decides (runtime.mcall, runtime.morestack, and in Go 1.16
+// those isTopFrame names): its name must then be read. They are all
+// written in assembly, and from Go 1.20 (the first with a magic number of
+// its own since Go 1.19 flagged them) every assembly function has
+// FlagAsm: the names of the others, nearly all, are not read, so that a
+// build touches neither the names nor their pages in the file.
+func namedApart(tab *gopclntab.Table, fn *gopclntab.Func) bool {
+	return tab.Magic() != gopclntab.Magic120 || fn.Flag&gopclntab.FlagAsm != 0
+}
+
 // isTopFrame reports whether fn is the outermost function of its stacks.
 // runtime.mcall and runtime.morestack switch to the thread's system stack
 // (g0) and call a function there: on that stack they are the outermost
-// frame, as the runtime's own traceback has it.
-func isTopFrame(tab *gopclntab.Table, fn *gopclntab.Func) bool {
+// frame, as the runtime's own traceback has it. named is
+// namedApart(tab, fn): false when fn's name need not be read.
+func isTopFrame(tab *gopclntab.Table, fn *gopclntab.Func, named bool) bool {
 	if fn.Flag&gopclntab.FlagTopFrame != 0 {
 		return true
+	}
+	if !named {
+		return false
 	}
 	switch tab.Name(fn.NameOff) {
 	case "runtime.mcall", "runtime.morestack":
@@ -260,7 +280,7 @@ func (bs *buildState) loadGoTable(ef *elf.File, f io.ReaderAt, sec *elf.Section)
 	if k != nil {
 		if _, kept := k.sections[sec.Offset]; kept {
 			// Mapped for the next builds: parsed for them too.
-			k.goTab, k.goOff = tab, sec.Offset
+			k.goTab, k.goOff, k.goBlocks = tab, sec.Offset, nil
 		}
 	}
 	return tab, mapping, nil

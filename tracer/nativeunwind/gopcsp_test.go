@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"os"
 	"slices"
 	"testing"
 
 	"github.com/stackline-dev/stackline/internal/gopclntab"
 	"github.com/stackline-dev/stackline/internal/gopclntab/gopclntabtest"
+	"github.com/stackline-dev/stackline/internal/testenv"
 )
 
 // goTestFuncs are laid out from 0x1000; goTestCode holds the instructions
@@ -101,5 +103,55 @@ func TestGoLayouts(t *testing.T) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("%#x:\ngot  %+v\nwant %+v", c.magic, got, c.want)
 		}
+	}
+}
+
+// TestNamedApartAreAsm checks what namedApart relies on in real Go
+// binaries (the go command, this test, a cgo program): from Go 1.20 every
+// function whose rows its name decides is flagged as assembly, so that
+// the names of the functions that are not need not be read.
+func TestNamedApartAreAsm(t *testing.T) {
+	bins := map[string]string{
+		"go":   goBinary(t),
+		"test": os.Args[0],
+		"cgo":  testenv.BuildGo(t, cgoSource, true, "-trimpath"),
+	}
+	for name, path := range bins {
+		t.Run(name, func(t *testing.T) {
+			f, ef := openELF(t, path)
+			sec := withData(ef, ".gopclntab")
+			if sec == nil {
+				t.Fatal("no .gopclntab")
+			}
+			data, mapping, err := gopclntab.MapSection(f.OSFile(), sec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unmap(mapping)
+			tab, err := gopclntab.Parse(data, ef.ByteOrder)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tab.Magic() != gopclntab.Magic120 {
+				t.Skipf("magic %#x: names are all read", tab.Magic())
+			}
+			found := 0
+			for i := range tab.NumFuncs() {
+				fn, ok := tab.Func(i)
+				if !ok {
+					continue
+				}
+				switch n := tab.Name(fn.NameOff); n {
+				case "runtime.mcall", "runtime.morestack", "runtime.goexit", "runtime.mstart", "runtime.rt0_go":
+					found++
+					if !namedApart(tab, &fn) {
+						t.Errorf("%s (flags %#x) is not flagged as assembly: its name would not be read", n, fn.Flag)
+					}
+				}
+			}
+			if found < 2 {
+				t.Errorf("%d of runtime.mcall, runtime.morestack… found", found)
+			}
+		})
 	}
 }

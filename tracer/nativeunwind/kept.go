@@ -3,6 +3,7 @@ package nativeunwind
 import (
 	"debug/elf"
 	"os"
+	"sort"
 
 	"golang.org/x/sys/unix"
 
@@ -16,9 +17,70 @@ type keptFile struct {
 	// sections are the sections mapped, by offset in the file.
 	sections map[uint64]keptSection
 	// goTab is the parsed .gopclntab at offset goOff, nil before a
-	// build read it.
-	goTab *gopclntab.Table
-	goOff uint64
+	// build read it; goBlocks samples its function entries (see
+	// searchBlocks), nil before a build searched them.
+	goTab    *gopclntab.Table
+	goOff    uint64
+	goBlocks []uint64
+	// frames is what the builds learnt of the call frame section at
+	// offset frameOff, nil before one read it.
+	frames   *keptFrames
+	frameOff uint64
+}
+
+// keptFrames is what the builds by range of a kept file keep of one of
+// its call frame sections besides its mapping, so that the next ones
+// touch only the pages of their own FDEs: the CIEs parsed (an FDE's CIE
+// is most often in the first page of the section, which each build
+// would fault in again after release), where the .eh_frame_hdr table
+// starts in its section (hdrOff, 0 before a build read its header; hdrN
+// entries) and samples of it (hdrBlocks), which narrow its binary
+// searches to one page of it.
+type keptFrames struct {
+	cies      []cie
+	cieIndex  map[uint64]int32
+	hdrOff    int
+	hdrN      int
+	hdrBlocks []uint64
+}
+
+// framesFor returns what k keeps of the call frame section at offset
+// off, made empty when it kept another one's.
+func (k *keptFile) framesFor(off uint64) *keptFrames {
+	if k.frames == nil || k.frameOff != off {
+		k.frames, k.frameOff = &keptFrames{cieIndex: make(map[uint64]int32)}, off
+	}
+	return k.frames
+}
+
+// searchBlock is the number of entries of a sorted table that one sample
+// of searchBlocks stands for: 512 entries of 8 bytes (.eh_frame_hdr's,
+// and .gopclntab's function table) fill a page.
+const searchBlock = 512
+
+// searchBlocks returns the keys of entries 0, searchBlock, 2*searchBlock…
+// of a table of n entries sorted by key.
+func searchBlocks(n int, key func(int) uint64) []uint64 {
+	blocks := make([]uint64, 0, (n+searchBlock-1)/searchBlock)
+	for i := 0; i < n; i += searchBlock {
+		blocks = append(blocks, key(i))
+	}
+	return blocks
+}
+
+// searchFirst returns the least i in [0, n) whose key is at least v (n
+// when none is), as sort.Search does over a table of n entries sorted by
+// key, whose samples are blocks (see searchBlocks; nil: none). With
+// samples it reads only the keys of one block of the table.
+func searchFirst(n int, key func(int) uint64, blocks []uint64, v uint64) int {
+	lo, hi := 0, n
+	if len(blocks) > 0 {
+		// The first block whose first key is v or more: the answer is
+		// at its start or in the block before it.
+		j := sort.Search(len(blocks), func(j int) bool { return blocks[j] >= v })
+		lo, hi = max(j-1, 0)*searchBlock, min(j*searchBlock, n)
+	}
+	return lo + sort.Search(hi-lo, func(i int) bool { return key(lo+i) >= v })
 }
 
 // keptSection is a section of a kept file, mapped: data its contents,

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 
 	"github.com/stackline-dev/stackline/internal/elffile"
 )
@@ -122,7 +121,11 @@ func (rs rangeSet) cut(dst, rows []uint64) []uint64 {
 // goFuncSpan returns the indices [from, to) of the Go functions of tab,
 // sorted by entry, that may meet the ranges: all of them unless the file
 // has one executable segment, where entries and file offsets grow alike.
-func goFuncSpan(n int, entry func(int) uint64, segs segments, rs rangeSet) (from, to int) {
+// blocks, when not nil, is where the builds of a kept file keep samples
+// of its functions' file offsets (see searchBlocks), which narrow the
+// searches to a page of the function table; they are taken there when
+// *blocks is nil.
+func goFuncSpan(n int, entry func(int) uint64, segs segments, rs rangeSet, blocks *[]uint64) (from, to int) {
 	if len(rs) == 0 || len(segs) != 1 {
 		return 0, n
 	}
@@ -134,10 +137,17 @@ func goFuncSpan(n int, entry func(int) uint64, segs segments, rs rangeSet) (from
 		}
 		return seg.offset(e)
 	}
+	var sampled []uint64
+	if blocks != nil {
+		if *blocks == nil {
+			*blocks = searchBlocks(n, off)
+		}
+		sampled = *blocks
+	}
 	lo, hi := rs[0].Lo, rs[len(rs)-1].Hi
 	// The last function starting at or before lo, and the first at or
 	// after hi.
-	from = max(sort.Search(n, func(i int) bool { return off(i) > lo })-1, 0)
-	to = sort.Search(n, func(i int) bool { return off(i) >= hi })
+	from = max(searchFirst(n, off, sampled, lo+1)-1, 0)
+	to = searchFirst(n, off, sampled, hi)
 	return from, to
 }

@@ -3,7 +3,10 @@ package nativeunwind
 import (
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -212,4 +215,88 @@ func mappingRSS(t *testing.T, m []byte) int {
 		}
 	}
 	return -1
+}
+
+// TestKeptFrames checks that a Builder that keeps a C library
+// (Builder.Keep) builds its regions as one that does not, keeping the
+// CIEs of its .eh_frame parsed and samples of its .eh_frame_hdr table
+// from one build to the next, and none of the sections' pages.
+func TestKeptFrames(t *testing.T) {
+	f, _ := openELF(t, hostFiles[0].path(t))
+	var plain, kept Builder
+	kept.Keep(f)
+	defer kept.Forget(f)
+	n := CodeEnd(f) >> 16
+	var cies int
+	for i := range min(n, 24) {
+		lo := (n * i / 24) << 16
+		r := []Range{{lo, lo + 1<<16}}
+		want, err := plain.BuildRanges(f, nil, Options{}, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := kept.BuildRanges(f, nil, Options{}, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sameRows(got.Rows(), want.Rows()); err != nil {
+			t.Fatalf("region at %#x: %v", lo, err)
+		}
+		k := kept.kept[f.OSFile()]
+		fr := k.frames
+		if fr == nil || len(fr.cieIndex) != len(fr.cies) {
+			t.Fatalf("region at %#x: frames kept %+v", lo, fr)
+		}
+		if want := (fr.hdrN + searchBlock - 1) / searchBlock; fr.hdrN == 0 || len(fr.hdrBlocks) != want {
+			t.Fatalf("region at %#x: %d samples of .eh_frame_hdr's %d entries, want %d", lo, len(fr.hdrBlocks), fr.hdrN, want)
+		}
+		if len(fr.cies) < cies {
+			t.Fatalf("region at %#x: %d CIEs kept, %d before", lo, len(fr.cies), cies)
+		}
+		cies = len(fr.cies)
+		for off, s := range k.sections {
+			if rss := mappingRSS(t, s.mapping); rss != 0 {
+				t.Errorf("region at %#x: section at %#x has %d kB resident after the build", lo, off, rss)
+			}
+		}
+	}
+	if cies == 0 {
+		t.Fatal("no CIE kept")
+	}
+	// Again: no CIE is parsed twice.
+	lo := n / 2 << 16
+	if _, err := kept.BuildRanges(f, nil, Options{}, []Range{{lo, lo + 1<<16}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(kept.kept[f.OSFile()].frames.cies); got != cies {
+		t.Errorf("%d CIEs kept after a region built again, %d before", got, cies)
+	}
+}
+
+// TestSearchFirst checks that searchFirst, with samples of the table or
+// without, finds what sort.Search does in sorted tables of every size
+// around the samples' blocks, with runs of equal keys.
+func TestSearchFirst(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 2, searchBlock - 1, searchBlock, searchBlock + 1, 3*searchBlock - 1, 3 * searchBlock, 5*searchBlock + 7} {
+		keys := make([]uint64, n)
+		for i := range keys {
+			keys[i] = rng.Uint64N(uint64(n)*2 + 1)
+		}
+		slices.Sort(keys)
+		key := func(i int) uint64 { return keys[i] }
+		blocks := searchBlocks(n, key)
+		if want := (n + searchBlock - 1) / searchBlock; len(blocks) != want {
+			t.Fatalf("%d entries: %d samples, want %d", n, len(blocks), want)
+		}
+		for v := uint64(0); v <= uint64(n)*2+2; v++ {
+			want := sort.Search(n, func(i int) bool { return keys[i] >= v })
+			if got := searchFirst(n, key, blocks, v); got != want {
+				t.Fatalf("%d entries, %d: %d with samples, want %d", n, v, got, want)
+			}
+			if got := searchFirst(n, key, nil, v); got != want {
+				t.Fatalf("%d entries, %d: %d, want %d", n, v, got, want)
+			}
+		}
+	}
 }
