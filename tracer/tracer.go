@@ -460,12 +460,10 @@ func (t *Tracer) Run(ctx context.Context) error {
 		// the eBPF maps): it reads what arrived every readInterval,
 		// earlier for queued syncs, urgent records (once for all those
 		// sent while it reads: see recordWait), a filling buffer and
-		// the workers' results (which wake it through wake, within
-		// resultWakeDelay for those nothing waits for: see
-		// workers.wakeLater).
+		// the workers' results (which wake it through wake: see
+		// workers.send).
 		now := time.Now()
 		t.woken.Store(false)
-		t.w.looked()
 		t.collect(now)
 		wake := now.Add(readInterval)
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
