@@ -64,10 +64,22 @@ func (t *Tracer) enqueueJob(pid uint32, at time.Time, background bool) bool {
 		j.meta, j.metaRead = p.meta, p.metaRead
 	}
 	queue := t.w.syncs
-	if t.processes[pid] == nil && !background {
+	first := t.processes[pid] == nil && !background
+	if first {
 		// Not read since it started: the sync worker reads it before
 		// the others, while it lives.
 		queue = t.w.firstSyncs
+	}
+	if t.batch.reading {
+		// Handed over once the batch is read (handOff), unless its
+		// exit is in the batch too; counted against the queue's room
+		// meanwhile.
+		if len(queue)+t.batch.queued(first) >= cap(queue) {
+			return false
+		}
+		t.batch.syncs = append(t.batch.syncs, batchSync{j: j, first: first})
+		t.inflight[pid] = inflightSync{seq: j.seq}
+		return true
 	}
 	select {
 	case queue <- j:
@@ -75,6 +87,93 @@ func (t *Tracer) enqueueJob(pid uint32, at time.Time, background bool) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// recordBatch is what the Run goroutine keeps while it reads a batch of
+// records (readRecords): the syncs asked for meanwhile, which it hands
+// to the sync worker at the end of the batch (handOff) rather than one
+// by one as they are asked.
+//
+// A process sampled for the first time asks for its sync with an urgent
+// record, which wakes Run; one of a few milliseconds (the bench's
+// 100 /bin/true a second) has often exited by the time Run reads it, and
+// its exit record follows in the same batch. Its sync would find it gone
+// (or a zombie, with its name only, which the record has too) and name
+// its traces with what its exec and their files say: the same as without
+// it, for a sync worker woken on another thread, a system call that wakes
+// the runtime's sysmon, and a result. Such syncs are dropped (exited),
+// and the traces parked for them reported with what is known.
+type recordBatch struct {
+	// reading is set while Run reads a batch.
+	reading bool
+	syncs   []batchSync
+}
+
+// batchSync is a sync asked for during a batch.
+type batchSync struct {
+	j *syncJob
+	// first says it goes to the sync worker's first queue.
+	first bool
+	// exited says the process's exit was read after it was asked.
+	exited bool
+}
+
+// queued returns how many of the batch's syncs go to the first queue
+// (first), or to the other.
+func (b *recordBatch) queued(first bool) int {
+	n := 0
+	for i := range b.syncs {
+		if b.syncs[i].first == first {
+			n++
+		}
+	}
+	return n
+}
+
+// exited notes that the process pid exited: a sync of it asked for in the
+// batch is not handed over.
+func (b *recordBatch) exited(pid uint32) {
+	for i := range b.syncs {
+		if b.syncs[i].j.pid == pid {
+			b.syncs[i].exited = true
+		}
+	}
+}
+
+// handOff ends a batch of records: it hands the syncs asked for during it
+// to the sync worker, but those of processes whose exit was read after,
+// whose parked traces it reports with what is known.
+func (t *Tracer) handOff() {
+	b := &t.batch
+	b.reading = false
+	if len(b.syncs) == 0 {
+		return
+	}
+	var dropped []batchSync
+	for _, s := range b.syncs {
+		queue := t.w.syncs
+		if s.first {
+			queue = t.w.firstSyncs
+		}
+		if !s.exited {
+			select {
+			case queue <- s.j:
+				continue
+			default:
+				// Room was counted: only a sync worker that stopped
+				// leaves none. Its traces park again.
+			}
+		}
+		dropped = append(dropped, s)
+	}
+	clear(b.syncs)
+	b.syncs = b.syncs[:0]
+	for _, s := range dropped {
+		if f, ok := t.inflight[s.j.pid]; ok && f.seq == s.j.seq {
+			delete(t.inflight, s.j.pid)
+		}
+		t.retryParked(s.j.seq, s.j.pid)
 	}
 }
 

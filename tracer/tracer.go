@@ -200,6 +200,9 @@ type Tracer struct {
 	// repeats are the traces reported in the reporter's interval, to
 	// report again when they repeat (owned by Run).
 	repeats traceRepeats
+	// batch is what Run keeps while it reads a batch of records (owned
+	// by Run).
+	batch recordBatch
 	// lastMapping is the mapping of the last native frame of the trace
 	// being handled, or nil (owned by the Run goroutine).
 	lastMapping *mapping
@@ -463,12 +466,10 @@ func (t *Tracer) Run(ctx context.Context) error {
 		// the eBPF maps): it reads what arrived every readInterval,
 		// earlier for queued syncs, urgent records (once for all those
 		// sent while it reads: see recordWait), a filling buffer and
-		// the workers' results (which wake it through wake, within
-		// resultWakeDelay for those nothing waits for: see
-		// workers.wakeLater).
+		// the workers' results (which wake it through wake: see
+		// workers.send).
 		now := time.Now()
 		t.woken.Store(false)
-		t.w.looked()
 		t.collect(now)
 		wake := now.Add(readInterval)
 		if next := t.runDue(now); !next.IsZero() && next.Before(wake) {
@@ -509,6 +510,8 @@ const housekeepingRecords = 256
 // readRecords handles the records in the ring buffer, without waiting:
 // the reader's deadline is in the past.
 func (t *Tracer) readRecords(rec *ringbuf.Record) error {
+	t.batch.reading = true
+	defer t.handOff()
 	for n := 1; t.reader.AvailableBytes() > 0; n++ {
 		err := t.reader.ReadInto(rec)
 		switch {
@@ -516,8 +519,11 @@ func (t *Tracer) readRecords(rec *ringbuf.Record) error {
 			t.handle(rec.RawSample)
 			if n%housekeepingRecords == 0 {
 				// A long batch (a reader that fell behind) does
-				// not hold up the expiry of parked traces.
+				// not hold up the expiry of parked traces, nor
+				// the syncs asked for.
+				t.handOff()
 				t.housekeeping(time.Now())
+				t.batch.reading = true
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			// Only discarded records were left.
@@ -610,6 +616,7 @@ func (t *Tracer) handle(raw []byte) {
 			t.exited.Add(p.pid, p)
 		}
 		t.unschedule(t.rec.pid)
+		t.batch.exited(t.rec.pid)
 	case recordProcessExec:
 		t.stats.events.Add(1)
 		t.exited.Remove(t.rec.pid)

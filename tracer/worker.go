@@ -189,14 +189,10 @@ func (bt *builtTable) close() {
 // workers are the goroutines of the heavy work; Run starts them and stops
 // them when it returns.
 type workers struct {
-	// wake, when not nil, wakes the Run goroutine for the results.
-	wake func()
-	// later wakes it through wake resultWakeDelay after a result that
-	// nothing waits for (see wakeLater), unless Run looked at the
-	// results meanwhile (looked); laterArmed says it is set.
-	later      *time.Timer
-	laterArmed atomic.Bool
-	symbols    chan *symbolJob
+	// wake, when not nil, wakes the Run goroutine for the results (see
+	// send).
+	wake    func()
+	symbols chan *symbolJob
 	// firstSyncs are the syncs of processes not read yet, which the sync
 	// worker takes before the others (syncs).
 	firstSyncs chan *syncJob
@@ -220,7 +216,7 @@ func (t *Tracer) startWorkers(ctx context.Context, wake func()) *workers {
 		results:    make(chan syncResult, resultQueueLen),
 		cancel:     cancel,
 	}
-	w.setWake(wake)
+	w.wake = wake
 	proc := newProcFS(t.cfg.ProcRoot, t.log)
 	w.wg.Add(2 + len(w.builds))
 	go func() {
@@ -251,9 +247,6 @@ func (t *Tracer) startWorkers(ctx context.Context, wake func()) *workers {
 func (w *workers) stop() {
 	w.cancel()
 	w.wg.Wait()
-	if w.later != nil {
-		w.later.Stop()
-	}
 	for _, ch := range w.builds {
 	drain:
 		for {
@@ -519,20 +512,28 @@ func (t *Tracer) symbolWorker(ctx context.Context, w *workers) {
 }
 
 // send hands r to the Run goroutine, unless ctx is done first, and wakes
-// it: at once for what a trace or process waits for (a process read, its
-// tables, symbols), within resultWakeDelay for a table built because a
-// sample reached it (wakeLater).
+// it at once.
+//
+// Every result wakes Run at once, those nothing waits for too (a table a
+// sample asked for, a process found gone): a worker hands a result back
+// at the end of work that kept the agent awake, so waking Run then adds
+// its apply to that stretch, on a thread already running and with the
+// runtime's sysmon thread already polling (it polls every 20 µs or so
+// while any goroutine runs, after one entered a system call). A result
+// left for later (an earlier version applied those within 100 ms, on the
+// next read or a timer's) saved Run's wake-ups but made the agent wake
+// for a stretch of its own, by its timer, about half the time: on the
+// whole-agent bench, run on a loaded host, the agent's threads woke
+// 93-146 times a second after its start (8 runs, median 120) against
+// 72-117 (5 runs alternating with them, median 109), each run below
+// the runs on either side of it.
 func (w *workers) send(ctx context.Context, r syncResult) bool {
 	select {
 	case w.results <- r:
 	case <-ctx.Done():
 		return false
 	}
-	switch {
-	case w.wake == nil:
-	case r.job == nil && r.symbols == nil:
-		w.wakeLater()
-	default:
+	if w.wake != nil {
 		w.wake()
 	}
 	return true
@@ -544,13 +545,11 @@ func (w *workers) send(ctx context.Context, r syncResult) bool {
 const maxUnwoken = 4
 
 // sendSync hands r, the result of a sync, from the sync worker to the Run
-// goroutine, unless ctx is done first, and wakes it as send does, but for
-// fewer wake-ups: once for the results of syncs queued together (up to
-// maxUnwoken), which the sync worker reads in a fraction of a millisecond
-// each, from the last of them; and within resultWakeDelay for a process
-// found gone, which nothing is read of (its parked traces are reported
-// with what its exec and their frames' files say, the same a little
-// later). unwoken counts the results handed back since the last wake.
+// goroutine, unless ctx is done first, and wakes it as send does, but
+// once for the results of syncs queued together (up to maxUnwoken),
+// which the sync worker reads in a fraction of a millisecond each, from
+// the last of them. unwoken counts the results handed back since the
+// last wake.
 func (w *workers) sendSync(ctx context.Context, r syncResult, unwoken *int) bool {
 	select {
 	case w.results <- r:
@@ -559,8 +558,6 @@ func (w *workers) sendSync(ctx context.Context, r syncResult, unwoken *int) bool
 	}
 	switch {
 	case w.wake == nil:
-	case r.final && r.job.err != nil && *unwoken == 0:
-		w.wakeLater()
 	case *unwoken < maxUnwoken && len(w.firstSyncs)+len(w.syncs) > 0:
 		*unwoken++
 	default:
@@ -568,45 +565,6 @@ func (w *workers) sendSync(ctx context.Context, r syncResult, unwoken *int) bool
 		w.wake()
 	}
 	return true
-}
-
-// setWake sets how the workers wake the Run goroutine (nil: not at all),
-// before they start.
-func (w *workers) setWake(wake func()) {
-	w.wake = wake
-	if wake != nil {
-		w.later = time.AfterFunc(time.Hour, wake)
-		w.later.Stop()
-	}
-}
-
-// resultWakeDelay is the longest a result nothing waits for waits for the
-// Run goroutine (wakeLater).
-const resultWakeDelay = 100 * time.Millisecond
-
-// wakeLater wakes the Run goroutine within resultWakeDelay, for a result
-// nothing waits for: the table of a file, or regions of it, that a sample
-// reached. No trace is parked for it (the samples that asked were
-// reported with the frames unwound), and the process that asked for it
-// is given it again when Run applies it; only its samples until then end
-// where the table is missing, as they did while it was built. Run reads
-// the ring buffer several times in resultWakeDelay on a busy host (the
-// whole-agent bench: about 17 times a second), and applies the result
-// then, without waking for it alone (about 2.5 times a second on the
-// bench, a sixth of Run's wake-ups there).
-func (w *workers) wakeLater() {
-	if w.laterArmed.CompareAndSwap(false, true) {
-		w.later.Reset(resultWakeDelay)
-	}
-}
-
-// looked says the Run goroutine is about to take the results handed back
-// so far: the wake-up wakeLater set for them is not needed. A result sent
-// meanwhile sets one again; at worst Run wakes once for nothing.
-func (w *workers) looked() {
-	if w.later != nil && w.laterArmed.Swap(false) {
-		w.later.Stop()
-	}
 }
 
 // prepare reads the process of j and identifies the files it maps, on the
