@@ -269,6 +269,12 @@ func (a *Agent) settleProcs() bool {
 		runtime.GOMAXPROCS(n)
 		a.log.Debug("start done: GOMAXPROCS lowered", "gomaxprocs", n)
 	}
+	if done {
+		// Without CAP_SYS_NICE the threads keep the kernel's
+		// default slack (50 µs).
+		threads, err := setTimerSlack("/proc", "/proc/self/task", threadSlack)
+		a.log.Debug("start done: timer slack set", "slack", threadSlack, "threads", threads, "error", err)
+	}
 	return done
 }
 

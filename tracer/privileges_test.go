@@ -45,7 +45,7 @@ func TestMissingCapabilities(t *testing.T) {
 		want []string // each a prefix of one entry, in order
 	}{
 		{"least", least, nil},
-		{"least and optional", append(least, "CAP_CHECKPOINT_RESTORE"), nil},
+		{"least and optional", append(least, "CAP_CHECKPOINT_RESTORE", "CAP_SYS_NICE"), nil},
 		{"none", nil, []string{"CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)", "CAP_SYS_PTRACE for", "CAP_DAC_READ_SEARCH for", "CAP_SYSLOG for"}},
 		// CAP_SYS_ADMIN grants what CAP_BPF and CAP_PERFMON do, but
 		// neither ptrace access, nor file read access, nor kernel
@@ -71,7 +71,7 @@ func TestMissingCapabilities(t *testing.T) {
 
 // TestCapabilitiesNumbers checks the table against linux/capability.h.
 func TestCapabilitiesNumbers(t *testing.T) {
-	want := map[string]uint{"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19, "CAP_SYSLOG": 34, "CAP_PERFMON": 38, "CAP_BPF": 39, "CAP_CHECKPOINT_RESTORE": 40}
+	want := map[string]uint{"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19, "CAP_SYSLOG": 34, "CAP_PERFMON": 38, "CAP_BPF": 39, "CAP_CHECKPOINT_RESTORE": 40, "CAP_SYS_NICE": 23}
 	got := map[string]uint{}
 	for _, c := range Capabilities() {
 		if c.For == "" {
