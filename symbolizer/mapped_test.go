@@ -189,32 +189,6 @@ func TestUnmappedWhenEvicted(t *testing.T) {
 	runtime.KeepAlive(s)
 }
 
-// residentOf returns the resident bytes of this process's mappings of
-// path, from /proc/self/smaps.
-func residentOf(tb testing.TB, path string) int {
-	tb.Helper()
-	smaps, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kb, in := 0, false
-	for _, line := range bytes.Split(smaps, []byte("\n")) {
-		fields := bytes.Fields(line)
-		switch {
-		case len(fields) > 0 && bytes.Contains(fields[0], []byte("-")) && !bytes.HasSuffix(fields[0], []byte(":")):
-			// A mapping's header: range, perms, offset, dev, inode, path.
-			in = len(fields) >= 6 && string(fields[5]) == path
-		case in && len(fields) >= 2 && string(fields[0]) == "Rss:":
-			n := 0
-			for _, c := range fields[1] {
-				n = n*10 + int(c-'0')
-			}
-			kb += n
-		}
-	}
-	return kb << 10
-}
-
 // TestTrimDropsPages checks that Trim drops the pages lookups made
 // resident in the mapped tables, and that lookups name frames alike
 // afterwards.
@@ -242,9 +216,9 @@ func TestTrimDropsPages(t *testing.T) {
 	for i, off := range offs {
 		before[i] = f.Lookup(off, nil)
 	}
-	touched := residentOf(t, goBin)
+	touched := testenv.ResidentOf(t, goBin)
 	s.Trim()
-	trimmed := residentOf(t, goBin)
+	trimmed := testenv.ResidentOf(t, goBin)
 	t.Logf("%d lookups: %d kB resident, %d kB after Trim", len(offs), touched>>10, trimmed>>10)
 	if touched < 1<<20 || trimmed > touched/10 {
 		t.Errorf("resident %d bytes after %d lookups, %d after Trim: want over 1 MiB, then under a tenth", touched, len(offs), trimmed)

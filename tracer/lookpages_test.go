@@ -1,11 +1,8 @@
 package tracer
 
 import (
-	"bytes"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -42,7 +39,7 @@ func TestLookupPagesDropped(t *testing.T) {
 	var resident []int
 	held := 0
 	for range 10 {
-		kb := mappedResidentKB(t, goBin)
+		kb := testenv.ResidentOf(t, goBin) >> 10
 		resident = append(resident, kb)
 		if kb > 0 {
 			held++
@@ -66,30 +63,4 @@ func TestLookupPagesDropped(t *testing.T) {
 	if held > 2 {
 		t.Errorf("pages of the program's symbol tables resident in %d of 10 readings (kB: %v), want at most 2", held, resident)
 	}
-}
-
-// mappedResidentKB returns the resident kB of this process's mappings of
-// path, from /proc/self/smaps.
-func mappedResidentKB(t *testing.T, path string) int {
-	t.Helper()
-	smaps, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, in := 0, false
-	for _, line := range bytes.Split(smaps, []byte("\n")) {
-		fields := bytes.Fields(line)
-		switch {
-		case len(fields) >= 5 && bytes.Contains(fields[0], []byte("-")) && !bytes.HasSuffix(fields[0], []byte(":")):
-			// A mapping's header: range, perms, offset, dev, inode, path.
-			in = len(fields) >= 6 && string(fields[5]) == path
-		case in && len(fields) >= 2 && string(fields[0]) == "Rss:":
-			n, err := strconv.Atoi(string(fields[1]))
-			if err != nil {
-				t.Fatalf("smaps: %q: %v", line, err)
-			}
-			kb += n
-		}
-	}
-	return kb
 }

@@ -148,8 +148,36 @@ func TestKeptSections(t *testing.T) {
 	var plain, kept Builder
 	kept.Keep(f)
 	fh := f.OSFile()
-	n := CodeEnd(f) >> 16
 	var mapped map[uint64]keptSection
+	buildKept(t, f, &plain, &kept, func(lo uint64) {
+		k := kept.kept[fh]
+		if k == nil || len(k.sections) == 0 || k.goTab == nil {
+			t.Fatalf("after a build: %+v kept", k)
+		}
+		if mapped == nil {
+			mapped = maps.Clone(k.sections)
+		} else if !maps.EqualFunc(mapped, k.sections, func(a, b keptSection) bool { return &a.mapping[0] == &b.mapping[0] }) {
+			t.Fatal("sections mapped again")
+		}
+	})
+	kept.Forget(f)
+	if kept.Kept() != 0 {
+		t.Fatalf("%d files kept after Forget", kept.Kept())
+	}
+	for _, s := range mapped {
+		if rss := mappingRSS(t, s.mapping); rss != -1 {
+			t.Errorf("section still mapped after Forget (%d kB resident)", rss)
+		}
+	}
+}
+
+// buildKept builds 24 regions spread over f's code with plain and with
+// kept (which keeps f), checks that they give the same rows and that none
+// of the sections kept has a page resident after the build, and calls
+// check after each with the region's start.
+func buildKept(t *testing.T, f *elffile.File, plain, kept *Builder, check func(lo uint64)) {
+	t.Helper()
+	n := CodeEnd(f) >> 16
 	for i := range min(n, 24) {
 		lo := (n * i / 24) << 16
 		r := []Range{{lo, lo + 1<<16}}
@@ -164,28 +192,11 @@ func TestKeptSections(t *testing.T) {
 		if err := sameRows(got.Rows(), want.Rows()); err != nil {
 			t.Fatalf("region at %#x: %v", lo, err)
 		}
-		k := kept.kept[fh]
-		if k == nil || len(k.sections) == 0 || k.goTab == nil {
-			t.Fatalf("after a build: %+v kept", k)
-		}
-		if mapped == nil {
-			mapped = maps.Clone(k.sections)
-		} else if !maps.EqualFunc(mapped, k.sections, func(a, b keptSection) bool { return &a.mapping[0] == &b.mapping[0] }) {
-			t.Fatal("sections mapped again")
-		}
-		for off, s := range k.sections {
+		check(lo)
+		for off, s := range kept.kept[f.OSFile()].sections {
 			if rss := mappingRSS(t, s.mapping); rss != 0 {
 				t.Errorf("region at %#x: section at %#x has %d kB resident after the build", lo, off, rss)
 			}
-		}
-	}
-	kept.Forget(f)
-	if kept.Kept() != 0 {
-		t.Fatalf("%d files kept after Forget", kept.Kept())
-	}
-	for _, s := range mapped {
-		if rss := mappingRSS(t, s.mapping); rss != -1 {
-			t.Errorf("section still mapped after Forget (%d kB resident)", rss)
 		}
 	}
 }
@@ -226,22 +237,8 @@ func TestKeptFrames(t *testing.T) {
 	var plain, kept Builder
 	kept.Keep(f)
 	defer kept.Forget(f)
-	n := CodeEnd(f) >> 16
 	var cies int
-	for i := range min(n, 24) {
-		lo := (n * i / 24) << 16
-		r := []Range{{lo, lo + 1<<16}}
-		want, err := plain.BuildRanges(f, nil, Options{}, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := kept.BuildRanges(f, nil, Options{}, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sameRows(got.Rows(), want.Rows()); err != nil {
-			t.Fatalf("region at %#x: %v", lo, err)
-		}
+	buildKept(t, f, &plain, &kept, func(lo uint64) {
 		k := kept.kept[f.OSFile()]
 		fr := k.frames
 		if fr == nil || len(fr.cieIndex) != len(fr.cies) {
@@ -254,17 +251,12 @@ func TestKeptFrames(t *testing.T) {
 			t.Fatalf("region at %#x: %d CIEs kept, %d before", lo, len(fr.cies), cies)
 		}
 		cies = len(fr.cies)
-		for off, s := range k.sections {
-			if rss := mappingRSS(t, s.mapping); rss != 0 {
-				t.Errorf("region at %#x: section at %#x has %d kB resident after the build", lo, off, rss)
-			}
-		}
-	}
+	})
 	if cies == 0 {
 		t.Fatal("no CIE kept")
 	}
 	// Again: no CIE is parsed twice.
-	lo := n / 2 << 16
+	lo := CodeEnd(f) >> 16 / 2 << 16
 	if _, err := kept.BuildRanges(f, nil, Options{}, []Range{{lo, lo + 1<<16}}); err != nil {
 		t.Fatal(err)
 	}
