@@ -45,12 +45,12 @@ func (p *frameParser) index() (ehIndex, bool) {
 		if !ok {
 			return ehIndex{}, false
 		}
+		x := ehIndex{table: h[off : off+8*n], base: s.hdrAddr, n: n}
 		if k == nil {
-			return ehIndex{table: h[off : off+8*n], base: s.hdrAddr, n: n}, true
+			return x, true
 		}
 		k.hdrOff, k.hdrN = off, n
-		x := ehIndex{table: h[off : off+8*n], base: s.hdrAddr, n: n}
-		k.hdrBlocks = searchBlocks(n, func(i int) uint64 { loc, _ := x.at(p, i); return loc })
+		k.hdrBlocks = searchBlocks(n, x.starts(p))
 	}
 	if k.hdrOff+8*k.hdrN > len(h) {
 		return ehIndex{}, false
@@ -80,7 +80,12 @@ func (p *frameParser) indexTable() (off, n int, ok bool) {
 // search returns the first entry of x whose range starts at v or after
 // (x.n when none does).
 func (x ehIndex) search(p *frameParser, v uint64) int {
-	return searchFirst(x.n, func(i int) uint64 { loc, _ := x.at(p, i); return loc }, x.blocks, v)
+	return searchFirst(x.n, x.starts(p), x.blocks, v)
+}
+
+// starts returns the key x is sorted by: the start of entry i's range.
+func (x ehIndex) starts(p *frameParser) func(i int) uint64 {
+	return func(i int) uint64 { loc, _ := x.at(p, i); return loc }
 }
 
 // at returns entry i of x: the start of an FDE's range and the FDE's
