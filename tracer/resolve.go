@@ -383,10 +383,10 @@ func (t *Tracer) lookedUp(sf *symbolizer.File) {
 // than at the agent's next trim, seconds later, by which time the lookups
 // of a busy build loop have added megabytes.
 func (t *Tracer) dropLooked() {
-	for i, sf := range t.looked {
+	for _, sf := range t.looked {
 		sf.DropPages()
-		t.looked[i] = nil
 	}
+	clear(t.looked)
 	t.looked = t.looked[:0]
 }
 
