@@ -155,9 +155,13 @@ func New(cfg Config) (*Agent, error) {
 		Version:             cfg.Version,
 		ResourceAttributes:  cfg.ResourceAttributes,
 		OffCPUFraction:      cfg.OffCPUFraction,
-		// Local files cost no network: they keep mangled names.
-		SystemNames: cfg.SystemNames || cfg.CollectionAgent == "",
-		Logger:      log,
+		// Local files cost no network: they keep mangled names, the
+		// addresses of frames named down to a line and timestamps to
+		// the nanosecond.
+		SystemNames:      cfg.SystemNames || cfg.CollectionAgent == "",
+		LineAddresses:    cfg.LineAddresses || cfg.CollectionAgent == "",
+		CoarseTimestamps: cfg.CollectionAgent != "",
+		Logger:           log,
 	}, exp)
 	if err != nil {
 		a.closeExporter()

@@ -138,6 +138,9 @@ type Config struct {
 	// SystemNames sends mangled C++ and Rust names to the backend as
 	// functions' system names; local files always have them.
 	SystemNames bool
+	// LineAddresses sends the instruction address of frames named down
+	// to a source line to the backend; local files always have them.
+	LineAddresses bool
 	// MetricsAddress serves Prometheus self-metrics at /metrics; empty
 	// turns the server off.
 	MetricsAddress string

@@ -36,6 +36,13 @@ type dictionary struct {
 	d *profilespb.ProfilesDictionary
 	// systemNames sends functions' system names (Config.SystemNames).
 	systemNames bool
+	// lineAddresses keeps the addresses of locations named down to a
+	// source line (Config.LineAddresses). Without it such locations
+	// have none, and lineLocations holds the one location of each
+	// mapping, frame type and lines, keyed by lineKey.
+	lineAddresses bool
+	lineLocations map[string]int32
+	keyBuf        []byte
 
 	strings   map[string]int32
 	attrs     map[attrKey]int32
@@ -55,9 +62,11 @@ type functionKey struct {
 	name, systemName, file string
 }
 
-func newDictionary(systemNames bool) *dictionary {
+func newDictionary(systemNames, lineAddresses bool) *dictionary {
 	return &dictionary{
-		systemNames: systemNames,
+		systemNames:   systemNames,
+		lineAddresses: lineAddresses,
+		lineLocations: make(map[string]int32),
 		d: &profilespb.ProfilesDictionary{
 			MappingTable:   []*profilespb.Mapping{{}},
 			LocationTable:  []*profilespb.Location{{}},
@@ -186,12 +195,26 @@ func sortTable[T any](table []T, compare func(a, b T) int) (sorted []T, newIndex
 // renumbers the stacks' references to it. Neighbouring locations then
 // share their mapping index and their address's high bytes, which gzip
 // finds as repeats: about 1 % off the compressed request. Locations of
-// one mapping at one address (interpreted frames, at address 0) keep the
-// order they were added in. It is the last step of a request's
-// locations: d.locations keeps the indices before the sort.
+// one mapping without an address (interpreted frames, and frames named
+// down to a line without Config.LineAddresses) are ordered by the file
+// and line of their outermost line, the function the code is in, which
+// puts those of one function side by side. It is the last step of a
+// request's locations: d.locations keeps the indices before the sort.
 func (d *dictionary) sortLocations() {
+	outer := func(l *profilespb.Location) (file string, line int64) {
+		if len(l.Lines) == 0 {
+			return "", 0
+		}
+		last := l.Lines[len(l.Lines)-1]
+		return d.d.StringTable[d.d.FunctionTable[last.FunctionIndex].FilenameStrindex], last.Line
+	}
 	sorted, newIndex := sortTable(d.d.LocationTable, func(a, b *profilespb.Location) int {
-		return cmp.Or(cmp.Compare(a.MappingIndex, b.MappingIndex), cmp.Compare(a.Address, b.Address))
+		if c := cmp.Or(cmp.Compare(a.MappingIndex, b.MappingIndex), cmp.Compare(a.Address, b.Address)); c != 0 || a.Address != 0 {
+			return c
+		}
+		fa, la := outer(a)
+		fb, lb := outer(b)
+		return cmp.Or(cmp.Compare(fa, fb), cmp.Compare(la, lb), cmp.Compare(len(a.Lines), len(b.Lines)))
 	})
 	for _, st := range d.d.StackTable {
 		for j, li := range st.LocationIndices {
@@ -333,7 +356,7 @@ func (d *dictionary) setMappingRanges() {
 // build turns a finished interval into one self-contained request. It
 // returns the request and the number of frames exported without names.
 func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfilesServiceRequest, int) {
-	d := newDictionary(r.cfg.SystemNames)
+	d := newDictionary(r.cfg.SystemNames, r.cfg.LineAddresses)
 	unnamed := 0
 
 	location := func(f trace.FrameID) int32 {
@@ -365,31 +388,57 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 				Line:          info.Lines[j].Line,
 			})
 		}
+		lineKey := ""
+		if !d.lineAddresses && loc.Address != 0 && namedToLine(loc.Lines) {
+			// Named down to a source line: the address would only
+			// tell instructions of one line apart.
+			lineKey = d.lineKey(loc)
+			if i, ok := d.lineLocations[lineKey]; ok {
+				d.locations[f] = i
+				return i
+			}
+			loc.Address = 0
+		}
 		i := int32(len(d.d.LocationTable))
 		d.d.LocationTable = append(d.d.LocationTable, loc)
 		d.locations[f] = i
+		if lineKey != "" {
+			d.lineLocations[lineKey] = i
+		}
 		return i
 	}
 
-	// Stacks: index in the interval + 1 (entry 0 is the empty stack).
+	// Stacks: the interval's stack i is the dictionary's stackIdx[i]
+	// (entry 0 is the empty stack). Stacks whose frames differ only by
+	// addresses within one source line have the same locations (see
+	// Config.LineAddresses): they are one stack.
 	stackIdx := make([]int32, len(iv.stacks))
+	stacks := make(map[string]int32, len(iv.stacks))
+	var locs []int32
 	for i, s := range iv.stacks {
-		st := &profilespb.Stack{LocationIndices: make([]int32, len(s.frames))}
-		for j, f := range s.frames {
-			st.LocationIndices[j] = location(f)
+		locs = locs[:0]
+		for _, f := range s.frames {
+			locs = append(locs, location(f))
+		}
+		k := d.indicesKey(locs)
+		if j, ok := stacks[k]; ok {
+			stackIdx[i] = j
+			continue
 		}
 		stackIdx[i] = int32(len(d.d.StackTable))
-		d.d.StackTable = append(d.d.StackTable, st)
+		stacks[k] = stackIdx[i]
+		d.d.StackTable = append(d.d.StackTable, &profilespb.Stack{LocationIndices: slices.Clone(locs)})
 	}
 
-	// Group samples by process, CPU samples first, in a stable order.
+	// Group samples by process, CPU samples first, in a stable order;
+	// samples of one stack in the dictionary are then side by side.
 	keys := make([]sampleKey, 0, len(iv.samples))
 	for k := range iv.samples {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b sampleKey) int {
 		return cmp.Or(cmp.Compare(a.pid, b.pid), compareBool(a.offCPU, b.offCPU), cmp.Compare(a.tid, b.tid),
-			cmp.Compare(a.stack, b.stack), cmp.Compare(a.comm, b.comm))
+			cmp.Compare(stackIdx[a.stack], stackIdx[b.stack]), cmp.Compare(a.comm, b.comm))
 	})
 
 	req := &collectorpb.ExportProfilesServiceRequest{Dictionary: d.d}
@@ -402,7 +451,20 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 	var scope *profilespb.ScopeProfiles
 	var prof *profilespb.Profile
 	curPID, curOffCPU := ^uint32(0), false
-	for _, k := range keys {
+	for n := 0; n < len(keys); {
+		k := keys[n]
+		s := *iv.samples[k]
+		for n++; n < len(keys) && sameSample(keys[n], k, stackIdx); n++ {
+			// One stack in the dictionary: one sample.
+			o := iv.samples[keys[n]]
+			s.timestamps = append(slices.Clip(s.timestamps), o.timestamps...)
+			s.waits = append(slices.Clip(s.waits), o.waits...)
+		}
+		if r.cfg.CoarseTimestamps {
+			for i := range s.timestamps {
+				s.timestamps[i] &^= coarseGrain - 1
+			}
+		}
 		if scope == nil || k.pid != curPID {
 			curPID = k.pid
 			scope = &profilespb.ScopeProfiles{Scope: &commonpb.InstrumentationScope{Name: scopeName, Version: r.cfg.Version}}
@@ -433,7 +495,6 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 			}
 			scope.Profiles = append(scope.Profiles, prof)
 		}
-		s := iv.samples[k]
 		ps := &profilespb.Sample{
 			StackIndex: stackIdx[k.stack],
 			AttributeIndices: []int32{
@@ -464,6 +525,59 @@ func (r *Reporter) build(iv *interval, end time.Time) (*collectorpb.ExportProfil
 	d.renumberFunctions()
 	d.renumberStrings(req)
 	return req, unnamed
+}
+
+// coarseGrain is the resolution of timestamps with
+// Config.CoarseTimestamps, in nanoseconds: a power of two, so that the
+// low bits of every timestamp are zero.
+const coarseGrain = 1 << 10
+
+// namedToLine reports whether every line of a location has a line
+// number: a frame named down to its source line, and each of the calls
+// inlined into it.
+func namedToLine(lines []*profilespb.Line) bool {
+	for _, l := range lines {
+		if l.Line <= 0 {
+			return false
+		}
+	}
+	return len(lines) > 0
+}
+
+// lineKey returns what tells a location without an address from others:
+// its mapping, its frame type and its lines. The key is a string of
+// varints, built in d's buffer.
+func (d *dictionary) lineKey(loc *profilespb.Location) string {
+	b := binary.AppendUvarint(d.keyBuf[:0], uint64(loc.MappingIndex))
+	for _, a := range loc.AttributeIndices {
+		b = binary.AppendUvarint(b, uint64(a))
+	}
+	b = append(b, 0xff) // no varint is one 0xff byte: ends the attributes
+	for _, l := range loc.Lines {
+		b = binary.AppendUvarint(b, uint64(l.FunctionIndex))
+		b = binary.AppendUvarint(b, uint64(l.Line))
+	}
+	d.keyBuf = b
+	return string(b)
+}
+
+// indicesKey returns a string of varints of the indices, built in d's
+// buffer, for a map key.
+func (d *dictionary) indicesKey(indices []int32) string {
+	b := d.keyBuf[:0]
+	for _, i := range indices {
+		b = binary.AppendUvarint(b, uint64(i))
+	}
+	d.keyBuf = b
+	return string(b)
+}
+
+// sameSample reports whether samples a and b are one in the request: the
+// same process, thread, thread name and kind, and stacks that are one in
+// the dictionary.
+func sameSample(a, b sampleKey, stackIdx []int32) bool {
+	return a.pid == b.pid && a.tid == b.tid && a.comm == b.comm && a.offCPU == b.offCPU &&
+		stackIdx[a.stack] == stackIdx[b.stack]
 }
 
 // compareBool orders false before true.

@@ -210,3 +210,133 @@ func TestSystemNames(t *testing.T) {
 		}
 	}
 }
+
+// TestLineAddresses: without Config.LineAddresses, frames named down to a
+// source line lose their address, frames at two addresses of one line (and
+// the same inlined calls) are one location, and traces that then have the
+// same stack are one sample with the timestamps of both; frames named by
+// symbol only and unnamed frames keep their address. With it, every
+// address is its own location.
+func TestLineAddresses(t *testing.T) {
+	file := fileID(1)
+	at := func(addr uint64) trace.FrameID { return trace.FrameID{File: file, Addr: addr, Type: trace.FrameNative} }
+	lineA1, lineA2, inlined, lineB, symbolOnly, unnamed := at(0x1010), at(0x1020), at(0x1030), at(0x2000), at(0x3000), at(0x4000)
+	caller := at(0x5000)
+	for _, lineAddresses := range []bool{false, true} {
+		exp := &captureExporter{}
+		cfg := testConfig()
+		cfg.FrameCacheSize, cfg.ExecutableCacheSize = 100, 100
+		cfg.LineAddresses = lineAddresses
+		r, err := New(cfg, exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := trace.Line{Function: "f", File: "f.c", Line: 10}
+		r.FrameMetadata(lineA1, trace.FrameInfo{Lines: []trace.Line{f}})
+		r.FrameMetadata(lineA2, trace.FrameInfo{Lines: []trace.Line{f}})
+		// The same line with a call inlined into it is another location.
+		r.FrameMetadata(inlined, trace.FrameInfo{Lines: []trace.Line{{Function: "g", File: "g.h", Line: 3}, f}})
+		r.FrameMetadata(lineB, trace.FrameInfo{Lines: []trace.Line{{Function: "f", File: "f.c", Line: 11}}})
+		r.FrameMetadata(symbolOnly, trace.FrameInfo{Lines: []trace.Line{{Function: "h"}}})
+		r.FrameMetadata(unnamed, trace.FrameInfo{})
+		r.FrameMetadata(caller, trace.FrameInfo{Lines: []trace.Line{{Function: "main", File: "main.c", Line: 5}}})
+		r.ExecutableMetadata(file, trace.ExecutableInfo{FileName: "prog"})
+		for i, leaf := range []trace.FrameID{lineA1, lineA2, inlined, lineB, symbolOnly, unnamed} {
+			r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{leaf, caller}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: uint64(1000 + i)})
+		}
+		// Waits at two addresses of one line, reported out of order.
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{lineA2, caller}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: 2000, OffCPUNS: 300})
+		r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{lineA1, caller}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: 1999, OffCPUNS: 100})
+		r.Flush(context.Background())
+		req := exp.reqs[0]
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Fatal(err)
+		}
+		waits := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[1].Samples
+		if !lineAddresses && (len(waits) != 1 || !slices.Equal(waits[0].TimestampsUnixNano, []uint64{1999, 2000}) || !slices.Equal(waits[0].Values, []int64{100, 300})) {
+			t.Errorf("waits at one line: %v, want one sample of both, in time order", waits)
+		}
+		if lineAddresses && len(waits) != 2 {
+			t.Errorf("waits at two addresses: %d samples, want 2", len(waits))
+		}
+		type leafSample struct {
+			name    string
+			line    int64
+			inlined int
+			addr    uint64
+			count   int
+		}
+		var got []leafSample
+		for _, s := range req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0].Samples {
+			frames, err := otlpcheck.Frames(req, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf := req.Dictionary.LocationTable[req.Dictionary.StackTable[s.StackIndex].LocationIndices[0]]
+			var line int64
+			if len(leaf.Lines) > 0 {
+				line = leaf.Lines[0].Line
+			}
+			got = append(got, leafSample{frames[0].Name, line, len(frames[0].Functions), frames[0].Address, len(s.TimestampsUnixNano)})
+			if caller := frames[len(frames)-1]; caller.Name != "main" || caller.Address != map[bool]uint64{false: 0, true: 0x5000}[lineAddresses] {
+				t.Errorf("LineAddresses %v: caller %+v", lineAddresses, caller)
+			}
+		}
+		slices.SortFunc(got, func(a, b leafSample) int {
+			return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.line, b.line), cmp.Compare(a.inlined, b.inlined), cmp.Compare(a.addr, b.addr))
+		})
+		want := []leafSample{{"", 0, 0, 0x4000, 1}, {"f", 10, 1, 0, 2}, {"f", 11, 1, 0, 1}, {"g", 3, 2, 0, 1}, {"h", 0, 1, 0x3000, 1}}
+		if lineAddresses {
+			want = []leafSample{{"", 0, 0, 0x4000, 1}, {"f", 10, 1, 0x1010, 1}, {"f", 10, 1, 0x1020, 1}, {"f", 11, 1, 0x2000, 1}, {"g", 3, 2, 0x1030, 1}, {"h", 0, 1, 0x3000, 1}}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("LineAddresses %v: samples by leaf\n%+v, want\n%+v", lineAddresses, got, want)
+		}
+		if n, want := len(req.Dictionary.LocationTable)-1, len(want)+1; n != want {
+			t.Errorf("LineAddresses %v: %d locations, want %d", lineAddresses, n, want)
+		}
+	}
+}
+
+// TestCoarseTimestamps: with Config.CoarseTimestamps the timestamps of
+// samples and waits are rounded down to a multiple of 1,024 ns and the
+// profile's range still holds them; without it they are exact.
+func TestCoarseTimestamps(t *testing.T) {
+	stamps := []uint64{1_700_000_000_123_456_789, 1_700_000_000_223_456_001, 1_700_000_001_000_000_000}
+	for _, coarse := range []bool{false, true} {
+		exp := &captureExporter{}
+		cfg := testConfig()
+		cfg.CoarseTimestamps = coarse
+		r, err := New(cfg, exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := trace.FrameID{File: fileID(1), Addr: 0x100, Type: trace.FrameNative}
+		resolve(r, id)
+		for _, ts := range stamps {
+			r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{id}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: ts})
+			r.ReportTrace(&trace.Trace{Frames: []trace.FrameID{id}}, trace.TraceMeta{PID: 7, TID: 7, Comm: "x", TimestampNS: ts, OffCPUNS: 5000})
+		}
+		r.Flush(context.Background())
+		req := exp.reqs[0]
+		if err := otlpcheck.Validate(req); err != nil {
+			t.Fatal(err)
+		}
+		profiles := req.ResourceProfiles[0].ScopeProfiles[0].Profiles
+		if len(profiles) != 2 {
+			t.Fatalf("%d profiles, want CPU and off-CPU", len(profiles))
+		}
+		for _, p := range profiles {
+			got := p.Samples[0].TimestampsUnixNano
+			want := slices.Clone(stamps)
+			for i := range want {
+				if coarse {
+					want[i] &^= 1023
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("CoarseTimestamps %v: timestamps %v, want %v", coarse, got, want)
+			}
+		}
+	}
+}

@@ -20,8 +20,9 @@ import (
 )
 
 // replayExport is an export of the whole-agent benchmark, captured with
-// `go run ./bench/agentbench -requests DIR` (one 15 s interval of the
-// benchmark's mix on a host where other builds and tests ran too) and
+// `go run ./bench/agentbench -requests DIR` (the second 15 s interval of
+// a quiet run of the benchmark's mix, with its JVM, node and build loop,
+// on 2026-12-01, before frames named to a line lost their addresses) and
 // gzipped: the replay tests and benchmark rebuild it from the interval
 // it describes, so that changes to build are measured on what the agent
 // really sends.
@@ -175,8 +176,10 @@ func replay(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest) (Confi
 // type, time and value, and the stack, each frame with its type, address,
 // mapping (file name and build IDs) and lines. Two exports that list the
 // same content carry the same information however their tables are laid
-// out. systemNames says whether functions' system names are listed.
-func exportContent(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest, systemNames bool) []string {
+// out. systemNames says whether functions' system names are listed,
+// lineAddresses whether the addresses of frames named down to a source
+// line are (Config.LineAddresses): without it they are listed as 0.
+func exportContent(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest, systemNames, lineAddresses bool) []string {
 	tb.Helper()
 	d := req.Dictionary
 	str := func(i int32) string { return d.StringTable[i] }
@@ -193,7 +196,11 @@ func exportContent(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest,
 	for i, loc := range d.LocationTable {
 		var b strings.Builder
 		m := d.MappingTable[loc.MappingIndex]
-		fmt.Fprintf(&b, "[%s %#x %s(%s)", attrs(loc.AttributeIndices), loc.Address, str(m.FilenameStrindex), attrs(m.AttributeIndices))
+		addr := loc.Address
+		if !lineAddresses && namedToLine(loc.Lines) {
+			addr = 0
+		}
+		fmt.Fprintf(&b, "[%s %#x %s(%s)", attrs(loc.AttributeIndices), addr, str(m.FilenameStrindex), attrs(m.AttributeIndices))
 		for _, l := range loc.Lines {
 			fn := d.FunctionTable[l.FunctionIndex]
 			fmt.Fprintf(&b, " %s %s:%d", str(fn.NameStrindex), str(fn.FilenameStrindex), l.Line)
@@ -236,10 +243,10 @@ func exportContent(tb testing.TB, req *collectorpb.ExportProfilesServiceRequest,
 
 // replayBuild builds the export the captured one describes with today's
 // build.
-func replayBuild(tb testing.TB, orig *collectorpb.ExportProfilesServiceRequest, systemNames bool) *collectorpb.ExportProfilesServiceRequest {
+func replayBuild(tb testing.TB, orig *collectorpb.ExportProfilesServiceRequest, systemNames, lineAddresses bool) *collectorpb.ExportProfilesServiceRequest {
 	tb.Helper()
 	cfg, iv, end := replay(tb, orig)
-	cfg.SystemNames = systemNames
+	cfg.SystemNames, cfg.LineAddresses = systemNames, lineAddresses
 	r, err := New(cfg, &discardExporter{})
 	if err != nil {
 		tb.Fatal(err)
@@ -251,31 +258,60 @@ func replayBuild(tb testing.TB, orig *collectorpb.ExportProfilesServiceRequest, 
 // TestReplayKeepsContent rebuilds a captured export of the whole-agent
 // benchmark: the rebuilt export passes otlpcheck and says exactly what
 // the captured one says, sample by sample and frame by frame (without
-// functions' system names unless Config.SystemNames asks for them; the
-// capture has them).
+// functions' system names unless Config.SystemNames asks for them, and
+// without the addresses of frames named down to a line unless
+// Config.LineAddresses asks for them; the capture has both).
 func TestReplayKeepsContent(t *testing.T) {
 	orig := loadReplayExport(t)
-	for _, systemNames := range []bool{false, true} {
-		req := replayBuild(t, orig, systemNames)
+	for _, cfg := range []struct{ systemNames, lineAddresses bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		req := replayBuild(t, orig, cfg.systemNames, cfg.lineAddresses)
 		if err := otlpcheck.Validate(req); err != nil {
 			t.Fatal(err)
 		}
-		want, got := exportContent(t, orig, systemNames), exportContent(t, req, true)
+		want, got := exportContent(t, orig, cfg.systemNames, cfg.lineAddresses), exportContent(t, req, true, true)
 		if len(want) < 500 {
 			t.Fatalf("the captured export holds %d samples, want at least 500", len(want))
 		}
 		if !slices.Equal(got, want) {
 			for i := range min(len(got), len(want)) {
 				if got[i] != want[i] {
-					t.Fatalf("SystemNames %v: %d samples, want %d; first difference at %d:\ngot  %.600s\nwant %.600s", systemNames, len(got), len(want), i, got[i], want[i])
+					t.Fatalf("%+v: %d samples, want %d; first difference at %d:\ngot  %.600s\nwant %.600s", cfg, len(got), len(want), i, got[i], want[i])
 				}
 			}
-			t.Fatalf("SystemNames %v: %d samples, want %d", systemNames, len(got), len(want))
+			t.Fatalf("%+v: %d samples, want %d", cfg, len(got), len(want))
+		}
+		// Without line addresses, no two locations say the same, and no
+		// two stacks hold the same locations.
+		seen := make(map[string]bool)
+		for _, loc := range req.Dictionary.LocationTable[1:] {
+			if !cfg.lineAddresses && loc.Address != 0 && namedToLine(loc.Lines) {
+				t.Errorf("%+v: location named to a line at %#x", cfg, loc.Address)
+			}
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seen[string(b)] {
+				t.Errorf("%+v: location %v twice", cfg, loc)
+			}
+			seen[string(b)] = true
+		}
+		stacks := make(map[string]bool)
+		for _, st := range req.Dictionary.StackTable {
+			k := fmt.Sprint(st.LocationIndices)
+			if stacks[k] {
+				t.Errorf("%+v: stack %s twice", cfg, k)
+			}
+			stacks[k] = true
 		}
 	}
 }
 
-var replaySystemNames = flag.Bool("replay-system-names", false, "BenchmarkReplayExport: build with Config.SystemNames")
+var (
+	replaySystemNames     = flag.Bool("replay-system-names", false, "BenchmarkReplayExport: build with Config.SystemNames")
+	replayLineAddresses   = flag.Bool("replay-line-addresses", false, "BenchmarkReplayExport: build with Config.LineAddresses")
+	replayExactTimestamps = flag.Bool("replay-exact-timestamps", false, "BenchmarkReplayExport: build without Config.CoarseTimestamps")
+)
 
 // BenchmarkReplayExport builds the captured export again and reports its
 // size on the wire: gzip bytes per sample as the exporters send it
@@ -283,12 +319,13 @@ var replaySystemNames = flag.Bool("replay-system-names", false, "BenchmarkReplay
 // measures a change to build before and after on the same data.
 func BenchmarkReplayExport(b *testing.B) {
 	orig := loadReplayExport(b)
-	n := len(exportContent(b, orig, false))
+	n := len(exportContent(b, orig, false, false))
 	var req *collectorpb.ExportProfilesServiceRequest
 	b.ReportAllocs()
 	for b.Loop() {
 		cfg, iv, end := replay(b, orig)
-		cfg.SystemNames = *replaySystemNames
+		cfg.SystemNames, cfg.LineAddresses = *replaySystemNames, *replayLineAddresses
+		cfg.CoarseTimestamps = !*replayExactTimestamps
 		r, err := New(cfg, &discardExporter{})
 		if err != nil {
 			b.Fatal(err)

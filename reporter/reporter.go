@@ -66,6 +66,21 @@ type Config struct {
 	// (demangled) name only, and two that differ only by their system
 	// name are one function.
 	SystemNames bool
+	// LineAddresses keeps the instruction address of frames named down
+	// to a source line (--line-addresses). Without it such a frame's
+	// location has no address, and one location stands for every
+	// address of one line (with the calls inlined there): the function,
+	// file and line say where it ran. Frames named by their symbol only,
+	// and unnamed ones, always keep their address, from which a backend
+	// with the file's debug information can name them further.
+	LineAddresses bool
+	// CoarseTimestamps rounds the timestamps of samples and waits down
+	// to a multiple of 1,024 ns. A sample is taken in an interrupt some
+	// microseconds after its timer expired, so finer digits are noise;
+	// the 8 bytes of a timestamp are about a sixth of a compressed
+	// export, and a low byte that is always zero takes gzip about a
+	// byte less per sample.
+	CoarseTimestamps bool
 	// OffCPUFraction is the share of waits the tracer samples
 	// (--off-cpu-fraction): off-CPU values are scaled up by its inverse.
 	// 0 means 1.

@@ -15,12 +15,17 @@ type DemangleMode int
 const (
 	// DemangleSimple demangles names without function parameters and
 	// template arguments, and drops the hash of legacy Rust names:
-	// "ns::Klass::method", "core::fmt::write".
+	// "ns::Klass::method", "core::fmt::write". Go functions of generic
+	// code are named as the Go runtime prints them, with their type
+	// arguments as "[...]": "slices.SortFunc[...]".
 	DemangleSimple DemangleMode = iota
-	// DemangleNone keeps names as the binary spells them.
+	// DemangleNone keeps names as the binary spells them (Go's generic
+	// functions with the shapes the compiler instantiated them for,
+	// "slices.SortFunc[go.shape.[]int,go.shape.int]").
 	DemangleNone
 	// DemangleFull demangles names completely, with parameters, template
-	// arguments and the hash of legacy Rust names.
+	// arguments and the hash of legacy Rust names; Go names are kept as
+	// the binary spells them.
 	DemangleFull
 )
 
@@ -121,4 +126,24 @@ func legacyRustHash(name string) (string, bool) {
 		}
 	}
 	return hash, true
+}
+
+// goNameForPrint returns a Go function's name as the Go runtime prints it
+// (in tracebacks, runtime.Frame and its own pprof profiles): the type
+// arguments of a generic function, which the compiler spells as the
+// shapes it instantiated the code for ("go.shape.interface { Close()
+// error; ... }", hundreds of bytes), become "[...]". Everything from the
+// first '[' to the last ']' goes, as the runtime's funcNameForPrint does,
+// so a method of a generic type and a closure inside a generic function
+// keep what follows: "pkg.(*Cache[...]).Do", "pkg.Map[...].func1".
+func goNameForPrint(name string) string {
+	i := strings.IndexByte(name, '[')
+	if i < 0 {
+		return name
+	}
+	j := strings.LastIndexByte(name, ']')
+	if j <= i {
+		return name
+	}
+	return name[:i] + "[...]" + name[j+1:]
 }

@@ -109,6 +109,14 @@ func (f *File) Lookup(fileOffset uint64, buf []trace.Line) (out []trace.Line) {
 	}
 	if f.goTab != nil {
 		if out := f.goTab.lookup(vaddr, buf); len(out) > len(buf) {
+			if f.mode == DemangleSimple {
+				for i := range out[len(buf):] {
+					l := &out[len(buf)+i]
+					if name := goNameForPrint(l.Function); name != l.Function {
+						l.Function, l.SystemName = name, l.Function
+					}
+				}
+			}
 			return out
 		}
 	}

@@ -349,6 +349,87 @@ func TestGoInline(t *testing.T) {
 	}
 }
 
+const goGenericSource = `package main
+
+import "os"
+
+type Cache[K comparable, V any] struct{ m map[K]V }
+
+//go:noinline
+func (c *Cache[K, V]) Put(k K, v V) { c.m[k] = v }
+
+//go:noinline
+func Sum[T int | float64](xs []T) (s T) {
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+func main() {
+	c := &Cache[string, []int]{m: map[string][]int{}}
+	c.Put(os.Args[0], nil)
+	os.Exit(Sum([]int{len(os.Args)}) + int(Sum([]float64{1})))
+}
+`
+
+// TestGoGenericNames checks that, with simple demangling, Go's generic
+// functions are named as the Go runtime prints them, their shapes as
+// "[...]" and the binary's spelling kept as the system name, and that
+// DemangleNone keeps the binary's spelling.
+func TestGoGenericNames(t *testing.T) {
+	bin := testenv.BuildGo(t, goGenericSource, false)
+	ef, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := ef.Symbols()
+	ef.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"main.Sum[":     "main.Sum[...]",
+		"main.(*Cache[": "main.(*Cache[...]).Put",
+	}
+	found := 0
+	for _, sym := range syms {
+		for prefix, printed := range want {
+			if !strings.HasPrefix(sym.Name, prefix) || strings.HasSuffix(sym.Name, ".abi0") || sym.Size == 0 {
+				continue
+			}
+			found++
+			off, _ := symbolOffset(t, bin, sym.Name, false)
+			got := parseFile(t, bin, DemangleSimple).Lookup(off, nil)
+			if len(got) == 0 || got[len(got)-1].Function != printed || got[len(got)-1].SystemName != sym.Name {
+				t.Errorf("simple: Lookup(%s) = %+v, want %q with system name %q", sym.Name, got, printed, sym.Name)
+			}
+			got = parseFile(t, bin, DemangleNone).Lookup(off, nil)
+			if len(got) == 0 || got[len(got)-1].Function != sym.Name || got[len(got)-1].SystemName != "" {
+				t.Errorf("none: Lookup(%s) = %+v, want %q", sym.Name, got, sym.Name)
+			}
+		}
+	}
+	if found < len(want) {
+		t.Fatalf("%d of the generic functions %v found in the binary's symbols", found, want)
+	}
+}
+
+func TestGoNameForPrint(t *testing.T) {
+	for _, tt := range []struct{ name, want string }{
+		{"main.main", "main.main"},
+		{"slices.SortFunc[go.shape.[]int,go.shape.int]", "slices.SortFunc[...]"},
+		{"p.(*Cache[go.shape.string,go.shape.struct { v go.shape.*uint8; err error }]).Do.func1", "p.(*Cache[...]).Do.func1"},
+		{"p.F[go.shape.interface { Get(p.ID) (p.Entry, error) }].func1.1", "p.F[...].func1.1"},
+		{"odd]name[", "odd]name["},
+		{"p.F[", "p.F["},
+	} {
+		if got := goNameForPrint(tt.name); got != tt.want {
+			t.Errorf("goNameForPrint(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
 const rustSource = `use std::ops::Add;
 
 struct Acc<T> {

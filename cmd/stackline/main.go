@@ -188,6 +188,7 @@ func newFlagSet(o *options, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.ServiceName, "service-name", cfg.ServiceName, "service.name resource attribute (default: unknown_service:<executable>)")
 	fs.StringVar(&cfg.Demangle, "demangle", cfg.Demangle, "C++/Rust demangling: none, simple or full")
 	fs.BoolVar(&cfg.SystemNames, "system-names", cfg.SystemNames, "also send C++/Rust names as the binary spells them (mangled) to the backend, as functions' system names")
+	fs.BoolVar(&cfg.LineAddresses, "line-addresses", cfg.LineAddresses, "also send the instruction address of frames named down to a source line to the backend (without it, one location per function, file and line)")
 	fs.StringVar(&cfg.MetricsAddress, "metrics-address", cfg.MetricsAddress, "serve Prometheus self-metrics at http://ADDRESS/metrics (e.g. 127.0.0.1:9464)")
 	fs.StringVar(&cfg.HTTPAddress, "http", cfg.HTTPAddress, "serve a live flame graph at http://ADDRESS/ (e.g. 127.0.0.1:8080; may equal --metrics-address)")
 	fs.DurationVar(&cfg.HTTPHistory, "http-history", cfg.HTTPHistory, "how long the flame graph page keeps intervals (1m..24h)")
