@@ -24,6 +24,21 @@ func openPath(path string) func() (*os.File, error) {
 }
 
 // lineOf returns the 1-based number of the first line of src containing s.
+// elfSymbols returns the .symtab symbols of the ELF file at path.
+func elfSymbols(tb testing.TB, path string) []elf.Symbol {
+	tb.Helper()
+	ef, err := elf.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ef.Close()
+	syms, err := ef.Symbols()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return syms
+}
+
 func lineOf(tb testing.TB, src, s string) int64 {
 	tb.Helper()
 	for i, l := range strings.Split(src, "\n") {
@@ -188,15 +203,7 @@ func TestLibcDebugFile(t *testing.T) {
 	}
 	// __libc_start_call_main is local: only the debug file's .symtab
 	// names it. Find its address there.
-	ef, err := elf.Open(dbgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ef.Close()
-	syms, err := ef.Symbols()
-	if err != nil {
-		t.Fatal(err)
-	}
+	syms := elfSymbols(t, dbgPath)
 	var addr uint64
 	for _, sym := range syms {
 		if sym.Name == "__libc_start_call_main" {
@@ -235,15 +242,7 @@ func TestMiniDebugInfo(t *testing.T) {
 	dir := filepath.Dir(bin)
 	// As Fedora does: keep the function symbols that .dynsym lacks in an
 	// ELF file of their own, xz it and add it as .gnu_debugdata.
-	ef, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := ef.Symbols()
-	ef.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	syms := elfSymbols(t, bin)
 	var keep strings.Builder
 	for _, s := range syms {
 		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Section != elf.SHN_UNDEF {
@@ -379,15 +378,7 @@ func main() {
 // DemangleNone keeps the binary's spelling.
 func TestGoGenericNames(t *testing.T) {
 	bin := testenv.BuildGo(t, goGenericSource, false)
-	ef, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := ef.Symbols()
-	ef.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	syms := elfSymbols(t, bin)
 	want := map[string]string{
 		"main.Sum[":     "main.Sum[...]",
 		"main.(*Cache[": "main.(*Cache[...]).Put",
@@ -461,15 +452,7 @@ func TestRust(t *testing.T) {
 	}
 	run(t, dir, "rustc", "-C", "opt-level=1", "-g", "-o", "prog", "main.rs")
 	bin := filepath.Join(dir, "prog")
-	ef, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syms, err := ef.Symbols()
-	ef.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	syms := elfSymbols(t, bin)
 	var mangled string
 	for _, s := range syms {
 		if strings.Contains(s.Name, "Acc") && strings.Contains(s.Name, "push") && elf.ST_TYPE(s.Info) == elf.STT_FUNC {
