@@ -93,10 +93,16 @@ type Results struct {
 	ExecsPerSec  float64 `json:"execs_per_second"`
 	BuildsPerSec float64 `json:"builds_per_second"`
 	Exports      int     `json:"exports"`
-	Date         string  `json:"date"`
-	Kernel       string  `json:"kernel"`
-	GoVersion    string  `json:"go_version"`
-	Commit       string  `json:"commit"`
+	// RSSEachSecondMB and RSSFileEachSecondMB are the agent's VmRSS and
+	// its file-backed part (RssFile) read every second of the run: what
+	// the steady and peak figures come from, kept to tell a run whose
+	// RSS went up from one whose RSS sawed.
+	RSSEachSecondMB     []float64 `json:"rss_mb_each_second,omitempty"`
+	RSSFileEachSecondMB []float64 `json:"rss_file_mb_each_second,omitempty"`
+	Date                string    `json:"date"`
+	Kernel              string    `json:"kernel"`
+	GoVersion           string    `json:"go_version"`
+	Commit              string    `json:"commit"`
 }
 
 // Figures returns the numeric figures of r by their json names.

@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -207,6 +208,7 @@ func run() error {
 
 	var (
 		rss          []float64 // VmRSS every second, kB
+		rssFile      []float64 // RssFile every second, kB
 		startupHWM   float64   // kB
 		startupAlloc float64   // bytes
 		startupRead  bool
@@ -252,6 +254,7 @@ func run() error {
 			return fmt.Errorf("agent: %w", err)
 		}
 		rss = append(rss, st["VmRSS"])
+		rssFile = append(rssFile, st["RssFile"])
 		if !startupRead && now >= startupWindow {
 			if err := readStartup(); err != nil {
 				return err
@@ -425,6 +428,8 @@ func run() error {
 		ExecsPerSec:           execRate,
 		BuildsPerSec:          buildRate,
 		Exports:               len(reqs),
+		RSSEachSecondMB:       megabytes(rss),
+		RSSFileEachSecondMB:   megabytes(rssFile),
 		Date:                  time.Now().UTC().Format(time.RFC3339),
 		Kernel:                strings.TrimSpace(string(kernel)),
 		GoVersion:             runtime.Version(),
@@ -517,6 +522,15 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// megabytes returns kB figures in MB, rounded to a tenth.
+func megabytes(kb []float64) []float64 {
+	out := make([]float64, len(kb))
+	for i, v := range kb {
+		out[i] = math.Round(v/102.4) / 10
+	}
+	return out
 }
 
 // readStatus returns the kB fields of /proc/PID/status.
