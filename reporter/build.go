@@ -330,8 +330,9 @@ func (d *dictionary) renumberStrings(req *collectorpb.ExportProfilesServiceReque
 // setMappingRanges gives every mapping the address range of its
 // locations, page-aligned, with a file offset equal to its start: an
 // address is then its own file offset (native frames) or kernel address
-// (kernel frames), which is what locations carry. Interpreted frames have
-// no machine address (0): their source-file mappings keep an empty range.
+// (kernel frames), which is what locations carry. Interpreted frames, and
+// frames named down to a line without Config.LineAddresses, have no
+// address (0): a mapping with only those keeps an empty range.
 func (d *dictionary) setMappingRanges() {
 	const page = 4096
 	for _, loc := range d.d.LocationTable[1:] {
@@ -549,10 +550,10 @@ func namedToLine(lines []*profilespb.Line) bool {
 // varints, built in d's buffer.
 func (d *dictionary) lineKey(loc *profilespb.Location) string {
 	b := binary.AppendUvarint(d.keyBuf[:0], uint64(loc.MappingIndex))
+	b = binary.AppendUvarint(b, uint64(len(loc.AttributeIndices)))
 	for _, a := range loc.AttributeIndices {
 		b = binary.AppendUvarint(b, uint64(a))
 	}
-	b = append(b, 0xff) // no varint is one 0xff byte: ends the attributes
 	for _, l := range loc.Lines {
 		b = binary.AppendUvarint(b, uint64(l.FunctionIndex))
 		b = binary.AppendUvarint(b, uint64(l.Line))
