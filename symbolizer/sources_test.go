@@ -24,21 +24,6 @@ func openPath(path string) func() (*os.File, error) {
 }
 
 // lineOf returns the 1-based number of the first line of src containing s.
-// elfSymbols returns the .symtab symbols of the ELF file at path.
-func elfSymbols(tb testing.TB, path string) []elf.Symbol {
-	tb.Helper()
-	ef, err := elf.Open(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ef.Close()
-	syms, err := ef.Symbols()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return syms
-}
-
 func lineOf(tb testing.TB, src, s string) int64 {
 	tb.Helper()
 	for i, l := range strings.Split(src, "\n") {
@@ -203,7 +188,7 @@ func TestLibcDebugFile(t *testing.T) {
 	}
 	// __libc_start_call_main is local: only the debug file's .symtab
 	// names it. Find its address there.
-	syms := elfSymbols(t, dbgPath)
+	syms, _ := elfSymbols(t, dbgPath, false)
 	var addr uint64
 	for _, sym := range syms {
 		if sym.Name == "__libc_start_call_main" {
@@ -242,7 +227,7 @@ func TestMiniDebugInfo(t *testing.T) {
 	dir := filepath.Dir(bin)
 	// As Fedora does: keep the function symbols that .dynsym lacks in an
 	// ELF file of their own, xz it and add it as .gnu_debugdata.
-	syms := elfSymbols(t, bin)
+	syms, _ := elfSymbols(t, bin, false)
 	var keep strings.Builder
 	for _, s := range syms {
 		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Section != elf.SHN_UNDEF {
@@ -378,7 +363,7 @@ func main() {
 // DemangleNone keeps the binary's spelling.
 func TestGoGenericNames(t *testing.T) {
 	bin := testenv.BuildGo(t, goGenericSource, false)
-	syms := elfSymbols(t, bin)
+	syms, _ := elfSymbols(t, bin, false)
 	want := map[string]string{
 		"main.Sum[":     "main.Sum[...]",
 		"main.(*Cache[": "main.(*Cache[...]).Put",
@@ -452,7 +437,7 @@ func TestRust(t *testing.T) {
 	}
 	run(t, dir, "rustc", "-C", "opt-level=1", "-g", "-o", "prog", "main.rs")
 	bin := filepath.Join(dir, "prog")
-	syms := elfSymbols(t, bin)
+	syms, _ := elfSymbols(t, bin, false)
 	var mangled string
 	for _, s := range syms {
 		if strings.Contains(s.Name, "Acc") && strings.Contains(s.Name, "push") && elf.ST_TYPE(s.Info) == elf.STT_FUNC {

@@ -82,9 +82,9 @@ func build(tb testing.TB, compiler, source, ext, out string, flags ...string) st
 	return bin
 }
 
-// symbolOffset returns the file offset and size of the symbol name in the
-// ELF file at path, computed independently of the package with debug/elf.
-func symbolOffset(tb testing.TB, path, name string, dynamic bool) (off, size uint64) {
+// elfSymbols returns the .symtab symbols of the ELF file at path (its
+// .dynsym ones when dynamic) and its program headers.
+func elfSymbols(tb testing.TB, path string, dynamic bool) ([]elf.Symbol, []elf.ProgHeader) {
 	tb.Helper()
 	ef, err := elf.Open(path)
 	if err != nil {
@@ -98,11 +98,23 @@ func symbolOffset(tb testing.TB, path, name string, dynamic bool) (off, size uin
 	if err != nil {
 		tb.Fatal(err)
 	}
+	progs := make([]elf.ProgHeader, len(ef.Progs))
+	for i, p := range ef.Progs {
+		progs[i] = p.ProgHeader
+	}
+	return syms, progs
+}
+
+// symbolOffset returns the file offset and size of the symbol name in the
+// ELF file at path, computed independently of the package with debug/elf.
+func symbolOffset(tb testing.TB, path, name string, dynamic bool) (off, size uint64) {
+	tb.Helper()
+	syms, progs := elfSymbols(tb, path, dynamic)
 	for _, s := range syms {
 		if s.Name != name || s.Section == elf.SHN_UNDEF {
 			continue
 		}
-		for _, p := range ef.Progs {
+		for _, p := range progs {
 			if p.Type == elf.PT_LOAD && s.Value >= p.Vaddr && s.Value < p.Vaddr+p.Filesz {
 				return s.Value - p.Vaddr + p.Off, s.Size
 			}
